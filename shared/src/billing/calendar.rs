@@ -1,0 +1,165 @@
+//! The billing calendar: monthly periods anchored on the sign-up day, in
+//! Asia/Seoul. Days 29–31 clamp to the month's last day without drifting:
+//! an anchor of Jan 31 gives Feb 28 (or 29), then Mar 31 again, because every
+//! period is computed from the anchor, never from the previous charge.
+
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+/// The time zone of every calendar decision.
+pub const BILLING_TZ: Tz = chrono_tz::Asia::Seoul;
+
+/// The sign-up date in Seoul: period 0 starts that day, period `k` starts
+/// `k` months later on the same day of month (clamped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Anchor {
+    pub year: i32,
+    pub month: u32,
+    pub day: u32,
+}
+
+/// A billing period id, `YYYYMM` of the period's start month in Seoul.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeriodId(String);
+
+impl PeriodId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Accepts exactly six digits with a month 01–12.
+    pub fn parse(s: &str) -> Option<Self> {
+        if s.len() != 6 || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let month: u32 = s[4..].parse().ok()?;
+        (1..=12).contains(&month).then(|| Self(s.to_owned()))
+    }
+}
+
+impl std::fmt::Display for PeriodId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Anchor {
+    /// The anchor of a subscription that starts at `instant`.
+    pub fn from_instant(instant: DateTime<Utc>) -> Self {
+        let local = instant.with_timezone(&BILLING_TZ);
+        Self {
+            year: local.year(),
+            month: local.month(),
+            day: local.day(),
+        }
+    }
+
+    pub fn new(year: i32, month: u32, day: u32) -> Option<Self> {
+        NaiveDate::from_ymd_opt(year, month, day).map(|_| Self { year, month, day })
+    }
+
+    /// The local start date of period `k`.
+    pub fn period_date(&self, k: u32) -> NaiveDate {
+        let months = (self.year as i64) * 12 + (self.month as i64 - 1) + k as i64;
+        let year = months.div_euclid(12) as i32;
+        let month = months.rem_euclid(12) as u32 + 1;
+        let day = self.day.min(days_in_month(year, month));
+        // `day` is clamped to the month's length, so the date exists.
+        NaiveDate::from_ymd_opt(year, month, day).unwrap_or(NaiveDate::MIN)
+    }
+
+    /// The instant period `k` becomes due: 00:00 in Seoul on its start date.
+    /// (Korea has no daylight saving time, so local midnight always exists.)
+    pub fn period_start(&self, k: u32) -> DateTime<Utc> {
+        let midnight = self.period_date(k).and_hms_opt(0, 0, 0).unwrap_or_default();
+        BILLING_TZ
+            .from_local_datetime(&midnight)
+            .earliest()
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(|| midnight.and_utc())
+    }
+
+    pub fn period_id(&self, k: u32) -> PeriodId {
+        let d = self.period_date(k);
+        PeriodId(format!("{:04}{:02}", d.year(), d.month()))
+    }
+}
+
+pub fn days_in_month(year: i32, month: u32) -> u32 {
+    let (ny, nm) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+    NaiveDate::from_ymd_opt(ny, nm, 1)
+        .and_then(|first_of_next| first_of_next.pred_opt())
+        .map_or(28, |last| last.day())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    #[test]
+    fn jan_31_clamps_to_feb_end_and_returns_to_31() {
+        let a = Anchor::new(2027, 1, 31).unwrap();
+        assert_eq!(a.period_date(0), date(2027, 1, 31));
+        assert_eq!(a.period_date(1), date(2027, 2, 28));
+        assert_eq!(a.period_date(2), date(2027, 3, 31));
+        assert_eq!(a.period_date(3), date(2027, 4, 30));
+        assert_eq!(a.period_date(4), date(2027, 5, 31));
+        let leap = Anchor::new(2028, 1, 31).unwrap();
+        assert_eq!(leap.period_date(1), date(2028, 2, 29));
+        assert_eq!(leap.period_date(2), date(2028, 3, 31));
+    }
+
+    #[test]
+    fn period_starts_at_seoul_midnight() {
+        let a = Anchor::new(2026, 11, 25).unwrap();
+        // 2026-12-25 00:00 KST == 2026-12-24 15:00 UTC
+        assert_eq!(a.period_start(1).to_rfc3339(), "2026-12-24T15:00:00+00:00");
+        assert_eq!(a.period_id(1).as_str(), "202612");
+        assert_eq!(a.period_id(2).as_str(), "202701");
+    }
+
+    #[test]
+    fn anchor_uses_the_seoul_date_not_the_utc_date() {
+        // 2026-11-30 16:00 UTC is already Dec 1 in Seoul.
+        let t = DateTime::parse_from_rfc3339("2026-11-30T16:00:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(Anchor::from_instant(t), Anchor::new(2026, 12, 1).unwrap());
+    }
+
+    #[test]
+    fn period_id_parse_is_strict() {
+        assert!(PeriodId::parse("202612").is_some());
+        assert!(PeriodId::parse("202613").is_none());
+        assert!(PeriodId::parse("20261").is_none());
+        assert!(PeriodId::parse("2026a2").is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn periods_never_drift(y in 1990i32..2200, m in 1u32..=12, d in 1u32..=31, k in 0u32..600) {
+            prop_assume!(NaiveDate::from_ymd_opt(y, m, d).is_some());
+            let a = Anchor::new(y, m, d).unwrap();
+            let p = a.period_date(k);
+            // exactly k months after the anchor month
+            let months = (p.year() - y) as i64 * 12 + p.month() as i64 - m as i64;
+            prop_assert_eq!(months, k as i64);
+            // the anchor day, or the month's last day when the month is shorter
+            prop_assert_eq!(p.day(), d.min(days_in_month(p.year(), p.month())));
+        }
+
+        #[test]
+        fn periods_strictly_increase_and_ids_are_unique(y in 2000i32..2100, m in 1u32..=12, d in 1u32..=31, k in 0u32..240) {
+            prop_assume!(NaiveDate::from_ymd_opt(y, m, d).is_some());
+            let a = Anchor::new(y, m, d).unwrap();
+            prop_assert!(a.period_start(k) < a.period_start(k + 1));
+            prop_assert_ne!(a.period_id(k), a.period_id(k + 1));
+            let gap = a.period_start(k + 1) - a.period_start(k);
+            prop_assert!(gap.num_days() >= 28 && gap.num_days() <= 31);
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The subscription state machine. Every status change goes through
+//! [`SubscriptionStatus::apply`]; anything not listed there is an error.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionStatus {
+    /// Registered, waiting for the billing-key callback (lives in the REG item).
+    Pending,
+    /// Charged for the current period, or its first charge is due.
+    Active,
+    /// The current period was declined; a retry is scheduled.
+    PastDue,
+    /// Every retry was declined; no further charges until reactivated.
+    Suspended,
+    /// Ended by the merchant or the customer. Final.
+    Cancelled,
+    /// i'mport no longer knows the billing key; a new registration is needed.
+    KeyMissing,
+}
+
+/// What can happen to a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The billing key was verified at i'mport.
+    KeyVerified,
+    /// A period was paid.
+    Paid,
+    /// A charge was declined and a retry is scheduled.
+    DeclinedWillRetry,
+    /// The last retry was declined; the policy's final status applies.
+    DeclinedFinal(SubscriptionStatus),
+    /// i'mport answered that the billing key does not exist.
+    KeyGone,
+    /// Cancelled by the merchant or customer.
+    Cancel,
+    /// A suspended or key-less subscription got a working key again.
+    Reactivate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("illegal subscription transition: {from:?} on {event:?}")]
+pub struct IllegalTransition {
+    pub from: SubscriptionStatus,
+    pub event: Event,
+}
+
+impl SubscriptionStatus {
+    pub const ALL: [Self; 6] = [
+        Self::Pending,
+        Self::Active,
+        Self::PastDue,
+        Self::Suspended,
+        Self::Cancelled,
+        Self::KeyMissing,
+    ];
+
+    /// The one table of allowed transitions.
+    pub fn apply(self, event: Event) -> Result<Self, IllegalTransition> {
+        use Event as E;
+        use SubscriptionStatus as S;
+        let next = match (self, event) {
+            (S::Pending, E::KeyVerified) => S::Active,
+            (S::Active | S::PastDue, E::Paid) => S::Active,
+            (S::Active | S::PastDue, E::DeclinedWillRetry) => S::PastDue,
+            (S::Active | S::PastDue, E::DeclinedFinal(final_status))
+                if matches!(final_status, S::Suspended | S::Cancelled) =>
+            {
+                final_status
+            }
+            (S::Active | S::PastDue, E::KeyGone) => S::KeyMissing,
+            (S::Pending | S::Active | S::PastDue | S::Suspended | S::KeyMissing, E::Cancel) => {
+                S::Cancelled
+            }
+            (S::Suspended | S::KeyMissing, E::Reactivate) => S::Active,
+            (from, event) => return Err(IllegalTransition { from, event }),
+        };
+        Ok(next)
+    }
+
+    /// Whether the scheduled run may charge a subscription in this status.
+    pub fn is_chargeable(self) -> bool {
+        matches!(self, Self::Active | Self::PastDue)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Active => "active",
+            Self::PastDue => "past_due",
+            Self::Suspended => "suspended",
+            Self::Cancelled => "cancelled",
+            Self::KeyMissing => "key_missing",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use SubscriptionStatus as S;
+
+    fn any_status() -> impl Strategy<Value = S> {
+        proptest::sample::select(S::ALL.to_vec())
+    }
+
+    fn any_event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            Just(Event::KeyVerified),
+            Just(Event::Paid),
+            Just(Event::DeclinedWillRetry),
+            any_status().prop_map(Event::DeclinedFinal),
+            Just(Event::KeyGone),
+            Just(Event::Cancel),
+            Just(Event::Reactivate),
+        ]
+    }
+
+    #[test]
+    fn happy_path_and_dunning() {
+        let s = S::Pending.apply(Event::KeyVerified).unwrap();
+        assert_eq!(s, S::Active);
+        let s = s.apply(Event::DeclinedWillRetry).unwrap();
+        assert_eq!(s, S::PastDue);
+        assert_eq!(s.apply(Event::Paid).unwrap(), S::Active);
+        assert_eq!(s.apply(Event::DeclinedFinal(S::Suspended)).unwrap(), S::Suspended);
+        assert_eq!(S::Suspended.apply(Event::Reactivate).unwrap(), S::Active);
+    }
+
+    #[test]
+    fn cancelled_is_final_and_pending_cannot_be_charged() {
+        for e in [Event::Paid, Event::Reactivate, Event::KeyVerified, Event::Cancel] {
+            assert!(S::Cancelled.apply(e).is_err(), "{e:?}");
+        }
+        assert!(S::Pending.apply(Event::Paid).is_err());
+        assert!(S::Active.apply(Event::DeclinedFinal(S::Active)).is_err());
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for s in S::ALL {
+            assert_eq!(S::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(S::parse("paid"), None);
+    }
+
+    proptest! {
+        /// Any sequence of events either moves between known states or is
+        /// refused without changing anything; Cancelled is never left.
+        #[test]
+        fn random_walks_stay_legal(start in any_status(), events in proptest::collection::vec(any_event(), 0..40)) {
+            let mut s = start;
+            for e in events {
+                let was_cancelled = s == S::Cancelled;
+                match s.apply(e) {
+                    Ok(next) => {
+                        prop_assert!(!was_cancelled, "left Cancelled via {:?}", e);
+                        prop_assert!(next != S::Pending, "returned to Pending via {:?}", e);
+                        if e == Event::Paid { prop_assert_eq!(next, S::Active); }
+                        s = next;
+                    }
+                    Err(err) => prop_assert_eq!(err.from, s),
+                }
+                // only Active/PastDue are chargeable
+                prop_assert_eq!(s.is_chargeable(), matches!(s, S::Active | S::PastDue));
+            }
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! Shared library of the subscription-billing functions: the i'mport client,
+//! the DynamoDB store, the billing rules and the services the handlers call.
+
+pub mod billing;
+pub mod iamport;
+pub mod secret;

@@ -1,0 +1,983 @@
+//! The simulator's state: clock, access token, billing keys, the payment ledger, declines,
+//! faults, latency, request counts and webhook settings, behind one mutex.
+//!
+//! Every rule about money and tokens lives here; the HTTP modules only parse and answer.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::str::FromStr;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::SimConfig;
+use crate::fault::{Fault, FaultKind};
+use crate::model::{
+    CancelHistory, Customer, NewCustomer, Payment, PaymentStatus, default_pay_method,
+};
+use crate::webhook::{WebhookDelivery, WebhookEvent, WebhookJob, WebhookSettings};
+
+/// `user_agent` of API-originated payments (as in the documented sample response).
+const API_USER_AGENT: &str = "sorry_not_supported_anymore";
+/// Seconds before expiry in which a getToken call extends the token.
+const TOKEN_EXTEND_WINDOW_SECS: i64 = 60;
+/// How far such a call pushes the expiry out.
+const TOKEN_EXTENSION_SECS: i64 = 300;
+
+/// The access token of the (single) simulated merchant account.
+#[derive(Debug, Clone)]
+struct Token {
+    access_token: String,
+    expired_at: i64,
+}
+
+/// `AuthAnnotation`: what getToken answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct TokenGrant {
+    pub access_token: String,
+    pub now: i64,
+    pub expired_at: i64,
+}
+
+/// A ledger entry plus what the simulator needs to remember about it.
+#[derive(Debug, Clone)]
+struct Record {
+    payment: Payment,
+    notice_url: Option<String>,
+    updated_at: i64,
+}
+
+/// A billing key: the customer view plus how it charges.
+#[derive(Debug, Clone)]
+struct BillingKey {
+    customer: Customer,
+    pay_method: String,
+}
+
+struct SimState {
+    clock_offset: i64,
+    token: Option<Token>,
+    keys: BTreeMap<String, BillingKey>,
+    records: Vec<Record>,
+    declines: BTreeMap<String, String>,
+    faults: VecDeque<Fault>,
+    latency: Duration,
+    request_counts: BTreeMap<String, u64>,
+    webhook: WebhookSettings,
+    webhooks_sent: Vec<WebhookDelivery>,
+}
+
+impl SimState {
+    fn new(config: &SimConfig) -> Self {
+        Self {
+            clock_offset: 0,
+            token: None,
+            keys: BTreeMap::new(),
+            records: Vec::new(),
+            declines: BTreeMap::new(),
+            faults: VecDeque::new(),
+            latency: config.latency,
+            request_counts: BTreeMap::new(),
+            webhook: WebhookSettings {
+                url: config.webhook_url.clone(),
+                format: config.webhook_format,
+                duplicates: config.webhook_duplicates,
+                delay: config.webhook_delay,
+            },
+            webhooks_sent: Vec::new(),
+        }
+    }
+
+    fn now(&self) -> i64 {
+        real_now().saturating_add(self.clock_offset)
+    }
+
+    fn new_imp_uid(&self, prefix: &str) -> String {
+        let mut rng = rand::rng();
+        loop {
+            let candidate = format!("{prefix}{:012}", rng.random_range(0..1_000_000_000_000_u64));
+            if !self.records.iter().any(|r| r.payment.imp_uid == candidate) {
+                return candidate;
+            }
+        }
+    }
+
+    fn webhook_job(&self, notice_url: Option<&str>, event: WebhookEvent) -> Option<WebhookJob> {
+        let url = notice_url
+            .map(str::to_owned)
+            .or_else(|| self.webhook.url.clone())?;
+        Some(WebhookJob {
+            url,
+            format: self.webhook.format,
+            duplicates: self.webhook.duplicates,
+            delay: self.webhook.delay,
+            event,
+        })
+    }
+}
+
+/// Wall-clock UNIX seconds.
+fn real_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn random_hex(len: usize) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| char::from(HEX[rng.random_range(0..HEX.len())]))
+        .collect()
+}
+
+fn random_digits(len: usize) -> String {
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| char::from(b'0' + rng.random_range(0..10_u8)))
+        .collect()
+}
+
+/// A validated `again` request.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ChargeRequest {
+    pub customer_uid: String,
+    pub merchant_uid: String,
+    pub amount: i64,
+    pub currency: String,
+    pub name: Option<String>,
+    pub buyer_name: Option<String>,
+    pub buyer_email: Option<String>,
+    pub buyer_tel: Option<String>,
+    pub buyer_addr: Option<String>,
+    pub buyer_postcode: Option<String>,
+    pub custom_data: Option<String>,
+    pub notice_url: Option<String>,
+    pub card_quota: i64,
+}
+
+/// What `again` did.
+#[derive(Debug)]
+pub(crate) enum ChargeOutcome {
+    /// No billing key under that `customer_uid`; nothing recorded.
+    UnknownCustomer,
+    /// The `merchant_uid` already has a paid payment; nothing recorded.
+    AlreadyPaid,
+    /// The `merchant_uid` was paid and has since been fully refunded; nothing recorded.
+    AlreadyCancelled,
+    /// A payment was recorded, `paid` or `failed`.
+    Attempted {
+        payment: Box<Payment>,
+        webhook: Option<WebhookJob>,
+    },
+}
+
+/// A validated cancel request.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CancelRequest {
+    pub imp_uid: Option<String>,
+    pub merchant_uid: Option<String>,
+    /// `None` (or 0) refunds everything left.
+    pub amount: Option<i64>,
+    pub checksum: Option<i64>,
+    pub reason: Option<String>,
+}
+
+/// What a cancel request did.
+#[derive(Debug)]
+pub(crate) enum CancelOutcome {
+    NotFound,
+    NotPaid(PaymentStatus),
+    AlreadyCancelled,
+    NothingRefundable,
+    ChecksumMismatch {
+        checksum: i64,
+        refundable: i64,
+    },
+    ExceedsRefundable {
+        requested: i64,
+        refundable: i64,
+    },
+    Cancelled {
+        payment: Box<Payment>,
+        webhook: Option<WebhookJob>,
+    },
+}
+
+/// A billing-key issuance through the payment window.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct IssueRequest {
+    pub customer_uid: String,
+    pub merchant_uid: String,
+    pub amount: i64,
+    pub name: Option<String>,
+    pub pg_provider: String,
+    pub pg_id: String,
+    pub pay_method: String,
+    pub buyer_name: Option<String>,
+    pub buyer_email: Option<String>,
+    pub buyer_tel: Option<String>,
+    pub buyer_addr: Option<String>,
+    pub buyer_postcode: Option<String>,
+    pub custom_data: Option<String>,
+    pub notice_url: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// Order of `GET /payments/find/…` candidates (`sorting` query).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sorting {
+    key: SortKey,
+    descending: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SortKey {
+    Started,
+    Paid,
+    Updated,
+}
+
+impl Default for Sorting {
+    fn default() -> Self {
+        Self {
+            key: SortKey::Started,
+            descending: true,
+        }
+    }
+}
+
+impl FromStr for Sorting {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (descending, name) = match s.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, s),
+        };
+        let key = match name {
+            "started" => SortKey::Started,
+            "paid" => SortKey::Paid,
+            "updated" => SortKey::Updated,
+            _ => return Err(()),
+        };
+        Ok(Self { key, descending })
+    }
+}
+
+/// The shared simulator: configuration, state and the webhook HTTP client.
+pub(crate) struct Sim {
+    config: SimConfig,
+    state: Mutex<SimState>,
+    http: reqwest::Client,
+    webhook_recorded: Notify,
+}
+
+impl Sim {
+    pub(crate) fn new(config: SimConfig) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(Self {
+            state: Mutex::new(SimState::new(&config)),
+            config,
+            http,
+            webhook_recorded: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SimState> {
+        // A panic while holding the lock cannot leave the state half-updated in a way that
+        // matters for a test double, so keep serving rather than poisoning every request.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn config(&self) -> &SimConfig {
+        &self.config
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    // ---- clock ----
+
+    pub(crate) fn now(&self) -> i64 {
+        self.lock().now()
+    }
+
+    pub(crate) fn clock_offset(&self) -> i64 {
+        self.lock().clock_offset
+    }
+
+    pub(crate) fn set_clock(&self, unix_secs: i64) {
+        self.lock().clock_offset = unix_secs.saturating_sub(real_now());
+    }
+
+    pub(crate) fn advance_clock(&self, secs: i64) {
+        let mut st = self.lock();
+        st.clock_offset = st.clock_offset.saturating_add(secs);
+    }
+
+    // ---- tokens ----
+
+    /// getToken: the current token while it is valid (extended by 5 minutes when asked for
+    /// in its last minute), else a new one. `None` for wrong credentials.
+    pub(crate) fn issue_token(&self, imp_key: &str, imp_secret: &str) -> Option<TokenGrant> {
+        if imp_key != self.config.imp_key || imp_secret != self.config.imp_secret {
+            return None;
+        }
+        let mut st = self.lock();
+        let now = st.now();
+        let token = match st.token.take() {
+            Some(mut token) if now < token.expired_at => {
+                if token.expired_at - now <= TOKEN_EXTEND_WINDOW_SECS {
+                    token.expired_at += TOKEN_EXTENSION_SECS;
+                }
+                token
+            }
+            _ => Token {
+                access_token: random_hex(40),
+                expired_at: now.saturating_add(self.config.token_ttl_secs),
+            },
+        };
+        let grant = TokenGrant {
+            access_token: token.access_token.clone(),
+            now,
+            expired_at: token.expired_at,
+        };
+        st.token = Some(token);
+        Some(grant)
+    }
+
+    /// Whether `access_token` is the current, unexpired token (by the simulator clock).
+    pub(crate) fn token_valid(&self, access_token: &str) -> bool {
+        let st = self.lock();
+        let now = st.now();
+        st.token
+            .as_ref()
+            .is_some_and(|t| t.access_token == access_token && now < t.expired_at)
+    }
+
+    pub(crate) fn expire_tokens(&self) {
+        self.lock().token = None;
+    }
+
+    // ---- faults, latency, request counts ----
+
+    pub(crate) fn inject(&self, fault: Fault) {
+        self.lock().faults.push_back(fault);
+    }
+
+    pub(crate) fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
+    pub(crate) fn pending_faults(&self) -> Vec<Fault> {
+        self.lock().faults.iter().cloned().collect()
+    }
+
+    /// Consume one use of the first queued fault that hits this request.
+    pub(crate) fn take_fault(&self, path: &str, customer_uid: Option<&str>) -> Option<FaultKind> {
+        let mut st = self.lock();
+        let index = st
+            .faults
+            .iter()
+            .position(|f| f.matches(path, customer_uid))?;
+        let fault = st.faults.get_mut(index)?;
+        fault.times -= 1;
+        let kind = fault.kind.clone();
+        if fault.times == 0 {
+            st.faults.remove(index);
+        }
+        Some(kind)
+    }
+
+    pub(crate) fn latency(&self) -> Duration {
+        self.lock().latency
+    }
+
+    pub(crate) fn set_latency(&self, latency: Duration) {
+        self.lock().latency = latency;
+    }
+
+    pub(crate) fn count_request(&self, path: &str) {
+        *self
+            .lock()
+            .request_counts
+            .entry(path.to_owned())
+            .or_insert(0) += 1;
+    }
+
+    pub(crate) fn request_count(&self, path_prefix: &str) -> u64 {
+        self.lock()
+            .request_counts
+            .iter()
+            .filter(|(path, _)| path.starts_with(path_prefix))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    pub(crate) fn request_counts(&self) -> BTreeMap<String, u64> {
+        self.lock().request_counts.clone()
+    }
+
+    // ---- billing keys and declines ----
+
+    pub(crate) fn add_customer(&self, new: NewCustomer) -> Customer {
+        let pg_provider = new
+            .pg_provider
+            .unwrap_or_else(|| self.config.pg_provider.clone());
+        let pay_method = new
+            .pay_method
+            .unwrap_or_else(|| default_pay_method(&pg_provider).to_owned());
+        let mut st = self.lock();
+        let now = st.now();
+        let inserted = st
+            .keys
+            .get(&new.customer_uid)
+            .map_or(now, |k| k.customer.inserted);
+        let customer = Customer {
+            customer_uid: new.customer_uid.clone(),
+            pg_provider,
+            pg_id: new.pg_id.unwrap_or_else(|| self.config.pg_id.clone()),
+            customer_id: new.customer_id,
+            card_name: new.card_name,
+            card_code: new.card_code,
+            card_issuer_code: None,
+            card_issuer_name: None,
+            card_publisher_code: None,
+            card_publisher_name: None,
+            card_number: new.card_number,
+            card_type: new.card_type,
+            customer_name: new.customer_name,
+            customer_tel: new.customer_tel,
+            customer_email: new.customer_email,
+            customer_addr: new.customer_addr,
+            customer_postcode: new.customer_postcode,
+            inserted,
+            updated: now,
+        };
+        st.keys.insert(
+            new.customer_uid,
+            BillingKey {
+                customer: customer.clone(),
+                pay_method,
+            },
+        );
+        customer
+    }
+
+    pub(crate) fn customer(&self, customer_uid: &str) -> Option<Customer> {
+        self.lock()
+            .keys
+            .get(customer_uid)
+            .map(|k| k.customer.clone())
+    }
+
+    pub(crate) fn customers(&self) -> Vec<Customer> {
+        self.lock()
+            .keys
+            .values()
+            .map(|k| k.customer.clone())
+            .collect()
+    }
+
+    pub(crate) fn delete_customer(&self, customer_uid: &str) -> Option<Customer> {
+        self.lock().keys.remove(customer_uid).map(|k| k.customer)
+    }
+
+    pub(crate) fn decline_customer(&self, customer_uid: &str, reason: &str) {
+        self.lock()
+            .declines
+            .insert(customer_uid.to_owned(), reason.to_owned());
+    }
+
+    pub(crate) fn clear_decline(&self, customer_uid: &str) -> bool {
+        self.lock().declines.remove(customer_uid).is_some()
+    }
+
+    pub(crate) fn declines(&self) -> BTreeMap<String, String> {
+        self.lock().declines.clone()
+    }
+
+    // ---- payments ----
+
+    /// `again`: charge the key of `req.customer_uid`, declined when `forced_decline` is set
+    /// or the customer is on the decline list.
+    pub(crate) fn charge(
+        &self,
+        req: ChargeRequest,
+        forced_decline: Option<String>,
+    ) -> ChargeOutcome {
+        let mut st = self.lock();
+        let now = st.now();
+        let Some(key) = st.keys.get(&req.customer_uid).cloned() else {
+            return ChargeOutcome::UnknownCustomer;
+        };
+        let settled = st
+            .records
+            .iter()
+            .map(|r| &r.payment)
+            .filter(|p| p.merchant_uid == req.merchant_uid)
+            .map(|p| p.status)
+            .find(|s| matches!(s, PaymentStatus::Paid | PaymentStatus::Cancelled));
+        match settled {
+            Some(PaymentStatus::Paid) => return ChargeOutcome::AlreadyPaid,
+            Some(_) => return ChargeOutcome::AlreadyCancelled,
+            None => {}
+        }
+        let decline = forced_decline.or_else(|| st.declines.get(&req.customer_uid).cloned());
+        let imp_uid = st.new_imp_uid("imps_");
+        let customer = &key.customer;
+        let is_card = key.pay_method == "card";
+        let paid = decline.is_none();
+        let payment = Payment {
+            imp_uid,
+            merchant_uid: req.merchant_uid,
+            pay_method: Some(key.pay_method.clone()),
+            channel: Some("api".to_owned()),
+            pg_provider: Some(customer.pg_provider.clone()),
+            emb_pg_provider: None,
+            pg_tid: Some(format!("{}_{}", customer.pg_provider, random_hex(20))),
+            pg_id: Some(customer.pg_id.clone()),
+            escrow: false,
+            apply_num: (is_card && paid).then(|| random_digits(8)),
+            bank_code: None,
+            bank_name: None,
+            card_code: customer.card_code.clone().filter(|_| is_card),
+            card_name: customer.card_name.clone().filter(|_| is_card),
+            card_issuer_code: None,
+            card_issuer_name: None,
+            card_publisher_code: None,
+            card_publisher_name: None,
+            card_quota: req.card_quota,
+            card_number: customer.card_number.clone().filter(|_| is_card),
+            card_type: customer.card_type.filter(|_| is_card),
+            vbank_code: None,
+            vbank_name: None,
+            vbank_num: None,
+            vbank_holder: None,
+            vbank_date: 0,
+            vbank_issued_at: 0,
+            name: req.name,
+            amount: req.amount,
+            cancel_amount: 0,
+            currency: req.currency,
+            buyer_name: req.buyer_name,
+            buyer_email: req.buyer_email,
+            buyer_tel: req.buyer_tel,
+            buyer_addr: req.buyer_addr,
+            buyer_postcode: req.buyer_postcode,
+            custom_data: req.custom_data,
+            user_agent: Some(API_USER_AGENT.to_owned()),
+            status: if paid {
+                PaymentStatus::Paid
+            } else {
+                PaymentStatus::Failed
+            },
+            started_at: now,
+            paid_at: if paid { now } else { 0 },
+            failed_at: if paid { 0 } else { now },
+            cancelled_at: 0,
+            fail_reason: decline,
+            cancel_reason: None,
+            receipt_url: None,
+            cancel_history: Vec::new(),
+            cancel_receipt_urls: Vec::new(),
+            cash_receipt_issued: false,
+            customer_uid: Some(req.customer_uid),
+            customer_uid_usage: Some("payment".to_owned()),
+            promotion: None,
+        };
+        // Failed payments trigger no webhook (docs §7).
+        let webhook = if paid {
+            st.webhook_job(
+                req.notice_url.as_deref(),
+                WebhookEvent {
+                    imp_uid: payment.imp_uid.clone(),
+                    merchant_uid: payment.merchant_uid.clone(),
+                    status: payment.status.as_str().to_owned(),
+                    cancellation_id: None,
+                },
+            )
+        } else {
+            None
+        };
+        st.records.push(Record {
+            payment: payment.clone(),
+            notice_url: req.notice_url,
+            updated_at: now,
+        });
+        ChargeOutcome::Attempted {
+            payment: Box::new(payment),
+            webhook,
+        }
+    }
+
+    /// Payment window: issue (or replace) the key of `req.customer_uid` and record the
+    /// issuance as a `paid` payment, or record a `failed` one and leave keys untouched.
+    pub(crate) fn issue_in_window(&self, req: IssueRequest, failure: Option<String>) -> Payment {
+        let ok = failure.is_none();
+        if ok {
+            self.add_customer(NewCustomer {
+                customer_uid: req.customer_uid.clone(),
+                pg_provider: Some(req.pg_provider.clone()),
+                pg_id: Some(req.pg_id.clone()),
+                pay_method: Some(req.pay_method.clone()),
+                customer_name: req.buyer_name.clone(),
+                customer_tel: req.buyer_tel.clone(),
+                customer_email: req.buyer_email.clone(),
+                customer_addr: req.buyer_addr.clone(),
+                customer_postcode: req.buyer_postcode.clone(),
+                ..NewCustomer::default()
+            });
+        }
+        let mut st = self.lock();
+        let now = st.now();
+        let payment = Payment {
+            imp_uid: st.new_imp_uid("imp_"),
+            merchant_uid: req.merchant_uid,
+            pay_method: Some(req.pay_method),
+            channel: Some("pc".to_owned()),
+            pg_provider: Some(req.pg_provider.clone()),
+            emb_pg_provider: None,
+            pg_tid: Some(format!("{}_{}", req.pg_provider, random_hex(20))),
+            pg_id: Some(req.pg_id),
+            escrow: false,
+            apply_num: None,
+            bank_code: None,
+            bank_name: None,
+            card_code: None,
+            card_name: None,
+            card_issuer_code: None,
+            card_issuer_name: None,
+            card_publisher_code: None,
+            card_publisher_name: None,
+            card_quota: 0,
+            card_number: None,
+            card_type: None,
+            vbank_code: None,
+            vbank_name: None,
+            vbank_num: None,
+            vbank_holder: None,
+            vbank_date: 0,
+            vbank_issued_at: 0,
+            name: req.name,
+            amount: req.amount,
+            cancel_amount: 0,
+            currency: "KRW".to_owned(),
+            buyer_name: req.buyer_name,
+            buyer_email: req.buyer_email,
+            buyer_tel: req.buyer_tel,
+            buyer_addr: req.buyer_addr,
+            buyer_postcode: req.buyer_postcode,
+            custom_data: req.custom_data,
+            user_agent: req.user_agent,
+            status: if ok {
+                PaymentStatus::Paid
+            } else {
+                PaymentStatus::Failed
+            },
+            started_at: now,
+            paid_at: if ok { now } else { 0 },
+            failed_at: if ok { 0 } else { now },
+            cancelled_at: 0,
+            fail_reason: failure,
+            cancel_reason: None,
+            receipt_url: None,
+            cancel_history: Vec::new(),
+            cancel_receipt_urls: Vec::new(),
+            cash_receipt_issued: false,
+            customer_uid: Some(req.customer_uid),
+            customer_uid_usage: Some("issue".to_owned()),
+            promotion: None,
+        };
+        st.records.push(Record {
+            payment: payment.clone(),
+            notice_url: req.notice_url,
+            updated_at: now,
+        });
+        payment
+    }
+
+    pub(crate) fn payment(&self, imp_uid: &str) -> Option<Payment> {
+        self.lock()
+            .records
+            .iter()
+            .find(|r| r.payment.imp_uid == imp_uid)
+            .map(|r| r.payment.clone())
+    }
+
+    /// `GET /payments/find/{merchant_uid}[/{status}]`: the first record by `sorting`.
+    pub(crate) fn find_payment(
+        &self,
+        merchant_uid: &str,
+        status: Option<PaymentStatus>,
+        sorting: Sorting,
+    ) -> Option<Payment> {
+        let st = self.lock();
+        let key = |r: &Record| match sorting.key {
+            SortKey::Started => r.payment.started_at,
+            SortKey::Paid => r.payment.paid_at,
+            SortKey::Updated => r.updated_at,
+        };
+        // Records are in insertion order: among equal keys the later one is the newer.
+        let mut candidates: Vec<(usize, &Record)> = st
+            .records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.payment.merchant_uid == merchant_uid)
+            .filter(|(_, r)| status.is_none_or(|s| r.payment.status == s))
+            .collect();
+        candidates.sort_by_key(|&(i, r)| (key(r), i));
+        let chosen = if sorting.descending {
+            candidates.last()
+        } else {
+            candidates.first()
+        };
+        chosen.map(|(_, r)| r.payment.clone())
+    }
+
+    /// `POST /payments/cancel`.
+    pub(crate) fn cancel(&self, req: CancelRequest) -> CancelOutcome {
+        let mut st = self.lock();
+        let now = st.now();
+        let index = match (&req.imp_uid, &req.merchant_uid) {
+            (Some(imp_uid), _) => st
+                .records
+                .iter()
+                .position(|r| &r.payment.imp_uid == imp_uid),
+            (None, Some(merchant_uid)) => {
+                let latest = |status: PaymentStatus| {
+                    st.records.iter().rposition(|r| {
+                        &r.payment.merchant_uid == merchant_uid && r.payment.status == status
+                    })
+                };
+                latest(PaymentStatus::Paid).or_else(|| latest(PaymentStatus::Cancelled))
+            }
+            (None, None) => None,
+        };
+        let Some(index) = index else {
+            return CancelOutcome::NotFound;
+        };
+        let Some(record) = st.records.get(index) else {
+            return CancelOutcome::NotFound;
+        };
+        let payment = &record.payment;
+        match payment.status {
+            PaymentStatus::Paid => {}
+            PaymentStatus::Cancelled => return CancelOutcome::AlreadyCancelled,
+            other => return CancelOutcome::NotPaid(other),
+        }
+        let refundable = payment.refundable();
+        if let Some(checksum) = req.checksum
+            && checksum != refundable
+        {
+            return CancelOutcome::ChecksumMismatch {
+                checksum,
+                refundable,
+            };
+        }
+        if refundable <= 0 {
+            return CancelOutcome::NothingRefundable;
+        }
+        let requested = req.amount.filter(|&a| a > 0).unwrap_or(refundable);
+        if requested > refundable {
+            return CancelOutcome::ExceedsRefundable {
+                requested,
+                refundable,
+            };
+        }
+        let cancellation_id = format!("sim_cncl_{}", random_hex(16));
+        let notice_url = record.notice_url.clone();
+        let mut payment = payment.clone();
+        payment.cancel_amount += requested;
+        payment.cancel_reason.clone_from(&req.reason);
+        payment.cancel_history.push(CancelHistory {
+            pg_tid: payment.pg_tid.clone().unwrap_or_default(),
+            amount: requested,
+            cancelled_at: now,
+            reason: req.reason.unwrap_or_default(),
+            cancellation_id: cancellation_id.clone(),
+            receipt_url: None,
+        });
+        if payment.refundable() == 0 {
+            payment.status = PaymentStatus::Cancelled;
+            payment.cancelled_at = now;
+        }
+        let webhook = st.webhook_job(
+            notice_url.as_deref(),
+            WebhookEvent {
+                imp_uid: payment.imp_uid.clone(),
+                merchant_uid: payment.merchant_uid.clone(),
+                status: payment.status.as_str().to_owned(),
+                cancellation_id: Some(cancellation_id),
+            },
+        );
+        if let Some(record) = st.records.get_mut(index) {
+            record.payment = payment.clone();
+            record.updated_at = now;
+        }
+        CancelOutcome::Cancelled {
+            payment: Box::new(payment),
+            webhook,
+        }
+    }
+
+    pub(crate) fn ledger(&self) -> Vec<Payment> {
+        self.lock()
+            .records
+            .iter()
+            .map(|r| r.payment.clone())
+            .collect()
+    }
+
+    pub(crate) fn paid_count(&self, merchant_uid: &str) -> usize {
+        self.lock()
+            .records
+            .iter()
+            .filter(|r| r.payment.merchant_uid == merchant_uid)
+            .filter(|r| r.payment.status == PaymentStatus::Paid)
+            .count()
+    }
+
+    // ---- webhooks ----
+
+    pub(crate) fn webhook_settings(&self) -> WebhookSettings {
+        self.lock().webhook.clone()
+    }
+
+    pub(crate) fn set_webhook_settings(&self, settings: WebhookSettings) {
+        self.lock().webhook = settings;
+    }
+
+    /// A webhook for the payment's current status (the manual "send a webhook" control).
+    pub(crate) fn webhook_for(&self, imp_uid: &str, url: Option<&str>) -> Option<WebhookJob> {
+        let st = self.lock();
+        let record = st.records.iter().find(|r| r.payment.imp_uid == imp_uid)?;
+        let cancellation_id = record
+            .payment
+            .cancel_history
+            .last()
+            .filter(|_| record.payment.status == PaymentStatus::Cancelled)
+            .map(|c| c.cancellation_id.clone());
+        st.webhook_job(
+            url.or(record.notice_url.as_deref()),
+            WebhookEvent {
+                imp_uid: record.payment.imp_uid.clone(),
+                merchant_uid: record.payment.merchant_uid.clone(),
+                status: record.payment.status.as_str().to_owned(),
+                cancellation_id,
+            },
+        )
+    }
+
+    pub(crate) fn record_webhook(&self, delivery: WebhookDelivery) {
+        self.lock().webhooks_sent.push(delivery);
+        self.webhook_recorded.notify_waiters();
+    }
+
+    pub(crate) fn webhooks_sent(&self) -> Vec<WebhookDelivery> {
+        self.lock().webhooks_sent.clone()
+    }
+
+    /// Wait until at least `count` deliveries are recorded or `timeout` passes; returns them all.
+    pub(crate) async fn wait_for_webhooks(
+        &self,
+        count: usize,
+        timeout: Duration,
+    ) -> Vec<WebhookDelivery> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.webhook_recorded.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let sent = self.webhooks_sent();
+            if sent.len() >= count {
+                return sent;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.webhooks_sent();
+            }
+        }
+    }
+
+    /// Back to the state right after start (configuration kept).
+    pub(crate) fn reset(&self) {
+        *self.lock() = SimState::new(&self.config);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sim() -> Sim {
+        match Sim::new(SimConfig::default()) {
+            Ok(sim) => sim,
+            Err(err) => panic!("client: {err}"),
+        }
+    }
+
+    fn grant(sim: &Sim) -> TokenGrant {
+        match sim.issue_token("sim_imp_key", "sim_imp_secret") {
+            Some(grant) => grant,
+            None => panic!("default credentials refused"),
+        }
+    }
+
+    #[test]
+    fn token_is_reused_then_extended_then_replaced() {
+        let sim = sim();
+        sim.set_clock(1_700_000_000);
+        let first = grant(&sim);
+        assert_eq!(first.expired_at - first.now, 1800);
+        sim.advance_clock(1000);
+        let again = grant(&sim);
+        assert_eq!(again.access_token, first.access_token);
+        assert_eq!(again.expired_at, first.expired_at);
+        sim.advance_clock(760); // 40 s left
+        let extended = grant(&sim);
+        assert_eq!(extended.access_token, first.access_token);
+        assert_eq!(extended.expired_at, first.expired_at + 300);
+        sim.advance_clock(340); // expired
+        assert!(!sim.token_valid(&first.access_token));
+        let fresh = grant(&sim);
+        assert_ne!(fresh.access_token, first.access_token);
+        assert_eq!(fresh.expired_at - fresh.now, 1800);
+        assert!(sim.token_valid(&fresh.access_token));
+        assert!(sim.issue_token("sim_imp_key", "wrong").is_none());
+    }
+
+    #[test]
+    fn faults_are_consumed_in_order_and_counted_down() {
+        let sim = sim();
+        sim.inject(Fault::new(FaultKind::Http500).times(2));
+        sim.inject(Fault::new(FaultKind::Corrupt));
+        assert_eq!(sim.take_fault("/payments/x", None), Some(FaultKind::Http500));
+        assert_eq!(sim.take_fault("/users/getToken", None), None);
+        assert_eq!(sim.take_fault("/payments/x", None), Some(FaultKind::Http500));
+        assert_eq!(sim.take_fault("/payments/x", None), Some(FaultKind::Corrupt));
+        assert_eq!(sim.take_fault("/payments/x", None), None);
+    }
+
+    #[test]
+    fn sorting_parses_the_documented_values() {
+        assert_eq!("-started".parse::<Sorting>(), Ok(Sorting::default()));
+        assert!(matches!(
+            "paid".parse::<Sorting>(),
+            Ok(Sorting {
+                key: SortKey::Paid,
+                descending: false
+            })
+        ));
+        assert!("-amount".parse::<Sorting>().is_err());
+    }
+}
