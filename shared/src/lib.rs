@@ -4,3 +4,4 @@
 pub mod billing;
 pub mod iamport;
 pub mod secret;
+pub mod store;

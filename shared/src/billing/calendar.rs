@@ -87,7 +87,11 @@ impl Anchor {
 }
 
 pub fn days_in_month(year: i32, month: u32) -> u32 {
-    let (ny, nm) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+    let (ny, nm) = if month == 12 {
+        (year + 1, 1)
+    } else {
+        (year, month + 1)
+    };
     NaiveDate::from_ymd_opt(ny, nm, 1)
         .and_then(|first_of_next| first_of_next.pred_opt())
         .map_or(28, |last| last.day())
@@ -127,7 +131,9 @@ mod tests {
     #[test]
     fn anchor_uses_the_seoul_date_not_the_utc_date() {
         // 2026-11-30 16:00 UTC is already Dec 1 in Seoul.
-        let t = DateTime::parse_from_rfc3339("2026-11-30T16:00:00Z").unwrap().with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2026-11-30T16:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         assert_eq!(Anchor::from_instant(t), Anchor::new(2026, 12, 1).unwrap());
     }
 

@@ -35,7 +35,10 @@ impl DunningPolicy {
     /// Offsets count from the period's due instant, so a replayed or late run
     /// computes the same schedule. A retry whose time has passed is due at once.
     pub fn after_decline(&self, period_due: DateTime<Utc>, failed_attempt: u32) -> DunningStep {
-        match self.retry_offsets.get(failed_attempt.saturating_sub(1) as usize) {
+        match self
+            .retry_offsets
+            .get(failed_attempt.saturating_sub(1) as usize)
+        {
             Some(offset) => DunningStep::Retry {
                 attempt: failed_attempt + 1,
                 at: period_due + *offset,
@@ -83,11 +86,36 @@ mod tests {
     #[test]
     fn default_policy_walks_1_3_7_then_suspends() {
         let p = DunningPolicy::default();
-        let due = DateTime::parse_from_rfc3339("2026-12-24T15:00:00Z").unwrap().with_timezone(&Utc);
-        assert_eq!(p.after_decline(due, 1), DunningStep::Retry { attempt: 2, at: due + Duration::days(1) });
-        assert_eq!(p.after_decline(due, 2), DunningStep::Retry { attempt: 3, at: due + Duration::days(3) });
-        assert_eq!(p.after_decline(due, 3), DunningStep::Retry { attempt: 4, at: due + Duration::days(7) });
-        assert_eq!(p.after_decline(due, 4), DunningStep::GiveUp { status: SubscriptionStatus::Suspended });
+        let due = DateTime::parse_from_rfc3339("2026-12-24T15:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            p.after_decline(due, 1),
+            DunningStep::Retry {
+                attempt: 2,
+                at: due + Duration::days(1)
+            }
+        );
+        assert_eq!(
+            p.after_decline(due, 2),
+            DunningStep::Retry {
+                attempt: 3,
+                at: due + Duration::days(3)
+            }
+        );
+        assert_eq!(
+            p.after_decline(due, 3),
+            DunningStep::Retry {
+                attempt: 4,
+                at: due + Duration::days(7)
+            }
+        );
+        assert_eq!(
+            p.after_decline(due, 4),
+            DunningStep::GiveUp {
+                status: SubscriptionStatus::Suspended
+            }
+        );
         assert_eq!(p.max_attempts(), 4);
     }
 

@@ -129,14 +129,30 @@ mod tests {
         assert!(uid.len() <= MERCHANT_UID_MAX);
         assert_eq!(
             MerchantUid::parse(&uid),
-            Some(MerchantUid::Charge { subscription: id.clone(), period, attempt: 1 })
+            Some(MerchantUid::Charge {
+                subscription: id.clone(),
+                period,
+                attempt: 1
+            })
         );
-        assert_eq!(MerchantUid::parse("rk3j9x0m2q7we"), Some(MerchantUid::Issuance { subscription: id }));
+        assert_eq!(
+            MerchantUid::parse("rk3j9x0m2q7we"),
+            Some(MerchantUid::Issuance { subscription: id })
+        );
     }
 
     #[test]
     fn foreign_merchant_uids_are_not_ours() {
-        for s in ["", "order_123", "sk3j9x0m2q7we202613a1", "sk3j9x0m2q7we202612a0", "sk3j9x0m2q7we202612a", "sK3J9X0M2Q7WE202612a1", "rshort", "sk3j9x0m2q7we202612a1x"] {
+        for s in [
+            "",
+            "order_123",
+            "sk3j9x0m2q7we202613a1",
+            "sk3j9x0m2q7we202612a0",
+            "sk3j9x0m2q7we202612a",
+            "sK3J9X0M2Q7WE202612a1",
+            "rshort",
+            "sk3j9x0m2q7we202612a1x",
+        ] {
             assert_eq!(MerchantUid::parse(s), None, "{s}");
         }
     }

@@ -103,8 +103,8 @@ impl SubscriptionStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
     use SubscriptionStatus as S;
+    use proptest::prelude::*;
 
     fn any_status() -> impl Strategy<Value = S> {
         proptest::sample::select(S::ALL.to_vec())
@@ -129,13 +129,21 @@ mod tests {
         let s = s.apply(Event::DeclinedWillRetry).unwrap();
         assert_eq!(s, S::PastDue);
         assert_eq!(s.apply(Event::Paid).unwrap(), S::Active);
-        assert_eq!(s.apply(Event::DeclinedFinal(S::Suspended)).unwrap(), S::Suspended);
+        assert_eq!(
+            s.apply(Event::DeclinedFinal(S::Suspended)).unwrap(),
+            S::Suspended
+        );
         assert_eq!(S::Suspended.apply(Event::Reactivate).unwrap(), S::Active);
     }
 
     #[test]
     fn cancelled_is_final_and_pending_cannot_be_charged() {
-        for e in [Event::Paid, Event::Reactivate, Event::KeyVerified, Event::Cancel] {
+        for e in [
+            Event::Paid,
+            Event::Reactivate,
+            Event::KeyVerified,
+            Event::Cancel,
+        ] {
             assert!(S::Cancelled.apply(e).is_err(), "{e:?}");
         }
         assert!(S::Pending.apply(Event::Paid).is_err());

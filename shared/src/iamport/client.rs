@@ -195,7 +195,10 @@ impl IamportClient {
         let token = self.access_token().await?;
         match self.send::<T, B>(&method, &url, body, &token).await {
             Err(Unauthorized) => {
-                warn!(path = url.path(), "i'mport answered 401; refreshing the token once");
+                warn!(
+                    path = url.path(),
+                    "i'mport answered 401; refreshing the token once"
+                );
                 self.invalidate(&token).await;
                 let token = self.access_token().await?;
                 match self.send::<T, B>(&method, &url, body, &token).await {
@@ -298,18 +301,25 @@ impl IamportClient {
                 kind: RejectionKind::Unauthorized,
                 http_status: Some(401),
                 code: None,
-                message: format!("getToken refused the REST API key/secret: {}", message_of(&bytes)),
+                message: format!(
+                    "getToken refused the REST API key/secret: {}",
+                    message_of(&bytes)
+                ),
             }));
         }
         let token: TokenResponse = decode(status, &bytes)?;
         // Lifetime as the server sees it; never assume 30 minutes.
-        let lifetime = Duration::from_secs(u64::try_from(token.expired_at - token.now).unwrap_or(0));
+        let lifetime =
+            Duration::from_secs(u64::try_from(token.expired_at - token.now).unwrap_or(0));
         let expires_at = started + lifetime;
         let refresh_after = expires_at
             .checked_sub(self.config.refresh_margin)
             .unwrap_or(started)
             .max(started);
-        debug!(lifetime_secs = lifetime.as_secs(), "obtained i'mport access token");
+        debug!(
+            lifetime_secs = lifetime.as_secs(),
+            "obtained i'mport access token"
+        );
         Ok(CachedToken {
             token: Secret::new(token.access_token),
             refresh_after,
@@ -427,11 +437,13 @@ mod tests {
 
     #[test]
     fn decode_maps_every_documented_shape() {
-        let ok = br#"{"code":0,"message":null,"response":{"access_token":"t","now":1,"expired_at":2}}"#;
+        let ok =
+            br#"{"code":0,"message":null,"response":{"access_token":"t","now":1,"expired_at":2}}"#;
         let t: TokenResponse = decode(StatusCode::OK, ok).unwrap();
         assert_eq!(t.expired_at - t.now, 1);
 
-        let business = r#"{"code":1,"message":"취소할 결제건이 존재하지 않습니다.","response":null}"#;
+        let business =
+            r#"{"code":1,"message":"취소할 결제건이 존재하지 않습니다.","response":null}"#;
         let e = decode::<Payment>(StatusCode::OK, business.as_bytes()).unwrap_err();
         assert_eq!(e.label(), "rejected_business");
         assert!(e.to_string().contains("취소할 결제건이 존재하지 않습니다."));
@@ -464,6 +476,9 @@ mod tests {
         ))
         .unwrap();
         let url = client.url(&["payments", "../users/getToken?x=1"], false);
-        assert_eq!(url.as_str(), "http://127.0.0.1:1/base/payments/..%2Fusers%2FgetToken%3Fx=1");
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:1/base/payments/..%2Fusers%2FgetToken%3Fx=1"
+        );
     }
 }

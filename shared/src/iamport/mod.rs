@@ -6,6 +6,4 @@ mod model;
 
 pub use client::{ChargeOutcome, ClientConfig, DEFAULT_BASE_URL, IamportClient};
 pub use error::{Ambiguity, AmbiguityKind, ApiError, Rejection, RejectionKind};
-pub use model::{
-    AgainRequest, BillingKey, CancelRecord, CancelRequest, Payment, PaymentStatus,
-};
+pub use model::{AgainRequest, BillingKey, CancelRecord, CancelRequest, Payment, PaymentStatus};

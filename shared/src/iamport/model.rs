@@ -194,7 +194,9 @@ fn krw<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     }
     match v.as_f64() {
         Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
-        _ => Err(serde::de::Error::custom(format!("amount {v} is not a whole KRW value"))),
+        _ => Err(serde::de::Error::custom(format!(
+            "amount {v} is not a whole KRW value"
+        ))),
     }
 }
 
@@ -236,8 +238,14 @@ mod tests {
         assert_eq!(p.customer_uid.as_deref(), Some("u42_chai_1"));
         assert_eq!(p.buyer_tel.as_ref().unwrap().expose(), "01012345678");
         let debug = format!("{p:?}");
-        assert!(!debug.contains("01012345678"), "phone leaked in Debug: {debug}");
-        assert!(!debug.contains("a@example.com"), "email leaked in Debug: {debug}");
+        assert!(
+            !debug.contains("01012345678"),
+            "phone leaked in Debug: {debug}"
+        );
+        assert!(
+            !debug.contains("a@example.com"),
+            "email leaked in Debug: {debug}"
+        );
     }
 
     #[test]
@@ -258,8 +266,10 @@ mod tests {
 
     #[test]
     fn rejection_envelope_has_no_response() {
-        let env: Envelope<Payment> =
-            serde_json::from_str(r#"{"code":-1,"message":"등록되지 않은 구매자입니다.","response":null}"#).unwrap();
+        let env: Envelope<Payment> = serde_json::from_str(
+            r#"{"code":-1,"message":"등록되지 않은 구매자입니다.","response":null}"#,
+        )
+        .unwrap();
         assert_eq!(env.code, -1);
         assert!(env.response.is_none());
         assert_eq!(env.message.as_deref(), Some("등록되지 않은 구매자입니다."));

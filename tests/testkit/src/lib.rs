@@ -1,1 +1,156 @@
+//! Test support shared by every crate's tests.
+//!
+//! - [`dynamodb`]: one `moto_server` per test process (a real DynamoDB API on
+//!   127.0.0.1), started on first use, with a fresh table per test. A missing
+//!   `moto_server` fails the test: it never skips.
+//! - [`sim`]: the i'mport simulator, in-process on 127.0.0.1:0.
 
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use aws_config::BehaviorVersion;
+use aws_sdk_dynamodb::config::{Credentials, Region};
+use rand::Rng;
+use shared::store::{Store, table};
+
+/// Sets the variables every test needs so the AWS SDK never looks beyond
+/// loopback (no instance-metadata probe, static test credentials).
+pub fn safe_aws_env() {
+    // SAFETY: called before any other thread reads the environment in the
+    // tests that use it (first thing, guarded by a Once).
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| unsafe {
+        std::env::set_var("AWS_REGION", "ap-northeast-2");
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+        std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+    });
+}
+
+struct Moto {
+    endpoint: String,
+}
+
+/// The process-wide moto_server. It is started through a small shell
+/// watchdog that kills it once this test process is gone, so no server
+/// outlives the test run even if the harness exits abruptly.
+fn moto() -> &'static Moto {
+    static MOTO: OnceLock<Moto> = OnceLock::new();
+    MOTO.get_or_init(|| {
+        let bin = std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
+        let port = free_port();
+        let script = format!(
+            "{bin} -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
+             while kill -0 {parent} 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 0.5; done; kill $m 2>/dev/null",
+            parent = std::process::id()
+        );
+        let probe = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {bin}"))
+            .stdout(Stdio::null())
+            .status();
+        assert!(
+            matches!(probe, Ok(s) if s.success()),
+            "moto_server not found (install it with `pip install 'moto[server]'`, or set MOTO_SERVER); \
+             DynamoDB tests need a real DynamoDB API and do not skip"
+        );
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn moto_server watchdog");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not listen on 127.0.0.1:{port} within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Moto {
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    })
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// The endpoint of the process-wide moto_server (started on first use).
+pub fn dynamodb_endpoint() -> String {
+    safe_aws_env();
+    moto().endpoint.clone()
+}
+
+/// A DynamoDB client for the test moto_server.
+pub async fn dynamodb_client() -> aws_sdk_dynamodb::Client {
+    let endpoint = dynamodb_endpoint();
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("ap-northeast-2"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "static"))
+        .load()
+        .await;
+    aws_sdk_dynamodb::Client::new(&config)
+}
+
+/// A fresh, uniquely named table (created from the one table definition).
+pub async fn fresh_table(client: &aws_sdk_dynamodb::Client) -> String {
+    let suffix: u64 = rand::rng().random();
+    let name = format!("test-{suffix:016x}");
+    table::create_table(client, &name)
+        .await
+        .expect("create test table");
+    name
+}
+
+/// A store over a fresh table, with `shards` due-index shards.
+pub async fn fresh_store(shards: u32) -> Store {
+    let client = dynamodb_client().await;
+    let name = fresh_table(&client).await;
+    Store::new(client, name, shards)
+}
+
+/// A subscription as the callback would create it, for store tests.
+pub fn sample_subscription(
+    id: &shared::billing::SubscriptionId,
+    created: chrono::DateTime<chrono::Utc>,
+) -> shared::store::Subscription {
+    use shared::billing::{Anchor, SubscriptionStatus};
+    use shared::store::{Buyer, KeyInfo, Plan, Subscription};
+    let anchor = Anchor::from_instant(created);
+    Subscription {
+        id: id.clone(),
+        user_id: format!("user-{id}"),
+        customer_uid: shared::billing::generate_customer_uid(),
+        pg: "chai".into(),
+        plan: Plan {
+            amount: 9900,
+            name: "월간 구독".into(),
+        },
+        buyer: Buyer::default(),
+        status: SubscriptionStatus::Active,
+        anchor,
+        period_index: 0,
+        attempt: 1,
+        next_charge_at: anchor.period_start(0),
+        paid_through: None,
+        key: KeyInfo {
+            pg_provider: "chai".into(),
+            pg_id: None,
+            card_name: None,
+            card_number: None,
+            inserted_at: created,
+        },
+        version: 1,
+        created_at: created,
+        updated_at: created,
+        cancel_at_period_end: false,
+    }
+}

@@ -1,0 +1,413 @@
+//! Conversion between records and DynamoDB items.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, NaiveDate, Utc};
+
+use super::StoreError;
+use super::model::{
+    AttemptState, Buyer, ChargeAttempt, KeyInfo, Plan, Registration, RegistrationStatus,
+    Subscription,
+};
+use super::table::{DUE_PK, DUE_SK, PK, SK, TTL_ATTRIBUTE};
+use crate::billing::{Anchor, PeriodId, SubscriptionId, SubscriptionStatus};
+use crate::secret::Pii;
+
+pub type Item = HashMap<String, AttributeValue>;
+
+pub const META: &str = "META";
+
+pub fn sub_pk(id: &SubscriptionId) -> String {
+    format!("SUB#{id}")
+}
+
+pub fn reg_pk(merchant_uid: &str) -> String {
+    format!("REG#{merchant_uid}")
+}
+
+pub fn attempt_sk(period: &PeriodId, attempt: u32) -> String {
+    format!("CHARGE#{period}#{attempt:03}")
+}
+
+pub fn due_pk(shard: u32) -> String {
+    format!("DUE#{shard}")
+}
+
+pub fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+pub fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+pub fn ts(t: DateTime<Utc>) -> AttributeValue {
+    n(t.timestamp())
+}
+
+/// Reads typed attributes out of an item, naming the bad field on error.
+pub struct Reader<'a> {
+    item: &'a Item,
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(item: &'a Item, what: &'static str) -> Self {
+        Self { item, what }
+    }
+
+    fn corrupt(&self, field: &str, why: &str) -> StoreError {
+        StoreError::Corrupt(format!("{} attribute {field}: {why}", self.what))
+    }
+
+    pub fn opt_str(&self, field: &str) -> Result<Option<String>, StoreError> {
+        match self.item.get(field) {
+            None | Some(AttributeValue::Null(_)) => Ok(None),
+            Some(AttributeValue::S(v)) => Ok(Some(v.clone())),
+            Some(_) => Err(self.corrupt(field, "not a string")),
+        }
+    }
+
+    pub fn str(&self, field: &str) -> Result<String, StoreError> {
+        self.opt_str(field)?
+            .ok_or_else(|| self.corrupt(field, "missing"))
+    }
+
+    pub fn opt_i64(&self, field: &str) -> Result<Option<i64>, StoreError> {
+        match self.item.get(field) {
+            None | Some(AttributeValue::Null(_)) => Ok(None),
+            Some(AttributeValue::N(v)) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| self.corrupt(field, "not an integer")),
+            Some(_) => Err(self.corrupt(field, "not a number")),
+        }
+    }
+
+    pub fn i64(&self, field: &str) -> Result<i64, StoreError> {
+        self.opt_i64(field)?
+            .ok_or_else(|| self.corrupt(field, "missing"))
+    }
+
+    pub fn u32(&self, field: &str) -> Result<u32, StoreError> {
+        u32::try_from(self.i64(field)?).map_err(|_| self.corrupt(field, "out of range"))
+    }
+
+    pub fn opt_time(&self, field: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        match self.opt_i64(field)? {
+            None => Ok(None),
+            Some(secs) => DateTime::from_timestamp(secs, 0)
+                .map(Some)
+                .ok_or_else(|| self.corrupt(field, "not a valid instant")),
+        }
+    }
+
+    pub fn time(&self, field: &str) -> Result<DateTime<Utc>, StoreError> {
+        self.opt_time(field)?
+            .ok_or_else(|| self.corrupt(field, "missing"))
+    }
+
+    pub fn bool(&self, field: &str) -> Result<bool, StoreError> {
+        match self.item.get(field) {
+            None => Ok(false),
+            Some(AttributeValue::Bool(b)) => Ok(*b),
+            Some(_) => Err(self.corrupt(field, "not a boolean")),
+        }
+    }
+
+    pub fn pii(&self, field: &str) -> Result<Option<Pii>, StoreError> {
+        Ok(self.opt_str(field)?.map(Pii::new))
+    }
+
+    pub fn sub_id(&self, field: &str) -> Result<SubscriptionId, StoreError> {
+        let v = self.str(field)?;
+        SubscriptionId::parse(&v).ok_or_else(|| self.corrupt(field, "not a subscription id"))
+    }
+}
+
+fn put_opt(item: &mut Item, field: &str, v: Option<AttributeValue>) {
+    if let Some(v) = v {
+        item.insert(field.to_owned(), v);
+    }
+}
+
+fn put_buyer(item: &mut Item, buyer: &Buyer) {
+    put_opt(
+        item,
+        "buyer_name",
+        buyer.name.as_ref().map(|v| s(v.expose())),
+    );
+    put_opt(
+        item,
+        "buyer_email",
+        buyer.email.as_ref().map(|v| s(v.expose())),
+    );
+    put_opt(item, "buyer_tel", buyer.tel.as_ref().map(|v| s(v.expose())));
+}
+
+fn read_buyer(r: &Reader<'_>) -> Result<Buyer, StoreError> {
+    Ok(Buyer {
+        name: r.pii("buyer_name")?,
+        email: r.pii("buyer_email")?,
+        tel: r.pii("buyer_tel")?,
+    })
+}
+
+pub fn registration_to_item(reg: &Registration) -> Item {
+    let mut item = Item::new();
+    item.insert(PK.into(), s(reg_pk(&reg.merchant_uid)));
+    item.insert(SK.into(), s(META));
+    item.insert("type".into(), s("registration"));
+    item.insert("merchant_uid".into(), s(&reg.merchant_uid));
+    item.insert("subscription_id".into(), s(reg.subscription_id.as_str()));
+    item.insert("customer_uid".into(), s(&reg.customer_uid));
+    item.insert("user_id".into(), s(&reg.user_id));
+    item.insert("plan_amount".into(), n(reg.plan.amount));
+    item.insert("plan_name".into(), s(&reg.plan.name));
+    item.insert("pg".into(), s(&reg.pg));
+    item.insert("status".into(), s(reg.status.as_str()));
+    item.insert("created_at".into(), ts(reg.created_at));
+    put_opt(&mut item, TTL_ATTRIBUTE, reg.expires_at.map(ts));
+    put_buyer(&mut item, &reg.buyer);
+    item
+}
+
+pub fn registration_from_item(item: &Item) -> Result<Registration, StoreError> {
+    let r = Reader::new(item, "registration");
+    let status = match r.str("status")?.as_str() {
+        "pending" => RegistrationStatus::Pending,
+        "completed" => RegistrationStatus::Completed,
+        other => {
+            return Err(StoreError::Corrupt(format!(
+                "registration status {other:?}"
+            )));
+        }
+    };
+    Ok(Registration {
+        merchant_uid: r.str("merchant_uid")?,
+        subscription_id: r.sub_id("subscription_id")?,
+        customer_uid: r.str("customer_uid")?,
+        user_id: r.str("user_id")?,
+        plan: Plan {
+            amount: r.i64("plan_amount")?,
+            name: r.str("plan_name")?,
+        },
+        pg: r.str("pg")?,
+        buyer: read_buyer(&r)?,
+        status,
+        created_at: r.time("created_at")?,
+        expires_at: r.opt_time(TTL_ATTRIBUTE)?,
+    })
+}
+
+/// The subscription item. The due-index attributes are present only while
+/// the subscription can be charged (a sparse index).
+pub fn subscription_to_item(sub: &Subscription, shards: u32) -> Item {
+    let mut item = Item::new();
+    item.insert(PK.into(), s(sub_pk(&sub.id)));
+    item.insert(SK.into(), s(META));
+    item.insert("type".into(), s("subscription"));
+    item.insert("subscription_id".into(), s(sub.id.as_str()));
+    item.insert("user_id".into(), s(&sub.user_id));
+    item.insert("customer_uid".into(), s(&sub.customer_uid));
+    item.insert("pg".into(), s(&sub.pg));
+    item.insert("plan_amount".into(), n(sub.plan.amount));
+    item.insert("plan_name".into(), s(&sub.plan.name));
+    item.insert("status".into(), s(sub.status.as_str()));
+    item.insert(
+        "anchor".into(),
+        s(format!(
+            "{:04}-{:02}-{:02}",
+            sub.anchor.year, sub.anchor.month, sub.anchor.day
+        )),
+    );
+    item.insert("period_index".into(), n(sub.period_index));
+    item.insert("attempt".into(), n(sub.attempt));
+    item.insert("next_charge_at".into(), ts(sub.next_charge_at));
+    put_opt(
+        &mut item,
+        "paid_through",
+        sub.paid_through.as_ref().map(|p| s(p.as_str())),
+    );
+    item.insert("key_pg_provider".into(), s(&sub.key.pg_provider));
+    put_opt(&mut item, "key_pg_id", sub.key.pg_id.as_ref().map(s));
+    put_opt(
+        &mut item,
+        "key_card_name",
+        sub.key.card_name.as_ref().map(s),
+    );
+    put_opt(
+        &mut item,
+        "key_card_number",
+        sub.key.card_number.as_ref().map(s),
+    );
+    item.insert("key_inserted_at".into(), ts(sub.key.inserted_at));
+    item.insert("version".into(), n(sub.version));
+    item.insert("created_at".into(), ts(sub.created_at));
+    item.insert("updated_at".into(), ts(sub.updated_at));
+    if sub.cancel_at_period_end {
+        item.insert("cancel_at_period_end".into(), AttributeValue::Bool(true));
+    }
+    put_buyer(&mut item, &sub.buyer);
+    if sub.status.is_chargeable() {
+        item.insert(DUE_PK.into(), s(due_pk(sub.id.shard(shards))));
+        item.insert(DUE_SK.into(), ts(sub.next_charge_at));
+    }
+    item
+}
+
+pub fn subscription_from_item(item: &Item) -> Result<Subscription, StoreError> {
+    let r = Reader::new(item, "subscription");
+    let status_text = r.str("status")?;
+    let status = SubscriptionStatus::parse(&status_text)
+        .ok_or_else(|| StoreError::Corrupt(format!("subscription status {status_text:?}")))?;
+    let anchor_text = r.str("anchor")?;
+    let anchor = NaiveDate::parse_from_str(&anchor_text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| {
+            use chrono::Datelike;
+            Anchor::new(d.year(), d.month(), d.day())
+        })
+        .ok_or_else(|| StoreError::Corrupt(format!("subscription anchor {anchor_text:?}")))?;
+    Ok(Subscription {
+        id: r.sub_id("subscription_id")?,
+        user_id: r.str("user_id")?,
+        customer_uid: r.str("customer_uid")?,
+        pg: r.str("pg")?,
+        plan: Plan {
+            amount: r.i64("plan_amount")?,
+            name: r.str("plan_name")?,
+        },
+        buyer: read_buyer(&r)?,
+        status,
+        anchor,
+        period_index: r.u32("period_index")?,
+        attempt: r.u32("attempt")?,
+        next_charge_at: r.time("next_charge_at")?,
+        paid_through: r.opt_str("paid_through")?.and_then(|p| PeriodId::parse(&p)),
+        key: KeyInfo {
+            pg_provider: r.str("key_pg_provider")?,
+            pg_id: r.opt_str("key_pg_id")?,
+            card_name: r.opt_str("key_card_name")?,
+            card_number: r.opt_str("key_card_number")?,
+            inserted_at: r.time("key_inserted_at")?,
+        },
+        version: u64::try_from(r.i64("version")?)
+            .map_err(|_| StoreError::Corrupt("subscription version negative".into()))?,
+        created_at: r.time("created_at")?,
+        updated_at: r.time("updated_at")?,
+        cancel_at_period_end: r.bool("cancel_at_period_end")?,
+    })
+}
+
+pub fn attempt_to_item(a: &ChargeAttempt) -> Item {
+    let mut item = Item::new();
+    item.insert(PK.into(), s(sub_pk(&a.subscription_id)));
+    item.insert(SK.into(), s(attempt_sk(&a.period, a.attempt)));
+    item.insert("type".into(), s("charge"));
+    item.insert("subscription_id".into(), s(a.subscription_id.as_str()));
+    item.insert("period".into(), s(a.period.as_str()));
+    item.insert("attempt".into(), n(a.attempt));
+    item.insert("merchant_uid".into(), s(&a.merchant_uid));
+    item.insert("amount".into(), n(a.amount));
+    item.insert("state".into(), s(a.state.as_str()));
+    put_opt(&mut item, "claim_token", a.claim_token.as_ref().map(s));
+    put_opt(&mut item, "lease_until", a.lease_until.map(ts));
+    put_opt(&mut item, "imp_uid", a.imp_uid.as_ref().map(s));
+    put_opt(&mut item, "paid_at", a.paid_at.map(ts));
+    put_opt(&mut item, "fail_reason", a.fail_reason.as_ref().map(s));
+    item.insert("refunded".into(), n(a.refunded));
+    item.insert("created_at".into(), ts(a.created_at));
+    item.insert("updated_at".into(), ts(a.updated_at));
+    item
+}
+
+pub fn attempt_from_item(item: &Item) -> Result<ChargeAttempt, StoreError> {
+    let r = Reader::new(item, "charge attempt");
+    let state_text = r.str("state")?;
+    let period_text = r.str("period")?;
+    Ok(ChargeAttempt {
+        subscription_id: r.sub_id("subscription_id")?,
+        period: PeriodId::parse(&period_text)
+            .ok_or_else(|| StoreError::Corrupt(format!("charge period {period_text:?}")))?,
+        attempt: r.u32("attempt")?,
+        merchant_uid: r.str("merchant_uid")?,
+        amount: r.i64("amount")?,
+        state: AttemptState::parse(&state_text)
+            .ok_or_else(|| StoreError::Corrupt(format!("charge state {state_text:?}")))?,
+        claim_token: r.opt_str("claim_token")?,
+        lease_until: r.opt_time("lease_until")?,
+        imp_uid: r.opt_str("imp_uid")?,
+        paid_at: r.opt_time("paid_at")?,
+        fail_reason: r.opt_str("fail_reason")?,
+        refunded: r.opt_i64("refunded")?.unwrap_or(0),
+        created_at: r.time("created_at")?,
+        updated_at: r.time("updated_at")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::billing::Anchor;
+
+    fn sample() -> Subscription {
+        let t = DateTime::from_timestamp(1_790_000_000, 0).unwrap();
+        Subscription {
+            id: SubscriptionId::parse("abcdefghij01").unwrap(),
+            user_id: "user-42".into(),
+            customer_uid: "cu_0123".into(),
+            pg: "chai".into(),
+            plan: Plan {
+                amount: 9900,
+                name: "월간 구독".into(),
+            },
+            buyer: Buyer {
+                name: None,
+                email: Some(Pii::new("a@example.com")),
+                tel: None,
+            },
+            status: SubscriptionStatus::Active,
+            anchor: Anchor::new(2026, 1, 31).unwrap(),
+            period_index: 3,
+            attempt: 2,
+            next_charge_at: t,
+            paid_through: PeriodId::parse("202603"),
+            key: KeyInfo {
+                pg_provider: "chai".into(),
+                pg_id: Some("pk".into()),
+                card_name: None,
+                card_number: None,
+                inserted_at: t,
+            },
+            version: 7,
+            created_at: t,
+            updated_at: t,
+            cancel_at_period_end: false,
+        }
+    }
+
+    #[test]
+    fn subscription_round_trips_and_index_is_sparse() {
+        let sub = sample();
+        let item = subscription_to_item(&sub, 4);
+        assert_eq!(subscription_from_item(&item).unwrap(), sub);
+        assert!(item.contains_key(DUE_PK));
+        assert_eq!(item.get(DUE_SK), Some(&n(1_790_000_000)));
+        let suspended = Subscription {
+            status: SubscriptionStatus::Suspended,
+            ..sub
+        };
+        let item = subscription_to_item(&suspended, 4);
+        assert!(!item.contains_key(DUE_PK) && !item.contains_key(DUE_SK));
+    }
+
+    #[test]
+    fn corrupt_items_name_the_field() {
+        let mut item = subscription_to_item(&sample(), 4);
+        item.insert("plan_amount".into(), s("lots"));
+        let err = subscription_from_item(&item).unwrap_err();
+        assert!(err.to_string().contains("plan_amount"), "{err}");
+    }
+}

@@ -1,0 +1,79 @@
+//! The table's definition, in one place. `infra/template.yaml` declares the
+//! same table; a test parses the template and compares it with this.
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+};
+
+use super::StoreError;
+
+pub const PK: &str = "pk";
+pub const SK: &str = "sk";
+/// The due index: partition `DUE#{shard}`, sort `next_charge_at` (UNIX seconds).
+pub const DUE_INDEX: &str = "due";
+pub const DUE_PK: &str = "gsi1pk";
+pub const DUE_SK: &str = "gsi1sk";
+pub const TTL_ATTRIBUTE: &str = "ttl";
+
+/// (attribute name, type) of every key attribute, for comparison with the template.
+pub const KEY_ATTRIBUTES: [(&str, &str); 4] = [(PK, "S"), (SK, "S"), (DUE_PK, "S"), (DUE_SK, "N")];
+
+/// Creates the table with its index and TTL, and waits until it is active.
+/// Used by the tests and the local stack; production uses the SAM template.
+pub async fn create_table(client: &Client, name: &str) -> Result<(), StoreError> {
+    let attr = |n: &str, t: ScalarAttributeType| {
+        AttributeDefinition::builder()
+            .attribute_name(n)
+            .attribute_type(t)
+            .build()
+            .map_err(|e| StoreError::Fatal(e.to_string()))
+    };
+    let key = |n: &str, t: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(n)
+            .key_type(t)
+            .build()
+            .map_err(|e| StoreError::Fatal(e.to_string()))
+    };
+    let gsi = GlobalSecondaryIndex::builder()
+        .index_name(DUE_INDEX)
+        .key_schema(key(DUE_PK, KeyType::Hash)?)
+        .key_schema(key(DUE_SK, KeyType::Range)?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::All)
+                .build(),
+        )
+        .build()
+        .map_err(|e| StoreError::Fatal(e.to_string()))?;
+    client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr(PK, ScalarAttributeType::S)?)
+        .attribute_definitions(attr(SK, ScalarAttributeType::S)?)
+        .attribute_definitions(attr(DUE_PK, ScalarAttributeType::S)?)
+        .attribute_definitions(attr(DUE_SK, ScalarAttributeType::N)?)
+        .key_schema(key(PK, KeyType::Hash)?)
+        .key_schema(key(SK, KeyType::Range)?)
+        .global_secondary_indexes(gsi)
+        .send()
+        .await
+        .map_err(|e| StoreError::from_sdk(e, "CreateTable"))?;
+    client
+        .update_time_to_live()
+        .table_name(name)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .attribute_name(TTL_ATTRIBUTE)
+                .enabled(true)
+                .build()
+                .map_err(|e| StoreError::Fatal(e.to_string()))?,
+        )
+        .send()
+        .await
+        .map_err(|e| StoreError::from_sdk(e, "UpdateTimeToLive"))?;
+    Ok(())
+}
