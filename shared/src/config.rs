@@ -1,0 +1,332 @@
+//! Typed configuration, read once at cold start. A bad value fails the
+//! deploy at init, not at the first customer.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::billing::{DunningPolicy, SubscriptionStatus};
+use crate::iamport::DEFAULT_BASE_URL;
+use crate::secret::Secret;
+use crate::store::Plan;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name} is required")]
+    Missing { name: &'static str },
+    #[error("{name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+    #[error("could not read the i'mport credentials: {0}")]
+    Secret(String),
+}
+
+/// Where the i'mport REST key and secret come from.
+#[derive(Debug, Clone)]
+pub enum CredentialsSource {
+    /// `IAMPORT_CREDENTIALS_SECRET_ARN`: a Secrets Manager secret whose
+    /// SecretString is `{"imp_key": "...", "imp_secret": "..."}`. Production.
+    SecretsManager { secret_id: String },
+    /// `IAMPORT_KEY` / `IAMPORT_SECRET`: plain values, for local runs.
+    Plain { imp_key: Secret, imp_secret: Secret },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub table_name: String,
+    pub iamport_base_url: Url,
+    pub credentials: CredentialsSource,
+    pub iamport_timeout: Duration,
+    pub iamport_connect_timeout: Duration,
+    pub include_sandbox: bool,
+    /// The `pg` given to `IMP.request_pay`: `chai`, `chai.{public_key}`, or
+    /// any i'mport billing PG. The part before the dot is the expected
+    /// `pg_provider` of issued keys.
+    pub pg: String,
+    pub default_plan: Plan,
+    /// `m_redirect_url`: where i'mport sends the browser (the callback route).
+    pub callback_url: Option<Url>,
+    pub success_redirect: Option<Url>,
+    pub failure_redirect: Option<Url>,
+    /// `notice_url` sent with each charge (the webhook route), if any.
+    pub notice_url: Option<Url>,
+    pub charge_on_signup: bool,
+    pub concurrency: usize,
+    pub dunning: DunningPolicy,
+    pub due_shards: u32,
+    pub claim_lease: Duration,
+    pub registration_ttl: Duration,
+    /// Shared secret for `POST /billing/prepare` (header `x-api-key`), in
+    /// addition to (or instead of) IAM authorisation on the route.
+    pub prepare_api_key: Option<Secret>,
+    /// Empty: accept webhooks from anywhere (the body is re-verified anyway).
+    pub webhook_allowed_ips: Vec<IpAddr>,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Parses configuration from any lookup (the environment, or a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &'static str| {
+            get(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let url = |name: &'static str| -> Result<Option<Url>, ConfigError> {
+            var(name)
+                .map(|v| {
+                    let u = Url::parse(&v).map_err(|e| ConfigError::Invalid {
+                        name,
+                        reason: e.to_string(),
+                    })?;
+                    if !matches!(u.scheme(), "http" | "https") {
+                        return Err(ConfigError::Invalid {
+                            name,
+                            reason: "must be an http(s) URL".into(),
+                        });
+                    }
+                    Ok(u)
+                })
+                .transpose()
+        };
+        let number =
+            |name: &'static str, default: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
+                match var(name) {
+                    None => Ok(default),
+                    Some(v) => {
+                        let n: u64 = v.parse().map_err(|_| ConfigError::Invalid {
+                            name,
+                            reason: format!("{v:?} is not a whole number"),
+                        })?;
+                        if n < min || n > max {
+                            return Err(ConfigError::Invalid {
+                                name,
+                                reason: format!("{n} is outside {min}..={max}"),
+                            });
+                        }
+                        Ok(n)
+                    }
+                }
+            };
+        let flag = |name: &'static str, default: bool| -> Result<bool, ConfigError> {
+            match var(name).as_deref().map(str::to_ascii_lowercase).as_deref() {
+                None => Ok(default),
+                Some("true" | "1" | "yes") => Ok(true),
+                Some("false" | "0" | "no") => Ok(false),
+                Some(other) => Err(ConfigError::Invalid {
+                    name,
+                    reason: format!("{other:?} is not true/false"),
+                }),
+            }
+        };
+
+        let credentials = match (
+            var("IAMPORT_CREDENTIALS_SECRET_ARN"),
+            var("IAMPORT_KEY"),
+            var("IAMPORT_SECRET"),
+        ) {
+            (Some(secret_id), _, _) => CredentialsSource::SecretsManager { secret_id },
+            (None, Some(k), Some(s)) => CredentialsSource::Plain {
+                imp_key: Secret::new(k),
+                imp_secret: Secret::new(s),
+            },
+            _ => {
+                return Err(ConfigError::Missing {
+                    name: "IAMPORT_CREDENTIALS_SECRET_ARN (or IAMPORT_KEY and IAMPORT_SECRET)",
+                });
+            }
+        };
+
+        let pg = var("IAMPORT_PG").unwrap_or_else(|| "chai".into());
+        if !pg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+            || pg.starts_with('.')
+            || pg.len() > 100
+        {
+            return Err(ConfigError::Invalid {
+                name: "IAMPORT_PG",
+                reason: format!("{pg:?} is not a PG value like chai or chai.{{public_key}}"),
+            });
+        }
+
+        let plan_amount = number("PLAN_AMOUNT", 9900, 100, 10_000_000)? as i64;
+        let plan_name = var("PLAN_NAME").unwrap_or_else(|| "월간 구독".into());
+        if plan_name.chars().count() > 40 {
+            return Err(ConfigError::Invalid {
+                name: "PLAN_NAME",
+                reason: "longer than i'mport's 40 characters".into(),
+            });
+        }
+
+        let retry_days = var("DUNNING_RETRY_DAYS").unwrap_or_else(|| "1,3,7".into());
+        let retry_offsets =
+            DunningPolicy::parse_days(&retry_days).map_err(|reason| ConfigError::Invalid {
+                name: "DUNNING_RETRY_DAYS",
+                reason,
+            })?;
+        let final_status = match var("DUNNING_FINAL_STATUS").as_deref() {
+            None | Some("suspended") => SubscriptionStatus::Suspended,
+            Some("cancelled") => SubscriptionStatus::Cancelled,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "DUNNING_FINAL_STATUS",
+                    reason: format!("{other:?}: use suspended or cancelled"),
+                });
+            }
+        };
+
+        let webhook_allowed_ips = var("WEBHOOK_ALLOWED_IPS")
+            .map(|v| {
+                v.split(',')
+                    .map(|ip| {
+                        ip.trim()
+                            .parse::<IpAddr>()
+                            .map_err(|_| ConfigError::Invalid {
+                                name: "WEBHOOK_ALLOWED_IPS",
+                                reason: format!("{ip:?} is not an IP address"),
+                            })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
+
+        Ok(Self {
+            table_name: var("TABLE_NAME").ok_or(ConfigError::Missing { name: "TABLE_NAME" })?,
+            iamport_base_url: url("IAMPORT_BASE_URL")?
+                .unwrap_or_else(|| Url::parse(DEFAULT_BASE_URL).expect("constant URL")),
+            credentials,
+            iamport_timeout: Duration::from_millis(number(
+                "IAMPORT_TIMEOUT_MS",
+                10_000,
+                100,
+                120_000,
+            )?),
+            iamport_connect_timeout: Duration::from_millis(number(
+                "IAMPORT_CONNECT_TIMEOUT_MS",
+                3_000,
+                50,
+                60_000,
+            )?),
+            include_sandbox: flag("IAMPORT_INCLUDE_SANDBOX", false)?,
+            pg,
+            default_plan: Plan {
+                amount: plan_amount,
+                name: plan_name,
+            },
+            callback_url: url("CALLBACK_URL")?,
+            success_redirect: url("SUCCESS_REDIRECT_URL")?,
+            failure_redirect: url("FAILURE_REDIRECT_URL")?,
+            notice_url: url("NOTICE_URL")?,
+            charge_on_signup: flag("CHARGE_ON_SIGNUP", true)?,
+            concurrency: number("CHARGE_CONCURRENCY", 8, 1, 256)? as usize,
+            dunning: DunningPolicy {
+                retry_offsets,
+                final_status,
+            },
+            due_shards: number("DUE_SHARDS", 4, 1, 64)? as u32,
+            claim_lease: Duration::from_secs(number("CLAIM_LEASE_SECS", 300, 1, 3600)?),
+            registration_ttl: Duration::from_secs(number(
+                "REGISTRATION_TTL_SECS",
+                86_400,
+                60,
+                30 * 86_400,
+            )?),
+            prepare_api_key: var("PREPARE_API_KEY").map(Secret::new),
+            webhook_allowed_ips,
+        })
+    }
+
+    /// The `pg_provider` i'mport reports for keys issued through `pg`.
+    pub fn pg_provider(&self) -> &str {
+        pg_provider_of(&self.pg)
+    }
+}
+
+/// `chai.pk_123` → `chai`.
+pub fn pg_provider_of(pg: &str) -> &str {
+    pg.split('.').next().unwrap_or(pg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    const BASE: [(&str, &str); 3] = [
+        ("TABLE_NAME", "t"),
+        ("IAMPORT_KEY", "k"),
+        ("IAMPORT_SECRET", "s"),
+    ];
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = parse(&BASE).unwrap();
+        assert_eq!(c.pg, "chai");
+        assert_eq!(c.iamport_base_url.as_str(), "https://api.iamport.kr/");
+        assert_eq!(c.default_plan.amount, 9900);
+        assert_eq!(c.concurrency, 8);
+        assert_eq!(c.dunning, DunningPolicy::default());
+        assert!(c.charge_on_signup);
+        assert!(c.webhook_allowed_ips.is_empty());
+    }
+
+    #[test]
+    fn pg_is_configuration_not_a_constant() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("IAMPORT_PG", "chai.pk_live_123"));
+        let c = parse(&pairs).unwrap();
+        assert_eq!(c.pg, "chai.pk_live_123");
+        assert_eq!(c.pg_provider(), "chai");
+        pairs.pop();
+        pairs.push(("IAMPORT_PG", "tosspayments.iamporttest_3"));
+        assert_eq!(parse(&pairs).unwrap().pg_provider(), "tosspayments");
+    }
+
+    #[test]
+    fn bad_values_fail_at_init_with_the_variable_named() {
+        for (k, v) in [
+            ("PLAN_AMOUNT", "12.5"),
+            ("CHARGE_CONCURRENCY", "0"),
+            ("DUNNING_RETRY_DAYS", "7,3"),
+            ("IAMPORT_BASE_URL", "ftp://x"),
+            ("WEBHOOK_ALLOWED_IPS", "1.2.3"),
+            ("IAMPORT_PG", "chai pay"),
+            ("CHARGE_ON_SIGNUP", "maybe"),
+        ] {
+            let mut pairs = BASE.to_vec();
+            pairs.push((k, v));
+            let err = parse(&pairs).unwrap_err().to_string();
+            assert!(err.contains(k), "{k}: {err}");
+        }
+        let err = parse(&[("TABLE_NAME", "t")]).unwrap_err().to_string();
+        assert!(err.contains("IAMPORT_CREDENTIALS_SECRET_ARN"), "{err}");
+    }
+
+    #[test]
+    fn debug_does_not_print_credentials() {
+        let c = parse(&[
+            ("TABLE_NAME", "t"),
+            ("IAMPORT_KEY", "key-123"),
+            ("IAMPORT_SECRET", "secret-456"),
+            ("PREPARE_API_KEY", "prep-789"),
+        ])
+        .unwrap();
+        let d = format!("{c:?}");
+        for s in ["key-123", "secret-456", "prep-789"] {
+            assert!(!d.contains(s), "{s} leaked: {d}");
+        }
+    }
+}
