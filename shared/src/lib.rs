@@ -6,5 +6,7 @@ pub mod billing;
 pub mod charging;
 pub mod config;
 pub mod iamport;
+pub mod notification;
+pub mod registration;
 pub mod secret;
 pub mod store;

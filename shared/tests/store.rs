@@ -33,6 +33,7 @@ fn registration(id: &SubscriptionId, now: DateTime<Utc>) -> Registration {
         status: RegistrationStatus::Pending,
         created_at: now,
         expires_at: Some(now + Duration::hours(1)),
+        imp_uid: None,
     }
 }
 
@@ -109,7 +110,10 @@ async fn activation_happens_once_and_clears_the_ttl() {
     let reg = registration(&id, now);
     store.put_registration(&reg).await.unwrap();
     let sub = sample_subscription(&id, now);
-    store.activate(&reg, &sub).await.unwrap();
+    store
+        .activate(&reg, &sub, "imp_000000000001")
+        .await
+        .unwrap();
 
     let back = store
         .get_registration(&reg.merchant_uid)
@@ -131,7 +135,7 @@ async fn activation_happens_once_and_clears_the_ttl() {
         },
         ..sub.clone()
     };
-    let second = store.activate(&reg, &other).await;
+    let second = store.activate(&reg, &other, "imp_000000000001").await;
     assert!(matches!(second, Err(StoreError::Conflict(_))), "{second:?}");
     assert_eq!(
         store
@@ -160,9 +164,18 @@ async fn activation_rolls_back_when_the_subscription_exists() {
         ..other_reg
     };
     store.put_registration(&other_reg).await.unwrap();
-    store.activate(&other_reg, &sub).await.unwrap();
+    store
+        .activate(&other_reg, &sub, "imp_000000000001")
+        .await
+        .unwrap();
     // Activating the first registration must fail as a whole: it stays pending.
-    assert!(store.activate(&reg, &sub).await.unwrap_err().is_conflict());
+    assert!(
+        store
+            .activate(&reg, &sub, "imp_000000000001")
+            .await
+            .unwrap_err()
+            .is_conflict()
+    );
     let back = store
         .get_registration(&reg.merchant_uid)
         .await
@@ -259,7 +272,10 @@ async fn unknown_attempt_is_taken_over_and_settled_attempt_is_not() {
     assert!(orphan.unwrap_err().is_conflict());
     let reg = registration(&id, now);
     store.put_registration(&reg).await.unwrap();
-    store.activate(&reg, &sub).await.unwrap();
+    store
+        .activate(&reg, &sub, "imp_000000000001")
+        .await
+        .unwrap();
 
     let a = claimed(&id, "202612", 1, "run-1", now);
     store.claim_new(&a).await.unwrap();
@@ -326,7 +342,10 @@ async fn settle_is_atomic_under_a_stale_version_or_a_stolen_claim() {
     let sub = sample_subscription(&id, now - Duration::days(31));
     let reg = registration(&id, now);
     store.put_registration(&reg).await.unwrap();
-    store.activate(&reg, &sub).await.unwrap();
+    store
+        .activate(&reg, &sub, "imp_000000000001")
+        .await
+        .unwrap();
     let a = claimed(&id, "202612", 1, "run-1", now);
     store.claim_new(&a).await.unwrap();
 
@@ -425,7 +444,10 @@ async fn due_query_pages_through_shards_and_skips_what_is_not_due() {
             }
         }
         store.put_registration(&reg).await.unwrap();
-        store.activate(&reg, &sub).await.unwrap();
+        store
+            .activate(&reg, &sub, "imp_000000000001")
+            .await
+            .unwrap();
     }
     let mut seen = std::collections::BTreeSet::new();
     let mut pages = 0;

@@ -169,6 +169,7 @@ pub fn registration_to_item(reg: &Registration) -> Item {
     item.insert("status".into(), s(reg.status.as_str()));
     item.insert("created_at".into(), ts(reg.created_at));
     put_opt(&mut item, TTL_ATTRIBUTE, reg.expires_at.map(ts));
+    put_opt(&mut item, "imp_uid", reg.imp_uid.as_ref().map(s));
     put_buyer(&mut item, &reg.buyer);
     item
 }
@@ -198,6 +199,7 @@ pub fn registration_from_item(item: &Item) -> Result<Registration, StoreError> {
         status,
         created_at: r.time("created_at")?,
         expires_at: r.opt_time(TTL_ATTRIBUTE)?,
+        imp_uid: r.opt_str("imp_uid")?,
     })
 }
 

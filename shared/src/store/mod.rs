@@ -160,8 +160,14 @@ impl Store {
     }
 
     /// Atomically creates the subscription and marks its registration
-    /// completed (and no longer expiring). `Conflict` if either already happened.
-    pub async fn activate(&self, reg: &Registration, sub: &Subscription) -> Result<(), StoreError> {
+    /// completed by the issuance payment `imp_uid` (and no longer expiring).
+    /// `Conflict` if either already happened.
+    pub async fn activate(
+        &self,
+        reg: &Registration,
+        sub: &Subscription,
+        imp_uid: &str,
+    ) -> Result<(), StoreError> {
         let put_sub = Put::builder()
             .table_name(&self.table)
             .set_item(Some(subscription_to_item(sub, self.shards)))
@@ -173,13 +179,16 @@ impl Store {
             .table_name(&self.table)
             .key(PK, s(reg_pk(&reg.merchant_uid)))
             .key(SK, s(META))
-            .update_expression("SET #status = :completed, completed_at = :now REMOVE #ttl")
+            .update_expression(
+                "SET #status = :completed, completed_at = :now, imp_uid = :imp_uid REMOVE #ttl",
+            )
             .condition_expression("#status = :pending")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
             .expression_attribute_values(":completed", s(RegistrationStatus::Completed.as_str()))
             .expression_attribute_values(":pending", s(RegistrationStatus::Pending.as_str()))
             .expression_attribute_values(":now", ts(sub.created_at))
+            .expression_attribute_values(":imp_uid", s(imp_uid))
             .build()
             .map_err(|e| StoreError::Fatal(e.to_string()))?;
         self.client

@@ -48,6 +48,8 @@ pub struct Registration {
     pub created_at: DateTime<Utc>,
     /// DynamoDB TTL while pending; removed once completed.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The issuance payment that completed it (set on completion).
+    pub imp_uid: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

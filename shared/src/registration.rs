@@ -1,0 +1,510 @@
+//! Flow 1: billing-key registration. `prepare` is called by the merchant's
+//! backend; `complete` handles the browser's return from the payment window
+//! and believes nothing until i'mport confirms it.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::app::App;
+use crate::billing::{
+    Anchor, MerchantUid, SubscriptionId, SubscriptionStatus, generate_customer_uid,
+};
+use crate::charging::{self, Clock, Fact, Outcome};
+use crate::config::pg_provider_of;
+use crate::iamport::PaymentStatus;
+use crate::secret::Pii;
+use crate::store::{
+    Buyer, KeyInfo, Plan, Registration, RegistrationStatus, StoreError, Subscription,
+};
+
+/// What the merchant's backend sends to `POST /billing/prepare`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrepareRequest {
+    /// The merchant's own user id.
+    pub user_id: String,
+    #[serde(default)]
+    pub plan: Option<PlanInput>,
+    #[serde(default)]
+    pub buyer: Option<BuyerInput>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanInput {
+    pub amount: i64,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuyerInput {
+    pub name: Option<Pii>,
+    pub email: Option<Pii>,
+    pub tel: Option<Pii>,
+}
+
+/// The parameters for `IMP.request_pay`, returned to the merchant's backend.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RequestPayParams {
+    pub pg: String,
+    pub pay_method: &'static str,
+    pub merchant_uid: String,
+    pub customer_uid: String,
+    pub name: String,
+    /// Display only: issuing a billing key charges nothing.
+    pub amount: i64,
+    pub m_redirect_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buyer_name: Option<Pii>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buyer_email: Option<Pii>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buyer_tel: Option<Pii>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Prepared {
+    pub subscription_id: String,
+    pub request_pay: RequestPayParams,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("CALLBACK_URL is not configured")]
+    NotConfigured,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn check_len(field: &str, value: &str, max: usize) -> Result<(), PrepareError> {
+    let n = value.chars().count();
+    if n == 0 || n > max {
+        return Err(PrepareError::Invalid(format!(
+            "{field} must have 1 to {max} characters"
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(PrepareError::Invalid(format!(
+            "{field} contains control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Creates a pending registration with a server-generated `customer_uid`
+/// and issuance `merchant_uid`, and returns the `IMP.request_pay` parameters.
+#[tracing::instrument(skip(app, request), fields(subscription_id))]
+pub async fn prepare(
+    app: &App,
+    request: PrepareRequest,
+    now: DateTime<Utc>,
+) -> Result<Prepared, PrepareError> {
+    let callback = app
+        .config
+        .callback_url
+        .as_ref()
+        .ok_or(PrepareError::NotConfigured)?;
+    check_len("user_id", &request.user_id, 128)?;
+    let plan = match request.plan {
+        Some(p) => {
+            check_len("plan.name", &p.name, 40)?;
+            if !(100..=10_000_000).contains(&p.amount) {
+                return Err(PrepareError::Invalid(
+                    "plan.amount must be a whole KRW amount from 100 to 10,000,000".into(),
+                ));
+            }
+            Plan {
+                amount: p.amount,
+                name: p.name,
+            }
+        }
+        None => app.config.default_plan.clone(),
+    };
+    let buyer = request.buyer.unwrap_or_default();
+    // i'mport's documented limits.
+    if let Some(v) = &buyer.name {
+        check_len("buyer.name", v.expose(), 16)?;
+    }
+    if let Some(v) = &buyer.email {
+        check_len("buyer.email", v.expose(), 64)?;
+        if !v.expose().contains('@') {
+            return Err(PrepareError::Invalid(
+                "buyer.email is not an e-mail address".into(),
+            ));
+        }
+    }
+    if let Some(v) = &buyer.tel {
+        check_len("buyer.tel", v.expose(), 16)?;
+    }
+
+    let subscription_id = SubscriptionId::generate();
+    tracing::Span::current().record("subscription_id", subscription_id.as_str());
+    let reg = Registration {
+        merchant_uid: MerchantUid::issuance(&subscription_id),
+        subscription_id: subscription_id.clone(),
+        customer_uid: generate_customer_uid(),
+        user_id: request.user_id,
+        plan,
+        pg: app.config.pg.clone(),
+        buyer: Buyer {
+            name: buyer.name,
+            email: buyer.email,
+            tel: buyer.tel,
+        },
+        status: RegistrationStatus::Pending,
+        created_at: now,
+        expires_at: chrono::Duration::from_std(app.config.registration_ttl)
+            .ok()
+            .map(|ttl| now + ttl),
+        imp_uid: None,
+    };
+    app.store.put_registration(&reg).await?;
+    info!(merchant_uid = %reg.merchant_uid, "registration prepared");
+    Ok(Prepared {
+        subscription_id: subscription_id.to_string(),
+        request_pay: RequestPayParams {
+            pg: reg.pg,
+            pay_method: "trans",
+            merchant_uid: reg.merchant_uid,
+            customer_uid: reg.customer_uid,
+            name: reg.plan.name,
+            amount: 0,
+            m_redirect_url: callback.to_string(),
+            buyer_name: reg.buyer.name,
+            buyer_email: reg.buyer.email,
+            buyer_tel: reg.buyer.tel,
+        },
+    })
+}
+
+/// The query i'mport appends to `m_redirect_url`, parsed leniently:
+/// `imp_success`, `success`, or neither; `error_code`/`error_msg` on failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackParams {
+    pub imp_uid: Option<String>,
+    pub merchant_uid: String,
+    /// What the browser claims; never trusted, only logged.
+    pub claimed_success: Option<bool>,
+    pub error_code: Option<String>,
+}
+
+/// Why a callback was refused; the code goes into the failure redirect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    /// Parameters missing or malformed.
+    BadRequest,
+    /// No registration for this `merchant_uid` (or it expired).
+    UnknownRegistration,
+    /// The payment window reported a failure (user cancel, PG error) and
+    /// i'mport agrees nothing was issued.
+    PaymentFailed,
+    /// The `imp_uid` belongs to another order or customer.
+    PaymentMismatch,
+    /// i'mport has no billing key for this customer, or one of another PG.
+    KeyNotIssued,
+    /// i'mport or our table could not be reached; trying again later may work.
+    Unavailable,
+}
+
+impl FailureReason {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::UnknownRegistration => "unknown_registration",
+            Self::PaymentFailed => "payment_failed",
+            Self::PaymentMismatch => "payment_mismatch",
+            Self::KeyNotIssued => "key_not_issued",
+            Self::Unavailable => "temporarily_unavailable",
+        }
+    }
+}
+
+/// The result of a callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallbackOutcome {
+    /// The subscription is active (now, or already by an earlier identical
+    /// redirect). `first_charge` is what the sign-up charge did, if one ran.
+    Active {
+        subscription_id: String,
+        first_charge: Option<FirstCharge>,
+    },
+    Failed(FailureReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstCharge {
+    Paid,
+    Declined,
+    Pending,
+}
+
+impl FirstCharge {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Paid => "paid",
+            Self::Declined => "declined",
+            Self::Pending => "pending",
+        }
+    }
+}
+
+const MAX_PARAM: usize = 64;
+
+fn id_like(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= MAX_PARAM
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Parses the redirect query. Values must look like ids; anything else is
+/// refused before any lookup.
+pub fn parse_callback(query: &HashMap<String, String>) -> Result<CallbackParams, FailureReason> {
+    let get = |k: &str| query.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let merchant_uid = get("merchant_uid").ok_or(FailureReason::BadRequest)?;
+    if !id_like(merchant_uid) {
+        return Err(FailureReason::BadRequest);
+    }
+    let imp_uid = match get("imp_uid") {
+        Some(v) if id_like(v) => Some(v.to_owned()),
+        Some(_) => return Err(FailureReason::BadRequest),
+        None => None,
+    };
+    let claimed_success = get("imp_success")
+        .or_else(|| get("success"))
+        .map(|v| v.eq_ignore_ascii_case("true"));
+    let error_code = get("error_code").map(|v| {
+        v.chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(32)
+            .collect()
+    });
+    Ok(CallbackParams {
+        imp_uid,
+        merchant_uid: merchant_uid.to_owned(),
+        claimed_success,
+        error_code,
+    })
+}
+
+fn unavailable(what: &str, e: &dyn std::fmt::Display) -> CallbackOutcome {
+    warn!(error = %e, "{what} unavailable during callback");
+    CallbackOutcome::Failed(FailureReason::Unavailable)
+}
+
+/// Verifies a redirect at i'mport and, if everything matches, activates the
+/// subscription (once), optionally charging the first period.
+#[tracing::instrument(skip(app, params), fields(merchant_uid = %params.merchant_uid, imp_uid = ?params.imp_uid))]
+pub async fn complete(app: &App, params: &CallbackParams, now: DateTime<Utc>) -> CallbackOutcome {
+    let Some(MerchantUid::Issuance { .. }) = MerchantUid::parse(&params.merchant_uid) else {
+        info!("callback for a merchant_uid that is not one of our registrations");
+        return CallbackOutcome::Failed(FailureReason::UnknownRegistration);
+    };
+    let reg = match app.store.get_registration(&params.merchant_uid).await {
+        Ok(Some(reg)) => reg,
+        Ok(None) => return CallbackOutcome::Failed(FailureReason::UnknownRegistration),
+        Err(e) => return unavailable("store", &e),
+    };
+    if reg.status == RegistrationStatus::Pending && reg.expires_at.is_some_and(|t| t <= now) {
+        return CallbackOutcome::Failed(FailureReason::UnknownRegistration);
+    }
+    let Some(imp_uid) = params.imp_uid.as_deref() else {
+        info!(error_code = ?params.error_code, "payment window reported no payment");
+        return CallbackOutcome::Failed(FailureReason::PaymentFailed);
+    };
+    if reg.status == RegistrationStatus::Completed {
+        // The same redirect again (refresh, back button, second tab).
+        return if reg.imp_uid.as_deref() == Some(imp_uid) {
+            CallbackOutcome::Active {
+                subscription_id: reg.subscription_id.to_string(),
+                first_charge: None,
+            }
+        } else {
+            warn!("completed registration revisited with another imp_uid");
+            CallbackOutcome::Failed(FailureReason::PaymentMismatch)
+        };
+    }
+
+    // 1. The payment the browser names must be this registration's.
+    let payment = match app.iamport.payment(imp_uid).await {
+        Ok(p) => p,
+        Err(e) if e.is_not_found() => {
+            return CallbackOutcome::Failed(FailureReason::PaymentMismatch);
+        }
+        Err(e) => return unavailable("i'mport", &e),
+    };
+    if payment.merchant_uid != reg.merchant_uid
+        || payment.customer_uid.as_deref() != Some(reg.customer_uid.as_str())
+    {
+        warn!(payment_merchant_uid = %payment.merchant_uid, "imp_uid belongs to another order or customer");
+        return CallbackOutcome::Failed(FailureReason::PaymentMismatch);
+    }
+    if matches!(
+        payment.status,
+        PaymentStatus::Failed | PaymentStatus::Cancelled
+    ) {
+        info!(status = payment.status.as_str(), claimed_success = ?params.claimed_success, "issuance did not succeed at i'mport");
+        return CallbackOutcome::Failed(FailureReason::PaymentFailed);
+    }
+
+    // 2. The billing key must exist, issued through the configured PG.
+    let key = match app.iamport.billing_key(&reg.customer_uid).await {
+        Ok(k) => k,
+        Err(e) if e.is_not_found() => return CallbackOutcome::Failed(FailureReason::KeyNotIssued),
+        Err(e) => return unavailable("i'mport", &e),
+    };
+    if key.customer_uid != reg.customer_uid || key.pg_provider != pg_provider_of(&reg.pg) {
+        warn!(pg_provider = %key.pg_provider, expected = pg_provider_of(&reg.pg), "billing key from another PG");
+        return CallbackOutcome::Failed(FailureReason::KeyNotIssued);
+    }
+
+    // 3. Activate: the subscription and the completed registration in one transaction.
+    let anchor = Anchor::from_instant(now);
+    let sub = Subscription {
+        id: reg.subscription_id.clone(),
+        user_id: reg.user_id.clone(),
+        customer_uid: reg.customer_uid.clone(),
+        pg: reg.pg.clone(),
+        plan: reg.plan.clone(),
+        buyer: reg.buyer.clone(),
+        status: SubscriptionStatus::Pending
+            .apply(crate::billing::Event::KeyVerified)
+            .unwrap_or(SubscriptionStatus::Active),
+        anchor,
+        period_index: 0,
+        attempt: 1,
+        next_charge_at: now,
+        paid_through: None,
+        key: KeyInfo {
+            pg_provider: key.pg_provider.clone(),
+            pg_id: key.pg_id.clone(),
+            card_name: key.card_name.clone(),
+            card_number: key.card_number.clone(),
+            inserted_at: DateTime::from_timestamp(key.inserted, 0)
+                .filter(|_| key.inserted > 0)
+                .unwrap_or(now),
+        },
+        version: 1,
+        created_at: now,
+        updated_at: now,
+        cancel_at_period_end: false,
+    };
+    match app.store.activate(&reg, &sub, imp_uid).await {
+        Ok(()) => info!(subscription_id = %sub.id, "subscription activated"),
+        Err(StoreError::Conflict(_)) => {
+            // Another tab won the race: answer as it did.
+            return match app.store.get_registration(&reg.merchant_uid).await {
+                Ok(Some(r))
+                    if r.status == RegistrationStatus::Completed
+                        && r.imp_uid.as_deref() == Some(imp_uid) =>
+                {
+                    CallbackOutcome::Active {
+                        subscription_id: r.subscription_id.to_string(),
+                        first_charge: None,
+                    }
+                }
+                Ok(_) => CallbackOutcome::Failed(FailureReason::PaymentMismatch),
+                Err(e) => unavailable("store", &e),
+            };
+        }
+        Err(e) => return unavailable("store", &e),
+    }
+
+    let first_charge = if app.config.charge_on_signup {
+        let clock = Clock {
+            billing_time: now,
+            run_id: format!("signup-{}", sub.id),
+        };
+        Some(match charging::charge_one(app, &sub.id, &clock).await {
+            Ok(Outcome::Charged { .. })
+            | Ok(Outcome::Reconciled {
+                fact: Fact::Paid { .. },
+            }) => FirstCharge::Paid,
+            Ok(Outcome::Declined { .. } | Outcome::Rejected { .. }) => FirstCharge::Declined,
+            Ok(other) => {
+                info!(?other, "first charge left to the scheduled run");
+                FirstCharge::Pending
+            }
+            Err(e) => {
+                // The subscription is active and due: the next scheduled run charges it.
+                warn!(error = %e, "first charge failed; the scheduled run will retry");
+                FirstCharge::Pending
+            }
+        })
+    } else {
+        None
+    };
+    CallbackOutcome::Active {
+        subscription_id: sub.id.to_string(),
+        first_charge,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn every_sdk_generation_parses() {
+        let legacy = parse_callback(&q(&[
+            ("imp_uid", "imp_123"),
+            ("merchant_uid", "rabc"),
+            ("imp_success", "true"),
+        ]))
+        .unwrap();
+        assert_eq!(legacy.claimed_success, Some(true));
+        let success = parse_callback(&q(&[
+            ("imp_uid", "imp_123"),
+            ("merchant_uid", "rabc"),
+            ("success", "false"),
+        ]))
+        .unwrap();
+        assert_eq!(success.claimed_success, Some(false));
+        let new_sdk =
+            parse_callback(&q(&[("imp_uid", "imp_123"), ("merchant_uid", "rabc")])).unwrap();
+        assert_eq!(new_sdk.claimed_success, None);
+        assert_eq!(new_sdk.imp_uid.as_deref(), Some("imp_123"));
+        let failed = parse_callback(&q(&[
+            ("merchant_uid", "rabc"),
+            ("error_code", "F0005"),
+            ("error_msg", "사용자가 결제를 취소 하였습니다"),
+        ]))
+        .unwrap();
+        assert_eq!(failed.imp_uid, None);
+        assert_eq!(failed.error_code.as_deref(), Some("F0005"));
+    }
+
+    #[test]
+    fn garbage_is_refused_before_any_lookup() {
+        for bad in [
+            q(&[]),
+            q(&[("imp_uid", "imp_1")]),
+            q(&[("merchant_uid", "../../etc")]),
+            q(&[("merchant_uid", "r1"), ("imp_uid", "imp 1")]),
+            q(&[("merchant_uid", &"r".repeat(65))]),
+            q(&[
+                ("merchant_uid", "r1"),
+                ("imp_uid", "imp_1/../../users/getToken"),
+            ]),
+        ] {
+            assert_eq!(
+                parse_callback(&bad),
+                Err(FailureReason::BadRequest),
+                "{bad:?}"
+            );
+        }
+    }
+}
