@@ -1,0 +1,197 @@
+//! billing-callback: `POST …/prepare` (merchant backend) and
+//! `GET …/callback` (the browser's return from i'mport's payment window).
+//! Thin: routing and HTTP mapping only; the rules live in `shared::registration`.
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+use lambda_http::http::{StatusCode, header};
+use lambda_http::{Body, Error, Request, RequestExt, Response};
+use shared::app::App;
+use shared::registration::{self, CallbackOutcome, FailureReason, PrepareError, PrepareRequest};
+use tracing::{info, warn};
+use url::Url;
+
+/// Routes one request. Always answers with a response: client errors are
+/// not runtime errors.
+pub async fn handle(app: &App, request: Request) -> Result<Response<Body>, Error> {
+    let path = request.uri().path().trim_end_matches('/').to_owned();
+    let method = request.method().as_str().to_owned();
+    let response = match (method.as_str(), route(&path)) {
+        ("POST", Some(Route::Prepare)) => prepare(app, &request).await,
+        ("GET", Some(Route::Callback)) => callback(app, &request).await,
+        (_, Some(_)) => json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &serde_json::json!({"error": "method not allowed"}),
+        ),
+        (_, None) => json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": "not found"}),
+        ),
+    };
+    Ok(response)
+}
+
+enum Route {
+    Prepare,
+    Callback,
+}
+
+fn route(path: &str) -> Option<Route> {
+    if path.ends_with("/prepare") {
+        Some(Route::Prepare)
+    } else if path.ends_with("/callback") {
+        Some(Route::Callback)
+    } else {
+        None
+    }
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(Body::from(value.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+/// Compares without an early exit, so the key cannot be guessed by timing.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn prepare(app: &App, request: &Request) -> Response<Body> {
+    if let Some(expected) = &app.config.prepare_api_key {
+        let given = request
+            .headers()
+            .get("x-api-key")
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if !same_secret(given, expected.expose().as_bytes()) {
+            warn!("prepare refused: missing or wrong x-api-key");
+            return json(
+                StatusCode::UNAUTHORIZED,
+                &serde_json::json!({"error": "missing or wrong x-api-key"}),
+            );
+        }
+    }
+    let body: &[u8] = request.body().as_ref();
+    if body.len() > 16 * 1024 {
+        return json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &serde_json::json!({"error": "body too large"}),
+        );
+    }
+    let input: PrepareRequest = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return json(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({"error": format!("invalid JSON body: {e}")}),
+            );
+        }
+    };
+    match registration::prepare(app, input, Utc::now()).await {
+        Ok(prepared) => json(
+            StatusCode::CREATED,
+            &serde_json::to_value(&prepared).unwrap_or_default(),
+        ),
+        Err(PrepareError::Invalid(reason)) => json(
+            StatusCode::BAD_REQUEST,
+            &serde_json::json!({"error": reason}),
+        ),
+        Err(PrepareError::Store(e)) if matches!(e, shared::store::StoreError::Transient(_)) => {
+            warn!(error = %e, "prepare: store unavailable");
+            json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({"error": "temporarily unavailable"}),
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "prepare failed");
+            json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &serde_json::json!({"error": "internal error"}),
+            )
+        }
+    }
+}
+
+fn redirect(location: &Url) -> Response<Body> {
+    let mut response = Response::new(Body::Empty);
+    *response.status_mut() = StatusCode::FOUND;
+    if let Ok(v) = header::HeaderValue::from_str(location.as_str()) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+fn with_query(base: &Url, pairs: &[(&str, &str)]) -> Url {
+    let mut url = base.clone();
+    {
+        let mut q = url.query_pairs_mut();
+        for (k, v) in pairs {
+            q.append_pair(k, v);
+        }
+    }
+    url
+}
+
+async fn callback(app: &App, request: &Request) -> Response<Body> {
+    let (Some(success), Some(failure)) =
+        (&app.config.success_redirect, &app.config.failure_redirect)
+    else {
+        tracing::error!("SUCCESS_REDIRECT_URL / FAILURE_REDIRECT_URL not configured");
+        return json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &serde_json::json!({"error": "not configured"}),
+        );
+    };
+    let query: HashMap<String, String> = request
+        .query_string_parameters_ref()
+        .map(|q| {
+            q.iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let outcome = match registration::parse_callback(&query) {
+        Ok(params) => registration::complete(app, &params, Utc::now()).await,
+        Err(reason) => {
+            info!(reason = reason.code(), keys = ?query.keys().collect::<Vec<_>>(), "callback with unusable parameters");
+            CallbackOutcome::Failed(reason)
+        }
+    };
+    match outcome {
+        CallbackOutcome::Active {
+            subscription_id,
+            first_charge,
+        } => {
+            let mut pairs = vec![("subscription_id", subscription_id.as_str())];
+            if let Some(c) = first_charge {
+                pairs.push(("first_charge", c.as_str()));
+            }
+            redirect(&with_query(success, &pairs))
+        }
+        CallbackOutcome::Failed(reason) => {
+            if reason == FailureReason::BadRequest && query.is_empty() {
+                // Not a browser coming back from i'mport: plain 400.
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({"error": "merchant_uid and imp_uid are required"}),
+                );
+            }
+            redirect(&with_query(failure, &[("reason", reason.code())]))
+        }
+    }
+}
