@@ -1,1 +1,14 @@
-fn main() {}
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use serde_json::Value;
+use shared::app::App;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let app = App::from_env().await?;
+    let app = &app;
+    run(service_fn(move |event: LambdaEvent<Value>| {
+        scheduled_charge::handle(app, event)
+    }))
+    .await
+}

@@ -160,7 +160,11 @@ mod tests {
         assert!(fault.matches("/payments/imps_1", None));
         assert!(!fault.matches(TOKEN_PATH, None));
         assert!(!fault.matches(WINDOW_PATH, Some("c1")));
-        assert!(Fault::new(FaultKind::Http500).on_path(TOKEN_PATH).matches(TOKEN_PATH, None));
+        assert!(
+            Fault::new(FaultKind::Http500)
+                .on_path(TOKEN_PATH)
+                .matches(TOKEN_PATH, None)
+        );
     }
 
     #[test]
@@ -173,6 +177,10 @@ mod tests {
         let cancel = Fault::new(FaultKind::UserCancel).on_path(AGAIN_PATH);
         assert!(cancel.matches(WINDOW_PATH, None));
         assert!(!cancel.matches(AGAIN_PATH, None));
-        assert!(!Fault::new(FaultKind::Corrupt).times(0).matches(AGAIN_PATH, None));
+        assert!(
+            !Fault::new(FaultKind::Corrupt)
+                .times(0)
+                .matches(AGAIN_PATH, None)
+        );
     }
 }

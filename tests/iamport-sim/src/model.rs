@@ -220,7 +220,11 @@ impl NewCustomer {
 
 /// The `pay_method` a key issued at `pg_provider` charges with when none was given.
 pub(crate) fn default_pay_method(pg_provider: &str) -> &'static str {
-    if pg_provider == "chai" { "trans" } else { "card" }
+    if pg_provider == "chai" {
+        "trans"
+    } else {
+        "card"
+    }
 }
 
 #[cfg(test)]

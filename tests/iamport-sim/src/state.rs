@@ -337,8 +337,8 @@ impl Sim {
         let now = st.now();
         let token = match st.token.take() {
             Some(mut token) if now < token.expired_at => {
-                if token.expired_at - now <= TOKEN_EXTEND_WINDOW_SECS {
-                    token.expired_at += TOKEN_EXTENSION_SECS;
+                if token.expired_at.saturating_sub(now) <= TOKEN_EXTEND_WINDOW_SECS {
+                    token.expired_at = token.expired_at.saturating_add(TOKEN_EXTENSION_SECS);
                 }
                 token
             }
@@ -391,7 +391,7 @@ impl Sim {
             .iter()
             .position(|f| f.matches(path, customer_uid))?;
         let fault = st.faults.get_mut(index)?;
-        fault.times -= 1;
+        fault.times = fault.times.saturating_sub(1);
         let kind = fault.kind.clone();
         if fault.times == 0 {
             st.faults.remove(index);
@@ -961,10 +961,19 @@ mod tests {
         let sim = sim();
         sim.inject(Fault::new(FaultKind::Http500).times(2));
         sim.inject(Fault::new(FaultKind::Corrupt));
-        assert_eq!(sim.take_fault("/payments/x", None), Some(FaultKind::Http500));
+        assert_eq!(
+            sim.take_fault("/payments/x", None),
+            Some(FaultKind::Http500)
+        );
         assert_eq!(sim.take_fault("/users/getToken", None), None);
-        assert_eq!(sim.take_fault("/payments/x", None), Some(FaultKind::Http500));
-        assert_eq!(sim.take_fault("/payments/x", None), Some(FaultKind::Corrupt));
+        assert_eq!(
+            sim.take_fault("/payments/x", None),
+            Some(FaultKind::Http500)
+        );
+        assert_eq!(
+            sim.take_fault("/payments/x", None),
+            Some(FaultKind::Corrupt)
+        );
         assert_eq!(sim.take_fault("/payments/x", None), None);
     }
 

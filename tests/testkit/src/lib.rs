@@ -292,3 +292,41 @@ pub async fn open_window(
         .unwrap_or_default()
         .to_owned()
 }
+
+/// Creates an active subscription that signed up at `created` (period 0 due
+/// then), with its billing key registered in the simulator: what a
+/// completed callback leaves behind, without the browser round trip.
+pub async fn seed_subscription(
+    app: &shared::app::App,
+    sim: &iamport_sim::SimHandle,
+    created: chrono::DateTime<chrono::Utc>,
+) -> shared::store::Subscription {
+    use shared::billing::{MerchantUid, SubscriptionId};
+    use shared::store::{Registration, RegistrationStatus};
+    let id = SubscriptionId::generate();
+    let mut sub = sample_subscription(&id, created);
+    sub.next_charge_at = created;
+    sim.add_customer(&sub.customer_uid, "chai");
+    let reg = Registration {
+        merchant_uid: MerchantUid::issuance(&id),
+        subscription_id: id.clone(),
+        customer_uid: sub.customer_uid.clone(),
+        user_id: sub.user_id.clone(),
+        plan: sub.plan.clone(),
+        pg: sub.pg.clone(),
+        buyer: sub.buyer.clone(),
+        status: RegistrationStatus::Pending,
+        created_at: created,
+        expires_at: None,
+        imp_uid: None,
+    };
+    app.store
+        .put_registration(&reg)
+        .await
+        .expect("seed registration");
+    app.store
+        .activate(&reg, &sub, &format!("imp_seed{id}"))
+        .await
+        .expect("seed subscription");
+    sub
+}

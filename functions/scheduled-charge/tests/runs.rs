@@ -1,0 +1,422 @@
+//! scheduled-charge end to end: the handler with real event payloads,
+//! moto_server and the i'mport simulator. Assertions read the simulator's
+//! ledger (what i'mport charged), not only our table.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use iamport_sim::{Fault, FaultKind, SimHandle};
+use lambda_runtime::{Context, LambdaEvent};
+use scheduled_charge::handle;
+use shared::app::App;
+use shared::billing::{BILLING_TZ, MerchantUid, SubscriptionStatus};
+use shared::charging::RunReport;
+use shared::store::{AttemptState, Subscription};
+use testkit::{event_json, seed_subscription, start_sim, test_app};
+
+/// 10:00 in Seoul on the given local date: the default schedule.
+fn seoul_10am(y: i32, m: u32, d: u32) -> DateTime<Utc> {
+    BILLING_TZ
+        .with_ymd_and_hms(y, m, d, 10, 0, 0)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+async fn run_at(app: &App, t: DateTime<Utc>, run_id: &str) -> Result<RunReport, String> {
+    let payload = serde_json::json!({"scheduled_time": t.to_rfc3339(), "execution_id": run_id});
+    handle(app, LambdaEvent::new(payload, Context::default()))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Paid charges per merchant_uid, from the simulator's ledger.
+fn paid_by_merchant_uid(sim: &SimHandle) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for p in sim.ledger() {
+        if p.status == "paid" && p.customer_uid_usage.as_deref() == Some("payment") {
+            *out.entry(p.merchant_uid.clone()).or_default() += 1;
+        }
+    }
+    out
+}
+
+fn paid_count_for(sim: &SimHandle, sub: &Subscription) -> usize {
+    paid_by_merchant_uid(sim)
+        .iter()
+        .filter(|(m, _)| m.starts_with(&format!("s{}", sub.id)))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+async fn reload(app: &App, sub: &Subscription) -> Subscription {
+    app.store.get_subscription(&sub.id).await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn months_of_daily_runs_charge_each_period_once_with_anchors_on_28_to_31() {
+    let sim = start_sim().await;
+    let app = test_app(&sim.base_url(), &[]).await;
+    let mut subs = Vec::new();
+    for day in 28..=31 {
+        for _ in 0..3 {
+            subs.push(
+                seed_subscription(
+                    &app,
+                    &sim,
+                    seoul_10am(2027, 1, day) - chrono::Duration::hours(1),
+                )
+                .await,
+            );
+        }
+    }
+    let mut charged_on: BTreeMap<String, u64> = BTreeMap::new();
+    let mut day = seoul_10am(2027, 1, 28);
+    while day <= seoul_10am(2027, 5, 5) {
+        let report = run_at(&app, day, &format!("run-{}", day.date_naive()))
+            .await
+            .unwrap();
+        if report.summary.charged > 0 {
+            charged_on.insert(
+                day.with_timezone(&BILLING_TZ).format("%m-%d").to_string(),
+                report.summary.charged,
+            );
+        }
+        assert_eq!(
+            report.summary.declined + report.summary.ambiguous + report.summary.rejected,
+            0
+        );
+        day += chrono::Duration::days(1);
+    }
+    let expected: BTreeMap<String, u64> = [
+        ("01-28", 3),
+        ("01-29", 3),
+        ("01-30", 3),
+        ("01-31", 3),
+        ("02-28", 12), // 28, and 29/30/31 clamped to the month's end
+        ("03-28", 3),
+        ("03-29", 3),
+        ("03-30", 3),
+        ("03-31", 3),
+        ("04-28", 3),
+        ("04-29", 3),
+        ("04-30", 6), // 30 and 31 clamp to Apr 30
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    assert_eq!(charged_on, expected);
+    for sub in &subs {
+        assert_eq!(paid_count_for(&sim, sub), 4, "Jan..Apr for {}", sub.id);
+        let now = reload(&app, sub).await;
+        assert_eq!(now.period_index, 4);
+        assert_eq!(now.status, SubscriptionStatus::Active);
+        // May's due date is the anchor day again: no drift after February.
+        assert_eq!(
+            now.anchor.period_date(4).format("%m-%d").to_string(),
+            format!("05-{}", sub.anchor.day)
+        );
+    }
+    assert!(
+        paid_by_merchant_uid(&sim).values().all(|&n| n == 1),
+        "a merchant_uid was paid twice"
+    );
+}
+
+#[tokio::test]
+async fn the_same_event_twice_and_two_concurrent_runs_charge_once() {
+    let sim = start_sim().await;
+    let app = test_app(&sim.base_url(), &[]).await;
+    let t0 = seoul_10am(2026, 12, 1);
+    let mut subs = Vec::new();
+    for _ in 0..20 {
+        subs.push(seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await);
+    }
+    let (a, b) = tokio::join!(
+        run_at(&app, t0, "exec-1"),
+        run_at(&app, t0, "exec-1-duplicate")
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let c = run_at(&app, t0, "exec-1").await.unwrap();
+    assert_eq!(
+        a.summary.charged + b.summary.charged + c.summary.charged,
+        20
+    );
+    assert_eq!(c.summary.charged, 0);
+    let paid = paid_by_merchant_uid(&sim);
+    assert_eq!(paid.len(), 20);
+    assert!(paid.values().all(|&n| n == 1));
+    for sub in &subs {
+        assert_eq!(paid_count_for(&sim, sub), 1);
+        assert_eq!(reload(&app, sub).await.period_index, 1);
+    }
+}
+
+#[tokio::test]
+async fn a_timeout_after_the_charge_is_settled_to_paid_without_a_second_charge() {
+    let sim = start_sim().await;
+    let app = test_app(&sim.base_url(), &[]).await;
+    let t0 = seoul_10am(2026, 12, 1);
+    let sub = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
+    // i'mport charges, then hangs past our 1 s timeout; the lookup right
+    // after fails too, so the run cannot tell.
+    sim.inject(Fault {
+        path_prefix: Some("/subscribe/payments/again".into()),
+        ..Fault::new(FaultKind::HangAfter { secs: 3 })
+    });
+    sim.inject(Fault {
+        path_prefix: Some("/payments/find".into()),
+        ..Fault::new(FaultKind::Http500)
+    });
+    let first = run_at(&app, t0, "run-1").await.unwrap();
+    assert_eq!(first.summary.ambiguous, 1, "{first:?}");
+    let period = sub.current_period();
+    let attempt = app
+        .store
+        .get_attempt(&sub.id, &period, 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(attempt.state, AttemptState::Unknown);
+    assert_eq!(paid_count_for(&sim, &sub), 1, "i'mport did charge");
+
+    // The next run settles it from i'mport's record before anything else.
+    let second = run_at(&app, t0 + chrono::Duration::hours(1), "run-2")
+        .await
+        .unwrap();
+    assert_eq!(second.summary.reconciled, 1, "{second:?}");
+    assert_eq!(second.summary.charged, 0);
+    let attempt = app
+        .store
+        .get_attempt(&sub.id, &period, 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(attempt.state, AttemptState::Paid);
+    let muid = MerchantUid::charge(&sub.id, &period, 1);
+    let ledger_imp = sim
+        .ledger()
+        .into_iter()
+        .find(|p| p.merchant_uid == muid)
+        .unwrap()
+        .imp_uid;
+    assert_eq!(attempt.imp_uid.as_deref(), Some(ledger_imp.as_str()));
+    assert_eq!(paid_count_for(&sim, &sub), 1, "no second charge");
+    assert_eq!(reload(&app, &sub).await.period_index, 1);
+}
+
+#[tokio::test]
+async fn crashes_between_claim_and_record_are_settled_by_the_next_run() {
+    let sim = start_sim().await;
+    let app = test_app(&sim.base_url(), &[("CLAIM_LEASE_SECS", "1")]).await;
+    let t0 = seoul_10am(2026, 12, 1);
+    let charged_then_crashed = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
+    let crashed_before_charge =
+        seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
+    let now = Utc::now();
+    for (sub, charge) in [
+        (&charged_then_crashed, true),
+        (&crashed_before_charge, false),
+    ] {
+        let period = sub.current_period();
+        let claim = shared::store::ChargeAttempt {
+            subscription_id: sub.id.clone(),
+            merchant_uid: MerchantUid::charge(&sub.id, &period, 1),
+            period,
+            attempt: 1,
+            amount: sub.plan.amount,
+            state: AttemptState::Claimed,
+            claim_token: Some("crashed-run".into()),
+            lease_until: Some(now + chrono::Duration::seconds(1)),
+            imp_uid: None,
+            paid_at: None,
+            fail_reason: None,
+            refunded: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        app.store.claim_new(&claim).await.unwrap();
+        if charge {
+            let outcome = app
+                .iamport
+                .charge_again(&shared::iamport::AgainRequest {
+                    customer_uid: sub.customer_uid.clone(),
+                    merchant_uid: claim.merchant_uid.clone(),
+                    amount: claim.amount,
+                    currency: "KRW",
+                    name: sub.plan.name.clone(),
+                    buyer_name: None,
+                    buyer_email: None,
+                    buyer_tel: None,
+                    custom_data: None,
+                    notice_url: None,
+                })
+                .await;
+            assert!(matches!(outcome, shared::iamport::ChargeOutcome::Paid(_)));
+        }
+    }
+    // While the lease is live, a run leaves both alone.
+    let early = run_at(&app, t0, "run-early").await.unwrap();
+    assert_eq!(early.summary.skipped, 2, "{early:?}");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let report = run_at(&app, t0, "run-after").await.unwrap();
+    assert_eq!(report.summary.reconciled, 1, "{report:?}");
+    assert_eq!(report.summary.charged, 1, "{report:?}");
+    for sub in [&charged_then_crashed, &crashed_before_charge] {
+        assert_eq!(paid_count_for(&sim, sub), 1);
+        let a = app
+            .store
+            .get_attempt(&sub.id, &sub.current_period(), 1)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.state, AttemptState::Paid);
+        assert_eq!(reload(&app, sub).await.period_index, 1);
+    }
+}
+
+#[tokio::test]
+async fn declines_walk_the_dunning_schedule_to_suspension() {
+    let sim = start_sim().await;
+    let app = test_app(&sim.base_url(), &[]).await;
+    let t0 = seoul_10am(2026, 12, 1);
+    let always = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
+    let recovers = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
+    sim.decline_customer(&always.customer_uid, "잔액부족");
+    sim.inject(Fault {
+        customer_uid: Some(recovers.customer_uid.clone()),
+        ..Fault::new(FaultKind::Decline {
+            reason: "한도초과".into(),
+        })
+    });
+    let mut declined_days = Vec::new();
+    for d in 0..12 {
+        let t = t0 + chrono::Duration::days(d);
+        let r = run_at(&app, t, &format!("run-{d}")).await.unwrap();
+        for _ in 0..r.summary.declined {
+            declined_days.push(d);
+        }
+    }
+    // attempt 1 on day 0 (both), retries on +1 (always; recovers is paid), +3, +7.
+    assert_eq!(declined_days, vec![0, 0, 1, 3, 7]);
+    let failed: Vec<_> = sim
+        .ledger()
+        .into_iter()
+        .filter(|p| p.customer_uid.as_deref() == Some(always.customer_uid.as_str()))
+        .collect();
+    assert_eq!(failed.len(), 4);
+    assert!(
+        failed
+            .iter()
+            .all(|p| p.status == "failed" && p.fail_reason.as_deref() == Some("잔액부족"))
+    );
+    let now = reload(&app, &always).await;
+    assert_eq!(now.status, SubscriptionStatus::Suspended);
+    let attempts = app.store.list_attempts(&always.id).await.unwrap();
+    assert_eq!(
+        attempts
+            .iter()
+            .map(|a| (a.attempt, a.state))
+            .collect::<Vec<_>>(),
+        vec![
+            (1, AttemptState::Failed),
+            (2, AttemptState::Failed),
+            (3, AttemptState::Failed),
+            (4, AttemptState::Failed)
+        ]
+    );
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a.imp_uid.is_some() && a.fail_reason.as_deref() == Some("잔액부족"))
+    );
+
+    let r = reload(&app, &recovers).await;
+    assert_eq!(r.status, SubscriptionStatus::Active);
+    assert_eq!(r.period_index, 1);
+    assert_eq!(paid_count_for(&sim, &recovers), 1);
+}
+
+#[tokio::test]
+async fn a_deleted_billing_key_stops_charging() {
+    let sim = start_sim().await;
+    let app = test_app(&sim.base_url(), &[]).await;
+    let t0 = seoul_10am(2026, 12, 1);
+    let sub = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
+    sim.remove_customer(&sub.customer_uid);
+    let r = run_at(&app, t0, "run-1").await.unwrap();
+    assert_eq!(r.summary.rejected, 1);
+    let now = reload(&app, &sub).await;
+    assert_eq!(now.status, SubscriptionStatus::KeyMissing);
+    let later = run_at(&app, t0 + chrono::Duration::days(3), "run-2")
+        .await
+        .unwrap();
+    assert_eq!(
+        later.summary.due, 0,
+        "a key-less subscription leaves the due index"
+    );
+    assert!(
+        sim.ledger()
+            .iter()
+            .all(|p| p.customer_uid.as_deref() != Some(sub.customer_uid.as_str()))
+    );
+}
+
+#[tokio::test]
+async fn bad_credentials_end_the_run_with_an_error_and_lose_nothing() {
+    let sim = start_sim().await;
+    let app = test_app(&sim.base_url(), &[("IAMPORT_SECRET", "wrong")]).await;
+    let t0 = seoul_10am(2026, 12, 1);
+    let sub = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
+    let err = run_at(&app, t0, "run-1").await.unwrap_err();
+    assert!(err.contains("run stopped"), "{err}");
+    assert!(sim.ledger().is_empty());
+    // The attempt stays open; with the right secret the next run charges it once.
+    let fixed = App::new(
+        app.config.clone(),
+        app.store.clone(),
+        shared::secret::Secret::new(testkit::SIM_KEY),
+        shared::secret::Secret::new(testkit::SIM_SECRET),
+    )
+    .unwrap();
+    let r = run_at(&fixed, t0 + chrono::Duration::hours(1), "run-2")
+        .await
+        .unwrap();
+    assert_eq!(r.summary.charged, 1, "{r:?}");
+    assert_eq!(paid_count_for(&sim, &sub), 1);
+}
+
+#[tokio::test]
+async fn dynamodb_failure_ends_the_run_with_an_error_status() {
+    let sim = start_sim().await;
+    let app = test_app(&sim.base_url(), &[]).await;
+    let broken = shared::store::Store::new(testkit::dynamodb_client().await, "no-such-table", 4);
+    let broken = App::new(
+        app.config.clone(),
+        broken,
+        shared::secret::Secret::new(testkit::SIM_KEY),
+        shared::secret::Secret::new(testkit::SIM_SECRET),
+    )
+    .unwrap();
+    let err = run_at(&broken, seoul_10am(2026, 12, 1), "run-1")
+        .await
+        .unwrap_err();
+    assert!(err.contains("store"), "{err}");
+    assert!(sim.ledger().is_empty());
+}
+
+#[tokio::test]
+async fn the_event_fixtures_are_accepted() {
+    let sim = start_sim().await;
+    let app = test_app(&sim.base_url(), &[]).await;
+    for name in ["scheduled-event.json", "scheduler-input.json"] {
+        let report = handle(&app, LambdaEvent::new(event_json(name), Context::default()))
+            .await
+            .unwrap();
+        assert_eq!(
+            report.billing_time.to_rfc3339(),
+            "2026-11-25T01:00:00+00:00",
+            "{name}"
+        );
+    }
+}
