@@ -330,3 +330,67 @@ pub async fn seed_subscription(
         .expect("seed subscription");
     sub
 }
+
+/// An API Gateway v2 request built from a fixture with every part that
+/// matters to an HTTP handler replaced (for a local gateway in tests).
+pub fn http_event(
+    fixture: &str,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+    source_ip: &str,
+) -> lambda_http::Request {
+    use base64::Engine;
+    let mut event = event_json(fixture);
+    event["rawPath"] = serde_json::json!(path);
+    event["requestContext"]["http"]["method"] = serde_json::json!(method);
+    event["requestContext"]["http"]["path"] = serde_json::json!(path);
+    event["requestContext"]["http"]["sourceIp"] = serde_json::json!(source_ip);
+    match content_type {
+        Some(ct) => event["headers"]["content-type"] = serde_json::json!(ct),
+        None => {
+            if let Some(h) = event["headers"].as_object_mut() {
+                h.remove("content-type");
+            }
+        }
+    }
+    event["body"] = serde_json::json!(base64::engine::general_purpose::STANDARD.encode(body));
+    event["isBase64Encoded"] = serde_json::json!(true);
+    lambda_http::request::from_str(&event.to_string()).expect("API Gateway v2 event")
+}
+
+/// A local stand-in for API Gateway: an HTTP server on 127.0.0.1:0 that
+/// turns each request into an API Gateway v2 event (shaped like `fixture`)
+/// and answers with what `handler` returns. Lets the simulator's webhook
+/// sender reach a Lambda handler over real HTTP.
+pub async fn local_gateway<F, Fut>(fixture: &'static str, handler: F) -> String
+where
+    F: Fn(lambda_http::Request) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = lambda_http::Response<lambda_http::Body>> + Send,
+{
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, Method, Uri};
+    let app = axum::Router::new().fallback(
+        move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let handler = handler.clone();
+            async move {
+                let ct = headers.get("content-type").and_then(|v| v.to_str().ok());
+                let request =
+                    http_event(fixture, method.as_str(), uri.path(), ct, &body, "127.0.0.1");
+                let response = handler(request).await;
+                let status = axum::http::StatusCode::from_u16(response.status().as_u16())
+                    .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+                (status, response.body().as_ref().to_vec())
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind gateway");
+    let addr = listener.local_addr().expect("gateway address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}

@@ -1,0 +1,73 @@
+//! payment-webhook: `POST …/webhooks/iamport`. The body is a hint; the
+//! payment is re-fetched from i'mport (`shared::notification`).
+
+use std::net::IpAddr;
+
+use chrono::Utc;
+use lambda_http::http::{StatusCode, header};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Error, Request, RequestExt, Response};
+use shared::app::App;
+use shared::notification::{self, Handled};
+use tracing::{info, warn};
+
+pub async fn handle(app: &App, request: Request) -> Result<Response<Body>, Error> {
+    if request.method().as_str() != "POST" {
+        return Ok(reply(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"));
+    }
+    if !app.config.webhook_allowed_ips.is_empty() {
+        match source_ip(&request) {
+            Some(ip) if app.config.webhook_allowed_ips.contains(&ip) => {}
+            other => {
+                warn!(source_ip = ?other, "webhook from an address outside the allow-list");
+                return Ok(reply(StatusCode::FORBIDDEN, "source address not allowed"));
+            }
+        }
+    }
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let n = match notification::parse(content_type, request.body().as_ref()) {
+        Ok(n) => n,
+        Err(e) => {
+            info!(reason = %e, "webhook refused");
+            let status = match e {
+                notification::BadNotification::ContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                notification::BadNotification::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            return Ok(reply(status, &e.to_string()));
+        }
+    };
+    Ok(match notification::handle(app, &n, Utc::now()).await {
+        Ok(Handled::Settled(_)) => reply(StatusCode::OK, "settled"),
+        Ok(Handled::RefundRecorded { .. }) => reply(StatusCode::OK, "refund recorded"),
+        Ok(Handled::Duplicate) => reply(StatusCode::OK, "already recorded"),
+        Ok(Handled::Ignored(why)) => reply(StatusCode::OK, &format!("ignored: {why}")),
+        Err(e) => {
+            warn!(error = %e, "webhook not recorded; asking i'mport to re-send");
+            reply(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable")
+        }
+    })
+}
+
+fn source_ip(request: &Request) -> Option<IpAddr> {
+    match request.request_context_ref()? {
+        RequestContext::ApiGatewayV2(ctx) => ctx.http.source_ip.as_deref()?.parse().ok(),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+fn reply(status: StatusCode, message: &str) -> Response<Body> {
+    let mut response = Response::new(Body::from(
+        serde_json::json!({"result": message}).to_string(),
+    ));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,342 @@
+//! payment-webhook end to end: the simulator's webhook sender posts over
+//! real HTTP to a local gateway that hands API Gateway v2 events to the
+//! handler; moto_server holds the table.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use iamport_sim::{Fault, FaultKind, SimHandle, WebhookFormat, WebhookSettings};
+use lambda_runtime::{Context, LambdaEvent};
+use payment_webhook::handle;
+use shared::app::App;
+use shared::billing::{BILLING_TZ, MerchantUid};
+use shared::store::{AttemptState, Subscription};
+use testkit::{http_event, http_request, local_gateway, seed_subscription, start_sim, test_app};
+
+async fn gateway(app: Arc<App>) -> String {
+    local_gateway("webhook-json.json", move |request| {
+        let app = Arc::clone(&app);
+        async move { handle(&app, request).await.expect("handler answers") }
+    })
+    .await
+}
+
+async fn send(app: &App, content_type: Option<&str>, body: &[u8], ip: &str) -> (u16, String) {
+    let request = http_event(
+        "webhook-json.json",
+        "POST",
+        "/webhooks/iamport",
+        content_type,
+        body,
+        ip,
+    );
+    let response = handle(app, request).await.unwrap();
+    (
+        response.status().as_u16(),
+        String::from_utf8_lossy(response.body().as_ref()).into_owned(),
+    )
+}
+
+fn t0() -> chrono::DateTime<Utc> {
+    BILLING_TZ
+        .with_ymd_and_hms(2026, 12, 1, 10, 0, 0)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+async fn charge_run(app: &App) {
+    let payload = serde_json::json!({"scheduled_time": t0().to_rfc3339(), "execution_id": "run-1"});
+    scheduled_charge::handle(app, LambdaEvent::new(payload, Context::default()))
+        .await
+        .unwrap();
+}
+
+async fn seeded(sim: &SimHandle, extra: &[(&str, &str)]) -> (Arc<App>, Subscription) {
+    let app = Arc::new(test_app(&sim.base_url(), extra).await);
+    let sub = seed_subscription(&app, sim, t0() - chrono::Duration::hours(1)).await;
+    (app, sub)
+}
+
+#[tokio::test]
+async fn a_webhook_arriving_before_the_charge_result_settles_the_attempt_once() {
+    let sim = start_sim().await;
+    let (app, sub) = seeded(&sim, &[]).await;
+    let url = gateway(Arc::clone(&app)).await;
+    sim.set_webhook(WebhookSettings {
+        url: Some(format!("{url}/webhooks/iamport")),
+        format: WebhookFormat::Json,
+        duplicates: 2,
+        delay: Duration::ZERO,
+    });
+    // i'mport charges, sends the webhook at once, and the API answer never comes back in time.
+    sim.inject(Fault {
+        path_prefix: Some("/subscribe/payments/again".into()),
+        ..Fault::new(FaultKind::HangAfter { secs: 3 })
+    });
+    sim.inject(Fault {
+        path_prefix: Some("/payments/find".into()),
+        ..Fault::new(FaultKind::Http500)
+    });
+    charge_run(&app).await;
+    let deliveries = sim.wait_for_webhooks(3, Duration::from_secs(5)).await;
+    assert_eq!(deliveries.len(), 3);
+    assert!(
+        deliveries.iter().all(|d| d.http_status == Some(200)),
+        "{deliveries:?}"
+    );
+
+    let period = sub.current_period();
+    let attempt = app
+        .store
+        .get_attempt(&sub.id, &period, 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(attempt.state, AttemptState::Paid, "settled by the webhook");
+    assert_eq!(
+        attempt.imp_uid.as_deref(),
+        Some(deliveries[0].imp_uid.as_str())
+    );
+    let now = app.store.get_subscription(&sub.id).await.unwrap().unwrap();
+    assert_eq!(now.period_index, 1);
+    assert_eq!(
+        now.version,
+        sub.version + 1,
+        "duplicates changed nothing more"
+    );
+    assert_eq!(sim.paid_count(&MerchantUid::charge(&sub.id, &period, 1)), 1);
+}
+
+#[tokio::test]
+async fn form_encoded_webhooks_and_console_refunds_are_recorded() {
+    let sim = start_sim().await;
+    let (app, sub) = seeded(&sim, &[]).await;
+    let url = gateway(Arc::clone(&app)).await;
+    sim.set_webhook(WebhookSettings {
+        url: Some(format!("{url}/webhooks/iamport")),
+        format: WebhookFormat::Form,
+        duplicates: 0,
+        delay: Duration::ZERO,
+    });
+    charge_run(&app).await;
+    let paid = sim.wait_for_webhooks(1, Duration::from_secs(5)).await;
+    assert_eq!(paid[0].http_status, Some(200));
+    assert!(paid[0].body.starts_with("imp_uid="), "{}", paid[0].body);
+
+    // A partial refund made in the i'mport console, then the rest.
+    let imp_uid = paid[0].imp_uid.clone();
+    for (amount, expected) in [(Some(3000), 3000), (None, 9900)] {
+        app.iamport
+            .cancel(&shared::iamport::CancelRequest {
+                imp_uid: imp_uid.clone(),
+                amount,
+                checksum: None,
+                reason: "console refund".into(),
+            })
+            .await
+            .unwrap();
+        let all = sim
+            .wait_for_webhooks(if expected == 3000 { 2 } else { 3 }, Duration::from_secs(5))
+            .await;
+        assert_eq!(all.last().unwrap().http_status, Some(200));
+        let attempt = app
+            .store
+            .get_attempt(&sub.id, &sub.current_period(), 1)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(attempt.refunded, expected);
+        assert_eq!(attempt.state, AttemptState::Paid);
+    }
+}
+
+#[tokio::test]
+async fn forged_unknown_and_mismatched_notifications_are_acknowledged_without_state() {
+    let sim = start_sim().await;
+    let (app, sub) = seeded(&sim, &[]).await;
+    charge_run(&app).await;
+    let period = sub.current_period();
+    let muid = MerchantUid::charge(&sub.id, &period, 1);
+    let real = sim
+        .ledger()
+        .into_iter()
+        .find(|p| p.merchant_uid == muid)
+        .unwrap();
+    let before = app.store.get_subscription(&sub.id).await.unwrap().unwrap();
+    for body in [
+        format!(r#"{{"imp_uid":"imps_999999999999","merchant_uid":"{muid}","status":"paid"}}"#),
+        format!(
+            r#"{{"imp_uid":"{}","merchant_uid":"order_from_elsewhere","status":"paid"}}"#,
+            real.imp_uid
+        ),
+        format!(
+            r#"{{"imp_uid":"{}","merchant_uid":"s{}202701a1","status":"paid"}}"#,
+            real.imp_uid, sub.id
+        ),
+    ] {
+        let (status, text) =
+            send(&app, Some("application/json"), body.as_bytes(), "127.0.0.1").await;
+        assert_eq!(status, 200, "{body}: {text}");
+        assert!(text.contains("ignored"), "{text}");
+    }
+    assert_eq!(
+        app.store.get_subscription(&sub.id).await.unwrap().unwrap(),
+        before
+    );
+    assert!(
+        app.store
+            .get_attempt(
+                &sub.id,
+                &shared::billing::PeriodId::parse("202701").unwrap(),
+                1
+            )
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A genuine duplicate of the settled charge: acknowledged, nothing more.
+    let body = format!(
+        r#"{{"imp_uid":"{}","merchant_uid":"{muid}","status":"paid"}}"#,
+        real.imp_uid
+    );
+    let (status, text) = send(&app, Some("application/json"), body.as_bytes(), "127.0.0.1").await;
+    assert_eq!(
+        (status, text.contains("already recorded")),
+        (200, true),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn bad_bodies_get_4xx_and_touch_nothing() {
+    let sim = start_sim().await;
+    let (app, _) = seeded(&sim, &[]).await;
+    let before = sim.request_counts();
+    let big = vec![b'a'; 9000];
+    let cases: Vec<(Option<&str>, &[u8], u16)> = vec![
+        (Some("application/json"), b"", 400),
+        (Some("text/plain"), b"imp_uid=x", 415),
+        (None, b"{}", 415),
+        (Some("application/json"), &big, 413),
+        (Some("application/json"), &[0xc3, 0x28, 0xa0], 400),
+        (Some("application/json"), br#"{"imp_uid":"imps_1"}"#, 400),
+        (
+            Some("application/x-www-form-urlencoded"),
+            b"merchant_uid=x&status=paid",
+            400,
+        ),
+        (
+            Some("application/json"),
+            br#"{"imp_uid":"../../users","merchant_uid":"m","status":"paid"}"#,
+            400,
+        ),
+    ];
+    for (ct, body, expected) in cases {
+        let (status, text) = send(&app, ct, body, "127.0.0.1").await;
+        assert_eq!(status, expected, "{ct:?} {text}");
+    }
+    assert_eq!(sim.request_counts(), before, "nothing reached i'mport");
+    // Wrong method.
+    let (status, _) = {
+        let r = handle(
+            &app,
+            http_event(
+                "webhook-json.json",
+                "GET",
+                "/webhooks/iamport",
+                None,
+                b"",
+                "127.0.0.1",
+            ),
+        )
+        .await
+        .unwrap();
+        (r.status().as_u16(), ())
+    };
+    assert_eq!(status, 405);
+}
+
+#[tokio::test]
+async fn the_allow_list_admits_only_listed_sources() {
+    let sim = start_sim().await;
+    let (app, _) = seeded(
+        &sim,
+        &[(
+            "WEBHOOK_ALLOWED_IPS",
+            "52.78.100.19, 52.78.48.223, 52.78.5.241",
+        )],
+    )
+    .await;
+    let body = br#"{"imp_uid":"imps_410000000001","merchant_uid":"order_x","status":"paid"}"#;
+    assert_eq!(
+        send(&app, Some("application/json"), body, "203.0.113.9")
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        send(&app, Some("application/json"), body, "52.78.48.223")
+            .await
+            .0,
+        200
+    );
+    // The committed fixtures (JSON, form, base64 form) come from a listed address.
+    for fixture in [
+        "webhook-json.json",
+        "webhook-form.json",
+        "webhook-form-base64.json",
+    ] {
+        let r = handle(&app, http_request(fixture, None, None))
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{fixture}: {:?}", r.body());
+    }
+}
+
+#[tokio::test]
+async fn iamport_down_answers_503_so_the_resend_can_settle_it() {
+    let sim = start_sim().await;
+    let (app, sub) = seeded(&sim, &[]).await;
+    sim.inject(Fault {
+        path_prefix: Some("/subscribe/payments/again".into()),
+        ..Fault::new(FaultKind::HangAfter { secs: 3 })
+    });
+    sim.inject(Fault {
+        path_prefix: Some("/payments/find".into()),
+        ..Fault::new(FaultKind::Http500)
+    });
+    charge_run(&app).await;
+    let muid = MerchantUid::charge(&sub.id, &sub.current_period(), 1);
+    let real = sim
+        .ledger()
+        .into_iter()
+        .find(|p| p.merchant_uid == muid)
+        .unwrap();
+    let body = format!(
+        r#"{{"imp_uid":"{}","merchant_uid":"{muid}","status":"paid"}}"#,
+        real.imp_uid
+    );
+    sim.inject(Fault {
+        path_prefix: Some("/payments/".into()),
+        ..Fault::new(FaultKind::Http500)
+    });
+    let (status, _) = send(&app, Some("application/json"), body.as_bytes(), "127.0.0.1").await;
+    assert_eq!(status, 503);
+    let attempt = app
+        .store
+        .get_attempt(&sub.id, &sub.current_period(), 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(attempt.state, AttemptState::Unknown);
+    let (status, text) = send(&app, Some("application/json"), body.as_bytes(), "127.0.0.1").await;
+    assert_eq!((status, text.contains("settled")), (200, true), "{text}");
+    let attempt = app
+        .store
+        .get_attempt(&sub.id, &sub.current_period(), 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(attempt.state, AttemptState::Paid);
+}
