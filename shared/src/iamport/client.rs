@@ -136,7 +136,7 @@ impl IamportClient {
 
     /// `GET /payments/{imp_uid}`.
     pub async fn payment(&self, imp_uid: &str) -> Result<Payment, ApiError> {
-        let url = self.url(&["payments", imp_uid], true);
+        let url = self.url(&["payments", path_id(imp_uid)?], true);
         self.call::<Payment, ()>(Method::GET, url, None).await
     }
 
@@ -147,6 +147,7 @@ impl IamportClient {
         merchant_uid: &str,
         status: Option<PaymentStatus>,
     ) -> Result<Payment, ApiError> {
+        let merchant_uid = path_id(merchant_uid)?;
         let url = match status {
             Some(s) => self.url(&["payments", "find", merchant_uid, s.as_str()], true),
             None => self.url(&["payments", "find", merchant_uid], true),
@@ -156,13 +157,13 @@ impl IamportClient {
 
     /// `GET /subscribe/customers/{customer_uid}`: the billing key's description.
     pub async fn billing_key(&self, customer_uid: &str) -> Result<BillingKey, ApiError> {
-        let url = self.url(&["subscribe", "customers", customer_uid], false);
+        let url = self.url(&["subscribe", "customers", path_id(customer_uid)?], false);
         self.call::<BillingKey, ()>(Method::GET, url, None).await
     }
 
     /// `DELETE /subscribe/customers/{customer_uid}`: removes the key at i'mport.
     pub async fn delete_billing_key(&self, customer_uid: &str) -> Result<BillingKey, ApiError> {
-        let url = self.url(&["subscribe", "customers", customer_uid], false);
+        let url = self.url(&["subscribe", "customers", path_id(customer_uid)?], false);
         self.call::<BillingKey, ()>(Method::DELETE, url, None).await
     }
 
@@ -249,10 +250,8 @@ impl IamportClient {
     async fn access_token(&self) -> Result<Secret, ApiError> {
         let mut slot = self.token.lock().await;
         let now = Instant::now();
-        if let Some(cached) = slot.as_ref() {
-            if now < cached.refresh_after {
-                return Ok(cached.token.clone());
-            }
+        if let Some(cached) = slot.as_ref().filter(|c| now < c.refresh_after) {
+            return Ok(cached.token.clone());
         }
         match self.fetch_token().await {
             Ok(fresh) => {
@@ -326,6 +325,21 @@ impl IamportClient {
             expires_at,
         })
     }
+}
+
+/// An id that becomes one path segment. `.` and `..` are dropped by URL
+/// normalisation (`find/../paid` would look up merchant_uid `paid`) and an
+/// empty one leaves an empty segment, so those are refused before sending.
+fn path_id(id: &str) -> Result<&str, ApiError> {
+    if matches!(id, "" | "." | "..") {
+        return Err(ApiError::Rejected(Rejection {
+            kind: RejectionKind::BadRequest,
+            http_status: None,
+            code: None,
+            message: format!("{id:?} is not a usable id"),
+        }));
+    }
+    Ok(id)
 }
 
 /// Marker: the server answered 401 (token refused).

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what the tests and the local stack need, by package name, only
+# when it is missing. Safe to run again. Used by scripts/test.sh,
+# scripts/local-stack.sh and .ci/run.
+set -euo pipefail
+
+need_pip=()
+command -v moto_server >/dev/null 2>&1 || need_pip+=("moto[server]")
+command -v cfn-lint >/dev/null 2>&1 || need_pip+=("cfn-lint")
+command -v sam >/dev/null 2>&1 || need_pip+=("aws-sam-cli")
+if [ "${NEED_CARGO_LAMBDA:-0}" = 1 ] && ! command -v cargo-lambda >/dev/null 2>&1; then
+  need_pip+=("cargo-lambda")
+fi
+if [ ${#need_pip[@]} -gt 0 ]; then
+  echo "setup: pip install ${need_pip[*]}"
+  python3 -m pip install --quiet --disable-pip-version-check "${need_pip[@]}"
+  # pyenv puts new console scripts behind shims that need a rehash.
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
+fi
+for component in rustfmt clippy; do
+  if ! rustup component list --installed 2>/dev/null | grep -q "^${component}"; then
+    rustup component add "$component"
+  fi
+done
