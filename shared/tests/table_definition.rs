@@ -17,27 +17,56 @@ fn pairs(list: &Value, a: &str, b: &str) -> BTreeSet<(String, String)> {
     list.as_sequence()
         .expect("a list")
         .iter()
-        .map(|e| (e[a].as_str().unwrap().to_owned(), e[b].as_str().unwrap().to_owned()))
+        .map(|e| {
+            (
+                e[a].as_str().unwrap().to_owned(),
+                e[b].as_str().unwrap().to_owned(),
+            )
+        })
         .collect()
 }
 
 fn set(items: &[(&str, &str)]) -> BTreeSet<(String, String)> {
-    items.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
+    items
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
 }
 
 #[test]
 fn template_declares_the_table_the_code_uses() {
     let t = template_table();
-    assert_eq!(pairs(&t["AttributeDefinitions"], "AttributeName", "AttributeType"), set(&KEY_ATTRIBUTES));
-    assert_eq!(pairs(&t["KeySchema"], "AttributeName", "KeyType"), set(&[(PK, "HASH"), (SK, "RANGE")]));
+    assert_eq!(
+        pairs(&t["AttributeDefinitions"], "AttributeName", "AttributeType"),
+        set(&KEY_ATTRIBUTES)
+    );
+    assert_eq!(
+        pairs(&t["KeySchema"], "AttributeName", "KeyType"),
+        set(&[(PK, "HASH"), (SK, "RANGE")])
+    );
     let gsis = t["GlobalSecondaryIndexes"].as_sequence().unwrap();
     assert_eq!(gsis.len(), 1);
     assert_eq!(gsis[0]["IndexName"].as_str(), Some(DUE_INDEX));
-    assert_eq!(pairs(&gsis[0]["KeySchema"], "AttributeName", "KeyType"), set(&[(DUE_PK, "HASH"), (DUE_SK, "RANGE")]));
-    assert_eq!(gsis[0]["Projection"]["ProjectionType"].as_str(), Some("ALL"));
-    assert_eq!(t["TimeToLiveSpecification"]["AttributeName"].as_str(), Some(TTL_ATTRIBUTE));
-    assert_eq!(t["TimeToLiveSpecification"]["Enabled"].as_bool(), Some(true));
-    assert_eq!(t["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"].as_bool(), Some(true));
+    assert_eq!(
+        pairs(&gsis[0]["KeySchema"], "AttributeName", "KeyType"),
+        set(&[(DUE_PK, "HASH"), (DUE_SK, "RANGE")])
+    );
+    assert_eq!(
+        gsis[0]["Projection"]["ProjectionType"].as_str(),
+        Some("ALL")
+    );
+    assert_eq!(
+        t["TimeToLiveSpecification"]["AttributeName"].as_str(),
+        Some(TTL_ATTRIBUTE)
+    );
+    assert_eq!(
+        t["TimeToLiveSpecification"]["Enabled"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        t["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"].as_bool(),
+        Some(true)
+    );
     assert_eq!(t["BillingMode"].as_str(), Some("PAY_PER_REQUEST"));
 }
 
@@ -45,19 +74,58 @@ fn template_declares_the_table_the_code_uses() {
 async fn create_table_builds_what_the_template_declares() {
     let client = testkit::dynamodb_client().await;
     let name = testkit::fresh_table(&client).await;
-    let described = client.describe_table().table_name(&name).send().await.unwrap().table.unwrap();
+    let described = client
+        .describe_table()
+        .table_name(&name)
+        .send()
+        .await
+        .unwrap()
+        .table
+        .unwrap();
     let attrs: BTreeSet<(String, String)> = described
         .attribute_definitions()
         .iter()
-        .map(|a| (a.attribute_name().to_owned(), a.attribute_type().as_str().to_owned()))
+        .map(|a| {
+            (
+                a.attribute_name().to_owned(),
+                a.attribute_type().as_str().to_owned(),
+            )
+        })
         .collect();
     let t = template_table();
-    assert_eq!(attrs, pairs(&t["AttributeDefinitions"], "AttributeName", "AttributeType"));
+    assert_eq!(
+        attrs,
+        pairs(&t["AttributeDefinitions"], "AttributeName", "AttributeType")
+    );
     let gsi = &described.global_secondary_indexes()[0];
     assert_eq!(gsi.index_name(), Some(DUE_INDEX));
-    let keys: BTreeSet<(String, String)> =
-        gsi.key_schema().iter().map(|k| (k.attribute_name().to_owned(), k.key_type().as_str().to_owned())).collect();
-    assert_eq!(keys, pairs(&t["GlobalSecondaryIndexes"][0]["KeySchema"], "AttributeName", "KeyType"));
-    let ttl = client.describe_time_to_live().table_name(&name).send().await.unwrap();
-    assert_eq!(ttl.time_to_live_description().and_then(|d| d.attribute_name()), Some(TTL_ATTRIBUTE));
+    let keys: BTreeSet<(String, String)> = gsi
+        .key_schema()
+        .iter()
+        .map(|k| {
+            (
+                k.attribute_name().to_owned(),
+                k.key_type().as_str().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        pairs(
+            &t["GlobalSecondaryIndexes"][0]["KeySchema"],
+            "AttributeName",
+            "KeyType"
+        )
+    );
+    let ttl = client
+        .describe_time_to_live()
+        .table_name(&name)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ttl.time_to_live_description()
+            .and_then(|d| d.attribute_name()),
+        Some(TTL_ATTRIBUTE)
+    );
 }

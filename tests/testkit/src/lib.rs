@@ -31,6 +31,8 @@ pub fn safe_aws_env() {
 
 struct Moto {
     endpoint: String,
+    /// The watchdog shell; it ends (and kills moto_server) with this process.
+    _watchdog: std::sync::Mutex<std::process::Child>,
 }
 
 /// The process-wide moto_server. It is started through a small shell
@@ -56,7 +58,7 @@ fn moto() -> &'static Moto {
             "moto_server not found (install it with `pip install 'moto[server]'`, or set MOTO_SERVER); \
              DynamoDB tests need a real DynamoDB API and do not skip"
         );
-        Command::new("sh")
+        let watchdog = Command::new("sh")
             .arg("-c")
             .arg(script)
             .stdin(Stdio::null())
@@ -71,6 +73,7 @@ fn moto() -> &'static Moto {
         }
         Moto {
             endpoint: format!("http://127.0.0.1:{port}"),
+            _watchdog: std::sync::Mutex::new(watchdog),
         }
     })
 }
