@@ -10,3 +10,4 @@ pub mod notification;
 pub mod registration;
 pub mod secret;
 pub mod store;
+pub mod telemetry;

@@ -3,7 +3,7 @@ use shared::app::App;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_http::tracing::init_default_subscriber();
+    shared::telemetry::init();
     let app = App::from_env().await?;
     if app.config.success_redirect.is_none()
         || app.config.failure_redirect.is_none()

@@ -3,7 +3,7 @@ use shared::app::App;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_http::tracing::init_default_subscriber();
+    shared::telemetry::init();
     let app = App::from_env().await?;
     let app = &app;
     run(service_fn(move |request| {

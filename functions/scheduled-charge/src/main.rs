@@ -4,7 +4,7 @@ use shared::app::App;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    shared::telemetry::init();
     let app = App::from_env().await?;
     let app = &app;
     run(service_fn(move |event: LambdaEvent<Value>| {

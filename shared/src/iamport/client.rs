@@ -74,6 +74,17 @@ impl ChargeOutcome {
                     p.status.as_str()
                 ),
             }),
+            // `code 0` without a payment is undocumented for `again`: it may
+            // hide a charge, so it is settled like any unclear answer.
+            Err(ApiError::Rejected(r))
+                if r.kind == RejectionKind::Business && r.code == Some(0) =>
+            {
+                Self::Ambiguous(Ambiguity {
+                    kind: AmbiguityKind::Malformed,
+                    http_status: r.http_status,
+                    detail: format!("code 0 without a payment: {}", r.message),
+                })
+            }
             Err(ApiError::Rejected(r)) => Self::Rejected(r),
             Err(ApiError::Ambiguous(a)) => Self::Ambiguous(a),
         }
