@@ -397,3 +397,108 @@ where
     });
     format!("http://{addr}")
 }
+
+/// A TCP proxy in front of a server (moto_server) that can be made to fail:
+/// after `fail_after` HTTP requests have passed through it, it drops every
+/// connection and refuses new ones until [`FlakyProxy::heal`] — "DynamoDB
+/// unreachable mid-run".
+pub struct FlakyProxy {
+    pub url: String,
+    state: std::sync::Arc<ProxyState>,
+}
+
+struct ProxyState {
+    requests: std::sync::atomic::AtomicU64,
+    fail_after: std::sync::atomic::AtomicU64,
+}
+
+impl ProxyState {
+    fn down(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.requests.load(SeqCst) >= self.fail_after.load(SeqCst)
+    }
+}
+
+impl FlakyProxy {
+    pub async fn start(target: &str) -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let target = target.trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let url = format!("http://{}", listener.local_addr().expect("proxy address"));
+        let state = std::sync::Arc::new(ProxyState {
+            requests: AtomicU64::new(0),
+            fail_after: AtomicU64::new(u64::MAX),
+        });
+        let shared = std::sync::Arc::clone(&state);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if shared.down() {
+                    continue; // dropped: connection reset
+                }
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let state = std::sync::Arc::clone(&shared);
+                tokio::spawn(async move {
+                    let (mut ri, mut wi) = inbound.split();
+                    let (mut ro, mut wo) = outbound.split();
+                    let mut a = [0u8; 16384];
+                    let mut b = [0u8; 16384];
+                    loop {
+                        if state.down() {
+                            return;
+                        }
+                        tokio::select! {
+                            n = ri.read(&mut a) => {
+                                let Ok(n) = n else { return };
+                                if n == 0 { return; }
+                                let chunk = &a[..n];
+                                let posts = chunk.windows(5).filter(|w| w == b"POST ").count() as u64;
+                                state.requests.fetch_add(posts, SeqCst);
+                                if state.down() || wo.write_all(chunk).await.is_err() { return; }
+                            }
+                            n = ro.read(&mut b) => {
+                                let Ok(n) = n else { return };
+                                if n == 0 || wi.write_all(&b[..n]).await.is_err() { return; }
+                            }
+                            _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+                        }
+                    }
+                });
+            }
+        });
+        Self { url, state }
+    }
+
+    /// Fail once `n` more requests have passed.
+    pub fn fail_after(&self, n: u64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.state.requests.load(SeqCst);
+        self.state.fail_after.store(now + n, SeqCst);
+    }
+
+    pub fn heal(&self) {
+        self.state
+            .fail_after
+            .store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.state.down()
+    }
+}
+
+/// A DynamoDB client for any endpoint (e.g. a [`FlakyProxy`] in front of moto).
+pub async fn dynamodb_client_at(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    safe_aws_env();
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("ap-northeast-2"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "static"))
+        .load()
+        .await;
+    aws_sdk_dynamodb::Client::new(&config)
+}
