@@ -208,6 +208,30 @@ pub async fn charge_one(
     let merchant_uid = MerchantUid::charge(&sub.id, &period, sub.attempt);
     let now = wall();
 
+    let claim = ChargeAttempt {
+        subscription_id: sub.id.clone(),
+        period: period.clone(),
+        attempt: sub.attempt,
+        merchant_uid: merchant_uid.clone(),
+        amount: sub.plan.amount,
+        state: AttemptState::Claimed,
+        claim_token: Some(clock.run_id.clone()),
+        lease_until: Some(now + lease(app)),
+        imp_uid: None,
+        paid_at: None,
+        fail_reason: None,
+        refunded: 0,
+        created_at: now,
+        updated_at: now,
+    };
+    // The common case first: a fresh attempt, claimed with one conditional write.
+    if !sub.cancel_at_period_end {
+        match app.store.claim_new(&claim).await {
+            Ok(()) => return charge_claimed(app, &sub, &claim, &clock.run_id).await,
+            Err(StoreError::Conflict(_)) => {} // it exists: see what state it is in
+            Err(e) => return Err(e.into()),
+        }
+    }
     let attempt = match app.store.get_attempt(&sub.id, &period, sub.attempt).await? {
         Some(open) if open.state.is_open() => {
             // Left by a crashed run (expired lease) or a lost answer: take it over and settle first.
@@ -252,36 +276,16 @@ pub async fn charge_one(
                 reason: SkipReason::Busy,
             });
         }
-        None => {
-            if sub.cancel_at_period_end {
-                return cancel_at_period_end(app, &sub).await;
+        None if sub.cancel_at_period_end => return cancel_at_period_end(app, &sub).await,
+        None => match app.store.claim_new(&claim).await {
+            Ok(()) => claim,
+            Err(StoreError::Conflict(_)) => {
+                return Ok(Outcome::Skipped {
+                    reason: SkipReason::Busy,
+                });
             }
-            let claim = ChargeAttempt {
-                subscription_id: sub.id.clone(),
-                period: period.clone(),
-                attempt: sub.attempt,
-                merchant_uid: merchant_uid.clone(),
-                amount: sub.plan.amount,
-                state: AttemptState::Claimed,
-                claim_token: Some(clock.run_id.clone()),
-                lease_until: Some(now + lease(app)),
-                imp_uid: None,
-                paid_at: None,
-                fail_reason: None,
-                refunded: 0,
-                created_at: now,
-                updated_at: now,
-            };
-            match app.store.claim_new(&claim).await {
-                Ok(()) => claim,
-                Err(StoreError::Conflict(_)) => {
-                    return Ok(Outcome::Skipped {
-                        reason: SkipReason::Busy,
-                    });
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+            Err(e) => return Err(e.into()),
+        },
     };
     charge_claimed(app, &sub, &attempt, &clock.run_id).await
 }
@@ -379,7 +383,7 @@ async fn charge_claimed(
             };
         }
     };
-    apply_fact(app, attempt, &fact, Some(token)).await?;
+    apply_fact_to(app, attempt, &fact, Some(token), Some(sub.clone())).await?;
     Ok(match fact {
         Fact::Paid { imp_uid, .. } => {
             info!(merchant_uid, %imp_uid, amount = attempt.amount, "charged");
@@ -506,9 +510,25 @@ pub async fn apply_fact(
     fact: &Fact,
     token: Option<&str>,
 ) -> Result<bool, FatalError> {
+    apply_fact_to(app, attempt, fact, token, None).await
+}
+
+/// [`apply_fact`], trying first with a copy of the subscription the caller
+/// just read (saves a read; a stale copy only costs a retry).
+async fn apply_fact_to(
+    app: &App,
+    attempt: &ChargeAttempt,
+    fact: &Fact,
+    token: Option<&str>,
+    mut known: Option<Subscription>,
+) -> Result<bool, FatalError> {
     for _ in 0..5 {
         let now = wall();
-        let Some(sub) = app.store.get_subscription(&attempt.subscription_id).await? else {
+        let current = match known.take() {
+            Some(sub) => Some(sub),
+            None => app.store.get_subscription(&attempt.subscription_id).await?,
+        };
+        let Some(sub) = current else {
             error!(subscription_id = %attempt.subscription_id, "attempt without subscription");
             return Err(StoreError::Corrupt(format!(
                 "subscription {} missing for {}",
