@@ -53,7 +53,7 @@ fn template_declares_the_table_the_code_uses() {
     );
     assert_eq!(
         gsis[0]["Projection"]["ProjectionType"].as_str(),
-        Some("ALL")
+        Some("KEYS_ONLY")
     );
     assert_eq!(
         t["TimeToLiveSpecification"]["AttributeName"].as_str(),

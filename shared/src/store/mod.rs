@@ -119,6 +119,11 @@ impl Store {
         &self.table
     }
 
+    /// The underlying client (for tools such as bulk loaders in benchmarks).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
@@ -248,7 +253,8 @@ impl Store {
             .expression_attribute_names("#dsk", DUE_SK)
             .expression_attribute_values(":shard", s(due_pk(shard)))
             .expression_attribute_values(":now", ts(now))
-            .projection_expression("subscription_id")
+            .projection_expression("#pk")
+            .expression_attribute_names("#pk", PK)
             .limit(limit)
             .set_exclusive_start_key(start)
             .send()
@@ -258,7 +264,12 @@ impl Store {
             .items
             .unwrap_or_default()
             .iter()
-            .map(|item| item::Reader::new(item, "due entry").sub_id("subscription_id"))
+            .map(|item| {
+                let pk = item::Reader::new(item, "due entry").str(PK)?;
+                pk.strip_prefix("SUB#")
+                    .and_then(SubscriptionId::parse)
+                    .ok_or_else(|| StoreError::Corrupt(format!("due entry with key {pk:?}")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(DuePage {
             ids,
@@ -514,7 +525,7 @@ impl Store {
     }
 }
 
-/// Keys of records, for tools and tests.
+/// Keys and encodings of records, for tools, benchmarks and tests.
 pub mod keys {
-    pub use super::item::{META, attempt_sk, reg_pk, sub_pk};
+    pub use super::item::{META, attempt_sk, reg_pk, sub_pk, subscription_to_item};
 }

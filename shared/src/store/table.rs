@@ -12,6 +12,8 @@ use super::StoreError;
 pub const PK: &str = "pk";
 pub const SK: &str = "sk";
 /// The due index: partition `DUE#{shard}`, sort `next_charge_at` (UNIX seconds).
+/// Projection `KEYS_ONLY`: the run re-reads each subscription consistently
+/// anyway, so the index carries only keys (smaller, cheaper to query).
 pub const DUE_INDEX: &str = "due";
 pub const DUE_PK: &str = "gsi1pk";
 pub const DUE_SK: &str = "gsi1sk";

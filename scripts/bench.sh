@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Benchmarks (not tests): prints figures for the current build on this machine.
+#   scripts/bench.sh                 throughput at concurrency 8/32/128, DynamoDB requests per charge,
+#                                    peak RSS for 10,000 due subscriptions, due-query cost for 100,000
+#   scripts/bench.sh --quick         smaller counts
+#   scripts/bench.sh --cold-start    also: bootstrap sizes (arm64) and cold starts (cargo lambda watch)
+# Everything runs on 127.0.0.1: moto_server and the i'mport simulator as separate processes, the charge
+# run in-process (the real scheduled-charge handler) in a release build of tests/bench.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export AWS_REGION=ap-northeast-2 AWS_DEFAULT_REGION=ap-northeast-2 AWS_EC2_METADATA_DISABLED=true
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test SAM_CLI_TELEMETRY=0
+
+QUICK=0; COLD=0
+for arg in "$@"; do
+  case "$arg" in
+    --quick) QUICK=1 ;;
+    --cold-start) COLD=1 ;;
+    *) echo "usage: $0 [--quick] [--cold-start]" >&2; exit 2 ;;
+  esac
+done
+LATENCY_MS=${LATENCY_MS:-100}
+ROUNDS=${ROUNDS:-$([ $QUICK = 1 ] && echo 10 || echo 40)}
+MEMORY_SUBS=${MEMORY_SUBS:-$([ $QUICK = 1 ] && echo 2000 || echo 10000)}
+QUERY_SUBS=${QUERY_SUBS:-$([ $QUICK = 1 ] && echo 10000 || echo 100000)}
+
+scripts/setup.sh
+echo "== building (release)"
+cargo build --release --locked -p bench -p iamport-sim 2>&1 | tail -1
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 200); do (echo > /dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+
+moto_port=$(free_port)
+moto_server -H 127.0.0.1 -p "$moto_port" > "$work/moto.log" 2>&1 & pids+=($!)
+wait_port "$moto_port"
+sim_port=$(free_port)
+target/release/iamport-sim --addr "127.0.0.1:$sim_port" --latency-ms "$LATENCY_MS" > "$work/sim.out" 2> "$work/sim.log" & pids+=($!)
+wait_port "$sim_port"
+
+export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$moto_port"
+export IAMPORT_BASE_URL="http://127.0.0.1:$sim_port" IAMPORT_KEY=sim_imp_key IAMPORT_SECRET=sim_imp_secret
+export IAMPORT_TIMEOUT_MS=10000 RUST_LOG=warn
+bench=target/release/charge-bench
+now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+
+echo "== machine: $(nproc) cores, $(uname -m); simulator latency ${LATENCY_MS} ms on every i'mport answer"
+echo "== throughput of one invocation ($ROUNDS × concurrency due subscriptions each)"
+for c in 8 32 128; do
+  export TABLE_NAME="bench-c$c" CHARGE_CONCURRENCY=$c
+  $bench seed --count $((c * ROUNDS)) --keys 2>/dev/null
+  echo -n "concurrency $c: "
+  $bench run --at "$now" --latency-ms "$LATENCY_MS"
+done
+
+echo "== memory: one invocation over $MEMORY_SUBS due subscriptions (concurrency 32)"
+export TABLE_NAME=bench-mem CHARGE_CONCURRENCY=32
+$bench seed --count "$MEMORY_SUBS" --keys 2>/dev/null
+$bench run --at "$now" --latency-ms "$LATENCY_MS"
+
+echo "== due-query cost: $QUERY_SUBS due subscriptions in the table"
+export TABLE_NAME=bench-query
+$bench seed --count "$QUERY_SUBS"
+$bench query --at "$now"
+
+if [ $COLD = 1 ]; then
+  scripts/cold-start.sh
+fi

@@ -1,0 +1,282 @@
+//! `charge-bench`: measures one charge run (the real `scheduled-charge`
+//! handler, in-process) against moto_server and the i'mport simulator
+//! running as separate processes. Driven by `scripts/bench.sh`.
+//!
+//! - `seed`: bulk-load N due subscriptions (BatchWriteItem) and register their
+//!   billing keys in the simulator;
+//! - `run`: one billing run; prints charges/s, the ratio to the ideal
+//!   (concurrency ÷ simulator latency), DynamoDB requests per charge, and
+//!   this process's peak RSS (VmHWM);
+//! - `query`: pages through the due index and prints pages and time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_config::BehaviorVersion;
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+use shared::app::App;
+use shared::billing::SubscriptionId;
+use shared::config::Config;
+use shared::secret::Secret;
+use shared::store::{Buyer, KeyInfo, Plan, Store, Subscription, keys, table};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the table (if missing) and load `count` due subscriptions.
+    Seed {
+        #[arg(long)]
+        count: usize,
+        /// Also register each billing key in the simulator at IAMPORT_BASE_URL.
+        #[arg(long)]
+        keys: bool,
+    },
+    /// One billing run at `--at` with the configured concurrency.
+    Run {
+        #[arg(long)]
+        at: DateTime<Utc>,
+        /// The simulator's added latency, for the ideal rate.
+        #[arg(long)]
+        latency_ms: u64,
+    },
+    /// Page through the due index at `--at`.
+    Query {
+        #[arg(long)]
+        at: DateTime<Utc>,
+    },
+}
+
+/// Counts DynamoDB requests sent.
+#[derive(Debug, Clone, Default)]
+struct Counter(Arc<AtomicU64>);
+
+impl Intercept for Counter {
+    fn name(&self) -> &'static str {
+        "request-counter"
+    }
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+async fn store(config: &Config, counter: &Counter) -> Store {
+    let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    let dynamo = aws_sdk_dynamodb::config::Builder::from(&sdk)
+        .interceptor(counter.clone())
+        .build();
+    Store::new(
+        aws_sdk_dynamodb::Client::from_conf(dynamo),
+        config.table_name.clone(),
+        config.due_shards,
+    )
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn subscription(created: DateTime<Utc>) -> Subscription {
+    let id = SubscriptionId::generate();
+    let anchor = shared::billing::Anchor::from_instant(created);
+    Subscription {
+        customer_uid: format!("cu_bench_{id}"),
+        user_id: format!("bench-{id}"),
+        id,
+        pg: "chai".into(),
+        plan: Plan {
+            amount: 9900,
+            name: "월간 구독".into(),
+        },
+        buyer: Buyer::default(),
+        status: shared::billing::SubscriptionStatus::Active,
+        anchor,
+        period_index: 0,
+        attempt: 1,
+        next_charge_at: created,
+        paid_through: None,
+        key: KeyInfo {
+            pg_provider: "chai".into(),
+            pg_id: None,
+            card_name: None,
+            card_number: None,
+            inserted_at: created,
+        },
+        version: 1,
+        created_at: created,
+        updated_at: created,
+        cancel_at_period_end: false,
+    }
+}
+
+async fn seed(
+    config: &Config,
+    count: usize,
+    with_keys: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let counter = Counter::default();
+    let store = store(config, &counter).await;
+    if let Err(e) = table::create_table(store.client(), &config.table_name).await {
+        eprintln!("create table: {e} (continuing: it may exist)");
+    }
+    let created = Utc::now() - chrono::Duration::hours(1);
+    let subs: Vec<Subscription> = (0..count).map(|_| subscription(created)).collect();
+    let started = Instant::now();
+    let writes = futures::stream::iter(subs.chunks(25).map(|chunk| {
+        let requests: Vec<WriteRequest> = chunk
+            .iter()
+            .map(|s| {
+                let put = PutRequest::builder()
+                    .set_item(Some(keys::subscription_to_item(s, config.due_shards)))
+                    .build();
+                WriteRequest::builder()
+                    .put_request(put.expect("put request"))
+                    .build()
+            })
+            .collect();
+        let client = store.client().clone();
+        let table = config.table_name.clone();
+        async move {
+            let mut pending = Some(requests);
+            while let Some(batch) = pending.take().filter(|b| !b.is_empty()) {
+                let out = client
+                    .batch_write_item()
+                    .request_items(&table, batch)
+                    .send()
+                    .await?;
+                pending = out.unprocessed_items.and_then(|mut m| m.remove(&table));
+            }
+            Ok::<_, aws_sdk_dynamodb::Error>(())
+        }
+    }))
+    .buffer_unordered(8);
+    use futures::StreamExt;
+    let results: Vec<_> = writes.collect().await;
+    for r in results {
+        r?;
+    }
+    eprintln!(
+        "seeded {count} subscriptions in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    if with_keys {
+        let http = reqwest::Client::new();
+        let url = format!(
+            "{}/__sim/customers",
+            config.iamport_base_url.as_str().trim_end_matches('/')
+        );
+        let adds = futures::stream::iter(subs.iter().map(|s| {
+            let body = serde_json::json!({"customer_uid": s.customer_uid, "pg_provider": "chai"});
+            let request = http.post(&url).json(&body);
+            async move { request.send().await.and_then(|r| r.error_for_status()) }
+        }))
+        .buffer_unordered(32);
+        let results: Vec<_> = adds.collect().await;
+        for r in results {
+            r?;
+        }
+        eprintln!("registered {count} billing keys in the simulator");
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let cli = Cli::parse();
+    let config = Config::from_env()?;
+    match cli.command {
+        Command::Seed { count, keys } => seed(&config, count, keys).await?,
+        Command::Run { at, latency_ms } => {
+            let counter = Counter::default();
+            let store = store(&config, &counter).await;
+            let concurrency = config.concurrency;
+            let (key, secret) = match &config.credentials {
+                shared::config::CredentialsSource::Plain {
+                    imp_key,
+                    imp_secret,
+                } => (imp_key.clone(), imp_secret.clone()),
+                _ => (Secret::new(""), Secret::new("")),
+            };
+            let app = App::new(config, store, key, secret)?;
+            let payload =
+                serde_json::json!({"scheduled_time": at.to_rfc3339(), "execution_id": "bench"});
+            let started = Instant::now();
+            let report = scheduled_charge::handle(
+                &app,
+                lambda_runtime::LambdaEvent::new(payload, lambda_runtime::Context::default()),
+            )
+            .await?;
+            let elapsed = started.elapsed();
+            let s = &report.summary;
+            let rate = s.charged as f64 / elapsed.as_secs_f64();
+            let ideal = concurrency as f64 / Duration::from_millis(latency_ms).as_secs_f64();
+            let requests = counter.0.load(Ordering::Relaxed);
+            println!(
+                "run: due {} charged {} in {:.2} s | {:.1} charges/s, ideal {:.1} (concurrency {} / {} ms) -> ratio {:.3} | DynamoDB requests {} ({:.2} per charge) | peak RSS {:.1} MiB",
+                s.due,
+                s.charged,
+                elapsed.as_secs_f64(),
+                rate,
+                ideal,
+                concurrency,
+                latency_ms,
+                rate / ideal,
+                requests,
+                requests as f64 / s.charged.max(1) as f64,
+                peak_rss_mib()
+            );
+        }
+        Command::Query { at } => {
+            let counter = Counter::default();
+            let store = store(&config, &counter).await;
+            let started = Instant::now();
+            let (mut ids, mut pages) = (0usize, 0usize);
+            for shard in 0..store.shards() {
+                let mut start = None;
+                loop {
+                    let page = store.due_page(shard, at, 100, start).await?;
+                    pages += 1;
+                    ids += page.ids.len();
+                    match page.next {
+                        Some(k) => start = Some(k),
+                        None => break,
+                    }
+                }
+            }
+            println!(
+                "due query: {ids} due ids in {pages} pages over {} shards, {:.2} s ({:.1} ms per page)",
+                store.shards(),
+                started.elapsed().as_secs_f64(),
+                started.elapsed().as_secs_f64() * 1000.0 / pages.max(1) as f64
+            );
+        }
+    }
+    Ok(())
+}
