@@ -213,48 +213,8 @@ async fn crashes_between_claim_and_record_are_settled_by_the_next_run() {
     let charged_then_crashed = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
     let crashed_before_charge =
         seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
-    let now = Utc::now();
-    for (sub, charge) in [
-        (&charged_then_crashed, true),
-        (&crashed_before_charge, false),
-    ] {
-        let period = sub.current_period();
-        let claim = shared::store::ChargeAttempt {
-            subscription_id: sub.id.clone(),
-            merchant_uid: MerchantUid::charge(&sub.id, &period, 1),
-            period,
-            attempt: 1,
-            amount: sub.plan.amount,
-            state: AttemptState::Claimed,
-            claim_token: Some("crashed-run".into()),
-            lease_until: Some(now + chrono::Duration::seconds(1)),
-            imp_uid: None,
-            paid_at: None,
-            fail_reason: None,
-            refunded: 0,
-            created_at: now,
-            updated_at: now,
-        };
-        app.store.claim_new(&claim).await.unwrap();
-        if charge {
-            let outcome = app
-                .iamport
-                .charge_again(&shared::iamport::AgainRequest {
-                    customer_uid: sub.customer_uid.clone(),
-                    merchant_uid: claim.merchant_uid.clone(),
-                    amount: claim.amount,
-                    currency: "KRW",
-                    name: sub.plan.name.clone(),
-                    buyer_name: None,
-                    buyer_email: None,
-                    buyer_tel: None,
-                    custom_data: None,
-                    notice_url: None,
-                })
-                .await;
-            assert!(matches!(outcome, shared::iamport::ChargeOutcome::Paid(_)));
-        }
-    }
+    testkit::crashed_claim(&app, &charged_then_crashed, true).await;
+    testkit::crashed_claim(&app, &crashed_before_charge, false).await;
     // While the lease is live, a run leaves both alone.
     let early = run_at(&app, t0, "run-early").await.unwrap();
     assert_eq!(early.summary.skipped, 2, "{early:?}");

@@ -23,7 +23,7 @@ use shared::app::App;
 use shared::billing::SubscriptionId;
 use shared::config::Config;
 use shared::secret::Secret;
-use shared::store::{Buyer, KeyInfo, Plan, Store, Subscription, keys, table};
+use shared::store::{Store, Subscription, keys, table};
 
 #[derive(Parser)]
 struct Cli {
@@ -104,36 +104,10 @@ fn peak_rss_mib() -> f64 {
 }
 
 fn subscription(created: DateTime<Utc>) -> Subscription {
-    let id = SubscriptionId::generate();
-    let anchor = shared::billing::Anchor::from_instant(created);
-    Subscription {
-        customer_uid: format!("cu_bench_{id}"),
-        user_id: format!("bench-{id}"),
-        id,
-        pg: "chai".into(),
-        plan: Plan {
-            amount: 9900,
-            name: "월간 구독".into(),
-        },
-        buyer: Buyer::default(),
-        status: shared::billing::SubscriptionStatus::Active,
-        anchor,
-        period_index: 0,
-        attempt: 1,
-        next_charge_at: created,
-        paid_through: None,
-        key: KeyInfo {
-            pg_provider: "chai".into(),
-            pg_id: None,
-            card_name: None,
-            card_number: None,
-            inserted_at: created,
-        },
-        version: 1,
-        created_at: created,
-        updated_at: created,
-        cancel_at_period_end: false,
-    }
+    let mut sub = testkit::sample_subscription(&SubscriptionId::generate(), created);
+    sub.customer_uid = format!("cu_bench_{}", sub.id);
+    sub.next_charge_at = created;
+    sub
 }
 
 async fn seed(

@@ -322,41 +322,8 @@ async fn scenario(name: &str) -> (Verdict, u64) {
         }
         "crash after claim" => {
             // A run claimed half the subscriptions and died; it had charged some of them.
-            let now = Utc::now();
             for (i, sub) in w.subs.iter().take(SUBS / 2).enumerate() {
-                let period = sub.current_period();
-                let claim = ChargeAttempt {
-                    subscription_id: sub.id.clone(),
-                    merchant_uid: MerchantUid::charge(&sub.id, &period, 1),
-                    period,
-                    attempt: 1,
-                    amount: sub.plan.amount,
-                    state: AttemptState::Claimed,
-                    claim_token: Some("dead-run".into()),
-                    lease_until: Some(now + chrono::Duration::seconds(1)),
-                    imp_uid: None,
-                    paid_at: None,
-                    fail_reason: None,
-                    refunded: 0,
-                    created_at: now,
-                    updated_at: now,
-                };
-                w.app.store.claim_new(&claim).await.unwrap();
-                if i % 2 == 0 {
-                    let request = shared::iamport::AgainRequest {
-                        customer_uid: sub.customer_uid.clone(),
-                        merchant_uid: claim.merchant_uid.clone(),
-                        amount: claim.amount,
-                        currency: "KRW",
-                        name: sub.plan.name.clone(),
-                        buyer_name: None,
-                        buyer_email: None,
-                        buyer_tel: None,
-                        custom_data: None,
-                        notice_url: None,
-                    };
-                    w.app.iamport.charge_again(&request).await;
-                }
+                testkit::crashed_claim(&w.app, sub, i % 2 == 0).await;
             }
             tokio::time::sleep(Duration::from_millis(1100)).await;
             month(&mut w, |_, _| {}).await;

@@ -502,3 +502,58 @@ pub async fn dynamodb_client_at(endpoint: &str) -> aws_sdk_dynamodb::Client {
         .await;
     aws_sdk_dynamodb::Client::new(&config)
 }
+
+/// Leaves what a run that died right after its claim leaves behind: attempt
+/// 1 of the current period `claimed` by a dead run with a 1-second lease;
+/// with `charged`, i'mport had also taken the money (same `merchant_uid`).
+pub async fn crashed_claim(
+    app: &shared::app::App,
+    sub: &shared::store::Subscription,
+    charged: bool,
+) {
+    use shared::billing::MerchantUid;
+    use shared::store::{AttemptState, ChargeAttempt};
+    let now = chrono::Utc::now();
+    let period = sub.current_period();
+    let claim = ChargeAttempt {
+        subscription_id: sub.id.clone(),
+        merchant_uid: MerchantUid::charge(&sub.id, &period, sub.attempt),
+        period,
+        attempt: sub.attempt,
+        amount: sub.plan.amount,
+        state: AttemptState::Claimed,
+        claim_token: Some("crashed-run".into()),
+        lease_until: Some(now + chrono::Duration::seconds(1)),
+        imp_uid: None,
+        paid_at: None,
+        fail_reason: None,
+        refunded: 0,
+        created_at: now,
+        updated_at: now,
+    };
+    app.store
+        .claim_new(&claim)
+        .await
+        .expect("crashed run's claim");
+    if charged {
+        let outcome = app
+            .iamport
+            .charge_again(&shared::iamport::AgainRequest {
+                customer_uid: sub.customer_uid.clone(),
+                merchant_uid: claim.merchant_uid.clone(),
+                amount: claim.amount,
+                currency: "KRW",
+                name: sub.plan.name.clone(),
+                buyer_name: None,
+                buyer_email: None,
+                buyer_tel: None,
+                custom_data: None,
+                notice_url: None,
+            })
+            .await;
+        assert!(
+            matches!(outcome, shared::iamport::ChargeOutcome::Paid(_)),
+            "{outcome:?}"
+        );
+    }
+}
