@@ -47,6 +47,8 @@ export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$moto_port"
 export IAMPORT_BASE_URL="http://127.0.0.1:$sim_port" IAMPORT_KEY=sim_imp_key IAMPORT_SECRET=sim_imp_secret
 export IAMPORT_TIMEOUT_MS=10000 RUST_LOG=warn
 bench=target/release/charge-bench
+# Keeps the figures, drops the EMF metrics line the handler prints on stdout.
+bench_run() { "$bench" run "$@" | grep -v '^{'; }
 now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
 echo "== machine: $(nproc) cores, $(uname -m); simulator latency ${LATENCY_MS} ms on every i'mport answer"
@@ -55,13 +57,21 @@ for c in 8 32 128; do
   export TABLE_NAME="bench-c$c" CHARGE_CONCURRENCY=$c
   $bench seed --count $((c * ROUNDS)) --keys 2>/dev/null
   echo -n "concurrency $c: "
-  $bench run --at "$now" --latency-ms "$LATENCY_MS"
+  bench_run --at "$now" --latency-ms "$LATENCY_MS"
 done
+
+echo "== the same at concurrency 32 with ${SLOW_LATENCY_MS:=1000} ms latency (moto_server keeps up at this rate)"
+curl -fsS -X POST -H 'content-type: application/json' -d "{\"ms\": $SLOW_LATENCY_MS}" "$IAMPORT_BASE_URL/__sim/latency" > /dev/null
+export TABLE_NAME=bench-slow CHARGE_CONCURRENCY=32
+$bench seed --count $((32 * ROUNDS)) --keys 2>/dev/null
+echo -n "concurrency 32, ${SLOW_LATENCY_MS} ms: "
+bench_run --at "$now" --latency-ms "$SLOW_LATENCY_MS"
+curl -fsS -X POST -H 'content-type: application/json' -d "{\"ms\": $LATENCY_MS}" "$IAMPORT_BASE_URL/__sim/latency" > /dev/null
 
 echo "== memory: one invocation over $MEMORY_SUBS due subscriptions (concurrency 32)"
 export TABLE_NAME=bench-mem CHARGE_CONCURRENCY=32
 $bench seed --count "$MEMORY_SUBS" --keys 2>/dev/null
-$bench run --at "$now" --latency-ms "$LATENCY_MS"
+bench_run --at "$now" --latency-ms "$LATENCY_MS"
 
 echo "== due-query cost: $QUERY_SUBS due subscriptions in the table"
 export TABLE_NAME=bench-query

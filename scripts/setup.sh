@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests and the local stack need, by package name, only
-# when it is missing. Safe to run again. Used by scripts/test.sh,
-# scripts/local-stack.sh and .ci/run.
+# when it is missing. Safe to run again. Used by scripts/test.sh (and so
+# .ci/run), scripts/bench.sh and scripts/cold-start.sh (NEED_CARGO_LAMBDA=1).
 set -euo pipefail
 
 need_pip=()

@@ -11,16 +11,76 @@
 
 use tracing_subscriber::EnvFilter;
 
-/// Targets that never log below DEBUG, whatever the configured level.
-const CAPPED: &str = "lambda_runtime=debug,lambda_http=debug,lambda_runtime_api_client=debug,\
-hyper=info,hyper_util=info,h2=info,reqwest=info,rustls=info,\
-aws_smithy_runtime=debug,aws_smithy_runtime_api=debug,aws_smithy_http_client=debug,\
-aws_sdk_dynamodb=debug,aws_sdk_secretsmanager=debug,aws_config=debug";
+/// Libraries that print raw payloads at TRACE, and the most detailed level
+/// each may log at, whatever the configured level.
+const CAPPED: [(&str, Level); 14] = [
+    ("lambda_runtime", Level::Debug),
+    ("lambda_http", Level::Debug),
+    ("lambda_runtime_api_client", Level::Debug),
+    ("hyper", Level::Info),
+    ("hyper_util", Level::Info),
+    ("h2", Level::Info),
+    ("reqwest", Level::Info),
+    ("rustls", Level::Info),
+    ("aws_smithy_runtime", Level::Debug),
+    ("aws_smithy_runtime_api", Level::Debug),
+    ("aws_smithy_http_client", Level::Debug),
+    ("aws_sdk_dynamodb", Level::Debug),
+    ("aws_sdk_secretsmanager", Level::Debug),
+    ("aws_config", Level::Debug),
+];
 
-/// The filter for `level` (`info`, `debug`, `trace`, or a full directive list).
-pub fn filter(level: &str) -> EnvFilter {
-    EnvFilter::try_new(format!("{level},{CAPPED}"))
-        .unwrap_or_else(|_| EnvFilter::new(format!("info,{CAPPED}")))
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Level {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl Level {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s.trim().to_ascii_lowercase().as_str() {
+            "off" => Self::Off,
+            "error" => Self::Error,
+            "warn" => Self::Warn,
+            "info" => Self::Info,
+            "debug" => Self::Debug,
+            "trace" => Self::Trace,
+            _ => return None,
+        })
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+        }
+    }
+}
+
+/// The filter for `spec` (`info`, `trace`, or a directive list such as
+/// `info,shared=debug`). Its global level applies to the capped libraries
+/// too, but never above their cap: a cap lowers, it never raises.
+pub fn filter(spec: &str) -> EnvFilter {
+    let global = spec
+        .split(',')
+        .filter(|d| !d.contains('='))
+        .find_map(Level::parse)
+        .unwrap_or(Level::Info);
+    let caps: Vec<String> = CAPPED
+        .iter()
+        .map(|(target, cap)| format!("{target}={}", global.min(*cap).as_str()))
+        .collect();
+    let spec = if spec.trim().is_empty() { "info" } else { spec };
+    EnvFilter::try_new(format!("{spec},{}", caps.join(",")))
+        .unwrap_or_else(|_| EnvFilter::new(format!("info,{}", caps.join(","))))
 }
 
 /// Installs the global subscriber; call once at the start of `main`.
@@ -37,5 +97,27 @@ pub fn init() {
         builder.json().with_current_span(false).init();
     } else {
         builder.init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_lower_but_never_raise() {
+        let info = filter("info").to_string();
+        assert!(info.contains("aws_smithy_runtime=info"), "{info}");
+        assert!(!info.contains("=debug"), "{info}");
+        let trace = filter("trace").to_string();
+        assert!(
+            trace.contains("lambda_runtime=debug") && trace.contains("hyper=info"),
+            "{trace}"
+        );
+        let warn = filter("warn,shared=debug").to_string();
+        assert!(
+            warn.contains("aws_sdk_dynamodb=warn") && warn.contains("shared=debug"),
+            "{warn}"
+        );
     }
 }

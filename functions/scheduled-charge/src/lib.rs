@@ -2,14 +2,14 @@
 //! EventBridge schedule). The event's time is the billing clock; the rules
 //! live in `shared::charging`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::Value;
 use shared::app::App;
 use shared::charging::{self, Clock, RunOptions, RunReport};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 pub const FUNCTION: &str = "scheduled-charge";
 
@@ -64,16 +64,22 @@ pub fn clock_of(event: &Value, request_id: &str) -> Result<Clock, RunFailed> {
     })
 }
 
-/// The Lambda deadline as a tokio instant (`None` when the context has none,
-/// as in tests).
+/// The Lambda deadline as a tokio instant. `None` when the context has none
+/// (tests) or one already past when the invocation starts: Lambda never does
+/// that, but local emulators do (cargo-lambda 1.9 sends a duration, 600000,
+/// where Lambda sends an instant), and a run that stops before it starts
+/// would silently charge nothing.
 fn deadline_of(deadline: SystemTime) -> Option<tokio::time::Instant> {
     if deadline <= UNIX_EPOCH {
         return None;
     }
-    let left = deadline
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO);
-    Some(tokio::time::Instant::now() + left)
+    match deadline.duration_since(SystemTime::now()) {
+        Ok(left) => Some(tokio::time::Instant::now() + left),
+        Err(_) => {
+            warn!("the invocation's deadline is already past; running without one");
+            None
+        }
+    }
 }
 
 /// Runs one billing run and reports it (log line, metrics, return value).
@@ -123,6 +129,18 @@ mod tests {
         assert_eq!(a.billing_time, b.billing_time);
         assert_eq!(a.run_id, "exec-1");
         assert_eq!(b.run_id, "cdc73f9d");
+    }
+
+    #[test]
+    fn a_deadline_in_the_past_means_none_and_a_future_one_is_kept() {
+        assert!(deadline_of(UNIX_EPOCH).is_none());
+        // cargo-lambda's 600000 ms read as an instant: 1970-01-01T00:10Z.
+        assert!(deadline_of(UNIX_EPOCH + std::time::Duration::from_millis(600_000)).is_none());
+        let future = deadline_of(SystemTime::now() + std::time::Duration::from_secs(60)).unwrap();
+        let left = future - tokio::time::Instant::now();
+        assert!(
+            left > std::time::Duration::from_secs(58) && left <= std::time::Duration::from_secs(60)
+        );
     }
 
     #[test]
