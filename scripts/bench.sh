@@ -36,45 +36,50 @@ trap cleanup EXIT INT TERM
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 200); do (echo > /dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 
-moto_port=$(free_port)
-moto_server -H 127.0.0.1 -p "$moto_port" > "$work/moto.log" 2>&1 & pids+=($!)
-wait_port "$moto_port"
+# moto_server copies a whole table for every TransactWriteItems (its rollback), so a long-lived
+# moto slows down as tables grow: every phase gets a fresh one.
+moto_pid=""
+fresh_moto() {
+  [ -n "$moto_pid" ] && { kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true; }
+  moto_port=$(free_port)
+  moto_server -H 127.0.0.1 -p "$moto_port" > "$work/moto.log" 2>&1 & moto_pid=$!; pids+=($moto_pid)
+  wait_port "$moto_port"
+  export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$moto_port"
+}
 sim_port=$(free_port)
 target/release/iamport-sim --addr "127.0.0.1:$sim_port" --latency-ms "$LATENCY_MS" > "$work/sim.out" 2> "$work/sim.log" & pids+=($!)
 wait_port "$sim_port"
+set_latency() { curl -fsS -X POST -H 'content-type: application/json' -d "{\"ms\": $1}" "$IAMPORT_BASE_URL/__sim/latency" > /dev/null; }
 
-export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$moto_port"
 export IAMPORT_BASE_URL="http://127.0.0.1:$sim_port" IAMPORT_KEY=sim_imp_key IAMPORT_SECRET=sim_imp_secret
-export IAMPORT_TIMEOUT_MS=10000 RUST_LOG=warn
+export IAMPORT_TIMEOUT_MS=10000 RUST_LOG=warn TABLE_NAME=bench
 bench=target/release/charge-bench
 # Keeps the figures, drops the EMF metrics line the handler prints on stdout.
 bench_run() { "$bench" run "$@" | grep -v '^{'; }
 now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+phase() { # concurrency latency_ms count [deadline_secs]
+  fresh_moto
+  set_latency "$2"
+  export CHARGE_CONCURRENCY=$1
+  $bench seed --count "$3" --keys 2>/dev/null
+  printf 'concurrency %3s, latency %4s ms, %5s due: ' "$1" "$2" "$3"
+  bench_run --at "$now" --latency-ms "$2" --deadline-secs "${4:-0}" | tr '\n' ' '
+  echo
+}
 
-echo "== machine: $(nproc) cores, $(uname -m); simulator latency ${LATENCY_MS} ms on every i'mport answer"
+echo "== machine: $(nproc) cores, $(uname -m); the simulator adds its latency to every i'mport answer"
 echo "== throughput of one invocation ($ROUNDS × concurrency due subscriptions each)"
-for c in 8 32 128; do
-  export TABLE_NAME="bench-c$c" CHARGE_CONCURRENCY=$c
-  $bench seed --count $((c * ROUNDS)) --keys 2>/dev/null
-  echo -n "concurrency $c: "
-  bench_run --at "$now" --latency-ms "$LATENCY_MS"
-done
+for c in 8 32 128; do phase "$c" "$LATENCY_MS" $((c * ROUNDS)); done
+echo "== where the limit is: the same at concurrency 32 with i'mport answering at once, and with 1 s latency"
+phase 32 0 $((32 * ROUNDS))
+phase 32 1000 $((32 * ROUNDS))
 
-echo "== the same at concurrency 32 with ${SLOW_LATENCY_MS:=1000} ms latency (moto_server keeps up at this rate)"
-curl -fsS -X POST -H 'content-type: application/json' -d "{\"ms\": $SLOW_LATENCY_MS}" "$IAMPORT_BASE_URL/__sim/latency" > /dev/null
-export TABLE_NAME=bench-slow CHARGE_CONCURRENCY=32
-$bench seed --count $((32 * ROUNDS)) --keys 2>/dev/null
-echo -n "concurrency 32, ${SLOW_LATENCY_MS} ms: "
-bench_run --at "$now" --latency-ms "$SLOW_LATENCY_MS"
-curl -fsS -X POST -H 'content-type: application/json' -d "{\"ms\": $LATENCY_MS}" "$IAMPORT_BASE_URL/__sim/latency" > /dev/null
-
-echo "== memory: one invocation over $MEMORY_SUBS due subscriptions (concurrency 32)"
-export TABLE_NAME=bench-mem CHARGE_CONCURRENCY=32
-$bench seed --count "$MEMORY_SUBS" --keys 2>/dev/null
-bench_run --at "$now" --latency-ms "$LATENCY_MS"
+echo "== memory: one invocation over $MEMORY_SUBS due subscriptions (concurrency 32, 120 s deadline), and over 1,000"
+phase 32 "$LATENCY_MS" "$MEMORY_SUBS" 150
+phase 32 "$LATENCY_MS" 1000 150
 
 echo "== due-query cost: $QUERY_SUBS due subscriptions in the table"
-export TABLE_NAME=bench-query
+fresh_moto
 $bench seed --count "$QUERY_SUBS"
 $bench query --at "$now"
 

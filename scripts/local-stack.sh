@@ -300,8 +300,7 @@ set +e
 "$TARGET_DIR/debug/local-demo" \
   --dynamodb "$DDB_URL" --sim "$SIM_URL" --lambda "$LAMBDA_URL" \
   --table "$TABLE_NAME" --shards 4 --months "${DEMO_MONTHS:-3}" \
-  --functions-env "$ENV_FILE" --charge-bin "$TARGET_DIR/debug/scheduled-charge" \
-  --shim-log "$LOGS/scheduled-charge-shim.log" 2>&1 | tee "$LOGS/local-demo.log"
+  --functions-env "$ENV_FILE" 2>&1 | tee "$LOGS/local-demo.log"
 DEMO_RC=${PIPESTATUS[0]}
 set -e
 

@@ -48,6 +48,9 @@ enum Command {
         /// The simulator's added latency, for the ideal rate.
         #[arg(long)]
         latency_ms: u64,
+        /// Give the invocation a Lambda deadline this far away (0: none).
+        #[arg(long, default_value_t = 0)]
+        deadline_secs: u64,
     },
     /// Page through the due index at `--at`.
     Query {
@@ -187,7 +190,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::from_env()?;
     match cli.command {
         Command::Seed { count, keys } => seed(&config, count, keys).await?,
-        Command::Run { at, latency_ms } => {
+        Command::Run { at, latency_ms, deadline_secs } => {
             let counter = Counter::default();
             let store = store(&config, &counter).await;
             let concurrency = config.concurrency;
@@ -202,16 +205,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let payload =
                 serde_json::json!({"scheduled_time": at.to_rfc3339(), "execution_id": "bench"});
             let started = Instant::now();
-            let report = scheduled_charge::handle(
-                &app,
-                lambda_runtime::LambdaEvent::new(payload, lambda_runtime::Context::default()),
-            )
-            .await?;
+            let mut context = lambda_runtime::Context::default();
+            if deadline_secs > 0 {
+                let now_ms = u64::try_from(Utc::now().timestamp_millis()).unwrap_or_default();
+                context.deadline = now_ms + deadline_secs * 1000;
+            }
+            let report =
+                scheduled_charge::handle(&app, lambda_runtime::LambdaEvent::new(payload, context))
+                    .await?;
             let elapsed = started.elapsed();
             let s = &report.summary;
             let rate = s.charged as f64 / elapsed.as_secs_f64();
             let ideal = concurrency as f64 / Duration::from_millis(latency_ms).as_secs_f64();
             let requests = counter.0.load(Ordering::Relaxed);
+            if let Some(why) = &report.stopped {
+                println!("run stopped early: {why}");
+            }
             println!(
                 "run: due {} charged {} in {:.2} s | {:.1} charges/s, ideal {:.1} (concurrency {} / {} ms) -> ratio {:.3} | DynamoDB requests {} ({:.2} per charge) | peak RSS {:.1} MiB",
                 s.due,

@@ -15,11 +15,9 @@
 //! Exit status: 0 when every check passed, 1 when a check failed, 2 when the
 //! stack could not be driven at all.
 
-mod shim;
-
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -31,8 +29,6 @@ use serde_json::{Value, json};
 use shared::billing::{BILLING_TZ, MerchantUid, SubscriptionId, SubscriptionStatus};
 use shared::store::{AttemptState, ChargeAttempt, Store, Subscription, table};
 use url::Url;
-
-use shim::{Answer, RuntimeShim};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 type Result<T, E = Error> = std::result::Result<T, E>;
@@ -82,35 +78,14 @@ struct Args {
     /// Print every daily run, not only the ones that had work.
     #[arg(long)]
     verbose: bool,
-    /// How to invoke scheduled-charge: through `cargo lambda watch`, through
-    /// the built binary under this program's own Lambda runtime API (see
-    /// src/shim.rs), or `auto`: watch unless its deadline header makes the
-    /// function stop at once.
-    #[arg(long, value_enum, default_value_t = ChargeVia::Auto)]
-    charge_via: ChargeVia,
-    /// The functions' environment (KEY=VALUE lines), for the runtime shim.
+    /// The functions' environment (KEY=VALUE lines): tells whether webhooks
+    /// are on (NOTICE_URL).
     #[arg(long, default_value = ".local/functions.env")]
     functions_env: PathBuf,
-    /// The built scheduled-charge binary, for the runtime shim.
-    #[arg(long, default_value = "target/debug/scheduled-charge")]
-    charge_bin: PathBuf,
-    /// Where the runtime shim writes scheduled-charge's output.
-    #[arg(long, default_value = ".local/logs/scheduled-charge-shim.log")]
-    shim_log: PathBuf,
-    /// The function timeout the runtime shim gives (Lambda deadline).
-    #[arg(long, default_value_t = 300)]
-    charge_timeout_secs: u64,
     /// Instead of the story: one charge run at this billing time (RFC 3339),
     /// printing the function's answer.
     #[arg(long, value_name = "RFC3339")]
     charge_at: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum ChargeVia {
-    Auto,
-    Watch,
-    Shim,
 }
 
 /// What a customer will go through.
@@ -272,8 +247,6 @@ struct Stack {
     sim: String,
     lambda: String,
     started: Instant,
-    /// Set when scheduled-charge runs under the runtime shim instead of `cargo lambda watch`.
-    shim: Option<RuntimeShim>,
 }
 
 impl Stack {
@@ -323,25 +296,13 @@ impl Stack {
     }
 
     /// Invokes scheduled-charge with the Scheduler input of `infra/template.yaml`:
-    /// through the Lambda invoke API of `cargo lambda watch`, or the runtime shim.
+    /// through the Lambda invoke API of `cargo lambda watch`.
     async fn charge_run(&self, billing_time: DateTime<Utc>, run_id: &str) -> Result<RunResult> {
         let payload = json!({
             "scheduled_time": billing_time.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
             "execution_id": run_id,
         });
         let started = Instant::now();
-        if let Some(shim) = &self.shim {
-            let (text, failed) = match shim.invoke(payload.to_string().into_bytes()).await? {
-                Answer::Ok(b) => (String::from_utf8_lossy(&b).into_owned(), false),
-                Answer::Err(b) => (String::from_utf8_lossy(&b).into_owned(), true),
-            };
-            let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
-            return Ok(RunResult {
-                error: failed.then(|| format!("function error: {text}")),
-                body,
-                took: started.elapsed(),
-            });
-        }
         let url = format!(
             "{}/2015-03-31/functions/scheduled-charge/invocations",
             self.lambda
@@ -434,13 +395,9 @@ fn paid_charges(ledger: &[Value]) -> usize {
         .count()
 }
 
-/// Starts scheduled-charge with a run at a billing time where nothing can be
-/// due: under `cargo lambda watch`, or directly under the runtime shim with
-/// `--charge-via shim`.
-async fn warm_up_charger(stack: &mut Stack, args: &Args) -> Result<()> {
-    if args.charge_via == ChargeVia::Shim {
-        return start_shim(stack, args).await;
-    }
+/// Starts scheduled-charge under `cargo lambda watch` with a run at a
+/// billing time where nothing can be due.
+async fn warm_up_charger(stack: &Stack) -> Result<()> {
     let t = Instant::now();
     let warm = stack.charge_run(probe_time(), "local-demo-warm-up").await?;
     println!(
@@ -455,70 +412,17 @@ fn probe_time() -> DateTime<Utc> {
     seoul_10am(NaiveDate::from_ymd_opt(2000, 1, 1).unwrap_or_default())
 }
 
-/// A run that stopped before taking any work because its deadline had
-/// "passed": what `cargo lambda watch`'s deadline header does to the function.
-fn stopped_at_once(run: &RunResult) -> bool {
-    run.error.is_none()
-        && run.count("due") == 0
-        && run
-            .body
-            .get("stopped")
-            .and_then(Value::as_str)
-            .is_some_and(|s| s.contains("deadline"))
-}
-
-/// Switches scheduled-charge to the runtime shim (explaining why) when
-/// `--charge-via auto` and the last run under the watch stopped at once.
-async fn fall_back_if_needed(stack: &mut Stack, args: &Args, run: &RunResult) -> Result<bool> {
-    if stack.shim.is_some() || args.charge_via != ChargeVia::Auto || !stopped_at_once(run) {
-        return Ok(false);
-    }
-    println!(
-        "  ! scheduled-charge under cargo lambda watch stopped before taking any work ({}).",
-        run.summary()
-    );
-    println!(
-        "    cargo lambda watch sends `lambda-runtime-deadline-ms: 600000` (a duration, not a UNIX time in ms),"
-    );
-    println!(
-        "    so the function believes its deadline passed in 1970. Falling back to the same built binary under"
-    );
-    println!(
-        "    local-demo's own Lambda runtime API with a real deadline (tests/local-demo/src/shim.rs)."
-    );
-    start_shim(stack, args).await?;
-    Ok(true)
-}
-
-async fn start_shim(stack: &mut Stack, args: &Args) -> Result<()> {
-    let env = shim::read_env_file(&args.functions_env)?;
-    let t = Instant::now();
-    stack.shim = Some(
-        RuntimeShim::start(
-            "scheduled-charge",
-            &args.charge_bin,
-            &env,
-            Duration::from_secs(args.charge_timeout_secs),
-            &args.shim_log,
-        )
-        .await?,
-    );
-    let warm = stack.charge_run(probe_time(), "local-demo-warm-up").await?;
-    println!(
-        "    {} under the runtime shim (deadline = now + {} s) answers ({}) after {:.1}s; its log: {}",
-        args.charge_bin.display(),
-        args.charge_timeout_secs,
-        warm.summary(),
-        t.elapsed().as_secs_f64(),
-        args.shim_log.display()
-    );
-    if warm.error.is_some() {
-        return Err(fail(format!(
-            "scheduled-charge under the runtime shim failed: {}",
-            warm.summary()
-        )));
-    }
-    Ok(())
+/// `KEY=VALUE` lines (blank lines and `#` comments skipped).
+fn read_env_file(path: &Path) -> Result<Vec<(String, String)>> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| fail(format!("read {}: {e}", path.display())))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect())
 }
 
 fn kst(t: DateTime<Utc>) -> String {
@@ -593,7 +497,7 @@ async fn play(args: Args) -> Result<bool> {
         .load()
         .await;
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-    let mut stack = Stack {
+    let stack = Stack {
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             // The first request to each function may wait for `cargo lambda watch` to start it.
@@ -603,7 +507,6 @@ async fn play(args: Args) -> Result<bool> {
         sim: args.sim.trim_end_matches('/').to_owned(),
         lambda: args.lambda.trim_end_matches('/').to_owned(),
         started: Instant::now(),
-        shim: None,
     };
     let mut checks = Checks::default();
 
@@ -611,17 +514,11 @@ async fn play(args: Args) -> Result<bool> {
         let at = DateTime::parse_from_rfc3339(at)
             .map_err(|e| fail(format!("--charge-at {at}: {e}")))?
             .with_timezone(&Utc);
-        warm_up_charger(&mut stack, &args).await?;
+        warm_up_charger(&stack).await?;
         let run_id = format!("manual-{}", at.format("%Y%m%dT%H%M%S"));
-        let mut run = stack.charge_run(at, &run_id).await?;
-        if fall_back_if_needed(&mut stack, &args, &run).await? {
-            run = stack.charge_run(at, &run_id).await?;
-        }
+        let run = stack.charge_run(at, &run_id).await?;
         println!("{}  {}", kst(at), run.summary());
         println!("{}", run.body);
-        if let Some(shim) = stack.shim.take() {
-            shim.stop().await;
-        }
         return Ok(run.error.is_none());
     }
 
@@ -736,7 +633,7 @@ async fn play(args: Args) -> Result<bool> {
     let hooks = stack.sim_get("/__sim/webhook").await?;
     // Webhooks go to the simulator's configured URL or to each charge's
     // notice_url (the functions' NOTICE_URL).
-    let notice_url_set = shim::read_env_file(&args.functions_env)
+    let notice_url_set = read_env_file(&args.functions_env)
         .map(|env| env.iter().any(|(k, v)| k == "NOTICE_URL" && !v.is_empty()))
         .unwrap_or(false);
     let webhooks_on = hooks.get("url").is_some_and(|u| !u.is_null()) || notice_url_set;
@@ -822,7 +719,7 @@ async fn play(args: Args) -> Result<bool> {
             "scheduled-charge, daily at 10:00 KST from {first_day} to {last_day} (billing clock = the event's scheduled_time)"
         ),
     );
-    warm_up_charger(&mut stack, &args).await?;
+    warm_up_charger(&stack).await?;
     let by_id: HashMap<String, &Member> = members.iter().map(|m| (m.id.to_string(), m)).collect();
     let mut day = first_day;
     let mut quiet: Option<(NaiveDate, NaiveDate, u32)> = None;
@@ -857,9 +754,6 @@ async fn play(args: Args) -> Result<bool> {
             v
         };
         let run = stack.charge_run(at, &format!("local-demo-{day}")).await?;
-        if fall_back_if_needed(&mut stack, &args, &run).await? {
-            continue; // the same day again, under the shim
-        }
         runs += 1;
         let active = run.error.is_some() || run.count("due") > 0 || !due_before.is_empty();
         if !active && !args.verbose {
@@ -975,9 +869,6 @@ async fn play(args: Args) -> Result<bool> {
     );
 
     // ── 5 ────────────────────────────────────────────────────────────────
-    if let Some(shim) = stack.shim.take() {
-        shim.stop().await;
-    }
     if webhooks_on {
         // Let the last notifications land before reading the table.
         let expected = {
