@@ -565,11 +565,19 @@ async fn apply_fact_to(
                     .await?
                 {
                     Some(a) if !a.state.is_open() => return Ok(false),
-                    // Our claim was taken over, or the subscription changed: try again.
+                    // Our claim was taken over: the fact is verified, record it all the same.
                     Some(a) if token.is_some() && a.claim_token.as_deref() != token => {
                         return apply_fact_unclaimed(app, attempt, fact).await;
                     }
-                    _ => continue,
+                    // Still open and ours: the subscription changed under us; re-read it.
+                    Some(_) => continue,
+                    None => {
+                        return Err(StoreError::Corrupt(format!(
+                            "attempt {} vanished while being recorded",
+                            attempt.merchant_uid
+                        ))
+                        .into());
+                    }
                 }
             }
             Err(e) => return Err(e.into()),

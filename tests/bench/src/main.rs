@@ -14,7 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_config::BehaviorVersion;
-use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::interceptors::{
+    BeforeDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+};
+use aws_smithy_types::config_bag::{Storable, StoreReplace};
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use chrono::{DateTime, Utc};
@@ -59,9 +62,20 @@ enum Command {
     },
 }
 
-/// Counts DynamoDB requests sent.
+/// Counts DynamoDB requests sent and the time spent waiting for their answers.
 #[derive(Debug, Clone, Default)]
-struct Counter(Arc<AtomicU64>);
+struct Counter {
+    requests: Arc<AtomicU64>,
+    waited_us: Arc<AtomicU64>,
+}
+
+/// When a request was handed to the HTTP client (kept in the operation's config bag).
+#[derive(Debug, Clone)]
+struct SentAt(Instant);
+
+impl Storable for SentAt {
+    type Storer = StoreReplace<Self>;
+}
 
 impl Intercept for Counter {
     fn name(&self) -> &'static str {
@@ -71,9 +85,22 @@ impl Intercept for Counter {
         &self,
         _context: &BeforeTransmitInterceptorContextRef<'_>,
         _rc: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
+        cfg: &mut ConfigBag,
     ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        cfg.interceptor_state().store_put(SentAt(Instant::now()));
+        Ok(())
+    }
+    fn read_after_transmit(
+        &self,
+        _context: &BeforeDeserializationInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        if let Some(SentAt(at)) = cfg.load::<SentAt>() {
+            let us = u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.waited_us.fetch_add(us, Ordering::Relaxed);
+        }
         Ok(())
     }
 }
@@ -217,12 +244,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let s = &report.summary;
             let rate = s.charged as f64 / elapsed.as_secs_f64();
             let ideal = concurrency as f64 / Duration::from_millis(latency_ms).as_secs_f64();
-            let requests = counter.0.load(Ordering::Relaxed);
+            let requests = counter.requests.load(Ordering::Relaxed);
+            let waited_ms = counter.waited_us.load(Ordering::Relaxed) as f64 / 1000.0;
             if let Some(why) = &report.stopped {
                 println!("run stopped early: {why}");
             }
             println!(
-                "run: due {} charged {} in {:.2} s | {:.1} charges/s, ideal {:.1} (concurrency {} / {} ms) -> ratio {:.3} | DynamoDB requests {} ({:.2} per charge) | peak RSS {:.1} MiB",
+                "run: due {} charged {} in {:.2} s | {:.1} charges/s, ideal {:.1} (concurrency {} / {} ms) -> ratio {:.3} | DynamoDB requests {} ({:.2} per charge, {:.1} ms mean wait) | peak RSS {:.1} MiB",
                 s.due,
                 s.charged,
                 elapsed.as_secs_f64(),
@@ -233,6 +261,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 rate / ideal,
                 requests,
                 requests as f64 / s.charged.max(1) as f64,
+                waited_ms / requests.max(1) as f64,
                 peak_rss_mib()
             );
         }
