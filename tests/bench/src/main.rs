@@ -17,9 +17,9 @@ use aws_config::BehaviorVersion;
 use aws_sdk_dynamodb::config::interceptors::{
     BeforeDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
 };
-use aws_smithy_types::config_bag::{Storable, StoreReplace};
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+use aws_smithy_types::config_bag::{Storable, StoreReplace};
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use shared::app::App;
@@ -217,7 +217,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::from_env()?;
     match cli.command {
         Command::Seed { count, keys } => seed(&config, count, keys).await?,
-        Command::Run { at, latency_ms, deadline_secs } => {
+        Command::Run {
+            at,
+            latency_ms,
+            deadline_secs,
+        } => {
             let counter = Counter::default();
             let store = store(&config, &counter).await;
             let concurrency = config.concurrency;
