@@ -55,6 +55,50 @@ impl Fact {
         }
     }
 
+    /// What i'mport's record `p` proves about `attempt`, after checking that
+    /// it really is this charge: same `merchant_uid`, amount, currency and (when
+    /// the record names one) billing key. `Err` when it is not: e.g. a payment
+    /// the customer made in the browser with our (guessable) `merchant_uid` and
+    /// another amount. Such a record never counts as money for the period and
+    /// never lets a new attempt start: the attempt waits for a person.
+    /// `Ok(None)`: a status nothing can be settled on (`ready`, unknown).
+    pub fn from_record(
+        p: &Payment,
+        attempt: &ChargeAttempt,
+        customer_uid: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Self>, String> {
+        let foreign_key = p.customer_uid.as_deref().is_some_and(|c| c != customer_uid);
+        let foreign_currency = p.currency.as_deref().is_some_and(|c| c != "KRW");
+        if p.merchant_uid != attempt.merchant_uid
+            || p.amount != attempt.amount
+            || foreign_key
+            || foreign_currency
+        {
+            return Err(format!(
+                "i'mport payment {} for {} does not match the charge (amount {} vs {}, billing key matches: {}, currency {:?}); refund it and settle by hand",
+                p.imp_uid, p.merchant_uid, p.amount, attempt.amount, !foreign_key, p.currency
+            ));
+        }
+        Ok(match p.status {
+            // Refunded later is still money taken for the period; the refund is recorded apart.
+            PaymentStatus::Paid => Self::from_payment(p, now),
+            PaymentStatus::Cancelled if p.paid_at > 0 => Some(Self::Paid {
+                imp_uid: p.imp_uid.clone(),
+                paid_at: DateTime::from_timestamp(p.paid_at, 0).unwrap_or(now),
+            }),
+            PaymentStatus::Failed => Self::from_payment(p, now),
+            PaymentStatus::Cancelled => Some(Self::Declined {
+                imp_uid: Some(p.imp_uid.clone()),
+                reason: p
+                    .cancel_reason
+                    .clone()
+                    .unwrap_or_else(|| "cancelled before payment".into()),
+            }),
+            PaymentStatus::Ready | PaymentStatus::Unknown => None,
+        })
+    }
+
     fn result(&self) -> AttemptResult {
         match self {
             Self::Paid { imp_uid, paid_at } => AttemptResult {
@@ -157,6 +201,9 @@ pub enum SkipReason {
     CancelledAtPeriodEnd,
     /// i'mport's record could not be read; left open for the next run.
     Unsettled,
+    /// i'mport's record does not match the charge, or has a status nothing
+    /// can be settled on: left open, logged at error level, for a person.
+    NeedsReview,
 }
 
 /// A failure of a dependency as a whole: the run stops taking new work.
@@ -255,11 +302,16 @@ pub async fn charge_one(
                 }
                 Err(e) => return Err(e.into()),
             };
-            match reconcile(app, &taken, &clock.run_id).await? {
+            match reconcile(app, &taken, &sub.customer_uid, &clock.run_id).await? {
                 Reconciliation::Settled(fact) => return Ok(Outcome::Reconciled { fact }),
                 Reconciliation::Unsettled => {
                     return Ok(Outcome::Skipped {
                         reason: SkipReason::Unsettled,
+                    });
+                }
+                Reconciliation::NeedsReview => {
+                    return Ok(Outcome::Skipped {
+                        reason: SkipReason::NeedsReview,
                     });
                 }
                 Reconciliation::NeverArrived => {
@@ -357,7 +409,23 @@ async fn charge_claimed(
             return Err(FatalError::Iamport(ApiError::Rejected(r)));
         }
         ChargeOutcome::Rejected(r) => {
-            classify_rejection(app, sub, merchant_uid, &r.message).await?
+            match classify_rejection(app, sub, attempt, &r.message).await? {
+                Classified::Fact(fact) => fact,
+                Classified::Unclear { detail, review } => {
+                    // Never a clean rejection while i'mport's record is unclear:
+                    // leave the attempt open for the next run (or a person).
+                    mark_unknown(app, attempt, token, &detail).await?;
+                    return Ok(if review {
+                        error!(merchant_uid, %detail, "needs review");
+                        Outcome::Skipped {
+                            reason: SkipReason::NeedsReview,
+                        }
+                    } else {
+                        warn!(merchant_uid, %detail, "refusal could not be classified; left open");
+                        Outcome::Ambiguous { detail }
+                    });
+                }
+            }
         }
         ChargeOutcome::Ambiguous(a) => {
             warn!(merchant_uid, detail = %a, "charge outcome unknown; recording unknown");
@@ -370,12 +438,22 @@ async fn charge_claimed(
                 .await
             {
                 Ok(p) if p.merchant_uid == merchant_uid => {
-                    let fact = Fact::from_payment(&p, wall()).unwrap_or(Fact::Paid {
-                        imp_uid: p.imp_uid,
-                        paid_at: wall(),
-                    });
-                    apply_fact(app, attempt, &fact, None).await?;
-                    Ok(Outcome::Reconciled { fact })
+                    match Fact::from_record(&p, attempt, &sub.customer_uid, wall()) {
+                        Ok(Some(fact)) => {
+                            apply_fact(app, attempt, &fact, None).await?;
+                            Ok(Outcome::Reconciled { fact })
+                        }
+                        Ok(None) => Ok(Outcome::Ambiguous {
+                            detail: a.to_string(),
+                        }),
+                        Err(mismatch) => {
+                            error!(merchant_uid, %mismatch, "needs review");
+                            mark_unknown(app, attempt, token, &mismatch).await?;
+                            Ok(Outcome::Skipped {
+                                reason: SkipReason::NeedsReview,
+                            })
+                        }
+                    }
                 }
                 _ => Ok(Outcome::Ambiguous {
                     detail: a.to_string(),
@@ -400,39 +478,72 @@ async fn charge_claimed(
     })
 }
 
+enum Classified {
+    Fact(Fact),
+    /// Could not tell; `review` when a person must look (a foreign payment).
+    Unclear {
+        detail: String,
+        review: bool,
+    },
+}
+
 /// A `code != 0` answer: find out whether it means "already paid" or "key gone".
 async fn classify_rejection(
     app: &App,
     sub: &Subscription,
-    merchant_uid: &str,
+    attempt: &ChargeAttempt,
     message: &str,
-) -> Result<Fact, FatalError> {
-    // i'mport refuses a merchant_uid that is already paid: then it IS paid.
+) -> Result<Classified, FatalError> {
+    let merchant_uid = attempt.merchant_uid.as_str();
+    // i'mport refuses a merchant_uid that is already paid: then it IS paid (if it is our charge).
     match app
         .iamport
         .find_payment(merchant_uid, Some(PaymentStatus::Paid))
         .await
     {
-        Ok(p) if p.merchant_uid == merchant_uid => {
-            return Ok(Fact::from_payment(&p, wall()).unwrap_or(Fact::Paid {
-                imp_uid: p.imp_uid,
-                paid_at: wall(),
-            }));
+        Ok(p) => {
+            return Ok(
+                match Fact::from_record(&p, attempt, &sub.customer_uid, wall()) {
+                    Ok(Some(fact)) => Classified::Fact(fact),
+                    Ok(None) => Classified::Unclear {
+                        detail: format!(
+                            "refused ({message}); payment {} is {}",
+                            p.imp_uid,
+                            p.status.as_str()
+                        ),
+                        review: true,
+                    },
+                    Err(mismatch) => Classified::Unclear {
+                        detail: mismatch,
+                        review: true,
+                    },
+                },
+            );
         }
-        Ok(_) => {}
         Err(e) if e.is_not_found() => {}
         Err(e) if e.is_unauthorized() => return Err(FatalError::Iamport(e)),
-        Err(e) => warn!(merchant_uid, error = %e, "could not check for an earlier payment"),
+        Err(e) => {
+            return Ok(Classified::Unclear {
+                detail: format!("refused ({message}) and the payment lookup failed: {e}"),
+                review: false,
+            });
+        }
     }
     let key_gone = match app.iamport.billing_key(&sub.customer_uid).await {
+        Ok(_) => false,
         Err(e) if e.is_not_found() => true,
         Err(e) if e.is_unauthorized() => return Err(FatalError::Iamport(e)),
-        _ => false,
+        Err(e) => {
+            return Ok(Classified::Unclear {
+                detail: format!("refused ({message}) and the billing-key lookup failed: {e}"),
+                review: false,
+            });
+        }
     };
-    Ok(Fact::Rejected {
+    Ok(Classified::Fact(Fact::Rejected {
         reason: message.to_owned(),
         key_gone,
-    })
+    }))
 }
 
 async fn mark_unknown(
@@ -453,12 +564,15 @@ enum Reconciliation {
     NeverArrived,
     /// i'mport could not tell; leave it open.
     Unsettled,
+    /// i'mport's record does not match the charge, or cannot be settled on.
+    NeedsReview,
 }
 
 /// Settles an open attempt from i'mport's records (`GET /payments/find/{merchant_uid}`).
 async fn reconcile(
     app: &App,
     attempt: &ChargeAttempt,
+    customer_uid: &str,
     token: &str,
 ) -> Result<Reconciliation, FatalError> {
     let merchant_uid = attempt.merchant_uid.as_str();
@@ -472,8 +586,22 @@ async fn reconcile(
         Err(e) => Err(e),
     };
     let fact = match found {
-        Ok(p) if p.merchant_uid == merchant_uid => Fact::from_payment(&p, wall()),
-        Ok(_) => None,
+        Ok(p) => match Fact::from_record(&p, attempt, customer_uid, wall()) {
+            Ok(Some(fact)) => Some(fact),
+            other => {
+                let detail = match other {
+                    Err(mismatch) => mismatch,
+                    _ => format!(
+                        "payment {} is {}: nothing to settle on",
+                        p.imp_uid,
+                        p.status.as_str()
+                    ),
+                };
+                error!(merchant_uid, %detail, "open attempt needs review");
+                mark_unknown(app, attempt, token, &detail).await?;
+                return Ok(Reconciliation::NeedsReview);
+            }
+        },
         Err(e) if e.is_not_found() => return Ok(Reconciliation::NeverArrived),
         Err(e) if e.is_unauthorized() => {
             mark_unknown(app, attempt, token, "reconciliation refused (401)").await?;
@@ -687,10 +815,20 @@ pub async fn run(app: &App, options: RunOptions) -> RunReport {
             Err(e) => Some((Err(e), None)),
         }
     });
-    let ids = pages.flat_map(|page| match page {
-        Ok(ids) => stream::iter(ids.into_iter().map(Ok)).left_stream(),
-        Err(e) => stream::iter(vec![Err(e)]).right_stream(),
-    });
+    // A subscription is charged at most once per run: one that was late and
+    // declined may already be due again, and could come back on a later page.
+    let mut seen = std::collections::HashSet::new();
+    let ids = pages
+        .flat_map(|page| match page {
+            Ok(ids) => stream::iter(ids.into_iter().map(Ok)).left_stream(),
+            Err(e) => stream::iter(vec![Err(e)]).right_stream(),
+        })
+        .filter(move |next| {
+            futures::future::ready(match next {
+                Ok(id) => seen.insert(id.clone()),
+                Err(_) => true,
+            })
+        });
 
     let mut summary = Summary::default();
     let work = ids
@@ -921,6 +1059,60 @@ mod tests {
         );
         assert_eq!(paid.status, SubscriptionStatus::Cancelled);
         assert_eq!(paid.paid_through.unwrap().as_str(), "202612");
+    }
+
+    #[test]
+    fn records_settle_only_when_they_are_our_charge() {
+        let s = sub(Anchor::new(2026, 12, 1).unwrap());
+        let period = s.current_period();
+        let attempt = ChargeAttempt {
+            subscription_id: s.id.clone(),
+            merchant_uid: MerchantUid::charge(&s.id, &period, 1),
+            period,
+            attempt: 1,
+            amount: 9900,
+            state: AttemptState::Unknown,
+            claim_token: None,
+            lease_until: None,
+            imp_uid: None,
+            paid_at: None,
+            fail_reason: None,
+            refunded: 0,
+            created_at: s.created_at,
+            updated_at: s.created_at,
+        };
+        let record = |status: &str, amount: i64, paid_at: i64, customer: &str| -> Payment {
+            serde_json::from_value(serde_json::json!({
+                "imp_uid": "imps_1", "merchant_uid": attempt.merchant_uid, "amount": amount,
+                "cancel_amount": 0, "currency": "KRW", "status": status, "paid_at": paid_at,
+                "customer_uid": customer
+            }))
+            .unwrap()
+        };
+        let now = s.created_at;
+        assert!(matches!(
+            Fact::from_record(&record("paid", 9900, 5, "cu"), &attempt, "cu", now),
+            Ok(Some(Fact::Paid { .. }))
+        ));
+        // Refunded after payment: still money taken for the period.
+        assert!(matches!(
+            Fact::from_record(&record("cancelled", 9900, 5, "cu"), &attempt, "cu", now),
+            Ok(Some(Fact::Paid { .. }))
+        ));
+        // Cancelled before any payment: nothing was taken.
+        assert!(matches!(
+            Fact::from_record(&record("cancelled", 9900, 0, "cu"), &attempt, "cu", now),
+            Ok(Some(Fact::Declined { .. }))
+        ));
+        assert!(matches!(
+            Fact::from_record(&record("ready", 9900, 0, "cu"), &attempt, "cu", now),
+            Ok(None)
+        ));
+        // Another amount or another billing key: never ours.
+        assert!(Fact::from_record(&record("paid", 100, 5, "cu"), &attempt, "cu", now).is_err());
+        assert!(
+            Fact::from_record(&record("paid", 9900, 5, "cu_other"), &attempt, "cu", now).is_err()
+        );
     }
 
     #[test]

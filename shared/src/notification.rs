@@ -3,12 +3,11 @@
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::app::App;
 use crate::billing::MerchantUid;
 use crate::charging::{self, Fact, FatalError};
-use crate::iamport::PaymentStatus;
 use crate::store::AttemptState;
 
 /// The largest body accepted (the documented body is three short fields).
@@ -139,11 +138,28 @@ pub async fn handle(
         return Ok(Handled::Ignored("no such attempt"));
     };
 
+    let Some(sub) = app
+        .store
+        .get_subscription(&subscription)
+        .await
+        .map_err(store_err)?
+    else {
+        warn!("attempt without subscription");
+        return Ok(Handled::Ignored("no such subscription"));
+    };
+    let fact = match Fact::from_record(&payment, &record, &sub.customer_uid, now) {
+        Ok(fact) => fact,
+        Err(mismatch) => {
+            // Someone paid with our merchant_uid, but not this charge: never money for the period.
+            error!(%mismatch, "notification for a payment that is not our charge; needs review");
+            return Ok(Handled::Ignored("payment does not match the charge"));
+        }
+    };
     if record.state.is_open() {
-        let Some(fact) = charging_fact(&payment) else {
+        let Some(fact) = fact else {
             return Ok(Handled::Ignored("payment neither paid nor failed"));
         };
-        return match charging::apply_fact(app, &record, &fact, None).await {
+        match charging::apply_fact(app, &record, &fact, None).await {
             Ok(true) => {
                 info!(?fact, "open attempt settled from webhook");
                 if matches!(fact, Fact::Paid { .. }) && payment.cancel_amount > 0 {
@@ -153,13 +169,32 @@ pub async fn handle(
                         .await
                         .map_err(store_err)?;
                 }
-                Ok(Handled::Settled(fact))
+                return Ok(Handled::Settled(fact));
             }
-            Ok(false) => Ok(Handled::Duplicate),
-            Err(FatalError::Store(e)) => Err(RetryLater(e.to_string())),
-            Err(e) => Err(RetryLater(e.to_string())),
-        };
+            // Settled meanwhile by the run: a refund in this notice is still recorded below.
+            Ok(false) => {}
+            Err(FatalError::Store(e)) => return Err(RetryLater(e.to_string())),
+            Err(e) => return Err(RetryLater(e.to_string())),
+        }
+    } else if matches!(record.state, AttemptState::Failed | AttemptState::Rejected)
+        && matches!(fact, Some(Fact::Paid { .. }))
+    {
+        // i'mport shows money for an attempt we recorded as not paid: the
+        // period may now be paid twice. Never silent.
+        error!(
+            state = record.state.as_str(),
+            "late payment for a settled attempt; needs review and possibly a refund"
+        );
+        return Ok(Handled::Ignored(
+            "late payment for a settled attempt; needs review",
+        ));
     }
+    let record = app
+        .store
+        .get_attempt(&subscription, &period, attempt)
+        .await
+        .map_err(store_err)?
+        .unwrap_or(record);
     if record.state == AttemptState::Paid && payment.cancel_amount > record.refunded {
         let changed = app
             .store
@@ -174,20 +209,6 @@ pub async fn handle(
         }
     }
     Ok(Handled::Duplicate)
-}
-
-fn charging_fact(p: &crate::iamport::Payment) -> Option<Fact> {
-    match p.status {
-        PaymentStatus::Paid | PaymentStatus::Cancelled if p.paid_at > 0 => Some(Fact::Paid {
-            imp_uid: p.imp_uid.clone(),
-            paid_at: DateTime::from_timestamp(p.paid_at, 0)?,
-        }),
-        PaymentStatus::Failed => Some(Fact::Declined {
-            imp_uid: Some(p.imp_uid.clone()),
-            reason: p.fail_reason.clone().unwrap_or_else(|| "declined".into()),
-        }),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

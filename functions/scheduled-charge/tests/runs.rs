@@ -380,3 +380,63 @@ async fn the_event_fixtures_are_accepted() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_foreign_payment_under_our_merchant_uid_never_pays_the_period() {
+    let sim = start_sim().await;
+    let app = test_app(&sim.base_url(), &[]).await;
+    let t0 = seoul_10am(2026, 12, 1);
+    let sub = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
+    // Someone pays 100 won under the period's (guessable) merchant_uid before the run.
+    let muid = MerchantUid::charge(&sub.id, &sub.current_period(), 1);
+    let foreign = app
+        .iamport
+        .charge_again(&shared::iamport::AgainRequest {
+            customer_uid: sub.customer_uid.clone(),
+            merchant_uid: muid.clone(),
+            amount: 100,
+            currency: "KRW",
+            name: "x".into(),
+            buyer_name: None,
+            buyer_email: None,
+            buyer_tel: None,
+            custom_data: None,
+            notice_url: None,
+        })
+        .await;
+    assert!(matches!(foreign, shared::iamport::ChargeOutcome::Paid(_)));
+    for (d, run_id) in [(0, "run-1"), (1, "run-2")] {
+        let r = run_at(&app, t0 + chrono::Duration::days(d), run_id)
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.summary.charged, r.summary.reconciled, r.summary.skipped),
+            (0, 0, 1),
+            "{r:?}"
+        );
+        assert!(r.error.is_none() && r.stopped.is_none(), "{r:?}");
+    }
+    let now = reload(&app, &sub).await;
+    assert_eq!(now.period_index, 0, "the period must not count as paid");
+    assert_eq!(now.paid_through, None);
+    let attempt = app
+        .store
+        .get_attempt(&sub.id, &sub.current_period(), 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(attempt.state, AttemptState::Unknown);
+    assert!(
+        attempt
+            .fail_reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("does not match"),
+        "{attempt:?}"
+    );
+    assert_eq!(
+        sim.paid_count(&muid),
+        1,
+        "no second payment under that merchant_uid"
+    );
+}

@@ -402,6 +402,16 @@ pub(crate) fn decode<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Re
             detail: message_of(body),
         }));
     }
+    if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT {
+        // Throttled or timed out before processing: nothing happened, try later.
+        // Never a customer's decline.
+        return Err(ApiError::Rejected(Rejection {
+            kind: RejectionKind::NotSent,
+            http_status: Some(status.as_u16()),
+            code: envelope_code(body),
+            message: format!("i'mport answered {status}: {}", message_of(body)),
+        }));
+    }
     if status.is_client_error() {
         return Err(ApiError::Rejected(Rejection {
             kind: RejectionKind::BadRequest,
