@@ -33,6 +33,8 @@ pub enum FaultKind {
     Reject { code: i64, message: String },
     /// Answer HTTP 401 as for a bad token.
     Unauthorized,
+    /// Answer HTTP 429 (throttled); nothing is recorded.
+    TooManyRequests,
     /// `again` only: decline this one charge (`status: failed`, `fail_reason: reason`).
     Decline { reason: String },
     /// `/window` only: the buyer closes the window (`error_code` `F0005`).

@@ -109,6 +109,11 @@ pub(crate) async fn fault_before(fault: Option<&FaultKind>) -> Option<ApiReply> 
             Some(ApiReply::error(StatusCode::OK, *code, message))
         }
         FaultKind::Unauthorized => Some(ApiReply::unauthorized()),
+        FaultKind::TooManyRequests => Some(ApiReply::error(
+            StatusCode::TOO_MANY_REQUESTS,
+            -1,
+            "[시뮬레이터] 요청이 너무 많습니다. (TooManyRequests)",
+        )),
         FaultKind::HangAfter { .. }
         | FaultKind::Corrupt
         | FaultKind::Decline { .. }
