@@ -1,11 +1,16 @@
-//! The dependencies every handler shares, built once per cold start.
+//! Production wiring: the configuration, the DynamoDB ledger and the
+//! i'mport client, built once per cold start. Handlers hand `app.engine` to
+//! the services.
 
 use aws_config::BehaviorVersion;
 
+use crate::billing::UidKey;
+use crate::clock::Clock;
 use crate::config::{Config, ConfigError, CredentialsSource};
+use crate::engine::{Engine, Settings};
 use crate::iamport::{ClientConfig, IamportClient};
+use crate::ledger::dynamodb::DynamoLedger;
 use crate::secret::Secret;
-use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -15,12 +20,22 @@ pub enum InitError {
     Http(String),
 }
 
-/// Configuration, the store and the i'mport client.
+/// The engine as deployed.
+pub type ProductionEngine = Engine<DynamoLedger, IamportClient>;
+
+/// Configuration and the engine.
 #[derive(Debug)]
 pub struct App {
     pub config: Config,
-    pub store: Store,
-    pub iamport: IamportClient,
+    pub engine: ProductionEngine,
+}
+
+/// The i'mport credentials and the merchant_uid tag key, however stored.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub imp_key: Secret,
+    pub imp_secret: Secret,
+    pub uid_key: Option<Secret>,
 }
 
 impl App {
@@ -30,50 +45,66 @@ impl App {
     pub async fn from_env() -> Result<Self, InitError> {
         let config = Config::from_env()?;
         let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
-        let (imp_key, imp_secret) = resolve_credentials(&config.credentials, &sdk).await?;
-        let store = Store::new(
+        let credentials = resolve_credentials(&config, &sdk).await?;
+        let ledger = DynamoLedger::new(
             aws_sdk_dynamodb::Client::new(&sdk),
             config.table_name.clone(),
             config.due_shards,
         );
-        Self::new(config, store, imp_key, imp_secret)
+        Self::new(config, ledger, credentials, Clock::system())
     }
 
     pub fn new(
         config: Config,
-        store: Store,
-        imp_key: Secret,
-        imp_secret: Secret,
+        ledger: DynamoLedger,
+        credentials: Credentials,
+        clock: Clock,
     ) -> Result<Self, InitError> {
-        let mut client_config =
-            ClientConfig::new(config.iamport_base_url.clone(), imp_key, imp_secret);
+        let uid_key = match &credentials.uid_key {
+            Some(k) => UidKey::new(k.expose().as_bytes()).ok_or(ConfigError::Invalid {
+                name: "MERCHANT_UID_KEY",
+                reason: "must have at least 16 characters".into(),
+            })?,
+            None => UidKey::derived_from(credentials.imp_secret.expose().as_bytes()),
+        };
+        let mut client_config = ClientConfig::new(
+            config.iamport_base_url.clone(),
+            credentials.imp_key,
+            credentials.imp_secret,
+        );
         client_config.timeout = config.iamport_timeout;
         client_config.connect_timeout = config.iamport_connect_timeout;
         client_config.include_sandbox = config.include_sandbox;
         let iamport =
             IamportClient::new(client_config).map_err(|e| InitError::Http(e.to_string()))?;
+        let settings = Settings::from_config(&config, uid_key);
         Ok(Self {
+            engine: Engine::new(ledger, iamport, clock, settings),
             config,
-            store,
-            iamport,
         })
     }
 }
 
 async fn resolve_credentials(
-    source: &CredentialsSource,
+    config: &Config,
     sdk: &aws_config::SdkConfig,
-) -> Result<(Secret, Secret), ConfigError> {
-    match source {
+) -> Result<Credentials, ConfigError> {
+    match &config.credentials {
         CredentialsSource::Plain {
             imp_key,
             imp_secret,
-        } => Ok((imp_key.clone(), imp_secret.clone())),
+        } => Ok(Credentials {
+            imp_key: imp_key.clone(),
+            imp_secret: imp_secret.clone(),
+            uid_key: config.uid_key.clone(),
+        }),
         CredentialsSource::SecretsManager { secret_id } => {
             #[derive(serde::Deserialize)]
             struct Stored {
                 imp_key: String,
                 imp_secret: String,
+                #[serde(default)]
+                uid_key: Option<String>,
             }
             let client = aws_sdk_secretsmanager::Client::new(sdk);
             let out = client
@@ -96,7 +127,14 @@ async fn resolve_credentials(
                     "{secret_id} is not JSON with imp_key and imp_secret"
                 ))
             })?;
-            Ok((Secret::new(stored.imp_key), Secret::new(stored.imp_secret)))
+            Ok(Credentials {
+                imp_key: Secret::new(stored.imp_key),
+                imp_secret: Secret::new(stored.imp_secret),
+                uid_key: stored
+                    .uid_key
+                    .map(Secret::new)
+                    .or_else(|| config.uid_key.clone()),
+            })
         }
     }
 }

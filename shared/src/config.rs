@@ -6,10 +6,13 @@ use std::time::Duration;
 
 use url::Url;
 
+use crate::billing::Plan;
 use crate::billing::{DunningPolicy, SubscriptionStatus};
 use crate::iamport::DEFAULT_BASE_URL;
 use crate::secret::Secret;
-use crate::store::Plan;
+
+/// Gateway calls one charge may chain under one claim (see `claim_lease`).
+pub const MAX_CALLS_PER_CHARGE: u32 = 6;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -54,7 +57,17 @@ pub struct Config {
     pub concurrency: usize,
     pub dunning: DunningPolicy,
     pub due_shards: u32,
+    /// How long a claim on an attempt lasts. Longer than any function's
+    /// timeout (checked at the start of each run) and than the longest chain
+    /// of gateway calls of one charge (checked here).
     pub claim_lease: Duration,
+    /// How long after a charge request was sent "i'mport has no payment under
+    /// its merchant_uid" may be read as "it never arrived" and the request
+    /// sent again (with the same merchant_uid).
+    pub resend_quiet: Duration,
+    /// Key of the merchant_uid tags (`MERCHANT_UID_KEY` locally; in AWS the
+    /// secret's `uid_key`); derived from the i'mport secret when absent.
+    pub uid_key: Option<Secret>,
     pub registration_ttl: Duration,
     /// Shared secret for `POST /billing/prepare` (header `x-api-key`), in
     /// addition to (or instead of) IAM authorisation on the route.
@@ -195,17 +208,44 @@ impl Config {
             .transpose()?
             .unwrap_or_default();
 
+        let iamport_timeout =
+            Duration::from_millis(number("IAMPORT_TIMEOUT_MS", 10_000, 100, 120_000)?);
+        let claim_lease = Duration::from_secs(number("CLAIM_LEASE_SECS", 900, 10, 3600)?);
+        // The longest chain under one claim: a lookup of an open attempt, the
+        // charge, and the lookups that classify a refusal, each possibly sent
+        // twice (a 401 forces a new token), plus a margin for the writes.
+        let chain = iamport_timeout * 2 * MAX_CALLS_PER_CHARGE + Duration::from_secs(5);
+        if claim_lease < chain {
+            return Err(ConfigError::Invalid {
+                name: "CLAIM_LEASE_SECS",
+                reason: format!(
+                    "{} s is shorter than the longest chain of i'mport calls of one charge ({} s with IAMPORT_TIMEOUT_MS)",
+                    claim_lease.as_secs(),
+                    chain.as_secs()
+                ),
+            });
+        }
+        let resend_quiet = Duration::from_secs(number("RESEND_QUIET_SECS", 600, 1, 86_400)?);
+        if resend_quiet < iamport_timeout * 3 {
+            return Err(ConfigError::Invalid {
+                name: "RESEND_QUIET_SECS",
+                reason: "must be at least three times IAMPORT_TIMEOUT_MS: i'mport may still be processing a request that timed out".into(),
+            });
+        }
+        let uid_key = var("MERCHANT_UID_KEY").map(Secret::new);
+        if uid_key.as_ref().is_some_and(|k| k.expose().len() < 16) {
+            return Err(ConfigError::Invalid {
+                name: "MERCHANT_UID_KEY",
+                reason: "must have at least 16 characters".into(),
+            });
+        }
+
         Ok(Self {
             table_name: var("TABLE_NAME").ok_or(ConfigError::Missing { name: "TABLE_NAME" })?,
             iamport_base_url: url("IAMPORT_BASE_URL")?
                 .unwrap_or_else(|| Url::parse(DEFAULT_BASE_URL).expect("constant URL")),
             credentials,
-            iamport_timeout: Duration::from_millis(number(
-                "IAMPORT_TIMEOUT_MS",
-                10_000,
-                100,
-                120_000,
-            )?),
+            iamport_timeout,
             iamport_connect_timeout: Duration::from_millis(number(
                 "IAMPORT_CONNECT_TIMEOUT_MS",
                 3_000,
@@ -229,7 +269,9 @@ impl Config {
                 final_status,
             },
             due_shards: number("DUE_SHARDS", 4, 1, 64)? as u32,
-            claim_lease: Duration::from_secs(number("CLAIM_LEASE_SECS", 300, 1, 3600)?),
+            claim_lease,
+            resend_quiet,
+            uid_key,
             registration_ttl: Duration::from_secs(number(
                 "REGISTRATION_TTL_SECS",
                 86_400,
@@ -305,6 +347,9 @@ mod tests {
             ("WEBHOOK_ALLOWED_IPS", "1.2.3"),
             ("IAMPORT_PG", "chai pay"),
             ("CHARGE_ON_SIGNUP", "maybe"),
+            ("CLAIM_LEASE_SECS", "60"),
+            ("RESEND_QUIET_SECS", "5"),
+            ("MERCHANT_UID_KEY", "short"),
         ] {
             let mut pairs = BASE.to_vec();
             pairs.push((k, v));

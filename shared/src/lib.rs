@@ -1,13 +1,23 @@
-//! Shared library of the subscription-billing functions: the i'mport client,
-//! the DynamoDB store, the billing rules and the services the handlers call.
+//! Shared library of the subscription-billing functions.
+//!
+//! - `billing`: the core (entities, calendar, dunning, ids, facts, state
+//!   machines): pure, no I/O;
+//! - `ledger` and `gateway`: the two ports, with their adapters (DynamoDB and
+//!   in-memory; i'mport V1 in `iamport`);
+//! - `engine`: the ports, a clock and settings, handed to the services
+//!   `registration`, `charging` and `notification`;
+//! - `app`: production wiring; `config`, `secret`, `telemetry`, `clock`.
 
 pub mod app;
 pub mod billing;
 pub mod charging;
+pub mod clock;
 pub mod config;
+pub mod engine;
+pub mod gateway;
 pub mod iamport;
+pub mod ledger;
 pub mod notification;
 pub mod registration;
 pub mod secret;
-pub mod store;
 pub mod telemetry;

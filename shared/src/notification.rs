@@ -1,14 +1,15 @@
 //! Flow 3: i'mport webhooks. The body is unsigned, so it is only a hint:
-//! the payment is fetched from i'mport and that record is what counts.
+//! the payment is fetched from the gateway and that record is what counts.
 
-use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
-use crate::app::App;
-use crate::billing::MerchantUid;
-use crate::charging::{self, Fact, FatalError};
-use crate::store::AttemptState;
+use crate::billing::{AttemptState, Fact, Lookup, MerchantUid};
+use crate::charging::RunError;
+use crate::charging::settle::{Settled, flag, settle_from_lookup};
+use crate::engine::Engine;
+use crate::gateway::PaymentGateway;
+use crate::ledger::{Guard, Ledger, LedgerError};
 
 /// The largest body accepted (the documented body is three short fields).
 pub const MAX_BODY: usize = 8 * 1024;
@@ -78,10 +79,13 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Notification, Ba
 /// What a notification did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handled {
-    /// An open attempt was settled from i'mport's record.
+    /// An open attempt was settled from the gateway's record.
     Settled(Fact),
-    /// A refund seen at i'mport was recorded.
+    /// A refund seen at the gateway was recorded.
     RefundRecorded { refunded: i64 },
+    /// Flagged for a person (a payment on an attempt settled as not paid,
+    /// or a record that is not our charge): charges stopped, metric counted.
+    NeedsReview(String),
     /// Already known: nothing changed.
     Duplicate,
     /// Not ours, forged, or nothing to do: acknowledged, no state.
@@ -93,118 +97,123 @@ pub enum Handled {
 #[error("could not record the notification: {0}")]
 pub struct RetryLater(pub String);
 
-#[tracing::instrument(skip(app, n), fields(imp_uid = %n.imp_uid, merchant_uid = %n.merchant_uid, status = %n.status))]
-pub async fn handle(
-    app: &App,
+impl From<RunError> for RetryLater {
+    fn from(e: RunError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+impl From<LedgerError> for RetryLater {
+    fn from(e: LedgerError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// Handles one notification: re-fetches the payment, and records what it
+/// proves. Only money settles an attempt here (a webhook never holds a
+/// claim); anything else is left to the run that does.
+#[tracing::instrument(skip(engine, n), fields(imp_uid = %n.imp_uid, merchant_uid = %n.merchant_uid, status = %n.status))]
+pub async fn handle<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
     n: &Notification,
-    now: DateTime<Utc>,
 ) -> Result<Handled, RetryLater> {
-    let Some(MerchantUid::Charge {
-        subscription,
-        period,
-        attempt,
-    }) = MerchantUid::parse(&n.merchant_uid)
-    else {
-        return Ok(match MerchantUid::parse(&n.merchant_uid) {
-            Some(MerchantUid::Issuance { .. }) => {
-                Handled::Ignored("issuance is handled by the callback")
-            }
-            _ => {
-                info!("notification for a merchant_uid that is not ours");
-                Handled::Ignored("unknown merchant_uid")
-            }
-        });
+    let (subscription, period, attempt) = match MerchantUid::parse(&n.merchant_uid) {
+        Some(MerchantUid::Charge {
+            subscription,
+            period,
+            attempt,
+        }) => (subscription, period, attempt),
+        Some(MerchantUid::Issuance { .. }) => {
+            return Ok(Handled::Ignored("issuance is handled by the callback"));
+        }
+        None => {
+            info!("notification for a merchant_uid that is not ours");
+            return Ok(Handled::Ignored("unknown merchant_uid"));
+        }
     };
-    let payment = match app.iamport.payment(&n.imp_uid).await {
+    let payment = match engine.gateway.payment(&n.imp_uid).await {
         Ok(p) => p,
         Err(e) if e.is_not_found() => {
-            warn!("notification names an imp_uid i'mport does not know");
+            warn!("notification names an imp_uid the gateway does not know");
             return Ok(Handled::Ignored("unknown imp_uid"));
         }
-        Err(e) => return Err(RetryLater(format!("i'mport lookup failed: {e}"))),
+        Err(e) => return Err(RetryLater(format!("gateway lookup failed: {e}"))),
     };
     if payment.merchant_uid != n.merchant_uid {
         warn!(payment_merchant_uid = %payment.merchant_uid, "notification imp_uid and merchant_uid do not match");
         return Ok(Handled::Ignored("imp_uid belongs to another merchant_uid"));
     }
-    let store_err = |e: crate::store::StoreError| RetryLater(e.to_string());
-    let Some(record) = app
-        .store
+    let Some(record) = engine
+        .ledger
         .get_attempt(&subscription, &period, attempt)
-        .await
-        .map_err(store_err)?
+        .await?
     else {
-        warn!("i'mport has a payment for an attempt we never claimed");
+        warn!("the gateway has a payment for an attempt we never claimed");
         return Ok(Handled::Ignored("no such attempt"));
     };
-
-    let Some(sub) = app
-        .store
-        .get_subscription(&subscription)
-        .await
-        .map_err(store_err)?
-    else {
+    if record.merchant_uid != payment.merchant_uid {
+        // Shaped like ours, but not the uid we sent: a forgery, never money for the period.
+        warn!("merchant_uid is not the one stored for this attempt");
+        return Ok(Handled::Ignored("not the merchant_uid of this attempt"));
+    }
+    let Some(sub) = engine.ledger.get_subscription(&subscription).await? else {
         warn!("attempt without subscription");
         return Ok(Handled::Ignored("no such subscription"));
     };
-    let fact = match Fact::from_record(&payment, &record, &sub.customer_uid, now) {
-        Ok(fact) => fact,
-        Err(mismatch) => {
-            // Someone paid with our merchant_uid, but not this charge: never money for the period.
-            error!(%mismatch, "notification for a payment that is not our charge; needs review");
-            return Ok(Handled::Ignored("payment does not match the charge"));
-        }
-    };
+    let now = engine.now();
+    let found = Lookup::Found(payment.clone());
     if record.state.is_open() {
-        let Some(fact) = fact else {
-            return Ok(Handled::Ignored("payment neither paid nor failed"));
-        };
-        match charging::apply_fact(app, &record, &fact, None).await {
-            Ok(true) => {
+        match settle_from_lookup(engine, &sub, &record, &found, Guard::PaidFact).await? {
+            Settled::Recorded(fact) => {
                 info!(?fact, "open attempt settled from webhook");
-                if matches!(fact, Fact::Paid { .. }) && payment.cancel_amount > 0 {
+                if fact.is_paid() && payment.cancelled_amount > 0 {
                     // Paid, then refunded before we heard of it: record both.
-                    app.store
-                        .record_refund(&record, payment.cancel_amount, now)
-                        .await
-                        .map_err(store_err)?;
+                    engine
+                        .ledger
+                        .record_refund(&record, payment.cancelled_amount, now)
+                        .await?;
                 }
                 return Ok(Handled::Settled(fact));
             }
+            Settled::Review(reason) => return Ok(Handled::NeedsReview(reason)),
+            // Declined, or nothing to settle on: the claim's holder (or the next run) settles it.
+            Settled::ClaimLost | Settled::NothingThere | Settled::Unclear(_) => {
+                return Ok(Handled::Ignored("left to the run that holds the attempt"));
+            }
+            Settled::Unauthorized(e) => return Err(RetryLater(e.to_string())),
             // Settled meanwhile by the run: a refund in this notice is still recorded below.
-            Ok(false) => {}
-            Err(FatalError::Store(e)) => return Err(RetryLater(e.to_string())),
-            Err(e) => return Err(RetryLater(e.to_string())),
+            Settled::AlreadySettled => {}
         }
-    } else if matches!(record.state, AttemptState::Failed | AttemptState::Rejected)
-        && matches!(fact, Some(Fact::Paid { .. }))
+    } else if record.state.is_unpaid_settlement()
+        && matches!(
+            Fact::from_record(&payment, &record, &sub.customer_uid, now),
+            Ok(Some(Fact::Paid { .. }))
+        )
     {
-        // i'mport shows money for an attempt we recorded as not paid: the
-        // period may now be paid twice. Never silent.
-        error!(
-            state = record.state.as_str(),
-            "late payment for a settled attempt; needs review and possibly a refund"
+        // Money for an attempt we recorded as not paid: the period may now
+        // be paid twice. A person decides; nothing is charged meanwhile.
+        let reason = format!(
+            "payment {} arrived after the attempt was settled as {}; refund it or accept it",
+            payment.imp_uid,
+            record.state.as_str()
         );
-        return Ok(Handled::Ignored(
-            "late payment for a settled attempt; needs review",
-        ));
+        flag(engine, &record, None, &reason).await?;
+        return Ok(Handled::NeedsReview(reason));
     }
-    let record = app
-        .store
+    let record = engine
+        .ledger
         .get_attempt(&subscription, &period, attempt)
-        .await
-        .map_err(store_err)?
+        .await?
         .unwrap_or(record);
-    if record.state == AttemptState::Paid && payment.cancel_amount > record.refunded {
-        let changed = app
-            .store
-            .record_refund(&record, payment.cancel_amount, now)
-            .await
-            .map_err(store_err)?;
+    if record.state == AttemptState::Paid && payment.cancelled_amount > record.refunded {
+        let changed = engine
+            .ledger
+            .record_refund(&record, payment.cancelled_amount, now)
+            .await?;
         if changed {
-            info!(refunded = payment.cancel_amount, "refund recorded");
+            info!(refunded = payment.cancelled_amount, "refund recorded");
             return Ok(Handled::RefundRecorded {
-                refunded: payment.cancel_amount,
+                refunded: payment.cancelled_amount,
             });
         }
     }

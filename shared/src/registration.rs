@@ -4,21 +4,22 @@
 
 use std::collections::HashMap;
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-use crate::app::App;
 use crate::billing::{
-    Anchor, MerchantUid, SubscriptionId, SubscriptionStatus, generate_customer_uid,
+    Anchor, AttemptState, Buyer, ChargeAttempt, Event, Fact, Issuance, KeyInfo, MerchantUid, Plan,
+    Registration, RegistrationStatus, Subscription, SubscriptionStatus, issuance,
 };
-use crate::charging::{self, Clock, Fact, Outcome};
+use crate::charging::{self, BillingRun, Outcome};
 use crate::config::pg_provider_of;
-use crate::iamport::PaymentStatus;
+use crate::engine::{Budget, Engine};
+use crate::gateway::{BillingKey, PaymentGateway};
+use crate::ledger::{Ledger, LedgerError};
 use crate::secret::Pii;
-use crate::store::{
-    Buyer, KeyInfo, Plan, Registration, RegistrationStatus, StoreError, Subscription,
-};
 
 /// What the merchant's backend sends to `POST /billing/prepare`.
 #[derive(Debug, Clone, Deserialize)]
@@ -79,7 +80,7 @@ pub enum PrepareError {
     #[error("CALLBACK_URL is not configured")]
     NotConfigured,
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Ledger(#[from] LedgerError),
 }
 
 fn check_len(field: &str, value: &str, max: usize) -> Result<(), PrepareError> {
@@ -99,14 +100,14 @@ fn check_len(field: &str, value: &str, max: usize) -> Result<(), PrepareError> {
 
 /// Creates a pending registration with a server-generated `customer_uid`
 /// and issuance `merchant_uid`, and returns the `IMP.request_pay` parameters.
-#[tracing::instrument(skip(app, request), fields(subscription_id))]
-pub async fn prepare(
-    app: &App,
+#[tracing::instrument(skip(engine, request), fields(subscription_id))]
+pub async fn prepare<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
     request: PrepareRequest,
-    now: DateTime<Utc>,
 ) -> Result<Prepared, PrepareError> {
-    let callback = app
-        .config
+    let now = engine.now();
+    let settings = &engine.settings;
+    let callback = settings
         .callback_url
         .as_ref()
         .ok_or(PrepareError::NotConfigured)?;
@@ -124,7 +125,7 @@ pub async fn prepare(
                 name: p.name,
             }
         }
-        None => app.config.default_plan.clone(),
+        None => settings.default_plan.clone(),
     };
     let buyer = request.buyer.unwrap_or_default();
     // i'mport's documented limits.
@@ -143,15 +144,15 @@ pub async fn prepare(
         check_len("buyer.tel", v.expose(), 16)?;
     }
 
-    let subscription_id = SubscriptionId::generate();
+    let subscription_id = engine.new_subscription_id();
     tracing::Span::current().record("subscription_id", subscription_id.as_str());
     let reg = Registration {
         merchant_uid: MerchantUid::issuance(&subscription_id),
         subscription_id: subscription_id.clone(),
-        customer_uid: generate_customer_uid(),
+        customer_uid: engine.new_customer_uid(),
         user_id: request.user_id,
         plan,
-        pg: app.config.pg.clone(),
+        pg: settings.pg.clone(),
         buyer: Buyer {
             name: buyer.name,
             email: buyer.email,
@@ -159,12 +160,12 @@ pub async fn prepare(
         },
         status: RegistrationStatus::Pending,
         created_at: now,
-        expires_at: chrono::Duration::from_std(app.config.registration_ttl)
+        expires_at: chrono::Duration::from_std(settings.registration_ttl)
             .ok()
             .map(|ttl| now + ttl),
         imp_uid: None,
     };
-    app.store.put_registration(&reg).await?;
+    engine.ledger.put_registration(&reg).await?;
     info!(merchant_uid = %reg.merchant_uid, "registration prepared");
     Ok(Prepared {
         subscription_id: subscription_id.to_string(),
@@ -175,7 +176,7 @@ pub async fn prepare(
             customer_uid: reg.customer_uid,
             name: reg.plan.name,
             amount: 0,
-            m_redirect_url: callback.to_string(),
+            m_redirect_url: callback.clone(),
             buyer_name: reg.buyer.name,
             buyer_email: reg.buyer.email,
             buyer_tel: reg.buyer.tel,
@@ -208,8 +209,12 @@ pub enum FailureReason {
     PaymentMismatch,
     /// i'mport has no billing key for this customer, or one of another PG.
     KeyNotIssued,
-    /// i'mport or our table could not be reached; trying again later may work.
+    /// i'mport or our table could not be reached (in time); trying again
+    /// later may work.
     Unavailable,
+    /// The window took an amount that is neither 0 nor the plan's: the
+    /// subscription waits for a person (refund or accept), nothing is charged.
+    NeedsReview,
 }
 
 impl FailureReason {
@@ -221,6 +226,7 @@ impl FailureReason {
             Self::PaymentMismatch => "payment_mismatch",
             Self::KeyNotIssued => "key_not_issued",
             Self::Unavailable => "temporarily_unavailable",
+            Self::NeedsReview => "needs_review",
         }
     }
 }
@@ -298,15 +304,26 @@ fn unavailable(what: &str, e: &dyn std::fmt::Display) -> CallbackOutcome {
     CallbackOutcome::Failed(FailureReason::Unavailable)
 }
 
-/// Verifies a redirect at i'mport and, if everything matches, activates the
-/// subscription (once), optionally charging the first period.
-#[tracing::instrument(skip(app, params), fields(merchant_uid = %params.merchant_uid, imp_uid = ?params.imp_uid))]
-pub async fn complete(app: &App, params: &CallbackParams, now: DateTime<Utc>) -> CallbackOutcome {
+/// What the callback keeps back from its budget for the writes and the
+/// redirect after its last gateway call.
+const CALLBACK_RESERVE: Duration = Duration::from_secs(2);
+
+/// Verifies a redirect at the gateway and, if everything matches, activates
+/// the subscription (once), optionally charging the first period. Every
+/// gateway call is cut to what is left of `budget`, so the browser always
+/// gets its redirect before the function's deadline.
+#[tracing::instrument(skip(engine, params, budget), fields(merchant_uid = %params.merchant_uid, imp_uid = ?params.imp_uid))]
+pub async fn complete<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    params: &CallbackParams,
+    budget: Budget,
+) -> CallbackOutcome {
+    let now = engine.now();
     let Some(MerchantUid::Issuance { .. }) = MerchantUid::parse(&params.merchant_uid) else {
         info!("callback for a merchant_uid that is not one of our registrations");
         return CallbackOutcome::Failed(FailureReason::UnknownRegistration);
     };
-    let reg = match app.store.get_registration(&params.merchant_uid).await {
+    let reg = match engine.ledger.get_registration(&params.merchant_uid).await {
         Ok(Some(reg)) => reg,
         Ok(None) => return CallbackOutcome::Failed(FailureReason::UnknownRegistration),
         Err(e) => return unavailable("store", &e),
@@ -319,25 +336,20 @@ pub async fn complete(app: &App, params: &CallbackParams, now: DateTime<Utc>) ->
         return CallbackOutcome::Failed(FailureReason::PaymentFailed);
     };
     if reg.status == RegistrationStatus::Completed {
-        // The same redirect again (refresh, back button, second tab).
-        return if reg.imp_uid.as_deref() == Some(imp_uid) {
-            CallbackOutcome::Active {
-                subscription_id: reg.subscription_id.to_string(),
-                first_charge: None,
-            }
-        } else {
-            warn!("completed registration revisited with another imp_uid");
-            CallbackOutcome::Failed(FailureReason::PaymentMismatch)
-        };
+        return revisited(&reg, imp_uid);
     }
 
     // 1. The payment the browser names must be this registration's.
-    let payment = match app.iamport.payment(imp_uid).await {
-        Ok(p) => p,
-        Err(e) if e.is_not_found() => {
+    let payment = match budget
+        .run(CALLBACK_RESERVE, engine.gateway.payment(imp_uid))
+        .await
+    {
+        None => return unavailable("i'mport (out of time)", &"budget spent"),
+        Some(Ok(p)) => p,
+        Some(Err(e)) if e.is_not_found() => {
             return CallbackOutcome::Failed(FailureReason::PaymentMismatch);
         }
-        Err(e) => return unavailable("i'mport", &e),
+        Some(Err(e)) => return unavailable("i'mport", &e),
     };
     if payment.merchant_uid != reg.merchant_uid
         || payment.customer_uid.as_deref() != Some(reg.customer_uid.as_str())
@@ -345,28 +357,96 @@ pub async fn complete(app: &App, params: &CallbackParams, now: DateTime<Utc>) ->
         warn!(payment_merchant_uid = %payment.merchant_uid, "imp_uid belongs to another order or customer");
         return CallbackOutcome::Failed(FailureReason::PaymentMismatch);
     }
-    if matches!(
-        payment.status,
-        PaymentStatus::Failed | PaymentStatus::Cancelled
-    ) {
+    let issued = issuance(&payment, reg.plan.amount, now);
+    if issued == Issuance::Failed {
         info!(status = payment.status.as_str(), claimed_success = ?params.claimed_success, "issuance did not succeed at i'mport");
         return CallbackOutcome::Failed(FailureReason::PaymentFailed);
     }
 
     // 2. The billing key must exist, issued through the configured PG.
-    let key = match app.iamport.billing_key(&reg.customer_uid).await {
-        Ok(k) => k,
-        Err(e) if e.is_not_found() => return CallbackOutcome::Failed(FailureReason::KeyNotIssued),
-        Err(e) => return unavailable("i'mport", &e),
+    let key = match budget
+        .run(
+            CALLBACK_RESERVE,
+            engine.gateway.billing_key(&reg.customer_uid),
+        )
+        .await
+    {
+        None => return unavailable("i'mport (out of time)", &"budget spent"),
+        Some(Ok(k)) => k,
+        Some(Err(e)) if e.is_not_found() => {
+            return CallbackOutcome::Failed(FailureReason::KeyNotIssued);
+        }
+        Some(Err(e)) => return unavailable("i'mport", &e),
     };
     if key.customer_uid != reg.customer_uid || key.pg_provider != pg_provider_of(&reg.pg) {
         warn!(pg_provider = %key.pg_provider, expected = pg_provider_of(&reg.pg), "billing key from another PG");
         return CallbackOutcome::Failed(FailureReason::KeyNotIssued);
     }
 
-    // 3. Activate: the subscription and the completed registration in one transaction.
+    // 3. Activate: the subscription, the completed registration and (when
+    //    the window took money) the first period's attempt, in one transaction.
+    let (sub, first_attempt) = activation(&reg, &key, &issued, imp_uid, payment.amount, now);
+    match engine
+        .ledger
+        .activate(&reg, &sub, imp_uid, first_attempt.as_ref())
+        .await
+    {
+        Ok(()) => {
+            info!(subscription_id = %sub.id, status = sub.status.as_str(), "subscription activated")
+        }
+        Err(LedgerError::Conflict(_)) => {
+            // Another tab won the race: answer as it did.
+            return match engine.ledger.get_registration(&reg.merchant_uid).await {
+                Ok(Some(r)) => revisited(&r, imp_uid),
+                Ok(None) => CallbackOutcome::Failed(FailureReason::PaymentMismatch),
+                Err(e) => unavailable("store", &e),
+            };
+        }
+        Err(e) => return unavailable("store", &e),
+    }
+
+    let first_charge = match issued {
+        Issuance::Review { reason } => {
+            error!(subscription_id = %sub.id, %reason, "needs review: issuance payment of an unexpected amount");
+            return CallbackOutcome::Failed(FailureReason::NeedsReview);
+        }
+        Issuance::FirstPeriodPaid { .. } => Some(FirstCharge::Paid),
+        Issuance::KeyOnly if engine.settings.charge_on_signup => {
+            Some(first_charge(engine, &sub, now, budget).await)
+        }
+        Issuance::KeyOnly | Issuance::Failed => None,
+    };
+    CallbackOutcome::Active {
+        subscription_id: sub.id.to_string(),
+        first_charge,
+    }
+}
+
+/// The same redirect again (refresh, back button, second tab) answers the same.
+fn revisited(reg: &Registration, imp_uid: &str) -> CallbackOutcome {
+    if reg.status == RegistrationStatus::Completed && reg.imp_uid.as_deref() == Some(imp_uid) {
+        CallbackOutcome::Active {
+            subscription_id: reg.subscription_id.to_string(),
+            first_charge: None,
+        }
+    } else {
+        warn!("completed registration revisited with another imp_uid");
+        CallbackOutcome::Failed(FailureReason::PaymentMismatch)
+    }
+}
+
+/// The new subscription and, when the window took money, its first
+/// period's attempt (paid, or waiting for a person).
+fn activation(
+    reg: &Registration,
+    key: &BillingKey,
+    issued: &Issuance,
+    imp_uid: &str,
+    paid_amount: i64,
+    now: DateTime<Utc>,
+) -> (Subscription, Option<ChargeAttempt>) {
     let anchor = Anchor::from_instant(now);
-    let sub = Subscription {
+    let mut sub = Subscription {
         id: reg.subscription_id.clone(),
         user_id: reg.user_id.clone(),
         customer_uid: reg.customer_uid.clone(),
@@ -374,7 +454,7 @@ pub async fn complete(app: &App, params: &CallbackParams, now: DateTime<Utc>) ->
         plan: reg.plan.clone(),
         buyer: reg.buyer.clone(),
         status: SubscriptionStatus::Pending
-            .apply(crate::billing::Event::KeyVerified)
+            .apply(Event::KeyVerified)
             .unwrap_or(SubscriptionStatus::Active),
         anchor,
         period_index: 0,
@@ -395,54 +475,92 @@ pub async fn complete(app: &App, params: &CallbackParams, now: DateTime<Utc>) ->
         updated_at: now,
         cancel_at_period_end: false,
     };
-    match app.store.activate(&reg, &sub, imp_uid).await {
-        Ok(()) => info!(subscription_id = %sub.id, "subscription activated"),
-        Err(StoreError::Conflict(_)) => {
-            // Another tab won the race: answer as it did.
-            return match app.store.get_registration(&reg.merchant_uid).await {
-                Ok(Some(r))
-                    if r.status == RegistrationStatus::Completed
-                        && r.imp_uid.as_deref() == Some(imp_uid) =>
-                {
-                    CallbackOutcome::Active {
-                        subscription_id: r.subscription_id.to_string(),
-                        first_charge: None,
-                    }
-                }
-                Ok(_) => CallbackOutcome::Failed(FailureReason::PaymentMismatch),
-                Err(e) => unavailable("store", &e),
-            };
-        }
-        Err(e) => return unavailable("store", &e),
-    }
-
-    let first_charge = if app.config.charge_on_signup {
-        let clock = Clock {
-            billing_time: now,
-            run_id: format!("signup-{}", sub.id),
-        };
-        Some(match charging::charge_one(app, &sub.id, &clock).await {
-            Ok(Outcome::Charged { .. })
-            | Ok(Outcome::Reconciled {
-                fact: Fact::Paid { .. },
-            }) => FirstCharge::Paid,
-            Ok(Outcome::Declined { .. } | Outcome::Rejected { .. }) => FirstCharge::Declined,
-            Ok(other) => {
-                info!(?other, "first charge left to the scheduled run");
-                FirstCharge::Pending
-            }
-            Err(e) => {
-                // The subscription is active and due: the next scheduled run charges it.
-                warn!(error = %e, "first charge failed; the scheduled run will retry");
-                FirstCharge::Pending
-            }
-        })
-    } else {
-        None
+    let attempt = |state, amount, paid_at, reason: Option<&str>| ChargeAttempt {
+        subscription_id: reg.subscription_id.clone(),
+        period: anchor.period_id(0),
+        attempt: 1,
+        merchant_uid: reg.merchant_uid.clone(),
+        amount,
+        state,
+        claim_token: None,
+        lease_until: None,
+        sent_at: Some(now),
+        imp_uid: Some(imp_uid.to_owned()),
+        paid_at,
+        fail_reason: reason.map(str::to_owned),
+        refunded: 0,
+        created_at: now,
+        updated_at: now,
     };
-    CallbackOutcome::Active {
-        subscription_id: sub.id.to_string(),
-        first_charge,
+    let first = match issued {
+        Issuance::FirstPeriodPaid { paid_at, .. } => {
+            sub.paid_through = Some(anchor.period_id(0));
+            sub.period_index = 1;
+            sub.next_charge_at = anchor.period_start(1);
+            Some(attempt(
+                AttemptState::Paid,
+                reg.plan.amount,
+                Some(*paid_at),
+                None,
+            ))
+        }
+        Issuance::Review { reason } => {
+            if let Ok(status) = sub.status.apply(Event::FlagReview) {
+                sub.status = status;
+            }
+            Some(attempt(
+                AttemptState::NeedsReview,
+                paid_amount,
+                None,
+                Some(reason),
+            ))
+        }
+        Issuance::KeyOnly | Issuance::Failed => None,
+    };
+    (sub, first)
+}
+
+/// The sign-up's first charge, if there is time for it; otherwise the next
+/// scheduled run charges the (active, due) subscription.
+async fn first_charge<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+    now: DateTime<Utc>,
+    budget: Budget,
+) -> FirstCharge {
+    if !budget.allows(engine.settings.gateway_timeout, CALLBACK_RESERVE) {
+        info!("no time left for the first charge; the scheduled run charges it");
+        return FirstCharge::Pending;
+    }
+    let run = BillingRun {
+        billing_time: now,
+        run_id: format!("signup-{}", sub.id),
+    };
+    match budget
+        .run(
+            CALLBACK_RESERVE,
+            charging::charge_one(engine, &sub.id, &run),
+        )
+        .await
+    {
+        Some(Ok(Outcome::Charged { .. }))
+        | Some(Ok(Outcome::Reconciled {
+            fact: Fact::Paid { .. },
+        })) => FirstCharge::Paid,
+        Some(Ok(Outcome::Declined { .. } | Outcome::Rejected { .. })) => FirstCharge::Declined,
+        Some(Ok(other)) => {
+            info!(?other, "first charge left to the scheduled run");
+            FirstCharge::Pending
+        }
+        Some(Err(e)) => {
+            // The subscription is active and due: the next scheduled run charges it.
+            warn!(error = %e, "first charge failed; the scheduled run will retry");
+            FirstCharge::Pending
+        }
+        None => {
+            warn!("first charge cut short by the deadline; the scheduled run settles it");
+            FirstCharge::Pending
+        }
     }
 }
 

@@ -100,6 +100,41 @@ pub fn init() {
     }
 }
 
+/// Counters as one CloudWatch Embedded Metric Format line: namespace
+/// `SubscriptionBilling`, each metric per `Function` and in all (the alarms
+/// watch the dimensionless one, whichever function counted it).
+pub fn emf_line(function: &str, metrics: &[(&str, u64)], timestamp_ms: i64) -> String {
+    let mut doc = serde_json::json!({
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": "SubscriptionBilling",
+                "Dimensions": [["Function"], []],
+                "Metrics": metrics.iter().map(|(n, _)| serde_json::json!({"Name": n, "Unit": "Count"})).collect::<Vec<_>>(),
+            }],
+        },
+        "Function": function,
+    });
+    if let Some(obj) = doc.as_object_mut() {
+        for (name, value) in metrics {
+            obj.insert((*name).to_owned(), serde_json::json!(value));
+        }
+    }
+    doc.to_string()
+}
+
+/// Prints one EMF counter line on stdout (CloudWatch turns it into metrics).
+pub fn count(function: &str, metric: &str, value: u64) {
+    println!(
+        "{}",
+        emf_line(
+            function,
+            &[(metric, value)],
+            chrono::Utc::now().timestamp_millis()
+        )
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

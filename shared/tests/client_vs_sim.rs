@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use iamport_sim::{Fault, FaultKind, NewCustomer, SimConfig, SimHandle};
+use shared::gateway::{Ambiguity, AmbiguityKind, GatewayError, Rejection, RejectionKind};
 use shared::iamport::{
-    AgainRequest, Ambiguity, AmbiguityKind, ApiError, CancelRequest, ChargeOutcome, ClientConfig,
-    IamportClient, Payment, PaymentStatus, Rejection, RejectionKind,
+    AgainOutcome, AgainRequest, CancelRequest, ClientConfig, IamportClient, Payment, PaymentStatus,
 };
 use shared::secret::{Pii, Secret};
 use url::Url;
@@ -58,30 +58,30 @@ fn charge(customer_uid: &str, merchant_uid: &str, amount: i64) -> AgainRequest {
     }
 }
 
-fn paid(outcome: ChargeOutcome) -> Payment {
+fn paid(outcome: AgainOutcome) -> Payment {
     match outcome {
-        ChargeOutcome::Paid(p) => p,
+        AgainOutcome::Paid(p) => p,
         other => panic!("expected Paid, got {other:?}"),
     }
 }
 
-fn rejection_of(outcome: ChargeOutcome) -> Rejection {
+fn rejection_of(outcome: AgainOutcome) -> Rejection {
     match outcome {
-        ChargeOutcome::Rejected(r) => r,
+        AgainOutcome::Rejected(r) => r,
         other => panic!("expected Rejected, got {other:?}"),
     }
 }
 
-fn ambiguity_of(outcome: ChargeOutcome) -> Ambiguity {
+fn ambiguity_of(outcome: AgainOutcome) -> Ambiguity {
     match outcome {
-        ChargeOutcome::Ambiguous(a) => a,
+        AgainOutcome::Ambiguous(a) => a,
         other => panic!("expected Ambiguous, got {other:?}"),
     }
 }
 
-fn rejected(err: ApiError) -> Rejection {
+fn rejected(err: GatewayError) -> Rejection {
     match err {
-        ApiError::Rejected(r) => r,
+        GatewayError::Rejected(r) => r,
         other => panic!("expected Rejected, got {other:?}"),
     }
 }
@@ -142,7 +142,7 @@ async fn declined_customer_is_declined_with_fail_reason_and_no_money() {
         .charge_again(&charge(CUSTOMER, "sub_declined", 9900))
         .await
     {
-        ChargeOutcome::Declined(p) => {
+        AgainOutcome::Declined(p) => {
             assert!(is_api_imp_uid(&p.imp_uid));
             assert_eq!(p.status, PaymentStatus::Failed);
             assert_eq!(p.fail_reason.as_deref(), Some("잔액부족"));
@@ -268,7 +268,7 @@ async fn find_by_merchant_uid_with_and_without_status() {
         .charge_again(&charge(CUSTOMER, "sub_retry", 9900))
         .await
     {
-        ChargeOutcome::Declined(p) => p,
+        AgainOutcome::Declined(p) => p,
         other => panic!("expected Declined, got {other:?}"),
     };
     let paid_one = paid(

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use shared::gateway::{Ambiguity, AmbiguityKind, GatewayError, Rejection, RejectionKind};
 use shared::iamport::{
-    AgainRequest, Ambiguity, AmbiguityKind, ApiError, CancelRequest, ChargeOutcome, ClientConfig,
-    IamportClient, PaymentStatus, Rejection, RejectionKind,
+    AgainOutcome, AgainRequest, CancelRequest, ClientConfig, IamportClient, PaymentStatus,
 };
 use shared::secret::{Pii, Secret};
 use url::Url;
@@ -168,30 +168,30 @@ fn again_request() -> AgainRequest {
     }
 }
 
-fn rejection_of(outcome: ChargeOutcome) -> Rejection {
+fn rejection_of(outcome: AgainOutcome) -> Rejection {
     match outcome {
-        ChargeOutcome::Rejected(r) => r,
+        AgainOutcome::Rejected(r) => r,
         other => panic!("expected Rejected, got {other:?}"),
     }
 }
 
-fn ambiguity_of(outcome: ChargeOutcome) -> Ambiguity {
+fn ambiguity_of(outcome: AgainOutcome) -> Ambiguity {
     match outcome {
-        ChargeOutcome::Ambiguous(a) => a,
+        AgainOutcome::Ambiguous(a) => a,
         other => panic!("expected Ambiguous, got {other:?}"),
     }
 }
 
-fn rejected(err: ApiError) -> Rejection {
+fn rejected(err: GatewayError) -> Rejection {
     match err {
-        ApiError::Rejected(r) => r,
+        GatewayError::Rejected(r) => r,
         other => panic!("expected Rejected, got {other:?}"),
     }
 }
 
-fn ambiguous(err: ApiError) -> Ambiguity {
+fn ambiguous(err: GatewayError) -> Ambiguity {
     match err {
-        ApiError::Ambiguous(a) => a,
+        GatewayError::Ambiguous(a) => a,
         other => panic!("expected Ambiguous, got {other:?}"),
     }
 }
@@ -378,7 +378,7 @@ async fn api_401_forces_one_token_refresh_and_the_retry_succeeds() {
     let client = client(&server);
 
     match client.charge_again(&again_request()).await {
-        ChargeOutcome::Paid(p) => {
+        AgainOutcome::Paid(p) => {
             assert_eq!(p.imp_uid, IMP_UID);
             assert_eq!(p.amount, 9900);
         }
@@ -413,7 +413,7 @@ async fn api_401_twice_is_rejected_unauthorized_after_exactly_one_retry() {
     let r = rejection_of(client.charge_again(&again_request()).await);
     assert_eq!(r.kind, RejectionKind::Unauthorized);
     assert_eq!(r.http_status, Some(401));
-    let err = ApiError::Rejected(r.clone());
+    let err = GatewayError::Rejected(r.clone());
     assert!(err.is_unauthorized());
     assert!(!err.is_transient());
     assert_eq!(err.label(), "rejected_unauthorized");
@@ -444,7 +444,7 @@ async fn get_token_401_is_unauthorized_and_the_charge_is_never_sent() {
     assert_eq!(r.http_status, Some(401));
     assert!(r.message.contains(MSG_BAD_CREDENTIALS), "{}", r.message);
     assert!(!r.message.contains(IMP_SECRET) && !r.message.contains(IMP_KEY));
-    assert!(ApiError::Rejected(r).is_unauthorized());
+    assert!(GatewayError::Rejected(r).is_unauthorized());
     assert_eq!(requests_to(&server, AGAIN).await.len(), 0);
     assert_eq!(requests_to(&server, GET_TOKEN).await.len(), 1);
 }
@@ -463,7 +463,7 @@ async fn paid_charge_is_paid_with_amount_and_paid_at() {
         .await;
 
     match client(&server).charge_again(&again_request()).await {
-        ChargeOutcome::Paid(p) => {
+        AgainOutcome::Paid(p) => {
             assert_eq!(p.imp_uid, IMP_UID);
             assert_eq!(p.merchant_uid, MERCHANT_UID);
             assert_eq!(p.amount, 9900);
@@ -491,7 +491,7 @@ async fn decline_answered_as_200_code_0_is_declined_with_fail_reason() {
         .await;
 
     match client(&server).charge_again(&again_request()).await {
-        ChargeOutcome::Declined(p) => {
+        AgainOutcome::Declined(p) => {
             assert_eq!(p.imp_uid, IMP_UID);
             assert_eq!(p.status, PaymentStatus::Failed);
             assert_eq!(p.fail_reason.as_deref(), Some("잔액부족"));
@@ -525,7 +525,7 @@ async fn nonzero_code_with_null_response_is_a_business_rejection() {
         assert_eq!(r.code, Some(code));
         assert_eq!(r.message, message);
         assert_eq!(r.http_status, Some(200));
-        let err = ApiError::Rejected(r);
+        let err = GatewayError::Rejected(r);
         assert_eq!(err.label(), "rejected_business");
         assert!(!err.is_transient());
         assert!(err.to_string().contains(message));
@@ -571,7 +571,7 @@ async fn again_body_carries_every_field_with_amount_as_a_json_integer() {
         .await;
 
     let outcome = client(&server).charge_again(&again_request()).await;
-    assert!(matches!(outcome, ChargeOutcome::Paid(ref p) if p.imp_uid == IMP_UID));
+    assert!(matches!(outcome, AgainOutcome::Paid(ref p) if p.imp_uid == IMP_UID));
 
     let sent = requests_to(&server, AGAIN).await;
     assert_eq!(sent.len(), 1);
@@ -745,7 +745,7 @@ async fn answer_slower_than_the_client_timeout_is_ambiguous_timeout() {
         elapsed < Duration::from_millis(1200),
         "client waited {elapsed:?}"
     );
-    assert!(ApiError::Ambiguous(a).is_transient());
+    assert!(GatewayError::Ambiguous(a).is_transient());
     assert_eq!(requests_to(&server, AGAIN).await.len(), 1, "no retry");
 }
 
@@ -851,6 +851,40 @@ async fn concurrent_callers_on_a_fresh_client_share_one_get_token() {
     }
     assert_eq!(requests_to(&server, GET_TOKEN).await.len(), 1);
     assert_eq!(requests_to(&server, PAYMENT).await.len(), 32);
+}
+
+/// A getToken that hangs past the timeout fails every waiter with the same
+/// answer: one request, not one per waiter in turn (which would stretch a
+/// charge run, and the claims it holds, by a timeout per waiting charge).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_get_token_is_shared_by_its_waiters_not_retried_by_each() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(GET_TOKEN))
+        .respond_with(token_answer(TOKEN, T0, T0 + 1800).set_delay(Duration::from_secs(3)))
+        .mount(&server)
+        .await;
+    let client = Arc::new(client_with(&server, |c| {
+        c.timeout = Duration::from_millis(500)
+    }));
+    let barrier = Arc::new(tokio::sync::Barrier::new(8));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let client = Arc::clone(&client);
+            let barrier = Arc::clone(&barrier);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                client.payment(IMP_UID).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        let err = task.await.expect("task").unwrap_err();
+        // Nothing was sent: the token never came.
+        assert_eq!(err.label(), "not_sent", "{err}");
+    }
+    assert_eq!(requests_to(&server, GET_TOKEN).await.len(), 1);
+    assert!(requests_to(&server, PAYMENT).await.is_empty());
 }
 
 // ------------------------------------------------------------------ URLs
@@ -1154,7 +1188,7 @@ async fn debug_output_never_shows_key_secret_token_phone_or_email() {
     let client = IamportClient::new(config.clone()).unwrap();
     let request = again_request();
     let outcome = client.charge_again(&request).await; // token now cached
-    let ChargeOutcome::Paid(payment) = outcome.clone() else {
+    let AgainOutcome::Paid(payment) = outcome.clone() else {
         panic!("expected Paid, got {outcome:?}");
     };
 

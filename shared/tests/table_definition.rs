@@ -4,7 +4,9 @@
 use std::collections::BTreeSet;
 
 use serde_yaml::Value;
-use shared::store::table::{DUE_INDEX, DUE_PK, DUE_SK, KEY_ATTRIBUTES, PK, SK, TTL_ATTRIBUTE};
+use shared::ledger::dynamodb::table::{
+    DUE_INDEX, DUE_PK, DUE_SK, KEY_ATTRIBUTES, PK, SK, TTL_ATTRIBUTE,
+};
 
 fn template_table() -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/template.yaml");

@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 
-use chrono::Utc;
 use lambda_http::http::{StatusCode, header};
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 use shared::app::App;
+use shared::engine::Budget;
 use shared::registration::{self, CallbackOutcome, FailureReason, PrepareError, PrepareRequest};
 use tracing::{info, warn};
 use url::Url;
@@ -97,7 +97,7 @@ async fn prepare(app: &App, request: &Request) -> Response<Body> {
             );
         }
     };
-    match registration::prepare(app, input, Utc::now()).await {
+    match registration::prepare(&app.engine, input).await {
         Ok(prepared) => json(
             StatusCode::CREATED,
             &serde_json::to_value(&prepared).unwrap_or_default(),
@@ -106,7 +106,7 @@ async fn prepare(app: &App, request: &Request) -> Response<Body> {
             StatusCode::BAD_REQUEST,
             &serde_json::json!({"error": reason}),
         ),
-        Err(PrepareError::Store(e)) if matches!(e, shared::store::StoreError::Transient(_)) => {
+        Err(PrepareError::Ledger(e)) if matches!(e, shared::ledger::LedgerError::Transient(_)) => {
             warn!(error = %e, "prepare: store unavailable");
             json(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -165,8 +165,15 @@ async fn callback(app: &App, request: &Request) -> Response<Body> {
                 .collect()
         })
         .unwrap_or_default();
+    // The invocation's deadline: every i'mport call is cut to what is left,
+    // so the browser always gets its redirect.
+    let budget = request
+        .lambda_context_ref()
+        .map_or(Budget::unlimited(), |ctx| {
+            Budget::from_lambda_deadline(ctx.deadline())
+        });
     let outcome = match registration::parse_callback(&query) {
-        Ok(params) => registration::complete(app, &params, Utc::now()).await,
+        Ok(params) => registration::complete(&app.engine, &params, budget).await,
         Err(reason) => {
             info!(reason = reason.code(), keys = ?query.keys().collect::<Vec<_>>(), "callback with unusable parameters");
             CallbackOutcome::Failed(reason)
@@ -184,6 +191,9 @@ async fn callback(app: &App, request: &Request) -> Response<Body> {
             redirect(&with_query(success, &pairs))
         }
         CallbackOutcome::Failed(reason) => {
+            if reason == FailureReason::NeedsReview {
+                shared::telemetry::count("billing-callback", "NeedsReview", 1);
+            }
             if reason == FailureReason::BadRequest && query.is_empty() {
                 // Not a browser coming back from i'mport: plain 400.
                 return json(

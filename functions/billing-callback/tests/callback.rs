@@ -5,8 +5,9 @@
 use billing_callback::handle;
 use iamport_sim::{Fault, FaultKind};
 use shared::app::App;
+use shared::billing::RegistrationStatus;
 use shared::billing::{SubscriptionId, SubscriptionStatus};
-use shared::store::RegistrationStatus;
+use shared::ledger::Ledger;
 use testkit::{FAILURE_URL, SUCCESS_URL, http_request, open_window, start_sim, test_app};
 
 struct Redirect {
@@ -89,7 +90,8 @@ async fn sign_up_through_the_payment_window_activates_and_charges_once() {
     assert_eq!(charges[0].status, "paid");
 
     let sub = app
-        .store
+        .engine
+        .ledger
         .get_subscription(&SubscriptionId::parse(sub_id).unwrap())
         .await
         .unwrap()
@@ -99,7 +101,7 @@ async fn sign_up_through_the_payment_window_activates_and_charges_once() {
     assert_eq!(sub.period_index, 1, "the sign-up period is paid");
     assert_eq!(sub.key.pg_provider, "chai");
     assert_eq!(sub.next_charge_at, sub.anchor.period_start(1));
-    let attempts = app.store.list_attempts(&sub.id).await.unwrap();
+    let attempts = app.engine.ledger.list_attempts(&sub.id).await.unwrap();
     assert_eq!(attempts.len(), 1);
     assert_eq!(
         attempts[0].imp_uid.as_deref(),
@@ -136,7 +138,8 @@ async fn new_sdk_redirect_without_success_flag_is_verified_the_same_way() {
         "no charge when CHARGE_ON_SIGNUP=false"
     );
     let sub = app
-        .store
+        .engine
+        .ledger
         .get_subscription(&SubscriptionId::parse(sub_id).unwrap())
         .await
         .unwrap()
@@ -148,11 +151,17 @@ async fn new_sdk_redirect_without_success_flag_is_verified_the_same_way() {
 async fn assert_nothing_stored(app: &App, prepared: &serde_json::Value) {
     let sub_id = SubscriptionId::parse(prepared["subscription_id"].as_str().unwrap()).unwrap();
     assert!(
-        app.store.get_subscription(&sub_id).await.unwrap().is_none(),
+        app.engine
+            .ledger
+            .get_subscription(&sub_id)
+            .await
+            .unwrap()
+            .is_none(),
         "no subscription may exist"
     );
     let reg = app
-        .store
+        .engine
+        .ledger
         .get_registration(prepared["request_pay"]["merchant_uid"].as_str().unwrap())
         .await
         .unwrap()
@@ -351,4 +360,95 @@ async fn prepare_checks_its_key_and_its_input() {
         assert_eq!(status, 400, "{bad}: {body}");
         assert!(body.contains("error"), "{body}");
     }
+}
+
+/// Defect (g): a window opened with the plan amount instead of 0 (i'mport
+/// then issues the key *and* takes that payment, a common pattern in its
+/// samples) was activated and the first period charged again: the customer
+/// paid 9,900 twice. That issuance payment is now the first period's.
+#[tokio::test]
+async fn an_issuance_that_took_the_plan_amount_pays_the_first_period_and_is_not_charged_again() {
+    let sim = start_sim().await;
+    let app = test_app(&sim.base_url(), &[]).await;
+    let prepared = prepare(&app, PREPARE).await;
+    let mut rp = prepared["request_pay"].clone();
+    rp["amount"] = serde_json::json!(9900);
+    let query = open_window(&sim.base_url(), &rp, &[]).await;
+    let sub_id = prepared["subscription_id"].as_str().unwrap();
+    let first = callback(&app, &query).await;
+    assert_eq!(
+        first.location,
+        format!("{SUCCESS_URL}?subscription_id={sub_id}&first_charge=paid")
+    );
+    let paid: Vec<_> = sim
+        .ledger()
+        .into_iter()
+        .filter(|p| p.status == "paid" && p.amount > 0)
+        .collect();
+    assert_eq!(paid.len(), 1, "the customer paid once: {paid:?}");
+    let sub = app
+        .engine
+        .ledger
+        .get_subscription(&SubscriptionId::parse(sub_id).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sub.status, SubscriptionStatus::Active);
+    assert_eq!(sub.period_index, 1);
+    assert_eq!(sub.paid_through, Some(sub.anchor.period_id(0)));
+    assert_eq!(sub.next_charge_at, sub.anchor.period_start(1));
+    let attempts = app.engine.ledger.list_attempts(&sub.id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].state, shared::billing::AttemptState::Paid);
+    assert_eq!(
+        attempts[0].imp_uid.as_deref(),
+        Some(paid[0].imp_uid.as_str())
+    );
+    assert_eq!(attempts[0].amount, 9900);
+}
+
+/// Defect (g): any other issuance amount is never followed by a charge; the
+/// subscription waits for a person (refund or accept).
+#[tokio::test]
+async fn an_issuance_of_another_amount_waits_for_a_person_and_charges_nothing() {
+    let sim = start_sim().await;
+    let app = test_app(&sim.base_url(), &[]).await;
+    let prepared = prepare(&app, PREPARE).await;
+    let mut rp = prepared["request_pay"].clone();
+    rp["amount"] = serde_json::json!(100);
+    let query = open_window(&sim.base_url(), &rp, &[]).await;
+    let first = callback(&app, &query).await;
+    assert_eq!(first.location, format!("{FAILURE_URL}?reason=needs_review"));
+    // The same redirect again gives the same answer and still charges nothing.
+    let again = callback(&app, &query).await;
+    assert_eq!(again.status, 302);
+    let charges = sim
+        .ledger()
+        .into_iter()
+        .filter(|p| p.customer_uid_usage.as_deref() == Some("payment"))
+        .count();
+    assert_eq!(charges, 0);
+    let sub_id = SubscriptionId::parse(prepared["subscription_id"].as_str().unwrap()).unwrap();
+    let sub = app
+        .engine
+        .ledger
+        .get_subscription(&sub_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sub.status, SubscriptionStatus::NeedsReview);
+    let attempts = app.engine.ledger.list_attempts(&sub.id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(
+        attempts[0].state,
+        shared::billing::AttemptState::NeedsReview
+    );
+    assert_eq!(attempts[0].amount, 100);
+    assert!(
+        attempts[0]
+            .fail_reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("100")
+    );
 }

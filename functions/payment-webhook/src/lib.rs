@@ -3,7 +3,6 @@
 
 use std::net::IpAddr;
 
-use chrono::Utc;
 use lambda_http::http::{StatusCode, header};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
@@ -40,8 +39,12 @@ pub async fn handle(app: &App, request: Request) -> Result<Response<Body>, Error
             return Ok(reply(status, &e.to_string()));
         }
     };
-    Ok(match notification::handle(app, &n, Utc::now()).await {
+    Ok(match notification::handle(&app.engine, &n).await {
         Ok(Handled::Settled(_)) => reply(StatusCode::OK, "settled"),
+        Ok(Handled::NeedsReview(_)) => {
+            shared::telemetry::count("payment-webhook", "NeedsReview", 1);
+            reply(StatusCode::OK, "needs review")
+        }
         Ok(Handled::RefundRecorded { .. }) => reply(StatusCode::OK, "refund recorded"),
         Ok(Handled::Duplicate) => reply(StatusCode::OK, "already recorded"),
         Ok(Handled::Ignored(why)) => reply(StatusCode::OK, &format!("ignored: {why}")),

@@ -10,8 +10,9 @@ use iamport_sim::{Fault, FaultKind, SimHandle, WebhookFormat, WebhookSettings};
 use lambda_runtime::{Context, LambdaEvent};
 use payment_webhook::handle;
 use shared::app::App;
-use shared::billing::{BILLING_TZ, MerchantUid};
-use shared::store::{AttemptState, Subscription};
+use shared::billing::BILLING_TZ;
+use shared::billing::{AttemptState, Subscription};
+use shared::ledger::Ledger;
 use testkit::{http_event, http_request, local_gateway, seed_subscription, start_sim, test_app};
 
 async fn gateway(app: Arc<App>) -> String {
@@ -88,7 +89,8 @@ async fn a_webhook_arriving_before_the_charge_result_settles_the_attempt_once() 
 
     let period = sub.current_period();
     let attempt = app
-        .store
+        .engine
+        .ledger
         .get_attempt(&sub.id, &period, 1)
         .await
         .unwrap()
@@ -98,14 +100,23 @@ async fn a_webhook_arriving_before_the_charge_result_settles_the_attempt_once() 
         attempt.imp_uid.as_deref(),
         Some(deliveries[0].imp_uid.as_str())
     );
-    let now = app.store.get_subscription(&sub.id).await.unwrap().unwrap();
+    let now = app
+        .engine
+        .ledger
+        .get_subscription(&sub.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(now.period_index, 1);
     assert_eq!(
         now.version,
         sub.version + 1,
         "duplicates changed nothing more"
     );
-    assert_eq!(sim.paid_count(&MerchantUid::charge(&sub.id, &period, 1)), 1);
+    assert_eq!(
+        sim.paid_count(&app.engine.settings.uid_key.charge_uid(&sub.id, &period, 1)),
+        1
+    );
 }
 
 #[tokio::test]
@@ -127,7 +138,8 @@ async fn form_encoded_webhooks_and_console_refunds_are_recorded() {
     // A partial refund made in the i'mport console, then the rest.
     let imp_uid = paid[0].imp_uid.clone();
     for (amount, expected) in [(Some(3000), 3000), (None, 9900)] {
-        app.iamport
+        app.engine
+            .gateway
             .cancel(&shared::iamport::CancelRequest {
                 imp_uid: imp_uid.clone(),
                 amount,
@@ -141,7 +153,8 @@ async fn form_encoded_webhooks_and_console_refunds_are_recorded() {
             .await;
         assert_eq!(all.last().unwrap().http_status, Some(200));
         let attempt = app
-            .store
+            .engine
+            .ledger
             .get_attempt(&sub.id, &sub.current_period(), 1)
             .await
             .unwrap()
@@ -157,13 +170,19 @@ async fn forged_unknown_and_mismatched_notifications_are_acknowledged_without_st
     let (app, sub) = seeded(&sim, &[]).await;
     charge_run(&app).await;
     let period = sub.current_period();
-    let muid = MerchantUid::charge(&sub.id, &period, 1);
+    let muid = app.engine.settings.uid_key.charge_uid(&sub.id, &period, 1);
     let real = sim
         .ledger()
         .into_iter()
         .find(|p| p.merchant_uid == muid)
         .unwrap();
-    let before = app.store.get_subscription(&sub.id).await.unwrap().unwrap();
+    let before = app
+        .engine
+        .ledger
+        .get_subscription(&sub.id)
+        .await
+        .unwrap()
+        .unwrap();
     for body in [
         format!(r#"{{"imp_uid":"imps_999999999999","merchant_uid":"{muid}","status":"paid"}}"#),
         format!(
@@ -181,11 +200,17 @@ async fn forged_unknown_and_mismatched_notifications_are_acknowledged_without_st
         assert!(text.contains("ignored"), "{text}");
     }
     assert_eq!(
-        app.store.get_subscription(&sub.id).await.unwrap().unwrap(),
+        app.engine
+            .ledger
+            .get_subscription(&sub.id)
+            .await
+            .unwrap()
+            .unwrap(),
         before
     );
     assert!(
-        app.store
+        app.engine
+            .ledger
             .get_attempt(
                 &sub.id,
                 &shared::billing::PeriodId::parse("202701").unwrap(),
@@ -307,7 +332,11 @@ async fn iamport_down_answers_503_so_the_resend_can_settle_it() {
         ..Fault::new(FaultKind::Http500)
     });
     charge_run(&app).await;
-    let muid = MerchantUid::charge(&sub.id, &sub.current_period(), 1);
+    let muid = app
+        .engine
+        .settings
+        .uid_key
+        .charge_uid(&sub.id, &sub.current_period(), 1);
     let real = sim
         .ledger()
         .into_iter()
@@ -324,7 +353,8 @@ async fn iamport_down_answers_503_so_the_resend_can_settle_it() {
     let (status, _) = send(&app, Some("application/json"), body.as_bytes(), "127.0.0.1").await;
     assert_eq!(status, 503);
     let attempt = app
-        .store
+        .engine
+        .ledger
         .get_attempt(&sub.id, &sub.current_period(), 1)
         .await
         .unwrap()
@@ -333,10 +363,100 @@ async fn iamport_down_answers_503_so_the_resend_can_settle_it() {
     let (status, text) = send(&app, Some("application/json"), body.as_bytes(), "127.0.0.1").await;
     assert_eq!((status, text.contains("settled")), (200, true), "{text}");
     let attempt = app
-        .store
+        .engine
+        .ledger
         .get_attempt(&sub.id, &sub.current_period(), 1)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(attempt.state, AttemptState::Paid);
+}
+
+/// A payment that arrives for an attempt already settled as declined (a
+/// request i'mport finished late): the period may now be paid twice. It used
+/// to be logged and acknowledged while the next retry charged the card
+/// again; now the attempt and the subscription wait for a person and
+/// nothing more is charged.
+#[tokio::test]
+async fn a_late_payment_on_a_declined_attempt_stops_charging_and_goes_to_a_person() {
+    let sim = start_sim().await;
+    let (app, sub) = seeded(&sim, &[]).await;
+    sim.inject(Fault {
+        customer_uid: Some(sub.customer_uid.clone()),
+        ..Fault::new(FaultKind::Decline {
+            reason: "잔액부족".into(),
+        })
+    });
+    charge_run(&app).await;
+    let first = app
+        .engine
+        .ledger
+        .get_attempt(&sub.id, &sub.current_period(), 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.state, AttemptState::Failed);
+    // i'mport now shows money under that attempt's merchant_uid.
+    let late = app
+        .engine
+        .gateway
+        .charge_again(&shared::iamport::AgainRequest {
+            customer_uid: sub.customer_uid.clone(),
+            merchant_uid: first.merchant_uid.clone(),
+            amount: first.amount,
+            currency: "KRW",
+            name: sub.plan.name.clone(),
+            buyer_name: None,
+            buyer_email: None,
+            buyer_tel: None,
+            custom_data: None,
+            notice_url: None,
+        })
+        .await;
+    let shared::iamport::AgainOutcome::Paid(late) = late else {
+        panic!("{late:?}")
+    };
+    let body = format!(
+        r#"{{"imp_uid":"{}","merchant_uid":"{}","status":"paid"}}"#,
+        late.imp_uid, first.merchant_uid
+    );
+    let (status, text) = send(&app, Some("application/json"), body.as_bytes(), "127.0.0.1").await;
+    assert_eq!(
+        (status, text.contains("needs review")),
+        (200, true),
+        "{text}"
+    );
+    let attempt = app
+        .engine
+        .ledger
+        .get_attempt(&sub.id, &sub.current_period(), 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(attempt.state, AttemptState::NeedsReview);
+    let now = app
+        .engine
+        .ledger
+        .get_subscription(&sub.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(now.status, shared::billing::SubscriptionStatus::NeedsReview);
+    // The retry due the next day charges nothing.
+    let payload = serde_json::json!({
+        "scheduled_time": (t0() + chrono::Duration::days(1)).to_rfc3339(),
+        "execution_id": "run-2"
+    });
+    let report = scheduled_charge::handle(&app, LambdaEvent::new(payload, Context::default()))
+        .await
+        .unwrap();
+    assert_eq!(report.summary.due, 0, "{report:?}");
+    let paid = sim
+        .ledger()
+        .into_iter()
+        .filter(|p| {
+            p.status == "paid" && p.customer_uid.as_deref() == Some(sub.customer_uid.as_str())
+        })
+        .count();
+    assert_eq!(paid, 1);
 }

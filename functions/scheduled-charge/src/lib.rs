@@ -2,14 +2,15 @@
 //! EventBridge schedule). The event's time is the billing clock; the rules
 //! live in `shared::charging`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::Value;
 use shared::app::App;
-use shared::charging::{self, Clock, RunOptions, RunReport};
-use tracing::{error, info, warn};
+use shared::charging::{self, BillingRun, RunOptions, RunReport};
+use shared::engine::Budget;
+use tracing::{error, info};
 
 pub const FUNCTION: &str = "scheduled-charge";
 
@@ -20,6 +21,10 @@ pub enum RunFailed {
     BadEvent(String),
     #[error("run stopped by a dependency failure: {0}")]
     Dependency(String),
+    #[error(
+        "CLAIM_LEASE_SECS ({lease} s) must exceed the function's timeout ({left} s left at start): a claim could outlive its lease while this run still acts on it"
+    )]
+    LeaseShorterThanTimeout { lease: u64, left: u64 },
 }
 
 impl From<RunFailed> for Diagnostic {
@@ -27,6 +32,7 @@ impl From<RunFailed> for Diagnostic {
         let error_type = match e {
             RunFailed::BadEvent(_) => "BadScheduleEvent",
             RunFailed::Dependency(_) => "ChargeRunFailed",
+            RunFailed::LeaseShorterThanTimeout { .. } => "Misconfigured",
         };
         Diagnostic {
             error_type: error_type.into(),
@@ -38,7 +44,7 @@ impl From<RunFailed> for Diagnostic {
 /// The billing clock and run id of an event. Accepts the Scheduler `Input`
 /// of `infra/template.yaml` (`scheduled_time`, `execution_id`) and the
 /// classic EventBridge scheduled event (`time`, `id`).
-pub fn clock_of(event: &Value, request_id: &str) -> Result<Clock, RunFailed> {
+pub fn run_of(event: &Value, request_id: &str) -> Result<BillingRun, RunFailed> {
     let text = event
         .get("scheduled_time")
         .or_else(|| event.get("time"))
@@ -58,46 +64,36 @@ pub fn clock_of(event: &Value, request_id: &str) -> Result<Clock, RunFailed> {
         .filter(|s| !s.is_empty() && s.len() <= 128)
         .unwrap_or(request_id)
         .to_owned();
-    Ok(Clock {
+    Ok(BillingRun {
         billing_time,
         run_id,
     })
 }
 
-/// The Lambda deadline as a tokio instant. `None` when the context has none
-/// (tests) or one already past when the invocation starts: Lambda never does
-/// that, but local emulators do (cargo-lambda 1.9 sends a duration, 600000,
-/// where Lambda sends an instant), and a run that stops before it starts
-/// would silently charge nothing.
-fn deadline_of(deadline: SystemTime) -> Option<tokio::time::Instant> {
-    if deadline <= UNIX_EPOCH {
-        return None;
-    }
-    match deadline.duration_since(SystemTime::now()) {
-        Ok(left) => Some(tokio::time::Instant::now() + left),
-        Err(_) => {
-            warn!("the invocation's deadline is already past; running without one");
-            None
-        }
+/// Refuses to run when a claim made now could expire while this
+/// invocation may still act on it: the lease must outlast the time left.
+pub fn check_lease(lease: Duration, budget: &Budget) -> Result<(), RunFailed> {
+    match budget.left(Duration::ZERO) {
+        Some(left) if left >= lease => Err(RunFailed::LeaseShorterThanTimeout {
+            lease: lease.as_secs(),
+            left: left.as_secs(),
+        }),
+        _ => Ok(()),
     }
 }
 
 /// Runs one billing run and reports it (log line, metrics, return value).
 pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<RunReport, RunFailed> {
-    let clock = clock_of(&event.payload, &event.context.request_id)?;
-    info!(billing_time = %clock.billing_time, run_id = %clock.run_id, "charge run starting");
-    let report = charging::run(
-        app,
-        RunOptions {
-            clock,
-            deadline: deadline_of(event.context.deadline()),
-        },
-    )
-    .await;
+    let run = run_of(&event.payload, &event.context.request_id)?;
+    let budget = Budget::from_lambda_deadline(event.context.deadline());
+    check_lease(app.engine.settings.claim_lease, &budget)?;
+    info!(billing_time = %run.billing_time, run_id = %run.run_id, "charge run starting");
+    let report = charging::run(&app.engine, RunOptions { run, budget }).await;
     let s = &report.summary;
     info!(
         due = s.due, charged = s.charged, declined = s.declined, rejected = s.rejected,
-        ambiguous = s.ambiguous, reconciled = s.reconciled, skipped = s.skipped,
+        ambiguous = s.ambiguous, reconciled = s.reconciled, deferred = s.deferred,
+        needs_review = s.needs_review, corrupt = s.corrupt, skipped = s.skipped,
         stopped = ?report.stopped, error = ?report.error,
         "charge run finished"
     );
@@ -124,33 +120,33 @@ mod tests {
         let scheduler =
             serde_json::json!({"scheduled_time": "2026-12-24T01:00:00Z", "execution_id": "exec-1"});
         let classic = serde_json::json!({"id": "cdc73f9d", "detail-type": "Scheduled Event", "time": "2026-12-24T01:00:00Z"});
-        let a = clock_of(&scheduler, "req").unwrap();
-        let b = clock_of(&classic, "req").unwrap();
+        let a = run_of(&scheduler, "req").unwrap();
+        let b = run_of(&classic, "req").unwrap();
         assert_eq!(a.billing_time, b.billing_time);
         assert_eq!(a.run_id, "exec-1");
         assert_eq!(b.run_id, "cdc73f9d");
     }
 
     #[test]
-    fn a_deadline_in_the_past_means_none_and_a_future_one_is_kept() {
-        assert!(deadline_of(UNIX_EPOCH).is_none());
-        // cargo-lambda's 600000 ms read as an instant: 1970-01-01T00:10Z.
-        assert!(deadline_of(UNIX_EPOCH + std::time::Duration::from_millis(600_000)).is_none());
-        let future = deadline_of(SystemTime::now() + std::time::Duration::from_secs(60)).unwrap();
-        let left = future - tokio::time::Instant::now();
-        assert!(
-            left > std::time::Duration::from_secs(58) && left <= std::time::Duration::from_secs(60)
-        );
+    fn a_lease_shorter_than_the_time_left_refuses_to_run() {
+        use std::time::SystemTime;
+        let lease = Duration::from_secs(900);
+        let short = Budget::from_lambda_deadline(SystemTime::now() + Duration::from_secs(300));
+        assert!(check_lease(lease, &short).is_ok());
+        let long = Budget::from_lambda_deadline(SystemTime::now() + Duration::from_secs(901));
+        let e = check_lease(lease, &long).unwrap_err();
+        assert_eq!(Diagnostic::from(e).error_type, "Misconfigured");
+        assert!(check_lease(lease, &Budget::unlimited()).is_ok());
     }
 
     #[test]
     fn an_event_without_time_is_refused() {
         assert!(matches!(
-            clock_of(&serde_json::json!({}), "r"),
+            run_of(&serde_json::json!({}), "r"),
             Err(RunFailed::BadEvent(_))
         ));
         assert!(matches!(
-            clock_of(&serde_json::json!({"time": "yesterday"}), "r"),
+            run_of(&serde_json::json!({"time": "yesterday"}), "r"),
             Err(RunFailed::BadEvent(_))
         ));
         let d: Diagnostic = RunFailed::Dependency("x".into()).into();

@@ -3,16 +3,16 @@
 //! ledger (what i'mport charged), not only our table.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use iamport_sim::{Fault, FaultKind, SimHandle};
 use lambda_runtime::{Context, LambdaEvent};
 use scheduled_charge::handle;
 use shared::app::App;
-use shared::billing::{BILLING_TZ, MerchantUid, SubscriptionStatus};
+use shared::billing::{AttemptState, Subscription};
+use shared::billing::{BILLING_TZ, SubscriptionStatus};
 use shared::charging::RunReport;
-use shared::store::{AttemptState, Subscription};
+use shared::ledger::Ledger;
 use testkit::{event_json, seed_subscription, start_sim, test_app};
 
 /// 10:00 in Seoul on the given local date: the default schedule.
@@ -50,7 +50,12 @@ fn paid_count_for(sim: &SimHandle, sub: &Subscription) -> usize {
 }
 
 async fn reload(app: &App, sub: &Subscription) -> Subscription {
-    app.store.get_subscription(&sub.id).await.unwrap().unwrap()
+    app.engine
+        .ledger
+        .get_subscription(&sub.id)
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -172,7 +177,8 @@ async fn a_timeout_after_the_charge_is_settled_to_paid_without_a_second_charge()
     assert_eq!(first.summary.ambiguous, 1, "{first:?}");
     let period = sub.current_period();
     let attempt = app
-        .store
+        .engine
+        .ledger
         .get_attempt(&sub.id, &period, 1)
         .await
         .unwrap()
@@ -187,13 +193,14 @@ async fn a_timeout_after_the_charge_is_settled_to_paid_without_a_second_charge()
     assert_eq!(second.summary.reconciled, 1, "{second:?}");
     assert_eq!(second.summary.charged, 0);
     let attempt = app
-        .store
+        .engine
+        .ledger
         .get_attempt(&sub.id, &period, 1)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(attempt.state, AttemptState::Paid);
-    let muid = MerchantUid::charge(&sub.id, &period, 1);
+    let muid = app.engine.settings.uid_key.charge_uid(&sub.id, &period, 1);
     let ledger_imp = sim
         .ledger()
         .into_iter()
@@ -208,7 +215,7 @@ async fn a_timeout_after_the_charge_is_settled_to_paid_without_a_second_charge()
 #[tokio::test]
 async fn crashes_between_claim_and_record_are_settled_by_the_next_run() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[("CLAIM_LEASE_SECS", "1")]).await;
+    let app = test_app(&sim.base_url(), &[]).await;
     let t0 = seoul_10am(2026, 12, 1);
     let charged_then_crashed = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
     let crashed_before_charge =
@@ -218,14 +225,23 @@ async fn crashes_between_claim_and_record_are_settled_by_the_next_run() {
     // While the lease is live, a run leaves both alone.
     let early = run_at(&app, t0, "run-early").await.unwrap();
     assert_eq!(early.summary.skipped, 2, "{early:?}");
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    let report = run_at(&app, t0, "run-after").await.unwrap();
-    assert_eq!(report.summary.reconciled, 1, "{report:?}");
+    // Past the lease: the paid one is settled from i'mport's record; the other
+    // is not at i'mport, but was sent only seconds ago and may still be in
+    // flight there, so it is not sent again yet.
+    app.engine.clock.advance(chrono::Duration::seconds(2));
+    let after_lease = run_at(&app, t0, "run-after-lease").await.unwrap();
+    assert_eq!(after_lease.summary.reconciled, 1, "{after_lease:?}");
+    assert_eq!(after_lease.summary.charged, 0, "{after_lease:?}");
+    assert_eq!(paid_count_for(&sim, &crashed_before_charge), 0);
+    // Past the quiet period: sent again, with the same merchant_uid.
+    testkit::after_quiet_period(&app);
+    let report = run_at(&app, t0, "run-after-quiet").await.unwrap();
     assert_eq!(report.summary.charged, 1, "{report:?}");
     for sub in [&charged_then_crashed, &crashed_before_charge] {
         assert_eq!(paid_count_for(&sim, sub), 1);
         let a = app
-            .store
+            .engine
+            .ledger
             .get_attempt(&sub.id, &sub.current_period(), 1)
             .await
             .unwrap()
@@ -233,6 +249,83 @@ async fn crashes_between_claim_and_record_are_settled_by_the_next_run() {
         assert_eq!(a.state, AttemptState::Paid);
         assert_eq!(reload(&app, sub).await.period_index, 1);
     }
+}
+
+/// Defect (a) of the engine issue: an attempt left `unknown` after a
+/// timeout used to be taken over and sent again at once, while i'mport may
+/// still be processing the first request.
+#[tokio::test]
+async fn an_unanswered_charge_is_not_sent_again_until_the_quiet_period_has_passed() {
+    let sim = start_sim().await;
+    let app = test_app(&sim.base_url(), &[]).await;
+    let t0 = seoul_10am(2026, 12, 1);
+    let sub = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
+    // i'mport takes the request and does not answer within our 1 s timeout.
+    sim.inject(Fault {
+        path_prefix: Some("/subscribe/payments/again".into()),
+        ..Fault::new(FaultKind::HangBefore { secs: 2 })
+    });
+    let first = run_at(&app, t0, "run-1").await.unwrap();
+    assert_eq!(first.summary.ambiguous, 1, "{first:?}");
+    assert_eq!(sim.request_count("/subscribe/payments/again"), 1);
+    // A run moments later finds nothing at i'mport yet: it waits.
+    let second = run_at(&app, t0 + chrono::Duration::hours(1), "run-2")
+        .await
+        .unwrap();
+    assert_eq!(second.summary.skipped, 1, "{second:?}");
+    assert_eq!(
+        sim.request_count("/subscribe/payments/again"),
+        1,
+        "sent again while i'mport may still be processing the first request"
+    );
+    let attempt = app
+        .engine
+        .ledger
+        .get_attempt(&sub.id, &sub.current_period(), 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(attempt.state, AttemptState::Unknown);
+    // Once the quiet period has passed, nothing at i'mport means it never
+    // arrived: the same merchant_uid is sent again.
+    testkit::after_quiet_period(&app);
+    let third = run_at(&app, t0 + chrono::Duration::hours(2), "run-3")
+        .await
+        .unwrap();
+    assert_eq!(third.summary.charged, 1, "{third:?}");
+    assert_eq!(sim.request_count("/subscribe/payments/again"), 2);
+    assert_eq!(paid_count_for(&sim, &sub), 1);
+    assert_eq!(sim.paid_count(&attempt.merchant_uid), 1);
+}
+
+/// Defect (d): one unreadable item used to halt the whole run, every day.
+#[tokio::test]
+async fn a_corrupt_item_is_skipped_and_counted_and_everyone_else_is_billed() {
+    let sim = start_sim().await;
+    let app = test_app(&sim.base_url(), &[]).await;
+    let t0 = seoul_10am(2026, 12, 1);
+    let mut subs = Vec::new();
+    for _ in 0..4 {
+        subs.push(seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await);
+    }
+    app.engine
+        .ledger
+        .corrupt_subscription(&subs[1].id, "plan_amount", "lots")
+        .await
+        .unwrap();
+    let report = run_at(&app, t0, "run-1").await.unwrap();
+    assert_eq!(report.summary.charged, 3, "{report:?}");
+    assert_eq!(report.summary.corrupt, 1, "{report:?}");
+    assert!(
+        report.error.is_none() && report.stopped.is_none(),
+        "{report:?}"
+    );
+    for (i, sub) in subs.iter().enumerate() {
+        assert_eq!(paid_count_for(&sim, sub), usize::from(i != 1));
+    }
+    let line: serde_json::Value =
+        serde_json::from_str(&shared::charging::emf_line(&report, "scheduled-charge", 0)).unwrap();
+    assert_eq!(line["Corrupt"], 1);
 }
 
 #[tokio::test]
@@ -272,7 +365,7 @@ async fn declines_walk_the_dunning_schedule_to_suspension() {
     );
     let now = reload(&app, &always).await;
     assert_eq!(now.status, SubscriptionStatus::Suspended);
-    let attempts = app.store.list_attempts(&always.id).await.unwrap();
+    let attempts = app.engine.ledger.list_attempts(&always.id).await.unwrap();
     assert_eq!(
         attempts
             .iter()
@@ -331,12 +424,26 @@ async fn bad_credentials_end_the_run_with_an_error_and_lose_nothing() {
     let err = run_at(&app, t0, "run-1").await.unwrap_err();
     assert!(err.contains("run stopped"), "{err}");
     assert!(sim.ledger().is_empty());
-    // The attempt stays open; with the right secret the next run charges it once.
+    // The attempt is released, not held for its lease; with the right secret
+    // the next run charges it once.
+    let attempt = app
+        .engine
+        .ledger
+        .get_attempt(&sub.id, &sub.current_period(), 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(attempt.state, AttemptState::Unknown, "{attempt:?}");
+    assert_eq!(attempt.sent_at, None, "a refused request was never sent");
     let fixed = App::new(
         app.config.clone(),
-        app.store.clone(),
-        shared::secret::Secret::new(testkit::SIM_KEY),
-        shared::secret::Secret::new(testkit::SIM_SECRET),
+        app.engine.ledger.clone(),
+        shared::app::Credentials {
+            imp_key: shared::secret::Secret::new(testkit::SIM_KEY),
+            imp_secret: shared::secret::Secret::new(testkit::SIM_SECRET),
+            uid_key: Some(shared::secret::Secret::new("a-fixed-uid-key-for-tests")),
+        },
+        shared::clock::Clock::system(),
     )
     .unwrap();
     let r = run_at(&fixed, t0 + chrono::Duration::hours(1), "run-2")
@@ -350,18 +457,26 @@ async fn bad_credentials_end_the_run_with_an_error_and_lose_nothing() {
 async fn dynamodb_failure_ends_the_run_with_an_error_status() {
     let sim = start_sim().await;
     let app = test_app(&sim.base_url(), &[]).await;
-    let broken = shared::store::Store::new(testkit::dynamodb_client().await, "no-such-table", 4);
+    let broken = shared::ledger::dynamodb::DynamoLedger::new(
+        testkit::dynamodb_client().await,
+        "no-such-table",
+        4,
+    );
     let broken = App::new(
         app.config.clone(),
         broken,
-        shared::secret::Secret::new(testkit::SIM_KEY),
-        shared::secret::Secret::new(testkit::SIM_SECRET),
+        shared::app::Credentials {
+            imp_key: shared::secret::Secret::new(testkit::SIM_KEY),
+            imp_secret: shared::secret::Secret::new(testkit::SIM_SECRET),
+            uid_key: None,
+        },
+        shared::clock::Clock::system(),
     )
     .unwrap();
     let err = run_at(&broken, seoul_10am(2026, 12, 1), "run-1")
         .await
         .unwrap_err();
-    assert!(err.contains("store"), "{err}");
+    assert!(err.contains("ledger"), "{err}");
     assert!(sim.ledger().is_empty());
 }
 
@@ -381,16 +496,68 @@ async fn the_event_fixtures_are_accepted() {
     }
 }
 
+/// Defect (c): merchant uids were guessable from the subscription id the
+/// customer sees (`s{id}{YYYYMM}a1`): paying 100 won under next month's uid in
+/// the browser stopped one's own billing forever while staying `active`.
 #[tokio::test]
-async fn a_foreign_payment_under_our_merchant_uid_never_pays_the_period() {
+async fn a_payment_under_a_uid_guessed_from_the_subscription_id_does_not_stop_billing() {
     let sim = start_sim().await;
     let app = test_app(&sim.base_url(), &[]).await;
     let t0 = seoul_10am(2026, 12, 1);
     let sub = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
-    // Someone pays 100 won under the period's (guessable) merchant_uid before the run.
-    let muid = MerchantUid::charge(&sub.id, &sub.current_period(), 1);
+    // What a customer can build from what they see.
+    let guessed = format!("s{}{}a1", sub.id, sub.current_period());
     let foreign = app
-        .iamport
+        .engine
+        .gateway
+        .charge_again(&shared::iamport::AgainRequest {
+            customer_uid: sub.customer_uid.clone(),
+            merchant_uid: guessed.clone(),
+            amount: 100,
+            currency: "KRW",
+            name: "x".into(),
+            buyer_name: None,
+            buyer_email: None,
+            buyer_tel: None,
+            custom_data: None,
+            notice_url: None,
+        })
+        .await;
+    assert!(matches!(foreign, shared::iamport::AgainOutcome::Paid(_)));
+    let r = run_at(&app, t0, "run-1").await.unwrap();
+    assert_eq!(r.summary.charged, 1, "{r:?}");
+    let now = reload(&app, &sub).await;
+    assert_eq!(now.status, SubscriptionStatus::Active);
+    assert_eq!(now.paid_through, Some(sub.current_period()));
+    let attempt = app
+        .engine
+        .ledger
+        .get_attempt(&sub.id, &sub.current_period(), 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(attempt.merchant_uid, guessed);
+    assert!(app.engine.settings.uid_key.verifies(&attempt.merchant_uid));
+}
+
+/// A record under our own (keyed) uid that is not our charge — possible only
+/// with the key — never pays the period: the attempt and the subscription go
+/// to `needs_review` (no access, no charges, a metric), not left `unknown`
+/// and retried every day.
+#[tokio::test]
+async fn a_foreign_payment_under_our_merchant_uid_goes_to_a_person() {
+    let sim = start_sim().await;
+    let app = test_app(&sim.base_url(), &[]).await;
+    let t0 = seoul_10am(2026, 12, 1);
+    let sub = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
+    let muid = app
+        .engine
+        .settings
+        .uid_key
+        .charge_uid(&sub.id, &sub.current_period(), 1);
+    let foreign = app
+        .engine
+        .gateway
         .charge_again(&shared::iamport::AgainRequest {
             customer_uid: sub.customer_uid.clone(),
             merchant_uid: muid.clone(),
@@ -404,28 +571,24 @@ async fn a_foreign_payment_under_our_merchant_uid_never_pays_the_period() {
             notice_url: None,
         })
         .await;
-    assert!(matches!(foreign, shared::iamport::ChargeOutcome::Paid(_)));
-    for (d, run_id) in [(0, "run-1"), (1, "run-2")] {
-        let r = run_at(&app, t0 + chrono::Duration::days(d), run_id)
-            .await
-            .unwrap();
-        assert_eq!(
-            (r.summary.charged, r.summary.reconciled, r.summary.skipped),
-            (0, 0, 1),
-            "{r:?}"
-        );
-        assert!(r.error.is_none() && r.stopped.is_none(), "{r:?}");
-    }
+    assert!(matches!(foreign, shared::iamport::AgainOutcome::Paid(_)));
+    let r = run_at(&app, t0, "run-1").await.unwrap();
+    assert_eq!((r.summary.charged, r.summary.needs_review), (0, 1), "{r:?}");
+    assert!(r.error.is_none() && r.stopped.is_none(), "{r:?}");
+    let line: serde_json::Value =
+        serde_json::from_str(&shared::charging::emf_line(&r, "scheduled-charge", 0)).unwrap();
+    assert_eq!(line["NeedsReview"], 1);
     let now = reload(&app, &sub).await;
-    assert_eq!(now.period_index, 0, "the period must not count as paid");
-    assert_eq!(now.paid_through, None);
+    assert_eq!(now.status, SubscriptionStatus::NeedsReview);
+    assert_eq!(now.paid_through, None, "the period must not count as paid");
     let attempt = app
-        .store
+        .engine
+        .ledger
         .get_attempt(&sub.id, &sub.current_period(), 1)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(attempt.state, AttemptState::Unknown);
+    assert_eq!(attempt.state, AttemptState::NeedsReview);
     assert!(
         attempt
             .fail_reason
@@ -434,9 +597,84 @@ async fn a_foreign_payment_under_our_merchant_uid_never_pays_the_period() {
             .contains("does not match"),
         "{attempt:?}"
     );
+    // Out of the due index: the next run leaves it alone.
+    let later = run_at(&app, t0 + chrono::Duration::days(1), "run-2")
+        .await
+        .unwrap();
+    assert_eq!(later.summary.due, 0, "{later:?}");
     assert_eq!(
         sim.paid_count(&muid),
         1,
         "no second payment under that merchant_uid"
     );
+}
+
+/// Defect (f): one throttled or refused connection used to stop the whole
+/// run. It now defers that one subscription (claim released, nothing counted
+/// against the customer), backs off, and bills the rest.
+#[tokio::test]
+async fn a_throttled_charge_is_deferred_and_the_run_goes_on() {
+    let sim = start_sim().await;
+    let app = test_app(&sim.base_url(), &[("CHARGE_CONCURRENCY", "1")]).await;
+    let t0 = seoul_10am(2026, 12, 1);
+    let mut subs = Vec::new();
+    for _ in 0..4 {
+        subs.push(seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await);
+    }
+    sim.inject(Fault {
+        path_prefix: Some("/subscribe/payments/again".into()),
+        ..Fault::new(FaultKind::TooManyRequests)
+    });
+    let r = run_at(&app, t0, "run-1").await.unwrap();
+    assert_eq!((r.summary.charged, r.summary.deferred), (3, 1), "{r:?}");
+    assert!(r.error.is_none() && r.stopped.is_none(), "{r:?}");
+    // The next run sends the deferred one at once: it never reached i'mport.
+    let r = run_at(&app, t0 + chrono::Duration::hours(1), "run-2")
+        .await
+        .unwrap();
+    assert_eq!(r.summary.charged, 1, "{r:?}");
+    for sub in &subs {
+        assert_eq!(paid_count_for(&sim, sub), 1);
+    }
+}
+
+/// Defect (f): a 401 while classifying a refusal used to leave the attempt
+/// claimed for the whole lease. The claim is released before the run stops.
+#[tokio::test]
+async fn a_401_while_classifying_a_refusal_releases_the_claim() {
+    let sim = start_sim().await;
+    let app = test_app(&sim.base_url(), &[]).await;
+    let t0 = seoul_10am(2026, 12, 1);
+    let sub = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
+    sim.inject(Fault {
+        path_prefix: Some("/subscribe/payments/again".into()),
+        ..Fault::new(FaultKind::Reject {
+            code: 1,
+            message: "카드사 통신 오류".into(),
+        })
+    });
+    // The lookup is refused, also after the client's forced token refresh.
+    sim.inject(Fault {
+        path_prefix: Some("/payments/find".into()),
+        times: 2,
+        ..Fault::new(FaultKind::Unauthorized)
+    });
+    let err = run_at(&app, t0, "run-1").await.unwrap_err();
+    assert!(err.contains("credentials"), "{err}");
+    let attempt = app
+        .engine
+        .ledger
+        .get_attempt(&sub.id, &sub.current_period(), 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(attempt.state, AttemptState::Unknown, "{attempt:?}");
+    assert_eq!(attempt.claim_token, None);
+    // Nothing was charged; the next run settles it (a refusal left nothing at i'mport).
+    testkit::after_quiet_period(&app);
+    let r = run_at(&app, t0 + chrono::Duration::hours(1), "run-2")
+        .await
+        .unwrap();
+    assert_eq!(r.summary.charged, 1, "{r:?}");
+    assert_eq!(paid_count_for(&sim, &sub), 1);
 }

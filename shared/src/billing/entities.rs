@@ -1,8 +1,12 @@
-//! What the table holds, as typed records.
+//! The entities the engine reasons about: plans, registrations,
+//! subscriptions and charge attempts, with the attempt state machine.
+//! Pure data: how they are stored is the ledger's business.
 
 use chrono::{DateTime, Utc};
 
-use crate::billing::{Anchor, PeriodId, SubscriptionId, SubscriptionStatus};
+use super::calendar::{Anchor, PeriodId};
+use super::ids::SubscriptionId;
+use super::state::SubscriptionStatus;
 use crate::secret::Pii;
 
 /// A plan: what is charged each period.
@@ -13,7 +17,7 @@ pub struct Plan {
     pub name: String,
 }
 
-/// Buyer details passed to i'mport (`buyer_*`). Masked in `Debug`.
+/// Buyer details passed to the gateway (`buyer_*`). Masked in `Debug`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Buyer {
     pub name: Option<Pii>,
@@ -21,20 +25,20 @@ pub struct Buyer {
     pub tel: Option<Pii>,
 }
 
-/// The public description of a billing key, as i'mport reported it at
+/// The public description of a billing key, as the gateway reported it at
 /// registration. Never the key itself: i'mport keeps that.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyInfo {
     pub pg_provider: String,
     pub pg_id: Option<String>,
     pub card_name: Option<String>,
-    /// Masked by i'mport.
+    /// Masked by the gateway.
     pub card_number: Option<String>,
     pub inserted_at: DateTime<Utc>,
 }
 
-/// `REG#{merchant_uid}`: a sign-up prepared by the merchant's backend and
-/// waiting for the browser to come back from the payment window.
+/// A sign-up prepared by the merchant's backend and waiting for the browser
+/// to come back from the payment window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registration {
     pub merchant_uid: String,
@@ -46,7 +50,7 @@ pub struct Registration {
     pub buyer: Buyer,
     pub status: RegistrationStatus,
     pub created_at: DateTime<Utc>,
-    /// DynamoDB TTL while pending; removed once completed.
+    /// Expiry while pending; removed once completed.
     pub expires_at: Option<DateTime<Utc>>,
     /// The issuance payment that completed it (set on completion).
     pub imp_uid: Option<String>,
@@ -65,9 +69,14 @@ impl RegistrationStatus {
             Self::Completed => "completed",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Completed]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
 }
 
-/// `SUB#{id}` / `META`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
     pub id: SubscriptionId,
@@ -108,24 +117,100 @@ impl Subscription {
     pub fn is_due(&self, now: DateTime<Utc>) -> bool {
         self.status.is_chargeable() && self.next_charge_at <= now
     }
+
+    /// Whether `attempt` is the one this subscription would charge next.
+    pub fn is_current(&self, attempt: &ChargeAttempt) -> bool {
+        self.current_period() == attempt.period && self.attempt == attempt.attempt
+    }
+
+    /// This subscription, one version later, as of `now`.
+    pub fn next_version(&self, now: DateTime<Utc>) -> Self {
+        let mut next = self.clone();
+        next.version += 1;
+        next.updated_at = now;
+        next
+    }
 }
 
-/// State of one charge attempt (`SUB#{id}` / `CHARGE#{period}#{attempt}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// State of one charge attempt. The transitions are in [`AttemptState::after`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AttemptState {
-    /// A run holds the lease and is (about to be) talking to i'mport.
+    /// A run holds the lease and is (about to be) talking to the gateway.
     Claimed,
     Paid,
     /// Declined by the PG (`status: failed`).
     Failed,
-    /// Refused by i'mport (`code != 0`): no charge was attempted.
+    /// Refused by the gateway (`code != 0`): no charge was attempted.
     Rejected,
-    /// i'mport's answer was lost: may or may not have charged. Settled by a
-    /// lookup of its `merchant_uid` before anything else happens.
+    /// The gateway's answer was lost: may or may not have charged. Settled by
+    /// a lookup of its `merchant_uid` before anything else happens.
     Unknown,
+    /// The engine will not decide alone (a record that does not match the
+    /// charge, a payment that arrived after the attempt was settled as not
+    /// paid, …). Only a person moves it on.
+    NeedsReview,
+}
+
+/// What can happen to an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptEvent {
+    /// Another run takes over an open attempt (lease expired, or `unknown`).
+    TakeOver { lease_expired: bool },
+    /// The holder lost the answer (or could not send): `unknown`, lease released.
+    Release,
+    /// A verified result, written by the claim's holder.
+    SettleByHolder(AttemptState),
+    /// A verified *paid* record, written without holding the claim (webhook,
+    /// a run whose claim was taken over). Only money may settle unclaimed.
+    PaidUnclaimed,
+    /// Flagged for a person.
+    Flag,
+    /// A person decided (paid or failed).
+    Resolve(AttemptState),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("illegal attempt transition: {from:?} on {event:?}")]
+pub struct IllegalAttemptTransition {
+    pub from: AttemptState,
+    pub event: AttemptEvent,
 }
 
 impl AttemptState {
+    pub const ALL: [Self; 6] = [
+        Self::Claimed,
+        Self::Paid,
+        Self::Failed,
+        Self::Rejected,
+        Self::Unknown,
+        Self::NeedsReview,
+    ];
+
+    /// The one table of attempt transitions. Both ledgers enforce it with
+    /// their own conditions; the contract suite holds them to it.
+    pub fn after(self, event: AttemptEvent) -> Result<Self, IllegalAttemptTransition> {
+        use AttemptEvent as E;
+        use AttemptState as S;
+        let next = match (self, event) {
+            (S::Unknown, E::TakeOver { .. }) => S::Claimed,
+            (
+                S::Claimed,
+                E::TakeOver {
+                    lease_expired: true,
+                },
+            ) => S::Claimed,
+            (S::Claimed, E::Release) => S::Unknown,
+            (S::Claimed, E::SettleByHolder(to @ (S::Paid | S::Failed | S::Rejected))) => to,
+            (S::Claimed | S::Unknown, E::PaidUnclaimed) => S::Paid,
+            // A late payment on an attempt settled as not paid, or a record
+            // that does not match: a person decides.
+            (S::Claimed | S::Unknown | S::Failed | S::Rejected, E::Flag) => S::NeedsReview,
+            (S::NeedsReview, E::Resolve(to @ (S::Paid | S::Failed))) => to,
+            (from, event) => return Err(IllegalAttemptTransition { from, event }),
+        };
+        Ok(next)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Claimed => "claimed",
@@ -133,24 +218,22 @@ impl AttemptState {
             Self::Failed => "failed",
             Self::Rejected => "rejected",
             Self::Unknown => "unknown",
+            Self::NeedsReview => "needs_review",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Claimed,
-            Self::Paid,
-            Self::Failed,
-            Self::Rejected,
-            Self::Unknown,
-        ]
-        .into_iter()
-        .find(|v| v.as_str() == s)
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
     }
 
-    /// Still open: needs a charge or a settlement.
+    /// Still open: needs a charge or a settlement by the engine.
     pub fn is_open(self) -> bool {
         matches!(self, Self::Claimed | Self::Unknown)
+    }
+
+    /// Settled as "no money taken": the period moved on to another attempt.
+    pub fn is_unpaid_settlement(self) -> bool {
+        matches!(self, Self::Failed | Self::Rejected)
     }
 }
 
@@ -159,19 +242,39 @@ pub struct ChargeAttempt {
     pub subscription_id: SubscriptionId,
     pub period: PeriodId,
     pub attempt: u32,
+    /// Fixed when the attempt is claimed; every re-send uses this value.
     pub merchant_uid: String,
     pub amount: i64,
     pub state: AttemptState,
-    /// Who holds the claim (a run id) and until when.
+    /// Who holds the claim (unique per claim) and until when.
     pub claim_token: Option<String>,
     pub lease_until: Option<DateTime<Utc>>,
+    /// When a charge request for it was last (about to be) sent; `None`
+    /// when none can be in flight (never sent, or certainly not delivered).
+    pub sent_at: Option<DateTime<Utc>>,
     pub imp_uid: Option<String>,
     pub paid_at: Option<DateTime<Utc>>,
+    /// Why it failed, was rejected, is unknown or needs review.
     pub fail_reason: Option<String>,
-    /// Total refunded (KRW), from i'mport's `cancel_amount`.
+    /// Total refunded (KRW), from the gateway's cancelled amount.
     pub refunded: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl ChargeAttempt {
+    /// Whether "the gateway has no payment under this `merchant_uid`" may be
+    /// read as "the request never arrived": only once `quiet` has passed since
+    /// the last request was sent. Before that, the gateway may still be
+    /// processing it, and a re-send would race it.
+    pub fn quiet_since_sent(&self, now: DateTime<Utc>, quiet: chrono::Duration) -> bool {
+        self.sent_at.is_none_or(|sent| now - sent >= quiet)
+    }
+
+    /// Whether this run's claim still has `needed` left on its lease.
+    pub fn lease_covers(&self, now: DateTime<Utc>, needed: chrono::Duration) -> bool {
+        self.lease_until.is_some_and(|until| until - now > needed)
+    }
 }
 
 /// The final fact about an attempt, to be written together with the
@@ -182,4 +285,71 @@ pub struct AttemptResult {
     pub imp_uid: Option<String>,
     pub paid_at: Option<DateTime<Utc>>,
     pub fail_reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use AttemptState as S;
+    use proptest::prelude::*;
+
+    fn any_event() -> impl Strategy<Value = AttemptEvent> {
+        let state = proptest::sample::select(S::ALL.to_vec());
+        prop_oneof![
+            any::<bool>().prop_map(|e| AttemptEvent::TakeOver { lease_expired: e }),
+            Just(AttemptEvent::Release),
+            state.clone().prop_map(AttemptEvent::SettleByHolder),
+            Just(AttemptEvent::PaidUnclaimed),
+            Just(AttemptEvent::Flag),
+            state.prop_map(AttemptEvent::Resolve),
+        ]
+    }
+
+    #[test]
+    fn only_money_settles_without_the_claim() {
+        assert_eq!(S::Unknown.after(AttemptEvent::PaidUnclaimed), Ok(S::Paid));
+        assert_eq!(S::Claimed.after(AttemptEvent::PaidUnclaimed), Ok(S::Paid));
+        // A decline must come from the holder of the claim.
+        assert!(
+            S::Unknown
+                .after(AttemptEvent::SettleByHolder(S::Failed))
+                .is_err()
+        );
+        assert_eq!(
+            S::Claimed.after(AttemptEvent::SettleByHolder(S::Failed)),
+            Ok(S::Failed)
+        );
+        // A live claim cannot be taken over.
+        assert!(
+            S::Claimed
+                .after(AttemptEvent::TakeOver {
+                    lease_expired: false
+                })
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn late_payments_go_to_a_person_and_only_a_person_resolves() {
+        assert_eq!(S::Failed.after(AttemptEvent::Flag), Ok(S::NeedsReview));
+        assert!(S::Paid.after(AttemptEvent::Flag).is_err());
+        assert!(S::NeedsReview.after(AttemptEvent::PaidUnclaimed).is_err());
+        assert_eq!(
+            S::NeedsReview.after(AttemptEvent::Resolve(S::Paid)),
+            Ok(S::Paid)
+        );
+    }
+
+    proptest! {
+        /// Paid is final for the engine, and no event leads back to an
+        /// unpaid settlement once money was recorded.
+        #[test]
+        fn paid_is_never_undone(events in proptest::collection::vec(any_event(), 0..30)) {
+            let mut s = S::Paid;
+            for e in events {
+                if let Ok(next) = s.after(e) { s = next; }
+                prop_assert_eq!(s, S::Paid);
+            }
+        }
+    }
 }

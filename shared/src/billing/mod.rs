@@ -1,11 +1,23 @@
-//! Billing rules: pure code, no I/O.
+//! The core: entities and the rules that decide what happens to money.
+//! Pure code, no I/O, no AWS or HTTP types: the services fetch and store,
+//! these modules decide.
 
 pub mod calendar;
 pub mod dunning;
+pub mod entities;
+pub mod facts;
 pub mod ids;
 pub mod state;
 
 pub use calendar::{Anchor, BILLING_TZ, PeriodId};
 pub use dunning::{DunningPolicy, DunningStep};
-pub use ids::{MerchantUid, SubscriptionId, generate_customer_uid};
+pub use entities::{
+    AttemptEvent, AttemptResult, AttemptState, Buyer, ChargeAttempt, IllegalAttemptTransition,
+    KeyInfo, Plan, Registration, RegistrationStatus, Subscription,
+};
+pub use facts::{
+    Fact, Issuance, Lookup, Mismatch, PaymentRecord, RecordStatus, Verdict, flagged_state,
+    issuance, next_state, refusal, verdict,
+};
+pub use ids::{MerchantUid, SubscriptionId, UidKey, generate_customer_uid, random_customer_uid};
 pub use state::{Event, IllegalTransition, SubscriptionStatus};

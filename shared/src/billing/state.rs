@@ -18,6 +18,9 @@ pub enum SubscriptionStatus {
     Cancelled,
     /// i'mport no longer knows the billing key; a new registration is needed.
     KeyMissing,
+    /// An attempt needs a person (see `AttemptState::NeedsReview`): access
+    /// ends and nothing is charged until an operator resolves it.
+    NeedsReview,
 }
 
 /// What can happen to a subscription.
@@ -37,6 +40,12 @@ pub enum Event {
     Cancel,
     /// A suspended or key-less subscription got a working key again.
     Reactivate,
+    /// An attempt was flagged for a person.
+    FlagReview,
+    /// A person resolved the flagged attempt as paid.
+    ResolvedPaid,
+    /// A person resolved the flagged attempt as not paid: dunning goes on.
+    ResolvedUnpaid,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,13 +56,14 @@ pub struct IllegalTransition {
 }
 
 impl SubscriptionStatus {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Pending,
         Self::Active,
         Self::PastDue,
         Self::Suspended,
         Self::Cancelled,
         Self::KeyMissing,
+        Self::NeedsReview,
     ];
 
     /// The one table of allowed transitions.
@@ -70,10 +80,19 @@ impl SubscriptionStatus {
                 final_status
             }
             (S::Active | S::PastDue, E::KeyGone) => S::KeyMissing,
-            (S::Pending | S::Active | S::PastDue | S::Suspended | S::KeyMissing, E::Cancel) => {
-                S::Cancelled
-            }
+            (
+                S::Pending | S::Active | S::PastDue | S::Suspended | S::KeyMissing | S::NeedsReview,
+                E::Cancel,
+            ) => S::Cancelled,
             (S::Suspended | S::KeyMissing, E::Reactivate) => S::Active,
+            // Any live subscription can meet an attempt that needs a person,
+            // even a suspended one (a payment arriving late).
+            (
+                S::Active | S::PastDue | S::Suspended | S::KeyMissing | S::NeedsReview,
+                E::FlagReview,
+            ) => S::NeedsReview,
+            (S::NeedsReview, E::ResolvedPaid) => S::Active,
+            (S::NeedsReview, E::ResolvedUnpaid) => S::PastDue,
             (from, event) => return Err(IllegalTransition { from, event }),
         };
         Ok(next)
@@ -92,6 +111,7 @@ impl SubscriptionStatus {
             Self::Suspended => "suspended",
             Self::Cancelled => "cancelled",
             Self::KeyMissing => "key_missing",
+            Self::NeedsReview => "needs_review",
         }
     }
 
@@ -119,6 +139,9 @@ mod tests {
             Just(Event::KeyGone),
             Just(Event::Cancel),
             Just(Event::Reactivate),
+            Just(Event::FlagReview),
+            Just(Event::ResolvedPaid),
+            Just(Event::ResolvedUnpaid),
         ]
     }
 
@@ -171,11 +194,12 @@ mod tests {
                         prop_assert!(!was_cancelled, "left Cancelled via {:?}", e);
                         prop_assert!(next != S::Pending, "returned to Pending via {:?}", e);
                         if e == Event::Paid { prop_assert_eq!(next, S::Active); }
+                        if e == Event::FlagReview { prop_assert_eq!(next, S::NeedsReview); }
                         s = next;
                     }
                     Err(err) => prop_assert_eq!(err.from, s),
                 }
-                // only Active/PastDue are chargeable
+                // only Active/PastDue are chargeable; a flagged one never is
                 prop_assert_eq!(s.is_chargeable(), matches!(s, S::Active | S::PastDue));
             }
         }

@@ -1,13 +1,13 @@
-//! What can come of a call to i'mport, typed so that "definitely did not
-//! happen" and "may have happened" can never be confused.
+//! What can come of a call to the payment gateway, typed so that
+//! "definitely did not happen" and "may have happened" can never be confused.
 
 use std::fmt;
 
 /// A failed call. Every variant says whether the effect may have happened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ApiError {
-    /// i'mport answered and refused, or the request never left this process.
-    /// Nothing happened at i'mport.
+pub enum GatewayError {
+    /// The gateway answered and refused, or the request never left this
+    /// process. Nothing happened at the gateway.
     #[error("{0}")]
     Rejected(Rejection),
     /// The request may or may not have taken effect (timeout after sending,
@@ -17,13 +17,19 @@ pub enum ApiError {
     Ambiguous(Ambiguity),
 }
 
-impl ApiError {
+impl GatewayError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::Rejected(r) if r.kind == RejectionKind::NotFound)
     }
 
     pub fn is_unauthorized(&self) -> bool {
         matches!(self, Self::Rejected(r) if r.kind == RejectionKind::Unauthorized)
+    }
+
+    /// A failure of the gateway as a whole (credentials refused, nothing
+    /// reaches it, throttled) rather than of this one request.
+    pub fn is_systemic(&self) -> bool {
+        matches!(self, Self::Rejected(r) if matches!(r.kind, RejectionKind::Unauthorized | RejectionKind::NotSent))
     }
 
     /// Worth trying again later (the service was unreachable or unclear),
@@ -54,7 +60,7 @@ impl ApiError {
         }
     }
 
-    pub(crate) fn not_sent(detail: impl Into<String>) -> Self {
+    pub fn not_sent(detail: impl Into<String>) -> Self {
         Self::Rejected(Rejection {
             kind: RejectionKind::NotSent,
             http_status: None,
@@ -94,11 +100,11 @@ pub struct Rejection {
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = match self.kind {
-            RejectionKind::Business => "i'mport refused the request",
-            RejectionKind::NotFound => "not found at i'mport",
-            RejectionKind::Unauthorized => "i'mport refused our credentials",
-            RejectionKind::BadRequest => "i'mport refused a malformed request",
-            RejectionKind::NotSent => "request not sent to i'mport",
+            RejectionKind::Business => "the gateway refused the request",
+            RejectionKind::NotFound => "not found at the gateway",
+            RejectionKind::Unauthorized => "the gateway refused our credentials",
+            RejectionKind::BadRequest => "the gateway refused a malformed request",
+            RejectionKind::NotSent => "request not sent to the gateway",
         };
         write!(f, "{what}")?;
         if let Some(status) = self.http_status {
@@ -130,10 +136,10 @@ pub struct Ambiguity {
 impl fmt::Display for Ambiguity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = match self.kind {
-            AmbiguityKind::Timeout => "i'mport did not answer in time",
-            AmbiguityKind::Connection => "connection to i'mport lost",
-            AmbiguityKind::ServerError => "i'mport failed",
-            AmbiguityKind::Malformed => "i'mport's answer could not be read",
+            AmbiguityKind::Timeout => "the gateway did not answer in time",
+            AmbiguityKind::Connection => "connection to the gateway lost",
+            AmbiguityKind::ServerError => "the gateway failed",
+            AmbiguityKind::Malformed => "the gateway's answer could not be read",
         };
         write!(f, "outcome unknown, {what}")?;
         if let Some(status) = self.http_status {

@@ -5,15 +5,19 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::Mutex;
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 use url::Url;
 
-use super::error::{Ambiguity, AmbiguityKind, ApiError, Rejection, RejectionKind};
 use super::model::{
     AgainRequest, BillingKey, CancelRequest, Envelope, Payment, PaymentStatus, TokenResponse,
 };
+use crate::gateway::{Ambiguity, AmbiguityKind, GatewayError, Rejection, RejectionKind};
 use crate::secret::Secret;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.iamport.kr";
@@ -47,9 +51,10 @@ impl ClientConfig {
     }
 }
 
-/// What became of a `POST /subscribe/payments/again`.
+/// What became of a `POST /subscribe/payments/again`, in V1's own terms
+/// (the port maps it onto `gateway::ChargeOutcome`).
 #[derive(Debug, Clone, PartialEq)]
-pub enum ChargeOutcome {
+pub enum AgainOutcome {
     /// Money was taken: `status == "paid"`.
     Paid(Payment),
     /// The attempt was made and declined (HTTP 200, `code 0`, `status "failed"`).
@@ -60,8 +65,8 @@ pub enum ChargeOutcome {
     Ambiguous(Ambiguity),
 }
 
-impl ChargeOutcome {
-    fn from_result(result: Result<Payment, ApiError>) -> Self {
+impl AgainOutcome {
+    fn from_result(result: Result<Payment, GatewayError>) -> Self {
         match result {
             Ok(p) if p.status == PaymentStatus::Paid => Self::Paid(p),
             Ok(p) if p.status == PaymentStatus::Failed => Self::Declined(p),
@@ -76,7 +81,7 @@ impl ChargeOutcome {
             }),
             // `code 0` without a payment is undocumented for `again`: it may
             // hide a charge, so it is settled like any unclear answer.
-            Err(ApiError::Rejected(r))
+            Err(GatewayError::Rejected(r))
                 if r.kind == RejectionKind::Business && r.code == Some(0) =>
             {
                 Self::Ambiguous(Ambiguity {
@@ -85,8 +90,8 @@ impl ChargeOutcome {
                     detail: format!("code 0 without a payment: {}", r.message),
                 })
             }
-            Err(ApiError::Rejected(r)) => Self::Rejected(r),
-            Err(ApiError::Ambiguous(a)) => Self::Ambiguous(a),
+            Err(GatewayError::Rejected(r)) => Self::Rejected(r),
+            Err(GatewayError::Ambiguous(a)) => Self::Ambiguous(a),
         }
     }
 }
@@ -97,17 +102,27 @@ struct CachedToken {
     expires_at: Instant,
 }
 
+type TokenFetch = Shared<BoxFuture<'static, Result<Arc<CachedToken>, GatewayError>>>;
+
+#[derive(Default)]
+struct TokenState {
+    cached: Option<Arc<CachedToken>>,
+    /// The getToken request in flight, shared by every caller that waits for it.
+    inflight: Option<TokenFetch>,
+}
+
 /// A typed i'mport V1 client. Cheap to share (`Arc`); one per process.
 ///
 /// The access token is cached for the life of the process (so across warm
 /// Lambda invocations), its lifetime taken from `expired_at - now` of the
 /// server's answer, refreshed `refresh_margin` ahead of expiry, refreshed by
-/// one caller while concurrent callers wait for that one result, and refreshed
-/// once more and the call retried when i'mport answers 401.
+/// one request whose result every concurrent caller shares (no lock is held
+/// while it is in flight), and refreshed once more and the call retried when
+/// i'mport answers 401.
 pub struct IamportClient {
     http: reqwest::Client,
     config: ClientConfig,
-    token: Mutex<Option<CachedToken>>,
+    token: std::sync::Mutex<TokenState>,
 }
 
 impl std::fmt::Debug for IamportClient {
@@ -128,7 +143,7 @@ impl IamportClient {
         Ok(Self {
             http,
             config,
-            token: Mutex::new(None),
+            token: std::sync::Mutex::new(TokenState::default()),
         })
     }
 
@@ -137,16 +152,16 @@ impl IamportClient {
     }
 
     /// `POST /subscribe/payments/again`: charge a stored billing key.
-    pub async fn charge_again(&self, request: &AgainRequest) -> ChargeOutcome {
+    pub async fn charge_again(&self, request: &AgainRequest) -> AgainOutcome {
         let url = self.url(&["subscribe", "payments", "again"], false);
         let result = self
             .call::<Payment, _>(Method::POST, url, Some(request))
             .await;
-        ChargeOutcome::from_result(result)
+        AgainOutcome::from_result(result)
     }
 
     /// `GET /payments/{imp_uid}`.
-    pub async fn payment(&self, imp_uid: &str) -> Result<Payment, ApiError> {
+    pub async fn payment(&self, imp_uid: &str) -> Result<Payment, GatewayError> {
         let url = self.url(&["payments", path_id(imp_uid)?], true);
         self.call::<Payment, ()>(Method::GET, url, None).await
     }
@@ -157,7 +172,7 @@ impl IamportClient {
         &self,
         merchant_uid: &str,
         status: Option<PaymentStatus>,
-    ) -> Result<Payment, ApiError> {
+    ) -> Result<Payment, GatewayError> {
         let merchant_uid = path_id(merchant_uid)?;
         let url = match status {
             Some(s) => self.url(&["payments", "find", merchant_uid, s.as_str()], true),
@@ -167,19 +182,19 @@ impl IamportClient {
     }
 
     /// `GET /subscribe/customers/{customer_uid}`: the billing key's description.
-    pub async fn billing_key(&self, customer_uid: &str) -> Result<BillingKey, ApiError> {
+    pub async fn billing_key(&self, customer_uid: &str) -> Result<BillingKey, GatewayError> {
         let url = self.url(&["subscribe", "customers", path_id(customer_uid)?], false);
         self.call::<BillingKey, ()>(Method::GET, url, None).await
     }
 
     /// `DELETE /subscribe/customers/{customer_uid}`: removes the key at i'mport.
-    pub async fn delete_billing_key(&self, customer_uid: &str) -> Result<BillingKey, ApiError> {
+    pub async fn delete_billing_key(&self, customer_uid: &str) -> Result<BillingKey, GatewayError> {
         let url = self.url(&["subscribe", "customers", path_id(customer_uid)?], false);
         self.call::<BillingKey, ()>(Method::DELETE, url, None).await
     }
 
     /// `POST /payments/cancel`: full or partial refund.
-    pub async fn cancel(&self, request: &CancelRequest) -> Result<Payment, ApiError> {
+    pub async fn cancel(&self, request: &CancelRequest) -> Result<Payment, GatewayError> {
         let url = self.url(&["payments", "cancel"], false);
         self.call::<Payment, _>(Method::POST, url, Some(request))
             .await
@@ -203,7 +218,7 @@ impl IamportClient {
         method: Method,
         url: Url,
         body: Option<&B>,
-    ) -> Result<T, ApiError> {
+    ) -> Result<T, GatewayError> {
         let token = self.access_token().await?;
         match self.send::<T, B>(&method, &url, body, &token).await {
             Err(Unauthorized) => {
@@ -214,7 +229,7 @@ impl IamportClient {
                 self.invalidate(&token).await;
                 let token = self.access_token().await?;
                 match self.send::<T, B>(&method, &url, body, &token).await {
-                    Err(Unauthorized) => Err(ApiError::Rejected(Rejection {
+                    Err(Unauthorized) => Err(GatewayError::Rejected(Rejection {
                         kind: RejectionKind::Unauthorized,
                         http_status: Some(401),
                         code: None,
@@ -233,7 +248,7 @@ impl IamportClient {
         url: &Url,
         body: Option<&B>,
         token: &Secret,
-    ) -> Result<Result<T, ApiError>, Unauthorized> {
+    ) -> Result<Result<T, GatewayError>, Unauthorized> {
         let mut request = self
             .http
             .request(method.clone(), url.clone())
@@ -256,94 +271,128 @@ impl IamportClient {
         Ok(decode(status, &bytes))
     }
 
-    /// The cached token, or a fresh one. Holding the lock while refreshing
-    /// makes concurrent callers share one `getToken` request.
-    async fn access_token(&self) -> Result<Secret, ApiError> {
-        let mut slot = self.token.lock().await;
-        let now = Instant::now();
-        if let Some(cached) = slot.as_ref().filter(|c| now < c.refresh_after) {
-            return Ok(cached.token.clone());
-        }
-        match self.fetch_token().await {
-            Ok(fresh) => {
-                let token = fresh.token.clone();
-                *slot = Some(fresh);
-                Ok(token)
+    /// The cached token, or a fresh one. Concurrent callers share one
+    /// `getToken` request and its result, success or failure, and no lock is
+    /// held while it is in flight: a slow or failing getToken costs every
+    /// waiter one timeout, never one timeout each in turn.
+    async fn access_token(&self) -> Result<Secret, GatewayError> {
+        let (inflight, stale) = {
+            let mut st = self.lock_token();
+            let now = Instant::now();
+            if let Some(cached) = st.cached.as_ref().filter(|c| now < c.refresh_after) {
+                return Ok(cached.token.clone());
             }
-            // i'mport unreachable for the token, but the old one is still valid: use it.
-            Err(e) if e.is_transient() => match slot.as_ref() {
-                Some(cached) if now < cached.expires_at => Ok(cached.token.clone()),
-                _ => Err(token_failure(e)),
+            let stale = st.cached.clone().filter(|c| now < c.expires_at);
+            let inflight = match &st.inflight {
+                Some(f) => f.clone(),
+                None => {
+                    let f = self.fetch_token().boxed().shared();
+                    st.inflight = Some(f.clone());
+                    f
+                }
+            };
+            (inflight, stale)
+        };
+        let result = inflight.clone().await;
+        {
+            let mut st = self.lock_token();
+            if st.inflight.as_ref().is_some_and(|f| f.ptr_eq(&inflight)) {
+                st.inflight = None;
+                if let Ok(fresh) = &result {
+                    st.cached = Some(Arc::clone(fresh));
+                }
+            }
+        }
+        match result {
+            Ok(fresh) => Ok(fresh.token.clone()),
+            // getToken unreachable, but the old token is still valid: use it.
+            Err(e) if e.is_transient() => match stale {
+                Some(cached) => Ok(cached.token.clone()),
+                None => Err(token_failure(e)),
             },
             Err(e) => Err(token_failure(e)),
         }
     }
 
+    fn lock_token(&self) -> std::sync::MutexGuard<'_, TokenState> {
+        self.token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     async fn invalidate(&self, used: &Secret) {
-        let mut slot = self.token.lock().await;
-        if slot.as_ref().is_some_and(|c| &c.token == used) {
-            *slot = None;
+        let mut st = self.lock_token();
+        if st.cached.as_ref().is_some_and(|c| &c.token == used) {
+            st.cached = None;
         }
     }
 
-    async fn fetch_token(&self) -> Result<CachedToken, ApiError> {
+    /// One `getToken` request, as a future that owns what it needs (so it
+    /// can be shared between callers).
+    fn fetch_token(
+        &self,
+    ) -> impl Future<Output = Result<Arc<CachedToken>, GatewayError>> + Send + 'static {
         #[derive(Serialize)]
-        struct Credentials<'a> {
-            imp_key: &'a str,
-            imp_secret: &'a str,
+        struct Credentials {
+            imp_key: String,
+            imp_secret: String,
         }
         let url = self.url(&["users", "getToken"], false);
-        let started = Instant::now();
-        let response = self
-            .http
-            .post(url)
-            .json(&Credentials {
-                imp_key: self.config.imp_key.expose(),
-                imp_secret: self.config.imp_secret.expose(),
-            })
-            .send()
-            .await
-            .map_err(|e| transport_error(&e))?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| transport_error(&e))?;
-        if status == StatusCode::UNAUTHORIZED {
-            return Err(ApiError::Rejected(Rejection {
-                kind: RejectionKind::Unauthorized,
-                http_status: Some(401),
-                code: None,
-                message: format!(
-                    "getToken refused the REST API key/secret: {}",
-                    message_of(&bytes)
-                ),
-            }));
+        let http = self.http.clone();
+        let refresh_margin = self.config.refresh_margin;
+        let credentials = Credentials {
+            imp_key: self.config.imp_key.expose().to_owned(),
+            imp_secret: self.config.imp_secret.expose().to_owned(),
+        };
+        async move {
+            let started = Instant::now();
+            let response = http
+                .post(url)
+                .json(&credentials)
+                .send()
+                .await
+                .map_err(|e| transport_error(&e))?;
+            let status = response.status();
+            let bytes = response.bytes().await.map_err(|e| transport_error(&e))?;
+            if status == StatusCode::UNAUTHORIZED {
+                return Err(GatewayError::Rejected(Rejection {
+                    kind: RejectionKind::Unauthorized,
+                    http_status: Some(401),
+                    code: None,
+                    message: format!(
+                        "getToken refused the REST API key/secret: {}",
+                        message_of(&bytes)
+                    ),
+                }));
+            }
+            let token: TokenResponse = decode(status, &bytes)?;
+            // Lifetime as the server sees it; never assume 30 minutes.
+            let lifetime =
+                Duration::from_secs(u64::try_from(token.expired_at - token.now).unwrap_or(0));
+            let expires_at = started + lifetime;
+            let refresh_after = expires_at
+                .checked_sub(refresh_margin)
+                .unwrap_or(started)
+                .max(started);
+            debug!(
+                lifetime_secs = lifetime.as_secs(),
+                "obtained i'mport access token"
+            );
+            Ok(Arc::new(CachedToken {
+                token: Secret::new(token.access_token),
+                refresh_after,
+                expires_at,
+            }))
         }
-        let token: TokenResponse = decode(status, &bytes)?;
-        // Lifetime as the server sees it; never assume 30 minutes.
-        let lifetime =
-            Duration::from_secs(u64::try_from(token.expired_at - token.now).unwrap_or(0));
-        let expires_at = started + lifetime;
-        let refresh_after = expires_at
-            .checked_sub(self.config.refresh_margin)
-            .unwrap_or(started)
-            .max(started);
-        debug!(
-            lifetime_secs = lifetime.as_secs(),
-            "obtained i'mport access token"
-        );
-        Ok(CachedToken {
-            token: Secret::new(token.access_token),
-            refresh_after,
-            expires_at,
-        })
     }
 }
 
 /// An id that becomes one path segment. `.` and `..` are dropped by URL
 /// normalisation (`find/../paid` would look up merchant_uid `paid`) and an
 /// empty one leaves an empty segment, so those are refused before sending.
-fn path_id(id: &str) -> Result<&str, ApiError> {
+fn path_id(id: &str) -> Result<&str, GatewayError> {
     if matches!(id, "" | "." | "..") {
-        return Err(ApiError::Rejected(Rejection {
+        return Err(GatewayError::Rejected(Rejection {
             kind: RejectionKind::BadRequest,
             http_status: None,
             code: None,
@@ -357,27 +406,29 @@ fn path_id(id: &str) -> Result<&str, ApiError> {
 struct Unauthorized;
 
 /// A token problem means the real request was never sent.
-fn token_failure(e: ApiError) -> ApiError {
+fn token_failure(e: GatewayError) -> GatewayError {
     match e {
-        ApiError::Rejected(r) if r.kind == RejectionKind::Unauthorized => ApiError::Rejected(r),
-        other => ApiError::not_sent(format!("could not obtain an access token: {other}")),
+        GatewayError::Rejected(r) if r.kind == RejectionKind::Unauthorized => {
+            GatewayError::Rejected(r)
+        }
+        other => GatewayError::not_sent(format!("could not obtain an access token: {other}")),
     }
 }
 
-fn transport_error(e: &reqwest::Error) -> ApiError {
+fn transport_error(e: &reqwest::Error) -> GatewayError {
     // `reqwest::Error`'s Display may include the URL; ours carry no secrets.
     let detail = e.to_string();
     if e.is_connect() {
         // Failed before the request was written: nothing reached i'mport.
-        ApiError::not_sent(detail)
+        GatewayError::not_sent(detail)
     } else if e.is_timeout() {
-        ApiError::Ambiguous(Ambiguity {
+        GatewayError::Ambiguous(Ambiguity {
             kind: AmbiguityKind::Timeout,
             http_status: None,
             detail,
         })
     } else {
-        ApiError::Ambiguous(Ambiguity {
+        GatewayError::Ambiguous(Ambiguity {
             kind: AmbiguityKind::Connection,
             http_status: None,
             detail,
@@ -386,9 +437,12 @@ fn transport_error(e: &reqwest::Error) -> ApiError {
 }
 
 /// Decodes the `{code, message, response}` envelope of one answer.
-pub(crate) fn decode<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn decode<T: DeserializeOwned>(
+    status: StatusCode,
+    body: &[u8],
+) -> Result<T, GatewayError> {
     if status == StatusCode::NOT_FOUND {
-        return Err(ApiError::Rejected(Rejection {
+        return Err(GatewayError::Rejected(Rejection {
             kind: RejectionKind::NotFound,
             http_status: Some(404),
             code: envelope_code(body),
@@ -396,7 +450,7 @@ pub(crate) fn decode<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Re
         }));
     }
     if status.is_server_error() {
-        return Err(ApiError::Ambiguous(Ambiguity {
+        return Err(GatewayError::Ambiguous(Ambiguity {
             kind: AmbiguityKind::ServerError,
             http_status: Some(status.as_u16()),
             detail: message_of(body),
@@ -405,7 +459,7 @@ pub(crate) fn decode<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Re
     if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT {
         // Throttled or timed out before processing: nothing happened, try later.
         // Never a customer's decline.
-        return Err(ApiError::Rejected(Rejection {
+        return Err(GatewayError::Rejected(Rejection {
             kind: RejectionKind::NotSent,
             http_status: Some(status.as_u16()),
             code: envelope_code(body),
@@ -413,7 +467,7 @@ pub(crate) fn decode<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Re
         }));
     }
     if status.is_client_error() {
-        return Err(ApiError::Rejected(Rejection {
+        return Err(GatewayError::Rejected(Rejection {
             kind: RejectionKind::BadRequest,
             http_status: Some(status.as_u16()),
             code: envelope_code(body),
@@ -421,14 +475,14 @@ pub(crate) fn decode<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Re
         }));
     }
     if status != StatusCode::OK {
-        return Err(ApiError::Ambiguous(Ambiguity {
+        return Err(GatewayError::Ambiguous(Ambiguity {
             kind: AmbiguityKind::Malformed,
             http_status: Some(status.as_u16()),
             detail: "unexpected HTTP status".into(),
         }));
     }
     let envelope: Envelope<T> = serde_json::from_slice(body).map_err(|e| {
-        ApiError::Ambiguous(Ambiguity {
+        GatewayError::Ambiguous(Ambiguity {
             kind: AmbiguityKind::Malformed,
             http_status: Some(200),
             detail: format!("body is not the documented envelope: {e}"),
@@ -436,13 +490,13 @@ pub(crate) fn decode<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Re
     })?;
     match (envelope.code, envelope.response) {
         (0, Some(response)) => Ok(response),
-        (0, None) => Err(ApiError::Rejected(Rejection {
+        (0, None) => Err(GatewayError::Rejected(Rejection {
             kind: RejectionKind::Business,
             http_status: Some(200),
             code: Some(0),
             message: envelope.message.unwrap_or_else(|| "empty response".into()),
         })),
-        (code, _) => Err(ApiError::Rejected(Rejection {
+        (code, _) => Err(GatewayError::Rejected(Rejection {
             kind: RejectionKind::Business,
             http_status: Some(200),
             code: Some(code),
@@ -490,7 +544,7 @@ mod tests {
         .unwrap_err();
         assert!(e.is_not_found());
         match e {
-            ApiError::Rejected(r) => assert_eq!(r.code, Some(-1)),
+            GatewayError::Rejected(r) => assert_eq!(r.code, Some(-1)),
             other => panic!("unexpected {other:?}"),
         }
 

@@ -1,9 +1,10 @@
-//! The i'mport (PortOne V1) REST API client.
+//! The i'mport (PortOne V1) REST API: a typed client in V1's own terms
+//! (`client`, `model`) and its implementation of the payment-gateway port
+//! (`gateway`).
 
 mod client;
-mod error;
+mod gateway;
 mod model;
 
-pub use client::{ChargeOutcome, ClientConfig, DEFAULT_BASE_URL, IamportClient};
-pub use error::{Ambiguity, AmbiguityKind, ApiError, Rejection, RejectionKind};
+pub use client::{AgainOutcome, ClientConfig, DEFAULT_BASE_URL, IamportClient};
 pub use model::{AgainRequest, BillingKey, CancelRecord, CancelRequest, Payment, PaymentStatus};

@@ -23,10 +23,12 @@ use aws_smithy_types::config_bag::{Storable, StoreReplace};
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use shared::app::App;
+use shared::billing::Subscription;
 use shared::billing::SubscriptionId;
 use shared::config::Config;
+use shared::ledger::Ledger;
+use shared::ledger::dynamodb::{DynamoLedger, table};
 use shared::secret::Secret;
-use shared::store::{Store, Subscription, keys, table};
 
 #[derive(Parser)]
 struct Cli {
@@ -105,12 +107,12 @@ impl Intercept for Counter {
     }
 }
 
-async fn store(config: &Config, counter: &Counter) -> Store {
+async fn store(config: &Config, counter: &Counter) -> DynamoLedger {
     let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
     let dynamo = aws_sdk_dynamodb::config::Builder::from(&sdk)
         .interceptor(counter.clone())
         .build();
-    Store::new(
+    DynamoLedger::new(
         aws_sdk_dynamodb::Client::from_conf(dynamo),
         config.table_name.clone(),
         config.due_shards,
@@ -158,7 +160,7 @@ async fn seed(
             .iter()
             .map(|s| {
                 let put = PutRequest::builder()
-                    .set_item(Some(keys::subscription_to_item(s, config.due_shards)))
+                    .set_item(Some(store.subscription_item(s)))
                     .build();
                 WriteRequest::builder()
                     .put_request(put.expect("put request"))
@@ -225,14 +227,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let counter = Counter::default();
             let store = store(&config, &counter).await;
             let concurrency = config.concurrency;
-            let (key, secret) = match &config.credentials {
+            let (imp_key, imp_secret) = match &config.credentials {
                 shared::config::CredentialsSource::Plain {
                     imp_key,
                     imp_secret,
                 } => (imp_key.clone(), imp_secret.clone()),
                 _ => (Secret::new(""), Secret::new("")),
             };
-            let app = App::new(config, store, key, secret)?;
+            let credentials = shared::app::Credentials {
+                imp_key,
+                imp_secret,
+                uid_key: config.uid_key.clone(),
+            };
+            let app = App::new(config, store, credentials, shared::clock::Clock::system())?;
             let payload =
                 serde_json::json!({"scheduled_time": at.to_rfc3339(), "execution_id": "bench"});
             let started = Instant::now();
@@ -274,16 +281,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let store = store(&config, &counter).await;
             let started = Instant::now();
             let (mut ids, mut pages) = (0usize, 0usize);
-            for shard in 0..store.shards() {
-                let mut start = None;
-                loop {
-                    let page = store.due_page(shard, at, 100, start).await?;
-                    pages += 1;
-                    ids += page.ids.len();
-                    match page.next {
-                        Some(k) => start = Some(k),
-                        None => break,
-                    }
+            let mut cursor = None;
+            loop {
+                let page = store.due_page(at, 100, cursor.as_ref()).await?;
+                pages += 1;
+                ids += page.ids.len();
+                match page.next {
+                    Some(c) => cursor = Some(c),
+                    None => break,
                 }
             }
             println!(

@@ -11,10 +11,12 @@ use chrono::{DateTime, TimeZone, Utc};
 use iamport_sim::{Fault, FaultKind, SimHandle, WebhookFormat, WebhookSettings};
 use lambda_runtime::{Context, LambdaEvent};
 use shared::app::App;
+use shared::billing::{AttemptState, ChargeAttempt, Subscription};
 use shared::billing::{BILLING_TZ, MerchantUid, SubscriptionStatus};
 use shared::charging::RunReport;
+use shared::ledger::Ledger;
+use shared::ledger::dynamodb::DynamoLedger;
 use shared::secret::Secret;
-use shared::store::{AttemptState, ChargeAttempt, Store, Subscription};
 use testkit::{
     FlakyProxy, SIM_KEY, SIM_SECRET, local_gateway, seed_subscription, start_sim, test_app,
 };
@@ -68,6 +70,11 @@ fn note(w: &mut World, r: &Result<RunReport, String>) {
     }
 }
 
+/// A day passes between daily runs (for leases and quiet periods too).
+fn next_day(w: &World) {
+    w.app.engine.clock.advance(chrono::Duration::days(1));
+}
+
 /// Daily runs through the month; `before` may inject faults on a given day.
 async fn month(w: &mut World, mut before: impl FnMut(&World, i64)) {
     for d in 0..DAYS {
@@ -79,6 +86,7 @@ async fn month(w: &mut World, mut before: impl FnMut(&World, i64)) {
         )
         .await;
         note(w, &r);
+        next_day(w);
     }
 }
 
@@ -118,12 +126,14 @@ async fn check(w: &World) -> Verdict {
     for sub in &w.subs {
         let now = w
             .app
-            .store
+            .engine
+            .ledger
             .get_subscription(&sub.id)
             .await
             .unwrap()
             .unwrap();
-        let attempts: Vec<ChargeAttempt> = w.app.store.list_attempts(&sub.id).await.unwrap();
+        let attempts: Vec<ChargeAttempt> =
+            w.app.engine.ledger.list_attempts(&sub.id).await.unwrap();
         // Both periods charged, exactly once each, and recorded with i'mport's imp_uid.
         for k in 0..2 {
             let period = sub.anchor.period_id(k).to_string();
@@ -195,13 +205,9 @@ fn again_fault(kind: FaultKind, times: u32) -> Fault {
 }
 
 async fn scenario(name: &str) -> (Verdict, u64) {
-    let mut w = match name {
-        // A failed run leaves its claims; they free up after the lease.
-        "crash after claim" | "DynamoDB unreachable mid-run" => {
-            world(&[("CLAIM_LEASE_SECS", "1")]).await
-        }
-        _ => world(&[]).await,
-    };
+    // A failed run leaves its claims; they free up after the lease (a day
+    // passes between runs).
+    let mut w = world(&[]).await;
     match name {
         "i'mport 500" => {
             month(&mut w, |w, d| {
@@ -250,6 +256,7 @@ async fn scenario(name: &str) -> (Verdict, u64) {
                     tokio::join!(run(&w.app, t0() + chrono::Duration::days(d), &id), expire);
                 note(&mut w, &r);
                 w.hits += w.sim.token_requests() - sim_tokens_before;
+                next_day(&w);
             }
         }
         "401 storm" => {
@@ -266,13 +273,21 @@ async fn scenario(name: &str) -> (Verdict, u64) {
         "DynamoDB unreachable mid-run" => {
             let proxy = FlakyProxy::start(&testkit::dynamodb_endpoint()).await;
             let client = testkit::dynamodb_client_at(&proxy.url).await;
-            let store = Store::new(client, w.app.store.table_name(), w.app.store.shards());
+            let ledger = DynamoLedger::new(
+                client,
+                w.app.engine.ledger.table_name(),
+                w.app.engine.ledger.shards(),
+            );
             w.app = Arc::new(
                 App::new(
                     w.app.config.clone(),
-                    store,
-                    Secret::new(SIM_KEY),
-                    Secret::new(SIM_SECRET),
+                    ledger,
+                    shared::app::Credentials {
+                        imp_key: Secret::new(SIM_KEY),
+                        imp_secret: Secret::new(SIM_SECRET),
+                        uid_key: None,
+                    },
+                    w.app.engine.clock.clone(),
                 )
                 .unwrap(),
             );
@@ -289,8 +304,8 @@ async fn scenario(name: &str) -> (Verdict, u64) {
                 note(&mut w, &r);
                 if proxy.is_down() {
                     proxy.heal();
-                    tokio::time::sleep(Duration::from_millis(1100)).await;
                 }
+                next_day(&w);
             }
         }
         "conditional-write conflict" => {
@@ -307,6 +322,7 @@ async fn scenario(name: &str) -> (Verdict, u64) {
                     let r = run(&w.app, t, &format!("day-{d}")).await;
                     note(&mut w, &r);
                 }
+                next_day(&w);
             }
             w.hits += 1;
         }
@@ -318,6 +334,7 @@ async fn scenario(name: &str) -> (Verdict, u64) {
                 if let (Ok(a), Ok(b)) = (&a, &b) {
                     w.hits += a.summary.skipped.min(1) + b.summary.skipped.min(1);
                 }
+                next_day(&w);
             }
         }
         "crash after claim" => {
@@ -325,7 +342,7 @@ async fn scenario(name: &str) -> (Verdict, u64) {
             for (i, sub) in w.subs.iter().take(SUBS / 2).enumerate() {
                 testkit::crashed_claim(&w.app, sub, i % 2 == 0).await;
             }
-            tokio::time::sleep(Duration::from_millis(1100)).await;
+            next_day(&w);
             month(&mut w, |_, _| {}).await;
         }
         other => panic!("unknown scenario {other}"),

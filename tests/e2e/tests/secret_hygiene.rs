@@ -107,7 +107,8 @@ async fn trace_logs_of_a_whole_story_hold_no_secrets_tokens_or_contact_data() {
         .into_iter()
         .find(|p| p.status == "paid" && p.amount > 0)
         .unwrap();
-    app.iamport
+    app.engine
+        .gateway
         .cancel(&shared::iamport::CancelRequest {
             imp_uid: paid.imp_uid.clone(),
             amount: Some(1000),

@@ -142,14 +142,14 @@ proptest! {
             let mut config = shared::iamport::ClientConfig::new(url::Url::parse(&g.url).unwrap(), shared::secret::Secret::new("k"), shared::secret::Secret::new("s"));
             config.timeout = std::time::Duration::from_secs(2);
             let client = shared::iamport::IamportClient::new(config).unwrap();
-            client.charge_again(&shared::iamport::AgainRequest {
-                customer_uid: "cu".into(), merchant_uid: "m".into(), amount: 1000, currency: "KRW", name: "n".into(),
-                buyer_name: None, buyer_email: None, buyer_tel: None, custom_data: None, notice_url: None,
+            shared::gateway::PaymentGateway::charge(&client, &shared::gateway::ChargeRequest {
+                customer_uid: "cu".into(), merchant_uid: "m".into(), amount: 1000, name: "n".into(),
+                buyer: Default::default(), custom_data: None, notice_url: None,
             }).await
         });
-        if let shared::iamport::ChargeOutcome::Paid(p) = &outcome {
+        if let shared::gateway::ChargeOutcome::Paid(p) = &outcome {
             prop_assert_eq!(status, 200);
-            prop_assert_eq!(p.status, shared::iamport::PaymentStatus::Paid);
+            prop_assert_eq!(p.status, shared::billing::RecordStatus::Paid);
         }
     }
 }

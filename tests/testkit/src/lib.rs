@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use aws_config::BehaviorVersion;
 use aws_sdk_dynamodb::config::{Credentials, Region};
 use rand::Rng;
-use shared::store::{Store, table};
+use shared::ledger::dynamodb::DynamoLedger;
 
 /// Sets the variables every test needs so the AWS SDK never looks beyond
 /// loopback (no instance-metadata probe, static test credentials).
@@ -107,26 +107,25 @@ pub async fn dynamodb_client() -> aws_sdk_dynamodb::Client {
 pub async fn fresh_table(client: &aws_sdk_dynamodb::Client) -> String {
     let suffix: u64 = rand::rng().random();
     let name = format!("test-{suffix:016x}");
-    table::create_table(client, &name)
+    shared::ledger::dynamodb::table::create_table(client, &name)
         .await
         .expect("create test table");
     name
 }
 
-/// A store over a fresh table, with `shards` due-index shards.
-pub async fn fresh_store(shards: u32) -> Store {
+/// A DynamoDB ledger over a fresh table, with `shards` due-index shards.
+pub async fn fresh_ledger(shards: u32) -> DynamoLedger {
     let client = dynamodb_client().await;
     let name = fresh_table(&client).await;
-    Store::new(client, name, shards)
+    DynamoLedger::new(client, name, shards)
 }
 
 /// A subscription as the callback would create it, for store tests.
 pub fn sample_subscription(
     id: &shared::billing::SubscriptionId,
     created: chrono::DateTime<chrono::Utc>,
-) -> shared::store::Subscription {
-    use shared::billing::{Anchor, SubscriptionStatus};
-    use shared::store::{Buyer, KeyInfo, Plan, Subscription};
+) -> shared::billing::Subscription {
+    use shared::billing::{Anchor, Buyer, KeyInfo, Plan, Subscription, SubscriptionStatus};
     let anchor = Anchor::from_instant(created);
     Subscription {
         id: id.clone(),
@@ -166,7 +165,9 @@ pub const FAILURE_URL: &str = "https://shop.example/billing/failed";
 
 /// An [`shared::app::App`] wired to a fresh table on the test moto_server
 /// and to the simulator at `iamport_base_url`, configured from the same
-/// variables as production (`extra` overrides or adds to them).
+/// variables as production (`extra` overrides or adds to them). Its clock
+/// is the system's plus an offset the test moves with
+/// `app.engine.clock.advance(..)` (lease expiry, quiet periods).
 pub async fn test_app(iamport_base_url: &str, extra: &[(&str, &str)]) -> shared::app::App {
     let client = dynamodb_client().await;
     let table = fresh_table(&client).await;
@@ -181,6 +182,7 @@ pub async fn test_app(iamport_base_url: &str, extra: &[(&str, &str)]) -> shared:
         ("SUCCESS_REDIRECT_URL", SUCCESS_URL),
         ("FAILURE_REDIRECT_URL", FAILURE_URL),
         ("CHARGE_CONCURRENCY", "8"),
+        ("RESEND_QUIET_SECS", "60"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -190,14 +192,14 @@ pub async fn test_app(iamport_base_url: &str, extra: &[(&str, &str)]) -> shared:
     }
     let config =
         shared::config::Config::from_lookup(|k| vars.get(k).cloned()).expect("test config");
-    let store = Store::new(client, table, config.due_shards);
-    shared::app::App::new(
-        config,
-        store,
-        shared::secret::Secret::new(vars["IAMPORT_KEY"].clone()),
-        shared::secret::Secret::new(vars["IAMPORT_SECRET"].clone()),
-    )
-    .expect("test app")
+    let ledger = DynamoLedger::new(client, table, config.due_shards);
+    let credentials = shared::app::Credentials {
+        imp_key: shared::secret::Secret::new(vars["IAMPORT_KEY"].clone()),
+        imp_secret: shared::secret::Secret::new(vars["IAMPORT_SECRET"].clone()),
+        uid_key: config.uid_key.clone(),
+    };
+    shared::app::App::new(config, ledger, credentials, shared::clock::Clock::shifted())
+        .expect("test app")
 }
 
 /// Starts the i'mport simulator in this test's runtime on 127.0.0.1:0.
@@ -303,9 +305,9 @@ pub async fn seed_subscription(
     app: &shared::app::App,
     sim: &iamport_sim::SimHandle,
     created: chrono::DateTime<chrono::Utc>,
-) -> shared::store::Subscription {
-    use shared::billing::{MerchantUid, SubscriptionId};
-    use shared::store::{Registration, RegistrationStatus};
+) -> shared::billing::Subscription {
+    use shared::billing::{MerchantUid, Registration, RegistrationStatus, SubscriptionId};
+    use shared::ledger::Ledger;
     let id = SubscriptionId::generate();
     let mut sub = sample_subscription(&id, created);
     sub.next_charge_at = created;
@@ -323,12 +325,13 @@ pub async fn seed_subscription(
         expires_at: None,
         imp_uid: None,
     };
-    app.store
+    let ledger = &app.engine.ledger;
+    ledger
         .put_registration(&reg)
         .await
         .expect("seed registration");
-    app.store
-        .activate(&reg, &sub, &format!("imp_seed{id}"))
+    ledger
+        .activate(&reg, &sub, &format!("imp_seed{id}"), None)
         .await
         .expect("seed subscription");
     sub
@@ -504,26 +507,33 @@ pub async fn dynamodb_client_at(endpoint: &str) -> aws_sdk_dynamodb::Client {
 }
 
 /// Leaves what a run that died right after its claim leaves behind: attempt
-/// 1 of the current period `claimed` by a dead run with a 1-second lease;
-/// with `charged`, i'mport had also taken the money (same `merchant_uid`).
+/// 1 of the current period `claimed` by a dead run whose lease ends in one
+/// second; with `charged`, i'mport had also taken the money (same
+/// `merchant_uid`). Move the app's clock past the lease (and, to have it sent
+/// again, past the quiet period) to let the next run take it over.
 pub async fn crashed_claim(
     app: &shared::app::App,
-    sub: &shared::store::Subscription,
+    sub: &shared::billing::Subscription,
     charged: bool,
-) {
-    use shared::billing::MerchantUid;
-    use shared::store::{AttemptState, ChargeAttempt};
-    let now = chrono::Utc::now();
+) -> shared::billing::ChargeAttempt {
+    use shared::billing::{AttemptState, ChargeAttempt};
+    use shared::ledger::Ledger;
+    let now = app.engine.now();
     let period = sub.current_period();
     let claim = ChargeAttempt {
         subscription_id: sub.id.clone(),
-        merchant_uid: MerchantUid::charge(&sub.id, &period, sub.attempt),
+        merchant_uid: app
+            .engine
+            .settings
+            .uid_key
+            .charge_uid(&sub.id, &period, sub.attempt),
         period,
         attempt: sub.attempt,
         amount: sub.plan.amount,
         state: AttemptState::Claimed,
         claim_token: Some("crashed-run".into()),
         lease_until: Some(now + chrono::Duration::seconds(1)),
+        sent_at: Some(now),
         imp_uid: None,
         paid_at: None,
         fail_reason: None,
@@ -531,13 +541,15 @@ pub async fn crashed_claim(
         created_at: now,
         updated_at: now,
     };
-    app.store
+    app.engine
+        .ledger
         .claim_new(&claim)
         .await
         .expect("crashed run's claim");
     if charged {
         let outcome = app
-            .iamport
+            .engine
+            .gateway
             .charge_again(&shared::iamport::AgainRequest {
                 customer_uid: sub.customer_uid.clone(),
                 merchant_uid: claim.merchant_uid.clone(),
@@ -552,8 +564,18 @@ pub async fn crashed_claim(
             })
             .await;
         assert!(
-            matches!(outcome, shared::iamport::ChargeOutcome::Paid(_)),
+            matches!(outcome, shared::iamport::AgainOutcome::Paid(_)),
             "{outcome:?}"
         );
     }
+    claim
+}
+
+/// Moves the app's clock past a crashed claim's lease and the quiet period
+/// after its send, so the next run may take it over and send it again.
+pub fn after_quiet_period(app: &shared::app::App) {
+    app.engine.clock.advance(
+        chrono::Duration::from_std(app.engine.settings.resend_quiet).unwrap_or_default()
+            + chrono::Duration::seconds(2),
+    );
 }

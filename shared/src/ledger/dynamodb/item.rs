@@ -5,13 +5,12 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, NaiveDate, Utc};
 
-use super::StoreError;
-use super::model::{
-    AttemptState, Buyer, ChargeAttempt, KeyInfo, Plan, Registration, RegistrationStatus,
-    Subscription,
-};
 use super::table::{DUE_PK, DUE_SK, PK, SK, TTL_ATTRIBUTE};
-use crate::billing::{Anchor, PeriodId, SubscriptionId, SubscriptionStatus};
+use crate::billing::{
+    Anchor, AttemptState, Buyer, ChargeAttempt, KeyInfo, PeriodId, Plan, Registration,
+    RegistrationStatus, Subscription, SubscriptionId, SubscriptionStatus,
+};
+use crate::ledger::LedgerError;
 use crate::secret::Pii;
 
 pub type Item = HashMap<String, AttributeValue>;
@@ -57,11 +56,11 @@ impl<'a> Reader<'a> {
         Self { item, what }
     }
 
-    fn corrupt(&self, field: &str, why: &str) -> StoreError {
-        StoreError::Corrupt(format!("{} attribute {field}: {why}", self.what))
+    fn corrupt(&self, field: &str, why: &str) -> LedgerError {
+        LedgerError::Corrupt(format!("{} attribute {field}: {why}", self.what))
     }
 
-    pub fn opt_str(&self, field: &str) -> Result<Option<String>, StoreError> {
+    pub fn opt_str(&self, field: &str) -> Result<Option<String>, LedgerError> {
         match self.item.get(field) {
             None | Some(AttributeValue::Null(_)) => Ok(None),
             Some(AttributeValue::S(v)) => Ok(Some(v.clone())),
@@ -69,12 +68,12 @@ impl<'a> Reader<'a> {
         }
     }
 
-    pub fn str(&self, field: &str) -> Result<String, StoreError> {
+    pub fn str(&self, field: &str) -> Result<String, LedgerError> {
         self.opt_str(field)?
             .ok_or_else(|| self.corrupt(field, "missing"))
     }
 
-    pub fn opt_i64(&self, field: &str) -> Result<Option<i64>, StoreError> {
+    pub fn opt_i64(&self, field: &str) -> Result<Option<i64>, LedgerError> {
         match self.item.get(field) {
             None | Some(AttributeValue::Null(_)) => Ok(None),
             Some(AttributeValue::N(v)) => v
@@ -85,16 +84,16 @@ impl<'a> Reader<'a> {
         }
     }
 
-    pub fn i64(&self, field: &str) -> Result<i64, StoreError> {
+    pub fn i64(&self, field: &str) -> Result<i64, LedgerError> {
         self.opt_i64(field)?
             .ok_or_else(|| self.corrupt(field, "missing"))
     }
 
-    pub fn u32(&self, field: &str) -> Result<u32, StoreError> {
+    pub fn u32(&self, field: &str) -> Result<u32, LedgerError> {
         u32::try_from(self.i64(field)?).map_err(|_| self.corrupt(field, "out of range"))
     }
 
-    pub fn opt_time(&self, field: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    pub fn opt_time(&self, field: &str) -> Result<Option<DateTime<Utc>>, LedgerError> {
         match self.opt_i64(field)? {
             None => Ok(None),
             Some(secs) => DateTime::from_timestamp(secs, 0)
@@ -103,12 +102,12 @@ impl<'a> Reader<'a> {
         }
     }
 
-    pub fn time(&self, field: &str) -> Result<DateTime<Utc>, StoreError> {
+    pub fn time(&self, field: &str) -> Result<DateTime<Utc>, LedgerError> {
         self.opt_time(field)?
             .ok_or_else(|| self.corrupt(field, "missing"))
     }
 
-    pub fn bool(&self, field: &str) -> Result<bool, StoreError> {
+    pub fn bool(&self, field: &str) -> Result<bool, LedgerError> {
         match self.item.get(field) {
             None => Ok(false),
             Some(AttributeValue::Bool(b)) => Ok(*b),
@@ -116,11 +115,11 @@ impl<'a> Reader<'a> {
         }
     }
 
-    pub fn pii(&self, field: &str) -> Result<Option<Pii>, StoreError> {
+    pub fn pii(&self, field: &str) -> Result<Option<Pii>, LedgerError> {
         Ok(self.opt_str(field)?.map(Pii::new))
     }
 
-    pub fn sub_id(&self, field: &str) -> Result<SubscriptionId, StoreError> {
+    pub fn sub_id(&self, field: &str) -> Result<SubscriptionId, LedgerError> {
         let v = self.str(field)?;
         SubscriptionId::parse(&v).ok_or_else(|| self.corrupt(field, "not a subscription id"))
     }
@@ -146,7 +145,7 @@ fn put_buyer(item: &mut Item, buyer: &Buyer) {
     put_opt(item, "buyer_tel", buyer.tel.as_ref().map(|v| s(v.expose())));
 }
 
-fn read_buyer(r: &Reader<'_>) -> Result<Buyer, StoreError> {
+fn read_buyer(r: &Reader<'_>) -> Result<Buyer, LedgerError> {
     Ok(Buyer {
         name: r.pii("buyer_name")?,
         email: r.pii("buyer_email")?,
@@ -174,17 +173,11 @@ pub fn registration_to_item(reg: &Registration) -> Item {
     item
 }
 
-pub fn registration_from_item(item: &Item) -> Result<Registration, StoreError> {
+pub fn registration_from_item(item: &Item) -> Result<Registration, LedgerError> {
     let r = Reader::new(item, "registration");
-    let status = match r.str("status")?.as_str() {
-        "pending" => RegistrationStatus::Pending,
-        "completed" => RegistrationStatus::Completed,
-        other => {
-            return Err(StoreError::Corrupt(format!(
-                "registration status {other:?}"
-            )));
-        }
-    };
+    let status_text = r.str("status")?;
+    let status = RegistrationStatus::parse(&status_text)
+        .ok_or_else(|| LedgerError::Corrupt(format!("registration status {status_text:?}")))?;
     Ok(Registration {
         merchant_uid: r.str("merchant_uid")?,
         subscription_id: r.sub_id("subscription_id")?,
@@ -259,11 +252,11 @@ pub fn subscription_to_item(sub: &Subscription, shards: u32) -> Item {
     item
 }
 
-pub fn subscription_from_item(item: &Item) -> Result<Subscription, StoreError> {
+pub fn subscription_from_item(item: &Item) -> Result<Subscription, LedgerError> {
     let r = Reader::new(item, "subscription");
     let status_text = r.str("status")?;
     let status = SubscriptionStatus::parse(&status_text)
-        .ok_or_else(|| StoreError::Corrupt(format!("subscription status {status_text:?}")))?;
+        .ok_or_else(|| LedgerError::Corrupt(format!("subscription status {status_text:?}")))?;
     let anchor_text = r.str("anchor")?;
     let anchor = NaiveDate::parse_from_str(&anchor_text, "%Y-%m-%d")
         .ok()
@@ -271,7 +264,7 @@ pub fn subscription_from_item(item: &Item) -> Result<Subscription, StoreError> {
             use chrono::Datelike;
             Anchor::new(d.year(), d.month(), d.day())
         })
-        .ok_or_else(|| StoreError::Corrupt(format!("subscription anchor {anchor_text:?}")))?;
+        .ok_or_else(|| LedgerError::Corrupt(format!("subscription anchor {anchor_text:?}")))?;
     Ok(Subscription {
         id: r.sub_id("subscription_id")?,
         user_id: r.str("user_id")?,
@@ -296,7 +289,7 @@ pub fn subscription_from_item(item: &Item) -> Result<Subscription, StoreError> {
             inserted_at: r.time("key_inserted_at")?,
         },
         version: u64::try_from(r.i64("version")?)
-            .map_err(|_| StoreError::Corrupt("subscription version negative".into()))?,
+            .map_err(|_| LedgerError::Corrupt("subscription version negative".into()))?,
         created_at: r.time("created_at")?,
         updated_at: r.time("updated_at")?,
         cancel_at_period_end: r.bool("cancel_at_period_end")?,
@@ -316,6 +309,7 @@ pub fn attempt_to_item(a: &ChargeAttempt) -> Item {
     item.insert("state".into(), s(a.state.as_str()));
     put_opt(&mut item, "claim_token", a.claim_token.as_ref().map(s));
     put_opt(&mut item, "lease_until", a.lease_until.map(ts));
+    put_opt(&mut item, "sent_at", a.sent_at.map(ts));
     put_opt(&mut item, "imp_uid", a.imp_uid.as_ref().map(s));
     put_opt(&mut item, "paid_at", a.paid_at.map(ts));
     put_opt(&mut item, "fail_reason", a.fail_reason.as_ref().map(s));
@@ -325,21 +319,22 @@ pub fn attempt_to_item(a: &ChargeAttempt) -> Item {
     item
 }
 
-pub fn attempt_from_item(item: &Item) -> Result<ChargeAttempt, StoreError> {
+pub fn attempt_from_item(item: &Item) -> Result<ChargeAttempt, LedgerError> {
     let r = Reader::new(item, "charge attempt");
     let state_text = r.str("state")?;
     let period_text = r.str("period")?;
     Ok(ChargeAttempt {
         subscription_id: r.sub_id("subscription_id")?,
         period: PeriodId::parse(&period_text)
-            .ok_or_else(|| StoreError::Corrupt(format!("charge period {period_text:?}")))?,
+            .ok_or_else(|| LedgerError::Corrupt(format!("charge period {period_text:?}")))?,
         attempt: r.u32("attempt")?,
         merchant_uid: r.str("merchant_uid")?,
         amount: r.i64("amount")?,
         state: AttemptState::parse(&state_text)
-            .ok_or_else(|| StoreError::Corrupt(format!("charge state {state_text:?}")))?,
+            .ok_or_else(|| LedgerError::Corrupt(format!("charge state {state_text:?}")))?,
         claim_token: r.opt_str("claim_token")?,
         lease_until: r.opt_time("lease_until")?,
+        sent_at: r.opt_time("sent_at")?,
         imp_uid: r.opt_str("imp_uid")?,
         paid_at: r.opt_time("paid_at")?,
         fail_reason: r.opt_str("fail_reason")?,
@@ -352,7 +347,6 @@ pub fn attempt_from_item(item: &Item) -> Result<ChargeAttempt, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::billing::Anchor;
 
     fn sample() -> Subscription {
         let t = DateTime::from_timestamp(1_790_000_000, 0).unwrap();

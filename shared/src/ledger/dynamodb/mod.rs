@@ -1,8 +1,8 @@
-//! The DynamoDB store: registrations, subscriptions and charge attempts in
-//! one table (see `docs/data-model.md`).
+//! The ledger on DynamoDB: registrations, subscriptions and charge attempts
+//! in one table (see `docs/data-model.md`). Items, attribute values and the
+//! client stay inside this module.
 
 mod item;
-pub mod model;
 pub mod table;
 
 use std::fmt::Debug;
@@ -12,97 +12,74 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{Put, ReturnValue, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
 
-use crate::billing::{PeriodId, SubscriptionId};
-pub use item::Item;
+use crate::billing::{
+    AttemptResult, AttemptState, ChargeAttempt, PeriodId, Registration, RegistrationStatus,
+    Subscription, SubscriptionId,
+};
+use crate::ledger::{Cursor, DuePage, Guard, Ledger, LedgerError, Sent};
 use item::{
-    META, attempt_from_item, attempt_sk, attempt_to_item, due_pk, n, reg_pk,
+    Item, META, attempt_from_item, attempt_sk, attempt_to_item, due_pk, n, reg_pk,
     registration_from_item, registration_to_item, s, sub_pk, subscription_from_item,
     subscription_to_item, ts,
 };
-pub use model::{
-    AttemptResult, AttemptState, Buyer, ChargeAttempt, KeyInfo, Plan, Registration,
-    RegistrationStatus, Subscription,
-};
 use table::{DUE_INDEX, DUE_PK, DUE_SK, PK, SK, TTL_ATTRIBUTE};
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StoreError {
-    /// A condition failed: someone else claimed, settled or changed it first.
-    #[error("conflict: {0}")]
-    Conflict(String),
-    /// Throttling, timeouts, 5xx: retrying later may work.
-    #[error("DynamoDB unavailable: {0}")]
-    Transient(String),
-    /// Misconfiguration or a bug (missing table, validation error).
-    #[error("DynamoDB error: {0}")]
-    Fatal(String),
-    /// An item that does not decode: never silently ignored.
-    #[error("corrupt item: {0}")]
-    Corrupt(String),
-}
-
-impl StoreError {
-    pub(crate) fn from_sdk<E, R>(err: SdkError<E, R>, operation: &str) -> Self
-    where
-        E: ProvideErrorMetadata + Debug,
-        R: Debug,
-    {
-        match &err {
-            SdkError::ServiceError(service) => {
-                let e = service.err();
-                let code = e.code().unwrap_or("Unknown");
-                let message = e.message().unwrap_or("");
-                let text = format!("{operation}: {code}: {message}");
-                match code {
-                    "ConditionalCheckFailedException" => Self::Conflict(text),
-                    "TransactionCanceledException" => {
-                        if message.contains("ConditionalCheckFailed")
-                            || message.contains("TransactionConflict")
-                        {
-                            Self::Conflict(text)
-                        } else {
-                            Self::Transient(text)
-                        }
+/// Maps an SDK error onto the ledger's kinds.
+pub(crate) fn sdk_error<E, R>(err: SdkError<E, R>, operation: &str) -> LedgerError
+where
+    E: ProvideErrorMetadata + Debug,
+    R: Debug,
+{
+    match &err {
+        SdkError::ServiceError(service) => {
+            let e = service.err();
+            let code = e.code().unwrap_or("Unknown");
+            let message = e.message().unwrap_or("");
+            let text = format!("{operation}: {code}: {message}");
+            match code {
+                "ConditionalCheckFailedException" => LedgerError::Conflict(text),
+                "TransactionCanceledException" => {
+                    if message.contains("ConditionalCheckFailed")
+                        || message.contains("TransactionConflict")
+                    {
+                        LedgerError::Conflict(text)
+                    } else {
+                        LedgerError::Transient(text)
                     }
-                    "TransactionConflictException"
-                    | "ProvisionedThroughputExceededException"
-                    | "ThrottlingException"
-                    | "RequestLimitExceeded"
-                    | "InternalServerError"
-                    | "ServiceUnavailable"
-                    | "LimitExceededException" => Self::Transient(text),
-                    _ => Self::Fatal(text),
                 }
+                "TransactionConflictException"
+                | "ProvisionedThroughputExceededException"
+                | "ThrottlingException"
+                | "RequestLimitExceeded"
+                | "InternalServerError"
+                | "ServiceUnavailable"
+                | "LimitExceededException" => LedgerError::Transient(text),
+                _ => LedgerError::Fatal(text),
             }
-            SdkError::TimeoutError(_)
-            | SdkError::DispatchFailure(_)
-            | SdkError::ResponseError(_) => Self::Transient(format!("{operation}: {err}")),
-            _ => Self::Fatal(format!("{operation}: {err}")),
         }
-    }
-
-    pub fn is_conflict(&self) -> bool {
-        matches!(self, Self::Conflict(_))
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            LedgerError::Transient(format!("{operation}: {err}"))
+        }
+        _ => LedgerError::Fatal(format!("{operation}: {err}")),
     }
 }
 
-/// One page of the due index.
-#[derive(Debug, Clone)]
-pub struct DuePage {
-    pub ids: Vec<SubscriptionId>,
-    /// Pass back to get the next page; `None` at the end.
-    pub next: Option<Item>,
+fn build_error(e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Fatal(e.to_string())
 }
+
+/// Expression attribute values of a condition.
+type Values = Vec<(&'static str, aws_sdk_dynamodb::types::AttributeValue)>;
 
 /// The table, with the settings that shape its items.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub struct DynamoLedger {
     client: Client,
     table: String,
     shards: u32,
 }
 
-impl Store {
+impl DynamoLedger {
     pub fn new(client: Client, table: impl Into<String>, shards: u32) -> Self {
         Self {
             client,
@@ -111,20 +88,22 @@ impl Store {
         }
     }
 
-    pub fn shards(&self) -> u32 {
-        self.shards
-    }
-
     pub fn table_name(&self) -> &str {
         &self.table
     }
 
-    /// The underlying client (for tools such as bulk loaders in benchmarks).
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// Partitions of the due index.
+    pub fn shards(&self) -> u32 {
+        self.shards
     }
 
-    async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
+    /// Creates this ledger's table (tests and the local stack; production
+    /// uses the SAM template).
+    pub async fn create_table(&self) -> Result<(), LedgerError> {
+        table::create_table(&self.client, &self.table).await
+    }
+
+    async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>, LedgerError> {
         let out = self
             .client
             .get_item()
@@ -134,14 +113,102 @@ impl Store {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| StoreError::from_sdk(e, "GetItem"))?;
+            .map_err(|e| sdk_error(e, "GetItem"))?;
         Ok(out.item)
     }
 
-    // ---- registrations -------------------------------------------------
+    fn versioned_put(&self, next: &Subscription) -> Result<Put, LedgerError> {
+        Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(subscription_to_item(next, self.shards)))
+            .condition_expression("#version = :expected")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":expected", n(next.version.saturating_sub(1)))
+            .build()
+            .map_err(build_error)
+    }
 
-    /// Stores a new pending registration; refuses to overwrite one.
-    pub async fn put_registration(&self, reg: &Registration) -> Result<(), StoreError> {
+    async fn transact(
+        &self,
+        items: Vec<TransactWriteItem>,
+        operation: &str,
+    ) -> Result<(), LedgerError> {
+        self.client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, operation))?;
+        Ok(())
+    }
+
+    fn attempt_key(a: &ChargeAttempt) -> (String, String) {
+        (sub_pk(&a.subscription_id), attempt_sk(&a.period, a.attempt))
+    }
+
+    fn encode_cursor(shard: u32, key: &Item) -> Option<Cursor> {
+        let get = |k: &str| match key.get(k) {
+            Some(aws_sdk_dynamodb::types::AttributeValue::S(v)) => Some(v.clone()),
+            Some(aws_sdk_dynamodb::types::AttributeValue::N(v)) => Some(v.clone()),
+            _ => None,
+        };
+        Some(Cursor(format!(
+            "{shard}|{}|{}|{}|{}",
+            get(PK)?,
+            get(SK)?,
+            get(DUE_PK)?,
+            get(DUE_SK)?
+        )))
+    }
+
+    fn decode_cursor(cursor: &Cursor) -> Result<(u32, Option<Item>), LedgerError> {
+        let bad = || LedgerError::Fatal(format!("not a cursor of this ledger: {:?}", cursor.0));
+        let parts: Vec<&str> = cursor.0.split('|').collect();
+        let shard: u32 = parts.first().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        match parts.as_slice() {
+            [_] => Ok((shard, None)),
+            [_, pk, sk, dpk, dsk] => {
+                let mut key = Item::new();
+                key.insert(PK.into(), s(*pk));
+                key.insert(SK.into(), s(*sk));
+                key.insert(DUE_PK.into(), s(*dpk));
+                key.insert(DUE_SK.into(), n(dsk.parse::<i64>().map_err(|_| bad())?));
+                Ok((shard, Some(key)))
+            }
+            _ => Err(bad()),
+        }
+    }
+
+    /// Condition and values for "the attempt is open and `guard` may write it".
+    fn open_guard(
+        guard: Guard<'_>,
+        result: &AttemptResult,
+    ) -> Result<(String, Values), LedgerError> {
+        match guard {
+            Guard::Claim(token) => Ok((
+                "#state = :claimed AND claim_token = :token".into(),
+                vec![
+                    (":claimed", s(AttemptState::Claimed.as_str())),
+                    (":token", s(token)),
+                ],
+            )),
+            Guard::PaidFact if result.state == AttemptState::Paid => Ok((
+                "(#state = :claimed OR #state = :unknown)".into(),
+                vec![
+                    (":claimed", s(AttemptState::Claimed.as_str())),
+                    (":unknown", s(AttemptState::Unknown.as_str())),
+                ],
+            )),
+            Guard::PaidFact => Err(LedgerError::Fatal(format!(
+                "only a paid fact may settle without the claim, not {}",
+                result.state.as_str()
+            ))),
+        }
+    }
+}
+
+impl Ledger for DynamoLedger {
+    async fn put_registration(&self, reg: &Registration) -> Result<(), LedgerError> {
         self.client
             .put_item()
             .table_name(&self.table)
@@ -150,36 +217,34 @@ impl Store {
             .expression_attribute_names("#pk", PK)
             .send()
             .await
-            .map_err(|e| StoreError::from_sdk(e, "PutItem registration"))?;
+            .map_err(|e| sdk_error(e, "PutItem registration"))?;
         Ok(())
     }
 
-    pub async fn get_registration(
+    async fn get_registration(
         &self,
         merchant_uid: &str,
-    ) -> Result<Option<Registration>, StoreError> {
+    ) -> Result<Option<Registration>, LedgerError> {
         self.get(reg_pk(merchant_uid), META)
             .await?
             .map(|item| registration_from_item(&item))
             .transpose()
     }
 
-    /// Atomically creates the subscription and marks its registration
-    /// completed by the issuance payment `imp_uid` (and no longer expiring).
-    /// `Conflict` if either already happened.
-    pub async fn activate(
+    async fn activate(
         &self,
         reg: &Registration,
         sub: &Subscription,
         imp_uid: &str,
-    ) -> Result<(), StoreError> {
+        first_attempt: Option<&ChargeAttempt>,
+    ) -> Result<(), LedgerError> {
         let put_sub = Put::builder()
             .table_name(&self.table)
             .set_item(Some(subscription_to_item(sub, self.shards)))
             .condition_expression("attribute_not_exists(#pk)")
             .expression_attribute_names("#pk", PK)
             .build()
-            .map_err(|e| StoreError::Fatal(e.to_string()))?;
+            .map_err(build_error)?;
         let complete_reg = Update::builder()
             .table_name(&self.table)
             .key(PK, s(reg_pk(&reg.merchant_uid)))
@@ -195,31 +260,35 @@ impl Store {
             .expression_attribute_values(":now", ts(sub.created_at))
             .expression_attribute_values(":imp_uid", s(imp_uid))
             .build()
-            .map_err(|e| StoreError::Fatal(e.to_string()))?;
-        self.client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(put_sub).build())
-            .transact_items(TransactWriteItem::builder().update(complete_reg).build())
-            .send()
-            .await
-            .map_err(|e| StoreError::from_sdk(e, "TransactWriteItems activate"))?;
-        Ok(())
+            .map_err(build_error)?;
+        let mut items = vec![
+            TransactWriteItem::builder().put(put_sub).build(),
+            TransactWriteItem::builder().update(complete_reg).build(),
+        ];
+        if let Some(attempt) = first_attempt {
+            let put_attempt = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(attempt_to_item(attempt)))
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", PK)
+                .build()
+                .map_err(build_error)?;
+            items.push(TransactWriteItem::builder().put(put_attempt).build());
+        }
+        self.transact(items, "TransactWriteItems activate").await
     }
 
-    // ---- subscriptions -------------------------------------------------
-
-    pub async fn get_subscription(
+    async fn get_subscription(
         &self,
         id: &SubscriptionId,
-    ) -> Result<Option<Subscription>, StoreError> {
+    ) -> Result<Option<Subscription>, LedgerError> {
         self.get(sub_pk(id), META)
             .await?
             .map(|item| subscription_from_item(&item))
             .transpose()
     }
 
-    /// Writes `next` if the stored version is still `next.version - 1`.
-    pub async fn save_subscription(&self, next: &Subscription) -> Result<(), StoreError> {
+    async fn save_subscription(&self, next: &Subscription) -> Result<(), LedgerError> {
         self.client
             .put_item()
             .table_name(&self.table)
@@ -229,73 +298,89 @@ impl Store {
             .expression_attribute_values(":expected", n(next.version.saturating_sub(1)))
             .send()
             .await
-            .map_err(|e| StoreError::from_sdk(e, "PutItem subscription"))?;
+            .map_err(|e| sdk_error(e, "PutItem subscription"))?;
         Ok(())
     }
 
-    /// One page of subscriptions due at `now` in one shard of the due index,
-    /// oldest first. The index is eventually consistent: callers re-read
-    /// each subscription before acting on it.
-    pub async fn due_page(
+    /// Pages through the shards of the sparse `due` index in turn. The
+    /// index is eventually consistent and carries keys only.
+    async fn due_page(
         &self,
-        shard: u32,
         now: DateTime<Utc>,
-        limit: i32,
-        start: Option<Item>,
-    ) -> Result<DuePage, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(DUE_INDEX)
-            .key_condition_expression("#dpk = :shard AND #dsk <= :now")
-            .expression_attribute_names("#dpk", DUE_PK)
-            .expression_attribute_names("#dsk", DUE_SK)
-            .expression_attribute_values(":shard", s(due_pk(shard)))
-            .expression_attribute_values(":now", ts(now))
-            .projection_expression("#pk")
-            .expression_attribute_names("#pk", PK)
-            .limit(limit)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(|e| StoreError::from_sdk(e, "Query due"))?;
-        let ids = out
-            .items
-            .unwrap_or_default()
-            .iter()
-            .map(|item| {
-                let pk = item::Reader::new(item, "due entry").str(PK)?;
-                pk.strip_prefix("SUB#")
-                    .and_then(SubscriptionId::parse)
-                    .ok_or_else(|| StoreError::Corrupt(format!("due entry with key {pk:?}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(DuePage {
-            ids,
-            next: out.last_evaluated_key.filter(|k| !k.is_empty()),
-        })
+        limit: usize,
+        cursor: Option<&Cursor>,
+    ) -> Result<DuePage, LedgerError> {
+        let (mut shard, mut start) = match cursor {
+            Some(c) => Self::decode_cursor(c)?,
+            None => (0, None),
+        };
+        let limit = i32::try_from(limit.clamp(1, 1000)).unwrap_or(100);
+        loop {
+            if shard >= self.shards {
+                return Ok(DuePage {
+                    ids: Vec::new(),
+                    corrupt: Vec::new(),
+                    next: None,
+                });
+            }
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(DUE_INDEX)
+                .key_condition_expression("#dpk = :shard AND #dsk <= :now")
+                .expression_attribute_names("#dpk", DUE_PK)
+                .expression_attribute_names("#dsk", DUE_SK)
+                .expression_attribute_values(":shard", s(due_pk(shard)))
+                .expression_attribute_values(":now", ts(now))
+                .projection_expression("#pk")
+                .expression_attribute_names("#pk", PK)
+                .limit(limit)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error(e, "Query due"))?;
+            let mut ids = Vec::new();
+            let mut corrupt = Vec::new();
+            for entry in out.items.unwrap_or_default() {
+                match item::Reader::new(&entry, "due entry").str(PK) {
+                    Ok(pk) => match pk.strip_prefix("SUB#").and_then(SubscriptionId::parse) {
+                        Some(id) => ids.push(id),
+                        None => corrupt.push(format!("due entry with key {pk:?}")),
+                    },
+                    Err(e) => corrupt.push(e.to_string()),
+                }
+            }
+            let next = match out.last_evaluated_key.filter(|k| !k.is_empty()) {
+                Some(key) => Self::encode_cursor(shard, &key),
+                None if shard + 1 < self.shards => Some(Cursor(format!("{}", shard + 1))),
+                None => None,
+            };
+            if ids.is_empty()
+                && corrupt.is_empty()
+                && let Some(c) = &next
+            {
+                // An empty shard: go on to the next without a round trip to the caller.
+                (shard, start) = Self::decode_cursor(c)?;
+                continue;
+            }
+            return Ok(DuePage { ids, corrupt, next });
+        }
     }
 
-    // ---- charge attempts -----------------------------------------------
-
-    pub async fn get_attempt(
+    async fn get_attempt(
         &self,
         id: &SubscriptionId,
         period: &PeriodId,
         attempt: u32,
-    ) -> Result<Option<ChargeAttempt>, StoreError> {
+    ) -> Result<Option<ChargeAttempt>, LedgerError> {
         self.get(sub_pk(id), &attempt_sk(period, attempt))
             .await?
             .map(|item| attempt_from_item(&item))
             .transpose()
     }
 
-    /// Every attempt of a subscription, oldest period first.
-    pub async fn list_attempts(
-        &self,
-        id: &SubscriptionId,
-    ) -> Result<Vec<ChargeAttempt>, StoreError> {
+    async fn list_attempts(&self, id: &SubscriptionId) -> Result<Vec<ChargeAttempt>, LedgerError> {
         let mut out = Vec::new();
         let mut start = None;
         loop {
@@ -312,7 +397,7 @@ impl Store {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(|e| StoreError::from_sdk(e, "Query attempts"))?;
+                .map_err(|e| sdk_error(e, "Query attempts"))?;
             for item in page.items.unwrap_or_default() {
                 out.push(attempt_from_item(&item)?);
             }
@@ -323,9 +408,7 @@ impl Store {
         }
     }
 
-    /// Claims a new attempt: writes it in state `claimed` with a lease.
-    /// `Conflict` if the attempt already exists (another run got there first).
-    pub async fn claim_new(&self, attempt: &ChargeAttempt) -> Result<(), StoreError> {
+    async fn claim_new(&self, attempt: &ChargeAttempt) -> Result<(), LedgerError> {
         self.client
             .put_item()
             .table_name(&self.table)
@@ -334,14 +417,11 @@ impl Store {
             .expression_attribute_names("#pk", PK)
             .send()
             .await
-            .map_err(|e| StoreError::from_sdk(e, "PutItem claim"))?;
+            .map_err(|e| sdk_error(e, "PutItem claim"))?;
         Ok(())
     }
 
-    /// Takes over an open attempt: one left `unknown`, or `claimed` by a run
-    /// whose lease has expired (it crashed or timed out). `Conflict` if it is
-    /// settled or another live run holds it.
-    pub async fn take_over(
+    async fn take_over(
         &self,
         id: &SubscriptionId,
         period: &PeriodId,
@@ -349,7 +429,7 @@ impl Store {
         token: &str,
         lease_until: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<ChargeAttempt, StoreError> {
+    ) -> Result<ChargeAttempt, LedgerError> {
         let out = self
             .client
             .update_item()
@@ -371,27 +451,55 @@ impl Store {
             .return_values(ReturnValue::AllNew)
             .send()
             .await
-            .map_err(|e| StoreError::from_sdk(e, "UpdateItem take over"))?;
+            .map_err(|e| sdk_error(e, "UpdateItem take over"))?;
         attempt_from_item(&out.attributes.unwrap_or_default())
     }
 
-    /// Marks a claimed attempt `unknown` (i'mport's answer was lost) and
-    /// releases the lease, so the next run settles it first.
-    pub async fn mark_unknown(
+    async fn mark_sending(
+        &self,
+        attempt: &ChargeAttempt,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        let (pk, sk) = Self::attempt_key(attempt);
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(pk))
+            .key(SK, s(sk))
+            .update_expression("SET sent_at = :now, updated_at = :now")
+            .condition_expression("#state = :claimed AND claim_token = :token")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":claimed", s(AttemptState::Claimed.as_str()))
+            .expression_attribute_values(":token", s(token))
+            .expression_attribute_values(":now", ts(now))
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, "UpdateItem sending"))?;
+        Ok(())
+    }
+
+    async fn mark_unknown(
         &self,
         attempt: &ChargeAttempt,
         token: &str,
         detail: &str,
+        sent: Sent,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), LedgerError> {
+        let (pk, sk) = Self::attempt_key(attempt);
+        let remove = match sent {
+            Sent::Maybe => "claim_token, lease_until",
+            Sent::Never => "claim_token, lease_until, sent_at",
+        };
         self.client
             .update_item()
             .table_name(&self.table)
-            .key(PK, s(sub_pk(&attempt.subscription_id)))
-            .key(SK, s(attempt_sk(&attempt.period, attempt.attempt)))
-            .update_expression(
-                "SET #state = :unknown, fail_reason = :detail, updated_at = :now REMOVE claim_token, lease_until",
-            )
+            .key(PK, s(pk))
+            .key(SK, s(sk))
+            .update_expression(format!(
+                "SET #state = :unknown, fail_reason = :detail, updated_at = :now REMOVE {remove}"
+            ))
             .condition_expression("#state = :claimed AND claim_token = :token")
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":unknown", s(AttemptState::Unknown.as_str()))
@@ -401,31 +509,23 @@ impl Store {
             .expression_attribute_values(":now", ts(now))
             .send()
             .await
-            .map_err(|e| StoreError::from_sdk(e, "UpdateItem unknown"))?;
+            .map_err(|e| sdk_error(e, "UpdateItem unknown"))?;
         Ok(())
     }
 
-    /// Records the final result of an open attempt and writes the
-    /// subscription's next state, in one transaction: either both happen or
-    /// neither. The attempt must still be open (and, when `token` is given,
-    /// held by that claim); the subscription must still be at
-    /// `next.version - 1`. Otherwise `Conflict` and nothing is written.
-    pub async fn settle(
+    async fn settle(
         &self,
         attempt: &ChargeAttempt,
         result: &AttemptResult,
-        token: Option<&str>,
+        guard: Guard<'_>,
         next: &Subscription,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), LedgerError> {
+        let (condition, guard_values) = Self::open_guard(guard, result)?;
         let mut set = vec!["#state = :state", "updated_at = :now"];
         let mut remove = vec!["claim_token", "lease_until"];
-        let mut values = vec![
-            (":state", s(result.state.as_str())),
-            (":now", ts(now)),
-            (":claimed", s(AttemptState::Claimed.as_str())),
-            (":unknown", s(AttemptState::Unknown.as_str())),
-        ];
+        let mut values = vec![(":state", s(result.state.as_str())), (":now", ts(now))];
+        values.extend(guard_values);
         match &result.imp_uid {
             Some(v) => {
                 set.push("imp_uid = :imp_uid");
@@ -447,15 +547,11 @@ impl Store {
             }
             None => remove.push("fail_reason"),
         }
-        let mut condition = "(#state = :claimed OR #state = :unknown)".to_owned();
-        if let Some(token) = token {
-            condition.push_str(" AND claim_token = :token");
-            values.push((":token", s(token)));
-        }
+        let (pk, sk) = Self::attempt_key(attempt);
         let mut update = Update::builder()
             .table_name(&self.table)
-            .key(PK, s(sub_pk(&attempt.subscription_id)))
-            .key(SK, s(attempt_sk(&attempt.period, attempt.attempt)))
+            .key(PK, s(pk))
+            .key(SK, s(sk))
             .update_expression(format!(
                 "SET {} REMOVE {}",
                 set.join(", "),
@@ -466,42 +562,78 @@ impl Store {
         for (k, v) in values {
             update = update.expression_attribute_values(k, v);
         }
-        let update = update
-            .build()
-            .map_err(|e| StoreError::Fatal(e.to_string()))?;
-        let put_sub = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(subscription_to_item(next, self.shards)))
-            .condition_expression("#version = :expected")
-            .expression_attribute_names("#version", "version")
-            .expression_attribute_values(":expected", n(next.version.saturating_sub(1)))
-            .build()
-            .map_err(|e| StoreError::Fatal(e.to_string()))?;
-        self.client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(update).build())
-            .transact_items(TransactWriteItem::builder().put(put_sub).build())
-            .send()
-            .await
-            .map_err(|e| StoreError::from_sdk(e, "TransactWriteItems settle"))?;
-        Ok(())
+        let update = update.build().map_err(build_error)?;
+        self.transact(
+            vec![
+                TransactWriteItem::builder().update(update).build(),
+                TransactWriteItem::builder()
+                    .put(self.versioned_put(next)?)
+                    .build(),
+            ],
+            "TransactWriteItems settle",
+        )
+        .await
     }
 
-    /// Records a refund seen at i'mport. Only ever raises the refunded total,
-    /// so duplicate and out-of-order notifications change nothing more.
-    /// Returns whether anything changed.
-    pub async fn record_refund(
+    async fn flag_review(
+        &self,
+        attempt: &ChargeAttempt,
+        token: Option<&str>,
+        reason: &str,
+        next: &Subscription,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        let (pk, sk) = Self::attempt_key(attempt);
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .key(PK, s(pk))
+            .key(SK, s(sk))
+            .update_expression(
+                "SET #state = :review, fail_reason = :reason, updated_at = :now REMOVE claim_token, lease_until",
+            )
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":review", s(AttemptState::NeedsReview.as_str()))
+            .expression_attribute_values(":reason", s(reason))
+            .expression_attribute_values(":now", ts(now))
+            .expression_attribute_values(":unknown", s(AttemptState::Unknown.as_str()))
+            .expression_attribute_values(":failed", s(AttemptState::Failed.as_str()))
+            .expression_attribute_values(":rejected", s(AttemptState::Rejected.as_str()));
+        let unclaimed = "#state = :unknown OR #state = :failed OR #state = :rejected";
+        update = match token {
+            Some(token) => update
+                .condition_expression(format!(
+                    "{unclaimed} OR (#state = :claimed AND claim_token = :token)"
+                ))
+                .expression_attribute_values(":claimed", s(AttemptState::Claimed.as_str()))
+                .expression_attribute_values(":token", s(token)),
+            None => update.condition_expression(unclaimed),
+        };
+        let update = update.build().map_err(build_error)?;
+        self.transact(
+            vec![
+                TransactWriteItem::builder().update(update).build(),
+                TransactWriteItem::builder()
+                    .put(self.versioned_put(next)?)
+                    .build(),
+            ],
+            "TransactWriteItems flag review",
+        )
+        .await
+    }
+
+    async fn record_refund(
         &self,
         attempt: &ChargeAttempt,
         refunded: i64,
         now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, LedgerError> {
+        let (pk, sk) = Self::attempt_key(attempt);
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
-            .key(PK, s(sub_pk(&attempt.subscription_id)))
-            .key(SK, s(attempt_sk(&attempt.period, attempt.attempt)))
+            .key(PK, s(pk))
+            .key(SK, s(sk))
             .update_expression("SET refunded = :r, updated_at = :now")
             .condition_expression(
                 "attribute_exists(#pk) AND (attribute_not_exists(refunded) OR refunded < :r)",
@@ -511,21 +643,70 @@ impl Store {
             .expression_attribute_values(":now", ts(now))
             .send()
             .await
-            .map_err(|e| StoreError::from_sdk(e, "UpdateItem refund"));
+            .map_err(|e| sdk_error(e, "UpdateItem refund"));
         match result {
             Ok(_) => Ok(true),
-            Err(StoreError::Conflict(_)) => Ok(false),
+            Err(LedgerError::Conflict(_)) => Ok(false),
             Err(e) => Err(e),
         }
     }
-
-    /// Raw access for tests and tools (e.g. to check an item's attributes).
-    pub async fn raw_item(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
-        self.get(pk.to_owned(), sk).await
-    }
 }
 
-/// Keys and encodings of records, for tools, benchmarks and tests.
-pub mod keys {
-    pub use super::item::{META, attempt_sk, reg_pk, sub_pk, subscription_to_item};
+/// Hooks for tests of this adapter and tools that load data in bulk
+/// (feature `test-hooks`): raw items, never used by the services.
+#[cfg(feature = "test-hooks")]
+pub mod hooks {
+    use super::*;
+    pub use item::Item;
+
+    impl DynamoLedger {
+        /// The underlying client.
+        pub fn client(&self) -> &Client {
+            &self.client
+        }
+
+        /// An item as stored.
+        pub async fn raw_item(&self, pk: &str, sk: &str) -> Result<Option<Item>, LedgerError> {
+            self.get(pk.to_owned(), sk).await
+        }
+
+        /// Writes `attribute` of a subscription's item as a string, whatever
+        /// it should be (to make a corrupt item).
+        pub async fn corrupt_subscription(
+            &self,
+            id: &SubscriptionId,
+            attribute: &str,
+            value: &str,
+        ) -> Result<(), LedgerError> {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key(PK, s(sub_pk(id)))
+                .key(SK, s(META))
+                .update_expression("SET #a = :v")
+                .expression_attribute_names("#a", attribute)
+                .expression_attribute_values(":v", s(value))
+                .send()
+                .await
+                .map_err(|e| sdk_error(e, "UpdateItem corrupt"))?;
+            Ok(())
+        }
+
+        /// The subscription as the item the table would hold.
+        pub fn subscription_item(&self, sub: &Subscription) -> Item {
+            subscription_to_item(sub, self.shards)
+        }
+
+        pub fn subscription_key(id: &SubscriptionId) -> (String, String) {
+            (sub_pk(id), META.to_owned())
+        }
+
+        pub fn attempt_key_of(
+            id: &SubscriptionId,
+            period: &PeriodId,
+            attempt: u32,
+        ) -> (String, String) {
+            (sub_pk(id), attempt_sk(period, attempt))
+        }
+    }
 }

@@ -7,7 +7,8 @@ use aws_sdk_dynamodb::types::{
     ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
 
-use super::StoreError;
+use super::sdk_error;
+use crate::ledger::LedgerError;
 
 pub const PK: &str = "pk";
 pub const SK: &str = "sk";
@@ -24,20 +25,20 @@ pub const KEY_ATTRIBUTES: [(&str, &str); 4] = [(PK, "S"), (SK, "S"), (DUE_PK, "S
 
 /// Creates the table with its index and TTL, and waits until it is active.
 /// Used by the tests and the local stack; production uses the SAM template.
-pub async fn create_table(client: &Client, name: &str) -> Result<(), StoreError> {
+pub async fn create_table(client: &Client, name: &str) -> Result<(), LedgerError> {
     let attr = |n: &str, t: ScalarAttributeType| {
         AttributeDefinition::builder()
             .attribute_name(n)
             .attribute_type(t)
             .build()
-            .map_err(|e| StoreError::Fatal(e.to_string()))
+            .map_err(|e| LedgerError::Fatal(e.to_string()))
     };
     let key = |n: &str, t: KeyType| {
         KeySchemaElement::builder()
             .attribute_name(n)
             .key_type(t)
             .build()
-            .map_err(|e| StoreError::Fatal(e.to_string()))
+            .map_err(|e| LedgerError::Fatal(e.to_string()))
     };
     let gsi = GlobalSecondaryIndex::builder()
         .index_name(DUE_INDEX)
@@ -45,11 +46,11 @@ pub async fn create_table(client: &Client, name: &str) -> Result<(), StoreError>
         .key_schema(key(DUE_SK, KeyType::Range)?)
         .projection(
             Projection::builder()
-                .projection_type(ProjectionType::All)
+                .projection_type(ProjectionType::KeysOnly)
                 .build(),
         )
         .build()
-        .map_err(|e| StoreError::Fatal(e.to_string()))?;
+        .map_err(|e| LedgerError::Fatal(e.to_string()))?;
     client
         .create_table()
         .table_name(name)
@@ -63,7 +64,7 @@ pub async fn create_table(client: &Client, name: &str) -> Result<(), StoreError>
         .global_secondary_indexes(gsi)
         .send()
         .await
-        .map_err(|e| StoreError::from_sdk(e, "CreateTable"))?;
+        .map_err(|e| sdk_error(e, "CreateTable"))?;
     client
         .update_time_to_live()
         .table_name(name)
@@ -72,10 +73,10 @@ pub async fn create_table(client: &Client, name: &str) -> Result<(), StoreError>
                 .attribute_name(TTL_ATTRIBUTE)
                 .enabled(true)
                 .build()
-                .map_err(|e| StoreError::Fatal(e.to_string()))?,
+                .map_err(|e| LedgerError::Fatal(e.to_string()))?,
         )
         .send()
         .await
-        .map_err(|e| StoreError::from_sdk(e, "UpdateTimeToLive"))?;
+        .map_err(|e| sdk_error(e, "UpdateTimeToLive"))?;
     Ok(())
 }

@@ -1,0 +1,582 @@
+//! What the gateway's records prove, and what the subscription becomes.
+//! Pure: the services fetch, these functions decide.
+
+use chrono::{DateTime, Utc};
+
+use super::dunning::{DunningPolicy, DunningStep};
+use super::entities::{AttemptResult, AttemptState, ChargeAttempt, Subscription};
+use super::state::{Event, IllegalTransition};
+
+/// A payment as the gateway records it, in the engine's terms (the V1
+/// adapter maps i'mport's `PaymentAnnotation` onto it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentRecord {
+    /// The gateway's id of this payment (`imp_uid` in V1).
+    pub imp_uid: String,
+    /// Our id of the order (`merchant_uid`).
+    pub merchant_uid: String,
+    pub status: RecordStatus,
+    /// Whole KRW.
+    pub amount: i64,
+    /// Total refunded so far (KRW).
+    pub cancelled_amount: i64,
+    pub currency: Option<String>,
+    /// The billing key the payment was made with (`customer_uid` in V1), if
+    /// the record names one.
+    pub customer_uid: Option<String>,
+    pub paid_at: Option<DateTime<Utc>>,
+    pub fail_reason: Option<String>,
+    pub cancel_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordStatus {
+    Ready,
+    Paid,
+    Failed,
+    Cancelled,
+    /// A status this code does not know; never money received.
+    Other,
+}
+
+impl RecordStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Paid => "paid",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// A verified fact about one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fact {
+    Paid {
+        imp_uid: String,
+        paid_at: DateTime<Utc>,
+    },
+    Declined {
+        imp_uid: Option<String>,
+        reason: String,
+    },
+    /// The gateway refused without attempting; `key_gone` when the billing
+    /// key no longer exists.
+    Rejected { reason: String, key_gone: bool },
+}
+
+/// A record found under our `merchant_uid` that is not the charge we sent:
+/// another amount, another billing key, another currency.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "payment {imp_uid} for {merchant_uid} does not match the charge (amount {amount} vs {expected}, billing key matches: {key_matches}, currency {currency:?}); refund it and settle by hand"
+)]
+pub struct Mismatch {
+    pub imp_uid: String,
+    pub merchant_uid: String,
+    pub amount: i64,
+    pub expected: i64,
+    pub key_matches: bool,
+    pub currency: Option<String>,
+}
+
+impl Fact {
+    /// What the record `p` proves about `attempt`, after checking that it
+    /// really is this charge: same `merchant_uid`, amount, currency and (when
+    /// the record names one) billing key. `Err` when it is not: such a record
+    /// never counts as money for the period and never lets a new attempt
+    /// start; the attempt waits for a person. `Ok(None)`: a status nothing can
+    /// be settled on (`ready`, unknown).
+    pub fn from_record(
+        p: &PaymentRecord,
+        attempt: &ChargeAttempt,
+        customer_uid: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Self>, Mismatch> {
+        let key_matches = p.customer_uid.as_deref().is_none_or(|c| c == customer_uid);
+        let krw = p.currency.as_deref().is_none_or(|c| c == "KRW");
+        if p.merchant_uid != attempt.merchant_uid
+            || p.amount != attempt.amount
+            || !key_matches
+            || !krw
+        {
+            return Err(Mismatch {
+                imp_uid: p.imp_uid.clone(),
+                merchant_uid: p.merchant_uid.clone(),
+                amount: p.amount,
+                expected: attempt.amount,
+                key_matches,
+                currency: p.currency.clone(),
+            });
+        }
+        let paid = || Self::Paid {
+            imp_uid: p.imp_uid.clone(),
+            paid_at: p.paid_at.unwrap_or(now),
+        };
+        Ok(match p.status {
+            RecordStatus::Paid => Some(paid()),
+            // Refunded later is still money taken for the period; the refund is recorded apart.
+            RecordStatus::Cancelled if p.paid_at.is_some() => Some(paid()),
+            RecordStatus::Failed => Some(Self::Declined {
+                imp_uid: Some(p.imp_uid.clone()),
+                reason: p.fail_reason.clone().unwrap_or_else(|| "declined".into()),
+            }),
+            RecordStatus::Cancelled => Some(Self::Declined {
+                imp_uid: Some(p.imp_uid.clone()),
+                reason: p
+                    .cancel_reason
+                    .clone()
+                    .unwrap_or_else(|| "cancelled before payment".into()),
+            }),
+            RecordStatus::Ready | RecordStatus::Other => None,
+        })
+    }
+
+    pub fn is_paid(&self) -> bool {
+        matches!(self, Self::Paid { .. })
+    }
+
+    /// The attempt's final record.
+    pub fn result(&self) -> AttemptResult {
+        match self {
+            Self::Paid { imp_uid, paid_at } => AttemptResult {
+                state: AttemptState::Paid,
+                imp_uid: Some(imp_uid.clone()),
+                paid_at: Some(*paid_at),
+                fail_reason: None,
+            },
+            Self::Declined { imp_uid, reason } => AttemptResult {
+                state: AttemptState::Failed,
+                imp_uid: imp_uid.clone(),
+                paid_at: None,
+                fail_reason: Some(reason.clone()),
+            },
+            Self::Rejected { reason, .. } => AttemptResult {
+                state: AttemptState::Rejected,
+                imp_uid: None,
+                paid_at: None,
+                fail_reason: Some(reason.clone()),
+            },
+        }
+    }
+}
+
+/// The subscription after `fact` about its current attempt.
+///
+/// A fact is always recorded, even when the status cannot change any more
+/// (e.g. cancelled while the charge was in flight): money taken is never
+/// dropped; only the status stays (`Err` says so, with the next state).
+pub fn next_state(
+    sub: &Subscription,
+    fact: &Fact,
+    dunning: &DunningPolicy,
+    now: DateTime<Utc>,
+) -> (Subscription, Option<IllegalTransition>) {
+    let mut next = sub.next_version(now);
+    let event = match fact {
+        Fact::Paid { .. } => {
+            next.paid_through = Some(sub.current_period());
+            next.period_index += 1;
+            next.attempt = 1;
+            next.next_charge_at = sub.anchor.period_start(next.period_index);
+            Event::Paid
+        }
+        Fact::Rejected { key_gone: true, .. } => Event::KeyGone,
+        Fact::Declined { .. }
+        | Fact::Rejected {
+            key_gone: false, ..
+        } => match dunning.after_decline(sub.period_due(), sub.attempt) {
+            DunningStep::Retry { attempt, at } => {
+                next.attempt = attempt;
+                next.next_charge_at = at;
+                Event::DeclinedWillRetry
+            }
+            DunningStep::GiveUp { status } => Event::DeclinedFinal(status),
+        },
+    };
+    match sub.status.apply(event) {
+        Ok(status) => {
+            next.status = status;
+            (next, None)
+        }
+        Err(e) => (next, Some(e)),
+    }
+}
+
+/// The subscription once one of its attempts is flagged for a person:
+/// nothing more is charged until the attempt is resolved.
+pub fn flagged_state(sub: &Subscription, now: DateTime<Utc>) -> Subscription {
+    let mut next = sub.next_version(now);
+    if let Ok(status) = sub.status.apply(Event::FlagReview) {
+        next.status = status;
+    }
+    next
+}
+
+/// What the payment that issued a billing key means for the subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Issuance {
+    /// A key-only issuance (amount 0): nothing was paid.
+    KeyOnly,
+    /// The window took the plan's amount as well (a common pattern in
+    /// i'mport's samples): that payment is the first period's.
+    FirstPeriodPaid {
+        imp_uid: String,
+        paid_at: DateTime<Utc>,
+    },
+    /// Any other amount: a person refunds or accepts it; it is never
+    /// followed by a second charge.
+    Review { reason: String },
+    /// The window failed or was cancelled: no subscription.
+    Failed,
+}
+
+/// Reads the issuance payment `p` of a sign-up to `plan_amount` KRW.
+pub fn issuance(p: &PaymentRecord, plan_amount: i64, now: DateTime<Utc>) -> Issuance {
+    let krw = p.currency.as_deref().is_none_or(|c| c == "KRW");
+    match p.status {
+        RecordStatus::Failed | RecordStatus::Cancelled => Issuance::Failed,
+        _ if p.amount == 0 => Issuance::KeyOnly,
+        RecordStatus::Paid if p.amount == plan_amount && krw => Issuance::FirstPeriodPaid {
+            imp_uid: p.imp_uid.clone(),
+            paid_at: p.paid_at.unwrap_or(now),
+        },
+        status => Issuance::Review {
+            reason: format!(
+                "issuance payment {} is {} for {} {} while the plan is {} KRW; refund it or accept it",
+                p.imp_uid,
+                status.as_str(),
+                p.amount,
+                p.currency.as_deref().unwrap_or("KRW"),
+                plan_amount
+            ),
+        },
+    }
+}
+
+/// The answer to "what happened under this `merchant_uid`?" (a lookup).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup<T> {
+    Found(T),
+    /// The gateway answered that it has none.
+    Missing,
+    /// The lookup failed; nothing can be concluded.
+    Failed(String),
+}
+
+/// What the engine does with an attempt after a lookup of its `merchant_uid`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Record this fact.
+    Settle(Fact),
+    /// The gateway has no payment under the uid. Whether that means
+    /// "never arrived" depends on how long ago it was sent.
+    NothingThere,
+    /// Nothing can be concluded now; leave the attempt open.
+    Unclear(String),
+    /// A person must look (a record that is not our charge, or one in a
+    /// status nothing can be settled on).
+    Review(String),
+}
+
+/// Reads a lookup of `attempt`'s `merchant_uid`.
+pub fn verdict(
+    lookup: &Lookup<PaymentRecord>,
+    attempt: &ChargeAttempt,
+    customer_uid: &str,
+    now: DateTime<Utc>,
+) -> Verdict {
+    match lookup {
+        Lookup::Found(p) => match Fact::from_record(p, attempt, customer_uid, now) {
+            Ok(Some(fact)) => Verdict::Settle(fact),
+            Ok(None) => Verdict::Review(format!(
+                "payment {} is {}: nothing to settle on",
+                p.imp_uid,
+                p.status.as_str()
+            )),
+            Err(mismatch) => Verdict::Review(mismatch.to_string()),
+        },
+        Lookup::Missing => Verdict::NothingThere,
+        Lookup::Failed(e) => Verdict::Unclear(format!("lookup failed: {e}")),
+    }
+}
+
+/// A refusal (`code != 0`) for which the gateway has no payment under the
+/// uid: the billing-key lookup tells a gone key from any other refusal.
+/// `None` while the key lookup is unclear: the attempt stays open.
+pub fn refusal(message: &str, key: &Lookup<()>) -> Option<Fact> {
+    match key {
+        Lookup::Found(()) => Some(Fact::Rejected {
+            reason: message.to_owned(),
+            key_gone: false,
+        }),
+        Lookup::Missing => Some(Fact::Rejected {
+            reason: message.to_owned(),
+            key_gone: true,
+        }),
+        Lookup::Failed(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::billing::{Anchor, KeyInfo, Plan, SubscriptionId, SubscriptionStatus, UidKey};
+
+    fn sub(anchor: Anchor) -> Subscription {
+        let t = anchor.period_start(0);
+        Subscription {
+            id: SubscriptionId::parse("abcdefghij01").unwrap(),
+            user_id: "u".into(),
+            customer_uid: "cu".into(),
+            pg: "chai".into(),
+            plan: Plan {
+                amount: 9900,
+                name: "p".into(),
+            },
+            buyer: Default::default(),
+            status: SubscriptionStatus::Active,
+            anchor,
+            period_index: 0,
+            attempt: 1,
+            next_charge_at: t,
+            paid_through: None,
+            key: KeyInfo {
+                pg_provider: "chai".into(),
+                pg_id: None,
+                card_name: None,
+                card_number: None,
+                inserted_at: t,
+            },
+            version: 1,
+            created_at: t,
+            updated_at: t,
+            cancel_at_period_end: false,
+        }
+    }
+
+    fn attempt_of(s: &Subscription) -> ChargeAttempt {
+        let period = s.current_period();
+        ChargeAttempt {
+            subscription_id: s.id.clone(),
+            merchant_uid: UidKey::new(b"a-test-key-of-16b")
+                .unwrap()
+                .charge_uid(&s.id, &period, 1),
+            period,
+            attempt: 1,
+            amount: 9900,
+            state: AttemptState::Unknown,
+            claim_token: None,
+            lease_until: None,
+            sent_at: None,
+            imp_uid: None,
+            paid_at: None,
+            fail_reason: None,
+            refunded: 0,
+            created_at: s.created_at,
+            updated_at: s.created_at,
+        }
+    }
+
+    #[test]
+    fn paid_moves_to_the_next_anchor_not_from_the_charge_time() {
+        let s = sub(Anchor::new(2027, 1, 31).unwrap());
+        let paid = Fact::Paid {
+            imp_uid: "imps_1".into(),
+            paid_at: s.next_charge_at,
+        };
+        let late = s.next_charge_at + chrono::Duration::days(3);
+        let (n1, _) = next_state(&s, &paid, &DunningPolicy::default(), late);
+        assert_eq!(n1.period_index, 1);
+        assert_eq!(
+            n1.next_charge_at,
+            Anchor::new(2027, 1, 31).unwrap().period_start(1)
+        );
+        assert_eq!(n1.current_period().as_str(), "202702");
+        assert_eq!(n1.paid_through.as_ref().unwrap().as_str(), "202701");
+        assert_eq!(n1.version, 2);
+        let (n2, _) = next_state(&n1, &paid, &DunningPolicy::default(), late);
+        assert_eq!(
+            n2.anchor.period_date(n2.period_index).to_string(),
+            "2027-03-31"
+        );
+    }
+
+    #[test]
+    fn declines_walk_the_dunning_schedule_then_suspend() {
+        let policy = DunningPolicy::default();
+        let mut s = sub(Anchor::new(2026, 12, 1).unwrap());
+        let due = s.period_due();
+        let declined = Fact::Declined {
+            imp_uid: Some("imps_x".into()),
+            reason: "잔액부족".into(),
+        };
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            s = next_state(&s, &declined, &policy, due).0;
+            seen.push((s.status, s.attempt, (s.next_charge_at - due).num_days()));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (SubscriptionStatus::PastDue, 2, 1),
+                (SubscriptionStatus::PastDue, 3, 3),
+                (SubscriptionStatus::PastDue, 4, 7),
+                (SubscriptionStatus::Suspended, 4, 7),
+            ]
+        );
+        assert!(!s.status.is_chargeable());
+    }
+
+    #[test]
+    fn key_gone_stops_charging_and_a_cancelled_subscription_still_records_money() {
+        let s = sub(Anchor::new(2026, 12, 1).unwrap());
+        let (gone, _) = next_state(
+            &s,
+            &Fact::Rejected {
+                reason: "등록되지 않은 구매자입니다.".into(),
+                key_gone: true,
+            },
+            &DunningPolicy::default(),
+            s.next_charge_at,
+        );
+        assert_eq!(gone.status, SubscriptionStatus::KeyMissing);
+        let cancelled = Subscription {
+            status: SubscriptionStatus::Cancelled,
+            ..s
+        };
+        let (paid, kept) = next_state(
+            &cancelled,
+            &Fact::Paid {
+                imp_uid: "i".into(),
+                paid_at: cancelled.next_charge_at,
+            },
+            &DunningPolicy::default(),
+            cancelled.next_charge_at,
+        );
+        assert!(kept.is_some());
+        assert_eq!(paid.status, SubscriptionStatus::Cancelled);
+        assert_eq!(paid.paid_through.unwrap().as_str(), "202612");
+    }
+
+    fn record(
+        attempt: &ChargeAttempt,
+        status: RecordStatus,
+        amount: i64,
+        paid: bool,
+        customer: &str,
+    ) -> PaymentRecord {
+        PaymentRecord {
+            imp_uid: "imps_1".into(),
+            merchant_uid: attempt.merchant_uid.clone(),
+            status,
+            amount,
+            cancelled_amount: 0,
+            currency: Some("KRW".into()),
+            customer_uid: Some(customer.into()),
+            paid_at: paid.then(|| DateTime::from_timestamp(5, 0).unwrap()),
+            fail_reason: None,
+            cancel_reason: None,
+        }
+    }
+
+    #[test]
+    fn records_settle_only_when_they_are_our_charge() {
+        let s = sub(Anchor::new(2026, 12, 1).unwrap());
+        let a = attempt_of(&s);
+        let now = s.created_at;
+        let check = |r: PaymentRecord| Fact::from_record(&r, &a, "cu", now);
+        assert!(matches!(
+            check(record(&a, RecordStatus::Paid, 9900, true, "cu")),
+            Ok(Some(Fact::Paid { .. }))
+        ));
+        // Refunded after payment: still money taken for the period.
+        assert!(matches!(
+            check(record(&a, RecordStatus::Cancelled, 9900, true, "cu")),
+            Ok(Some(Fact::Paid { .. }))
+        ));
+        // Cancelled before any payment: nothing was taken.
+        assert!(matches!(
+            check(record(&a, RecordStatus::Cancelled, 9900, false, "cu")),
+            Ok(Some(Fact::Declined { .. }))
+        ));
+        assert!(matches!(
+            check(record(&a, RecordStatus::Ready, 9900, false, "cu")),
+            Ok(None)
+        ));
+        // Another amount or another billing key: never ours.
+        assert!(check(record(&a, RecordStatus::Paid, 100, true, "cu")).is_err());
+        assert!(check(record(&a, RecordStatus::Paid, 9900, true, "cu_other")).is_err());
+    }
+
+    #[test]
+    fn verdicts_never_settle_on_doubt() {
+        let s = sub(Anchor::new(2026, 12, 1).unwrap());
+        let a = attempt_of(&s);
+        let now = s.created_at;
+        assert_eq!(
+            verdict(&Lookup::Missing, &a, "cu", now),
+            Verdict::NothingThere
+        );
+        assert!(matches!(
+            verdict(&Lookup::Failed("503".into()), &a, "cu", now),
+            Verdict::Unclear(_)
+        ));
+        assert!(matches!(
+            verdict(
+                &Lookup::Found(record(&a, RecordStatus::Paid, 100, true, "cu")),
+                &a,
+                "cu",
+                now
+            ),
+            Verdict::Review(_)
+        ));
+        assert_eq!(refusal("no", &Lookup::Failed("x".into())), None);
+        assert_eq!(
+            refusal("no", &Lookup::Missing),
+            Some(Fact::Rejected {
+                reason: "no".into(),
+                key_gone: true
+            })
+        );
+    }
+
+    #[test]
+    fn an_issuance_of_the_plan_amount_pays_the_first_period_and_any_other_waits_for_a_person() {
+        let s = sub(Anchor::new(2026, 12, 1).unwrap());
+        let a = attempt_of(&s);
+        let now = s.created_at;
+        let r = |status, amount| record(&a, status, amount, true, "cu");
+        assert_eq!(
+            issuance(&r(RecordStatus::Paid, 0), 9900, now),
+            Issuance::KeyOnly
+        );
+        assert!(matches!(
+            issuance(&r(RecordStatus::Paid, 9900), 9900, now),
+            Issuance::FirstPeriodPaid { .. }
+        ));
+        assert!(matches!(
+            issuance(&r(RecordStatus::Paid, 100), 9900, now),
+            Issuance::Review { .. }
+        ));
+        assert!(matches!(
+            issuance(&r(RecordStatus::Ready, 9900), 9900, now),
+            Issuance::Review { .. }
+        ));
+        assert_eq!(
+            issuance(&r(RecordStatus::Failed, 9900), 9900, now),
+            Issuance::Failed
+        );
+    }
+
+    #[test]
+    fn flagging_stops_charging() {
+        let s = sub(Anchor::new(2026, 12, 1).unwrap());
+        let f = flagged_state(&s, s.created_at);
+        assert_eq!(f.status, SubscriptionStatus::NeedsReview);
+        assert!(!f.status.is_chargeable());
+        assert_eq!(f.version, 2);
+    }
+}

@@ -1,0 +1,393 @@
+//! One due subscription: claim (or take over) its current attempt, settle
+//! what an earlier run left open, send the charge, record what came of it.
+
+use tracing::{info, warn};
+
+use super::pace::Pace;
+use super::settle::{Applied, Settled, apply_fact, flag, lookup_of, settle_from_gateway};
+use super::{BillingRun, Outcome, RunError, SkipReason};
+use crate::billing::{
+    AttemptState, ChargeAttempt, Event, Fact, Subscription, SubscriptionId, refusal,
+};
+use crate::engine::Engine;
+use crate::gateway::{ChargeOutcome, ChargeRequest, PaymentGateway, RejectionKind};
+use crate::ledger::{Guard, Ledger, LedgerError, Sent};
+
+fn skipped(reason: SkipReason) -> Result<Outcome, RunError> {
+    Ok(Outcome::Skipped { reason })
+}
+
+/// Charges one subscription if it is due at the run's billing time.
+#[tracing::instrument(skip_all, fields(subscription_id = %id))]
+pub(crate) async fn charge_one<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    id: &SubscriptionId,
+    run: &BillingRun,
+    pace: &Pace,
+) -> Result<Outcome, RunError> {
+    let Some(sub) = engine.ledger.get_subscription(id).await? else {
+        return skipped(SkipReason::NotFound);
+    };
+    if !sub.is_due(run.billing_time) {
+        return skipped(SkipReason::NotDue);
+    }
+    let period = sub.current_period();
+    let now = engine.now();
+    let token = engine.claim_token(&run.run_id);
+    // A new period of a subscription set to end: nothing to claim.
+    let ending = sub.cancel_at_period_end && sub.attempt == 1;
+    if !ending {
+        // The common case first: a fresh attempt, claimed with one conditional write.
+        let fresh = ChargeAttempt {
+            subscription_id: sub.id.clone(),
+            merchant_uid: engine
+                .settings
+                .uid_key
+                .charge_uid(&sub.id, &period, sub.attempt),
+            period: period.clone(),
+            attempt: sub.attempt,
+            amount: sub.plan.amount,
+            state: AttemptState::Claimed,
+            claim_token: Some(token.clone()),
+            lease_until: Some(now + engine.settings.lease()),
+            sent_at: Some(now),
+            imp_uid: None,
+            paid_at: None,
+            fail_reason: None,
+            refunded: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        match engine.ledger.claim_new(&fresh).await {
+            Ok(()) => return send(engine, &sub, &fresh, &token, pace).await,
+            Err(LedgerError::Conflict(_)) => {} // it exists: see what state it is in
+            Err(e) => return Err(e.into()),
+        }
+    }
+    match engine
+        .ledger
+        .get_attempt(&sub.id, &period, sub.attempt)
+        .await?
+    {
+        None if ending => cancel_at_period_end(engine, &sub).await,
+        None => skipped(SkipReason::Busy),
+        Some(a) if a.state.is_open() => resume(engine, &sub, &a, &token, pace).await,
+        Some(a) if a.state == AttemptState::NeedsReview => skipped(SkipReason::NeedsReview),
+        Some(a) => {
+            // Settled, but our copy of the subscription is older than the
+            // settlement (a webhook or another run got there first).
+            info!(merchant_uid = %a.merchant_uid, state = a.state.as_str(), "attempt already settled by someone else");
+            skipped(SkipReason::Busy)
+        }
+    }
+}
+
+/// An attempt left open by a crashed run (expired lease) or a lost answer:
+/// take it over, settle it from the gateway's records, and send it again
+/// (same `merchant_uid`) only when the gateway has had time to show it.
+async fn resume<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+    open: &ChargeAttempt,
+    token: &str,
+    pace: &Pace,
+) -> Result<Outcome, RunError> {
+    let now = engine.now();
+    let taken = match engine
+        .ledger
+        .take_over(
+            &sub.id,
+            &open.period,
+            open.attempt,
+            token,
+            now + engine.settings.lease(),
+            now,
+        )
+        .await
+    {
+        Ok(a) => a,
+        Err(LedgerError::Conflict(_)) => return skipped(SkipReason::Busy),
+        Err(e) => return Err(e.into()),
+    };
+    pace.wait().await;
+    match settle_from_gateway(engine, sub, &taken, Guard::Claim(token)).await? {
+        Settled::Recorded(fact) => Ok(Outcome::Reconciled { fact }),
+        Settled::AlreadySettled | Settled::ClaimLost => skipped(SkipReason::Busy),
+        Settled::Review(reason) => Ok(Outcome::NeedsReview { reason }),
+        Settled::Unclear(detail) => {
+            release(engine, &taken, token, &detail, Sent::Maybe).await?;
+            skipped(SkipReason::Unsettled)
+        }
+        Settled::Unauthorized(e) => {
+            release(engine, &taken, token, "lookup refused (401)", Sent::Maybe).await?;
+            Err(RunError::Unauthorized(e))
+        }
+        Settled::NothingThere if !taken.quiet_since_sent(now, engine.settings.quiet()) => {
+            // The gateway may still be processing the last request: a re-send
+            // now would race it. Wait until it has had time to show.
+            release(
+                engine,
+                &taken,
+                token,
+                "sent recently; the gateway may still be processing it",
+                Sent::Maybe,
+            )
+            .await?;
+            skipped(SkipReason::Waiting)
+        }
+        Settled::NothingThere => {
+            info!(merchant_uid = %taken.merchant_uid, "open attempt never reached the gateway; sending it again with the same merchant_uid");
+            match engine
+                .ledger
+                .mark_sending(&taken, token, engine.now())
+                .await
+            {
+                Ok(()) => {}
+                Err(LedgerError::Conflict(_)) => return skipped(SkipReason::Busy),
+                Err(e) => return Err(e.into()),
+            }
+            send(engine, sub, &taken, token, pace).await
+        }
+    }
+}
+
+/// Sends the charge for an attempt we hold, then records what came of it.
+async fn send<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+    attempt: &ChargeAttempt,
+    token: &str,
+    pace: &Pace,
+) -> Result<Outcome, RunError> {
+    let merchant_uid = attempt.merchant_uid.as_str();
+    pace.wait().await;
+    // Never act under a claim that could expire before the answer is in.
+    if !attempt.lease_covers(engine.now(), engine.settings.lease_needed_per_call()) {
+        warn!(
+            merchant_uid,
+            "claim too close to its lease's end to send; released"
+        );
+        release(
+            engine,
+            attempt,
+            token,
+            "lease too short to send",
+            Sent::Maybe,
+        )
+        .await?;
+        return skipped(SkipReason::Busy);
+    }
+    let request = ChargeRequest {
+        customer_uid: sub.customer_uid.clone(),
+        merchant_uid: merchant_uid.to_owned(),
+        amount: attempt.amount,
+        name: sub.plan.name.clone(),
+        buyer: sub.buyer.clone(),
+        custom_data: Some(
+            serde_json::json!({"subscription_id": sub.id.as_str(), "period": attempt.period.as_str(), "attempt": attempt.attempt})
+                .to_string(),
+        ),
+        notice_url: engine.settings.notice_url.clone(),
+    };
+    let answer = engine.gateway.charge(&request).await;
+    let claim = Guard::Claim(token);
+    let fact = match answer {
+        ChargeOutcome::Paid(record) | ChargeOutcome::Declined(record) => {
+            pace.succeeded();
+            match Fact::from_record(&record, attempt, &sub.customer_uid, engine.now()) {
+                Ok(Some(fact)) => fact,
+                other => {
+                    let reason = match other {
+                        Err(mismatch) => mismatch.to_string(),
+                        _ => format!("charge answered with status {}", record.status.as_str()),
+                    };
+                    flag(engine, attempt, Some(token), &reason).await?;
+                    return Ok(Outcome::NeedsReview { reason });
+                }
+            }
+        }
+        ChargeOutcome::Rejected(r) if r.kind == RejectionKind::Unauthorized => {
+            release(
+                engine,
+                attempt,
+                token,
+                &format!("not sent: {}", r.message),
+                Sent::Never,
+            )
+            .await?;
+            return Err(RunError::Unauthorized(
+                crate::gateway::GatewayError::Rejected(r),
+            ));
+        }
+        ChargeOutcome::Rejected(r) if r.kind == RejectionKind::NotSent => {
+            // Nothing reached the gateway (connection refused, throttled):
+            // release the claim, back off, and go on with the others.
+            let reason = format!("not sent: {}", r.message);
+            release(engine, attempt, token, &reason, Sent::Never).await?;
+            pace.failed();
+            return Ok(Outcome::Deferred { reason });
+        }
+        ChargeOutcome::Rejected(r) => {
+            pace.succeeded();
+            return refused(engine, sub, attempt, token, &r.message).await;
+        }
+        ChargeOutcome::Ambiguous(a) => {
+            warn!(merchant_uid, detail = %a, "charge outcome unknown; looking it up");
+            let detail = a.to_string();
+            return match settle_from_gateway(engine, sub, attempt, claim).await? {
+                Settled::Recorded(fact) => Ok(Outcome::Reconciled { fact }),
+                Settled::AlreadySettled | Settled::ClaimLost => skipped(SkipReason::Busy),
+                Settled::Review(reason) => Ok(Outcome::NeedsReview { reason }),
+                Settled::Unauthorized(e) => {
+                    release(engine, attempt, token, &detail, Sent::Maybe).await?;
+                    Err(RunError::Unauthorized(e))
+                }
+                Settled::NothingThere | Settled::Unclear(_) => {
+                    // Never a new merchant_uid before this one is settled: the
+                    // next run looks it up again once the gateway has had time.
+                    release(engine, attempt, token, &detail, Sent::Maybe).await?;
+                    pace.failed();
+                    Ok(Outcome::Ambiguous { detail })
+                }
+            };
+        }
+    };
+    record(engine, sub, attempt, fact, claim).await
+}
+
+/// A refusal (`code != 0`): is it "already paid" (a record exists), "the key
+/// is gone" (no record, no key), or another refusal? Never a clean rejection
+/// while either lookup is unclear.
+async fn refused<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+    attempt: &ChargeAttempt,
+    token: &str,
+    message: &str,
+) -> Result<Outcome, RunError> {
+    let claim = Guard::Claim(token);
+    let detail = match settle_from_gateway(engine, sub, attempt, claim).await? {
+        Settled::Recorded(fact) => return Ok(Outcome::Reconciled { fact }),
+        Settled::AlreadySettled | Settled::ClaimLost => return skipped(SkipReason::Busy),
+        Settled::Review(reason) => return Ok(Outcome::NeedsReview { reason }),
+        Settled::Unauthorized(e) => {
+            release(
+                engine,
+                attempt,
+                token,
+                "refused, and the lookup was refused (401)",
+                Sent::Maybe,
+            )
+            .await?;
+            return Err(RunError::Unauthorized(e));
+        }
+        Settled::Unclear(detail) => format!("refused ({message}); {detail}"),
+        Settled::NothingThere => {
+            let (key, unauthorized) = lookup_of(
+                engine
+                    .gateway
+                    .billing_key(&sub.customer_uid)
+                    .await
+                    .map(|_| ()),
+            );
+            if let Some(e) = unauthorized {
+                release(
+                    engine,
+                    attempt,
+                    token,
+                    "refused, and the key lookup was refused (401)",
+                    Sent::Maybe,
+                )
+                .await?;
+                return Err(RunError::Unauthorized(e));
+            }
+            match refusal(message, &key) {
+                Some(fact) => return record(engine, sub, attempt, fact, claim).await,
+                None => format!("refused ({message}) and the billing-key lookup failed"),
+            }
+        }
+    };
+    warn!(merchant_uid = %attempt.merchant_uid, %detail, "refusal could not be classified; left open");
+    release(engine, attempt, token, &detail, Sent::Maybe).await?;
+    Ok(Outcome::Ambiguous { detail })
+}
+
+/// Writes the fact under our claim and reports it.
+async fn record<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+    attempt: &ChargeAttempt,
+    fact: Fact,
+    guard: Guard<'_>,
+) -> Result<Outcome, RunError> {
+    let merchant_uid = attempt.merchant_uid.as_str();
+    match apply_fact(engine, attempt, &fact, guard, Some(sub.clone())).await? {
+        Applied::Recorded => {}
+        Applied::AlreadySettled => {
+            info!(
+                merchant_uid,
+                "already settled by someone else (webhook or another run)"
+            );
+        }
+        Applied::ClaimLost => {
+            warn!(
+                merchant_uid,
+                ?fact,
+                "claim taken over meanwhile; its holder records the outcome"
+            );
+            return skipped(SkipReason::Busy);
+        }
+    }
+    Ok(match fact {
+        Fact::Paid { imp_uid, .. } => {
+            info!(merchant_uid, %imp_uid, amount = attempt.amount, "charged");
+            Outcome::Charged { imp_uid }
+        }
+        Fact::Declined { reason, .. } => {
+            info!(merchant_uid, %reason, "declined");
+            Outcome::Declined { reason }
+        }
+        Fact::Rejected { reason, key_gone } => {
+            warn!(merchant_uid, %reason, key_gone, "rejected by the gateway");
+            Outcome::Rejected { reason, key_gone }
+        }
+    })
+}
+
+/// Releases our claim as `unknown` with `detail`. Losing the claim meanwhile
+/// is fine: someone else holds it now.
+async fn release<L: Ledger, G>(
+    engine: &Engine<L, G>,
+    attempt: &ChargeAttempt,
+    token: &str,
+    detail: &str,
+    sent: Sent,
+) -> Result<(), RunError> {
+    match engine
+        .ledger
+        .mark_unknown(attempt, token, detail, sent, engine.now())
+        .await
+    {
+        Ok(()) | Err(LedgerError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn cancel_at_period_end<L: Ledger, G>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+) -> Result<Outcome, RunError> {
+    let mut next = sub.next_version(engine.now());
+    next.status = match sub.status.apply(Event::Cancel) {
+        Ok(s) => s,
+        Err(_) => return skipped(SkipReason::NotDue),
+    };
+    match engine.ledger.save_subscription(&next).await {
+        Ok(()) => {
+            info!("cancelled at period end");
+            skipped(SkipReason::CancelledAtPeriodEnd)
+        }
+        Err(LedgerError::Conflict(_)) => skipped(SkipReason::Busy),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,64 @@
+//! The run's summary as one CloudWatch Embedded Metric Format line.
+
+use super::RunReport;
+use crate::telemetry;
+
+/// The summary as one EMF line (namespace `SubscriptionBilling`, per
+/// `Function` and in all).
+pub fn emf_line(report: &RunReport, function: &str, timestamp_ms: i64) -> String {
+    let s = &report.summary;
+    telemetry::emf_line(
+        function,
+        &[
+            ("Due", s.due),
+            ("Charged", s.charged),
+            ("Declined", s.declined),
+            ("Rejected", s.rejected),
+            ("Ambiguous", s.ambiguous),
+            ("Reconciled", s.reconciled),
+            ("Deferred", s.deferred),
+            ("NeedsReview", s.needs_review),
+            ("Corrupt", s.corrupt),
+            ("Skipped", s.skipped),
+            ("RunFailed", u64::from(report.error.is_some())),
+        ],
+        timestamp_ms,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::charging::Summary;
+
+    #[test]
+    fn emf_line_carries_every_count() {
+        let report = RunReport {
+            billing_time: chrono::Utc::now(),
+            run_id: "r".into(),
+            summary: Summary {
+                due: 5,
+                charged: 2,
+                declined: 1,
+                ambiguous: 1,
+                reconciled: 1,
+                needs_review: 1,
+                ..Summary::default()
+            },
+            stopped: None,
+            error: None,
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&emf_line(&report, "scheduled-charge", 1)).unwrap();
+        assert_eq!(v["Charged"], 2);
+        assert_eq!(v["NeedsReview"], 1);
+        let directive = &v["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "SubscriptionBilling");
+        assert_eq!(directive["Metrics"].as_array().unwrap().len(), 11);
+        // Per function and in all (what the alarms watch).
+        assert_eq!(
+            directive["Dimensions"],
+            serde_json::json!([["Function"], []])
+        );
+    }
+}

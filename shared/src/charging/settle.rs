@@ -1,0 +1,258 @@
+//! The one sequence that turns the gateway's records into our records:
+//! look the `merchant_uid` up → verify the record is our charge → settle (or
+//! flag for a person). Used for open attempts, refusals and lost answers
+//! alike, by the run and by the webhook.
+
+use tracing::{error, info, warn};
+
+use super::RunError;
+use crate::billing::{
+    AttemptState, ChargeAttempt, Fact, Lookup, PaymentRecord, Subscription, Verdict, flagged_state,
+    next_state, verdict,
+};
+use crate::engine::Engine;
+use crate::gateway::{GatewayError, PaymentGateway};
+use crate::ledger::{Guard, Ledger, LedgerError};
+
+/// What came of writing a fact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Written, with the subscription's next state.
+    Recorded,
+    /// Someone else had settled the attempt already: nothing to do.
+    AlreadySettled,
+    /// Our claim was taken over and the fact is not money: the new holder
+    /// settles the attempt with its own answer.
+    ClaimLost,
+}
+
+/// What came of looking an attempt up at the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// A verified fact, written.
+    Recorded(Fact),
+    AlreadySettled,
+    ClaimLost,
+    /// The gateway has no payment under the uid.
+    NothingThere,
+    /// Nothing can be concluded now (the lookup failed); still open.
+    Unclear(String),
+    /// Flagged for a person (or, without the claim, left for its holder).
+    Review(String),
+    /// The gateway refused our credentials: a failure of the whole run.
+    Unauthorized(GatewayError),
+}
+
+/// Turns a lookup result into the core's terms.
+pub(crate) fn lookup_of<T>(result: Result<T, GatewayError>) -> (Lookup<T>, Option<GatewayError>) {
+    match result {
+        Ok(v) => (Lookup::Found(v), None),
+        Err(e) if e.is_not_found() => (Lookup::Missing, None),
+        Err(e) if e.is_unauthorized() => (Lookup::Failed(e.to_string()), Some(e)),
+        Err(e) => (Lookup::Failed(e.to_string()), None),
+    }
+}
+
+/// Looks `attempt`'s `merchant_uid` up and acts on the verdict: records a
+/// verified fact (with `guard`), flags a record that is not our charge, or
+/// reports that there is nothing (yet) or nothing clear.
+pub async fn settle_from_gateway<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+    attempt: &ChargeAttempt,
+    guard: Guard<'_>,
+) -> Result<Settled, RunError> {
+    let (lookup, unauthorized) =
+        lookup_of(engine.gateway.find_payment(&attempt.merchant_uid).await);
+    if let Some(e) = unauthorized {
+        return Ok(Settled::Unauthorized(e));
+    }
+    settle_from_lookup(engine, sub, attempt, &lookup, guard).await
+}
+
+/// [`settle_from_gateway`] for a record already fetched.
+pub async fn settle_from_lookup<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+    attempt: &ChargeAttempt,
+    lookup: &Lookup<PaymentRecord>,
+    guard: Guard<'_>,
+) -> Result<Settled, RunError> {
+    let merchant_uid = attempt.merchant_uid.as_str();
+    match verdict(lookup, attempt, &sub.customer_uid, engine.now()) {
+        Verdict::Settle(fact) => {
+            let guard = match guard {
+                // Only money settles without the claim; anything else waits for its holder.
+                Guard::PaidFact if !fact.is_paid() => return Ok(Settled::ClaimLost),
+                g => g,
+            };
+            Ok(
+                match apply_fact(engine, attempt, &fact, guard, Some(sub.clone())).await? {
+                    Applied::Recorded => {
+                        info!(merchant_uid, ?fact, "settled from the gateway's record");
+                        Settled::Recorded(fact)
+                    }
+                    Applied::AlreadySettled => Settled::AlreadySettled,
+                    Applied::ClaimLost => Settled::ClaimLost,
+                },
+            )
+        }
+        Verdict::NothingThere => Ok(Settled::NothingThere),
+        Verdict::Unclear(detail) => {
+            warn!(merchant_uid, %detail, "could not settle from the gateway");
+            Ok(Settled::Unclear(detail))
+        }
+        Verdict::Review(reason) => {
+            let token = match guard {
+                Guard::Claim(t) => Some(t),
+                Guard::PaidFact => None,
+            };
+            Ok(if flag(engine, attempt, token, &reason).await? {
+                Settled::Review(reason)
+            } else {
+                Settled::AlreadySettled
+            })
+        }
+    }
+}
+
+/// Records `fact` on `attempt` and moves its subscription on, atomically.
+/// Retries on a version conflict. `known`: a copy of the subscription the
+/// caller just read (saves a read; a stale copy only costs a retry).
+pub async fn apply_fact<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    attempt: &ChargeAttempt,
+    fact: &Fact,
+    mut guard: Guard<'_>,
+    mut known: Option<Subscription>,
+) -> Result<Applied, RunError> {
+    for _ in 0..5 {
+        let now = engine.now();
+        let sub = match known.take() {
+            Some(sub) => sub,
+            None => current_subscription(engine, attempt).await?,
+        };
+        if !sub.is_current(attempt) {
+            // The subscription moved past this attempt: it must be settled already.
+            return match reread(engine, attempt).await? {
+                a if !a.state.is_open() => Ok(Applied::AlreadySettled),
+                _ => Err(RunError::Ledger(LedgerError::Corrupt(format!(
+                    "open attempt {} is not its subscription's current one",
+                    attempt.merchant_uid
+                )))),
+            };
+        }
+        let (next, kept) = next_state(&sub, fact, &engine.settings.dunning, now);
+        if let Some(e) = kept {
+            warn!(subscription_id = %sub.id, error = %e, "status kept; fact recorded");
+        }
+        match engine
+            .ledger
+            .settle(attempt, &fact.result(), guard, &next, now)
+            .await
+        {
+            Ok(()) => return Ok(Applied::Recorded),
+            Err(LedgerError::Conflict(_)) => {
+                let stored = reread(engine, attempt).await?;
+                match guard {
+                    _ if !stored.state.is_open() => return Ok(Applied::AlreadySettled),
+                    Guard::Claim(token) if stored.claim_token.as_deref() != Some(token) => {
+                        if !fact.is_paid() {
+                            return Ok(Applied::ClaimLost);
+                        }
+                        // Our claim was taken over, but money is money: record it.
+                        guard = Guard::PaidFact;
+                    }
+                    // Still open and writable by us: the subscription changed; re-read it.
+                    _ => {}
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(RunError::Ledger(LedgerError::Transient(format!(
+        "could not record {} after 5 tries",
+        attempt.merchant_uid
+    ))))
+}
+
+/// Flags `attempt` for a person and stops its subscription's charges, in
+/// one transaction. A claim of someone else's is left to its holder.
+pub async fn flag<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    attempt: &ChargeAttempt,
+    token: Option<&str>,
+    reason: &str,
+) -> Result<bool, RunError> {
+    for _ in 0..5 {
+        let now = engine.now();
+        let sub = current_subscription(engine, attempt).await?;
+        let next = flagged_state(&sub, now);
+        match engine
+            .ledger
+            .flag_review(attempt, token, reason, &next, now)
+            .await
+        {
+            Ok(()) => {
+                error!(
+                    subscription_id = %attempt.subscription_id,
+                    merchant_uid = %attempt.merchant_uid,
+                    %reason,
+                    "needs review: charges stopped until a person resolves it"
+                );
+                return Ok(true);
+            }
+            Err(LedgerError::Conflict(_)) => {
+                let stored = reread(engine, attempt).await?;
+                let flaggable = match stored.state {
+                    AttemptState::Unknown | AttemptState::Failed | AttemptState::Rejected => true,
+                    AttemptState::Claimed => {
+                        token.is_some() && stored.claim_token.as_deref() == token
+                    }
+                    AttemptState::Paid | AttemptState::NeedsReview => false,
+                };
+                if !flaggable {
+                    warn!(merchant_uid = %attempt.merchant_uid, state = stored.state.as_str(), %reason, "not flagged: the attempt moved on");
+                    return Ok(false);
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(RunError::Ledger(LedgerError::Transient(format!(
+        "could not flag {} after 5 tries",
+        attempt.merchant_uid
+    ))))
+}
+
+async fn current_subscription<L: Ledger, G>(
+    engine: &Engine<L, G>,
+    attempt: &ChargeAttempt,
+) -> Result<Subscription, RunError> {
+    engine
+        .ledger
+        .get_subscription(&attempt.subscription_id)
+        .await?
+        .ok_or_else(|| {
+            RunError::Ledger(LedgerError::Corrupt(format!(
+                "subscription {} missing for {}",
+                attempt.subscription_id, attempt.merchant_uid
+            )))
+        })
+}
+
+async fn reread<L: Ledger, G>(
+    engine: &Engine<L, G>,
+    attempt: &ChargeAttempt,
+) -> Result<ChargeAttempt, RunError> {
+    engine
+        .ledger
+        .get_attempt(&attempt.subscription_id, &attempt.period, attempt.attempt)
+        .await?
+        .ok_or_else(|| {
+            RunError::Ledger(LedgerError::Corrupt(format!(
+                "attempt {} vanished while being recorded",
+                attempt.merchant_uid
+            )))
+        })
+}

@@ -1,0 +1,249 @@
+//! The engine: the two ports, a clock and the settings the services read.
+//! The services (`charging`, `registration`, `notification`) take an
+//! `&Engine<L, G>`; production wires a DynamoDB ledger and the i'mport client
+//! (`crate::app`), the simulation an in-memory ledger and a model of i'mport.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::billing::{DunningPolicy, Plan, SubscriptionId, UidKey, random_customer_uid};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::gateway::PaymentGateway;
+use crate::ledger::Ledger;
+
+/// What the services need to know, taken from [`Config`] once.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub dunning: DunningPolicy,
+    /// How long a claim on an attempt lasts.
+    pub claim_lease: Duration,
+    /// How long after a charge request was sent "the gateway has no such
+    /// payment" may be read as "it never arrived" (see `docs/charging.md`).
+    pub resend_quiet: Duration,
+    /// The gateway's per-request timeout (budgets and lease checks use it).
+    pub gateway_timeout: Duration,
+    /// Charges in flight at once in one run.
+    pub concurrency: usize,
+    pub notice_url: Option<String>,
+    pub charge_on_signup: bool,
+    /// The `pg` for the payment window (`chai`, `chai.{public_key}`, …).
+    pub pg: String,
+    pub default_plan: Plan,
+    pub registration_ttl: Duration,
+    /// `m_redirect_url` (the callback route), needed by `prepare`.
+    pub callback_url: Option<String>,
+    /// The key of the `merchant_uid` tags.
+    pub uid_key: UidKey,
+}
+
+impl Settings {
+    pub fn from_config(config: &Config, uid_key: UidKey) -> Self {
+        Self {
+            dunning: config.dunning.clone(),
+            claim_lease: config.claim_lease,
+            resend_quiet: config.resend_quiet,
+            gateway_timeout: config.iamport_timeout,
+            concurrency: config.concurrency,
+            notice_url: config.notice_url.as_ref().map(|u| u.to_string()),
+            charge_on_signup: config.charge_on_signup,
+            pg: config.pg.clone(),
+            default_plan: config.default_plan.clone(),
+            registration_ttl: config.registration_ttl,
+            callback_url: config.callback_url.as_ref().map(|u| u.to_string()),
+            uid_key,
+        }
+    }
+
+    pub fn lease(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.claim_lease).unwrap_or(chrono::Duration::minutes(15))
+    }
+
+    pub fn quiet(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.resend_quiet).unwrap_or(chrono::Duration::minutes(10))
+    }
+
+    /// What must be left of a claim's lease to send one more request under
+    /// it: the request's timeout, twice (a 401 makes the client ask for a
+    /// new token and send again), and a margin for the write that follows.
+    pub fn lease_needed_per_call(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.gateway_timeout * 2 + Duration::from_secs(5))
+            .unwrap_or(chrono::Duration::minutes(1))
+    }
+}
+
+/// The ports, a clock and the settings. One per process in production.
+pub struct Engine<L, G> {
+    pub ledger: L,
+    pub gateway: G,
+    pub clock: Clock,
+    pub settings: Settings,
+    /// Claim tokens and new ids; seeded in the simulation.
+    rng: Mutex<StdRng>,
+}
+
+impl<L, G> std::fmt::Debug for Engine<L, G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("clock", &self.clock)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L: Ledger, G: PaymentGateway> Engine<L, G> {
+    pub fn new(ledger: L, gateway: G, clock: Clock, settings: Settings) -> Self {
+        Self {
+            ledger,
+            gateway,
+            clock,
+            settings,
+            rng: Mutex::new(StdRng::from_os_rng()),
+        }
+    }
+
+    /// An engine whose claim tokens and ids come from `seed` (the simulation
+    /// replays a seed exactly).
+    pub fn seeded(ledger: L, gateway: G, clock: Clock, settings: Settings, seed: u64) -> Self {
+        Self {
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            ..Self::new(ledger, gateway, clock, settings)
+        }
+    }
+}
+
+impl<L, G> Engine<L, G> {
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    fn with_rng<T>(&self, f: impl FnOnce(&mut StdRng) -> T) -> T {
+        let mut rng = self
+            .rng
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut rng)
+    }
+
+    /// A claim token: the run's id and a random suffix, so that two
+    /// deliveries of one scheduled event (same run id) never share a claim.
+    pub fn claim_token(&self, run_id: &str) -> String {
+        let suffix: u64 = self.with_rng(|r| r.random());
+        format!("{run_id}.{suffix:016x}")
+    }
+
+    pub fn new_subscription_id(&self) -> SubscriptionId {
+        self.with_rng(SubscriptionId::random)
+    }
+
+    pub fn new_customer_uid(&self) -> String {
+        self.with_rng(random_customer_uid)
+    }
+}
+
+/// Time left for a piece of work (a Lambda invocation's deadline), so that
+/// calls are cut to what remains and an HTTP caller always gets its answer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Budget {
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Budget {
+    /// No deadline (tests, tools).
+    pub fn unlimited() -> Self {
+        Self { deadline: None }
+    }
+
+    pub fn until(deadline: tokio::time::Instant) -> Self {
+        Self {
+            deadline: Some(deadline),
+        }
+    }
+
+    /// The budget of a Lambda invocation whose deadline is `deadline`
+    /// (wall-clock). A deadline at or before the epoch, or already past,
+    /// means none: Lambda never sends one, but local emulators do
+    /// (cargo-lambda 1.9 sends a duration, 600000, where Lambda sends an
+    /// instant), and work that stops before it starts would do nothing.
+    pub fn from_lambda_deadline(deadline: std::time::SystemTime) -> Self {
+        if deadline <= std::time::UNIX_EPOCH {
+            return Self::unlimited();
+        }
+        match deadline.duration_since(std::time::SystemTime::now()) {
+            Ok(left) => Self::until(tokio::time::Instant::now() + left),
+            Err(_) => {
+                tracing::warn!("the invocation's deadline is already past; running without one");
+                Self::unlimited()
+            }
+        }
+    }
+
+    pub fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.deadline
+    }
+
+    /// Time left after keeping `reserve` back; `None` when unlimited.
+    pub fn left(&self, reserve: Duration) -> Option<Duration> {
+        self.deadline.map(|d| {
+            d.saturating_duration_since(tokio::time::Instant::now())
+                .saturating_sub(reserve)
+        })
+    }
+
+    /// Whether `needed` still fits after keeping `reserve` back.
+    pub fn allows(&self, needed: Duration, reserve: Duration) -> bool {
+        self.left(reserve).is_none_or(|left| left >= needed)
+    }
+
+    /// Runs `work` within the time left after `reserve`; `None` if it ran
+    /// out (the work is dropped at its current await point).
+    pub async fn run<F: std::future::Future>(
+        &self,
+        reserve: Duration,
+        work: F,
+    ) -> Option<F::Output> {
+        match self.left(reserve) {
+            None => Some(work.await),
+            Some(left) if left.is_zero() => None,
+            Some(left) => tokio::time::timeout(left, work).await.ok(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lambda_deadline_in_the_past_means_none_and_a_future_one_is_kept() {
+        use std::time::{SystemTime, UNIX_EPOCH};
+        assert!(
+            Budget::from_lambda_deadline(UNIX_EPOCH)
+                .deadline()
+                .is_none()
+        );
+        // cargo-lambda's 600000 ms read as an instant: 1970-01-01T00:10Z.
+        assert!(
+            Budget::from_lambda_deadline(UNIX_EPOCH + Duration::from_millis(600_000))
+                .deadline()
+                .is_none()
+        );
+        let future = Budget::from_lambda_deadline(SystemTime::now() + Duration::from_secs(60));
+        let left = future.left(Duration::ZERO).unwrap();
+        assert!(left > Duration::from_secs(58) && left <= Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn work_past_the_budget_is_cut() {
+        let b = Budget::until(tokio::time::Instant::now() + Duration::from_secs(10));
+        assert!(b.allows(Duration::from_secs(7), Duration::from_secs(2)));
+        assert!(!b.allows(Duration::from_secs(9), Duration::from_secs(2)));
+        let slow = tokio::time::sleep(Duration::from_secs(30));
+        assert!(b.run(Duration::from_secs(2), slow).await.is_none());
+        assert!(tokio::time::Instant::now() < b.deadline().unwrap());
+    }
+}

@@ -1,0 +1,101 @@
+//! The payment-gateway port: what the engine asks of i'mport (and, later,
+//! PortOne V2). Implemented by the V1 client (`crate::iamport`) and, in the
+//! deterministic simulation, by an in-process model of i'mport.
+//!
+//! Every failure says whether money may have moved ([`GatewayError`]); a
+//! charge's outcome is one of paid, declined, rejected (nothing happened) or
+//! ambiguous (settle it by looking the `merchant_uid` up before anything
+//! else).
+
+mod error;
+
+use std::future::Future;
+
+pub use error::{Ambiguity, AmbiguityKind, GatewayError, Rejection, RejectionKind};
+
+use crate::billing::{Buyer, PaymentRecord};
+
+/// A charge of a stored billing key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChargeRequest {
+    pub customer_uid: String,
+    /// The attempt's stored `merchant_uid`: a re-send always uses the same one.
+    pub merchant_uid: String,
+    /// Whole KRW.
+    pub amount: i64,
+    pub name: String,
+    pub buyer: Buyer,
+    pub custom_data: Option<String>,
+    pub notice_url: Option<String>,
+}
+
+/// What became of a charge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeOutcome {
+    /// Money was taken.
+    Paid(PaymentRecord),
+    /// The attempt was made and declined by the PG.
+    Declined(PaymentRecord),
+    /// No attempt was made.
+    Rejected(Rejection),
+    /// May or may not have charged.
+    Ambiguous(Ambiguity),
+}
+
+/// A billing key's public description. Never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BillingKey {
+    pub customer_uid: String,
+    pub pg_provider: String,
+    pub pg_id: Option<String>,
+    pub card_name: Option<String>,
+    /// Masked by the gateway.
+    pub card_number: Option<String>,
+    /// UNIX seconds; 0 when unknown.
+    pub inserted: i64,
+}
+
+/// A full or partial refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundRequest {
+    pub imp_uid: String,
+    /// `None` refunds what remains.
+    pub amount: Option<i64>,
+    /// The refundable balance we believe in, so a stale view cannot refund twice.
+    pub checksum: Option<i64>,
+    pub reason: String,
+}
+
+/// The operations the engine needs from a payment gateway.
+pub trait PaymentGateway: Send + Sync {
+    /// Charges a billing key under `request.merchant_uid`.
+    fn charge(&self, request: &ChargeRequest) -> impl Future<Output = ChargeOutcome> + Send;
+
+    /// A payment by the gateway's id.
+    fn payment(
+        &self,
+        imp_uid: &str,
+    ) -> impl Future<Output = Result<PaymentRecord, GatewayError>> + Send;
+
+    /// The record that decides a `merchant_uid`: its paid payment if there
+    /// is one, else its newest. `NotFound` when the gateway has none.
+    fn find_payment(
+        &self,
+        merchant_uid: &str,
+    ) -> impl Future<Output = Result<PaymentRecord, GatewayError>> + Send;
+
+    fn billing_key(
+        &self,
+        customer_uid: &str,
+    ) -> impl Future<Output = Result<BillingKey, GatewayError>> + Send;
+
+    fn delete_billing_key(
+        &self,
+        customer_uid: &str,
+    ) -> impl Future<Output = Result<(), GatewayError>> + Send;
+
+    fn refund(
+        &self,
+        request: &RefundRequest,
+    ) -> impl Future<Output = Result<PaymentRecord, GatewayError>> + Send;
+}

@@ -1,0 +1,111 @@
+//! i'mport V1 as the engine's payment gateway: maps the port's calls onto
+//! V1's endpoints and V1's payments onto [`PaymentRecord`]s.
+
+use chrono::DateTime;
+
+use super::client::{AgainOutcome, IamportClient};
+use super::model::{AgainRequest, CancelRequest, Payment, PaymentStatus};
+use crate::billing::{PaymentRecord, RecordStatus};
+use crate::gateway::{
+    BillingKey, ChargeOutcome, ChargeRequest, GatewayError, PaymentGateway, RefundRequest,
+};
+
+impl From<&Payment> for PaymentRecord {
+    fn from(p: &Payment) -> Self {
+        let status = match p.status {
+            PaymentStatus::Ready => RecordStatus::Ready,
+            PaymentStatus::Paid => RecordStatus::Paid,
+            PaymentStatus::Failed => RecordStatus::Failed,
+            PaymentStatus::Cancelled => RecordStatus::Cancelled,
+            PaymentStatus::Unknown => RecordStatus::Other,
+        };
+        Self {
+            imp_uid: p.imp_uid.clone(),
+            merchant_uid: p.merchant_uid.clone(),
+            status,
+            amount: p.amount,
+            cancelled_amount: p.cancel_amount,
+            currency: p.currency.clone(),
+            customer_uid: p.customer_uid.clone(),
+            // V1 uses 0 for "did not happen".
+            paid_at: (p.paid_at > 0)
+                .then(|| DateTime::from_timestamp(p.paid_at, 0))
+                .flatten(),
+            fail_reason: p.fail_reason.clone(),
+            cancel_reason: p.cancel_reason.clone(),
+        }
+    }
+}
+
+impl PaymentGateway for IamportClient {
+    async fn charge(&self, request: &ChargeRequest) -> ChargeOutcome {
+        let again = AgainRequest {
+            customer_uid: request.customer_uid.clone(),
+            merchant_uid: request.merchant_uid.clone(),
+            amount: request.amount,
+            currency: "KRW",
+            name: request.name.clone(),
+            buyer_name: request.buyer.name.clone(),
+            buyer_email: request.buyer.email.clone(),
+            buyer_tel: request.buyer.tel.clone(),
+            custom_data: request.custom_data.clone(),
+            notice_url: request.notice_url.clone(),
+        };
+        match self.charge_again(&again).await {
+            AgainOutcome::Paid(p) => ChargeOutcome::Paid(PaymentRecord::from(&p)),
+            AgainOutcome::Declined(p) => ChargeOutcome::Declined(PaymentRecord::from(&p)),
+            AgainOutcome::Rejected(r) => ChargeOutcome::Rejected(r),
+            AgainOutcome::Ambiguous(a) => ChargeOutcome::Ambiguous(a),
+        }
+    }
+
+    async fn payment(&self, imp_uid: &str) -> Result<PaymentRecord, GatewayError> {
+        IamportClient::payment(self, imp_uid)
+            .await
+            .map(|p| PaymentRecord::from(&p))
+    }
+
+    /// `GET /payments/find/{merchant_uid}/paid`, then, when there is no paid
+    /// one, `GET /payments/find/{merchant_uid}` (the newest of any status).
+    async fn find_payment(&self, merchant_uid: &str) -> Result<PaymentRecord, GatewayError> {
+        let found = match IamportClient::find_payment(self, merchant_uid, Some(PaymentStatus::Paid))
+            .await
+        {
+            Err(e) if e.is_not_found() => {
+                IamportClient::find_payment(self, merchant_uid, None).await
+            }
+            other => other,
+        };
+        found.map(|p| PaymentRecord::from(&p))
+    }
+
+    async fn billing_key(&self, customer_uid: &str) -> Result<BillingKey, GatewayError> {
+        IamportClient::billing_key(self, customer_uid)
+            .await
+            .map(|k| BillingKey {
+                customer_uid: k.customer_uid,
+                pg_provider: k.pg_provider,
+                pg_id: k.pg_id,
+                card_name: k.card_name,
+                card_number: k.card_number,
+                inserted: k.inserted,
+            })
+    }
+
+    async fn delete_billing_key(&self, customer_uid: &str) -> Result<(), GatewayError> {
+        IamportClient::delete_billing_key(self, customer_uid)
+            .await
+            .map(|_| ())
+    }
+
+    async fn refund(&self, request: &RefundRequest) -> Result<PaymentRecord, GatewayError> {
+        self.cancel(&CancelRequest {
+            imp_uid: request.imp_uid.clone(),
+            amount: request.amount,
+            checksum: request.checksum,
+            reason: request.reason.clone(),
+        })
+        .await
+        .map(|p| PaymentRecord::from(&p))
+    }
+}
