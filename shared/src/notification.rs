@@ -7,9 +7,10 @@ use tracing::{info, warn};
 use crate::billing::{AttemptState, Fact, Lookup, MerchantUid};
 use crate::charging::RunError;
 use crate::charging::settle::{Settled, flag, settle_from_lookup};
-use crate::engine::Engine;
+use crate::engine::{Budget, Engine};
 use crate::gateway::PaymentGateway;
 use crate::ledger::{Guard, Ledger, LedgerError};
+use crate::registration::{self, CallbackOutcome, FailureReason, Swept};
 
 /// The largest body accepted (the documented body is three short fields).
 pub const MAX_BODY: usize = 8 * 1024;
@@ -86,6 +87,8 @@ pub enum Handled {
     /// Flagged for a person (a payment on an attempt settled as not paid,
     /// or a record that is not our charge): charges stopped, metric counted.
     NeedsReview(String),
+    /// A pending sign-up was completed from this notice.
+    SignupCompleted,
     /// Already known: nothing changed.
     Duplicate,
     /// Not ours, forged, or nothing to do: acknowledged, no state.
@@ -124,7 +127,30 @@ pub async fn handle<L: Ledger, G: PaymentGateway>(
             attempt,
         }) => (subscription, period, attempt),
         Some(MerchantUid::Issuance { .. }) => {
-            return Ok(Handled::Ignored("issuance is handled by the callback"));
+            // A sign-up: complete it if the browser has not (the checks are
+            // the callback's; a completed one is left alone).
+            return Ok(
+                match registration::complete_from_gateway(
+                    engine,
+                    &n.merchant_uid,
+                    Some(&n.imp_uid),
+                    Budget::unlimited(),
+                )
+                .await
+                {
+                    Swept::Completed(CallbackOutcome::Failed(FailureReason::NeedsReview)) => {
+                        Handled::NeedsReview("issuance payment of an unexpected amount".into())
+                    }
+                    Swept::Completed(_) => Handled::SignupCompleted,
+                    Swept::Done => Handled::Duplicate,
+                    Swept::NothingYet | Swept::Refused(_) => {
+                        Handled::Ignored("no sign-up to complete from this payment")
+                    }
+                    Swept::Unclear => {
+                        return Err(RetryLater("sign-up could not be checked".into()));
+                    }
+                },
+            );
         }
         None => {
             info!("notification for a merchant_uid that is not ours");

@@ -164,6 +164,7 @@ pub async fn prepare<L: Ledger, G: PaymentGateway>(
             .ok()
             .map(|ttl| now + ttl),
         imp_uid: None,
+        sweep_at: Some(now + SWEEP_AFTER),
     };
     engine.ledger.put_registration(&reg).await?;
     info!(merchant_uid = %reg.merchant_uid, "registration prepared");
@@ -200,7 +201,8 @@ pub struct CallbackParams {
 pub enum FailureReason {
     /// Parameters missing or malformed.
     BadRequest,
-    /// No registration for this `merchant_uid` (or it expired).
+    /// No registration for this `merchant_uid` (never prepared, or deleted
+    /// after it expired).
     UnknownRegistration,
     /// The payment window reported a failure (user cancel, PG error) and
     /// i'mport agrees nothing was issued.
@@ -308,6 +310,10 @@ fn unavailable(what: &str, e: &dyn std::fmt::Display) -> CallbackOutcome {
 /// redirect after its last gateway call.
 const CALLBACK_RESERVE: Duration = Duration::from_secs(2);
 
+/// How long after `prepare` the charge run looks a still-pending
+/// registration up at the gateway (the browser should be back long before).
+pub const SWEEP_AFTER: chrono::Duration = chrono::Duration::minutes(30);
+
 /// Verifies a redirect at the gateway and, if everything matches, activates
 /// the subscription (once), optionally charging the first period. Every
 /// gateway call is cut to what is left of `budget`, so the browser always
@@ -318,7 +324,6 @@ pub async fn complete<L: Ledger, G: PaymentGateway>(
     params: &CallbackParams,
     budget: Budget,
 ) -> CallbackOutcome {
-    let now = engine.now();
     let Some(MerchantUid::Issuance { .. }) = MerchantUid::parse(&params.merchant_uid) else {
         info!("callback for a merchant_uid that is not one of our registrations");
         return CallbackOutcome::Failed(FailureReason::UnknownRegistration);
@@ -328,18 +333,96 @@ pub async fn complete<L: Ledger, G: PaymentGateway>(
         Ok(None) => return CallbackOutcome::Failed(FailureReason::UnknownRegistration),
         Err(e) => return unavailable("store", &e),
     };
-    if reg.status == RegistrationStatus::Pending && reg.expires_at.is_some_and(|t| t <= now) {
-        return CallbackOutcome::Failed(FailureReason::UnknownRegistration);
-    }
     let Some(imp_uid) = params.imp_uid.as_deref() else {
         info!(error_code = ?params.error_code, "payment window reported no payment");
         return CallbackOutcome::Failed(FailureReason::PaymentFailed);
     };
     if reg.status == RegistrationStatus::Completed {
-        return revisited(&reg, imp_uid);
+        return revisited(engine, &reg, imp_uid).await;
     }
+    if !params.claimed_success.unwrap_or(true) {
+        info!("the browser reports a failure; checking at the gateway all the same");
+    }
+    activate_verified(engine, &reg, imp_uid, budget).await
+}
 
-    // 1. The payment the browser names must be this registration's.
+/// What a look at a pending registration did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Swept {
+    /// Activated now (the browser never came back, or a webhook came first).
+    Completed(CallbackOutcome),
+    /// Already completed, or no longer there: nothing to do.
+    Done,
+    /// The gateway has nothing under the issuance uid yet (the window was
+    /// never finished): it expires on its own.
+    NothingYet,
+    /// The gateway's records refuse it (another payment, a failed window,
+    /// no key): nothing activated.
+    Refused(FailureReason),
+    /// The gateway or the ledger could not be read; the next run tries again.
+    Unclear,
+}
+
+/// Completes a pending registration from the gateway's records, without the
+/// browser: the charge run's sweep (`imp_uid` unknown: looked up by the
+/// issuance uid) and the webhook (`imp_uid` named by the notice) use it. The
+/// checks are the callback's.
+#[tracing::instrument(skip(engine, budget))]
+pub async fn complete_from_gateway<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    merchant_uid: &str,
+    imp_uid: Option<&str>,
+    budget: Budget,
+) -> Swept {
+    let reg = match engine.ledger.get_registration(merchant_uid).await {
+        Ok(Some(reg)) if reg.status == RegistrationStatus::Pending => reg,
+        Ok(_) => return Swept::Done,
+        Err(e) => {
+            warn!(error = %e, "registration unreadable");
+            return Swept::Unclear;
+        }
+    };
+    let imp_uid = match imp_uid {
+        Some(imp_uid) => imp_uid.to_owned(),
+        None => match budget
+            .run(CALLBACK_RESERVE, engine.gateway.find_payment(merchant_uid))
+            .await
+        {
+            Some(Ok(p)) => p.imp_uid,
+            Some(Err(e)) if e.is_not_found() => return Swept::NothingYet,
+            Some(Err(e)) => {
+                warn!(error = %e, "issuance lookup failed");
+                return Swept::Unclear;
+            }
+            None => return Swept::Unclear,
+        },
+    };
+    match activate_verified(engine, &reg, &imp_uid, budget).await {
+        CallbackOutcome::Failed(FailureReason::Unavailable) => Swept::Unclear,
+        CallbackOutcome::Failed(FailureReason::NeedsReview) => {
+            Swept::Completed(CallbackOutcome::Failed(FailureReason::NeedsReview))
+        }
+        CallbackOutcome::Failed(reason) => Swept::Refused(reason),
+        active => {
+            info!("sign-up completed without the browser");
+            Swept::Completed(active)
+        }
+    }
+}
+
+/// The checks every completion path shares: the issuance payment `imp_uid`
+/// is this registration's (merchant_uid and customer_uid, not failed); the
+/// billing key exists with the configured PG; then the subscription is
+/// activated once, with the issuance amount read as nothing, the first
+/// period, or a case for a person.
+async fn activate_verified<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    reg: &Registration,
+    imp_uid: &str,
+    budget: Budget,
+) -> CallbackOutcome {
+    let now = engine.now();
+    // 1. The payment must be this registration's.
     let payment = match budget
         .run(CALLBACK_RESERVE, engine.gateway.payment(imp_uid))
         .await
@@ -359,7 +442,10 @@ pub async fn complete<L: Ledger, G: PaymentGateway>(
     }
     let issued = issuance(&payment, reg.plan.amount, now);
     if issued == Issuance::Failed {
-        info!(status = payment.status.as_str(), claimed_success = ?params.claimed_success, "issuance did not succeed at i'mport");
+        info!(
+            status = payment.status.as_str(),
+            "issuance did not succeed at i'mport"
+        );
         return CallbackOutcome::Failed(FailureReason::PaymentFailed);
     }
 
@@ -385,19 +471,19 @@ pub async fn complete<L: Ledger, G: PaymentGateway>(
 
     // 3. Activate: the subscription, the completed registration and (when
     //    the window took money) the first period's attempt, in one transaction.
-    let (sub, first_attempt) = activation(&reg, &key, &issued, imp_uid, payment.amount, now);
+    let (sub, first_attempt) = activation(reg, &key, &issued, imp_uid, payment.amount, now);
     match engine
         .ledger
-        .activate(&reg, &sub, imp_uid, first_attempt.as_ref())
+        .activate(reg, &sub, imp_uid, first_attempt.as_ref())
         .await
     {
         Ok(()) => {
             info!(subscription_id = %sub.id, status = sub.status.as_str(), "subscription activated")
         }
         Err(LedgerError::Conflict(_)) => {
-            // Another tab won the race: answer as it did.
+            // Another tab (or the webhook, or the sweep) won the race: answer as it did.
             return match engine.ledger.get_registration(&reg.merchant_uid).await {
-                Ok(Some(r)) => revisited(&r, imp_uid),
+                Ok(Some(r)) => revisited(engine, &r, imp_uid).await,
                 Ok(None) => CallbackOutcome::Failed(FailureReason::PaymentMismatch),
                 Err(e) => unavailable("store", &e),
             };
@@ -422,13 +508,27 @@ pub async fn complete<L: Ledger, G: PaymentGateway>(
     }
 }
 
-/// The same redirect again (refresh, back button, second tab) answers the same.
-fn revisited(reg: &Registration, imp_uid: &str) -> CallbackOutcome {
+/// The same redirect again (refresh, back button, second tab) answers the
+/// same: active, or waiting for a person.
+async fn revisited<L: Ledger, G>(
+    engine: &Engine<L, G>,
+    reg: &Registration,
+    imp_uid: &str,
+) -> CallbackOutcome {
     if reg.status == RegistrationStatus::Completed && reg.imp_uid.as_deref() == Some(imp_uid) {
-        CallbackOutcome::Active {
-            subscription_id: reg.subscription_id.to_string(),
-            first_charge: None,
+        match engine.ledger.get_subscription(&reg.subscription_id).await {
+            Ok(Some(sub)) if sub.status == SubscriptionStatus::NeedsReview => {
+                CallbackOutcome::Failed(FailureReason::NeedsReview)
+            }
+            Ok(_) => CallbackOutcome::Active {
+                subscription_id: reg.subscription_id.to_string(),
+                first_charge: None,
+            },
+            Err(e) => unavailable("store", &e),
         }
+    } else if reg.status == RegistrationStatus::Pending {
+        // The transaction failed for another reason (e.g. its first attempt exists).
+        CallbackOutcome::Failed(FailureReason::Unavailable)
     } else {
         warn!("completed registration revisited with another imp_uid");
         CallbackOutcome::Failed(FailureReason::PaymentMismatch)

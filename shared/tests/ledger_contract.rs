@@ -72,6 +72,7 @@ contract!(
     instants_are_kept_to_the_second,
     refunds_only_ever_grow,
     a_corrupt_subscription_is_reported_not_hidden,
+    a_pending_registration_is_due_for_a_sweep_until_it_completes,
 );
 
 fn t(s: &str) -> DateTime<Utc> {
@@ -102,6 +103,7 @@ fn registration(id: &SubscriptionId, now: DateTime<Utc>) -> Registration {
         created_at: now,
         expires_at: Some(now + Duration::hours(1)),
         imp_uid: None,
+        sweep_at: Some(now + Duration::minutes(30)),
     }
 }
 
@@ -738,6 +740,39 @@ async fn a_corrupt_subscription_is_reported_not_hidden<L: Subject>(l: L) {
     ));
     // The others read as ever.
     assert_eq!(l.get_subscription(&other.id).await.unwrap().unwrap(), other);
+}
+
+async fn a_pending_registration_is_due_for_a_sweep_until_it_completes<L: Subject>(l: L) {
+    let now = t("2026-12-24T15:00:00Z");
+    let id = SubscriptionId::generate();
+    let reg = registration(&id, now);
+    l.put_registration(&reg).await.unwrap();
+    let without_sweep = Registration {
+        merchant_uid: "rnosweep00000".into(),
+        sweep_at: None,
+        ..registration(&SubscriptionId::generate(), now)
+    };
+    l.put_registration(&without_sweep).await.unwrap();
+    let l = &l;
+    let due_at = |at| async move {
+        let page = l.due_page(at, 100, None).await.unwrap();
+        (page.ids, page.registrations)
+    };
+    assert_eq!(
+        due_at(now).await,
+        (vec![], vec![]),
+        "not before its sweep_at"
+    );
+    let later = now + Duration::minutes(31);
+    assert_eq!(
+        due_at(later).await,
+        (vec![], vec![reg.merchant_uid.clone()])
+    );
+    let sub = sample_subscription(&id, now);
+    l.activate(&reg, &sub, "imp_1", None).await.unwrap();
+    let (ids, regs) = due_at(later + Duration::days(400)).await;
+    assert!(regs.is_empty(), "a completed registration leaves the index");
+    assert_eq!(ids, vec![id]);
 }
 
 /// Not part of the contract: the DynamoDB adapter's own item layout.

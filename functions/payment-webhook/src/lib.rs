@@ -46,6 +46,7 @@ pub async fn handle(app: &App, request: Request) -> Result<Response<Body>, Error
             reply(StatusCode::OK, "needs review")
         }
         Ok(Handled::RefundRecorded { .. }) => reply(StatusCode::OK, "refund recorded"),
+        Ok(Handled::SignupCompleted) => reply(StatusCode::OK, "sign-up completed"),
         Ok(Handled::Duplicate) => reply(StatusCode::OK, "already recorded"),
         Ok(Handled::Ignored(why)) => reply(StatusCode::OK, &format!("ignored: {why}")),
         Err(e) => {

@@ -54,6 +54,11 @@ pub struct Registration {
     pub expires_at: Option<DateTime<Utc>>,
     /// The issuance payment that completed it (set on completion).
     pub imp_uid: Option<String>,
+    /// While pending: when the charge run looks the issuance up at the
+    /// gateway, in case the browser never came back (closed tab, lost
+    /// redirect) and no webhook arrived: a window the customer finished is
+    /// completed all the same, and money it took is never left unrecorded.
+    pub sweep_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use super::pace::Pace;
 use super::settle::{Applied, Settled, apply_fact, flag, lookup_of, settle_from_gateway};
 use super::{BillingRun, Outcome, RunError, SkipReason};
 use crate::billing::{
-    AttemptState, ChargeAttempt, Event, Fact, Subscription, SubscriptionId, refusal,
+    AttemptState, ChargeAttempt, Event, Fact, PaymentRecord, Subscription, SubscriptionId, refusal,
 };
 use crate::engine::Engine;
 use crate::gateway::{ChargeOutcome, ChargeRequest, PaymentGateway, RejectionKind};
@@ -192,7 +192,11 @@ async fn send<L: Ledger, G: PaymentGateway>(
     let answer = engine.gateway.charge(&request).await;
     let claim = Guard::Claim(token);
     let fact = match answer {
-        ChargeOutcome::Paid(record) | ChargeOutcome::Declined(record) => {
+        ChargeOutcome::Declined(record) => {
+            pace.succeeded();
+            return declined(engine, sub, attempt, token, &record).await;
+        }
+        ChargeOutcome::Paid(record) => {
             pace.succeeded();
             match Fact::from_record(&record, attempt, &sub.customer_uid, engine.now()) {
                 Ok(Some(fact)) => fact,
@@ -253,6 +257,48 @@ async fn send<L: Ledger, G: PaymentGateway>(
         }
     };
     record(engine, sub, attempt, fact, claim).await
+}
+
+/// A decline is final only when the gateway's record of the `merchant_uid`
+/// agrees: if the same request reached it twice (a retried connection) and
+/// the other copy was paid, the lookup finds the paid one, and that is what
+/// is recorded. Money is never settled away on one answer.
+async fn declined<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+    attempt: &ChargeAttempt,
+    token: &str,
+    answer: &PaymentRecord,
+) -> Result<Outcome, RunError> {
+    let claim = Guard::Claim(token);
+    match settle_from_gateway(engine, sub, attempt, claim).await? {
+        Settled::Recorded(fact @ Fact::Declined { .. }) => Ok(outcome_of(&fact, attempt)),
+        Settled::Recorded(fact) => {
+            warn!(merchant_uid = %attempt.merchant_uid, ?fact, "answered declined, but the gateway's record says otherwise");
+            Ok(Outcome::Reconciled { fact })
+        }
+        Settled::AlreadySettled | Settled::ClaimLost => skipped(SkipReason::Busy),
+        Settled::Review(reason) => Ok(Outcome::NeedsReview { reason }),
+        Settled::Unauthorized(e) => {
+            release(
+                engine,
+                attempt,
+                token,
+                "declined; the lookup was refused (401)",
+                Sent::Maybe,
+            )
+            .await?;
+            Err(RunError::Unauthorized(e))
+        }
+        Settled::NothingThere | Settled::Unclear(_) => {
+            let detail = format!(
+                "answered declined ({}), not yet confirmed by a lookup",
+                answer.fail_reason.as_deref().unwrap_or("no reason")
+            );
+            release(engine, attempt, token, &detail, Sent::Maybe).await?;
+            Ok(Outcome::Ambiguous { detail })
+        }
+    }
 }
 
 /// A refusal (`code != 0`): is it "already paid" (a record exists), "the key
@@ -338,7 +384,13 @@ async fn record<L: Ledger, G: PaymentGateway>(
             return skipped(SkipReason::Busy);
         }
     }
-    Ok(match fact {
+    Ok(outcome_of(&fact, attempt))
+}
+
+/// The outcome of a fact recorded by the run that sent the charge.
+fn outcome_of(fact: &Fact, attempt: &ChargeAttempt) -> Outcome {
+    let merchant_uid = attempt.merchant_uid.as_str();
+    match fact.clone() {
         Fact::Paid { imp_uid, .. } => {
             info!(merchant_uid, %imp_uid, amount = attempt.amount, "charged");
             Outcome::Charged { imp_uid }
@@ -351,7 +403,7 @@ async fn record<L: Ledger, G: PaymentGateway>(
             warn!(merchant_uid, %reason, key_gone, "rejected by the gateway");
             Outcome::Rejected { reason, key_gone }
         }
-    })
+    }
 }
 
 /// Releases our claim as `unknown` with `detail`. Losing the claim meanwhile

@@ -14,13 +14,12 @@ mod pace;
 mod report;
 pub mod settle;
 
-use std::collections::HashSet;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::{StreamExt, stream};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use serde::Serialize;
 use tracing::error;
 
@@ -30,6 +29,7 @@ use crate::billing::{Fact, SubscriptionId};
 use crate::engine::{Budget, Engine};
 use crate::gateway::{GatewayError, PaymentGateway};
 use crate::ledger::{Cursor, Ledger, LedgerError};
+use crate::registration::{self, Swept};
 use pace::Pace;
 
 /// One billing run: what is due is decided at `billing_time` (the scheduled
@@ -74,6 +74,34 @@ pub enum Outcome {
     Skipped {
         reason: SkipReason,
     },
+    /// A pending registration was looked up at the gateway.
+    Swept(Swept),
+}
+
+/// An entry of the due index.
+enum Due {
+    Subscription(SubscriptionId),
+    Registration(String),
+}
+
+/// The work on one entry of the due index.
+async fn work<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    entry: Due,
+    run: &BillingRun,
+    pace: &Pace,
+    budget: Budget,
+) -> (Option<SubscriptionId>, Result<Outcome, RunError>) {
+    match entry {
+        Due::Subscription(id) => {
+            let outcome = attempt::charge_one(engine, &id, run, pace).await;
+            (Some(id), outcome)
+        }
+        Due::Registration(uid) => {
+            let swept = registration::complete_from_gateway(engine, &uid, None, budget).await;
+            (None, Ok(Outcome::Swept(swept)))
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +148,9 @@ pub struct Summary {
     /// Items that could not be read: skipped, counted and alarmed on.
     pub corrupt: u64,
     pub skipped: u64,
+    /// Pending sign-ups completed from the gateway's records (the browser
+    /// never came back).
+    pub signups_completed: u64,
 }
 
 impl Summary {
@@ -133,6 +164,8 @@ impl Summary {
             Outcome::Deferred { .. } => self.deferred += 1,
             Outcome::NeedsReview { .. } => self.needs_review += 1,
             Outcome::Skipped { .. } => self.skipped += 1,
+            Outcome::Swept(Swept::Completed(_)) => self.signups_completed += 1,
+            Outcome::Swept(_) => {}
         }
     }
 }
@@ -178,94 +211,86 @@ pub async fn charge_one<L: Ledger, G: PaymentGateway>(
     attempt::charge_one(engine, id, run, &Pace::default()).await
 }
 
-/// Charges everything due at the billing time, with bounded concurrency.
+/// Charges everything due at the billing time, with bounded concurrency:
+/// the due index is read page by page, up to `concurrency` entries are in
+/// work at once, and new work stops near the deadline or on a failure of a
+/// dependency as a whole.
 pub async fn run<L: Ledger, G: PaymentGateway>(
     engine: &Engine<L, G>,
     options: RunOptions,
 ) -> RunReport {
     let run = &options.run;
-    let pace = Pace::default();
-    let stop = AtomicBool::new(false);
-    let stopped: Mutex<Option<String>> = Mutex::new(None);
-    let fatal: Mutex<Option<RunError>> = Mutex::new(None);
-    let halt = |why: String, e: Option<RunError>| {
-        stop.store(true, Ordering::SeqCst);
-        if let Ok(mut s) = stopped.lock() {
-            s.get_or_insert(why);
-        }
-        if let (Some(e), Ok(mut f)) = (e, fatal.lock()) {
-            f.get_or_insert(e);
-        }
-    };
+    let budget = options.budget;
     let reserve = reserve(engine.settings.gateway_timeout);
-    let corrupt_entries = std::sync::atomic::AtomicU64::new(0);
-
-    let pages = stream::unfold(Some(None::<Cursor>), |state| async {
-        let cursor = state?;
-        match engine
-            .ledger
-            .due_page(run.billing_time, PAGE_SIZE, cursor.as_ref())
-            .await
-        {
-            Ok(page) => {
-                for what in &page.corrupt {
-                    error!(%what, "unreadable entry in the due index; skipped");
-                }
-                corrupt_entries.fetch_add(page.corrupt.len() as u64, Ordering::SeqCst);
-                Some((Ok(page.ids), page.next.map(Some)))
-            }
-            Err(e) => Some((Err(e), None)),
-        }
-    });
+    let concurrency = engine.settings.concurrency.max(1);
+    let pace = Pace::default();
+    let mut summary = Summary::default();
+    let mut stopped: Option<String> = None;
+    let mut error: Option<RunError> = None;
+    let mut queue: VecDeque<Due> = VecDeque::new();
+    let mut cursor: Option<Cursor> = None;
+    let mut more_pages = true;
     // A subscription is charged at most once per run: one that was late and
     // declined may already be due again, and could come back on a later page.
     let mut seen = HashSet::new();
-    let ids = pages
-        .flat_map(|page| match page {
-            Ok(ids) => stream::iter(ids.into_iter().map(Ok)).left_stream(),
-            Err(e) => stream::iter(vec![Err(e)]).right_stream(),
-        })
-        .filter(move |next| {
-            futures::future::ready(match next {
-                Ok(id) => seen.insert(id.clone()),
-                Err(_) => true,
-            })
-        });
+    let mut in_work = FuturesUnordered::new();
 
-    let mut summary = Summary::default();
-    let work = ids
-        .take_while(|_| {
-            let go = !stop.load(Ordering::SeqCst) && options.budget.allows(Duration::ZERO, reserve);
-            if !go && !stop.load(Ordering::SeqCst) {
-                halt("deadline near: stopped taking new work".into(), None);
-            }
-            futures::future::ready(go)
-        })
-        .map(|next| {
-            let pace = &pace;
-            async move {
-                match next {
-                    Ok(id) => (
-                        Some(id.clone()),
-                        attempt::charge_one(engine, &id, run, pace).await,
-                    ),
-                    Err(e) => (None, Err(RunError::Ledger(e))),
+    loop {
+        // Take new work while there is room, time, and no reason to stop.
+        while stopped.is_none() && in_work.len() < concurrency {
+            if queue.is_empty() && more_pages {
+                match engine
+                    .ledger
+                    .due_page(run.billing_time, PAGE_SIZE, cursor.as_ref())
+                    .await
+                {
+                    Ok(page) => {
+                        for what in &page.corrupt {
+                            error!(%what, "unreadable entry in the due index; skipped");
+                        }
+                        summary.corrupt += page.corrupt.len() as u64;
+                        queue.extend(page.registrations.into_iter().map(Due::Registration));
+                        queue.extend(
+                            page.ids
+                                .into_iter()
+                                .filter(|id| seen.insert(id.clone()))
+                                .map(Due::Subscription),
+                        );
+                        more_pages = page.next.is_some();
+                        cursor = page.next;
+                    }
+                    Err(e) => {
+                        let e = RunError::Ledger(e);
+                        error!(error = %e, "due index unreadable; the run stops");
+                        stopped = Some(format!("dependency failure: {e}"));
+                        error = Some(e);
+                        break;
+                    }
                 }
             }
-        })
-        .buffer_unordered(engine.settings.concurrency.max(1));
-    futures::pin_mut!(work);
-    while let Some((id, result)) = work.next().await {
-        if id.is_some() {
-            summary.due += 1;
+            let Some(entry) = queue.pop_front() else {
+                break;
+            };
+            if !budget.allows(Duration::ZERO, reserve) {
+                stopped = Some("deadline near: stopped taking new work".into());
+                break;
+            }
+            if matches!(entry, Due::Subscription(_)) {
+                summary.due += 1;
+            }
+            in_work.push(work(engine, entry, run, &pace, budget));
         }
+        let Some((id, result)) = in_work.next().await else {
+            break;
+        };
         match result {
             Ok(outcome) => {
                 summary.add(&outcome);
                 let streak = pace.streak();
-                if streak >= TRANSIENT_LIMIT {
+                if streak >= TRANSIENT_LIMIT && stopped.is_none() {
                     let e = RunError::Unavailable(streak);
-                    halt(e.to_string(), Some(e));
+                    stopped = Some(e.to_string());
+                    error = Some(e);
                 }
             }
             Err(RunError::Ledger(LedgerError::Corrupt(what))) => {
@@ -274,20 +299,15 @@ pub async fn run<L: Ledger, G: PaymentGateway>(
             }
             Err(e) => {
                 error!(subscription_id = ?id.as_ref().map(|i| i.as_str()), error = %e, "run stops taking new work");
-                halt(format!("dependency failure: {e}"), Some(e));
-                if id.is_some() {
-                    summary.skipped += 1;
+                summary.skipped += 1;
+                if stopped.is_none() {
+                    stopped = Some(format!("dependency failure: {e}"));
+                    error = Some(e);
                 }
             }
         }
     }
-    summary.corrupt += corrupt_entries.load(Ordering::SeqCst);
-    let error = fatal
-        .lock()
-        .ok()
-        .and_then(|mut f| f.take())
-        .map(|e| e.to_string());
-    let stopped = stopped.lock().ok().and_then(|mut s| s.take());
+    let error = error.map(|e| e.to_string());
     RunReport {
         billing_time: run.billing_time,
         run_id: run.run_id.clone(),

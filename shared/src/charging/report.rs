@@ -20,6 +20,7 @@ pub fn emf_line(report: &RunReport, function: &str, timestamp_ms: i64) -> String
             ("NeedsReview", s.needs_review),
             ("Corrupt", s.corrupt),
             ("Skipped", s.skipped),
+            ("SignupsCompleted", s.signups_completed),
             ("RunFailed", u64::from(report.error.is_some())),
         ],
         timestamp_ms,
@@ -54,7 +55,7 @@ mod tests {
         assert_eq!(v["NeedsReview"], 1);
         let directive = &v["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(directive["Namespace"], "SubscriptionBilling");
-        assert_eq!(directive["Metrics"].as_array().unwrap().len(), 11);
+        assert_eq!(directive["Metrics"].as_array().unwrap().len(), 12);
         // Per function and in all (what the alarms watch).
         assert_eq!(
             directive["Dimensions"],

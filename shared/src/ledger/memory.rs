@@ -17,13 +17,38 @@ use crate::ledger::{Cursor, DuePage, Guard, Ledger, LedgerError, Sent};
 
 type AttemptKey = (SubscriptionId, PeriodId, u32);
 
+/// An entry of the due index.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Due {
+    Subscription(SubscriptionId),
+    Registration(String),
+}
+
+impl Due {
+    fn encode(&self) -> String {
+        match self {
+            Self::Subscription(id) => format!("S{id}"),
+            Self::Registration(uid) => format!("R{uid}"),
+        }
+    }
+
+    fn decode(s: &str) -> Option<Self> {
+        match s.split_at_checked(1)? {
+            ("S", id) => SubscriptionId::parse(id).map(Self::Subscription),
+            ("R", uid) if !uid.is_empty() => Some(Self::Registration(uid.to_owned())),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     registrations: BTreeMap<String, Registration>,
     subscriptions: BTreeMap<SubscriptionId, Subscription>,
     attempts: BTreeMap<AttemptKey, ChargeAttempt>,
-    /// The due index: (next_charge_at, id) of every chargeable subscription.
-    due: BTreeSet<(i64, SubscriptionId)>,
+    /// The due index: (next_charge_at, id) of every chargeable subscription
+    /// and (sweep_at, uid) of every pending registration that has one.
+    due: BTreeSet<(i64, Due)>,
     /// Subscriptions whose stored item is unreadable (a test hook).
     corrupt: BTreeSet<SubscriptionId>,
     /// Requests served, by operation (for the benchmarks' cost figures).
@@ -98,12 +123,16 @@ impl State {
     fn put_subscription(&mut self, sub: &Subscription) {
         let sub = stored_subscription(sub);
         if let Some(old) = self.subscriptions.get(&sub.id) {
-            self.due
-                .remove(&(old.next_charge_at.timestamp(), old.id.clone()));
+            self.due.remove(&(
+                old.next_charge_at.timestamp(),
+                Due::Subscription(old.id.clone()),
+            ));
         }
         if sub.status.is_chargeable() {
-            self.due
-                .insert((sub.next_charge_at.timestamp(), sub.id.clone()));
+            self.due.insert((
+                sub.next_charge_at.timestamp(),
+                Due::Subscription(sub.id.clone()),
+            ));
         }
         self.subscriptions.insert(sub.id.clone(), sub);
     }
@@ -146,6 +175,29 @@ impl InMemoryLedger {
         self.lock().subscriptions.values().cloned().collect()
     }
 
+    /// An attempt as stored now (for checks that must not await).
+    pub fn attempt_now(
+        &self,
+        id: &SubscriptionId,
+        period: &PeriodId,
+        attempt: u32,
+    ) -> Option<ChargeAttempt> {
+        self.lock()
+            .attempts
+            .get(&(id.clone(), period.clone(), attempt))
+            .cloned()
+    }
+
+    /// A subscription as stored now (for checks that must not await).
+    pub fn subscription_now(&self, id: &SubscriptionId) -> Option<Subscription> {
+        self.lock().subscriptions.get(id).cloned()
+    }
+
+    /// Every registration stored, in merchant_uid order.
+    pub fn all_registrations(&self) -> Vec<Registration> {
+        self.lock().registrations.values().cloned().collect()
+    }
+
     /// Requests served so far, by operation.
     pub fn request_counts(&self) -> BTreeMap<&'static str, u64> {
         self.lock().requests.clone()
@@ -162,6 +214,11 @@ impl Ledger for InMemoryLedger {
         let mut reg = reg.clone();
         reg.created_at = secs(reg.created_at);
         reg.expires_at = opt_secs(reg.expires_at);
+        reg.sweep_at = opt_secs(reg.sweep_at);
+        if let (RegistrationStatus::Pending, Some(at)) = (reg.status, reg.sweep_at) {
+            st.due
+                .insert((at.timestamp(), Due::Registration(reg.merchant_uid.clone())));
+        }
         st.registrations.insert(reg.merchant_uid.clone(), reg);
         Ok(())
     }
@@ -197,6 +254,10 @@ impl Ledger for InMemoryLedger {
             r.status = RegistrationStatus::Completed;
             r.imp_uid = Some(imp_uid.to_owned());
             r.expires_at = None;
+            if let Some(at) = r.sweep_at {
+                let key = (at.timestamp(), Due::Registration(r.merchant_uid.clone()));
+                st.due.remove(&key);
+            }
         }
         if let Some(a) = first_attempt {
             st.attempts.insert(key_of(a), stored_attempt(a));
@@ -235,9 +296,9 @@ impl Ledger for InMemoryLedger {
             None => None,
             Some(c) => {
                 let bad = || LedgerError::Fatal(format!("not a cursor of this ledger: {:?}", c.0));
-                let (t, id) = c.0.split_once('|').ok_or_else(bad)?;
+                let (t, key) = c.0.split_once('|').ok_or_else(bad)?;
                 let t: i64 = t.parse().map_err(|_| bad())?;
-                Some((t, SubscriptionId::parse(id).ok_or_else(bad)?))
+                Some((t, Due::decode(key).ok_or_else(bad)?))
             }
         };
         let now = now.timestamp();
@@ -249,7 +310,7 @@ impl Ledger for InMemoryLedger {
             )),
             None => st.due.range(..),
         };
-        let page: Vec<(i64, SubscriptionId)> = range
+        let page: Vec<(i64, Due)> = range
             .take_while(|(t, _)| *t <= now)
             .take(limit + 1)
             .cloned()
@@ -257,15 +318,24 @@ impl Ledger for InMemoryLedger {
         let more = page.len() > limit;
         let page = &page[..page.len().min(limit)];
         let next = if more {
-            page.last().map(|(t, id)| Cursor(format!("{t}|{id}")))
+            page.last()
+                .map(|(t, key)| Cursor(format!("{t}|{}", key.encode())))
         } else {
             None
         };
-        Ok(DuePage {
-            ids: page.iter().map(|(_, id)| id.clone()).collect(),
+        let mut out = DuePage {
+            ids: Vec::new(),
+            registrations: Vec::new(),
             corrupt: Vec::new(),
             next,
-        })
+        };
+        for (_, key) in page {
+            match key {
+                Due::Subscription(id) => out.ids.push(id.clone()),
+                Due::Registration(uid) => out.registrations.push(uid.clone()),
+            }
+        }
+        Ok(out)
     }
 
     async fn get_attempt(

@@ -57,10 +57,13 @@ impl Cursor {
     }
 }
 
-/// One page of due subscriptions.
+/// One page of the due index: subscriptions due for a charge, and pending
+/// registrations due for a look at the gateway.
 #[derive(Debug, Clone)]
 pub struct DuePage {
     pub ids: Vec<SubscriptionId>,
+    /// Issuance `merchant_uid`s of pending registrations past their `sweep_at`.
+    pub registrations: Vec<String>,
     /// Entries of the index that could not be read (counted, never fatal).
     pub corrupt: Vec<String>,
     /// Pass back for the next page; `None` at the end.
@@ -93,7 +96,8 @@ pub enum Guard<'a> {
 pub trait Ledger: Send + Sync {
     // ---- registrations -------------------------------------------------
 
-    /// Stores a new pending registration; `Conflict` if one exists.
+    /// Stores a new pending registration (in the due index at its
+    /// `sweep_at`); `Conflict` if one exists.
     fn put_registration(
         &self,
         reg: &Registration,
@@ -106,7 +110,8 @@ pub trait Ledger: Send + Sync {
 
     /// Atomically creates the subscription (and, when given, its first
     /// attempt) and marks the registration completed by the issuance payment
-    /// `imp_uid`. `Conflict` if any of it already happened.
+    /// `imp_uid` (no longer expiring, out of the due index). `Conflict` if
+    /// any of it already happened.
     fn activate(
         &self,
         reg: &Registration,
@@ -128,9 +133,9 @@ pub trait Ledger: Send + Sync {
         next: &Subscription,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
-    /// One page of subscriptions that can be charged and are due at `now`,
-    /// oldest first within each partition. May lag behind writes: callers
-    /// re-read each subscription before acting on it.
+    /// One page of what is due at `now`: chargeable subscriptions and pending
+    /// registrations past their `sweep_at`, oldest first within each
+    /// partition. May lag behind writes: callers re-read each before acting.
     fn due_page(
         &self,
         now: DateTime<Utc>,

@@ -324,6 +324,7 @@ pub async fn seed_subscription(
         created_at: created,
         expires_at: None,
         imp_uid: None,
+        sweep_at: None,
     };
     let ledger = &app.engine.ledger;
     ledger

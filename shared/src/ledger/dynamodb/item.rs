@@ -153,7 +153,9 @@ fn read_buyer(r: &Reader<'_>) -> Result<Buyer, LedgerError> {
     })
 }
 
-pub fn registration_to_item(reg: &Registration) -> Item {
+/// The registration item. While pending it is in the due index at its
+/// `sweep_at`, so the charge run looks it up if the browser never returns.
+pub fn registration_to_item(reg: &Registration, shards: u32) -> Item {
     let mut item = Item::new();
     item.insert(PK.into(), s(reg_pk(&reg.merchant_uid)));
     item.insert(SK.into(), s(META));
@@ -169,7 +171,12 @@ pub fn registration_to_item(reg: &Registration) -> Item {
     item.insert("created_at".into(), ts(reg.created_at));
     put_opt(&mut item, TTL_ATTRIBUTE, reg.expires_at.map(ts));
     put_opt(&mut item, "imp_uid", reg.imp_uid.as_ref().map(s));
+    put_opt(&mut item, "sweep_at", reg.sweep_at.map(ts));
     put_buyer(&mut item, &reg.buyer);
+    if let (RegistrationStatus::Pending, Some(at)) = (reg.status, reg.sweep_at) {
+        item.insert(DUE_PK.into(), s(due_pk(reg.subscription_id.shard(shards))));
+        item.insert(DUE_SK.into(), ts(at));
+    }
     item
 }
 
@@ -193,6 +200,7 @@ pub fn registration_from_item(item: &Item) -> Result<Registration, LedgerError> 
         created_at: r.time("created_at")?,
         expires_at: r.opt_time(TTL_ATTRIBUTE)?,
         imp_uid: r.opt_str("imp_uid")?,
+        sweep_at: r.opt_time("sweep_at")?,
     })
 }
 

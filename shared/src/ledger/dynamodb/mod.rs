@@ -212,7 +212,7 @@ impl Ledger for DynamoLedger {
         self.client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(registration_to_item(reg)))
+            .set_item(Some(registration_to_item(reg, self.shards)))
             .condition_expression("attribute_not_exists(#pk)")
             .expression_attribute_names("#pk", PK)
             .send()
@@ -250,11 +250,13 @@ impl Ledger for DynamoLedger {
             .key(PK, s(reg_pk(&reg.merchant_uid)))
             .key(SK, s(META))
             .update_expression(
-                "SET #status = :completed, completed_at = :now, imp_uid = :imp_uid REMOVE #ttl",
+                "SET #status = :completed, completed_at = :now, imp_uid = :imp_uid REMOVE #ttl, #dpk, #dsk",
             )
             .condition_expression("#status = :pending")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_names("#dpk", DUE_PK)
+            .expression_attribute_names("#dsk", DUE_SK)
             .expression_attribute_values(":completed", s(RegistrationStatus::Completed.as_str()))
             .expression_attribute_values(":pending", s(RegistrationStatus::Pending.as_str()))
             .expression_attribute_values(":now", ts(sub.created_at))
@@ -319,6 +321,7 @@ impl Ledger for DynamoLedger {
             if shard >= self.shards {
                 return Ok(DuePage {
                     ids: Vec::new(),
+                    registrations: Vec::new(),
                     corrupt: Vec::new(),
                     next: None,
                 });
@@ -341,13 +344,20 @@ impl Ledger for DynamoLedger {
                 .await
                 .map_err(|e| sdk_error(e, "Query due"))?;
             let mut ids = Vec::new();
+            let mut registrations = Vec::new();
             let mut corrupt = Vec::new();
             for entry in out.items.unwrap_or_default() {
                 match item::Reader::new(&entry, "due entry").str(PK) {
-                    Ok(pk) => match pk.strip_prefix("SUB#").and_then(SubscriptionId::parse) {
-                        Some(id) => ids.push(id),
-                        None => corrupt.push(format!("due entry with key {pk:?}")),
-                    },
+                    Ok(pk) => {
+                        if let Some(id) = pk.strip_prefix("SUB#").and_then(SubscriptionId::parse) {
+                            ids.push(id);
+                        } else if let Some(uid) = pk.strip_prefix("REG#").filter(|u| !u.is_empty())
+                        {
+                            registrations.push(uid.to_owned());
+                        } else {
+                            corrupt.push(format!("due entry with key {pk:?}"));
+                        }
+                    }
                     Err(e) => corrupt.push(e.to_string()),
                 }
             }
@@ -357,6 +367,7 @@ impl Ledger for DynamoLedger {
                 None => None,
             };
             if ids.is_empty()
+                && registrations.is_empty()
                 && corrupt.is_empty()
                 && let Some(c) = &next
             {
@@ -364,7 +375,12 @@ impl Ledger for DynamoLedger {
                 (shard, start) = Self::decode_cursor(c)?;
                 continue;
             }
-            return Ok(DuePage { ids, corrupt, next });
+            return Ok(DuePage {
+                ids,
+                registrations,
+                corrupt,
+                next,
+            });
         }
     }
 
