@@ -1569,6 +1569,21 @@ fn verdict(world: &World) -> SeedReport {
         .iter()
         .filter(|a| a.state == AttemptState::NeedsReview)
         .count() as u64;
+    for a in attempts
+        .iter()
+        .filter(|a| a.state == AttemptState::NeedsReview)
+    {
+        let why = if a
+            .fail_reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("issuance payment"))
+        {
+            "needs review: sign-up window took an odd amount"
+        } else {
+            "needs review: other"
+        };
+        *lock(&world.stats).entry(why).or_insert(0) += 1;
+    }
     // No period skipped: the paid periods of each subscription are exactly
     // the ones before its current period, and a chargeable one is not behind.
     let end = world.now();
