@@ -237,6 +237,53 @@ mod tests {
         assert!(left > Duration::from_secs(58) && left <= Duration::from_secs(60));
     }
 
+    /// Defect (b): two deliveries of one scheduled event carry one run id;
+    /// their claims must still be told apart.
+    #[test]
+    fn claim_tokens_differ_for_the_same_run_id() {
+        use crate::ledger::memory::InMemoryLedger;
+        let settings = Settings {
+            dunning: DunningPolicy::default(),
+            claim_lease: Duration::from_secs(900),
+            resend_quiet: Duration::from_secs(600),
+            gateway_timeout: Duration::from_secs(10),
+            concurrency: 1,
+            notice_url: None,
+            charge_on_signup: false,
+            pg: "chai".into(),
+            default_plan: Plan {
+                amount: 9900,
+                name: "p".into(),
+            },
+            registration_ttl: Duration::from_secs(60),
+            callback_url: None,
+            uid_key: UidKey::derived_from(b"k"),
+        };
+        let engine = |seed| {
+            Engine::seeded(
+                InMemoryLedger::new(),
+                crate::iamport::IamportClient::new(crate::iamport::ClientConfig::new(
+                    url::Url::parse("http://127.0.0.1:1").unwrap(),
+                    crate::secret::Secret::new("k"),
+                    crate::secret::Secret::new("s"),
+                ))
+                .unwrap(),
+                Clock::system(),
+                settings.clone(),
+                seed,
+            )
+        };
+        let (a, b) = (engine(1), engine(2));
+        let (ta, tb) = (a.claim_token("exec-1"), b.claim_token("exec-1"));
+        assert!(ta.starts_with("exec-1.") && tb.starts_with("exec-1."));
+        assert_ne!(ta, tb);
+        assert_ne!(
+            a.claim_token("exec-1"),
+            ta,
+            "two claims of one process differ too"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn work_past_the_budget_is_cut() {
         let b = Budget::until(tokio::time::Instant::now() + Duration::from_secs(10));

@@ -85,10 +85,100 @@ pub fn free_port() -> u16 {
         .expect("bind 127.0.0.1:0")
 }
 
-/// The endpoint of the process-wide moto_server (started on first use).
+/// The DynamoDB endpoint tests use: the process-wide moto_server (started
+/// on first use) behind a proxy that hands it one request at a time.
+///
+/// moto_server is not thread-safe: two requests at once can fail with a 500
+/// ("dictionary changed size during iteration"), and a cancelled transaction
+/// restores a stale copy of the whole table, dropping other requests' writes.
+/// Tests that run charges concurrently would then pass or fail for the wrong
+/// reasons. Serialised, every request still sees DynamoDB's conditional
+/// semantics; races themselves are proven in the simulation.
 pub fn dynamodb_endpoint() -> String {
     safe_aws_env();
-    moto().endpoint.clone()
+    static SERIAL: OnceLock<String> = OnceLock::new();
+    SERIAL
+        .get_or_init(|| serial_proxy(moto().endpoint.clone()))
+        .clone()
+}
+
+/// Starts an HTTP proxy to `target` that forwards one request at a time, on
+/// a thread (and runtime) of its own so it outlives every test's runtime.
+fn serial_proxy(target: String) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("proxy runtime");
+        runtime.block_on(async move {
+            use axum::body::Bytes;
+            use axum::http::{HeaderMap, Method, Uri};
+            let http = reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("proxy client");
+            let one_at_a_time = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+            let app = axum::Router::new().fallback(
+                move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                    let http = http.clone();
+                    let target = target.clone();
+                    let one_at_a_time = std::sync::Arc::clone(&one_at_a_time);
+                    async move {
+                        let _turn = one_at_a_time.lock().await;
+                        let url = format!(
+                            "{target}{}",
+                            uri.path_and_query().map_or("/", |p| p.as_str())
+                        );
+                        let mut request = http.request(
+                            reqwest::Method::from_bytes(method.as_str().as_bytes())
+                                .unwrap_or(reqwest::Method::POST),
+                            url,
+                        );
+                        for (name, value) in &headers {
+                            if name.as_str() != "host" && name.as_str() != "content-length" {
+                                request = request.header(name.as_str(), value.as_bytes());
+                            }
+                        }
+                        match request.body(body.to_vec()).send().await {
+                            Ok(response) => {
+                                let status =
+                                    axum::http::StatusCode::from_u16(response.status().as_u16())
+                                        .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+                                let mut out = HeaderMap::new();
+                                for (name, value) in response.headers() {
+                                    if let (Ok(n), Ok(v)) = (
+                                        axum::http::HeaderName::from_bytes(
+                                            name.as_str().as_bytes(),
+                                        ),
+                                        axum::http::HeaderValue::from_bytes(value.as_bytes()),
+                                    ) && n != "content-length"
+                                        && n != "transfer-encoding"
+                                    {
+                                        out.insert(n, v);
+                                    }
+                                }
+                                let bytes = response.bytes().await.unwrap_or_default();
+                                (status, out, bytes.to_vec())
+                            }
+                            Err(_) => (
+                                axum::http::StatusCode::BAD_GATEWAY,
+                                HeaderMap::new(),
+                                Vec::new(),
+                            ),
+                        }
+                    }
+                },
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind serial proxy");
+            let addr = listener.local_addr().expect("serial proxy address");
+            let _ = tx.send(format!("http://{addr}"));
+            let _ = axum::serve(listener, app).await;
+        });
+    });
+    rx.recv().expect("serial proxy started")
 }
 
 /// A DynamoDB client for the test moto_server.
