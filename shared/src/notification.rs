@@ -4,7 +4,9 @@
 use serde::Deserialize;
 use tracing::{info, warn};
 
-use crate::billing::{AttemptState, Fact, Lookup, MerchantUid};
+use crate::billing::{
+    AttemptState, ChargeAttempt, Fact, Lookup, MerchantUid, PaymentRecord, PeriodId, SubscriptionId,
+};
 use crate::charging::RunError;
 use crate::charging::settle::{Settled, flag, settle_from_lookup};
 use crate::engine::{Budget, Engine};
@@ -120,43 +122,55 @@ pub async fn handle<L: Ledger, G: PaymentGateway>(
     engine: &Engine<L, G>,
     n: &Notification,
 ) -> Result<Handled, RetryLater> {
-    let (subscription, period, attempt) = match MerchantUid::parse(&n.merchant_uid) {
+    match MerchantUid::parse(&n.merchant_uid) {
         Some(MerchantUid::Charge {
             subscription,
             period,
             attempt,
-        }) => (subscription, period, attempt),
-        Some(MerchantUid::Issuance { .. }) => {
-            // A sign-up: complete it if the browser has not (the checks are
-            // the callback's; a completed one is left alone).
-            return Ok(
-                match registration::complete_from_gateway(
-                    engine,
-                    &n.merchant_uid,
-                    Some(&n.imp_uid),
-                    Budget::unlimited(),
-                )
-                .await
-                {
-                    Swept::Completed(CallbackOutcome::Failed(FailureReason::NeedsReview)) => {
-                        Handled::NeedsReview("issuance payment of an unexpected amount".into())
-                    }
-                    Swept::Completed(_) => Handled::SignupCompleted,
-                    Swept::Done => Handled::Duplicate,
-                    Swept::NothingYet | Swept::Refused(_) => {
-                        Handled::Ignored("no sign-up to complete from this payment")
-                    }
-                    Swept::Unclear => {
-                        return Err(RetryLater("sign-up could not be checked".into()));
-                    }
-                },
-            );
-        }
+        }) => charge_notice(engine, n, &subscription, &period, attempt).await,
+        Some(MerchantUid::Issuance { .. }) => signup_notice(engine, n).await,
         None => {
             info!("notification for a merchant_uid that is not ours");
-            return Ok(Handled::Ignored("unknown merchant_uid"));
+            Ok(Handled::Ignored("unknown merchant_uid"))
         }
-    };
+    }
+}
+
+/// A sign-up's issuance payment: complete the sign-up if the browser has
+/// not (the checks are the callback's; a completed one is left alone).
+async fn signup_notice<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    n: &Notification,
+) -> Result<Handled, RetryLater> {
+    let swept = registration::complete_from_gateway(
+        engine,
+        &n.merchant_uid,
+        Some(&n.imp_uid),
+        Budget::unlimited(),
+    )
+    .await;
+    Ok(match swept {
+        Swept::Completed(CallbackOutcome::Failed(FailureReason::NeedsReview)) => {
+            Handled::NeedsReview("issuance payment of an unexpected amount".into())
+        }
+        Swept::Completed(_) => Handled::SignupCompleted,
+        Swept::Done => Handled::Duplicate,
+        Swept::NothingYet | Swept::Refused(_) => {
+            Handled::Ignored("no sign-up to complete from this payment")
+        }
+        Swept::Unclear => return Err(RetryLater("sign-up could not be checked".into())),
+    })
+}
+
+/// A charge's payment: settle its open attempt with money, flag money that
+/// came after the attempt was settled as not paid, record refunds.
+async fn charge_notice<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    n: &Notification,
+    subscription: &SubscriptionId,
+    period: &PeriodId,
+    attempt: u32,
+) -> Result<Handled, RetryLater> {
     let payment = match engine.gateway.payment(&n.imp_uid).await {
         Ok(p) => p,
         Err(e) if e.is_not_found() => {
@@ -171,7 +185,7 @@ pub async fn handle<L: Ledger, G: PaymentGateway>(
     }
     let Some(record) = engine
         .ledger
-        .get_attempt(&subscription, &period, attempt)
+        .get_attempt(subscription, period, attempt)
         .await?
     else {
         warn!("the gateway has a payment for an attempt we never claimed");
@@ -182,13 +196,12 @@ pub async fn handle<L: Ledger, G: PaymentGateway>(
         warn!("merchant_uid is not the one stored for this attempt");
         return Ok(Handled::Ignored("not the merchant_uid of this attempt"));
     }
-    let Some(sub) = engine.ledger.get_subscription(&subscription).await? else {
+    let Some(sub) = engine.ledger.get_subscription(subscription).await? else {
         warn!("attempt without subscription");
         return Ok(Handled::Ignored("no such subscription"));
     };
-    let now = engine.now();
-    let found = Lookup::Found(payment.clone());
     if record.state.is_open() {
+        let found = Lookup::Found(payment.clone());
         match settle_from_lookup(engine, &sub, &record, &found, Guard::PaidFact).await? {
             Settled::Recorded(fact) => {
                 info!(?fact, "open attempt settled from webhook");
@@ -196,7 +209,7 @@ pub async fn handle<L: Ledger, G: PaymentGateway>(
                     // Paid, then refunded before we heard of it: record both.
                     engine
                         .ledger
-                        .record_refund(&record, payment.cancelled_amount, now)
+                        .record_refund(&record, payment.cancelled_amount, engine.now())
                         .await?;
                 }
                 return Ok(Handled::Settled(fact));
@@ -212,36 +225,56 @@ pub async fn handle<L: Ledger, G: PaymentGateway>(
         }
     } else if record.state.is_unpaid_settlement()
         && matches!(
-            Fact::from_record(&payment, &record, &sub.customer_uid, now),
+            Fact::from_record(&payment, &record, &sub.customer_uid, engine.now()),
             Ok(Some(Fact::Paid { .. }))
         )
     {
-        // Money for an attempt we recorded as not paid: the period may now
-        // be paid twice. A person decides; nothing is charged meanwhile.
-        let reason = format!(
-            "payment {} arrived after the attempt was settled as {}; refund it or accept it",
-            payment.imp_uid,
-            record.state.as_str()
-        );
-        flag(engine, &record, None, &reason).await?;
-        return Ok(Handled::NeedsReview(reason));
+        return late_payment(engine, &record, &payment).await;
     }
+    refund_seen(engine, subscription, period, attempt, record, &payment).await
+}
+
+/// Money for an attempt recorded as not paid: the period may now be paid
+/// twice. A person decides; nothing is charged meanwhile.
+async fn late_payment<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    record: &ChargeAttempt,
+    payment: &PaymentRecord,
+) -> Result<Handled, RetryLater> {
+    let reason = format!(
+        "payment {} arrived after the attempt was settled as {}; refund it or accept it",
+        payment.imp_uid,
+        record.state.as_str()
+    );
+    flag(engine, record, None, &reason).await?;
+    Ok(Handled::NeedsReview(reason))
+}
+
+/// Records a refund the gateway shows for a paid attempt (only ever raising it).
+async fn refund_seen<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    subscription: &SubscriptionId,
+    period: &PeriodId,
+    attempt: u32,
+    known: ChargeAttempt,
+    payment: &PaymentRecord,
+) -> Result<Handled, RetryLater> {
     let record = engine
         .ledger
-        .get_attempt(&subscription, &period, attempt)
+        .get_attempt(subscription, period, attempt)
         .await?
-        .unwrap_or(record);
-    if record.state == AttemptState::Paid && payment.cancelled_amount > record.refunded {
-        let changed = engine
+        .unwrap_or(known);
+    if record.state == AttemptState::Paid
+        && payment.cancelled_amount > record.refunded
+        && engine
             .ledger
-            .record_refund(&record, payment.cancelled_amount, now)
-            .await?;
-        if changed {
-            info!(refunded = payment.cancelled_amount, "refund recorded");
-            return Ok(Handled::RefundRecorded {
-                refunded: payment.cancelled_amount,
-            });
-        }
+            .record_refund(&record, payment.cancelled_amount, engine.now())
+            .await?
+    {
+        info!(refunded = payment.cancelled_amount, "refund recorded");
+        return Ok(Handled::RefundRecorded {
+            refunded: payment.cancelled_amount,
+        });
     }
     Ok(Handled::Duplicate)
 }

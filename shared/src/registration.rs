@@ -410,11 +410,10 @@ pub async fn complete_from_gateway<L: Ledger, G: PaymentGateway>(
     }
 }
 
-/// The checks every completion path shares: the issuance payment `imp_uid`
-/// is this registration's (merchant_uid and customer_uid, not failed); the
-/// billing key exists with the configured PG; then the subscription is
-/// activated once, with the issuance amount read as nothing, the first
-/// period, or a case for a person.
+/// Activates a pending registration once its issuance checks out
+/// ([`verify_issuance`]): the subscription, the completed registration and
+/// (when the window took money) the first period's attempt, in one
+/// transaction; then the first charge, if configured and there is time.
 async fn activate_verified<L: Ledger, G: PaymentGateway>(
     engine: &Engine<L, G>,
     reg: &Registration,
@@ -422,56 +421,11 @@ async fn activate_verified<L: Ledger, G: PaymentGateway>(
     budget: Budget,
 ) -> CallbackOutcome {
     let now = engine.now();
-    // 1. The payment must be this registration's.
-    let payment = match budget
-        .run(CALLBACK_RESERVE, engine.gateway.payment(imp_uid))
-        .await
-    {
-        None => return unavailable("i'mport (out of time)", &"budget spent"),
-        Some(Ok(p)) => p,
-        Some(Err(e)) if e.is_not_found() => {
-            return CallbackOutcome::Failed(FailureReason::PaymentMismatch);
-        }
-        Some(Err(e)) => return unavailable("i'mport", &e),
+    let (paid_amount, key, issued) = match verify_issuance(engine, reg, imp_uid, budget).await {
+        Ok(verified) => verified,
+        Err(refused) => return refused,
     };
-    if payment.merchant_uid != reg.merchant_uid
-        || payment.customer_uid.as_deref() != Some(reg.customer_uid.as_str())
-    {
-        warn!(payment_merchant_uid = %payment.merchant_uid, "imp_uid belongs to another order or customer");
-        return CallbackOutcome::Failed(FailureReason::PaymentMismatch);
-    }
-    let issued = issuance(&payment, reg.plan.amount, now);
-    if issued == Issuance::Failed {
-        info!(
-            status = payment.status.as_str(),
-            "issuance did not succeed at i'mport"
-        );
-        return CallbackOutcome::Failed(FailureReason::PaymentFailed);
-    }
-
-    // 2. The billing key must exist, issued through the configured PG.
-    let key = match budget
-        .run(
-            CALLBACK_RESERVE,
-            engine.gateway.billing_key(&reg.customer_uid),
-        )
-        .await
-    {
-        None => return unavailable("i'mport (out of time)", &"budget spent"),
-        Some(Ok(k)) => k,
-        Some(Err(e)) if e.is_not_found() => {
-            return CallbackOutcome::Failed(FailureReason::KeyNotIssued);
-        }
-        Some(Err(e)) => return unavailable("i'mport", &e),
-    };
-    if key.customer_uid != reg.customer_uid || key.pg_provider != pg_provider_of(&reg.pg) {
-        warn!(pg_provider = %key.pg_provider, expected = pg_provider_of(&reg.pg), "billing key from another PG");
-        return CallbackOutcome::Failed(FailureReason::KeyNotIssued);
-    }
-
-    // 3. Activate: the subscription, the completed registration and (when
-    //    the window took money) the first period's attempt, in one transaction.
-    let (sub, first_attempt) = activation(reg, &key, &issued, imp_uid, payment.amount, now);
+    let (sub, first_attempt) = activation(reg, &key, &issued, imp_uid, paid_amount, now);
     match engine
         .ledger
         .activate(reg, &sub, imp_uid, first_attempt.as_ref())
@@ -490,7 +444,6 @@ async fn activate_verified<L: Ledger, G: PaymentGateway>(
         }
         Err(e) => return unavailable("store", &e),
     }
-
     let first_charge = match issued {
         Issuance::Review { reason } => {
             error!(subscription_id = %sub.id, %reason, "needs review: issuance payment of an unexpected amount");
@@ -506,6 +459,59 @@ async fn activate_verified<L: Ledger, G: PaymentGateway>(
         subscription_id: sub.id.to_string(),
         first_charge,
     }
+}
+
+/// The checks every completion path shares: the issuance payment `imp_uid`
+/// is this registration's (merchant_uid and customer_uid, not failed), and
+/// the billing key exists with the configured PG. Returns the amount the
+/// window took, the key, and what that amount means.
+async fn verify_issuance<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    reg: &Registration,
+    imp_uid: &str,
+    budget: Budget,
+) -> Result<(i64, BillingKey, Issuance), CallbackOutcome> {
+    let failed = |reason| Err(CallbackOutcome::Failed(reason));
+    let payment = match budget
+        .run(CALLBACK_RESERVE, engine.gateway.payment(imp_uid))
+        .await
+    {
+        None => return Err(unavailable("i'mport (out of time)", &"budget spent")),
+        Some(Ok(p)) => p,
+        Some(Err(e)) if e.is_not_found() => return failed(FailureReason::PaymentMismatch),
+        Some(Err(e)) => return Err(unavailable("i'mport", &e)),
+    };
+    if payment.merchant_uid != reg.merchant_uid
+        || payment.customer_uid.as_deref() != Some(reg.customer_uid.as_str())
+    {
+        warn!(payment_merchant_uid = %payment.merchant_uid, "imp_uid belongs to another order or customer");
+        return failed(FailureReason::PaymentMismatch);
+    }
+    let issued = issuance(&payment, reg.plan.amount, engine.now());
+    if issued == Issuance::Failed {
+        info!(
+            status = payment.status.as_str(),
+            "issuance did not succeed at i'mport"
+        );
+        return failed(FailureReason::PaymentFailed);
+    }
+    let key = match budget
+        .run(
+            CALLBACK_RESERVE,
+            engine.gateway.billing_key(&reg.customer_uid),
+        )
+        .await
+    {
+        None => return Err(unavailable("i'mport (out of time)", &"budget spent")),
+        Some(Ok(k)) => k,
+        Some(Err(e)) if e.is_not_found() => return failed(FailureReason::KeyNotIssued),
+        Some(Err(e)) => return Err(unavailable("i'mport", &e)),
+    };
+    if key.customer_uid != reg.customer_uid || key.pg_provider != pg_provider_of(&reg.pg) {
+        warn!(pg_provider = %key.pg_provider, expected = pg_provider_of(&reg.pg), "billing key from another PG");
+        return failed(FailureReason::KeyNotIssued);
+    }
+    Ok((payment.amount, key, issued))
 }
 
 /// The same redirect again (refresh, back button, second tab) answers the

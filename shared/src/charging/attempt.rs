@@ -10,7 +10,9 @@ use crate::billing::{
     AttemptState, ChargeAttempt, Event, Fact, PaymentRecord, Subscription, SubscriptionId, refusal,
 };
 use crate::engine::Engine;
-use crate::gateway::{ChargeOutcome, ChargeRequest, PaymentGateway, RejectionKind};
+use crate::gateway::{
+    Ambiguity, ChargeOutcome, ChargeRequest, GatewayError, PaymentGateway, RejectionKind,
+};
 use crate::ledger::{Guard, Ledger, LedgerError, Sent};
 
 fn skipped(reason: SkipReason) -> Result<Outcome, RunError> {
@@ -159,14 +161,10 @@ async fn send<L: Ledger, G: PaymentGateway>(
     token: &str,
     pace: &Pace,
 ) -> Result<Outcome, RunError> {
-    let merchant_uid = attempt.merchant_uid.as_str();
     pace.wait().await;
     // Never act under a claim that could expire before the answer is in.
     if !attempt.lease_covers(engine.now(), engine.settings.lease_needed_per_call()) {
-        warn!(
-            merchant_uid,
-            "claim too close to its lease's end to send; released"
-        );
+        warn!(merchant_uid = %attempt.merchant_uid, "claim too close to its lease's end to send; released");
         release(
             engine,
             attempt,
@@ -179,7 +177,7 @@ async fn send<L: Ledger, G: PaymentGateway>(
     }
     let request = ChargeRequest {
         customer_uid: sub.customer_uid.clone(),
-        merchant_uid: merchant_uid.to_owned(),
+        merchant_uid: attempt.merchant_uid.clone(),
         amount: attempt.amount,
         name: sub.plan.name.clone(),
         buyer: sub.buyer.clone(),
@@ -189,39 +187,19 @@ async fn send<L: Ledger, G: PaymentGateway>(
         ),
         notice_url: engine.settings.notice_url.clone(),
     };
-    let answer = engine.gateway.charge(&request).await;
-    let claim = Guard::Claim(token);
-    let fact = match answer {
-        ChargeOutcome::Declined(record) => {
-            pace.succeeded();
-            return declined(engine, sub, attempt, token, &record).await;
-        }
+    match engine.gateway.charge(&request).await {
         ChargeOutcome::Paid(record) => {
             pace.succeeded();
-            match Fact::from_record(&record, attempt, &sub.customer_uid, engine.now()) {
-                Ok(Some(fact)) => fact,
-                other => {
-                    let reason = match other {
-                        Err(mismatch) => mismatch.to_string(),
-                        _ => format!("charge answered with status {}", record.status.as_str()),
-                    };
-                    flag(engine, attempt, Some(token), &reason).await?;
-                    return Ok(Outcome::NeedsReview { reason });
-                }
-            }
+            paid(engine, sub, attempt, token, &record).await
+        }
+        ChargeOutcome::Declined(record) => {
+            pace.succeeded();
+            declined(engine, sub, attempt, token, &record).await
         }
         ChargeOutcome::Rejected(r) if r.kind == RejectionKind::Unauthorized => {
-            release(
-                engine,
-                attempt,
-                token,
-                &format!("not sent: {}", r.message),
-                Sent::Never,
-            )
-            .await?;
-            return Err(RunError::Unauthorized(
-                crate::gateway::GatewayError::Rejected(r),
-            ));
+            let detail = format!("not sent: {}", r.message);
+            release(engine, attempt, token, &detail, Sent::Never).await?;
+            Err(RunError::Unauthorized(GatewayError::Rejected(r)))
         }
         ChargeOutcome::Rejected(r) if r.kind == RejectionKind::NotSent => {
             // Nothing reached the gateway (connection refused, throttled):
@@ -229,34 +207,64 @@ async fn send<L: Ledger, G: PaymentGateway>(
             let reason = format!("not sent: {}", r.message);
             release(engine, attempt, token, &reason, Sent::Never).await?;
             pace.failed();
-            return Ok(Outcome::Deferred { reason });
+            Ok(Outcome::Deferred { reason })
         }
         ChargeOutcome::Rejected(r) => {
             pace.succeeded();
-            return refused(engine, sub, attempt, token, &r.message).await;
+            refused(engine, sub, attempt, token, &r.message).await
         }
-        ChargeOutcome::Ambiguous(a) => {
-            warn!(merchant_uid, detail = %a, "charge outcome unknown; looking it up");
-            let detail = a.to_string();
-            return match settle_from_gateway(engine, sub, attempt, claim).await? {
-                Settled::Recorded(fact) => Ok(Outcome::Reconciled { fact }),
-                Settled::AlreadySettled | Settled::ClaimLost => skipped(SkipReason::Busy),
-                Settled::Review(reason) => Ok(Outcome::NeedsReview { reason }),
-                Settled::Unauthorized(e) => {
-                    release(engine, attempt, token, &detail, Sent::Maybe).await?;
-                    Err(RunError::Unauthorized(e))
-                }
-                Settled::NothingThere | Settled::Unclear(_) => {
-                    // Never a new merchant_uid before this one is settled: the
-                    // next run looks it up again once the gateway has had time.
-                    release(engine, attempt, token, &detail, Sent::Maybe).await?;
-                    pace.failed();
-                    Ok(Outcome::Ambiguous { detail })
-                }
+        ChargeOutcome::Ambiguous(a) => lost_answer(engine, sub, attempt, token, pace, &a).await,
+    }
+}
+
+/// A paid answer counts once the record is verified as this charge.
+async fn paid<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+    attempt: &ChargeAttempt,
+    token: &str,
+    answer: &PaymentRecord,
+) -> Result<Outcome, RunError> {
+    match Fact::from_record(answer, attempt, &sub.customer_uid, engine.now()) {
+        Ok(Some(fact)) => record(engine, sub, attempt, fact, Guard::Claim(token)).await,
+        other => {
+            let reason = match other {
+                Err(mismatch) => mismatch.to_string(),
+                _ => format!("charge answered with status {}", answer.status.as_str()),
             };
+            flag(engine, attempt, Some(token), &reason).await?;
+            Ok(Outcome::NeedsReview { reason })
         }
-    };
-    record(engine, sub, attempt, fact, claim).await
+    }
+}
+
+/// The answer was lost (timeout, 5xx, connection, unreadable): look the
+/// `merchant_uid` up at once; if that does not settle it, release it as
+/// `unknown` for a later run, never a new `merchant_uid`.
+async fn lost_answer<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+    attempt: &ChargeAttempt,
+    token: &str,
+    pace: &Pace,
+    answer: &Ambiguity,
+) -> Result<Outcome, RunError> {
+    warn!(merchant_uid = %attempt.merchant_uid, detail = %answer, "charge outcome unknown; looking it up");
+    let detail = answer.to_string();
+    match settle_from_gateway(engine, sub, attempt, Guard::Claim(token)).await? {
+        Settled::Recorded(fact) => Ok(Outcome::Reconciled { fact }),
+        Settled::AlreadySettled | Settled::ClaimLost => skipped(SkipReason::Busy),
+        Settled::Review(reason) => Ok(Outcome::NeedsReview { reason }),
+        Settled::Unauthorized(e) => {
+            release(engine, attempt, token, &detail, Sent::Maybe).await?;
+            Err(RunError::Unauthorized(e))
+        }
+        Settled::NothingThere | Settled::Unclear(_) => {
+            release(engine, attempt, token, &detail, Sent::Maybe).await?;
+            pace.failed();
+            Ok(Outcome::Ambiguous { detail })
+        }
+    }
 }
 
 /// A decline is final only when the gateway's record of the `merchant_uid`

@@ -84,6 +84,49 @@ enum Due {
     Registration(String),
 }
 
+/// The due index, read a page at a time as work is taken.
+#[derive(Default)]
+struct Intake {
+    queue: VecDeque<Due>,
+    cursor: Option<Cursor>,
+    done: bool,
+    /// A subscription is charged at most once per run: one that was late and
+    /// declined may already be due again, and could come back on a later page.
+    seen: HashSet<SubscriptionId>,
+}
+
+impl Intake {
+    async fn next<L: Ledger, G>(
+        &mut self,
+        engine: &Engine<L, G>,
+        run: &BillingRun,
+        summary: &mut Summary,
+    ) -> Result<Option<Due>, RunError> {
+        while self.queue.is_empty() && !self.done {
+            let page = engine
+                .ledger
+                .due_page(run.billing_time, PAGE_SIZE, self.cursor.as_ref())
+                .await?;
+            for what in &page.corrupt {
+                error!(%what, "unreadable entry in the due index; skipped");
+            }
+            summary.corrupt += page.corrupt.len() as u64;
+            self.queue
+                .extend(page.registrations.into_iter().map(Due::Registration));
+            let seen = &mut self.seen;
+            self.queue.extend(
+                page.ids
+                    .into_iter()
+                    .filter(|id| seen.insert(id.clone()))
+                    .map(Due::Subscription),
+            );
+            self.done = page.next.is_none();
+            self.cursor = page.next;
+        }
+        Ok(self.queue.pop_front())
+    }
+}
+
 /// The work on one entry of the due index.
 async fn work<L: Ledger, G: PaymentGateway>(
     engine: &Engine<L, G>,
@@ -227,49 +270,20 @@ pub async fn run<L: Ledger, G: PaymentGateway>(
     let mut summary = Summary::default();
     let mut stopped: Option<String> = None;
     let mut error: Option<RunError> = None;
-    let mut queue: VecDeque<Due> = VecDeque::new();
-    let mut cursor: Option<Cursor> = None;
-    let mut more_pages = true;
-    // A subscription is charged at most once per run: one that was late and
-    // declined may already be due again, and could come back on a later page.
-    let mut seen = HashSet::new();
+    let mut intake = Intake::default();
     let mut in_work = FuturesUnordered::new();
-
     loop {
         // Take new work while there is room, time, and no reason to stop.
         while stopped.is_none() && in_work.len() < concurrency {
-            if queue.is_empty() && more_pages {
-                match engine
-                    .ledger
-                    .due_page(run.billing_time, PAGE_SIZE, cursor.as_ref())
-                    .await
-                {
-                    Ok(page) => {
-                        for what in &page.corrupt {
-                            error!(%what, "unreadable entry in the due index; skipped");
-                        }
-                        summary.corrupt += page.corrupt.len() as u64;
-                        queue.extend(page.registrations.into_iter().map(Due::Registration));
-                        queue.extend(
-                            page.ids
-                                .into_iter()
-                                .filter(|id| seen.insert(id.clone()))
-                                .map(Due::Subscription),
-                        );
-                        more_pages = page.next.is_some();
-                        cursor = page.next;
-                    }
-                    Err(e) => {
-                        let e = RunError::Ledger(e);
-                        error!(error = %e, "due index unreadable; the run stops");
-                        stopped = Some(format!("dependency failure: {e}"));
-                        error = Some(e);
-                        break;
-                    }
+            let entry = match intake.next(engine, run, &mut summary).await {
+                Ok(Some(entry)) => entry,
+                Ok(None) => break,
+                Err(e) => {
+                    error!(error = %e, "due index unreadable; the run stops");
+                    stopped = Some(format!("dependency failure: {e}"));
+                    error = Some(e);
+                    break;
                 }
-            }
-            let Some(entry) = queue.pop_front() else {
-                break;
             };
             if !budget.allows(Duration::ZERO, reserve) {
                 stopped = Some("deadline near: stopped taking new work".into());
@@ -283,28 +297,28 @@ pub async fn run<L: Ledger, G: PaymentGateway>(
         let Some((id, result)) = in_work.next().await else {
             break;
         };
-        match result {
+        let failure = match result {
             Ok(outcome) => {
                 summary.add(&outcome);
                 let streak = pace.streak();
-                if streak >= TRANSIENT_LIMIT && stopped.is_none() {
-                    let e = RunError::Unavailable(streak);
-                    stopped = Some(e.to_string());
-                    error = Some(e);
-                }
+                (streak >= TRANSIENT_LIMIT).then_some(RunError::Unavailable(streak))
             }
             Err(RunError::Ledger(LedgerError::Corrupt(what))) => {
                 error!(subscription_id = ?id.as_ref().map(|i| i.as_str()), %what, "unreadable item; skipped, the run goes on");
                 summary.corrupt += 1;
+                None
             }
             Err(e) => {
                 error!(subscription_id = ?id.as_ref().map(|i| i.as_str()), error = %e, "run stops taking new work");
                 summary.skipped += 1;
-                if stopped.is_none() {
-                    stopped = Some(format!("dependency failure: {e}"));
-                    error = Some(e);
-                }
+                Some(e)
             }
+        };
+        if let Some(e) = failure
+            && stopped.is_none()
+        {
+            stopped = Some(format!("dependency failure: {e}"));
+            error = Some(e);
         }
     }
     let error = error.map(|e| e.to_string());
