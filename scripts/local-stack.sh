@@ -272,8 +272,8 @@ WEBHOOK_URL="$LAMBDA_URL/lambda-url/payment-webhook/webhooks/iamport"
   echo "DUNNING_FINAL_STATUS=suspended"
   echo "DUE_SHARDS=4"
   echo "CLAIM_LEASE_SECS=300"
-  # The story runs in minutes: i'mport's "still processing" window is short here.
-  echo "RESEND_QUIET_SECS=5"
+  # The story runs in minutes: the quiet period is the shortest a 1 s timeout allows.
+  echo "RESEND_QUIET_SECS=65"
   echo "MERCHANT_UID_KEY=local-merchant-uid-key-not-secret"
   echo "RUST_LOG=info"
   echo "NO_COLOR=1"

@@ -68,6 +68,12 @@ pub struct Config {
     /// Key of the merchant_uid tags (`MERCHANT_UID_KEY` locally; in AWS the
     /// secret's `uid_key`); derived from the i'mport secret when absent.
     pub uid_key: Option<Secret>,
+    /// More than one live subscription per user and plan.
+    pub allow_multiple_subscriptions: bool,
+    /// Delete the billing key at i'mport when a subscription is cancelled now.
+    pub delete_key_on_cancel: bool,
+    /// `x-api-key` of the management API (in addition to IAM on its routes).
+    pub management_api_key: Option<Secret>,
     pub registration_ttl: Duration,
     /// Shared secret for `POST /billing/prepare` (header `x-api-key`), in
     /// addition to (or instead of) IAM authorisation on the route.
@@ -226,10 +232,17 @@ impl Config {
             });
         }
         let resend_quiet = Duration::from_secs(number("RESEND_QUIET_SECS", 600, 1, 86_400)?);
-        if resend_quiet < iamport_timeout * 3 {
+        // The quiet period counts from the claim; the request itself leaves
+        // after a getToken (and, on a 401, another getToken and a second
+        // send): keep well clear of that.
+        let quiet_floor = iamport_timeout * 5 + Duration::from_secs(60);
+        if resend_quiet < quiet_floor {
             return Err(ConfigError::Invalid {
                 name: "RESEND_QUIET_SECS",
-                reason: "must be at least three times IAMPORT_TIMEOUT_MS: i'mport may still be processing a request that timed out".into(),
+                reason: format!(
+                    "must be at least {} s (five times IAMPORT_TIMEOUT_MS plus a minute): i'mport may still be processing a request that timed out",
+                    quiet_floor.as_secs()
+                ),
             });
         }
         let uid_key = var("MERCHANT_UID_KEY").map(Secret::new);
@@ -272,6 +285,9 @@ impl Config {
             claim_lease,
             resend_quiet,
             uid_key,
+            allow_multiple_subscriptions: flag("ALLOW_MULTIPLE_SUBSCRIPTIONS", false)?,
+            delete_key_on_cancel: flag("DELETE_KEY_ON_CANCEL", true)?,
+            management_api_key: var("MANAGEMENT_API_KEY").map(Secret::new),
             registration_ttl: Duration::from_secs(number(
                 "REGISTRATION_TTL_SECS",
                 86_400,

@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::billing::{DunningPolicy, Plan, SubscriptionId, UidKey, random_customer_uid};
+use crate::billing::{
+    DunningPolicy, Plan, SubscriptionId, UidKey, random_customer_uid, random_nonce,
+};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::gateway::PaymentGateway;
@@ -39,6 +41,11 @@ pub struct Settings {
     pub callback_url: Option<String>,
     /// The key of the `merchant_uid` tags.
     pub uid_key: UidKey,
+    /// More than one live subscription per user and plan.
+    pub allow_multiple_subscriptions: bool,
+    /// Delete the billing key at the gateway when a subscription is
+    /// cancelled now.
+    pub delete_key_on_cancel: bool,
 }
 
 impl Settings {
@@ -56,6 +63,8 @@ impl Settings {
             registration_ttl: config.registration_ttl,
             callback_url: config.callback_url.as_ref().map(|u| u.to_string()),
             uid_key,
+            allow_multiple_subscriptions: config.allow_multiple_subscriptions,
+            delete_key_on_cancel: config.delete_key_on_cancel,
         }
     }
 
@@ -142,6 +151,10 @@ impl<L, G> Engine<L, G> {
 
     pub fn new_customer_uid(&self) -> String {
         self.with_rng(random_customer_uid)
+    }
+
+    pub fn new_nonce(&self) -> String {
+        self.with_rng(random_nonce)
     }
 }
 
@@ -258,6 +271,8 @@ mod tests {
             registration_ttl: Duration::from_secs(60),
             callback_url: None,
             uid_key: UidKey::derived_from(b"k"),
+            allow_multiple_subscriptions: false,
+            delete_key_on_cancel: true,
         };
         let engine = |seed| {
             Engine::seeded(

@@ -17,6 +17,7 @@ pub mod engine;
 pub mod gateway;
 pub mod iamport;
 pub mod ledger;
+pub mod management;
 pub mod notification;
 pub mod registration;
 pub mod secret;

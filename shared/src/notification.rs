@@ -209,7 +209,7 @@ async fn charge_notice<L: Ledger, G: PaymentGateway>(
                     // Paid, then refunded before we heard of it: record both.
                     engine
                         .ledger
-                        .record_refund(&record, payment.cancelled_amount, engine.now())
+                        .record_refund(&record, payment.cancelled_amount, engine.now(), None)
                         .await?;
                 }
                 return Ok(Handled::Settled(fact));
@@ -268,7 +268,7 @@ async fn refund_seen<L: Ledger, G: PaymentGateway>(
         && payment.cancelled_amount > record.refunded
         && engine
             .ledger
-            .record_refund(&record, payment.cancelled_amount, engine.now())
+            .record_refund(&record, payment.cancelled_amount, engine.now(), None)
             .await?
     {
         info!(refunded = payment.cancelled_amount, "refund recorded");

@@ -71,6 +71,15 @@ impl fmt::Display for Pii {
     }
 }
 
+impl Secret {
+    /// Whether `given` is this secret, compared in constant time (a key sent
+    /// in a header cannot be guessed byte by byte from response times).
+    pub fn matches(&self, given: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.as_bytes().ct_eq(given).into()
+    }
+}
+
 /// Masks personal data for logs.
 ///
 /// - e-mail: first character of the local part, then `***@domain`
@@ -114,6 +123,15 @@ mod tests {
         assert_eq!(format!("{s:?}"), "Secret(***)");
         assert_eq!(format!("{s}"), "***");
         assert_eq!(s.expose(), "imp_secret_value");
+    }
+
+    #[test]
+    fn matching_is_exact() {
+        let s = Secret::new("key-123");
+        assert!(s.matches(b"key-123"));
+        assert!(!s.matches(b"key-12"));
+        assert!(!s.matches(b"key-1234"));
+        assert!(!s.matches(b""));
     }
 
     #[test]

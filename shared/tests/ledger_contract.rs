@@ -10,12 +10,16 @@
 
 use chrono::{DateTime, Duration, Utc};
 use shared::billing::{
-    AttemptResult, AttemptState, Buyer, ChargeAttempt, MerchantUid, PeriodId, Plan, Registration,
-    RegistrationStatus, Subscription, SubscriptionId, SubscriptionStatus, UidKey,
+    AttemptResult, AttemptState, AuditEntry, Buyer, ChargeAttempt, MerchantUid, PeriodId, Plan,
+    Registration, RegistrationStatus, Resolution, Subscription, SubscriptionId, SubscriptionStatus,
+    UidKey,
 };
 use shared::ledger::dynamodb::DynamoLedger;
 use shared::ledger::memory::InMemoryLedger;
-use shared::ledger::{Cursor, Guard, Ledger, LedgerError, Sent};
+use shared::ledger::{
+    Activation, Cursor, Guard, Ledger, LedgerError, RequestState, Sent, StoredResponse,
+    SubscriptionChange,
+};
 use shared::secret::Pii;
 use testkit::{fresh_ledger, sample_subscription};
 
@@ -60,19 +64,26 @@ contract!(
     activation_happens_once_and_clears_the_expiry,
     activation_writes_the_first_attempt_or_nothing,
     activation_rolls_back_when_the_subscription_exists,
-    a_claim_is_exclusive,
+    one_live_subscription_per_user_and_plan_when_locked,
+    a_refused_registration_leaves_the_sweep,
+    a_new_card_completes_its_registration_and_bumps_the_subscription,
+    a_claim_is_exclusive_and_loses_to_a_change_of_the_subscription,
     expired_lease_can_be_taken_over_but_a_live_one_cannot,
     unknown_attempt_is_taken_over_and_a_settled_one_never_reopens,
     only_the_holder_marks_sending_or_unknown,
+    open_attempts_are_due_until_they_are_settled,
     settle_is_all_or_nothing_under_a_stale_version_or_a_stolen_claim,
     only_money_settles_without_the_claim,
     flagging_needs_the_claim_or_an_unclaimed_attempt_and_stops_charging,
+    a_person_resolves_a_flagged_attempt_once,
     due_pages_carry_on_through_a_cursor_and_skip_what_is_not_due,
     attempts_list_in_period_and_attempt_order,
+    changes_are_versioned_audited_and_release_the_plan_lock,
     instants_are_kept_to_the_second,
     refunds_only_ever_grow,
     a_corrupt_subscription_is_reported_not_hidden,
     a_pending_registration_is_due_for_a_sweep_until_it_completes,
+    an_idempotency_key_answers_its_first_answer_again,
 );
 
 fn t(s: &str) -> DateTime<Utc> {
@@ -88,7 +99,7 @@ fn registration(id: &SubscriptionId, now: DateTime<Utc>) -> Registration {
         merchant_uid: MerchantUid::issuance(id),
         subscription_id: id.clone(),
         customer_uid: shared::billing::generate_customer_uid(),
-        user_id: "user-42".into(),
+        user_id: format!("user-{id}"),
         plan: Plan {
             amount: 9900,
             name: "월간 구독".into(),
@@ -104,16 +115,28 @@ fn registration(id: &SubscriptionId, now: DateTime<Utc>) -> Registration {
         expires_at: Some(now + Duration::hours(1)),
         imp_uid: None,
         sweep_at: Some(now + Duration::minutes(30)),
+        replaces_key: false,
+    }
+}
+
+fn activation<'a>(reg: &'a Registration, sub: &'a Subscription) -> Activation<'a> {
+    Activation {
+        reg,
+        sub,
+        imp_uid: "imp_000000000001",
+        first_attempt: None,
+        plan_lock: false,
     }
 }
 
 fn claimed(
-    id: &SubscriptionId,
+    sub: &Subscription,
     period: &str,
     attempt: u32,
     token: &str,
     now: DateTime<Utc>,
 ) -> ChargeAttempt {
+    let id = &sub.id;
     let period = PeriodId::parse(period).unwrap();
     ChargeAttempt {
         subscription_id: id.clone(),
@@ -129,9 +152,20 @@ fn claimed(
         paid_at: None,
         fail_reason: None,
         refunded: 0,
+        resolution: None,
         created_at: now,
         updated_at: now,
     }
+}
+
+fn current(sub: &Subscription, token: &str, now: DateTime<Utc>) -> ChargeAttempt {
+    claimed(
+        sub,
+        &sub.current_period().to_string(),
+        sub.attempt,
+        token,
+        now,
+    )
 }
 
 fn paid(imp_uid: &str, at: DateTime<Utc>) -> AttemptResult {
@@ -152,15 +186,23 @@ fn declined(reason: &str) -> AttemptResult {
     }
 }
 
+fn audit(sub: &Subscription, action: &str, at: DateTime<Utc>) -> AuditEntry {
+    AuditEntry {
+        subscription_id: sub.id.clone(),
+        at,
+        actor: "ops@shop".into(),
+        action: action.into(),
+        detail: format!("{action} in a test"),
+    }
+}
+
 /// A live subscription (registered and activated) created a month before `now`.
 async fn live<L: Ledger>(l: &L, now: DateTime<Utc>) -> Subscription {
     let id = SubscriptionId::generate();
     let sub = sample_subscription(&id, now - Duration::days(31));
     let reg = registration(&id, now);
     l.put_registration(&reg).await.unwrap();
-    l.activate(&reg, &sub, "imp_000000000001", None)
-        .await
-        .unwrap();
+    l.activate(&activation(&reg, &sub)).await.unwrap();
     sub
 }
 
@@ -169,6 +211,19 @@ async fn attempt_of<L: Ledger>(l: &L, a: &ChargeAttempt) -> ChargeAttempt {
         .await
         .unwrap()
         .unwrap()
+}
+
+async fn due_attempts<L: Ledger>(l: &L, at: DateTime<Utc>) -> Vec<(SubscriptionId, PeriodId, u32)> {
+    let mut out = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = l.due_page(at, 100, cursor.as_ref()).await.unwrap();
+        out.extend(page.attempts);
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => return out,
+        }
+    }
 }
 
 fn conflict<T: std::fmt::Debug>(r: Result<T, LedgerError>) {
@@ -194,6 +249,10 @@ async fn registration_is_written_once_and_reads_back<L: Subject>(l: L) {
         .unwrap();
     assert_eq!(back, reg);
     assert!(l.get_registration("rzzzzzzzzzzzz").await.unwrap().is_none());
+    assert_eq!(
+        l.user_items(&reg.user_id).await.unwrap().registrations,
+        vec![reg.merchant_uid.clone()]
+    );
 }
 
 async fn activation_happens_once_and_clears_the_expiry<L: Subject>(l: L) {
@@ -202,9 +261,7 @@ async fn activation_happens_once_and_clears_the_expiry<L: Subject>(l: L) {
     let reg = registration(&id, now);
     l.put_registration(&reg).await.unwrap();
     let sub = sample_subscription(&id, now);
-    l.activate(&reg, &sub, "imp_000000000001", None)
-        .await
-        .unwrap();
+    l.activate(&activation(&reg, &sub)).await.unwrap();
     let back = l
         .get_registration(&reg.merchant_uid)
         .await
@@ -217,6 +274,10 @@ async fn activation_happens_once_and_clears_the_expiry<L: Subject>(l: L) {
         "a completed registration must not expire"
     );
     assert_eq!(l.get_subscription(&id).await.unwrap().unwrap(), sub);
+    assert_eq!(
+        l.user_items(&sub.user_id).await.unwrap().subscriptions,
+        vec![id.clone()]
+    );
 
     // A second activation (refresh, second tab) changes nothing.
     let other = Subscription {
@@ -226,24 +287,35 @@ async fn activation_happens_once_and_clears_the_expiry<L: Subject>(l: L) {
         },
         ..sub.clone()
     };
-    conflict(l.activate(&reg, &other, "imp_000000000002", None).await);
+    conflict(l.activate(&activation(&reg, &other)).await);
     assert_eq!(l.get_subscription(&id).await.unwrap().unwrap(), sub);
 }
 
 async fn activation_writes_the_first_attempt_or_nothing<L: Subject>(l: L) {
     let now = t("2026-11-25T01:00:00Z");
+    let holder = live(&l, now).await;
     let id = SubscriptionId::generate();
     let reg = registration(&id, now);
     l.put_registration(&reg).await.unwrap();
     let sub = sample_subscription(&id, now);
-    let mut first = claimed(&id, "202611", 1, "x", now);
+    // An attempt under this subscription's key exists already (written for
+    // another subscription's test here): the whole activation is refused.
+    let mut first = claimed(&holder, "202611", 1, "x", now);
+    first.subscription_id = id.clone();
     first.state = AttemptState::Paid;
     first.claim_token = None;
     first.lease_until = None;
     first.merchant_uid = reg.merchant_uid.clone();
-    // The attempt exists already: the whole activation is refused.
-    l.claim_new(&first).await.unwrap();
-    conflict(l.activate(&reg, &sub, "imp_1", Some(&first)).await);
+    let mut blocker = first.clone();
+    blocker.subscription_id = holder.id.clone();
+    l.claim_new(&blocker, holder.version).await.unwrap();
+    let mut clash = first.clone();
+    clash.subscription_id = holder.id.clone();
+    let clash_activation = Activation {
+        first_attempt: Some(&clash),
+        ..activation(&reg, &sub)
+    };
+    conflict(l.activate(&clash_activation).await);
     assert!(l.get_subscription(&id).await.unwrap().is_none());
     assert_eq!(
         l.get_registration(&reg.merchant_uid)
@@ -253,17 +325,12 @@ async fn activation_writes_the_first_attempt_or_nothing<L: Subject>(l: L) {
             .status,
         RegistrationStatus::Pending
     );
-
-    let id2 = SubscriptionId::generate();
-    let reg2 = registration(&id2, now);
-    l.put_registration(&reg2).await.unwrap();
-    let sub2 = sample_subscription(&id2, now);
-    let mut first2 = first.clone();
-    first2.subscription_id = id2.clone();
-    l.activate(&reg2, &sub2, "imp_2", Some(&first2))
-        .await
-        .unwrap();
-    assert_eq!(attempt_of(&l, &first2).await, first2);
+    let with_first = Activation {
+        first_attempt: Some(&first),
+        ..activation(&reg, &sub)
+    };
+    l.activate(&with_first).await.unwrap();
+    assert_eq!(attempt_of(&l, &first).await, first);
 }
 
 async fn activation_rolls_back_when_the_subscription_exists<L: Subject>(l: L) {
@@ -277,11 +344,9 @@ async fn activation_rolls_back_when_the_subscription_exists<L: Subject>(l: L) {
         ..registration(&id, now)
     };
     l.put_registration(&other_reg).await.unwrap();
-    l.activate(&other_reg, &sub, "imp_000000000001", None)
-        .await
-        .unwrap();
+    l.activate(&activation(&other_reg, &sub)).await.unwrap();
     // Activating the first registration fails as a whole: it stays pending.
-    conflict(l.activate(&reg, &sub, "imp_000000000001", None).await);
+    conflict(l.activate(&activation(&reg, &sub)).await);
     assert_eq!(
         l.get_registration(&reg.merchant_uid)
             .await
@@ -293,47 +358,194 @@ async fn activation_rolls_back_when_the_subscription_exists<L: Subject>(l: L) {
     );
 }
 
-async fn a_claim_is_exclusive<L: Subject>(l: L) {
-    let now = t("2026-12-24T15:00:00Z");
+async fn one_live_subscription_per_user_and_plan_when_locked<L: Subject>(l: L) {
+    let now = t("2026-11-25T01:00:00Z");
+    let (a, b) = (SubscriptionId::generate(), SubscriptionId::generate());
+    let reg_a = Registration {
+        user_id: "user-7".into(),
+        ..registration(&a, now)
+    };
+    let reg_b = Registration {
+        user_id: "user-7".into(),
+        ..registration(&b, now)
+    };
+    let sub_a = Subscription {
+        user_id: "user-7".into(),
+        ..sample_subscription(&a, now)
+    };
+    let sub_b = Subscription {
+        user_id: "user-7".into(),
+        ..sample_subscription(&b, now)
+    };
+    l.put_registration(&reg_a).await.unwrap();
+    l.put_registration(&reg_b).await.unwrap();
+    let locked = |reg, sub| Activation {
+        plan_lock: true,
+        ..activation(reg, sub)
+    };
+    l.activate(&locked(&reg_a, &sub_a)).await.unwrap();
+    conflict(l.activate(&locked(&reg_b, &sub_b)).await);
+    assert!(l.get_subscription(&b).await.unwrap().is_none());
+    let items = l.user_items("user-7").await.unwrap();
+    assert_eq!(items.subscriptions, vec![a.clone()]);
+    assert_eq!(items.locks, vec![(sub_a.plan.name.clone(), a.clone())]);
+    let mut regs = items.registrations.clone();
+    regs.sort();
+    let mut expected = vec![reg_a.merchant_uid.clone(), reg_b.merchant_uid.clone()];
+    expected.sort();
+    assert_eq!(regs, expected);
+    // Another plan is another lock.
+    let other_plan = Subscription {
+        plan: Plan {
+            amount: 4900,
+            name: "basic".into(),
+        },
+        ..sub_b.clone()
+    };
+    l.activate(&locked(&reg_b, &other_plan)).await.unwrap();
+    assert_eq!(l.user_items("user-7").await.unwrap().locks.len(), 2);
+}
+
+async fn a_refused_registration_leaves_the_sweep<L: Subject>(l: L) {
+    let now = t("2026-11-25T01:00:00Z");
     let id = SubscriptionId::generate();
-    let a = claimed(&id, "202701", 1, "run-a", now);
-    let b = claimed(&id, "202701", 1, "run-b", now);
-    l.claim_new(&a).await.unwrap();
-    conflict(l.claim_new(&b).await);
+    let reg = registration(&id, now);
+    l.put_registration(&reg).await.unwrap();
+    l.refuse_registration(&reg, now).await.unwrap();
+    conflict(l.refuse_registration(&reg, now).await);
+    assert_eq!(
+        l.get_registration(&reg.merchant_uid)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        RegistrationStatus::Refused
+    );
+    let page = l
+        .due_page(now + Duration::days(1), 100, None)
+        .await
+        .unwrap();
+    assert!(page.registrations.is_empty());
+    conflict(
+        l.activate(&activation(&reg, &sample_subscription(&id, now)))
+            .await,
+    );
+}
+
+async fn a_new_card_completes_its_registration_and_bumps_the_subscription<L: Subject>(l: L) {
+    let now = t("2026-12-24T15:00:00Z");
+    let sub = live(&l, now).await;
+    let reg = Registration {
+        merchant_uid: MerchantUid::key_replacement(&sub.id, "abcd1234"),
+        replaces_key: true,
+        ..registration(&sub.id, now)
+    };
+    l.put_registration(&reg).await.unwrap();
+    let mut next = sub.next_version(now);
+    next.customer_uid = reg.customer_uid.clone();
+    let entry = audit(&sub, "payment_method", now);
+    // A stale version changes nothing.
+    let mut stale = next.clone();
+    stale.version += 1;
+    conflict(l.replace_key(&reg, &stale, "imp_2", &entry).await);
+    assert_eq!(
+        l.get_registration(&reg.merchant_uid)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        RegistrationStatus::Pending
+    );
+    l.replace_key(&reg, &next, "imp_2", &entry).await.unwrap();
+    assert_eq!(l.get_subscription(&sub.id).await.unwrap().unwrap(), next);
+    let done = l
+        .get_registration(&reg.merchant_uid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (done.status, done.imp_uid.as_deref()),
+        (RegistrationStatus::Completed, Some("imp_2"))
+    );
+    assert_eq!(l.history(&sub.id, 10).await.unwrap(), vec![entry.clone()]);
+    conflict(
+        l.replace_key(&reg, &next.next_version(now), "imp_2", &entry)
+            .await,
+    );
+}
+
+async fn a_claim_is_exclusive_and_loses_to_a_change_of_the_subscription<L: Subject>(l: L) {
+    let now = t("2026-12-24T15:00:00Z");
+    let sub = live(&l, now).await;
+    let a = current(&sub, "run-a", now);
+    let b = current(&sub, "run-b", now);
+    l.claim_new(&a, sub.version).await.unwrap();
+    conflict(l.claim_new(&b, sub.version).await);
     assert_eq!(
         attempt_of(&l, &a).await.claim_token.as_deref(),
         Some("run-a")
     );
+    // A claim made on an older copy of the subscription loses to a change.
+    let sub2 = live(&l, now).await;
+    let mut cancelled = sub2.next_version(now);
+    cancelled.status = SubscriptionStatus::Cancelled;
+    l.change_subscription(&SubscriptionChange {
+        next: &cancelled,
+        audit: None,
+        release_lock: false,
+    })
+    .await
+    .unwrap();
+    conflict(
+        l.claim_new(&current(&sub2, "stale-run", now), sub2.version)
+            .await,
+    );
+    assert!(l.list_attempts(&sub2.id).await.unwrap().is_empty());
+    // And on a subscription that does not exist.
+    let ghost = sample_subscription(&SubscriptionId::generate(), now);
+    conflict(l.claim_new(&current(&ghost, "run", now), 1).await);
 }
 
 async fn expired_lease_can_be_taken_over_but_a_live_one_cannot<L: Subject>(l: L) {
     let now = t("2026-12-24T15:00:00Z");
-    let id = SubscriptionId::generate();
-    let a = claimed(&id, "202612", 1, "crashed-run", now);
-    l.claim_new(&a).await.unwrap();
-    let over = |token: &'static str, at: DateTime<Utc>| {
-        l.take_over(&id, &a.period, 1, token, at + Duration::minutes(5), at)
+    let sub = live(&l, now).await;
+    let a = current(&sub, "crashed-run", now);
+    l.claim_new(&a, sub.version).await.unwrap();
+    let over = |token: &'static str, at: DateTime<Utc>, v: u64| {
+        l.take_over(
+            &sub.id,
+            &a.period,
+            a.attempt,
+            token,
+            at + Duration::minutes(5),
+            at,
+            v,
+        )
     };
     // Lease still running (also at its very last second): no take-over.
-    conflict(over("run-2", now + Duration::minutes(1)).await);
-    conflict(over("run-2", now + Duration::minutes(5)).await);
-    // After the lease: the first taker wins, the second finds a live claim.
+    conflict(over("run-2", now + Duration::minutes(1), sub.version).await);
+    conflict(over("run-2", now + Duration::minutes(5), sub.version).await);
+    // After the lease: a stale copy of the subscription loses; the first
+    // taker wins, the second finds a live claim.
     let later = now + Duration::minutes(6);
-    let taken = over("run-3", later).await.unwrap();
-    conflict(over("run-4", later).await);
+    conflict(over("run-3", later, sub.version + 1).await);
+    let taken = over("run-3", later, sub.version).await.unwrap();
+    conflict(over("run-4", later, sub.version).await);
     assert_eq!(taken.state, AttemptState::Claimed);
     assert_eq!(taken.claim_token.as_deref(), Some("run-3"));
     assert_eq!(taken.lease_until, Some(later + Duration::minutes(5)));
+    assert_eq!(taken.sent_at, a.sent_at);
     assert_eq!(attempt_of(&l, &a).await, taken);
     // A missing attempt cannot be taken over.
     conflict(
         l.take_over(
-            &id,
+            &sub.id,
             &PeriodId::parse("203001").unwrap(),
             1,
             "x",
             later,
             later,
+            sub.version,
         )
         .await,
     );
@@ -342,29 +554,37 @@ async fn expired_lease_can_be_taken_over_but_a_live_one_cannot<L: Subject>(l: L)
 async fn unknown_attempt_is_taken_over_and_a_settled_one_never_reopens<L: Subject>(l: L) {
     let now = t("2026-12-24T15:00:00Z");
     let sub = live(&l, now).await;
-    let id = sub.id.clone();
-    // A versioned save cannot create a subscription out of nothing.
-    let orphan = Subscription {
-        id: SubscriptionId::generate(),
-        version: 1,
-        ..sub.clone()
-    };
-    conflict(l.save_subscription(&orphan).await);
-
-    let a = claimed(&id, &sub.current_period().to_string(), 1, "run-1", now);
-    l.claim_new(&a).await.unwrap();
-    l.mark_unknown(&a, "run-1", "timeout", Sent::Maybe, now)
-        .await
-        .unwrap();
+    let a = current(&sub, "run-1", now);
+    l.claim_new(&a, sub.version).await.unwrap();
+    l.mark_unknown(
+        &a,
+        "run-1",
+        "timeout",
+        Sent::Maybe,
+        now,
+        now + Duration::minutes(10),
+    )
+    .await
+    .unwrap();
     let unknown = attempt_of(&l, &a).await;
     assert_eq!(unknown.state, AttemptState::Unknown);
-    assert_eq!(unknown.lease_until, None);
-    assert_eq!(unknown.claim_token, None);
+    assert_eq!(
+        (unknown.lease_until, unknown.claim_token.as_deref()),
+        (None, None)
+    );
     assert_eq!(unknown.fail_reason.as_deref(), Some("timeout"));
 
     // Any later run may take an unknown attempt over, even within a lease's length.
     let taken = l
-        .take_over(&id, &a.period, 1, "run-2", now + Duration::minutes(5), now)
+        .take_over(
+            &sub.id,
+            &a.period,
+            a.attempt,
+            "run-2",
+            now + Duration::minutes(5),
+            now,
+            sub.version,
+        )
         .await
         .unwrap();
     assert_eq!(taken.claim_token.as_deref(), Some("run-2"));
@@ -383,62 +603,131 @@ async fn unknown_attempt_is_taken_over_and_a_settled_one_never_reopens<L: Subjec
     let settled = attempt_of(&l, &a).await;
     assert_eq!(settled.state, AttemptState::Paid);
     assert_eq!(settled.imp_uid.as_deref(), Some("imps_1"));
-    assert_eq!(settled.claim_token, None);
-    assert_eq!(settled.lease_until, None);
+    assert_eq!((settled.claim_token, settled.lease_until), (None, None));
     let late = now + Duration::hours(1);
-    conflict(l.take_over(&id, &a.period, 1, "run-3", late, late).await);
+    conflict(
+        l.take_over(
+            &sub.id,
+            &a.period,
+            a.attempt,
+            "run-3",
+            late,
+            late,
+            next.version,
+        )
+        .await,
+    );
 }
 
 async fn only_the_holder_marks_sending_or_unknown<L: Subject>(l: L) {
     let now = t("2026-12-24T15:00:00Z");
-    let id = SubscriptionId::generate();
-    let a = claimed(&id, "202612", 1, "run-1", now);
-    l.claim_new(&a).await.unwrap();
+    let sub = live(&l, now).await;
+    let a = current(&sub, "run-1", now);
+    l.claim_new(&a, sub.version).await.unwrap();
     let later = now + Duration::minutes(2);
-    conflict(l.mark_sending(&a, "run-x", later).await);
+    let due = later + Duration::minutes(10);
+    conflict(l.mark_sending(&a, "run-x", later, sub.version).await);
+    conflict(l.mark_sending(&a, "run-1", later, sub.version + 1).await);
     conflict(
-        l.mark_unknown(&a, "run-x", "timeout", Sent::Maybe, later)
+        l.mark_unknown(&a, "run-x", "timeout", Sent::Maybe, later, due)
             .await,
     );
     assert_eq!(attempt_of(&l, &a).await, a);
-    l.mark_sending(&a, "run-1", later).await.unwrap();
+    l.mark_sending(&a, "run-1", later, sub.version)
+        .await
+        .unwrap();
     let sending = attempt_of(&l, &a).await;
-    assert_eq!(sending.sent_at, Some(later));
-    assert_eq!(sending.state, AttemptState::Claimed);
-    l.mark_unknown(&a, "run-1", "lost", Sent::Maybe, later)
+    assert_eq!(
+        (sending.sent_at, sending.state),
+        (Some(later), AttemptState::Claimed)
+    );
+    l.mark_unknown(&a, "run-1", "lost", Sent::Maybe, later, due)
         .await
         .unwrap();
     // Released: nobody holds it any more, not even the old holder.
-    conflict(l.mark_sending(&a, "run-1", later).await);
+    conflict(l.mark_sending(&a, "run-1", later, sub.version).await);
     conflict(
-        l.mark_unknown(&a, "run-1", "again", Sent::Maybe, later)
+        l.mark_unknown(&a, "run-1", "again", Sent::Maybe, later, due)
             .await,
     );
     // A request that may have been sent keeps its time; one that certainly
     // never left forgets it (nothing can be in flight).
     assert_eq!(attempt_of(&l, &a).await.sent_at, Some(later));
     l.take_over(
-        &a.subscription_id,
+        &sub.id,
         &a.period,
-        1,
+        a.attempt,
         "run-2",
         later + Duration::minutes(5),
         later,
+        sub.version,
     )
     .await
     .unwrap();
-    l.mark_unknown(&a, "run-2", "connection refused", Sent::Never, later)
+    l.mark_unknown(&a, "run-2", "connection refused", Sent::Never, later, later)
         .await
         .unwrap();
     assert_eq!(attempt_of(&l, &a).await.sent_at, None);
+}
+
+async fn open_attempts_are_due_until_they_are_settled<L: Subject>(l: L) {
+    let now = t("2026-12-24T15:00:00Z");
+    let sub = live(&l, now).await;
+    let a = current(&sub, "run-1", now);
+    let key = (sub.id.clone(), a.period.clone(), a.attempt);
+    l.claim_new(&a, sub.version).await.unwrap();
+    // Claimed: due once its lease ends, whatever the subscription's status.
+    assert!(
+        due_attempts(&l, now + Duration::minutes(4))
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        due_attempts(&l, now + Duration::minutes(5)).await,
+        vec![key.clone()]
+    );
+    // Released as unknown: due at the time it was given.
+    let look_again = now + Duration::minutes(20);
+    l.mark_unknown(&a, "run-1", "timeout", Sent::Maybe, now, look_again)
+        .await
+        .unwrap();
+    assert!(
+        due_attempts(&l, now + Duration::minutes(19))
+            .await
+            .is_empty()
+    );
+    assert_eq!(due_attempts(&l, look_again).await, vec![key.clone()]);
+    // Settled: out of the index.
+    let taken = l
+        .take_over(
+            &sub.id,
+            &a.period,
+            a.attempt,
+            "run-2",
+            look_again + Duration::minutes(5),
+            look_again,
+            sub.version,
+        )
+        .await
+        .unwrap();
+    l.settle(
+        &taken,
+        &paid("imps_1", now),
+        Guard::Claim("run-2"),
+        &sub.next_version(now),
+        now,
+    )
+    .await
+    .unwrap();
+    assert!(due_attempts(&l, now + Duration::days(30)).await.is_empty());
 }
 
 async fn settle_is_all_or_nothing_under_a_stale_version_or_a_stolen_claim<L: Subject>(l: L) {
     let now = t("2026-12-24T15:00:00Z");
     let sub = live(&l, now).await;
     let id = sub.id.clone();
-    let a = claimed(&id, &sub.current_period().to_string(), 1, "run-1", now);
-    l.claim_new(&a).await.unwrap();
+    let a = current(&sub, "run-1", now);
+    l.claim_new(&a, sub.version).await.unwrap();
 
     // Stale subscription version: the attempt stays claimed.
     let stale = Subscription {
@@ -466,6 +755,16 @@ async fn settle_is_all_or_nothing_under_a_stale_version_or_a_stolen_claim<L: Sub
         .await,
     );
     assert_eq!(l.get_subscription(&id).await.unwrap().unwrap(), sub);
+    // Only final results are written.
+    let not_final = AttemptResult {
+        state: AttemptState::Unknown,
+        ..paid("imps_1", now)
+    };
+    assert!(
+        l.settle(&a, &not_final, Guard::Claim("run-1"), &next, now)
+            .await
+            .is_err()
+    );
 
     // The right claim and version: both change together.
     l.settle(&a, &paid("imps_1", now), Guard::Claim("run-1"), &next, now)
@@ -491,8 +790,8 @@ async fn settle_is_all_or_nothing_under_a_stale_version_or_a_stolen_claim<L: Sub
 async fn only_money_settles_without_the_claim<L: Subject>(l: L) {
     let now = t("2026-12-24T15:00:00Z");
     let sub = live(&l, now).await;
-    let a = claimed(&sub.id, &sub.current_period().to_string(), 1, "run-b", now);
-    l.claim_new(&a).await.unwrap();
+    let a = current(&sub, "run-b", now);
+    l.claim_new(&a, sub.version).await.unwrap();
     let next = sub.next_version(now);
     // A decline without the claim is refused whatever the state (another
     // run holds it and will record its own answer).
@@ -509,15 +808,9 @@ async fn only_money_settles_without_the_claim<L: Subject>(l: L) {
     assert_eq!(attempt_of(&l, &a).await.state, AttemptState::Paid);
     // And on an unknown attempt.
     let sub2 = live(&l, now).await;
-    let b = claimed(
-        &sub2.id,
-        &sub2.current_period().to_string(),
-        1,
-        "run-c",
-        now,
-    );
-    l.claim_new(&b).await.unwrap();
-    l.mark_unknown(&b, "run-c", "timeout", Sent::Maybe, now)
+    let b = current(&sub2, "run-c", now);
+    l.claim_new(&b, sub2.version).await.unwrap();
+    l.mark_unknown(&b, "run-c", "timeout", Sent::Maybe, now, now)
         .await
         .unwrap();
     l.settle(
@@ -535,8 +828,8 @@ async fn only_money_settles_without_the_claim<L: Subject>(l: L) {
 async fn flagging_needs_the_claim_or_an_unclaimed_attempt_and_stops_charging<L: Subject>(l: L) {
     let now = t("2026-12-24T15:00:00Z");
     let sub = live(&l, now).await;
-    let a = claimed(&sub.id, &sub.current_period().to_string(), 1, "run-1", now);
-    l.claim_new(&a).await.unwrap();
+    let a = current(&sub, "run-1", now);
+    l.claim_new(&a, sub.version).await.unwrap();
     let mut flagged = sub.next_version(now);
     flagged.status = SubscriptionStatus::NeedsReview;
     // Someone else's live claim: left to its holder.
@@ -553,8 +846,8 @@ async fn flagging_needs_the_claim_or_an_unclaimed_attempt_and_stops_charging<L: 
             .await,
     );
     assert_eq!(attempt_of(&l, &a).await.state, AttemptState::Claimed);
-    // The holder flags it: attempt and subscription change together, and the
-    // subscription leaves the due index.
+    // The holder flags it: attempt and subscription change together, the
+    // subscription leaves the due index, the attempt joins the review list.
     l.flag_review(&a, Some("run-1"), "foreign payment", &flagged, now)
         .await
         .unwrap();
@@ -571,6 +864,12 @@ async fn flagging_needs_the_claim_or_an_unclaimed_attempt_and_stops_charging<L: 
         .await
         .unwrap();
     assert!(!due.ids.contains(&sub.id));
+    assert!(due.attempts.is_empty());
+    let review = l.review_page(10, None).await.unwrap();
+    assert_eq!(
+        review.attempts,
+        vec![(sub.id.clone(), a.period.clone(), a.attempt)]
+    );
     // Paid and flagged attempts are not flagged (again).
     conflict(
         l.flag_review(&a, None, "again", &flagged.next_version(now), now)
@@ -579,14 +878,8 @@ async fn flagging_needs_the_claim_or_an_unclaimed_attempt_and_stops_charging<L: 
 
     // A failed attempt (a payment arriving after it was settled as declined) is flagged without a claim.
     let sub2 = live(&l, now).await;
-    let b = claimed(
-        &sub2.id,
-        &sub2.current_period().to_string(),
-        1,
-        "run-2",
-        now,
-    );
-    l.claim_new(&b).await.unwrap();
+    let b = current(&sub2, "run-2", now);
+    l.claim_new(&b, sub2.version).await.unwrap();
     let mut after_decline = sub2.next_version(now);
     after_decline.attempt = 2;
     after_decline.status = SubscriptionStatus::PastDue;
@@ -601,10 +894,74 @@ async fn flagging_needs_the_claim_or_an_unclaimed_attempt_and_stops_charging<L: 
     .unwrap();
     let mut flagged2 = after_decline.next_version(now);
     flagged2.status = SubscriptionStatus::NeedsReview;
-    l.flag_review(&b, None, "late payment", &flagged2, now)
+    l.flag_review(
+        &b,
+        None,
+        "late payment",
+        &flagged2,
+        now + Duration::seconds(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(attempt_of(&l, &b).await.state, AttemptState::NeedsReview);
+    // Oldest flag first, page by page.
+    let first = l.review_page(1, None).await.unwrap();
+    assert_eq!(first.attempts.len(), 1);
+    assert_eq!(first.attempts[0].0, sub.id);
+    let second = l.review_page(1, first.next.as_ref()).await.unwrap();
+    assert_eq!(second.attempts[0].0, sub2.id);
+}
+
+async fn a_person_resolves_a_flagged_attempt_once<L: Subject>(l: L) {
+    let now = t("2026-12-24T15:00:00Z");
+    let sub = live(&l, now).await;
+    let a = current(&sub, "run-1", now);
+    l.claim_new(&a, sub.version).await.unwrap();
+    let mut flagged = sub.next_version(now);
+    flagged.status = SubscriptionStatus::NeedsReview;
+    // Not flagged yet: nothing to resolve.
+    let resolution = Resolution {
+        state: AttemptState::Paid,
+        note: "customer confirmed".into(),
+        actor: "ops@shop".into(),
+        at: now,
+    };
+    let mut resolved = flagged.next_version(now);
+    resolved.status = SubscriptionStatus::Active;
+    let entry = audit(&sub, "resolve", now);
+    conflict(
+        l.resolve(&a, &paid("imps_7", now), &resolution, &resolved, &entry)
+            .await,
+    );
+    l.flag_review(&a, Some("run-1"), "mismatch", &flagged, now)
         .await
         .unwrap();
-    assert_eq!(attempt_of(&l, &b).await.state, AttemptState::NeedsReview);
+    // A stale version: nothing written.
+    let mut stale = resolved.clone();
+    stale.version += 1;
+    conflict(
+        l.resolve(&a, &paid("imps_7", now), &resolution, &stale, &entry)
+            .await,
+    );
+    l.resolve(&a, &paid("imps_7", now), &resolution, &resolved, &entry)
+        .await
+        .unwrap();
+    let stored = attempt_of(&l, &a).await;
+    assert_eq!(stored.state, AttemptState::Paid);
+    assert_eq!(stored.imp_uid.as_deref(), Some("imps_7"));
+    assert_eq!(stored.resolution, Some(resolution.clone()));
+    assert!(l.review_page(10, None).await.unwrap().attempts.is_empty());
+    assert_eq!(l.history(&sub.id, 5).await.unwrap(), vec![entry.clone()]);
+    conflict(
+        l.resolve(
+            &a,
+            &paid("imps_7", now),
+            &resolution,
+            &resolved.next_version(now),
+            &entry,
+        )
+        .await,
+    );
 }
 
 async fn due_pages_carry_on_through_a_cursor_and_skip_what_is_not_due<L: Subject>(l: L) {
@@ -624,9 +981,7 @@ async fn due_pages_carry_on_through_a_cursor_and_skip_what_is_not_due<L: Subject
         }
         let reg = registration(&id, now);
         l.put_registration(&reg).await.unwrap();
-        l.activate(&reg, &sub, "imp_000000000001", None)
-            .await
-            .unwrap();
+        l.activate(&activation(&reg, &sub)).await.unwrap();
     }
     // Due exactly now counts as due.
     let id = SubscriptionId::generate();
@@ -634,9 +989,7 @@ async fn due_pages_carry_on_through_a_cursor_and_skip_what_is_not_due<L: Subject
     sub.next_charge_at = now;
     let reg = registration(&id, now);
     l.put_registration(&reg).await.unwrap();
-    l.activate(&reg, &sub, "imp_000000000001", None)
-        .await
-        .unwrap();
+    l.activate(&activation(&reg, &sub)).await.unwrap();
     due.insert(id);
 
     let mut seen = std::collections::BTreeSet::new();
@@ -646,7 +999,9 @@ async fn due_pages_carry_on_through_a_cursor_and_skip_what_is_not_due<L: Subject
         let page = l.due_page(now, 2, cursor.as_ref()).await.unwrap();
         pages += 1;
         assert!(page.ids.len() <= 2);
-        assert!(page.corrupt.is_empty());
+        assert!(
+            page.corrupt.is_empty() && page.attempts.is_empty() && page.registrations.is_empty()
+        );
         for id in page.ids {
             assert!(seen.insert(id), "a subscription came twice");
         }
@@ -663,17 +1018,18 @@ async fn due_pages_carry_on_through_a_cursor_and_skip_what_is_not_due<L: Subject
 
 async fn attempts_list_in_period_and_attempt_order<L: Subject>(l: L) {
     let now = t("2026-12-24T15:00:00Z");
-    let id = SubscriptionId::generate();
+    let sub = live(&l, now).await;
     for (period, attempt) in [("202702", 1), ("202612", 2), ("202612", 1), ("202701", 10)] {
-        l.claim_new(&claimed(&id, period, attempt, "r", now))
+        l.claim_new(&claimed(&sub, period, attempt, "r", now), sub.version)
             .await
             .unwrap();
     }
-    l.claim_new(&claimed(&SubscriptionId::generate(), "202612", 1, "r", now))
+    let other = live(&l, now).await;
+    l.claim_new(&claimed(&other, "202612", 1, "r", now), other.version)
         .await
         .unwrap();
     let listed: Vec<(String, u32)> = l
-        .list_attempts(&id)
+        .list_attempts(&sub.id)
         .await
         .unwrap()
         .iter()
@@ -690,11 +1046,80 @@ async fn attempts_list_in_period_and_attempt_order<L: Subject>(l: L) {
     );
 }
 
+async fn changes_are_versioned_audited_and_release_the_plan_lock<L: Subject>(l: L) {
+    let now = t("2026-12-24T15:00:00Z");
+    let id = SubscriptionId::generate();
+    let reg = registration(&id, now);
+    let sub = sample_subscription(&id, now);
+    let sub = Subscription {
+        user_id: reg.user_id.clone(),
+        ..sub
+    };
+    l.put_registration(&reg).await.unwrap();
+    l.activate(&Activation {
+        plan_lock: true,
+        ..activation(&reg, &sub)
+    })
+    .await
+    .unwrap();
+    // A versioned change cannot create a subscription out of nothing.
+    let orphan = Subscription {
+        id: SubscriptionId::generate(),
+        version: 1,
+        ..sub.clone()
+    };
+    conflict(
+        l.change_subscription(&SubscriptionChange {
+            next: &orphan,
+            audit: None,
+            release_lock: false,
+        })
+        .await,
+    );
+    let mut period_end = sub.next_version(now);
+    period_end.cancel_at_period_end = true;
+    let first = audit(&sub, "cancel", now);
+    l.change_subscription(&SubscriptionChange {
+        next: &period_end,
+        audit: Some(&first),
+        release_lock: false,
+    })
+    .await
+    .unwrap();
+    // Two changes from one copy: the second loses and writes nothing.
+    let mut racing = sub.next_version(now);
+    racing.plan.amount = 1;
+    let lost = audit(&sub, "plan", now + Duration::seconds(1));
+    conflict(
+        l.change_subscription(&SubscriptionChange {
+            next: &racing,
+            audit: Some(&lost),
+            release_lock: false,
+        })
+        .await,
+    );
+    assert_eq!(l.history(&id, 10).await.unwrap(), vec![first.clone()]);
+    // Ending it releases the user's lock on the plan.
+    let mut ended = period_end.next_version(now);
+    ended.status = SubscriptionStatus::Cancelled;
+    let second = audit(&sub, "cancel", now + Duration::seconds(2));
+    l.change_subscription(&SubscriptionChange {
+        next: &ended,
+        audit: Some(&second),
+        release_lock: true,
+    })
+    .await
+    .unwrap();
+    assert!(l.user_items(&sub.user_id).await.unwrap().locks.is_empty());
+    assert_eq!(l.history(&id, 10).await.unwrap(), vec![second, first]);
+    assert_eq!(l.get_subscription(&id).await.unwrap().unwrap(), ended);
+}
+
 async fn instants_are_kept_to_the_second<L: Subject>(l: L) {
     let now = t("2026-12-24T15:00:00.750Z");
-    let id = SubscriptionId::generate();
-    let a = claimed(&id, "202612", 1, "r", now);
-    l.claim_new(&a).await.unwrap();
+    let sub = live(&l, t("2026-12-24T15:00:00Z")).await;
+    let a = claimed(&sub, "202612", 1, "r", now);
+    l.claim_new(&a, sub.version).await.unwrap();
     let back = attempt_of(&l, &a).await;
     assert_eq!(back.created_at, t("2026-12-24T15:00:00Z"));
     assert_eq!(back.lease_until, Some(t("2026-12-24T15:05:00Z")));
@@ -702,27 +1127,33 @@ async fn instants_are_kept_to_the_second<L: Subject>(l: L) {
 
 async fn refunds_only_ever_grow<L: Subject>(l: L) {
     let now = t("2026-12-24T15:00:00Z");
-    let id = SubscriptionId::generate();
-    let a = claimed(&id, "202612", 1, "run-1", now);
-    l.claim_new(&a).await.unwrap();
-    assert!(l.record_refund(&a, 3000, now).await.unwrap());
+    let sub = live(&l, now).await;
+    let a = current(&sub, "run-1", now);
+    l.claim_new(&a, sub.version).await.unwrap();
+    assert!(l.record_refund(&a, 3000, now, None).await.unwrap());
     assert!(
-        !l.record_refund(&a, 3000, now).await.unwrap(),
+        !l.record_refund(&a, 3000, now, None).await.unwrap(),
         "a duplicate changes nothing"
     );
     assert!(
-        !l.record_refund(&a, 1000, now).await.unwrap(),
+        !l.record_refund(&a, 1000, now, None).await.unwrap(),
         "out of order changes nothing"
     );
-    assert!(l.record_refund(&a, 9900, now).await.unwrap());
+    let entry = audit(&sub, "refund", now);
+    assert!(l.record_refund(&a, 9900, now, Some(&entry)).await.unwrap());
     assert_eq!(attempt_of(&l, &a).await.refunded, 9900);
-    let missing = claimed(&id, "203001", 1, "x", now);
+    assert_eq!(l.history(&sub.id, 5).await.unwrap(), vec![entry.clone()]);
+    // A refund that changes nothing leaves no audit entry either.
+    let late = audit(&sub, "refund", now + Duration::seconds(9));
+    assert!(!l.record_refund(&a, 9900, now, Some(&late)).await.unwrap());
+    assert_eq!(l.history(&sub.id, 5).await.unwrap().len(), 1);
+    let missing = claimed(&sub, "203001", 1, "x", now);
     assert!(
-        !l.record_refund(&missing, 100, now).await.unwrap(),
+        !l.record_refund(&missing, 100, now, None).await.unwrap(),
         "a refund creates no record"
     );
     assert!(
-        l.get_attempt(&id, &missing.period, 1)
+        l.get_attempt(&sub.id, &missing.period, 1)
             .await
             .unwrap()
             .is_none()
@@ -769,10 +1200,64 @@ async fn a_pending_registration_is_due_for_a_sweep_until_it_completes<L: Subject
         (vec![], vec![reg.merchant_uid.clone()])
     );
     let sub = sample_subscription(&id, now);
-    l.activate(&reg, &sub, "imp_1", None).await.unwrap();
+    l.activate(&activation(&reg, &sub)).await.unwrap();
     let (ids, regs) = due_at(later + Duration::days(400)).await;
     assert!(regs.is_empty(), "a completed registration leaves the index");
     assert_eq!(ids, vec![id]);
+}
+
+async fn an_idempotency_key_answers_its_first_answer_again<L: Subject>(l: L) {
+    let now = t("2026-12-24T15:00:00Z");
+    let key = format!("key-{}", SubscriptionId::generate());
+    assert_eq!(
+        l.begin_request(&key, "fp-1", now).await.unwrap(),
+        RequestState::Fresh
+    );
+    // While the first is handled: in progress; another request: mismatch.
+    assert_eq!(
+        l.begin_request(&key, "fp-1", now).await.unwrap(),
+        RequestState::InProgress
+    );
+    assert_eq!(
+        l.begin_request(&key, "fp-2", now).await.unwrap(),
+        RequestState::Mismatch
+    );
+    let answer = StoredResponse {
+        status: 200,
+        body: r#"{"ok":true}"#.into(),
+    };
+    l.finish_request(&key, &answer, now).await.unwrap();
+    assert_eq!(
+        l.begin_request(&key, "fp-1", now + Duration::hours(1))
+            .await
+            .unwrap(),
+        RequestState::Replay(answer.clone())
+    );
+    assert_eq!(
+        l.begin_request(&key, "fp-2", now).await.unwrap(),
+        RequestState::Mismatch
+    );
+    // A key whose handler died is free again after a while; one abandoned at once.
+    let stuck = format!("stuck-{}", SubscriptionId::generate());
+    l.begin_request(&stuck, "fp", now).await.unwrap();
+    assert_eq!(
+        l.begin_request(&stuck, "fp", now + Duration::minutes(6))
+            .await
+            .unwrap(),
+        RequestState::Fresh
+    );
+    l.abandon_request(&stuck).await.unwrap();
+    assert_eq!(
+        l.begin_request(&stuck, "fp", now).await.unwrap(),
+        RequestState::Fresh
+    );
+    // Forgotten after a day.
+    assert_eq!(
+        l.begin_request(&key, "fp-9", now + Duration::hours(25))
+            .await
+            .unwrap(),
+        RequestState::Fresh
+    );
 }
 
 /// Not part of the contract: the DynamoDB adapter's own item layout.
@@ -786,7 +1271,40 @@ async fn dynamodb_due_index_attributes_are_present_only_while_chargeable() {
     assert!(item.contains_key("gsi1pk") && item.contains_key("gsi1sk"));
     let mut suspended = sub.next_version(now);
     suspended.status = SubscriptionStatus::Suspended;
-    l.save_subscription(&suspended).await.unwrap();
+    l.change_subscription(&SubscriptionChange {
+        next: &suspended,
+        audit: None,
+        release_lock: false,
+    })
+    .await
+    .unwrap();
     let item = l.raw_item(&pk, &sk).await.unwrap().unwrap();
     assert!(!item.contains_key("gsi1pk") && !item.contains_key("gsi1sk"));
+}
+
+/// Not part of the contract: DynamoDB deletes a registration days after it
+/// expired, so a run that failed for a day still sweeps it.
+#[tokio::test]
+async fn dynamodb_keeps_an_expired_registration_for_the_sweep() {
+    let l = fresh_ledger(4).await;
+    let now = t("2026-12-24T15:00:00Z");
+    let reg = registration(&SubscriptionId::generate(), now);
+    l.put_registration(&reg).await.unwrap();
+    let item = l
+        .raw_item(&format!("REG#{}", reg.merchant_uid), "META")
+        .await
+        .unwrap()
+        .unwrap();
+    let ttl: i64 = match item.get("ttl") {
+        Some(aws_sdk_dynamodb::types::AttributeValue::N(v)) => v.parse().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert!(ttl >= (reg.expires_at.unwrap() + Duration::days(3)).timestamp());
+    assert_eq!(
+        l.get_registration(&reg.merchant_uid)
+            .await
+            .unwrap()
+            .unwrap(),
+        reg
+    );
 }

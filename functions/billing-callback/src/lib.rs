@@ -8,6 +8,7 @@ use lambda_http::http::{StatusCode, header};
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 use shared::app::App;
 use shared::engine::Budget;
+use shared::management;
 use shared::registration::{self, CallbackOutcome, FailureReason, PrepareError, PrepareRequest};
 use tracing::{info, warn};
 use url::Url;
@@ -20,13 +21,15 @@ pub async fn handle(app: &App, request: Request) -> Result<Response<Body>, Error
     let response = match (method.as_str(), route(&path)) {
         ("POST", Some(Route::Prepare)) => prepare(app, &request).await,
         ("GET", Some(Route::Callback)) => callback(app, &request).await,
-        (_, Some(_)) => json(
+        (_, Some(_)) => error(
             StatusCode::METHOD_NOT_ALLOWED,
-            &serde_json::json!({"error": "method not allowed"}),
+            "method_not_allowed",
+            &format!("{method} is not allowed on {path}"),
         ),
-        (_, None) => json(
+        (_, None) => error(
             StatusCode::NOT_FOUND,
-            &serde_json::json!({"error": "not found"}),
+            "not_found",
+            &format!("no route {path}"),
         ),
     };
     Ok(response)
@@ -61,9 +64,9 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     response
 }
 
-/// Compares without an early exit, so the key cannot be guessed by timing.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// An error in the shape every API here uses.
+fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    json(status, &management::error_body(code, message))
 }
 
 async fn prepare(app: &App, request: &Request) -> Response<Body> {
@@ -73,27 +76,30 @@ async fn prepare(app: &App, request: &Request) -> Response<Body> {
             .get("x-api-key")
             .map(|v| v.as_bytes())
             .unwrap_or_default();
-        if !same_secret(given, expected.expose().as_bytes()) {
+        if !expected.matches(given) {
             warn!("prepare refused: missing or wrong x-api-key");
-            return json(
+            return error(
                 StatusCode::UNAUTHORIZED,
-                &serde_json::json!({"error": "missing or wrong x-api-key"}),
+                "unauthorized",
+                "missing or wrong x-api-key",
             );
         }
     }
     let body: &[u8] = request.body().as_ref();
     if body.len() > 16 * 1024 {
-        return json(
+        return error(
             StatusCode::PAYLOAD_TOO_LARGE,
-            &serde_json::json!({"error": "body too large"}),
+            "payload_too_large",
+            "body larger than 16 KiB",
         );
     }
     let input: PrepareRequest = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
-            return json(
+            return error(
                 StatusCode::BAD_REQUEST,
-                &serde_json::json!({"error": format!("invalid JSON body: {e}")}),
+                "invalid_request",
+                &format!("invalid JSON body: {e}"),
             );
         }
     };
@@ -102,22 +108,27 @@ async fn prepare(app: &App, request: &Request) -> Response<Body> {
             StatusCode::CREATED,
             &serde_json::to_value(&prepared).unwrap_or_default(),
         ),
-        Err(PrepareError::Invalid(reason)) => json(
-            StatusCode::BAD_REQUEST,
-            &serde_json::json!({"error": reason}),
-        ),
+        Err(PrepareError::Invalid(reason)) => {
+            error(StatusCode::BAD_REQUEST, "invalid_request", &reason)
+        }
+        Err(e @ PrepareError::AlreadySubscribed { .. }) => {
+            info!(reason = %e, "prepare refused: one live subscription per user and plan");
+            error(StatusCode::CONFLICT, "already_subscribed", &e.to_string())
+        }
         Err(PrepareError::Ledger(e)) if matches!(e, shared::ledger::LedgerError::Transient(_)) => {
             warn!(error = %e, "prepare: store unavailable");
-            json(
+            error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                &serde_json::json!({"error": "temporarily unavailable"}),
+                "unavailable",
+                "temporarily unavailable; try again",
             )
         }
         Err(e) => {
             tracing::error!(error = %e, "prepare failed");
-            json(
+            error(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                &serde_json::json!({"error": "internal error"}),
+                "internal",
+                "internal error",
             )
         }
     }
@@ -152,9 +163,10 @@ async fn callback(app: &App, request: &Request) -> Response<Body> {
         (&app.config.success_redirect, &app.config.failure_redirect)
     else {
         tracing::error!("SUCCESS_REDIRECT_URL / FAILURE_REDIRECT_URL not configured");
-        return json(
+        return error(
             StatusCode::INTERNAL_SERVER_ERROR,
-            &serde_json::json!({"error": "not configured"}),
+            "not_configured",
+            "the redirect URLs are not configured",
         );
     };
     let query: HashMap<String, String> = request
@@ -196,9 +208,10 @@ async fn callback(app: &App, request: &Request) -> Response<Body> {
             }
             if reason == FailureReason::BadRequest && query.is_empty() {
                 // Not a browser coming back from i'mport: plain 400.
-                return json(
+                return error(
                     StatusCode::BAD_REQUEST,
-                    &serde_json::json!({"error": "merchant_uid and imp_uid are required"}),
+                    "invalid_request",
+                    "merchant_uid and imp_uid are required",
                 );
             }
             redirect(&with_query(failure, &[("reason", reason.code())]))

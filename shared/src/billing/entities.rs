@@ -59,12 +59,18 @@ pub struct Registration {
     /// redirect) and no webhook arrived: a window the customer finished is
     /// completed all the same, and money it took is never left unrecorded.
     pub sweep_at: Option<DateTime<Utc>>,
+    /// A new card for the existing subscription `subscription_id` (its key
+    /// is swapped once the new one is verified), not a new subscription.
+    pub replaces_key: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RegistrationStatus {
     Pending,
     Completed,
+    /// Verified at the gateway but not activated (the user already has a
+    /// live subscription to the plan); its key was deleted. Final.
+    Refused,
 }
 
 impl RegistrationStatus {
@@ -72,11 +78,12 @@ impl RegistrationStatus {
         match self {
             Self::Pending => "pending",
             Self::Completed => "completed",
+            Self::Refused => "refused",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Pending, Self::Completed]
+        [Self::Pending, Self::Completed, Self::Refused]
             .into_iter()
             .find(|v| v.as_str() == s)
     }
@@ -107,6 +114,15 @@ pub struct Subscription {
     pub updated_at: DateTime<Utc>,
     /// Cancel at the end of the paid period instead of charging again.
     pub cancel_at_period_end: bool,
+    /// A plan change that applies from the next period (the current one has
+    /// an attempt at the old price already).
+    pub pending_plan: Option<Plan>,
+    /// When it ended (cancelled), and why.
+    pub ended_at: Option<DateTime<Utc>>,
+    pub cancel_reason: Option<String>,
+    /// While `needs_review`: the status before, restored when a person
+    /// resolves the attempt as not paid.
+    pub review_from: Option<SubscriptionStatus>,
 }
 
 impl Subscription {
@@ -263,8 +279,33 @@ pub struct ChargeAttempt {
     pub fail_reason: Option<String>,
     /// Total refunded (KRW), from the gateway's cancelled amount.
     pub refunded: i64,
+    /// How a person settled it, when one did.
+    pub resolution: Option<Resolution>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A person's decision on an attempt that needed review.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    /// `Paid` or `Failed`.
+    pub state: AttemptState,
+    pub note: String,
+    pub actor: String,
+    pub at: DateTime<Utc>,
+}
+
+/// One manual action on a subscription: who, when, what and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub subscription_id: SubscriptionId,
+    pub at: DateTime<Utc>,
+    /// Who: the IAM principal, or the `x-actor` the merchant's backend sent.
+    pub actor: String,
+    /// What: `cancel`, `resume`, `plan`, `payment_method`, `refund`, `resolve`.
+    pub action: String,
+    /// Why, and the details (free text).
+    pub detail: String,
 }
 
 impl ChargeAttempt {

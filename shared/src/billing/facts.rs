@@ -181,6 +181,10 @@ pub fn next_state(
             next.period_index += 1;
             next.attempt = 1;
             next.next_charge_at = sub.anchor.period_start(next.period_index);
+            // A plan change waiting for the next period takes effect now.
+            if let Some(plan) = next.pending_plan.take() {
+                next.plan = plan;
+            }
             Event::Paid
         }
         Fact::Rejected { key_gone: true, .. } => Event::KeyGone,
@@ -210,6 +214,9 @@ pub fn next_state(
 pub fn flagged_state(sub: &Subscription, now: DateTime<Utc>) -> Subscription {
     let mut next = sub.next_version(now);
     if let Ok(status) = sub.status.apply(Event::FlagReview) {
+        if sub.status != status {
+            next.review_from = Some(sub.status);
+        }
         next.status = status;
     }
     next
@@ -281,16 +288,24 @@ pub enum Verdict {
     Review(String),
 }
 
-/// Reads a lookup of `attempt`'s `merchant_uid`.
+/// Reads a lookup of `attempt`'s `merchant_uid`. A record in a status
+/// nothing settles on (`ready`) is left open while the request may still be
+/// in progress (within `quiet` of its send), and goes to a person after.
 pub fn verdict(
     lookup: &Lookup<PaymentRecord>,
     attempt: &ChargeAttempt,
     customer_uid: &str,
     now: DateTime<Utc>,
+    quiet: chrono::Duration,
 ) -> Verdict {
     match lookup {
         Lookup::Found(p) => match Fact::from_record(p, attempt, customer_uid, now) {
             Ok(Some(fact)) => Verdict::Settle(fact),
+            Ok(None) if !attempt.quiet_since_sent(now, quiet) => Verdict::Unclear(format!(
+                "payment {} is {}: still in progress",
+                p.imp_uid,
+                p.status.as_str()
+            )),
             Ok(None) => Verdict::Review(format!(
                 "payment {} is {}: nothing to settle on",
                 p.imp_uid,
@@ -354,6 +369,10 @@ mod tests {
             created_at: t,
             updated_at: t,
             cancel_at_period_end: false,
+            pending_plan: None,
+            ended_at: None,
+            cancel_reason: None,
+            review_from: None,
         }
     }
 
@@ -375,6 +394,7 @@ mod tests {
             paid_at: None,
             fail_reason: None,
             refunded: 0,
+            resolution: None,
             created_at: s.created_at,
             updated_at: s.created_at,
         }
@@ -516,12 +536,13 @@ mod tests {
         let s = sub(Anchor::new(2026, 12, 1).unwrap());
         let a = attempt_of(&s);
         let now = s.created_at;
+        let quiet = chrono::Duration::minutes(10);
         assert_eq!(
-            verdict(&Lookup::Missing, &a, "cu", now),
+            verdict(&Lookup::Missing, &a, "cu", now, quiet),
             Verdict::NothingThere
         );
         assert!(matches!(
-            verdict(&Lookup::Failed("503".into()), &a, "cu", now),
+            verdict(&Lookup::Failed("503".into()), &a, "cu", now, quiet),
             Verdict::Unclear(_)
         ));
         assert!(matches!(
@@ -529,7 +550,8 @@ mod tests {
                 &Lookup::Found(record(&a, RecordStatus::Paid, 100, true, "cu")),
                 &a,
                 "cu",
-                now
+                now,
+                quiet
             ),
             Verdict::Review(_)
         ));
@@ -541,6 +563,32 @@ mod tests {
                 key_gone: true
             })
         );
+    }
+
+    #[test]
+    fn a_ready_record_waits_while_its_request_may_be_in_flight_then_goes_to_a_person() {
+        let s = sub(Anchor::new(2026, 12, 1).unwrap());
+        let sent = s.created_at;
+        let a = ChargeAttempt {
+            sent_at: Some(sent),
+            ..attempt_of(&s)
+        };
+        let quiet = chrono::Duration::minutes(10);
+        let ready = Lookup::Found(record(&a, RecordStatus::Ready, 9900, false, "cu"));
+        assert!(matches!(
+            verdict(&ready, &a, "cu", sent + chrono::Duration::minutes(2), quiet),
+            Verdict::Unclear(_)
+        ));
+        assert!(matches!(
+            verdict(
+                &ready,
+                &a,
+                "cu",
+                sent + chrono::Duration::minutes(10),
+                quiet
+            ),
+            Verdict::Review(_)
+        ));
     }
 
     #[test]

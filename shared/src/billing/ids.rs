@@ -26,6 +26,7 @@ pub const MERCHANT_UID_MAX: usize = 40;
 pub const CUSTOMER_UID_MAX: usize = 80;
 const ID_LEN: usize = 12;
 const TAG_LEN: usize = 12;
+pub const NONCE_LEN: usize = 8;
 const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -163,6 +164,12 @@ impl MerchantUid {
         format!("r{}", subscription.as_str())
     }
 
+    /// The issuance `merchant_uid` of a new card for `subscription`:
+    /// `r{subscription id}k{nonce}` (8 random letters and digits).
+    pub fn key_replacement(subscription: &SubscriptionId, nonce: &str) -> String {
+        format!("r{}k{nonce}", subscription.as_str())
+    }
+
     /// Parses a `merchant_uid` shaped like ours; anything else is `None`
     /// (someone else's order). Accepts charge uids with a tag and, for
     /// attempts claimed before tags existed, without one.
@@ -171,7 +178,17 @@ impl MerchantUid {
             return None;
         }
         if let Some(rest) = s.strip_prefix('r') {
-            return SubscriptionId::parse(rest).map(|subscription| Self::Issuance { subscription });
+            let (id, nonce) = match rest.split_at_checked(ID_LEN) {
+                Some((id, "")) => (id, None),
+                Some((id, tail)) => (id, Some(tail.strip_prefix('k')?)),
+                None => return None,
+            };
+            if nonce
+                .is_some_and(|n| n.len() != NONCE_LEN || !n.bytes().all(|b| ALPHABET.contains(&b)))
+            {
+                return None;
+            }
+            return SubscriptionId::parse(id).map(|subscription| Self::Issuance { subscription });
         }
         let rest = s.strip_prefix('s')?;
         if rest.len() < ID_LEN + 6 + 2 {
@@ -203,6 +220,13 @@ impl MerchantUid {
             attempt,
         })
     }
+}
+
+/// A short random token of letters and digits (e.g. a card replacement's).
+pub fn random_nonce(rng: &mut impl Rng) -> String {
+    (0..NONCE_LEN)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 /// A fresh, unguessable `customer_uid` from `rng`.
@@ -243,8 +267,18 @@ mod tests {
         assert!(key().verifies(&uid));
         assert_eq!(
             MerchantUid::parse("rk3j9x0m2q7we"),
+            Some(MerchantUid::Issuance {
+                subscription: id.clone()
+            })
+        );
+        let replacement = MerchantUid::key_replacement(&id, "a1b2c3d4");
+        assert_eq!(replacement, "rk3j9x0m2q7weka1b2c3d4");
+        assert_eq!(
+            MerchantUid::parse(&replacement),
             Some(MerchantUid::Issuance { subscription: id })
         );
+        assert_eq!(MerchantUid::parse("rk3j9x0m2q7weka1b2"), None);
+        assert_eq!(MerchantUid::parse("rk3j9x0m2q7wexa1b2c3d4"), None);
     }
 
     #[test]

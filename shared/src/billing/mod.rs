@@ -3,6 +3,7 @@
 //! these modules decide.
 
 pub mod calendar;
+pub mod changes;
 pub mod dunning;
 pub mod entities;
 pub mod facts;
@@ -12,12 +13,15 @@ pub mod state;
 pub use calendar::{Anchor, BILLING_TZ, PeriodId};
 pub use dunning::{DunningPolicy, DunningStep};
 pub use entities::{
-    AttemptEvent, AttemptResult, AttemptState, Buyer, ChargeAttempt, IllegalAttemptTransition,
-    KeyInfo, Plan, Registration, RegistrationStatus, Subscription,
+    AttemptEvent, AttemptResult, AttemptState, AuditEntry, Buyer, ChargeAttempt,
+    IllegalAttemptTransition, KeyInfo, Plan, Registration, RegistrationStatus, Resolution,
+    Subscription,
 };
 pub use facts::{
     Fact, Issuance, Lookup, Mismatch, PaymentRecord, RecordStatus, Verdict, flagged_state,
     issuance, next_state, refusal, verdict,
 };
-pub use ids::{MerchantUid, SubscriptionId, UidKey, generate_customer_uid, random_customer_uid};
+pub use ids::{
+    MerchantUid, SubscriptionId, UidKey, generate_customer_uid, random_customer_uid, random_nonce,
+};
 pub use state::{Event, IllegalTransition, SubscriptionStatus};

@@ -44,8 +44,12 @@ pub enum Event {
     FlagReview,
     /// A person resolved the flagged attempt as paid.
     ResolvedPaid,
-    /// A person resolved the flagged attempt as not paid: dunning goes on.
-    ResolvedUnpaid,
+    /// A person resolved the flagged attempt as not paid: back to the status
+    /// before the review (`Active`, `PastDue`, `Suspended` or `KeyMissing`).
+    ResolvedUnpaid(SubscriptionStatus),
+    /// Charge the outstanding period again now (a resumed suspension, a new
+    /// card after declines or a lost key).
+    Retry,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,7 +96,12 @@ impl SubscriptionStatus {
                 E::FlagReview,
             ) => S::NeedsReview,
             (S::NeedsReview, E::ResolvedPaid) => S::Active,
-            (S::NeedsReview, E::ResolvedUnpaid) => S::PastDue,
+            (S::NeedsReview, E::ResolvedUnpaid(to))
+                if matches!(to, S::Active | S::PastDue | S::Suspended | S::KeyMissing) =>
+            {
+                to
+            }
+            (S::PastDue | S::Suspended | S::KeyMissing, E::Retry) => S::PastDue,
             (from, event) => return Err(IllegalTransition { from, event }),
         };
         Ok(next)
@@ -141,7 +150,8 @@ mod tests {
             Just(Event::Reactivate),
             Just(Event::FlagReview),
             Just(Event::ResolvedPaid),
-            Just(Event::ResolvedUnpaid),
+            any_status().prop_map(Event::ResolvedUnpaid),
+            Just(Event::Retry),
         ]
     }
 

@@ -13,7 +13,7 @@ use crate::engine::Engine;
 use crate::gateway::{
     Ambiguity, ChargeOutcome, ChargeRequest, GatewayError, PaymentGateway, RejectionKind,
 };
-use crate::ledger::{Guard, Ledger, LedgerError, Sent};
+use crate::ledger::{AttemptKey, Guard, Ledger, LedgerError, Sent, SubscriptionChange};
 
 fn skipped(reason: SkipReason) -> Result<Outcome, RunError> {
     Ok(Outcome::Skipped { reason })
@@ -27,6 +27,8 @@ pub(crate) async fn charge_one<L: Ledger, G: PaymentGateway>(
     run: &BillingRun,
     pace: &Pace,
 ) -> Result<Outcome, RunError> {
+    // Wait out a back-off before claiming, so a claim's time is its send's.
+    pace.wait().await;
     let Some(sub) = engine.ledger.get_subscription(id).await? else {
         return skipped(SkipReason::NotFound);
     };
@@ -34,12 +36,14 @@ pub(crate) async fn charge_one<L: Ledger, G: PaymentGateway>(
         return skipped(SkipReason::NotDue);
     }
     let period = sub.current_period();
-    let now = engine.now();
     let token = engine.claim_token(&run.run_id);
     // A new period of a subscription set to end: nothing to claim.
     let ending = sub.cancel_at_period_end && sub.attempt == 1;
     if !ending {
-        // The common case first: a fresh attempt, claimed with one conditional write.
+        // The common case first: a fresh attempt, claimed with one
+        // conditional write (which also checks that the subscription is
+        // still the version read: a change made meanwhile wins).
+        let now = engine.now();
         let fresh = ChargeAttempt {
             subscription_id: sub.id.clone(),
             merchant_uid: engine
@@ -57,12 +61,13 @@ pub(crate) async fn charge_one<L: Ledger, G: PaymentGateway>(
             paid_at: None,
             fail_reason: None,
             refunded: 0,
+            resolution: None,
             created_at: now,
             updated_at: now,
         };
-        match engine.ledger.claim_new(&fresh).await {
+        match engine.ledger.claim_new(&fresh, sub.version).await {
             Ok(()) => return send(engine, &sub, &fresh, &token, pace).await,
-            Err(LedgerError::Conflict(_)) => {} // it exists: see what state it is in
+            Err(LedgerError::Conflict(_)) => {} // it exists, or the subscription changed
             Err(e) => return Err(e.into()),
         }
     }
@@ -84,9 +89,34 @@ pub(crate) async fn charge_one<L: Ledger, G: PaymentGateway>(
     }
 }
 
+/// An open attempt from the due index (its lease ended, or a lost answer is
+/// due for another look), whatever its subscription's status: an attempt is
+/// never orphaned by a cancellation or a review.
+#[tracing::instrument(skip_all, fields(subscription_id = %key.0))]
+pub(crate) async fn attend<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    key: &AttemptKey,
+    run: &BillingRun,
+    pace: &Pace,
+) -> Result<Outcome, RunError> {
+    pace.wait().await;
+    let (id, period, n) = key;
+    let Some(sub) = engine.ledger.get_subscription(id).await? else {
+        return skipped(SkipReason::NotFound);
+    };
+    match engine.ledger.get_attempt(id, period, *n).await? {
+        Some(open) if open.state.is_open() => {
+            let token = engine.claim_token(&run.run_id);
+            resume(engine, &sub, &open, &token, pace).await
+        }
+        _ => skipped(SkipReason::Busy),
+    }
+}
+
 /// An attempt left open by a crashed run (expired lease) or a lost answer:
 /// take it over, settle it from the gateway's records, and send it again
-/// (same `merchant_uid`) only when the gateway has had time to show it.
+/// (same `merchant_uid`) only when the gateway has had time to show it and
+/// the subscription is still to be charged for it; otherwise it is closed.
 async fn resume<L: Ledger, G: PaymentGateway>(
     engine: &Engine<L, G>,
     sub: &Subscription,
@@ -104,6 +134,7 @@ async fn resume<L: Ledger, G: PaymentGateway>(
             token,
             now + engine.settings.lease(),
             now,
+            sub.version,
         )
         .await
     {
@@ -111,7 +142,6 @@ async fn resume<L: Ledger, G: PaymentGateway>(
         Err(LedgerError::Conflict(_)) => return skipped(SkipReason::Busy),
         Err(e) => return Err(e.into()),
     };
-    pace.wait().await;
     match settle_from_gateway(engine, sub, &taken, Guard::Claim(token)).await? {
         Settled::Recorded(fact) => Ok(Outcome::Reconciled { fact }),
         Settled::AlreadySettled | Settled::ClaimLost => skipped(SkipReason::Busy),
@@ -127,21 +157,20 @@ async fn resume<L: Ledger, G: PaymentGateway>(
         Settled::NothingThere if !taken.quiet_since_sent(now, engine.settings.quiet()) => {
             // The gateway may still be processing the last request: a re-send
             // now would race it. Wait until it has had time to show.
-            release(
-                engine,
-                &taken,
-                token,
-                "sent recently; the gateway may still be processing it",
-                Sent::Maybe,
-            )
-            .await?;
+            let detail = "sent recently; the gateway may still be processing it";
+            release(engine, &taken, token, detail, Sent::Maybe).await?;
             skipped(SkipReason::Waiting)
+        }
+        Settled::NothingThere if !(sub.status.is_chargeable() && sub.is_current(&taken)) => {
+            // Never charged, and no longer to be (cancelled, or waiting for a
+            // person): closed without touching the subscription.
+            abandon(engine, sub, &taken, token).await
         }
         Settled::NothingThere => {
             info!(merchant_uid = %taken.merchant_uid, "open attempt never reached the gateway; sending it again with the same merchant_uid");
             match engine
                 .ledger
-                .mark_sending(&taken, token, engine.now())
+                .mark_sending(&taken, token, engine.now(), sub.version)
                 .await
             {
                 Ok(()) => {}
@@ -153,6 +182,44 @@ async fn resume<L: Ledger, G: PaymentGateway>(
     }
 }
 
+/// Closes an attempt that never reached the gateway and will not be sent
+/// again (its subscription ended or waits for a person).
+async fn abandon<L: Ledger, G>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+    attempt: &ChargeAttempt,
+    token: &str,
+) -> Result<Outcome, RunError> {
+    let reason = format!(
+        "never reached the gateway; not sent again: the subscription is {}",
+        sub.status.as_str()
+    );
+    let result = Fact::Rejected {
+        reason: reason.clone(),
+        key_gone: false,
+    }
+    .result();
+    let now = engine.now();
+    match engine
+        .ledger
+        .settle(
+            attempt,
+            &result,
+            Guard::Claim(token),
+            &sub.next_version(now),
+            now,
+        )
+        .await
+    {
+        Ok(()) => Ok(Outcome::Rejected {
+            reason,
+            key_gone: false,
+        }),
+        Err(LedgerError::Conflict(_)) => skipped(SkipReason::Busy),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Sends the charge for an attempt we hold, then records what came of it.
 async fn send<L: Ledger, G: PaymentGateway>(
     engine: &Engine<L, G>,
@@ -161,7 +228,6 @@ async fn send<L: Ledger, G: PaymentGateway>(
     token: &str,
     pace: &Pace,
 ) -> Result<Outcome, RunError> {
-    pace.wait().await;
     // Never act under a claim that could expire before the answer is in.
     if !attempt.lease_covers(engine.now(), engine.settings.lease_needed_per_call()) {
         warn!(merchant_uid = %attempt.merchant_uid, "claim too close to its lease's end to send; released");
@@ -391,6 +457,7 @@ async fn record<L: Ledger, G: PaymentGateway>(
             );
             return skipped(SkipReason::Busy);
         }
+        Applied::Flagged(reason) => return Ok(Outcome::NeedsReview { reason }),
     }
     Ok(outcome_of(&fact, attempt))
 }
@@ -423,9 +490,16 @@ async fn release<L: Ledger, G>(
     detail: &str,
     sent: Sent,
 ) -> Result<(), RunError> {
+    let now = engine.now();
+    // When to look again: once a request that may be in flight has had time
+    // to show at the gateway; at once when nothing can be in flight.
+    let due_at = match sent {
+        Sent::Maybe => attempt.sent_at.unwrap_or(now) + engine.settings.quiet(),
+        Sent::Never => now,
+    };
     match engine
         .ledger
-        .mark_unknown(attempt, token, detail, sent, engine.now())
+        .mark_unknown(attempt, token, detail, sent, now, due_at.max(now))
         .await
     {
         Ok(()) | Err(LedgerError::Conflict(_)) => Ok(()),
@@ -438,11 +512,18 @@ async fn cancel_at_period_end<L: Ledger, G>(
     sub: &Subscription,
 ) -> Result<Outcome, RunError> {
     let mut next = sub.next_version(engine.now());
+    next.ended_at = Some(engine.now());
     next.status = match sub.status.apply(Event::Cancel) {
         Ok(s) => s,
         Err(_) => return skipped(SkipReason::NotDue),
     };
-    match engine.ledger.save_subscription(&next).await {
+    // The subscription ends: the user's lock on its plan goes with it.
+    let change = SubscriptionChange {
+        next: &next,
+        audit: None,
+        release_lock: true,
+    };
+    match engine.ledger.change_subscription(&change).await {
         Ok(()) => {
             info!("cancelled at period end");
             skipped(SkipReason::CancelledAtPeriodEnd)

@@ -28,7 +28,7 @@ pub use report::emf_line;
 use crate::billing::{Fact, SubscriptionId};
 use crate::engine::{Budget, Engine};
 use crate::gateway::{GatewayError, PaymentGateway};
-use crate::ledger::{Cursor, Ledger, LedgerError};
+use crate::ledger::{AttemptKey, Cursor, Ledger, LedgerError};
 use crate::registration::{self, Swept};
 use pace::Pace;
 
@@ -81,6 +81,7 @@ pub enum Outcome {
 /// An entry of the due index.
 enum Due {
     Subscription(SubscriptionId),
+    Attempt(AttemptKey),
     Registration(String),
 }
 
@@ -115,6 +116,12 @@ impl Intake {
                 .extend(page.registrations.into_iter().map(Due::Registration));
             let seen = &mut self.seen;
             self.queue.extend(
+                page.attempts
+                    .into_iter()
+                    .filter(|key| seen.insert(key.0.clone()))
+                    .map(Due::Attempt),
+            );
+            self.queue.extend(
                 page.ids
                     .into_iter()
                     .filter(|id| seen.insert(id.clone()))
@@ -139,6 +146,10 @@ async fn work<L: Ledger, G: PaymentGateway>(
         Due::Subscription(id) => {
             let outcome = attempt::charge_one(engine, &id, run, pace).await;
             (Some(id), outcome)
+        }
+        Due::Attempt(key) => {
+            let outcome = attempt::attend(engine, &key, run, pace).await;
+            (Some(key.0), outcome)
         }
         Due::Registration(uid) => {
             let swept = registration::complete_from_gateway(engine, &uid, None, budget).await;
@@ -289,7 +300,7 @@ pub async fn run<L: Ledger, G: PaymentGateway>(
                 stopped = Some("deadline near: stopped taking new work".into());
                 break;
             }
-            if matches!(entry, Due::Subscription(_)) {
+            if matches!(entry, Due::Subscription(_) | Due::Attempt(_)) {
                 summary.due += 1;
             }
             in_work.push(work(engine, entry, run, &pace, budget));

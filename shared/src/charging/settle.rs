@@ -24,6 +24,9 @@ pub enum Applied {
     /// Our claim was taken over and the fact is not money: the new holder
     /// settles the attempt with its own answer.
     ClaimLost,
+    /// Money, but the attempt had been settled as not paid meanwhile: it was
+    /// flagged for a person (the period may now be paid twice).
+    Flagged(String),
 }
 
 /// What came of looking an attempt up at the gateway.
@@ -79,7 +82,13 @@ pub async fn settle_from_lookup<L: Ledger, G: PaymentGateway>(
     guard: Guard<'_>,
 ) -> Result<Settled, RunError> {
     let merchant_uid = attempt.merchant_uid.as_str();
-    match verdict(lookup, attempt, &sub.customer_uid, engine.now()) {
+    match verdict(
+        lookup,
+        attempt,
+        &sub.customer_uid,
+        engine.now(),
+        engine.settings.quiet(),
+    ) {
         Verdict::Settle(fact) => {
             let guard = match guard {
                 // Only money settles without the claim; anything else waits for its holder.
@@ -94,6 +103,7 @@ pub async fn settle_from_lookup<L: Ledger, G: PaymentGateway>(
                     }
                     Applied::AlreadySettled => Settled::AlreadySettled,
                     Applied::ClaimLost => Settled::ClaimLost,
+                    Applied::Flagged(reason) => Settled::Review(reason),
                 },
             )
         }
@@ -135,7 +145,7 @@ pub async fn apply_fact<L: Ledger, G: PaymentGateway>(
         if !sub.is_current(attempt) {
             // The subscription moved past this attempt: it must be settled already.
             return match reread(engine, attempt).await? {
-                a if !a.state.is_open() => Ok(Applied::AlreadySettled),
+                a if !a.state.is_open() => settled_meanwhile(engine, &a, fact).await,
                 _ => Err(RunError::Ledger(LedgerError::Corrupt(format!(
                     "open attempt {} is not its subscription's current one",
                     attempt.merchant_uid
@@ -155,7 +165,9 @@ pub async fn apply_fact<L: Ledger, G: PaymentGateway>(
             Err(LedgerError::Conflict(_)) => {
                 let stored = reread(engine, attempt).await?;
                 match guard {
-                    _ if !stored.state.is_open() => return Ok(Applied::AlreadySettled),
+                    _ if !stored.state.is_open() => {
+                        return settled_meanwhile(engine, &stored, fact).await;
+                    }
                     Guard::Claim(token) if stored.claim_token.as_deref() != Some(token) => {
                         if !fact.is_paid() {
                             return Ok(Applied::ClaimLost);
@@ -174,6 +186,28 @@ pub async fn apply_fact<L: Ledger, G: PaymentGateway>(
         "could not record {} after 5 tries",
         attempt.merchant_uid
     ))))
+}
+
+/// The attempt was settled by someone else while `fact` was on its way. If
+/// `fact` is money and the attempt was settled as not paid, the period may
+/// now be paid twice: a person decides, and nothing more is charged.
+async fn settled_meanwhile<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    stored: &ChargeAttempt,
+    fact: &Fact,
+) -> Result<Applied, RunError> {
+    if let Fact::Paid { imp_uid, .. } = fact
+        && stored.state.is_unpaid_settlement()
+    {
+        let reason = format!(
+            "payment {imp_uid} arrived after the attempt was settled as {}; refund it or accept it",
+            stored.state.as_str()
+        );
+        if flag(engine, stored, None, &reason).await? {
+            return Ok(Applied::Flagged(reason));
+        }
+    }
+    Ok(Applied::AlreadySettled)
 }
 
 /// Flags `attempt` for a person and stops its subscription's charges, in

@@ -1,8 +1,9 @@
 //! The ledger in memory: a second, complete implementation of the port
 //! with the same conditional semantics as DynamoDB (versions, claim tokens,
-//! leases, all-or-nothing settlement, instants kept to whole seconds like the
-//! table's UNIX-second attributes). It powers the deterministic simulation
-//! and the benchmarks; the contract suite holds it to the DynamoDB adapter.
+//! leases, all-or-nothing writes, instants kept to whole seconds like the
+//! table's UNIX-second attributes, the sparse due and review indexes). It
+//! powers the deterministic simulation and the benchmarks; the contract
+//! suite holds it to the DynamoDB adapter.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
@@ -10,18 +11,20 @@ use std::sync::{Mutex, MutexGuard};
 use chrono::{DateTime, Utc};
 
 use crate::billing::{
-    AttemptEvent, AttemptResult, AttemptState, ChargeAttempt, PeriodId, Registration,
-    RegistrationStatus, Subscription, SubscriptionId,
+    AttemptEvent, AttemptResult, AttemptState, AuditEntry, ChargeAttempt, PeriodId, Registration,
+    RegistrationStatus, Resolution, Subscription, SubscriptionId,
 };
-use crate::ledger::{Cursor, DuePage, Guard, Ledger, LedgerError, Sent};
-
-type AttemptKey = (SubscriptionId, PeriodId, u32);
+use crate::ledger::{
+    Activation, AttemptKey, Cursor, DuePage, Guard, IDEMPOTENCY_STALE, IDEMPOTENCY_TTL, Ledger,
+    LedgerError, RequestState, ReviewPage, Sent, StoredResponse, SubscriptionChange, UserItems,
+};
 
 /// An entry of the due index.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Due {
     Subscription(SubscriptionId),
     Registration(String),
+    Attempt(AttemptKey),
 }
 
 impl Due {
@@ -29,6 +32,7 @@ impl Due {
         match self {
             Self::Subscription(id) => format!("S{id}"),
             Self::Registration(uid) => format!("R{uid}"),
+            Self::Attempt((id, period, n)) => format!("A{id}.{period}.{n}"),
         }
     }
 
@@ -36,9 +40,24 @@ impl Due {
         match s.split_at_checked(1)? {
             ("S", id) => SubscriptionId::parse(id).map(Self::Subscription),
             ("R", uid) if !uid.is_empty() => Some(Self::Registration(uid.to_owned())),
+            ("A", key) => {
+                let mut parts = key.split('.');
+                let id = SubscriptionId::parse(parts.next()?)?;
+                let period = PeriodId::parse(parts.next()?)?;
+                let n = parts.next()?.parse().ok()?;
+                Some(Self::Attempt((id, period, n)))
+            }
             _ => None,
         }
     }
+}
+
+#[derive(Debug, Clone)]
+struct Request {
+    fingerprint: String,
+    response: Option<StoredResponse>,
+    started_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
 }
 
 #[derive(Default)]
@@ -46,13 +65,19 @@ struct State {
     registrations: BTreeMap<String, Registration>,
     subscriptions: BTreeMap<SubscriptionId, Subscription>,
     attempts: BTreeMap<AttemptKey, ChargeAttempt>,
-    /// The due index: (next_charge_at, id) of every chargeable subscription
-    /// and (sweep_at, uid) of every pending registration that has one.
+    /// The due index, and where each entry sits in it.
     due: BTreeSet<(i64, Due)>,
+    due_at: BTreeMap<Due, i64>,
+    /// The review index: (flagged at, attempt).
+    review: BTreeSet<(i64, AttemptKey)>,
+    users: BTreeMap<String, UserItems>,
+    locks: BTreeMap<(String, String), SubscriptionId>,
+    audit: BTreeMap<SubscriptionId, Vec<AuditEntry>>,
+    requests: BTreeMap<String, Request>,
     /// Subscriptions whose stored item is unreadable (a test hook).
     corrupt: BTreeSet<SubscriptionId>,
     /// Requests served, by operation (for the benchmarks' cost figures).
-    requests: BTreeMap<&'static str, u64>,
+    counts: BTreeMap<&'static str, u64>,
 }
 
 /// An in-memory ledger. Cheap to share behind an `Arc`; one mutex, held for
@@ -83,6 +108,7 @@ fn stored_subscription(sub: &Subscription) -> Subscription {
     s.created_at = secs(s.created_at);
     s.updated_at = secs(s.updated_at);
     s.key.inserted_at = secs(s.key.inserted_at);
+    s.ended_at = opt_secs(s.ended_at);
     s
 }
 
@@ -93,7 +119,16 @@ fn stored_attempt(a: &ChargeAttempt) -> ChargeAttempt {
     a.paid_at = opt_secs(a.paid_at);
     a.created_at = secs(a.created_at);
     a.updated_at = secs(a.updated_at);
+    if let Some(r) = a.resolution.as_mut() {
+        r.at = secs(r.at);
+    }
     a
+}
+
+fn stored_audit(e: &AuditEntry) -> AuditEntry {
+    let mut e = e.clone();
+    e.at = secs(e.at);
+    e
 }
 
 fn key_of(a: &ChargeAttempt) -> AttemptKey {
@@ -106,7 +141,7 @@ fn conflict(what: &str) -> LedgerError {
 
 impl State {
     fn count(&mut self, operation: &'static str) {
-        *self.requests.entry(operation).or_insert(0) += 1;
+        *self.counts.entry(operation).or_insert(0) += 1;
     }
 
     fn subscription(&self, id: &SubscriptionId) -> Result<Option<&Subscription>, LedgerError> {
@@ -118,33 +153,62 @@ impl State {
         Ok(self.subscriptions.get(id))
     }
 
+    fn index(&mut self, entry: Due, at: Option<DateTime<Utc>>) {
+        if let Some(old) = self.due_at.remove(&entry) {
+            self.due.remove(&(old, entry.clone()));
+        }
+        if let Some(at) = at {
+            self.due.insert((at.timestamp(), entry.clone()));
+            self.due_at.insert(entry, at.timestamp());
+        }
+    }
+
     /// Stores a subscription and keeps the due index in step (sparse: only
     /// chargeable subscriptions are in it).
     fn put_subscription(&mut self, sub: &Subscription) {
         let sub = stored_subscription(sub);
-        if let Some(old) = self.subscriptions.get(&sub.id) {
-            self.due.remove(&(
-                old.next_charge_at.timestamp(),
-                Due::Subscription(old.id.clone()),
-            ));
-        }
-        if sub.status.is_chargeable() {
-            self.due.insert((
-                sub.next_charge_at.timestamp(),
-                Due::Subscription(sub.id.clone()),
-            ));
-        }
+        let at = sub.status.is_chargeable().then_some(sub.next_charge_at);
+        self.index(Due::Subscription(sub.id.clone()), at);
         self.subscriptions.insert(sub.id.clone(), sub);
     }
 
-    fn version_matches(&self, next: &Subscription) -> bool {
+    fn version_is(&self, id: &SubscriptionId, version: u64) -> bool {
         self.subscriptions
-            .get(&next.id)
-            .is_some_and(|s| s.version == next.version.saturating_sub(1))
+            .get(id)
+            .is_some_and(|s| s.version == version)
+    }
+
+    fn version_matches(&self, next: &Subscription) -> bool {
+        self.version_is(&next.id, next.version.saturating_sub(1))
     }
 
     fn attempt_mut(&mut self, a: &ChargeAttempt) -> Option<&mut ChargeAttempt> {
         self.attempts.get_mut(&key_of(a))
+    }
+
+    /// Writes an attempt and its place in the due index (open attempts are
+    /// there: claimed until their lease ends, unknown until `due_at`).
+    fn put_attempt(&mut self, a: ChargeAttempt, due_at: Option<DateTime<Utc>>) {
+        let key = key_of(&a);
+        self.index(Due::Attempt(key.clone()), due_at.map(secs));
+        self.attempts.insert(key, a);
+    }
+
+    fn unreview(&mut self, key: &AttemptKey) {
+        self.review.retain(|(_, k)| k != key);
+    }
+
+    fn add_audit(&mut self, audit: Option<&AuditEntry>) {
+        if let Some(e) = audit {
+            self.audit
+                .entry(e.subscription_id.clone())
+                .or_default()
+                .push(stored_audit(e));
+        }
+    }
+
+    fn user(&mut self, user_id: &str) -> &mut UserItems {
+        self.users.entry(user_id.to_owned()).or_default()
     }
 }
 
@@ -200,14 +264,14 @@ impl InMemoryLedger {
 
     /// Requests served so far, by operation.
     pub fn request_counts(&self) -> BTreeMap<&'static str, u64> {
-        self.lock().requests.clone()
+        self.lock().counts.clone()
     }
 }
 
 impl Ledger for InMemoryLedger {
     async fn put_registration(&self, reg: &Registration) -> Result<(), LedgerError> {
         let mut st = self.lock();
-        st.count("PutItem");
+        st.count("TransactWriteItems");
         if st.registrations.contains_key(&reg.merchant_uid) {
             return Err(conflict("put registration"));
         }
@@ -215,10 +279,12 @@ impl Ledger for InMemoryLedger {
         reg.created_at = secs(reg.created_at);
         reg.expires_at = opt_secs(reg.expires_at);
         reg.sweep_at = opt_secs(reg.sweep_at);
-        if let (RegistrationStatus::Pending, Some(at)) = (reg.status, reg.sweep_at) {
-            st.due
-                .insert((at.timestamp(), Due::Registration(reg.merchant_uid.clone())));
+        if reg.status == RegistrationStatus::Pending {
+            st.index(Due::Registration(reg.merchant_uid.clone()), reg.sweep_at);
         }
+        st.user(&reg.user_id)
+            .registrations
+            .push(reg.merchant_uid.clone());
         st.registrations.insert(reg.merchant_uid.clone(), reg);
         Ok(())
     }
@@ -232,12 +298,44 @@ impl Ledger for InMemoryLedger {
         Ok(st.registrations.get(merchant_uid).cloned())
     }
 
-    async fn activate(
+    async fn activate(&self, a: &Activation<'_>) -> Result<(), LedgerError> {
+        let mut st = self.lock();
+        st.count("TransactWriteItems");
+        let pending = st
+            .registrations
+            .get(&a.reg.merchant_uid)
+            .is_some_and(|r| r.status == RegistrationStatus::Pending);
+        let attempt_free = a
+            .first_attempt
+            .is_none_or(|at| !st.attempts.contains_key(&key_of(at)));
+        let lock_key = (a.sub.user_id.clone(), a.sub.plan.name.clone());
+        let lock_free = !a.plan_lock || !st.locks.contains_key(&lock_key);
+        if st.subscriptions.contains_key(&a.sub.id) || !pending || !attempt_free || !lock_free {
+            return Err(conflict("activate"));
+        }
+        st.put_subscription(a.sub);
+        st.user(&a.sub.user_id).subscriptions.push(a.sub.id.clone());
+        if a.plan_lock {
+            st.locks.insert(lock_key, a.sub.id.clone());
+        }
+        if let Some(r) = st.registrations.get_mut(&a.reg.merchant_uid) {
+            r.status = RegistrationStatus::Completed;
+            r.imp_uid = Some(a.imp_uid.to_owned());
+            r.expires_at = None;
+        }
+        st.index(Due::Registration(a.reg.merchant_uid.clone()), None);
+        if let Some(at) = a.first_attempt {
+            st.put_attempt(stored_attempt(at), None);
+        }
+        Ok(())
+    }
+
+    async fn replace_key(
         &self,
         reg: &Registration,
-        sub: &Subscription,
+        next: &Subscription,
         imp_uid: &str,
-        first_attempt: Option<&ChargeAttempt>,
+        audit: &AuditEntry,
     ) -> Result<(), LedgerError> {
         let mut st = self.lock();
         st.count("TransactWriteItems");
@@ -245,24 +343,51 @@ impl Ledger for InMemoryLedger {
             .registrations
             .get(&reg.merchant_uid)
             .is_some_and(|r| r.status == RegistrationStatus::Pending);
-        let attempt_free = first_attempt.is_none_or(|a| !st.attempts.contains_key(&key_of(a)));
-        if st.subscriptions.contains_key(&sub.id) || !pending || !attempt_free {
-            return Err(conflict("activate"));
+        if !pending || !st.version_matches(next) {
+            return Err(conflict("replace key"));
         }
-        st.put_subscription(sub);
+        st.put_subscription(next);
         if let Some(r) = st.registrations.get_mut(&reg.merchant_uid) {
             r.status = RegistrationStatus::Completed;
             r.imp_uid = Some(imp_uid.to_owned());
             r.expires_at = None;
-            if let Some(at) = r.sweep_at {
-                let key = (at.timestamp(), Due::Registration(r.merchant_uid.clone()));
-                st.due.remove(&key);
-            }
         }
-        if let Some(a) = first_attempt {
-            st.attempts.insert(key_of(a), stored_attempt(a));
-        }
+        st.index(Due::Registration(reg.merchant_uid.clone()), None);
+        st.add_audit(Some(audit));
         Ok(())
+    }
+
+    async fn refuse_registration(
+        &self,
+        reg: &Registration,
+        _now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        let mut st = self.lock();
+        st.count("UpdateItem");
+        match st.registrations.get_mut(&reg.merchant_uid) {
+            Some(r) if r.status == RegistrationStatus::Pending => {
+                r.status = RegistrationStatus::Refused;
+                r.expires_at = None;
+            }
+            _ => return Err(conflict("refuse registration")),
+        }
+        st.index(Due::Registration(reg.merchant_uid.clone()), None);
+        Ok(())
+    }
+
+    async fn user_items(&self, user_id: &str) -> Result<UserItems, LedgerError> {
+        let mut st = self.lock();
+        st.count("Query");
+        let mut items = st.users.get(user_id).cloned().unwrap_or_default();
+        items.subscriptions.sort();
+        items.registrations.sort();
+        items.locks = st
+            .locks
+            .iter()
+            .filter(|((user, _), _)| user == user_id)
+            .map(|((_, plan), id)| (plan.clone(), id.clone()))
+            .collect();
+        Ok(items)
     }
 
     async fn get_subscription(
@@ -274,14 +399,41 @@ impl Ledger for InMemoryLedger {
         Ok(st.subscription(id)?.cloned())
     }
 
-    async fn save_subscription(&self, next: &Subscription) -> Result<(), LedgerError> {
+    async fn change_subscription(
+        &self,
+        change: &SubscriptionChange<'_>,
+    ) -> Result<(), LedgerError> {
         let mut st = self.lock();
-        st.count("PutItem");
-        if !st.version_matches(next) {
-            return Err(conflict("save subscription"));
+        st.count("TransactWriteItems");
+        let next = change.next;
+        let lock_key = (next.user_id.clone(), next.plan.name.clone());
+        let lock_ok = !change.release_lock
+            || st
+                .locks
+                .get(&lock_key)
+                .is_none_or(|holder| holder == &next.id);
+        if !st.version_matches(next) || !lock_ok {
+            return Err(conflict("change subscription"));
         }
         st.put_subscription(next);
+        if change.release_lock {
+            st.locks.remove(&lock_key);
+        }
+        st.add_audit(change.audit);
         Ok(())
+    }
+
+    async fn history(
+        &self,
+        id: &SubscriptionId,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, LedgerError> {
+        let mut st = self.lock();
+        st.count("Query");
+        let mut entries = st.audit.get(id).cloned().unwrap_or_default();
+        entries.sort_by_key(|e| std::cmp::Reverse(e.at));
+        entries.truncate(limit);
+        Ok(entries)
     }
 
     async fn due_page(
@@ -317,22 +469,20 @@ impl Ledger for InMemoryLedger {
             .collect();
         let more = page.len() > limit;
         let page = &page[..page.len().min(limit)];
-        let next = if more {
-            page.last()
-                .map(|(t, key)| Cursor(format!("{t}|{}", key.encode())))
-        } else {
-            None
-        };
         let mut out = DuePage {
-            ids: Vec::new(),
-            registrations: Vec::new(),
-            corrupt: Vec::new(),
-            next,
+            next: if more {
+                page.last()
+                    .map(|(t, key)| Cursor(format!("{t}|{}", key.encode())))
+            } else {
+                None
+            },
+            ..DuePage::default()
         };
         for (_, key) in page {
             match key {
                 Due::Subscription(id) => out.ids.push(id.clone()),
                 Due::Registration(uid) => out.registrations.push(uid.clone()),
+                Due::Attempt(key) => out.attempts.push(key.clone()),
             }
         }
         Ok(out)
@@ -363,13 +513,21 @@ impl Ledger for InMemoryLedger {
             .collect())
     }
 
-    async fn claim_new(&self, attempt: &ChargeAttempt) -> Result<(), LedgerError> {
+    async fn claim_new(
+        &self,
+        attempt: &ChargeAttempt,
+        sub_version: u64,
+    ) -> Result<(), LedgerError> {
         let mut st = self.lock();
-        st.count("PutItem");
-        if st.attempts.contains_key(&key_of(attempt)) {
+        st.count("TransactWriteItems");
+        if st.attempts.contains_key(&key_of(attempt))
+            || !st.version_is(&attempt.subscription_id, sub_version)
+        {
             return Err(conflict("claim"));
         }
-        st.attempts.insert(key_of(attempt), stored_attempt(attempt));
+        let stored = stored_attempt(attempt);
+        let due = stored.lease_until;
+        st.put_attempt(stored, due);
         Ok(())
     }
 
@@ -381,25 +539,32 @@ impl Ledger for InMemoryLedger {
         token: &str,
         lease_until: DateTime<Utc>,
         now: DateTime<Utc>,
+        sub_version: u64,
     ) -> Result<ChargeAttempt, LedgerError> {
         let mut st = self.lock();
-        st.count("UpdateItem");
+        st.count("TransactWriteItems");
         let now = secs(now);
-        let Some(a) = st.attempts.get_mut(&(id.clone(), period.clone(), attempt)) else {
+        let key = (id.clone(), period.clone(), attempt);
+        let version_ok = st.version_is(id, sub_version);
+        let Some(a) = st.attempts.get(&key).cloned() else {
             return Err(conflict("take over"));
         };
         let lease_expired = a.lease_until.is_some_and(|l| l < now);
-        if a.state
-            .after(AttemptEvent::TakeOver { lease_expired })
-            .is_err()
+        if !version_ok
+            || a.state
+                .after(AttemptEvent::TakeOver { lease_expired })
+                .is_err()
         {
             return Err(conflict("take over"));
         }
-        a.state = AttemptState::Claimed;
-        a.claim_token = Some(token.to_owned());
-        a.lease_until = Some(secs(lease_until));
-        a.updated_at = now;
-        Ok(a.clone())
+        let mut taken = a;
+        taken.state = AttemptState::Claimed;
+        taken.claim_token = Some(token.to_owned());
+        taken.lease_until = Some(secs(lease_until));
+        taken.updated_at = now;
+        let due = taken.lease_until;
+        st.put_attempt(taken.clone(), due);
+        Ok(taken)
     }
 
     async fn mark_sending(
@@ -407,12 +572,16 @@ impl Ledger for InMemoryLedger {
         attempt: &ChargeAttempt,
         token: &str,
         now: DateTime<Utc>,
+        sub_version: u64,
     ) -> Result<(), LedgerError> {
         let mut st = self.lock();
-        st.count("UpdateItem");
+        st.count("TransactWriteItems");
+        let version_ok = st.version_is(&attempt.subscription_id, sub_version);
         match st.attempt_mut(attempt) {
             Some(a)
-                if a.state == AttemptState::Claimed && a.claim_token.as_deref() == Some(token) =>
+                if version_ok
+                    && a.state == AttemptState::Claimed
+                    && a.claim_token.as_deref() == Some(token) =>
             {
                 a.sent_at = Some(secs(now));
                 a.updated_at = secs(now);
@@ -429,25 +598,27 @@ impl Ledger for InMemoryLedger {
         detail: &str,
         sent: Sent,
         now: DateTime<Utc>,
+        due_at: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
         let mut st = self.lock();
         st.count("UpdateItem");
-        match st.attempt_mut(attempt) {
-            Some(a)
-                if a.state == AttemptState::Claimed && a.claim_token.as_deref() == Some(token) =>
-            {
-                if sent == Sent::Never {
-                    a.sent_at = None;
-                }
-                a.state = AttemptState::Unknown;
-                a.fail_reason = Some(detail.to_owned());
-                a.claim_token = None;
-                a.lease_until = None;
-                a.updated_at = secs(now);
-                Ok(())
-            }
-            _ => Err(conflict("mark unknown")),
+        let Some(a) = st.attempts.get(&key_of(attempt)).cloned() else {
+            return Err(conflict("mark unknown"));
+        };
+        if a.state != AttemptState::Claimed || a.claim_token.as_deref() != Some(token) {
+            return Err(conflict("mark unknown"));
         }
+        let mut released = a;
+        if sent == Sent::Never {
+            released.sent_at = None;
+        }
+        released.state = AttemptState::Unknown;
+        released.fail_reason = Some(detail.to_owned());
+        released.claim_token = None;
+        released.lease_until = None;
+        released.updated_at = secs(now);
+        st.put_attempt(released, Some(due_at));
+        Ok(())
     }
 
     async fn settle(
@@ -460,6 +631,15 @@ impl Ledger for InMemoryLedger {
     ) -> Result<(), LedgerError> {
         let mut st = self.lock();
         st.count("TransactWriteItems");
+        if !matches!(
+            result.state,
+            AttemptState::Paid | AttemptState::Failed | AttemptState::Rejected
+        ) {
+            return Err(LedgerError::Fatal(format!(
+                "an attempt is settled as paid, failed or rejected, not {}",
+                result.state.as_str()
+            )));
+        }
         let event = match guard {
             Guard::Claim(_) => AttemptEvent::SettleByHolder(result.state),
             Guard::PaidFact if result.state == AttemptState::Paid => AttemptEvent::PaidUnclaimed,
@@ -481,14 +661,16 @@ impl Ledger for InMemoryLedger {
             return Err(conflict("settle"));
         }
         st.put_subscription(next);
-        if let Some(a) = st.attempt_mut(attempt) {
-            a.state = result.state;
-            a.imp_uid.clone_from(&result.imp_uid);
-            a.paid_at = opt_secs(result.paid_at);
-            a.fail_reason.clone_from(&result.fail_reason);
-            a.claim_token = None;
-            a.lease_until = None;
-            a.updated_at = secs(now);
+        if let Some(a) = st.attempts.get(&key_of(attempt)).cloned() {
+            let mut settled = a;
+            settled.state = result.state;
+            settled.imp_uid.clone_from(&result.imp_uid);
+            settled.paid_at = opt_secs(result.paid_at);
+            settled.fail_reason.clone_from(&result.fail_reason);
+            settled.claim_token = None;
+            settled.lease_until = None;
+            settled.updated_at = secs(now);
+            st.put_attempt(settled, None);
         }
         Ok(())
     }
@@ -512,14 +694,92 @@ impl Ledger for InMemoryLedger {
             return Err(conflict("flag review"));
         }
         st.put_subscription(next);
-        if let Some(a) = st.attempt_mut(attempt) {
-            a.state = AttemptState::NeedsReview;
-            a.fail_reason = Some(reason.to_owned());
-            a.claim_token = None;
-            a.lease_until = None;
-            a.updated_at = secs(now);
+        if let Some(a) = st.attempts.get(&key_of(attempt)).cloned() {
+            let mut flagged = a;
+            flagged.state = AttemptState::NeedsReview;
+            flagged.fail_reason = Some(reason.to_owned());
+            flagged.claim_token = None;
+            flagged.lease_until = None;
+            flagged.updated_at = secs(now);
+            let key = key_of(&flagged);
+            st.put_attempt(flagged, None);
+            st.review.insert((secs(now).timestamp(), key));
         }
         Ok(())
+    }
+
+    async fn resolve(
+        &self,
+        attempt: &ChargeAttempt,
+        result: &AttemptResult,
+        resolution: &Resolution,
+        next: &Subscription,
+        audit: &AuditEntry,
+    ) -> Result<(), LedgerError> {
+        let mut st = self.lock();
+        st.count("TransactWriteItems");
+        let allowed = st.attempts.get(&key_of(attempt)).is_some_and(|a| {
+            a.state.after(AttemptEvent::Resolve(result.state)) == Ok(result.state)
+        });
+        if !allowed || !st.version_matches(next) {
+            return Err(conflict("resolve"));
+        }
+        st.put_subscription(next);
+        if let Some(a) = st.attempts.get(&key_of(attempt)).cloned() {
+            let mut resolved = a;
+            resolved.state = result.state;
+            resolved.imp_uid.clone_from(&result.imp_uid);
+            resolved.paid_at = opt_secs(result.paid_at);
+            resolved.fail_reason.clone_from(&result.fail_reason);
+            resolved.resolution = Some(resolution.clone());
+            resolved.updated_at = secs(resolution.at);
+            let resolved = stored_attempt(&resolved);
+            let key = key_of(&resolved);
+            st.put_attempt(resolved, None);
+            st.unreview(&key);
+        }
+        st.add_audit(Some(audit));
+        Ok(())
+    }
+
+    async fn review_page(
+        &self,
+        limit: usize,
+        cursor: Option<&Cursor>,
+    ) -> Result<ReviewPage, LedgerError> {
+        let mut st = self.lock();
+        st.count("Query");
+        let after = match cursor {
+            None => None,
+            Some(c) => {
+                let bad = || LedgerError::Fatal(format!("not a cursor of this ledger: {:?}", c.0));
+                let (t, key) = c.0.split_once('|').ok_or_else(bad)?;
+                match (t.parse::<i64>(), Due::decode(key)) {
+                    (Ok(t), Some(Due::Attempt(key))) => Some((t, key)),
+                    _ => return Err(bad()),
+                }
+            }
+        };
+        let limit = limit.clamp(1, 1000);
+        let range = match &after {
+            Some(k) => st.review.range((
+                std::ops::Bound::Excluded(k.clone()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => st.review.range(..),
+        };
+        let page: Vec<(i64, AttemptKey)> = range.take(limit + 1).cloned().collect();
+        let more = page.len() > limit;
+        let page = &page[..page.len().min(limit)];
+        Ok(ReviewPage {
+            attempts: page.iter().map(|(_, k)| k.clone()).collect(),
+            next: if more {
+                page.last()
+                    .map(|(t, k)| Cursor(format!("{t}|{}", Due::Attempt(k.clone()).encode())))
+            } else {
+                None
+            },
+        })
     }
 
     async fn record_refund(
@@ -527,16 +787,83 @@ impl Ledger for InMemoryLedger {
         attempt: &ChargeAttempt,
         refunded: i64,
         now: DateTime<Utc>,
+        audit: Option<&AuditEntry>,
     ) -> Result<bool, LedgerError> {
         let mut st = self.lock();
-        st.count("UpdateItem");
-        match st.attempt_mut(attempt) {
+        st.count(if audit.is_some() {
+            "TransactWriteItems"
+        } else {
+            "UpdateItem"
+        });
+        let changed = match st.attempt_mut(attempt) {
             Some(a) if a.refunded < refunded => {
                 a.refunded = refunded;
                 a.updated_at = secs(now);
-                Ok(true)
+                true
             }
-            _ => Ok(false),
+            _ => false,
+        };
+        if changed {
+            st.add_audit(audit);
         }
+        Ok(changed)
+    }
+
+    async fn begin_request(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+    ) -> Result<RequestState, LedgerError> {
+        let mut st = self.lock();
+        st.count("PutItem");
+        let now = secs(now);
+        if let Some(existing) = st.requests.get(key).filter(|r| r.expires_at > now) {
+            if existing.fingerprint != fingerprint {
+                return Ok(RequestState::Mismatch);
+            }
+            if let Some(response) = &existing.response {
+                return Ok(RequestState::Replay(response.clone()));
+            }
+            if existing.started_at > now - IDEMPOTENCY_STALE {
+                return Ok(RequestState::InProgress);
+            }
+        }
+        st.requests.insert(
+            key.to_owned(),
+            Request {
+                fingerprint: fingerprint.to_owned(),
+                response: None,
+                started_at: now,
+                expires_at: now + IDEMPOTENCY_TTL,
+            },
+        );
+        Ok(RequestState::Fresh)
+    }
+
+    async fn finish_request(
+        &self,
+        key: &str,
+        response: &StoredResponse,
+        _now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        let mut st = self.lock();
+        st.count("UpdateItem");
+        match st.requests.get_mut(key) {
+            Some(r) if r.response.is_none() => {
+                r.response = Some(response.clone());
+                Ok(())
+            }
+            _ => Err(conflict("finish request")),
+        }
+    }
+
+    async fn abandon_request(&self, key: &str) -> Result<(), LedgerError> {
+        let mut st = self.lock();
+        st.count("DeleteItem");
+        if st.requests.get(key).is_some_and(|r| r.response.is_none()) {
+            st.requests.remove(key);
+        }
+        Ok(())
     }
 }

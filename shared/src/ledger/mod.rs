@@ -15,7 +15,8 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 use crate::billing::{
-    AttemptResult, ChargeAttempt, PeriodId, Registration, Subscription, SubscriptionId,
+    AttemptResult, AuditEntry, ChargeAttempt, PeriodId, Registration, Resolution, Subscription,
+    SubscriptionId,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,18 +58,95 @@ impl Cursor {
     }
 }
 
-/// One page of the due index: subscriptions due for a charge, and pending
+/// An attempt's key: (subscription, period, attempt number).
+pub type AttemptKey = (SubscriptionId, PeriodId, u32);
+
+/// One page of the due index: subscriptions due for a charge, open attempts
+/// due for attention (a lease ended, a lost answer to look up), and pending
 /// registrations due for a look at the gateway.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct DuePage {
     pub ids: Vec<SubscriptionId>,
     /// Issuance `merchant_uid`s of pending registrations past their `sweep_at`.
     pub registrations: Vec<String>,
+    /// Open attempts past their `lease_until` (claimed) or their look-again
+    /// time (`unknown`), whatever their subscription's status: an open
+    /// attempt is never orphaned.
+    pub attempts: Vec<AttemptKey>,
     /// Entries of the index that could not be read (counted, never fatal).
     pub corrupt: Vec<String>,
     /// Pass back for the next page; `None` at the end.
     pub next: Option<Cursor>,
 }
+
+/// One page of the attempts waiting for a person, oldest flag first.
+#[derive(Debug, Clone, Default)]
+pub struct ReviewPage {
+    pub attempts: Vec<AttemptKey>,
+    pub next: Option<Cursor>,
+}
+
+/// A verified sign-up, written all at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Activation<'a> {
+    pub reg: &'a Registration,
+    pub sub: &'a Subscription,
+    /// The issuance payment that completed it.
+    pub imp_uid: &'a str,
+    /// The first period's attempt, when the window took money.
+    pub first_attempt: Option<&'a ChargeAttempt>,
+    /// Take the user's lock on the plan (one live subscription per user and
+    /// plan): `Conflict` if another subscription holds it.
+    pub plan_lock: bool,
+}
+
+/// A change to a subscription by the merchant or an operator.
+#[derive(Debug, Clone, Copy)]
+pub struct SubscriptionChange<'a> {
+    /// Written if the stored version is still `next.version - 1`.
+    pub next: &'a Subscription,
+    /// Who did it and why, kept beside the subscription.
+    pub audit: Option<&'a AuditEntry>,
+    /// The subscription ended: release the user's lock on its plan (if it
+    /// holds it).
+    pub release_lock: bool,
+}
+
+/// What a user has: subscriptions, pending or past registrations, and the
+/// plans they hold a lock on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserItems {
+    pub subscriptions: Vec<SubscriptionId>,
+    pub registrations: Vec<String>,
+    /// (plan name, the subscription holding it).
+    pub locks: Vec<(String, SubscriptionId)>,
+}
+
+/// The first answer to a request, kept for its idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+/// What an idempotency key says about a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestState {
+    /// First time: go on (the key is now held).
+    Fresh,
+    /// Answered before: send this again.
+    Replay(StoredResponse),
+    /// Another request with this key is being handled right now.
+    InProgress,
+    /// The key was used for a different request.
+    Mismatch,
+}
+
+/// How long an idempotency key is remembered.
+pub const IDEMPOTENCY_TTL: chrono::Duration = chrono::Duration::hours(24);
+/// After this long, a key still "in progress" (its handler died) may be
+/// taken by a retry.
+pub const IDEMPOTENCY_STALE: chrono::Duration = chrono::Duration::minutes(5);
 
 /// Whether the request of a released attempt may have reached the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +175,7 @@ pub trait Ledger: Send + Sync {
     // ---- registrations -------------------------------------------------
 
     /// Stores a new pending registration (in the due index at its
-    /// `sweep_at`); `Conflict` if one exists.
+    /// `sweep_at`, and under its user); `Conflict` if one exists.
     fn put_registration(
         &self,
         reg: &Registration,
@@ -108,17 +186,40 @@ pub trait Ledger: Send + Sync {
         merchant_uid: &str,
     ) -> impl Future<Output = Result<Option<Registration>, LedgerError>> + Send;
 
-    /// Atomically creates the subscription (and, when given, its first
-    /// attempt) and marks the registration completed by the issuance payment
-    /// `imp_uid` (no longer expiring, out of the due index). `Conflict` if
-    /// any of it already happened.
+    /// Atomically creates the subscription (under its user; with its first
+    /// attempt when given; taking the user's plan lock when asked) and marks
+    /// the registration completed by the issuance payment (no longer
+    /// expiring, out of the due index). `Conflict` if any of it already
+    /// happened, or another subscription holds the plan lock.
     fn activate(
         &self,
-        reg: &Registration,
-        sub: &Subscription,
-        imp_uid: &str,
-        first_attempt: Option<&ChargeAttempt>,
+        activation: &Activation<'_>,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// A new card: marks the pending registration completed and writes the
+    /// subscription with its new key (versioned), with the audit entry, all
+    /// or nothing.
+    fn replace_key(
+        &self,
+        reg: &Registration,
+        next: &Subscription,
+        imp_uid: &str,
+        audit: &AuditEntry,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// A pending registration that will not be activated: `refused`, out of
+    /// the due index. `Conflict` unless it was pending.
+    fn refuse_registration(
+        &self,
+        reg: &Registration,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// What a user has (a key lookup, never a scan).
+    fn user_items(
+        &self,
+        user_id: &str,
+    ) -> impl Future<Output = Result<UserItems, LedgerError>> + Send;
 
     // ---- subscriptions -------------------------------------------------
 
@@ -127,14 +228,22 @@ pub trait Ledger: Send + Sync {
         id: &SubscriptionId,
     ) -> impl Future<Output = Result<Option<Subscription>, LedgerError>> + Send;
 
-    /// Writes `next` if the stored version is still `next.version - 1`.
-    fn save_subscription(
+    /// Writes a change if the stored version is still `next.version - 1`,
+    /// with its audit entry and lock release, all or nothing.
+    fn change_subscription(
         &self,
-        next: &Subscription,
+        change: &SubscriptionChange<'_>,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
-    /// One page of what is due at `now`: chargeable subscriptions and pending
-    /// registrations past their `sweep_at`, oldest first within each
+    /// The newest manual actions on a subscription, newest first.
+    fn history(
+        &self,
+        id: &SubscriptionId,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<AuditEntry>, LedgerError>> + Send;
+
+    /// One page of what is due at `now`: chargeable subscriptions, open
+    /// attempts and pending registrations, oldest first within each
     /// partition. May lag behind writes: callers re-read each before acting.
     fn due_page(
         &self,
@@ -158,15 +267,21 @@ pub trait Ledger: Send + Sync {
         id: &SubscriptionId,
     ) -> impl Future<Output = Result<Vec<ChargeAttempt>, LedgerError>> + Send;
 
-    /// Claims a new attempt (written as given, in state `claimed`).
-    /// `Conflict` if the attempt already exists.
+    /// Claims a new attempt (written as given, in state `claimed`, in the
+    /// due index at its `lease_until`) if its subscription is still at
+    /// `sub_version`: a change of the subscription (a cancel) and a claim
+    /// made on an older copy of it cannot both happen. `Conflict` if the
+    /// attempt exists or the subscription changed.
     fn claim_new(
         &self,
         attempt: &ChargeAttempt,
+        sub_version: u64,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
-    /// Takes over an open attempt: one left `unknown`, or `claimed` by a
-    /// claim whose lease ended before `now`. `Conflict` otherwise.
+    /// Takes over an open attempt (one left `unknown`, or `claimed` by a
+    /// claim whose lease ended before `now`) if its subscription is still at
+    /// `sub_version`. `Conflict` otherwise.
+    #[allow(clippy::too_many_arguments)]
     fn take_over(
         &self,
         id: &SubscriptionId,
@@ -175,20 +290,24 @@ pub trait Ledger: Send + Sync {
         token: &str,
         lease_until: DateTime<Utc>,
         now: DateTime<Utc>,
+        sub_version: u64,
     ) -> impl Future<Output = Result<ChargeAttempt, LedgerError>> + Send;
 
-    /// Records that the holder of `token` is (again) sending the charge now.
+    /// Records that the holder of `token` is sending the charge again now,
+    /// if the subscription is still at `sub_version`.
     fn mark_sending(
         &self,
         attempt: &ChargeAttempt,
         token: &str,
         now: DateTime<Utc>,
+        sub_version: u64,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
     /// Releases a claim as `unknown` (the answer was lost, or the request
-    /// could not be sent): the next run settles it first. With
+    /// could not be sent), due for another look at `due_at`. With
     /// [`Sent::Never`] the attempt's `sent_at` is cleared: nothing can be in
     /// flight, so the next run need not wait before sending it.
+    #[allow(clippy::too_many_arguments)]
     fn mark_unknown(
         &self,
         attempt: &ChargeAttempt,
@@ -196,11 +315,13 @@ pub trait Ledger: Send + Sync {
         detail: &str,
         sent: Sent,
         now: DateTime<Utc>,
+        due_at: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
-    /// Records the final result of an open attempt and the subscription's
-    /// next state, all or nothing. The attempt must be open and pass `guard`;
-    /// the subscription must still be at `next.version - 1`.
+    /// Records the final result of an open attempt (out of the due index)
+    /// and the subscription's next state, all or nothing. The attempt must be
+    /// open and pass `guard`; the subscription must still be at
+    /// `next.version - 1`.
     fn settle(
         &self,
         attempt: &ChargeAttempt,
@@ -210,10 +331,11 @@ pub trait Ledger: Send + Sync {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
-    /// Flags an attempt for a person (`needs_review`, with `reason`) and
-    /// writes the subscription's next state, all or nothing. The attempt must
-    /// be `unknown`, `failed`, `rejected`, or `claimed` with the token given
-    /// (a claim of someone else's is left to its holder).
+    /// Flags an attempt for a person (`needs_review`, with `reason`; listed
+    /// by [`Ledger::review_page`]) and writes the subscription's next state,
+    /// all or nothing. The attempt must be `unknown`, `failed`, `rejected`,
+    /// or `claimed` with the token given (a claim of someone else's is left
+    /// to its holder).
     fn flag_review(
         &self,
         attempt: &ChargeAttempt,
@@ -223,12 +345,56 @@ pub trait Ledger: Send + Sync {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
-    /// Records a refund seen at the gateway. Only ever raises the refunded
-    /// total; returns whether anything changed.
+    /// A person's decision on a flagged attempt: `result` (paid or failed)
+    /// with the resolution, the subscription's next state and the audit
+    /// entry, all or nothing. The attempt must be `needs_review`.
+    fn resolve(
+        &self,
+        attempt: &ChargeAttempt,
+        result: &AttemptResult,
+        resolution: &Resolution,
+        next: &Subscription,
+        audit: &AuditEntry,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// One page of the attempts waiting for a person.
+    fn review_page(
+        &self,
+        limit: usize,
+        cursor: Option<&Cursor>,
+    ) -> impl Future<Output = Result<ReviewPage, LedgerError>> + Send;
+
+    /// Records a refund seen at (or made through) the gateway. Only ever
+    /// raises the refunded total; returns whether anything changed. With an
+    /// audit entry (a refund someone asked for), both are written together.
     fn record_refund(
         &self,
         attempt: &ChargeAttempt,
         refunded: i64,
         now: DateTime<Utc>,
+        audit: Option<&AuditEntry>,
     ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
+
+    // ---- idempotency keys ------------------------------------------------
+
+    /// Holds `key` for a request with this `fingerprint`, or says what it
+    /// was used for before (see [`RequestState`]).
+    fn begin_request(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<RequestState, LedgerError>> + Send;
+
+    /// Keeps the first answer to the request holding `key`.
+    fn finish_request(
+        &self,
+        key: &str,
+        response: &StoredResponse,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// Lets go of `key` without an answer to keep (the request failed in a
+    /// way a retry may fix).
+    fn abandon_request(&self, key: &str) -> impl Future<Output = Result<(), LedgerError>> + Send;
 }

@@ -54,11 +54,13 @@ async fn trace_logs_of_a_whole_story_hold_no_secrets_tokens_or_contact_data() {
     });
 
     // Sign-ups: one pays, one is declined.
-    let body = format!(
-        r#"{{"user_id":"user-42","buyer":{{"name":"홍길동","email":"{EMAIL}","tel":"{TEL}"}}}}"#
-    );
     let mut customers = Vec::new();
     for declined in [false, true] {
+        // Two users: one live subscription per user and plan.
+        let user = if declined { "user-43" } else { "user-42" };
+        let body = format!(
+            r#"{{"user_id":"{user}","buyer":{{"name":"홍길동","email":"{EMAIL}","tel":"{TEL}"}}}}"#
+        );
         let response =
             billing_callback::handle(&app, http_request("prepare.json", None, Some(&body)))
                 .await

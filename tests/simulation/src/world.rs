@@ -19,9 +19,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shared::billing::{
-    AttemptResult, AttemptState, BILLING_TZ, ChargeAttempt, DunningPolicy, MerchantUid,
-    PaymentRecord, PeriodId, Plan, Registration, RegistrationStatus, Subscription, SubscriptionId,
-    SubscriptionStatus, UidKey,
+    AttemptResult, AttemptState, AuditEntry, BILLING_TZ, ChargeAttempt, DunningPolicy, MerchantUid,
+    PaymentRecord, PeriodId, Plan, Registration, RegistrationStatus, Resolution, Subscription,
+    SubscriptionId, SubscriptionStatus, UidKey,
 };
 use shared::charging::{self, BillingRun, RunOptions};
 use shared::clock::Clock;
@@ -31,7 +31,10 @@ use shared::gateway::{
     PaymentGateway, RefundRequest, Rejection, RejectionKind,
 };
 use shared::ledger::memory::InMemoryLedger;
-use shared::ledger::{Cursor, DuePage, Guard, Ledger, LedgerError, Sent};
+use shared::ledger::{
+    Activation, Cursor, DuePage, Guard, Ledger, LedgerError, RequestState, ReviewPage, Sent,
+    StoredResponse, SubscriptionChange, UserItems,
+};
 use shared::notification::{self, Notification};
 use shared::registration::{self, CallbackParams};
 
@@ -189,6 +192,8 @@ impl World {
             callback_url: Some("https://billing.example/billing/callback".into()),
             uid_key: UidKey::new(b"simulation-merchant-uid-key")
                 .unwrap_or_else(|| UidKey::derived_from(b"simulation")),
+            allow_multiple_subscriptions: false,
+            delete_key_on_cancel: true,
         };
         Arc::new(Self {
             seed,
@@ -667,17 +672,52 @@ impl Ledger for SimLedger {
         .await
     }
 
-    async fn activate(
-        &self,
-        reg: &Registration,
-        sub: &Subscription,
-        imp_uid: &str,
-        first_attempt: Option<&ChargeAttempt>,
-    ) -> Result<(), LedgerError> {
+    async fn activate(&self, activation: &Activation<'_>) -> Result<(), LedgerError> {
         self.op(
             "activate",
-            format!("{} {}", reg.merchant_uid, sub.status.as_str()),
-            self.world.ledger.activate(reg, sub, imp_uid, first_attempt),
+            format!(
+                "{} {}",
+                activation.reg.merchant_uid,
+                activation.sub.status.as_str()
+            ),
+            self.world.ledger.activate(activation),
+        )
+        .await
+    }
+
+    async fn replace_key(
+        &self,
+        reg: &Registration,
+        next: &Subscription,
+        imp_uid: &str,
+        audit: &AuditEntry,
+    ) -> Result<(), LedgerError> {
+        self.op(
+            "replace_key",
+            format!("{} v{}", next.id, next.version),
+            self.world.ledger.replace_key(reg, next, imp_uid, audit),
+        )
+        .await
+    }
+
+    async fn refuse_registration(
+        &self,
+        reg: &Registration,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        self.op(
+            "refuse_registration",
+            reg.merchant_uid.clone(),
+            self.world.ledger.refuse_registration(reg, now),
+        )
+        .await
+    }
+
+    async fn user_items(&self, user_id: &str) -> Result<UserItems, LedgerError> {
+        self.op(
+            "user_items",
+            user_id.to_owned(),
+            self.world.ledger.user_items(user_id),
         )
         .await
     }
@@ -694,11 +734,32 @@ impl Ledger for SimLedger {
         .await
     }
 
-    async fn save_subscription(&self, next: &Subscription) -> Result<(), LedgerError> {
+    async fn change_subscription(
+        &self,
+        change: &SubscriptionChange<'_>,
+    ) -> Result<(), LedgerError> {
         self.op(
-            "save_subscription",
-            format!("{} v{}", next.id, next.version),
-            self.world.ledger.save_subscription(next),
+            "change_subscription",
+            format!(
+                "{} v{} {}",
+                change.next.id,
+                change.next.version,
+                change.next.status.as_str()
+            ),
+            self.world.ledger.change_subscription(change),
+        )
+        .await
+    }
+
+    async fn history(
+        &self,
+        id: &SubscriptionId,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, LedgerError> {
+        self.op(
+            "history",
+            id.to_string(),
+            self.world.ledger.history(id, limit),
         )
         .await
     }
@@ -740,12 +801,16 @@ impl Ledger for SimLedger {
         .await
     }
 
-    async fn claim_new(&self, attempt: &ChargeAttempt) -> Result<(), LedgerError> {
+    async fn claim_new(
+        &self,
+        attempt: &ChargeAttempt,
+        sub_version: u64,
+    ) -> Result<(), LedgerError> {
         let out = self
             .op(
                 "claim_new",
                 attempt_key(attempt),
-                self.world.ledger.claim_new(attempt),
+                self.world.ledger.claim_new(attempt, sub_version),
             )
             .await;
         if out.is_ok()
@@ -764,6 +829,7 @@ impl Ledger for SimLedger {
         token: &str,
         lease_until: DateTime<Utc>,
         now: DateTime<Utc>,
+        sub_version: u64,
     ) -> Result<ChargeAttempt, LedgerError> {
         // The token is ours from the moment the write may have happened.
         self.world.hold(self.inv, token);
@@ -772,7 +838,7 @@ impl Ledger for SimLedger {
             format!("{id}/{period}/{attempt}"),
             self.world
                 .ledger
-                .take_over(id, period, attempt, token, lease_until, now),
+                .take_over(id, period, attempt, token, lease_until, now, sub_version),
         )
         .await
     }
@@ -782,11 +848,14 @@ impl Ledger for SimLedger {
         attempt: &ChargeAttempt,
         token: &str,
         now: DateTime<Utc>,
+        sub_version: u64,
     ) -> Result<(), LedgerError> {
         self.op(
             "mark_sending",
             attempt_key(attempt),
-            self.world.ledger.mark_sending(attempt, token, now),
+            self.world
+                .ledger
+                .mark_sending(attempt, token, now, sub_version),
         )
         .await
     }
@@ -798,13 +867,14 @@ impl Ledger for SimLedger {
         detail: &str,
         sent: Sent,
         now: DateTime<Utc>,
+        due_at: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
         self.op(
             "mark_unknown",
             format!("{} {sent:?}", attempt_key(attempt)),
             self.world
                 .ledger
-                .mark_unknown(attempt, token, detail, sent, now),
+                .mark_unknown(attempt, token, detail, sent, now, due_at),
         )
         .await
     }
@@ -856,16 +926,87 @@ impl Ledger for SimLedger {
         .await
     }
 
+    async fn resolve(
+        &self,
+        attempt: &ChargeAttempt,
+        result: &AttemptResult,
+        resolution: &Resolution,
+        next: &Subscription,
+        audit: &AuditEntry,
+    ) -> Result<(), LedgerError> {
+        self.op(
+            "resolve",
+            attempt_key(attempt),
+            self.world
+                .ledger
+                .resolve(attempt, result, resolution, next, audit),
+        )
+        .await
+    }
+
+    async fn review_page(
+        &self,
+        limit: usize,
+        cursor: Option<&Cursor>,
+    ) -> Result<ReviewPage, LedgerError> {
+        self.op(
+            "review_page",
+            String::new(),
+            self.world.ledger.review_page(limit, cursor),
+        )
+        .await
+    }
+
     async fn record_refund(
         &self,
         attempt: &ChargeAttempt,
         refunded: i64,
         now: DateTime<Utc>,
+        audit: Option<&AuditEntry>,
     ) -> Result<bool, LedgerError> {
         self.op(
             "record_refund",
             attempt_key(attempt),
-            self.world.ledger.record_refund(attempt, refunded, now),
+            self.world
+                .ledger
+                .record_refund(attempt, refunded, now, audit),
+        )
+        .await
+    }
+
+    async fn begin_request(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+    ) -> Result<RequestState, LedgerError> {
+        self.op(
+            "begin_request",
+            key.to_owned(),
+            self.world.ledger.begin_request(key, fingerprint, now),
+        )
+        .await
+    }
+
+    async fn finish_request(
+        &self,
+        key: &str,
+        response: &StoredResponse,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        self.op(
+            "finish_request",
+            key.to_owned(),
+            self.world.ledger.finish_request(key, response, now),
+        )
+        .await
+    }
+
+    async fn abandon_request(&self, key: &str) -> Result<(), LedgerError> {
+        self.op(
+            "abandon_request",
+            key.to_owned(),
+            self.world.ledger.abandon_request(key),
         )
         .await
     }
@@ -1222,6 +1363,7 @@ impl World {
             expires_at: Some(now + chrono::Duration::days(1)),
             imp_uid: None,
             sweep_at: Some(now + registration::SWEEP_AFTER),
+            replaces_key: false,
         };
         if self.ledger.put_registration(&reg).await.is_err() {
             self.violation(format!(
@@ -1475,6 +1617,7 @@ pub fn callback_with_slow_gateway(latency: Duration) -> (Duration, String) {
             expires_at: None,
             imp_uid: None,
             sweep_at: None,
+            replaces_key: false,
         };
         if let Err(e) = world.ledger.put_registration(&reg).await {
             return (Duration::MAX, e.to_string());

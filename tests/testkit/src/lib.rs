@@ -244,6 +244,10 @@ pub fn sample_subscription(
         created_at: created,
         updated_at: created,
         cancel_at_period_end: false,
+        pending_plan: None,
+        ended_at: None,
+        cancel_reason: None,
+        review_from: None,
     }
 }
 
@@ -272,7 +276,7 @@ pub async fn test_app(iamport_base_url: &str, extra: &[(&str, &str)]) -> shared:
         ("SUCCESS_REDIRECT_URL", SUCCESS_URL),
         ("FAILURE_REDIRECT_URL", FAILURE_URL),
         ("CHARGE_CONCURRENCY", "8"),
-        ("RESEND_QUIET_SECS", "60"),
+        ("RESEND_QUIET_SECS", "120"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -415,6 +419,7 @@ pub async fn seed_subscription(
         expires_at: None,
         imp_uid: None,
         sweep_at: None,
+        replaces_key: false,
     };
     let ledger = &app.engine.ledger;
     ledger
@@ -422,7 +427,13 @@ pub async fn seed_subscription(
         .await
         .expect("seed registration");
     ledger
-        .activate(&reg, &sub, &format!("imp_seed{id}"), None)
+        .activate(&shared::ledger::Activation {
+            reg: &reg,
+            sub: &sub,
+            imp_uid: &format!("imp_seed{id}"),
+            first_attempt: None,
+            plan_lock: !app.engine.settings.allow_multiple_subscriptions,
+        })
         .await
         .expect("seed subscription");
     sub
@@ -629,12 +640,13 @@ pub async fn crashed_claim(
         paid_at: None,
         fail_reason: None,
         refunded: 0,
+        resolution: None,
         created_at: now,
         updated_at: now,
     };
     app.engine
         .ledger
-        .claim_new(&claim)
+        .claim_new(&claim, sub.version)
         .await
         .expect("crashed run's claim");
     if charged {

@@ -7,8 +7,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use super::table::{DUE_PK, DUE_SK, PK, SK, TTL_ATTRIBUTE};
 use crate::billing::{
-    Anchor, AttemptState, Buyer, ChargeAttempt, KeyInfo, PeriodId, Plan, Registration,
-    RegistrationStatus, Subscription, SubscriptionId, SubscriptionStatus,
+    Anchor, AttemptState, AuditEntry, Buyer, ChargeAttempt, KeyInfo, PeriodId, Plan, Registration,
+    RegistrationStatus, Resolution, Subscription, SubscriptionId, SubscriptionStatus,
 };
 use crate::ledger::LedgerError;
 use crate::secret::Pii;
@@ -16,6 +16,10 @@ use crate::secret::Pii;
 pub type Item = HashMap<String, AttributeValue>;
 
 pub const META: &str = "META";
+
+/// How long after it expired a registration is kept before DynamoDB's TTL
+/// deletes it.
+pub const REGISTRATION_KEEP: chrono::Duration = chrono::Duration::days(3);
 
 pub fn sub_pk(id: &SubscriptionId) -> String {
     format!("SUB#{id}")
@@ -31,6 +35,67 @@ pub fn attempt_sk(period: &PeriodId, attempt: u32) -> String {
 
 pub fn due_pk(shard: u32) -> String {
     format!("DUE#{shard}")
+}
+
+/// The partition of the review index (attempts waiting for a person).
+pub const REVIEW_PK: &str = "REVIEW";
+
+pub fn user_pk(user_id: &str) -> String {
+    format!("USER#{user_id}")
+}
+
+pub fn user_sub_sk(id: &SubscriptionId) -> String {
+    format!("SUB#{id}")
+}
+
+pub fn user_reg_sk(merchant_uid: &str) -> String {
+    format!("REG#{merchant_uid}")
+}
+
+pub fn user_lock_sk(plan_name: &str) -> String {
+    format!("PLAN#{plan_name}")
+}
+
+pub fn audit_sk(e: &AuditEntry) -> String {
+    // Newest last in key order; the action and a hash of the entry keep two
+    // actions in one second apart.
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    (&e.actor, &e.action, &e.detail).hash(&mut h);
+    format!(
+        "AUDIT#{:012}#{}#{:08x}",
+        e.at.timestamp(),
+        e.action,
+        h.finish() as u32
+    )
+}
+
+pub fn idempotency_pk(key: &str) -> String {
+    format!("IDEM#{key}")
+}
+
+pub fn audit_to_item(e: &AuditEntry) -> Item {
+    let mut item = Item::new();
+    item.insert(PK.into(), s(sub_pk(&e.subscription_id)));
+    item.insert(SK.into(), s(audit_sk(e)));
+    item.insert("type".into(), s("audit"));
+    item.insert("subscription_id".into(), s(e.subscription_id.as_str()));
+    item.insert("at".into(), ts(e.at));
+    item.insert("actor".into(), s(&e.actor));
+    item.insert("action".into(), s(&e.action));
+    item.insert("detail".into(), s(&e.detail));
+    item
+}
+
+pub fn audit_from_item(item: &Item) -> Result<AuditEntry, LedgerError> {
+    let r = Reader::new(item, "audit entry");
+    Ok(AuditEntry {
+        subscription_id: r.sub_id("subscription_id")?,
+        at: r.time("at")?,
+        actor: r.str("actor")?,
+        action: r.str("action")?,
+        detail: r.str("detail")?,
+    })
 }
 
 pub fn s(v: impl Into<String>) -> AttributeValue {
@@ -155,6 +220,29 @@ fn read_buyer(r: &Reader<'_>) -> Result<Buyer, LedgerError> {
 
 /// The registration item. While pending it is in the due index at its
 /// `sweep_at`, so the charge run looks it up if the browser never returns.
+/// A person's resolution as attributes of the attempt item.
+pub fn put_resolution(item: &mut Item, resolution: Option<&Resolution>) {
+    if let Some(res) = resolution {
+        item.insert("resolution_state".into(), s(res.state.as_str()));
+        item.insert("resolution_note".into(), s(&res.note));
+        item.insert("resolved_by".into(), s(&res.actor));
+        item.insert("resolved_at".into(), ts(res.at));
+    }
+}
+
+fn read_resolution(r: &Reader<'_>) -> Result<Option<Resolution>, LedgerError> {
+    let Some(state) = r.opt_str("resolution_state")? else {
+        return Ok(None);
+    };
+    Ok(Some(Resolution {
+        state: AttemptState::parse(&state)
+            .ok_or_else(|| LedgerError::Corrupt(format!("resolution state {state:?}")))?,
+        note: r.str("resolution_note")?,
+        actor: r.str("resolved_by")?,
+        at: r.time("resolved_at")?,
+    }))
+}
+
 pub fn registration_to_item(reg: &Registration, shards: u32) -> Item {
     let mut item = Item::new();
     item.insert(PK.into(), s(reg_pk(&reg.merchant_uid)));
@@ -169,9 +257,20 @@ pub fn registration_to_item(reg: &Registration, shards: u32) -> Item {
     item.insert("pg".into(), s(&reg.pg));
     item.insert("status".into(), s(reg.status.as_str()));
     item.insert("created_at".into(), ts(reg.created_at));
-    put_opt(&mut item, TTL_ATTRIBUTE, reg.expires_at.map(ts));
+    put_opt(&mut item, "expires_at", reg.expires_at.map(ts));
+    // DynamoDB deletes it well after it expired: a daily run that failed
+    // for a day or two still sweeps it (a window that took money is never
+    // left unrecorded).
+    put_opt(
+        &mut item,
+        TTL_ATTRIBUTE,
+        reg.expires_at.map(|t| ts(t + REGISTRATION_KEEP)),
+    );
     put_opt(&mut item, "imp_uid", reg.imp_uid.as_ref().map(s));
     put_opt(&mut item, "sweep_at", reg.sweep_at.map(ts));
+    if reg.replaces_key {
+        item.insert("replaces_key".into(), AttributeValue::Bool(true));
+    }
     put_buyer(&mut item, &reg.buyer);
     if let (RegistrationStatus::Pending, Some(at)) = (reg.status, reg.sweep_at) {
         item.insert(DUE_PK.into(), s(due_pk(reg.subscription_id.shard(shards))));
@@ -198,9 +297,14 @@ pub fn registration_from_item(item: &Item) -> Result<Registration, LedgerError> 
         buyer: read_buyer(&r)?,
         status,
         created_at: r.time("created_at")?,
-        expires_at: r.opt_time(TTL_ATTRIBUTE)?,
+        expires_at: match r.opt_time("expires_at")? {
+            Some(t) => Some(t),
+            // Items written before `expires_at` had its own attribute.
+            None => r.opt_time(TTL_ATTRIBUTE)?,
+        },
         imp_uid: r.opt_str("imp_uid")?,
         sweep_at: r.opt_time("sweep_at")?,
+        replaces_key: r.bool("replaces_key")?,
     })
 }
 
@@ -252,6 +356,21 @@ pub fn subscription_to_item(sub: &Subscription, shards: u32) -> Item {
     if sub.cancel_at_period_end {
         item.insert("cancel_at_period_end".into(), AttributeValue::Bool(true));
     }
+    if let Some(plan) = &sub.pending_plan {
+        item.insert("pending_plan_amount".into(), n(plan.amount));
+        item.insert("pending_plan_name".into(), s(&plan.name));
+    }
+    put_opt(&mut item, "ended_at", sub.ended_at.map(ts));
+    put_opt(
+        &mut item,
+        "cancel_reason",
+        sub.cancel_reason.as_ref().map(s),
+    );
+    put_opt(
+        &mut item,
+        "review_from",
+        sub.review_from.map(|st| s(st.as_str())),
+    );
     put_buyer(&mut item, &sub.buyer);
     if sub.status.is_chargeable() {
         item.insert(DUE_PK.into(), s(due_pk(sub.id.shard(shards))));
@@ -301,6 +420,21 @@ pub fn subscription_from_item(item: &Item) -> Result<Subscription, LedgerError> 
         created_at: r.time("created_at")?,
         updated_at: r.time("updated_at")?,
         cancel_at_period_end: r.bool("cancel_at_period_end")?,
+        pending_plan: match r.opt_i64("pending_plan_amount")? {
+            Some(amount) => Some(Plan {
+                amount,
+                name: r.str("pending_plan_name")?,
+            }),
+            None => None,
+        },
+        ended_at: r.opt_time("ended_at")?,
+        cancel_reason: r.opt_str("cancel_reason")?,
+        review_from: match r.opt_str("review_from")? {
+            Some(text) => Some(SubscriptionStatus::parse(&text).ok_or_else(|| {
+                LedgerError::Corrupt(format!("subscription review_from {text:?}"))
+            })?),
+            None => None,
+        },
     })
 }
 
@@ -322,6 +456,7 @@ pub fn attempt_to_item(a: &ChargeAttempt) -> Item {
     put_opt(&mut item, "paid_at", a.paid_at.map(ts));
     put_opt(&mut item, "fail_reason", a.fail_reason.as_ref().map(s));
     item.insert("refunded".into(), n(a.refunded));
+    put_resolution(&mut item, a.resolution.as_ref());
     item.insert("created_at".into(), ts(a.created_at));
     item.insert("updated_at".into(), ts(a.updated_at));
     item
@@ -347,6 +482,7 @@ pub fn attempt_from_item(item: &Item) -> Result<ChargeAttempt, LedgerError> {
         paid_at: r.opt_time("paid_at")?,
         fail_reason: r.opt_str("fail_reason")?,
         refunded: r.opt_i64("refunded")?.unwrap_or(0),
+        resolution: read_resolution(&r)?,
         created_at: r.time("created_at")?,
         updated_at: r.time("updated_at")?,
     })
@@ -389,6 +525,10 @@ mod tests {
             created_at: t,
             updated_at: t,
             cancel_at_period_end: false,
+            pending_plan: None,
+            ended_at: None,
+            cancel_reason: None,
+            review_from: None,
         }
     }
 

@@ -9,18 +9,22 @@ use std::fmt::Debug;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::{Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{ConditionCheck, Delete, Put, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
 
 use crate::billing::{
-    AttemptResult, AttemptState, ChargeAttempt, PeriodId, Registration, RegistrationStatus,
-    Subscription, SubscriptionId,
+    AttemptResult, AttemptState, AuditEntry, ChargeAttempt, PeriodId, Registration,
+    RegistrationStatus, Resolution, Subscription, SubscriptionId,
 };
-use crate::ledger::{Cursor, DuePage, Guard, Ledger, LedgerError, Sent};
+use crate::ledger::{
+    Activation, AttemptKey, Cursor, DuePage, Guard, IDEMPOTENCY_STALE, IDEMPOTENCY_TTL, Ledger,
+    LedgerError, RequestState, ReviewPage, Sent, StoredResponse, SubscriptionChange, UserItems,
+};
 use item::{
-    Item, META, attempt_from_item, attempt_sk, attempt_to_item, due_pk, n, reg_pk,
-    registration_from_item, registration_to_item, s, sub_pk, subscription_from_item,
-    subscription_to_item, ts,
+    Item, META, REVIEW_PK, attempt_from_item, attempt_sk, attempt_to_item, audit_from_item,
+    audit_to_item, due_pk, idempotency_pk, n, reg_pk, registration_from_item, registration_to_item,
+    s, sub_pk, subscription_from_item, subscription_to_item, ts, user_lock_sk, user_pk,
+    user_reg_sk, user_sub_sk,
 };
 use table::{DUE_INDEX, DUE_PK, DUE_SK, PK, SK, TTL_ATTRIBUTE};
 
@@ -39,9 +43,10 @@ where
             match code {
                 "ConditionalCheckFailedException" => LedgerError::Conflict(text),
                 "TransactionCanceledException" => {
-                    if message.contains("ConditionalCheckFailed")
-                        || message.contains("TransactionConflict")
-                    {
+                    // A condition failed: someone else changed it first. A
+                    // TransactionConflict alone means nothing was written
+                    // and nobody won: worth trying again (transient).
+                    if message.contains("ConditionalCheckFailed") {
                         LedgerError::Conflict(text)
                     } else {
                         LedgerError::Transient(text)
@@ -179,11 +184,90 @@ impl DynamoLedger {
         }
     }
 
+    /// The update writing a final result onto an attempt (out of the due and
+    /// review indexes), under `condition`.
+    fn result_update(
+        &self,
+        attempt: &ChargeAttempt,
+        result: &AttemptResult,
+        condition: String,
+        condition_values: Values,
+        now: DateTime<Utc>,
+        resolution: Option<&Resolution>,
+    ) -> Result<Update, LedgerError> {
+        let mut set = vec!["#state = :state", "updated_at = :now"];
+        let mut remove = vec!["claim_token", "lease_until", "#dpk", "#dsk"];
+        let mut values = vec![(":state", s(result.state.as_str())), (":now", ts(now))];
+        values.extend(condition_values);
+        match &result.imp_uid {
+            Some(v) => {
+                set.push("imp_uid = :imp_uid");
+                values.push((":imp_uid", s(v)));
+            }
+            None => remove.push("imp_uid"),
+        }
+        match result.paid_at {
+            Some(t) => {
+                set.push("paid_at = :paid_at");
+                values.push((":paid_at", ts(t)));
+            }
+            None => remove.push("paid_at"),
+        }
+        match &result.fail_reason {
+            Some(v) => {
+                set.push("fail_reason = :reason");
+                values.push((":reason", s(v)));
+            }
+            None => remove.push("fail_reason"),
+        }
+        if let Some(res) = resolution {
+            set.extend([
+                "resolution_state = :res_state",
+                "resolution_note = :res_note",
+                "resolved_by = :res_by",
+                "resolved_at = :res_at",
+            ]);
+            values.extend([
+                (":res_state", s(res.state.as_str())),
+                (":res_note", s(&res.note)),
+                (":res_by", s(&res.actor)),
+                (":res_at", ts(res.at)),
+            ]);
+        }
+        let (pk, sk) = Self::attempt_key(attempt);
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .key(PK, s(pk))
+            .key(SK, s(sk))
+            .update_expression(format!(
+                "SET {} REMOVE {}",
+                set.join(", "),
+                remove.join(", ")
+            ))
+            .condition_expression(condition)
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#dpk", DUE_PK)
+            .expression_attribute_names("#dsk", DUE_SK);
+        for (k, v) in values {
+            update = update.expression_attribute_values(k, v);
+        }
+        update.build().map_err(build_error)
+    }
+
     /// Condition and values for "the attempt is open and `guard` may write it".
     fn open_guard(
         guard: Guard<'_>,
         result: &AttemptResult,
     ) -> Result<(String, Values), LedgerError> {
+        if !matches!(
+            result.state,
+            AttemptState::Paid | AttemptState::Failed | AttemptState::Rejected
+        ) {
+            return Err(LedgerError::Fatal(format!(
+                "an attempt is settled as paid, failed or rejected, not {}",
+                result.state.as_str()
+            )));
+        }
         match guard {
             Guard::Claim(token) => Ok((
                 "#state = :claimed AND claim_token = :token".into(),
@@ -207,18 +291,149 @@ impl DynamoLedger {
     }
 }
 
-impl Ledger for DynamoLedger {
-    async fn put_registration(&self, reg: &Registration) -> Result<(), LedgerError> {
-        self.client
-            .put_item()
+impl DynamoLedger {
+    fn put(&self, item: Item) -> Put {
+        Put::builder()
             .table_name(&self.table)
-            .set_item(Some(registration_to_item(reg, self.shards)))
+            .set_item(Some(item))
+            .build()
+            .unwrap_or_else(|_| unreachable_put())
+    }
+
+    fn put_new(&self, item: Item) -> Result<Put, LedgerError> {
+        Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
             .condition_expression("attribute_not_exists(#pk)")
             .expression_attribute_names("#pk", PK)
-            .send()
-            .await
-            .map_err(|e| sdk_error(e, "PutItem registration"))?;
-        Ok(())
+            .build()
+            .map_err(build_error)
+    }
+
+    fn version_check(
+        &self,
+        id: &SubscriptionId,
+        version: u64,
+    ) -> Result<TransactWriteItem, LedgerError> {
+        let check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key(PK, s(sub_pk(id)))
+            .key(SK, s(META))
+            .condition_expression("#version = :v")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":v", n(version))
+            .build()
+            .map_err(build_error)?;
+        Ok(TransactWriteItem::builder().condition_check(check).build())
+    }
+
+    fn complete_registration(
+        &self,
+        reg: &Registration,
+        imp_uid: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Update, LedgerError> {
+        Update::builder()
+            .table_name(&self.table)
+            .key(PK, s(reg_pk(&reg.merchant_uid)))
+            .key(SK, s(META))
+            .update_expression(
+                "SET #status = :completed, completed_at = :now, imp_uid = :imp_uid REMOVE #ttl, expires_at, #dpk, #dsk",
+            )
+            .condition_expression("#status = :pending")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_names("#dpk", DUE_PK)
+            .expression_attribute_names("#dsk", DUE_SK)
+            .expression_attribute_values(":completed", s(RegistrationStatus::Completed.as_str()))
+            .expression_attribute_values(":pending", s(RegistrationStatus::Pending.as_str()))
+            .expression_attribute_values(":now", ts(at))
+            .expression_attribute_values(":imp_uid", s(imp_uid))
+            .build()
+            .map_err(build_error)
+    }
+
+    /// The attempt with its entry in the due index (open attempts are due
+    /// for attention at `due_at`).
+    fn attempt_item(&self, a: &ChargeAttempt, due_at: Option<DateTime<Utc>>) -> Item {
+        let mut item = attempt_to_item(a);
+        if let Some(at) = due_at {
+            item.insert(
+                DUE_PK.into(),
+                s(due_pk(a.subscription_id.shard(self.shards))),
+            );
+            item.insert(DUE_SK.into(), ts(at));
+        }
+        item
+    }
+
+    async fn query_all(&self, pk: String, sk_prefix: &str) -> Result<Vec<Item>, LedgerError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start);
+            // DynamoDB refuses an empty key value, so "every item" is a
+            // condition on the partition alone.
+            let query = if sk_prefix.is_empty() {
+                query.key_condition_expression("#pk = :pk")
+            } else {
+                query
+                    .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                    .expression_attribute_names("#sk", SK)
+                    .expression_attribute_values(":prefix", s(sk_prefix))
+            };
+            let page = query.send().await.map_err(|e| sdk_error(e, "Query"))?;
+            out.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key.filter(|k| !k.is_empty()) {
+                Some(k) => start = Some(k),
+                None => return Ok(out),
+            }
+        }
+    }
+}
+
+/// `Put::build` only fails without a table name, which every put here has.
+fn unreachable_put() -> Put {
+    Put::builder()
+        .table_name("-")
+        .set_item(Some(Item::new()))
+        .build()
+        .unwrap_or_else(|_| panic!("Put without a table name"))
+}
+
+fn attempt_key_from(pk: &str, sk: &str) -> Option<AttemptKey> {
+    let id = pk.strip_prefix("SUB#").and_then(SubscriptionId::parse)?;
+    let rest = sk.strip_prefix("CHARGE#")?;
+    let (period, n) = rest.split_once('#')?;
+    Some((id, PeriodId::parse(period)?, n.parse().ok()?))
+}
+
+impl Ledger for DynamoLedger {
+    async fn put_registration(&self, reg: &Registration) -> Result<(), LedgerError> {
+        let mut pointer = Item::new();
+        pointer.insert(PK.into(), s(user_pk(&reg.user_id)));
+        pointer.insert(SK.into(), s(user_reg_sk(&reg.merchant_uid)));
+        pointer.insert("type".into(), s("user_registration"));
+        if let Some(t) = reg.expires_at {
+            pointer.insert(TTL_ATTRIBUTE.into(), ts(t + chrono::Duration::days(7)));
+        }
+        self.transact(
+            vec![
+                TransactWriteItem::builder()
+                    .put(self.put_new(registration_to_item(reg, self.shards))?)
+                    .build(),
+                TransactWriteItem::builder().put(self.put(pointer)).build(),
+            ],
+            "TransactWriteItems registration",
+        )
+        .await
     }
 
     async fn get_registration(
@@ -231,53 +446,110 @@ impl Ledger for DynamoLedger {
             .transpose()
     }
 
-    async fn activate(
+    async fn activate(&self, a: &Activation<'_>) -> Result<(), LedgerError> {
+        let mut pointer = Item::new();
+        pointer.insert(PK.into(), s(user_pk(&a.sub.user_id)));
+        pointer.insert(SK.into(), s(user_sub_sk(&a.sub.id)));
+        pointer.insert("type".into(), s("user_subscription"));
+        pointer.insert("subscription_id".into(), s(a.sub.id.as_str()));
+        let mut items = vec![
+            TransactWriteItem::builder()
+                .put(self.put_new(subscription_to_item(a.sub, self.shards))?)
+                .build(),
+            TransactWriteItem::builder()
+                .update(self.complete_registration(a.reg, a.imp_uid, a.sub.created_at)?)
+                .build(),
+            TransactWriteItem::builder().put(self.put(pointer)).build(),
+        ];
+        if let Some(attempt) = a.first_attempt {
+            items.push(
+                TransactWriteItem::builder()
+                    .put(self.put_new(attempt_to_item(attempt))?)
+                    .build(),
+            );
+        }
+        if a.plan_lock {
+            let mut lock = Item::new();
+            lock.insert(PK.into(), s(user_pk(&a.sub.user_id)));
+            lock.insert(SK.into(), s(user_lock_sk(&a.sub.plan.name)));
+            lock.insert("type".into(), s("plan_lock"));
+            lock.insert("subscription_id".into(), s(a.sub.id.as_str()));
+            lock.insert("plan_name".into(), s(&a.sub.plan.name));
+            items.push(
+                TransactWriteItem::builder()
+                    .put(self.put_new(lock)?)
+                    .build(),
+            );
+        }
+        self.transact(items, "TransactWriteItems activate").await
+    }
+
+    async fn replace_key(
         &self,
         reg: &Registration,
-        sub: &Subscription,
+        next: &Subscription,
         imp_uid: &str,
-        first_attempt: Option<&ChargeAttempt>,
+        audit: &AuditEntry,
     ) -> Result<(), LedgerError> {
-        let put_sub = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(subscription_to_item(sub, self.shards)))
-            .condition_expression("attribute_not_exists(#pk)")
-            .expression_attribute_names("#pk", PK)
-            .build()
-            .map_err(build_error)?;
-        let complete_reg = Update::builder()
+        self.transact(
+            vec![
+                TransactWriteItem::builder()
+                    .update(self.complete_registration(reg, imp_uid, next.updated_at)?)
+                    .build(),
+                TransactWriteItem::builder()
+                    .put(self.versioned_put(next)?)
+                    .build(),
+                TransactWriteItem::builder()
+                    .put(self.put(audit_to_item(audit)))
+                    .build(),
+            ],
+            "TransactWriteItems replace key",
+        )
+        .await
+    }
+
+    async fn refuse_registration(
+        &self,
+        reg: &Registration,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        self.client
+            .update_item()
             .table_name(&self.table)
             .key(PK, s(reg_pk(&reg.merchant_uid)))
             .key(SK, s(META))
-            .update_expression(
-                "SET #status = :completed, completed_at = :now, imp_uid = :imp_uid REMOVE #ttl, #dpk, #dsk",
-            )
+            .update_expression("SET #status = :refused, refused_at = :now REMOVE #dpk, #dsk")
             .condition_expression("#status = :pending")
             .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
             .expression_attribute_names("#dpk", DUE_PK)
             .expression_attribute_names("#dsk", DUE_SK)
-            .expression_attribute_values(":completed", s(RegistrationStatus::Completed.as_str()))
+            .expression_attribute_values(":refused", s(RegistrationStatus::Refused.as_str()))
             .expression_attribute_values(":pending", s(RegistrationStatus::Pending.as_str()))
-            .expression_attribute_values(":now", ts(sub.created_at))
-            .expression_attribute_values(":imp_uid", s(imp_uid))
-            .build()
-            .map_err(build_error)?;
-        let mut items = vec![
-            TransactWriteItem::builder().put(put_sub).build(),
-            TransactWriteItem::builder().update(complete_reg).build(),
-        ];
-        if let Some(attempt) = first_attempt {
-            let put_attempt = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(attempt_to_item(attempt)))
-                .condition_expression("attribute_not_exists(#pk)")
-                .expression_attribute_names("#pk", PK)
-                .build()
-                .map_err(build_error)?;
-            items.push(TransactWriteItem::builder().put(put_attempt).build());
+            .expression_attribute_values(":now", ts(now))
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, "UpdateItem refuse registration"))?;
+        Ok(())
+    }
+
+    async fn user_items(&self, user_id: &str) -> Result<UserItems, LedgerError> {
+        let mut out = UserItems::default();
+        for item in self.query_all(user_pk(user_id), "").await? {
+            let r = item::Reader::new(&item, "user entry");
+            let sk = r.str(SK)?;
+            if let Some(id) = sk.strip_prefix("SUB#") {
+                out.subscriptions.push(
+                    SubscriptionId::parse(id)
+                        .ok_or_else(|| LedgerError::Corrupt(format!("user entry {sk:?}")))?,
+                );
+            } else if let Some(uid) = sk.strip_prefix("REG#") {
+                out.registrations.push(uid.to_owned());
+            } else if let Some(plan) = sk.strip_prefix("PLAN#") {
+                out.locks
+                    .push((plan.to_owned(), r.sub_id("subscription_id")?));
+            }
         }
-        self.transact(items, "TransactWriteItems activate").await
+        Ok(out)
     }
 
     async fn get_subscription(
@@ -290,18 +562,77 @@ impl Ledger for DynamoLedger {
             .transpose()
     }
 
-    async fn save_subscription(&self, next: &Subscription) -> Result<(), LedgerError> {
-        self.client
-            .put_item()
+    async fn change_subscription(
+        &self,
+        change: &SubscriptionChange<'_>,
+    ) -> Result<(), LedgerError> {
+        let next = change.next;
+        if change.audit.is_none() && !change.release_lock {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(subscription_to_item(next, self.shards)))
+                .condition_expression("#version = :expected")
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(":expected", n(next.version.saturating_sub(1)))
+                .send()
+                .await
+                .map_err(|e| sdk_error(e, "PutItem subscription"))?;
+            return Ok(());
+        }
+        let mut items = vec![
+            TransactWriteItem::builder()
+                .put(self.versioned_put(next)?)
+                .build(),
+        ];
+        if let Some(audit) = change.audit {
+            items.push(
+                TransactWriteItem::builder()
+                    .put(self.put(audit_to_item(audit)))
+                    .build(),
+            );
+        }
+        if change.release_lock {
+            let delete = Delete::builder()
+                .table_name(&self.table)
+                .key(PK, s(user_pk(&next.user_id)))
+                .key(SK, s(user_lock_sk(&next.plan.name)))
+                .condition_expression("attribute_not_exists(#pk) OR subscription_id = :id")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_values(":id", s(next.id.as_str()))
+                .build()
+                .map_err(build_error)?;
+            items.push(TransactWriteItem::builder().delete(delete).build());
+        }
+        self.transact(items, "TransactWriteItems change subscription")
+            .await
+    }
+
+    async fn history(
+        &self,
+        id: &SubscriptionId,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, LedgerError> {
+        let out = self
+            .client
+            .query()
             .table_name(&self.table)
-            .set_item(Some(subscription_to_item(next, self.shards)))
-            .condition_expression("#version = :expected")
-            .expression_attribute_names("#version", "version")
-            .expression_attribute_values(":expected", n(next.version.saturating_sub(1)))
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :audit)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":pk", s(sub_pk(id)))
+            .expression_attribute_values(":audit", s("AUDIT#"))
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit.clamp(1, 1000)).unwrap_or(100))
+            .consistent_read(true)
             .send()
             .await
-            .map_err(|e| sdk_error(e, "PutItem subscription"))?;
-        Ok(())
+            .map_err(|e| sdk_error(e, "Query history"))?;
+        out.items
+            .unwrap_or_default()
+            .iter()
+            .map(audit_from_item)
+            .collect()
     }
 
     /// Pages through the shards of the sparse `due` index in turn. The
@@ -319,12 +650,7 @@ impl Ledger for DynamoLedger {
         let limit = i32::try_from(limit.clamp(1, 1000)).unwrap_or(100);
         loop {
             if shard >= self.shards {
-                return Ok(DuePage {
-                    ids: Vec::new(),
-                    registrations: Vec::new(),
-                    corrupt: Vec::new(),
-                    next: None,
-                });
+                return Ok(DuePage::default());
             }
             let out = self
                 .client
@@ -336,51 +662,56 @@ impl Ledger for DynamoLedger {
                 .expression_attribute_names("#dsk", DUE_SK)
                 .expression_attribute_values(":shard", s(due_pk(shard)))
                 .expression_attribute_values(":now", ts(now))
-                .projection_expression("#pk")
+                .projection_expression("#pk, #sk")
                 .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#sk", SK)
                 .limit(limit)
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
                 .map_err(|e| sdk_error(e, "Query due"))?;
-            let mut ids = Vec::new();
-            let mut registrations = Vec::new();
-            let mut corrupt = Vec::new();
+            let mut page = DuePage::default();
             for entry in out.items.unwrap_or_default() {
-                match item::Reader::new(&entry, "due entry").str(PK) {
-                    Ok(pk) => {
-                        if let Some(id) = pk.strip_prefix("SUB#").and_then(SubscriptionId::parse) {
-                            ids.push(id);
-                        } else if let Some(uid) = pk.strip_prefix("REG#").filter(|u| !u.is_empty())
-                        {
-                            registrations.push(uid.to_owned());
-                        } else {
-                            corrupt.push(format!("due entry with key {pk:?}"));
-                        }
+                let r = item::Reader::new(&entry, "due entry");
+                let (pk, sk) = match (r.str(PK), r.str(SK)) {
+                    (Ok(pk), Ok(sk)) => (pk, sk),
+                    (Err(e), _) | (_, Err(e)) => {
+                        page.corrupt.push(e.to_string());
+                        continue;
                     }
-                    Err(e) => corrupt.push(e.to_string()),
+                };
+                if sk == META {
+                    if let Some(id) = pk.strip_prefix("SUB#").and_then(SubscriptionId::parse) {
+                        page.ids.push(id);
+                        continue;
+                    }
+                    if let Some(uid) = pk.strip_prefix("REG#").filter(|u| !u.is_empty()) {
+                        page.registrations.push(uid.to_owned());
+                        continue;
+                    }
+                } else if let Some(key) = attempt_key_from(&pk, &sk) {
+                    page.attempts.push(key);
+                    continue;
                 }
+                page.corrupt
+                    .push(format!("due entry with key {pk:?}/{sk:?}"));
             }
-            let next = match out.last_evaluated_key.filter(|k| !k.is_empty()) {
+            page.next = match out.last_evaluated_key.filter(|k| !k.is_empty()) {
                 Some(key) => Self::encode_cursor(shard, &key),
                 None if shard + 1 < self.shards => Some(Cursor(format!("{}", shard + 1))),
                 None => None,
             };
-            if ids.is_empty()
-                && registrations.is_empty()
-                && corrupt.is_empty()
-                && let Some(c) = &next
+            if page.ids.is_empty()
+                && page.registrations.is_empty()
+                && page.attempts.is_empty()
+                && page.corrupt.is_empty()
+                && let Some(c) = &page.next
             {
                 // An empty shard: go on to the next without a round trip to the caller.
                 (shard, start) = Self::decode_cursor(c)?;
                 continue;
             }
-            return Ok(DuePage {
-                ids,
-                registrations,
-                corrupt,
-                next,
-            });
+            return Ok(page);
         }
     }
 
@@ -397,44 +728,28 @@ impl Ledger for DynamoLedger {
     }
 
     async fn list_attempts(&self, id: &SubscriptionId) -> Result<Vec<ChargeAttempt>, LedgerError> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("#pk = :pk AND begins_with(#sk, :charge)")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#sk", SK)
-                .expression_attribute_values(":pk", s(sub_pk(id)))
-                .expression_attribute_values(":charge", s("CHARGE#"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| sdk_error(e, "Query attempts"))?;
-            for item in page.items.unwrap_or_default() {
-                out.push(attempt_from_item(&item)?);
-            }
-            match page.last_evaluated_key.filter(|k| !k.is_empty()) {
-                Some(k) => start = Some(k),
-                None => return Ok(out),
-            }
-        }
+        self.query_all(sub_pk(id), "CHARGE#")
+            .await?
+            .iter()
+            .map(attempt_from_item)
+            .collect()
     }
 
-    async fn claim_new(&self, attempt: &ChargeAttempt) -> Result<(), LedgerError> {
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(attempt_to_item(attempt)))
-            .condition_expression("attribute_not_exists(#pk)")
-            .expression_attribute_names("#pk", PK)
-            .send()
-            .await
-            .map_err(|e| sdk_error(e, "PutItem claim"))?;
-        Ok(())
+    async fn claim_new(
+        &self,
+        attempt: &ChargeAttempt,
+        sub_version: u64,
+    ) -> Result<(), LedgerError> {
+        self.transact(
+            vec![
+                TransactWriteItem::builder()
+                    .put(self.put_new(self.attempt_item(attempt, attempt.lease_until))?)
+                    .build(),
+                self.version_check(&attempt.subscription_id, sub_version)?,
+            ],
+            "TransactWriteItems claim",
+        )
+        .await
     }
 
     async fn take_over(
@@ -445,30 +760,41 @@ impl Ledger for DynamoLedger {
         token: &str,
         lease_until: DateTime<Utc>,
         now: DateTime<Utc>,
+        sub_version: u64,
     ) -> Result<ChargeAttempt, LedgerError> {
-        let out = self
-            .client
-            .update_item()
+        let update = Update::builder()
             .table_name(&self.table)
             .key(PK, s(sub_pk(id)))
             .key(SK, s(attempt_sk(period, attempt)))
             .update_expression(
-                "SET #state = :claimed, claim_token = :token, lease_until = :lease, updated_at = :now",
+                "SET #state = :claimed, claim_token = :token, lease_until = :lease, updated_at = :now, #dpk = :dpk, #dsk = :lease",
             )
-            .condition_expression(
-                "#state = :unknown OR (#state = :claimed AND lease_until < :now)",
-            )
+            .condition_expression("#state = :unknown OR (#state = :claimed AND lease_until < :now)")
             .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#dpk", DUE_PK)
+            .expression_attribute_names("#dsk", DUE_SK)
             .expression_attribute_values(":claimed", s(AttemptState::Claimed.as_str()))
             .expression_attribute_values(":unknown", s(AttemptState::Unknown.as_str()))
             .expression_attribute_values(":token", s(token))
             .expression_attribute_values(":lease", ts(lease_until))
             .expression_attribute_values(":now", ts(now))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await
-            .map_err(|e| sdk_error(e, "UpdateItem take over"))?;
-        attempt_from_item(&out.attributes.unwrap_or_default())
+            .expression_attribute_values(":dpk", s(due_pk(id.shard(self.shards))))
+            .build()
+            .map_err(build_error)?;
+        self.transact(
+            vec![
+                TransactWriteItem::builder().update(update).build(),
+                self.version_check(id, sub_version)?,
+            ],
+            "TransactWriteItems take over",
+        )
+        .await?;
+        // A transaction returns no item: read what was taken over.
+        self.get_attempt(id, period, attempt).await?.ok_or_else(|| {
+            LedgerError::Corrupt(format!(
+                "attempt {id}/{period}/{attempt} vanished after take-over"
+            ))
+        })
     }
 
     async fn mark_sending(
@@ -476,10 +802,10 @@ impl Ledger for DynamoLedger {
         attempt: &ChargeAttempt,
         token: &str,
         now: DateTime<Utc>,
+        sub_version: u64,
     ) -> Result<(), LedgerError> {
         let (pk, sk) = Self::attempt_key(attempt);
-        self.client
-            .update_item()
+        let update = Update::builder()
             .table_name(&self.table)
             .key(PK, s(pk))
             .key(SK, s(sk))
@@ -489,10 +815,16 @@ impl Ledger for DynamoLedger {
             .expression_attribute_values(":claimed", s(AttemptState::Claimed.as_str()))
             .expression_attribute_values(":token", s(token))
             .expression_attribute_values(":now", ts(now))
-            .send()
-            .await
-            .map_err(|e| sdk_error(e, "UpdateItem sending"))?;
-        Ok(())
+            .build()
+            .map_err(build_error)?;
+        self.transact(
+            vec![
+                TransactWriteItem::builder().update(update).build(),
+                self.version_check(&attempt.subscription_id, sub_version)?,
+            ],
+            "TransactWriteItems sending",
+        )
+        .await
     }
 
     async fn mark_unknown(
@@ -502,6 +834,7 @@ impl Ledger for DynamoLedger {
         detail: &str,
         sent: Sent,
         now: DateTime<Utc>,
+        due_at: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
         let (pk, sk) = Self::attempt_key(attempt);
         let remove = match sent {
@@ -514,15 +847,19 @@ impl Ledger for DynamoLedger {
             .key(PK, s(pk))
             .key(SK, s(sk))
             .update_expression(format!(
-                "SET #state = :unknown, fail_reason = :detail, updated_at = :now REMOVE {remove}"
+                "SET #state = :unknown, fail_reason = :detail, updated_at = :now, #dpk = :dpk, #dsk = :due REMOVE {remove}"
             ))
             .condition_expression("#state = :claimed AND claim_token = :token")
             .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#dpk", DUE_PK)
+            .expression_attribute_names("#dsk", DUE_SK)
             .expression_attribute_values(":unknown", s(AttemptState::Unknown.as_str()))
             .expression_attribute_values(":claimed", s(AttemptState::Claimed.as_str()))
             .expression_attribute_values(":token", s(token))
             .expression_attribute_values(":detail", s(detail))
             .expression_attribute_values(":now", ts(now))
+            .expression_attribute_values(":dpk", s(due_pk(attempt.subscription_id.shard(self.shards))))
+            .expression_attribute_values(":due", ts(due_at))
             .send()
             .await
             .map_err(|e| sdk_error(e, "UpdateItem unknown"))?;
@@ -538,47 +875,7 @@ impl Ledger for DynamoLedger {
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
         let (condition, guard_values) = Self::open_guard(guard, result)?;
-        let mut set = vec!["#state = :state", "updated_at = :now"];
-        let mut remove = vec!["claim_token", "lease_until"];
-        let mut values = vec![(":state", s(result.state.as_str())), (":now", ts(now))];
-        values.extend(guard_values);
-        match &result.imp_uid {
-            Some(v) => {
-                set.push("imp_uid = :imp_uid");
-                values.push((":imp_uid", s(v)));
-            }
-            None => remove.push("imp_uid"),
-        }
-        match result.paid_at {
-            Some(t) => {
-                set.push("paid_at = :paid_at");
-                values.push((":paid_at", ts(t)));
-            }
-            None => remove.push("paid_at"),
-        }
-        match &result.fail_reason {
-            Some(v) => {
-                set.push("fail_reason = :reason");
-                values.push((":reason", s(v)));
-            }
-            None => remove.push("fail_reason"),
-        }
-        let (pk, sk) = Self::attempt_key(attempt);
-        let mut update = Update::builder()
-            .table_name(&self.table)
-            .key(PK, s(pk))
-            .key(SK, s(sk))
-            .update_expression(format!(
-                "SET {} REMOVE {}",
-                set.join(", "),
-                remove.join(", ")
-            ))
-            .condition_expression(condition)
-            .expression_attribute_names("#state", "state");
-        for (k, v) in values {
-            update = update.expression_attribute_values(k, v);
-        }
-        let update = update.build().map_err(build_error)?;
+        let update = self.result_update(attempt, result, condition, guard_values, now, None)?;
         self.transact(
             vec![
                 TransactWriteItem::builder().update(update).build(),
@@ -605,12 +902,15 @@ impl Ledger for DynamoLedger {
             .key(PK, s(pk))
             .key(SK, s(sk))
             .update_expression(
-                "SET #state = :review, fail_reason = :reason, updated_at = :now REMOVE claim_token, lease_until",
+                "SET #state = :review, fail_reason = :reason, updated_at = :now, #dpk = :rpk, #dsk = :now REMOVE claim_token, lease_until",
             )
             .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#dpk", DUE_PK)
+            .expression_attribute_names("#dsk", DUE_SK)
             .expression_attribute_values(":review", s(AttemptState::NeedsReview.as_str()))
             .expression_attribute_values(":reason", s(reason))
             .expression_attribute_values(":now", ts(now))
+            .expression_attribute_values(":rpk", s(REVIEW_PK))
             .expression_attribute_values(":unknown", s(AttemptState::Unknown.as_str()))
             .expression_attribute_values(":failed", s(AttemptState::Failed.as_str()))
             .expression_attribute_values(":rejected", s(AttemptState::Rejected.as_str()));
@@ -637,16 +937,90 @@ impl Ledger for DynamoLedger {
         .await
     }
 
+    async fn resolve(
+        &self,
+        attempt: &ChargeAttempt,
+        result: &AttemptResult,
+        resolution: &Resolution,
+        next: &Subscription,
+        audit: &AuditEntry,
+    ) -> Result<(), LedgerError> {
+        let update = self.result_update(
+            attempt,
+            result,
+            "#state = :review".into(),
+            vec![(":review", s(AttemptState::NeedsReview.as_str()))],
+            resolution.at,
+            Some(resolution),
+        )?;
+        self.transact(
+            vec![
+                TransactWriteItem::builder().update(update).build(),
+                TransactWriteItem::builder()
+                    .put(self.versioned_put(next)?)
+                    .build(),
+                TransactWriteItem::builder()
+                    .put(self.put(audit_to_item(audit)))
+                    .build(),
+            ],
+            "TransactWriteItems resolve",
+        )
+        .await
+    }
+
+    async fn review_page(
+        &self,
+        limit: usize,
+        cursor: Option<&Cursor>,
+    ) -> Result<ReviewPage, LedgerError> {
+        let start = match cursor {
+            Some(c) => match Self::decode_cursor(c)? {
+                (_, Some(key)) => Some(key),
+                (_, None) => None,
+            },
+            None => None,
+        };
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(DUE_INDEX)
+            .key_condition_expression("#dpk = :review")
+            .expression_attribute_names("#dpk", DUE_PK)
+            .expression_attribute_values(":review", s(REVIEW_PK))
+            .projection_expression("#pk, #sk")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .limit(i32::try_from(limit.clamp(1, 1000)).unwrap_or(100))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, "Query review"))?;
+        let mut page = ReviewPage::default();
+        for entry in out.items.unwrap_or_default() {
+            let r = item::Reader::new(&entry, "review entry");
+            let (pk, sk) = (r.str(PK)?, r.str(SK)?);
+            page.attempts.push(
+                attempt_key_from(&pk, &sk)
+                    .ok_or_else(|| LedgerError::Corrupt(format!("review entry {pk:?}/{sk:?}")))?,
+            );
+        }
+        page.next = out
+            .last_evaluated_key
+            .filter(|k| !k.is_empty())
+            .and_then(|k| Self::encode_cursor(0, &k));
+        Ok(page)
+    }
+
     async fn record_refund(
         &self,
         attempt: &ChargeAttempt,
         refunded: i64,
         now: DateTime<Utc>,
+        audit: Option<&AuditEntry>,
     ) -> Result<bool, LedgerError> {
         let (pk, sk) = Self::attempt_key(attempt);
-        let result = self
-            .client
-            .update_item()
+        let update = Update::builder()
             .table_name(&self.table)
             .key(PK, s(pk))
             .key(SK, s(sk))
@@ -657,12 +1031,118 @@ impl Ledger for DynamoLedger {
             .expression_attribute_names("#pk", PK)
             .expression_attribute_values(":r", n(refunded))
             .expression_attribute_values(":now", ts(now))
+            .build()
+            .map_err(build_error)?;
+        let mut items = vec![TransactWriteItem::builder().update(update).build()];
+        if let Some(audit) = audit {
+            items.push(
+                TransactWriteItem::builder()
+                    .put(self.put(audit_to_item(audit)))
+                    .build(),
+            );
+        }
+        match self.transact(items, "TransactWriteItems refund").await {
+            Ok(()) => Ok(true),
+            Err(LedgerError::Conflict(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn begin_request(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+    ) -> Result<RequestState, LedgerError> {
+        let mut item = Item::new();
+        item.insert(PK.into(), s(idempotency_pk(key)));
+        item.insert(SK.into(), s(META));
+        item.insert("type".into(), s("idempotency_key"));
+        item.insert("fingerprint".into(), s(fingerprint));
+        item.insert("state".into(), s("in_progress"));
+        item.insert("started_at".into(), ts(now));
+        item.insert(TTL_ATTRIBUTE.into(), ts(now + IDEMPOTENCY_TTL));
+        let written = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(
+                "attribute_not_exists(#pk) OR #ttl < :now OR (#state = :in_progress AND fingerprint = :fp AND started_at < :stale)",
+            )
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":now", ts(now))
+            .expression_attribute_values(":in_progress", s("in_progress"))
+            .expression_attribute_values(":fp", s(fingerprint))
+            .expression_attribute_values(":stale", ts(now - IDEMPOTENCY_STALE))
             .send()
             .await
-            .map_err(|e| sdk_error(e, "UpdateItem refund"));
-        match result {
-            Ok(_) => Ok(true),
-            Err(LedgerError::Conflict(_)) => Ok(false),
+            .map_err(|e| sdk_error(e, "PutItem idempotency key"));
+        match written {
+            Ok(_) => return Ok(RequestState::Fresh),
+            Err(LedgerError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let Some(stored) = self.get(idempotency_pk(key), META).await? else {
+            // Expired and deleted in between: a retry will take it.
+            return Ok(RequestState::InProgress);
+        };
+        let r = item::Reader::new(&stored, "idempotency key");
+        if r.str("fingerprint")? != fingerprint {
+            return Ok(RequestState::Mismatch);
+        }
+        if r.str("state")? == "done" {
+            return Ok(RequestState::Replay(StoredResponse {
+                status: u16::try_from(r.i64("status")?)
+                    .map_err(|_| LedgerError::Corrupt("idempotency status".into()))?,
+                body: r.str("body")?,
+            }));
+        }
+        Ok(RequestState::InProgress)
+    }
+
+    async fn finish_request(
+        &self,
+        key: &str,
+        response: &StoredResponse,
+        _now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(idempotency_pk(key)))
+            .key(SK, s(META))
+            .update_expression("SET #state = :done, #status = :status, body = :body")
+            .condition_expression("#state = :in_progress")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":done", s("done"))
+            .expression_attribute_values(":in_progress", s("in_progress"))
+            .expression_attribute_values(":status", n(response.status))
+            .expression_attribute_values(":body", s(&response.body))
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, "UpdateItem idempotency key"))?;
+        Ok(())
+    }
+
+    async fn abandon_request(&self, key: &str) -> Result<(), LedgerError> {
+        let deleted = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(PK, s(idempotency_pk(key)))
+            .key(SK, s(META))
+            .condition_expression("#state = :in_progress")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":in_progress", s("in_progress"))
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, "DeleteItem idempotency key"));
+        match deleted {
+            Ok(_) | Err(LedgerError::Conflict(_)) => Ok(()),
             Err(e) => Err(e),
         }
     }

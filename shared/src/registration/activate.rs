@@ -1,0 +1,533 @@
+//! The checks every completion path shares, and what a verified issuance
+//! becomes: a new subscription (once; one live subscription per user and
+//! plan unless configured otherwise), or a new card for an existing one.
+
+use chrono::{DateTime, Utc};
+use tracing::{error, info, warn};
+
+use super::{CALLBACK_RESERVE, CallbackOutcome, FailureReason, FirstCharge, unavailable};
+use crate::billing::changes::key_replaced;
+use crate::billing::{
+    Anchor, AttemptState, AuditEntry, ChargeAttempt, Event, Fact, Issuance, KeyInfo, Registration,
+    RegistrationStatus, Subscription, SubscriptionStatus, issuance,
+};
+use crate::charging::{self, BillingRun, Outcome};
+use crate::config::pg_provider_of;
+use crate::engine::{Budget, Engine};
+use crate::gateway::{BillingKey, PaymentGateway, RefundRequest};
+use crate::ledger::{Activation, Ledger, LedgerError};
+
+/// A verified issuance: what the window took, the key, and what the amount means.
+struct Verified {
+    paid: i64,
+    key: BillingKey,
+    issued: Issuance,
+}
+
+/// Completes a pending registration whose issuance payment is `imp_uid`.
+pub(super) async fn verified<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    reg: &Registration,
+    imp_uid: &str,
+    budget: Budget,
+) -> CallbackOutcome {
+    let v = match verify_issuance(engine, reg, imp_uid, budget).await {
+        Ok(v) => v,
+        Err(refused) => return refused,
+    };
+    if reg.replaces_key {
+        Box::pin(replace_key(engine, reg, imp_uid, v, budget)).await
+    } else {
+        subscribe(engine, reg, imp_uid, v, budget).await
+    }
+}
+
+/// The same redirect again (refresh, back button, second tab) answers the
+/// same: active, waiting for a person, or refused.
+pub(super) async fn revisited<L: Ledger, G>(
+    engine: &Engine<L, G>,
+    reg: &Registration,
+    imp_uid: &str,
+) -> CallbackOutcome {
+    match reg.status {
+        RegistrationStatus::Completed if reg.imp_uid.as_deref() == Some(imp_uid) => {
+            match engine.ledger.get_subscription(&reg.subscription_id).await {
+                Ok(Some(sub)) if sub.status == SubscriptionStatus::NeedsReview => {
+                    CallbackOutcome::Failed(FailureReason::NeedsReview)
+                }
+                Ok(_) => CallbackOutcome::Active {
+                    subscription_id: reg.subscription_id.to_string(),
+                    first_charge: None,
+                },
+                Err(e) => unavailable("store", &e),
+            }
+        }
+        RegistrationStatus::Refused => CallbackOutcome::Failed(FailureReason::AlreadySubscribed),
+        // The transaction failed for another reason: the next try may pass.
+        RegistrationStatus::Pending => CallbackOutcome::Failed(FailureReason::Unavailable),
+        RegistrationStatus::Completed => {
+            warn!("completed registration revisited with another imp_uid");
+            CallbackOutcome::Failed(FailureReason::PaymentMismatch)
+        }
+    }
+}
+
+/// The issuance payment `imp_uid` must be this registration's (merchant_uid
+/// and customer_uid, not failed) and the billing key must exist with the
+/// configured PG. A payment under this registration's `merchant_uid` that
+/// took money is never refused outright: it is recorded for a person.
+async fn verify_issuance<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    reg: &Registration,
+    imp_uid: &str,
+    budget: Budget,
+) -> Result<Verified, CallbackOutcome> {
+    let failed = |reason| Err(CallbackOutcome::Failed(reason));
+    let payment = match budget
+        .run(CALLBACK_RESERVE, engine.gateway.payment(imp_uid))
+        .await
+    {
+        None => return Err(unavailable("i'mport (out of time)", &"budget spent")),
+        Some(Ok(p)) => p,
+        Some(Err(e)) if e.is_not_found() => return failed(FailureReason::PaymentMismatch),
+        Some(Err(e)) => return Err(unavailable("i'mport", &e)),
+    };
+    if payment.merchant_uid != reg.merchant_uid {
+        warn!(payment_merchant_uid = %payment.merchant_uid, "imp_uid belongs to another order");
+        return failed(FailureReason::PaymentMismatch);
+    }
+    let took_money = payment.status == crate::billing::RecordStatus::Paid && payment.amount > 0;
+    let unverified = |why: &str| -> Result<Verified, CallbackOutcome> {
+        if took_money {
+            let reason = format!(
+                "issuance payment {} took {} KRW but {why}; refund it or accept it",
+                payment.imp_uid, payment.amount
+            );
+            return Ok(Verified {
+                paid: payment.amount,
+                key: BillingKey {
+                    customer_uid: reg.customer_uid.clone(),
+                    pg_provider: pg_provider_of(&reg.pg).to_owned(),
+                    pg_id: None,
+                    card_name: None,
+                    card_number: None,
+                    inserted: 0,
+                },
+                issued: Issuance::Review { reason },
+            });
+        }
+        Err(CallbackOutcome::Failed(FailureReason::PaymentMismatch))
+    };
+    if payment.customer_uid.as_deref() != Some(reg.customer_uid.as_str()) {
+        warn!("issuance payment names another customer_uid");
+        return unverified("it was issued for another customer_uid");
+    }
+    let issued = issuance(&payment, reg.plan.amount, engine.now());
+    if issued == Issuance::Failed {
+        info!(
+            status = payment.status.as_str(),
+            "issuance did not succeed at i'mport"
+        );
+        return failed(FailureReason::PaymentFailed);
+    }
+    let key = match budget
+        .run(
+            CALLBACK_RESERVE,
+            engine.gateway.billing_key(&reg.customer_uid),
+        )
+        .await
+    {
+        None => return Err(unavailable("i'mport (out of time)", &"budget spent")),
+        Some(Ok(k)) => k,
+        Some(Err(e)) if e.is_not_found() => {
+            return unverified("i'mport has no billing key for it")
+                .map_err(|_| CallbackOutcome::Failed(FailureReason::KeyNotIssued));
+        }
+        Some(Err(e)) => return Err(unavailable("i'mport", &e)),
+    };
+    if key.customer_uid != reg.customer_uid || key.pg_provider != pg_provider_of(&reg.pg) {
+        warn!(pg_provider = %key.pg_provider, expected = pg_provider_of(&reg.pg), "billing key from another PG");
+        return unverified("its billing key is from another PG")
+            .map_err(|_| CallbackOutcome::Failed(FailureReason::KeyNotIssued));
+    }
+    Ok(Verified {
+        paid: payment.amount,
+        key,
+        issued,
+    })
+}
+
+fn key_info(key: &BillingKey, now: DateTime<Utc>) -> KeyInfo {
+    KeyInfo {
+        pg_provider: key.pg_provider.clone(),
+        pg_id: key.pg_id.clone(),
+        card_name: key.card_name.clone(),
+        card_number: key.card_number.clone(),
+        inserted_at: DateTime::from_timestamp(key.inserted, 0)
+            .filter(|_| key.inserted > 0)
+            .unwrap_or(now),
+    }
+}
+
+/// A new subscription: the subscription, the completed registration and
+/// (when the window took money) the first period's attempt, in one
+/// transaction, taking the user's lock on the plan; then the first charge,
+/// if configured and there is time.
+async fn subscribe<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    reg: &Registration,
+    imp_uid: &str,
+    v: Verified,
+    budget: Budget,
+) -> CallbackOutcome {
+    let now = engine.now();
+    let (sub, first_attempt) = activation(reg, &v.key, &v.issued, imp_uid, v.paid, now);
+    let plan_lock = !engine.settings.allow_multiple_subscriptions
+        && sub.status != SubscriptionStatus::NeedsReview;
+    let activation_of = |sub, first_attempt, plan_lock| Activation {
+        reg,
+        sub,
+        imp_uid,
+        first_attempt,
+        plan_lock,
+    };
+    match engine
+        .ledger
+        .activate(&activation_of(&sub, first_attempt.as_ref(), plan_lock))
+        .await
+    {
+        Ok(()) => {
+            info!(subscription_id = %sub.id, status = sub.status.as_str(), "subscription activated")
+        }
+        Err(LedgerError::Conflict(_)) => {
+            return Box::pin(after_conflict(engine, reg, imp_uid, &v, budget)).await;
+        }
+        Err(e) => return unavailable("store", &e),
+    }
+    finish(engine, &sub, v.issued, budget).await
+}
+
+/// Why an activation did not go through: another tab (or the webhook, or
+/// the sweep) won, or the user already has a live subscription to the plan.
+async fn after_conflict<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    reg: &Registration,
+    imp_uid: &str,
+    v: &Verified,
+    budget: Budget,
+) -> CallbackOutcome {
+    let stored = match engine.ledger.get_registration(&reg.merchant_uid).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return CallbackOutcome::Failed(FailureReason::UnknownRegistration),
+        Err(e) => return unavailable("store", &e),
+    };
+    if stored.status != RegistrationStatus::Pending {
+        return revisited(engine, &stored, imp_uid).await;
+    }
+    let held = match engine.ledger.user_items(&reg.user_id).await {
+        Ok(items) => items
+            .locks
+            .into_iter()
+            .find(|(plan, id)| plan == &reg.plan.name && id != &reg.subscription_id),
+        Err(e) => return unavailable("store", &e),
+    };
+    let Some((_, holder)) = held else {
+        return CallbackOutcome::Failed(FailureReason::Unavailable);
+    };
+    if v.paid > 0 {
+        // Money was taken: never refused silently. The subscription is
+        // recorded for a person (refund it or keep it), without the lock.
+        let now = engine.now();
+        let reason = Issuance::Review {
+            reason: format!(
+                "the user already has subscription {holder} to this plan, and this sign-up's window took {} KRW; refund it or accept it",
+                v.paid
+            ),
+        };
+        let (sub, first) = activation(reg, &v.key, &reason, imp_uid, v.paid, now);
+        return match engine
+            .ledger
+            .activate(&Activation {
+                reg,
+                sub: &sub,
+                imp_uid,
+                first_attempt: first.as_ref(),
+                plan_lock: false,
+            })
+            .await
+        {
+            Ok(()) => finish(engine, &sub, reason, budget).await,
+            Err(e) => unavailable("store", &e),
+        };
+    }
+    info!(subscription_id = %holder, "the user already has a live subscription to this plan; sign-up refused");
+    if let Err(e) = engine.ledger.refuse_registration(reg, engine.now()).await
+        && !e.is_conflict()
+    {
+        return unavailable("store", &e);
+    }
+    if let Err(e) = engine.gateway.delete_billing_key(&reg.customer_uid).await {
+        warn!(error = %e, "could not delete the refused sign-up's billing key");
+    }
+    CallbackOutcome::Failed(FailureReason::AlreadySubscribed)
+}
+
+async fn finish<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+    issued: Issuance,
+    budget: Budget,
+) -> CallbackOutcome {
+    let first_charge = match issued {
+        Issuance::Review { reason } => {
+            error!(subscription_id = %sub.id, %reason, "needs review: sign-up payment");
+            return CallbackOutcome::Failed(FailureReason::NeedsReview);
+        }
+        Issuance::FirstPeriodPaid { .. } => Some(FirstCharge::Paid),
+        Issuance::KeyOnly if engine.settings.charge_on_signup => {
+            Some(first_charge(engine, sub, "signup", budget).await)
+        }
+        Issuance::KeyOnly | Issuance::Failed => None,
+    };
+    CallbackOutcome::Active {
+        subscription_id: sub.id.to_string(),
+        first_charge,
+    }
+}
+
+/// A new card for an existing subscription: the key is swapped once verified
+/// (versioned, audited), the old key deleted at the gateway, and a
+/// subscription behind on payment charged again at once.
+async fn replace_key<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    reg: &Registration,
+    imp_uid: &str,
+    v: Verified,
+    budget: Budget,
+) -> CallbackOutcome {
+    for _ in 0..3 {
+        let now = engine.now();
+        let sub = match engine.ledger.get_subscription(&reg.subscription_id).await {
+            Ok(Some(sub)) => sub,
+            Ok(None) => return CallbackOutcome::Failed(FailureReason::UnknownRegistration),
+            Err(e) => return unavailable("store", &e),
+        };
+        let current = match engine
+            .ledger
+            .get_attempt(&sub.id, &sub.current_period(), sub.attempt)
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => return unavailable("store", &e),
+        };
+        let (next, charge_now) = match key_replaced(
+            &sub,
+            &reg.customer_uid,
+            key_info(&v.key, now),
+            current.as_ref(),
+            now,
+        ) {
+            Ok(changed) => changed,
+            Err(why) => {
+                info!(%why, "a new card for a subscription that takes none");
+                let _ = engine.ledger.refuse_registration(reg, now).await;
+                let _ = engine.gateway.delete_billing_key(&reg.customer_uid).await;
+                return CallbackOutcome::Failed(FailureReason::SubscriptionEnded);
+            }
+        };
+        let audit = AuditEntry {
+            subscription_id: sub.id.clone(),
+            at: now,
+            actor: "customer (payment window)".into(),
+            action: "payment_method".into(),
+            detail: format!(
+                "billing key replaced ({} {}); charged again now: {charge_now}",
+                v.key.pg_provider,
+                v.key.card_number.as_deref().unwrap_or("no card number")
+            ),
+        };
+        match engine.ledger.replace_key(reg, &next, imp_uid, &audit).await {
+            Ok(()) => {}
+            Err(LedgerError::Conflict(_)) => {
+                match engine.ledger.get_registration(&reg.merchant_uid).await {
+                    Ok(Some(r)) if r.status != RegistrationStatus::Pending => {
+                        return revisited(engine, &r, imp_uid).await;
+                    }
+                    Ok(_) => continue, // the subscription changed meanwhile: read it again
+                    Err(e) => return unavailable("store", &e),
+                }
+            }
+            Err(e) => return unavailable("store", &e),
+        }
+        info!(subscription_id = %sub.id, "billing key replaced");
+        if sub.customer_uid != reg.customer_uid
+            && let Err(e) = engine.gateway.delete_billing_key(&sub.customer_uid).await
+            && !e.is_not_found()
+        {
+            warn!(error = %e, "the old billing key could not be deleted at the gateway");
+        }
+        if v.paid > 0 {
+            refund_window_payment(engine, imp_uid, v.paid).await;
+        }
+        let first_charge = if charge_now {
+            Some(first_charge(engine, &next, "card", budget).await)
+        } else {
+            None
+        };
+        return CallbackOutcome::Active {
+            subscription_id: sub.id.to_string(),
+            first_charge,
+        };
+    }
+    CallbackOutcome::Failed(FailureReason::Unavailable)
+}
+
+/// A card-replacement window is opened for 0 KRW; money it took anyway is
+/// refunded at once (and left for a person if that fails).
+async fn refund_window_payment<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    imp_uid: &str,
+    amount: i64,
+) {
+    let request = RefundRequest {
+        imp_uid: imp_uid.to_owned(),
+        amount: None,
+        checksum: Some(amount),
+        reason: "card replacement windows take no money".into(),
+    };
+    match engine.gateway.refund(&request).await {
+        Ok(_) => info!(imp_uid, amount, "card replacement payment refunded"),
+        Err(e) => {
+            error!(imp_uid, amount, error = %e, "needs review: a card replacement took money and the refund failed")
+        }
+    }
+}
+
+/// The new subscription and, when the window took money, its first
+/// period's attempt (paid, or waiting for a person).
+fn activation(
+    reg: &Registration,
+    key: &BillingKey,
+    issued: &Issuance,
+    imp_uid: &str,
+    paid_amount: i64,
+    now: DateTime<Utc>,
+) -> (Subscription, Option<ChargeAttempt>) {
+    let anchor = Anchor::from_instant(now);
+    let mut sub = Subscription {
+        id: reg.subscription_id.clone(),
+        user_id: reg.user_id.clone(),
+        customer_uid: reg.customer_uid.clone(),
+        pg: reg.pg.clone(),
+        plan: reg.plan.clone(),
+        buyer: reg.buyer.clone(),
+        status: SubscriptionStatus::Pending
+            .apply(Event::KeyVerified)
+            .unwrap_or(SubscriptionStatus::Active),
+        anchor,
+        period_index: 0,
+        attempt: 1,
+        next_charge_at: now,
+        paid_through: None,
+        key: key_info(key, now),
+        version: 1,
+        created_at: now,
+        updated_at: now,
+        cancel_at_period_end: false,
+        pending_plan: None,
+        ended_at: None,
+        cancel_reason: None,
+        review_from: None,
+    };
+    let attempt = |state, amount, paid_at, reason: Option<&str>| ChargeAttempt {
+        subscription_id: reg.subscription_id.clone(),
+        period: anchor.period_id(0),
+        attempt: 1,
+        merchant_uid: reg.merchant_uid.clone(),
+        amount,
+        state,
+        claim_token: None,
+        lease_until: None,
+        sent_at: Some(now),
+        imp_uid: Some(imp_uid.to_owned()),
+        paid_at,
+        fail_reason: reason.map(str::to_owned),
+        refunded: 0,
+        resolution: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let first = match issued {
+        Issuance::FirstPeriodPaid { paid_at, .. } => {
+            sub.paid_through = Some(anchor.period_id(0));
+            sub.period_index = 1;
+            sub.next_charge_at = anchor.period_start(1);
+            Some(attempt(
+                AttemptState::Paid,
+                reg.plan.amount,
+                Some(*paid_at),
+                None,
+            ))
+        }
+        Issuance::Review { reason } => {
+            if let Ok(status) = sub.status.apply(Event::FlagReview) {
+                sub.review_from = Some(sub.status);
+                sub.status = status;
+            }
+            Some(attempt(
+                AttemptState::NeedsReview,
+                paid_amount,
+                None,
+                Some(reason),
+            ))
+        }
+        Issuance::KeyOnly | Issuance::Failed => None,
+    };
+    (sub, first)
+}
+
+/// The first charge of a new subscription (or of one retried with a new
+/// card), if there is time for it; otherwise the next scheduled run charges
+/// the (active, due) subscription.
+async fn first_charge<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+    why: &str,
+    budget: Budget,
+) -> FirstCharge {
+    if !budget.allows(engine.settings.gateway_timeout, CALLBACK_RESERVE) {
+        info!("no time left for the first charge; the scheduled run charges it");
+        return FirstCharge::Pending;
+    }
+    let run = BillingRun {
+        billing_time: engine.now(),
+        run_id: format!("{why}-{}", sub.id),
+    };
+    match budget
+        .run(
+            CALLBACK_RESERVE,
+            // Boxed: the charge's future is large, and it sits under every
+            // path of a sign-up (a debug build overflowed the stack).
+            Box::pin(charging::charge_one(engine, &sub.id, &run)),
+        )
+        .await
+    {
+        Some(Ok(Outcome::Charged { .. }))
+        | Some(Ok(Outcome::Reconciled {
+            fact: Fact::Paid { .. },
+        })) => FirstCharge::Paid,
+        Some(Ok(Outcome::Declined { .. } | Outcome::Rejected { .. })) => FirstCharge::Declined,
+        Some(Ok(other)) => {
+            info!(?other, "charge left to the scheduled run");
+            FirstCharge::Pending
+        }
+        Some(Err(e)) => {
+            warn!(error = %e, "charge failed; the scheduled run will retry");
+            FirstCharge::Pending
+        }
+        None => {
+            warn!("charge cut short by the deadline; the scheduled run settles it");
+            FirstCharge::Pending
+        }
+    }
+}

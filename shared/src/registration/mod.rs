@@ -1,0 +1,393 @@
+//! Flow 1: billing-key registration. `prepare` is called by the merchant's
+//! backend (a new subscription) and by the management API (a new card for
+//! an existing one); a registration is completed from i'mport's records by
+//! the browser's redirect (`complete`), i'mport's webhook, or the charge
+//! run's sweep (`complete_from_gateway`), all with the same checks
+//! (`activate`). Nothing is believed until i'mport confirms it.
+
+mod activate;
+mod callback;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+pub use callback::{CallbackOutcome, CallbackParams, FailureReason, FirstCharge, parse_callback};
+
+use crate::billing::{
+    Buyer, MerchantUid, Plan, Registration, RegistrationStatus, Subscription, SubscriptionId,
+};
+use crate::engine::{Budget, Engine};
+use crate::gateway::PaymentGateway;
+use crate::ledger::{Ledger, LedgerError};
+use crate::secret::Pii;
+
+/// What the merchant's backend sends to `POST /billing/prepare`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrepareRequest {
+    /// The merchant's own user id.
+    pub user_id: String,
+    #[serde(default)]
+    pub plan: Option<PlanInput>,
+    #[serde(default)]
+    pub buyer: Option<BuyerInput>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanInput {
+    pub amount: i64,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuyerInput {
+    pub name: Option<Pii>,
+    pub email: Option<Pii>,
+    pub tel: Option<Pii>,
+}
+
+/// The parameters for `IMP.request_pay`, returned to the merchant's backend.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RequestPayParams {
+    pub pg: String,
+    pub pay_method: &'static str,
+    pub merchant_uid: String,
+    pub customer_uid: String,
+    pub name: String,
+    /// Display only: issuing a billing key charges nothing.
+    pub amount: i64,
+    pub m_redirect_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buyer_name: Option<Pii>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buyer_email: Option<Pii>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buyer_tel: Option<Pii>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Prepared {
+    pub subscription_id: String,
+    pub request_pay: RequestPayParams,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("CALLBACK_URL is not configured")]
+    NotConfigured,
+    /// One live subscription per user and plan (unless configured otherwise).
+    #[error("the user already has subscription {subscription_id} to this plan")]
+    AlreadySubscribed { subscription_id: String },
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+fn check_len(field: &str, value: &str, max: usize) -> Result<(), PrepareError> {
+    let n = value.chars().count();
+    if n == 0 || n > max {
+        return Err(PrepareError::Invalid(format!(
+            "{field} must have 1 to {max} characters"
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(PrepareError::Invalid(format!(
+            "{field} contains control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// How long after `prepare` the charge run looks a still-pending
+/// registration up at the gateway (the browser should be back long before).
+pub const SWEEP_AFTER: chrono::Duration = chrono::Duration::minutes(30);
+
+fn request_pay(reg: &Registration, callback: &str) -> Prepared {
+    Prepared {
+        subscription_id: reg.subscription_id.to_string(),
+        request_pay: RequestPayParams {
+            pg: reg.pg.clone(),
+            pay_method: "trans",
+            merchant_uid: reg.merchant_uid.clone(),
+            customer_uid: reg.customer_uid.clone(),
+            name: reg.plan.name.clone(),
+            amount: 0,
+            m_redirect_url: callback.to_owned(),
+            buyer_name: reg.buyer.name.clone(),
+            buyer_email: reg.buyer.email.clone(),
+            buyer_tel: reg.buyer.tel.clone(),
+        },
+    }
+}
+
+fn validated_plan(input: Option<PlanInput>, default: &Plan) -> Result<Plan, PrepareError> {
+    let Some(p) = input else {
+        return Ok(default.clone());
+    };
+    check_len("plan.name", &p.name, 40)?;
+    if !(100..=10_000_000).contains(&p.amount) {
+        return Err(PrepareError::Invalid(
+            "plan.amount must be a whole KRW amount from 100 to 10,000,000".into(),
+        ));
+    }
+    Ok(Plan {
+        amount: p.amount,
+        name: p.name,
+    })
+}
+
+fn validated_buyer(input: Option<BuyerInput>) -> Result<Buyer, PrepareError> {
+    let buyer = input.unwrap_or_default();
+    // i'mport's documented limits.
+    if let Some(v) = &buyer.name {
+        check_len("buyer.name", v.expose(), 16)?;
+    }
+    if let Some(v) = &buyer.email {
+        check_len("buyer.email", v.expose(), 64)?;
+        if !v.expose().contains('@') {
+            return Err(PrepareError::Invalid(
+                "buyer.email is not an e-mail address".into(),
+            ));
+        }
+    }
+    if let Some(v) = &buyer.tel {
+        check_len("buyer.tel", v.expose(), 16)?;
+    }
+    Ok(Buyer {
+        name: buyer.name,
+        email: buyer.email,
+        tel: buyer.tel,
+    })
+}
+
+/// Creates a pending registration with a server-generated `customer_uid`
+/// and issuance `merchant_uid`, and returns the `IMP.request_pay` parameters.
+/// One live subscription per user and plan unless configured otherwise: a
+/// user who has one gets `AlreadySubscribed`, and a second `prepare` while
+/// one is pending returns the pending one.
+#[tracing::instrument(skip(engine, request), fields(subscription_id))]
+pub async fn prepare<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    request: PrepareRequest,
+) -> Result<Prepared, PrepareError> {
+    let now = engine.now();
+    let settings = &engine.settings;
+    let callback = settings
+        .callback_url
+        .as_ref()
+        .ok_or(PrepareError::NotConfigured)?;
+    check_len("user_id", &request.user_id, 128)?;
+    let plan = validated_plan(request.plan, &settings.default_plan)?;
+    let buyer = validated_buyer(request.buyer)?;
+    if !settings.allow_multiple_subscriptions
+        && let Some(existing) = existing_sign_up(engine, &request.user_id, &plan).await?
+    {
+        return match existing {
+            Existing::Live(id) => Err(PrepareError::AlreadySubscribed {
+                subscription_id: id.to_string(),
+            }),
+            Existing::Pending(reg) => {
+                info!(merchant_uid = %reg.merchant_uid, "a sign-up for this plan is pending: returning it");
+                Ok(request_pay(&reg, callback))
+            }
+        };
+    }
+    let subscription_id = engine.new_subscription_id();
+    tracing::Span::current().record("subscription_id", subscription_id.as_str());
+    let reg = Registration {
+        merchant_uid: MerchantUid::issuance(&subscription_id),
+        subscription_id,
+        customer_uid: engine.new_customer_uid(),
+        user_id: request.user_id,
+        plan,
+        pg: settings.pg.clone(),
+        buyer,
+        status: RegistrationStatus::Pending,
+        created_at: now,
+        expires_at: chrono::Duration::from_std(settings.registration_ttl)
+            .ok()
+            .map(|ttl| now + ttl),
+        imp_uid: None,
+        sweep_at: Some(now + SWEEP_AFTER),
+        replaces_key: false,
+    };
+    engine.ledger.put_registration(&reg).await?;
+    info!(merchant_uid = %reg.merchant_uid, "registration prepared");
+    Ok(request_pay(&reg, callback))
+}
+
+enum Existing {
+    Live(SubscriptionId),
+    Pending(Box<Registration>),
+}
+
+/// The user's live subscription to `plan` (its lock), or a pending,
+/// unexpired sign-up for it.
+async fn existing_sign_up<L: Ledger, G>(
+    engine: &Engine<L, G>,
+    user_id: &str,
+    plan: &Plan,
+) -> Result<Option<Existing>, LedgerError> {
+    let items = engine.ledger.user_items(user_id).await?;
+    if let Some((_, id)) = items.locks.iter().find(|(name, _)| name == &plan.name) {
+        return Ok(Some(Existing::Live(id.clone())));
+    }
+    let now = engine.now();
+    for uid in items.registrations.iter().rev() {
+        if let Some(reg) = engine.ledger.get_registration(uid).await?
+            && reg.status == RegistrationStatus::Pending
+            && !reg.replaces_key
+            && reg.plan == *plan
+            && reg.expires_at.is_none_or(|t| t > now)
+        {
+            return Ok(Some(Existing::Pending(Box::new(reg))));
+        }
+    }
+    Ok(None)
+}
+
+/// A registration for a new card of subscription `sub` (the management
+/// API's `payment-method`): a new server-generated `customer_uid`; once the
+/// window is finished and verified, the key is swapped and the old one
+/// deleted at the gateway.
+pub async fn prepare_key_replacement<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+) -> Result<Prepared, PrepareError> {
+    let now = engine.now();
+    let settings = &engine.settings;
+    let callback = settings
+        .callback_url
+        .as_ref()
+        .ok_or(PrepareError::NotConfigured)?;
+    let reg = Registration {
+        merchant_uid: MerchantUid::key_replacement(&sub.id, &engine.new_nonce()),
+        subscription_id: sub.id.clone(),
+        customer_uid: engine.new_customer_uid(),
+        user_id: sub.user_id.clone(),
+        plan: sub.plan.clone(),
+        pg: settings.pg.clone(),
+        buyer: sub.buyer.clone(),
+        status: RegistrationStatus::Pending,
+        created_at: now,
+        expires_at: chrono::Duration::from_std(settings.registration_ttl)
+            .ok()
+            .map(|ttl| now + ttl),
+        imp_uid: None,
+        sweep_at: Some(now + SWEEP_AFTER),
+        replaces_key: true,
+    };
+    engine.ledger.put_registration(&reg).await?;
+    info!(merchant_uid = %reg.merchant_uid, subscription_id = %sub.id, "card replacement prepared");
+    Ok(request_pay(&reg, callback))
+}
+
+fn unavailable(what: &str, e: &dyn std::fmt::Display) -> CallbackOutcome {
+    warn!(error = %e, "{what} unavailable during callback");
+    CallbackOutcome::Failed(FailureReason::Unavailable)
+}
+
+/// What the callback keeps back from its budget for the writes and the
+/// redirect after its last gateway call.
+const CALLBACK_RESERVE: Duration = Duration::from_secs(2);
+
+/// Verifies a redirect at the gateway and, if everything matches, activates
+/// the subscription (once), optionally charging the first period. Every
+/// gateway call is cut to what is left of `budget`, so the browser always
+/// gets its redirect before the function's deadline.
+#[tracing::instrument(skip(engine, params, budget), fields(merchant_uid = %params.merchant_uid, imp_uid = ?params.imp_uid))]
+pub async fn complete<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    params: &CallbackParams,
+    budget: Budget,
+) -> CallbackOutcome {
+    let Some(MerchantUid::Issuance { .. }) = MerchantUid::parse(&params.merchant_uid) else {
+        info!("callback for a merchant_uid that is not one of our registrations");
+        return CallbackOutcome::Failed(FailureReason::UnknownRegistration);
+    };
+    let reg = match engine.ledger.get_registration(&params.merchant_uid).await {
+        Ok(Some(reg)) => reg,
+        Ok(None) => return CallbackOutcome::Failed(FailureReason::UnknownRegistration),
+        Err(e) => return unavailable("store", &e),
+    };
+    let Some(imp_uid) = params.imp_uid.as_deref() else {
+        info!(error_code = ?params.error_code, "payment window reported no payment");
+        return CallbackOutcome::Failed(FailureReason::PaymentFailed);
+    };
+    if reg.status != RegistrationStatus::Pending {
+        return activate::revisited(engine, &reg, imp_uid).await;
+    }
+    if !params.claimed_success.unwrap_or(true) {
+        info!("the browser reports a failure; checking at the gateway all the same");
+    }
+    activate::verified(engine, &reg, imp_uid, budget).await
+}
+
+/// What a look at a pending registration did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Swept {
+    /// Activated now (the browser never came back, or a webhook came first).
+    Completed(CallbackOutcome),
+    /// Already completed, or no longer there: nothing to do.
+    Done,
+    /// The gateway has nothing under the issuance uid yet (the window was
+    /// never finished): it expires on its own.
+    NothingYet,
+    /// The gateway's records refuse it (another payment, a failed window,
+    /// no key): nothing activated.
+    Refused(FailureReason),
+    /// The gateway or the ledger could not be read; the next run tries again.
+    Unclear,
+}
+
+/// Completes a pending registration from the gateway's records, without the
+/// browser: the charge run's sweep (`imp_uid` unknown: looked up by the
+/// issuance uid) and the webhook (`imp_uid` named by the notice) use it. The
+/// checks are the callback's.
+#[tracing::instrument(skip(engine, budget))]
+pub async fn complete_from_gateway<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    merchant_uid: &str,
+    imp_uid: Option<&str>,
+    budget: Budget,
+) -> Swept {
+    let reg = match engine.ledger.get_registration(merchant_uid).await {
+        Ok(Some(reg)) if reg.status == RegistrationStatus::Pending => reg,
+        Ok(_) => return Swept::Done,
+        Err(e) => {
+            warn!(error = %e, "registration unreadable");
+            return Swept::Unclear;
+        }
+    };
+    let imp_uid = match imp_uid {
+        Some(imp_uid) => imp_uid.to_owned(),
+        None => match budget
+            .run(CALLBACK_RESERVE, engine.gateway.find_payment(merchant_uid))
+            .await
+        {
+            Some(Ok(p)) => p.imp_uid,
+            Some(Err(e)) if e.is_not_found() => return Swept::NothingYet,
+            Some(Err(e)) => {
+                warn!(error = %e, "issuance lookup failed");
+                return Swept::Unclear;
+            }
+            None => return Swept::Unclear,
+        },
+    };
+    match activate::verified(engine, &reg, &imp_uid, budget).await {
+        CallbackOutcome::Failed(FailureReason::Unavailable) => Swept::Unclear,
+        CallbackOutcome::Failed(FailureReason::NeedsReview) => {
+            Swept::Completed(CallbackOutcome::Failed(FailureReason::NeedsReview))
+        }
+        CallbackOutcome::Failed(reason) => Swept::Refused(reason),
+        active => {
+            info!("sign-up completed without the browser");
+            Swept::Completed(active)
+        }
+    }
+}
