@@ -1,0 +1,391 @@
+//! subscription-api: the merchant's management API on the HTTP API (IAM on
+//! the routes, optionally `x-api-key`). Thin: routing, authorisation,
+//! idempotency keys and the JSON error shape; the rules live in
+//! `shared::management`.
+
+use lambda_http::http::{HeaderValue, StatusCode, header};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Error, Request, RequestExt, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use shared::app::App;
+use shared::ledger::{Ledger, RequestState, StoredResponse};
+use shared::management::{self, Actor, ManageError};
+use tracing::{info, warn};
+
+/// Every route: method and path template (`{name}` matches one segment).
+/// `docs/openapi.yaml` documents the same list; a test compares them.
+pub const ROUTES: [(&str, &str); 10] = [
+    ("GET", "/subscriptions/{id}"),
+    ("GET", "/users/{user_id}/subscriptions"),
+    ("GET", "/subscriptions/{id}/charges"),
+    ("POST", "/subscriptions/{id}/cancel"),
+    ("POST", "/subscriptions/{id}/resume"),
+    ("POST", "/subscriptions/{id}/plan"),
+    ("POST", "/subscriptions/{id}/payment-method"),
+    ("GET", "/charges/needs-review"),
+    ("POST", "/charges/{merchant_uid}/refund"),
+    ("POST", "/charges/{merchant_uid}/resolve"),
+];
+
+/// The largest body accepted.
+const MAX_BODY: usize = 16 * 1024;
+
+/// An answer: status and JSON body.
+struct Answer {
+    status: StatusCode,
+    body: String,
+}
+
+impl Answer {
+    fn ok(status: StatusCode, value: &impl Serialize) -> Self {
+        match serde_json::to_string(value) {
+            Ok(body) => Self { status, body },
+            Err(e) => Self::error(&ManageError::Unavailable(format!(
+                "encoding the answer: {e}"
+            ))),
+        }
+    }
+
+    fn error(e: &ManageError) -> Self {
+        Self::fail(
+            StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            e.code(),
+            &e.to_string(),
+        )
+    }
+
+    fn fail(status: StatusCode, code: &str, message: &str) -> Self {
+        Self {
+            status,
+            body: management::error_body(code, message).to_string(),
+        }
+    }
+
+    fn response(self, replayed: bool) -> Response<Body> {
+        let mut response = Response::new(Body::from(self.body));
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if replayed {
+            headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+        }
+        response
+    }
+}
+
+/// Matches `path` (its tail: the stage or a local prefix may come first)
+/// against the route templates. Returns the route and its parameters.
+pub fn route(method: &str, path: &str) -> Result<(&'static str, Vec<String>), StatusCode> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    let mut path_known = false;
+    for (m, template) in ROUTES {
+        let parts: Vec<&str> = template.trim_start_matches('/').split('/').collect();
+        let Some(tail) = segments
+            .len()
+            .checked_sub(parts.len())
+            .map(|i| &segments[i..])
+        else {
+            continue;
+        };
+        let mut params = Vec::new();
+        let fits = parts.iter().zip(tail).all(|(p, s)| {
+            if p.starts_with('{') {
+                params.push((*s).to_owned());
+                !s.is_empty()
+            } else {
+                p == s
+            }
+        });
+        // `/charges/needs-review` must not read as `/subscriptions/{id}`.
+        if fits && tail.first() == parts.first() {
+            path_known = true;
+            if m == method {
+                return Ok((template, params));
+            }
+        }
+    }
+    Err(if path_known {
+        StatusCode::METHOD_NOT_ALLOWED
+    } else {
+        StatusCode::NOT_FOUND
+    })
+}
+
+/// Who is asking: `x-actor` (what the merchant's backend names: an
+/// operator's login, a job), else the IAM principal of the signed request.
+fn actor(request: &Request) -> Actor {
+    let named = request
+        .headers()
+        .get("x-actor")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 128 && !v.chars().any(char::is_control));
+    if let Some(name) = named {
+        return Actor(name.to_owned());
+    }
+    let iam = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx
+            .authorizer
+            .as_ref()
+            .and_then(|a| a.iam.as_ref())
+            .and_then(|iam| iam.user_arn.clone()),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    };
+    Actor(iam.unwrap_or_else(|| "api".to_owned()))
+}
+
+fn body_of<T: DeserializeOwned>(request: &Request) -> Result<T, ManageError> {
+    let body: &[u8] = request.body().as_ref();
+    if body.len() > MAX_BODY {
+        return Err(ManageError::Invalid(format!(
+            "body larger than {MAX_BODY} bytes"
+        )));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ManageError::Invalid(format!("invalid JSON body: {e}")))
+}
+
+fn answer<T: Serialize>(status: StatusCode, result: Result<T, ManageError>) -> Answer {
+    match result {
+        Ok(value) => Answer::ok(status, &value),
+        Err(e) => Answer::error(&e),
+    }
+}
+
+/// Routes one request. Always answers with a response: client errors are
+/// not runtime errors.
+pub async fn handle(app: &App, request: Request) -> Result<Response<Body>, Error> {
+    if let Some(expected) = &app.config.management_api_key {
+        let given = request
+            .headers()
+            .get("x-api-key")
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if !expected.matches(given) {
+            warn!("management API: missing or wrong x-api-key");
+            return Ok(Answer::fail(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong x-api-key",
+            )
+            .response(false));
+        }
+    }
+    let method = request.method().as_str().to_owned();
+    let path = request.uri().path().to_owned();
+    let (template, params) = match route(&method, &path) {
+        Ok(found) => found,
+        Err(status) => {
+            let code = if status == StatusCode::NOT_FOUND {
+                "not_found"
+            } else {
+                "method_not_allowed"
+            };
+            return Ok(
+                Answer::fail(status, code, &format!("no route {method} {path}")).response(false),
+            );
+        }
+    };
+    if method == "POST" {
+        return Ok(idempotent(app, &request, template, &params).await);
+    }
+    Ok(dispatch(app, &request, template, &params)
+        .await
+        .response(false))
+}
+
+/// A POST with an `Idempotency-Key` answers the first answer again; without
+/// one it runs (every POST is also idempotent where its meaning allows:
+/// cancelling a cancelled subscription changes nothing). A refund requires
+/// a key: the same partial refund twice would otherwise be two refunds.
+async fn idempotent(
+    app: &App,
+    request: &Request,
+    template: &str,
+    params: &[String],
+) -> Response<Body> {
+    let key = request
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    let Some(key) = key else {
+        if template.ends_with("/refund") {
+            return Answer::error(&ManageError::Invalid(
+                "a refund needs an Idempotency-Key header".into(),
+            ))
+            .response(false);
+        }
+        return dispatch(app, request, template, params)
+            .await
+            .response(false);
+    };
+    if key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Answer::error(&ManageError::Invalid(
+            "Idempotency-Key must be 1 to 128 visible ASCII characters".into(),
+        ))
+        .response(false);
+    }
+    let mut digest = Sha256::new();
+    digest.update(request.method().as_str());
+    digest.update(b" ");
+    digest.update(request.uri().path());
+    digest.update(b"\n");
+    digest.update(request.body().as_ref());
+    let fingerprint: String = digest
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let ledger = &app.engine.ledger;
+    match ledger
+        .begin_request(key, &fingerprint, app.engine.now())
+        .await
+    {
+        Ok(RequestState::Fresh) => {}
+        Ok(RequestState::Replay(stored)) => {
+            info!("idempotency key seen before: answering the first answer again");
+            return Answer {
+                status: StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK),
+                body: stored.body,
+            }
+            .response(true);
+        }
+        Ok(RequestState::InProgress) => {
+            return Answer::error(&ManageError::Conflict(
+                "a request with this Idempotency-Key is still being handled".into(),
+            ))
+            .response(false);
+        }
+        Ok(RequestState::Mismatch) => {
+            return Answer::error(&ManageError::Unprocessable(
+                "this Idempotency-Key was used for a different request".into(),
+            ))
+            .response(false);
+        }
+        Err(e) => return Answer::error(&e.into()).response(false),
+    }
+    let answered = dispatch(app, request, template, params).await;
+    let kept = if answered.status.is_server_error() {
+        // Nothing to keep: a retry with the same key may succeed.
+        ledger.abandon_request(key).await
+    } else {
+        let stored = StoredResponse {
+            status: answered.status.as_u16(),
+            body: answered.body.clone(),
+        };
+        ledger.finish_request(key, &stored, app.engine.now()).await
+    };
+    if let Err(e) = kept {
+        warn!(error = %e, "idempotency key not updated");
+    }
+    answered.response(false)
+}
+
+async fn dispatch(app: &App, request: &Request, template: &str, params: &[String]) -> Answer {
+    let engine = &app.engine;
+    let p = |i: usize| params.get(i).map(String::as_str).unwrap_or_default();
+    let who = || actor(request);
+    match template {
+        "/subscriptions/{id}" => answer(StatusCode::OK, management::get(engine, p(0)).await),
+        "/users/{user_id}/subscriptions" => answer(
+            StatusCode::OK,
+            management::list_for_user(engine, p(0))
+                .await
+                .map(|subscriptions| serde_json::json!({ "subscriptions": subscriptions })),
+        ),
+        "/subscriptions/{id}/charges" => answer(
+            StatusCode::OK,
+            management::charges(engine, p(0))
+                .await
+                .map(|charges| serde_json::json!({ "charges": charges })),
+        ),
+        "/subscriptions/{id}/cancel" => match body_of(request) {
+            Ok(input) => answer(
+                StatusCode::OK,
+                management::cancel(engine, p(0), input, &who()).await,
+            ),
+            Err(e) => Answer::error(&e),
+        },
+        "/subscriptions/{id}/resume" => answer(
+            StatusCode::OK,
+            management::resume(engine, p(0), &who()).await,
+        ),
+        "/subscriptions/{id}/plan" => match body_of(request) {
+            Ok(input) => answer(
+                StatusCode::OK,
+                management::change_plan(engine, p(0), input, &who()).await,
+            ),
+            Err(e) => Answer::error(&e),
+        },
+        "/subscriptions/{id}/payment-method" => answer(
+            StatusCode::CREATED,
+            management::payment_method(engine, p(0)).await,
+        ),
+        "/charges/needs-review" => {
+            let cursor = request
+                .query_string_parameters_ref()
+                .and_then(|q| q.first("cursor").map(str::to_owned));
+            answer(
+                StatusCode::OK,
+                management::needs_review(engine, cursor.as_deref()).await,
+            )
+        }
+        "/charges/{merchant_uid}/refund" => match body_of(request) {
+            Ok(input) => answer(
+                StatusCode::OK,
+                management::refund(engine, p(0), input, &who()).await,
+            ),
+            Err(e) => Answer::error(&e),
+        },
+        "/charges/{merchant_uid}/resolve" => match body_of(request) {
+            Ok(input) => answer(
+                StatusCode::OK,
+                management::resolve(engine, p(0), input, &who()).await,
+            ),
+            Err(e) => Answer::error(&e),
+        },
+        other => Answer::fail(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no route {other}"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_by_their_tail_and_keep_literal_segments_apart() {
+        assert_eq!(
+            route("GET", "/subscriptions/abc123def456").unwrap(),
+            ("/subscriptions/{id}", vec!["abc123def456".to_owned()])
+        );
+        assert_eq!(
+            route("GET", "/lambda-url/subscription-api/charges/needs-review")
+                .unwrap()
+                .0,
+            "/charges/needs-review"
+        );
+        assert_eq!(
+            route("POST", "/charges/sabc/refund").unwrap(),
+            ("/charges/{merchant_uid}/refund", vec!["sabc".to_owned()])
+        );
+        assert_eq!(
+            route("DELETE", "/subscriptions/x"),
+            Err(StatusCode::METHOD_NOT_ALLOWED)
+        );
+        assert_eq!(route("GET", "/nothing/here"), Err(StatusCode::NOT_FOUND));
+        assert_eq!(route("GET", "/subscriptions/"), Err(StatusCode::NOT_FOUND));
+    }
+}
