@@ -48,6 +48,13 @@ impl Clock {
 
     /// The current instant, to the whole second (as the ledger stores it).
     pub fn now(&self) -> DateTime<Utc> {
+        let t = self.now_precise();
+        DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
+    }
+
+    /// The current instant to the microsecond: for what must keep its order
+    /// within a second (the audit trail).
+    pub fn now_precise(&self) -> DateTime<Utc> {
         let t = match &self.0 {
             Source::System => Utc::now(),
             Source::Shifted(offset) => {
@@ -58,7 +65,7 @@ impl Clock {
                     + chrono::Duration::from_std(start.elapsed()).unwrap_or(chrono::Duration::MAX)
             }
         };
-        DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
+        DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
     }
 
     /// Moves a shifted clock forward (every copy of it); no effect on others.

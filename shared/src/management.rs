@@ -18,7 +18,7 @@ use crate::billing::{
 use crate::charging::{self, BillingRun, Outcome};
 use crate::engine::Engine;
 use crate::gateway::{GatewayError, PaymentGateway, RefundRequest, RejectionKind};
-use crate::ledger::{Cursor, Ledger, LedgerError, SubscriptionChange};
+use crate::ledger::{Cursor, Ledger, LedgerError, LockChange, SubscriptionChange};
 use crate::registration::{self, PrepareError, Prepared};
 
 /// Who asked: the IAM principal, or what the merchant's backend names in
@@ -339,16 +339,18 @@ pub async fn charges<L: Ledger, G>(
         .collect())
 }
 
-fn audit(
+/// An audit entry for a manual action, timed to the microsecond so that
+/// the history keeps the order of actions within one second.
+fn audit<L, G>(
+    engine: &Engine<L, G>,
     sub: &Subscription,
     actor: &Actor,
     action: &str,
     detail: String,
-    now: DateTime<Utc>,
 ) -> AuditEntry {
     AuditEntry {
         subscription_id: sub.id.clone(),
-        at: now,
+        at: engine.clock.now_precise(),
         actor: actor.0.clone(),
         action: action.to_owned(),
         detail,
@@ -418,16 +420,19 @@ pub async fn cancel<L: Ledger, G: PaymentGateway>(
         let now = engine.now();
         let next = changes::cancelled(&sub, at, &reason, now)?;
         let entry = audit(
+            engine,
             &sub,
             actor,
             "cancel",
             format!("{}: {reason}", input.at),
-            now,
         );
         let change = SubscriptionChange {
             next: &next,
             audit: Some(&entry),
-            release_lock: at == CancelAt::Now,
+            lock: match at {
+                CancelAt::Now => LockChange::Release(sub.lock_name()),
+                CancelAt::PeriodEnd => LockChange::Keep,
+            },
         };
         match engine.ledger.change_subscription(&change).await {
             Ok(()) => {}
@@ -487,13 +492,13 @@ pub async fn resume<L: Ledger, G: PaymentGateway>(
         } else {
             "period-end cancellation undone".into()
         };
-        let entry = audit(&sub, actor, "resume", detail, now);
+        let entry = audit(engine, &sub, actor, "resume", detail);
         match engine
             .ledger
             .change_subscription(&SubscriptionChange {
                 next: &next,
                 audit: Some(&entry),
-                release_lock: false,
+                lock: LockChange::Keep,
             })
             .await
         {
@@ -579,6 +584,7 @@ pub async fn change_plan<L: Ledger, G>(
             "from this period"
         };
         let entry = audit(
+            engine,
             &sub,
             actor,
             "plan",
@@ -586,19 +592,45 @@ pub async fn change_plan<L: Ledger, G>(
                 "{} KRW {:?} → {} KRW {:?}, {when}",
                 sub.plan.amount, sub.plan.name, plan.amount, plan.name
             ),
-            now,
         );
+        // The user's lock follows the plan's name (one live subscription
+        // per user and plan).
+        let lock = if engine.settings.allow_multiple_subscriptions
+            || sub.lock_name() == next.lock_name()
+        {
+            LockChange::Keep
+        } else {
+            LockChange::Move {
+                from: sub.lock_name(),
+                to: next.lock_name(),
+            }
+        };
         match engine
             .ledger
             .change_subscription(&SubscriptionChange {
                 next: &next,
                 audit: Some(&entry),
-                release_lock: false,
+                lock,
             })
             .await
         {
             Ok(()) => return view_of(engine, &next).await,
-            Err(LedgerError::Conflict(_)) => continue,
+            Err(LedgerError::Conflict(_)) => {
+                if let LockChange::Move { to, .. } = lock
+                    && let Some((_, holder)) = engine
+                        .ledger
+                        .user_items(&sub.user_id)
+                        .await?
+                        .locks
+                        .iter()
+                        .find(|(name, holder)| name == to && holder != &sub.id)
+                {
+                    return Err(ManageError::Conflict(format!(
+                        "the user already has subscription {holder} to plan {to:?}"
+                    )));
+                }
+                continue;
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -737,11 +769,11 @@ pub async fn refund<L: Ledger, G: PaymentGateway>(
     let sub = load(engine, &attempt.subscription_id).await?;
     let now = engine.now();
     let entry = audit(
+        engine,
         &sub,
         actor,
         "refund",
         format!("{amount} KRW of {merchant_uid} ({}): {reason}", imp_uid),
-        now,
     );
     engine
         .ledger
@@ -850,11 +882,11 @@ pub async fn resolve<L: Ledger, G: PaymentGateway>(
             at: now,
         };
         let entry = audit(
+            engine,
             &sub,
             actor,
             "resolve",
             format!("{merchant_uid} as {}: {note}", input.resolve_as),
-            now,
         );
         match engine
             .ledger

@@ -17,7 +17,7 @@ use shared::billing::{
 use shared::ledger::dynamodb::DynamoLedger;
 use shared::ledger::memory::InMemoryLedger;
 use shared::ledger::{
-    Activation, Cursor, Guard, Ledger, LedgerError, RequestState, Sent, StoredResponse,
+    Activation, Cursor, Guard, Ledger, LedgerError, LockChange, RequestState, Sent, StoredResponse,
     SubscriptionChange,
 };
 use shared::secret::Pii;
@@ -63,6 +63,7 @@ contract!(
     registration_is_written_once_and_reads_back,
     activation_happens_once_and_clears_the_expiry,
     activation_writes_the_first_attempt_or_nothing,
+    a_first_attempt_waiting_for_a_person_is_in_the_review_list,
     activation_rolls_back_when_the_subscription_exists,
     one_live_subscription_per_user_and_plan_when_locked,
     a_refused_registration_leaves_the_sweep,
@@ -141,6 +142,7 @@ fn claimed(
     ChargeAttempt {
         subscription_id: id.clone(),
         merchant_uid: key().charge_uid(id, &period, attempt),
+        customer_uid: sub.customer_uid.clone(),
         period,
         attempt,
         amount: 9900,
@@ -333,6 +335,29 @@ async fn activation_writes_the_first_attempt_or_nothing<L: Subject>(l: L) {
     assert_eq!(attempt_of(&l, &first).await, first);
 }
 
+async fn a_first_attempt_waiting_for_a_person_is_in_the_review_list<L: Subject>(l: L) {
+    let now = t("2026-11-25T01:00:00Z");
+    let id = SubscriptionId::generate();
+    let reg = registration(&id, now);
+    l.put_registration(&reg).await.unwrap();
+    let mut sub = sample_subscription(&id, now);
+    sub.status = SubscriptionStatus::NeedsReview;
+    let mut first = claimed(&sub, "202611", 1, "x", now);
+    first.state = AttemptState::NeedsReview;
+    first.claim_token = None;
+    first.lease_until = None;
+    first.merchant_uid = reg.merchant_uid.clone();
+    first.fail_reason = Some("the window took 5000 KRW".into());
+    l.activate(&Activation {
+        first_attempt: Some(&first),
+        ..activation(&reg, &sub)
+    })
+    .await
+    .unwrap();
+    let page = l.review_page(10, None).await.unwrap();
+    assert_eq!(page.attempts, vec![(id.clone(), first.period.clone(), 1)]);
+}
+
 async fn activation_rolls_back_when_the_subscription_exists<L: Subject>(l: L) {
     let now = t("2026-11-25T01:00:00Z");
     let id = SubscriptionId::generate();
@@ -403,6 +428,52 @@ async fn one_live_subscription_per_user_and_plan_when_locked<L: Subject>(l: L) {
         ..sub_b.clone()
     };
     l.activate(&locked(&reg_b, &other_plan)).await.unwrap();
+    assert_eq!(l.user_items("user-7").await.unwrap().locks.len(), 2);
+
+    // A plan change moves the lock, unless another subscription holds the
+    // new name: then nothing is written.
+    let mut to_basic = sub_a.next_version(now);
+    to_basic.plan = other_plan.plan.clone();
+    conflict(
+        l.change_subscription(&SubscriptionChange {
+            next: &to_basic,
+            audit: None,
+            lock: LockChange::Move {
+                from: &sub_a.plan.name,
+                to: "basic",
+            },
+        })
+        .await,
+    );
+    assert_eq!(l.get_subscription(&a).await.unwrap().unwrap(), sub_a);
+    let mut to_family = sub_a.next_version(now);
+    to_family.plan.name = "family".into();
+    l.change_subscription(&SubscriptionChange {
+        next: &to_family,
+        audit: None,
+        lock: LockChange::Move {
+            from: &sub_a.plan.name,
+            to: "family",
+        },
+    })
+    .await
+    .unwrap();
+    let mut locks = l.user_items("user-7").await.unwrap().locks;
+    locks.sort();
+    assert_eq!(
+        locks,
+        vec![("basic".into(), b.clone()), ("family".into(), a.clone())]
+    );
+    // Letting go of a lock another subscription holds leaves it alone.
+    let mut ended = to_family.next_version(now);
+    ended.status = SubscriptionStatus::Cancelled;
+    l.change_subscription(&SubscriptionChange {
+        next: &ended,
+        audit: None,
+        lock: LockChange::Release("basic"),
+    })
+    .await
+    .unwrap();
     assert_eq!(l.user_items("user-7").await.unwrap().locks.len(), 2);
 }
 
@@ -492,7 +563,7 @@ async fn a_claim_is_exclusive_and_loses_to_a_change_of_the_subscription<L: Subje
     l.change_subscription(&SubscriptionChange {
         next: &cancelled,
         audit: None,
-        release_lock: false,
+        lock: LockChange::Keep,
     })
     .await
     .unwrap();
@@ -633,13 +704,22 @@ async fn only_the_holder_marks_sending_or_unknown<L: Subject>(l: L) {
             .await,
     );
     assert_eq!(attempt_of(&l, &a).await, a);
-    l.mark_sending(&a, "run-1", later, sub.version)
+    // A re-send records the key it charges (the card may have changed).
+    let resent = ChargeAttempt {
+        customer_uid: "cu_new_card".into(),
+        ..a.clone()
+    };
+    l.mark_sending(&resent, "run-1", later, sub.version)
         .await
         .unwrap();
     let sending = attempt_of(&l, &a).await;
     assert_eq!(
-        (sending.sent_at, sending.state),
-        (Some(later), AttemptState::Claimed)
+        (
+            sending.sent_at,
+            sending.state,
+            sending.customer_uid.as_str()
+        ),
+        (Some(later), AttemptState::Claimed, "cu_new_card")
     );
     l.mark_unknown(&a, "run-1", "lost", Sent::Maybe, later, due)
         .await
@@ -1072,7 +1152,7 @@ async fn changes_are_versioned_audited_and_release_the_plan_lock<L: Subject>(l: 
         l.change_subscription(&SubscriptionChange {
             next: &orphan,
             audit: None,
-            release_lock: false,
+            lock: LockChange::Keep,
         })
         .await,
     );
@@ -1082,7 +1162,7 @@ async fn changes_are_versioned_audited_and_release_the_plan_lock<L: Subject>(l: 
     l.change_subscription(&SubscriptionChange {
         next: &period_end,
         audit: Some(&first),
-        release_lock: false,
+        lock: LockChange::Keep,
     })
     .await
     .unwrap();
@@ -1094,7 +1174,7 @@ async fn changes_are_versioned_audited_and_release_the_plan_lock<L: Subject>(l: 
         l.change_subscription(&SubscriptionChange {
             next: &racing,
             audit: Some(&lost),
-            release_lock: false,
+            lock: LockChange::Keep,
         })
         .await,
     );
@@ -1106,7 +1186,7 @@ async fn changes_are_versioned_audited_and_release_the_plan_lock<L: Subject>(l: 
     l.change_subscription(&SubscriptionChange {
         next: &ended,
         audit: Some(&second),
-        release_lock: true,
+        lock: LockChange::Release(&sub.plan.name),
     })
     .await
     .unwrap();
@@ -1274,7 +1354,7 @@ async fn dynamodb_due_index_attributes_are_present_only_while_chargeable() {
     l.change_subscription(&SubscriptionChange {
         next: &suspended,
         audit: None,
-        release_lock: false,
+        lock: LockChange::Keep,
     })
     .await
     .unwrap();

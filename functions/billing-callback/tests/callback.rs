@@ -452,3 +452,75 @@ async fn an_issuance_of_another_amount_waits_for_a_person_and_charges_nothing() 
             .contains("100")
     );
 }
+
+#[tokio::test]
+async fn one_live_subscription_per_user_and_plan_unless_configured_otherwise() {
+    let sim = start_sim().await;
+    let app = test_app(&sim.base_url(), &[]).await;
+    // A second prepare while the first is pending returns the pending one.
+    let first = prepare(&app, PREPARE).await;
+    let again = prepare(&app, PREPARE).await;
+    assert_eq!(first, again);
+    // Two sign-ups racing past that check (two tabs, one instant): both
+    // registrations exist; the window of each is finished.
+    let twin = first["request_pay"].clone();
+    let raced = {
+        use shared::billing::{MerchantUid, Registration};
+        let reg = app
+            .engine
+            .ledger
+            .get_registration(twin["merchant_uid"].as_str().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let id = SubscriptionId::generate();
+        let other = Registration {
+            merchant_uid: MerchantUid::issuance(&id),
+            subscription_id: id,
+            customer_uid: "cu_racedtab0000000000000000000000".into(),
+            ..reg
+        };
+        app.engine.ledger.put_registration(&other).await.unwrap();
+        let mut rp = twin.clone();
+        rp["merchant_uid"] = serde_json::json!(other.merchant_uid);
+        rp["customer_uid"] = serde_json::json!(other.customer_uid);
+        rp
+    };
+    let won = callback(&app, &open_window(&sim.base_url(), &twin, &[]).await).await;
+    assert!(won.location.starts_with(SUCCESS_URL), "{}", won.location);
+    let lost = callback(&app, &open_window(&sim.base_url(), &raced, &[]).await).await;
+    assert_eq!(
+        lost.location,
+        format!("{FAILURE_URL}?reason=already_subscribed")
+    );
+    assert!(
+        sim.customer(raced["customer_uid"].as_str().unwrap())
+            .is_none(),
+        "the refused sign-up's key is deleted at i'mport"
+    );
+    let charged: Vec<_> = sim
+        .ledger()
+        .into_iter()
+        .filter(|p| p.customer_uid_usage.as_deref() == Some("payment"))
+        .collect();
+    assert_eq!(charged.len(), 1, "one first charge");
+    // A third prepare is refused with the subscription's id.
+    let (status, _, body) = call(&app, http_request("prepare.json", None, Some(PREPARE))).await;
+    assert_eq!(status, 409, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"]["code"], "already_subscribed");
+
+    // Allowed by configuration: two subscriptions.
+    let app = test_app(&sim.base_url(), &[("ALLOW_MULTIPLE_SUBSCRIPTIONS", "true")]).await;
+    for _ in 0..2 {
+        let p = prepare(&app, PREPARE).await;
+        let done = callback(
+            &app,
+            &open_window(&sim.base_url(), &p["request_pay"], &[]).await,
+        )
+        .await;
+        assert!(done.location.starts_with(SUCCESS_URL), "{}", done.location);
+    }
+    let items = app.engine.ledger.user_items("user-42").await.unwrap();
+    assert_eq!(items.subscriptions.len(), 2);
+}

@@ -101,7 +101,8 @@ pub fn plan_changed(
     }
     let mut next = sub.next_version(now);
     if current_period_started {
-        next.pending_plan = Some(plan);
+        // Asking for the current plan again withdraws a pending change.
+        next.pending_plan = (plan != sub.plan).then_some(plan);
     } else {
         next.plan = plan;
         next.pending_plan = None;
@@ -262,6 +263,7 @@ mod tests {
         ChargeAttempt {
             subscription_id: s.id.clone(),
             merchant_uid: UidKey::derived_from(b"k").charge_uid(&s.id, &period, s.attempt),
+            customer_uid: s.customer_uid.clone(),
             period,
             attempt: s.attempt,
             amount: 9900,

@@ -144,6 +144,13 @@ impl Subscription {
         self.current_period() == attempt.period && self.attempt == attempt.attempt
     }
 
+    /// The plan name its user's lock is on (one live subscription per user
+    /// and plan): the plan it will have, so a pending change holds the lock
+    /// on its new plan from the moment it is asked for.
+    pub fn lock_name(&self) -> &str {
+        &self.pending_plan.as_ref().unwrap_or(&self.plan).name
+    }
+
     /// This subscription, one version later, as of `now`.
     pub fn next_version(&self, now: DateTime<Utc>) -> Self {
         let mut next = self.clone();
@@ -265,6 +272,11 @@ pub struct ChargeAttempt {
     pub attempt: u32,
     /// Fixed when the attempt is claimed; every re-send uses this value.
     pub merchant_uid: String,
+    /// The billing key its latest request charged (the subscription's key
+    /// when it was sent). Its records are checked against this key, so a
+    /// card replaced while the attempt is out does not make its own payment
+    /// look foreign; a re-send uses the subscription's key of the moment.
+    pub customer_uid: String,
     pub amount: i64,
     pub state: AttemptState,
     /// Who holds the claim (unique per claim) and until when.

@@ -209,6 +209,27 @@ pub fn next_state(
     }
 }
 
+/// [`next_state`] for a fact about `attempt`, the subscription's current
+/// attempt. A decline or a refusal of a card the subscription no longer uses
+/// (replaced while the attempt was out) says nothing about the new card: the
+/// period is charged again at once with the next attempt, its status kept,
+/// and a gone old key is not a missing key.
+pub fn next_state_for(
+    sub: &Subscription,
+    attempt: &ChargeAttempt,
+    fact: &Fact,
+    dunning: &DunningPolicy,
+    now: DateTime<Utc>,
+) -> (Subscription, Option<IllegalTransition>) {
+    if !fact.is_paid() && attempt.customer_uid != sub.customer_uid {
+        let mut next = sub.next_version(now);
+        next.attempt = sub.attempt + 1;
+        next.next_charge_at = now;
+        return (next, None);
+    }
+    next_state(sub, fact, dunning, now)
+}
+
 /// The subscription once one of its attempts is flagged for a person:
 /// nothing more is charged until the attempt is resolved.
 pub fn flagged_state(sub: &Subscription, now: DateTime<Utc>) -> Subscription {
@@ -383,6 +404,7 @@ mod tests {
             merchant_uid: UidKey::new(b"a-test-key-of-16b")
                 .unwrap()
                 .charge_uid(&s.id, &period, 1),
+            customer_uid: s.customer_uid.clone(),
             period,
             attempt: 1,
             amount: 9900,
@@ -563,6 +585,37 @@ mod tests {
                 key_gone: true
             })
         );
+    }
+
+    #[test]
+    fn a_refusal_of_a_replaced_card_retries_the_new_card_at_once() {
+        let s = sub(Anchor::new(2026, 12, 1).unwrap());
+        let a = attempt_of(&s);
+        let now = s.next_charge_at;
+        let gone = Fact::Rejected {
+            reason: "no key".into(),
+            key_gone: true,
+        };
+        // The key the attempt used is still the subscription's: key missing.
+        let (same, _) = next_state_for(&s, &a, &gone, &DunningPolicy::default(), now);
+        assert_eq!(same.status, SubscriptionStatus::KeyMissing);
+        // The card was replaced meanwhile: the new one is charged now.
+        let replaced = Subscription {
+            customer_uid: "cu_new".into(),
+            ..s.clone()
+        };
+        let (next, kept) = next_state_for(&replaced, &a, &gone, &DunningPolicy::default(), now);
+        assert_eq!(kept, None);
+        assert_eq!(next.status, replaced.status);
+        assert_eq!(next.attempt, s.attempt + 1);
+        assert_eq!(next.next_charge_at, now);
+        // Money is money, whatever the key.
+        let paid = Fact::Paid {
+            imp_uid: "imp_1".into(),
+            paid_at: now,
+        };
+        let (p, _) = next_state_for(&replaced, &a, &paid, &DunningPolicy::default(), now);
+        assert_eq!(p.paid_through, Some(s.current_period()));
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub use entities::{
 };
 pub use facts::{
     Fact, Issuance, Lookup, Mismatch, PaymentRecord, RecordStatus, Verdict, flagged_state,
-    issuance, next_state, refusal, verdict,
+    issuance, next_state, next_state_for, refusal, verdict,
 };
 pub use ids::{
     MerchantUid, SubscriptionId, UidKey, generate_customer_uid, random_customer_uid, random_nonce,

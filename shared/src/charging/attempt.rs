@@ -13,7 +13,7 @@ use crate::engine::Engine;
 use crate::gateway::{
     Ambiguity, ChargeOutcome, ChargeRequest, GatewayError, PaymentGateway, RejectionKind,
 };
-use crate::ledger::{AttemptKey, Guard, Ledger, LedgerError, Sent, SubscriptionChange};
+use crate::ledger::{AttemptKey, Guard, Ledger, LedgerError, LockChange, Sent, SubscriptionChange};
 
 fn skipped(reason: SkipReason) -> Result<Outcome, RunError> {
     Ok(Outcome::Skipped { reason })
@@ -50,6 +50,7 @@ pub(crate) async fn charge_one<L: Ledger, G: PaymentGateway>(
                 .settings
                 .uid_key
                 .charge_uid(&sub.id, &period, sub.attempt),
+            customer_uid: sub.customer_uid.clone(),
             period: period.clone(),
             attempt: sub.attempt,
             amount: sub.plan.amount,
@@ -168,16 +169,23 @@ async fn resume<L: Ledger, G: PaymentGateway>(
         }
         Settled::NothingThere => {
             info!(merchant_uid = %taken.merchant_uid, "open attempt never reached the gateway; sending it again with the same merchant_uid");
+            // With the subscription's key of the moment: a card replaced
+            // since the last send is the one to charge (the same
+            // merchant_uid can be paid only once, whatever the key).
+            let resent = ChargeAttempt {
+                customer_uid: sub.customer_uid.clone(),
+                ..taken
+            };
             match engine
                 .ledger
-                .mark_sending(&taken, token, engine.now(), sub.version)
+                .mark_sending(&resent, token, engine.now(), sub.version)
                 .await
             {
                 Ok(()) => {}
                 Err(LedgerError::Conflict(_)) => return skipped(SkipReason::Busy),
                 Err(e) => return Err(e.into()),
             }
-            send(engine, sub, &taken, token, pace).await
+            send(engine, sub, &resent, token, pace).await
         }
     }
 }
@@ -242,7 +250,7 @@ async fn send<L: Ledger, G: PaymentGateway>(
         return skipped(SkipReason::Busy);
     }
     let request = ChargeRequest {
-        customer_uid: sub.customer_uid.clone(),
+        customer_uid: attempt.customer_uid.clone(),
         merchant_uid: attempt.merchant_uid.clone(),
         amount: attempt.amount,
         name: sub.plan.name.clone(),
@@ -291,7 +299,7 @@ async fn paid<L: Ledger, G: PaymentGateway>(
     token: &str,
     answer: &PaymentRecord,
 ) -> Result<Outcome, RunError> {
-    match Fact::from_record(answer, attempt, &sub.customer_uid, engine.now()) {
+    match Fact::from_record(answer, attempt, &attempt.customer_uid, engine.now()) {
         Ok(Some(fact)) => record(engine, sub, attempt, fact, Guard::Claim(token)).await,
         other => {
             let reason = match other {
@@ -406,7 +414,7 @@ async fn refused<L: Ledger, G: PaymentGateway>(
             let (key, unauthorized) = lookup_of(
                 engine
                     .gateway
-                    .billing_key(&sub.customer_uid)
+                    .billing_key(&attempt.customer_uid)
                     .await
                     .map(|_| ()),
             );
@@ -521,7 +529,7 @@ async fn cancel_at_period_end<L: Ledger, G>(
     let change = SubscriptionChange {
         next: &next,
         audit: None,
-        release_lock: true,
+        lock: LockChange::Release(sub.lock_name()),
     };
     match engine.ledger.change_subscription(&change).await {
         Ok(()) => {

@@ -8,7 +8,7 @@ use tracing::{error, info, warn};
 use super::RunError;
 use crate::billing::{
     AttemptState, ChargeAttempt, Fact, Lookup, PaymentRecord, Subscription, Verdict, flagged_state,
-    next_state, verdict,
+    next_state_for, verdict,
 };
 use crate::engine::Engine;
 use crate::gateway::{GatewayError, PaymentGateway};
@@ -85,7 +85,7 @@ pub async fn settle_from_lookup<L: Ledger, G: PaymentGateway>(
     match verdict(
         lookup,
         attempt,
-        &sub.customer_uid,
+        &attempt.customer_uid,
         engine.now(),
         engine.settings.quiet(),
     ) {
@@ -152,7 +152,7 @@ pub async fn apply_fact<L: Ledger, G: PaymentGateway>(
                 )))),
             };
         }
-        let (next, kept) = next_state(&sub, fact, &engine.settings.dunning, now);
+        let (next, kept) = next_state_for(&sub, attempt, fact, &engine.settings.dunning, now);
         if let Some(e) = kept {
             warn!(subscription_id = %sub.id, error = %e, "status kept; fact recorded");
         }

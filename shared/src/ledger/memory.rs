@@ -16,7 +16,8 @@ use crate::billing::{
 };
 use crate::ledger::{
     Activation, AttemptKey, Cursor, DuePage, Guard, IDEMPOTENCY_STALE, IDEMPOTENCY_TTL, Ledger,
-    LedgerError, RequestState, ReviewPage, Sent, StoredResponse, SubscriptionChange, UserItems,
+    LedgerError, LockChange, RequestState, ReviewPage, Sent, StoredResponse, SubscriptionChange,
+    UserItems,
 };
 
 /// An entry of the due index.
@@ -125,9 +126,10 @@ fn stored_attempt(a: &ChargeAttempt) -> ChargeAttempt {
     a
 }
 
+/// Audit times keep microseconds (their order within a second matters).
 fn stored_audit(e: &AuditEntry) -> AuditEntry {
     let mut e = e.clone();
-    e.at = secs(e.at);
+    e.at = DateTime::from_timestamp_micros(e.at.timestamp_micros()).unwrap_or(e.at);
     e
 }
 
@@ -326,6 +328,10 @@ impl Ledger for InMemoryLedger {
         st.index(Due::Registration(a.reg.merchant_uid.clone()), None);
         if let Some(at) = a.first_attempt {
             st.put_attempt(stored_attempt(at), None);
+            if at.state == AttemptState::NeedsReview {
+                st.review
+                    .insert((secs(at.updated_at).timestamp(), key_of(at)));
+            }
         }
         Ok(())
     }
@@ -406,18 +412,29 @@ impl Ledger for InMemoryLedger {
         let mut st = self.lock();
         st.count("TransactWriteItems");
         let next = change.next;
-        let lock_key = (next.user_id.clone(), next.plan.name.clone());
-        let lock_ok = !change.release_lock
-            || st
-                .locks
-                .get(&lock_key)
-                .is_none_or(|holder| holder == &next.id);
+        let key = |name: &str| (next.user_id.clone(), name.to_owned());
+        let ours = |st: &State, name: &str| st.locks.get(&key(name)) == Some(&next.id);
+        let lock_ok = match change.lock {
+            LockChange::Move { to, .. } => st.locks.get(&key(to)).is_none_or(|h| h == &next.id),
+            LockChange::Keep | LockChange::Release(_) => true,
+        };
         if !st.version_matches(next) || !lock_ok {
             return Err(conflict("change subscription"));
         }
         st.put_subscription(next);
-        if change.release_lock {
-            st.locks.remove(&lock_key);
+        match change.lock {
+            LockChange::Keep => {}
+            LockChange::Release(name) => {
+                if ours(&st, name) {
+                    st.locks.remove(&key(name));
+                }
+            }
+            LockChange::Move { from, to } => {
+                if ours(&st, from) {
+                    st.locks.remove(&key(from));
+                }
+                st.locks.insert(key(to), next.id.clone());
+            }
         }
         st.add_audit(change.audit);
         Ok(())
@@ -430,8 +447,9 @@ impl Ledger for InMemoryLedger {
     ) -> Result<Vec<AuditEntry>, LedgerError> {
         let mut st = self.lock();
         st.count("Query");
+        // Kept in the order written; newest first.
         let mut entries = st.audit.get(id).cloned().unwrap_or_default();
-        entries.sort_by_key(|e| std::cmp::Reverse(e.at));
+        entries.reverse();
         entries.truncate(limit);
         Ok(entries)
     }
@@ -585,6 +603,7 @@ impl Ledger for InMemoryLedger {
             {
                 a.sent_at = Some(secs(now));
                 a.updated_at = secs(now);
+                a.customer_uid.clone_from(&attempt.customer_uid);
                 Ok(())
             }
             _ => Err(conflict("mark sending")),

@@ -107,9 +107,24 @@ pub struct SubscriptionChange<'a> {
     pub next: &'a Subscription,
     /// Who did it and why, kept beside the subscription.
     pub audit: Option<&'a AuditEntry>,
-    /// The subscription ended: release the user's lock on its plan (if it
-    /// holds it).
-    pub release_lock: bool,
+    /// What happens to the user's lock on the plan.
+    pub lock: LockChange<'a>,
+}
+
+/// What a change does to the user's lock on a plan (one live subscription
+/// per user and plan, by plan name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockChange<'a> {
+    Keep,
+    /// The subscription ended: the lock on this plan name is let go if this
+    /// subscription holds it (one held by another is left alone).
+    Release(&'a str),
+    /// The plan changed name: the lock on `to` is taken (`Conflict` if
+    /// another subscription holds it) and the one on `from` let go.
+    Move {
+        from: &'a str,
+        to: &'a str,
+    },
 }
 
 /// What a user has: subscriptions, pending or past registrations, and the
@@ -294,6 +309,7 @@ pub trait Ledger: Send + Sync {
     ) -> impl Future<Output = Result<ChargeAttempt, LedgerError>> + Send;
 
     /// Records that the holder of `token` is sending the charge again now,
+    /// with `attempt.customer_uid` (the subscription's key of the moment),
     /// if the subscription is still at `sub_version`.
     fn mark_sending(
         &self,

@@ -337,7 +337,7 @@ async fn replace_key<L: Ledger, G: PaymentGateway>(
         };
         let audit = AuditEntry {
             subscription_id: sub.id.clone(),
-            at: now,
+            at: engine.clock.now_precise(),
             actor: "customer (payment window)".into(),
             action: "payment_method".into(),
             detail: format!(
@@ -444,6 +444,7 @@ fn activation(
         period: anchor.period_id(0),
         attempt: 1,
         merchant_uid: reg.merchant_uid.clone(),
+        customer_uid: reg.customer_uid.clone(),
         amount,
         state,
         claim_token: None,

@@ -629,6 +629,7 @@ pub async fn crashed_claim(
             .settings
             .uid_key
             .charge_uid(&sub.id, &period, sub.attempt),
+        customer_uid: sub.customer_uid.clone(),
         period,
         attempt: sub.attempt,
         amount: sub.plan.amount,

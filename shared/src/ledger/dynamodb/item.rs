@@ -57,14 +57,15 @@ pub fn user_lock_sk(plan_name: &str) -> String {
 }
 
 pub fn audit_sk(e: &AuditEntry) -> String {
-    // Newest last in key order; the action and a hash of the entry keep two
-    // actions in one second apart.
+    // Newest last in key order (to the microsecond: two actions within a
+    // second keep their order); the action and a hash of the entry keep two
+    // actions at one instant apart.
     use std::hash::{DefaultHasher, Hash, Hasher};
     let mut h = DefaultHasher::new();
     (&e.actor, &e.action, &e.detail).hash(&mut h);
     format!(
-        "AUDIT#{:012}#{}#{:08x}",
-        e.at.timestamp(),
+        "AUDIT#{:016}#{}#{:08x}",
+        e.at.timestamp_micros(),
         e.action,
         h.finish() as u32
     )
@@ -89,9 +90,20 @@ pub fn audit_to_item(e: &AuditEntry) -> Item {
 
 pub fn audit_from_item(item: &Item) -> Result<AuditEntry, LedgerError> {
     let r = Reader::new(item, "audit entry");
+    // `at` is kept in seconds like every time here; the key holds the
+    // microseconds.
+    let micros = r
+        .str(SK)?
+        .strip_prefix("AUDIT#")
+        .and_then(|rest| rest.split('#').next())
+        .and_then(|m| m.parse::<i64>().ok())
+        .and_then(DateTime::from_timestamp_micros);
     Ok(AuditEntry {
         subscription_id: r.sub_id("subscription_id")?,
-        at: r.time("at")?,
+        at: match micros {
+            Some(at) => at,
+            None => r.time("at")?,
+        },
         actor: r.str("actor")?,
         action: r.str("action")?,
         detail: r.str("detail")?,
@@ -447,6 +459,7 @@ pub fn attempt_to_item(a: &ChargeAttempt) -> Item {
     item.insert("period".into(), s(a.period.as_str()));
     item.insert("attempt".into(), n(a.attempt));
     item.insert("merchant_uid".into(), s(&a.merchant_uid));
+    item.insert("customer_uid".into(), s(&a.customer_uid));
     item.insert("amount".into(), n(a.amount));
     item.insert("state".into(), s(a.state.as_str()));
     put_opt(&mut item, "claim_token", a.claim_token.as_ref().map(s));
@@ -472,6 +485,7 @@ pub fn attempt_from_item(item: &Item) -> Result<ChargeAttempt, LedgerError> {
             .ok_or_else(|| LedgerError::Corrupt(format!("charge period {period_text:?}")))?,
         attempt: r.u32("attempt")?,
         merchant_uid: r.str("merchant_uid")?,
+        customer_uid: r.str("customer_uid")?,
         amount: r.i64("amount")?,
         state: AttemptState::parse(&state_text)
             .ok_or_else(|| LedgerError::Corrupt(format!("charge state {state_text:?}")))?,

@@ -18,7 +18,8 @@ use crate::billing::{
 };
 use crate::ledger::{
     Activation, AttemptKey, Cursor, DuePage, Guard, IDEMPOTENCY_STALE, IDEMPOTENCY_TTL, Ledger,
-    LedgerError, RequestState, ReviewPage, Sent, StoredResponse, SubscriptionChange, UserItems,
+    LedgerError, LockChange, RequestState, ReviewPage, Sent, StoredResponse, SubscriptionChange,
+    UserItems,
 };
 use item::{
     Item, META, REVIEW_PK, attempt_from_item, attempt_sk, attempt_to_item, audit_from_item,
@@ -367,6 +368,20 @@ impl DynamoLedger {
         item
     }
 
+    /// Which subscription holds the user's lock on a plan name.
+    async fn lock_holder(
+        &self,
+        user_id: &str,
+        plan_name: &str,
+    ) -> Result<Option<SubscriptionId>, LedgerError> {
+        match self.get(user_pk(user_id), &user_lock_sk(plan_name)).await? {
+            Some(item) => Ok(Some(
+                item::Reader::new(&item, "plan lock").sub_id("subscription_id")?,
+            )),
+            None => Ok(None),
+        }
+    }
+
     async fn query_all(&self, pk: String, sk_prefix: &str) -> Result<Vec<Item>, LedgerError> {
         let mut out = Vec::new();
         let mut start = None;
@@ -406,6 +421,17 @@ fn unreachable_put() -> Put {
         .set_item(Some(Item::new()))
         .build()
         .unwrap_or_else(|_| panic!("Put without a table name"))
+}
+
+/// The user's lock on a plan name, held by subscription `id`.
+fn lock_item(user_id: &str, plan_name: &str, id: &SubscriptionId) -> Item {
+    let mut lock = Item::new();
+    lock.insert(PK.into(), s(user_pk(user_id)));
+    lock.insert(SK.into(), s(user_lock_sk(plan_name)));
+    lock.insert("type".into(), s("plan_lock"));
+    lock.insert("subscription_id".into(), s(id.as_str()));
+    lock.insert("plan_name".into(), s(plan_name));
+    lock
 }
 
 fn attempt_key_from(pk: &str, sk: &str) -> Option<AttemptKey> {
@@ -462,19 +488,20 @@ impl Ledger for DynamoLedger {
             TransactWriteItem::builder().put(self.put(pointer)).build(),
         ];
         if let Some(attempt) = a.first_attempt {
+            let mut item = attempt_to_item(attempt);
+            if attempt.state == AttemptState::NeedsReview {
+                // Waiting for a person from the start: in the review index.
+                item.insert(DUE_PK.into(), s(REVIEW_PK));
+                item.insert(DUE_SK.into(), ts(attempt.updated_at));
+            }
             items.push(
                 TransactWriteItem::builder()
-                    .put(self.put_new(attempt_to_item(attempt))?)
+                    .put(self.put_new(item)?)
                     .build(),
             );
         }
         if a.plan_lock {
-            let mut lock = Item::new();
-            lock.insert(PK.into(), s(user_pk(&a.sub.user_id)));
-            lock.insert(SK.into(), s(user_lock_sk(&a.sub.plan.name)));
-            lock.insert("type".into(), s("plan_lock"));
-            lock.insert("subscription_id".into(), s(a.sub.id.as_str()));
-            lock.insert("plan_name".into(), s(&a.sub.plan.name));
+            let lock = lock_item(&a.sub.user_id, a.sub.lock_name(), &a.sub.id);
             items.push(
                 TransactWriteItem::builder()
                     .put(self.put_new(lock)?)
@@ -567,7 +594,7 @@ impl Ledger for DynamoLedger {
         change: &SubscriptionChange<'_>,
     ) -> Result<(), LedgerError> {
         let next = change.next;
-        if change.audit.is_none() && !change.release_lock {
+        if change.audit.is_none() && change.lock == LockChange::Keep {
             self.client
                 .put_item()
                 .table_name(&self.table)
@@ -592,17 +619,37 @@ impl Ledger for DynamoLedger {
                     .build(),
             );
         }
-        if change.release_lock {
+        let (release, take) = match change.lock {
+            LockChange::Keep => (None, None),
+            LockChange::Release(name) => (Some(name), None),
+            LockChange::Move { from, to } => (Some(from), Some(to)),
+        };
+        // A lock is let go only if this subscription holds it: one held by
+        // another is left alone (a conditional delete would fail the whole
+        // transaction), so it is read first and deleted on that condition.
+        if let Some(name) = release
+            && self.lock_holder(&next.user_id, name).await? == Some(next.id.clone())
+        {
             let delete = Delete::builder()
                 .table_name(&self.table)
                 .key(PK, s(user_pk(&next.user_id)))
-                .key(SK, s(user_lock_sk(&next.plan.name)))
+                .key(SK, s(user_lock_sk(name)))
+                .condition_expression("subscription_id = :id")
+                .expression_attribute_values(":id", s(next.id.as_str()))
+                .build()
+                .map_err(build_error)?;
+            items.push(TransactWriteItem::builder().delete(delete).build());
+        }
+        if let Some(name) = take {
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(lock_item(&next.user_id, name, &next.id)))
                 .condition_expression("attribute_not_exists(#pk) OR subscription_id = :id")
                 .expression_attribute_names("#pk", PK)
                 .expression_attribute_values(":id", s(next.id.as_str()))
                 .build()
                 .map_err(build_error)?;
-            items.push(TransactWriteItem::builder().delete(delete).build());
+            items.push(TransactWriteItem::builder().put(put).build());
         }
         self.transact(items, "TransactWriteItems change subscription")
             .await
@@ -809,8 +856,9 @@ impl Ledger for DynamoLedger {
             .table_name(&self.table)
             .key(PK, s(pk))
             .key(SK, s(sk))
-            .update_expression("SET sent_at = :now, updated_at = :now")
+            .update_expression("SET sent_at = :now, updated_at = :now, customer_uid = :key")
             .condition_expression("#state = :claimed AND claim_token = :token")
+            .expression_attribute_values(":key", s(&attempt.customer_uid))
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":claimed", s(AttemptState::Claimed.as_str()))
             .expression_attribute_values(":token", s(token))

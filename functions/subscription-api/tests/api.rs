@@ -1,0 +1,1134 @@
+//! subscription-api end to end: API Gateway v2 events from `infra/events/`,
+//! a real DynamoDB API (moto_server) and the i'mport simulator (its payment
+//! window, its billing keys, its refunds and webhooks), with the charge run
+//! and the callback beside it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use iamport_sim::{SimHandle, WebhookFormat, WebhookSettings};
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::{Value, json};
+use shared::app::App;
+use shared::billing::{AttemptState, BILLING_TZ, Subscription, SubscriptionId, SubscriptionStatus};
+use shared::gateway::PaymentGateway;
+use shared::ledger::Ledger;
+use testkit::{
+    crashed_claim, event_json, http_request, local_gateway, open_window, seed_subscription,
+    start_sim, test_app,
+};
+
+/// 10:00 in Seoul, 1 December 2026: when the seeded subscriptions are due.
+fn t0() -> DateTime<Utc> {
+    BILLING_TZ
+        .with_ymd_and_hms(2026, 12, 1, 10, 0, 0)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+/// A request shaped like the route's fixture, with the path, body and
+/// headers of this call (the fixture's own `idempotency-key` and `x-actor`
+/// are dropped unless given again).
+fn request(
+    fixture: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> lambda_http::Request {
+    let mut event = event_json(fixture);
+    event["rawPath"] = json!(path);
+    event["requestContext"]["http"]["path"] = json!(path);
+    let h = event["headers"].as_object_mut().expect("headers");
+    h.remove("idempotency-key");
+    h.remove("x-actor");
+    for (k, v) in headers {
+        h.insert((*k).to_owned(), json!(v));
+    }
+    match body {
+        Some(b) => {
+            event["body"] = json!(b);
+            event["isBase64Encoded"] = json!(false);
+        }
+        None => {
+            if let Some(o) = event.as_object_mut() {
+                o.remove("body");
+            }
+        }
+    }
+    lambda_http::request::from_str(&event.to_string()).expect("an API Gateway v2 event")
+}
+
+struct Answer {
+    status: u16,
+    body: Value,
+    replayed: bool,
+}
+
+async fn call(app: &App, request: lambda_http::Request) -> Answer {
+    let response = subscription_api::handle(app, request)
+        .await
+        .expect("handler answers");
+    Answer {
+        status: response.status().as_u16(),
+        replayed: response.headers().contains_key("idempotent-replayed"),
+        body: serde_json::from_slice(response.body().as_ref()).expect("a JSON body"),
+    }
+}
+
+async fn get(app: &App, fixture: &str, path: &str) -> Answer {
+    call(app, request(fixture, path, None, &[])).await
+}
+
+async fn post(
+    app: &App,
+    fixture: &str,
+    path: &str,
+    body: Value,
+    headers: &[(&str, &str)],
+) -> Answer {
+    call(
+        app,
+        request(fixture, path, Some(&body.to_string()), headers),
+    )
+    .await
+}
+
+async fn charge_run(app: &App, at: DateTime<Utc>, run_id: &str) {
+    let payload = json!({"scheduled_time": at.to_rfc3339(), "execution_id": run_id});
+    scheduled_charge::handle(app, LambdaEvent::new(payload, Context::default()))
+        .await
+        .expect("the run completes");
+}
+
+async fn stored(app: &App, id: &SubscriptionId) -> Subscription {
+    app.engine
+        .ledger
+        .get_subscription(id)
+        .await
+        .unwrap()
+        .expect("subscription")
+}
+
+/// Paid charges (`again`) the simulator holds, and what was refunded of them.
+fn charges_at_sim(sim: &SimHandle) -> Vec<(String, i64, i64)> {
+    sim.ledger()
+        .into_iter()
+        .filter(|p| p.customer_uid_usage.as_deref() == Some("payment") && p.paid_at > 0)
+        .map(|p| (p.merchant_uid.clone(), p.amount, p.cancel_amount))
+        .collect()
+}
+
+/// Signs a user up through the payment window (prepare → window → callback)
+/// with CHARGE_ON_SIGNUP on: the first period is paid.
+async fn sign_up(app: &App, sim: &SimHandle, user: &str) -> SubscriptionId {
+    let body = format!(r#"{{"user_id":"{user}","plan":{{"amount":9900,"name":"월간 구독"}}}}"#);
+    let response = billing_callback::handle(app, http_request("prepare.json", None, Some(&body)))
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let prepared: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+    complete_window(app, sim, &prepared["request_pay"]).await;
+    SubscriptionId::parse(prepared["subscription_id"].as_str().unwrap()).unwrap()
+}
+
+/// Plays the browser through the window and back to the callback; returns
+/// where the callback sent it.
+async fn complete_window(app: &App, sim: &SimHandle, request_pay: &Value) -> String {
+    let query = open_window(&sim.base_url(), request_pay, &[]).await;
+    let redirect = billing_callback::handle(
+        app,
+        http_request("callback-success.json", Some(&query), None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(redirect.status().as_u16(), 302);
+    redirect
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_subscription_is_read_changed_and_cancelled_through_the_api() {
+    let sim = start_sim().await;
+    let app = test_app(&sim.base_url(), &[]).await;
+    let id = sign_up(&app, &sim, "user-7").await;
+
+    let read = get(
+        &app,
+        "api-get-subscription.json",
+        &format!("/subscriptions/{id}"),
+    )
+    .await;
+    assert_eq!(read.status, 200, "{}", read.body);
+    let s = &read.body;
+    assert_eq!(s["status"], "active");
+    assert_eq!(s["user_id"], "user-7");
+    assert_eq!(s["plan"], json!({"amount": 9900, "name": "월간 구독"}));
+    assert_eq!(s["card"]["pg_provider"], "chai");
+    assert!(s["paid_through"].is_string() && s["next_charge_at"].is_string());
+    assert_eq!(s["cancel_at_period_end"], false);
+    assert_eq!(s["open_attempt"], Value::Null);
+
+    let listed = get(
+        &app,
+        "api-list-user-subscriptions.json",
+        "/users/user-7/subscriptions",
+    )
+    .await;
+    assert_eq!(listed.status, 200);
+    assert_eq!(listed.body["subscriptions"][0]["id"], id.as_str());
+    let nobody = get(
+        &app,
+        "api-list-user-subscriptions.json",
+        "/users/nobody/subscriptions",
+    )
+    .await;
+    assert_eq!(nobody.body, json!({"subscriptions": []}));
+
+    let charges = get(
+        &app,
+        "api-list-charges.json",
+        &format!("/subscriptions/{id}/charges"),
+    )
+    .await;
+    assert_eq!(charges.status, 200);
+    let first = &charges.body["charges"][0];
+    assert_eq!(first["state"], "paid");
+    assert_eq!(first["amount"], 9900);
+    assert!(first["imp_uid"].is_string() && first["merchant_uid"].is_string());
+
+    // A plan change before the next period starts applies to it.
+    let plan = post(
+        &app,
+        "api-change-plan.json",
+        &format!("/subscriptions/{id}/plan"),
+        json!({"amount": 14900, "name": "프리미엄 구독"}),
+        &[("x-actor", "ops:kim")],
+    )
+    .await;
+    assert_eq!(plan.status, 200, "{}", plan.body);
+    assert_eq!(plan.body["plan"]["amount"], 14900);
+
+    // Cancel at period end, undo it, then cancel now.
+    let path = format!("/subscriptions/{id}/cancel");
+    let at_end = post(
+        &app,
+        "api-cancel.json",
+        &path,
+        json!({"at": "period_end", "reason": "too expensive"}),
+        &[],
+    )
+    .await;
+    assert_eq!(at_end.status, 200, "{}", at_end.body);
+    assert_eq!(at_end.body["subscription"]["cancel_at_period_end"], true);
+    assert_eq!(at_end.body["subscription"]["status"], "active");
+    let resumed = post(
+        &app,
+        "api-resume.json",
+        &format!("/subscriptions/{id}/resume"),
+        json!({}),
+        &[],
+    )
+    .await;
+    assert_eq!(resumed.status, 200, "{}", resumed.body);
+    assert_eq!(resumed.body["subscription"]["cancel_at_period_end"], false);
+    let customer_uid = stored(&app, &id).await.customer_uid;
+    let now = post(
+        &app,
+        "api-cancel.json",
+        &path,
+        json!({"at": "now", "reason": "fraud suspected"}),
+        &[],
+    )
+    .await;
+    assert_eq!(now.status, 200, "{}", now.body);
+    assert_eq!(now.body["subscription"]["status"], "cancelled");
+    assert_eq!(now.body["key_deleted"], true);
+    assert!(
+        sim.customer(&customer_uid).is_none(),
+        "key deleted at i'mport"
+    );
+
+    // Nothing is charged any more, and the history says who did what.
+    let sub = stored(&app, &id).await;
+    charge_run(
+        &app,
+        sub.next_charge_at + chrono::Duration::days(40),
+        "after",
+    )
+    .await;
+    assert_eq!(charges_at_sim(&sim).len(), 1);
+    let read = get(
+        &app,
+        "api-get-subscription.json",
+        &format!("/subscriptions/{id}"),
+    )
+    .await;
+    let actions: Vec<(String, String)> = read.body["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["action"].as_str().unwrap().to_owned(),
+                a["by"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let role = "arn:aws:sts::123456789012:assumed-role/merchant-backend/merchant-backend";
+    assert_eq!(
+        actions,
+        vec![
+            ("cancel".to_owned(), role.to_owned()),
+            ("resume".to_owned(), role.to_owned()),
+            ("cancel".to_owned(), role.to_owned()),
+            ("plan".to_owned(), "ops:kim".to_owned()),
+        ],
+        "newest first"
+    );
+    // The user may sign up again: the plan lock went with the cancel.
+    let again = billing_callback::handle(
+        &app,
+        http_request("prepare.json", None, Some(r#"{"user_id":"user-7"}"#)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.status().as_u16(), 201);
+}
+
+#[tokio::test]
+async fn a_plan_change_never_changes_a_started_period_and_a_period_end_cancel_charges_nothing_more()
+{
+    let sim = start_sim().await;
+    let app = test_app(&sim.base_url(), &[]).await;
+    let sub = seed_subscription(&app, &sim, t0() - chrono::Duration::hours(1)).await;
+    sim.decline_customer(&sub.customer_uid, "잔액부족");
+    charge_run(&app, t0(), "dec").await;
+    let id = sub.id.to_string();
+    // December has an attempt (declined): its retries keep its price, and
+    // the new one waits for January.
+    let plan = post(
+        &app,
+        "api-change-plan.json",
+        &format!("/subscriptions/{id}/plan"),
+        json!({"amount": 19900, "name": "가족 구독"}),
+        &[],
+    )
+    .await;
+    assert_eq!(plan.status, 200, "{}", plan.body);
+    assert_eq!(plan.body["plan"]["amount"], 9900);
+    assert_eq!(plan.body["pending_plan"]["amount"], 19900);
+    sim.clear_decline(&sub.customer_uid);
+    let retry_at = stored(&app, &sub.id).await.next_charge_at;
+    charge_run(&app, retry_at, "dec-retry").await;
+    let paid = stored(&app, &sub.id).await;
+    assert_eq!(paid.status, SubscriptionStatus::Active);
+    assert_eq!((paid.plan.amount, paid.pending_plan), (19900, None));
+    assert_eq!(
+        charges_at_sim(&sim)[0].1,
+        9900,
+        "December at December's price"
+    );
+
+    let cancel = post(
+        &app,
+        "api-cancel.json",
+        &format!("/subscriptions/{id}/cancel"),
+        json!({"at": "period_end", "reason": "moving abroad"}),
+        &[],
+    )
+    .await;
+    assert_eq!(cancel.status, 200);
+    charge_run(&app, paid.next_charge_at, "jan").await;
+    let ended = stored(&app, &sub.id).await;
+    assert_eq!(ended.status, SubscriptionStatus::Cancelled);
+    assert_eq!(charges_at_sim(&sim).len(), 1, "only December was charged");
+}
+
+#[tokio::test]
+async fn a_cancel_racing_a_charge_run_loses_neither_write_and_orphans_nothing() {
+    let sim = start_sim().await;
+    let app = Arc::new(test_app(&sim.base_url(), &[]).await);
+    // Ten subscriptions; each is cancelled while the run charges them.
+    let mut subs = Vec::new();
+    for _ in 0..10 {
+        subs.push(seed_subscription(&app, &sim, t0() - chrono::Duration::hours(1)).await);
+    }
+    sim.set_latency(Duration::from_millis(30));
+    let run = {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move { charge_run(&app, t0(), "race").await })
+    };
+    let mut cancels = Vec::new();
+    for (i, sub) in subs.iter().enumerate() {
+        let app = Arc::clone(&app);
+        let path = format!("/subscriptions/{}/cancel", sub.id);
+        cancels.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(15 * i as u64)).await;
+            post(
+                &app,
+                "api-cancel.json",
+                &path,
+                json!({"at": "now", "reason": "race"}),
+                &[],
+            )
+            .await
+        }));
+    }
+    run.await.unwrap();
+    for c in cancels {
+        let answer = c.await.unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    // A later run settles whatever was left open.
+    sim.set_latency(Duration::ZERO);
+    app.engine.clock.advance(chrono::Duration::hours(1));
+    charge_run(&app, t0() + chrono::Duration::hours(1), "after").await;
+    let at_sim = charges_at_sim(&sim);
+    let mut recorded = 0;
+    for sub in &subs {
+        let s = stored(&app, &sub.id).await;
+        assert_eq!(
+            s.status,
+            SubscriptionStatus::Cancelled,
+            "the cancel is kept"
+        );
+        for a in app.engine.ledger.list_attempts(&sub.id).await.unwrap() {
+            assert!(!a.state.is_open(), "nothing orphaned: {a:?}");
+            let paid_here = at_sim.iter().filter(|c| c.0 == a.merchant_uid).count();
+            assert!(paid_here <= 1, "one payment per merchant uid");
+            assert_eq!(
+                a.state == AttemptState::Paid,
+                paid_here == 1,
+                "i'mport and the ledger agree on {}",
+                a.merchant_uid
+            );
+            recorded += paid_here;
+        }
+    }
+    assert_eq!(recorded, at_sim.len(), "every charge is recorded");
+    println!(
+        "cancel race: {} of 10 charged before their cancel",
+        at_sim.len()
+    );
+}
+
+#[tokio::test]
+async fn a_charge_in_flight_when_cancelled_is_settled_by_the_next_run() {
+    let sim = start_sim().await;
+    let app = test_app(&sim.base_url(), &[("DELETE_KEY_ON_CANCEL", "false")]).await;
+    let sub = seed_subscription(&app, &sim, t0() - chrono::Duration::hours(1)).await;
+    // A run claimed the charge and i'mport took the money; then it died.
+    let claim = crashed_claim(&app, &sub, true).await;
+    let cancel = post(
+        &app,
+        "api-cancel.json",
+        &format!("/subscriptions/{}/cancel", sub.id),
+        json!({"at": "now", "reason": "customer left"}),
+        &[],
+    )
+    .await;
+    assert_eq!(cancel.status, 200, "{}", cancel.body);
+    assert_eq!(cancel.body["key_deleted"], Value::Null);
+    assert_eq!(
+        cancel.body["subscription"]["open_attempt"]["merchant_uid"],
+        claim.merchant_uid.as_str()
+    );
+    testkit::after_quiet_period(&app);
+    charge_run(&app, app.engine.now(), "next").await;
+    let a = app
+        .engine
+        .ledger
+        .get_attempt(&sub.id, &claim.period, claim.attempt)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.state, AttemptState::Paid, "the money is recorded");
+    let s = stored(&app, &sub.id).await;
+    assert_eq!(s.status, SubscriptionStatus::Cancelled);
+    assert_eq!(charges_at_sim(&sim).len(), 1, "and never charged again");
+}
+
+#[tokio::test]
+async fn refunds_are_checked_idempotent_and_recorded_once_even_racing_the_webhook() {
+    let sim = start_sim().await;
+    let app = Arc::new(test_app(&sim.base_url(), &[]).await);
+    let hook_app = Arc::clone(&app);
+    let hooks = local_gateway("webhook-json.json", move |r| {
+        let app = Arc::clone(&hook_app);
+        async move { payment_webhook::handle(&app, r).await.unwrap() }
+    })
+    .await;
+    sim.set_webhook(WebhookSettings {
+        url: Some(format!("{hooks}/webhooks/iamport")),
+        format: WebhookFormat::Json,
+        duplicates: 1,
+        delay: Duration::ZERO,
+    });
+    let sub = seed_subscription(&app, &sim, t0() - chrono::Duration::hours(1)).await;
+    charge_run(&app, t0(), "dec").await;
+    let merchant_uid = charges_at_sim(&sim)[0].0.clone();
+    let path = format!("/charges/{merchant_uid}/refund");
+
+    // A partial refund, sent twice with one key (a client retrying): one refund.
+    let body = json!({"amount": 4000, "reason": "outage on 12/3"});
+    let first = post(
+        &app,
+        "api-refund.json",
+        &path,
+        body.clone(),
+        &[("idempotency-key", "rf-1")],
+    )
+    .await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(first.body["refunded"], 4000);
+    let again = post(
+        &app,
+        "api-refund.json",
+        &path,
+        body.clone(),
+        &[("idempotency-key", "rf-1")],
+    )
+    .await;
+    assert!(again.replayed);
+    assert_eq!((again.status, &again.body), (first.status, &first.body));
+    // The same key for another request is refused.
+    let other = post(
+        &app,
+        "api-refund.json",
+        &path,
+        json!({"amount": 10, "reason": "x"}),
+        &[("idempotency-key", "rf-1")],
+    )
+    .await;
+    assert_eq!(other.status, 422, "{}", other.body);
+    assert_eq!(charges_at_sim(&sim)[0].2, 4000);
+
+    // The rest, while i'mport's webhooks for both refunds arrive.
+    sim.wait_for_webhooks(2, Duration::from_secs(5)).await;
+    let rest = post(
+        &app,
+        "api-refund.json",
+        &path,
+        json!({"reason": "cancelled"}),
+        &[("idempotency-key", "rf-2")],
+    )
+    .await;
+    assert_eq!(rest.status, 200, "{}", rest.body);
+    assert_eq!(rest.body["refunded"], 9900);
+    sim.wait_for_webhooks(3, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let a = &app.engine.ledger.list_attempts(&sub.id).await.unwrap()[0];
+    assert_eq!(a.refunded, 9900);
+    assert_eq!(
+        charges_at_sim(&sim)[0].2,
+        9900,
+        "i'mport refunded it all, once"
+    );
+    // Nothing is left to refund.
+    let more = post(
+        &app,
+        "api-refund.json",
+        &path,
+        json!({"amount": 1, "reason": "x"}),
+        &[("idempotency-key", "rf-3")],
+    )
+    .await;
+    assert_eq!(more.status, 422, "{}", more.body);
+    assert_eq!(more.body["error"]["code"], "unprocessable");
+    let read = get(
+        &app,
+        "api-get-subscription.json",
+        &format!("/subscriptions/{}", sub.id),
+    )
+    .await;
+    let refunds = read.body["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "refund")
+        .count();
+    assert_eq!(refunds, 2, "each refund is kept once in the history");
+}
+
+#[tokio::test]
+async fn a_refund_with_a_stale_view_refunds_nothing_and_learns_the_truth() {
+    let sim = start_sim().await;
+    let app = test_app(&sim.base_url(), &[]).await;
+    let sub = seed_subscription(&app, &sim, t0() - chrono::Duration::hours(1)).await;
+    charge_run(&app, t0(), "dec").await;
+    let (merchant_uid, _, _) = charges_at_sim(&sim)[0].clone();
+    let imp_uid = app.engine.ledger.list_attempts(&sub.id).await.unwrap()[0]
+        .imp_uid
+        .clone()
+        .unwrap();
+    // Someone refunded 3,000 KRW in i'mport's console; no webhook came.
+    app.engine
+        .gateway
+        .refund(&shared::gateway::RefundRequest {
+            imp_uid,
+            amount: Some(3000),
+            checksum: None,
+            reason: "console".into(),
+        })
+        .await
+        .unwrap();
+    let path = format!("/charges/{merchant_uid}/refund");
+    let stale = post(
+        &app,
+        "api-refund.json",
+        &path,
+        json!({"reason": "all of it"}),
+        &[("idempotency-key", "s-1")],
+    )
+    .await;
+    assert_eq!(stale.status, 409, "{}", stale.body);
+    assert_eq!(
+        charges_at_sim(&sim)[0].2,
+        3000,
+        "nothing refunded by the stale request"
+    );
+    let a = &app.engine.ledger.list_attempts(&sub.id).await.unwrap()[0];
+    assert_eq!(a.refunded, 3000, "the console refund is now on record");
+    let retry = post(
+        &app,
+        "api-refund.json",
+        &path,
+        json!({"reason": "all of it"}),
+        &[("idempotency-key", "s-2")],
+    )
+    .await;
+    assert_eq!(retry.status, 200, "{}", retry.body);
+    assert_eq!(charges_at_sim(&sim)[0].2, 9900);
+}
+
+#[tokio::test]
+async fn a_new_card_while_past_due_is_charged_at_once_and_the_old_key_is_deleted() {
+    let sim = start_sim().await;
+    let app = test_app(&sim.base_url(), &[]).await;
+    let sub = seed_subscription(&app, &sim, t0() - chrono::Duration::hours(1)).await;
+    sim.decline_customer(&sub.customer_uid, "잔액부족");
+    charge_run(&app, t0(), "dec").await;
+    assert_eq!(
+        stored(&app, &sub.id).await.status,
+        SubscriptionStatus::PastDue
+    );
+
+    let card = post(
+        &app,
+        "api-payment-method.json",
+        &format!("/subscriptions/{}/payment-method", sub.id),
+        json!({}),
+        &[],
+    )
+    .await;
+    assert_eq!(card.status, 201, "{}", card.body);
+    let rp = &card.body["request_pay"];
+    let new_key = rp["customer_uid"].as_str().unwrap().to_owned();
+    assert_ne!(new_key, sub.customer_uid);
+    assert_eq!(rp["amount"], 0);
+    let merchant_uid = rp["merchant_uid"].as_str().unwrap();
+    assert!(merchant_uid.len() <= 40 && merchant_uid.chars().all(|c| c.is_ascii_alphanumeric()));
+    let location = complete_window(&app, &sim, rp).await;
+    assert!(location.contains("first_charge=paid"), "{location}");
+
+    let s = stored(&app, &sub.id).await;
+    assert_eq!(s.status, SubscriptionStatus::Active);
+    assert_eq!(s.customer_uid, new_key);
+    assert!(sim.customer(&sub.customer_uid).is_none(), "old key deleted");
+    let attempts = app.engine.ledger.list_attempts(&sub.id).await.unwrap();
+    let states: Vec<_> = attempts.iter().map(|a| (a.attempt, a.state)).collect();
+    assert_eq!(
+        states,
+        vec![(1, AttemptState::Failed), (2, AttemptState::Paid)]
+    );
+    assert_eq!(attempts[1].customer_uid, new_key);
+    assert_eq!(charges_at_sim(&sim).len(), 1);
+    // The window's callback again (a refresh) changes nothing.
+    let query = open_window(&sim.base_url(), rp, &[]).await;
+    let _ = billing_callback::handle(
+        &app,
+        http_request("callback-success.json", Some(&query), None),
+    )
+    .await;
+    assert_eq!(charges_at_sim(&sim).len(), 1);
+}
+
+#[tokio::test]
+async fn a_card_replaced_while_a_charge_is_out_settles_that_charge_and_charges_no_more() {
+    let sim = start_sim().await;
+    let app = test_app(&sim.base_url(), &[]).await;
+    let sub = seed_subscription(&app, &sim, t0() - chrono::Duration::hours(1)).await;
+    // A run charged the old card and died before recording it.
+    let claim = crashed_claim(&app, &sub, true).await;
+    let card = post(
+        &app,
+        "api-payment-method.json",
+        &format!("/subscriptions/{}/payment-method", sub.id),
+        json!({}),
+        &[],
+    )
+    .await;
+    complete_window(&app, &sim, &card.body["request_pay"]).await;
+    testkit::after_quiet_period(&app);
+    charge_run(&app, app.engine.now(), "next").await;
+    let a = app
+        .engine
+        .ledger
+        .get_attempt(&sub.id, &claim.period, claim.attempt)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        a.state,
+        AttemptState::Paid,
+        "the old card's payment is ours"
+    );
+    assert_eq!(
+        charges_at_sim(&sim).len(),
+        1,
+        "and the new card is not charged for it"
+    );
+    assert_eq!(stored(&app, &sub.id).await.period_index, 1);
+}
+
+#[tokio::test]
+async fn a_suspended_subscription_resumes_with_one_charge() {
+    let sim = start_sim().await;
+    let app = test_app(&sim.base_url(), &[("DUNNING_RETRY_DAYS", "1")]).await;
+    let sub = seed_subscription(&app, &sim, t0() - chrono::Duration::hours(1)).await;
+    sim.decline_customer(&sub.customer_uid, "잔액부족");
+    charge_run(&app, t0(), "d1").await;
+    charge_run(&app, t0() + chrono::Duration::days(1), "d2").await;
+    assert_eq!(
+        stored(&app, &sub.id).await.status,
+        SubscriptionStatus::Suspended
+    );
+    sim.clear_decline(&sub.customer_uid);
+    let path = format!("/subscriptions/{}/resume", sub.id);
+    let resumed = post(
+        &app,
+        "api-resume.json",
+        &path,
+        json!({}),
+        &[("idempotency-key", "res-1")],
+    )
+    .await;
+    assert_eq!(resumed.status, 200, "{}", resumed.body);
+    assert_eq!(resumed.body["charge"], "paid");
+    assert_eq!(resumed.body["subscription"]["status"], "active");
+    // Asked again (a retry without the key): nothing to resume, no charge.
+    let again = post(&app, "api-resume.json", &path, json!({}), &[]).await;
+    assert_eq!(again.status, 409, "{}", again.body);
+    let replay = post(
+        &app,
+        "api-resume.json",
+        &path,
+        json!({}),
+        &[("idempotency-key", "res-1")],
+    )
+    .await;
+    assert!(replay.replayed);
+    assert_eq!(charges_at_sim(&sim).len(), 1);
+}
+
+#[tokio::test]
+async fn an_attempt_waiting_for_a_person_is_listed_and_resolved_after_a_check_at_iamport() {
+    let sim = start_sim().await;
+    let app = test_app(&sim.base_url(), &[]).await;
+    // A sign-up window that took an odd amount (5,000 KRW) waits for a person.
+    let response = billing_callback::handle(
+        &app,
+        http_request("prepare.json", None, Some(r#"{"user_id":"user-9"}"#)),
+    )
+    .await
+    .unwrap();
+    let prepared: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+    let mut rp = prepared["request_pay"].clone();
+    rp["amount"] = json!(5000);
+    let location = complete_window(&app, &sim, &rp).await;
+    assert!(location.contains("needs_review"), "{location}");
+    let id = prepared["subscription_id"].as_str().unwrap();
+
+    let list = get(&app, "api-needs-review.json", "/charges/needs-review").await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    let flagged = &list.body["charges"][0];
+    assert_eq!(flagged["subscription_id"], id);
+    assert_eq!(flagged["state"], "needs_review");
+    let merchant_uid = flagged["merchant_uid"].as_str().unwrap().to_owned();
+    let path = format!("/charges/{merchant_uid}/resolve");
+
+    // i'mport shows money kept: it cannot be called unpaid before a refund.
+    let refused = post(
+        &app,
+        "api-resolve.json",
+        &path,
+        json!({"as": "failed", "note": "not our price"}),
+        &[],
+    )
+    .await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    let refund = post(
+        &app,
+        "api-refund.json",
+        &format!("/charges/{merchant_uid}/refund"),
+        json!({"reason": "odd amount at sign-up"}),
+        &[("idempotency-key", "odd-1")],
+    )
+    .await;
+    assert_eq!(refund.status, 200, "{}", refund.body);
+    let resolved = post(
+        &app,
+        "api-resolve.json",
+        &path,
+        json!({"as": "failed", "note": "refunded; charge the plan normally"}),
+        &[("x-actor", "ops:lee")],
+    )
+    .await;
+    assert_eq!(resolved.status, 200, "{}", resolved.body);
+    assert_eq!(resolved.body["state"], "failed");
+    assert_eq!(resolved.body["resolution"]["by"], "ops:lee");
+    let empty = get(&app, "api-needs-review.json", "/charges/needs-review").await;
+    assert_eq!(empty.body["charges"], json!([]));
+    let sub = stored(&app, &SubscriptionId::parse(id).unwrap()).await;
+    assert_ne!(sub.status, SubscriptionStatus::NeedsReview);
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let sim = start_sim().await;
+    let app = test_app(&sim.base_url(), &[("MANAGEMENT_API_KEY", "k-123")]).await;
+    let sub = seed_subscription(&app, &sim, t0() - chrono::Duration::hours(1)).await;
+    charge_run(&app, t0(), "dec").await;
+    let before = stored(&app, &sub.id).await;
+    let attempts_before = app.engine.ledger.list_attempts(&sub.id).await.unwrap();
+    let sim_before = sim.ledger();
+    let paid_uid = attempts_before[0].merchant_uid.clone();
+    let key = ("x-api-key", "k-123");
+    let id = sub.id.to_string();
+
+    // No key, wrong key.
+    let none = get(
+        &app,
+        "api-get-subscription.json",
+        &format!("/subscriptions/{id}"),
+    )
+    .await;
+    assert_eq!(
+        (none.status, none.body["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let wrong = call(
+        &app,
+        request(
+            "api-get-subscription.json",
+            &format!("/subscriptions/{id}"),
+            None,
+            &[("x-api-key", "nope")],
+        ),
+    )
+    .await;
+    assert_eq!(wrong.status, 401);
+
+    // (fixture, path, body, extra headers, status, error code)
+    type Case<'a> = (
+        &'a str,
+        String,
+        Option<Value>,
+        Vec<(&'a str, &'a str)>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "api-get-subscription.json",
+            "/subscriptions/zzzzzzzzzzzz".into(),
+            None,
+            vec![],
+            404,
+            "not_found",
+        ),
+        (
+            "api-get-subscription.json",
+            "/subscriptions/../../etc".into(),
+            None,
+            vec![],
+            404,
+            "not_found",
+        ),
+        (
+            "api-list-charges.json",
+            "/subscriptions/nope/charges".into(),
+            None,
+            vec![],
+            404,
+            "not_found",
+        ),
+        (
+            "api-get-subscription.json",
+            "/nothing/here".into(),
+            None,
+            vec![],
+            404,
+            "not_found",
+        ),
+        (
+            "api-cancel.json",
+            format!("/subscriptions/{id}/cancel"),
+            Some(json!({"at": "tomorrow", "reason": "x"})),
+            vec![],
+            400,
+            "invalid_request",
+        ),
+        (
+            "api-cancel.json",
+            format!("/subscriptions/{id}/cancel"),
+            Some(json!({"at": "now"})),
+            vec![],
+            400,
+            "invalid_request",
+        ),
+        (
+            "api-cancel.json",
+            format!("/subscriptions/{id}/cancel"),
+            Some(json!({"at": "now", "reason": ""})),
+            vec![],
+            400,
+            "invalid_request",
+        ),
+        (
+            "api-cancel.json",
+            format!("/subscriptions/{id}/cancel"),
+            Some(json!({"at": "now", "reason": "x", "refund": true})),
+            vec![],
+            400,
+            "invalid_request",
+        ),
+        (
+            "api-change-plan.json",
+            format!("/subscriptions/{id}/plan"),
+            Some(json!({"amount": -100, "name": "x"})),
+            vec![],
+            400,
+            "invalid_request",
+        ),
+        (
+            "api-change-plan.json",
+            format!("/subscriptions/{id}/plan"),
+            Some(json!({"amount": 99.5, "name": "x"})),
+            vec![],
+            400,
+            "invalid_request",
+        ),
+        (
+            "api-resume.json",
+            format!("/subscriptions/{id}/resume"),
+            Some(json!({})),
+            vec![],
+            409,
+            "conflict",
+        ),
+        (
+            "api-refund.json",
+            format!("/charges/{paid_uid}/refund"),
+            Some(json!({"amount": 100, "reason": "x"})),
+            vec![],
+            400,
+            "invalid_request",
+        ),
+        (
+            "api-refund.json",
+            format!("/charges/{paid_uid}/refund"),
+            Some(json!({"amount": -5, "reason": "x"})),
+            vec![("idempotency-key", "b-1")],
+            400,
+            "invalid_request",
+        ),
+        (
+            "api-refund.json",
+            format!("/charges/{paid_uid}/refund"),
+            Some(json!({"amount": 0, "reason": "x"})),
+            vec![("idempotency-key", "b-2")],
+            400,
+            "invalid_request",
+        ),
+        (
+            "api-refund.json",
+            format!("/charges/{paid_uid}/refund"),
+            Some(json!({"amount": 9901, "reason": "x"})),
+            vec![("idempotency-key", "b-3")],
+            422,
+            "unprocessable",
+        ),
+        (
+            "api-refund.json",
+            "/charges/sNOPE/refund".into(),
+            Some(json!({"reason": "x"})),
+            vec![("idempotency-key", "b-4")],
+            404,
+            "not_found",
+        ),
+        (
+            "api-refund.json",
+            format!("/charges/{paid_uid}/refund"),
+            Some(json!({"reason": "x"})),
+            vec![("idempotency-key", "has spaces")],
+            400,
+            "invalid_request",
+        ),
+        (
+            "api-resolve.json",
+            format!("/charges/{paid_uid}/resolve"),
+            Some(json!({"as": "paid", "note": "x"})),
+            vec![],
+            409,
+            "conflict",
+        ),
+        (
+            "api-resolve.json",
+            format!("/charges/{paid_uid}/resolve"),
+            Some(json!({"as": "maybe", "note": "x"})),
+            vec![],
+            400,
+            "invalid_request",
+        ),
+        (
+            "api-payment-method.json",
+            "/subscriptions/zzzzzzzzzzzz/payment-method".into(),
+            Some(json!({})),
+            vec![],
+            404,
+            "not_found",
+        ),
+        (
+            "api-list-user-subscriptions.json",
+            format!("/users/{}/subscriptions", "u".repeat(200)),
+            None,
+            vec![],
+            400,
+            "invalid_request",
+        ),
+    ];
+    for (fixture, path, body, mut headers, status, code) in cases {
+        headers.push(key);
+        let raw = body.map(|b| b.to_string());
+        let answer = call(&app, request(fixture, &path, raw.as_deref(), &headers)).await;
+        assert_eq!(
+            (answer.status, answer.body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{fixture} {path}: {}",
+            answer.body
+        );
+        assert!(
+            answer.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    // Not JSON, and the wrong method.
+    let garbage = call(
+        &app,
+        request(
+            "api-cancel.json",
+            &format!("/subscriptions/{id}/cancel"),
+            Some("{not json"),
+            &[key],
+        ),
+    )
+    .await;
+    assert_eq!(garbage.status, 400);
+    let mut delete = event_json("api-get-subscription.json");
+    delete["rawPath"] = json!(format!("/subscriptions/{id}"));
+    delete["requestContext"]["http"]["path"] = json!(format!("/subscriptions/{id}"));
+    delete["requestContext"]["http"]["method"] = json!("DELETE");
+    delete["headers"]["x-api-key"] = json!("k-123");
+    let delete = call(
+        &app,
+        lambda_http::request::from_str(&delete.to_string()).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (delete.status, delete.body["error"]["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+
+    // Nothing changed anywhere.
+    assert_eq!(stored(&app, &sub.id).await, before);
+    assert_eq!(
+        app.engine.ledger.list_attempts(&sub.id).await.unwrap(),
+        attempts_before
+    );
+    assert_eq!(sim.ledger(), sim_before);
+    assert_eq!(
+        app.engine.ledger.history(&sub.id, 10).await.unwrap(),
+        vec![]
+    );
+}
+
+#[tokio::test]
+async fn asking_twice_for_what_is_already_so_changes_nothing() {
+    let sim = start_sim().await;
+    let app = test_app(&sim.base_url(), &[]).await;
+    let sub = seed_subscription(&app, &sim, t0() - chrono::Duration::hours(1)).await;
+    let path = format!("/subscriptions/{}/cancel", sub.id);
+    let body = json!({"at": "period_end", "reason": "later"});
+    let first = post(&app, "api-cancel.json", &path, body.clone(), &[]).await;
+    let second = post(&app, "api-cancel.json", &path, body.clone(), &[]).await;
+    assert_eq!((first.status, second.status), (200, 200));
+    assert!(!second.replayed);
+    assert_eq!(
+        first.body["subscription"]["version"],
+        second.body["subscription"]["version"]
+    );
+    assert_eq!(
+        app.engine.ledger.history(&sub.id, 10).await.unwrap().len(),
+        1
+    );
+    // With a key, the answer itself is replayed.
+    let keyed = post(
+        &app,
+        "api-cancel.json",
+        &path,
+        json!({"at": "now", "reason": "now"}),
+        &[("idempotency-key", "c-1")],
+    )
+    .await;
+    let replay = post(
+        &app,
+        "api-cancel.json",
+        &path,
+        json!({"at": "now", "reason": "now"}),
+        &[("idempotency-key", "c-1")],
+    )
+    .await;
+    assert_eq!(keyed.status, 200);
+    assert!(replay.replayed);
+    assert_eq!(replay.body, keyed.body);
+    assert_eq!(
+        app.engine.ledger.history(&sub.id, 10).await.unwrap().len(),
+        2
+    );
+    // A cancelled subscription takes no new card and no plan.
+    let card = post(
+        &app,
+        "api-payment-method.json",
+        &format!("/subscriptions/{}/payment-method", sub.id),
+        json!({}),
+        &[],
+    )
+    .await;
+    assert_eq!(card.status, 409, "{}", card.body);
+    let plan = post(
+        &app,
+        "api-change-plan.json",
+        &format!("/subscriptions/{}/plan", sub.id),
+        json!({"amount": 1000, "name": "x"}),
+        &[],
+    )
+    .await;
+    assert_eq!(plan.status, 409, "{}", plan.body);
+}
