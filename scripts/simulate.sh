@@ -5,7 +5,7 @@
 #   scripts/simulate.sh --seeds 20000    # more
 #   scripts/simulate.sh --seed 51 --trace  # replay one seed, step by step
 #
-# Prints `seeds: N, steps: S, double charges: 0, unrecorded charges: 0,
+# Prints `seeds: N, failing: 0, steps: S, double charges: 0, unrecorded charges: 0,
 # stuck: 0, needs review: R`, what the seeds met, and each failing seed with
 # the command that replays it. Exit status 1 when an invariant broke.
 # Everything runs in one process on virtual time: no network, no AWS.

@@ -63,8 +63,9 @@ impl Totals {
     /// The one-line summary CI shows.
     pub fn line(&self) -> String {
         format!(
-            "seeds: {}, steps: {}, double charges: {}, unrecorded charges: {}, stuck: {}, needs review: {}",
+            "seeds: {}, failing: {}, steps: {}, double charges: {}, unrecorded charges: {}, stuck: {}, needs review: {}",
             self.seeds,
+            self.failures.len(),
             self.steps,
             self.double_charges,
             self.unrecorded,

@@ -35,6 +35,7 @@ use shared::ledger::{
     Activation, Cursor, DuePage, Guard, Ledger, LedgerError, RequestState, ReviewPage, Sent,
     StoredResponse, SubscriptionChange, UserItems,
 };
+use shared::management::{self, Actor, CancelInput};
 use shared::notification::{self, Notification};
 use shared::registration::{self, CallbackParams};
 
@@ -411,6 +412,18 @@ impl World {
                     req.merchant_uid, e.merchant_uid
                 ));
             }
+        }
+    }
+
+    /// A claim to send (a new attempt, or a re-send) was just written: its
+    /// subscription must not have ended. A cancel stops all further charges
+    /// at once (a claim written before it may still be sent: it was in
+    /// flight).
+    fn check_claim(&self, id: &SubscriptionId, what: &str) {
+        if let Some(s) = self.ledger.subscription_now(id)
+            && s.status == SubscriptionStatus::Cancelled
+        {
+            self.violation(format!("{what} for {id} after it was cancelled"));
         }
     }
 
@@ -807,11 +820,13 @@ impl Ledger for SimLedger {
         sub_version: u64,
     ) -> Result<(), LedgerError> {
         let out = self
-            .op(
-                "claim_new",
-                attempt_key(attempt),
-                self.world.ledger.claim_new(attempt, sub_version),
-            )
+            .op("claim_new", attempt_key(attempt), async {
+                let out = self.world.ledger.claim_new(attempt, sub_version).await;
+                if out.is_ok() {
+                    self.world.check_claim(&attempt.subscription_id, "claim");
+                }
+                out
+            })
             .await;
         if out.is_ok()
             && let Some(t) = &attempt.claim_token
@@ -833,6 +848,8 @@ impl Ledger for SimLedger {
     ) -> Result<ChargeAttempt, LedgerError> {
         // The token is ours from the moment the write may have happened.
         self.world.hold(self.inv, token);
+        // (Taking over an open attempt of a cancelled subscription is how
+        // it gets settled; only a send would be wrong.)
         self.op(
             "take_over",
             format!("{id}/{period}/{attempt}"),
@@ -850,13 +867,17 @@ impl Ledger for SimLedger {
         now: DateTime<Utc>,
         sub_version: u64,
     ) -> Result<(), LedgerError> {
-        self.op(
-            "mark_sending",
-            attempt_key(attempt),
-            self.world
+        self.op("mark_sending", attempt_key(attempt), async {
+            let out = self
+                .world
                 .ledger
-                .mark_sending(attempt, token, now, sub_version),
-        )
+                .mark_sending(attempt, token, now, sub_version)
+                .await;
+            if out.is_ok() {
+                self.world.check_claim(&attempt.subscription_id, "re-send");
+            }
+            out
+        })
         .await
     }
 
@@ -1414,6 +1435,68 @@ impl World {
         if redirects == 0 {
             self.count("browsers that never came back");
         }
+        // Some merchants change the subscription later (while runs charge it).
+        // Most of them just as a run charges the subscription, to race its claims.
+        if self.rand(|r| r.random_bool(0.3)) {
+            let at = Duration::from_secs(self.rand(|r| r.random_range(60..90 * 86_400)));
+            let racing = self.rand(|r| r.random_bool(0.8));
+            tokio::spawn(Arc::clone(&self).manage(id, at, racing));
+        }
+    }
+
+    /// One call to the management API at `at`: cancel now or at period
+    /// end, a plan change, or a resume, racing whatever runs are under way.
+    async fn manage(self: Arc<Self>, id: SubscriptionId, at: Duration, racing: bool) {
+        tokio::time::sleep(at).await;
+        if racing && let Some(sub) = self.ledger.subscription_now(&id) {
+            // The first run at or after its next charge, a moment after it starts.
+            let first = ten_am(self.origin, 0);
+            let days = ((sub.next_charge_at - first).num_seconds().max(0) + 86_399) / 86_400;
+            let jitter = chrono::Duration::milliseconds(self.rand(|r| r.random_range(0..150)));
+            tokio::time::sleep(until(ten_am(self.origin, days) + jitter, self.now())).await;
+        }
+        let action = self.rand(|r| r.random_range(0..10));
+        let amount = self.rand(|r| [4900, 14_900][r.random_range(0..2)]);
+        let (inv, engine) = self.engine("manage");
+        let actor = Actor("merchant".into());
+        let id = id.to_string();
+        let call = async {
+            let cancel = |at: &str| CancelInput {
+                at: at.into(),
+                reason: "simulated".into(),
+            };
+            match action {
+                0..3 => management::cancel(&engine, &id, cancel("now"), &actor)
+                    .await
+                    .map(|_| "cancelled now"),
+                3..6 => management::cancel(&engine, &id, cancel("period_end"), &actor)
+                    .await
+                    .map(|_| "cancelled at period end"),
+                6..8 => {
+                    let plan = management::PlanInput {
+                        amount,
+                        name: "월간 구독".into(),
+                    };
+                    management::change_plan(&engine, &id, plan, &actor)
+                        .await
+                        .map(|_| "plan changed")
+                }
+                _ => management::resume(&engine, &id, &actor)
+                    .await
+                    .map(|_| "resumed"),
+            }
+        };
+        self.record(format!("{inv} MANAGE {id} action {action}"));
+        let out = tokio::time::timeout(Duration::from_secs(60), call).await;
+        match &out {
+            Ok(Ok(done)) => self.count(done),
+            Ok(Err(_)) => self.count("management calls refused"),
+            Err(_) if !self.crashed(inv) => {
+                self.violation(format!("{inv} management call never answered"));
+            }
+            Err(_) => {}
+        }
+        self.record(format!("{inv} MANAGE done {out:?}"));
     }
 
     async fn callback(self: Arc<Self>, params: CallbackParams, delay: Duration) {
