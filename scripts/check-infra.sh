@@ -83,17 +83,28 @@ from samcli.lib.providers.sam_stack_provider import SamLocalStackProvider
 
 stacks, _ = SamLocalStackProvider.get_stacks(sys.argv[1])
 routes = sorted((m, r.path, r.function_name) for r in ApiProvider(stacks).api.routes for m in r.methods)
+api = "SubscriptionApiFunction"
 expected = sorted([
     ("POST", "/billing/prepare", "BillingCallbackFunction"),
     ("GET", "/billing/callback", "BillingCallbackFunction"),
     ("POST", "/webhooks/iamport", "PaymentWebhookFunction"),
+    ("GET", "/subscriptions/{id}", api),
+    ("GET", "/users/{user_id}/subscriptions", api),
+    ("GET", "/subscriptions/{id}/charges", api),
+    ("POST", "/subscriptions/{id}/cancel", api),
+    ("POST", "/subscriptions/{id}/resume", api),
+    ("POST", "/subscriptions/{id}/plan", api),
+    ("POST", "/subscriptions/{id}/payment-method", api),
+    ("GET", "/charges/needs-review", api),
+    ("POST", "/charges/{merchant_uid}/refund", api),
+    ("POST", "/charges/{merchant_uid}/resolve", api),
 ])
 if routes != expected:
     sys.exit(f"routes {routes} != expected {expected}")
 binaries = {f.name: (f.metadata or {}).get("BuildProperties", {}).get("Binary")
             for f in SamFunctionProvider(stacks).get_all()}
 want = {"BillingCallbackFunction": "billing-callback", "PaymentWebhookFunction": "payment-webhook",
-        "ScheduledChargeFunction": "scheduled-charge"}
+        "ScheduledChargeFunction": "scheduled-charge", "SubscriptionApiFunction": "subscription-api"}
 if binaries != want:
     sys.exit(f"functions/binaries {binaries} != expected {want}")
 PY
@@ -127,4 +138,4 @@ if problems:
     sys.exit("\n".join(problems))
 PY
 
-echo "check-infra: OK (cfn-lint, sam validate --lint, translated template, 3 routes, ${#events[@]} events, env.local.json)"
+echo "check-infra: OK (cfn-lint, sam validate --lint, translated template, 13 routes, ${#events[@]} events, env.local.json)"

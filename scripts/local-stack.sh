@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole billing story on this machine, in one command:
-#   moto_server (DynamoDB API) · the i'mport simulator · the three functions
+#   moto_server (DynamoDB API) · the i'mport simulator · the four functions
 #   under `cargo lambda watch` · tests/local-demo playing sign-ups and months
 #   of scheduled charges, then printing the table beside the simulator's ledger.
 #
@@ -230,7 +230,7 @@ say "building (the first build on a fresh machine takes a few minutes on 2 cores
 # (`cargo run --bin <name>` in this workspace: features resolved over all members,
 # dev profile), so every crate compiles once and the watch starts the functions
 # without compiling anything.
-BINS=(--bin billing-callback --bin scheduled-charge)
+BINS=(--bin billing-callback --bin scheduled-charge --bin subscription-api)
 [ "$WEBHOOK" = 1 ] && BINS+=(--bin payment-webhook)
 BINS+=(--bin iamport-sim --bin local-demo)
 build "workspace" "${BINS[@]}"
@@ -286,7 +286,7 @@ SIM_ARGS=(--addr "127.0.0.1:$SIM_PORT")
 [ "$WEBHOOK" = 1 ] && SIM_ARGS+=(--webhook-url "$WEBHOOK_URL")
 say "starting the i'mport simulator on $SIM_URL"
 start iamport-sim "$LOGS/iamport-sim.log" "$TARGET_DIR/debug/iamport-sim" "${SIM_ARGS[@]}"
-say "starting cargo lambda watch on $LAMBDA_URL (functions: billing-callback, scheduled-charge$([ "$WEBHOOK" = 1 ] && echo ', payment-webhook'))"
+say "starting cargo lambda watch on $LAMBDA_URL (functions: billing-callback, scheduled-charge, subscription-api$([ "$WEBHOOK" = 1 ] && echo ', payment-webhook'))"
 start cargo-lambda-watch "$LOGS/cargo-lambda-watch.log" \
   env CARGO_TERM_COLOR=never bash -c 'set -a; . "$1"; set +a; exec cargo lambda watch --ignore-changes -A 127.0.0.1 -P "$2"' \
   _ "$ENV_FILE" "$LAMBDA_PORT"
@@ -328,6 +328,8 @@ The stack keeps running (sessions recorded in .local/stack.pids):
   functions (watch)       $LAMBDA_URL
     prepare   curl -si -X POST $LAMBDA_URL/lambda-url/billing-callback/billing/prepare -H 'content-type: application/json' -d '{"user_id":"me"}'
     callback  $LAMBDA_URL/lambda-url/billing-callback/billing/callback?imp_uid=…&merchant_uid=…
+    manage    curl -s $LAMBDA_URL/lambda-url/subscription-api/users/user-1001/subscriptions
+              curl -s -X POST $LAMBDA_URL/lambda-url/subscription-api/subscriptions/{id}/cancel -H 'content-type: application/json' -d '{"at":"period_end","reason":"by hand"}'
     charge    curl -s -X POST $LAMBDA_URL/2015-03-31/functions/scheduled-charge/invocations -d '{"scheduled_time":"2027-01-01T01:00:00Z","execution_id":"by-hand"}'
               (or target/debug/local-demo --charge-at 2027-01-01T01:00:00Z --dynamodb $DDB_URL --sim $SIM_URL --lambda $LAMBDA_URL)
   environment of the functions: .local/functions.env · logs: .local/logs/

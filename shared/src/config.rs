@@ -46,6 +46,9 @@ pub struct Config {
     /// any i'mport billing PG. The part before the dot is the expected
     /// `pg_provider` of issued keys.
     pub pg: String,
+    /// `pay_method` for the payment window (`IAMPORT_PAY_METHOD`; by default
+    /// `trans` for CHAI, as its guide says, and `card` for any other PG).
+    pub pay_method: String,
     pub default_plan: Plan,
     /// `m_redirect_url`: where i'mport sends the browser (the callback route).
     pub callback_url: Option<Url>,
@@ -172,6 +175,22 @@ impl Config {
             });
         }
 
+        let pay_method = var("IAMPORT_PAY_METHOD").unwrap_or_else(|| {
+            let provider = pg.split('.').next().unwrap_or_default();
+            if provider == "chai" { "trans" } else { "card" }.to_owned()
+        });
+        if pay_method.is_empty()
+            || pay_method.len() > 20
+            || !pay_method
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_')
+        {
+            return Err(ConfigError::Invalid {
+                name: "IAMPORT_PAY_METHOD",
+                reason: format!("{pay_method:?} is not a pay_method like card or trans"),
+            });
+        }
+
         let plan_amount = number("PLAN_AMOUNT", 9900, 100, 10_000_000)? as i64;
         let plan_name = var("PLAN_NAME").unwrap_or_else(|| "월간 구독".into());
         if plan_name.chars().count() > 40 {
@@ -267,6 +286,7 @@ impl Config {
             )?),
             include_sandbox: flag("IAMPORT_INCLUDE_SANDBOX", false)?,
             pg,
+            pay_method,
             default_plan: Plan {
                 amount: plan_amount,
                 name: plan_name,
@@ -348,9 +368,17 @@ mod tests {
         let c = parse(&pairs).unwrap();
         assert_eq!(c.pg, "chai.pk_live_123");
         assert_eq!(c.pg_provider(), "chai");
+        assert_eq!(c.pay_method, "trans", "CHAI's guide: pay_method trans");
         pairs.pop();
         pairs.push(("IAMPORT_PG", "tosspayments.iamporttest_3"));
-        assert_eq!(parse(&pairs).unwrap().pg_provider(), "tosspayments");
+        let c = parse(&pairs).unwrap();
+        assert_eq!(c.pg_provider(), "tosspayments");
+        assert_eq!(
+            c.pay_method, "card",
+            "other billing PGs issue keys on cards"
+        );
+        pairs.push(("IAMPORT_PAY_METHOD", "trans"));
+        assert_eq!(parse(&pairs).unwrap().pay_method, "trans");
     }
 
     #[test]
@@ -362,6 +390,7 @@ mod tests {
             ("IAMPORT_BASE_URL", "ftp://x"),
             ("WEBHOOK_ALLOWED_IPS", "1.2.3"),
             ("IAMPORT_PG", "chai pay"),
+            ("IAMPORT_PAY_METHOD", "Card!"),
             ("CHARGE_ON_SIGNUP", "maybe"),
             ("CLAIM_LEASE_SECS", "60"),
             ("RESEND_QUIET_SECS", "5"),

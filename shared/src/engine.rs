@@ -35,6 +35,9 @@ pub struct Settings {
     pub charge_on_signup: bool,
     /// The `pg` for the payment window (`chai`, `chai.{public_key}`, …).
     pub pg: String,
+    /// The `pay_method` for the payment window (`trans` for CHAI, `card`
+    /// for most other PGs).
+    pub pay_method: String,
     pub default_plan: Plan,
     pub registration_ttl: Duration,
     /// `m_redirect_url` (the callback route), needed by `prepare`.
@@ -59,6 +62,7 @@ impl Settings {
             notice_url: config.notice_url.as_ref().map(|u| u.to_string()),
             charge_on_signup: config.charge_on_signup,
             pg: config.pg.clone(),
+            pay_method: config.pay_method.clone(),
             default_plan: config.default_plan.clone(),
             registration_ttl: config.registration_ttl,
             callback_url: config.callback_url.as_ref().map(|u| u.to_string()),
@@ -264,6 +268,7 @@ mod tests {
             notice_url: None,
             charge_on_signup: false,
             pg: "chai".into(),
+            pay_method: "trans".into(),
             default_plan: Plan {
                 amount: 9900,
                 name: "p".into(),

@@ -45,6 +45,9 @@ pub enum ManageError {
     /// A bug or a misconfiguration (a missing table, an unreadable item).
     #[error("{0}")]
     Internal(String),
+    /// The request body is larger than accepted.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 /// The error body of every HTTP API here (prepare, callback, management):
@@ -64,6 +67,7 @@ impl ManageError {
             Self::Unprocessable(_) => "unprocessable",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
+            Self::TooLarge(_) => "payload_too_large",
         }
     }
 
@@ -75,6 +79,7 @@ impl ManageError {
             Self::Unprocessable(_) => 422,
             Self::Unavailable(_) => 503,
             Self::Internal(_) => 500,
+            Self::TooLarge(_) => 413,
         }
     }
 }
@@ -409,7 +414,10 @@ pub async fn cancel<L: Ledger, G: PaymentGateway>(
         let sub = load(engine, &id).await?;
         let already = match at {
             CancelAt::Now => sub.status == SubscriptionStatus::Cancelled,
-            CancelAt::PeriodEnd => sub.cancel_at_period_end,
+            // An ended subscription has ended at (or before) its period's end.
+            CancelAt::PeriodEnd => {
+                sub.cancel_at_period_end || sub.status == SubscriptionStatus::Cancelled
+            }
         };
         if already {
             return Ok(Cancelled {
@@ -662,7 +670,7 @@ pub async fn payment_method<L: Ledger, G: PaymentGateway>(
         .await
         .map_err(|e| match e {
             PrepareError::Ledger(e) => e.into(),
-            other => ManageError::Unavailable(other.to_string()),
+            other => ManageError::Internal(other.to_string()),
         })
 }
 

@@ -19,8 +19,8 @@ pub async fn handle(app: &App, request: Request) -> Result<Response<Body>, Error
     let path = request.uri().path().trim_end_matches('/').to_owned();
     let method = request.method().as_str().to_owned();
     let response = match (method.as_str(), route(&path)) {
-        ("POST", Some(Route::Prepare)) => prepare(app, &request).await,
-        ("GET", Some(Route::Callback)) => callback(app, &request).await,
+        ("POST", Some(PREPARE)) => prepare(app, &request).await,
+        ("GET", Some(CALLBACK)) => callback(app, &request).await,
         (_, Some(_)) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -35,19 +35,21 @@ pub async fn handle(app: &App, request: Request) -> Result<Response<Body>, Error
     Ok(response)
 }
 
-enum Route {
-    Prepare,
-    Callback,
-}
+const PREPARE: &str = "/billing/prepare";
+const CALLBACK: &str = "/billing/callback";
 
-fn route(path: &str) -> Option<Route> {
-    if path.ends_with("/prepare") {
-        Some(Route::Prepare)
-    } else if path.ends_with("/callback") {
-        Some(Route::Callback)
-    } else {
-        None
-    }
+/// Every route: method and path (the API's routes name them in full; a
+/// stage or a local prefix may come first). `docs/openapi.yaml` and
+/// `infra/template.yaml` list the same; a test compares them.
+pub const ROUTES: [(&str, &str); 2] = [("POST", PREPARE), ("GET", CALLBACK)];
+
+/// The route whose last segment `path` ends with.
+fn route(path: &str) -> Option<&'static str> {
+    ROUTES.iter().map(|(_, p)| *p).find(|p| {
+        p.rsplit('/')
+            .next()
+            .is_some_and(|last| path.ends_with(&format!("/{last}")))
+    })
 }
 
 fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {

@@ -10,6 +10,11 @@ use shared::app::App;
 use shared::notification::{self, Handled};
 use tracing::{info, warn};
 
+/// The route this function serves (whatever the path it is mounted on).
+/// `docs/openapi.yaml` and `infra/template.yaml` list the same; a test
+/// compares them.
+pub const ROUTES: [(&str, &str); 1] = [("POST", "/webhooks/iamport")];
+
 pub async fn handle(app: &App, request: Request) -> Result<Response<Body>, Error> {
     if request.method().as_str() != "POST" {
         return Ok(reply(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"));

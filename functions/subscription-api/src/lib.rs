@@ -6,6 +6,7 @@
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
+use percent_encoding::percent_decode_str;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -96,8 +97,15 @@ pub fn route(method: &str, path: &str) -> Result<(&'static str, Vec<String>), St
         let mut params = Vec::new();
         let fits = parts.iter().zip(tail).all(|(p, s)| {
             if p.starts_with('{') {
-                params.push((*s).to_owned());
-                !s.is_empty()
+                // Path parameters arrive percent-encoded (a user id may hold
+                // any character); one that does not decode fits nothing.
+                match percent_decode_str(s).decode_utf8() {
+                    Ok(decoded) if !decoded.is_empty() => {
+                        params.push(decoded.into_owned());
+                        true
+                    }
+                    _ => false,
+                }
             } else {
                 p == s
             }
@@ -144,7 +152,7 @@ fn actor(request: &Request) -> Actor {
 fn body_of<T: DeserializeOwned>(request: &Request) -> Result<T, ManageError> {
     let body: &[u8] = request.body().as_ref();
     if body.len() > MAX_BODY {
-        return Err(ManageError::Invalid(format!(
+        return Err(ManageError::TooLarge(format!(
             "body larger than {MAX_BODY} bytes"
         )));
     }
@@ -386,6 +394,17 @@ mod tests {
             Err(StatusCode::METHOD_NOT_ALLOWED)
         );
         assert_eq!(route("GET", "/nothing/here"), Err(StatusCode::NOT_FOUND));
+        assert_eq!(
+            route("GET", "/users/kim%20min%2Fjun%40shop/subscriptions").unwrap(),
+            (
+                "/users/{user_id}/subscriptions",
+                vec!["kim min/jun@shop".to_owned()]
+            )
+        );
+        assert_eq!(
+            route("GET", "/users/%FF/subscriptions"),
+            Err(StatusCode::NOT_FOUND)
+        );
         assert_eq!(route("GET", "/subscriptions/"), Err(StatusCode::NOT_FOUND));
     }
 }

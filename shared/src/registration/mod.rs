@@ -54,7 +54,7 @@ pub struct BuyerInput {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct RequestPayParams {
     pub pg: String,
-    pub pay_method: &'static str,
+    pub pay_method: String,
     pub merchant_uid: String,
     pub customer_uid: String,
     pub name: String,
@@ -107,12 +107,12 @@ fn check_len(field: &str, value: &str, max: usize) -> Result<(), PrepareError> {
 /// registration up at the gateway (the browser should be back long before).
 pub const SWEEP_AFTER: chrono::Duration = chrono::Duration::minutes(30);
 
-fn request_pay(reg: &Registration, callback: &str) -> Prepared {
+fn request_pay(reg: &Registration, pay_method: &str, callback: &str) -> Prepared {
     Prepared {
         subscription_id: reg.subscription_id.to_string(),
         request_pay: RequestPayParams {
             pg: reg.pg.clone(),
-            pay_method: "trans",
+            pay_method: pay_method.to_owned(),
             merchant_uid: reg.merchant_uid.clone(),
             customer_uid: reg.customer_uid.clone(),
             name: reg.plan.name.clone(),
@@ -193,7 +193,7 @@ pub async fn prepare<L: Ledger, G: PaymentGateway>(
             }),
             Existing::Pending(reg) => {
                 info!(merchant_uid = %reg.merchant_uid, "a sign-up for this plan is pending: returning it");
-                Ok(request_pay(&reg, callback))
+                Ok(request_pay(&reg, &settings.pay_method, callback))
             }
         };
     }
@@ -218,7 +218,7 @@ pub async fn prepare<L: Ledger, G: PaymentGateway>(
     };
     engine.ledger.put_registration(&reg).await?;
     info!(merchant_uid = %reg.merchant_uid, "registration prepared");
-    Ok(request_pay(&reg, callback))
+    Ok(request_pay(&reg, &settings.pay_method, callback))
 }
 
 enum Existing {
@@ -284,7 +284,7 @@ pub async fn prepare_key_replacement<L: Ledger, G: PaymentGateway>(
     };
     engine.ledger.put_registration(&reg).await?;
     info!(merchant_uid = %reg.merchant_uid, subscription_id = %sub.id, "card replacement prepared");
-    Ok(request_pay(&reg, callback))
+    Ok(request_pay(&reg, &settings.pay_method, callback))
 }
 
 fn unavailable(what: &str, e: &dyn std::fmt::Display) -> CallbackOutcome {

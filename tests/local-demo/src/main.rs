@@ -6,10 +6,13 @@
 //! 2. registers customers: `POST …/billing/prepare`, the simulator's payment
 //!    window, then the real callback, exactly as a browser would;
 //! 3. sets scenarios in the simulator (always declined, declined once,
-//!    a timeout after charging);
+//!    a timeout after charging) and asks the management API
+//!    (`subscription-api`) for a plan change and a cancel at period end;
 //! 4. invokes `scheduled-charge` once a day (10:00 Asia/Seoul) for a few
-//!    months of billing clock;
-//! 5. prints subscriptions and charge attempts from DynamoDB beside the
+//!    months of billing clock; a customer whose card is declined gets a new
+//!    card through the API and the payment window, charged at once;
+//! 5. refunds part of a charge through the API (the same request twice);
+//! 6. prints subscriptions and charge attempts from DynamoDB beside the
 //!    simulator's ledger, and checks that nothing was charged twice.
 //!
 //! Exit status: 0 when every check passed, 1 when a check failed, 2 when the
@@ -106,6 +109,15 @@ enum Scenario {
     TimeoutAfterCharge,
     /// Closes the payment window: no billing key, failure page.
     ClosesWindow,
+    /// Pays; the merchant moves the subscription to another plan right
+    /// after sign-up: the new price applies from the next period.
+    PlanChange,
+    /// Pays for the sign-up period; the merchant cancels at period end right
+    /// away: never charged again, cancelled when the next period would begin.
+    CancelAtPeriodEnd,
+    /// The card is declined; after the first decline the customer gives a
+    /// new card (management API + payment window), charged at once.
+    NewCardAfterDecline,
 }
 
 impl Scenario {
@@ -116,6 +128,9 @@ impl Scenario {
             Self::DeclinedOnce => "declined once, then pays on the retry",
             Self::TimeoutAfterCharge => "i'mport times out after charging",
             Self::ClosesWindow => "closes the payment window",
+            Self::PlanChange => "moves to another plan after sign-up",
+            Self::CancelAtPeriodEnd => "cancels at period end",
+            Self::NewCardAfterDecline => "declined, then a new card",
         }
     }
 }
@@ -133,7 +148,7 @@ struct Persona {
     sdk: Option<&'static str>,
 }
 
-const PEOPLE: [Persona; 6] = [
+const PEOPLE: [Persona; 8] = [
     Persona {
         label: "alice",
         user_id: "user-1001",
@@ -186,7 +201,7 @@ const PEOPLE: [Persona; 6] = [
         tel: "010-1111-0005",
         amount: 4900,
         plan: "라이트 월간",
-        scenario: Scenario::Pays,
+        scenario: Scenario::PlanChange,
         sdk: Some("new"),
     },
     Persona {
@@ -200,7 +215,34 @@ const PEOPLE: [Persona; 6] = [
         scenario: Scenario::ClosesWindow,
         sdk: None,
     },
+    Persona {
+        label: "gina",
+        user_id: "user-1007",
+        buyer_name: "윤일곱",
+        email: "ilgop@example.com",
+        tel: "010-1111-0007",
+        amount: 9900,
+        plan: "베이직 월간",
+        scenario: Scenario::CancelAtPeriodEnd,
+        sdk: None,
+    },
+    Persona {
+        label: "hana",
+        user_id: "user-1008",
+        buyer_name: "서여덟",
+        email: "yeodeol@example.com",
+        tel: "010-1111-0008",
+        amount: 14900,
+        plan: "프로 월간",
+        scenario: Scenario::NewCardAfterDecline,
+        sdk: None,
+    },
 ];
+
+/// The plan erin moves to.
+const ERIN_NEW_PLAN: (i64, &str) = (9900, "베이직 월간");
+/// What is refunded of alice's last charge.
+const ALICE_REFUND: i64 = 3000;
 
 /// A customer after the sign-up round trip.
 struct Member {
@@ -256,6 +298,35 @@ struct Stack {
 impl Stack {
     fn callback_fn(&self, path: &str) -> String {
         format!("{}/lambda-url/billing-callback{path}", self.lambda)
+    }
+
+    /// Calls the management API (`subscription-api`): status, JSON body and
+    /// whether the answer was a replay of an earlier one (`Idempotency-Key`).
+    async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        idempotency_key: Option<&str>,
+    ) -> Result<(u16, Value, bool)> {
+        let url = format!("{}/lambda-url/subscription-api{path}", self.lambda);
+        let mut r = match method {
+            "GET" => self.http.get(url),
+            _ => self.http.post(url),
+        };
+        r = r.header("x-actor", "local-demo");
+        if let Some(k) = idempotency_key {
+            r = r.header("idempotency-key", k);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let r = r.send().await?;
+        let status = r.status().as_u16();
+        let replayed = r.headers().contains_key("idempotent-replayed");
+        let text = r.text().await?;
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, value, replayed))
     }
 
     fn elapsed(&self) -> String {
@@ -700,6 +771,64 @@ async fn play(args: Args) -> Result<bool> {
                     ""
                 );
             }
+            Scenario::NewCardAfterDecline => {
+                stack
+                    .sim_post(
+                        "/__sim/decline",
+                        &json!({"customer_uid": m.customer_uid, "reason": "카드 정지"}),
+                    )
+                    .await?;
+                println!(
+                    "  {:<6} POST /__sim/decline: every charge of {} fails (카드 정지); a new card will follow",
+                    m.p.label, m.customer_uid
+                );
+            }
+            Scenario::PlanChange => {
+                let (amount, name) = ERIN_NEW_PLAN;
+                let (status, body, _) = stack
+                    .api(
+                        "POST",
+                        &format!("/subscriptions/{}/plan", m.id),
+                        Some(json!({"amount": amount, "name": name})),
+                        Some(&format!("plan-{}", m.id)),
+                    )
+                    .await?;
+                println!(
+                    "  {:<6} POST /subscriptions/{}/plan {} KRW {name} → {status} (plan now {} KRW; applies from the next charge)",
+                    m.p.label,
+                    m.id,
+                    won(amount),
+                    won(body["plan"]["amount"].as_i64().unwrap_or_default())
+                );
+                checks.check(
+                    status == 200 && body["plan"]["amount"] == json!(amount),
+                    format!("{}: plan change answered {status}: {body}", m.p.label),
+                );
+            }
+            Scenario::CancelAtPeriodEnd => {
+                let (status, body, _) = stack
+                    .api(
+                        "POST",
+                        &format!("/subscriptions/{}/cancel", m.id),
+                        Some(json!({"at": "period_end", "reason": "customer asked in the app"})),
+                        None,
+                    )
+                    .await?;
+                println!(
+                    "  {:<6} POST /subscriptions/{}/cancel at period_end → {status} (cancel_at_period_end {}, paid through {})",
+                    m.p.label,
+                    m.id,
+                    body["subscription"]["cancel_at_period_end"],
+                    body["subscription"]["paid_through"].as_str().unwrap_or("—")
+                );
+                checks.check(
+                    status == 200 && body["subscription"]["cancel_at_period_end"] == json!(true),
+                    format!(
+                        "{}: cancel at period end answered {status}: {body}",
+                        m.p.label
+                    ),
+                );
+            }
             Scenario::Pays | Scenario::ClosesWindow => {}
         }
     }
@@ -737,6 +866,8 @@ async fn play(args: Args) -> Result<bool> {
     // How the timed-out charge was settled: by a run's reconciliation or by the webhook.
     let mut timeout_seen = false;
     let mut settled_by: Option<&'static str> = None;
+    // New billing keys given through the management API, by persona.
+    let mut new_cards: BTreeMap<&'static str, String> = BTreeMap::new();
     while day <= last_day {
         let at = seoul_10am(day);
         // Fresh copies: the webhook may have changed a subscription between runs.
@@ -808,6 +939,9 @@ async fn play(args: Args) -> Result<bool> {
                 .get_attempt(&before.id, &period, before.attempt)
                 .await?;
             let what = match &attempt {
+                None if after.status == SubscriptionStatus::Cancelled => {
+                    "not charged: the subscription ended (cancelled at period end)".to_owned()
+                }
                 None => "no attempt recorded".to_owned(),
                 Some(a) => {
                     let mut w = format!("{:<8}", a.state.as_str());
@@ -867,6 +1001,39 @@ async fn play(args: Args) -> Result<bool> {
                 "      {:<6} {} a{}  {what}  {next}",
                 m.p.label, period, before.attempt
             );
+            // After the first decline, the customer gives a new card.
+            if m.p.scenario == Scenario::NewCardAfterDecline
+                && after.status == SubscriptionStatus::PastDue
+                && !new_cards.contains_key(m.p.label)
+            {
+                let (key, landed) = new_card(&stack, m).await?;
+                let after_card = stack.sub(&m.id).await?;
+                println!(
+                    "      {:<6} POST /subscriptions/{}/payment-method 201 → window → callback 302 → {}  (key {}… → {}…; {} {})",
+                    m.p.label,
+                    m.id,
+                    short_url(&landed),
+                    &m.customer_uid[..m.customer_uid.len().min(11)],
+                    &key[..key.len().min(11)],
+                    after_card.status.as_str(),
+                    after_card
+                        .paid_through
+                        .as_ref()
+                        .map(|p| format!("paid through {p}"))
+                        .unwrap_or_default()
+                );
+                checks.check(
+                    landed
+                        .query_pairs()
+                        .any(|(k, v)| k == "first_charge" && v == "paid"),
+                    format!(
+                        "{}: the new card should be charged at once (landed on {})",
+                        m.p.label,
+                        short_url(&landed)
+                    ),
+                );
+                new_cards.insert(m.p.label, key);
+            }
         }
         day = day + chrono::Days::new(1);
     }
@@ -910,8 +1077,65 @@ async fn play(args: Args) -> Result<bool> {
         );
     }
 
+    // ── 5 ────────────────────────────────────────────────────────────────
+    stack.step(5, "the merchant's API: a partial refund, asked twice");
+    let alice = members
+        .iter()
+        .find(|m| m.p.label == "alice")
+        .ok_or_else(|| fail("alice did not sign up"))?;
+    let last_paid = stack
+        .store
+        .list_attempts(&alice.id)
+        .await?
+        .into_iter()
+        .rev()
+        .find(|a| a.state == AttemptState::Paid)
+        .ok_or_else(|| fail("alice has no paid charge"))?;
+    let path = format!("/charges/{}/refund", last_paid.merchant_uid);
+    let body = json!({"amount": ALICE_REFUND, "reason": "service outage, goodwill credit"});
+    let key = format!("refund-{}", last_paid.merchant_uid);
+    let (first_status, first, _) = stack
+        .api("POST", &path, Some(body.clone()), Some(&key))
+        .await?;
+    let (again_status, again, replayed) = stack.api("POST", &path, Some(body), Some(&key)).await?;
+    let refunded_at_sim = stack
+        .ledger()
+        .await?
+        .iter()
+        .filter(|p| str_of(p, "merchant_uid") == last_paid.merchant_uid)
+        .map(|p| i64_of(p, "cancel_amount"))
+        .sum::<i64>();
+    let refunded_in_table = stack
+        .store
+        .get_attempt(&alice.id, &last_paid.period, last_paid.attempt)
+        .await?
+        .map(|a| a.refunded)
+        .unwrap_or_default();
+    println!(
+        "  alice  POST {path} {} KRW → {first_status} (refunded {}); the same request again → {again_status}{}",
+        won(ALICE_REFUND),
+        won(first["refunded"].as_i64().unwrap_or_default()),
+        if replayed { ", replayed" } else { "" }
+    );
+    println!(
+        "         refunded at i'mport: {} KRW; in the table: {} KRW",
+        won(refunded_at_sim),
+        won(refunded_in_table)
+    );
+    checks.check(
+        first_status == 200
+            && again_status == 200
+            && replayed
+            && again == first
+            && refunded_at_sim == ALICE_REFUND
+            && refunded_in_table == ALICE_REFUND,
+        format!(
+            "alice: one refund of {ALICE_REFUND} KRW expected (got {first_status}/{again_status}, replayed {replayed}, i'mport {refunded_at_sim}, table {refunded_in_table})"
+        ),
+    );
+
     stack.step(
-        5,
+        6,
         "subscriptions and charges (DynamoDB) beside the simulator's ledger",
     );
     let ledger = stack.ledger().await?;
@@ -958,15 +1182,23 @@ async fn play(args: Args) -> Result<bool> {
     }
     println!();
     println!(
-        "  {:<24} {:<8} {:<17} │ {:<34} │ reason",
+        "  {:<34} {:<8} {:<17} │ {:<34} │ reason",
         "merchant_uid", "table", "imp_uid", "simulator ledger (status imp_uid KRW)"
     );
     let mut mismatches: Vec<String> = Vec::new();
     let mut shown: std::collections::HashSet<String> = std::collections::HashSet::new();
     for (m, s, attempts) in &finals {
         println!("  ── {} ({}, {})", m.p.label, s.id, m.p.scenario.describe());
-        let issuance = MerchantUid::issuance(&s.id);
-        let mut rows: Vec<(String, Option<&ChargeAttempt>)> = vec![(issuance.clone(), None)];
+        // The sign-up's issuance, and any new card's (payment-method).
+        let mut rows: Vec<(String, Option<&ChargeAttempt>)> =
+            vec![(MerchantUid::issuance(&s.id), None)];
+        for uid in stack.store.user_items(&s.user_id).await?.registrations {
+            if uid != MerchantUid::issuance(&s.id)
+                && matches!(MerchantUid::parse(&uid), Some(MerchantUid::Issuance { ref subscription }) if subscription == &s.id)
+            {
+                rows.push((uid, None));
+            }
+        }
         rows.extend(attempts.iter().map(|a| (a.merchant_uid.clone(), Some(a))));
         for (muid, a) in rows {
             shown.insert(muid.clone());
@@ -977,17 +1209,22 @@ async fn play(args: Args) -> Result<bool> {
                 entries
                     .iter()
                     .map(|p| {
-                        format!(
+                        let mut t = format!(
                             "{} {} {}",
                             str_of(p, "status"),
                             str_of(p, "imp_uid"),
                             won(i64_of(p, "amount"))
-                        )
+                        );
+                        if i64_of(p, "cancel_amount") > 0 {
+                            let _ = write!(t, " −{}", won(i64_of(p, "cancel_amount")));
+                        }
+                        t
                     })
                     .collect::<Vec<_>>()
                     .join(", ")
             };
             let reason = match a {
+                Some(a) if a.refunded > 0 => format!("refunded {} KRW", won(a.refunded)),
                 Some(a) => a.fail_reason.clone().unwrap_or_default(),
                 None => entries
                     .iter()
@@ -1003,7 +1240,7 @@ async fn play(args: Args) -> Result<bool> {
                 None => ("issuance".to_owned(), "—".to_owned()),
             };
             println!(
-                "  {:<24} {:<8} {:<17} │ {:<34} │ {}",
+                "  {:<34} {:<8} {:<17} │ {:<34} │ {}",
                 muid, state, imp, ledger_text, reason
             );
             if let Some(a) = a {
@@ -1158,6 +1395,61 @@ async fn play(args: Args) -> Result<bool> {
                     m.p.label
                 );
             }
+            Scenario::PlanChange => {
+                let amounts: Vec<i64> = attempts.iter().map(|a| a.amount).collect();
+                let expected: Vec<i64> = std::iter::once(m.p.amount)
+                    .chain(std::iter::repeat_n(ERIN_NEW_PLAN.0, args.months as usize))
+                    .collect();
+                checks.check(
+                    s.status == SubscriptionStatus::Active
+                        && s.paid_through.as_ref() == Some(&last_period(s))
+                        && paid == attempts.len()
+                        && amounts == expected,
+                    format!(
+                        "{}: expected the sign-up at {} KRW and every later period at {} KRW (got {}, amounts {amounts:?})",
+                        m.p.label,
+                        m.p.amount,
+                        ERIN_NEW_PLAN.0,
+                        s.status.as_str()
+                    ),
+                );
+            }
+            Scenario::CancelAtPeriodEnd => checks.check(
+                s.status == SubscriptionStatus::Cancelled
+                    && s.paid_through.as_ref() == Some(&s.anchor.period_id(0))
+                    && attempts.len() == 1,
+                format!(
+                    "{}: expected cancelled when {first} began, never charged for it (got {}, {} attempts)",
+                    m.p.label,
+                    s.status.as_str(),
+                    attempts.len()
+                ),
+            ),
+            Scenario::NewCardAfterDecline => {
+                let new_key = new_cards.get(m.p.label).cloned().unwrap_or_default();
+                let paid_with_new = of_first
+                    .iter()
+                    .any(|a| a.state == AttemptState::Paid && a.customer_uid == new_key);
+                let keys = stack.sim_get("/__sim/customers").await?;
+                let old_key_kept = keys.as_array().is_some_and(|k| {
+                    k.iter()
+                        .any(|c| str_of(c, "customer_uid") == m.customer_uid)
+                });
+                checks.check(
+                    s.status == SubscriptionStatus::Active
+                        && s.paid_through.as_ref() == Some(&last_period(s))
+                        && states(&of_first) == "failed,paid"
+                        && paid_with_new
+                        && s.customer_uid == new_key
+                        && !old_key_kept,
+                    format!(
+                        "{}: expected {first} declined, then paid at once with the new card, the old key deleted (got {}, {first}: {}, paid with the new key {paid_with_new}, old key kept {old_key_kept})",
+                        m.p.label,
+                        s.status.as_str(),
+                        states(&of_first)
+                    ),
+                );
+            }
             Scenario::ClosesWindow => {}
         }
     }
@@ -1222,30 +1514,14 @@ async fn register(stack: &Stack, p: &'static Persona) -> Result<Member> {
         .unwrap_or_default()
         .to_owned();
 
-    // The payment window (IMP.request_pay) with exactly these parameters.
-    let mut window = Url::parse(&format!("{}/window", stack.sim))?;
-    {
-        let mut q = window.query_pairs_mut();
-        for (k, v) in request_pay {
-            let text = match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            q.append_pair(k, &text);
-        }
-        if p.scenario == Scenario::ClosesWindow {
-            q.append_pair("scenario", "user_cancel");
-        }
-        if let Some(sdk) = p.sdk {
-            q.append_pair("sdk", sdk);
-        }
+    let mut extra = Vec::new();
+    if p.scenario == Scenario::ClosesWindow {
+        extra.push(("scenario", "user_cancel"));
     }
-    let r = stack.http.get(window).send().await?;
-    let callback = location(&r, "the payment window")?;
-
-    // i'mport's redirect to m_redirect_url: the real callback.
-    let r = stack.http.get(callback.clone()).send().await?;
-    let landed = location(&r, "billing-callback")?;
+    if let Some(sdk) = p.sdk {
+        extra.push(("sdk", sdk));
+    }
+    let (callback, landed) = window_and_callback(stack, request_pay, &extra).await?;
     println!(
         "  {:<6} {:<9} {:>6} KRW  {}  →  prepare 201 (subscription {id}, {}…)",
         p.label,
@@ -1272,6 +1548,57 @@ async fn register(stack: &Stack, p: &'static Persona) -> Result<Member> {
         callback,
         landed,
     })
+}
+
+/// The payment window (IMP.request_pay) with exactly these parameters, then
+/// i'mport's redirect to m_redirect_url: the real callback. Returns the
+/// callback URL and where the callback sent the browser.
+async fn window_and_callback(
+    stack: &Stack,
+    request_pay: &serde_json::Map<String, Value>,
+    extra: &[(&str, &str)],
+) -> Result<(Url, Url)> {
+    let mut window = Url::parse(&format!("{}/window", stack.sim))?;
+    {
+        let mut q = window.query_pairs_mut();
+        for (k, v) in request_pay {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            q.append_pair(k, &text);
+        }
+        for (k, v) in extra {
+            q.append_pair(k, v);
+        }
+    }
+    let r = stack.http.get(window).send().await?;
+    let callback = location(&r, "the payment window")?;
+    let r = stack.http.get(callback.clone()).send().await?;
+    let landed = location(&r, "billing-callback")?;
+    Ok((callback, landed))
+}
+
+/// A new card for `m`: `POST /subscriptions/{id}/payment-method`, the
+/// payment window with the new `customer_uid`, the callback. Returns the
+/// new `customer_uid` and where the browser landed.
+async fn new_card(stack: &Stack, m: &Member) -> Result<(String, Url)> {
+    let (status, body, _) = stack
+        .api(
+            "POST",
+            &format!("/subscriptions/{}/payment-method", m.id),
+            Some(json!({})),
+            None,
+        )
+        .await?;
+    let request_pay = body
+        .get("request_pay")
+        .and_then(Value::as_object)
+        .filter(|_| status == 201)
+        .ok_or_else(|| fail(format!("payment-method answered {status}: {body}")))?;
+    let customer_uid = str_of(&body["request_pay"], "customer_uid").to_owned();
+    let (_, landed) = window_and_callback(stack, request_pay, &[]).await?;
+    Ok((customer_uid, landed))
 }
 
 fn location(r: &reqwest::Response, what: &str) -> Result<Url> {

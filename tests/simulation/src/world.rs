@@ -185,6 +185,7 @@ impl World {
             notice_url: None,
             charge_on_signup: rng.random_bool(0.7),
             pg: "chai".into(),
+            pay_method: "trans".into(),
             default_plan: Plan {
                 amount: 9900,
                 name: "월간 구독".into(),
