@@ -36,6 +36,17 @@ pub struct Credentials {
     pub imp_key: Secret,
     pub imp_secret: Secret,
     pub uid_key: Option<Secret>,
+    /// The optional `x-api-key`s, kept in the same secret in production
+    /// (`prepare_api_key`, `management_api_key`); they override the
+    /// variables of the same names.
+    pub api_keys: ApiKeys,
+}
+
+/// Shared secrets some routes require on top of IAM.
+#[derive(Debug, Clone, Default)]
+pub struct ApiKeys {
+    pub prepare: Option<Secret>,
+    pub management: Option<Secret>,
 }
 
 impl App {
@@ -55,11 +66,17 @@ impl App {
     }
 
     pub fn new(
-        config: Config,
+        mut config: Config,
         ledger: DynamoLedger,
         credentials: Credentials,
         clock: Clock,
     ) -> Result<Self, InitError> {
+        if let Some(k) = credentials.api_keys.prepare.clone() {
+            config.prepare_api_key = Some(k);
+        }
+        if let Some(k) = credentials.api_keys.management.clone() {
+            config.management_api_key = Some(k);
+        }
         let uid_key = match &credentials.uid_key {
             Some(k) => UidKey::new(k.expose().as_bytes()).ok_or(ConfigError::Invalid {
                 name: "MERCHANT_UID_KEY",
@@ -97,6 +114,7 @@ async fn resolve_credentials(
             imp_key: imp_key.clone(),
             imp_secret: imp_secret.clone(),
             uid_key: config.uid_key.clone(),
+            api_keys: ApiKeys::default(),
         }),
         CredentialsSource::SecretsManager { secret_id } => {
             #[derive(serde::Deserialize)]
@@ -105,6 +123,10 @@ async fn resolve_credentials(
                 imp_secret: String,
                 #[serde(default)]
                 uid_key: Option<String>,
+                #[serde(default)]
+                prepare_api_key: Option<String>,
+                #[serde(default)]
+                management_api_key: Option<String>,
             }
             let client = aws_sdk_secretsmanager::Client::new(sdk);
             let out = client
@@ -134,6 +156,10 @@ async fn resolve_credentials(
                     .uid_key
                     .map(Secret::new)
                     .or_else(|| config.uid_key.clone()),
+                api_keys: ApiKeys {
+                    prepare: stored.prepare_api_key.map(Secret::new),
+                    management: stored.management_api_key.map(Secret::new),
+                },
             })
         }
     }

@@ -726,16 +726,7 @@ pub async fn refund<L: Ledger, G: PaymentGateway>(
 ) -> Result<ChargeView, ManageError> {
     let reason = text("reason", &input.reason, 200)?;
     let attempt = attempt_by_uid(engine, merchant_uid).await?;
-    let imp_uid = match (&attempt.state, &attempt.imp_uid) {
-        (AttemptState::Paid | AttemptState::NeedsReview, Some(imp_uid)) => imp_uid.clone(),
-        _ => {
-            return Err(ManageError::Conflict(format!(
-                "the charge is {}: there is no payment to refund",
-                attempt.state.as_str()
-            )));
-        }
-    };
-    let refundable = attempt.amount - attempt.refunded;
+    let (imp_uid, refundable) = refundable_payment(engine, &attempt).await?;
     let amount = input.amount.unwrap_or(refundable);
     if amount <= 0 {
         return Err(ManageError::Invalid(
@@ -790,6 +781,39 @@ pub async fn refund<L: Ledger, G: PaymentGateway>(
     info!(merchant_uid, amount, "refunded");
     let stored = attempt_by_uid(engine, merchant_uid).await?;
     Ok(ChargeView::from(&stored))
+}
+
+/// The payment a refund of `attempt` is for, and what is left of it to
+/// refund. A paid attempt: its recorded payment and our view of it (the
+/// `checksum` catches a stale view). One waiting for a person: the payment
+/// i'mport holds under its `merchant_uid` (a late payment, an odd amount;
+/// not necessarily the one recorded on the attempt), as i'mport shows it.
+async fn refundable_payment<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    attempt: &ChargeAttempt,
+) -> Result<(String, i64), ManageError> {
+    let nothing = || {
+        ManageError::Conflict(format!(
+            "the charge is {}: there is no payment to refund",
+            attempt.state.as_str()
+        ))
+    };
+    match attempt.state {
+        AttemptState::Paid => {
+            let imp_uid = attempt.imp_uid.clone().ok_or_else(nothing)?;
+            Ok((imp_uid, attempt.amount - attempt.refunded))
+        }
+        AttemptState::NeedsReview => match engine.gateway.find_payment(&attempt.merchant_uid).await
+        {
+            Ok(p) if p.merchant_uid == attempt.merchant_uid && p.paid_at.is_some() => {
+                Ok((p.imp_uid, p.amount - p.cancelled_amount))
+            }
+            Ok(_) => Err(nothing()),
+            Err(e) if e.is_not_found() => Err(nothing()),
+            Err(e) => Err(gateway_unavailable(&e)),
+        },
+        _ => Err(nothing()),
+    }
 }
 
 /// One page of `GET /charges/needs-review`.
@@ -877,6 +901,16 @@ pub async fn resolve<L: Ledger, G: PaymentGateway>(
                 return Err(ManageError::Conflict(format!(
                     "{} already paid period {}: refund one of the two first",
                     paid.merchant_uid, attempt.period
+                )));
+            }
+            if let Some(open) = others.iter().find(|a| {
+                a.period == attempt.period && a.attempt != attempt.attempt && a.state.is_open()
+            }) {
+                return Err(ManageError::Conflict(format!(
+                    "{} of period {} is still being charged ({}): resolve after it is settled",
+                    open.merchant_uid,
+                    attempt.period,
+                    open.state.as_str()
                 )));
             }
         }

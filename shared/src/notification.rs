@@ -225,7 +225,8 @@ async fn charge_notice<L: Ledger, G: PaymentGateway>(
         }
     } else if record.state.is_unpaid_settlement()
         && matches!(
-            Fact::from_record(&payment, &record, &sub.customer_uid, engine.now()),
+            // The key the attempt charged (the card may have been replaced since).
+            Fact::from_record(&payment, &record, &record.customer_uid, engine.now()),
             Ok(Some(Fact::Paid { .. }))
         )
     {

@@ -64,6 +64,7 @@ contract!(
     activation_happens_once_and_clears_the_expiry,
     activation_writes_the_first_attempt_or_nothing,
     a_first_attempt_waiting_for_a_person_is_in_the_review_list,
+    dunning_that_ends_in_cancelled_lets_go_of_the_plan_lock,
     activation_rolls_back_when_the_subscription_exists,
     one_live_subscription_per_user_and_plan_when_locked,
     a_refused_registration_leaves_the_sweep,
@@ -356,6 +357,38 @@ async fn a_first_attempt_waiting_for_a_person_is_in_the_review_list<L: Subject>(
     .unwrap();
     let page = l.review_page(10, None).await.unwrap();
     assert_eq!(page.attempts, vec![(id.clone(), first.period.clone(), 1)]);
+}
+
+async fn dunning_that_ends_in_cancelled_lets_go_of_the_plan_lock<L: Subject>(l: L) {
+    let now = t("2026-12-24T15:00:00Z");
+    let id = SubscriptionId::generate();
+    let reg = registration(&id, now);
+    let sub = Subscription {
+        user_id: reg.user_id.clone(),
+        ..sample_subscription(&id, now)
+    };
+    l.put_registration(&reg).await.unwrap();
+    l.activate(&Activation {
+        plan_lock: true,
+        ..activation(&reg, &sub)
+    })
+    .await
+    .unwrap();
+    let a = current(&sub, "run-1", now);
+    l.claim_new(&a, sub.version).await.unwrap();
+    let mut ended = sub.next_version(now);
+    ended.status = SubscriptionStatus::Cancelled;
+    ended.ended_at = Some(now);
+    l.settle(
+        &a,
+        &declined("잔액부족"),
+        Guard::Claim("run-1"),
+        &ended,
+        now,
+    )
+    .await
+    .unwrap();
+    assert!(l.user_items(&sub.user_id).await.unwrap().locks.is_empty());
 }
 
 async fn activation_rolls_back_when_the_subscription_exists<L: Subject>(l: L) {

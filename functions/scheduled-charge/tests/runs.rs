@@ -442,6 +442,7 @@ async fn bad_credentials_end_the_run_with_an_error_and_lose_nothing() {
             imp_key: shared::secret::Secret::new(testkit::SIM_KEY),
             imp_secret: shared::secret::Secret::new(testkit::SIM_SECRET),
             uid_key: Some(shared::secret::Secret::new("a-fixed-uid-key-for-tests")),
+            api_keys: Default::default(),
         },
         shared::clock::Clock::system(),
     )
@@ -469,6 +470,7 @@ async fn dynamodb_failure_ends_the_run_with_an_error_status() {
             imp_key: shared::secret::Secret::new(testkit::SIM_KEY),
             imp_secret: shared::secret::Secret::new(testkit::SIM_SECRET),
             uid_key: None,
+            api_keys: Default::default(),
         },
         shared::clock::Clock::system(),
     )

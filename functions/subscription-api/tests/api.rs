@@ -1132,3 +1132,85 @@ async fn asking_twice_for_what_is_already_so_changes_nothing() {
     .await;
     assert_eq!(plan.status, 409, "{}", plan.body);
 }
+
+#[tokio::test]
+async fn a_late_payment_is_refunded_through_the_api_then_the_period_is_charged_again() {
+    let sim = start_sim().await;
+    let app = test_app(&sim.base_url(), &[]).await;
+    let sub = seed_subscription(&app, &sim, t0() - chrono::Duration::hours(1)).await;
+    sim.decline_customer(&sub.customer_uid, "잔액부족");
+    charge_run(&app, t0(), "dec").await;
+    sim.clear_decline(&sub.customer_uid);
+    let first = app.engine.ledger.list_attempts(&sub.id).await.unwrap()[0].clone();
+    assert_eq!(first.state, AttemptState::Failed);
+    // i'mport takes money under the declined attempt's merchant_uid after all
+    // (a late copy of the request), and the webhook says so.
+    let late = app
+        .engine
+        .gateway
+        .charge_again(&shared::iamport::AgainRequest {
+            customer_uid: sub.customer_uid.clone(),
+            merchant_uid: first.merchant_uid.clone(),
+            amount: first.amount,
+            currency: "KRW",
+            name: sub.plan.name.clone(),
+            buyer_name: None,
+            buyer_email: None,
+            buyer_tel: None,
+            custom_data: None,
+            notice_url: None,
+        })
+        .await;
+    let shared::iamport::AgainOutcome::Paid(late) = late else {
+        panic!("{late:?}")
+    };
+    let notice = shared::notification::Notification {
+        imp_uid: late.imp_uid.clone(),
+        merchant_uid: first.merchant_uid.clone(),
+        status: "paid".into(),
+        cancellation_id: None,
+    };
+    shared::notification::handle(&app.engine, &notice)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored(&app, &sub.id).await.status,
+        SubscriptionStatus::NeedsReview
+    );
+
+    // The operator refunds the late payment (not the declined one on record)…
+    let refund = post(
+        &app,
+        "api-refund.json",
+        &format!("/charges/{}/refund", first.merchant_uid),
+        json!({"reason": "late duplicate of a declined charge"}),
+        &[("idempotency-key", "late-1")],
+    )
+    .await;
+    assert_eq!(refund.status, 200, "{}", refund.body);
+    let at_sim = sim.payment(&late.imp_uid).unwrap();
+    assert_eq!(
+        at_sim.cancel_amount, first.amount,
+        "the late payment is refunded"
+    );
+    // …and resolves it as not paid: the period is charged again, once.
+    let resolved = post(
+        &app,
+        "api-resolve.json",
+        &format!("/charges/{}/resolve", first.merchant_uid),
+        json!({"as": "failed", "note": "refunded the late copy"}),
+        &[],
+    )
+    .await;
+    assert_eq!(resolved.status, 200, "{}", resolved.body);
+    let s = stored(&app, &sub.id).await;
+    assert_eq!(s.status, SubscriptionStatus::PastDue);
+    charge_run(&app, s.next_charge_at.max(t0()), "after-review").await;
+    let s = stored(&app, &sub.id).await;
+    assert_eq!(s.status, SubscriptionStatus::Active);
+    let kept: Vec<_> = charges_at_sim(&sim)
+        .into_iter()
+        .filter(|c| c.1 > c.2)
+        .collect();
+    assert_eq!(kept.len(), 1, "one payment kept for the period: {kept:?}");
+}

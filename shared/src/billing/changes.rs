@@ -176,7 +176,9 @@ pub fn check_resolution(
 /// The subscription once a person resolved one of its attempts.
 ///
 /// - paid: the attempt's period counts as paid; if it is the period to charge
-///   next, the subscription moves to the one after;
+///   next (whichever attempt of it this is: a late payment on attempt 1 while
+///   attempt 2 is current pays the period all the same), the subscription
+///   moves to the one after;
 /// - not paid: the subscription returns to where it was before the review;
 ///   if the attempt is its current one, the period is charged again now with
 ///   a fresh attempt.
@@ -189,7 +191,7 @@ pub fn resolved(
     let mut next = sub.next_version(now);
     let current = sub.is_current(attempt);
     let event = if as_paid {
-        if current {
+        if attempt.period == sub.current_period() {
             next.paid_through = Some(sub.current_period());
             next.period_index += 1;
             next.attempt = 1;
@@ -410,5 +412,23 @@ mod tests {
             (SubscriptionStatus::Active, 1, 2)
         );
         assert!(unpaid.is_due(now));
+    }
+
+    #[test]
+    fn a_late_payment_on_an_earlier_attempt_resolved_as_paid_pays_the_period() {
+        // Attempt 1 was declined, then its payment arrived after all; attempt
+        // 2 of the same period is the current one.
+        let mut s = sub();
+        s.status = SubscriptionStatus::NeedsReview;
+        s.review_from = Some(SubscriptionStatus::PastDue);
+        s.attempt = 2;
+        let mut late = attempt(&s, AttemptState::NeedsReview);
+        late.attempt = 1;
+        let now = s.created_at;
+        let paid = resolved(&s, &late, true, now).unwrap();
+        assert_eq!(paid.paid_through, Some(s.current_period()));
+        assert_eq!((paid.period_index, paid.attempt), (2, 1));
+        assert_eq!(paid.status, SubscriptionStatus::Active);
+        assert!(!paid.is_due(now), "the period is not charged again");
     }
 }

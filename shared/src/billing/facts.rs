@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::dunning::{DunningPolicy, DunningStep};
 use super::entities::{AttemptResult, AttemptState, ChargeAttempt, Subscription};
-use super::state::{Event, IllegalTransition};
+use super::state::{Event, IllegalTransition, SubscriptionStatus};
 
 /// A payment as the gateway records it, in the engine's terms (the V1
 /// adapter maps i'mport's `PaymentAnnotation` onto it).
@@ -202,6 +202,9 @@ pub fn next_state(
     };
     match sub.status.apply(event) {
         Ok(status) => {
+            if status == SubscriptionStatus::Cancelled && sub.status != status {
+                next.ended_at = Some(now);
+            }
             next.status = status;
             (next, None)
         }

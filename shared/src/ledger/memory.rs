@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use crate::billing::{
     AttemptEvent, AttemptResult, AttemptState, AuditEntry, ChargeAttempt, PeriodId, Registration,
-    RegistrationStatus, Resolution, Subscription, SubscriptionId,
+    RegistrationStatus, Resolution, Subscription, SubscriptionId, SubscriptionStatus,
 };
 use crate::ledger::{
     Activation, AttemptKey, Cursor, DuePage, Guard, IDEMPOTENCY_STALE, IDEMPOTENCY_TTL, Ledger,
@@ -680,6 +680,13 @@ impl Ledger for InMemoryLedger {
             return Err(conflict("settle"));
         }
         st.put_subscription(next);
+        // Dunning that ends in `cancelled` ends the subscription: its lock goes.
+        if next.status == SubscriptionStatus::Cancelled {
+            let key = (next.user_id.clone(), next.lock_name().to_owned());
+            if st.locks.get(&key) == Some(&next.id) {
+                st.locks.remove(&key);
+            }
+        }
         if let Some(a) = st.attempts.get(&key_of(attempt)).cloned() {
             let mut settled = a;
             settled.state = result.state;

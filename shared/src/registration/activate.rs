@@ -182,8 +182,9 @@ async fn subscribe<L: Ledger, G: PaymentGateway>(
 ) -> CallbackOutcome {
     let now = engine.now();
     let (sub, first_attempt) = activation(reg, &v.key, &v.issued, imp_uid, v.paid, now);
-    let plan_lock = !engine.settings.allow_multiple_subscriptions
-        && sub.status != SubscriptionStatus::NeedsReview;
+    // A sign-up waiting for a person is a live subscription too: it holds
+    // the lock (when another holds it, `after_conflict` records it without).
+    let plan_lock = !engine.settings.allow_multiple_subscriptions;
     let activation_of = |sub, first_attempt, plan_lock| Activation {
         reg,
         sub,

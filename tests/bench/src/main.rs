@@ -238,6 +238,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 imp_key,
                 imp_secret,
                 uid_key: config.uid_key.clone(),
+                api_keys: Default::default(),
             };
             let app = App::new(config, store, credentials, shared::clock::Clock::system())?;
             let payload =

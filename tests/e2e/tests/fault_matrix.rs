@@ -286,6 +286,7 @@ async fn scenario(name: &str) -> (Verdict, u64) {
                         imp_key: Secret::new(SIM_KEY),
                         imp_secret: Secret::new(SIM_SECRET),
                         uid_key: None,
+                        api_keys: Default::default(),
                     },
                     w.app.engine.clock.clone(),
                 )

@@ -291,6 +291,7 @@ pub async fn test_app(iamport_base_url: &str, extra: &[(&str, &str)]) -> shared:
         imp_key: shared::secret::Secret::new(vars["IAMPORT_KEY"].clone()),
         imp_secret: shared::secret::Secret::new(vars["IAMPORT_SECRET"].clone()),
         uid_key: config.uid_key.clone(),
+        api_keys: Default::default(),
     };
     shared::app::App::new(config, ledger, credentials, shared::clock::Clock::shifted())
         .expect("test app")

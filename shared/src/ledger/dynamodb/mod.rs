@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 
 use crate::billing::{
     AttemptResult, AttemptState, AuditEntry, ChargeAttempt, PeriodId, Registration,
-    RegistrationStatus, Resolution, Subscription, SubscriptionId,
+    RegistrationStatus, Resolution, Subscription, SubscriptionId, SubscriptionStatus,
 };
 use crate::ledger::{
     Activation, AttemptKey, Cursor, DuePage, Guard, IDEMPOTENCY_STALE, IDEMPOTENCY_TTL, Ledger,
@@ -368,6 +368,28 @@ impl DynamoLedger {
         item
     }
 
+    /// The delete of the user's lock on `name`, if `sub` holds it. A lock
+    /// held by another is left alone (a conditional delete would fail the
+    /// whole transaction), so it is read first and deleted on that condition.
+    async fn let_go_of_lock(
+        &self,
+        sub: &Subscription,
+        name: &str,
+    ) -> Result<Option<TransactWriteItem>, LedgerError> {
+        if self.lock_holder(&sub.user_id, name).await? != Some(sub.id.clone()) {
+            return Ok(None);
+        }
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .key(PK, s(user_pk(&sub.user_id)))
+            .key(SK, s(user_lock_sk(name)))
+            .condition_expression("subscription_id = :id")
+            .expression_attribute_values(":id", s(sub.id.as_str()))
+            .build()
+            .map_err(build_error)?;
+        Ok(Some(TransactWriteItem::builder().delete(delete).build()))
+    }
+
     /// Which subscription holds the user's lock on a plan name.
     async fn lock_holder(
         &self,
@@ -624,21 +646,8 @@ impl Ledger for DynamoLedger {
             LockChange::Release(name) => (Some(name), None),
             LockChange::Move { from, to } => (Some(from), Some(to)),
         };
-        // A lock is let go only if this subscription holds it: one held by
-        // another is left alone (a conditional delete would fail the whole
-        // transaction), so it is read first and deleted on that condition.
-        if let Some(name) = release
-            && self.lock_holder(&next.user_id, name).await? == Some(next.id.clone())
-        {
-            let delete = Delete::builder()
-                .table_name(&self.table)
-                .key(PK, s(user_pk(&next.user_id)))
-                .key(SK, s(user_lock_sk(name)))
-                .condition_expression("subscription_id = :id")
-                .expression_attribute_values(":id", s(next.id.as_str()))
-                .build()
-                .map_err(build_error)?;
-            items.push(TransactWriteItem::builder().delete(delete).build());
+        if let Some(name) = release {
+            items.extend(self.let_go_of_lock(next, name).await?);
         }
         if let Some(name) = take {
             let put = Put::builder()
@@ -924,16 +933,17 @@ impl Ledger for DynamoLedger {
     ) -> Result<(), LedgerError> {
         let (condition, guard_values) = Self::open_guard(guard, result)?;
         let update = self.result_update(attempt, result, condition, guard_values, now, None)?;
-        self.transact(
-            vec![
-                TransactWriteItem::builder().update(update).build(),
-                TransactWriteItem::builder()
-                    .put(self.versioned_put(next)?)
-                    .build(),
-            ],
-            "TransactWriteItems settle",
-        )
-        .await
+        let mut items = vec![
+            TransactWriteItem::builder().update(update).build(),
+            TransactWriteItem::builder()
+                .put(self.versioned_put(next)?)
+                .build(),
+        ];
+        // Dunning that ends in `cancelled` ends the subscription: its lock goes.
+        if next.status == SubscriptionStatus::Cancelled {
+            items.extend(self.let_go_of_lock(next, next.lock_name()).await?);
+        }
+        self.transact(items, "TransactWriteItems settle").await
     }
 
     async fn flag_review(
