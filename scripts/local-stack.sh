@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole billing story on this machine, in one command:
-#   moto_server (DynamoDB API) · the i'mport simulator · the four functions
+#   moto_server (DynamoDB, its stream, EventBridge, SQS) · the i'mport simulator · the five functions
 #   under `cargo lambda watch` · tests/local-demo playing sign-ups and months
 #   of scheduled charges, then printing the table beside the simulator's ledger.
 #
@@ -230,7 +230,7 @@ say "building (the first build on a fresh machine takes a few minutes on 2 cores
 # (`cargo run --bin <name>` in this workspace: features resolved over all members,
 # dev profile), so every crate compiles once and the watch starts the functions
 # without compiling anything.
-BINS=(--bin billing-callback --bin scheduled-charge --bin subscription-api)
+BINS=(--bin billing-callback --bin scheduled-charge --bin subscription-api --bin event-publisher)
 [ "$WEBHOOK" = 1 ] && BINS+=(--bin payment-webhook)
 BINS+=(--bin iamport-sim --bin local-demo)
 build "workspace" "${BINS[@]}"
@@ -251,6 +251,9 @@ WEBHOOK_URL="$LAMBDA_URL/lambda-url/payment-webhook/webhooks/iamport"
 {
   echo "TABLE_NAME=$TABLE_NAME"
   echo "AWS_ENDPOINT_URL_DYNAMODB=$DDB_URL"
+  # moto_server serves EventBridge and SQS too: the lifecycle events' bus.
+  echo "AWS_ENDPOINT_URL_EVENTBRIDGE=$DDB_URL"
+  echo "EVENT_BUS_NAME=billing-events-local"
   echo "AWS_REGION=$AWS_REGION"
   echo "AWS_EC2_METADATA_DISABLED=true"
   echo "AWS_ACCESS_KEY_ID=test"
@@ -286,7 +289,7 @@ SIM_ARGS=(--addr "127.0.0.1:$SIM_PORT")
 [ "$WEBHOOK" = 1 ] && SIM_ARGS+=(--webhook-url "$WEBHOOK_URL")
 say "starting the i'mport simulator on $SIM_URL"
 start iamport-sim "$LOGS/iamport-sim.log" "$TARGET_DIR/debug/iamport-sim" "${SIM_ARGS[@]}"
-say "starting cargo lambda watch on $LAMBDA_URL (functions: billing-callback, scheduled-charge, subscription-api$([ "$WEBHOOK" = 1 ] && echo ', payment-webhook'))"
+say "starting cargo lambda watch on $LAMBDA_URL (functions: billing-callback, scheduled-charge, subscription-api, event-publisher$([ "$WEBHOOK" = 1 ] && echo ', payment-webhook'))"
 start cargo-lambda-watch "$LOGS/cargo-lambda-watch.log" \
   env CARGO_TERM_COLOR=never bash -c 'set -a; . "$1"; set +a; exec cargo lambda watch --ignore-changes -A 127.0.0.1 -P "$2"' \
   _ "$ENV_FILE" "$LAMBDA_PORT"

@@ -14,6 +14,7 @@ pub mod charging;
 pub mod clock;
 pub mod config;
 pub mod engine;
+pub mod events;
 pub mod gateway;
 pub mod iamport;
 pub mod ledger;

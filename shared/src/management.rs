@@ -153,6 +153,8 @@ pub struct ChargeView {
     pub reason: Option<String>,
     pub refunded: i64,
     pub paid_at: Option<String>,
+    /// Not paid: when the period is charged again, if it is.
+    pub next_retry_at: Option<String>,
     pub resolution: Option<ResolutionView>,
     pub created_at: String,
 }
@@ -170,6 +172,7 @@ impl From<&ChargeAttempt> for ChargeView {
             reason: a.fail_reason.clone(),
             refunded: a.refunded,
             paid_at: a.paid_at.map(rfc3339),
+            next_retry_at: a.retry_at.map(rfc3339),
             resolution: a.resolution.as_ref().map(|r| ResolutionView {
                 resolved_as: r.state.as_str().to_owned(),
                 note: r.note.clone(),
@@ -965,6 +968,7 @@ fn resolution_result(
                 .or_else(|| attempt.imp_uid.clone()),
             paid_at: Some(record.and_then(|p| p.paid_at).unwrap_or(now)),
             fail_reason: None,
+            retry_at: None,
         }
     } else {
         AttemptResult {
@@ -972,6 +976,7 @@ fn resolution_result(
             imp_uid: attempt.imp_uid.clone(),
             paid_at: None,
             fail_reason: Some(format!("resolved as not paid: {note}")),
+            retry_at: None,
         }
     }
 }

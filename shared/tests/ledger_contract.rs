@@ -156,6 +156,7 @@ fn claimed(
         fail_reason: None,
         refunded: 0,
         resolution: None,
+        retry_at: None,
         created_at: now,
         updated_at: now,
     }
@@ -177,6 +178,7 @@ fn paid(imp_uid: &str, at: DateTime<Utc>) -> AttemptResult {
         imp_uid: Some(imp_uid.into()),
         paid_at: Some(at),
         fail_reason: None,
+        retry_at: None,
     }
 }
 
@@ -186,6 +188,7 @@ fn declined(reason: &str) -> AttemptResult {
         imp_uid: Some("imps_declined".into()),
         paid_at: None,
         fail_reason: Some(reason.into()),
+        retry_at: None,
     }
 }
 
@@ -996,15 +999,24 @@ async fn flagging_needs_the_claim_or_an_unclaimed_attempt_and_stops_charging<L: 
     let mut after_decline = sub2.next_version(now);
     after_decline.attempt = 2;
     after_decline.status = SubscriptionStatus::PastDue;
+    let retry = t("2026-12-25T15:00:00Z");
     l.settle(
         &b,
-        &declined("잔액부족"),
+        &AttemptResult {
+            retry_at: Some(retry),
+            ..declined("잔액부족")
+        },
         Guard::Claim("run-2"),
         &after_decline,
         now,
     )
     .await
     .unwrap();
+    assert_eq!(
+        attempt_of(&l, &b).await.retry_at,
+        Some(retry),
+        "a settlement keeps when the period is charged again"
+    );
     let mut flagged2 = after_decline.next_version(now);
     flagged2.status = SubscriptionStatus::NeedsReview;
     l.flag_review(

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use serde_yaml::Value;
 use shared::ledger::dynamodb::table::{
-    DUE_INDEX, DUE_PK, DUE_SK, KEY_ATTRIBUTES, PK, SK, TTL_ATTRIBUTE,
+    DUE_INDEX, DUE_PK, DUE_SK, KEY_ATTRIBUTES, PK, SK, STREAM_VIEW, TTL_ATTRIBUTE,
 };
 
 fn template_table() -> Value {
@@ -70,6 +70,10 @@ fn template_declares_the_table_the_code_uses() {
         Some(true)
     );
     assert_eq!(t["BillingMode"].as_str(), Some("PAY_PER_REQUEST"));
+    assert_eq!(
+        t["StreamSpecification"]["StreamViewType"].as_str(),
+        Some(STREAM_VIEW)
+    );
 }
 
 #[tokio::test]
@@ -98,6 +102,12 @@ async fn create_table_builds_what_the_template_declares() {
     assert_eq!(
         attrs,
         pairs(&t["AttributeDefinitions"], "AttributeName", "AttributeType")
+    );
+    let stream = described.stream_specification().expect("a stream");
+    assert!(stream.stream_enabled());
+    assert_eq!(
+        stream.stream_view_type().map(|v| v.as_str()),
+        Some(STREAM_VIEW)
     );
     let gsi = &described.global_secondary_indexes()[0];
     assert_eq!(gsi.index_name(), Some(DUE_INDEX));

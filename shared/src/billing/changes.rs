@@ -278,6 +278,7 @@ mod tests {
             fail_reason: None,
             refunded: 0,
             resolution: None,
+            retry_at: None,
             created_at: s.created_at,
             updated_at: s.created_at,
         }

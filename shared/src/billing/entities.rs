@@ -293,6 +293,9 @@ pub struct ChargeAttempt {
     pub refunded: i64,
     /// How a person settled it, when one did.
     pub resolution: Option<Resolution>,
+    /// Settled as not paid: when the period is charged again (the next
+    /// attempt), if it is; written with the settlement.
+    pub retry_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -343,6 +346,19 @@ pub struct AttemptResult {
     pub imp_uid: Option<String>,
     pub paid_at: Option<DateTime<Utc>>,
     pub fail_reason: Option<String>,
+    /// Not paid, and the period is charged again (the next attempt) at this
+    /// time; `None` when nothing is retried (see [`retry_of`]).
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+/// When `attempt`'s period is charged again, given the subscription's next
+/// state after `attempt` was settled as not paid: the next attempt's due
+/// time while the subscription is still charged for that period.
+pub fn retry_of(attempt: &ChargeAttempt, next: &Subscription) -> Option<DateTime<Utc>> {
+    (next.status.is_chargeable()
+        && next.current_period() == attempt.period
+        && next.attempt > attempt.attempt)
+        .then_some(next.next_charge_at)
 }
 
 #[cfg(test)]

@@ -146,18 +146,21 @@ impl Fact {
                 imp_uid: Some(imp_uid.clone()),
                 paid_at: Some(*paid_at),
                 fail_reason: None,
+                retry_at: None,
             },
             Self::Declined { imp_uid, reason } => AttemptResult {
                 state: AttemptState::Failed,
                 imp_uid: imp_uid.clone(),
                 paid_at: None,
                 fail_reason: Some(reason.clone()),
+                retry_at: None,
             },
             Self::Rejected { reason, .. } => AttemptResult {
                 state: AttemptState::Rejected,
                 imp_uid: None,
                 paid_at: None,
                 fail_reason: Some(reason.clone()),
+                retry_at: None,
             },
         }
     }
@@ -420,6 +423,7 @@ mod tests {
             fail_reason: None,
             refunded: 0,
             resolution: None,
+            retry_at: None,
             created_at: s.created_at,
             updated_at: s.created_at,
         }

@@ -15,7 +15,7 @@ pub use dunning::{DunningPolicy, DunningStep};
 pub use entities::{
     AttemptEvent, AttemptResult, AttemptState, AuditEntry, Buyer, ChargeAttempt,
     IllegalAttemptTransition, KeyInfo, Plan, Registration, RegistrationStatus, Resolution,
-    Subscription,
+    Subscription, retry_of,
 };
 pub use facts::{
     Fact, Issuance, Lookup, Mismatch, PaymentRecord, RecordStatus, Verdict, flagged_state,

@@ -63,6 +63,7 @@ pub(crate) async fn charge_one<L: Ledger, G: PaymentGateway>(
             fail_reason: None,
             refunded: 0,
             resolution: None,
+            retry_at: None,
             created_at: now,
             updated_at: now,
         };

@@ -8,7 +8,7 @@ use tracing::{error, info, warn};
 use super::RunError;
 use crate::billing::{
     AttemptState, ChargeAttempt, Fact, Lookup, PaymentRecord, Subscription, Verdict, flagged_state,
-    next_state_for, verdict,
+    next_state_for, retry_of, verdict,
 };
 use crate::engine::Engine;
 use crate::gateway::{GatewayError, PaymentGateway};
@@ -156,9 +156,13 @@ pub async fn apply_fact<L: Ledger, G: PaymentGateway>(
         if let Some(e) = kept {
             warn!(subscription_id = %sub.id, error = %e, "status kept; fact recorded");
         }
+        let mut result = fact.result();
+        if !fact.is_paid() {
+            result.retry_at = retry_of(attempt, &next);
+        }
         match engine
             .ledger
-            .settle(attempt, &fact.result(), guard, &next, now)
+            .settle(attempt, &result, guard, &next, now)
             .await
         {
             Ok(()) => return Ok(Applied::Recorded),

@@ -120,6 +120,7 @@ fn stored_attempt(a: &ChargeAttempt) -> ChargeAttempt {
     a.paid_at = opt_secs(a.paid_at);
     a.created_at = secs(a.created_at);
     a.updated_at = secs(a.updated_at);
+    a.retry_at = opt_secs(a.retry_at);
     if let Some(r) = a.resolution.as_mut() {
         r.at = secs(r.at);
     }
@@ -693,6 +694,7 @@ impl Ledger for InMemoryLedger {
             settled.imp_uid.clone_from(&result.imp_uid);
             settled.paid_at = opt_secs(result.paid_at);
             settled.fail_reason.clone_from(&result.fail_reason);
+            settled.retry_at = result.retry_at.map(secs);
             settled.claim_token = None;
             settled.lease_until = None;
             settled.updated_at = secs(now);
@@ -757,6 +759,7 @@ impl Ledger for InMemoryLedger {
             resolved.imp_uid.clone_from(&result.imp_uid);
             resolved.paid_at = opt_secs(result.paid_at);
             resolved.fail_reason.clone_from(&result.fail_reason);
+            resolved.retry_at = result.retry_at.map(secs);
             resolved.resolution = Some(resolution.clone());
             resolved.updated_at = secs(resolution.at);
             let resolved = stored_attempt(&resolved);

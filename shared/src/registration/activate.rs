@@ -456,6 +456,7 @@ fn activation(
         fail_reason: reason.map(str::to_owned),
         refunded: 0,
         resolution: None,
+        retry_at: None,
         created_at: now,
         updated_at: now,
     };

@@ -13,7 +13,10 @@
 //!    card through the API and the payment window, charged at once;
 //! 5. refunds part of a charge through the API (the same request twice);
 //! 6. prints subscriptions and charge attempts from DynamoDB beside the
-//!    simulator's ledger, and checks that nothing was charged twice.
+//!    simulator's ledger, and checks that nothing was charged twice;
+//! 7. plays the event source mapping (the table's stream to
+//!    `event-publisher`) and prints each customer's lifecycle events as
+//!    EventBridge delivered them.
 //!
 //! Exit status: 0 when every check passed, 1 when a check failed, 2 when the
 //! stack could not be driven at all.
@@ -588,6 +591,12 @@ async fn play(args: Args) -> Result<bool> {
         started: Instant::now(),
     };
     let mut checks = Checks::default();
+    // Where event-publisher puts the lifecycle events (its EVENT_BUS_NAME).
+    let event_bus = read_env_file(&args.functions_env).ok().and_then(|env| {
+        env.into_iter()
+            .find(|(k, _)| k == "EVENT_BUS_NAME")
+            .map(|(_, v)| v)
+    });
 
     if let Some(at) = &args.charge_at {
         let at = DateTime::parse_from_rfc3339(at)
@@ -629,6 +638,17 @@ async fn play(args: Args) -> Result<bool> {
             );
         }
     }
+
+    let events = match &event_bus {
+        Some(bus) => {
+            let sink = testkit::EventSink::create_named(&sdk, bus, EVENT_SOURCE).await;
+            println!(
+                "  event bus {bus} with a rule sending every lifecycle event to an SQS queue (moto_server)"
+            );
+            Some(sink)
+        }
+        None => None,
+    };
 
     // ── 2 ────────────────────────────────────────────────────────────────
     stack.step(
@@ -1467,6 +1487,10 @@ async fn play(args: Args) -> Result<bool> {
     for ((sub, period), n) in &doubles_period {
         println!("  ✗ subscription {sub} paid {n} times for period {period}");
     }
+    if let Some(sink) = &events {
+        let members: Vec<&Member> = finals.iter().map(|(m, _, _)| *m).collect();
+        lifecycle_events(&stack, &ddb, &args, sink, &members, &mut checks).await?;
+    }
     println!();
     println!("  table vs ledger: {} mismatches", mismatches.len());
     println!("  double charges: {doubles}");
@@ -1477,6 +1501,141 @@ async fn play(args: Args) -> Result<bool> {
     );
     println!("[{}] done", stack.elapsed());
     Ok(doubles == 0 && checks.failed.is_empty())
+}
+
+/// The events' `source` (event-publisher's EVENT_SOURCE default).
+const EVENT_SOURCE: &str = "subscription-billing";
+
+/// Step 7: plays the event source mapping (the table's stream, read from
+/// its start, in batches of 100, to event-publisher under `cargo lambda
+/// watch`), then prints each customer's event log as the bus delivered it.
+async fn lifecycle_events(
+    stack: &Stack,
+    ddb: &aws_sdk_dynamodb::Client,
+    args: &Args,
+    sink: &testkit::EventSink,
+    members: &[&Member],
+    checks: &mut Checks,
+) -> Result<()> {
+    stack.step(
+        7,
+        "lifecycle events: the table's stream → event-publisher → EventBridge → SQS",
+    );
+    let mut stream = testkit::StreamReader::open(ddb, &args.dynamodb, &args.table).await;
+    let all = stream.next_batch().await;
+    let records = all["Records"].as_array().cloned().unwrap_or_default();
+    let url = format!(
+        "{}/2015-03-31/functions/event-publisher/invocations",
+        stack.lambda
+    );
+    let mut failures = 0;
+    for batch in records.chunks(100) {
+        let r = stack
+            .http
+            .post(&url)
+            .json(&json!({ "Records": batch }))
+            .send()
+            .await?;
+        let answer: Value = r.json().await.unwrap_or(Value::Null);
+        failures += answer["batchItemFailures"].as_array().map_or(1, Vec::len);
+    }
+    let delivered = sink.drain().await;
+    println!(
+        "  {} stream records in {} batch(es) → {} events delivered",
+        records.len(),
+        records.len().div_ceil(100),
+        delivered.len()
+    );
+    checks.check(
+        failures == 0,
+        format!("{failures} stream batch(es) reported records event-publisher could not publish"),
+    );
+    let mut ids = std::collections::HashSet::new();
+    let mut log: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for e in &delivered {
+        let d = &e["detail"];
+        ids.insert(d["id"].as_str().unwrap_or_default().to_owned());
+        let data = &d["data"];
+        let what = match d["type"].as_str().unwrap_or_default() {
+            t @ ("charge.succeeded" | "charge.refunded" | "charge.needs_review") => format!(
+                "{t} {} {} KRW{}",
+                data["period"].as_str().unwrap_or_default(),
+                won(data["amount"].as_i64().unwrap_or_default()),
+                data["refunded"]
+                    .as_i64()
+                    .map(|r| format!(", refunded {}", won(r)))
+                    .unwrap_or_default()
+            ),
+            "charge.failed" => format!(
+                "charge.failed {} a{} ({}){}",
+                data["period"].as_str().unwrap_or_default(),
+                data["attempt"],
+                data["reason"].as_str().unwrap_or_default(),
+                data["next_retry_at"]
+                    .as_str()
+                    .map(|t| format!(", retry {t}"))
+                    .unwrap_or_else(|| ", final".into())
+            ),
+            "subscription.cancelled" => format!(
+                "subscription.cancelled ({})",
+                data["mode"].as_str().unwrap_or_default()
+            ),
+            "subscription.plan_changed" => format!(
+                "subscription.plan_changed → {} KRW ({})",
+                won(data["plan"]["amount"].as_i64().unwrap_or_default()),
+                data["effective"].as_str().unwrap_or_default()
+            ),
+            other => other.to_owned(),
+        };
+        log.entry(d["subscription_id"].as_str().unwrap_or_default().to_owned())
+            .or_default()
+            .push(format!(
+                "{} {what}",
+                d["occurred_at"].as_str().unwrap_or_default()
+            ));
+    }
+    checks.check(
+        ids.len() == delivered.len(),
+        "every delivered event has its own id",
+    );
+    for m in members {
+        println!("  ── {} ({})", m.p.label, m.id);
+        let lines = log.get(m.id.as_str()).cloned().unwrap_or_default();
+        for l in &lines {
+            println!("     {l}");
+        }
+        let has = |t: &str| lines.iter().any(|l| l.contains(t));
+        let expected: &[&str] = match m.p.scenario {
+            Scenario::Pays => &[
+                "subscription.activated",
+                "charge.succeeded",
+                "charge.refunded",
+            ],
+            Scenario::AlwaysDeclined => &[
+                "charge.failed",
+                "subscription.past_due",
+                "subscription.suspended",
+            ],
+            Scenario::DeclinedOnce => {
+                &["charge.failed", "subscription.past_due", "charge.succeeded"]
+            }
+            Scenario::TimeoutAfterCharge => &["subscription.activated", "charge.succeeded"],
+            Scenario::PlanChange => &["subscription.plan_changed"],
+            Scenario::CancelAtPeriodEnd => &["subscription.cancelled (period_end)"],
+            Scenario::NewCardAfterDecline => &[
+                "charge.failed",
+                "subscription.payment_method_updated",
+                "charge.succeeded",
+            ],
+            Scenario::ClosesWindow => &[],
+        };
+        let missing: Vec<&&str> = expected.iter().filter(|t| !has(t)).collect();
+        checks.check(
+            missing.is_empty(),
+            format!("{}: events missing from the log: {missing:?}", m.p.label),
+        );
+    }
+    Ok(())
 }
 
 /// Registers one customer the way a browser would, printing each hop.

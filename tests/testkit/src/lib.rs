@@ -643,6 +643,7 @@ pub async fn crashed_claim(
         fail_reason: None,
         refunded: 0,
         resolution: None,
+        retry_at: None,
         created_at: now,
         updated_at: now,
     };
@@ -683,4 +684,247 @@ pub fn after_quiet_period(app: &shared::app::App) {
         chrono::Duration::from_std(app.engine.settings.resend_quiet).unwrap_or_default()
             + chrono::Duration::seconds(2),
     );
+}
+
+/// The AWS SDK's configuration for the test moto_server (any service).
+pub async fn moto_sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("ap-northeast-2"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "static"))
+        .load()
+        .await
+}
+
+/// An EventBridge bus on moto_server with a rule sending every event of
+/// `source` to an SQS queue, so a test can read what was published.
+pub struct EventSink {
+    pub bus: String,
+    pub eventbridge: aws_sdk_eventbridge::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub queue_url: String,
+}
+
+impl EventSink {
+    /// On the test moto_server.
+    pub async fn create(source: &str) -> Self {
+        Self::create_at(&moto_sdk_config(&dynamodb_endpoint()).await, source).await
+    }
+
+    /// On the server `config` points at, with a bus of its own.
+    pub async fn create_at(config: &aws_config::SdkConfig, source: &str) -> Self {
+        let suffix: u64 = rand::rng().random();
+        Self::create_named(config, &format!("events-{suffix:016x}"), source).await
+    }
+
+    /// The bus `bus` (created unless it exists) with its rule and queue, on
+    /// the server `config` points at (the local stack's moto_server).
+    pub async fn create_named(config: &aws_config::SdkConfig, bus: &str, source: &str) -> Self {
+        let eventbridge = aws_sdk_eventbridge::Client::new(config);
+        let sqs = aws_sdk_sqs::Client::new(config);
+        let suffix: u64 = rand::rng().random();
+        let bus = bus.to_owned();
+        if eventbridge
+            .describe_event_bus()
+            .name(&bus)
+            .send()
+            .await
+            .is_err()
+        {
+            eventbridge
+                .create_event_bus()
+                .name(&bus)
+                .send()
+                .await
+                .expect("create event bus");
+        }
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(format!("sink-{suffix:016x}"))
+            .send()
+            .await
+            .expect("create queue")
+            .queue_url
+            .expect("queue url");
+        let queue_arn = sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("queue attributes")
+            .attributes
+            .and_then(|a| {
+                a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                    .cloned()
+            })
+            .expect("queue arn");
+        eventbridge
+            .put_rule()
+            .name("all")
+            .event_bus_name(&bus)
+            .event_pattern(serde_json::json!({"source": [source]}).to_string())
+            .send()
+            .await
+            .expect("put rule");
+        eventbridge
+            .put_targets()
+            .rule("all")
+            .event_bus_name(&bus)
+            .targets(
+                aws_sdk_eventbridge::types::Target::builder()
+                    .id("sink")
+                    .arn(queue_arn)
+                    .build()
+                    .expect("target"),
+            )
+            .send()
+            .await
+            .expect("put targets");
+        Self {
+            bus,
+            eventbridge,
+            sqs,
+            queue_url,
+        }
+    }
+
+    /// Every event delivered so far (EventBridge envelopes), in the order
+    /// the queue gives them, removed from the queue.
+    pub async fn drain(&self) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        loop {
+            let got = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .expect("receive");
+            let messages = got.messages.unwrap_or_default();
+            if messages.is_empty() {
+                return out;
+            }
+            for m in messages {
+                if let Some(body) = m.body() {
+                    out.push(serde_json::from_str(body).expect("an EventBridge envelope"));
+                }
+                if let Some(h) = m.receipt_handle() {
+                    let _ = self
+                        .sqs
+                        .delete_message()
+                        .queue_url(&self.queue_url)
+                        .receipt_handle(h)
+                        .send()
+                        .await;
+                }
+            }
+        }
+    }
+}
+
+/// Reads a table's change stream on moto_server the way a Lambda event
+/// source mapping does, and hands the records over as the Lambda event
+/// (`{"Records": [...]}`) the publisher receives in AWS.
+pub struct StreamReader {
+    http: reqwest::Client,
+    endpoint: String,
+    arn: String,
+    iterators: Vec<String>,
+}
+
+impl StreamReader {
+    async fn call(
+        http: &reqwest::Client,
+        endpoint: &str,
+        action: &str,
+        body: serde_json::Value,
+    ) -> serde_json::Value {
+        let response = http
+            .post(endpoint)
+            .header("x-amz-target", format!("DynamoDBStreams_20120810.{action}"))
+            .header("content-type", "application/x-amz-json-1.0")
+            .header(
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=test/20261128/ap-northeast-2/dynamodb/aws4_request, SignedHeaders=host, Signature=0",
+            )
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("DynamoDB Streams call");
+        let status = response.status();
+        let text = response.text().await.expect("DynamoDB Streams answer");
+        assert!(status.is_success(), "{action}: {status} {text}");
+        serde_json::from_str(&text).expect("DynamoDB Streams JSON")
+    }
+
+    /// Opens `table`'s stream from its beginning.
+    pub async fn open(client: &aws_sdk_dynamodb::Client, endpoint: &str, table: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        let arn = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .expect("describe table")
+            .table
+            .and_then(|t| t.latest_stream_arn)
+            .expect("the table has a stream");
+        let described = Self::call(
+            &http,
+            endpoint,
+            "DescribeStream",
+            serde_json::json!({"StreamArn": arn}),
+        )
+        .await;
+        let mut iterators = Vec::new();
+        for shard in described["StreamDescription"]["Shards"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            let it = Self::call(
+                &http,
+                endpoint,
+                "GetShardIterator",
+                serde_json::json!({"StreamArn": arn, "ShardId": shard["ShardId"], "ShardIteratorType": "TRIM_HORIZON"}),
+            )
+            .await;
+            if let Some(i) = it["ShardIterator"].as_str() {
+                iterators.push(i.to_owned());
+            }
+        }
+        Self {
+            http,
+            endpoint: endpoint.to_owned(),
+            arn,
+            iterators,
+        }
+    }
+
+    /// The records written since the last call, as one Lambda event.
+    pub async fn next_batch(&mut self) -> serde_json::Value {
+        let mut records = Vec::new();
+        for it in &mut self.iterators {
+            let got = Self::call(
+                &self.http,
+                &self.endpoint,
+                "GetRecords",
+                serde_json::json!({"ShardIterator": it}),
+            )
+            .await;
+            for mut r in got["Records"].as_array().cloned().unwrap_or_default() {
+                r["eventSourceARN"] = serde_json::json!(self.arn);
+                records.push(r);
+            }
+            if let Some(next) = got["NextShardIterator"].as_str() {
+                *it = next.to_owned();
+            }
+        }
+        serde_json::json!({ "Records": records })
+    }
 }

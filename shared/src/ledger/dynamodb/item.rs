@@ -470,6 +470,7 @@ pub fn attempt_to_item(a: &ChargeAttempt) -> Item {
     put_opt(&mut item, "fail_reason", a.fail_reason.as_ref().map(s));
     item.insert("refunded".into(), n(a.refunded));
     put_resolution(&mut item, a.resolution.as_ref());
+    put_opt(&mut item, "retry_at", a.retry_at.map(ts));
     item.insert("created_at".into(), ts(a.created_at));
     item.insert("updated_at".into(), ts(a.updated_at));
     item
@@ -497,6 +498,7 @@ pub fn attempt_from_item(item: &Item) -> Result<ChargeAttempt, LedgerError> {
         fail_reason: r.opt_str("fail_reason")?,
         refunded: r.opt_i64("refunded")?.unwrap_or(0),
         resolution: read_resolution(&r)?,
+        retry_at: r.opt_time("retry_at")?,
         created_at: r.time("created_at")?,
         updated_at: r.time("updated_at")?,
     })

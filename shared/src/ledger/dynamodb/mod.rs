@@ -3,6 +3,7 @@
 //! client stay inside this module.
 
 mod item;
+pub mod stream;
 pub mod table;
 
 use std::fmt::Debug;
@@ -220,6 +221,13 @@ impl DynamoLedger {
                 values.push((":reason", s(v)));
             }
             None => remove.push("fail_reason"),
+        }
+        match result.retry_at {
+            Some(t) => {
+                set.push("retry_at = :retry_at");
+                values.push((":retry_at", ts(t)));
+            }
+            None => remove.push("retry_at"),
         }
         if let Some(res) = resolution {
             set.extend([

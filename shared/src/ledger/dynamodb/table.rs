@@ -4,7 +4,8 @@
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+    TimeToLiveSpecification,
 };
 
 use super::sdk_error;
@@ -19,11 +20,15 @@ pub const DUE_INDEX: &str = "due";
 pub const DUE_PK: &str = "gsi1pk";
 pub const DUE_SK: &str = "gsi1sk";
 pub const TTL_ATTRIBUTE: &str = "ttl";
+/// The change stream's view: both images, so a change can be read as
+/// "before → after" (the lifecycle events are derived from it).
+pub const STREAM_VIEW: &str = "NEW_AND_OLD_IMAGES";
 
 /// (attribute name, type) of every key attribute, for comparison with the template.
 pub const KEY_ATTRIBUTES: [(&str, &str); 4] = [(PK, "S"), (SK, "S"), (DUE_PK, "S"), (DUE_SK, "N")];
 
-/// Creates the table with its index and TTL, and waits until it is active.
+/// Creates the table with its index, TTL and change stream, and waits until
+/// it is active.
 /// Used by the tests and the local stack; production uses the SAM template.
 pub async fn create_table(client: &Client, name: &str) -> Result<(), LedgerError> {
     let attr = |n: &str, t: ScalarAttributeType| {
@@ -62,6 +67,13 @@ pub async fn create_table(client: &Client, name: &str) -> Result<(), LedgerError
         .key_schema(key(PK, KeyType::Hash)?)
         .key_schema(key(SK, KeyType::Range)?)
         .global_secondary_indexes(gsi)
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::from(STREAM_VIEW))
+                .build()
+                .map_err(|e| LedgerError::Fatal(e.to_string()))?,
+        )
         .send()
         .await
         .map_err(|e| sdk_error(e, "CreateTable"))?;

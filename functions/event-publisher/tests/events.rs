@@ -1,0 +1,466 @@
+//! event-publisher end to end on moto_server: the functions change the
+//! table (with the i'mport simulator), the table's DynamoDB stream is read
+//! the way a Lambda event source mapping reads it, the publisher puts the
+//! events on an EventBridge bus, and a rule delivers them to an SQS queue
+//! the test reads. Every event is checked against its JSON Schema in
+//! `docs/events/`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use aws_lambda_events::event::dynamodb::Event as StreamEvent;
+use aws_lambda_events::event::streams::DynamoDbEventResponse;
+use chrono::{DateTime, Utc};
+use event_publisher::{Bus, Publisher, handle};
+use iamport_sim::SimHandle;
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::{Value, json};
+use shared::app::App;
+use shared::billing::{Subscription, SubscriptionId};
+use shared::ledger::dynamodb::DynamoLedger;
+use shared::ledger::{Ledger, LockChange, SubscriptionChange};
+use testkit::{
+    EventSink, FlakyProxy, StreamReader, dynamodb_client, dynamodb_endpoint, http_request,
+    moto_sdk_config, open_window, start_sim, test_app,
+};
+
+const SOURCE: &str = "subscription-billing";
+
+struct World {
+    app: Arc<App>,
+    sim: SimHandle,
+    sink: EventSink,
+    stream: StreamReader,
+    publisher: Publisher<DynamoLedger>,
+}
+
+impl World {
+    async fn new() -> Self {
+        let sim = start_sim().await;
+        let app = Arc::new(test_app(&sim.base_url(), &[("DUNNING_RETRY_DAYS", "1")]).await);
+        let client = dynamodb_client().await;
+        let table = app.config.table_name.clone();
+        let stream = StreamReader::open(&client, &dynamodb_endpoint(), &table).await;
+        let sink = EventSink::create(SOURCE).await;
+        let publisher = Publisher {
+            ledger: DynamoLedger::new(client, table, app.config.due_shards),
+            bus: Bus {
+                client: sink.eventbridge.clone(),
+                name: sink.bus.clone(),
+                source: SOURCE.into(),
+            },
+        };
+        Self {
+            app,
+            sim,
+            sink,
+            stream,
+            publisher,
+        }
+    }
+
+    /// The stream records written since the last call, as a Lambda event.
+    async fn batch(&mut self) -> Value {
+        self.stream.next_batch().await
+    }
+
+    async fn publish(&self, batch: &Value) -> DynamoDbEventResponse {
+        publish_with(&self.publisher, batch).await
+    }
+
+    /// Reads the stream, publishes it, and returns what the bus delivered.
+    async fn pump(&mut self) -> Vec<Value> {
+        let batch = self.batch().await;
+        let response = self.publish(&batch).await;
+        assert!(response.batch_item_failures.is_empty(), "{response:?}");
+        self.sink.drain().await
+    }
+
+    async fn sign_up(&self, user: &str, amount_in_window: i64) -> SubscriptionId {
+        let body = format!(r#"{{"user_id":"{user}","plan":{{"amount":9900,"name":"월간 구독"}}}}"#);
+        let response =
+            billing_callback::handle(&self.app, http_request("prepare.json", None, Some(&body)))
+                .await
+                .unwrap();
+        let prepared: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+        let mut rp = prepared["request_pay"].clone();
+        rp["amount"] = json!(amount_in_window);
+        self.window(&rp).await;
+        SubscriptionId::parse(prepared["subscription_id"].as_str().unwrap()).unwrap()
+    }
+
+    async fn window(&self, request_pay: &Value) {
+        let query = open_window(&self.sim.base_url(), request_pay, &[]).await;
+        let redirect = billing_callback::handle(
+            &self.app,
+            http_request("callback-success.json", Some(&query), None),
+        )
+        .await
+        .unwrap();
+        assert_eq!(redirect.status().as_u16(), 302);
+    }
+
+    async fn sub(&self, id: &SubscriptionId) -> Subscription {
+        self.app
+            .engine
+            .ledger
+            .get_subscription(id)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn run_at(&self, at: DateTime<Utc>) {
+        let payload = json!({"scheduled_time": at.to_rfc3339(), "execution_id": format!("run-{}", at.timestamp())});
+        scheduled_charge::handle(&self.app, LambdaEvent::new(payload, Context::default()))
+            .await
+            .unwrap();
+    }
+
+    async fn api(&self, fixture: &str, path: &str, body: Value, key: Option<&str>) -> Value {
+        let mut event = testkit::event_json(fixture);
+        event["rawPath"] = json!(path);
+        event["requestContext"]["http"]["path"] = json!(path);
+        event["body"] = json!(body.to_string());
+        event["isBase64Encoded"] = json!(false);
+        if let Some(h) = event["headers"].as_object_mut() {
+            h.remove("idempotency-key");
+            if let Some(k) = key {
+                h.insert("idempotency-key".into(), json!(k));
+            }
+        }
+        let request = lambda_http::request::from_str(&event.to_string()).unwrap();
+        let response = subscription_api::handle(&self.app, request).await.unwrap();
+        let status = response.status().as_u16();
+        let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+        assert!(status < 300, "{path}: {status} {body}");
+        body
+    }
+}
+
+async fn publish_with(publisher: &Publisher<DynamoLedger>, batch: &Value) -> DynamoDbEventResponse {
+    let event: StreamEvent =
+        serde_json::from_value(batch.clone()).expect("a DynamoDB stream event");
+    handle(publisher, LambdaEvent::new(event, Context::default()))
+        .await
+        .expect("the publisher answers")
+}
+
+/// The schemas of `docs/events/`, by event type.
+fn schemas() -> BTreeMap<String, jsonschema::Validator> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/events");
+    shared::events::TYPES
+        .iter()
+        .map(|t| {
+            let text = std::fs::read_to_string(dir.join(format!("{t}.json")))
+                .unwrap_or_else(|e| panic!("docs/events/{t}.json: {e}"));
+            let schema: Value = serde_json::from_str(&text).expect("schema JSON");
+            let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
+            ((*t).to_owned(), validator)
+        })
+        .collect()
+}
+
+/// Checks each delivered envelope against its schema and returns the details.
+fn details(delivered: &[Value], schemas: &BTreeMap<String, jsonschema::Validator>) -> Vec<Value> {
+    delivered
+        .iter()
+        .map(|envelope| {
+            assert_eq!(envelope["source"], SOURCE);
+            let kind = envelope["detail-type"]
+                .as_str()
+                .expect("detail-type")
+                .to_owned();
+            let detail = envelope["detail"].clone();
+            assert_eq!(detail["type"], kind.as_str());
+            let validator = schemas
+                .get(&kind)
+                .unwrap_or_else(|| panic!("no schema for {kind}"));
+            let errors: Vec<String> = validator
+                .iter_errors(&detail)
+                .map(|e| e.to_string())
+                .collect();
+            assert!(
+                errors.is_empty(),
+                "{kind} does not match its schema: {errors:?}\n{detail}"
+            );
+            let text = detail.to_string();
+            assert!(!text.contains("cu_"), "a billing key in an event: {text}");
+            detail
+        })
+        .collect()
+}
+
+/// Event types per subscription, in delivery order.
+fn per_subscription(details: &[Value]) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for d in details {
+        out.entry(d["subscription_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(d["type"].as_str().unwrap().to_owned());
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_flow_publishes_exactly_its_events_in_order() {
+    let mut w = World::new().await;
+    let schemas = schemas();
+    let mut all = Vec::new();
+
+    // alice pays, is charged next month, and gets part of it back.
+    let alice = w.sign_up("alice", 0).await;
+    // bob is declined until suspended; erin is declined, then gives a new card.
+    let bob = w.sign_up("bob", 0).await;
+    let erin = w.sign_up("erin", 0).await;
+    // carol cancels at period end; dave changes plan; frank's window took an odd amount.
+    let carol = w.sign_up("carol", 0).await;
+    let dave = w.sign_up("dave", 0).await;
+    let frank = w.sign_up("frank", 5000).await;
+    all.extend(w.pump().await);
+
+    w.api(
+        "api-cancel.json",
+        &format!("/subscriptions/{carol}/cancel"),
+        json!({"at": "period_end", "reason": "moving"}),
+        None,
+    )
+    .await;
+    w.api(
+        "api-change-plan.json",
+        &format!("/subscriptions/{dave}/plan"),
+        json!({"amount": 14900, "name": "프로"}),
+        None,
+    )
+    .await;
+    for who in [&bob, &erin] {
+        let key = w.sub(who).await.customer_uid;
+        w.sim.decline_customer(&key, "잔액부족");
+    }
+    let due = w.sub(&alice).await.next_charge_at;
+    w.run_at(due).await;
+    all.extend(w.pump().await);
+
+    // erin gives a new card: charged at once.
+    let card = w
+        .api(
+            "api-payment-method.json",
+            &format!("/subscriptions/{erin}/payment-method"),
+            json!({}),
+            None,
+        )
+        .await;
+    w.window(&card["request_pay"]).await;
+    // bob's retry a day later is declined too: suspended.
+    w.run_at(due + chrono::Duration::days(1)).await;
+    let paid = w
+        .app
+        .engine
+        .ledger
+        .list_attempts(&alice)
+        .await
+        .unwrap()
+        .into_iter()
+        .rev()
+        .find(|a| a.state == shared::billing::AttemptState::Paid)
+        .unwrap();
+    w.api(
+        "api-refund.json",
+        &format!("/charges/{}/refund", paid.merchant_uid),
+        json!({"amount": 3000, "reason": "goodwill"}),
+        Some("refund-alice"),
+    )
+    .await;
+    all.extend(w.pump().await);
+
+    let details = details(&all, &schemas);
+    let got = per_subscription(&details);
+    let expect = |types: &[&str]| types.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        got[alice.as_str()],
+        expect(&[
+            "subscription.activated",
+            "charge.succeeded",
+            "charge.succeeded",
+            "charge.refunded"
+        ])
+    );
+    assert_eq!(
+        got[bob.as_str()],
+        expect(&[
+            "subscription.activated",
+            "charge.succeeded",
+            "charge.failed",
+            "subscription.past_due",
+            "charge.failed",
+            "subscription.suspended"
+        ])
+    );
+    assert_eq!(
+        got[erin.as_str()],
+        expect(&[
+            "subscription.activated",
+            "charge.succeeded",
+            "charge.failed",
+            "subscription.past_due",
+            "subscription.payment_method_updated",
+            "charge.succeeded"
+        ])
+    );
+    assert_eq!(
+        got[carol.as_str()],
+        expect(&[
+            "subscription.activated",
+            "charge.succeeded",
+            "subscription.cancelled"
+        ])
+    );
+    assert_eq!(
+        got[dave.as_str()],
+        expect(&[
+            "subscription.activated",
+            "charge.succeeded",
+            "subscription.plan_changed",
+            "charge.succeeded"
+        ])
+    );
+    assert_eq!(
+        got[frank.as_str()],
+        expect(&["subscription.activated", "charge.needs_review"])
+    );
+    // What the events say, for the ones a merchant acts on.
+    let of = |id: &SubscriptionId, kind: &str| -> Vec<&Value> {
+        details
+            .iter()
+            .filter(|d| d["subscription_id"] == id.as_str() && d["type"] == kind)
+            .collect()
+    };
+    let bob_failed = of(&bob, "charge.failed");
+    assert_eq!(bob_failed[0]["data"]["final"], false);
+    assert!(bob_failed[0]["data"]["next_retry_at"].is_string());
+    assert_eq!(bob_failed[1]["data"]["final"], true);
+    assert_eq!(
+        of(&carol, "subscription.cancelled")[0]["data"]["mode"],
+        "period_end"
+    );
+    assert_eq!(of(&dave, "charge.succeeded")[1]["data"]["amount"], 14900);
+    assert_eq!(of(&alice, "charge.refunded")[0]["data"]["refunded"], 3000);
+    assert_eq!(
+        of(&frank, "subscription.activated")[0]["data"]["status"],
+        "needs_review"
+    );
+    assert!(details.iter().all(|d| d["user_id"].is_string()));
+    // Nothing twice.
+    let ids: BTreeSet<&str> = details.iter().map(|d| d["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), details.len());
+}
+
+#[tokio::test]
+async fn a_change_that_did_not_commit_publishes_nothing() {
+    let mut w = World::new().await;
+    let id = w.sign_up("ann", 0).await;
+    assert!(!w.pump().await.is_empty());
+    // A change written against a stale version is refused: no record, no event.
+    let sub = w.sub(&id).await;
+    let mut stale = sub.clone();
+    stale.cancel_at_period_end = true;
+    let refused = w
+        .app
+        .engine
+        .ledger
+        .change_subscription(&SubscriptionChange {
+            next: &stale, // same version as stored: not next
+            audit: None,
+            lock: LockChange::Keep,
+        })
+        .await;
+    assert!(refused.is_err());
+    let batch = w.batch().await;
+    assert_eq!(batch["Records"].as_array().map(Vec::len), Some(0));
+    assert!(w.pump().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_replayed_or_interrupted_batch_loses_nothing_and_repeats_ids_only() {
+    let mut w = World::new().await;
+    let schemas = schemas();
+    let id = w.sign_up("bo", 0).await;
+    let due = w.sub(&id).await.next_charge_at;
+    w.run_at(due).await;
+    let batch = w.batch().await;
+    let records = batch["Records"].as_array().cloned().unwrap();
+
+    // The function died after publishing part of the batch; Lambda retries it whole.
+    let head = json!({"Records": records[..records.len() / 2]});
+    assert!(w.publish(&head).await.batch_item_failures.is_empty());
+    assert!(w.publish(&batch).await.batch_item_failures.is_empty());
+    // And the same batch delivered again (a replayed shard).
+    assert!(w.publish(&batch).await.batch_item_failures.is_empty());
+    let delivered = details(&w.sink.drain().await, &schemas);
+    let distinct: BTreeMap<&str, &Value> = delivered
+        .iter()
+        .map(|d| (d["id"].as_str().unwrap(), d))
+        .collect();
+    let kinds: Vec<&str> = distinct
+        .values()
+        .map(|d| d["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(distinct.len(), 3, "{kinds:?}");
+    assert!(delivered.len() > distinct.len(), "duplicates share ids");
+    // Duplicates are byte for byte the same event.
+    for d in &delivered {
+        assert_eq!(&distinct[d["id"].as_str().unwrap()], &d);
+    }
+
+    // EventBridge unreachable mid-batch: the batch stops at the first record
+    // it could not publish, and the retry from there delivers the rest.
+    let card = w
+        .api(
+            "api-cancel.json",
+            &format!("/subscriptions/{id}/cancel"),
+            json!({"at": "now", "reason": "test"}),
+            None,
+        )
+        .await;
+    assert_eq!(card["subscription"]["status"], "cancelled");
+    let batch = w.batch().await;
+    let flaky = FlakyProxy::start(&dynamodb_endpoint()).await;
+    let broken = Publisher {
+        ledger: DynamoLedger::new(
+            dynamodb_client().await,
+            w.app.config.table_name.clone(),
+            w.app.config.due_shards,
+        ),
+        bus: Bus {
+            client: aws_sdk_eventbridge::Client::new(&moto_sdk_config(&flaky.url).await),
+            name: w.sink.bus.clone(),
+            source: SOURCE.into(),
+        },
+    };
+    flaky.fail_after(0);
+    let response = publish_with(&broken, &batch).await;
+    let failed_at = response.batch_item_failures[0]
+        .item_identifier
+        .clone()
+        .expect("the first record not published");
+    assert!(
+        w.sink.drain().await.is_empty(),
+        "nothing published while down"
+    );
+    flaky.heal();
+    let records = batch["Records"].as_array().cloned().unwrap();
+    let from = records
+        .iter()
+        .position(|r| r["dynamodb"]["SequenceNumber"] == failed_at.as_str())
+        .unwrap();
+    let retry = json!({"Records": records[from..]});
+    assert!(
+        publish_with(&broken, &retry)
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    let after = details(&w.sink.drain().await, &schemas);
+    let kinds: Vec<&str> = after.iter().map(|d| d["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["subscription.cancelled"]);
+}

@@ -1,0 +1,413 @@
+//! Lifecycle events for the merchant's systems, derived from committed
+//! changes. Pure: given a stored record before and after one change (a
+//! DynamoDB stream image pair), [`of_subscription`] and [`of_attempt`] say
+//! which events that change is. An event exists if and only if its change
+//! committed (the stream carries committed writes only), and the same
+//! change always gives the same events with the same ids, so a replayed
+//! stream batch publishes duplicates a consumer drops by `id`.
+//!
+//! Events never carry a billing key (`customer_uid`), a token, or buyer
+//! data: the subscription id, the merchant's `user_id`, periods, amounts in
+//! KRW, `merchant_uid`/`imp_uid`, the card as i'mport masks it, instants.
+//! Their JSON Schemas are in `docs/events/`.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::billing::{AttemptState, ChargeAttempt, Subscription, SubscriptionStatus};
+
+/// Every event type (the EventBridge `detail-type`).
+pub const TYPES: [&str; 10] = [
+    "subscription.activated",
+    "subscription.past_due",
+    "subscription.suspended",
+    "subscription.cancelled",
+    "subscription.plan_changed",
+    "subscription.payment_method_updated",
+    "charge.succeeded",
+    "charge.failed",
+    "charge.refunded",
+    "charge.needs_review",
+];
+
+/// One event: the EventBridge `detail`, with its `detail-type` as `type`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    /// Stable for the change it describes: consumers de-duplicate by it.
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// When the change was written (RFC 3339, UTC).
+    pub occurred_at: String,
+    pub subscription_id: String,
+    pub user_id: String,
+    /// What the type says (see `docs/events/{type}.json`).
+    pub data: Value,
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn opt_time(t: Option<DateTime<Utc>>) -> Value {
+    t.map_or(Value::Null, |t| Value::String(rfc3339(t)))
+}
+
+fn subscription_event(kind: &'static str, sub: &Subscription, data: Value) -> Event {
+    Event {
+        id: format!("{kind}:{}:v{}", sub.id, sub.version),
+        kind,
+        occurred_at: rfc3339(sub.updated_at),
+        subscription_id: sub.id.to_string(),
+        user_id: sub.user_id.clone(),
+        data,
+    }
+}
+
+fn plan(p: &crate::billing::Plan) -> Value {
+    json!({"amount": p.amount, "name": p.name})
+}
+
+fn card(sub: &Subscription) -> Value {
+    json!({
+        "pg_provider": sub.key.pg_provider,
+        "card_name": sub.key.card_name,
+        "card_number": sub.key.card_number,
+    })
+}
+
+fn paid_through(sub: &Subscription) -> Value {
+    sub.paid_through
+        .as_ref()
+        .map_or(Value::Null, |p| Value::String(p.to_string()))
+}
+
+/// How a subscription ended: by a cancel now, at the end of its period, or
+/// by dunning.
+fn ending(old: &Subscription, new: &Subscription) -> &'static str {
+    if old.cancel_at_period_end {
+        "period_end"
+    } else if new.cancel_reason.is_some() {
+        "now"
+    } else {
+        "dunning"
+    }
+}
+
+/// The events one change of a subscription is (`old` before, `new` after;
+/// `None` when absent). A new subscription is `subscription.activated`
+/// (whatever its status: a sign-up waiting for a person is one too); a
+/// status change to past due, suspended or cancelled is that event; a plan
+/// change asked for (not a pending one taking effect) is
+/// `subscription.plan_changed`; a new billing key is
+/// `subscription.payment_method_updated`.
+pub fn of_subscription(old: Option<&Subscription>, new: Option<&Subscription>) -> Vec<Event> {
+    let Some(new) = new else {
+        return Vec::new(); // subscriptions are never deleted
+    };
+    let Some(old) = old else {
+        return vec![subscription_event(
+            "subscription.activated",
+            new,
+            json!({
+                "status": new.status.as_str(),
+                "plan": plan(&new.plan),
+                "anchor": format!("{:04}-{:02}-{:02}", new.anchor.year, new.anchor.month, new.anchor.day),
+                "current_period": new.current_period().to_string(),
+                "next_charge_at": opt_time(new.status.is_chargeable().then_some(new.next_charge_at)),
+                "paid_through": paid_through(new),
+                "card": card(new),
+            }),
+        )];
+    };
+    let mut out = Vec::new();
+    if old.status != new.status {
+        match new.status {
+            SubscriptionStatus::PastDue => out.push(subscription_event(
+                "subscription.past_due",
+                new,
+                json!({
+                    "period": new.current_period().to_string(),
+                    "attempt": new.attempt,
+                    "next_charge_at": rfc3339(new.next_charge_at),
+                }),
+            )),
+            SubscriptionStatus::Suspended => out.push(subscription_event(
+                "subscription.suspended",
+                new,
+                json!({
+                    "period": new.current_period().to_string(),
+                    "paid_through": paid_through(new),
+                }),
+            )),
+            SubscriptionStatus::Cancelled => out.push(subscription_event(
+                "subscription.cancelled",
+                new,
+                json!({
+                    "mode": ending(old, new),
+                    "reason": new.cancel_reason,
+                    "ended_at": opt_time(new.ended_at.or(Some(new.updated_at))),
+                    "paid_through": paid_through(new),
+                }),
+            )),
+            _ => {}
+        }
+    }
+    let pending_took_effect =
+        old.pending_plan.as_ref() == Some(&new.plan) && new.pending_plan.is_none();
+    if (old.plan != new.plan || old.pending_plan != new.pending_plan) && !pending_took_effect {
+        out.push(subscription_event(
+            "subscription.plan_changed",
+            new,
+            json!({
+                "plan": plan(&new.plan),
+                "pending_plan": new.pending_plan.as_ref().map(plan),
+                "previous_plan": plan(&old.pending_plan.clone().unwrap_or_else(|| old.plan.clone())),
+                "effective": if new.pending_plan.is_some() { "next_period" } else { "next_charge" },
+            }),
+        ));
+    }
+    if old.customer_uid != new.customer_uid {
+        out.push(subscription_event(
+            "subscription.payment_method_updated",
+            new,
+            json!({"status": new.status.as_str(), "card": card(new)}),
+        ));
+    }
+    out
+}
+
+fn charge_event(
+    kind: &'static str,
+    id: String,
+    a: &ChargeAttempt,
+    user_id: &str,
+    mut data: Value,
+) -> Event {
+    if let Value::Object(map) = &mut data {
+        map.insert("merchant_uid".into(), json!(a.merchant_uid));
+        map.insert("period".into(), json!(a.period.to_string()));
+        map.insert("attempt".into(), json!(a.attempt));
+        map.insert("amount".into(), json!(a.amount));
+    }
+    Event {
+        id,
+        kind,
+        occurred_at: rfc3339(a.updated_at),
+        subscription_id: a.subscription_id.to_string(),
+        user_id: user_id.to_owned(),
+        data,
+    }
+}
+
+/// The events one change of a charge attempt is: reaching `paid`
+/// (`charge.succeeded`), `failed` or `rejected` (`charge.failed`, with the
+/// next retry if the period is charged again), `needs_review`
+/// (`charge.needs_review`), and a higher refunded total
+/// (`charge.refunded`). `user_id` is its subscription's.
+pub fn of_attempt(
+    old: Option<&ChargeAttempt>,
+    new: Option<&ChargeAttempt>,
+    user_id: &str,
+) -> Vec<Event> {
+    let Some(new) = new else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let id = |kind: &str| format!("{kind}:{}:{}", new.merchant_uid, new.updated_at.timestamp());
+    if old.is_none_or(|o| o.state != new.state) {
+        match new.state {
+            AttemptState::Paid => out.push(charge_event(
+                "charge.succeeded",
+                id("charge.succeeded"),
+                new,
+                user_id,
+                json!({"imp_uid": new.imp_uid, "paid_at": opt_time(new.paid_at)}),
+            )),
+            AttemptState::Failed | AttemptState::Rejected => out.push(charge_event(
+                "charge.failed",
+                id("charge.failed"),
+                new,
+                user_id,
+                json!({
+                    "imp_uid": new.imp_uid,
+                    "state": new.state.as_str(),
+                    "reason": new.fail_reason,
+                    "next_retry_at": opt_time(new.retry_at),
+                    "final": new.retry_at.is_none(),
+                }),
+            )),
+            AttemptState::NeedsReview => out.push(charge_event(
+                "charge.needs_review",
+                id("charge.needs_review"),
+                new,
+                user_id,
+                json!({"imp_uid": new.imp_uid, "reason": new.fail_reason}),
+            )),
+            AttemptState::Claimed | AttemptState::Unknown => {}
+        }
+    }
+    let before = old.map_or(0, |o| o.refunded);
+    if new.refunded > before {
+        out.push(charge_event(
+            "charge.refunded",
+            format!("charge.refunded:{}:{}", new.merchant_uid, new.refunded),
+            new,
+            user_id,
+            json!({
+                "imp_uid": new.imp_uid,
+                "refunded": new.refunded - before,
+                "total_refunded": new.refunded,
+            }),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::billing::{Anchor, KeyInfo, Plan, SubscriptionId, UidKey};
+
+    fn sub() -> Subscription {
+        let anchor = Anchor::new(2026, 12, 1).unwrap();
+        let t = anchor.period_start(0);
+        Subscription {
+            id: SubscriptionId::parse("abcdefghij01").unwrap(),
+            user_id: "user-7".into(),
+            customer_uid: "cu_secret_key_ref".into(),
+            pg: "chai".into(),
+            plan: Plan {
+                amount: 9900,
+                name: "월간".into(),
+            },
+            buyer: Default::default(),
+            status: SubscriptionStatus::Active,
+            anchor,
+            period_index: 1,
+            attempt: 1,
+            next_charge_at: anchor.period_start(1),
+            paid_through: Some(anchor.period_id(0)),
+            key: KeyInfo {
+                pg_provider: "chai".into(),
+                pg_id: None,
+                card_name: None,
+                card_number: Some("5365-****-****-1234".into()),
+                inserted_at: t,
+            },
+            version: 3,
+            created_at: t,
+            updated_at: t,
+            cancel_at_period_end: false,
+            pending_plan: None,
+            ended_at: None,
+            cancel_reason: None,
+            review_from: None,
+        }
+    }
+
+    fn attempt(s: &Subscription, state: AttemptState) -> ChargeAttempt {
+        let period = s.current_period();
+        ChargeAttempt {
+            subscription_id: s.id.clone(),
+            merchant_uid: UidKey::derived_from(b"k").charge_uid(&s.id, &period, 1),
+            customer_uid: s.customer_uid.clone(),
+            period,
+            attempt: 1,
+            amount: 9900,
+            state,
+            claim_token: None,
+            lease_until: None,
+            sent_at: None,
+            imp_uid: None,
+            paid_at: None,
+            fail_reason: None,
+            refunded: 0,
+            resolution: None,
+            retry_at: None,
+            created_at: s.created_at,
+            updated_at: s.created_at,
+        }
+    }
+
+    fn kinds(events: &[Event]) -> Vec<&'static str> {
+        events.iter().map(|e| e.kind).collect()
+    }
+
+    #[test]
+    fn subscription_changes_are_the_events_a_merchant_acts_on() {
+        let s = sub();
+        assert_eq!(
+            kinds(&of_subscription(None, Some(&s))),
+            ["subscription.activated"]
+        );
+        let mut past_due = s.next_version(s.updated_at);
+        past_due.status = SubscriptionStatus::PastDue;
+        past_due.attempt = 2;
+        assert_eq!(
+            kinds(&of_subscription(Some(&s), Some(&past_due))),
+            ["subscription.past_due"]
+        );
+        // The same state written again (a version bump only): nothing.
+        let bumped = past_due.next_version(s.updated_at);
+        assert!(of_subscription(Some(&past_due), Some(&bumped)).is_empty());
+        let mut card = bumped.next_version(s.updated_at);
+        card.customer_uid = "cu_new".into();
+        card.status = SubscriptionStatus::Active;
+        assert_eq!(
+            kinds(&of_subscription(Some(&bumped), Some(&card))),
+            ["subscription.payment_method_updated"]
+        );
+        let mut ended = card.next_version(s.updated_at);
+        ended.status = SubscriptionStatus::Cancelled;
+        ended.cancel_reason = Some("asked".into());
+        let events = of_subscription(Some(&card), Some(&ended));
+        assert_eq!(kinds(&events), ["subscription.cancelled"]);
+        assert_eq!(events[0].data["mode"], "now");
+        // No billing key, ever.
+        let text = serde_json::to_string(&events).unwrap();
+        assert!(!text.contains("cu_"), "{text}");
+    }
+
+    #[test]
+    fn a_plan_change_is_announced_once_not_again_when_it_takes_effect() {
+        let s = sub();
+        let mut asked = s.next_version(s.updated_at);
+        asked.pending_plan = Some(Plan {
+            amount: 14900,
+            name: "프로".into(),
+        });
+        let events = of_subscription(Some(&s), Some(&asked));
+        assert_eq!(kinds(&events), ["subscription.plan_changed"]);
+        assert_eq!(events[0].data["effective"], "next_period");
+        let mut paid = asked.next_version(s.updated_at);
+        paid.plan = asked.pending_plan.clone().unwrap();
+        paid.pending_plan = None;
+        assert!(of_subscription(Some(&asked), Some(&paid)).is_empty());
+    }
+
+    #[test]
+    fn charge_events_follow_the_attempt_and_keep_their_ids_on_replay() {
+        let s = sub();
+        let claimed = attempt(&s, AttemptState::Claimed);
+        assert!(of_attempt(None, Some(&claimed), "user-7").is_empty());
+        let mut failed = claimed.clone();
+        failed.state = AttemptState::Failed;
+        failed.fail_reason = Some("잔액부족".into());
+        failed.retry_at = Some(s.next_charge_at);
+        let events = of_attempt(Some(&claimed), Some(&failed), "user-7");
+        assert_eq!(kinds(&events), ["charge.failed"]);
+        assert_eq!(events[0].data["final"], false);
+        assert_eq!(events, of_attempt(Some(&claimed), Some(&failed), "user-7"));
+        let mut paid = claimed.clone();
+        paid.state = AttemptState::Paid;
+        paid.imp_uid = Some("imps_1".into());
+        let mut refunded = paid.clone();
+        refunded.refunded = 3000;
+        let events = of_attempt(Some(&paid), Some(&refunded), "user-7");
+        assert_eq!(kinds(&events), ["charge.refunded"]);
+        assert_eq!(events[0].data["refunded"], 3000);
+        assert_eq!(events[0].user_id, "user-7");
+    }
+}
