@@ -105,7 +105,7 @@ binaries = {f.name: (f.metadata or {}).get("BuildProperties", {}).get("Binary")
             for f in SamFunctionProvider(stacks).get_all()}
 want = {"BillingCallbackFunction": "billing-callback", "PaymentWebhookFunction": "payment-webhook",
         "ScheduledChargeFunction": "scheduled-charge", "SubscriptionApiFunction": "subscription-api",
-        "EventPublisherFunction": "event-publisher"}
+        "EventPublisherFunction": "event-publisher", "ChargeWorkerFunction": "charge-worker"}
 if binaries != want:
     sys.exit(f"functions/binaries {binaries} != expected {want}")
 PY

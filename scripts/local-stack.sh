@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole billing story on this machine, in one command:
-#   moto_server (DynamoDB, its stream, EventBridge, SQS) · the i'mport simulator · the five functions
+#   moto_server (DynamoDB, its stream, EventBridge, SQS) · the i'mport simulator · the six functions
 #   under `cargo lambda watch` · tests/local-demo playing sign-ups and months
 #   of scheduled charges, then printing the table beside the simulator's ledger.
 #
@@ -10,7 +10,7 @@
 #
 # Ports (defaults; a busy default is replaced by a free port unless set explicitly):
 #   DYNAMODB_PORT=8000  SIM_PORT=7070  LAMBDA_PORT=9000
-# Other knobs: TABLE_NAME (billing-local), DEMO_MONTHS (3), MERCHANT_URL (http://127.0.0.1:3000).
+# Other knobs: CHARGE_MODE (queued; or single), TABLE_NAME (billing-local), DEMO_MONTHS (3), MERCHANT_URL (http://127.0.0.1:3000).
 # Everything listens on 127.0.0.1; logs go to .local/logs/. See docs/local-stack.md.
 set -euo pipefail
 
@@ -230,7 +230,7 @@ say "building (the first build on a fresh machine takes a few minutes on 2 cores
 # (`cargo run --bin <name>` in this workspace: features resolved over all members,
 # dev profile), so every crate compiles once and the watch starts the functions
 # without compiling anything.
-BINS=(--bin billing-callback --bin scheduled-charge --bin subscription-api --bin event-publisher)
+BINS=(--bin billing-callback --bin scheduled-charge --bin charge-worker --bin subscription-api --bin event-publisher)
 [ "$WEBHOOK" = 1 ] && BINS+=(--bin payment-webhook)
 BINS+=(--bin iamport-sim --bin local-demo)
 build "workspace" "${BINS[@]}"
@@ -240,6 +240,7 @@ DYNAMODB_PORT=$(pick_port DYNAMODB_PORT 8000)
 SIM_PORT=$(pick_port SIM_PORT 7070)
 LAMBDA_PORT=$(pick_port LAMBDA_PORT 9000)
 TABLE_NAME=${TABLE_NAME:-billing-local}
+CHARGE_MODE=${CHARGE_MODE:-queued}
 MERCHANT_URL=${MERCHANT_URL:-http://127.0.0.1:3000}
 DDB_URL="http://127.0.0.1:$DYNAMODB_PORT"
 SIM_URL="http://127.0.0.1:$SIM_PORT"
@@ -254,6 +255,11 @@ WEBHOOK_URL="$LAMBDA_URL/lambda-url/payment-webhook/webhooks/iamport"
   # moto_server serves EventBridge and SQS too: the lifecycle events' bus.
   echo "AWS_ENDPOINT_URL_EVENTBRIDGE=$DDB_URL"
   echo "EVENT_BUS_NAME=billing-events-local"
+  # Queued mode (the default here; CHARGE_MODE=single scripts/local-stack.sh for one invocation):
+  # scheduled-charge plans each run into moto's SQS, local-demo feeds charge-worker from it.
+  echo "CHARGE_MODE=$CHARGE_MODE"
+  echo "CHARGE_QUEUE_URL=$DDB_URL/123456789012/charge-local"
+  echo "AWS_ENDPOINT_URL_SQS=$DDB_URL"
   echo "AWS_REGION=$AWS_REGION"
   echo "AWS_EC2_METADATA_DISABLED=true"
   echo "AWS_ACCESS_KEY_ID=test"
@@ -289,7 +295,7 @@ SIM_ARGS=(--addr "127.0.0.1:$SIM_PORT")
 [ "$WEBHOOK" = 1 ] && SIM_ARGS+=(--webhook-url "$WEBHOOK_URL")
 say "starting the i'mport simulator on $SIM_URL"
 start iamport-sim "$LOGS/iamport-sim.log" "$TARGET_DIR/debug/iamport-sim" "${SIM_ARGS[@]}"
-say "starting cargo lambda watch on $LAMBDA_URL (functions: billing-callback, scheduled-charge, subscription-api, event-publisher$([ "$WEBHOOK" = 1 ] && echo ', payment-webhook'))"
+say "starting cargo lambda watch on $LAMBDA_URL (functions: billing-callback, scheduled-charge, charge-worker, subscription-api, event-publisher$([ "$WEBHOOK" = 1 ] && echo ', payment-webhook'))"
 start cargo-lambda-watch "$LOGS/cargo-lambda-watch.log" \
   env CARGO_TERM_COLOR=never bash -c 'set -a; . "$1"; set +a; exec cargo lambda watch --ignore-changes -A 127.0.0.1 -P "$2"' \
   _ "$ENV_FILE" "$LAMBDA_PORT"

@@ -8,6 +8,7 @@ use crate::billing::UidKey;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, CredentialsSource};
 use crate::engine::{Engine, Settings};
+use crate::gateway::limit::Limited;
 use crate::iamport::{ClientConfig, IamportClient};
 use crate::ledger::dynamodb::DynamoLedger;
 use crate::secret::Secret;
@@ -21,7 +22,9 @@ pub enum InitError {
 }
 
 /// The engine as deployed.
-pub type ProductionEngine = Engine<DynamoLedger, IamportClient>;
+/// The i'mport client behind a cap of `CHARGE_CONCURRENCY` requests in
+/// flight (only i'mport calls hold a slot).
+pub type ProductionEngine = Engine<DynamoLedger, Limited<IamportClient>>;
 
 /// Configuration and the engine.
 #[derive(Debug)]
@@ -95,6 +98,7 @@ impl App {
         let iamport =
             IamportClient::new(client_config).map_err(|e| InitError::Http(e.to_string()))?;
         let settings = Settings::from_config(&config, uid_key);
+        let iamport = Limited::new(iamport, config.concurrency);
         Ok(Self {
             engine: Engine::new(ledger, iamport, clock, settings),
             config,

@@ -24,6 +24,15 @@ pub enum ConfigError {
     Secret(String),
 }
 
+/// How a scheduled run is carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeMode {
+    /// One invocation charges everything due (until its deadline).
+    Single,
+    /// The invocation plans the run into a queue; `charge-worker`s charge it.
+    Queued { queue_url: Url },
+}
+
 /// Where the i'mport REST key and secret come from.
 #[derive(Debug, Clone)]
 pub enum CredentialsSource {
@@ -57,7 +66,11 @@ pub struct Config {
     /// `notice_url` sent with each charge (the webhook route), if any.
     pub notice_url: Option<Url>,
     pub charge_on_signup: bool,
+    /// i'mport requests in flight per process (`CHARGE_CONCURRENCY`).
     pub concurrency: usize,
+    /// `single` (one invocation charges the run) or `queued` (it plans the
+    /// run into `CHARGE_QUEUE_URL`; workers charge). See docs/performance.md.
+    pub charge_mode: ChargeMode,
     pub dunning: DunningPolicy,
     pub due_shards: u32,
     /// How long a claim on an attempt lasts. Longer than any function's
@@ -297,6 +310,21 @@ impl Config {
             notice_url: url("NOTICE_URL")?,
             charge_on_signup: flag("CHARGE_ON_SIGNUP", true)?,
             concurrency: number("CHARGE_CONCURRENCY", 8, 1, 256)? as usize,
+            charge_mode: match (var("CHARGE_MODE").as_deref(), url("CHARGE_QUEUE_URL")?) {
+                (None | Some("single"), _) => ChargeMode::Single,
+                (Some("queued"), Some(queue_url)) => ChargeMode::Queued { queue_url },
+                (Some("queued"), None) => {
+                    return Err(ConfigError::Missing {
+                        name: "CHARGE_QUEUE_URL (CHARGE_MODE=queued)",
+                    });
+                }
+                (Some(other), _) => {
+                    return Err(ConfigError::Invalid {
+                        name: "CHARGE_MODE",
+                        reason: format!("{other:?} is not single or queued"),
+                    });
+                }
+            },
             dunning: DunningPolicy {
                 retry_offsets,
                 final_status,

@@ -1,6 +1,8 @@
 //! scheduled-charge: invoked by EventBridge Scheduler (or a classic
 //! EventBridge schedule). The event's time is the billing clock; the rules
-//! live in `shared::charging`.
+//! live in `shared::charging`. With `CHARGE_MODE=single` it charges the run
+//! itself; with `queued` it plans the run into the charge queue for the
+//! `charge-worker`s.
 
 use std::time::Duration;
 
@@ -8,6 +10,7 @@ use chrono::{DateTime, Utc};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::Value;
 use shared::app::App;
+use shared::charging::queue::{self, PlanReport, SqsQueue};
 use shared::charging::{self, BillingRun, RunOptions, RunReport};
 use shared::engine::Budget;
 use tracing::{error, info};
@@ -79,6 +82,40 @@ pub fn check_lease(lease: Duration, budget: &Budget) -> Result<(), RunFailed> {
             left: left.as_secs(),
         }),
         _ => Ok(()),
+    }
+}
+
+/// One scheduled event: the run itself (`queue` absent: single mode), or
+/// its plan into the charge queue (queued mode).
+pub async fn handle_event(
+    app: &App,
+    queue: Option<&SqsQueue>,
+    event: LambdaEvent<Value>,
+) -> Result<Value, RunFailed> {
+    let answer = match queue {
+        Some(q) => serde_json::to_value(plan(app, q, event).await?),
+        None => serde_json::to_value(handle(app, event).await?),
+    };
+    answer.map_err(|e| RunFailed::Dependency(format!("encoding the report: {e}")))
+}
+
+/// Plans one billing run into the charge queue (queued mode). Running it
+/// twice for one instant is harmless: the workers' claims decide.
+pub async fn plan<Q: queue::WorkQueue>(
+    app: &App,
+    queue: &Q,
+    event: LambdaEvent<Value>,
+) -> Result<PlanReport, RunFailed> {
+    let run = run_of(&event.payload, &event.context.request_id)?;
+    let budget = Budget::from_lambda_deadline(event.context.deadline());
+    info!(billing_time = %run.billing_time, run_id = %run.run_id, "planning the run into the charge queue");
+    let report = queue::plan(&app.engine, &RunOptions { run, budget }, queue).await;
+    match &report.error {
+        Some(e) => {
+            error!(error = %e, "planning stopped early; running it again for the same time is harmless");
+            Err(RunFailed::Dependency(e.clone()))
+        }
+        None => Ok(report),
     }
 }
 

@@ -1,14 +1,28 @@
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use serde_json::Value;
 use shared::app::App;
+use shared::charging::queue::SqsQueue;
+use shared::config::ChargeMode;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let app = App::from_env().await?;
-    let app = &app;
+    let queue = match &app.config.charge_mode {
+        ChargeMode::Single => None,
+        ChargeMode::Queued { queue_url } => {
+            let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .load()
+                .await;
+            Some(SqsQueue {
+                client: aws_sdk_sqs::Client::new(&sdk),
+                url: queue_url.to_string(),
+            })
+        }
+    };
+    let (app, queue) = (&app, queue.as_ref());
     run(service_fn(move |event: LambdaEvent<Value>| {
-        scheduled_charge::handle(app, event)
+        scheduled_charge::handle_event(app, queue, event)
     }))
     .await
 }

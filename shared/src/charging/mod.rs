@@ -4,13 +4,16 @@
 //!   settle what was left open, send the charge, record the answer;
 //! - `settle`: the one find → verify → settle sequence;
 //! - `pace`: backing off from a gateway that stops taking requests;
-//! - `report`: the run's summary as a metrics line.
+//! - `report`: the run's summary as a metrics line;
+//! - `queue`: the queued mode: a planner sends the due index as work items
+//!   to a queue, workers charge them.
 //!
 //! The decisions themselves are the core's (`crate::billing`). See
 //! `docs/charging.md` for the reasoning.
 
 mod attempt;
 mod pace;
+pub mod queue;
 mod report;
 pub mod settle;
 
@@ -78,17 +81,72 @@ pub enum Outcome {
     Swept(Swept),
 }
 
-/// An entry of the due index.
-enum Due {
+/// An entry of the due index: one unit of work of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum WorkItem {
+    /// A subscription due for a charge.
     Subscription(SubscriptionId),
+    /// An open attempt due for attention (lease ended, lost answer).
     Attempt(AttemptKey),
+    /// A pending registration due for a look at the gateway.
     Registration(String),
+}
+
+impl WorkItem {
+    /// The subscription it concerns, if any.
+    pub fn subscription(&self) -> Option<&SubscriptionId> {
+        match self {
+            Self::Subscription(id) | Self::Attempt((id, _, _)) => Some(id),
+            Self::Registration(_) => None,
+        }
+    }
+
+    /// Compact text for a queue message: `s:{id}`, `a:{id}:{period}:{n}`,
+    /// `r:{merchant_uid}`.
+    pub fn encode(&self) -> String {
+        match self {
+            Self::Subscription(id) => format!("s:{id}"),
+            Self::Attempt((id, period, n)) => format!("a:{id}:{period}:{n}"),
+            Self::Registration(uid) => format!("r:{uid}"),
+        }
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let (kind, rest) = text.split_once(':')?;
+        match kind {
+            "s" => SubscriptionId::parse(rest).map(Self::Subscription),
+            "a" => {
+                let mut parts = rest.split(':');
+                let id = SubscriptionId::parse(parts.next()?)?;
+                let period = crate::billing::PeriodId::parse(parts.next()?)?;
+                let n = parts.next()?.parse().ok()?;
+                parts
+                    .next()
+                    .is_none()
+                    .then_some(Self::Attempt((id, period, n)))
+            }
+            "r" if !rest.is_empty() && rest.len() <= 40 => {
+                Some(Self::Registration(rest.to_owned()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Where a run takes its work from.
+trait Source {
+    async fn next<L: Ledger, G>(
+        &mut self,
+        engine: &Engine<L, G>,
+        run: &BillingRun,
+        summary: &mut Summary,
+    ) -> Result<Option<WorkItem>, RunError>;
 }
 
 /// The due index, read a page at a time as work is taken.
 #[derive(Default)]
 struct Intake {
-    queue: VecDeque<Due>,
+    queue: VecDeque<WorkItem>,
     cursor: Option<Cursor>,
     done: bool,
     /// A subscription is charged at most once per run: one that was late and
@@ -97,65 +155,104 @@ struct Intake {
 }
 
 impl Intake {
+    /// The next page's work, or `None` at the end of the index.
+    async fn page<L: Ledger, G>(
+        &mut self,
+        engine: &Engine<L, G>,
+        run: &BillingRun,
+        summary: &mut Summary,
+    ) -> Result<Option<Vec<WorkItem>>, RunError> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = engine
+            .ledger
+            .due_page(run.billing_time, PAGE_SIZE, self.cursor.as_ref())
+            .await?;
+        for what in &page.corrupt {
+            error!(%what, "unreadable entry in the due index; skipped");
+        }
+        summary.corrupt += page.corrupt.len() as u64;
+        let mut items: Vec<WorkItem> = page
+            .registrations
+            .into_iter()
+            .map(WorkItem::Registration)
+            .collect();
+        let seen = &mut self.seen;
+        items.extend(
+            page.attempts
+                .into_iter()
+                .filter(|key| seen.insert(key.0.clone()))
+                .map(WorkItem::Attempt),
+        );
+        items.extend(
+            page.ids
+                .into_iter()
+                .filter(|id| seen.insert(id.clone()))
+                .map(WorkItem::Subscription),
+        );
+        self.done = page.next.is_none();
+        self.cursor = page.next;
+        Ok(Some(items))
+    }
+}
+
+impl Source for Intake {
     async fn next<L: Ledger, G>(
         &mut self,
         engine: &Engine<L, G>,
         run: &BillingRun,
         summary: &mut Summary,
-    ) -> Result<Option<Due>, RunError> {
-        while self.queue.is_empty() && !self.done {
-            let page = engine
-                .ledger
-                .due_page(run.billing_time, PAGE_SIZE, self.cursor.as_ref())
-                .await?;
-            for what in &page.corrupt {
-                error!(%what, "unreadable entry in the due index; skipped");
+    ) -> Result<Option<WorkItem>, RunError> {
+        while self.queue.is_empty() {
+            match self.page(engine, run, summary).await? {
+                Some(items) => self.queue.extend(items),
+                None => break,
             }
-            summary.corrupt += page.corrupt.len() as u64;
-            self.queue
-                .extend(page.registrations.into_iter().map(Due::Registration));
-            let seen = &mut self.seen;
-            self.queue.extend(
-                page.attempts
-                    .into_iter()
-                    .filter(|key| seen.insert(key.0.clone()))
-                    .map(Due::Attempt),
-            );
-            self.queue.extend(
-                page.ids
-                    .into_iter()
-                    .filter(|id| seen.insert(id.clone()))
-                    .map(Due::Subscription),
-            );
-            self.done = page.next.is_none();
-            self.cursor = page.next;
         }
         Ok(self.queue.pop_front())
+    }
+}
+
+/// A list of work items (a worker's messages), each subscription once.
+struct Listed {
+    items: VecDeque<WorkItem>,
+    seen: HashSet<SubscriptionId>,
+}
+
+impl Source for Listed {
+    async fn next<L: Ledger, G>(
+        &mut self,
+        _engine: &Engine<L, G>,
+        _run: &BillingRun,
+        _summary: &mut Summary,
+    ) -> Result<Option<WorkItem>, RunError> {
+        while let Some(item) = self.items.pop_front() {
+            match item.subscription() {
+                Some(id) if !self.seen.insert(id.clone()) => continue,
+                _ => return Ok(Some(item)),
+            }
+        }
+        Ok(None)
     }
 }
 
 /// The work on one entry of the due index.
 async fn work<L: Ledger, G: PaymentGateway>(
     engine: &Engine<L, G>,
-    entry: Due,
+    entry: WorkItem,
     run: &BillingRun,
     pace: &Pace,
     budget: Budget,
-) -> (Option<SubscriptionId>, Result<Outcome, RunError>) {
-    match entry {
-        Due::Subscription(id) => {
-            let outcome = attempt::charge_one(engine, &id, run, pace).await;
-            (Some(id), outcome)
-        }
-        Due::Attempt(key) => {
-            let outcome = attempt::attend(engine, &key, run, pace).await;
-            (Some(key.0), outcome)
-        }
-        Due::Registration(uid) => {
-            let swept = registration::complete_from_gateway(engine, &uid, None, budget).await;
-            (None, Ok(Outcome::Swept(swept)))
-        }
-    }
+) -> (WorkItem, Result<Outcome, RunError>) {
+    let outcome = match &entry {
+        WorkItem::Subscription(id) => attempt::charge_one(engine, id, run, pace).await,
+        WorkItem::Attempt(key) => attempt::attend(engine, key, run, pace).await,
+        WorkItem::Registration(uid) => Ok(Outcome::Swept(
+            registration::complete_from_gateway(engine, uid, None, budget).await,
+        )),
+    };
+    (entry, outcome)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,27 +363,66 @@ pub async fn charge_one<L: Ledger, G: PaymentGateway>(
 }
 
 /// Charges everything due at the billing time, with bounded concurrency:
-/// the due index is read page by page, up to `concurrency` entries are in
-/// work at once, and new work stops near the deadline or on a failure of a
-/// dependency as a whole.
+/// the due index is read page by page, entries are taken as room frees up,
+/// and new work stops near the deadline or on a failure of a dependency as
+/// a whole.
 pub async fn run<L: Ledger, G: PaymentGateway>(
     engine: &Engine<L, G>,
     options: RunOptions,
 ) -> RunReport {
+    drive(engine, &options, Intake::default()).await.0
+}
+
+/// Charges the given work items (a worker's share of a run planned into a
+/// queue), each subscription once, like [`run`] does the due index. Also
+/// returns the items not done: never taken (the run stopped first) or
+/// stopped by a failure of a dependency; their messages should come again.
+pub async fn work_items<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    options: &RunOptions,
+    items: Vec<WorkItem>,
+) -> (RunReport, Vec<WorkItem>) {
+    let listed = Listed {
+        items: items.into(),
+        seen: HashSet::new(),
+    };
+    let (report, mut undone, rest) = drive(engine, options, listed).await;
+    undone.extend(rest.items);
+    (report, undone)
+}
+
+/// How many entries are in work at once: twice the gateway's concurrency,
+/// so that a charge's ledger reads and writes (outside its gateway slot,
+/// see `gateway::limit`) do not leave gateway slots idle.
+fn pipeline(engine_concurrency: usize) -> usize {
+    engine_concurrency.max(1) * 2
+}
+
+/// The run loop over a source of work. Returns the report, the items that
+/// ended in a failure of a dependency, and the source (what was never taken).
+async fn drive<L: Ledger, G: PaymentGateway, S: Source>(
+    engine: &Engine<L, G>,
+    options: &RunOptions,
+    mut source: S,
+) -> (RunReport, Vec<WorkItem>, S) {
     let run = &options.run;
     let budget = options.budget;
     let reserve = reserve(engine.settings.gateway_timeout);
-    let concurrency = engine.settings.concurrency.max(1);
+    let in_flight = pipeline(engine.settings.concurrency);
     let pace = Pace::default();
     let mut summary = Summary::default();
     let mut stopped: Option<String> = None;
     let mut error: Option<RunError> = None;
-    let mut intake = Intake::default();
+    let mut failed = Vec::new();
     let mut in_work = FuturesUnordered::new();
     loop {
         // Take new work while there is room, time, and no reason to stop.
-        while stopped.is_none() && in_work.len() < concurrency {
-            let entry = match intake.next(engine, run, &mut summary).await {
+        while stopped.is_none() && in_work.len() < in_flight {
+            if !budget.allows(Duration::ZERO, reserve) {
+                stopped = Some("deadline near: stopped taking new work".into());
+                break;
+            }
+            let entry = match source.next(engine, run, &mut summary).await {
                 Ok(Some(entry)) => entry,
                 Ok(None) => break,
                 Err(e) => {
@@ -296,18 +432,15 @@ pub async fn run<L: Ledger, G: PaymentGateway>(
                     break;
                 }
             };
-            if !budget.allows(Duration::ZERO, reserve) {
-                stopped = Some("deadline near: stopped taking new work".into());
-                break;
-            }
-            if matches!(entry, Due::Subscription(_) | Due::Attempt(_)) {
+            if entry.subscription().is_some() {
                 summary.due += 1;
             }
             in_work.push(work(engine, entry, run, &pace, budget));
         }
-        let Some((id, result)) = in_work.next().await else {
+        let Some((entry, result)) = in_work.next().await else {
             break;
         };
+        let id = entry.subscription().map(|i| i.as_str().to_owned());
         let failure = match result {
             Ok(outcome) => {
                 summary.add(&outcome);
@@ -315,13 +448,14 @@ pub async fn run<L: Ledger, G: PaymentGateway>(
                 (streak >= TRANSIENT_LIMIT).then_some(RunError::Unavailable(streak))
             }
             Err(RunError::Ledger(LedgerError::Corrupt(what))) => {
-                error!(subscription_id = ?id.as_ref().map(|i| i.as_str()), %what, "unreadable item; skipped, the run goes on");
+                error!(subscription_id = ?id, %what, "unreadable item; skipped, the run goes on");
                 summary.corrupt += 1;
                 None
             }
             Err(e) => {
-                error!(subscription_id = ?id.as_ref().map(|i| i.as_str()), error = %e, "run stops taking new work");
+                error!(subscription_id = ?id, error = %e, "run stops taking new work");
                 summary.skipped += 1;
+                failed.push(entry);
                 Some(e)
             }
         };
@@ -333,11 +467,12 @@ pub async fn run<L: Ledger, G: PaymentGateway>(
         }
     }
     let error = error.map(|e| e.to_string());
-    RunReport {
+    let report = RunReport {
         billing_time: run.billing_time,
         run_id: run.run_id.clone(),
         summary,
         stopped,
         error,
-    }
+    };
+    (report, failed, source)
 }

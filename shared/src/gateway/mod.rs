@@ -8,6 +8,7 @@
 //! else).
 
 mod error;
+pub mod limit;
 
 use std::future::Future;
 

@@ -296,6 +296,8 @@ struct Stack {
     sim: String,
     lambda: String,
     started: Instant,
+    /// Queued mode (CHARGE_MODE=queued): the charge queue on moto_server.
+    queue: Option<(aws_sdk_sqs::Client, String)>,
 }
 
 impl Stack {
@@ -373,19 +375,14 @@ impl Stack {
         }
     }
 
-    /// Invokes scheduled-charge with the Scheduler input of `infra/template.yaml`:
-    /// through the Lambda invoke API of `cargo lambda watch`.
-    async fn charge_run(&self, billing_time: DateTime<Utc>, run_id: &str) -> Result<RunResult> {
-        let payload = json!({
-            "scheduled_time": billing_time.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-            "execution_id": run_id,
-        });
-        let started = Instant::now();
+    /// Invokes a function through the Lambda invoke API of `cargo lambda
+    /// watch`: its answer, or why it failed.
+    async fn invoke(&self, function: &str, payload: &Value) -> Result<(Value, Option<String>)> {
         let url = format!(
-            "{}/2015-03-31/functions/scheduled-charge/invocations",
+            "{}/2015-03-31/functions/{function}/invocations",
             self.lambda
         );
-        let r = self.http.post(url).json(&payload).send().await?;
+        let r = self.http.post(url).json(payload).send().await?;
         let status = r.status();
         let function_error = r
             .headers()
@@ -394,19 +391,105 @@ impl Stack {
             .map(str::to_owned);
         let text = r.text().await?;
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
-        let error = if !status.is_success()
-            || function_error.is_some()
-            || body.get("errorType").is_some()
-        {
-            Some(format!(
-                "HTTP {status}{}: {text}",
-                function_error
-                    .map(|e| format!(" ({e})"))
-                    .unwrap_or_default()
-            ))
-        } else {
-            None
+        let error =
+            (!status.is_success() || function_error.is_some() || body.get("errorType").is_some())
+                .then(|| {
+                    format!(
+                        "HTTP {status}{}: {text}",
+                        function_error
+                            .map(|e| format!(" ({e})"))
+                            .unwrap_or_default()
+                    )
+                });
+        Ok((body, error))
+    }
+
+    /// Queued mode: plays the queue's event source mapping until the queue
+    /// is empty (receive ≤ 10 messages, invoke charge-worker with them,
+    /// delete what it did, let the rest come back), adding up the workers'
+    /// summaries into one run's.
+    async fn drain_queue(&self, planned: &Value) -> Result<(Value, Option<String>)> {
+        let Some((sqs, url)) = &self.queue else {
+            return Ok((planned.clone(), None));
         };
+        let mut total: BTreeMap<String, u64> = BTreeMap::new();
+        let (mut invocations, mut error) = (0u32, None);
+        for _ in 0..200 {
+            let got = sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .send()
+                .await?;
+            let messages = got.messages.unwrap_or_default();
+            if messages.is_empty() {
+                break;
+            }
+            let records: Vec<Value> = messages
+                .iter()
+                .map(|m| json!({"messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
+                    "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs",
+                    "eventSourceARN": "arn:aws:sqs:ap-northeast-2:000000000000:charge-local", "awsRegion": "ap-northeast-2"}))
+                .collect();
+            let (answer, failed) = self
+                .invoke("charge-worker", &json!({ "Records": records }))
+                .await?;
+            invocations += 1;
+            if failed.is_some() {
+                error = failed;
+                break;
+            }
+            if let Some(summary) = answer["summary"].as_object() {
+                for (k, v) in summary {
+                    *total.entry(k.clone()).or_default() += v.as_u64().unwrap_or(0);
+                }
+            }
+            let again: Vec<&str> = answer["batchItemFailures"]
+                .as_array()
+                .map(|f| {
+                    f.iter()
+                        .filter_map(|i| i["itemIdentifier"].as_str())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for m in &messages {
+                let handle = m.receipt_handle().unwrap_or_default();
+                if again.contains(&m.message_id().unwrap_or_default()) {
+                    sqs.change_message_visibility()
+                        .queue_url(url)
+                        .receipt_handle(handle)
+                        .visibility_timeout(0)
+                        .send()
+                        .await?;
+                } else {
+                    sqs.delete_message()
+                        .queue_url(url)
+                        .receipt_handle(handle)
+                        .send()
+                        .await?;
+                }
+            }
+        }
+        let mut body = json!(total);
+        body["planned"] = planned["planned"].clone();
+        body["messages"] = planned["messages"].clone();
+        body["worker_invocations"] = json!(invocations);
+        Ok((body, error))
+    }
+
+    /// Invokes scheduled-charge with the Scheduler input of `infra/template.yaml`:
+    /// through the Lambda invoke API of `cargo lambda watch`. In queued mode
+    /// it plans the run, and the charge queue is then drained by workers.
+    async fn charge_run(&self, billing_time: DateTime<Utc>, run_id: &str) -> Result<RunResult> {
+        let payload = json!({
+            "scheduled_time": billing_time.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "execution_id": run_id,
+        });
+        let started = Instant::now();
+        let (mut body, mut error) = self.invoke("scheduled-charge", &payload).await?;
+        if error.is_none() && body["mode"] == "queued" {
+            (body, error) = self.drain_queue(&body).await?;
+        }
         Ok(RunResult {
             body,
             error,
@@ -458,6 +541,14 @@ impl RunResult {
         let mut s = format!("due {}", self.count("due"));
         if !parts.is_empty() {
             let _ = write!(s, ": {}", parts.join(", "));
+        }
+        if let Some(planned) = self.body.get("planned").and_then(Value::as_u64) {
+            let _ = write!(
+                s,
+                " [queued: planned {planned} in {} message(s), {} worker invocation(s)]",
+                self.count("messages"),
+                self.count("worker_invocations")
+            );
         }
         if let Some(stopped) = self.body.get("stopped").and_then(Value::as_str) {
             let _ = write!(s, " (stopped: {stopped})");
@@ -579,7 +670,7 @@ async fn play(args: Args) -> Result<bool> {
         .load()
         .await;
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-    let stack = Stack {
+    let mut stack = Stack {
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             // The first request to each function may wait for `cargo lambda watch` to start it.
@@ -589,6 +680,7 @@ async fn play(args: Args) -> Result<bool> {
         sim: args.sim.trim_end_matches('/').to_owned(),
         lambda: args.lambda.trim_end_matches('/').to_owned(),
         started: Instant::now(),
+        queue: None,
     };
     let mut checks = Checks::default();
     // Where event-publisher puts the lifecycle events (its EVENT_BUS_NAME).
@@ -639,6 +731,21 @@ async fn play(args: Args) -> Result<bool> {
         }
     }
 
+    let queue_url = read_env_file(&args.functions_env).ok().and_then(|env| {
+        let queued = env.iter().any(|(k, v)| k == "CHARGE_MODE" && v == "queued");
+        env.into_iter()
+            .find(|(k, _)| queued && k == "CHARGE_QUEUE_URL")
+            .map(|(_, v)| v)
+    });
+    if let Some(url) = &queue_url {
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let name = url.rsplit('/').next().unwrap_or("charge-local");
+        sqs.create_queue().queue_name(name).send().await?;
+        println!(
+            "  queued mode: scheduled-charge plans each run into {url}; the story drains it through charge-worker"
+        );
+        stack.queue = Some((sqs, url.clone()));
+    }
     let events = match &event_bus {
         Some(bus) => {
             let sink = testkit::EventSink::create_named(&sdk, bus, EVENT_SOURCE).await;
