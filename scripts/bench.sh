@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Benchmarks (not tests): prints figures for the current build on this machine.
-#   scripts/bench.sh                 throughput at concurrency 8/32/128, DynamoDB requests per charge,
-#                                    peak RSS for 10,000 due subscriptions, due-query cost for 100,000
+#   scripts/bench.sh                 our pipeline (in-memory ledger at 5 ms per request, the simulator at
+#                                    100 ms): a sequential baseline and one worker at concurrency 32 side
+#                                    by side; 100,000 due through planner + workers; then on moto_server
+#                                    (labelled): throughput at concurrency 8/32/128, DynamoDB requests per
+#                                    charge, peak RSS for 10,000 due, due-query cost for 100,000
 #   scripts/bench.sh --quick         smaller counts
 #   scripts/bench.sh --cold-start    also: bootstrap sizes (arm64) and cold starts (cargo lambda watch)
 # Everything runs on 127.0.0.1: moto_server and the i'mport simulator as separate processes, the charge
@@ -68,7 +71,19 @@ phase() { # concurrency latency_ms count [deadline_secs]
 }
 
 echo "== machine: $(nproc) cores, $(uname -m); the simulator adds its latency to every i'mport answer"
-want() { [ -z "${ONLY:-}" ] || [[ ",$ONLY," == *",$1,"* ]]; }   # ONLY=throughput,memory,query
+want() { [ -z "${ONLY:-}" ] || [[ ",$ONLY," == *",$1,"* ]]; }   # ONLY=pipeline,fanout,throughput,memory,query
+FANOUT_DUE=${FANOUT_DUE:-$([ $QUICK = 1 ] && echo 20000 || echo 100000)}
+
+if want pipeline; then
+echo "== our pipeline (no moto): in-memory ledger at 5 ms per request, the simulator in-process at $LATENCY_MS ms"
+"$bench" pipeline --latency-ms "$LATENCY_MS" --store-ms 5 --concurrency 32 --charges $((320000 / LATENCY_MS)) | grep -v '^{'
+fi
+
+if want fanout; then
+echo "== queued mode at scale (no moto): $FANOUT_DUE due, planner + 4 workers x 32, i'mport 20 ms, store 5 ms"
+"$bench" fanout --due "$FANOUT_DUE" --workers 4 --per-worker 32 --latency-ms 20 --store-ms 5 | grep -v '^{'
+fi
+echo "== below: moto_server (DynamoDB emulator, Python) as the store: its limits, not ours (see docs/performance.md)"
 if want throughput; then
 echo "== throughput of one invocation ($ROUNDS × concurrency due subscriptions each, fresh moto_server each)"
 for c in 8 32 128; do phase "$c" "$LATENCY_MS" $((c * ROUNDS)); done

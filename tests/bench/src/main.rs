@@ -9,6 +9,9 @@
 //!   this process's peak RSS (VmHWM);
 //! - `query`: pages through the due index and prints pages and time.
 
+mod pipeline;
+mod slow;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -61,6 +64,35 @@ enum Command {
     Query {
         #[arg(long)]
         at: DateTime<Utc>,
+    },
+    /// Our pipeline, without moto: the in-memory ledger at a modelled
+    /// DynamoDB latency, the simulator (in this process) at i'mport's. A
+    /// sequential baseline and one worker, side by side.
+    Pipeline {
+        #[arg(long, default_value_t = 3200)]
+        charges: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 100)]
+        latency_ms: u64,
+        #[arg(long, default_value_t = 5)]
+        store_ms: u64,
+        /// Charges of the sequential baseline.
+        #[arg(long, default_value_t = 40)]
+        sequential: usize,
+    },
+    /// The queued mode at scale: planner + workers on an in-memory queue.
+    Fanout {
+        #[arg(long, default_value_t = 100_000)]
+        due: usize,
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        #[arg(long, default_value_t = 32)]
+        per_worker: usize,
+        #[arg(long, default_value_t = 20)]
+        latency_ms: u64,
+        #[arg(long, default_value_t = 5)]
+        store_ms: u64,
     },
 }
 
@@ -216,6 +248,67 @@ async fn seed(
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
+    match &cli.command {
+        Command::Pipeline {
+            charges,
+            concurrency,
+            latency_ms,
+            store_ms,
+            sequential,
+        } => {
+            let (gateway, store) = (
+                Duration::from_millis(*latency_ms),
+                Duration::from_millis(*store_ms),
+            );
+            let setup = pipeline::setup(*charges, store, gateway).await;
+            let seq = pipeline::sequential(&setup, *sequential).await;
+            println!(
+                "sequential baseline (fresh token per charge, one at a time): {sequential} charges, {seq:.1} charges/s"
+            );
+            let m = pipeline::one_worker(&setup, *concurrency).await;
+            let rate = m.charged as f64 / m.seconds;
+            let ideal = *concurrency as f64 / gateway.as_secs_f64();
+            println!(
+                "one worker, concurrency {concurrency}, i'mport {latency_ms} ms, store {store_ms} ms/request (in-memory ledger): {} charged in {:.2} s = {rate:.1} charges/s; ideal {ideal:.0}/s; ratio {:.3}; speed-up over sequential {:.1}x; store requests per charge {:.2}; peak RSS {:.1} MiB",
+                m.charged,
+                m.seconds,
+                rate / ideal,
+                rate / seq,
+                m.store_requests as f64 / m.charged.max(1) as f64,
+                peak_rss_mib()
+            );
+            return Ok(());
+        }
+        Command::Fanout {
+            due,
+            workers,
+            per_worker,
+            latency_ms,
+            store_ms,
+        } => {
+            let setup = pipeline::setup(
+                *due,
+                Duration::from_millis(*store_ms),
+                Duration::from_millis(*latency_ms),
+            )
+            .await;
+            let after_seed = peak_rss_mib();
+            let m = pipeline::fanout(&setup, *workers, *per_worker).await;
+            let total = workers * per_worker;
+            let ideal = total as f64 / (*latency_ms as f64 / 1000.0);
+            println!(
+                "queued mode: {due} due, planner + {workers} workers x {per_worker} (i'mport {total} in flight), i'mport {latency_ms} ms, store {store_ms} ms/request: {} charged in {:.1} s = {:.0} charges/s (ideal {ideal:.0}/s); store requests per charge {:.2}; messages per charge {:.3}; peak RSS {:.1} MiB (after seeding {after_seed:.1} MiB: the in-memory store and the simulator's ledger live in this process)",
+                m.charged,
+                m.seconds,
+                m.charged as f64 / m.seconds,
+                m.store_requests as f64 / m.charged.max(1) as f64,
+                m.messages as f64 / m.charged.max(1) as f64,
+                peak_rss_mib()
+            );
+            return Ok(());
+        }
+        _ => {}
+    }
     let config = Config::from_env()?;
     match cli.command {
         Command::Seed { count, keys } => seed(&config, count, keys).await?,
@@ -299,6 +392,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 started.elapsed().as_secs_f64() * 1000.0 / pages.max(1) as f64
             );
         }
+        Command::Pipeline { .. } | Command::Fanout { .. } => {}
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 //!
 //! Every rule about money and tokens lives here; the HTTP modules only parse and answer.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -61,6 +61,10 @@ struct SimState {
     token: Option<Token>,
     keys: BTreeMap<String, BillingKey>,
     records: Vec<Record>,
+    /// Indexes into `records` (only ever appended to): lookups stay O(1)
+    /// however many payments a benchmark makes.
+    by_imp_uid: HashMap<String, usize>,
+    by_merchant_uid: HashMap<String, Vec<usize>>,
     declines: BTreeMap<String, String>,
     faults: VecDeque<Fault>,
     latency: Duration,
@@ -76,6 +80,8 @@ impl SimState {
             token: None,
             keys: BTreeMap::new(),
             records: Vec::new(),
+            by_imp_uid: HashMap::new(),
+            by_merchant_uid: HashMap::new(),
             declines: BTreeMap::new(),
             faults: VecDeque::new(),
             latency: config.latency,
@@ -94,11 +100,37 @@ impl SimState {
         real_now().saturating_add(self.clock_offset)
     }
 
+    fn push_record(&mut self, record: Record) {
+        let i = self.records.len();
+        self.by_imp_uid.insert(record.payment.imp_uid.clone(), i);
+        self.by_merchant_uid
+            .entry(record.payment.merchant_uid.clone())
+            .or_default()
+            .push(i);
+        self.records.push(record);
+    }
+
+    fn record_of(&self, imp_uid: &str) -> Option<usize> {
+        self.by_imp_uid.get(imp_uid).copied()
+    }
+
+    /// The records under `merchant_uid`, oldest first, with their indexes.
+    fn records_for<'a>(
+        &'a self,
+        merchant_uid: &str,
+    ) -> impl Iterator<Item = (usize, &'a Record)> + 'a {
+        self.by_merchant_uid
+            .get(merchant_uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|&i| self.records.get(i).map(|r| (i, r)))
+    }
+
     fn new_imp_uid(&self, prefix: &str) -> String {
         let mut rng = rand::rng();
         loop {
             let candidate = format!("{prefix}{:012}", rng.random_range(0..1_000_000_000_000_u64));
-            if !self.records.iter().any(|r| r.payment.imp_uid == candidate) {
+            if !self.by_imp_uid.contains_key(&candidate) {
                 return candidate;
             }
         }
@@ -522,11 +554,8 @@ impl Sim {
             return ChargeOutcome::UnknownCustomer;
         };
         let settled = st
-            .records
-            .iter()
-            .map(|r| &r.payment)
-            .filter(|p| p.merchant_uid == req.merchant_uid)
-            .map(|p| p.status)
+            .records_for(&req.merchant_uid)
+            .map(|(_, r)| r.payment.status)
             .find(|s| matches!(s, PaymentStatus::Paid | PaymentStatus::Cancelled));
         match settled {
             Some(PaymentStatus::Paid) => return ChargeOutcome::AlreadyPaid,
@@ -610,7 +639,7 @@ impl Sim {
         } else {
             None
         };
-        st.records.push(Record {
+        st.push_record(Record {
             payment: payment.clone(),
             notice_url: req.notice_url,
             updated_at: now,
@@ -699,7 +728,7 @@ impl Sim {
             customer_uid_usage: Some("issue".to_owned()),
             promotion: None,
         };
-        st.records.push(Record {
+        st.push_record(Record {
             payment: payment.clone(),
             notice_url: req.notice_url,
             updated_at: now,
@@ -708,10 +737,9 @@ impl Sim {
     }
 
     pub(crate) fn payment(&self, imp_uid: &str) -> Option<Payment> {
-        self.lock()
-            .records
-            .iter()
-            .find(|r| r.payment.imp_uid == imp_uid)
+        let st = self.lock();
+        st.record_of(imp_uid)
+            .and_then(|i| st.records.get(i))
             .map(|r| r.payment.clone())
     }
 
@@ -730,10 +758,7 @@ impl Sim {
         };
         // Records are in insertion order: among equal keys the later one is the newer.
         let mut candidates: Vec<(usize, &Record)> = st
-            .records
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.payment.merchant_uid == merchant_uid)
+            .records_for(merchant_uid)
             .filter(|(_, r)| status.is_none_or(|s| r.payment.status == s))
             .collect();
         candidates.sort_by_key(|&(i, r)| (key(r), i));
@@ -750,15 +775,13 @@ impl Sim {
         let mut st = self.lock();
         let now = st.now();
         let index = match (&req.imp_uid, &req.merchant_uid) {
-            (Some(imp_uid), _) => st
-                .records
-                .iter()
-                .position(|r| &r.payment.imp_uid == imp_uid),
+            (Some(imp_uid), _) => st.record_of(imp_uid),
             (None, Some(merchant_uid)) => {
                 let latest = |status: PaymentStatus| {
-                    st.records.iter().rposition(|r| {
-                        &r.payment.merchant_uid == merchant_uid && r.payment.status == status
-                    })
+                    st.records_for(merchant_uid)
+                        .filter(|(_, r)| r.payment.status == status)
+                        .map(|(i, _)| i)
+                        .last()
                 };
                 latest(PaymentStatus::Paid).or_else(|| latest(PaymentStatus::Cancelled))
             }
@@ -841,10 +864,8 @@ impl Sim {
 
     pub(crate) fn paid_count(&self, merchant_uid: &str) -> usize {
         self.lock()
-            .records
-            .iter()
-            .filter(|r| r.payment.merchant_uid == merchant_uid)
-            .filter(|r| r.payment.status == PaymentStatus::Paid)
+            .records_for(merchant_uid)
+            .filter(|(_, r)| r.payment.status == PaymentStatus::Paid)
             .count()
     }
 
@@ -861,7 +882,7 @@ impl Sim {
     /// A webhook for the payment's current status (the manual "send a webhook" control).
     pub(crate) fn webhook_for(&self, imp_uid: &str, url: Option<&str>) -> Option<WebhookJob> {
         let st = self.lock();
-        let record = st.records.iter().find(|r| r.payment.imp_uid == imp_uid)?;
+        let record = st.records.get(st.record_of(imp_uid)?)?;
         let cancellation_id = record
             .payment
             .cancel_history

@@ -1,0 +1,292 @@
+//! Benchmarks of the charge pipeline itself: the production engine on the
+//! in-memory ledger with a modelled DynamoDB latency (`SlowLedger`) and the
+//! real i'mport client against the simulator (in this process) with a fixed
+//! latency. No moto_server: what is measured is our pipeline.
+//!
+//! - `pipeline`: a sequential baseline (one charge after another, a fresh
+//!   token each time, as i'mport's public samples do) and one worker at the
+//!   configured concurrency, side by side in one run; prints charges/s, the
+//!   ratio to the ideal (concurrency ÷ i'mport latency) and the speed-up.
+//! - `fanout`: N due through the planner and W workers (queued mode) on an
+//!   in-memory queue; prints wall time, peak RSS, store requests and queue
+//!   messages per charge.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use shared::billing::{MerchantUid, Registration, RegistrationStatus, SubscriptionId};
+use shared::charging::queue::{self, QueueError, WorkMessage, WorkQueue};
+use shared::charging::{self, BillingRun, RunOptions, WorkItem};
+use shared::clock::Clock;
+use shared::config::Config;
+use shared::engine::{Budget, Engine, Settings};
+use shared::gateway::limit::Limited;
+use shared::iamport::{ClientConfig, IamportClient};
+use shared::ledger::{Activation, Ledger};
+use shared::secret::Secret;
+use tokio::sync::Mutex;
+
+use crate::slow::SlowLedger;
+
+type BenchEngine = Engine<SlowLedger, Limited<IamportClient>>;
+
+/// The store and the simulator, with `n` subscriptions due at `at` (their
+/// billing keys registered).
+pub struct Setup {
+    pub sim: iamport_sim::SimHandle,
+    pub ledger: SlowLedger,
+    pub ids: Vec<SubscriptionId>,
+    pub at: DateTime<Utc>,
+}
+
+pub async fn setup(n: usize, store_latency: Duration, gateway_latency: Duration) -> Setup {
+    let config = iamport_sim::SimConfig {
+        latency: gateway_latency,
+        ..iamport_sim::SimConfig::default()
+    };
+    let sim = iamport_sim::spawn(config, "127.0.0.1:0")
+        .await
+        .expect("start the simulator");
+    let ledger = SlowLedger::new(store_latency);
+    let created = Utc::now() - chrono::Duration::hours(1);
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        let id = SubscriptionId::generate();
+        let mut sub = testkit::sample_subscription(&id, created);
+        sub.next_charge_at = created;
+        sim.add_customer(&sub.customer_uid, "chai");
+        let reg = Registration {
+            merchant_uid: MerchantUid::issuance(&id),
+            subscription_id: id.clone(),
+            customer_uid: sub.customer_uid.clone(),
+            user_id: sub.user_id.clone(),
+            plan: sub.plan.clone(),
+            pg: sub.pg.clone(),
+            buyer: sub.buyer.clone(),
+            status: RegistrationStatus::Pending,
+            created_at: created,
+            expires_at: None,
+            imp_uid: None,
+            sweep_at: None,
+            replaces_key: false,
+        };
+        // Straight into the store: seeding is not what is measured.
+        ledger.inner.put_registration(&reg).await.expect("seed");
+        ledger
+            .inner
+            .activate(&Activation {
+                reg: &reg,
+                sub: &sub,
+                imp_uid: "imp_seed",
+                first_attempt: None,
+                plan_lock: false,
+            })
+            .await
+            .expect("seed");
+        ids.push(id);
+    }
+    Setup {
+        sim,
+        ledger,
+        ids,
+        at: Utc::now(),
+    }
+}
+
+/// The production engine over the slow store and the simulator, with
+/// `concurrency` i'mport requests in flight at most.
+pub fn engine(setup: &Setup, concurrency: usize) -> BenchEngine {
+    let vars = [
+        ("TABLE_NAME", "bench".to_owned()),
+        ("IAMPORT_KEY", "sim_imp_key".to_owned()),
+        ("IAMPORT_SECRET", "sim_imp_secret".to_owned()),
+        ("IAMPORT_BASE_URL", setup.sim.base_url()),
+        ("CHARGE_CONCURRENCY", concurrency.to_string()),
+        ("MERCHANT_UID_KEY", "bench-merchant-uid-key".to_owned()),
+    ];
+    let config =
+        Config::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
+            .expect("bench config");
+    let uid_key = shared::billing::UidKey::new(b"bench-merchant-uid-key").expect("uid key");
+    let settings = Settings::from_config(&config, uid_key);
+    let client = IamportClient::new(ClientConfig::new(
+        config.iamport_base_url.clone(),
+        Secret::new("sim_imp_key".to_owned()),
+        Secret::new("sim_imp_secret".to_owned()),
+    ))
+    .expect("client");
+    Engine::new(
+        setup.ledger.clone(),
+        Limited::new(client, concurrency),
+        Clock::system(),
+        settings,
+    )
+}
+
+/// One charge after another, as i'mport's public samples do: a fresh token
+/// for every charge, then `again`. Returns charges per second.
+pub async fn sequential(setup: &Setup, count: usize) -> f64 {
+    let http = reqwest::Client::new();
+    let base = setup.sim.base_url();
+    let keys: Vec<String> = setup
+        .sim
+        .customers()
+        .into_iter()
+        .take(count)
+        .map(|c| c.customer_uid)
+        .collect();
+    let started = Instant::now();
+    for (i, customer_uid) in keys.iter().enumerate() {
+        let token: serde_json::Value = http
+            .post(format!("{base}/users/getToken"))
+            .json(&serde_json::json!({"imp_key": "sim_imp_key", "imp_secret": "sim_imp_secret"}))
+            .send()
+            .await
+            .expect("getToken")
+            .json()
+            .await
+            .expect("token JSON");
+        let token = token["response"]["access_token"]
+            .as_str()
+            .unwrap_or_default();
+        let answer: serde_json::Value = http
+            .post(format!("{base}/subscribe/payments/again"))
+            .header("authorization", token)
+            .json(&serde_json::json!({
+                "customer_uid": customer_uid, "merchant_uid": format!("seq{i}t{}", started.elapsed().as_nanos()),
+                "amount": 9900, "name": "baseline"
+            }))
+            .send()
+            .await
+            .expect("again")
+            .json()
+            .await
+            .expect("again JSON");
+        assert_eq!(answer["code"], 0, "{answer}");
+    }
+    count as f64 / started.elapsed().as_secs_f64()
+}
+
+/// What one measured run did.
+pub struct Measured {
+    pub charged: u64,
+    pub seconds: f64,
+    pub store_requests: u64,
+    pub messages: u64,
+}
+
+/// One worker (the `work_items` path every charge-worker invocation takes)
+/// over every due subscription of `setup`.
+pub async fn one_worker(setup: &Setup, concurrency: usize) -> Measured {
+    let engine = engine(setup, concurrency);
+    let items: Vec<WorkItem> = setup
+        .ids
+        .iter()
+        .cloned()
+        .map(WorkItem::Subscription)
+        .collect();
+    let before = setup.ledger.requests.load(Ordering::Relaxed);
+    let options = RunOptions {
+        run: BillingRun {
+            billing_time: setup.at,
+            run_id: "bench-worker".into(),
+        },
+        budget: Budget::unlimited(),
+    };
+    let started = Instant::now();
+    let (report, undone) = charging::work_items(&engine, &options, items).await;
+    assert!(undone.is_empty(), "{:?}", report.error);
+    Measured {
+        charged: report.summary.charged,
+        seconds: started.elapsed().as_secs_f64(),
+        store_requests: setup.ledger.requests.load(Ordering::Relaxed) - before,
+        messages: 0,
+    }
+}
+
+/// A queue in memory (what SQS is in AWS).
+#[derive(Default)]
+struct MemoryQueue {
+    messages: Mutex<VecDeque<WorkMessage>>,
+}
+
+impl WorkQueue for MemoryQueue {
+    async fn send(&self, messages: &[WorkMessage]) -> Result<(), QueueError> {
+        self.messages.lock().await.extend(messages.iter().cloned());
+        Ok(())
+    }
+}
+
+/// The queued mode: the planner pages the due index into the queue while
+/// `workers` take batches of 4 messages and charge them. The i'mport cap is
+/// the total (`workers × per_worker`), as the queue mapping's
+/// MaximumConcurrency and each worker's CHARGE_CONCURRENCY make it in AWS.
+pub async fn fanout(setup: &Setup, workers: usize, per_worker: usize) -> Measured {
+    let engine = Arc::new(engine(setup, workers * per_worker));
+    let queue = Arc::new(MemoryQueue::default());
+    let before = setup.ledger.requests.load(Ordering::Relaxed);
+    let options = RunOptions {
+        run: BillingRun {
+            billing_time: setup.at,
+            run_id: "bench-plan".into(),
+        },
+        budget: Budget::unlimited(),
+    };
+    let started = Instant::now();
+    let planner = {
+        let (engine, queue, options) = (Arc::clone(&engine), Arc::clone(&queue), options.clone());
+        tokio::spawn(async move { queue::plan(&*engine, &options, &*queue).await })
+    };
+    let planned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for w in 0..workers {
+        let (engine, queue, planned) = (
+            Arc::clone(&engine),
+            Arc::clone(&queue),
+            Arc::clone(&planned),
+        );
+        handles.push(tokio::spawn(async move {
+            let mut charged = 0;
+            loop {
+                let batch: Vec<WorkMessage> = {
+                    let mut q = queue.messages.lock().await;
+                    let n = q.len().min(4);
+                    q.drain(..n).collect()
+                };
+                if batch.is_empty() {
+                    if planned.load(Ordering::SeqCst) {
+                        return charged;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                let items: Vec<WorkItem> = batch
+                    .iter()
+                    .flat_map(|m| m.work().unwrap_or_default())
+                    .collect();
+                let options = RunOptions {
+                    run: batch[0].run(),
+                    budget: Budget::unlimited(),
+                };
+                let (report, undone) = charging::work_items(&*engine, &options, items).await;
+                assert!(undone.is_empty(), "worker {w}: {:?}", report.error);
+                charged += report.summary.charged;
+            }
+        }));
+    }
+    let plan = planner.await.expect("planner");
+    planned.store(true, Ordering::SeqCst);
+    let mut charged = 0;
+    for h in handles {
+        charged += h.await.expect("worker");
+    }
+    Measured {
+        charged,
+        seconds: started.elapsed().as_secs_f64(),
+        store_requests: setup.ledger.requests.load(Ordering::Relaxed) - before,
+        messages: plan.messages,
+    }
+}
