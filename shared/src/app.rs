@@ -1,16 +1,22 @@
 //! Production wiring: the configuration, the DynamoDB ledger and the
-//! i'mport client, built once per cold start. Handlers hand `app.engine` to
-//! the services.
+//! payment gateway (i'mport V1 or PortOne V2, by `PAYMENT_API`), built once
+//! per cold start. Handlers hand `app.engine` to the services.
 
 use aws_config::BehaviorVersion;
 
+use crate::billing::PaymentRecord;
 use crate::billing::UidKey;
 use crate::clock::Clock;
-use crate::config::{Config, ConfigError, CredentialsSource};
+use crate::config::{Config, ConfigError, CredentialsSource, PaymentApi};
 use crate::engine::{Engine, Settings};
 use crate::gateway::limit::Limited;
+use crate::gateway::{
+    BillingKey, ChargeOutcome, ChargeRequest, GatewayError, PaymentGateway, RefundRequest,
+};
 use crate::iamport::{ClientConfig, IamportClient};
 use crate::ledger::dynamodb::DynamoLedger;
+use crate::portone::webhook::WebhookSecrets;
+use crate::portone::{PortOneClient, PortOneConfig};
 use crate::secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,16 +27,105 @@ pub enum InitError {
     Http(String),
 }
 
-/// The engine as deployed.
-/// The i'mport client behind a cap of `CHARGE_CONCURRENCY` requests in
-/// flight (only i'mport calls hold a slot).
-pub type ProductionEngine = Engine<DynamoLedger, Limited<IamportClient>>;
+/// The engine as deployed: the gateway behind a cap of `CHARGE_CONCURRENCY`
+/// requests in flight (only gateway calls hold a slot).
+pub type ProductionEngine = Engine<DynamoLedger, Limited<AnyGateway>>;
+
+/// The payment gateway `PAYMENT_API` chose.
+#[derive(Debug)]
+pub enum AnyGateway {
+    V1(IamportClient),
+    V2(PortOneClient),
+}
+
+impl AnyGateway {
+    /// The i'mport V1 client, for tests and tools that drive i'mport
+    /// directly. Panics with `PAYMENT_API=v2`.
+    pub fn v1(&self) -> &IamportClient {
+        match self {
+            Self::V1(c) => c,
+            Self::V2(_) => panic!("this drives i'mport V1 directly; PAYMENT_API is v2"),
+        }
+    }
+
+    /// The PortOne V2 client. Panics with `PAYMENT_API=v1`.
+    pub fn v2(&self) -> &PortOneClient {
+        match self {
+            Self::V2(c) => c,
+            Self::V1(_) => panic!("this drives PortOne V2 directly; PAYMENT_API is v1"),
+        }
+    }
+}
+
+impl PaymentGateway for AnyGateway {
+    async fn charge(&self, request: &ChargeRequest) -> ChargeOutcome {
+        match self {
+            Self::V1(c) => c.charge(request).await,
+            Self::V2(c) => c.charge(request).await,
+        }
+    }
+
+    async fn payment(&self, imp_uid: &str) -> Result<PaymentRecord, GatewayError> {
+        match self {
+            Self::V1(c) => PaymentGateway::payment(c, imp_uid).await,
+            Self::V2(c) => PaymentGateway::payment(c, imp_uid).await,
+        }
+    }
+
+    async fn notified_payment(
+        &self,
+        imp_uid: &str,
+        merchant_uid: &str,
+    ) -> Result<PaymentRecord, GatewayError> {
+        match self {
+            Self::V1(c) => c.notified_payment(imp_uid, merchant_uid).await,
+            Self::V2(c) => c.notified_payment(imp_uid, merchant_uid).await,
+        }
+    }
+
+    async fn find_payment(&self, merchant_uid: &str) -> Result<PaymentRecord, GatewayError> {
+        match self {
+            Self::V1(c) => PaymentGateway::find_payment(c, merchant_uid).await,
+            Self::V2(c) => PaymentGateway::find_payment(c, merchant_uid).await,
+        }
+    }
+
+    async fn billing_key(&self, customer_uid: &str) -> Result<BillingKey, GatewayError> {
+        match self {
+            Self::V1(c) => PaymentGateway::billing_key(c, customer_uid).await,
+            Self::V2(c) => PaymentGateway::billing_key(c, customer_uid).await,
+        }
+    }
+
+    async fn delete_billing_key(&self, customer_uid: &str) -> Result<(), GatewayError> {
+        match self {
+            Self::V1(c) => PaymentGateway::delete_billing_key(c, customer_uid).await,
+            Self::V2(c) => PaymentGateway::delete_billing_key(c, customer_uid).await,
+        }
+    }
+
+    async fn refund(&self, request: &RefundRequest) -> Result<PaymentRecord, GatewayError> {
+        match self {
+            Self::V1(c) => c.refund(request).await,
+            Self::V2(c) => c.refund(request).await,
+        }
+    }
+}
 
 /// Configuration and the engine.
 #[derive(Debug)]
 pub struct App {
     pub config: Config,
     pub engine: ProductionEngine,
+    /// V2: the secrets V2 webhooks are signed with (two during a rotation).
+    pub webhook_secrets: WebhookSecrets,
+}
+
+/// PortOne V2's secrets.
+#[derive(Debug, Clone)]
+pub struct PortOneCredentials {
+    pub api_secret: Secret,
+    pub webhook_secrets: Vec<Secret>,
 }
 
 /// The i'mport credentials and the merchant_uid tag key, however stored.
@@ -43,6 +138,9 @@ pub struct Credentials {
     /// (`prepare_api_key`, `management_api_key`); they override the
     /// variables of the same names.
     pub api_keys: ApiKeys,
+    /// V2: the API secret and the webhook secrets (`portone_api_secret`,
+    /// `portone_webhook_secrets` in the secret).
+    pub portone: Option<PortOneCredentials>,
 }
 
 /// Shared secrets some routes require on top of IAM.
@@ -80,28 +178,66 @@ impl App {
         if let Some(k) = credentials.api_keys.management.clone() {
             config.management_api_key = Some(k);
         }
+        let derive_from = match (&credentials.portone, config.payment_api) {
+            (Some(p), PaymentApi::V2) => p.api_secret.clone(),
+            _ => credentials.imp_secret.clone(),
+        };
         let uid_key = match &credentials.uid_key {
             Some(k) => UidKey::new(k.expose().as_bytes()).ok_or(ConfigError::Invalid {
                 name: "MERCHANT_UID_KEY",
                 reason: "must have at least 16 characters".into(),
             })?,
-            None => UidKey::derived_from(credentials.imp_secret.expose().as_bytes()),
+            None => UidKey::derived_from(derive_from.expose().as_bytes()),
         };
-        let mut client_config = ClientConfig::new(
-            config.iamport_base_url.clone(),
-            credentials.imp_key,
-            credentials.imp_secret,
-        );
-        client_config.timeout = config.iamport_timeout;
-        client_config.connect_timeout = config.iamport_connect_timeout;
-        client_config.include_sandbox = config.include_sandbox;
-        let iamport =
-            IamportClient::new(client_config).map_err(|e| InitError::Http(e.to_string()))?;
+        let mut webhook_secrets = WebhookSecrets::default();
+        let gateway = match (&config.portone, credentials.portone) {
+            (Some(v2), Some(secrets)) => {
+                webhook_secrets =
+                    WebhookSecrets::parse(&secrets.webhook_secrets).map_err(|reason| {
+                        ConfigError::Invalid {
+                            name: "PORTONE_WEBHOOK_SECRETS",
+                            reason,
+                        }
+                    })?;
+                AnyGateway::V2(
+                    PortOneClient::new(PortOneConfig {
+                        base_url: v2.base_url.clone(),
+                        api_secret: secrets.api_secret,
+                        store_id: v2.store_id.clone(),
+                        channel_key: v2.channel_key.clone(),
+                        connect_timeout: config.iamport_connect_timeout,
+                        timeout: config.iamport_timeout,
+                    })
+                    .map_err(|e| InitError::Http(e.to_string()))?,
+                )
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::Missing {
+                    name: "the PortOne V2 API secret (PORTONE_API_SECRET, or portone_api_secret in the credentials secret)",
+                }
+                .into());
+            }
+            (None, _) => {
+                let mut client_config = ClientConfig::new(
+                    config.iamport_base_url.clone(),
+                    credentials.imp_key,
+                    credentials.imp_secret,
+                );
+                client_config.timeout = config.iamport_timeout;
+                client_config.connect_timeout = config.iamport_connect_timeout;
+                client_config.include_sandbox = config.include_sandbox;
+                AnyGateway::V1(
+                    IamportClient::new(client_config)
+                        .map_err(|e| InitError::Http(e.to_string()))?,
+                )
+            }
+        };
         let settings = Settings::from_config(&config, uid_key);
-        let iamport = Limited::new(iamport, config.concurrency);
+        let gateway = Limited::new(gateway, config.concurrency);
         Ok(Self {
-            engine: Engine::new(ledger, iamport, clock, settings),
+            engine: Engine::new(ledger, gateway, clock, settings),
             config,
+            webhook_secrets,
         })
     }
 }
@@ -119,12 +255,32 @@ async fn resolve_credentials(
             imp_secret: imp_secret.clone(),
             uid_key: config.uid_key.clone(),
             api_keys: ApiKeys::default(),
+            portone: None,
+        }),
+        CredentialsSource::PlainV2 {
+            api_secret,
+            webhook_secrets,
+        } => Ok(Credentials {
+            imp_key: Secret::new(""),
+            imp_secret: Secret::new(""),
+            uid_key: config.uid_key.clone(),
+            api_keys: ApiKeys::default(),
+            portone: Some(PortOneCredentials {
+                api_secret: api_secret.clone(),
+                webhook_secrets: webhook_secrets.clone(),
+            }),
         }),
         CredentialsSource::SecretsManager { secret_id } => {
             #[derive(serde::Deserialize)]
             struct Stored {
+                #[serde(default)]
                 imp_key: String,
+                #[serde(default)]
                 imp_secret: String,
+                #[serde(default)]
+                portone_api_secret: Option<String>,
+                #[serde(default)]
+                portone_webhook_secrets: Vec<String>,
                 #[serde(default)]
                 uid_key: Option<String>,
                 #[serde(default)]
@@ -150,7 +306,7 @@ async fn resolve_credentials(
             // Never include the text in an error: it is the secret.
             let stored: Stored = serde_json::from_str(text).map_err(|_| {
                 ConfigError::Secret(format!(
-                    "{secret_id} is not JSON with imp_key and imp_secret"
+                    "{secret_id} is not JSON with imp_key and imp_secret (or portone_api_secret)"
                 ))
             })?;
             Ok(Credentials {
@@ -164,6 +320,16 @@ async fn resolve_credentials(
                     prepare: stored.prepare_api_key.map(Secret::new),
                     management: stored.management_api_key.map(Secret::new),
                 },
+                portone: stored
+                    .portone_api_secret
+                    .map(|api_secret| PortOneCredentials {
+                        api_secret: Secret::new(api_secret),
+                        webhook_secrets: stored
+                            .portone_webhook_secrets
+                            .into_iter()
+                            .map(Secret::new)
+                            .collect(),
+                    }),
             })
         }
     }

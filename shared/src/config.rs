@@ -41,11 +41,41 @@ pub enum CredentialsSource {
     SecretsManager { secret_id: String },
     /// `IAMPORT_KEY` / `IAMPORT_SECRET`: plain values, for local runs.
     Plain { imp_key: Secret, imp_secret: Secret },
+    /// `PORTONE_API_SECRET` / `PORTONE_WEBHOOK_SECRETS` (comma separated):
+    /// plain values, for local runs with `PAYMENT_API=v2`.
+    PlainV2 {
+        api_secret: Secret,
+        webhook_secrets: Vec<Secret>,
+    },
+}
+
+/// Which PortOne API the engine talks to (`PAYMENT_API`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PaymentApi {
+    /// i'mport V1 (`api.iamport.kr`): billing keys behind our `customer_uid`.
+    #[default]
+    V1,
+    /// PortOne V2 (`api.portone.io`): billing keys issued by PortOne.
+    V2,
+}
+
+/// PortOne V2 settings (`PAYMENT_API=v2`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortOneSettings {
+    pub base_url: Url,
+    pub store_id: String,
+    pub channel_key: String,
+    /// `billingKeyMethod` for `PortOne.requestIssueBillingKey`.
+    pub billing_key_method: String,
 }
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub table_name: String,
+    /// `v1` (i'mport) or `v2` (PortOne V2); the same engine either way.
+    pub payment_api: PaymentApi,
+    /// V2 only.
+    pub portone: Option<PortOneSettings>,
     pub iamport_base_url: Url,
     pub credentials: CredentialsSource,
     pub iamport_timeout: Duration,
@@ -158,20 +188,89 @@ impl Config {
             }
         };
 
+        let payment_api = match var("PAYMENT_API").as_deref() {
+            None | Some("v1") => PaymentApi::V1,
+            Some("v2") => PaymentApi::V2,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "PAYMENT_API",
+                    reason: format!("{other:?} is not v1 or v2"),
+                });
+            }
+        };
         let credentials = match (
+            payment_api,
             var("IAMPORT_CREDENTIALS_SECRET_ARN"),
             var("IAMPORT_KEY"),
             var("IAMPORT_SECRET"),
+            var("PORTONE_API_SECRET"),
         ) {
-            (Some(secret_id), _, _) => CredentialsSource::SecretsManager { secret_id },
-            (None, Some(k), Some(s)) => CredentialsSource::Plain {
+            (_, Some(secret_id), _, _, _) => CredentialsSource::SecretsManager { secret_id },
+            (PaymentApi::V1, None, Some(k), Some(s), _) => CredentialsSource::Plain {
                 imp_key: Secret::new(k),
                 imp_secret: Secret::new(s),
             },
-            _ => {
+            (PaymentApi::V2, None, _, _, Some(api_secret)) => CredentialsSource::PlainV2 {
+                api_secret: Secret::new(api_secret),
+                webhook_secrets: var("PORTONE_WEBHOOK_SECRETS")
+                    .map(|v| {
+                        v.split(',')
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                            .map(|s| Secret::new(s.to_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            },
+            (PaymentApi::V1, ..) => {
                 return Err(ConfigError::Missing {
                     name: "IAMPORT_CREDENTIALS_SECRET_ARN (or IAMPORT_KEY and IAMPORT_SECRET)",
                 });
+            }
+            (PaymentApi::V2, ..) => {
+                return Err(ConfigError::Missing {
+                    name: "IAMPORT_CREDENTIALS_SECRET_ARN (or PORTONE_API_SECRET) with PAYMENT_API=v2",
+                });
+            }
+        };
+        let portone = match payment_api {
+            PaymentApi::V1 => None,
+            PaymentApi::V2 => {
+                let base_url = url("PORTONE_BASE_URL")?.unwrap_or_else(|| {
+                    Url::parse("https://api.portone.io").unwrap_or_else(|_| unreachable!())
+                });
+                let id = |name: &'static str| -> Result<String, ConfigError> {
+                    let v = var(name).ok_or(ConfigError::Missing { name })?;
+                    if v.len() > 100
+                        || !v
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                    {
+                        return Err(ConfigError::Invalid {
+                            name,
+                            reason: "letters, digits, - and _ only".into(),
+                        });
+                    }
+                    Ok(v)
+                };
+                let method = var("PORTONE_BILLING_KEY_METHOD").unwrap_or_else(|| "CARD".into());
+                if !matches!(
+                    method.as_str(),
+                    "CARD" | "MOBILE" | "EASY_PAY" | "PAYPAL" | "TRANSFER"
+                ) {
+                    return Err(ConfigError::Invalid {
+                        name: "PORTONE_BILLING_KEY_METHOD",
+                        reason: format!(
+                            "{method:?} is not CARD, MOBILE, EASY_PAY, PAYPAL or TRANSFER"
+                        ),
+                    });
+                }
+                Some(PortOneSettings {
+                    base_url,
+                    store_id: id("PORTONE_STORE_ID")?,
+                    channel_key: id("PORTONE_CHANNEL_KEY")?,
+                    billing_key_method: method,
+                })
             }
         };
 
@@ -287,6 +386,8 @@ impl Config {
 
         Ok(Self {
             table_name: var("TABLE_NAME").ok_or(ConfigError::Missing { name: "TABLE_NAME" })?,
+            payment_api,
+            portone,
             iamport_base_url: url("IAMPORT_BASE_URL")?
                 .unwrap_or_else(|| Url::parse(DEFAULT_BASE_URL).expect("constant URL")),
             credentials,

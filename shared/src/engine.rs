@@ -38,6 +38,10 @@ pub struct Settings {
     /// The `pay_method` for the payment window (`trans` for CHAI, `card`
     /// for most other PGs).
     pub pay_method: String,
+    /// PortOne V2's store and channel (`PAYMENT_API=v2`): `prepare` returns
+    /// `PortOne.requestIssueBillingKey` parameters, and the callback expects
+    /// V2's redirect. `None`: i'mport V1.
+    pub v2: Option<crate::config::PortOneSettings>,
     pub default_plan: Plan,
     pub registration_ttl: Duration,
     /// `m_redirect_url` (the callback route), needed by `prepare`.
@@ -69,6 +73,7 @@ impl Settings {
             uid_key,
             allow_multiple_subscriptions: config.allow_multiple_subscriptions,
             delete_key_on_cancel: config.delete_key_on_cancel,
+            v2: config.portone.clone(),
         }
     }
 
@@ -269,6 +274,7 @@ mod tests {
             charge_on_signup: false,
             pg: "chai".into(),
             pay_method: "trans".into(),
+            v2: None,
             default_plan: Plan {
                 amount: 9900,
                 name: "p".into(),

@@ -20,6 +20,7 @@ pub mod iamport;
 pub mod ledger;
 pub mod management;
 pub mod notification;
+pub mod portone;
 pub mod registration;
 pub mod secret;
 pub mod telemetry;

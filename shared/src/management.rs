@@ -743,6 +743,7 @@ pub async fn refund<L: Ledger, G: PaymentGateway>(
     }
     let request = RefundRequest {
         imp_uid: imp_uid.clone(),
+        merchant_uid: attempt.merchant_uid.clone(),
         amount: Some(amount),
         checksum: Some(refundable),
         reason: reason.clone(),
@@ -752,7 +753,11 @@ pub async fn refund<L: Ledger, G: PaymentGateway>(
         Err(GatewayError::Rejected(r)) if r.kind == RejectionKind::Business => {
             // Refused (e.g. the refundable amount changed): record what
             // i'mport shows, so the next attempt starts from the truth.
-            let shown = engine.gateway.payment(&imp_uid).await.ok();
+            let shown = engine
+                .gateway
+                .find_payment(&attempt.merchant_uid)
+                .await
+                .ok();
             if let Some(p) = &shown {
                 engine
                     .ledger

@@ -171,7 +171,11 @@ async fn charge_notice<L: Ledger, G: PaymentGateway>(
     period: &PeriodId,
     attempt: u32,
 ) -> Result<Handled, RetryLater> {
-    let payment = match engine.gateway.payment(&n.imp_uid).await {
+    let payment = match engine
+        .gateway
+        .notified_payment(&n.imp_uid, &n.merchant_uid)
+        .await
+    {
         Ok(p) => p,
         Err(e) if e.is_not_found() => {
             warn!("notification names an imp_uid the gateway does not know");

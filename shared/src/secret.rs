@@ -6,8 +6,10 @@ use std::fmt;
 /// A secret string (an `imp_key`, `imp_secret` or access token).
 ///
 /// `Debug` and `Display` print `***`; the value is only reachable through
-/// [`Secret::expose`], which makes every use greppable.
-#[derive(Clone, PartialEq, Eq)]
+/// [`Secret::expose`], which makes every use greppable. It can be read from
+/// JSON (a V2 webhook's billing key) but never written back out by serde.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Secret(String);
 
 impl Secret {

@@ -140,6 +140,7 @@ async fn form_encoded_webhooks_and_console_refunds_are_recorded() {
     for (amount, expected) in [(Some(3000), 3000), (None, 9900)] {
         app.engine
             .gateway
+            .v1()
             .cancel(&shared::iamport::CancelRequest {
                 imp_uid: imp_uid.clone(),
                 amount,
@@ -400,6 +401,7 @@ async fn a_late_payment_on_a_declined_attempt_stops_charging_and_goes_to_a_perso
     let late = app
         .engine
         .gateway
+        .v1()
         .charge_again(&shared::iamport::AgainRequest {
             customer_uid: sub.customer_uid.clone(),
             merchant_uid: first.merchant_uid.clone(),

@@ -443,6 +443,7 @@ async fn bad_credentials_end_the_run_with_an_error_and_lose_nothing() {
             imp_secret: shared::secret::Secret::new(testkit::SIM_SECRET),
             uid_key: Some(shared::secret::Secret::new("a-fixed-uid-key-for-tests")),
             api_keys: Default::default(),
+            portone: None,
         },
         shared::clock::Clock::system(),
     )
@@ -471,6 +472,7 @@ async fn dynamodb_failure_ends_the_run_with_an_error_status() {
             imp_secret: shared::secret::Secret::new(testkit::SIM_SECRET),
             uid_key: None,
             api_keys: Default::default(),
+            portone: None,
         },
         shared::clock::Clock::system(),
     )
@@ -512,6 +514,7 @@ async fn a_payment_under_a_uid_guessed_from_the_subscription_id_does_not_stop_bi
     let foreign = app
         .engine
         .gateway
+        .v1()
         .charge_again(&shared::iamport::AgainRequest {
             customer_uid: sub.customer_uid.clone(),
             merchant_uid: guessed.clone(),
@@ -560,6 +563,7 @@ async fn a_foreign_payment_under_our_merchant_uid_goes_to_a_person() {
     let foreign = app
         .engine
         .gateway
+        .v1()
         .charge_again(&shared::iamport::AgainRequest {
             customer_uid: sub.customer_uid.clone(),
             merchant_uid: muid.clone(),

@@ -571,6 +571,7 @@ async fn a_refund_with_a_stale_view_refunds_nothing_and_learns_the_truth() {
         .gateway
         .refund(&shared::gateway::RefundRequest {
             imp_uid,
+            merchant_uid: merchant_uid.clone(),
             amount: Some(3000),
             checksum: None,
             reason: "console".into(),
@@ -1148,6 +1149,7 @@ async fn a_late_payment_is_refunded_through_the_api_then_the_period_is_charged_a
     let late = app
         .engine
         .gateway
+        .v1()
         .charge_again(&shared::iamport::AgainRequest {
             customer_uid: sub.customer_uid.clone(),
             merchant_uid: first.merchant_uid.clone(),

@@ -63,6 +63,15 @@ impl<G: PaymentGateway> PaymentGateway for Limited<G> {
         self.inner.find_payment(merchant_uid).await
     }
 
+    async fn notified_payment(
+        &self,
+        imp_uid: &str,
+        merchant_uid: &str,
+    ) -> Result<PaymentRecord, GatewayError> {
+        let _slot = self.slot().await;
+        self.inner.notified_payment(imp_uid, merchant_uid).await
+    }
+
     async fn billing_key(&self, customer_uid: &str) -> Result<BillingKey, GatewayError> {
         let _slot = self.slot().await;
         self.inner.billing_key(customer_uid).await
@@ -110,6 +119,9 @@ mod tests {
             unreachable!()
         }
         async fn find_payment(&self, _: &str) -> Result<PaymentRecord, GatewayError> {
+            unreachable!()
+        }
+        async fn notified_payment(&self, _: &str, _: &str) -> Result<PaymentRecord, GatewayError> {
             unreachable!()
         }
         async fn billing_key(&self, _: &str) -> Result<BillingKey, GatewayError> {

@@ -54,12 +54,23 @@ pub struct BillingKey {
     pub card_number: Option<String>,
     /// UNIX seconds; 0 when unknown.
     pub inserted: i64,
+    /// V2: the `issueId` the window was opened with (our registration's
+    /// `merchant_uid`); V1: none.
+    pub issue_id: Option<String>,
+    /// V2: the customer id the window was opened with; V1: none.
+    pub customer_id: Option<String>,
+    /// Issued on the channel this deployment charges through (always for V1,
+    /// whose PG is checked by `pg_provider`).
+    pub on_our_channel: bool,
 }
 
 /// A full or partial refund.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefundRequest {
+    /// The payment (V1 refunds by it).
     pub imp_uid: String,
+    /// Its `merchant_uid` / V2 `paymentId` (V2 refunds by it).
+    pub merchant_uid: String,
     /// `None` refunds what remains.
     pub amount: Option<i64>,
     /// The refundable balance we believe in, so a stale view cannot refund twice.
@@ -76,6 +87,14 @@ pub trait PaymentGateway: Send + Sync {
     fn payment(
         &self,
         imp_uid: &str,
+    ) -> impl Future<Output = Result<PaymentRecord, GatewayError>> + Send;
+
+    /// The payment a webhook names, read from the gateway (never from the
+    /// webhook): V1 by `imp_uid`, V2 by `paymentId` (`merchant_uid`).
+    fn notified_payment(
+        &self,
+        imp_uid: &str,
+        merchant_uid: &str,
     ) -> impl Future<Output = Result<PaymentRecord, GatewayError>> + Send;
 
     /// The record that decides a `merchant_uid`: its paid payment if there

@@ -65,6 +65,15 @@ impl PaymentGateway for IamportClient {
             .map(|p| PaymentRecord::from(&p))
     }
 
+    /// V1 webhooks carry the `imp_uid`: `GET /payments/{imp_uid}`.
+    async fn notified_payment(
+        &self,
+        imp_uid: &str,
+        _merchant_uid: &str,
+    ) -> Result<PaymentRecord, GatewayError> {
+        PaymentGateway::payment(self, imp_uid).await
+    }
+
     /// `GET /payments/find/{merchant_uid}/paid`, then, when there is no paid
     /// one, `GET /payments/find/{merchant_uid}` (the newest of any status).
     async fn find_payment(&self, merchant_uid: &str) -> Result<PaymentRecord, GatewayError> {
@@ -89,6 +98,9 @@ impl PaymentGateway for IamportClient {
                 card_name: k.card_name,
                 card_number: k.card_number,
                 inserted: k.inserted,
+                issue_id: None,
+                customer_id: None,
+                on_our_channel: true,
             })
     }
 

@@ -112,6 +112,9 @@ async fn verify_issuance<L: Ledger, G: PaymentGateway>(
                     card_name: None,
                     card_number: None,
                     inserted: 0,
+                    issue_id: None,
+                    customer_id: None,
+                    on_our_channel: true,
                 },
                 issued: Issuance::Review { reason },
             });
@@ -368,7 +371,7 @@ async fn replace_key<L: Ledger, G: PaymentGateway>(
             warn!(error = %e, "the old billing key could not be deleted at the gateway");
         }
         if v.paid > 0 {
-            refund_window_payment(engine, imp_uid, v.paid).await;
+            refund_window_payment(engine, reg, imp_uid, v.paid).await;
         }
         let first_charge = if charge_now {
             Some(first_charge(engine, &next, "card", budget).await)
@@ -387,11 +390,13 @@ async fn replace_key<L: Ledger, G: PaymentGateway>(
 /// refunded at once (and left for a person if that fails).
 async fn refund_window_payment<L: Ledger, G: PaymentGateway>(
     engine: &Engine<L, G>,
+    reg: &Registration,
     imp_uid: &str,
     amount: i64,
 ) {
     let request = RefundRequest {
         imp_uid: imp_uid.to_owned(),
+        merchant_uid: reg.merchant_uid.clone(),
         amount: None,
         checksum: Some(amount),
         reason: "card replacement windows take no money".into(),

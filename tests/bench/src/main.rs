@@ -332,6 +332,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 imp_secret,
                 uid_key: config.uid_key.clone(),
                 api_keys: Default::default(),
+                portone: None,
             };
             let app = App::new(config, store, credentials, shared::clock::Clock::system())?;
             let payload =

@@ -287,6 +287,7 @@ async fn scenario(name: &str) -> (Verdict, u64) {
                         imp_secret: Secret::new(SIM_SECRET),
                         uid_key: None,
                         api_keys: Default::default(),
+                        portone: None,
                     },
                     w.app.engine.clock.clone(),
                 )

@@ -111,6 +111,7 @@ async fn trace_logs_of_a_whole_story_hold_no_secrets_tokens_or_contact_data() {
         .unwrap();
     app.engine
         .gateway
+        .v1()
         .cancel(&shared::iamport::CancelRequest {
             imp_uid: paid.imp_uid.clone(),
             amount: Some(1000),

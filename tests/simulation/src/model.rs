@@ -105,6 +105,9 @@ impl Model {
                 card_name: None,
                 card_number: None,
                 inserted: now.timestamp(),
+                issue_id: None,
+                customer_id: None,
+                on_our_channel: true,
             },
         );
         let imp_uid = self.new_imp_uid("imp_");

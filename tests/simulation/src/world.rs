@@ -186,6 +186,7 @@ impl World {
             charge_on_signup: rng.random_bool(0.7),
             pg: "chai".into(),
             pay_method: "trans".into(),
+            v2: None,
             default_plan: Plan {
                 amount: 9900,
                 name: "월간 구독".into(),
@@ -1313,6 +1314,14 @@ impl PaymentGateway for SimGateway {
     async fn payment(&self, imp_uid: &str) -> Result<PaymentRecord, GatewayError> {
         self.lookup("payment", imp_uid, |m| m.payment(imp_uid))
             .await
+    }
+
+    async fn notified_payment(
+        &self,
+        imp_uid: &str,
+        _merchant_uid: &str,
+    ) -> Result<PaymentRecord, GatewayError> {
+        self.payment(imp_uid).await
     }
 
     async fn find_payment(&self, merchant_uid: &str) -> Result<PaymentRecord, GatewayError> {

@@ -292,6 +292,7 @@ pub async fn test_app(iamport_base_url: &str, extra: &[(&str, &str)]) -> shared:
         imp_secret: shared::secret::Secret::new(vars["IAMPORT_SECRET"].clone()),
         uid_key: config.uid_key.clone(),
         api_keys: Default::default(),
+        portone: None,
     };
     shared::app::App::new(config, ledger, credentials, shared::clock::Clock::shifted())
         .expect("test app")
@@ -656,6 +657,7 @@ pub async fn crashed_claim(
         let outcome = app
             .engine
             .gateway
+            .v1()
             .charge_again(&shared::iamport::AgainRequest {
                 customer_uid: sub.customer_uid.clone(),
                 merchant_uid: claim.merchant_uid.clone(),

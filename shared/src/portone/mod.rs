@@ -1,0 +1,194 @@
+//! PortOne V2 (`https://api.portone.io`) as a payment gateway: billing-key
+//! charges, payment and billing-key lookups, key deletion, refunds, and its
+//! webhooks (Standard Webhooks, `webhook`).
+//!
+//! Facts and sources: `../shared/portone-v2/README.md` beside the repository;
+//! the shapes are the official spec's (`tests/iamport-sim` checks its V2
+//! face against the same subset). In V2 the billing key is issued by
+//! PortOne and kept by us: it travels only in request bodies and in
+//! percent-encoded path segments, never in an error text, a log or an event.
+
+mod gateway;
+pub mod model;
+pub mod webhook;
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use crate::gateway::{Ambiguity, AmbiguityKind, GatewayError, Rejection, RejectionKind};
+use crate::secret::Secret;
+use model::ErrorBody;
+
+/// How to reach PortOne V2 and which store and channel to use.
+#[derive(Clone)]
+pub struct PortOneConfig {
+    pub base_url: Url,
+    /// `Authorization: PortOne {api_secret}` (no token step).
+    pub api_secret: Secret,
+    pub store_id: String,
+    /// The channel billing keys are issued on and charged through.
+    pub channel_key: String,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for PortOneConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PortOneConfig")
+            .field("base_url", &self.base_url.as_str())
+            .field("store_id", &self.store_id)
+            .field("channel_key", &self.channel_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The V2 REST client.
+#[derive(Clone)]
+pub struct PortOneClient {
+    http: reqwest::Client,
+    config: PortOneConfig,
+}
+
+impl std::fmt::Debug for PortOneClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PortOneClient")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One answer of PortOne: the decoded body, or the typed error it sent.
+#[derive(Debug)]
+pub(crate) enum Answer<T> {
+    Ok(T),
+    /// `{type, message}` with its HTTP status (unknown types kept as text).
+    Refused {
+        status: u16,
+        error: ErrorBody,
+    },
+    /// A transport failure, a 5xx without a typed body, or an unreadable one.
+    Failed(GatewayError),
+}
+
+impl PortOneClient {
+    pub fn new(config: PortOneConfig) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.timeout)
+            .user_agent(concat!("subscription-billing/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { http, config })
+    }
+
+    pub fn config(&self) -> &PortOneConfig {
+        &self.config
+    }
+
+    /// `base/segments…`, each segment percent-encoded.
+    fn url(&self, segments: &[&str]) -> Result<Url, GatewayError> {
+        if segments.iter().any(|s| matches!(*s, "" | "." | "..")) {
+            return Err(GatewayError::Rejected(Rejection {
+                kind: RejectionKind::BadRequest,
+                http_status: None,
+                code: None,
+                message: "not a usable id".into(),
+            }));
+        }
+        let mut url = self.config.base_url.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url.query_pairs_mut()
+            .append_pair("storeId", &self.config.store_id);
+        Ok(url)
+    }
+
+    pub(crate) async fn call<T: DeserializeOwned, B: Serialize>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: Option<&B>,
+    ) -> Answer<T> {
+        let url = match self.url(segments) {
+            Ok(u) => u,
+            Err(e) => return Answer::Failed(e),
+        };
+        let mut request = self.http.request(method, url).header(
+            "Authorization",
+            format!("PortOne {}", self.config.api_secret.expose()),
+        );
+        if let Some(b) = body {
+            request = request.json(b);
+        }
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => return Answer::Failed(transport_error(&e)),
+        };
+        let status = response.status();
+        let bytes = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => return Answer::Failed(transport_error(&e)),
+        };
+        decode(status, &bytes)
+    }
+}
+
+/// A transport failure, described without the URL (it may hold a billing
+/// key).
+fn transport_error(e: &reqwest::Error) -> GatewayError {
+    if e.is_connect() {
+        // Failed before the request was written: nothing reached PortOne.
+        return GatewayError::not_sent("PortOne: could not connect");
+    }
+    let (kind, what) = if e.is_timeout() {
+        (AmbiguityKind::Timeout, "timed out")
+    } else {
+        (AmbiguityKind::Connection, "connection failed")
+    };
+    GatewayError::Ambiguous(Ambiguity {
+        kind,
+        http_status: None,
+        detail: format!("PortOne: {what}"),
+    })
+}
+
+fn decode<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Answer<T> {
+    if status.is_success() {
+        return match serde_json::from_slice::<T>(body) {
+            Ok(v) => Answer::Ok(v),
+            Err(e) => Answer::Failed(GatewayError::Ambiguous(Ambiguity {
+                kind: AmbiguityKind::Malformed,
+                http_status: Some(status.as_u16()),
+                detail: format!("unreadable PortOne answer: {e}"),
+            })),
+        };
+    }
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(error) if !error.kind.is_empty() => Answer::Refused {
+            status: status.as_u16(),
+            error,
+        },
+        _ if status.is_server_error() => Answer::Failed(GatewayError::Ambiguous(Ambiguity {
+            kind: AmbiguityKind::ServerError,
+            http_status: Some(status.as_u16()),
+            detail: format!("PortOne answered {status} without a typed error"),
+        })),
+        _ if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT => {
+            Answer::Failed(GatewayError::not_sent(format!("PortOne answered {status}")))
+        }
+        _ => Answer::Failed(GatewayError::Rejected(Rejection {
+            kind: if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                RejectionKind::Unauthorized
+            } else {
+                RejectionKind::BadRequest
+            },
+            http_status: Some(status.as_u16()),
+            code: None,
+            message: format!("PortOne answered {status} without a typed error"),
+        })),
+    }
+}
