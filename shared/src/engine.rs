@@ -65,7 +65,12 @@ impl Settings {
             concurrency: config.concurrency,
             notice_url: config.notice_url.as_ref().map(|u| u.to_string()),
             charge_on_signup: config.charge_on_signup,
-            pg: config.pg.clone(),
+            // V2 charges a channel, not a V1 `pg`: shown as `portone`.
+            pg: if config.portone.is_some() {
+                "portone".to_owned()
+            } else {
+                config.pg.clone()
+            },
             pay_method: config.pay_method.clone(),
             default_plan: config.default_plan.clone(),
             registration_ttl: config.registration_ttl,

@@ -12,6 +12,7 @@ use crate::charging::settle::{Settled, flag, settle_from_lookup};
 use crate::engine::{Budget, Engine};
 use crate::gateway::PaymentGateway;
 use crate::ledger::{Guard, Ledger, LedgerError};
+use crate::portone::webhook::Notice;
 use crate::registration::{self, CallbackOutcome, FailureReason, Swept};
 
 /// The largest body accepted (the documented body is three short fields).
@@ -132,6 +133,55 @@ pub async fn handle<L: Ledger, G: PaymentGateway>(
         None => {
             info!("notification for a merchant_uid that is not ours");
             Ok(Handled::Ignored("unknown merchant_uid"))
+        }
+    }
+}
+
+/// A verified PortOne V2 webhook (`shared::portone::webhook`): payment
+/// notices go through [`handle`] (the payment is re-fetched by its
+/// `paymentId`), `BillingKey.Issued` completes the sign-up it names, every
+/// other type is acknowledged and ignored.
+pub async fn handle_v2<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    notice: &Notice,
+) -> Result<Handled, RetryLater> {
+    match notice {
+        Notice::Payment {
+            payment_id,
+            transaction_id,
+            status,
+            cancellation_id,
+        } => {
+            if !valid_id(payment_id) || !valid_id(transaction_id) {
+                info!("V2 notice with ids that cannot be ours");
+                return Ok(Handled::Ignored("unknown paymentId"));
+            }
+            let n = Notification {
+                imp_uid: transaction_id.clone(),
+                merchant_uid: payment_id.clone(),
+                status: (*status).to_owned(),
+                cancellation_id: cancellation_id.clone(),
+            };
+            handle(engine, &n).await
+        }
+        Notice::KeyIssued { billing_key } => {
+            let swept =
+                registration::complete_from_key(engine, billing_key, Budget::unlimited()).await;
+            Ok(match swept {
+                Swept::Completed(CallbackOutcome::Failed(FailureReason::NeedsReview)) => {
+                    Handled::NeedsReview("sign-up waits for a person".into())
+                }
+                Swept::Completed(_) => Handled::SignupCompleted,
+                Swept::Done => Handled::Duplicate,
+                Swept::NothingYet | Swept::Refused(_) => {
+                    Handled::Ignored("no sign-up to complete from this key")
+                }
+                Swept::Unclear => return Err(RetryLater("sign-up could not be checked".into())),
+            })
+        }
+        Notice::Ignored(kind) => {
+            info!(%kind, "V2 webhook type not acted on");
+            Ok(Handled::Ignored("event type not acted on"))
         }
     }
 }

@@ -1,5 +1,7 @@
 //! payment-webhook: `POST …/webhooks/iamport`. The body is a hint; the
-//! payment is re-fetched from i'mport (`shared::notification`).
+//! payment is re-fetched from i'mport (`shared::notification`). With
+//! `PAYMENT_API=v2` the same route takes PortOne V2 webhooks, which must
+//! carry a valid Standard Webhooks signature first.
 
 use std::net::IpAddr;
 
@@ -7,6 +9,8 @@ use lambda_http::http::{StatusCode, header};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 use shared::app::App;
+use shared::config::PaymentApi;
+use shared::portone::webhook;
 use shared::notification::{self, Handled};
 use tracing::{info, warn};
 
@@ -28,6 +32,9 @@ pub async fn handle(app: &App, request: Request) -> Result<Response<Body>, Error
             }
         }
     }
+    if app.config.payment_api == PaymentApi::V2 {
+        return Ok(portone_v2(app, &request).await);
+    }
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -44,7 +51,44 @@ pub async fn handle(app: &App, request: Request) -> Result<Response<Body>, Error
             return Ok(reply(status, &e.to_string()));
         }
     };
-    Ok(match notification::handle(&app.engine, &n).await {
+    Ok(answer(notification::handle(&app.engine, &n).await))
+}
+
+/// A V2 webhook: the signature over the raw body (any active secret, ±5
+/// minutes) before anything is read; then the notice.
+async fn portone_v2(app: &App, request: &Request) -> Response<Body> {
+    let body = request.body().as_ref();
+    if body.len() > notification::MAX_BODY {
+        return reply(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+    }
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+    };
+    if let Err(e) = webhook::verify(
+        &app.webhook_secrets,
+        header("webhook-id"),
+        header("webhook-timestamp"),
+        header("webhook-signature"),
+        body,
+        app.engine.now().timestamp(),
+    ) {
+        warn!(reason = %e, "V2 webhook refused: signature");
+        return reply(StatusCode::UNAUTHORIZED, "signature not valid");
+    }
+    match webhook::parse(body) {
+        Ok(notice) => answer(notification::handle_v2(&app.engine, &notice).await),
+        Err(e) => {
+            info!(reason = %e, "V2 webhook refused");
+            reply(StatusCode::BAD_REQUEST, "not a PortOne webhook body")
+        }
+    }
+}
+
+fn answer(handled: Result<Handled, notification::RetryLater>) -> Response<Body> {
+    match handled {
         Ok(Handled::Settled(_)) => reply(StatusCode::OK, "settled"),
         Ok(Handled::NeedsReview(_)) => {
             shared::telemetry::count("payment-webhook", "NeedsReview", 1);
@@ -55,10 +99,10 @@ pub async fn handle(app: &App, request: Request) -> Result<Response<Body>, Error
         Ok(Handled::Duplicate) => reply(StatusCode::OK, "already recorded"),
         Ok(Handled::Ignored(why)) => reply(StatusCode::OK, &format!("ignored: {why}")),
         Err(e) => {
-            warn!(error = %e, "webhook not recorded; asking i'mport to re-send");
+            warn!(error = %e, "webhook not recorded; asking the gateway to re-send");
             reply(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable")
         }
-    })
+    }
 }
 
 fn source_ip(request: &Request) -> Option<IpAddr> {

@@ -16,6 +16,8 @@ use crate::config::pg_provider_of;
 use crate::engine::{Budget, Engine};
 use crate::gateway::{BillingKey, PaymentGateway, RefundRequest};
 use crate::ledger::{Activation, Ledger, LedgerError};
+use crate::secret::Secret;
+use sha2::{Digest, Sha256};
 
 /// A verified issuance: what the window took, the key, and what the amount means.
 struct Verified {
@@ -24,22 +26,91 @@ struct Verified {
     issued: Issuance,
 }
 
-/// Completes a pending registration whose issuance payment is `imp_uid`.
+/// What the browser (or a notice) says was issued.
+#[derive(Debug, Clone, Copy)]
+pub enum Proof<'a> {
+    /// V1: the issuance payment `imp_uid`.
+    Payment(&'a str),
+    /// PortOne V2: the billing key PortOne issued.
+    Key(&'a Secret),
+}
+
+impl Proof<'_> {
+    /// What the registration keeps as its issuance reference (and a revisit
+    /// is compared with): the `imp_uid`, or for a V2 key a digest of it
+    /// (`bk_` + 32 hex digits), never the key itself.
+    pub fn reference(&self) -> String {
+        match self {
+            Self::Payment(imp_uid) => (*imp_uid).to_owned(),
+            Self::Key(key) => {
+                let digest = Sha256::digest(key.expose().as_bytes());
+                let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+                format!("bk_{hex}")
+            }
+        }
+    }
+}
+
+/// Completes a pending registration from what `proof` names.
 pub(super) async fn verified<L: Ledger, G: PaymentGateway>(
     engine: &Engine<L, G>,
     reg: &Registration,
-    imp_uid: &str,
+    proof: Proof<'_>,
     budget: Budget,
 ) -> CallbackOutcome {
-    let v = match verify_issuance(engine, reg, imp_uid, budget).await {
+    let verdict = match proof {
+        Proof::Payment(imp_uid) => verify_issuance(engine, reg, imp_uid, budget).await,
+        Proof::Key(key) => verify_key(engine, reg, key, budget).await,
+    };
+    let v = match verdict {
         Ok(v) => v,
         Err(refused) => return refused,
     };
+    let reference = proof.reference();
     if reg.replaces_key {
-        Box::pin(replace_key(engine, reg, imp_uid, v, budget)).await
+        Box::pin(replace_key(engine, reg, &reference, v, budget)).await
     } else {
-        subscribe(engine, reg, imp_uid, v, budget).await
+        subscribe(engine, reg, &reference, v, budget).await
     }
+}
+
+/// PortOne V2: the key must exist, be `ISSUED` on our channel, and carry
+/// this registration's `issueId` and customer id. No money moves when a V2
+/// key is issued, so a key that fails a check is simply not ours to use
+/// (and not ours to delete).
+async fn verify_key<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    reg: &Registration,
+    key: &Secret,
+    budget: Budget,
+) -> Result<Verified, CallbackOutcome> {
+    let info = match budget
+        .run(CALLBACK_RESERVE, engine.gateway.billing_key(key.expose()))
+        .await
+    {
+        None => return Err(unavailable("PortOne (out of time)", &"budget spent")),
+        Some(Ok(k)) => k,
+        Some(Err(e)) if e.is_not_found() => {
+            info!("PortOne has no issued billing key under the redirect's key");
+            return Err(CallbackOutcome::Failed(FailureReason::KeyNotIssued));
+        }
+        Some(Err(e)) => return Err(unavailable("PortOne", &e)),
+    };
+    if info.issue_id.as_deref() != Some(reg.merchant_uid.as_str())
+        || info.customer_id.as_deref() != Some(reg.customer_uid.as_str())
+    {
+        warn!("the billing key was issued for another registration or customer");
+        return Err(CallbackOutcome::Failed(FailureReason::PaymentMismatch));
+    }
+    if !info.on_our_channel {
+        warn!(pg_provider = %info.pg_provider, "the billing key is not on our channel");
+        return Err(CallbackOutcome::Failed(FailureReason::KeyNotIssued));
+    }
+    Ok(Verified {
+        paid: 0,
+        key: info,
+        issued: Issuance::KeyOnly,
+    })
 }
 
 /// The same redirect again (refresh, back button, second tab) answers the
@@ -270,7 +341,7 @@ async fn after_conflict<L: Ledger, G: PaymentGateway>(
     {
         return unavailable("store", &e);
     }
-    if let Err(e) = engine.gateway.delete_billing_key(&reg.customer_uid).await {
+    if let Err(e) = engine.gateway.delete_billing_key(&v.key.customer_uid).await {
         warn!(error = %e, "could not delete the refused sign-up's billing key");
     }
     CallbackOutcome::Failed(FailureReason::AlreadySubscribed)
@@ -326,7 +397,7 @@ async fn replace_key<L: Ledger, G: PaymentGateway>(
         };
         let (next, charge_now) = match key_replaced(
             &sub,
-            &reg.customer_uid,
+            &v.key.customer_uid,
             key_info(&v.key, now),
             current.as_ref(),
             now,
@@ -335,7 +406,7 @@ async fn replace_key<L: Ledger, G: PaymentGateway>(
             Err(why) => {
                 info!(%why, "a new card for a subscription that takes none");
                 let _ = engine.ledger.refuse_registration(reg, now).await;
-                let _ = engine.gateway.delete_billing_key(&reg.customer_uid).await;
+                let _ = engine.gateway.delete_billing_key(&v.key.customer_uid).await;
                 return CallbackOutcome::Failed(FailureReason::SubscriptionEnded);
             }
         };
@@ -364,7 +435,7 @@ async fn replace_key<L: Ledger, G: PaymentGateway>(
             Err(e) => return unavailable("store", &e),
         }
         info!(subscription_id = %sub.id, "billing key replaced");
-        if sub.customer_uid != reg.customer_uid
+        if sub.customer_uid != v.key.customer_uid
             && let Err(e) = engine.gateway.delete_billing_key(&sub.customer_uid).await
             && !e.is_not_found()
         {
@@ -423,7 +494,7 @@ fn activation(
     let mut sub = Subscription {
         id: reg.subscription_id.clone(),
         user_id: reg.user_id.clone(),
-        customer_uid: reg.customer_uid.clone(),
+        customer_uid: key.customer_uid.clone(),
         pg: reg.pg.clone(),
         plan: reg.plan.clone(),
         buyer: reg.buyer.clone(),
@@ -450,7 +521,7 @@ fn activation(
         period: anchor.period_id(0),
         attempt: 1,
         merchant_uid: reg.merchant_uid.clone(),
-        customer_uid: reg.customer_uid.clone(),
+        customer_uid: key.customer_uid.clone(),
         amount,
         state,
         claim_token: None,

@@ -3,8 +3,12 @@
 
 use std::collections::HashMap;
 
+use crate::secret::Secret;
+
 /// The query i'mport appends to `m_redirect_url`, parsed leniently:
 /// `imp_success`, `success`, or neither; `error_code`/`error_msg` on failure.
+/// PortOne V2 appends `billingKey`, or `code`/`message` on failure, to the
+/// `redirectUrl` that already carries our `merchant_uid`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallbackParams {
     pub imp_uid: Option<String>,
@@ -12,6 +16,9 @@ pub struct CallbackParams {
     /// What the browser claims; never trusted, only logged.
     pub claimed_success: Option<bool>,
     pub error_code: Option<String>,
+    /// PortOne V2's redirect: the issued key (`billingKey`). Secret-grade:
+    /// never logged.
+    pub billing_key: Option<Secret>,
 }
 
 /// Why a callback was refused; the code goes into the failure redirect.
@@ -89,10 +96,16 @@ impl FirstCharge {
 }
 
 const MAX_PARAM: usize = 64;
+/// V2 billing keys are longer than our ids (`billing-key-` + a UUID).
+const MAX_KEY: usize = 128;
 
 fn id_like(v: &str) -> bool {
+    id_like_within(v, MAX_PARAM)
+}
+
+fn id_like_within(v: &str, max: usize) -> bool {
     !v.is_empty()
-        && v.len() <= MAX_PARAM
+        && v.len() <= max
         && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
@@ -113,7 +126,12 @@ pub fn parse_callback(query: &HashMap<String, String>) -> Result<CallbackParams,
     let claimed_success = get("imp_success")
         .or_else(|| get("success"))
         .map(|v| v.eq_ignore_ascii_case("true"));
-    let error_code = get("error_code").map(|v| {
+    let billing_key = match get("billingKey") {
+        Some(v) if id_like_within(v, MAX_KEY) => Some(Secret::new(v)),
+        Some(_) => return Err(FailureReason::BadRequest),
+        None => None,
+    };
+    let error_code = get("error_code").or_else(|| get("code")).map(|v| {
         v.chars()
             .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
             .take(32)
@@ -124,6 +142,7 @@ pub fn parse_callback(query: &HashMap<String, String>) -> Result<CallbackParams,
         merchant_uid: merchant_uid.to_owned(),
         claimed_success,
         error_code,
+        billing_key,
     })
 }
 
@@ -166,6 +185,34 @@ mod tests {
         .unwrap();
         assert_eq!(failed.imp_uid, None);
         assert_eq!(failed.error_code.as_deref(), Some("F0005"));
+    }
+
+    #[test]
+    fn portone_v2_redirects_parse() {
+        let ok = parse_callback(&q(&[
+            ("merchant_uid", "rabc"),
+            ("transactionType", "ISSUE_BILLING_KEY"),
+            ("billingKey", "billing-key-0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            ok.billing_key.as_ref().map(Secret::expose),
+            Some("billing-key-0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b")
+        );
+        assert_eq!(ok.imp_uid, None);
+        assert!(!format!("{ok:?}").contains("0193a1b2"), "the key is masked");
+        let failed = parse_callback(&q(&[
+            ("merchant_uid", "rabc"),
+            ("code", "FAILURE_TYPE_PG"),
+            ("message", "카드 한도 초과"),
+        ]))
+        .unwrap();
+        assert_eq!(failed.error_code.as_deref(), Some("FAILURE_TYPE_PG"));
+        assert_eq!(failed.billing_key, None);
+        assert_eq!(
+            parse_callback(&q(&[("merchant_uid", "r1"), ("billingKey", "bk/../x")])),
+            Err(FailureReason::BadRequest)
+        );
     }
 
     #[test]

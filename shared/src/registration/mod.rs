@@ -13,15 +13,16 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+pub use activate::Proof;
 pub use callback::{CallbackOutcome, CallbackParams, FailureReason, FirstCharge, parse_callback};
 
 use crate::billing::{
     Buyer, MerchantUid, Plan, Registration, RegistrationStatus, Subscription, SubscriptionId,
 };
-use crate::engine::{Budget, Engine};
+use crate::engine::{Budget, Engine, Settings};
 use crate::gateway::PaymentGateway;
 use crate::ledger::{Ledger, LedgerError};
-use crate::secret::Pii;
+use crate::secret::{Pii, Secret};
 
 /// What the merchant's backend sends to `POST /billing/prepare`.
 #[derive(Debug, Clone, Deserialize)]
@@ -69,10 +70,59 @@ pub struct RequestPayParams {
     pub buyer_tel: Option<Pii>,
 }
 
+/// The parameters for PortOne V2's `PortOne.requestIssueBillingKey`
+/// (`PAYMENT_API=v2`), returned to the merchant's backend.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct IssueBillingKeyParams {
+    pub store_id: String,
+    pub channel_key: String,
+    pub billing_key_method: String,
+    /// Our registration id (the issuance `merchant_uid`): PortOne keeps it
+    /// on the key, and the callback checks it.
+    pub issue_id: String,
+    pub issue_name: String,
+    /// `CALLBACK_URL?merchant_uid=…`: PortOne adds `billingKey` (or `code`
+    /// and `message`).
+    pub redirect_url: String,
+    pub customer: IssueCustomer,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct IssueCustomer {
+    /// Our server-generated customer id (V1's `customer_uid`).
+    pub customer_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub full_name: Option<Pii>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<Pii>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<Pii>,
+}
+
+/// What `prepare` answers: the parameters for the browser SDK of the
+/// configured API (exactly one of the two is present).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Prepared {
     pub subscription_id: String,
-    pub request_pay: RequestPayParams,
+    /// V1: `IMP.request_pay`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_pay: Option<RequestPayParams>,
+    /// V2: `PortOne.requestIssueBillingKey`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_issue_billing_key: Option<IssueBillingKeyParams>,
+}
+
+impl Prepared {
+    /// The registration's issuance `merchant_uid` (V2: the `issueId`).
+    pub fn merchant_uid(&self) -> &str {
+        match (&self.request_pay, &self.request_issue_billing_key) {
+            (Some(p), _) => &p.merchant_uid,
+            (None, Some(k)) => &k.issue_id,
+            (None, None) => "",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,10 +157,41 @@ fn check_len(field: &str, value: &str, max: usize) -> Result<(), PrepareError> {
 /// registration up at the gateway (the browser should be back long before).
 pub const SWEEP_AFTER: chrono::Duration = chrono::Duration::minutes(30);
 
-fn request_pay(reg: &Registration, pay_method: &str, callback: &str) -> Prepared {
+/// The browser SDK's parameters for `reg`, for the configured API.
+fn request_pay(reg: &Registration, settings: &Settings, callback: &str) -> Prepared {
+    if let Some(v2) = &settings.v2 {
+        let redirect = url::Url::parse(callback).map_or_else(
+            |_| format!("{callback}?merchant_uid={}", reg.merchant_uid),
+            |mut u| {
+                u.query_pairs_mut()
+                    .append_pair("merchant_uid", &reg.merchant_uid);
+                u.to_string()
+            },
+        );
+        return Prepared {
+            subscription_id: reg.subscription_id.to_string(),
+            request_pay: None,
+            request_issue_billing_key: Some(IssueBillingKeyParams {
+                store_id: v2.store_id.clone(),
+                channel_key: v2.channel_key.clone(),
+                billing_key_method: v2.billing_key_method.clone(),
+                issue_id: reg.merchant_uid.clone(),
+                issue_name: reg.plan.name.clone(),
+                redirect_url: redirect,
+                customer: IssueCustomer {
+                    customer_id: reg.customer_uid.clone(),
+                    full_name: reg.buyer.name.clone(),
+                    email: reg.buyer.email.clone(),
+                    phone_number: reg.buyer.tel.clone(),
+                },
+            }),
+        };
+    }
+    let pay_method = settings.pay_method.as_str();
     Prepared {
         subscription_id: reg.subscription_id.to_string(),
-        request_pay: RequestPayParams {
+        request_issue_billing_key: None,
+        request_pay: Some(RequestPayParams {
             pg: reg.pg.clone(),
             pay_method: pay_method.to_owned(),
             merchant_uid: reg.merchant_uid.clone(),
@@ -121,7 +202,7 @@ fn request_pay(reg: &Registration, pay_method: &str, callback: &str) -> Prepared
             buyer_name: reg.buyer.name.clone(),
             buyer_email: reg.buyer.email.clone(),
             buyer_tel: reg.buyer.tel.clone(),
-        },
+        }),
     }
 }
 
@@ -193,7 +274,7 @@ pub async fn prepare<L: Ledger, G: PaymentGateway>(
             }),
             Existing::Pending(reg) => {
                 info!(merchant_uid = %reg.merchant_uid, "a sign-up for this plan is pending: returning it");
-                Ok(request_pay(&reg, &settings.pay_method, callback))
+                Ok(request_pay(&reg, settings, callback))
             }
         };
     }
@@ -218,7 +299,7 @@ pub async fn prepare<L: Ledger, G: PaymentGateway>(
     };
     engine.ledger.put_registration(&reg).await?;
     info!(merchant_uid = %reg.merchant_uid, "registration prepared");
-    Ok(request_pay(&reg, &settings.pay_method, callback))
+    Ok(request_pay(&reg, settings, callback))
 }
 
 enum Existing {
@@ -284,7 +365,7 @@ pub async fn prepare_key_replacement<L: Ledger, G: PaymentGateway>(
     };
     engine.ledger.put_registration(&reg).await?;
     info!(merchant_uid = %reg.merchant_uid, subscription_id = %sub.id, "card replacement prepared");
-    Ok(request_pay(&reg, &settings.pay_method, callback))
+    Ok(request_pay(&reg, settings, callback))
 }
 
 fn unavailable(what: &str, e: &dyn std::fmt::Display) -> CallbackOutcome {
@@ -315,17 +396,25 @@ pub async fn complete<L: Ledger, G: PaymentGateway>(
         Ok(None) => return CallbackOutcome::Failed(FailureReason::UnknownRegistration),
         Err(e) => return unavailable("store", &e),
     };
-    let Some(imp_uid) = params.imp_uid.as_deref() else {
-        info!(error_code = ?params.error_code, "payment window reported no payment");
-        return CallbackOutcome::Failed(FailureReason::PaymentFailed);
+    let proof = match (&params.billing_key, params.imp_uid.as_deref()) {
+        (Some(key), _) if engine.settings.v2.is_some() => Proof::Key(key),
+        (None, Some(imp_uid)) if engine.settings.v2.is_none() => Proof::Payment(imp_uid),
+        (None, None) => {
+            info!(error_code = ?params.error_code, "payment window reported no payment");
+            return CallbackOutcome::Failed(FailureReason::PaymentFailed);
+        }
+        _ => {
+            warn!("redirect of the other payment API than the configured one");
+            return CallbackOutcome::Failed(FailureReason::BadRequest);
+        }
     };
     if reg.status != RegistrationStatus::Pending {
-        return activate::revisited(engine, &reg, imp_uid).await;
+        return activate::revisited(engine, &reg, &proof.reference()).await;
     }
     if !params.claimed_success.unwrap_or(true) {
         info!("the browser reports a failure; checking at the gateway all the same");
     }
-    activate::verified(engine, &reg, imp_uid, budget).await
+    activate::verified(engine, &reg, proof, budget).await
 }
 
 /// What a look at a pending registration did.
@@ -379,7 +468,48 @@ pub async fn complete_from_gateway<L: Ledger, G: PaymentGateway>(
             None => return Swept::Unclear,
         },
     };
-    match activate::verified(engine, &reg, &imp_uid, budget).await {
+    swept(activate::verified(engine, &reg, Proof::Payment(&imp_uid), budget).await)
+}
+
+/// PortOne V2's `BillingKey.Issued` notice: the key names its registration
+/// (`issueId`); a pending one is completed with the callback's checks.
+#[tracing::instrument(skip(engine, key, budget))]
+pub async fn complete_from_key<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    key: &Secret,
+    budget: Budget,
+) -> Swept {
+    let issue_id = match budget
+        .run(CALLBACK_RESERVE, engine.gateway.billing_key(key.expose()))
+        .await
+    {
+        Some(Ok(info)) => info.issue_id,
+        Some(Err(e)) if e.is_not_found() => return Swept::Refused(FailureReason::KeyNotIssued),
+        Some(Err(e)) => {
+            warn!(error = %e, "billing key lookup failed");
+            return Swept::Unclear;
+        }
+        None => return Swept::Unclear,
+    };
+    let Some(merchant_uid) = issue_id.filter(|id| {
+        matches!(MerchantUid::parse(id), Some(MerchantUid::Issuance { .. }))
+    }) else {
+        info!("a billing key that none of our registrations asked for");
+        return Swept::Done;
+    };
+    let reg = match engine.ledger.get_registration(&merchant_uid).await {
+        Ok(Some(reg)) if reg.status == RegistrationStatus::Pending => reg,
+        Ok(_) => return Swept::Done,
+        Err(e) => {
+            warn!(error = %e, "registration unreadable");
+            return Swept::Unclear;
+        }
+    };
+    swept(activate::verified(engine, &reg, Proof::Key(key), budget).await)
+}
+
+fn swept(outcome: CallbackOutcome) -> Swept {
+    match outcome {
         CallbackOutcome::Failed(FailureReason::Unavailable) => Swept::Unclear,
         CallbackOutcome::Failed(FailureReason::NeedsReview) => {
             Swept::Completed(CallbackOutcome::Failed(FailureReason::NeedsReview))
