@@ -10,8 +10,8 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 use shared::app::App;
 use shared::config::PaymentApi;
-use shared::portone::webhook;
 use shared::notification::{self, Handled};
+use shared::portone::webhook;
 use tracing::{info, warn};
 
 /// The route this function serves (whatever the path it is mounted on).
@@ -61,12 +61,7 @@ async fn portone_v2(app: &App, request: &Request) -> Response<Body> {
     if body.len() > notification::MAX_BODY {
         return reply(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
     }
-    let header = |name: &str| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-    };
+    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
     if let Err(e) = webhook::verify(
         &app.webhook_secrets,
         header("webhook-id"),

@@ -192,7 +192,10 @@ mod tests {
         let ok = parse_callback(&q(&[
             ("merchant_uid", "rabc"),
             ("transactionType", "ISSUE_BILLING_KEY"),
-            ("billingKey", "billing-key-0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"),
+            (
+                "billingKey",
+                "billing-key-0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+            ),
         ]))
         .unwrap();
         assert_eq!(

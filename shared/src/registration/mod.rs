@@ -491,9 +491,9 @@ pub async fn complete_from_key<L: Ledger, G: PaymentGateway>(
         }
         None => return Swept::Unclear,
     };
-    let Some(merchant_uid) = issue_id.filter(|id| {
-        matches!(MerchantUid::parse(id), Some(MerchantUid::Issuance { .. }))
-    }) else {
+    let Some(merchant_uid) =
+        issue_id.filter(|id| matches!(MerchantUid::parse(id), Some(MerchantUid::Issuance { .. })))
+    else {
         info!("a billing key that none of our registrations asked for");
         return Swept::Done;
     };

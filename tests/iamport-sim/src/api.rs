@@ -175,6 +175,7 @@ fn charge_request(p: &Params) -> Result<ChargeRequest, ParamError> {
         custom_data: p.json_text("custom_data")?,
         notice_url: p.text("notice_url")?,
         card_quota: p.integer("card_quota")?.unwrap_or(0),
+        v2: false,
     })
 }
 

@@ -11,6 +11,8 @@ pub(crate) const TOKEN_PATH: &str = "/users/getToken";
 pub(crate) const AGAIN_PATH: &str = "/subscribe/payments/again";
 /// The simulated payment window.
 pub(crate) const WINDOW_PATH: &str = "/window";
+/// The V2 billing-key window.
+pub(crate) const V2_WINDOW_PATH: &str = "/portone/window";
 /// Prefix of the control endpoints, which faults never touch.
 pub(crate) const CONTROL_PREFIX: &str = "/__sim";
 
@@ -106,8 +108,10 @@ impl Fault {
             return false;
         }
         let path_ok = match &self.kind {
-            FaultKind::Decline { .. } => path == AGAIN_PATH,
-            FaultKind::UserCancel | FaultKind::PgError { .. } => path == WINDOW_PATH,
+            FaultKind::Decline { .. } => path == AGAIN_PATH || is_v2_charge_path(path),
+            FaultKind::UserCancel | FaultKind::PgError { .. } => {
+                path == WINDOW_PATH || path == V2_WINDOW_PATH
+            }
             _ => match &self.path_prefix {
                 Some(prefix) => path.starts_with(prefix.as_str()),
                 None => is_rest_api_path(path),
@@ -121,9 +125,17 @@ impl Fault {
     }
 }
 
-/// A path of the authenticated i'mport REST API (not the token, the window or control).
+/// A path of the authenticated REST APIs (not the token, the windows or control).
 fn is_rest_api_path(path: &str) -> bool {
-    path != TOKEN_PATH && path != WINDOW_PATH && !path.starts_with(CONTROL_PREFIX)
+    path != TOKEN_PATH
+        && path != WINDOW_PATH
+        && path != V2_WINDOW_PATH
+        && !path.starts_with(CONTROL_PREFIX)
+}
+
+/// `POST /portone/payments/{paymentId}/billing-key`.
+pub(crate) fn is_v2_charge_path(path: &str) -> bool {
+    path.starts_with("/portone/payments/") && path.ends_with("/billing-key")
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ mod model;
 mod params;
 mod reply;
 mod state;
+mod v2;
 mod webhook;
 mod window;
 
@@ -78,6 +79,16 @@ pub struct SimConfig {
     pub pg_id: String,
     /// Delay before every API answer.
     pub latency: Duration,
+    /// PortOne V2: the API secret (`Authorization: PortOne <it>`).
+    pub portone_api_secret: String,
+    /// PortOne V2: the store id the window and the API accept.
+    pub portone_store_id: String,
+    /// PortOne V2: the channel key the window issues keys on.
+    pub portone_channel_key: String,
+    /// PortOne V2: the channel's PG (`pgProvider`).
+    pub portone_pg_provider: String,
+    /// PortOne V2: the `whsec_` secret V2 webhooks are signed with.
+    pub portone_webhook_secret: String,
 }
 
 impl Default for SimConfig {
@@ -93,6 +104,11 @@ impl Default for SimConfig {
             pg_provider: "chai".to_owned(),
             pg_id: "sim_pg_id".to_owned(),
             latency: Duration::ZERO,
+            portone_api_secret: "sim_portone_api_secret".to_owned(),
+            portone_store_id: "store-iamport-sim".to_owned(),
+            portone_channel_key: "channel-key-iamport-sim".to_owned(),
+            portone_pg_provider: "TOSSPAYMENTS".to_owned(),
+            portone_webhook_secret: "whsec_aWFtcG9ydC1zaW0gd2ViaG9vayBzZWNyZXQgMDAwMQ==".to_owned(),
         }
     }
 }
@@ -110,6 +126,11 @@ impl fmt::Debug for SimConfig {
             .field("pg_provider", &self.pg_provider)
             .field("pg_id", &self.pg_id)
             .field("latency", &self.latency)
+            .field("portone_api_secret", &"***")
+            .field("portone_store_id", &self.portone_store_id)
+            .field("portone_channel_key", &self.portone_channel_key)
+            .field("portone_pg_provider", &self.portone_pg_provider)
+            .field("portone_webhook_secret", &"***")
             .finish()
     }
 }
@@ -136,6 +157,7 @@ fn router(sim: Arc<Sim>) -> Router {
         .route("/users/getToken", post(api::get_token))
         .route("/window", get(window::window))
         .merge(authenticated)
+        .merge(v2::router(Arc::clone(&sim)))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(middleware::from_fn_with_state(
@@ -197,6 +219,32 @@ impl SimHandle {
     /// `http://127.0.0.1:PORT`: the i'mport base URL to give the client.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `http://127.0.0.1:PORT/portone`: the PortOne V2 base URL to give the client.
+    pub fn portone_base_url(&self) -> String {
+        format!("http://{}/portone", self.addr)
+    }
+
+    /// Issue a V2 billing key as the window would (for `issue_id` and
+    /// `customer_id`); returns the key.
+    pub fn add_v2_key(&self, issue_id: Option<&str>, customer_id: Option<&str>) -> String {
+        let config = self.sim.config();
+        self.sim.issue_v2_key(
+            state::V2Key {
+                issue_id: issue_id.map(str::to_owned),
+                issue_name: None,
+                customer_id: customer_id.map(str::to_owned),
+                channel_key: config.portone_channel_key.clone(),
+                method: "CARD".to_owned(),
+            },
+            &config.portone_pg_provider,
+        )
+    }
+
+    /// Whether the V2 key was deleted (`DELETE /billing-keys/{billingKey}`).
+    pub fn v2_key_deleted(&self, billing_key: &str) -> bool {
+        self.sim.v2_key_deleted(billing_key)
     }
 
     /// The bound address.

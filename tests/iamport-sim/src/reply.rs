@@ -40,6 +40,14 @@ impl ApiReply {
         Self::envelope::<()>(status, code, Some(message), None)
     }
 
+    /// A PortOne V2 answer: `body` as it is (V2 has no envelope).
+    pub(crate) fn raw(status: StatusCode, body: &serde_json::Value) -> Self {
+        Self {
+            status,
+            body: serde_json::to_vec(body).unwrap_or_default(),
+        }
+    }
+
     pub(crate) fn unauthorized() -> Self {
         Self::error(StatusCode::UNAUTHORIZED, -1, UNAUTHORIZED_MESSAGE)
     }
@@ -72,7 +80,7 @@ impl ApiReply {
     }
 
     /// The same reply with its body cut in half: not valid JSON any more.
-    fn corrupted(mut self) -> Self {
+    pub(crate) fn corrupted(mut self) -> Self {
         self.body.truncate(self.body.len() / 2);
         self
     }

@@ -17,7 +17,7 @@ use crate::fault::{Fault, FaultKind};
 use crate::model::{
     CancelHistory, Customer, NewCustomer, Payment, PaymentStatus, default_pay_method,
 };
-use crate::webhook::{WebhookDelivery, WebhookEvent, WebhookJob, WebhookSettings};
+use crate::webhook::{WebhookDelivery, WebhookEvent, WebhookFormat, WebhookJob, WebhookSettings};
 
 /// `user_agent` of API-originated payments (as in the documented sample response).
 const API_USER_AGENT: &str = "sorry_not_supported_anymore";
@@ -47,6 +47,8 @@ struct Record {
     payment: Payment,
     notice_url: Option<String>,
     updated_at: i64,
+    /// Made through the V2 face: its webhooks are V2's.
+    v2: bool,
 }
 
 /// A billing key: the customer view plus how it charges.
@@ -54,12 +56,41 @@ struct Record {
 struct BillingKey {
     customer: Customer,
     pay_method: String,
+    /// Issued through the V2 window: what PortOne keeps with the key.
+    v2: Option<V2Key>,
+}
+
+/// What PortOne V2 keeps with a billing key besides the V1 customer view.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct V2Key {
+    pub issue_id: Option<String>,
+    pub issue_name: Option<String>,
+    pub customer_id: Option<String>,
+    pub channel_key: String,
+    pub method: String,
+}
+
+/// A V2 billing key as `GET /billing-keys/{billingKey}` shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct V2KeyView {
+    pub customer: Customer,
+    pub meta: V2Key,
+    pub deleted_at: Option<i64>,
+}
+
+/// Why `DELETE /billing-keys/{billingKey}` did nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum V2DeleteError {
+    NotFound,
+    AlreadyDeleted,
 }
 
 struct SimState {
     clock_offset: i64,
     token: Option<Token>,
     keys: BTreeMap<String, BillingKey>,
+    /// V2 keys deleted (V2 keeps them, `DELETED`), with when.
+    deleted_keys: HashMap<String, (BillingKey, i64)>,
     records: Vec<Record>,
     /// Indexes into `records` (only ever appended to): lookups stay O(1)
     /// however many payments a benchmark makes.
@@ -79,6 +110,7 @@ impl SimState {
             clock_offset: 0,
             token: None,
             keys: BTreeMap::new(),
+            deleted_keys: HashMap::new(),
             records: Vec::new(),
             by_imp_uid: HashMap::new(),
             by_merchant_uid: HashMap::new(),
@@ -136,13 +168,22 @@ impl SimState {
         }
     }
 
-    fn webhook_job(&self, notice_url: Option<&str>, event: WebhookEvent) -> Option<WebhookJob> {
+    fn webhook_job(
+        &self,
+        notice_url: Option<&str>,
+        event: WebhookEvent,
+        v2: bool,
+    ) -> Option<WebhookJob> {
         let url = notice_url
             .map(str::to_owned)
             .or_else(|| self.webhook.url.clone())?;
         Some(WebhookJob {
             url,
-            format: self.webhook.format,
+            format: if v2 {
+                WebhookFormat::PortOne
+            } else {
+                self.webhook.format
+            },
             duplicates: self.webhook.duplicates,
             delay: self.webhook.delay,
             event,
@@ -188,6 +229,8 @@ pub(crate) struct ChargeRequest {
     pub custom_data: Option<String>,
     pub notice_url: Option<String>,
     pub card_quota: i64,
+    /// Through the V2 face.
+    pub v2: bool,
 }
 
 /// What `again` did.
@@ -501,9 +544,107 @@ impl Sim {
             BillingKey {
                 customer: customer.clone(),
                 pay_method,
+                v2: None,
             },
         );
         customer
+    }
+
+    // ---- PortOne V2 billing keys ----
+
+    /// Issue a V2 billing key (`billing-key-` + a random UUID) with what
+    /// PortOne keeps about it; returns the key.
+    pub(crate) fn issue_v2_key(&self, meta: V2Key, pg_provider: &str) -> String {
+        let billing_key = format!(
+            "billing-key-{}-{}-{}-{}-{}",
+            random_hex(8),
+            random_hex(4),
+            random_hex(4),
+            random_hex(4),
+            random_hex(12)
+        );
+        self.add_customer(NewCustomer {
+            customer_uid: billing_key.clone(),
+            pg_provider: Some(pg_provider.to_owned()),
+            pay_method: Some("card".to_owned()),
+            customer_id: meta.customer_id.clone(),
+            card_name: Some("시뮬레이터카드".to_owned()),
+            card_number: Some("53275000****1234".to_owned()),
+            ..NewCustomer::default()
+        });
+        if let Some(key) = self.lock().keys.get_mut(&billing_key) {
+            key.v2 = Some(meta);
+        }
+        billing_key
+    }
+
+    /// A V2 key, issued or deleted.
+    pub(crate) fn v2_key(&self, billing_key: &str) -> Option<V2KeyView> {
+        let st = self.lock();
+        let view = |k: &BillingKey, deleted_at| {
+            Some(V2KeyView {
+                customer: k.customer.clone(),
+                meta: k.v2.clone()?,
+                deleted_at,
+            })
+        };
+        match (st.keys.get(billing_key), st.deleted_keys.get(billing_key)) {
+            (Some(k), _) => view(k, None),
+            (None, Some((k, at))) => view(k, Some(*at)),
+            (None, None) => None,
+        }
+    }
+
+    /// `DELETE /billing-keys/{billingKey}`: V2 keeps the key as `DELETED`.
+    pub(crate) fn delete_v2_key(&self, billing_key: &str) -> Result<i64, V2DeleteError> {
+        let mut st = self.lock();
+        if st.deleted_keys.contains_key(billing_key) {
+            return Err(V2DeleteError::AlreadyDeleted);
+        }
+        match st.keys.get(billing_key) {
+            Some(k) if k.v2.is_some() => {}
+            _ => return Err(V2DeleteError::NotFound),
+        }
+        let now = st.now();
+        let key = st.keys.remove(billing_key).ok_or(V2DeleteError::NotFound)?;
+        st.deleted_keys.insert(billing_key.to_owned(), (key, now));
+        Ok(now)
+    }
+
+    /// Whether `billing_key` was a V2 key and has been deleted.
+    pub(crate) fn v2_key_deleted(&self, billing_key: &str) -> bool {
+        self.lock().deleted_keys.contains_key(billing_key)
+    }
+
+    /// The V2 view of `paymentId`: its paid (or refunded) record if any,
+    /// else its latest attempt, with when it last changed.
+    pub(crate) fn v2_payment(&self, payment_id: &str) -> Option<(Payment, i64)> {
+        let st = self.lock();
+        let records: Vec<&Record> = st.records_for(payment_id).map(|(_, r)| r).collect();
+        records
+            .iter()
+            .find(|r| {
+                matches!(
+                    r.payment.status,
+                    PaymentStatus::Paid | PaymentStatus::Cancelled
+                )
+            })
+            .or(records.last())
+            .map(|r| (r.payment.clone(), r.updated_at))
+    }
+
+    /// A `BillingKey.Issued` webhook for a V2 key just issued.
+    pub(crate) fn key_issued_webhook(&self, billing_key: &str) -> Option<WebhookJob> {
+        self.lock().webhook_job(
+            None,
+            WebhookEvent {
+                imp_uid: String::new(),
+                merchant_uid: billing_key.to_owned(),
+                status: crate::webhook::KEY_ISSUED.to_owned(),
+                cancellation_id: None,
+            },
+            true,
+        )
     }
 
     pub(crate) fn customer(&self, customer_uid: &str) -> Option<Customer> {
@@ -626,7 +767,8 @@ impl Sim {
             promotion: None,
         };
         // Failed payments trigger no webhook (docs §7).
-        let webhook = if paid {
+        // V2 sends Transaction.Failed as well.
+        let webhook = if paid || req.v2 {
             st.webhook_job(
                 req.notice_url.as_deref(),
                 WebhookEvent {
@@ -635,6 +777,7 @@ impl Sim {
                     status: payment.status.as_str().to_owned(),
                     cancellation_id: None,
                 },
+                req.v2,
             )
         } else {
             None
@@ -643,6 +786,7 @@ impl Sim {
             payment: payment.clone(),
             notice_url: req.notice_url,
             updated_at: now,
+            v2: req.v2,
         });
         ChargeOutcome::Attempted {
             payment: Box::new(payment),
@@ -732,6 +876,7 @@ impl Sim {
             payment: payment.clone(),
             notice_url: req.notice_url,
             updated_at: now,
+            v2: false,
         });
         payment
     }
@@ -820,6 +965,7 @@ impl Sim {
         }
         let cancellation_id = format!("sim_cncl_{}", random_hex(16));
         let notice_url = record.notice_url.clone();
+        let v2 = record.v2;
         let mut payment = payment.clone();
         payment.cancel_amount += requested;
         payment.cancel_reason.clone_from(&req.reason);
@@ -843,6 +989,7 @@ impl Sim {
                 status: payment.status.as_str().to_owned(),
                 cancellation_id: Some(cancellation_id),
             },
+            v2,
         );
         if let Some(record) = st.records.get_mut(index) {
             record.payment = payment.clone();
@@ -897,6 +1044,7 @@ impl Sim {
                 status: record.payment.status.as_str().to_owned(),
                 cancellation_id,
             },
+            record.v2,
         )
     }
 

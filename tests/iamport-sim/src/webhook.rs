@@ -20,12 +20,21 @@ pub enum WebhookFormat {
     Json,
     /// `application/x-www-form-urlencoded`
     Form,
+    /// PortOne V2 (version 2024-04-25): `{type, timestamp, data}`, signed
+    /// with Standard Webhooks headers. Payments made through the V2 face
+    /// always use it, whatever the settings say.
+    #[serde(rename = "portone")]
+    PortOne,
 }
+
+/// `status` of the event that stands for a V2 `BillingKey.Issued` (its
+/// `merchant_uid` carries the billing key).
+pub(crate) const KEY_ISSUED: &str = "billing_key_issued";
 
 impl WebhookFormat {
     fn content_type(self) -> &'static str {
         match self {
-            Self::Json => "application/json",
+            Self::Json | Self::PortOne => "application/json",
             Self::Form => "application/x-www-form-urlencoded",
         }
     }
@@ -36,13 +45,14 @@ impl fmt::Display for WebhookFormat {
         f.write_str(match self {
             Self::Json => "json",
             Self::Form => "form",
+            Self::PortOne => "portone",
         })
     }
 }
 
 /// Error for a webhook format other than `json` or `form`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown webhook format {0:?} (expected json or form)")]
+#[error("unknown webhook format {0:?} (expected json, form or portone)")]
 pub struct UnknownWebhookFormat(pub String);
 
 impl FromStr for WebhookFormat {
@@ -52,6 +62,7 @@ impl FromStr for WebhookFormat {
         match s.to_ascii_lowercase().as_str() {
             "json" => Ok(Self::Json),
             "form" => Ok(Self::Form),
+            "portone" => Ok(Self::PortOne),
             _ => Err(UnknownWebhookFormat(s.to_owned())),
         }
     }
@@ -111,8 +122,46 @@ pub(crate) struct WebhookJob {
 }
 
 impl WebhookJob {
+    /// The V2 event type of this job.
+    fn v2_type(&self) -> &'static str {
+        let e = &self.event;
+        match (e.status.as_str(), &e.cancellation_id) {
+            (KEY_ISSUED, _) => "BillingKey.Issued",
+            ("paid", None) => "Transaction.Paid",
+            ("paid", Some(_)) => "Transaction.PartialCancelled",
+            ("cancelled", _) => "Transaction.Cancelled",
+            ("failed", _) => "Transaction.Failed",
+            _ => "Transaction.Ready",
+        }
+    }
+
+    fn body_v2(&self, store_id: &str, now: i64) -> Result<String, String> {
+        let kind = self.v2_type();
+        let e = &self.event;
+        let data = if kind.starts_with("BillingKey.") {
+            serde_json::json!({"storeId": store_id, "billingKey": e.merchant_uid})
+        } else {
+            let mut d = serde_json::json!({
+                "storeId": store_id,
+                "paymentId": e.merchant_uid,
+                "transactionId": e.imp_uid,
+            });
+            if let Some(c) = &e.cancellation_id {
+                d["cancellationId"] = serde_json::Value::from(c.clone());
+            }
+            d
+        };
+        let body = serde_json::json!({
+            "type": kind,
+            "timestamp": crate::v2::rfc3339(now),
+            "data": data,
+        });
+        serde_json::to_string(&body).map_err(|e| e.to_string())
+    }
+
     fn body(&self) -> Result<String, String> {
         match self.format {
+            WebhookFormat::PortOne => Err("a V2 body needs the store id".into()),
             WebhookFormat::Json => serde_json::to_string(&self.event).map_err(|e| e.to_string()),
             WebhookFormat::Form => {
                 serde_urlencoded::to_string(&self.event).map_err(|e| e.to_string())
@@ -130,21 +179,39 @@ async fn deliver(sim: &Sim, job: WebhookJob) {
     if !job.delay.is_zero() {
         tokio::time::sleep(job.delay).await;
     }
-    let body = match job.body() {
+    let sent_at = sim.now();
+    let body = if job.format == WebhookFormat::PortOne {
+        job.body_v2(&sim.config().portone_store_id, sent_at)
+    } else {
+        job.body()
+    };
+    let body = match body {
         Ok(body) => body,
         Err(err) => {
             tracing::error!(error = %err, "could not encode a webhook body");
             return;
         }
     };
+    // One message id for an event: a duplicate is a re-delivery.
+    let message_id = format!("msg_{}", crate::v2::random_token(24));
     for attempt in 1..=job.duplicates.saturating_add(1) {
-        let result = sim
+        let mut request = sim
             .http()
             .post(&job.url)
-            .header(reqwest::header::CONTENT_TYPE, job.format.content_type())
-            .body(body.clone())
-            .send()
-            .await;
+            .header(reqwest::header::CONTENT_TYPE, job.format.content_type());
+        if job.format == WebhookFormat::PortOne {
+            let signature = crate::v2::sign(
+                &sim.config().portone_webhook_secret,
+                &message_id,
+                sent_at,
+                body.as_bytes(),
+            );
+            request = request
+                .header("webhook-id", &message_id)
+                .header("webhook-timestamp", sent_at.to_string())
+                .header("webhook-signature", signature);
+        }
+        let result = request.body(body.clone()).send().await;
         let (http_status, error) = match result {
             Ok(response) => (Some(response.status().as_u16()), None),
             Err(err) => (None, Some(err.to_string())),
