@@ -287,15 +287,74 @@ pub async fn test_app(iamport_base_url: &str, extra: &[(&str, &str)]) -> shared:
     let config =
         shared::config::Config::from_lookup(|k| vars.get(k).cloned()).expect("test config");
     let ledger = DynamoLedger::new(client, table, config.due_shards);
+    let portone = vars
+        .get("PORTONE_API_SECRET")
+        .map(|s| shared::app::PortOneCredentials {
+            api_secret: shared::secret::Secret::new(s.clone()),
+            webhook_secrets: vars
+                .get("PORTONE_WEBHOOK_SECRETS")
+                .into_iter()
+                .flat_map(|v| v.split(','))
+                .map(|s| shared::secret::Secret::new(s.trim().to_owned()))
+                .collect(),
+        });
     let credentials = shared::app::Credentials {
         imp_key: shared::secret::Secret::new(vars["IAMPORT_KEY"].clone()),
         imp_secret: shared::secret::Secret::new(vars["IAMPORT_SECRET"].clone()),
         uid_key: config.uid_key.clone(),
         api_keys: Default::default(),
-        portone: None,
+        portone,
     };
     shared::app::App::new(config, ledger, credentials, shared::clock::Clock::shifted())
         .expect("test app")
+}
+
+/// Like [`test_app`], with `PAYMENT_API=v2` against the simulator's
+/// PortOne V2 face (its default store, channel, API secret and webhook
+/// secret).
+pub async fn test_app_v2(sim: &iamport_sim::SimHandle, extra: &[(&str, &str)]) -> shared::app::App {
+    let config = sim.config().clone();
+    let base = sim.portone_base_url();
+    let mut vars: Vec<(&str, &str)> = vec![
+        ("PAYMENT_API", "v2"),
+        ("PORTONE_BASE_URL", base.as_str()),
+        ("PORTONE_API_SECRET", config.portone_api_secret.as_str()),
+        (
+            "PORTONE_WEBHOOK_SECRETS",
+            config.portone_webhook_secret.as_str(),
+        ),
+        ("PORTONE_STORE_ID", config.portone_store_id.as_str()),
+        ("PORTONE_CHANNEL_KEY", config.portone_channel_key.as_str()),
+    ];
+    vars.extend_from_slice(extra);
+    test_app(&sim.base_url(), &vars).await
+}
+
+/// Plays the browser for V2: opens the simulator's billing-key window with
+/// the `PortOne.requestIssueBillingKey` parameters (nested `customer`
+/// flattened as `customer.customerId`), plus `extra` pairs such as
+/// `scenario=user_cancel`; returns the raw query of the redirect.
+pub async fn open_v2_window(
+    sim: &iamport_sim::SimHandle,
+    params: &serde_json::Value,
+    extra: &[(&str, &str)],
+) -> String {
+    let mut flat = serde_json::Map::new();
+    for (k, v) in params.as_object().into_iter().flatten() {
+        match v {
+            serde_json::Value::Object(inner) => {
+                for (ik, iv) in inner {
+                    flat.insert(format!("{k}.{ik}"), iv.clone());
+                }
+            }
+            other => {
+                flat.insert(k.clone(), other.clone());
+            }
+        }
+    }
+    let base = format!("{}/portone", sim.base_url());
+    let query = open_window(&base, &serde_json::Value::Object(flat), extra).await;
+    query
 }
 
 /// Starts the i'mport simulator in this test's runtime on 127.0.0.1:0.
@@ -486,8 +545,18 @@ where
             let handler = handler.clone();
             async move {
                 let ct = headers.get("content-type").and_then(|v| v.to_str().ok());
-                let request =
+                let mut request =
                     http_event(fixture, method.as_str(), uri.path(), ct, &body, "127.0.0.1");
+                // Every other header as sent (V2 webhook signatures).
+                for (name, value) in &headers {
+                    if name.as_str() != "content-type"
+                        && let Ok(v) = lambda_http::http::HeaderValue::from_bytes(value.as_bytes())
+                        && let Ok(n) =
+                            lambda_http::http::HeaderName::from_bytes(name.as_str().as_bytes())
+                    {
+                        request.headers_mut().insert(n, v);
+                    }
+                }
                 let response = handler(request).await;
                 let status = axum::http::StatusCode::from_u16(response.status().as_u16())
                     .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
