@@ -1433,6 +1433,7 @@ impl World {
             _ => 3,
         });
         let params = CallbackParams {
+            billing_key: None,
             imp_uid: Some(imp_uid),
             merchant_uid: reg.merchant_uid.clone(),
             claimed_success: Some(true),
@@ -1718,6 +1719,7 @@ pub fn callback_with_slow_gateway(latency: Duration) -> (Duration, String) {
         let imp_uid = lock(&world.model).issue("cu_slow", &reg.merchant_uid, 0, now);
         let (_, engine) = world.engine("callback");
         let params = CallbackParams {
+            billing_key: None,
             imp_uid: Some(imp_uid),
             merchant_uid: reg.merchant_uid.clone(),
             claimed_success: Some(true),

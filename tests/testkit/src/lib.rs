@@ -353,8 +353,7 @@ pub async fn open_v2_window(
         }
     }
     let base = format!("{}/portone", sim.base_url());
-    let query = open_window(&base, &serde_json::Value::Object(flat), extra).await;
-    query
+    open_window(&base, &serde_json::Value::Object(flat), extra).await
 }
 
 /// Starts the i'mport simulator in this test's runtime on 127.0.0.1:0.
