@@ -28,10 +28,12 @@ cargo test --workspace --locked -- \
 echo "== PortOne V2 face of the simulator against the official spec subset"
 cargo test --locked -p iamport-sim --test v2_conformance every_v2_answer -- --nocapture 2>&1 \
   | grep -E "v2 conformance:|test result:|panicked|break the spec|^(get|post|delete) "
-echo "== fault matrix (end to end: handlers, moto_server, the i'mport simulator)"
 # (The handlers' metric lines, one per run, are left out of the output.)
-cargo test --locked -p e2e-tests --test fault_matrix -- --nocapture --test-threads 1 \
-  | sed -u '/"_aws":{"CloudWatchMetrics"/d'
+for api in v1 v2; do
+  echo "== fault matrix, PAYMENT_API=$api (end to end: handlers, moto_server, the simulator)"
+  PAYMENT_API=$api cargo test --locked -p e2e-tests --test fault_matrix -- --nocapture --test-threads 1 \
+    | sed -u '/"_aws":{"CloudWatchMetrics"/d'
+done
 echo "== deterministic simulation (in-memory ledger, model of i'mport, virtual time)"
 cargo test --locked -p simulation --test simulation the_ci_budget_of_seeds -- --nocapture
 echo "== infra checks"

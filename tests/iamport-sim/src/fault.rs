@@ -13,6 +13,9 @@ pub(crate) const AGAIN_PATH: &str = "/subscribe/payments/again";
 pub(crate) const WINDOW_PATH: &str = "/window";
 /// The V2 billing-key window.
 pub(crate) const V2_WINDOW_PATH: &str = "/portone/window";
+/// A `path_prefix` meaning "the billing-key charge, whichever API": V1's
+/// `again` and V2's `POST /portone/payments/{paymentId}/billing-key`.
+pub const CHARGE_PATHS: &str = "@charge";
 /// Prefix of the control endpoints, which faults never touch.
 pub(crate) const CONTROL_PREFIX: &str = "/__sim";
 
@@ -90,6 +93,11 @@ impl Fault {
         self
     }
 
+    /// Restrict to the billing-key charge of either API ([`CHARGE_PATHS`]).
+    pub fn on_charge(self) -> Self {
+        self.on_path(CHARGE_PATHS)
+    }
+
     /// Restrict to requests naming `customer_uid`.
     pub fn for_customer(mut self, customer_uid: impl Into<String>) -> Self {
         self.customer_uid = Some(customer_uid.into());
@@ -113,6 +121,9 @@ impl Fault {
                 path == WINDOW_PATH || path == V2_WINDOW_PATH
             }
             _ => match &self.path_prefix {
+                Some(prefix) if prefix == CHARGE_PATHS => {
+                    path == AGAIN_PATH || is_v2_charge_path(path)
+                }
                 Some(prefix) => path.starts_with(prefix.as_str()),
                 None => is_rest_api_path(path),
             },
@@ -179,6 +190,15 @@ mod tests {
                 .on_path(TOKEN_PATH)
                 .matches(TOKEN_PATH, None)
         );
+    }
+
+    #[test]
+    fn the_charge_alias_hits_both_apis_charges_only() {
+        let fault = Fault::new(FaultKind::Http500).on_charge();
+        assert!(fault.matches(AGAIN_PATH, None));
+        assert!(fault.matches("/portone/payments/s1a1/billing-key", None));
+        assert!(!fault.matches("/portone/payments/s1a1", None));
+        assert!(!fault.matches("/payments/find/s1a1", None));
     }
 
     #[test]

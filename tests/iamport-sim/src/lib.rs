@@ -44,7 +44,7 @@ use axum::routing::{get, post};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use fault::{Fault, FaultKind};
+pub use fault::{CHARGE_PATHS, Fault, FaultKind};
 pub use model::{
     CancelHistory, Customer, LedgerEntry, NewCustomer, Payment, PaymentStatus, Promotion,
     UnknownStatus,

@@ -200,15 +200,18 @@ async fn deliver(sim: &Sim, job: WebhookJob) {
             .post(&job.url)
             .header(reqwest::header::CONTENT_TYPE, job.format.content_type());
         if job.format == WebhookFormat::PortOne {
+            // Each delivery is signed when it is sent (the body, with its
+            // `timestamp`, stays the same across re-deliveries).
+            let now = sim.now();
             let signature = crate::v2::sign(
                 &sim.config().portone_webhook_secret,
                 &message_id,
-                sent_at,
+                now,
                 body.as_bytes(),
             );
             request = request
                 .header("webhook-id", &message_id)
-                .header("webhook-timestamp", sent_at.to_string())
+                .header("webhook-timestamp", now.to_string())
                 .header("webhook-signature", signature);
         }
         let result = request.body(body.clone()).send().await;

@@ -309,6 +309,39 @@ pub async fn test_app(iamport_base_url: &str, extra: &[(&str, &str)]) -> shared:
         .expect("test app")
 }
 
+/// Whether the tests that run in both modes run against PortOne V2 this
+/// time: `PAYMENT_API=v2` in the environment (`v1`, the default, otherwise).
+pub fn v2_mode() -> bool {
+    std::env::var("PAYMENT_API").is_ok_and(|v| v == "v2")
+}
+
+/// The app for the tests that run in both modes ([`v2_mode`]).
+pub async fn app_for(sim: &iamport_sim::SimHandle, extra: &[(&str, &str)]) -> shared::app::App {
+    if v2_mode() {
+        test_app_v2(sim, extra).await
+    } else {
+        test_app(&sim.base_url(), extra).await
+    }
+}
+
+/// The credentials [`app_for`] used, to build another app on the same
+/// table (e.g. behind a flaky DynamoDB proxy).
+pub fn sim_credentials(sim: &iamport_sim::SimHandle) -> shared::app::Credentials {
+    let config = sim.config();
+    shared::app::Credentials {
+        imp_key: shared::secret::Secret::new(SIM_KEY),
+        imp_secret: shared::secret::Secret::new(SIM_SECRET),
+        uid_key: None,
+        api_keys: Default::default(),
+        portone: v2_mode().then(|| shared::app::PortOneCredentials {
+            api_secret: shared::secret::Secret::new(config.portone_api_secret.clone()),
+            webhook_secrets: vec![shared::secret::Secret::new(
+                config.portone_webhook_secret.clone(),
+            )],
+        }),
+    }
+}
+
 /// Like [`test_app`], with `PAYMENT_API=v2` against the simulator's
 /// PortOne V2 face (its default store, channel, API secret and webhook
 /// secret).
@@ -465,11 +498,20 @@ pub async fn seed_subscription(
     let id = SubscriptionId::generate();
     let mut sub = sample_subscription(&id, created);
     sub.next_charge_at = created;
-    sim.add_customer(&sub.customer_uid, "chai");
+    let customer_id = sub.customer_uid.clone();
+    if app.config.payment_api == shared::config::PaymentApi::V2 {
+        // PortOne issued a key for our registration and customer id; the
+        // subscription charges the key.
+        let issue_id = MerchantUid::issuance(&id);
+        sub.customer_uid = sim.add_v2_key(Some(&issue_id), Some(&customer_id));
+        sub.pg = "portone".into();
+    } else {
+        sim.add_customer(&sub.customer_uid, "chai");
+    }
     let reg = Registration {
         merchant_uid: MerchantUid::issuance(&id),
         subscription_id: id.clone(),
-        customer_uid: sub.customer_uid.clone(),
+        customer_uid: customer_id,
         user_id: sub.user_id.clone(),
         plan: sub.plan.clone(),
         pg: sub.pg.clone(),
@@ -722,25 +764,22 @@ pub async fn crashed_claim(
         .await
         .expect("crashed run's claim");
     if charged {
+        use shared::gateway::PaymentGateway;
         let outcome = app
             .engine
             .gateway
-            .v1()
-            .charge_again(&shared::iamport::AgainRequest {
+            .charge(&shared::gateway::ChargeRequest {
                 customer_uid: sub.customer_uid.clone(),
                 merchant_uid: claim.merchant_uid.clone(),
                 amount: claim.amount,
-                currency: "KRW",
                 name: sub.plan.name.clone(),
-                buyer_name: None,
-                buyer_email: None,
-                buyer_tel: None,
+                buyer: Default::default(),
                 custom_data: None,
                 notice_url: None,
             })
             .await;
         assert!(
-            matches!(outcome, shared::iamport::AgainOutcome::Paid(_)),
+            matches!(outcome, shared::gateway::ChargeOutcome::Paid(_)),
             "{outcome:?}"
         );
     }
