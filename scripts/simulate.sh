@@ -4,6 +4,7 @@
 #   scripts/simulate.sh                  # 2000 seeds
 #   scripts/simulate.sh --seeds 20000    # more
 #   scripts/simulate.sh --seed 51 --trace  # replay one seed, step by step
+#   scripts/simulate.sh --api v2         # the gateway answers as PortOne V2 (or PAYMENT_API=v2)
 #
 # Prints `seeds: N, failing: 0, steps: S, double charges: 0, unrecorded charges: 0,
 # stuck: 0, needs review: R`, what the seeds met, and each failing seed with

@@ -34,7 +34,9 @@ for api in v1 v2; do
   PAYMENT_API=$api cargo test --locked -p e2e-tests --test fault_matrix -- --nocapture --test-threads 1 \
     | sed -u '/"_aws":{"CloudWatchMetrics"/d'
 done
-echo "== deterministic simulation (in-memory ledger, model of i'mport, virtual time)"
-cargo test --locked -p simulation --test simulation the_ci_budget_of_seeds -- --nocapture
+for api in v1 v2; do
+  echo "== deterministic simulation, PAYMENT_API=$api (in-memory ledger, model of the gateway, virtual time)"
+  PAYMENT_API=$api cargo test --locked -p simulation --test simulation the_ci_budget_of_seeds -- --nocapture
+done
 echo "== infra checks"
 scripts/check-infra.sh

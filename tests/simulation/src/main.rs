@@ -35,6 +35,9 @@ struct Args {
     /// A clean world (no faults, crashes or stalls), for comparison.
     #[arg(long)]
     no_faults: bool,
+    /// The payment API the gateway answers as: v1 (i'mport) or v2 (PortOne V2).
+    #[arg(long, env = "PAYMENT_API", default_value = "v1", value_parser = ["v1", "v2"])]
+    api: String,
 }
 
 fn main() -> ExitCode {
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         faults: !args.no_faults,
         keep_trace: args.trace,
         gateway_latency: None,
+        v2: args.api == "v2",
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let started = std::time::Instant::now();
@@ -67,7 +71,8 @@ fn main() -> ExitCode {
     for (seed, violations) in &totals.failures {
         let _ = writeln!(
             out,
-            "FAILED seed {seed} (replay: scripts/simulate.sh --seed {seed} --trace)"
+            "FAILED seed {seed} (replay: scripts/simulate.sh --api {} --seed {seed} --trace)",
+            args.api
         );
         for v in violations {
             let _ = writeln!(out, "  {v}");

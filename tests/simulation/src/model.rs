@@ -74,6 +74,8 @@ pub(crate) struct Model {
     next_imp: u64,
     /// Requests for a `merchant_uid` that i'mport is still processing.
     pub inflight: BTreeMap<String, u32>,
+    /// Every key ever issued (deleted ones too).
+    issued: std::collections::BTreeSet<String>,
 }
 
 pub(crate) const MSG_UNKNOWN_CUSTOMER: &str = "등록되지 않은 구매자입니다.";
@@ -96,6 +98,7 @@ impl Model {
         amount: i64,
         now: DateTime<Utc>,
     ) -> String {
+        self.issued.insert(customer_uid.to_owned());
         self.keys.insert(
             customer_uid.to_owned(),
             BillingKey {
@@ -122,6 +125,32 @@ impl Model {
             usage: Usage::Issue,
         });
         imp_uid
+    }
+
+    /// PortOne V2's window: issues `billing_key` for the registration
+    /// `issue_id` and our `customer_id`; no payment is made.
+    pub fn issue_v2(
+        &mut self,
+        billing_key: &str,
+        issue_id: &str,
+        customer_id: &str,
+        now: DateTime<Utc>,
+    ) {
+        self.issued.insert(billing_key.to_owned());
+        self.keys.insert(
+            billing_key.to_owned(),
+            BillingKey {
+                customer_uid: billing_key.to_owned(),
+                pg_provider: "tosspayments".into(),
+                pg_id: Some("channel-key-simulation".into()),
+                card_name: None,
+                card_number: None,
+                inserted: now.timestamp(),
+                issue_id: Some(issue_id.to_owned()),
+                customer_id: Some(customer_id.to_owned()),
+                on_our_channel: true,
+            },
+        );
     }
 
     /// `again`: charge the key of `customer_uid` under `merchant_uid`.
@@ -191,6 +220,11 @@ impl Model {
             .find(|p| p.status == RecordStatus::Paid)
             .or_else(|| of_uid().next_back())
             .map(Payment::record)
+    }
+
+    /// Whether the gateway ever issued this key.
+    pub fn ever_issued(&self, key: &str) -> bool {
+        self.issued.contains(key)
     }
 
     pub fn key(&self, customer_uid: &str) -> Option<BillingKey> {

@@ -20,8 +20,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shared::billing::{
     AttemptResult, AttemptState, AuditEntry, BILLING_TZ, ChargeAttempt, DunningPolicy, MerchantUid,
-    PaymentRecord, PeriodId, Plan, Registration, RegistrationStatus, Resolution, Subscription,
-    SubscriptionId, SubscriptionStatus, UidKey,
+    PaymentRecord, PeriodId, Plan, RecordStatus, Registration, RegistrationStatus, Resolution,
+    Subscription, SubscriptionId, SubscriptionStatus, UidKey,
 };
 use shared::charging::{self, BillingRun, RunOptions};
 use shared::clock::Clock;
@@ -37,7 +37,9 @@ use shared::ledger::{
 };
 use shared::management::{self, Actor, CancelInput};
 use shared::notification::{self, Notification};
+use shared::portone::webhook::Notice;
 use shared::registration::{self, CallbackParams};
+use shared::secret::Secret;
 
 use crate::model::{Applied, Model, Usage};
 
@@ -55,6 +57,11 @@ pub struct Params {
     /// Every gateway call takes this long (a slow i'mport), instead of a
     /// few milliseconds.
     pub gateway_latency: Option<Duration>,
+    /// The gateway answers the way the PortOne V2 client does (`PAYMENT_API=v2`):
+    /// keys issued by PortOne (the redirect carries the key), declines
+    /// without a transaction until looked up, `ALREADY_PAID` as a typed
+    /// refusal, payments looked up by `paymentId` only.
+    pub v2: bool,
 }
 
 impl Default for Params {
@@ -65,6 +72,7 @@ impl Default for Params {
             faults: true,
             keep_trace: false,
             gateway_latency: None,
+            v2: false,
         }
     }
 }
@@ -152,6 +160,8 @@ pub(crate) struct World {
     customers: Mutex<BTreeMap<String, Customer>>,
     stats: Mutex<BTreeMap<&'static str, u64>>,
     gateway_latency: Option<Duration>,
+    /// [`Params::v2`].
+    v2: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -159,6 +169,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 type SimEngine = Engine<SimLedger, SimGateway>;
+
+/// A webhook as the engine receives it, from i'mport or PortOne V2.
+enum Webhook {
+    V1(Notification),
+    V2(Notice),
+}
+
+/// A trace label for a V2 notice (never the billing key).
+fn notice_label(n: &Notice) -> String {
+    match n {
+        Notice::Payment {
+            payment_id,
+            transaction_id,
+            ..
+        } => format!("{payment_id} {transaction_id}"),
+        Notice::KeyIssued { .. } => "BillingKey.Issued".into(),
+        Notice::Ignored(kind) => kind.clone(),
+    }
+}
 
 impl World {
     fn new(seed: u64, params: &Params) -> Arc<Self> {
@@ -184,9 +213,14 @@ impl World {
             concurrency: 4,
             notice_url: None,
             charge_on_signup: rng.random_bool(0.7),
-            pg: "chai".into(),
+            pg: if params.v2 { "portone" } else { "chai" }.into(),
             pay_method: "trans".into(),
-            v2: None,
+            v2: params.v2.then(|| shared::config::PortOneSettings {
+                base_url: url::Url::parse("https://api.portone.io").expect("a URL"),
+                store_id: "store-simulation".into(),
+                channel_key: "channel-key-simulation".into(),
+                billing_key_method: "CARD".into(),
+            }),
             default_plan: Plan {
                 amount: 9900,
                 name: "월간 구독".into(),
@@ -219,6 +253,7 @@ impl World {
             customers: Mutex::new(BTreeMap::new()),
             stats: Mutex::new(BTreeMap::new()),
             gateway_latency: params.gateway_latency,
+            v2: params.v2,
         })
     }
 
@@ -398,6 +433,13 @@ impl World {
         if a.merchant_uid != req.merchant_uid || a.amount != req.amount {
             self.violation(format!(
                 "{inv} charge {} is not the stored attempt",
+                req.merchant_uid
+            ));
+        }
+        // Only a key the gateway issued (and the engine verified) is charged.
+        if !lock(&self.model).ever_issued(&req.customer_uid) {
+            self.violation(format!(
+                "{inv} charge {} names a key the gateway never issued",
                 req.merchant_uid
             ));
         }
@@ -581,17 +623,39 @@ impl World {
         };
         for _ in 0..copies {
             let delay = Duration::from_millis(self.rand(|r| r.random_range(0..600_000)));
-            let notice = Notification {
-                imp_uid: p.imp_uid.clone(),
-                merchant_uid: p.merchant_uid.clone(),
-                status: p.status.as_str().to_owned(),
-                cancellation_id: None,
+            let notice = if self.v2 {
+                Webhook::V2(Notice::Payment {
+                    payment_id: p.merchant_uid.clone(),
+                    transaction_id: p.imp_uid.clone(),
+                    status: match p.status {
+                        RecordStatus::Paid => "paid",
+                        RecordStatus::Failed => "failed",
+                        _ => "cancelled",
+                    },
+                    cancellation_id: None,
+                })
+            } else {
+                Webhook::V1(Notification {
+                    imp_uid: p.imp_uid.clone(),
+                    merchant_uid: p.merchant_uid.clone(),
+                    status: p.status.as_str().to_owned(),
+                    cancellation_id: None,
+                })
             };
             tokio::spawn(Arc::clone(self).deliver_webhook(notice, delay));
         }
     }
 
-    async fn deliver_webhook(self: Arc<Self>, notice: Notification, delay: Duration) {
+    /// A V2 notice, delivered like a payment's webhooks (maybe late, maybe twice).
+    fn schedule_notice(self: &Arc<Self>, notice: Notice) {
+        let copies = if self.strikes(0.2) { 2 } else { 1 };
+        for _ in 0..copies {
+            let delay = Duration::from_millis(self.rand(|r| r.random_range(0..600_000)));
+            tokio::spawn(Arc::clone(self).deliver_webhook(Webhook::V2(notice.clone()), delay));
+        }
+    }
+
+    async fn deliver_webhook(self: Arc<Self>, notice: Webhook, delay: Duration) {
         tokio::time::sleep(delay).await;
         for try_no in 0..6 {
             if try_no > 0 {
@@ -599,12 +663,16 @@ impl World {
             }
             self.count("webhook deliveries");
             let (inv, engine) = self.engine("webhook");
-            self.record(format!(
-                "{inv} WEBHOOK {} {}",
-                notice.merchant_uid, notice.imp_uid
-            ));
-            let handled =
-                tokio::time::timeout(WEBHOOK_TIMEOUT, notification::handle(&engine, &notice)).await;
+            let handled = match &notice {
+                Webhook::V1(n) => {
+                    self.record(format!("{inv} WEBHOOK {} {}", n.merchant_uid, n.imp_uid));
+                    tokio::time::timeout(WEBHOOK_TIMEOUT, notification::handle(&engine, n)).await
+                }
+                Webhook::V2(n) => {
+                    self.record(format!("{inv} WEBHOOK V2 {}", notice_label(n)));
+                    tokio::time::timeout(WEBHOOK_TIMEOUT, notification::handle_v2(&engine, n)).await
+                }
+            };
             self.record(format!("{inv} WEBHOOK done {handled:?}"));
             if matches!(handled, Ok(Ok(_))) {
                 return;
@@ -1291,7 +1359,16 @@ impl PaymentGateway for SimGateway {
                 ChargeOutcome::Ambiguous(ambiguous(AmbiguityKind::ServerError, "502"))
             }
             (_, Applied::Paid(p)) => ChargeOutcome::Paid(p),
+            // V2: 502 PG_PROVIDER names no transaction; the engine's lookup does.
+            (_, Applied::Declined(p)) if w.v2 => ChargeOutcome::Declined(PaymentRecord {
+                imp_uid: String::new(),
+                ..p
+            }),
             (_, Applied::Declined(p)) => ChargeOutcome::Declined(p),
+            // V2: 409 ALREADY_PAID (or another typed refusal), no `code`.
+            (_, Applied::Refused { .. }) if w.v2 => {
+                ChargeOutcome::Rejected(rejection(RejectionKind::Business, None, "ALREADY_PAID"))
+            }
             (_, Applied::Refused { code, message }) => {
                 ChargeOutcome::Rejected(rejection(RejectionKind::Business, Some(code), message))
             }
@@ -1312,6 +1389,17 @@ impl PaymentGateway for SimGateway {
     }
 
     async fn payment(&self, imp_uid: &str) -> Result<PaymentRecord, GatewayError> {
+        if self.world.v2 {
+            // As the V2 client: no lookup by transaction id.
+            self.world.violation(format!(
+                "V2: the engine looked a payment up by imp_uid {imp_uid}"
+            ));
+            return Err(GatewayError::Rejected(rejection(
+                RejectionKind::BadRequest,
+                None,
+                "PortOne V2 looks payments up by paymentId",
+            )));
+        }
         self.lookup("payment", imp_uid, |m| m.payment(imp_uid))
             .await
     }
@@ -1319,8 +1407,11 @@ impl PaymentGateway for SimGateway {
     async fn notified_payment(
         &self,
         imp_uid: &str,
-        _merchant_uid: &str,
+        merchant_uid: &str,
     ) -> Result<PaymentRecord, GatewayError> {
+        if self.world.v2 {
+            return self.find_payment(merchant_uid).await;
+        }
         self.payment(imp_uid).await
     }
 
@@ -1341,7 +1432,9 @@ impl PaymentGateway for SimGateway {
         let deleted = lock(&w.model).delete_key(customer_uid);
         w.step();
         w.gate(self.inv, Side::After).await;
-        if deleted {
+        if deleted || self.world.v2 {
+            // V2 keeps a deleted key: deleting it again is 409
+            // BILLING_KEY_ALREADY_DELETED, which the client takes as done.
             Ok(())
         } else {
             Err(GatewayError::Rejected(rejection(
@@ -1379,7 +1472,12 @@ impl World {
             name: "월간 구독".into(),
         };
         let decline_rate = self.rand(|r| [0.0, 0.0, 0.0, 0.25, 1.0][r.random_range(0..5)]);
-        lock(&self.customers).insert(customer_uid.clone(), Customer { decline_rate });
+        // V2: PortOne will issue this key in the window; it is what is charged.
+        let v2_key = self
+            .v2
+            .then(|| format!("billing-key-{:032x}", self.rand(|r| r.random::<u128>())));
+        let charged_as = v2_key.clone().unwrap_or_else(|| customer_uid.clone());
+        lock(&self.customers).insert(charged_as, Customer { decline_rate });
         let now = self.now();
         let reg = Registration {
             merchant_uid: MerchantUid::issuance(&id),
@@ -1405,6 +1503,10 @@ impl World {
         }
         // The window, a few seconds later.
         tokio::time::sleep(Duration::from_secs(self.rand(|r| r.random_range(5..60)))).await;
+        if let Some(key) = v2_key {
+            self.v2_window(&reg, key).await;
+            return;
+        }
         let amount = self.rand(|r| match r.random_range(0..100) {
             0..80 => 0,
             80..95 => plan.amount,
@@ -1452,6 +1554,46 @@ impl World {
             let at = Duration::from_secs(self.rand(|r| r.random_range(60..90 * 86_400)));
             let racing = self.rand(|r| r.random_bool(0.8));
             tokio::spawn(Arc::clone(&self).manage(id, at, racing));
+        }
+    }
+
+    /// The V2 window: PortOne issues the key (no payment), sends
+    /// `BillingKey.Issued` (sometimes), and the browser comes back zero to
+    /// three times with `billingKey` in the query.
+    async fn v2_window(self: Arc<Self>, reg: &Registration, key: String) {
+        lock(&self.model).issue_v2(&key, &reg.merchant_uid, &reg.customer_uid, self.now());
+        self.record(format!("I issued {} (V2 key)", reg.merchant_uid));
+        self.count("sign-ups");
+        if self.rand(|r| r.random_bool(0.5)) {
+            let notice = Notice::KeyIssued {
+                billing_key: Secret::new(key.clone()),
+            };
+            self.schedule_notice(notice);
+        }
+        let redirects = self.rand(|r| match r.random_range(0..10) {
+            0 => 0,
+            1..7 => 1,
+            7..9 => 2,
+            _ => 3,
+        });
+        let params = CallbackParams {
+            billing_key: Some(Secret::new(key)),
+            imp_uid: None,
+            merchant_uid: reg.merchant_uid.clone(),
+            claimed_success: None,
+            error_code: None,
+        };
+        for _ in 0..redirects {
+            let delay = Duration::from_millis(self.rand(|r| r.random_range(0..3000)));
+            tokio::spawn(Arc::clone(&self).callback(params.clone(), delay));
+        }
+        if redirects == 0 {
+            self.count("browsers that never came back");
+        }
+        if self.rand(|r| r.random_bool(0.3)) {
+            let at = Duration::from_secs(self.rand(|r| r.random_range(60..90 * 86_400)));
+            let racing = self.rand(|r| r.random_bool(0.8));
+            tokio::spawn(Arc::clone(&self).manage(reg.subscription_id.clone(), at, racing));
         }
     }
 

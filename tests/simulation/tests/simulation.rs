@@ -1,6 +1,8 @@
 //! The deterministic simulation in CI: a fixed budget of seeds (about a
 //! minute; `SIMULATION_SEEDS` overrides it, `scripts/simulate.sh --seeds N`
 //! plays more), its summary line printed, and replays checked to be exact.
+//! `PAYMENT_API=v2` makes the gateway answer as the PortOne V2 client does
+//! (`scripts/test.sh` runs both).
 
 use std::time::Duration;
 
@@ -14,13 +16,27 @@ fn the_ci_budget_of_seeds_keeps_every_invariant() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(CI_SEEDS);
+    let v2 = std::env::var("PAYMENT_API").is_ok_and(|v| v == "v2");
     let started = std::time::Instant::now();
-    let totals = run_seeds(0..seeds, &Params::default());
-    println!("simulation: {}", totals.line());
+    let totals = run_seeds(
+        0..seeds,
+        &Params {
+            v2,
+            ..Params::default()
+        },
+    );
+    println!(
+        "simulation ({}): {}",
+        if v2 { "PortOne V2" } else { "i'mport V1" },
+        totals.line()
+    );
     println!("simulation met: {}", totals.stats_line());
     println!("simulation time: {:.1} s", started.elapsed().as_secs_f64());
     for (seed, violations) in &totals.failures {
-        println!("FAILED seed {seed} (replay: scripts/simulate.sh --seed {seed} --trace)");
+        println!(
+            "FAILED seed {seed} (replay: scripts/simulate.sh --api {} --seed {seed} --trace)",
+            if v2 { "v2" } else { "v1" }
+        );
         for v in violations {
             println!("  {v}");
         }
@@ -71,6 +87,33 @@ fn a_seed_replays_exactly() {
         simulate(3, &params).trace_hash,
         simulate(4, &params).trace_hash
     );
+}
+
+#[test]
+fn a_v2_seed_replays_exactly_and_a_clean_v2_world_flags_nothing() {
+    let params = Params {
+        keep_trace: true,
+        v2: true,
+        ..Params::default()
+    };
+    let a = simulate(7, &params);
+    let b = simulate(7, &params);
+    assert_eq!(a.trace_hash, b.trace_hash);
+    assert!(
+        a.trace.iter().any(|l| l.contains("(V2 key)")),
+        "V2 sign-ups happened"
+    );
+    let clean = Params {
+        faults: false,
+        v2: true,
+        ..Params::default()
+    };
+    for seed in 0..30 {
+        let r = simulate(seed, &clean);
+        assert!(r.ok(), "seed {seed}: {:?}", r.violations);
+        // No V2 window takes money: nothing waits for a person.
+        assert_eq!(r.needs_review, 0, "seed {seed}");
+    }
 }
 
 #[test]
