@@ -17,7 +17,7 @@ use shared::app::App;
 use shared::billing::{BILLING_TZ, Subscription};
 use shared::charging::queue::SqsQueue;
 use shared::ledger::Ledger;
-use testkit::{dynamodb_endpoint, moto_sdk_config, seed_subscription, start_sim, test_app};
+use testkit::{app_for, dynamodb_endpoint, moto_sdk_config, seed_subscription, start_sim};
 
 fn t0() -> DateTime<Utc> {
     BILLING_TZ
@@ -53,7 +53,7 @@ fn rand_suffix() -> u64 {
 }
 
 async fn seeded(sim: &SimHandle, n: usize) -> (App, Vec<Subscription>) {
-    let app = test_app(&sim.base_url(), &[("CHARGE_CONCURRENCY", "4")]).await;
+    let app = app_for(&sim, &[("CHARGE_CONCURRENCY", "4")]).await;
     let mut subs = Vec::new();
     for _ in 0..n {
         subs.push(seed_subscription(&app, sim, t0() - chrono::Duration::hours(1)).await);

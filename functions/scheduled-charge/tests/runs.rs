@@ -1,10 +1,12 @@
 //! scheduled-charge end to end: the handler with real event payloads,
 //! moto_server and the i'mport simulator. Assertions read the simulator's
-//! ledger (what i'mport charged), not only our table.
+//! ledger (what i'mport charged), not only our table. `PAYMENT_API=v2`
+//! runs them against the simulator's PortOne V2 face.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeZone, Utc};
+use iamport_sim::{CHARGE_PATHS, LOOKUP_PATHS};
 use iamport_sim::{Fault, FaultKind, SimHandle};
 use lambda_runtime::{Context, LambdaEvent};
 use scheduled_charge::handle;
@@ -13,7 +15,7 @@ use shared::billing::{AttemptState, Subscription};
 use shared::billing::{BILLING_TZ, SubscriptionStatus};
 use shared::charging::RunReport;
 use shared::ledger::Ledger;
-use testkit::{event_json, seed_subscription, start_sim, test_app};
+use testkit::{app_for, charge_directly, event_json, seed_subscription, start_sim, wrong_secret};
 
 /// 10:00 in Seoul on the given local date: the default schedule.
 fn seoul_10am(y: i32, m: u32, d: u32) -> DateTime<Utc> {
@@ -61,7 +63,7 @@ async fn reload(app: &App, sub: &Subscription) -> Subscription {
 #[tokio::test]
 async fn months_of_daily_runs_charge_each_period_once_with_anchors_on_28_to_31() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[]).await;
+    let app = app_for(&sim, &[]).await;
     let mut subs = Vec::new();
     for day in 28..=31 {
         for _ in 0..3 {
@@ -131,7 +133,7 @@ async fn months_of_daily_runs_charge_each_period_once_with_anchors_on_28_to_31()
 #[tokio::test]
 async fn the_same_event_twice_and_two_concurrent_runs_charge_once() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[]).await;
+    let app = app_for(&sim, &[]).await;
     let t0 = seoul_10am(2026, 12, 1);
     let mut subs = Vec::new();
     for _ in 0..20 {
@@ -160,17 +162,17 @@ async fn the_same_event_twice_and_two_concurrent_runs_charge_once() {
 #[tokio::test]
 async fn a_timeout_after_the_charge_is_settled_to_paid_without_a_second_charge() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[]).await;
+    let app = app_for(&sim, &[]).await;
     let t0 = seoul_10am(2026, 12, 1);
     let sub = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
     // i'mport charges, then hangs past our 1 s timeout; the lookup right
     // after fails too, so the run cannot tell.
     sim.inject(Fault {
-        path_prefix: Some("/subscribe/payments/again".into()),
+        path_prefix: Some(CHARGE_PATHS.into()),
         ..Fault::new(FaultKind::HangAfter { secs: 3 })
     });
     sim.inject(Fault {
-        path_prefix: Some("/payments/find".into()),
+        path_prefix: Some(LOOKUP_PATHS.into()),
         ..Fault::new(FaultKind::Http500)
     });
     let first = run_at(&app, t0, "run-1").await.unwrap();
@@ -215,7 +217,7 @@ async fn a_timeout_after_the_charge_is_settled_to_paid_without_a_second_charge()
 #[tokio::test]
 async fn crashes_between_claim_and_record_are_settled_by_the_next_run() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[]).await;
+    let app = app_for(&sim, &[]).await;
     let t0 = seoul_10am(2026, 12, 1);
     let charged_then_crashed = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
     let crashed_before_charge =
@@ -257,24 +259,24 @@ async fn crashes_between_claim_and_record_are_settled_by_the_next_run() {
 #[tokio::test]
 async fn an_unanswered_charge_is_not_sent_again_until_the_quiet_period_has_passed() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[]).await;
+    let app = app_for(&sim, &[]).await;
     let t0 = seoul_10am(2026, 12, 1);
     let sub = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
     // i'mport takes the request and does not answer within our 1 s timeout.
     sim.inject(Fault {
-        path_prefix: Some("/subscribe/payments/again".into()),
+        path_prefix: Some(CHARGE_PATHS.into()),
         ..Fault::new(FaultKind::HangBefore { secs: 2 })
     });
     let first = run_at(&app, t0, "run-1").await.unwrap();
     assert_eq!(first.summary.ambiguous, 1, "{first:?}");
-    assert_eq!(sim.request_count("/subscribe/payments/again"), 1);
+    assert_eq!(sim.charge_requests(), 1);
     // A run moments later finds nothing at i'mport yet: it waits.
     let second = run_at(&app, t0 + chrono::Duration::hours(1), "run-2")
         .await
         .unwrap();
     assert_eq!(second.summary.skipped, 1, "{second:?}");
     assert_eq!(
-        sim.request_count("/subscribe/payments/again"),
+        sim.charge_requests(),
         1,
         "sent again while i'mport may still be processing the first request"
     );
@@ -293,7 +295,7 @@ async fn an_unanswered_charge_is_not_sent_again_until_the_quiet_period_has_passe
         .await
         .unwrap();
     assert_eq!(third.summary.charged, 1, "{third:?}");
-    assert_eq!(sim.request_count("/subscribe/payments/again"), 2);
+    assert_eq!(sim.charge_requests(), 2);
     assert_eq!(paid_count_for(&sim, &sub), 1);
     assert_eq!(sim.paid_count(&attempt.merchant_uid), 1);
 }
@@ -302,7 +304,7 @@ async fn an_unanswered_charge_is_not_sent_again_until_the_quiet_period_has_passe
 #[tokio::test]
 async fn a_corrupt_item_is_skipped_and_counted_and_everyone_else_is_billed() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[]).await;
+    let app = app_for(&sim, &[]).await;
     let t0 = seoul_10am(2026, 12, 1);
     let mut subs = Vec::new();
     for _ in 0..4 {
@@ -331,7 +333,7 @@ async fn a_corrupt_item_is_skipped_and_counted_and_everyone_else_is_billed() {
 #[tokio::test]
 async fn declines_walk_the_dunning_schedule_to_suspension() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[]).await;
+    let app = app_for(&sim, &[]).await;
     let t0 = seoul_10am(2026, 12, 1);
     let always = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
     let recovers = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
@@ -393,7 +395,7 @@ async fn declines_walk_the_dunning_schedule_to_suspension() {
 #[tokio::test]
 async fn a_deleted_billing_key_stops_charging() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[]).await;
+    let app = app_for(&sim, &[]).await;
     let t0 = seoul_10am(2026, 12, 1);
     let sub = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
     sim.remove_customer(&sub.customer_uid);
@@ -418,7 +420,7 @@ async fn a_deleted_billing_key_stops_charging() {
 #[tokio::test]
 async fn bad_credentials_end_the_run_with_an_error_and_lose_nothing() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[("IAMPORT_SECRET", "wrong")]).await;
+    let app = app_for(&sim, &[wrong_secret()]).await;
     let t0 = seoul_10am(2026, 12, 1);
     let sub = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
     let err = run_at(&app, t0, "run-1").await.unwrap_err();
@@ -439,11 +441,8 @@ async fn bad_credentials_end_the_run_with_an_error_and_lose_nothing() {
         app.config.clone(),
         app.engine.ledger.clone(),
         shared::app::Credentials {
-            imp_key: shared::secret::Secret::new(testkit::SIM_KEY),
-            imp_secret: shared::secret::Secret::new(testkit::SIM_SECRET),
             uid_key: Some(shared::secret::Secret::new("a-fixed-uid-key-for-tests")),
-            api_keys: Default::default(),
-            portone: None,
+            ..testkit::sim_credentials(&sim)
         },
         shared::clock::Clock::system(),
     )
@@ -458,7 +457,7 @@ async fn bad_credentials_end_the_run_with_an_error_and_lose_nothing() {
 #[tokio::test]
 async fn dynamodb_failure_ends_the_run_with_an_error_status() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[]).await;
+    let app = app_for(&sim, &[]).await;
     let broken = shared::ledger::dynamodb::DynamoLedger::new(
         testkit::dynamodb_client().await,
         "no-such-table",
@@ -467,13 +466,7 @@ async fn dynamodb_failure_ends_the_run_with_an_error_status() {
     let broken = App::new(
         app.config.clone(),
         broken,
-        shared::app::Credentials {
-            imp_key: shared::secret::Secret::new(testkit::SIM_KEY),
-            imp_secret: shared::secret::Secret::new(testkit::SIM_SECRET),
-            uid_key: None,
-            api_keys: Default::default(),
-            portone: None,
-        },
+        testkit::sim_credentials(&sim),
         shared::clock::Clock::system(),
     )
     .unwrap();
@@ -487,7 +480,7 @@ async fn dynamodb_failure_ends_the_run_with_an_error_status() {
 #[tokio::test]
 async fn the_event_fixtures_are_accepted() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[]).await;
+    let app = app_for(&sim, &[]).await;
     for name in ["scheduled-event.json", "scheduler-input.json"] {
         let report = handle(&app, LambdaEvent::new(event_json(name), Context::default()))
             .await
@@ -506,29 +499,13 @@ async fn the_event_fixtures_are_accepted() {
 #[tokio::test]
 async fn a_payment_under_a_uid_guessed_from_the_subscription_id_does_not_stop_billing() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[]).await;
+    let app = app_for(&sim, &[]).await;
     let t0 = seoul_10am(2026, 12, 1);
     let sub = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
     // What a customer can build from what they see.
     let guessed = format!("s{}{}a1", sub.id, sub.current_period());
-    let foreign = app
-        .engine
-        .gateway
-        .v1()
-        .charge_again(&shared::iamport::AgainRequest {
-            customer_uid: sub.customer_uid.clone(),
-            merchant_uid: guessed.clone(),
-            amount: 100,
-            currency: "KRW",
-            name: "x".into(),
-            buyer_name: None,
-            buyer_email: None,
-            buyer_tel: None,
-            custom_data: None,
-            notice_url: None,
-        })
-        .await;
-    assert!(matches!(foreign, shared::iamport::AgainOutcome::Paid(_)));
+    let foreign = charge_directly(&app, &sub.customer_uid, &guessed, 100).await;
+    assert!(matches!(foreign, shared::gateway::ChargeOutcome::Paid(_)));
     let r = run_at(&app, t0, "run-1").await.unwrap();
     assert_eq!(r.summary.charged, 1, "{r:?}");
     let now = reload(&app, &sub).await;
@@ -552,7 +529,7 @@ async fn a_payment_under_a_uid_guessed_from_the_subscription_id_does_not_stop_bi
 #[tokio::test]
 async fn a_foreign_payment_under_our_merchant_uid_goes_to_a_person() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[]).await;
+    let app = app_for(&sim, &[]).await;
     let t0 = seoul_10am(2026, 12, 1);
     let sub = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
     let muid = app
@@ -560,24 +537,8 @@ async fn a_foreign_payment_under_our_merchant_uid_goes_to_a_person() {
         .settings
         .uid_key
         .charge_uid(&sub.id, &sub.current_period(), 1);
-    let foreign = app
-        .engine
-        .gateway
-        .v1()
-        .charge_again(&shared::iamport::AgainRequest {
-            customer_uid: sub.customer_uid.clone(),
-            merchant_uid: muid.clone(),
-            amount: 100,
-            currency: "KRW",
-            name: "x".into(),
-            buyer_name: None,
-            buyer_email: None,
-            buyer_tel: None,
-            custom_data: None,
-            notice_url: None,
-        })
-        .await;
-    assert!(matches!(foreign, shared::iamport::AgainOutcome::Paid(_)));
+    let foreign = charge_directly(&app, &sub.customer_uid, &muid, 100).await;
+    assert!(matches!(foreign, shared::gateway::ChargeOutcome::Paid(_)));
     let r = run_at(&app, t0, "run-1").await.unwrap();
     assert_eq!((r.summary.charged, r.summary.needs_review), (0, 1), "{r:?}");
     assert!(r.error.is_none() && r.stopped.is_none(), "{r:?}");
@@ -621,14 +582,14 @@ async fn a_foreign_payment_under_our_merchant_uid_goes_to_a_person() {
 #[tokio::test]
 async fn a_throttled_charge_is_deferred_and_the_run_goes_on() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[("CHARGE_CONCURRENCY", "1")]).await;
+    let app = app_for(&sim, &[("CHARGE_CONCURRENCY", "1")]).await;
     let t0 = seoul_10am(2026, 12, 1);
     let mut subs = Vec::new();
     for _ in 0..4 {
         subs.push(seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await);
     }
     sim.inject(Fault {
-        path_prefix: Some("/subscribe/payments/again".into()),
+        path_prefix: Some(CHARGE_PATHS.into()),
         ..Fault::new(FaultKind::TooManyRequests)
     });
     let r = run_at(&app, t0, "run-1").await.unwrap();
@@ -649,20 +610,21 @@ async fn a_throttled_charge_is_deferred_and_the_run_goes_on() {
 #[tokio::test]
 async fn a_401_while_classifying_a_refusal_releases_the_claim() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[]).await;
+    let app = app_for(&sim, &[]).await;
     let t0 = seoul_10am(2026, 12, 1);
     let sub = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
     sim.inject(Fault {
-        path_prefix: Some("/subscribe/payments/again".into()),
+        path_prefix: Some(CHARGE_PATHS.into()),
         ..Fault::new(FaultKind::Reject {
             code: 1,
             message: "카드사 통신 오류".into(),
         })
     });
-    // The lookup is refused, also after the client's forced token refresh.
+    // The lookup is refused, also after the V1 client's forced token
+    // refresh (V2 has no token: one refusal).
     sim.inject(Fault {
-        path_prefix: Some("/payments/find".into()),
-        times: 2,
+        path_prefix: Some(LOOKUP_PATHS.into()),
+        times: if testkit::v2_mode() { 1 } else { 2 },
         ..Fault::new(FaultKind::Unauthorized)
     });
     let err = run_at(&app, t0, "run-1").await.unwrap_err();

@@ -167,6 +167,10 @@ fn decode<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Answer<T> {
             })),
         };
     }
+    // Throttled: PortOne did not take the request, whatever the body says.
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return Answer::Failed(GatewayError::not_sent(format!("PortOne answered {status}")));
+    }
     match serde_json::from_slice::<ErrorBody>(body) {
         Ok(error) if !error.kind.is_empty() => Answer::Refused {
             status: status.as_u16(),
@@ -177,7 +181,7 @@ fn decode<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Answer<T> {
             http_status: Some(status.as_u16()),
             detail: format!("PortOne answered {status} without a typed error"),
         })),
-        _ if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT => {
+        _ if status == StatusCode::REQUEST_TIMEOUT => {
             Answer::Failed(GatewayError::not_sent(format!("PortOne answered {status}")))
         }
         _ => Answer::Failed(GatewayError::Rejected(Rejection {
@@ -190,5 +194,31 @@ fn decode<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Answer<T> {
             code: None,
             message: format!("PortOne answered {status} without a typed error"),
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::RejectionKind;
+
+    #[test]
+    fn a_throttled_answer_was_never_taken_even_with_a_typed_body() {
+        for body in [
+            &br#"{"type":"TOO_MANY_REQUESTS","message":"slow down"}"#[..],
+            b"",
+        ] {
+            match decode::<model::Ignored>(StatusCode::TOO_MANY_REQUESTS, body) {
+                Answer::Failed(GatewayError::Rejected(r)) => {
+                    assert_eq!(r.kind, RejectionKind::NotSent)
+                }
+                _ => panic!("429 must be 'not sent'"),
+            }
+        }
+        // A typed error of any other status stays a typed refusal.
+        assert!(matches!(
+            decode::<model::Ignored>(StatusCode::CONFLICT, br#"{"type":"ALREADY_PAID"}"#),
+            Answer::Refused { status: 409, .. }
+        ));
     }
 }

@@ -16,6 +16,9 @@ pub(crate) const V2_WINDOW_PATH: &str = "/portone/window";
 /// A `path_prefix` meaning "the billing-key charge, whichever API": V1's
 /// `again` and V2's `POST /portone/payments/{paymentId}/billing-key`.
 pub const CHARGE_PATHS: &str = "@charge";
+/// A `path_prefix` meaning "a payment lookup by merchant uid, whichever
+/// API": V1's `/payments/find/…` and V2's `GET /portone/payments/{paymentId}`.
+pub const LOOKUP_PATHS: &str = "@lookup";
 /// Prefix of the control endpoints, which faults never touch.
 pub(crate) const CONTROL_PREFIX: &str = "/__sim";
 
@@ -98,6 +101,11 @@ impl Fault {
         self.on_path(CHARGE_PATHS)
     }
 
+    /// Restrict to payment lookups by merchant uid of either API ([`LOOKUP_PATHS`]).
+    pub fn on_lookup(self) -> Self {
+        self.on_path(LOOKUP_PATHS)
+    }
+
     /// Restrict to requests naming `customer_uid`.
     pub fn for_customer(mut self, customer_uid: impl Into<String>) -> Self {
         self.customer_uid = Some(customer_uid.into());
@@ -124,6 +132,9 @@ impl Fault {
                 Some(prefix) if prefix == CHARGE_PATHS => {
                     path == AGAIN_PATH || is_v2_charge_path(path)
                 }
+                Some(prefix) if prefix == LOOKUP_PATHS => {
+                    path.starts_with("/payments/find/") || is_v2_lookup_path(path)
+                }
                 Some(prefix) => path.starts_with(prefix.as_str()),
                 None => is_rest_api_path(path),
             },
@@ -142,6 +153,12 @@ fn is_rest_api_path(path: &str) -> bool {
         && path != WINDOW_PATH
         && path != V2_WINDOW_PATH
         && !path.starts_with(CONTROL_PREFIX)
+}
+
+/// `GET /portone/payments/{paymentId}`.
+pub(crate) fn is_v2_lookup_path(path: &str) -> bool {
+    path.strip_prefix("/portone/payments/")
+        .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
 }
 
 /// `POST /portone/payments/{paymentId}/billing-key`.
@@ -199,6 +216,11 @@ mod tests {
         assert!(fault.matches("/portone/payments/s1a1/billing-key", None));
         assert!(!fault.matches("/portone/payments/s1a1", None));
         assert!(!fault.matches("/payments/find/s1a1", None));
+        let lookup = Fault::new(FaultKind::Http500).on_lookup();
+        assert!(lookup.matches("/payments/find/s1a1", None));
+        assert!(lookup.matches("/portone/payments/s1a1", None));
+        assert!(!lookup.matches("/portone/payments/s1a1/billing-key", None));
+        assert!(!lookup.matches(AGAIN_PATH, None));
     }
 
     #[test]

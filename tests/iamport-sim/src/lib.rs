@@ -44,7 +44,7 @@ use axum::routing::{get, post};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use fault::{CHARGE_PATHS, Fault, FaultKind};
+pub use fault::{CHARGE_PATHS, Fault, FaultKind, LOOKUP_PATHS};
 pub use model::{
     CancelHistory, Customer, LedgerEntry, NewCustomer, Payment, PaymentStatus, Promotion,
     UnknownStatus,
@@ -369,6 +369,19 @@ impl SimHandle {
     /// (e.g. `request_count("/subscribe/payments/again")`).
     pub fn request_count(&self, path_prefix: &str) -> u64 {
         self.sim.request_count(path_prefix)
+    }
+
+    /// Billing-key charge requests of either API (V1 `again`, V2
+    /// `POST /portone/payments/{id}/billing-key`), whatever their answer.
+    pub fn charge_requests(&self) -> u64 {
+        self.sim
+            .request_counts()
+            .iter()
+            .filter(|(path, _)| {
+                path.as_str() == fault::AGAIN_PATH || fault::is_v2_charge_path(path)
+            })
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// Requests per exact path.

@@ -342,6 +342,38 @@ pub fn sim_credentials(sim: &iamport_sim::SimHandle) -> shared::app::Credentials
     }
 }
 
+/// A charge sent straight through the app's gateway (as a customer, or a
+/// crashed run, might have made it), outside the engine.
+pub async fn charge_directly(
+    app: &shared::app::App,
+    customer_uid: &str,
+    merchant_uid: &str,
+    amount: i64,
+) -> shared::gateway::ChargeOutcome {
+    use shared::gateway::PaymentGateway;
+    app.engine
+        .gateway
+        .charge(&shared::gateway::ChargeRequest {
+            customer_uid: customer_uid.to_owned(),
+            merchant_uid: merchant_uid.to_owned(),
+            amount,
+            name: "x".into(),
+            buyer: Default::default(),
+            custom_data: None,
+            notice_url: None,
+        })
+        .await
+}
+
+/// The setting that makes the app's gateway credentials wrong, for the API in use.
+pub fn wrong_secret() -> (&'static str, &'static str) {
+    if v2_mode() {
+        ("PORTONE_API_SECRET", "wrong")
+    } else {
+        ("IAMPORT_SECRET", "wrong")
+    }
+}
+
 /// Like [`test_app`], with `PAYMENT_API=v2` against the simulator's
 /// PortOne V2 face (its default store, channel, API secret and webhook
 /// secret).
