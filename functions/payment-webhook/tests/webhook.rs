@@ -1,6 +1,9 @@
 //! payment-webhook end to end: the simulator's webhook sender posts over
 //! real HTTP to a local gateway that hands API Gateway v2 events to the
-//! handler; moto_server holds the table.
+//! handler; moto_server holds the table. The tests of settling and
+//! refusing run in both modes (`PAYMENT_API=v2`: signed V2 notices); the
+//! ones about V1's body formats and source allow-list run on V1 only (V2's
+//! signatures have their own tests in `tests/e2e/tests/portone_v2.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +16,10 @@ use shared::app::App;
 use shared::billing::BILLING_TZ;
 use shared::billing::{AttemptState, Subscription};
 use shared::ledger::Ledger;
-use testkit::{http_event, http_request, local_gateway, seed_subscription, start_sim, test_app};
+use testkit::{
+    app_for, charge_directly, http_event, http_request, local_gateway, seed_subscription,
+    start_sim, test_app, v2_mode,
+};
 
 async fn gateway(app: Arc<App>) -> String {
     local_gateway("webhook-json.json", move |request| {
@@ -53,10 +59,70 @@ async fn charge_run(app: &App) {
         .unwrap();
 }
 
+/// An app of the API in use (`PAYMENT_API`) with one subscription due at `t0`.
 async fn seeded(sim: &SimHandle, extra: &[(&str, &str)]) -> (Arc<App>, Subscription) {
+    let app = Arc::new(app_for(sim, extra).await);
+    let sub = seed_subscription(&app, sim, t0() - chrono::Duration::hours(1)).await;
+    (app, sub)
+}
+
+/// The same on i'mport V1 whatever the mode (tests of V1's body formats).
+async fn seeded_v1(sim: &SimHandle, extra: &[(&str, &str)]) -> (Arc<App>, Subscription) {
     let app = Arc::new(test_app(&sim.base_url(), extra).await);
     let sub = seed_subscription(&app, sim, t0() - chrono::Duration::hours(1)).await;
     (app, sub)
+}
+
+/// A notice that payment `imp_uid` of `merchant_uid` is `status`, as the
+/// API in use sends it: V1's unsigned JSON, or V2's `Transaction.*` signed
+/// with the simulator's webhook secret.
+async fn notify(
+    app: &App,
+    sim: &SimHandle,
+    imp_uid: &str,
+    merchant_uid: &str,
+    status: &str,
+) -> (u16, String) {
+    if !v2_mode() {
+        let body = format!(
+            r#"{{"imp_uid":"{imp_uid}","merchant_uid":"{merchant_uid}","status":"{status}"}}"#
+        );
+        return send(app, Some("application/json"), body.as_bytes(), "127.0.0.1").await;
+    }
+    let kind = match status {
+        "paid" => "Transaction.Paid",
+        "failed" => "Transaction.Failed",
+        _ => "Transaction.Cancelled",
+    };
+    let body = serde_json::json!({
+        "type": kind,
+        "timestamp": app.engine.now().to_rfc3339(),
+        "data": {
+            "storeId": sim.config().portone_store_id,
+            "paymentId": merchant_uid,
+            "transactionId": imp_uid,
+        },
+    })
+    .to_string();
+    let mut request = http_event(
+        "webhook-json.json",
+        "POST",
+        "/webhooks/iamport",
+        Some("application/json"),
+        body.as_bytes(),
+        "127.0.0.1",
+    );
+    for (name, value) in testkit::v2_signature_headers(sim, app.engine.now().timestamp(), &body) {
+        request.headers_mut().insert(
+            name,
+            lambda_http::http::HeaderValue::from_str(&value).unwrap(),
+        );
+    }
+    let response = handle(app, request).await.unwrap();
+    (
+        response.status().as_u16(),
+        String::from_utf8_lossy(response.body().as_ref()).into_owned(),
+    )
 }
 
 #[tokio::test]
@@ -71,21 +137,19 @@ async fn a_webhook_arriving_before_the_charge_result_settles_the_attempt_once() 
         delay: Duration::ZERO,
     });
     // i'mport charges, sends the webhook at once, and the API answer never comes back in time.
-    sim.inject(Fault {
-        path_prefix: Some("/subscribe/payments/again".into()),
-        ..Fault::new(FaultKind::HangAfter { secs: 3 })
-    });
-    sim.inject(Fault {
-        path_prefix: Some("/payments/find".into()),
-        ..Fault::new(FaultKind::Http500)
-    });
+    sim.inject(Fault::new(FaultKind::HangAfter { secs: 3 }).on_charge());
+    sim.inject(Fault::new(FaultKind::Http500).on_lookup());
     charge_run(&app).await;
     let deliveries = sim.wait_for_webhooks(3, Duration::from_secs(5)).await;
     assert_eq!(deliveries.len(), 3);
-    assert!(
-        deliveries.iter().all(|d| d.http_status == Some(200)),
-        "{deliveries:?}"
-    );
+    // In V2 the webhook's lookup and the run's are the same request
+    // (`GET /payments/{paymentId}`): the failing one may be the webhook's,
+    // which then answers 503 so that PortOne sends it again.
+    let ok = |d: &iamport_sim::WebhookDelivery| {
+        d.http_status == Some(200) || (v2_mode() && d.http_status == Some(503))
+    };
+    assert!(deliveries.iter().all(ok), "{deliveries:?}");
+    assert_eq!(deliveries.last().and_then(|d| d.http_status), Some(200));
 
     let period = sub.current_period();
     let attempt = app
@@ -122,7 +186,7 @@ async fn a_webhook_arriving_before_the_charge_result_settles_the_attempt_once() 
 #[tokio::test]
 async fn form_encoded_webhooks_and_console_refunds_are_recorded() {
     let sim = start_sim().await;
-    let (app, sub) = seeded(&sim, &[]).await;
+    let (app, sub) = seeded_v1(&sim, &[]).await;
     let url = gateway(Arc::clone(&app)).await;
     sim.set_webhook(WebhookSettings {
         url: Some(format!("{url}/webhooks/iamport")),
@@ -168,7 +232,7 @@ async fn form_encoded_webhooks_and_console_refunds_are_recorded() {
 #[tokio::test]
 async fn forged_unknown_and_mismatched_notifications_are_acknowledged_without_state() {
     let sim = start_sim().await;
-    let (app, sub) = seeded(&sim, &[]).await;
+    let (app, sub) = seeded_v1(&sim, &[]).await;
     charge_run(&app).await;
     let period = sub.current_period();
     let muid = app.engine.settings.uid_key.charge_uid(&sub.id, &period, 1);
@@ -237,7 +301,7 @@ async fn forged_unknown_and_mismatched_notifications_are_acknowledged_without_st
 #[tokio::test]
 async fn bad_bodies_get_4xx_and_touch_nothing() {
     let sim = start_sim().await;
-    let (app, _) = seeded(&sim, &[]).await;
+    let (app, _) = seeded_v1(&sim, &[]).await;
     let before = sim.request_counts();
     let big = vec![b'a'; 9000];
     let cases: Vec<(Option<&str>, &[u8], u16)> = vec![
@@ -286,7 +350,7 @@ async fn bad_bodies_get_4xx_and_touch_nothing() {
 #[tokio::test]
 async fn the_allow_list_admits_only_listed_sources() {
     let sim = start_sim().await;
-    let (app, _) = seeded(
+    let (app, _) = seeded_v1(
         &sim,
         &[(
             "WEBHOOK_ALLOWED_IPS",
@@ -324,14 +388,8 @@ async fn the_allow_list_admits_only_listed_sources() {
 async fn iamport_down_answers_503_so_the_resend_can_settle_it() {
     let sim = start_sim().await;
     let (app, sub) = seeded(&sim, &[]).await;
-    sim.inject(Fault {
-        path_prefix: Some("/subscribe/payments/again".into()),
-        ..Fault::new(FaultKind::HangAfter { secs: 3 })
-    });
-    sim.inject(Fault {
-        path_prefix: Some("/payments/find".into()),
-        ..Fault::new(FaultKind::Http500)
-    });
+    sim.inject(Fault::new(FaultKind::HangAfter { secs: 3 }).on_charge());
+    sim.inject(Fault::new(FaultKind::Http500).on_lookup());
     charge_run(&app).await;
     let muid = app
         .engine
@@ -343,15 +401,14 @@ async fn iamport_down_answers_503_so_the_resend_can_settle_it() {
         .into_iter()
         .find(|p| p.merchant_uid == muid)
         .unwrap();
-    let body = format!(
-        r#"{{"imp_uid":"{}","merchant_uid":"{muid}","status":"paid"}}"#,
-        real.imp_uid
-    );
-    sim.inject(Fault {
-        path_prefix: Some("/payments/".into()),
-        ..Fault::new(FaultKind::Http500)
-    });
-    let (status, _) = send(&app, Some("application/json"), body.as_bytes(), "127.0.0.1").await;
+    // Every payment lookup fails (V1 by imp_uid, V2 by paymentId).
+    let lookups = if v2_mode() {
+        "/portone/payments/"
+    } else {
+        "/payments/"
+    };
+    sim.inject(Fault::new(FaultKind::Http500).on_path(lookups));
+    let (status, _) = notify(&app, &sim, &real.imp_uid, &muid, "paid").await;
     assert_eq!(status, 503);
     let attempt = app
         .engine
@@ -361,7 +418,7 @@ async fn iamport_down_answers_503_so_the_resend_can_settle_it() {
         .unwrap()
         .unwrap();
     assert_eq!(attempt.state, AttemptState::Unknown);
-    let (status, text) = send(&app, Some("application/json"), body.as_bytes(), "127.0.0.1").await;
+    let (status, text) = notify(&app, &sim, &real.imp_uid, &muid, "paid").await;
     assert_eq!((status, text.contains("settled")), (200, true), "{text}");
     let attempt = app
         .engine
@@ -398,31 +455,11 @@ async fn a_late_payment_on_a_declined_attempt_stops_charging_and_goes_to_a_perso
         .unwrap();
     assert_eq!(first.state, AttemptState::Failed);
     // i'mport now shows money under that attempt's merchant_uid.
-    let late = app
-        .engine
-        .gateway
-        .v1()
-        .charge_again(&shared::iamport::AgainRequest {
-            customer_uid: sub.customer_uid.clone(),
-            merchant_uid: first.merchant_uid.clone(),
-            amount: first.amount,
-            currency: "KRW",
-            name: sub.plan.name.clone(),
-            buyer_name: None,
-            buyer_email: None,
-            buyer_tel: None,
-            custom_data: None,
-            notice_url: None,
-        })
-        .await;
-    let shared::iamport::AgainOutcome::Paid(late) = late else {
+    let late = charge_directly(&app, &sub.customer_uid, &first.merchant_uid, first.amount).await;
+    let shared::gateway::ChargeOutcome::Paid(late) = late else {
         panic!("{late:?}")
     };
-    let body = format!(
-        r#"{{"imp_uid":"{}","merchant_uid":"{}","status":"paid"}}"#,
-        late.imp_uid, first.merchant_uid
-    );
-    let (status, text) = send(&app, Some("application/json"), body.as_bytes(), "127.0.0.1").await;
+    let (status, text) = notify(&app, &sim, &late.imp_uid, &first.merchant_uid, "paid").await;
     assert_eq!(
         (status, text.contains("needs review")),
         (200, true),

@@ -252,8 +252,9 @@ async fn charge(
     let path = format!("/portone/payments/{payment_id}/billing-key");
     let key = input.billing_key.clone();
     let sim_for_work = Arc::clone(&sim);
-    let mut webhook_job = None;
-    let response = with_faults(&sim, &path, Some(&key), |fault| {
+    // Webhooks leave when the work is done, before any hang: a client that
+    // gives up (and drops the connection) does not stop them.
+    with_faults(&sim, &path, Some(&key), |fault| {
         if sim_for_work.v2_key_deleted(&key) {
             return error(
                 StatusCode::CONFLICT,
@@ -291,7 +292,9 @@ async fn charge(
                 "결제가 이미 완료되었습니다.",
             ),
             ChargeOutcome::Attempted { payment, webhook } => {
-                webhook_job = webhook;
+                if let Some(job) = webhook {
+                    webhook::dispatch(Arc::clone(&sim_for_work), job);
+                }
                 if payment.status == PaymentStatus::Paid {
                     ApiReply::raw(
                         StatusCode::OK,
@@ -315,11 +318,7 @@ async fn charge(
             }
         }
     })
-    .await;
-    if let Some(job) = webhook_job {
-        webhook::dispatch(sim, job);
-    }
-    response
+    .await
 }
 
 /// `GET /payments/{paymentId}`
@@ -567,8 +566,7 @@ async fn cancel(
     }
     let path = format!("/portone/payments/{payment_id}/cancel");
     let sim2 = Arc::clone(&sim);
-    let mut webhook_job = None;
-    let response = with_faults(&sim, &path, None, |_| {
+    with_faults(&sim, &path, None, |_| {
         let outcome = sim2.cancel(CancelRequest {
             imp_uid: None,
             merchant_uid: Some(payment_id.clone()),
@@ -603,7 +601,9 @@ async fn cancel(
                 "결제 취소 금액이 취소 가능 금액을 초과합니다.",
             ),
             CancelOutcome::Cancelled { payment, webhook } => {
-                webhook_job = webhook;
+                if let Some(job) = webhook {
+                    webhook::dispatch(Arc::clone(&sim2), job);
+                }
                 let Some(c) = payment.cancel_history.last().cloned() else {
                     return error(
                         StatusCode::INTERNAL_SERVER_ERROR,
@@ -628,11 +628,7 @@ async fn cancel(
             }
         }
     })
-    .await;
-    if let Some(job) = webhook_job {
-        webhook::dispatch(sim, job);
-    }
-    response
+    .await
 }
 
 /// The billing-key window: what `PortOne.requestIssueBillingKey({storeId,

@@ -365,6 +365,27 @@ pub async fn charge_directly(
         .await
 }
 
+/// Standard Webhooks headers for `body`, signed at `timestamp` with the
+/// simulator's V2 webhook secret (as PortOne would send them).
+pub fn v2_signature_headers(
+    sim: &iamport_sim::SimHandle,
+    timestamp: i64,
+    body: &str,
+) -> Vec<(&'static str, String)> {
+    use base64::Engine;
+    let secret = sim.config().portone_webhook_secret.clone();
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim_start_matches("whsec_"))
+        .expect("whsec_ secret");
+    let id = format!("msg_test{timestamp}");
+    let signature = shared::portone::webhook::sign(&key, &id, timestamp, body.as_bytes());
+    vec![
+        ("webhook-id", id),
+        ("webhook-timestamp", timestamp.to_string()),
+        ("webhook-signature", signature),
+    ]
+}
+
 /// The setting that makes the app's gateway credentials wrong, for the API in use.
 pub fn wrong_secret() -> (&'static str, &'static str) {
     if v2_mode() {
