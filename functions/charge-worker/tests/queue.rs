@@ -53,7 +53,7 @@ fn rand_suffix() -> u64 {
 }
 
 async fn seeded(sim: &SimHandle, n: usize) -> (App, Vec<Subscription>) {
-    let app = app_for(&sim, &[("CHARGE_CONCURRENCY", "4")]).await;
+    let app = app_for(sim, &[("CHARGE_CONCURRENCY", "4")]).await;
     let mut subs = Vec::new();
     for _ in 0..n {
         subs.push(seed_subscription(&app, sim, t0() - chrono::Duration::hours(1)).await);
