@@ -1,7 +1,9 @@
 //! subscription-api end to end: API Gateway v2 events from `infra/events/`,
 //! a real DynamoDB API (moto_server) and the i'mport simulator (its payment
 //! window, its billing keys, its refunds and webhooks), with the charge run
-//! and the callback beside it.
+//! and the callback beside it. `PAYMENT_API=v2` runs them against the
+//! simulator's PortOne V2 face (all but the one about a window that took an
+//! odd amount: V2 windows take no money).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,8 +17,8 @@ use shared::billing::{AttemptState, BILLING_TZ, Subscription, SubscriptionId, Su
 use shared::gateway::PaymentGateway;
 use shared::ledger::Ledger;
 use testkit::{
-    crashed_claim, event_json, http_request, local_gateway, open_window, seed_subscription,
-    start_sim, test_app,
+    app_for, crashed_claim, event_json, http_request, local_gateway, open_window,
+    seed_subscription, start_sim, test_app,
 };
 
 /// 10:00 in Seoul, 1 December 2026: when the seeded subscriptions are due.
@@ -128,14 +130,33 @@ async fn sign_up(app: &App, sim: &SimHandle, user: &str) -> SubscriptionId {
         .unwrap();
     assert_eq!(response.status().as_u16(), 201);
     let prepared: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
-    complete_window(app, sim, &prepared["request_pay"]).await;
+    complete_window(app, sim, sdk(&prepared)).await;
     SubscriptionId::parse(prepared["subscription_id"].as_str().unwrap()).unwrap()
+}
+
+/// The browser SDK's parameters in a `prepare` (or `payment-method`)
+/// answer: `request_pay` (V1) or `request_issue_billing_key` (V2).
+fn sdk(prepared: &Value) -> &Value {
+    match prepared.get("request_issue_billing_key") {
+        Some(v2) => v2,
+        None => &prepared["request_pay"],
+    }
+}
+
+/// Plays the browser through the window of the API in use (from its SDK
+/// parameters) and back; returns the redirect's query.
+async fn window_query(sim: &SimHandle, params: &Value) -> String {
+    if params.get("storeId").is_some() {
+        testkit::open_v2_window(sim, params, &[]).await
+    } else {
+        open_window(&sim.base_url(), params, &[]).await
+    }
 }
 
 /// Plays the browser through the window and back to the callback; returns
 /// where the callback sent it.
-async fn complete_window(app: &App, sim: &SimHandle, request_pay: &Value) -> String {
-    let query = open_window(&sim.base_url(), request_pay, &[]).await;
+async fn complete_window(app: &App, sim: &SimHandle, params: &Value) -> String {
+    let query = window_query(sim, params).await;
     let redirect = billing_callback::handle(
         app,
         http_request("callback-success.json", Some(&query), None),
@@ -154,7 +175,7 @@ async fn complete_window(app: &App, sim: &SimHandle, request_pay: &Value) -> Str
 #[tokio::test]
 async fn a_subscription_is_read_changed_and_cancelled_through_the_api() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[]).await;
+    let app = app_for(&sim, &[]).await;
     let id = sign_up(&app, &sim, "user-7").await;
 
     let read = get(
@@ -168,7 +189,12 @@ async fn a_subscription_is_read_changed_and_cancelled_through_the_api() {
     assert_eq!(s["status"], "active");
     assert_eq!(s["user_id"], "user-7");
     assert_eq!(s["plan"], json!({"amount": 9900, "name": "월간 구독"}));
-    assert_eq!(s["card"]["pg_provider"], "chai");
+    let pg = if testkit::v2_mode() { "tosspayments" } else { "chai" };
+    assert_eq!(s["card"]["pg_provider"], pg, "the key's PG, from the gateway");
+    assert!(
+        !s.to_string().contains("billing-key-") && !s.to_string().contains("cu_"),
+        "no key reference in the API: {s}"
+    );
     assert!(s["paid_through"].is_string() && s["next_charge_at"].is_string());
     assert_eq!(s["cancel_at_period_end"], false);
     assert_eq!(s["open_attempt"], Value::Null);
@@ -304,7 +330,7 @@ async fn a_subscription_is_read_changed_and_cancelled_through_the_api() {
 async fn a_plan_change_never_changes_a_started_period_and_a_period_end_cancel_charges_nothing_more()
 {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[]).await;
+    let app = app_for(&sim, &[]).await;
     let sub = seed_subscription(&app, &sim, t0() - chrono::Duration::hours(1)).await;
     sim.decline_customer(&sub.customer_uid, "잔액부족");
     charge_run(&app, t0(), "dec").await;
@@ -352,7 +378,7 @@ async fn a_plan_change_never_changes_a_started_period_and_a_period_end_cancel_ch
 #[tokio::test]
 async fn a_cancel_racing_a_charge_run_loses_neither_write_and_orphans_nothing() {
     let sim = start_sim().await;
-    let app = Arc::new(test_app(&sim.base_url(), &[]).await);
+    let app = Arc::new(app_for(&sim, &[]).await);
     // Ten subscriptions; each is cancelled while the run charges them.
     let mut subs = Vec::new();
     for _ in 0..10 {
@@ -420,7 +446,7 @@ async fn a_cancel_racing_a_charge_run_loses_neither_write_and_orphans_nothing() 
 #[tokio::test]
 async fn a_charge_in_flight_when_cancelled_is_settled_by_the_next_run() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[("DELETE_KEY_ON_CANCEL", "false")]).await;
+    let app = app_for(&sim, &[("DELETE_KEY_ON_CANCEL", "false")]).await;
     let sub = seed_subscription(&app, &sim, t0() - chrono::Duration::hours(1)).await;
     // A run claimed the charge and i'mport took the money; then it died.
     let claim = crashed_claim(&app, &sub, true).await;
@@ -456,7 +482,7 @@ async fn a_charge_in_flight_when_cancelled_is_settled_by_the_next_run() {
 #[tokio::test]
 async fn refunds_are_checked_idempotent_and_recorded_once_even_racing_the_webhook() {
     let sim = start_sim().await;
-    let app = Arc::new(test_app(&sim.base_url(), &[]).await);
+    let app = Arc::new(app_for(&sim, &[]).await);
     let hook_app = Arc::clone(&app);
     let hooks = local_gateway("webhook-json.json", move |r| {
         let app = Arc::clone(&hook_app);
@@ -558,7 +584,7 @@ async fn refunds_are_checked_idempotent_and_recorded_once_even_racing_the_webhoo
 #[tokio::test]
 async fn a_refund_with_a_stale_view_refunds_nothing_and_learns_the_truth() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[]).await;
+    let app = app_for(&sim, &[]).await;
     let sub = seed_subscription(&app, &sim, t0() - chrono::Duration::hours(1)).await;
     charge_run(&app, t0(), "dec").await;
     let (merchant_uid, _, _) = charges_at_sim(&sim)[0].clone();
@@ -610,7 +636,7 @@ async fn a_refund_with_a_stale_view_refunds_nothing_and_learns_the_truth() {
 #[tokio::test]
 async fn a_new_card_while_past_due_is_charged_at_once_and_the_old_key_is_deleted() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[]).await;
+    let app = app_for(&sim, &[]).await;
     let sub = seed_subscription(&app, &sim, t0() - chrono::Duration::hours(1)).await;
     sim.decline_customer(&sub.customer_uid, "잔액부족");
     charge_run(&app, t0(), "dec").await;
@@ -628,18 +654,28 @@ async fn a_new_card_while_past_due_is_charged_at_once_and_the_old_key_is_deleted
     )
     .await;
     assert_eq!(card.status, 201, "{}", card.body);
-    let rp = &card.body["request_pay"];
-    let new_key = rp["customer_uid"].as_str().unwrap().to_owned();
-    assert_ne!(new_key, sub.customer_uid);
-    assert_eq!(rp["amount"], 0);
-    let merchant_uid = rp["merchant_uid"].as_str().unwrap();
+    let rp = sdk(&card.body);
+    let merchant_uid = rp
+        .get("merchant_uid")
+        .or_else(|| rp.get("issueId"))
+        .and_then(Value::as_str)
+        .unwrap();
     assert!(merchant_uid.len() <= 40 && merchant_uid.chars().all(|c| c.is_ascii_alphanumeric()));
+    if !testkit::v2_mode() {
+        // V1: the new key's name is ours, and the window takes nothing.
+        assert_ne!(rp["customer_uid"], json!(sub.customer_uid));
+        assert_eq!(rp["amount"], 0);
+    }
     let location = complete_window(&app, &sim, rp).await;
     assert!(location.contains("first_charge=paid"), "{location}");
 
     let s = stored(&app, &sub.id).await;
     assert_eq!(s.status, SubscriptionStatus::Active);
-    assert_eq!(s.customer_uid, new_key);
+    let new_key = s.customer_uid.clone();
+    assert_ne!(new_key, sub.customer_uid);
+    if !testkit::v2_mode() {
+        assert_eq!(json!(new_key), rp["customer_uid"]);
+    }
     assert!(sim.customer(&sub.customer_uid).is_none(), "old key deleted");
     let attempts = app.engine.ledger.list_attempts(&sub.id).await.unwrap();
     let states: Vec<_> = attempts.iter().map(|a| (a.attempt, a.state)).collect();
@@ -650,7 +686,7 @@ async fn a_new_card_while_past_due_is_charged_at_once_and_the_old_key_is_deleted
     assert_eq!(attempts[1].customer_uid, new_key);
     assert_eq!(charges_at_sim(&sim).len(), 1);
     // The window's callback again (a refresh) changes nothing.
-    let query = open_window(&sim.base_url(), rp, &[]).await;
+    let query = window_query(&sim, rp).await;
     let _ = billing_callback::handle(
         &app,
         http_request("callback-success.json", Some(&query), None),
@@ -662,7 +698,7 @@ async fn a_new_card_while_past_due_is_charged_at_once_and_the_old_key_is_deleted
 #[tokio::test]
 async fn a_card_replaced_while_a_charge_is_out_settles_that_charge_and_charges_no_more() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[]).await;
+    let app = app_for(&sim, &[]).await;
     let sub = seed_subscription(&app, &sim, t0() - chrono::Duration::hours(1)).await;
     // A run charged the old card and died before recording it.
     let claim = crashed_claim(&app, &sub, true).await;
@@ -674,7 +710,7 @@ async fn a_card_replaced_while_a_charge_is_out_settles_that_charge_and_charges_n
         &[],
     )
     .await;
-    complete_window(&app, &sim, &card.body["request_pay"]).await;
+    complete_window(&app, &sim, sdk(&card.body)).await;
     testkit::after_quiet_period(&app);
     charge_run(&app, app.engine.now(), "next").await;
     let a = app
@@ -700,7 +736,7 @@ async fn a_card_replaced_while_a_charge_is_out_settles_that_charge_and_charges_n
 #[tokio::test]
 async fn a_suspended_subscription_resumes_with_one_charge() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[("DUNNING_RETRY_DAYS", "1")]).await;
+    let app = app_for(&sim, &[("DUNNING_RETRY_DAYS", "1")]).await;
     let sub = seed_subscription(&app, &sim, t0() - chrono::Duration::hours(1)).await;
     sim.decline_customer(&sub.customer_uid, "잔액부족");
     charge_run(&app, t0(), "d1").await;
@@ -740,7 +776,8 @@ async fn a_suspended_subscription_resumes_with_one_charge() {
 #[tokio::test]
 async fn an_attempt_waiting_for_a_person_is_listed_and_resolved_after_a_check_at_iamport() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[]).await;
+    let app = test_app(&sim.base_url(), &[]) /* V2 windows take no money */
+        .await;
     // A sign-up window that took an odd amount (5,000 KRW) waits for a person.
     let response = billing_callback::handle(
         &app,
@@ -802,7 +839,7 @@ async fn an_attempt_waiting_for_a_person_is_listed_and_resolved_after_a_check_at
 #[tokio::test]
 async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[("MANAGEMENT_API_KEY", "k-123")]).await;
+    let app = app_for(&sim, &[("MANAGEMENT_API_KEY", "k-123")]).await;
     let sub = seed_subscription(&app, &sim, t0() - chrono::Duration::hours(1)).await;
     charge_run(&app, t0(), "dec").await;
     let before = stored(&app, &sub.id).await;
@@ -1073,7 +1110,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
 #[tokio::test]
 async fn asking_twice_for_what_is_already_so_changes_nothing() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[]).await;
+    let app = app_for(&sim, &[]).await;
     let sub = seed_subscription(&app, &sim, t0() - chrono::Duration::hours(1)).await;
     let path = format!("/subscriptions/{}/cancel", sub.id);
     let body = json!({"at": "period_end", "reason": "later"});
@@ -1137,7 +1174,7 @@ async fn asking_twice_for_what_is_already_so_changes_nothing() {
 #[tokio::test]
 async fn a_late_payment_is_refunded_through_the_api_then_the_period_is_charged_again() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[]).await;
+    let app = app_for(&sim, &[]).await;
     let sub = seed_subscription(&app, &sim, t0() - chrono::Duration::hours(1)).await;
     sim.decline_customer(&sub.customer_uid, "잔액부족");
     charge_run(&app, t0(), "dec").await;
@@ -1146,24 +1183,9 @@ async fn a_late_payment_is_refunded_through_the_api_then_the_period_is_charged_a
     assert_eq!(first.state, AttemptState::Failed);
     // i'mport takes money under the declined attempt's merchant_uid after all
     // (a late copy of the request), and the webhook says so.
-    let late = app
-        .engine
-        .gateway
-        .v1()
-        .charge_again(&shared::iamport::AgainRequest {
-            customer_uid: sub.customer_uid.clone(),
-            merchant_uid: first.merchant_uid.clone(),
-            amount: first.amount,
-            currency: "KRW",
-            name: sub.plan.name.clone(),
-            buyer_name: None,
-            buyer_email: None,
-            buyer_tel: None,
-            custom_data: None,
-            notice_url: None,
-        })
-        .await;
-    let shared::iamport::AgainOutcome::Paid(late) = late else {
+    let late =
+        testkit::charge_directly(&app, &sub.customer_uid, &first.merchant_uid, first.amount).await;
+    let shared::gateway::ChargeOutcome::Paid(late) = late else {
         panic!("{late:?}")
     };
     let notice = shared::notification::Notification {
