@@ -189,8 +189,15 @@ async fn a_subscription_is_read_changed_and_cancelled_through_the_api() {
     assert_eq!(s["status"], "active");
     assert_eq!(s["user_id"], "user-7");
     assert_eq!(s["plan"], json!({"amount": 9900, "name": "월간 구독"}));
-    let pg = if testkit::v2_mode() { "tosspayments" } else { "chai" };
-    assert_eq!(s["card"]["pg_provider"], pg, "the key's PG, from the gateway");
+    let pg = if testkit::v2_mode() {
+        "tosspayments"
+    } else {
+        "chai"
+    };
+    assert_eq!(
+        s["card"]["pg_provider"], pg,
+        "the key's PG, from the gateway"
+    );
     assert!(
         !s.to_string().contains("billing-key-") && !s.to_string().contains("cu_"),
         "no key reference in the API: {s}"

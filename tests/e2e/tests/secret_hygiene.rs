@@ -1,6 +1,8 @@
 //! Every function, with tracing at TRACE level, through a whole story:
 //! the captured output must never contain the i'mport key or secret, an
-//! access token, or a full phone number or e-mail address.
+//! access token, or a full phone number or e-mail address. With
+//! `PAYMENT_API=v2`: never the PortOne API secret, the webhook secret, or a
+//! billing key (V2 keys are ours to keep, secret-grade).
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -9,7 +11,11 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use lambda_runtime::{Context, LambdaEvent};
 use shared::billing::BILLING_TZ;
-use testkit::{SIM_KEY, SIM_SECRET, http_request, local_gateway, open_window, start_sim, test_app};
+use shared::gateway::{PaymentGateway, RefundRequest};
+use testkit::{
+    SIM_KEY, SIM_SECRET, app_for, http_request, local_gateway, open_v2_window, open_window,
+    start_sim, v2_mode,
+};
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -39,7 +45,7 @@ async fn trace_logs_of_a_whole_story_hold_no_secrets_tokens_or_contact_data() {
     tracing::subscriber::set_global_default(subscriber).unwrap();
 
     let sim = start_sim().await;
-    let app = Arc::new(test_app(&sim.base_url(), &[]).await);
+    let app = Arc::new(app_for(&sim, &[]).await);
     let hook_app = Arc::clone(&app);
     let hooks = local_gateway("webhook-json.json", move |r| {
         let app = Arc::clone(&hook_app);
@@ -67,12 +73,25 @@ async fn trace_logs_of_a_whole_story_hold_no_secrets_tokens_or_contact_data() {
                 .unwrap();
         assert_eq!(response.status().as_u16(), 201);
         let prepared: serde_json::Value = serde_json::from_slice(response.body().as_ref()).unwrap();
-        let rp = &prepared["request_pay"];
+        let (query, key) = if v2_mode() {
+            let params = &prepared["request_issue_billing_key"];
+            let query = open_v2_window(&sim, params, &[]).await;
+            let key = url::form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == "billingKey")
+                .map(|(_, v)| v.into_owned())
+                .unwrap();
+            (query, key)
+        } else {
+            let rp = &prepared["request_pay"];
+            let key = rp["customer_uid"].as_str().unwrap().to_owned();
+            if declined {
+                sim.add_customer(&key, "chai");
+            }
+            (open_window(&sim.base_url(), rp, &[]).await, key)
+        };
         if declined {
-            sim.add_customer(rp["customer_uid"].as_str().unwrap(), "chai");
-            sim.decline_customer(rp["customer_uid"].as_str().unwrap(), "잔액부족");
+            sim.decline_customer(&key, "잔액부족");
         }
-        let query = open_window(&sim.base_url(), rp, &[]).await;
         let redirect = billing_callback::handle(
             &app,
             http_request("callback-success.json", Some(&query), None),
@@ -80,7 +99,7 @@ async fn trace_logs_of_a_whole_story_hold_no_secrets_tokens_or_contact_data() {
         .await
         .unwrap();
         assert_eq!(redirect.status().as_u16(), 302);
-        customers.push(rp["customer_uid"].as_str().unwrap().to_owned());
+        customers.push(key);
     }
     // Misuse that carries contact data in the query.
     let bad = format!("merchant_uid=bad%20uid&buyer_tel={TEL}&buyer_email={EMAIL}");
@@ -111,9 +130,9 @@ async fn trace_logs_of_a_whole_story_hold_no_secrets_tokens_or_contact_data() {
         .unwrap();
     app.engine
         .gateway
-        .v1()
-        .cancel(&shared::iamport::CancelRequest {
+        .refund(&RefundRequest {
             imp_uid: paid.imp_uid.clone(),
+            merchant_uid: paid.merchant_uid.clone(),
             amount: Some(1000),
             checksum: None,
             reason: "partial".into(),
@@ -153,15 +172,36 @@ async fn trace_logs_of_a_whole_story_hold_no_secrets_tokens_or_contact_data() {
             "expected {expected:?} in the captured logs"
         );
     }
-    for secret in [
-        SIM_KEY,
-        SIM_SECRET,
-        token.as_str(),
-        TEL,
-        "01012345678",
-        EMAIL,
-    ] {
-        assert!(!logs.contains(secret), "{secret:?} appears in the logs");
+    let config = sim.config();
+    let mut secrets = vec![
+        SIM_KEY.to_owned(),
+        SIM_SECRET.to_owned(),
+        token.clone(),
+        TEL.to_owned(),
+        "01012345678".to_owned(),
+        EMAIL.to_owned(),
+        config.portone_api_secret.clone(),
+        config.portone_webhook_secret.clone(),
+        config
+            .portone_webhook_secret
+            .trim_start_matches("whsec_")
+            .to_owned(),
+    ];
+    // The key references charged (V1 `customer_uid`s, V2 billing keys).
+    secrets.extend(customers.iter().cloned());
+    if v2_mode() {
+        secrets.push("billing-key-".to_owned());
+    }
+    for secret in &secrets {
+        let leaks: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains(secret.as_str()))
+            .take(3)
+            .collect();
+        assert!(
+            leaks.is_empty(),
+            "{secret:?} appears in the logs: {leaks:#?}"
+        );
     }
     // The story really charged both customers (one paid, one declined).
     let ledger = sim.ledger();

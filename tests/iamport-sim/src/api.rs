@@ -83,6 +83,7 @@ pub(crate) async fn observe(State(sim): State<SharedSim>, req: Request, next: Ne
     }
     let started = Instant::now();
     let response = next.run(req).await;
+    let path = masked_path(&path);
     tracing::info!(
         %method,
         %path,
@@ -91,6 +92,23 @@ pub(crate) async fn observe(State(sim): State<SharedSim>, req: Request, next: Ne
         "request"
     );
     response
+}
+
+/// `path` with billing keys masked (the segment after `billing-keys` or
+/// `customers`): the simulator's logs share a process with tests that check
+/// no key is ever logged.
+fn masked_path(path: &str) -> String {
+    let mut out = Vec::new();
+    let mut mask_next = false;
+    for segment in path.split('/') {
+        if mask_next && !segment.is_empty() {
+            out.push("***");
+        } else {
+            out.push(segment);
+        }
+        mask_next = matches!(segment, "billing-keys" | "customers");
+    }
+    out.join("/")
 }
 
 /// The access token sent with a request: `Authorization: Bearer <t>`, `Authorization: <t>`,
