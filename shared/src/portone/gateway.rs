@@ -170,9 +170,18 @@ impl PaymentGateway for PortOneClient {
             .call::<Ignored, _>(Method::POST, &segments, Some(&body))
             .await
         {
-            // 200 carries only {pgTxId, paidAt}: the record decides.
+            // 200 carries only {pgTxId, paidAt}: the record decides, and
+            // only a record that reads paid is a payment; anything else
+            // is settled by the engine's lookup rules.
             Answer::Ok(_) => match self.payment_by_id(&request.merchant_uid).await {
-                Ok(p) => ChargeOutcome::Paid(record_of(&p)),
+                Ok(p) if record_of(&p).status == RecordStatus::Paid => {
+                    ChargeOutcome::Paid(record_of(&p))
+                }
+                Ok(p) => ChargeOutcome::Ambiguous(Ambiguity {
+                    kind: AmbiguityKind::Malformed,
+                    http_status: Some(200),
+                    detail: format!("charge answered 200 but the payment reads {}", p.status),
+                }),
                 Err(e) => ChargeOutcome::Ambiguous(Ambiguity {
                     kind: AmbiguityKind::Connection,
                     http_status: None,

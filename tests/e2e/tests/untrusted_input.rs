@@ -188,3 +188,64 @@ async fn the_webhook_handler_answers_arbitrary_bodies_with_4xx_or_an_acknowledge
     }
     assert!(sim.ledger().is_empty());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// PortOne V2: whatever it answers to a charge (and to the lookup that
+    /// follows a 200), the outcome is typed, and only a 200 whose payment
+    /// reads PAID counts as money.
+    #[test]
+    fn any_v2_answer_to_a_charge_is_typed_and_never_mistaken_for_paid(
+        status in prop_oneof![Just(200u16), Just(400), Just(404), Just(409), Just(429), Just(500), Just(502), 100u16..600],
+        body in prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..300),
+            ".{0,200}".prop_map(String::into_bytes),
+            (prop_oneof![Just("PAID"), Just("FAILED"), Just("READY"), Just("CANCELLED"), Just("NEW_STATUS"), Just("")], any::<i64>(), ".{0,12}")
+                .prop_map(|(st, amount, kind)| serde_json::json!({"status": st, "id": "m", "transactionId": "t", "amount": {"total": amount}, "type": kind}).to_string().into_bytes()),
+        ],
+    ) {
+        let g = garbage_server();
+        *g.answer.lock().unwrap() = (status, body.clone());
+        let outcome = runtime().block_on(async {
+            let client = shared::portone::PortOneClient::new(shared::portone::PortOneConfig {
+                base_url: url::Url::parse(&g.url).unwrap(),
+                api_secret: shared::secret::Secret::new("s"),
+                store_id: "store".into(),
+                channel_key: "channel".into(),
+                connect_timeout: std::time::Duration::from_secs(1),
+                timeout: std::time::Duration::from_secs(2),
+            }).unwrap();
+            shared::gateway::PaymentGateway::charge(&client, &shared::gateway::ChargeRequest {
+                customer_uid: "billing-key-x".into(), merchant_uid: "m".into(), amount: 1000, name: "n".into(),
+                buyer: Default::default(), custom_data: None, notice_url: None,
+            }).await
+        });
+        if let shared::gateway::ChargeOutcome::Paid(p) = &outcome {
+            prop_assert!((200..300).contains(&status), "paid on HTTP {}", status);
+            prop_assert_eq!(p.status, shared::billing::RecordStatus::Paid);
+        }
+    }
+
+    /// V2 webhooks: arbitrary headers and bodies never panic, and only the
+    /// right signature over the exact body, in time, is accepted.
+    #[test]
+    fn v2_webhook_verification_accepts_only_the_right_signature(
+        body in proptest::collection::vec(any::<u8>(), 0..2000),
+        id in "[a-z_0-9]{0,20}",
+        skew in -400i64..400,
+        garbage_sig in ".{0,120}",
+        use_real in any::<bool>(),
+    ) {
+        let key = b"0123456789abcdef0123456789abcdef";
+        let secrets = shared::portone::webhook::WebhookSecrets::parse(&[shared::secret::Secret::new(
+            "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        )]).unwrap();
+        let now = 1_800_000_000;
+        let ts = now + skew;
+        let sig = if use_real { shared::portone::webhook::sign(key, &id, ts, &body) } else { garbage_sig };
+        let verdict = shared::portone::webhook::verify(&secrets, Some(&id), Some(&ts.to_string()), Some(&sig), &body, now);
+        prop_assert_eq!(verdict.is_ok(), use_real && skew.abs() <= 300, "{:?}", verdict);
+        let _ = shared::portone::webhook::parse(&body);
+    }
+}
