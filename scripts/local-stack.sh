@@ -10,7 +10,8 @@
 #
 # Ports (defaults; a busy default is replaced by a free port unless set explicitly):
 #   DYNAMODB_PORT=8000  SIM_PORT=7070  LAMBDA_PORT=9000
-# Other knobs: CHARGE_MODE (queued; or single), TABLE_NAME (billing-local), DEMO_MONTHS (3), MERCHANT_URL (http://127.0.0.1:3000).
+# Other knobs: PAYMENT_API (v1; or v2: the same story through the simulator's PortOne V2 face),
+#   CHARGE_MODE (queued; or single), TABLE_NAME (billing-local), DEMO_MONTHS (3), MERCHANT_URL (http://127.0.0.1:3000).
 # Everything listens on 127.0.0.1; logs go to .local/logs/. See docs/local-stack.md.
 set -euo pipefail
 
@@ -241,6 +242,8 @@ SIM_PORT=$(pick_port SIM_PORT 7070)
 LAMBDA_PORT=$(pick_port LAMBDA_PORT 9000)
 TABLE_NAME=${TABLE_NAME:-billing-local}
 CHARGE_MODE=${CHARGE_MODE:-queued}
+PAYMENT_API=${PAYMENT_API:-v1}
+case "$PAYMENT_API" in v1 | v2) ;; *) die "PAYMENT_API must be v1 or v2, not $PAYMENT_API" ;; esac
 MERCHANT_URL=${MERCHANT_URL:-http://127.0.0.1:3000}
 DDB_URL="http://127.0.0.1:$DYNAMODB_PORT"
 SIM_URL="http://127.0.0.1:$SIM_PORT"
@@ -270,6 +273,15 @@ WEBHOOK_URL="$LAMBDA_URL/lambda-url/payment-webhook/webhooks/iamport"
   echo "IAMPORT_PG=chai"
   echo "IAMPORT_TIMEOUT_MS=1000"
   echo "IAMPORT_CONNECT_TIMEOUT_MS=500"
+  echo "PAYMENT_API=$PAYMENT_API"
+  if [ "$PAYMENT_API" = v2 ]; then
+    # The simulator's PortOne V2 face and its default store, channel and (test-only) secrets.
+    echo "PORTONE_BASE_URL=$SIM_URL/portone"
+    echo "PORTONE_API_SECRET=sim_portone_api_secret"
+    echo "PORTONE_WEBHOOK_SECRETS=whsec_aWFtcG9ydC1zaW0gd2ViaG9vayBzZWNyZXQgMDAwMQ=="
+    echo "PORTONE_STORE_ID=store-iamport-sim"
+    echo "PORTONE_CHANNEL_KEY=channel-key-iamport-sim"
+  fi
   echo "CALLBACK_URL=$LAMBDA_URL/lambda-url/billing-callback/billing/callback"
   echo "SUCCESS_REDIRECT_URL=$MERCHANT_URL/billing/done"
   echo "FAILURE_REDIRECT_URL=$MERCHANT_URL/billing/failed"
@@ -293,7 +305,7 @@ say "starting moto_server on $DDB_URL"
 start moto-server "$LOGS/moto_server.log" moto_server -H 127.0.0.1 -p "$DYNAMODB_PORT"
 SIM_ARGS=(--addr "127.0.0.1:$SIM_PORT")
 [ "$WEBHOOK" = 1 ] && SIM_ARGS+=(--webhook-url "$WEBHOOK_URL")
-say "starting the i'mport simulator on $SIM_URL"
+say "starting the i'mport simulator on $SIM_URL (PAYMENT_API=$PAYMENT_API$([ "$PAYMENT_API" = v2 ] && echo ': its PortOne V2 face under /portone'))"
 start iamport-sim "$LOGS/iamport-sim.log" "$TARGET_DIR/debug/iamport-sim" "${SIM_ARGS[@]}"
 say "starting cargo lambda watch on $LAMBDA_URL (functions: billing-callback, scheduled-charge, charge-worker, subscription-api, event-publisher$([ "$WEBHOOK" = 1 ] && echo ', payment-webhook'))"
 start cargo-lambda-watch "$LOGS/cargo-lambda-watch.log" \

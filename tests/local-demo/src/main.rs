@@ -864,7 +864,8 @@ async fn play(args: Args) -> Result<bool> {
                     .await?;
                 println!(
                     "  {:<6} POST /__sim/decline: every charge of {} fails (잔액부족)",
-                    m.p.label, m.customer_uid
+                    m.p.label,
+                    shown(&m.customer_uid)
                 );
             }
             Scenario::DeclinedOnce => {
@@ -884,17 +885,17 @@ async fn play(args: Args) -> Result<bool> {
                     .sim_post(
                         "/__sim/faults",
                         &json!([
-                            {"kind": "hang_after", "secs": 3, "path_prefix": "/subscribe/payments/again", "customer_uid": m.customer_uid, "times": 1},
-                            {"kind": "http500", "path_prefix": "/payments/find", "times": 1},
+                            {"kind": "hang_after", "secs": 3, "path_prefix": "@charge", "customer_uid": m.customer_uid, "times": 1},
+                            {"kind": "http500", "path_prefix": "@lookup", "times": 1},
                         ]),
                     )
                     .await?;
                 println!(
-                    "  {:<6} POST /__sim/faults hang_after 3s on /subscribe/payments/again (the charge is taken, the 1 s client timeout fires)",
+                    "  {:<6} POST /__sim/faults hang_after 3s on the charge (the charge is taken, the 1 s client timeout fires)",
                     m.p.label
                 );
                 println!(
-                    "  {:<6}   + http500 ×1 on /payments/find, so the run cannot settle it at once",
+                    "  {:<6}   + http500 ×1 on the payment lookup, so the run cannot settle it at once",
                     ""
                 );
             }
@@ -907,7 +908,8 @@ async fn play(args: Args) -> Result<bool> {
                     .await?;
                 println!(
                     "  {:<6} POST /__sim/decline: every charge of {} fails (카드 정지); a new card will follow",
-                    m.p.label, m.customer_uid
+                    m.p.label,
+                    shown(&m.customer_uid)
                 );
             }
             Scenario::PlanChange => {
@@ -1140,8 +1142,8 @@ async fn play(args: Args) -> Result<bool> {
                     m.p.label,
                     m.id,
                     short_url(&landed),
-                    &m.customer_uid[..m.customer_uid.len().min(11)],
-                    &key[..key.len().min(11)],
+                    shown(&m.customer_uid),
+                    shown(&key),
                     after_card.status.as_str(),
                     after_card
                         .paid_through
@@ -1770,15 +1772,8 @@ async fn register(stack: &Stack, p: &'static Persona) -> Result<Member> {
     let prepared: Value = serde_json::from_str(&text)?;
     let id = SubscriptionId::parse(str_of(&prepared, "subscription_id"))
         .ok_or_else(|| fail(format!("prepare answered no subscription_id: {text}")))?;
-    let request_pay = prepared
-        .get("request_pay")
-        .and_then(Value::as_object)
-        .ok_or_else(|| fail(format!("prepare answered no request_pay: {text}")))?;
-    let customer_uid = request_pay
-        .get("customer_uid")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let params = sdk_params(&prepared)
+        .ok_or_else(|| fail(format!("prepare answered no SDK parameters: {text}")))?;
 
     let mut extra = Vec::new();
     if p.scenario == Scenario::ClosesWindow {
@@ -1787,20 +1782,17 @@ async fn register(stack: &Stack, p: &'static Persona) -> Result<Member> {
     if let Some(sdk) = p.sdk {
         extra.push(("sdk", sdk));
     }
-    let (callback, landed) = window_and_callback(stack, request_pay, &extra).await?;
+    let (callback, landed) = window_and_callback(stack, params, &extra).await?;
+    let customer_uid = key_of(params, &callback);
     println!(
-        "  {:<6} {:<9} {:>6} KRW  {}  →  prepare 201 (subscription {id}, {}…)",
+        "  {:<6} {:<9} {:>6} KRW  {}  →  prepare 201 (subscription {id}, {})",
         p.label,
         p.user_id,
         won(p.amount),
         pad_display(p.plan, 11),
-        &customer_uid[..customer_uid.len().min(11)],
+        shown(&customer_uid),
     );
-    println!(
-        "  {:<6} window 302 {}",
-        "",
-        callback.query().unwrap_or_default()
-    );
+    println!("  {:<6} window 302 {}", "", masked_query(&callback));
     println!(
         "  {:<6} callback 302 → {}   ({:.1}s)",
         "",
@@ -1816,23 +1808,84 @@ async fn register(stack: &Stack, p: &'static Persona) -> Result<Member> {
     })
 }
 
-/// The payment window (IMP.request_pay) with exactly these parameters, then
-/// i'mport's redirect to m_redirect_url: the real callback. Returns the
-/// callback URL and where the callback sent the browser.
+/// The SDK parameters `prepare` (or `payment-method`) answered: V1's
+/// `request_pay` or V2's `request_issue_billing_key`.
+fn sdk_params(answer: &Value) -> Option<&serde_json::Map<String, Value>> {
+    answer
+        .get("request_issue_billing_key")
+        .or_else(|| answer.get("request_pay"))
+        .and_then(Value::as_object)
+}
+
+/// Whether these are V2's `PortOne.requestIssueBillingKey` parameters.
+fn is_v2(params: &serde_json::Map<String, Value>) -> bool {
+    params.contains_key("storeId")
+}
+
+/// The key the window issued: V1's `customer_uid` (ours, in the
+/// parameters), V2's `billingKey` (in PortOne's redirect; empty on failure).
+fn key_of(params: &serde_json::Map<String, Value>, callback: &Url) -> String {
+    if is_v2(params) {
+        callback
+            .query_pairs()
+            .find(|(k, _)| k == "billingKey")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    } else {
+        str_of(&Value::Object(params.clone()), "customer_uid").to_owned()
+    }
+}
+
+/// A key reference for the screen: V2 billing keys are secret-grade, so
+/// only their last four characters show.
+fn shown(key: &str) -> String {
+    match key.strip_prefix("billing-key-") {
+        Some(rest) => format!("billing-key-…{}", &rest[rest.len().saturating_sub(4)..]),
+        None => format!("{}…", &key[..key.len().min(11)]),
+    }
+}
+
+/// The redirect's query for the screen, the billing key masked.
+fn masked_query(callback: &Url) -> String {
+    callback
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == "billingKey" { shown(&v) } else { v.into_owned() };
+            format!("{k}={v}")
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The payment window with exactly these parameters (V1's `/window` for
+/// `IMP.request_pay`, V2's `/portone/window` for
+/// `PortOne.requestIssueBillingKey`, nested objects flattened as `a.b`), then
+/// the redirect to the callback: the real callback. Returns the callback URL
+/// and where the callback sent the browser.
 async fn window_and_callback(
     stack: &Stack,
-    request_pay: &serde_json::Map<String, Value>,
+    params: &serde_json::Map<String, Value>,
     extra: &[(&str, &str)],
 ) -> Result<(Url, Url)> {
-    let mut window = Url::parse(&format!("{}/window", stack.sim))?;
+    let path = if is_v2(params) { "portone/window" } else { "window" };
+    let mut window = Url::parse(&format!("{}/{path}", stack.sim))?;
     {
         let mut q = window.query_pairs_mut();
-        for (k, v) in request_pay {
-            let text = match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            q.append_pair(k, &text);
+        let text = |v: &Value| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        for (k, v) in params {
+            match v {
+                Value::Object(inner) => {
+                    for (ik, iv) in inner {
+                        q.append_pair(&format!("{k}.{ik}"), &text(iv));
+                    }
+                }
+                other => {
+                    q.append_pair(k, &text(other));
+                }
+            }
         }
         for (k, v) in extra {
             q.append_pair(k, v);
@@ -1857,14 +1910,11 @@ async fn new_card(stack: &Stack, m: &Member) -> Result<(String, Url)> {
             None,
         )
         .await?;
-    let request_pay = body
-        .get("request_pay")
-        .and_then(Value::as_object)
+    let params = sdk_params(&body)
         .filter(|_| status == 201)
         .ok_or_else(|| fail(format!("payment-method answered {status}: {body}")))?;
-    let customer_uid = str_of(&body["request_pay"], "customer_uid").to_owned();
-    let (_, landed) = window_and_callback(stack, request_pay, &[]).await?;
-    Ok((customer_uid, landed))
+    let (callback, landed) = window_and_callback(stack, params, &[]).await?;
+    Ok((key_of(params, &callback), landed))
 }
 
 fn location(r: &reqwest::Response, what: &str) -> Result<Url> {
