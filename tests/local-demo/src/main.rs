@@ -1850,7 +1850,11 @@ fn masked_query(callback: &Url) -> String {
     callback
         .query_pairs()
         .map(|(k, v)| {
-            let v = if k == "billingKey" { shown(&v) } else { v.into_owned() };
+            let v = if k == "billingKey" {
+                shown(&v)
+            } else {
+                v.into_owned()
+            };
             format!("{k}={v}")
         })
         .collect::<Vec<_>>()
@@ -1867,7 +1871,11 @@ async fn window_and_callback(
     params: &serde_json::Map<String, Value>,
     extra: &[(&str, &str)],
 ) -> Result<(Url, Url)> {
-    let path = if is_v2(params) { "portone/window" } else { "window" };
+    let path = if is_v2(params) {
+        "portone/window"
+    } else {
+        "window"
+    };
     let mut window = Url::parse(&format!("{}/{path}", stack.sim))?;
     {
         let mut q = window.query_pairs_mut();
