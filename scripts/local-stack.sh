@@ -9,9 +9,9 @@
 #   scripts/local-stack.sh --stop          stop a stack left running by --keep-running
 #
 # Ports (defaults; a busy default is replaced by a free port unless set explicitly):
-#   DYNAMODB_PORT=8000  SIM_PORT=7070  LAMBDA_PORT=9000
+#   DYNAMODB_PORT=8000  SIM_PORT=7070  LAMBDA_PORT=9000  MERCHANT_PORT=3000 (the example shop)
 # Other knobs: PAYMENT_API (v1; or v2: the same story through the simulator's PortOne V2 face),
-#   CHARGE_MODE (queued; or single), TABLE_NAME (billing-local), DEMO_MONTHS (3), MERCHANT_URL (http://127.0.0.1:3000).
+#   CHARGE_MODE (queued; or single), TABLE_NAME (billing-local), DEMO_MONTHS (3).
 # Everything listens on 127.0.0.1; logs go to .local/logs/. See docs/local-stack.md.
 set -euo pipefail
 
@@ -233,7 +233,7 @@ say "building (the first build on a fresh machine takes a few minutes on 2 cores
 # without compiling anything.
 BINS=(--bin billing-callback --bin scheduled-charge --bin charge-worker --bin subscription-api --bin event-publisher)
 [ "$WEBHOOK" = 1 ] && BINS+=(--bin payment-webhook)
-BINS+=(--bin iamport-sim --bin local-demo)
+BINS+=(--bin iamport-sim --bin local-demo --bin merchant-web)
 build "workspace" "${BINS[@]}"
 
 # ── 3. start the stack ──────────────────────────────────────────────────────
@@ -244,7 +244,8 @@ TABLE_NAME=${TABLE_NAME:-billing-local}
 CHARGE_MODE=${CHARGE_MODE:-queued}
 PAYMENT_API=${PAYMENT_API:-v1}
 case "$PAYMENT_API" in v1 | v2) ;; *) die "PAYMENT_API must be v1 or v2, not $PAYMENT_API" ;; esac
-MERCHANT_URL=${MERCHANT_URL:-http://127.0.0.1:3000}
+MERCHANT_PORT=$(pick_port MERCHANT_PORT 3000)
+MERCHANT_URL=${MERCHANT_URL:-http://127.0.0.1:$MERCHANT_PORT}
 DDB_URL="http://127.0.0.1:$DYNAMODB_PORT"
 SIM_URL="http://127.0.0.1:$SIM_PORT"
 LAMBDA_URL="http://127.0.0.1:$LAMBDA_PORT"
@@ -316,6 +317,13 @@ start cargo-lambda-watch "$LOGS/cargo-lambda-watch.log" \
 wait_tcp moto-server "$DYNAMODB_PORT" "$LOGS/moto_server.log" 30
 wait_tcp iamport-sim "$SIM_PORT" "$LOGS/iamport-sim.log" 30
 wait_tcp cargo-lambda-watch "$LAMBDA_PORT" "$LOGS/cargo-lambda-watch.log" 60
+say "starting the example shop (examples/merchant-web) on $MERCHANT_URL"
+start merchant-web "$LOGS/merchant-web.log" env \
+  PREPARE_URL="$LAMBDA_URL/lambda-url/billing-callback/billing/prepare" \
+  SUBSCRIPTIONS_URL="$LAMBDA_URL/lambda-url/subscription-api" \
+  IAMPORT_SDK_URL="$SIM_URL/sdk/iamport.js" PORTONE_SDK_URL="$SIM_URL/sdk/portone.js" \
+  "$TARGET_DIR/debug/merchant-web" --addr "127.0.0.1:$MERCHANT_PORT"
+wait_tcp merchant-web "$MERCHANT_PORT" "$LOGS/merchant-web.log" 30
 STACK_UP=1
 say "stack is up (logs: .local/logs/)"
 
@@ -344,6 +352,7 @@ if [ "$KEEP" = 1 ]; then
   cat <<EOF
 
 The stack keeps running (sessions recorded in .local/stack.pids):
+  the example shop        $MERCHANT_URL     open it in a browser: subscribe, then approve or cancel in the simulator's window
   DynamoDB (moto_server)  $DDB_URL          table $TABLE_NAME
   i'mport simulator       $SIM_URL          curl -s $SIM_URL/__sim/ledger
   functions (watch)       $LAMBDA_URL

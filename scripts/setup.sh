@@ -17,6 +17,19 @@ if [ ${#need_pip[@]} -gt 0 ]; then
   # pyenv puts new console scripts behind shims that need a rehash.
   if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
 fi
+# The browser test (examples/merchant-web/tests/browser.rs) drives Debian's
+# headless Chromium through chromedriver.
+if ! command -v chromedriver >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    echo "setup: apt-get install chromium chromium-driver"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "setup: chromedriver is missing and there is no apt-get: install Chromium and its driver" >&2
+  fi
+fi
 for component in rustfmt clippy; do
   if ! rustup component list --installed 2>/dev/null | grep -q "^${component}"; then
     rustup component add "$component"

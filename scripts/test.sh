@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: formatting, lints, every test of the workspace (unit,
 # the ledger contract on moto_server and in memory, end-to-end handler tests
-# on moto_server and the i'mport simulator, the fault matrix, the
-# deterministic simulation), and the infra checks. Nothing leaves 127.0.0.1.
+# on moto_server and the i'mport simulator, the sign-up in headless Chromium,
+# the fault matrix, the deterministic simulation), in both payment APIs where
+# they apply, and the infra checks. Nothing leaves 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +28,7 @@ PAYMENT_API=v1 cargo test --workspace --locked -- \
   --skip every_v2_answer_matches_the_official_spec
 echo "== the end-to-end tests again, PAYMENT_API=v2 (the simulator's PortOne V2 face)"
 PAYMENT_API=v2 cargo test --locked -p scheduled-charge -p charge-worker -p payment-webhook \
-  -p subscription-api -p event-publisher -p e2e-tests -- \
+  -p subscription-api -p event-publisher -p e2e-tests -p merchant-web -- \
   --skip a_billing_month_under_each_fault_keeps_every_invariant
 echo "== PortOne V2 face of the simulator against the official spec subset"
 cargo test --locked -p iamport-sim --test v2_conformance every_v2_answer -- --nocapture 2>&1 \

@@ -147,11 +147,13 @@ impl Fault {
     }
 }
 
-/// A path of the authenticated REST APIs (not the token, the windows or control).
+/// A path of the authenticated REST APIs (not the token, the windows and
+/// their pages, the SDK scripts or control).
 fn is_rest_api_path(path: &str) -> bool {
     path != TOKEN_PATH
-        && path != WINDOW_PATH
-        && path != V2_WINDOW_PATH
+        && !path.starts_with(WINDOW_PATH)
+        && !path.starts_with(V2_WINDOW_PATH)
+        && !path.starts_with("/sdk/")
         && !path.starts_with(CONTROL_PREFIX)
 }
 

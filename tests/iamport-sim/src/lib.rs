@@ -22,6 +22,7 @@
 //! ```
 
 mod api;
+mod browser;
 mod control;
 mod fault;
 mod model;
@@ -156,6 +157,10 @@ fn router(sim: Arc<Sim>) -> Router {
     let public = Router::new()
         .route("/users/getToken", post(api::get_token))
         .route("/window", get(window::window))
+        .route("/window/page", get(browser::window_page))
+        .route("/portone/window/page", get(browser::portone_window_page))
+        .route("/sdk/iamport.js", get(browser::iamport_js))
+        .route("/sdk/portone.js", get(browser::portone_js))
         .merge(authenticated)
         .merge(v2::router(Arc::clone(&sim)))
         .fallback(api::not_found)

@@ -604,8 +604,32 @@ pub fn http_event(
     body: &[u8],
     source_ip: &str,
 ) -> lambda_http::Request {
+    http_event_with_query(fixture, method, path, None, content_type, body, source_ip)
+}
+
+/// [`http_event`] with a raw query string as the browser sent it.
+pub fn http_event_with_query(
+    fixture: &str,
+    method: &str,
+    path: &str,
+    raw_query: Option<&str>,
+    content_type: Option<&str>,
+    body: &[u8],
+    source_ip: &str,
+) -> lambda_http::Request {
     use base64::Engine;
     let mut event = event_json(fixture);
+    let q = raw_query.unwrap_or_default();
+    let params: serde_json::Map<String, serde_json::Value> =
+        url::form_urlencoded::parse(q.as_bytes())
+            .map(|(k, v)| (k.into_owned(), serde_json::Value::String(v.into_owned())))
+            .collect();
+    event["rawQueryString"] = serde_json::Value::String(q.to_owned());
+    event["queryStringParameters"] = if params.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::Value::Object(params)
+    };
     event["rawPath"] = serde_json::json!(path);
     event["requestContext"]["http"]["method"] = serde_json::json!(method);
     event["requestContext"]["http"]["path"] = serde_json::json!(path);
@@ -639,8 +663,15 @@ where
             let handler = handler.clone();
             async move {
                 let ct = headers.get("content-type").and_then(|v| v.to_str().ok());
-                let mut request =
-                    http_event(fixture, method.as_str(), uri.path(), ct, &body, "127.0.0.1");
+                let mut request = http_event_with_query(
+                    fixture,
+                    method.as_str(),
+                    uri.path(),
+                    uri.query(),
+                    ct,
+                    &body,
+                    "127.0.0.1",
+                );
                 // Every other header as sent (V2 webhook signatures).
                 for (name, value) in &headers {
                     if name.as_str() != "content-type"
@@ -654,7 +685,17 @@ where
                 let response = handler(request).await;
                 let status = axum::http::StatusCode::from_u16(response.status().as_u16())
                     .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
-                (status, response.body().as_ref().to_vec())
+                // The handler's headers too (a redirect's Location, content types).
+                let mut out_headers = axum::http::HeaderMap::new();
+                for (name, value) in response.headers() {
+                    if let (Ok(n), Ok(v)) = (
+                        axum::http::HeaderName::from_bytes(name.as_str().as_bytes()),
+                        axum::http::HeaderValue::from_bytes(value.as_bytes()),
+                    ) {
+                        out_headers.append(n, v);
+                    }
+                }
+                (status, out_headers, response.body().as_ref().to_vec())
             }
         },
     );
