@@ -45,3 +45,5 @@ for api in v1 v2; do
 done
 echo "== infra checks"
 scripts/check-infra.sh
+echo "== sam local smoke test (Debian-built Lambda image, moto_server and the simulator on a docker network)"
+scripts/sam-local.sh --smoke

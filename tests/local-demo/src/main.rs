@@ -96,6 +96,10 @@ struct Args {
     /// printing the function's answer.
     #[arg(long, value_name = "RFC3339")]
     charge_at: Option<String>,
+    /// Instead of the story: create the table (if missing) and stop
+    /// (`scripts/sam-local.sh` uses it).
+    #[arg(long)]
+    create_table: bool,
 }
 
 /// What a customer will go through.
@@ -690,6 +694,15 @@ async fn play(args: Args) -> Result<bool> {
             .map(|(_, v)| v)
     });
 
+    if args.create_table {
+        if ddb.describe_table().table_name(&args.table).send().await.is_err() {
+            table::create_table(&ddb, &args.table)
+                .await
+                .map_err(|e| fail(format!("create_table {}: {e}", args.table)))?;
+        }
+        println!("local-demo: table {} ready", args.table);
+        return Ok(true);
+    }
     if let Some(at) = &args.charge_at {
         let at = DateTime::parse_from_rfc3339(at)
             .map_err(|e| fail(format!("--charge-at {at}: {e}")))?
