@@ -241,24 +241,52 @@ paid() { curl -sS "$SIMU/__sim/ledger" | python3 -c 'import json,sys; print(sum(
 if [ "$(paid)" = 1 ]; then check 0 "the simulator's ledger: one paid charge after the sign-up"; else check 1 "the simulator's ledger: one paid charge after the sign-up"; fi
 
 if [ "$SMOKE" = 0 ]; then
+  # A second customer, whose card the simulator declines from now on.
+  prepared2=$(curl -sS -X POST "$API/billing/prepare" -H 'content-type: application/json' \
+    -d '{"user_id":"user-sam-2","plan":{"amount":14900,"name":"프로 월간"}}')
+  sub2=$(printf '%s' "$prepared2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["subscription_id"])' 2>/dev/null || true)
+  key2=$(printf '%s' "$prepared2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["request_pay"]["customer_uid"])' 2>/dev/null || true)
+  window2=$(printf '%s' "$prepared2" | python3 -c '
+import json, sys, urllib.parse
+p = json.load(sys.stdin)["request_pay"]
+print(urllib.parse.urlencode({k: str(v) for k, v in p.items()}))')
+  landed2=$(curl -sS -o /dev/null -w '%{redirect_url}' "$(curl -sS -o /dev/null -w '%{redirect_url}' "$SIMU/window?$window2")")
+  case "$landed2" in *"subscription_id=$sub2&first_charge=paid") check 0 "a second customer signs up: $landed2" ;; *) check 1 "second sign-up landed on $landed2" ;; esac
+  curl -sS -X POST "$SIMU/__sim/decline" -H 'content-type: application/json' \
+    -d "{\"customer_uid\":\"$key2\",\"reason\":\"잔액부족\"}" >/dev/null
   month=$(python3 -c 'import datetime; print((datetime.datetime.now(datetime.timezone.utc)+datetime.timedelta(days=32)).strftime("%Y-%m-%dT%H:%M:%SZ"))')
   run=$(curl -sS -X POST "http://127.0.0.1:$LAMBDA_PORT/2015-03-31/functions/ScheduledChargeFunction/invocations" \
     -d "{\"scheduled_time\":\"$month\",\"execution_id\":\"sam-run-1\"}")
-  charged=$(printf '%s' "$run" | python3 -c 'import json,sys; print(json.load(sys.stdin)["charged"])' 2>/dev/null || echo "?")
-  if [ "$charged" = 1 ]; then check 0 "a charge run a month later through start-lambda charged $charged"; else check 1 "a charge run a month later through start-lambda charged $charged"; fi
-  if [ "$(paid)" = 2 ]; then check 0 "the simulator's ledger: two paid charges"; else check 1 "the simulator's ledger: two paid charges"; fi
+  counts=$(printf '%s' "$run" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["charged"], r["declined"])' 2>/dev/null || echo "? ?")
+  if [ "$counts" = "1 1" ]; then check 0 "a charge run a month later through start-lambda: charged 1, declined 1"; else check 1 "the month's run: charged/declined $counts ($run)"; fi
+  if [ "$(paid)" = 3 ]; then check 0 "the simulator's ledger: three paid charges (two sign-ups, one month)"; else check 1 "the simulator's ledger: $(paid) paid charges, not 3"; fi
+  status2=$(curl -sS "$API/subscriptions/$sub2" | python3 -c 'import json,sys; v=json.load(sys.stdin); print(v["status"], v["next_charge_at"])' 2>/dev/null || echo "?")
+  case "$status2" in "past_due "*) check 0 "the declined customer is in dunning: $status2" ;; *) check 1 "the declined customer: $status2" ;; esac
   rerun=$(curl -sS -X POST "http://127.0.0.1:$LAMBDA_PORT/2015-03-31/functions/ScheduledChargeFunction/invocations" \
     -d "{\"scheduled_time\":\"$month\",\"execution_id\":\"sam-run-1\"}")
-  if [ "$(paid)" = 2 ]; then check 0 "the same run again charges nothing more ($(printf '%s' "$rerun" | head -c 80)…)"; else check 1 "the same run again charges nothing more ($(printf '%s' "$rerun" | head -c 80)…)"; fi
+  if [ "$(paid)" = 3 ]; then check 0 "the same run again charges nothing more"; else check 1 "the same run again: $(paid) paid charges ($rerun)"; fi
   last=$(curl -sS "$SIMU/__sim/ledger" | python3 -c '
 import json, sys
 p = [p for p in json.load(sys.stdin) if p["status"] == "paid" and p.get("customer_uid_usage") == "payment"][-1]
 print(json.dumps({"imp_uid": p["imp_uid"], "merchant_uid": p["merchant_uid"], "status": "paid"}))')
+  muid=$(printf '%s' "$last" | python3 -c 'import json,sys; print(json.load(sys.stdin)["merchant_uid"])')
   hook=$(curl -sS -X POST "$API/webhooks/iamport" -H 'content-type: application/json' -d "$last")
   case "$hook" in *"already recorded"*) check 0 "a webhook for that charge through start-api: $hook" ;; *) check 1 "webhook answered $hook" ;; esac
   view=$(curl -sS "$API/subscriptions/$sub_id")
   status=$(printf '%s' "$view" | python3 -c 'import json,sys; v=json.load(sys.stdin); print(v["status"], v["paid_through"])' 2>/dev/null || echo "$view")
   case "$status" in "active "*) check 0 "GET /subscriptions/$sub_id through start-api: $status" ;; *) check 1 "subscription view: $status" ;; esac
+  # The merchant's API: a partial refund (asked twice with one key), then a cancel at period end.
+  for _ in 1 2; do
+    refund=$(curl -sS -X POST "$API/charges/$muid/refund" -H 'content-type: application/json' \
+      -H 'idempotency-key: sam-refund-1' -d '{"amount":3000,"reason":"sam local"}')
+  done
+  refunded=$(curl -sS "$SIMU/__sim/ledger" | python3 -c "
+import json, sys
+print(sum(p['cancel_amount'] for p in json.load(sys.stdin) if p['merchant_uid'] == '$muid'))")
+  if [ "$refunded" = 3000 ]; then check 0 "a refund of 3,000 KRW asked twice refunds once (simulator: $refunded)"; else check 1 "refund: simulator shows $refunded ($refund)"; fi
+  cancel=$(curl -sS -X POST "$API/subscriptions/$sub_id/cancel" -H 'content-type: application/json' \
+    -d '{"at":"period_end","reason":"sam local"}')
+  case "$cancel" in *'"cancel_at_period_end":true'*) check 0 "cancel at period end through start-api" ;; *) check 1 "cancel answered $cancel" ;; esac
 fi
 
 echo

@@ -695,7 +695,13 @@ async fn play(args: Args) -> Result<bool> {
     });
 
     if args.create_table {
-        if ddb.describe_table().table_name(&args.table).send().await.is_err() {
+        if ddb
+            .describe_table()
+            .table_name(&args.table)
+            .send()
+            .await
+            .is_err()
+        {
             table::create_table(&ddb, &args.table)
                 .await
                 .map_err(|e| fail(format!("create_table {}: {e}", args.table)))?;
