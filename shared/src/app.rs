@@ -38,25 +38,6 @@ pub enum AnyGateway {
     V2(PortOneClient),
 }
 
-impl AnyGateway {
-    /// The i'mport V1 client, for tests and tools that drive i'mport
-    /// directly. Panics with `PAYMENT_API=v2`.
-    pub fn v1(&self) -> &IamportClient {
-        match self {
-            Self::V1(c) => c,
-            Self::V2(_) => panic!("this drives i'mport V1 directly; PAYMENT_API is v2"),
-        }
-    }
-
-    /// The PortOne V2 client. Panics with `PAYMENT_API=v1`.
-    pub fn v2(&self) -> &PortOneClient {
-        match self {
-            Self::V2(c) => c,
-            Self::V1(_) => panic!("this drives PortOne V2 directly; PAYMENT_API is v1"),
-        }
-    }
-}
-
 impl PaymentGateway for AnyGateway {
     async fn charge(&self, request: &ChargeRequest) -> ChargeOutcome {
         match self {

@@ -202,11 +202,12 @@ async fn form_encoded_webhooks_and_console_refunds_are_recorded() {
     // A partial refund made in the i'mport console, then the rest.
     let imp_uid = paid[0].imp_uid.clone();
     for (amount, expected) in [(Some(3000), 3000), (None, 9900)] {
+        use shared::gateway::PaymentGateway;
         app.engine
             .gateway
-            .v1()
-            .cancel(&shared::iamport::CancelRequest {
+            .refund(&shared::gateway::RefundRequest {
                 imp_uid: imp_uid.clone(),
+                merchant_uid: paid[0].merchant_uid.clone(),
                 amount,
                 checksum: None,
                 reason: "console refund".into(),
