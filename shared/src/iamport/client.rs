@@ -66,7 +66,7 @@ pub enum AgainOutcome {
 }
 
 impl AgainOutcome {
-    fn from_result(result: Result<Payment, GatewayError>) -> Self {
+    pub fn from_result(result: Result<Payment, GatewayError>) -> Self {
         match result {
             Ok(p) if p.status == PaymentStatus::Paid => Self::Paid(p),
             Ok(p) if p.status == PaymentStatus::Failed => Self::Declined(p),

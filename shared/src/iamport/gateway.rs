@@ -3,7 +3,7 @@
 
 use chrono::DateTime;
 
-use super::client::{AgainOutcome, IamportClient};
+use super::client::IamportClient;
 use super::model::{AgainRequest, CancelRequest, Payment, PaymentStatus};
 use crate::billing::{PaymentRecord, RecordStatus};
 use crate::gateway::{
@@ -51,12 +51,7 @@ impl PaymentGateway for IamportClient {
             custom_data: request.custom_data.clone(),
             notice_url: request.notice_url.clone(),
         };
-        match self.charge_again(&again).await {
-            AgainOutcome::Paid(p) => ChargeOutcome::Paid(PaymentRecord::from(&p)),
-            AgainOutcome::Declined(p) => ChargeOutcome::Declined(PaymentRecord::from(&p)),
-            AgainOutcome::Rejected(r) => ChargeOutcome::Rejected(r),
-            AgainOutcome::Ambiguous(a) => ChargeOutcome::Ambiguous(a),
-        }
+        super::wire::outcome(self.charge_again(&again).await)
     }
 
     async fn payment(&self, imp_uid: &str) -> Result<PaymentRecord, GatewayError> {
@@ -91,17 +86,7 @@ impl PaymentGateway for IamportClient {
     async fn billing_key(&self, customer_uid: &str) -> Result<BillingKey, GatewayError> {
         IamportClient::billing_key(self, customer_uid)
             .await
-            .map(|k| BillingKey {
-                customer_uid: k.customer_uid,
-                pg_provider: k.pg_provider,
-                pg_id: k.pg_id,
-                card_name: k.card_name,
-                card_number: k.card_number,
-                inserted: k.inserted,
-                issue_id: None,
-                customer_id: None,
-                on_our_channel: true,
-            })
+            .map(super::wire::port_key)
     }
 
     async fn delete_billing_key(&self, customer_uid: &str) -> Result<(), GatewayError> {

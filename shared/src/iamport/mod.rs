@@ -5,6 +5,7 @@
 mod client;
 mod gateway;
 mod model;
+pub mod wire;
 
 pub use client::{AgainOutcome, ClientConfig, DEFAULT_BASE_URL, IamportClient};
 pub use model::{AgainRequest, BillingKey, CancelRecord, CancelRequest, Payment, PaymentStatus};

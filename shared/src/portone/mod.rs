@@ -11,17 +11,18 @@
 mod gateway;
 pub mod model;
 pub mod webhook;
+pub mod wire;
 
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use url::Url;
 
 use crate::gateway::{Ambiguity, AmbiguityKind, GatewayError, Rejection, RejectionKind};
 use crate::secret::Secret;
-use model::ErrorBody;
+use wire::Answer;
 
 /// How to reach PortOne V2 and which store and channel to use.
 #[derive(Clone)]
@@ -59,19 +60,6 @@ impl std::fmt::Debug for PortOneClient {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
-}
-
-/// One answer of PortOne: the decoded body, or the typed error it sent.
-#[derive(Debug)]
-pub(crate) enum Answer<T> {
-    Ok(T),
-    /// `{type, message}` with its HTTP status (unknown types kept as text).
-    Refused {
-        status: u16,
-        error: ErrorBody,
-    },
-    /// A transport failure, a 5xx without a typed body, or an unreadable one.
-    Failed(GatewayError),
 }
 
 impl PortOneClient {
@@ -133,7 +121,7 @@ impl PortOneClient {
             Ok(b) => b,
             Err(e) => return Answer::Failed(transport_error(&e)),
         };
-        decode(status, &bytes)
+        wire::decode(status.as_u16(), &bytes)
     }
 }
 
@@ -156,47 +144,6 @@ fn transport_error(e: &reqwest::Error) -> GatewayError {
     })
 }
 
-fn decode<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Answer<T> {
-    if status.is_success() {
-        return match serde_json::from_slice::<T>(body) {
-            Ok(v) => Answer::Ok(v),
-            Err(e) => Answer::Failed(GatewayError::Ambiguous(Ambiguity {
-                kind: AmbiguityKind::Malformed,
-                http_status: Some(status.as_u16()),
-                detail: format!("unreadable PortOne answer: {e}"),
-            })),
-        };
-    }
-    // Throttled: PortOne did not take the request, whatever the body says.
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        return Answer::Failed(GatewayError::not_sent(format!("PortOne answered {status}")));
-    }
-    match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(error) if !error.kind.is_empty() => Answer::Refused {
-            status: status.as_u16(),
-            error,
-        },
-        _ if status.is_server_error() => Answer::Failed(GatewayError::Ambiguous(Ambiguity {
-            kind: AmbiguityKind::ServerError,
-            http_status: Some(status.as_u16()),
-            detail: format!("PortOne answered {status} without a typed error"),
-        })),
-        _ if status == StatusCode::REQUEST_TIMEOUT => {
-            Answer::Failed(GatewayError::not_sent(format!("PortOne answered {status}")))
-        }
-        _ => Answer::Failed(GatewayError::Rejected(Rejection {
-            kind: if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-                RejectionKind::Unauthorized
-            } else {
-                RejectionKind::BadRequest
-            },
-            http_status: Some(status.as_u16()),
-            code: None,
-            message: format!("PortOne answered {status} without a typed error"),
-        })),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,7 +155,7 @@ mod tests {
             &br#"{"type":"TOO_MANY_REQUESTS","message":"slow down"}"#[..],
             b"",
         ] {
-            match decode::<model::Ignored>(StatusCode::TOO_MANY_REQUESTS, body) {
+            match wire::decode::<model::Ignored>(429, body) {
                 Answer::Failed(GatewayError::Rejected(r)) => {
                     assert_eq!(r.kind, RejectionKind::NotSent)
                 }
@@ -217,7 +164,7 @@ mod tests {
         }
         // A typed error of any other status stays a typed refusal.
         assert!(matches!(
-            decode::<model::Ignored>(StatusCode::CONFLICT, br#"{"type":"ALREADY_PAID"}"#),
+            wire::decode::<model::Ignored>(409, br#"{"type":"ALREADY_PAID"}"#),
             Answer::Refused { status: 409, .. }
         ));
     }

@@ -22,7 +22,7 @@
 mod model;
 mod world;
 
-pub use world::{Params, SeedReport, callback_with_slow_gateway, simulate};
+pub use world::{INVARIANTS, Params, SeedReport, callback_with_slow_gateway, simulate};
 
 use std::collections::BTreeMap;
 
@@ -35,6 +35,8 @@ pub struct Totals {
     pub unrecorded: u64,
     pub stuck: u64,
     pub needs_review: u64,
+    /// Broken invariants by name, over all seeds.
+    pub broken: BTreeMap<&'static str, u64>,
     /// Seeds that broke an invariant, with what they broke.
     pub failures: Vec<(u64, Vec<String>)>,
     pub stats: BTreeMap<&'static str, u64>,
@@ -48,6 +50,9 @@ impl Totals {
         self.unrecorded += r.unrecorded;
         self.stuck += r.stuck;
         self.needs_review += r.needs_review;
+        for (k, v) in &r.broken {
+            *self.broken.entry(k).or_insert(0) += v;
+        }
         if !r.ok() {
             self.failures.push((r.seed, r.violations.clone()));
         }
@@ -71,7 +76,16 @@ impl Totals {
             self.unrecorded,
             self.stuck,
             self.needs_review
-        )
+        ) + &self.invariants_line()
+    }
+
+    /// `, {invariant}: {count}` for every invariant of the customer's side
+    /// (zeros included, so the line keeps its shape).
+    pub fn invariants_line(&self) -> String {
+        INVARIANTS
+            .iter()
+            .map(|name| format!(", {name}: {}", self.broken.get(name).copied().unwrap_or(0)))
+            .collect()
     }
 
     /// What the seeds went through (evidence that the faults were met).

@@ -1,0 +1,261 @@
+//! How the V2 adapter reads PortOne's answers, as pure functions of (HTTP
+//! status, body). The client reads every answer through them, and the
+//! simulation's model of PortOne answers in V2's wire format through them
+//! too, so the classification the simulation tests is the production one.
+
+use chrono::DateTime;
+use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+
+use super::model::{BillingKeyInfo, ErrorBody, Payment};
+use crate::billing::{PaymentRecord, RecordStatus};
+use crate::gateway::{
+    Ambiguity, AmbiguityKind, BillingKey, ChargeOutcome, ChargeRequest, GatewayError, Rejection,
+    RejectionKind,
+};
+
+/// One answer of PortOne: the decoded body, or the typed error it sent.
+#[derive(Debug)]
+pub enum Answer<T> {
+    Ok(T),
+    /// `{type, message}` with its HTTP status (unknown types kept as text).
+    Refused {
+        status: u16,
+        error: ErrorBody,
+    },
+    /// A transport failure, a 5xx without a typed body, or an unreadable one.
+    Failed(GatewayError),
+}
+
+/// Reads one answer.
+pub fn decode<T: DeserializeOwned>(status: u16, body: &[u8]) -> Answer<T> {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if status.is_success() {
+        return match serde_json::from_slice::<T>(body) {
+            Ok(v) => Answer::Ok(v),
+            Err(e) => Answer::Failed(GatewayError::Ambiguous(Ambiguity {
+                kind: AmbiguityKind::Malformed,
+                http_status: Some(status.as_u16()),
+                detail: format!("unreadable PortOne answer: {e}"),
+            })),
+        };
+    }
+    // Throttled: PortOne did not take the request, whatever the body says.
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return Answer::Failed(GatewayError::not_sent(format!("PortOne answered {status}")));
+    }
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(error) if !error.kind.is_empty() => Answer::Refused {
+            status: status.as_u16(),
+            error,
+        },
+        _ if status.is_server_error() => Answer::Failed(GatewayError::Ambiguous(Ambiguity {
+            kind: AmbiguityKind::ServerError,
+            http_status: Some(status.as_u16()),
+            detail: format!("PortOne answered {status} without a typed error"),
+        })),
+        _ if status == StatusCode::REQUEST_TIMEOUT => {
+            Answer::Failed(GatewayError::not_sent(format!("PortOne answered {status}")))
+        }
+        _ => Answer::Failed(GatewayError::Rejected(Rejection {
+            kind: if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                RejectionKind::Unauthorized
+            } else {
+                RejectionKind::BadRequest
+            },
+            http_status: Some(status.as_u16()),
+            code: None,
+            message: format!("PortOne answered {status} without a typed error"),
+        })),
+    }
+}
+
+fn parse_time(text: Option<&str>) -> Option<DateTime<chrono::Utc>> {
+    text.and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+/// A V2 payment in the engine's terms. `imp_uid` is the transaction id
+/// (V2's equivalent of V1's `imp_uid`); the billing key is the record's key.
+pub fn record_of(p: &Payment) -> PaymentRecord {
+    let status = match p.status.as_str() {
+        "PAID" | "PARTIAL_CANCELLED" => RecordStatus::Paid,
+        "FAILED" => RecordStatus::Failed,
+        "CANCELLED" => RecordStatus::Cancelled,
+        "READY" | "PAY_PENDING" | "VIRTUAL_ACCOUNT_ISSUED" => RecordStatus::Ready,
+        _ => RecordStatus::Other,
+    };
+    let failure = p.failure.as_ref();
+    PaymentRecord {
+        imp_uid: p.transaction_id.clone(),
+        merchant_uid: p.id.clone(),
+        status,
+        amount: p.amount.total,
+        cancelled_amount: p.amount.cancelled,
+        currency: p.currency.clone(),
+        customer_uid: p.billing_key.clone(),
+        paid_at: parse_time(p.paid_at.as_deref()),
+        fail_reason: failure.and_then(|f| f.pg_message.clone().or_else(|| f.reason.clone())),
+        cancel_reason: None,
+    }
+}
+
+fn rejection(kind: RejectionKind, status: u16, error: &ErrorBody) -> Rejection {
+    Rejection {
+        kind,
+        http_status: Some(status),
+        code: None,
+        message: error.describe(),
+    }
+}
+
+fn ambiguous(status: u16, error: &ErrorBody) -> Ambiguity {
+    Ambiguity {
+        kind: AmbiguityKind::ServerError,
+        http_status: Some(status),
+        detail: format!("PortOne answered {status} {}", error.describe()),
+    }
+}
+
+/// A typed refusal of a lookup, delete or refund.
+pub fn refused(status: u16, error: &ErrorBody) -> GatewayError {
+    match error.kind.as_str() {
+        "PAYMENT_NOT_FOUND" | "BILLING_KEY_NOT_FOUND" => {
+            GatewayError::Rejected(rejection(RejectionKind::NotFound, status, error))
+        }
+        "UNAUTHORIZED" | "FORBIDDEN" => {
+            GatewayError::Rejected(rejection(RejectionKind::Unauthorized, status, error))
+        }
+        "INVALID_REQUEST" => {
+            GatewayError::Rejected(rejection(RejectionKind::BadRequest, status, error))
+        }
+        _ if status >= 500 => GatewayError::Ambiguous(ambiguous(status, error)),
+        _ => GatewayError::Rejected(rejection(RejectionKind::Business, status, error)),
+    }
+}
+
+/// What a charge's typed refusal means. Declines are confirmed by the
+/// engine's lookup; "already paid" and "key gone" by its lookups too.
+pub fn charge_refused(request: &ChargeRequest, status: u16, error: &ErrorBody) -> ChargeOutcome {
+    match error.kind.as_str() {
+        // Likely a decline: the payment should now read FAILED.
+        "PG_PROVIDER" => ChargeOutcome::Declined(PaymentRecord {
+            imp_uid: String::new(),
+            merchant_uid: request.merchant_uid.clone(),
+            status: RecordStatus::Failed,
+            amount: request.amount,
+            cancelled_amount: 0,
+            currency: Some("KRW".into()),
+            customer_uid: Some(request.customer_uid.clone()),
+            paid_at: None,
+            fail_reason: error.pg_message.clone().or_else(|| error.message.clone()),
+            cancel_reason: None,
+        }),
+        "UNAUTHORIZED" | "FORBIDDEN" => {
+            ChargeOutcome::Rejected(rejection(RejectionKind::Unauthorized, status, error))
+        }
+        "ALREADY_PAID"
+        | "BILLING_KEY_NOT_FOUND"
+        | "BILLING_KEY_ALREADY_DELETED"
+        | "CHANNEL_NOT_FOUND"
+        | "INVALID_REQUEST"
+        | "MAX_TRANSACTION_COUNT_REACHED"
+        | "PAYMENT_SCHEDULE_ALREADY_EXISTS"
+        | "DISCOUNT_AMOUNT_EXCEEDS_TOTAL_AMOUNT"
+        | "PROMOTION_PAY_METHOD_DOES_NOT_MATCH"
+        | "SUM_OF_PARTS_EXCEEDS_TOTAL_AMOUNT" => {
+            ChargeOutcome::Rejected(rejection(RejectionKind::Business, status, error))
+        }
+        // An error type this code does not know: money may have moved.
+        _ => ChargeOutcome::Ambiguous(ambiguous(status, error)),
+    }
+}
+
+/// The answer to `POST /payments/{paymentId}/billing-key`: `Ok(())` for a
+/// 200, after which the payment is read back ([`read_back`]): the 200
+/// carries only `{pgTxId, paidAt}`.
+pub fn charge(request: &ChargeRequest, status: u16, body: &[u8]) -> Result<(), ChargeOutcome> {
+    match decode::<super::model::Ignored>(status, body) {
+        Answer::Ok(_) => Ok(()),
+        Answer::Refused { status, error } => Err(charge_refused(request, status, &error)),
+        Answer::Failed(GatewayError::Rejected(r)) => Err(ChargeOutcome::Rejected(r)),
+        Answer::Failed(GatewayError::Ambiguous(a)) => Err(ChargeOutcome::Ambiguous(a)),
+    }
+}
+
+/// What a charge answered 200 is, once its payment was read back: only a
+/// record that reads paid is a payment; anything else is settled by the
+/// engine's lookup rules.
+pub fn read_back(payment: Result<PaymentRecord, GatewayError>) -> ChargeOutcome {
+    match payment {
+        Ok(p) if p.status == RecordStatus::Paid => ChargeOutcome::Paid(p),
+        Ok(p) => ChargeOutcome::Ambiguous(Ambiguity {
+            kind: AmbiguityKind::Malformed,
+            http_status: Some(200),
+            detail: format!(
+                "charge answered 200 but the payment reads {}",
+                p.status.as_str()
+            ),
+        }),
+        Err(e) => ChargeOutcome::Ambiguous(Ambiguity {
+            kind: AmbiguityKind::Connection,
+            http_status: None,
+            detail: format!("paid, but the payment could not be read back: {e}"),
+        }),
+    }
+}
+
+/// The answer to `GET /payments/{paymentId}` (or a refund's read-back).
+pub fn payment(status: u16, body: &[u8]) -> Result<PaymentRecord, GatewayError> {
+    match decode::<Payment>(status, body) {
+        Answer::Ok(p) => Ok(record_of(&p)),
+        Answer::Refused { status, error } => Err(refused(status, &error)),
+        Answer::Failed(e) => Err(e),
+    }
+}
+
+/// The answer to `GET /billing-keys/{billingKey}`, for a deployment that
+/// charges through `channel_key`. `DELETED` is a key that is gone, like a
+/// missing one.
+pub fn billing_key(
+    status: u16,
+    body: &[u8],
+    channel_key: &str,
+) -> Result<BillingKey, GatewayError> {
+    let info = match decode::<BillingKeyInfo>(status, body) {
+        Answer::Ok(k) => k,
+        Answer::Refused { status, error } => return Err(refused(status, &error)),
+        Answer::Failed(e) => return Err(e),
+    };
+    key_of(&info, channel_key)
+}
+
+pub(crate) fn key_of(info: &BillingKeyInfo, channel_key: &str) -> Result<BillingKey, GatewayError> {
+    if info.status != "ISSUED" {
+        return Err(GatewayError::Rejected(Rejection {
+            kind: RejectionKind::NotFound,
+            http_status: Some(200),
+            code: None,
+            message: format!("billing key is {}", info.status),
+        }));
+    }
+    let channel = info
+        .channels
+        .iter()
+        .find(|c| c.key.as_deref() == Some(channel_key));
+    let card = info.methods.iter().find_map(|m| m.card.clone());
+    Ok(BillingKey {
+        customer_uid: info.billing_key.clone(),
+        pg_provider: channel
+            .and_then(|c| c.pg_provider.clone())
+            .unwrap_or_default()
+            .to_ascii_lowercase(),
+        pg_id: channel.and_then(|c| c.key.clone()),
+        card_name: card.as_ref().and_then(|c| c.name.clone()),
+        card_number: card.and_then(|c| c.number),
+        inserted: parse_time(info.issued_at.as_deref()).map_or(0, |t| t.timestamp()),
+        issue_id: info.issue_id.clone(),
+        customer_id: info.customer.id.clone(),
+        on_our_channel: channel.is_some(),
+    })
+}

@@ -1,0 +1,641 @@
+//! What must hold, from the PG's side and the customer's (design I1, I2, I7,
+//! I8): checked as steps happen, and at the end of the world (`verdict`).
+//! Every broken invariant is counted by name; the summary line shows each.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::Ordering;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use shared::billing::{
+    Anchor, AttemptState, BILLING_TZ, ChargeAttempt, MerchantUid, PeriodId, Subscription,
+    SubscriptionId, SubscriptionStatus,
+};
+use shared::gateway::ChargeRequest;
+
+use super::{SeedReport, World, lock};
+use crate::model::{MSG_SETTING, Usage};
+
+/// The invariants, by the names the summary line uses.
+pub const INVARIANTS: [&str; 12] = [
+    "charged after a cancel",
+    "billed without access",
+    "two periods a day",
+    "refunded twice",
+    "billed early",
+    "unsafe settlements",
+    "sent without a live claim",
+    "unalarmed reviews",
+    "dunned for the merchant's setup",
+    "key_missing with a live key",
+    "runbook gaps",
+    "unanswered calls",
+];
+
+/// What the invariants need to remember as the world goes on.
+#[derive(Debug, Default)]
+pub(crate) struct Observed {
+    /// Each subscription's statuses as they changed: (since, status).
+    statuses: BTreeMap<SubscriptionId, Vec<(DateTime<Utc>, SubscriptionStatus)>>,
+    /// Each attempt's state when last seen (to see flags happen).
+    attempts: BTreeMap<(SubscriptionId, PeriodId, u32), AttemptState>,
+    /// Attempts that went to `needs_review`, and the metric counts of them
+    /// the functions emitted.
+    pub flags: u64,
+    pub counted: u64,
+    /// The idempotency key each management invocation worked for.
+    pub refund_keys: BTreeMap<u32, String>,
+    /// The subscription as it stood when the PG took money under a charge
+    /// uid: (status, period-end cancel asked for).
+    paid_while: BTreeMap<String, (SubscriptionStatus, bool)>,
+    /// Payments whose lookups keep failing at the PG.
+    pub broken_lookups: BTreeSet<String>,
+    /// The periods charged (money taken) per subscription and Seoul day.
+    paid_days: BTreeMap<(SubscriptionId, NaiveDate), BTreeSet<PeriodId>>,
+}
+
+fn no_access(s: SubscriptionStatus) -> bool {
+    matches!(
+        s,
+        SubscriptionStatus::Suspended
+            | SubscriptionStatus::KeyMissing
+            | SubscriptionStatus::NeedsReview
+            | SubscriptionStatus::Cancelled
+    )
+}
+
+fn seoul_date(t: DateTime<Utc>) -> NaiveDate {
+    t.with_timezone(&BILLING_TZ).date_naive()
+}
+
+impl Observed {
+    fn status_at(&self, id: &SubscriptionId, t: DateTime<Utc>) -> Option<SubscriptionStatus> {
+        self.statuses
+            .get(id)?
+            .iter()
+            .take_while(|(since, _)| *since <= t)
+            .last()
+            .map(|(_, s)| *s)
+    }
+
+    /// When the no-access stretch that covers `t` ended (`None`: it did
+    /// not, or `t` had access).
+    fn access_back_after(&self, id: &SubscriptionId, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if !self.status_at(id, t).is_some_and(no_access) {
+            return None;
+        }
+        self.statuses
+            .get(id)?
+            .iter()
+            .find(|(since, s)| *since > t && !no_access(*s))
+            .map(|(since, _)| *since)
+    }
+}
+
+impl World {
+    /// After every write to the ledger: status changes and flags, and the
+    /// invariants that hold for each.
+    pub(super) fn observe(&self) {
+        let now = self.now();
+        let subs = self.ledger.all_subscriptions();
+        let attempts = self.ledger.all_attempts();
+        let mut changed = Vec::new();
+        {
+            let mut obs = lock(&self.observed);
+            for s in &subs {
+                let history = obs.statuses.entry(s.id.clone()).or_default();
+                if history.last().is_none_or(|(_, last)| *last != s.status) {
+                    history.push((now, s.status));
+                    changed.push(s.clone());
+                }
+            }
+            for a in &attempts {
+                let key = (a.subscription_id.clone(), a.period.clone(), a.attempt);
+                let before = obs.attempts.insert(key, a.state);
+                if a.state == AttemptState::NeedsReview && before != Some(AttemptState::NeedsReview)
+                {
+                    obs.flags += 1;
+                }
+            }
+        }
+        for s in changed {
+            self.status_changed(&s, &attempts);
+        }
+    }
+
+    fn status_changed(&self, s: &Subscription, attempts: &[ChargeAttempt]) {
+        if s.status == SubscriptionStatus::KeyMissing {
+            let model = lock(&self.model);
+            if model.key(&s.customer_uid).is_some_and(|k| !k.deleted) {
+                drop(model);
+                self.violation(
+                    "key_missing with a live key",
+                    format!("{} is key_missing while the PG still has its key", s.id),
+                );
+            }
+        }
+        if matches!(
+            s.status,
+            SubscriptionStatus::Suspended
+                | SubscriptionStatus::KeyMissing
+                | SubscriptionStatus::Cancelled
+        ) && s.cancel_reason.is_none()
+        {
+            let last = attempts
+                .iter()
+                .filter(|a| a.subscription_id == s.id && a.state.is_unpaid_settlement())
+                .max_by_key(|a| a.updated_at);
+            if let Some(a) = last
+                && a.fail_reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains(MSG_SETTING) || r.contains("CHANNEL_NOT_FOUND"))
+            {
+                self.violation(
+                    "dunned for the merchant's setup",
+                    format!(
+                        "{} lost access ({}) to a refusal that hits every charge: {}",
+                        s.id,
+                        s.status.as_str(),
+                        a.merchant_uid
+                    ),
+                );
+            }
+        }
+    }
+
+    /// A function emitted the `NeedsReview` metric for invocation `inv`.
+    pub(super) fn review_counted(&self, _inv: u32) {
+        lock(&self.observed).counted += 1;
+    }
+
+    /// A charge leaves invocation `inv`: it must hold the attempt's claim,
+    /// with time left on its lease, and no earlier attempt of the period may
+    /// still be paid or in flight.
+    pub(super) fn check_send(&self, inv: u32, req: &ChargeRequest) {
+        let now = self.now();
+        let Some(a) = self.attempt_of(&req.merchant_uid) else {
+            self.violation(
+                "sent without a live claim",
+                format!(
+                    "{inv} charge {} without a claimed attempt",
+                    req.merchant_uid
+                ),
+            );
+            return;
+        };
+        let held = a.claim_token.as_ref().is_some_and(|t| self.holds(inv, t));
+        if a.state != AttemptState::Claimed || !held || a.lease_until.is_none_or(|l| l <= now) {
+            self.violation(
+                "sent without a live claim",
+                format!(
+                    "{inv} charge {} sent without a live claim ({} lease {:?})",
+                    req.merchant_uid,
+                    a.state.as_str(),
+                    a.lease_until
+                ),
+            );
+        }
+        if a.merchant_uid != req.merchant_uid || a.amount != req.amount {
+            self.violation(
+                "sent without a live claim",
+                format!(
+                    "{inv} charge {} is not the stored attempt",
+                    req.merchant_uid
+                ),
+            );
+        }
+        // Only a key the gateway issued (and the engine verified) is charged.
+        if !lock(&self.model).ever_issued(&req.customer_uid) {
+            self.violation(
+                "sent without a live claim",
+                format!(
+                    "{inv} charge {} names a key the gateway never issued",
+                    req.merchant_uid
+                ),
+            );
+        }
+        let model = lock(&self.model);
+        for earlier in 1..a.attempt {
+            if let Some(e) = self
+                .ledger
+                .attempt_now(&a.subscription_id, &a.period, earlier)
+                && (model.paid_under(&e.merchant_uid) > 0 || model.processing(&e.merchant_uid) > 0)
+            {
+                drop(model);
+                self.violation(
+                    "unsafe settlements",
+                    format!(
+                        "{inv} new merchant_uid {} while {} may still be paid",
+                        req.merchant_uid, e.merchant_uid
+                    ),
+                );
+                return;
+            }
+        }
+    }
+
+    /// A claim to send (a new attempt, or a re-send) was just written: its
+    /// subscription must not have ended. A cancel stops all further charges
+    /// at once (a claim written before it may still be sent: it was in
+    /// flight).
+    pub(super) fn check_claim(&self, id: &SubscriptionId, what: &str) {
+        if let Some(s) = self.ledger.subscription_now(id)
+            && s.status == SubscriptionStatus::Cancelled
+        {
+            self.violation(
+                "charged after a cancel",
+                format!("{what} for {id} after it was cancelled"),
+            );
+        }
+    }
+
+    /// An attempt was just settled as not paid (declined, rejected): the PG
+    /// must have no payment under it and nothing still processing for it,
+    /// or the period moves on to a new merchant uid while this one may be
+    /// paid.
+    pub(super) fn check_unpaid(&self, merchant_uid: &str) {
+        let model = lock(&self.model);
+        let processing = model.processing(merchant_uid);
+        if model.paid_under(merchant_uid) > 0 || processing > 0 {
+            drop(model);
+            self.violation(
+                "unsafe settlements",
+                format!("{merchant_uid} settled as not paid while the PG has it paid or still processing ({processing})"),
+            );
+        }
+    }
+
+    /// Money was just taken under `merchant_uid`: at most one payment per
+    /// (subscription, period), never before the period is due, and at most
+    /// one period per subscription a day.
+    pub(super) fn check_paid(&self, merchant_uid: &str) {
+        let Some((sub, period)) = self.period_of(merchant_uid) else {
+            // A card-replacement window's payment pays no period.
+            return;
+        };
+        let paid = self
+            .paid_per_period()
+            .get(&(sub.clone(), period.clone()))
+            .copied()
+            .unwrap_or(0);
+        if paid > 1 {
+            // Counted at the end (`double charges`); marked in the trace now.
+            self.record(format!("DOUBLE CHARGE {sub} {period} paid {paid} times"));
+        }
+        let is_charge = matches!(
+            MerchantUid::parse(merchant_uid),
+            Some(MerchantUid::Charge { .. })
+        );
+        if let (Some(s), true) = (self.ledger.subscription_now(&sub), is_charge) {
+            let due = (0..600)
+                .find(|&k| s.anchor.period_id(k) == period)
+                .map(|k| s.anchor.period_start(k));
+            if due.is_some_and(|due| self.now() < due) {
+                self.violation(
+                    "billed early",
+                    format!("{merchant_uid} billed before its period was due ({due:?})"),
+                );
+            }
+        }
+        if is_charge {
+            let day = seoul_date(self.now());
+            let standing = self.ledger.subscription_now(&sub);
+            let mut obs = lock(&self.observed);
+            if let Some(s) = standing {
+                obs.paid_while
+                    .insert(merchant_uid.to_owned(), (s.status, s.cancel_at_period_end));
+            }
+            let periods = obs.paid_days.entry((sub.clone(), day)).or_default();
+            periods.insert(period);
+            if periods.len() > 1 {
+                let list: Vec<String> = periods.iter().map(ToString::to_string).collect();
+                drop(obs);
+                self.violation(
+                    "two periods a day",
+                    format!("{sub} charged for {} on {day}", list.join(" and ")),
+                );
+            }
+        }
+    }
+
+    /// (subscription, period) of one of our merchant uids: a charge uid
+    /// names them; an issuance pays the sign-up period.
+    fn period_of(&self, merchant_uid: &str) -> Option<(SubscriptionId, PeriodId)> {
+        match MerchantUid::parse(merchant_uid)? {
+            MerchantUid::Charge {
+                subscription,
+                period,
+                ..
+            } => Some((subscription, period)),
+            MerchantUid::Issuance { subscription } => {
+                let reg = self
+                    .ledger
+                    .all_registrations()
+                    .into_iter()
+                    .find(|r| r.merchant_uid == merchant_uid)?;
+                if reg.replaces_key {
+                    // A card-replacement window pays no period.
+                    return None;
+                }
+                let period = Anchor::from_instant(reg.created_at).period_id(0);
+                // The subscription's own first anchor when it exists
+                // (activation may cross midnight in Seoul).
+                let period = self
+                    .ledger
+                    .subscription_now(&subscription)
+                    .map_or(period, |s| Anchor::from_instant(s.created_at).period_id(0));
+                Some((subscription, period))
+            }
+        }
+    }
+
+    /// Payments that took money and were not refunded in full, per
+    /// (subscription, period).
+    fn paid_per_period(&self) -> BTreeMap<(SubscriptionId, PeriodId), u64> {
+        let payments: Vec<String> = lock(&self.model)
+            .payments
+            .iter()
+            .filter(|p| p.took_money())
+            .map(|p| p.merchant_uid.clone())
+            .collect();
+        let mut out = BTreeMap::new();
+        for uid in payments {
+            if let Some(key) = self.period_of(&uid) {
+                *out.entry(key).or_insert(0) += 1;
+            }
+        }
+        out
+    }
+}
+
+/// Whether a payment under `merchant_uid` was put right: refunded in full,
+/// or waiting for (or decided by) a person.
+fn put_right(attempts: &[ChargeAttempt], merchant_uid: &str, kept: i64) -> bool {
+    kept == 0
+        || attempts.iter().any(|a| {
+            a.merchant_uid == merchant_uid
+                && (a.state == AttemptState::NeedsReview || a.resolution.is_some())
+        })
+}
+
+/// The end-of-world checks, from the model's ledger and ours.
+pub(super) fn verdict(world: &World) -> SeedReport {
+    let mut report = SeedReport {
+        seed: world.seed,
+        steps: world.steps.load(Ordering::SeqCst),
+        ..SeedReport::default()
+    };
+    let attempts = world.ledger.all_attempts();
+    let subs: BTreeMap<SubscriptionId, Subscription> = world
+        .ledger
+        .all_subscriptions()
+        .into_iter()
+        .map(|s| (s.id.clone(), s))
+        .collect();
+    let payments = lock(&world.model).payments.clone();
+    let mut broken = |report: &mut SeedReport, which: &'static str, what: String| {
+        *report.broken.entry(which).or_insert(0) += 1;
+        report
+            .violations
+            .push(format!("seed {}: {which}: {what}", world.seed));
+    };
+    // Every charge the PG took is recorded as paid, or waits for a person.
+    for p in payments.iter().filter(|p| p.took_money()) {
+        let attempt = attempts.iter().find(|a| a.merchant_uid == p.merchant_uid);
+        let sub_review = attempt
+            .and_then(|a| subs.get(&a.subscription_id))
+            .is_some_and(|s| s.status == SubscriptionStatus::NeedsReview);
+        let replacement = p.usage == Usage::Issue
+            && world
+                .ledger
+                .all_registrations()
+                .iter()
+                .any(|r| r.merchant_uid == p.merchant_uid && r.replaces_key);
+        let recorded = match attempt {
+            Some(a) if a.state == AttemptState::Paid => {
+                a.imp_uid.as_deref() == Some(p.imp_uid.as_str())
+            }
+            Some(a) if a.state == AttemptState::NeedsReview => true,
+            Some(a) if a.resolution.is_some() => true,
+            Some(a) if a.state.is_open() && sub_review => true,
+            // A card-replacement window's money is refunded at once.
+            None if replacement => p.kept() == 0,
+            _ => false,
+        };
+        if !recorded {
+            report.unrecorded += 1;
+            let usage = match p.usage {
+                Usage::Issue => "issuance",
+                Usage::Charge => "charge",
+            };
+            report.violations.push(format!(
+                "seed {}: unrecorded {usage} {} {} ({} KRW, {} kept): ours {:?}",
+                world.seed,
+                p.merchant_uid,
+                p.imp_uid,
+                p.amount,
+                p.kept(),
+                attempt.map(|a| a.state.as_str())
+            ));
+        }
+    }
+    // At most one payment per (subscription, period).
+    for ((sub, period), n) in world.paid_per_period() {
+        if n > 1 {
+            report.double_charges += 1;
+            report.violations.push(format!(
+                "seed {}: double charge {sub} {period}: {n} payments",
+                world.seed
+            ));
+        }
+    }
+    customer_side(world, &mut report, &attempts, &subs, &payments, &mut broken);
+    // Nothing left open (an open attempt of a flagged subscription waits for its person).
+    for a in attempts.iter().filter(|a| a.state.is_open()) {
+        let review = subs
+            .get(&a.subscription_id)
+            .is_some_and(|s| s.status == SubscriptionStatus::NeedsReview);
+        if !review {
+            report.stuck += 1;
+            report.violations.push(format!(
+                "seed {}: stuck {} {} ({:?})",
+                world.seed,
+                a.merchant_uid,
+                a.state.as_str(),
+                a.fail_reason
+            ));
+        }
+    }
+    report.needs_review = attempts
+        .iter()
+        .filter(|a| a.state == AttemptState::NeedsReview)
+        .count() as u64;
+    for a in attempts
+        .iter()
+        .filter(|a| a.state == AttemptState::NeedsReview)
+    {
+        let why = if a
+            .fail_reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("issuance payment"))
+        {
+            "needs review at the end: sign-up window took an odd amount"
+        } else {
+            "needs review at the end: other"
+        };
+        *lock(&world.stats).entry(why).or_insert(0) += 1;
+    }
+    // No period skipped: the paid periods of each subscription on its first
+    // anchor are exactly the ones before its current period, and a
+    // chargeable one is not behind.
+    let end = world.now();
+    for s in subs.values() {
+        if s.anchor == Anchor::from_instant(s.created_at) {
+            let paid: BTreeSet<PeriodId> = attempts
+                .iter()
+                .filter(|a| a.subscription_id == s.id && a.state == AttemptState::Paid)
+                .map(|a| a.period.clone())
+                .collect();
+            let expected: BTreeSet<PeriodId> =
+                (0..s.period_index).map(|k| s.anchor.period_id(k)).collect();
+            if paid != expected && s.status != SubscriptionStatus::Cancelled {
+                report.violations.push(format!(
+                    "seed {}: {} paid periods {paid:?}, expected {expected:?}",
+                    world.seed, s.id
+                ));
+            }
+        }
+        if s.status.is_chargeable() && s.next_charge_at + chrono::Duration::days(2) < end {
+            report.stuck += 1;
+            report.violations.push(format!(
+                "seed {}: {} left behind: {} due {}",
+                world.seed,
+                s.id,
+                s.status.as_str(),
+                s.next_charge_at
+            ));
+        }
+    }
+    // Attempts recorded paid must be paid at the PG.
+    for a in attempts.iter().filter(|a| a.state == AttemptState::Paid) {
+        let at_pg = payments.iter().any(|p| {
+            p.merchant_uid == a.merchant_uid
+                && p.took_money()
+                && a.imp_uid.as_deref() == Some(p.imp_uid.as_str())
+        });
+        if !at_pg {
+            report.violations.push(format!(
+                "seed {}: {} recorded paid without a payment at the PG",
+                world.seed, a.merchant_uid
+            ));
+        }
+    }
+    report
+        .violations
+        .extend(lock(&world.violations).iter().cloned());
+    for (k, v) in lock(&world.broken).iter() {
+        *report.broken.entry(k).or_insert(0) += v;
+    }
+    let trace = lock(&world.trace);
+    let mut h = trace.hasher.clone();
+    report.steps.hash(&mut h);
+    report.trace_hash = h.finish();
+    report.trace = trace.lines.clone().unwrap_or_default();
+    report.stats = lock(&world.stats).clone();
+    report
+}
+
+/// The customer's side at the end: nothing charged after a cancel took
+/// effect, no period without access billed, a refund request moves money
+/// once, everything waiting for a person was counted by a metric.
+fn customer_side(
+    world: &World,
+    report: &mut SeedReport,
+    attempts: &[ChargeAttempt],
+    subs: &BTreeMap<SubscriptionId, Subscription>,
+    payments: &[crate::model::Payment],
+    broken: &mut impl FnMut(&mut SeedReport, &'static str, String),
+) {
+    let obs = lock(&world.observed);
+    for p in payments
+        .iter()
+        .filter(|p| p.took_money() && p.usage == Usage::Charge)
+    {
+        let Some(MerchantUid::Charge {
+            subscription,
+            period,
+            ..
+        }) = MerchantUid::parse(&p.merchant_uid)
+        else {
+            continue;
+        };
+        let Some(paid_at) = p.paid_at else { continue };
+        if put_right(attempts, &p.merchant_uid, p.kept()) {
+            continue;
+        }
+        match obs.paid_while.get(&p.merchant_uid) {
+            Some((SubscriptionStatus::Cancelled, _)) => broken(
+                report,
+                "charged after a cancel",
+                format!(
+                    "{} paid at {paid_at} after its subscription was cancelled",
+                    p.merchant_uid
+                ),
+            ),
+            Some((_, true)) => broken(
+                report,
+                "charged after a cancel",
+                format!(
+                    "{} ({period}) paid at {paid_at} after a period-end cancel was accepted",
+                    p.merchant_uid
+                ),
+            ),
+            _ => {}
+        }
+        if let Some(s) = subs.get(&subscription)
+            && let Some(k) = (0..600).find(|&k| s.anchor.period_id(k) == period)
+        {
+            let start = s.anchor.period_start(k);
+            if let Some(back) = obs.access_back_after(&subscription, start)
+                && seoul_date(start) < seoul_date(back)
+                && paid_at >= back
+            {
+                broken(
+                    report,
+                    "billed without access",
+                    format!(
+                        "{} billed for {period}, which began while it had no access (access back {back})",
+                        p.merchant_uid
+                    ),
+                );
+            }
+        }
+    }
+    // One refund request moves money at most once.
+    let model = lock(&world.model);
+    let mut per_key: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in &model.refunds {
+        if let Some(key) = obs.refund_keys.get(&r.by) {
+            *per_key.entry(key.as_str()).or_insert(0) += 1;
+        }
+    }
+    for (key, n) in per_key.into_iter().filter(|(_, n)| *n > 1) {
+        broken(
+            report,
+            "refunded twice",
+            format!("refund request {key} moved money {n} times"),
+        );
+    }
+    if obs.flags > obs.counted {
+        broken(
+            report,
+            "unalarmed reviews",
+            format!(
+                "{} attempts went to needs_review, {} were counted by a metric",
+                obs.flags, obs.counted
+            ),
+        );
+    }
+    drop(model);
+    let _ = world.setting_broken.load(Ordering::SeqCst);
+}
