@@ -264,6 +264,9 @@ WEBHOOK_URL="$LAMBDA_URL/lambda-url/payment-webhook/webhooks/iamport"
   echo "CHARGE_MODE=$CHARGE_MODE"
   echo "CHARGE_QUEUE_URL=$DDB_URL/123456789012/charge-local"
   echo "AWS_ENDPOINT_URL_SQS=$DDB_URL"
+  # And KMS: billing keys are sealed at rest (local-demo creates this alias).
+  echo "AWS_ENDPOINT_URL_KMS=$DDB_URL"
+  echo "BILLING_KEY_KMS_KEY_ID=alias/billing-keys-local"
   echo "AWS_REGION=$AWS_REGION"
   echo "AWS_EC2_METADATA_DISABLED=true"
   echo "AWS_ACCESS_KEY_ID=test"
@@ -297,6 +300,11 @@ WEBHOOK_URL="$LAMBDA_URL/lambda-url/payment-webhook/webhooks/iamport"
   # The story runs in minutes: the quiet period is the shortest a 1 s timeout allows.
   echo "RESEND_QUIET_SECS=65"
   echo "MERCHANT_UID_KEY=local-merchant-uid-key-not-secret"
+  # The story plays months in minutes: each run's event time is its billing
+  # clock (a test clock, which only a local DynamoDB endpoint allows).
+  echo "BILLING_CLOCK=event"
+  # V1 webhooks come from the simulator on this machine only.
+  echo "WEBHOOK_ALLOWED_IPS=127.0.0.1"
   echo "RUST_LOG=info"
   echo "NO_COLOR=1"
 } >"$ENV_FILE"

@@ -161,6 +161,7 @@ env = json.load(open(sys.argv[1]))
 env["Parameters"].update({
     "TABLE_NAME": "$TABLE",
     "AWS_ENDPOINT_URL_DYNAMODB": "http://$MOTO:5000",
+    "AWS_ENDPOINT_URL_KMS": "http://$MOTO:5000",
     "IAMPORT_BASE_URL": "http://$SIM:7070",
     "IAMPORT_TIMEOUT_MS": "3000",
     "IAMPORT_CONNECT_TIMEOUT_MS": "1000",

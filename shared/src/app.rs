@@ -139,11 +139,14 @@ impl App {
         let config = Config::from_env()?;
         let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
         let credentials = resolve_credentials(&config, &sdk).await?;
-        let ledger = DynamoLedger::new(
+        let mut ledger = DynamoLedger::new(
             aws_sdk_dynamodb::Client::new(&sdk),
             config.table_name.clone(),
             config.due_shards,
         );
+        if let Some(key_id) = &config.billing_key_kms_key_id {
+            ledger = ledger.with_sealed_keys(aws_sdk_kms::Client::new(&sdk), key_id);
+        }
         Self::new(config, ledger, credentials, Clock::system())
     }
 
@@ -153,6 +156,14 @@ impl App {
         credentials: Credentials,
         clock: Clock,
     ) -> Result<Self, InitError> {
+        if config.billing_key_kms_key_id.is_some() && !ledger.seals_keys() {
+            return Err(ConfigError::Invalid {
+                name: "BILLING_KEY_KMS_KEY_ID",
+                reason: "set, but the ledger was built without it (DynamoLedger::with_sealed_keys)"
+                    .into(),
+            }
+            .into());
+        }
         if let Some(k) = credentials.api_keys.prepare.clone() {
             config.prepare_api_key = Some(k);
         }
@@ -187,7 +198,7 @@ impl App {
                         store_id: v2.store_id.clone(),
                         channel_key: v2.channel_key.clone(),
                         connect_timeout: config.iamport_connect_timeout,
-                        timeout: config.iamport_timeout,
+                        timeout: config.portone_timeout,
                     })
                     .map_err(|e| InitError::Http(e.to_string()))?,
                 )

@@ -7,7 +7,9 @@ use std::time::Duration;
 use url::Url;
 
 use crate::billing::Plan;
+use crate::billing::changes::ResumePolicy;
 use crate::billing::{DunningPolicy, SubscriptionStatus};
+use crate::engine::BillingClock;
 use crate::iamport::DEFAULT_BASE_URL;
 use crate::secret::Secret;
 
@@ -124,8 +126,50 @@ pub struct Config {
     /// Shared secret for `POST /billing/prepare` (header `x-api-key`), in
     /// addition to (or instead of) IAM authorisation on the route.
     pub prepare_api_key: Option<Secret>,
-    /// Empty: accept webhooks from anywhere (the body is re-verified anyway).
+    /// Source addresses the webhook accepts; empty: any (V2's signatures
+    /// are checked). V1's default is i'mport's three documented addresses
+    /// (its webhooks are unsigned); `WEBHOOK_ALLOWED_IPS=any` turns it off.
     pub webhook_allowed_ips: Vec<IpAddr>,
+    /// PortOne V2's per-request timeout (`PORTONE_TIMEOUT_MS`, 60 s like
+    /// PortOne's own SDKs); V1 uses `iamport_timeout`.
+    pub portone_timeout: Duration,
+    /// The per-request timeout of the configured gateway.
+    pub gateway_timeout: Duration,
+    /// What the billing clock is (`BILLING_CLOCK`): the real clock, with the
+    /// event's time accepted up to a small skew ahead (production); or the
+    /// event's time whatever it is, a test clock only a local DynamoDB
+    /// endpoint allows.
+    pub billing_clock: BillingClock,
+    /// Refund a payment that lands after a cancel-now by itself instead of
+    /// leaving it to a person (`REFUND_AFTER_CANCEL`).
+    pub refund_after_cancel: bool,
+    /// What a subscription that had no access is charged when it gets it
+    /// back (`RESUME_POLICY`: `reanchor` or `collect_outstanding`).
+    pub resume_policy: ResumePolicy,
+    /// The KMS key that wraps the table's data key, with which billing keys
+    /// are sealed at rest (`BILLING_KEY_KMS_KEY_ID`: an id, an ARN or
+    /// `alias/…`). Required with V2, whose billing keys are PortOne's.
+    pub billing_key_kms_key_id: Option<String>,
+}
+
+/// i'mport's documented webhook source addresses.
+pub const IAMPORT_WEBHOOK_IPS: [&str; 3] = ["52.78.100.19", "52.78.48.223", "52.78.5.241"];
+
+/// Whether `endpoint` (an `AWS_ENDPOINT_URL*` value) names a local
+/// emulator: loopback, `localhost`, Docker's `host.docker.internal`, or a
+/// container name (no dots). AWS's own endpoints have none of these forms.
+fn local_endpoint(endpoint: &str) -> bool {
+    let Ok(url) = Url::parse(endpoint) else {
+        return false;
+    };
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => {
+            matches!(name, "localhost" | "host.docker.internal") || !name.contains('.')
+        }
+        None => false,
+    }
 }
 
 impl Config {
@@ -329,7 +373,13 @@ impl Config {
             }
         };
 
-        let webhook_allowed_ips = var("WEBHOOK_ALLOWED_IPS")
+        let allowed = match (var("WEBHOOK_ALLOWED_IPS"), payment_api) {
+            (Some(v), _) if v.eq_ignore_ascii_case("any") => None,
+            (Some(v), _) => Some(v),
+            (None, PaymentApi::V1) => Some(IAMPORT_WEBHOOK_IPS.join(",")),
+            (None, PaymentApi::V2) => None,
+        };
+        let webhook_allowed_ips = allowed
             .map(|v| {
                 v.split(',')
                     .map(|ip| {
@@ -347,16 +397,22 @@ impl Config {
 
         let iamport_timeout =
             Duration::from_millis(number("IAMPORT_TIMEOUT_MS", 10_000, 100, 120_000)?);
+        let portone_timeout =
+            Duration::from_millis(number("PORTONE_TIMEOUT_MS", 60_000, 100, 120_000)?);
+        let (gateway_timeout, timeout_name) = match payment_api {
+            PaymentApi::V1 => (iamport_timeout, "IAMPORT_TIMEOUT_MS"),
+            PaymentApi::V2 => (portone_timeout, "PORTONE_TIMEOUT_MS"),
+        };
         let claim_lease = Duration::from_secs(number("CLAIM_LEASE_SECS", 900, 10, 3600)?);
         // The longest chain under one claim: a lookup of an open attempt, the
         // charge, and the lookups that classify a refusal, each possibly sent
         // twice (a 401 forces a new token), plus a margin for the writes.
-        let chain = iamport_timeout * 2 * MAX_CALLS_PER_CHARGE + Duration::from_secs(5);
+        let chain = gateway_timeout * 2 * MAX_CALLS_PER_CHARGE + Duration::from_secs(5);
         if claim_lease < chain {
             return Err(ConfigError::Invalid {
                 name: "CLAIM_LEASE_SECS",
                 reason: format!(
-                    "{} s is shorter than the longest chain of i'mport calls of one charge ({} s with IAMPORT_TIMEOUT_MS)",
+                    "{} s is shorter than the longest chain of gateway calls of one charge ({} s with {timeout_name})",
                     claim_lease.as_secs(),
                     chain.as_secs()
                 ),
@@ -366,16 +422,50 @@ impl Config {
         // The quiet period counts from the claim; the request itself leaves
         // after a getToken (and, on a 401, another getToken and a second
         // send): keep well clear of that.
-        let quiet_floor = iamport_timeout * 5 + Duration::from_secs(60);
-        if resend_quiet < quiet_floor {
+        let billing_key_kms_key_id = var("BILLING_KEY_KMS_KEY_ID").filter(|v| !v.trim().is_empty());
+        if payment_api == PaymentApi::V2 && billing_key_kms_key_id.is_none() {
+            return Err(ConfigError::Missing {
+                name: "BILLING_KEY_KMS_KEY_ID (V2 billing keys are stored sealed, under a data key this KMS key wraps)",
+            });
+        }
+        let billing_clock = match var("BILLING_CLOCK").as_deref() {
+            None | Some("wall") => BillingClock::Wall,
+            Some("event") => {
+                let endpoint = var("AWS_ENDPOINT_URL_DYNAMODB").or_else(|| var("AWS_ENDPOINT_URL"));
+                if !endpoint.as_deref().is_some_and(local_endpoint) {
+                    return Err(ConfigError::Invalid {
+                        name: "BILLING_CLOCK",
+                        reason: "event (the event's time as a test clock) is for local runs only: it needs AWS_ENDPOINT_URL_DYNAMODB on a local emulator (loopback, localhost or a container name)".into(),
+                    });
+                }
+                BillingClock::Event
+            }
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "BILLING_CLOCK",
+                    reason: format!("{other:?} is not wall or event"),
+                });
+            }
+        };
+        let quiet_floor = gateway_timeout * 5 + Duration::from_secs(60);
+        // A test clock (months played in minutes against a simulator that
+        // answers at once) may wait less; the real world may not.
+        if resend_quiet < quiet_floor && billing_clock == BillingClock::Wall {
             return Err(ConfigError::Invalid {
                 name: "RESEND_QUIET_SECS",
                 reason: format!(
-                    "must be at least {} s (five times IAMPORT_TIMEOUT_MS plus a minute): i'mport may still be processing a request that timed out",
+                    "must be at least {} s (five times {timeout_name} plus a minute): the gateway may still be processing a request that timed out",
                     quiet_floor.as_secs()
                 ),
             });
         }
+        let resume_policy = match var("RESUME_POLICY") {
+            None => ResumePolicy::default(),
+            Some(v) => ResumePolicy::parse(&v).ok_or_else(|| ConfigError::Invalid {
+                name: "RESUME_POLICY",
+                reason: format!("{v:?} is not reanchor or collect_outstanding"),
+            })?,
+        };
         let uid_key = var("MERCHANT_UID_KEY").map(Secret::new);
         if uid_key.as_ref().is_some_and(|k| k.expose().len() < 16) {
             return Err(ConfigError::Invalid {
@@ -445,6 +535,12 @@ impl Config {
             )?),
             prepare_api_key: var("PREPARE_API_KEY").map(Secret::new),
             webhook_allowed_ips,
+            portone_timeout,
+            gateway_timeout,
+            billing_clock,
+            refund_after_cancel: flag("REFUND_AFTER_CANCEL", false)?,
+            resume_policy,
+            billing_key_kms_key_id,
         })
     }
 
@@ -487,7 +583,93 @@ mod tests {
         assert_eq!(c.concurrency, 8);
         assert_eq!(c.dunning, DunningPolicy::default());
         assert!(c.charge_on_signup);
-        assert!(c.webhook_allowed_ips.is_empty());
+        assert_eq!(c.billing_clock, BillingClock::Wall);
+        assert_eq!(c.resume_policy, ResumePolicy::Reanchor);
+        assert!(!c.refund_after_cancel);
+        assert_eq!(c.gateway_timeout, Duration::from_secs(10));
+    }
+
+    /// Defect X1: V1 webhooks are unsigned; the allow-list of i'mport's
+    /// documented addresses is on unless turned off on purpose.
+    #[test]
+    fn v1_webhooks_are_accepted_only_from_iamport_by_default() {
+        let c = parse(&BASE).unwrap();
+        let ips: Vec<String> = c
+            .webhook_allowed_ips
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(ips, IAMPORT_WEBHOOK_IPS);
+        let mut pairs = BASE.to_vec();
+        pairs.push(("WEBHOOK_ALLOWED_IPS", "any"));
+        assert!(parse(&pairs).unwrap().webhook_allowed_ips.is_empty());
+    }
+
+    /// Defect C3: PortOne's SDKs wait 60 s; V2 had V1's 10 s.
+    #[test]
+    fn v2_has_its_own_timeout() {
+        let v2 = [
+            ("TABLE_NAME", "t"),
+            ("PAYMENT_API", "v2"),
+            ("PORTONE_API_SECRET", "s"),
+            ("PORTONE_STORE_ID", "store-1"),
+            ("PORTONE_CHANNEL_KEY", "channel-1"),
+            ("BILLING_KEY_KMS_KEY_ID", "alias/billing-keys"),
+        ];
+        let c = parse(&v2).unwrap();
+        assert_eq!(c.gateway_timeout, Duration::from_secs(60));
+        assert!(c.webhook_allowed_ips.is_empty(), "V2 webhooks are signed");
+    }
+
+    /// Defect X3: V2 billing keys are stored sealed; a V2 configuration
+    /// without the KMS key that wraps the data key is refused.
+    #[test]
+    fn v2_needs_the_kms_key_that_seals_billing_keys() {
+        let v2 = [
+            ("TABLE_NAME", "t"),
+            ("PAYMENT_API", "v2"),
+            ("PORTONE_API_SECRET", "s"),
+            ("PORTONE_STORE_ID", "store-1"),
+            ("PORTONE_CHANNEL_KEY", "channel-1"),
+        ];
+        let err = parse(&v2).unwrap_err().to_string();
+        assert!(err.contains("BILLING_KEY_KMS_KEY_ID"), "{err}");
+        let mut with = v2.to_vec();
+        with.push(("BILLING_KEY_KMS_KEY_ID", "alias/billing-keys"));
+        assert_eq!(
+            parse(&with).unwrap().billing_key_kms_key_id.as_deref(),
+            Some("alias/billing-keys")
+        );
+        assert_eq!(
+            parse(&BASE).unwrap().billing_key_kms_key_id,
+            None,
+            "optional with V1"
+        );
+    }
+
+    /// Defect D7: the event's time as the billing clock is a test clock,
+    /// which only a local DynamoDB endpoint can enable.
+    #[test]
+    fn the_event_clock_needs_a_local_dynamodb() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("BILLING_CLOCK", "event"));
+        assert!(
+            parse(&pairs)
+                .unwrap_err()
+                .to_string()
+                .contains("BILLING_CLOCK")
+        );
+        for (endpoint, ok) in [
+            ("https://dynamodb.ap-northeast-2.amazonaws.com", false),
+            ("http://10.0.0.5:8000", false),
+            ("http://127.0.0.1:8000", true),
+            ("http://localhost:8000", true),
+            ("http://moto:5000", true),
+        ] {
+            let mut with = pairs.clone();
+            with.push(("AWS_ENDPOINT_URL_DYNAMODB", endpoint));
+            assert_eq!(parse(&with).is_ok(), ok, "{endpoint}");
+        }
     }
 
     #[test]
@@ -524,6 +706,9 @@ mod tests {
             ("CLAIM_LEASE_SECS", "60"),
             ("RESEND_QUIET_SECS", "5"),
             ("MERCHANT_UID_KEY", "short"),
+            ("RESUME_POLICY", "forgive"),
+            ("BILLING_CLOCK", "sundial"),
+            ("REFUND_AFTER_CANCEL", "perhaps"),
         ] {
             let mut pairs = BASE.to_vec();
             pairs.push((k, v));

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::billing::changes::ResumePolicy;
 use crate::billing::{
     DunningPolicy, Plan, SubscriptionId, UidKey, random_customer_uid, random_nonce,
 };
@@ -53,15 +54,58 @@ pub struct Settings {
     /// Delete the billing key at the gateway when a subscription is
     /// cancelled now.
     pub delete_key_on_cancel: bool,
+    /// What a run's time may be (see [`BillingClock`]).
+    pub billing_clock: BillingClock,
+    /// Refund money that lands after a cancel-now instead of leaving it to a
+    /// person.
+    pub refund_after_cancel: bool,
+    /// What a subscription that had no access is charged when it gets it back.
+    pub resume_policy: ResumePolicy,
 }
 
+/// What a run's billing time may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BillingClock {
+    /// The real clock: a run's time may be in the past (a replayed day
+    /// charges only what was due then) but at most [`BILLING_CLOCK_SKEW`]
+    /// ahead of now. Production.
+    #[default]
+    Wall,
+    /// The event's time, whatever it is: a test clock (months played in
+    /// minutes). Local runs only (`BILLING_CLOCK=event` needs a local
+    /// DynamoDB endpoint).
+    Event,
+}
+
+/// How far ahead of the clock a run's time may be (the scheduler's
+/// `scheduled-time` is the minute the run was due, and clocks differ).
+pub const BILLING_CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
+
 impl Settings {
+    /// Refuses a billing time beyond the allowed skew of the real clock: a
+    /// mistyped manual run or a forged queue message would make everyone
+    /// due at once (defect D7).
+    pub fn check_billing_time(
+        &self,
+        billing_time: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), crate::charging::RunError> {
+        let ahead = billing_time - now;
+        if self.billing_clock == BillingClock::Wall && ahead > BILLING_CLOCK_SKEW {
+            return Err(crate::charging::RunError::FutureBillingTime {
+                billing_time,
+                ahead_secs: ahead.num_seconds(),
+            });
+        }
+        Ok(())
+    }
+
     pub fn from_config(config: &Config, uid_key: UidKey) -> Self {
         Self {
             dunning: config.dunning.clone(),
             claim_lease: config.claim_lease,
             resend_quiet: config.resend_quiet,
-            gateway_timeout: config.iamport_timeout,
+            gateway_timeout: config.gateway_timeout,
             concurrency: config.concurrency,
             notice_url: config.notice_url.as_ref().map(|u| u.to_string()),
             charge_on_signup: config.charge_on_signup,
@@ -79,6 +123,9 @@ impl Settings {
             allow_multiple_subscriptions: config.allow_multiple_subscriptions,
             delete_key_on_cancel: config.delete_key_on_cancel,
             v2: config.portone.clone(),
+            billing_clock: config.billing_clock,
+            refund_after_cancel: config.refund_after_cancel,
+            resume_policy: config.resume_policy,
         }
     }
 
@@ -289,6 +336,9 @@ mod tests {
             uid_key: UidKey::derived_from(b"k"),
             allow_multiple_subscriptions: false,
             delete_key_on_cancel: true,
+            billing_clock: BillingClock::Wall,
+            refund_after_cancel: false,
+            resume_policy: ResumePolicy::Reanchor,
         };
         let engine = |seed| {
             Engine::seeded(

@@ -84,9 +84,10 @@ fn paid_through(sub: &Subscription) -> Value {
 }
 
 /// How a subscription ended: by a cancel now, at the end of its period, or
-/// by dunning.
-fn ending(old: &Subscription, new: &Subscription) -> &'static str {
-    if old.cancel_at_period_end {
+/// by dunning. Read from the ended subscription: a cancel now clears a
+/// pending period-end cancel, so the one before must not decide (C6).
+fn ending(new: &Subscription) -> &'static str {
+    if new.cancel_at_period_end {
         "period_end"
     } else if new.cancel_reason.is_some() {
         "now"
@@ -145,7 +146,7 @@ pub fn of_subscription(old: Option<&Subscription>, new: Option<&Subscription>) -
                 "subscription.cancelled",
                 new,
                 json!({
-                    "mode": ending(old, new),
+                    "mode": ending(new),
                     "reason": new.cancel_reason,
                     "ended_at": opt_time(new.ended_at.or(Some(new.updated_at))),
                     "paid_through": paid_through(new),
@@ -268,66 +269,27 @@ pub fn of_attempt(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::billing::{Anchor, KeyInfo, Plan, SubscriptionId, UidKey};
+    use crate::billing::{Anchor, Plan};
+    use crate::testing;
 
     fn sub() -> Subscription {
         let anchor = Anchor::new(2026, 12, 1).unwrap();
-        let t = anchor.period_start(0);
-        Subscription {
-            id: SubscriptionId::parse("abcdefghij01").unwrap(),
-            user_id: "user-7".into(),
-            customer_uid: "cu_secret_key_ref".into(),
-            pg: "chai".into(),
-            plan: Plan {
-                amount: 9900,
-                name: "월간".into(),
-            },
-            buyer: Default::default(),
-            status: SubscriptionStatus::Active,
-            anchor,
-            period_index: 1,
-            attempt: 1,
-            next_charge_at: anchor.period_start(1),
-            paid_through: Some(anchor.period_id(0)),
-            key: KeyInfo {
-                pg_provider: "chai".into(),
-                pg_id: None,
-                card_name: None,
-                card_number: Some("5365-****-****-1234".into()),
-                inserted_at: t,
-            },
-            version: 3,
-            created_at: t,
-            updated_at: t,
-            cancel_at_period_end: false,
-            pending_plan: None,
-            ended_at: None,
-            cancel_reason: None,
-            review_from: None,
-        }
+        let mut s = testing::subscription("abcdefghij01", anchor);
+        s.user_id = "user-7".into();
+        s.customer_uid = "cu_secret_key_ref".into();
+        s.plan.name = "월간".into();
+        s.period_index = 1;
+        s.next_charge_at = anchor.period_start(1);
+        s.paid_through = Some(anchor.period_id(0));
+        s.key.card_number = Some("5365-****-****-1234".into());
+        s.version = 3;
+        s
     }
 
     fn attempt(s: &Subscription, state: AttemptState) -> ChargeAttempt {
-        let period = s.current_period();
         ChargeAttempt {
-            subscription_id: s.id.clone(),
-            merchant_uid: UidKey::derived_from(b"k").charge_uid(&s.id, &period, 1),
-            customer_uid: s.customer_uid.clone(),
-            period,
-            attempt: 1,
-            amount: 9900,
-            state,
-            claim_token: None,
-            lease_until: None,
             sent_at: None,
-            imp_uid: None,
-            paid_at: None,
-            fail_reason: None,
-            refunded: 0,
-            resolution: None,
-            retry_at: None,
-            created_at: s.created_at,
-            updated_at: s.created_at,
+            ..testing::attempt(s, state)
         }
     }
 
@@ -368,6 +330,29 @@ mod tests {
         // No billing key, ever.
         let text = serde_json::to_string(&events).unwrap();
         assert!(!text.contains("cu_"), "{text}");
+    }
+
+    /// Defect C6: a cancel now of a subscription that was set to end at
+    /// period end was reported as `period_end`.
+    #[test]
+    fn a_cancel_now_after_a_period_end_cancel_is_reported_as_now() {
+        let s = sub();
+        let mut ending = s.next_version(s.updated_at);
+        ending.cancel_at_period_end = true;
+        ending.cancel_reason = Some("too expensive".into());
+        assert!(of_subscription(Some(&s), Some(&ending)).is_empty());
+        let mut now = ending.next_version(s.updated_at);
+        now.status = SubscriptionStatus::Cancelled;
+        now.cancel_at_period_end = false;
+        now.cancel_reason = Some("asked to stop now".into());
+        let events = of_subscription(Some(&ending), Some(&now));
+        assert_eq!(kinds(&events), ["subscription.cancelled"]);
+        assert_eq!(events[0].data["mode"], "now");
+        // And the period-end cancel reaching its end is `period_end`.
+        let mut reached = ending.next_version(s.updated_at);
+        reached.status = SubscriptionStatus::Cancelled;
+        let events = of_subscription(Some(&ending), Some(&reached));
+        assert_eq!(events[0].data["mode"], "period_end");
     }
 
     #[test]

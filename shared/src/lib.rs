@@ -21,6 +21,10 @@ pub mod ledger;
 pub mod management;
 pub mod notification;
 pub mod portone;
+pub mod refunds;
 pub mod registration;
+pub mod review;
 pub mod secret;
 pub mod telemetry;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

@@ -221,12 +221,35 @@ async fn charge_notice<L: Ledger, G: PaymentGateway>(
     period: &PeriodId,
     attempt: u32,
 ) -> Result<Handled, RetryLater> {
+    // Our own record first: a notice for an attempt we never claimed (or
+    // under a uid shaped like ours but not the one stored) costs no call to
+    // the gateway (defect X1: unsigned V1 webhooks are anyone's to send).
+    let Some(record) = engine
+        .ledger
+        .get_attempt(subscription, period, attempt)
+        .await?
+    else {
+        warn!("notification for an attempt we never claimed");
+        return Ok(Handled::Ignored("no such attempt"));
+    };
+    if record.merchant_uid != n.merchant_uid {
+        // Shaped like ours, but not the uid we sent: a forgery, never money for the period.
+        warn!("merchant_uid is not the one stored for this attempt");
+        return Ok(Handled::Ignored("not the merchant_uid of this attempt"));
+    }
     let payment = match engine
         .gateway
         .notified_payment(&n.imp_uid, &n.merchant_uid)
         .await
     {
         Ok(p) => p,
+        // The gateway's lookups lag behind a fresh payment: while our
+        // attempt is open, a re-send later may find it.
+        Err(e) if e.is_not_found() && record.state.is_open() => {
+            return Err(RetryLater(
+                "the payment is not visible at the gateway yet".into(),
+            ));
+        }
         Err(e) if e.is_not_found() => {
             warn!("notification names an imp_uid the gateway does not know");
             return Ok(Handled::Ignored("unknown imp_uid"));
@@ -236,19 +259,6 @@ async fn charge_notice<L: Ledger, G: PaymentGateway>(
     if payment.merchant_uid != n.merchant_uid {
         warn!(payment_merchant_uid = %payment.merchant_uid, "notification imp_uid and merchant_uid do not match");
         return Ok(Handled::Ignored("imp_uid belongs to another merchant_uid"));
-    }
-    let Some(record) = engine
-        .ledger
-        .get_attempt(subscription, period, attempt)
-        .await?
-    else {
-        warn!("the gateway has a payment for an attempt we never claimed");
-        return Ok(Handled::Ignored("no such attempt"));
-    };
-    if record.merchant_uid != payment.merchant_uid {
-        // Shaped like ours, but not the uid we sent: a forgery, never money for the period.
-        warn!("merchant_uid is not the one stored for this attempt");
-        return Ok(Handled::Ignored("not the merchant_uid of this attempt"));
     }
     let Some(sub) = engine.ledger.get_subscription(subscription).await? else {
         warn!("attempt without subscription");
@@ -270,7 +280,10 @@ async fn charge_notice<L: Ledger, G: PaymentGateway>(
             }
             Settled::Review(reason) => return Ok(Handled::NeedsReview(reason)),
             // Declined, or nothing to settle on: the claim's holder (or the next run) settles it.
-            Settled::ClaimLost | Settled::NothingThere | Settled::Unclear(_) => {
+            Settled::ClaimLost
+            | Settled::NothingThere
+            | Settled::Unclear(_)
+            | Settled::Waiting(_) => {
                 return Ok(Handled::Ignored("left to the run that holds the attempt"));
             }
             Settled::Unauthorized(e) => return Err(RetryLater(e.to_string())),
@@ -278,9 +291,12 @@ async fn charge_notice<L: Ledger, G: PaymentGateway>(
             Settled::AlreadySettled => {}
         }
     } else if record.state.is_unpaid_settlement()
+        // Money kept: a payment refunded in full (what resolving a late
+        // payment as not paid asks for first) is no late payment.
+        && payment.kept() > 0
         && matches!(
             // The key the attempt charged (the card may have been replaced since).
-            Fact::from_record(&payment, &record, &record.customer_uid, engine.now()),
+            Fact::from_record(&payment, &record, &engine.settings.uid_key, engine.now()),
             Ok(Some(Fact::Paid { .. }))
         )
     {

@@ -17,8 +17,8 @@ use shared::billing::{
 use shared::ledger::dynamodb::DynamoLedger;
 use shared::ledger::memory::InMemoryLedger;
 use shared::ledger::{
-    Activation, Cursor, Guard, Ledger, LedgerError, LockChange, RequestState, Sent, StoredResponse,
-    SubscriptionChange,
+    Activation, Cursor, Guard, KeyReplacement, Ledger, LedgerError, LockChange, RequestState, Sent,
+    StoredResponse, SubscriptionChange,
 };
 use shared::secret::Pii;
 use testkit::{fresh_ledger, sample_subscription};
@@ -68,6 +68,7 @@ contract!(
     activation_rolls_back_when_the_subscription_exists,
     one_live_subscription_per_user_and_plan_when_locked,
     a_refused_registration_leaves_the_sweep,
+    a_refused_card_window_that_took_money_waits_for_a_person,
     a_new_card_completes_its_registration_and_bumps_the_subscription,
     a_claim_is_exclusive_and_loses_to_a_change_of_the_subscription,
     expired_lease_can_be_taken_over_but_a_live_one_cannot,
@@ -143,7 +144,7 @@ fn claimed(
     ChargeAttempt {
         subscription_id: id.clone(),
         merchant_uid: key().charge_uid(id, &period, attempt),
-        customer_uid: sub.customer_uid.clone(),
+        key_ref: key().key_ref(&sub.customer_uid),
         period,
         attempt,
         amount: 9900,
@@ -151,6 +152,7 @@ fn claimed(
         claim_token: Some(token.into()),
         lease_until: Some(now + Duration::minutes(5)),
         sent_at: Some(now),
+        sends: 1,
         imp_uid: None,
         paid_at: None,
         fail_reason: None,
@@ -175,6 +177,7 @@ fn current(sub: &Subscription, token: &str, now: DateTime<Utc>) -> ChargeAttempt
 fn paid(imp_uid: &str, at: DateTime<Utc>) -> AttemptResult {
     AttemptResult {
         state: AttemptState::Paid,
+        amount: None,
         imp_uid: Some(imp_uid.into()),
         paid_at: Some(at),
         fail_reason: None,
@@ -185,6 +188,7 @@ fn paid(imp_uid: &str, at: DateTime<Utc>) -> AttemptResult {
 fn declined(reason: &str) -> AttemptResult {
     AttemptResult {
         state: AttemptState::Failed,
+        amount: None,
         imp_uid: Some("imps_declined".into()),
         paid_at: None,
         fail_reason: Some(reason.into()),
@@ -197,6 +201,7 @@ fn audit(sub: &Subscription, action: &str, at: DateTime<Utc>) -> AuditEntry {
         subscription_id: sub.id.clone(),
         at,
         actor: "ops@shop".into(),
+        principal: Some("arn:aws:iam::123456789012:role/ops".into()),
         action: action.into(),
         detail: format!("{action} in a test"),
     }
@@ -230,6 +235,20 @@ async fn due_attempts<L: Ledger>(l: &L, at: DateTime<Utc>) -> Vec<(SubscriptionI
             None => return out,
         }
     }
+}
+
+/// Claims `a` with its subscription one version later (what a run writes);
+/// returns the subscription as stored now.
+async fn claim<L: Ledger>(
+    l: &L,
+    a: &ChargeAttempt,
+    sub: &Subscription,
+) -> Result<Subscription, LedgerError> {
+    let next = Subscription {
+        last_run: Some("contract-run".into()),
+        ..sub.next_version(a.created_at)
+    };
+    l.claim_new(a, &next).await.map(|()| next)
 }
 
 fn conflict<T: std::fmt::Debug>(r: Result<T, LedgerError>) {
@@ -314,7 +333,7 @@ async fn activation_writes_the_first_attempt_or_nothing<L: Subject>(l: L) {
     first.merchant_uid = reg.merchant_uid.clone();
     let mut blocker = first.clone();
     blocker.subscription_id = holder.id.clone();
-    l.claim_new(&blocker, holder.version).await.unwrap();
+    let holder = claim(&l, &blocker, &holder).await.unwrap();
     let mut clash = first.clone();
     clash.subscription_id = holder.id.clone();
     let clash_activation = Activation {
@@ -378,7 +397,7 @@ async fn dunning_that_ends_in_cancelled_lets_go_of_the_plan_lock<L: Subject>(l: 
     .await
     .unwrap();
     let a = current(&sub, "run-1", now);
-    l.claim_new(&a, sub.version).await.unwrap();
+    let sub = claim(&l, &a, &sub).await.unwrap();
     let mut ended = sub.next_version(now);
     ended.status = SubscriptionStatus::Cancelled;
     ended.ended_at = Some(now);
@@ -518,8 +537,8 @@ async fn a_refused_registration_leaves_the_sweep<L: Subject>(l: L) {
     let id = SubscriptionId::generate();
     let reg = registration(&id, now);
     l.put_registration(&reg).await.unwrap();
-    l.refuse_registration(&reg, now).await.unwrap();
-    conflict(l.refuse_registration(&reg, now).await);
+    l.refuse_registration(&reg, now, None).await.unwrap();
+    conflict(l.refuse_registration(&reg, now, None).await);
     assert_eq!(
         l.get_registration(&reg.merchant_uid)
             .await
@@ -539,6 +558,46 @@ async fn a_refused_registration_leaves_the_sweep<L: Subject>(l: L) {
     );
 }
 
+async fn a_refused_card_window_that_took_money_waits_for_a_person<L: Subject>(l: L) {
+    let now = t("2026-12-24T15:00:00Z");
+    let sub = live(&l, now).await;
+    let reg = Registration {
+        merchant_uid: MerchantUid::key_replacement(&sub.id, "abcd1234"),
+        replaces_key: true,
+        ..registration(&sub.id, now)
+    };
+    l.put_registration(&reg).await.unwrap();
+    let window = ChargeAttempt {
+        attempt: shared::billing::FIRST_WINDOW_SLOT,
+        merchant_uid: reg.merchant_uid.to_string(),
+        state: AttemptState::NeedsReview,
+        claim_token: None,
+        lease_until: None,
+        imp_uid: Some("imp_9".into()),
+        amount: 1000,
+        fail_reason: Some("card replacement window imp_9 took 1000 KRW; refund it".into()),
+        ..current(&sub, "none", now)
+    };
+    l.refuse_registration(&reg, now, Some(&window))
+        .await
+        .unwrap();
+    let stored = l
+        .get_registration(&reg.merchant_uid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.status, RegistrationStatus::Refused);
+    assert_eq!(attempt_of(&l, &window).await, window);
+    let review = l.review_page(10, None).await.unwrap();
+    assert_eq!(
+        review.attempts,
+        vec![(sub.id.clone(), window.period.clone(), window.attempt)]
+    );
+    // Written once: a second refusal (another delivery) changes nothing.
+    conflict(l.refuse_registration(&reg, now, Some(&window)).await);
+    assert_eq!(l.get_subscription(&sub.id).await.unwrap().unwrap(), sub);
+}
+
 async fn a_new_card_completes_its_registration_and_bumps_the_subscription<L: Subject>(l: L) {
     let now = t("2026-12-24T15:00:00Z");
     let sub = live(&l, now).await;
@@ -554,7 +613,14 @@ async fn a_new_card_completes_its_registration_and_bumps_the_subscription<L: Sub
     // A stale version changes nothing.
     let mut stale = next.clone();
     stale.version += 1;
-    conflict(l.replace_key(&reg, &stale, "imp_2", &entry).await);
+    let replacement = |next| KeyReplacement {
+        reg: &reg,
+        next,
+        imp_uid: "imp_2",
+        audit: &entry,
+        window_payment: None,
+    };
+    conflict(l.replace_key(&replacement(&stale)).await);
     assert_eq!(
         l.get_registration(&reg.merchant_uid)
             .await
@@ -563,7 +629,7 @@ async fn a_new_card_completes_its_registration_and_bumps_the_subscription<L: Sub
             .status,
         RegistrationStatus::Pending
     );
-    l.replace_key(&reg, &next, "imp_2", &entry).await.unwrap();
+    l.replace_key(&replacement(&next)).await.unwrap();
     assert_eq!(l.get_subscription(&sub.id).await.unwrap().unwrap(), next);
     let done = l
         .get_registration(&reg.merchant_uid)
@@ -575,10 +641,7 @@ async fn a_new_card_completes_its_registration_and_bumps_the_subscription<L: Sub
         (RegistrationStatus::Completed, Some("imp_2"))
     );
     assert_eq!(l.history(&sub.id, 10).await.unwrap(), vec![entry.clone()]);
-    conflict(
-        l.replace_key(&reg, &next.next_version(now), "imp_2", &entry)
-            .await,
-    );
+    conflict(l.replace_key(&replacement(&next.next_version(now))).await);
 }
 
 async fn a_claim_is_exclusive_and_loses_to_a_change_of_the_subscription<L: Subject>(l: L) {
@@ -586,8 +649,8 @@ async fn a_claim_is_exclusive_and_loses_to_a_change_of_the_subscription<L: Subje
     let sub = live(&l, now).await;
     let a = current(&sub, "run-a", now);
     let b = current(&sub, "run-b", now);
-    l.claim_new(&a, sub.version).await.unwrap();
-    conflict(l.claim_new(&b, sub.version).await);
+    let sub = claim(&l, &a, &sub).await.unwrap();
+    conflict(claim(&l, &b, &sub).await);
     assert_eq!(
         attempt_of(&l, &a).await.claim_token.as_deref(),
         Some("run-a")
@@ -603,21 +666,18 @@ async fn a_claim_is_exclusive_and_loses_to_a_change_of_the_subscription<L: Subje
     })
     .await
     .unwrap();
-    conflict(
-        l.claim_new(&current(&sub2, "stale-run", now), sub2.version)
-            .await,
-    );
+    conflict(claim(&l, &current(&sub2, "stale-run", now), &sub2).await);
     assert!(l.list_attempts(&sub2.id).await.unwrap().is_empty());
     // And on a subscription that does not exist.
     let ghost = sample_subscription(&SubscriptionId::generate(), now);
-    conflict(l.claim_new(&current(&ghost, "run", now), 1).await);
+    conflict(claim(&l, &current(&ghost, "run", now), &ghost).await);
 }
 
 async fn expired_lease_can_be_taken_over_but_a_live_one_cannot<L: Subject>(l: L) {
     let now = t("2026-12-24T15:00:00Z");
     let sub = live(&l, now).await;
     let a = current(&sub, "crashed-run", now);
-    l.claim_new(&a, sub.version).await.unwrap();
+    let sub = claim(&l, &a, &sub).await.unwrap();
     let over = |token: &'static str, at: DateTime<Utc>, v: u64| {
         l.take_over(
             &sub.id,
@@ -662,7 +722,7 @@ async fn unknown_attempt_is_taken_over_and_a_settled_one_never_reopens<L: Subjec
     let now = t("2026-12-24T15:00:00Z");
     let sub = live(&l, now).await;
     let a = current(&sub, "run-1", now);
-    l.claim_new(&a, sub.version).await.unwrap();
+    let sub = claim(&l, &a, &sub).await.unwrap();
     l.mark_unknown(
         &a,
         "run-1",
@@ -730,7 +790,7 @@ async fn only_the_holder_marks_sending_or_unknown<L: Subject>(l: L) {
     let now = t("2026-12-24T15:00:00Z");
     let sub = live(&l, now).await;
     let a = current(&sub, "run-1", now);
-    l.claim_new(&a, sub.version).await.unwrap();
+    let sub = claim(&l, &a, &sub).await.unwrap();
     let later = now + Duration::minutes(2);
     let due = later + Duration::minutes(10);
     conflict(l.mark_sending(&a, "run-x", later, sub.version).await);
@@ -740,9 +800,10 @@ async fn only_the_holder_marks_sending_or_unknown<L: Subject>(l: L) {
             .await,
     );
     assert_eq!(attempt_of(&l, &a).await, a);
-    // A re-send records the key it charges (the card may have changed).
+    // A re-send records the key it charges (the card may have changed)
+    // and counts itself.
     let resent = ChargeAttempt {
-        customer_uid: "cu_new_card".into(),
+        key_ref: key().key_ref("cu_new_card"),
         ..a.clone()
     };
     l.mark_sending(&resent, "run-1", later, sub.version)
@@ -750,13 +811,10 @@ async fn only_the_holder_marks_sending_or_unknown<L: Subject>(l: L) {
         .unwrap();
     let sending = attempt_of(&l, &a).await;
     assert_eq!(
-        (
-            sending.sent_at,
-            sending.state,
-            sending.customer_uid.as_str()
-        ),
-        (Some(later), AttemptState::Claimed, "cu_new_card")
+        (sending.sent_at, sending.state, sending.sends),
+        (Some(later), AttemptState::Claimed, 2)
     );
+    assert!(sending.charged("cu_new_card", &key()));
     l.mark_unknown(&a, "run-1", "lost", Sent::Maybe, later, due)
         .await
         .unwrap();
@@ -791,7 +849,7 @@ async fn open_attempts_are_due_until_they_are_settled<L: Subject>(l: L) {
     let sub = live(&l, now).await;
     let a = current(&sub, "run-1", now);
     let key = (sub.id.clone(), a.period.clone(), a.attempt);
-    l.claim_new(&a, sub.version).await.unwrap();
+    let sub = claim(&l, &a, &sub).await.unwrap();
     // Claimed: due once its lease ends, whatever the subscription's status.
     assert!(
         due_attempts(&l, now + Duration::minutes(4))
@@ -843,7 +901,7 @@ async fn settle_is_all_or_nothing_under_a_stale_version_or_a_stolen_claim<L: Sub
     let sub = live(&l, now).await;
     let id = sub.id.clone();
     let a = current(&sub, "run-1", now);
-    l.claim_new(&a, sub.version).await.unwrap();
+    let sub = claim(&l, &a, &sub).await.unwrap();
 
     // Stale subscription version: the attempt stays claimed.
     let stale = Subscription {
@@ -907,7 +965,7 @@ async fn only_money_settles_without_the_claim<L: Subject>(l: L) {
     let now = t("2026-12-24T15:00:00Z");
     let sub = live(&l, now).await;
     let a = current(&sub, "run-b", now);
-    l.claim_new(&a, sub.version).await.unwrap();
+    let sub = claim(&l, &a, &sub).await.unwrap();
     let next = sub.next_version(now);
     // A decline without the claim is refused whatever the state (another
     // run holds it and will record its own answer).
@@ -925,7 +983,7 @@ async fn only_money_settles_without_the_claim<L: Subject>(l: L) {
     // And on an unknown attempt.
     let sub2 = live(&l, now).await;
     let b = current(&sub2, "run-c", now);
-    l.claim_new(&b, sub2.version).await.unwrap();
+    let sub2 = claim(&l, &b, &sub2).await.unwrap();
     l.mark_unknown(&b, "run-c", "timeout", Sent::Maybe, now, now)
         .await
         .unwrap();
@@ -945,7 +1003,7 @@ async fn flagging_needs_the_claim_or_an_unclaimed_attempt_and_stops_charging<L: 
     let now = t("2026-12-24T15:00:00Z");
     let sub = live(&l, now).await;
     let a = current(&sub, "run-1", now);
-    l.claim_new(&a, sub.version).await.unwrap();
+    let sub = claim(&l, &a, &sub).await.unwrap();
     let mut flagged = sub.next_version(now);
     flagged.status = SubscriptionStatus::NeedsReview;
     // Someone else's live claim: left to its holder.
@@ -995,7 +1053,7 @@ async fn flagging_needs_the_claim_or_an_unclaimed_attempt_and_stops_charging<L: 
     // A failed attempt (a payment arriving after it was settled as declined) is flagged without a claim.
     let sub2 = live(&l, now).await;
     let b = current(&sub2, "run-2", now);
-    l.claim_new(&b, sub2.version).await.unwrap();
+    let sub2 = claim(&l, &b, &sub2).await.unwrap();
     let mut after_decline = sub2.next_version(now);
     after_decline.attempt = 2;
     after_decline.status = SubscriptionStatus::PastDue;
@@ -1041,7 +1099,7 @@ async fn a_person_resolves_a_flagged_attempt_once<L: Subject>(l: L) {
     let now = t("2026-12-24T15:00:00Z");
     let sub = live(&l, now).await;
     let a = current(&sub, "run-1", now);
-    l.claim_new(&a, sub.version).await.unwrap();
+    let sub = claim(&l, &a, &sub).await.unwrap();
     let mut flagged = sub.next_version(now);
     flagged.status = SubscriptionStatus::NeedsReview;
     // Not flagged yet: nothing to resolve.
@@ -1144,13 +1202,14 @@ async fn due_pages_carry_on_through_a_cursor_and_skip_what_is_not_due<L: Subject
 async fn attempts_list_in_period_and_attempt_order<L: Subject>(l: L) {
     let now = t("2026-12-24T15:00:00Z");
     let sub = live(&l, now).await;
+    let mut sub = sub;
     for (period, attempt) in [("202702", 1), ("202612", 2), ("202612", 1), ("202701", 10)] {
-        l.claim_new(&claimed(&sub, period, attempt, "r", now), sub.version)
+        sub = claim(&l, &claimed(&sub, period, attempt, "r", now), &sub)
             .await
             .unwrap();
     }
     let other = live(&l, now).await;
-    l.claim_new(&claimed(&other, "202612", 1, "r", now), other.version)
+    claim(&l, &claimed(&other, "202612", 1, "r", now), &other)
         .await
         .unwrap();
     let listed: Vec<(String, u32)> = l
@@ -1244,7 +1303,7 @@ async fn instants_are_kept_to_the_second<L: Subject>(l: L) {
     let now = t("2026-12-24T15:00:00.750Z");
     let sub = live(&l, t("2026-12-24T15:00:00Z")).await;
     let a = claimed(&sub, "202612", 1, "r", now);
-    l.claim_new(&a, sub.version).await.unwrap();
+    claim(&l, &a, &sub).await.unwrap();
     let back = attempt_of(&l, &a).await;
     assert_eq!(back.created_at, t("2026-12-24T15:00:00Z"));
     assert_eq!(back.lease_until, Some(t("2026-12-24T15:05:00Z")));
@@ -1254,7 +1313,7 @@ async fn refunds_only_ever_grow<L: Subject>(l: L) {
     let now = t("2026-12-24T15:00:00Z");
     let sub = live(&l, now).await;
     let a = current(&sub, "run-1", now);
-    l.claim_new(&a, sub.version).await.unwrap();
+    let sub = claim(&l, &a, &sub).await.unwrap();
     assert!(l.record_refund(&a, 3000, now, None).await.unwrap());
     assert!(
         !l.record_refund(&a, 3000, now, None).await.unwrap(),
@@ -1405,6 +1464,66 @@ async fn dynamodb_due_index_attributes_are_present_only_while_chargeable() {
     .unwrap();
     let item = l.raw_item(&pk, &sk).await.unwrap().unwrap();
     assert!(!item.contains_key("gsi1pk") && !item.contains_key("gsi1sk"));
+}
+
+/// Not part of the contract: the DynamoDB adapter seals billing keys at
+/// rest (defect X3). The stored item holds no key; a ledger without the
+/// KMS key refuses to read it rather than handing out the sealed text; a
+/// key written before sealing was on is read as it is and sealed on the
+/// next write; every process of the table shares one data key.
+#[tokio::test]
+async fn dynamodb_billing_keys_are_sealed_at_rest() {
+    let l = fresh_ledger(4).await;
+    let now = t("2026-12-24T15:00:00Z");
+    let sub = live(&l, now).await;
+    let (pk, sk) = DynamoLedger::subscription_key(&sub.id);
+    let item = l.raw_item(&pk, &sk).await.unwrap().unwrap();
+    let stored = match item.get("customer_uid") {
+        Some(aws_sdk_dynamodb::types::AttributeValue::S(v)) => v.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(stored.starts_with("sealed1:"), "{stored}");
+    assert!(
+        !format!("{item:?}").contains(&sub.customer_uid),
+        "the key is nowhere in the item"
+    );
+    assert_eq!(l.get_subscription(&sub.id).await.unwrap().unwrap(), sub);
+    // Without the KMS key: refused, never the sealed text as a key.
+    let bare = DynamoLedger::new(l.client().clone(), l.table_name(), 4);
+    assert!(matches!(
+        bare.get_subscription(&sub.id).await,
+        Err(shared::ledger::LedgerError::Corrupt(_))
+    ));
+    // Another process of the same table (the same KMS key) reads it: the
+    // keyring item holds the one wrapped data key.
+    let kms_key_id = match l
+        .raw_item("KEYRING", "billing-keys")
+        .await
+        .unwrap()
+        .unwrap()
+        .get("kms_key_id")
+    {
+        Some(aws_sdk_dynamodb::types::AttributeValue::S(v)) => v.clone(),
+        other => panic!("{other:?}"),
+    };
+    let other = DynamoLedger::new(l.client().clone(), l.table_name(), 4)
+        .with_sealed_keys(testkit::kms_client().await, &kms_key_id);
+    assert_eq!(other.get_subscription(&sub.id).await.unwrap().unwrap(), sub);
+    // Written before sealing was on: read as it is, sealed when next written.
+    let plain = live(&bare, now).await;
+    assert_eq!(l.get_subscription(&plain.id).await.unwrap().unwrap(), plain);
+    let next = plain.next_version(now);
+    l.change_subscription(&SubscriptionChange {
+        next: &next,
+        audit: None,
+        lock: LockChange::Keep,
+    })
+    .await
+    .unwrap();
+    let (pk, sk) = DynamoLedger::subscription_key(&plain.id);
+    let item = l.raw_item(&pk, &sk).await.unwrap().unwrap();
+    assert!(!format!("{item:?}").contains(&plain.customer_uid));
+    assert_eq!(l.get_subscription(&plain.id).await.unwrap().unwrap(), next);
 }
 
 /// Not part of the contract: DynamoDB deletes a registration days after it

@@ -63,6 +63,7 @@ async fn seeded(sim: &SimHandle, n: usize) -> (App, Vec<Subscription>) {
 
 /// scheduled-charge in queued mode, once.
 async fn plan(app: &App, q: &SqsQueue, execution: &str) -> Value {
+    testkit::clock_to(app, t0());
     let payload = json!({"scheduled_time": t0().to_rfc3339(), "execution_id": execution});
     let report = scheduled_charge::plan(app, q, LambdaEvent::new(payload, Context::default()))
         .await

@@ -23,7 +23,9 @@ async fn main() -> Result<(), Error> {
             aws_sdk_dynamodb::Client::new(&sdk),
             var("TABLE_NAME")?,
             shards,
-        ),
+        )
+        // It reads a charge's user_id only: no KMS access to billing keys.
+        .keys_left_sealed(),
         bus: Bus {
             client: aws_sdk_eventbridge::Client::new(&sdk),
             name: var("EVENT_BUS_NAME")?,

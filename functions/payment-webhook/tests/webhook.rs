@@ -53,6 +53,7 @@ fn t0() -> chrono::DateTime<Utc> {
 }
 
 async fn charge_run(app: &App) {
+    testkit::clock_to(app, t0());
     let payload = serde_json::json!({"scheduled_time": t0().to_rfc3339(), "execution_id": "run-1"});
     scheduled_charge::handle(app, LambdaEvent::new(payload, Context::default()))
         .await
@@ -174,8 +175,8 @@ async fn a_webhook_arriving_before_the_charge_result_settles_the_attempt_once() 
     assert_eq!(now.period_index, 1);
     assert_eq!(
         now.version,
-        sub.version + 1,
-        "duplicates changed nothing more"
+        sub.version + 2,
+        "the claim and the settlement; duplicates changed nothing more"
     );
     assert_eq!(
         sim.paid_count(&app.engine.settings.uid_key.charge_uid(&sub.id, &period, 1)),
@@ -483,6 +484,7 @@ async fn a_late_payment_on_a_declined_attempt_stops_charging_and_goes_to_a_perso
         .unwrap();
     assert_eq!(now.status, shared::billing::SubscriptionStatus::NeedsReview);
     // The retry due the next day charges nothing.
+    testkit::clock_to(&app, t0() + chrono::Duration::days(1));
     let payload = serde_json::json!({
         "scheduled_time": (t0() + chrono::Duration::days(1)).to_rfc3339(),
         "execution_id": "run-2"

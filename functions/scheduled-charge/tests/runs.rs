@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, TimeZone, Utc};
 use iamport_sim::{CHARGE_PATHS, LOOKUP_PATHS};
 use iamport_sim::{Fault, FaultKind, SimHandle};
 use lambda_runtime::{Context, LambdaEvent};
@@ -25,7 +25,26 @@ fn seoul_10am(y: i32, m: u32, d: u32) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
+/// 10:00 in Seoul two days from now: the first day the tests play. Runs
+/// happen at their billing time (the app's clock only moves forward), so
+/// the days a test plays start after the wall clock.
+fn day0() -> DateTime<Utc> {
+    let today = Utc::now().with_timezone(&BILLING_TZ).date_naive();
+    let d = today + chrono::Days::new(2);
+    seoul_10am(d.year(), d.month(), d.day())
+}
+
+/// The next year after this one whose February has 28 days.
+fn common_year() -> i32 {
+    let mut y = Utc::now().year() + 1;
+    while chrono::NaiveDate::from_ymd_opt(y, 2, 29).is_some() {
+        y += 1;
+    }
+    y
+}
+
 async fn run_at(app: &App, t: DateTime<Utc>, run_id: &str) -> Result<RunReport, String> {
+    testkit::clock_to(app, t);
     let payload = serde_json::json!({"scheduled_time": t.to_rfc3339(), "execution_id": run_id});
     handle(app, LambdaEvent::new(payload, Context::default()))
         .await
@@ -64,6 +83,7 @@ async fn reload(app: &App, sub: &Subscription) -> Subscription {
 async fn months_of_daily_runs_charge_each_period_once_with_anchors_on_28_to_31() {
     let sim = start_sim().await;
     let app = app_for(&sim, &[]).await;
+    let year = common_year();
     let mut subs = Vec::new();
     for day in 28..=31 {
         for _ in 0..3 {
@@ -71,15 +91,15 @@ async fn months_of_daily_runs_charge_each_period_once_with_anchors_on_28_to_31()
                 seed_subscription(
                     &app,
                     &sim,
-                    seoul_10am(2027, 1, day) - chrono::Duration::hours(1),
+                    seoul_10am(year, 1, day) - chrono::Duration::hours(1),
                 )
                 .await,
             );
         }
     }
     let mut charged_on: BTreeMap<String, u64> = BTreeMap::new();
-    let mut day = seoul_10am(2027, 1, 28);
-    while day <= seoul_10am(2027, 5, 5) {
+    let mut day = seoul_10am(year, 1, 28);
+    while day <= seoul_10am(year, 5, 5) {
         let report = run_at(&app, day, &format!("run-{}", day.date_naive()))
             .await
             .unwrap();
@@ -134,7 +154,7 @@ async fn months_of_daily_runs_charge_each_period_once_with_anchors_on_28_to_31()
 async fn the_same_event_twice_and_two_concurrent_runs_charge_once() {
     let sim = start_sim().await;
     let app = app_for(&sim, &[]).await;
-    let t0 = seoul_10am(2026, 12, 1);
+    let t0 = day0();
     let mut subs = Vec::new();
     for _ in 0..20 {
         subs.push(seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await);
@@ -163,7 +183,7 @@ async fn the_same_event_twice_and_two_concurrent_runs_charge_once() {
 async fn a_timeout_after_the_charge_is_settled_to_paid_without_a_second_charge() {
     let sim = start_sim().await;
     let app = app_for(&sim, &[]).await;
-    let t0 = seoul_10am(2026, 12, 1);
+    let t0 = day0();
     let sub = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
     // i'mport charges, then hangs past our 1 s timeout; the lookup right
     // after fails too, so the run cannot tell.
@@ -218,10 +238,12 @@ async fn a_timeout_after_the_charge_is_settled_to_paid_without_a_second_charge()
 async fn crashes_between_claim_and_record_are_settled_by_the_next_run() {
     let sim = start_sim().await;
     let app = app_for(&sim, &[]).await;
-    let t0 = seoul_10am(2026, 12, 1);
+    let t0 = day0();
     let charged_then_crashed = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
     let crashed_before_charge =
         seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
+    // The crashes happened moments before the run.
+    testkit::clock_to(&app, t0);
     testkit::crashed_claim(&app, &charged_then_crashed, true).await;
     testkit::crashed_claim(&app, &crashed_before_charge, false).await;
     // While the lease is live, a run leaves both alone.
@@ -260,7 +282,7 @@ async fn crashes_between_claim_and_record_are_settled_by_the_next_run() {
 async fn an_unanswered_charge_is_not_sent_again_until_the_quiet_period_has_passed() {
     let sim = start_sim().await;
     let app = app_for(&sim, &[]).await;
-    let t0 = seoul_10am(2026, 12, 1);
+    let t0 = day0();
     let sub = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
     // i'mport takes the request and does not answer within our 1 s timeout.
     sim.inject(Fault {
@@ -271,7 +293,7 @@ async fn an_unanswered_charge_is_not_sent_again_until_the_quiet_period_has_passe
     assert_eq!(first.summary.ambiguous, 1, "{first:?}");
     assert_eq!(sim.charge_requests(), 1);
     // A run moments later finds nothing at i'mport yet: it waits.
-    let second = run_at(&app, t0 + chrono::Duration::hours(1), "run-2")
+    let second = run_at(&app, t0 + chrono::Duration::seconds(30), "run-2")
         .await
         .unwrap();
     assert_eq!(second.summary.skipped, 1, "{second:?}");
@@ -305,7 +327,7 @@ async fn an_unanswered_charge_is_not_sent_again_until_the_quiet_period_has_passe
 async fn a_corrupt_item_is_skipped_and_counted_and_everyone_else_is_billed() {
     let sim = start_sim().await;
     let app = app_for(&sim, &[]).await;
-    let t0 = seoul_10am(2026, 12, 1);
+    let t0 = day0();
     let mut subs = Vec::new();
     for _ in 0..4 {
         subs.push(seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await);
@@ -334,7 +356,7 @@ async fn a_corrupt_item_is_skipped_and_counted_and_everyone_else_is_billed() {
 async fn declines_walk_the_dunning_schedule_to_suspension() {
     let sim = start_sim().await;
     let app = app_for(&sim, &[]).await;
-    let t0 = seoul_10am(2026, 12, 1);
+    let t0 = day0();
     let always = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
     let recovers = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
     sim.decline_customer(&always.customer_uid, "잔액부족");
@@ -396,11 +418,19 @@ async fn declines_walk_the_dunning_schedule_to_suspension() {
 async fn a_deleted_billing_key_stops_charging() {
     let sim = start_sim().await;
     let app = app_for(&sim, &[]).await;
-    let t0 = seoul_10am(2026, 12, 1);
+    let t0 = day0();
     let sub = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
     sim.remove_customer(&sub.customer_uid);
+    // The charge is refused; a refusal may still hide a payment made by an
+    // earlier copy of the request, so it is settled once the quiet period
+    // has passed: nothing at the PG, and the key lookup finds no key.
     let r = run_at(&app, t0, "run-1").await.unwrap();
-    assert_eq!(r.summary.rejected, 1);
+    assert_eq!(r.summary.refused, 1, "{r:?}");
+    assert_eq!(reload(&app, &sub).await.status, SubscriptionStatus::Active);
+    let r = run_at(&app, t0 + chrono::Duration::hours(1), "run-1b")
+        .await
+        .unwrap();
+    assert_eq!(r.summary.rejected, 1, "{r:?}");
     let now = reload(&app, &sub).await;
     assert_eq!(now.status, SubscriptionStatus::KeyMissing);
     let later = run_at(&app, t0 + chrono::Duration::days(3), "run-2")
@@ -421,7 +451,7 @@ async fn a_deleted_billing_key_stops_charging() {
 async fn bad_credentials_end_the_run_with_an_error_and_lose_nothing() {
     let sim = start_sim().await;
     let app = app_for(&sim, &[wrong_secret()]).await;
-    let t0 = seoul_10am(2026, 12, 1);
+    let t0 = day0();
     let sub = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
     let err = run_at(&app, t0, "run-1").await.unwrap_err();
     assert!(err.contains("run stopped"), "{err}");
@@ -458,11 +488,15 @@ async fn bad_credentials_end_the_run_with_an_error_and_lose_nothing() {
 async fn dynamodb_failure_ends_the_run_with_an_error_status() {
     let sim = start_sim().await;
     let app = app_for(&sim, &[]).await;
-    let broken = shared::ledger::dynamodb::DynamoLedger::new(
-        testkit::dynamodb_client().await,
-        "no-such-table",
-        4,
-    );
+    let broken = testkit::as_configured(
+        shared::ledger::dynamodb::DynamoLedger::new(
+            testkit::dynamodb_client().await,
+            "no-such-table",
+            4,
+        ),
+        &app.config,
+    )
+    .await;
     let broken = App::new(
         app.config.clone(),
         broken,
@@ -470,9 +504,7 @@ async fn dynamodb_failure_ends_the_run_with_an_error_status() {
         shared::clock::Clock::system(),
     )
     .unwrap();
-    let err = run_at(&broken, seoul_10am(2026, 12, 1), "run-1")
-        .await
-        .unwrap_err();
+    let err = run_at(&broken, day0(), "run-1").await.unwrap_err();
     assert!(err.contains("ledger"), "{err}");
     assert!(sim.ledger().is_empty());
 }
@@ -500,7 +532,7 @@ async fn the_event_fixtures_are_accepted() {
 async fn a_payment_under_a_uid_guessed_from_the_subscription_id_does_not_stop_billing() {
     let sim = start_sim().await;
     let app = app_for(&sim, &[]).await;
-    let t0 = seoul_10am(2026, 12, 1);
+    let t0 = day0();
     let sub = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
     // What a customer can build from what they see.
     let guessed = format!("s{}{}a1", sub.id, sub.current_period());
@@ -530,7 +562,7 @@ async fn a_payment_under_a_uid_guessed_from_the_subscription_id_does_not_stop_bi
 async fn a_foreign_payment_under_our_merchant_uid_goes_to_a_person() {
     let sim = start_sim().await;
     let app = app_for(&sim, &[]).await;
-    let t0 = seoul_10am(2026, 12, 1);
+    let t0 = day0();
     let sub = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
     let muid = app
         .engine
@@ -583,7 +615,7 @@ async fn a_foreign_payment_under_our_merchant_uid_goes_to_a_person() {
 async fn a_throttled_charge_is_deferred_and_the_run_goes_on() {
     let sim = start_sim().await;
     let app = app_for(&sim, &[("CHARGE_CONCURRENCY", "1")]).await;
-    let t0 = seoul_10am(2026, 12, 1);
+    let t0 = day0();
     let mut subs = Vec::new();
     for _ in 0..4 {
         subs.push(seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await);
@@ -611,7 +643,7 @@ async fn a_throttled_charge_is_deferred_and_the_run_goes_on() {
 async fn a_401_while_classifying_a_refusal_releases_the_claim() {
     let sim = start_sim().await;
     let app = app_for(&sim, &[]).await;
-    let t0 = seoul_10am(2026, 12, 1);
+    let t0 = day0();
     let sub = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
     sim.inject(Fault {
         path_prefix: Some(CHARGE_PATHS.into()),

@@ -126,7 +126,9 @@ pub fn route(method: &str, path: &str) -> Result<(&'static str, Vec<String>), St
 }
 
 /// Who is asking: `x-actor` (what the merchant's backend names: an
-/// operator's login, a job), else the IAM principal of the signed request.
+/// operator's login, a job), else the IAM principal of the signed request;
+/// the principal is kept beside a named actor (defect X2: the name is the
+/// caller's to choose, the principal is what AWS verified).
 fn actor(request: &Request) -> Actor {
     let named = request
         .headers()
@@ -134,10 +136,21 @@ fn actor(request: &Request) -> Actor {
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty() && v.len() <= 128 && !v.chars().any(char::is_control));
-    if let Some(name) = named {
-        return Actor(name.to_owned());
+    let principal = iam_principal(request);
+    match named {
+        Some(name) => Actor {
+            name: name.to_owned(),
+            principal,
+        },
+        None => Actor {
+            name: principal.clone().unwrap_or_else(|| "api".to_owned()),
+            principal: None,
+        },
     }
-    let iam = match request.request_context_ref() {
+}
+
+fn iam_principal(request: &Request) -> Option<String> {
+    match request.request_context_ref() {
         Some(RequestContext::ApiGatewayV2(ctx)) => ctx
             .authorizer
             .as_ref()
@@ -145,8 +158,7 @@ fn actor(request: &Request) -> Actor {
             .and_then(|iam| iam.user_arn.clone()),
         #[allow(unreachable_patterns)]
         _ => None,
-    };
-    Actor(iam.unwrap_or_else(|| "api".to_owned()))
+    }
 }
 
 fn body_of<T: DeserializeOwned>(request: &Request) -> Result<T, ManageError> {
@@ -204,7 +216,7 @@ pub async fn handle(app: &App, request: Request) -> Result<Response<Body>, Error
     if method == "POST" {
         return Ok(idempotent(app, &request, template, &params).await);
     }
-    Ok(dispatch(app, &request, template, &params)
+    Ok(dispatch(app, &request, template, &params, None)
         .await
         .response(false))
 }
@@ -232,7 +244,7 @@ async fn idempotent(
             ))
             .response(false);
         }
-        return dispatch(app, request, template, params)
+        return dispatch(app, request, template, params, None)
             .await
             .response(false);
     };
@@ -281,7 +293,7 @@ async fn idempotent(
         }
         Err(e) => return Answer::error(&e.into()).response(false),
     }
-    let answered = dispatch(app, request, template, params).await;
+    let answered = dispatch(app, request, template, params, Some(key)).await;
     let kept = if answered.status.is_server_error() {
         // Nothing to keep: a retry with the same key may succeed.
         ledger.abandon_request(key).await
@@ -298,7 +310,13 @@ async fn idempotent(
     answered.response(false)
 }
 
-async fn dispatch(app: &App, request: &Request, template: &str, params: &[String]) -> Answer {
+async fn dispatch(
+    app: &App,
+    request: &Request,
+    template: &str,
+    params: &[String],
+    key: Option<&str>,
+) -> Answer {
     let engine = &app.engine;
     let p = |i: usize| params.get(i).map(String::as_str).unwrap_or_default();
     let who = || actor(request);
@@ -347,12 +365,16 @@ async fn dispatch(app: &App, request: &Request, template: &str, params: &[String
                 management::needs_review(engine, cursor.as_deref()).await,
             )
         }
-        "/charges/{merchant_uid}/refund" => match body_of(request) {
-            Ok(input) => answer(
+        // `idempotent` lets no refund through without its key.
+        "/charges/{merchant_uid}/refund" => match (body_of(request), key) {
+            (Ok(input), Some(key)) => answer(
                 StatusCode::OK,
-                management::refund(engine, p(0), input, &who()).await,
+                management::refund(engine, p(0), input, key, &who()).await,
             ),
-            Err(e) => Answer::error(&e),
+            (Err(e), _) => Answer::error(&e),
+            (Ok(_), None) => Answer::error(&ManageError::Invalid(
+                "a refund needs an Idempotency-Key header".into(),
+            )),
         },
         "/charges/{merchant_uid}/resolve" => match body_of(request) {
             Ok(input) => answer(

@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::calendar::{Anchor, BILLING_TZ, PeriodId};
 use super::entities::{AttemptState, ChargeAttempt, KeyInfo, Plan, Subscription};
 use super::facts::{PaymentRecord, RecordStatus};
 use super::state::{Event, SubscriptionStatus};
@@ -27,7 +28,12 @@ pub enum CancelAt {
     PeriodEnd,
 }
 
-/// The subscription after a cancellation.
+/// The subscription after a cancellation. A period-end cancel whose period
+/// end has already passed (the current period began and is not paid: a
+/// subscription in dunning, suspended, without a key, waiting for a person,
+/// or due and not yet charged) ends it now: no period after the paid one is
+/// charged (defect D6). It is still recorded as a period-end cancel
+/// (`cancel_at_period_end` stays set on the ended subscription).
 pub fn cancelled(
     sub: &Subscription,
     at: CancelAt,
@@ -39,18 +45,152 @@ pub fn cancelled(
     }
     let mut next = sub.next_version(now);
     next.cancel_reason = Some(reason.to_owned());
+    let period_end_passed = sub.period_due() <= now || !sub.status.is_chargeable();
     match at {
-        CancelAt::PeriodEnd => next.cancel_at_period_end = true,
-        CancelAt::Now => {
+        CancelAt::PeriodEnd if !period_end_passed => next.cancel_at_period_end = true,
+        CancelAt::PeriodEnd | CancelAt::Now => {
             next.status = sub
                 .status
                 .apply(Event::Cancel)
                 .map_err(|e| NotAllowed(e.to_string()))?;
             next.ended_at = Some(now);
-            next.cancel_at_period_end = false;
+            next.cancel_at_period_end = at == CancelAt::PeriodEnd;
         }
     }
     Ok(next)
+}
+
+/// What happens to the outstanding period when a subscription that had no
+/// access (suspended, without a key, waiting for a person) gets it back:
+/// at most one period is charged, and no period that began without access
+/// is billed (`RESUME_POLICY`; `docs/charging.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResumePolicy {
+    /// The calendar re-anchors on the Seoul date access comes back: a new
+    /// period starts that day and is charged now; the outstanding period
+    /// and every period since are not billed.
+    #[default]
+    Reanchor,
+    /// The outstanding (declined) period is charged now, once; the
+    /// calendar re-anchors on the Seoul date of that payment, so the next
+    /// period starts a period after it. The periods between are not billed.
+    CollectOutstanding,
+}
+
+impl ResumePolicy {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "reanchor" => Some(Self::Reanchor),
+            "collect_outstanding" => Some(Self::CollectOutstanding),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reanchor => "reanchor",
+            Self::CollectOutstanding => "collect_outstanding",
+        }
+    }
+}
+
+/// A subscription back in access: what is charged now, and which periods
+/// are not billed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Comeback {
+    pub next: Subscription,
+    /// Periods that began without access and will never be billed.
+    pub not_billed: Vec<PeriodId>,
+    /// The calendar's anchor before.
+    pub before: Anchor,
+}
+
+impl Comeback {
+    /// For people: what happened to the calendar.
+    pub fn describe(&self) -> String {
+        let mut text = format!(
+            "charging {} now (attempt {})",
+            self.next.current_period(),
+            self.next.attempt
+        );
+        if self.next.anchor != self.before {
+            text.push_str(&format!(
+                "; re-anchored on {:04}-{:02}-{:02}",
+                self.next.anchor.year, self.next.anchor.month, self.next.anchor.day
+            ));
+        }
+        if self.next.reanchor_on_payment {
+            text.push_str("; re-anchors on the date it is paid");
+        }
+        if !self.not_billed.is_empty() {
+            let list: Vec<&str> = self.not_billed.iter().map(PeriodId::as_str).collect();
+            text.push_str(&format!("; not billed: {}", list.join(", ")));
+        }
+        text
+    }
+}
+
+/// `next` (a new version of `sub`, its status already set) charged again
+/// now under `policy`. The current period's attempt, if it exists
+/// (`attempted`), must be settled (no request of it in flight). A period
+/// that began on an earlier Seoul day than today began without access (the
+/// subscription had none until now): it is not charged as such.
+pub fn back_in_access(
+    sub: &Subscription,
+    mut next: Subscription,
+    attempted: bool,
+    policy: ResumePolicy,
+    now: DateTime<Utc>,
+) -> Comeback {
+    let today = now.with_timezone(&BILLING_TZ).date_naive();
+    let began = sub.anchor.period_date(sub.period_index);
+    let outstanding = sub.current_period();
+    let fresh_attempt = sub.attempt + u32::from(attempted);
+    next.next_charge_at = now;
+    if began >= today {
+        // The period began today: it is charged as it is.
+        next.attempt = fresh_attempt;
+        return Comeback {
+            next,
+            not_billed: Vec::new(),
+            before: sub.anchor,
+        };
+    }
+    let fresh = Anchor::from_instant(now);
+    let mut not_billed = Vec::new();
+    match policy {
+        ResumePolicy::Reanchor => {
+            next.anchor = fresh;
+            next.period_index = 0;
+            // A period that began this month keeps its id: its attempts go on.
+            next.attempt = if fresh.period_id(0) == outstanding {
+                fresh_attempt
+            } else {
+                not_billed.push(outstanding.clone());
+                1
+            };
+            next.reanchor_on_payment = false;
+        }
+        ResumePolicy::CollectOutstanding => {
+            next.attempt = fresh_attempt;
+            next.reanchor_on_payment = true;
+        }
+    }
+    // Every period of the old calendar that began after the outstanding
+    // one and before today.
+    let mut k = sub.period_index + 1;
+    while sub.anchor.period_date(k) < today && k < sub.period_index + 600 {
+        let id = sub.anchor.period_id(k);
+        if id != next.current_period() {
+            not_billed.push(id);
+        }
+        k += 1;
+    }
+    Comeback {
+        next,
+        not_billed,
+        before: sub.anchor,
+    }
 }
 
 /// What a resume does.
@@ -58,22 +198,26 @@ pub fn cancelled(
 pub enum Resumed {
     /// A pending period-end cancellation was undone.
     CancelUndone(Subscription),
-    /// A suspended subscription: its outstanding period is charged again now
-    /// (a fresh attempt); success reactivates it.
-    ChargeNow(Subscription),
+    /// A suspended subscription is charged again now (see
+    /// [`back_in_access`]); success reactivates it.
+    ChargeNow(Comeback),
 }
 
-pub fn resumed(sub: &Subscription, now: DateTime<Utc>) -> Result<Resumed, NotAllowed> {
+pub fn resumed(
+    sub: &Subscription,
+    policy: ResumePolicy,
+    now: DateTime<Utc>,
+) -> Result<Resumed, NotAllowed> {
     let mut next = sub.next_version(now);
     if sub.status == SubscriptionStatus::Suspended {
         next.status = sub
             .status
             .apply(Event::Retry)
             .map_err(|e| NotAllowed(e.to_string()))?;
-        next.attempt = sub.attempt + 1;
-        next.next_charge_at = now;
         next.cancel_at_period_end = false;
-        return Ok(Resumed::ChargeNow(next));
+        return Ok(Resumed::ChargeNow(back_in_access(
+            sub, next, true, policy, now,
+        )));
     }
     if sub.cancel_at_period_end && sub.status != SubscriptionStatus::Cancelled {
         next.cancel_at_period_end = false;
@@ -110,17 +254,18 @@ pub fn plan_changed(
     Ok(next)
 }
 
-/// The subscription once a new billing key replaced its old one. A
-/// subscription behind on payment (declined, suspended, key lost) is charged
-/// again at once, with a fresh attempt when its current one was settled.
-/// Returns whether to charge now.
+/// The subscription once a new billing key replaced its old one. One
+/// behind on payment is charged again at once: in dunning (it kept access),
+/// the outstanding period with a fresh attempt; suspended or without a key
+/// (no access), as [`back_in_access`] says. Returns whether to charge now.
 pub fn key_replaced(
     sub: &Subscription,
     customer_uid: &str,
     key: KeyInfo,
     current_attempt: Option<&ChargeAttempt>,
+    policy: ResumePolicy,
     now: DateTime<Utc>,
-) -> Result<(Subscription, bool), NotAllowed> {
+) -> Result<(Comeback, bool), NotAllowed> {
     use SubscriptionStatus as S;
     if matches!(sub.status, S::Cancelled | S::Pending) {
         return not_allowed(format!(
@@ -131,44 +276,81 @@ pub fn key_replaced(
     let mut next = sub.next_version(now);
     next.customer_uid = customer_uid.to_owned();
     next.key = key;
-    let behind = matches!(sub.status, S::PastDue | S::Suspended | S::KeyMissing);
-    if behind {
-        next.status = sub
-            .status
-            .apply(Event::Retry)
-            .map_err(|e| NotAllowed(e.to_string()))?;
-        if current_attempt.is_some_and(|a| !a.state.is_open()) {
-            next.attempt = sub.attempt + 1;
+    let settled = current_attempt.is_some_and(|a| !a.state.is_open());
+    let unchanged = |next| Comeback {
+        next,
+        not_billed: Vec::new(),
+        before: sub.anchor,
+    };
+    match sub.status {
+        S::Suspended | S::KeyMissing if current_attempt.is_none_or(|a| !a.state.is_open()) => {
+            next.status = sub
+                .status
+                .apply(Event::Retry)
+                .map_err(|e| NotAllowed(e.to_string()))?;
+            Ok((
+                back_in_access(sub, next, current_attempt.is_some(), policy, now),
+                true,
+            ))
         }
-        next.next_charge_at = now;
+        S::PastDue | S::Suspended | S::KeyMissing => {
+            next.status = sub
+                .status
+                .apply(Event::Retry)
+                .map_err(|e| NotAllowed(e.to_string()))?;
+            if settled {
+                next.attempt = sub.attempt + 1;
+            }
+            next.next_charge_at = now;
+            Ok((unchanged(next), true))
+        }
+        _ => Ok((unchanged(next), false)),
     }
-    Ok((next, behind))
 }
 
-/// What i'mport's record of a flagged attempt allows a person to decide.
+/// Why a person's decision was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unresolvable {
+    #[error("{0}")]
+    NotAllowed(#[from] NotAllowed),
+    /// The gateway still processes the payment: neither paid nor failed is
+    /// known yet (defect D1).
+    #[error("{0}")]
+    StillInProgress(String),
+}
+
+/// What the gateway's record of a flagged attempt allows a person to decide.
 pub fn check_resolution(
     attempt: &ChargeAttempt,
     record: Option<&PaymentRecord>,
     as_paid: bool,
-) -> Result<(), NotAllowed> {
+) -> Result<(), Unresolvable> {
     if attempt.state != AttemptState::NeedsReview {
-        return not_allowed(format!(
+        return Err(NotAllowed(format!(
             "the attempt is {}, not waiting for review",
             attempt.state.as_str()
-        ));
+        ))
+        .into());
     }
-    let money_kept = record.is_some_and(|p| {
-        matches!(p.status, RecordStatus::Paid | RecordStatus::Cancelled)
-            && p.paid_at.is_some()
-            && p.cancelled_amount < p.amount
-    });
+    if let Some(p) =
+        record.filter(|p| matches!(p.status, RecordStatus::Ready | RecordStatus::Other))
+    {
+        return Err(Unresolvable::StillInProgress(format!(
+            "the gateway still shows payment {} as {}: it may yet be paid. Resolve it once it is paid or failed",
+            p.imp_uid,
+            p.status.as_str()
+        )));
+    }
+    let money_kept = record.is_some_and(|p| p.kept() > 0);
     match (as_paid, money_kept) {
-        (true, false) => not_allowed(
-            "i'mport shows no money kept under this merchant_uid: it cannot be resolved as paid",
-        ),
-        (false, true) => not_allowed(
-            "i'mport shows money kept under this merchant_uid: refund it first (POST /charges/{merchant_uid}/refund), or resolve it as paid",
-        ),
+        (true, false) => Err(NotAllowed(
+            "the gateway shows no money kept under this merchant_uid: it cannot be resolved as paid".into(),
+        )
+        .into()),
+        (false, true) => Err(NotAllowed(
+            "the gateway shows money kept under this merchant_uid: refund it first (POST /charges/{merchant_uid}/refund), or resolve it as paid".into(),
+        )
+        .into()),
         _ => Ok(()),
     }
 }
@@ -180,15 +362,29 @@ pub fn check_resolution(
 ///   attempt 2 is current pays the period all the same), the subscription
 ///   moves to the one after;
 /// - not paid: the subscription returns to where it was before the review;
-///   if the attempt is its current one, the period is charged again now with
-///   a fresh attempt.
+///   if the attempt is its current one, it is charged again now
+///   ([`back_in_access`]: the review ended its access);
+/// - a card-replacement window's payment (a window slot) pays no period: only
+///   the attempt is settled.
+///
+/// A pending period-end cancel whose period end passed during the review
+/// ends the subscription now.
 pub fn resolved(
     sub: &Subscription,
     attempt: &ChargeAttempt,
     as_paid: bool,
+    policy: ResumePolicy,
     now: DateTime<Utc>,
-) -> Result<Subscription, NotAllowed> {
+) -> Result<(Comeback, bool), NotAllowed> {
     let mut next = sub.next_version(now);
+    let unchanged = |next| Comeback {
+        next,
+        not_billed: Vec::new(),
+        before: sub.anchor,
+    };
+    if attempt.is_window() {
+        return Ok((unchanged(next), false));
+    }
     let current = sub.is_current(attempt);
     let event = if as_paid {
         if attempt.period == sub.current_period() {
@@ -202,10 +398,6 @@ pub fn resolved(
         }
         Event::ResolvedPaid
     } else {
-        if current {
-            next.attempt = sub.attempt + 1;
-            next.next_charge_at = now;
-        }
         Event::ResolvedUnpaid(sub.review_from.unwrap_or(SubscriptionStatus::Active))
     };
     if sub.status == SubscriptionStatus::NeedsReview {
@@ -215,73 +407,46 @@ pub fn resolved(
             .map_err(|e| NotAllowed(e.to_string()))?;
         next.review_from = None;
     }
-    Ok(next)
+    if next.cancel_at_period_end && next.status.is_chargeable() && next.period_due() <= now {
+        next.status = next
+            .status
+            .apply(Event::Cancel)
+            .map_err(|e| NotAllowed(e.to_string()))?;
+        next.ended_at = Some(now);
+        return Ok((unchanged(next), false));
+    }
+    if !as_paid && current && next.status.is_chargeable() {
+        return Ok((back_in_access(sub, next, true, policy, now), true));
+    }
+    Ok((unchanged(next), false))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::billing::{Anchor, SubscriptionId, UidKey};
+    use crate::billing::{Anchor, PaymentRecord};
+    use crate::testing::{self, record};
 
+    /// Paid for its sign-up period (Dec 2026), due on Jan 1.
     fn sub() -> Subscription {
         let anchor = Anchor::new(2026, 12, 1).unwrap();
-        let t = anchor.period_start(0);
-        Subscription {
-            id: SubscriptionId::parse("abcdefghij01").unwrap(),
-            user_id: "u".into(),
-            customer_uid: "cu".into(),
-            pg: "chai".into(),
-            plan: Plan {
-                amount: 9900,
-                name: "p".into(),
-            },
-            buyer: Default::default(),
-            status: SubscriptionStatus::Active,
-            anchor,
-            period_index: 1,
-            attempt: 1,
-            next_charge_at: anchor.period_start(1),
-            paid_through: Some(anchor.period_id(0)),
-            key: KeyInfo {
-                pg_provider: "chai".into(),
-                pg_id: None,
-                card_name: None,
-                card_number: None,
-                inserted_at: t,
-            },
-            version: 3,
-            created_at: t,
-            updated_at: t,
-            cancel_at_period_end: false,
-            pending_plan: None,
-            ended_at: None,
-            cancel_reason: None,
-            review_from: None,
-        }
+        let mut s = testing::subscription("abcdefghij01", anchor);
+        s.period_index = 1;
+        s.next_charge_at = anchor.period_start(1);
+        s.paid_through = Some(anchor.period_id(0));
+        s.version = 3;
+        s
     }
 
     fn attempt(s: &Subscription, state: AttemptState) -> ChargeAttempt {
-        let period = s.current_period();
         ChargeAttempt {
-            subscription_id: s.id.clone(),
-            merchant_uid: UidKey::derived_from(b"k").charge_uid(&s.id, &period, s.attempt),
-            customer_uid: s.customer_uid.clone(),
-            period,
-            attempt: s.attempt,
-            amount: 9900,
-            state,
-            claim_token: None,
-            lease_until: None,
-            sent_at: None,
             imp_uid: Some("imps_1".into()),
-            paid_at: None,
-            fail_reason: None,
-            refunded: 0,
-            resolution: None,
-            retry_at: None,
-            created_at: s.created_at,
-            updated_at: s.created_at,
+            ..testing::attempt(s, state)
         }
+    }
+
+    fn day(y: i32, m: u32, d: u32, hour: i64) -> DateTime<Utc> {
+        Anchor::new(y, m, d).unwrap().period_start(0) + chrono::Duration::hours(hour)
     }
 
     #[test]
@@ -291,30 +456,111 @@ mod tests {
         let ended = cancelled(&s, CancelAt::Now, "moved away", now).unwrap();
         assert_eq!(ended.status, SubscriptionStatus::Cancelled);
         assert!(!ended.status.is_chargeable());
+        assert!(!ended.cancel_at_period_end);
         assert!(cancelled(&ended, CancelAt::Now, "again", now).is_err());
         let later = cancelled(&s, CancelAt::PeriodEnd, "too expensive", now).unwrap();
         assert_eq!(later.status, SubscriptionStatus::Active);
         assert!(later.cancel_at_period_end);
-        assert!(
-            matches!(resumed(&later, now), Ok(Resumed::CancelUndone(r)) if !r.cancel_at_period_end)
-        );
-        assert!(resumed(&s, now).is_err());
+        assert!(matches!(
+            resumed(&later, ResumePolicy::Reanchor, now),
+            Ok(Resumed::CancelUndone(r)) if !r.cancel_at_period_end
+        ));
+        assert!(resumed(&s, ResumePolicy::Reanchor, now).is_err());
     }
 
+    /// Defect D6: a period-end cancel during dunning (or of a suspended,
+    /// key-less or flagged subscription) was ignored, and such a
+    /// subscription was never ended (keeping the user's plan lock). Its
+    /// period end has passed: it ends now.
     #[test]
-    fn a_suspended_subscription_resumes_with_a_fresh_attempt_due_now() {
+    fn a_period_end_cancel_after_the_period_ended_ends_the_subscription_now() {
+        let mut s = sub();
+        let due = s.next_charge_at;
+        for status in [
+            SubscriptionStatus::PastDue,
+            SubscriptionStatus::Suspended,
+            SubscriptionStatus::KeyMissing,
+            SubscriptionStatus::NeedsReview,
+        ] {
+            s.status = status;
+            let ended = cancelled(
+                &s,
+                CancelAt::PeriodEnd,
+                "behind",
+                due + chrono::Duration::days(2),
+            )
+            .unwrap();
+            assert_eq!(ended.status, SubscriptionStatus::Cancelled, "{status:?}");
+            assert!(ended.cancel_at_period_end, "still a period-end cancel");
+        }
+        // Active and due, not yet charged: the paid period is over too.
+        s.status = SubscriptionStatus::Active;
+        let due_now = cancelled(
+            &s,
+            CancelAt::PeriodEnd,
+            "late",
+            due + chrono::Duration::hours(1),
+        )
+        .unwrap();
+        assert_eq!(due_now.status, SubscriptionStatus::Cancelled);
+    }
+
+    /// Defect D5: after three suspended months a resume charged every
+    /// missed period, one a day. At most one period is charged; by default
+    /// the calendar re-anchors on the day access comes back.
+    #[test]
+    fn a_resume_after_months_charges_one_period_from_that_day() {
         let mut s = sub();
         s.status = SubscriptionStatus::Suspended;
         s.attempt = 4;
-        let now = s.created_at + chrono::Duration::days(40);
-        let Ok(Resumed::ChargeNow(r)) = resumed(&s, now) else {
+        let now = day(2027, 4, 15, 14);
+        let Ok(Resumed::ChargeNow(back)) = resumed(&s, ResumePolicy::Reanchor, now) else {
             panic!()
         };
+        let r = &back.next;
         assert_eq!(
-            (r.status, r.attempt, r.next_charge_at),
-            (SubscriptionStatus::PastDue, 5, now)
+            (r.status, r.next_charge_at),
+            (SubscriptionStatus::PastDue, now)
         );
         assert!(r.is_due(now));
+        assert_eq!(r.anchor, Anchor::new(2027, 4, 15).unwrap());
+        assert_eq!((r.current_period().as_str(), r.attempt), ("202704", 1));
+        let missed: Vec<&str> = back.not_billed.iter().map(PeriodId::as_str).collect();
+        assert_eq!(missed, ["202701", "202702", "202703"]);
+        assert!(
+            back.describe()
+                .contains("not billed: 202701, 202702, 202703")
+        );
+    }
+
+    #[test]
+    fn collect_outstanding_charges_the_declined_period_and_re_anchors_on_its_payment() {
+        let mut s = sub();
+        s.status = SubscriptionStatus::Suspended;
+        s.attempt = 4;
+        let now = day(2027, 4, 15, 14);
+        let Ok(Resumed::ChargeNow(back)) = resumed(&s, ResumePolicy::CollectOutstanding, now)
+        else {
+            panic!()
+        };
+        let r = &back.next;
+        assert_eq!((r.current_period().as_str(), r.attempt), ("202701", 5));
+        assert!(r.reanchor_on_payment);
+        let missed: Vec<&str> = back.not_billed.iter().map(PeriodId::as_str).collect();
+        assert_eq!(missed, ["202702", "202703", "202704"]);
+    }
+
+    #[test]
+    fn a_suspension_resumed_the_day_its_period_began_charges_that_period() {
+        let mut s = sub();
+        s.status = SubscriptionStatus::Suspended;
+        s.attempt = 4;
+        let now = s.next_charge_at + chrono::Duration::hours(9);
+        let Ok(Resumed::ChargeNow(back)) = resumed(&s, ResumePolicy::Reanchor, now) else {
+            panic!()
+        };
+        assert_eq!((back.next.anchor, back.next.attempt), (s.anchor, 5));
+        assert!(back.not_billed.is_empty());
     }
 
     #[test]
@@ -348,51 +594,99 @@ mod tests {
     }
 
     #[test]
-    fn a_new_card_retries_a_subscription_behind_on_payment_with_a_fresh_attempt() {
+    fn a_new_card_retries_a_subscription_behind_on_payment() {
         let mut s = sub();
-        s.status = SubscriptionStatus::KeyMissing;
-        let now = s.created_at + chrono::Duration::days(35);
-        let rejected = attempt(&s, AttemptState::Rejected);
-        let (next, charge) =
-            key_replaced(&s, "cu_new", s.key.clone(), Some(&rejected), now).unwrap();
+        s.status = SubscriptionStatus::PastDue;
+        let now = s.next_charge_at + chrono::Duration::days(2);
+        let declined = attempt(&s, AttemptState::Failed);
+        let (back, charge) = key_replaced(
+            &s,
+            "cu_new",
+            s.key.clone(),
+            Some(&declined),
+            ResumePolicy::Reanchor,
+            now,
+        )
+        .unwrap();
         assert!(charge);
+        // In dunning it kept access: the outstanding period, a fresh attempt.
         assert_eq!(
-            (next.status, next.attempt, next.customer_uid.as_str()),
-            (SubscriptionStatus::PastDue, 2, "cu_new")
+            (
+                back.next.status,
+                back.next.attempt,
+                back.next.anchor,
+                back.next.customer_uid.as_str()
+            ),
+            (SubscriptionStatus::PastDue, 2, s.anchor, "cu_new")
         );
-        let (active, charge) = key_replaced(&sub(), "cu_new", s.key.clone(), None, now).unwrap();
+        // Without a key for a month: one period, from the day of the new card.
+        s.status = SubscriptionStatus::KeyMissing;
+        let later = s.next_charge_at + chrono::Duration::days(35);
+        let rejected = attempt(&s, AttemptState::Rejected);
+        let (back, charge) = key_replaced(
+            &s,
+            "cu_new",
+            s.key.clone(),
+            Some(&rejected),
+            ResumePolicy::Reanchor,
+            later,
+        )
+        .unwrap();
+        assert!(charge);
+        assert_eq!(back.next.anchor, Anchor::from_instant(later));
+        assert_eq!(back.not_billed.len(), 1);
+        let (active, charge) = key_replaced(
+            &sub(),
+            "cu_new",
+            s.key.clone(),
+            None,
+            ResumePolicy::Reanchor,
+            now,
+        )
+        .unwrap();
         assert!(!charge);
-        assert_eq!(active.status, SubscriptionStatus::Active);
+        assert_eq!(active.next.status, SubscriptionStatus::Active);
+    }
+
+    fn flagged_record(
+        a: &ChargeAttempt,
+        status: RecordStatus,
+        cancelled: i64,
+        paid: bool,
+    ) -> PaymentRecord {
+        PaymentRecord {
+            cancelled_amount: cancelled,
+            ..record(a, status, 9900, paid.then_some(a.created_at), "cu")
+        }
     }
 
     #[test]
-    fn a_resolution_must_agree_with_what_iamport_shows() {
+    fn a_resolution_must_agree_with_what_the_gateway_shows() {
         let s = sub();
         let flagged = attempt(&s, AttemptState::NeedsReview);
-        let record = |status, cancelled| PaymentRecord {
-            imp_uid: "imps_1".into(),
-            merchant_uid: flagged.merchant_uid.clone(),
-            status,
-            amount: 9900,
-            cancelled_amount: cancelled,
-            currency: Some("KRW".into()),
-            customer_uid: Some("cu".into()),
-            paid_at: Some(s.created_at),
-            fail_reason: None,
-            cancel_reason: None,
-        };
-        assert!(check_resolution(&flagged, Some(&record(RecordStatus::Paid, 0)), true).is_ok());
-        assert!(check_resolution(&flagged, Some(&record(RecordStatus::Paid, 0)), false).is_err());
-        assert!(
-            check_resolution(
-                &flagged,
-                Some(&record(RecordStatus::Cancelled, 9900)),
-                false
-            )
-            .is_ok()
-        );
+        let r = |status, cancelled| flagged_record(&flagged, status, cancelled, true);
+        assert!(check_resolution(&flagged, Some(&r(RecordStatus::Paid, 0)), true).is_ok());
+        assert!(check_resolution(&flagged, Some(&r(RecordStatus::Paid, 0)), false).is_err());
+        assert!(check_resolution(&flagged, Some(&r(RecordStatus::Cancelled, 9900)), false).is_ok());
         assert!(check_resolution(&flagged, None, true).is_err());
         assert!(check_resolution(&attempt(&s, AttemptState::Paid), None, false).is_err());
+    }
+
+    /// Defect D1: a review resolved as failed while the gateway still showed
+    /// the payment pending let the next run charge the period under a new
+    /// merchant uid; when the pending one completed, the customer paid
+    /// twice. Neither decision is taken until the record is final.
+    #[test]
+    fn a_pending_payment_cannot_be_resolved_either_way() {
+        let s = sub();
+        let flagged = attempt(&s, AttemptState::NeedsReview);
+        let pending = flagged_record(&flagged, RecordStatus::Ready, 0, false);
+        for as_paid in [false, true] {
+            assert!(matches!(
+                check_resolution(&flagged, Some(&pending), as_paid),
+                Err(Unresolvable::StillInProgress(_))
+            ));
+        }
     }
 
     #[test]
@@ -401,18 +695,37 @@ mod tests {
         s.status = SubscriptionStatus::NeedsReview;
         s.review_from = Some(SubscriptionStatus::Active);
         let flagged = attempt(&s, AttemptState::NeedsReview);
-        let now = s.created_at;
-        let paid = resolved(&s, &flagged, true, now).unwrap();
+        let now = s.next_charge_at + chrono::Duration::hours(12);
+        let (paid, _) = resolved(&s, &flagged, true, ResumePolicy::Reanchor, now).unwrap();
         assert_eq!(
-            (paid.status, paid.period_index),
+            (paid.next.status, paid.next.period_index),
             (SubscriptionStatus::Active, 2)
         );
-        let unpaid = resolved(&s, &flagged, false, now).unwrap();
+        let (unpaid, charge) = resolved(&s, &flagged, false, ResumePolicy::Reanchor, now).unwrap();
+        assert!(charge);
         assert_eq!(
-            (unpaid.status, unpaid.period_index, unpaid.attempt),
+            (
+                unpaid.next.status,
+                unpaid.next.period_index,
+                unpaid.next.attempt
+            ),
             (SubscriptionStatus::Active, 1, 2)
         );
-        assert!(unpaid.is_due(now));
+        assert!(unpaid.next.is_due(now));
+    }
+
+    #[test]
+    fn a_review_resolved_weeks_later_charges_one_period_from_that_day() {
+        let mut s = sub();
+        s.status = SubscriptionStatus::NeedsReview;
+        s.review_from = Some(SubscriptionStatus::Active);
+        let flagged = attempt(&s, AttemptState::NeedsReview);
+        let now = day(2027, 2, 20, 15);
+        let (unpaid, charge) = resolved(&s, &flagged, false, ResumePolicy::Reanchor, now).unwrap();
+        assert!(charge);
+        assert_eq!(unpaid.next.anchor, Anchor::new(2027, 2, 20).unwrap());
+        let missed: Vec<&str> = unpaid.not_billed.iter().map(PeriodId::as_str).collect();
+        assert_eq!(missed, ["202701"]);
     }
 
     #[test]
@@ -426,10 +739,25 @@ mod tests {
         let mut late = attempt(&s, AttemptState::NeedsReview);
         late.attempt = 1;
         let now = s.created_at;
-        let paid = resolved(&s, &late, true, now).unwrap();
+        let (paid, _) = resolved(&s, &late, true, ResumePolicy::Reanchor, now).unwrap();
+        let paid = paid.next;
         assert_eq!(paid.paid_through, Some(s.current_period()));
         assert_eq!((paid.period_index, paid.attempt), (2, 1));
         assert_eq!(paid.status, SubscriptionStatus::Active);
         assert!(!paid.is_due(now), "the period is not charged again");
+    }
+
+    #[test]
+    fn a_card_window_payment_resolved_pays_no_period() {
+        let s = sub();
+        let mut window = attempt(&s, AttemptState::NeedsReview);
+        window.attempt = crate::billing::FIRST_WINDOW_SLOT;
+        let (back, charge) =
+            resolved(&s, &window, true, ResumePolicy::Reanchor, s.created_at).unwrap();
+        assert!(!charge);
+        assert_eq!(
+            (back.next.period_index, back.next.paid_through.clone()),
+            (s.period_index, s.paid_through.clone())
+        );
     }
 }

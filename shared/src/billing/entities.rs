@@ -2,10 +2,10 @@
 //! subscriptions and charge attempts, with the attempt state machine.
 //! Pure data: how they are stored is the ledger's business.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 
 use super::calendar::{Anchor, PeriodId};
-use super::ids::SubscriptionId;
+use super::ids::{SubscriptionId, UidKey};
 use super::state::SubscriptionStatus;
 use crate::secret::Pii;
 
@@ -123,6 +123,17 @@ pub struct Subscription {
     /// While `needs_review`: the status before, restored when a person
     /// resolves the attempt as not paid.
     pub review_from: Option<SubscriptionStatus>,
+    /// The run that claimed its newest fresh attempt: a run (all its
+    /// deliveries and workers) charges a subscription once (defect S7).
+    pub last_run: Option<String>,
+    /// The Seoul date its newest period was paid: at most one period is
+    /// paid per subscription and day, however many runs there are (I8).
+    pub paid_on: Option<NaiveDate>,
+    /// Re-anchor the calendar on the Seoul date of the next payment: set
+    /// when access came back under `collect_outstanding` (the outstanding
+    /// period is charged first, and the next one starts a period after
+    /// that charge). See `docs/charging.md`, "Coming back after no access".
+    pub reanchor_on_payment: bool,
 }
 
 impl Subscription {
@@ -149,6 +160,19 @@ impl Subscription {
     /// on its new plan from the moment it is asked for.
     pub fn lock_name(&self) -> &str {
         &self.pending_plan.as_ref().unwrap_or(&self.plan).name
+    }
+
+    /// Whether a fresh attempt may be claimed by `run_id` on Seoul day
+    /// `today`: not twice in one run, and not on a day another period was
+    /// paid (the current period is always the unpaid one).
+    pub fn may_claim(&self, run_id: &str, today: NaiveDate) -> Result<(), &'static str> {
+        if self.last_run.as_deref() == Some(run_id) {
+            return Err("charged once per run");
+        }
+        if self.paid_on == Some(today) {
+            return Err("one period a day");
+        }
+        Ok(())
     }
 
     /// This subscription, one version later, as of `now`.
@@ -272,11 +296,12 @@ pub struct ChargeAttempt {
     pub attempt: u32,
     /// Fixed when the attempt is claimed; every re-send uses this value.
     pub merchant_uid: String,
-    /// The billing key its latest request charged (the subscription's key
-    /// when it was sent). Its records are checked against this key, so a
-    /// card replaced while the attempt is out does not make its own payment
-    /// look foreign; a re-send uses the subscription's key of the moment.
-    pub customer_uid: String,
+    /// A reference to the billing key its latest request charged (the
+    /// subscription's key when it was sent; [`UidKey::key_ref`], never the
+    /// key). Its records are checked against it, so a card replaced while
+    /// the attempt is out does not make its own payment look foreign; a
+    /// re-send charges the subscription's key of the moment.
+    pub key_ref: String,
     pub amount: i64,
     pub state: AttemptState,
     /// Who holds the claim (unique per claim) and until when.
@@ -285,6 +310,9 @@ pub struct ChargeAttempt {
     /// When a charge request for it was last (about to be) sent; `None`
     /// when none can be in flight (never sent, or certainly not delivered).
     pub sent_at: Option<DateTime<Utc>>,
+    /// Requests sent for it that may have reached the gateway (a request
+    /// certainly not delivered is not counted). At most [`MAX_SENDS`].
+    pub sends: u32,
     pub imp_uid: Option<String>,
     pub paid_at: Option<DateTime<Utc>>,
     /// Why it failed, was rejected, is unknown or needs review.
@@ -310,20 +338,75 @@ pub struct Resolution {
     pub at: DateTime<Utc>,
 }
 
+/// Who asks for a manual action: the name the merchant's backend gave
+/// (`x-actor`: an operator's login, a job), and the IAM principal that
+/// signed the request. Both are kept (defect X2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub name: String,
+    pub principal: Option<String>,
+}
+
+impl Actor {
+    /// An actor known by one name (a person in a test, the engine itself).
+    pub fn named(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            principal: None,
+        }
+    }
+}
+
 /// One manual action on a subscription: who, when, what and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
     pub subscription_id: SubscriptionId,
     pub at: DateTime<Utc>,
-    /// Who: the IAM principal, or the `x-actor` the merchant's backend sent.
+    /// Who: the `x-actor` the merchant's backend named (an operator, a
+    /// job), else the IAM principal.
     pub actor: String,
+    /// The IAM principal that signed the request, kept beside a named
+    /// `actor` (which the caller chose, and could misname): defect X2.
+    pub principal: Option<String>,
     /// What: `cancel`, `resume`, `plan`, `payment_method`, `refund`, `resolve`.
     pub action: String,
     /// Why, and the details (free text).
     pub detail: String,
 }
 
+/// Requests one attempt may send (the first and two re-sends). An attempt
+/// the gateway never records after that many (a PG error that leaves no
+/// payment, a refusal that does not go away) is closed as `rejected` and the
+/// period goes on by the dunning rules, instead of being re-sent forever.
+pub const MAX_SENDS: u32 = 3;
+
+/// An attempt left open this long (a payment pending at the gateway for
+/// days, lookups that keep failing) goes to a person: `needs_review`.
+pub const ESCALATE_AFTER: chrono::Duration = chrono::Duration::days(3);
+
+/// Attempt numbers from this one on are not charges of the period but the
+/// record of a card-replacement window that took money (kept for a person
+/// until its refund is confirmed): they pay no period.
+pub const FIRST_WINDOW_SLOT: u32 = 900;
+
 impl ChargeAttempt {
+    /// The record of a card window's payment, not a charge of the period.
+    pub fn is_window(&self) -> bool {
+        self.attempt >= FIRST_WINDOW_SLOT
+    }
+
+    /// Whether this attempt's latest request charged `billing_key`. Older
+    /// items kept the key itself (`customer_uid`) where newer ones keep its
+    /// reference; both are recognised.
+    pub fn charged(&self, billing_key: &str, refs: &UidKey) -> bool {
+        self.key_ref == refs.key_ref(billing_key) || self.key_ref == billing_key
+    }
+
+    /// Open for longer than [`ESCALATE_AFTER`].
+    pub fn overdue(&self, now: DateTime<Utc>) -> bool {
+        self.state.is_open() && now - self.created_at >= ESCALATE_AFTER
+    }
+
     /// Whether "the gateway has no payment under this `merchant_uid`" may be
     /// read as "the request never arrived": only once `quiet` has passed since
     /// the last request was sent. Before that, the gateway may still be
@@ -343,6 +426,9 @@ impl ChargeAttempt {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptResult {
     pub state: AttemptState,
+    /// The amount the payment took, when it is not the attempt's (a person
+    /// accepted a payment of another amount); `None` keeps the attempt's.
+    pub amount: Option<i64>,
     pub imp_uid: Option<String>,
     pub paid_at: Option<DateTime<Utc>>,
     pub fail_reason: Option<String>,

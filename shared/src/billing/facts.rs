@@ -3,8 +3,10 @@
 
 use chrono::{DateTime, Utc};
 
+use super::calendar::Anchor;
 use super::dunning::{DunningPolicy, DunningStep};
 use super::entities::{AttemptResult, AttemptState, ChargeAttempt, Subscription};
+use super::ids::UidKey;
 use super::state::{Event, IllegalTransition, SubscriptionStatus};
 
 /// A payment as the gateway records it, in the engine's terms (the V1
@@ -37,6 +39,29 @@ pub enum RecordStatus {
     Cancelled,
     /// A status this code does not know; never money received.
     Other,
+}
+
+impl PaymentRecord {
+    /// Money was taken under this record, whether or not it was refunded
+    /// since: paid, or cancelled after a payment (V1 keeps `paid_at`; a V2
+    /// `CANCELLED` record may leave `paidAt` out, but its cancelled amount
+    /// says money was there to cancel).
+    pub fn took_money(&self) -> bool {
+        match self.status {
+            RecordStatus::Paid => true,
+            RecordStatus::Cancelled => self.paid_at.is_some() || self.cancelled_amount > 0,
+            _ => false,
+        }
+    }
+
+    /// Money taken and not refunded.
+    pub fn kept(&self) -> i64 {
+        if self.took_money() {
+            (self.amount - self.cancelled_amount).max(0)
+        } else {
+            0
+        }
+    }
 }
 
 impl RecordStatus {
@@ -88,14 +113,18 @@ impl Fact {
     /// the record names one) billing key. `Err` when it is not: such a record
     /// never counts as money for the period and never lets a new attempt
     /// start; the attempt waits for a person. `Ok(None)`: a status nothing can
-    /// be settled on (`ready`, unknown).
+    /// be settled on (`ready`, unknown). `refs` makes the key references
+    /// the attempt's key is compared by.
     pub fn from_record(
         p: &PaymentRecord,
         attempt: &ChargeAttempt,
-        customer_uid: &str,
+        refs: &UidKey,
         now: DateTime<Utc>,
     ) -> Result<Option<Self>, Mismatch> {
-        let key_matches = p.customer_uid.as_deref().is_none_or(|c| c == customer_uid);
+        let key_matches = p
+            .customer_uid
+            .as_deref()
+            .is_none_or(|c| attempt.charged(c, refs));
         let krw = p.currency.as_deref().is_none_or(|c| c == "KRW");
         if p.merchant_uid != attempt.merchant_uid
             || p.amount != attempt.amount
@@ -115,10 +144,11 @@ impl Fact {
             imp_uid: p.imp_uid.clone(),
             paid_at: p.paid_at.unwrap_or(now),
         };
-        Ok(match p.status {
-            RecordStatus::Paid => Some(paid()),
+        if p.took_money() {
             // Refunded later is still money taken for the period; the refund is recorded apart.
-            RecordStatus::Cancelled if p.paid_at.is_some() => Some(paid()),
+            return Ok(Some(paid()));
+        }
+        Ok(match p.status {
             RecordStatus::Failed => Some(Self::Declined {
                 imp_uid: Some(p.imp_uid.clone()),
                 reason: p.fail_reason.clone().unwrap_or_else(|| "declined".into()),
@@ -130,7 +160,7 @@ impl Fact {
                     .clone()
                     .unwrap_or_else(|| "cancelled before payment".into()),
             }),
-            RecordStatus::Ready | RecordStatus::Other => None,
+            RecordStatus::Paid | RecordStatus::Ready | RecordStatus::Other => None,
         })
     }
 
@@ -143,6 +173,7 @@ impl Fact {
         match self {
             Self::Paid { imp_uid, paid_at } => AttemptResult {
                 state: AttemptState::Paid,
+                amount: None,
                 imp_uid: Some(imp_uid.clone()),
                 paid_at: Some(*paid_at),
                 fail_reason: None,
@@ -150,6 +181,7 @@ impl Fact {
             },
             Self::Declined { imp_uid, reason } => AttemptResult {
                 state: AttemptState::Failed,
+                amount: None,
                 imp_uid: imp_uid.clone(),
                 paid_at: None,
                 fail_reason: Some(reason.clone()),
@@ -157,6 +189,7 @@ impl Fact {
             },
             Self::Rejected { reason, .. } => AttemptResult {
                 state: AttemptState::Rejected,
+                amount: None,
                 imp_uid: None,
                 paid_at: None,
                 fail_reason: Some(reason.clone()),
@@ -181,9 +214,18 @@ pub fn next_state(
     let event = match fact {
         Fact::Paid { .. } => {
             next.paid_through = Some(sub.current_period());
-            next.period_index += 1;
+            if next.reanchor_on_payment {
+                // Access came back with the outstanding period charged
+                // first: the next period starts a period after this payment.
+                next.reanchor_on_payment = false;
+                next.anchor = Anchor::from_instant(now);
+                next.period_index = 1;
+            } else {
+                next.period_index += 1;
+            }
             next.attempt = 1;
-            next.next_charge_at = sub.anchor.period_start(next.period_index);
+            next.next_charge_at = next.anchor.period_start(next.period_index);
+            next.paid_on = Some(now.with_timezone(&super::BILLING_TZ).date_naive());
             // A plan change waiting for the next period takes effect now.
             if let Some(plan) = next.pending_plan.take() {
                 next.plan = plan;
@@ -225,9 +267,10 @@ pub fn next_state_for(
     attempt: &ChargeAttempt,
     fact: &Fact,
     dunning: &DunningPolicy,
+    refs: &UidKey,
     now: DateTime<Utc>,
 ) -> (Subscription, Option<IllegalTransition>) {
-    if !fact.is_paid() && attempt.customer_uid != sub.customer_uid {
+    if !fact.is_paid() && !attempt.charged(&sub.customer_uid, refs) {
         let mut next = sub.next_version(now);
         next.attempt = sub.attempt + 1;
         next.next_charge_at = now;
@@ -316,25 +359,21 @@ pub enum Verdict {
 }
 
 /// Reads a lookup of `attempt`'s `merchant_uid`. A record in a status
-/// nothing settles on (`ready`) is left open while the request may still be
-/// in progress (within `quiet` of its send), and goes to a person after.
+/// nothing settles on (`ready`, V2 `PAY_PENDING`) is still in progress at
+/// the gateway: the attempt stays open and is looked at again (a payment
+/// may stay pending for hours; one open for days goes to a person, see
+/// [`ESCALATE_AFTER`](super::ESCALATE_AFTER)).
 pub fn verdict(
     lookup: &Lookup<PaymentRecord>,
     attempt: &ChargeAttempt,
-    customer_uid: &str,
+    refs: &UidKey,
     now: DateTime<Utc>,
-    quiet: chrono::Duration,
 ) -> Verdict {
     match lookup {
-        Lookup::Found(p) => match Fact::from_record(p, attempt, customer_uid, now) {
+        Lookup::Found(p) => match Fact::from_record(p, attempt, refs, now) {
             Ok(Some(fact)) => Verdict::Settle(fact),
-            Ok(None) if !attempt.quiet_since_sent(now, quiet) => Verdict::Unclear(format!(
-                "payment {} is {}: still in progress",
-                p.imp_uid,
-                p.status.as_str()
-            )),
-            Ok(None) => Verdict::Review(format!(
-                "payment {} is {}: nothing to settle on",
+            Ok(None) => Verdict::Unclear(format!(
+                "payment {} is {}: still in progress at the gateway",
                 p.imp_uid,
                 p.status.as_str()
             )),
@@ -365,68 +404,19 @@ pub fn refusal(message: &str, key: &Lookup<()>) -> Option<Fact> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::billing::{Anchor, KeyInfo, Plan, SubscriptionId, SubscriptionStatus, UidKey};
+    use crate::billing::{Anchor, SubscriptionStatus};
+    use crate::testing::{attempt, record, refs, subscription};
 
     fn sub(anchor: Anchor) -> Subscription {
-        let t = anchor.period_start(0);
-        Subscription {
-            id: SubscriptionId::parse("abcdefghij01").unwrap(),
-            user_id: "u".into(),
-            customer_uid: "cu".into(),
-            pg: "chai".into(),
-            plan: Plan {
-                amount: 9900,
-                name: "p".into(),
-            },
-            buyer: Default::default(),
-            status: SubscriptionStatus::Active,
-            anchor,
-            period_index: 0,
-            attempt: 1,
-            next_charge_at: t,
-            paid_through: None,
-            key: KeyInfo {
-                pg_provider: "chai".into(),
-                pg_id: None,
-                card_name: None,
-                card_number: None,
-                inserted_at: t,
-            },
-            version: 1,
-            created_at: t,
-            updated_at: t,
-            cancel_at_period_end: false,
-            pending_plan: None,
-            ended_at: None,
-            cancel_reason: None,
-            review_from: None,
-        }
+        subscription("abcdefghij01", anchor)
     }
 
     fn attempt_of(s: &Subscription) -> ChargeAttempt {
-        let period = s.current_period();
-        ChargeAttempt {
-            subscription_id: s.id.clone(),
-            merchant_uid: UidKey::new(b"a-test-key-of-16b")
-                .unwrap()
-                .charge_uid(&s.id, &period, 1),
-            customer_uid: s.customer_uid.clone(),
-            period,
-            attempt: 1,
-            amount: 9900,
-            state: AttemptState::Unknown,
-            claim_token: None,
-            lease_until: None,
-            sent_at: None,
-            imp_uid: None,
-            paid_at: None,
-            fail_reason: None,
-            refunded: 0,
-            resolution: None,
-            retry_at: None,
-            created_at: s.created_at,
-            updated_at: s.created_at,
-        }
+        attempt(s, AttemptState::Unknown)
+    }
+
+    fn paid_at() -> Option<DateTime<Utc>> {
+        DateTime::from_timestamp(5, 0)
     }
 
     #[test]
@@ -451,6 +441,30 @@ mod tests {
             n2.anchor.period_date(n2.period_index).to_string(),
             "2027-03-31"
         );
+    }
+
+    #[test]
+    fn an_outstanding_period_collected_after_no_access_re_anchors_on_its_payment() {
+        let mut s = sub(Anchor::new(2027, 1, 10).unwrap());
+        s.reanchor_on_payment = true;
+        let paid_on =
+            Anchor::new(2027, 4, 20).unwrap().period_start(0) + chrono::Duration::hours(11);
+        let fact = Fact::Paid {
+            imp_uid: "imps_1".into(),
+            paid_at: paid_on,
+        };
+        let (n, _) = next_state(&s, &fact, &DunningPolicy::default(), paid_on);
+        assert_eq!(n.paid_through.as_ref().unwrap().as_str(), "202701");
+        assert!(!n.reanchor_on_payment);
+        assert_eq!(
+            (n.anchor, n.period_index),
+            (Anchor::new(2027, 4, 20).unwrap(), 1)
+        );
+        assert_eq!(
+            n.anchor.period_date(n.period_index).to_string(),
+            "2027-05-20"
+        );
+        assert_eq!(n.current_period().as_str(), "202705");
     }
 
     #[test]
@@ -510,54 +524,66 @@ mod tests {
         assert_eq!(paid.paid_through.unwrap().as_str(), "202612");
     }
 
-    fn record(
-        attempt: &ChargeAttempt,
-        status: RecordStatus,
-        amount: i64,
-        paid: bool,
-        customer: &str,
-    ) -> PaymentRecord {
-        PaymentRecord {
-            imp_uid: "imps_1".into(),
-            merchant_uid: attempt.merchant_uid.clone(),
-            status,
-            amount,
-            cancelled_amount: 0,
-            currency: Some("KRW".into()),
-            customer_uid: Some(customer.into()),
-            paid_at: paid.then(|| DateTime::from_timestamp(5, 0).unwrap()),
-            fail_reason: None,
-            cancel_reason: None,
-        }
-    }
-
     #[test]
     fn records_settle_only_when_they_are_our_charge() {
         let s = sub(Anchor::new(2026, 12, 1).unwrap());
         let a = attempt_of(&s);
         let now = s.created_at;
-        let check = |r: PaymentRecord| Fact::from_record(&r, &a, "cu", now);
+        let check = |r: PaymentRecord| Fact::from_record(&r, &a, &refs(), now);
         assert!(matches!(
-            check(record(&a, RecordStatus::Paid, 9900, true, "cu")),
+            check(record(&a, RecordStatus::Paid, 9900, paid_at(), "cu")),
             Ok(Some(Fact::Paid { .. }))
         ));
         // Refunded after payment: still money taken for the period.
         assert!(matches!(
-            check(record(&a, RecordStatus::Cancelled, 9900, true, "cu")),
+            check(record(&a, RecordStatus::Cancelled, 9900, paid_at(), "cu")),
             Ok(Some(Fact::Paid { .. }))
         ));
         // Cancelled before any payment: nothing was taken.
         assert!(matches!(
-            check(record(&a, RecordStatus::Cancelled, 9900, false, "cu")),
+            check(record(&a, RecordStatus::Cancelled, 9900, None, "cu")),
             Ok(Some(Fact::Declined { .. }))
         ));
         assert!(matches!(
-            check(record(&a, RecordStatus::Ready, 9900, false, "cu")),
+            check(record(&a, RecordStatus::Ready, 9900, None, "cu")),
             Ok(None)
         ));
         // Another amount or another billing key: never ours.
-        assert!(check(record(&a, RecordStatus::Paid, 100, true, "cu")).is_err());
-        assert!(check(record(&a, RecordStatus::Paid, 9900, true, "cu_other")).is_err());
+        assert!(check(record(&a, RecordStatus::Paid, 100, paid_at(), "cu")).is_err());
+        assert!(check(record(&a, RecordStatus::Paid, 9900, paid_at(), "cu_other")).is_err());
+        // An older item kept the key itself rather than its reference.
+        let legacy = ChargeAttempt {
+            key_ref: "cu".into(),
+            ..a.clone()
+        };
+        assert!(matches!(
+            Fact::from_record(
+                &record(&a, RecordStatus::Paid, 9900, paid_at(), "cu"),
+                &legacy,
+                &refs(),
+                now
+            ),
+            Ok(Some(Fact::Paid { .. }))
+        ));
+    }
+
+    /// Defect C1: V2 may leave `paidAt` out of a `CANCELLED` payment. It
+    /// was paid, then refunded: read as a decline, the period would be
+    /// charged again under a new merchant uid after the merchant refunded it.
+    #[test]
+    fn a_cancelled_payment_without_paid_at_was_money_taken_not_a_decline() {
+        let s = sub(Anchor::new(2026, 12, 1).unwrap());
+        let a = attempt_of(&s);
+        let cancelled = PaymentRecord {
+            cancelled_amount: 9900,
+            ..record(&a, RecordStatus::Cancelled, 9900, None, "cu")
+        };
+        assert!(cancelled.took_money());
+        assert_eq!(cancelled.kept(), 0);
+        assert!(matches!(
+            Fact::from_record(&cancelled, &a, &refs(), s.created_at),
+            Ok(Some(Fact::Paid { .. }))
+        ));
     }
 
     #[test]
@@ -565,22 +591,20 @@ mod tests {
         let s = sub(Anchor::new(2026, 12, 1).unwrap());
         let a = attempt_of(&s);
         let now = s.created_at;
-        let quiet = chrono::Duration::minutes(10);
         assert_eq!(
-            verdict(&Lookup::Missing, &a, "cu", now, quiet),
+            verdict(&Lookup::Missing, &a, &refs(), now),
             Verdict::NothingThere
         );
         assert!(matches!(
-            verdict(&Lookup::Failed("503".into()), &a, "cu", now, quiet),
+            verdict(&Lookup::Failed("503".into()), &a, &refs(), now),
             Verdict::Unclear(_)
         ));
         assert!(matches!(
             verdict(
-                &Lookup::Found(record(&a, RecordStatus::Paid, 100, true, "cu")),
+                &Lookup::Found(record(&a, RecordStatus::Paid, 100, paid_at(), "cu")),
                 &a,
-                "cu",
+                &refs(),
                 now,
-                quiet
             ),
             Verdict::Review(_)
         ));
@@ -599,19 +623,20 @@ mod tests {
         let s = sub(Anchor::new(2026, 12, 1).unwrap());
         let a = attempt_of(&s);
         let now = s.next_charge_at;
+        let policy = DunningPolicy::default();
         let gone = Fact::Rejected {
             reason: "no key".into(),
             key_gone: true,
         };
         // The key the attempt used is still the subscription's: key missing.
-        let (same, _) = next_state_for(&s, &a, &gone, &DunningPolicy::default(), now);
+        let (same, _) = next_state_for(&s, &a, &gone, &policy, &refs(), now);
         assert_eq!(same.status, SubscriptionStatus::KeyMissing);
         // The card was replaced meanwhile: the new one is charged now.
         let replaced = Subscription {
             customer_uid: "cu_new".into(),
             ..s.clone()
         };
-        let (next, kept) = next_state_for(&replaced, &a, &gone, &DunningPolicy::default(), now);
+        let (next, kept) = next_state_for(&replaced, &a, &gone, &policy, &refs(), now);
         assert_eq!(kept, None);
         assert_eq!(next.status, replaced.status);
         assert_eq!(next.attempt, s.attempt + 1);
@@ -621,34 +646,28 @@ mod tests {
             imp_uid: "imp_1".into(),
             paid_at: now,
         };
-        let (p, _) = next_state_for(&replaced, &a, &paid, &DunningPolicy::default(), now);
+        let (p, _) = next_state_for(&replaced, &a, &paid, &policy, &refs(), now);
         assert_eq!(p.paid_through, Some(s.current_period()));
     }
 
+    /// Defect D2 (and the pending payments of I9): a record still in
+    /// progress at the gateway never goes to a person on the strength of
+    /// the time since a send: it stays open and is looked at again.
     #[test]
-    fn a_ready_record_waits_while_its_request_may_be_in_flight_then_goes_to_a_person() {
+    fn a_pending_record_keeps_its_attempt_open_however_long_since_the_send() {
         let s = sub(Anchor::new(2026, 12, 1).unwrap());
         let sent = s.created_at;
         let a = ChargeAttempt {
             sent_at: Some(sent),
             ..attempt_of(&s)
         };
-        let quiet = chrono::Duration::minutes(10);
-        let ready = Lookup::Found(record(&a, RecordStatus::Ready, 9900, false, "cu"));
-        assert!(matches!(
-            verdict(&ready, &a, "cu", sent + chrono::Duration::minutes(2), quiet),
-            Verdict::Unclear(_)
-        ));
-        assert!(matches!(
-            verdict(
-                &ready,
-                &a,
-                "cu",
-                sent + chrono::Duration::minutes(10),
-                quiet
-            ),
-            Verdict::Review(_)
-        ));
+        let ready = Lookup::Found(record(&a, RecordStatus::Ready, 9900, None, "cu"));
+        for after in [chrono::Duration::minutes(2), chrono::Duration::hours(30)] {
+            assert!(matches!(
+                verdict(&ready, &a, &refs(), sent + after),
+                Verdict::Unclear(_)
+            ));
+        }
     }
 
     #[test]
@@ -656,7 +675,7 @@ mod tests {
         let s = sub(Anchor::new(2026, 12, 1).unwrap());
         let a = attempt_of(&s);
         let now = s.created_at;
-        let r = |status, amount| record(&a, status, amount, true, "cu");
+        let r = |status, amount| record(&a, status, amount, paid_at(), "cu");
         assert_eq!(
             issuance(&r(RecordStatus::Paid, 0), 9900, now),
             Issuance::KeyOnly

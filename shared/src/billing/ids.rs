@@ -113,6 +113,32 @@ impl UidKey {
         String::from_utf8_lossy(&out).into_owned()
     }
 
+    /// A reference to a billing key that can be stored and compared but not
+    /// used to charge: `k` + 24 base-36 characters of HMAC-SHA256 over the
+    /// key. Attempts keep this, never the key (a V2 billing key is a secret;
+    /// design I4), so a record's key can be checked against the key an
+    /// attempt charged.
+    pub fn key_ref(&self, billing_key: &str) -> String {
+        let mut mac = match Hmac::<Sha256>::new_from_slice(&self.0) {
+            Ok(mac) => mac,
+            Err(_) => return "k".to_owned(),
+        };
+        mac.update(b"billing-key:");
+        mac.update(billing_key.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        let mut out = String::from("k");
+        for chunk in digest[..15].chunks(5) {
+            let mut n = chunk.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b));
+            let mut part = [b'0'; 8];
+            for slot in part.iter_mut().rev() {
+                *slot = ALPHABET[(n % 36) as usize];
+                n /= 36;
+            }
+            out.push_str(&String::from_utf8_lossy(&part));
+        }
+        out
+    }
+
     /// The `merchant_uid` of a charge attempt.
     pub fn charge_uid(
         &self,
@@ -246,6 +272,18 @@ mod tests {
 
     fn key() -> UidKey {
         UidKey::new(b"0123456789abcdef-test-key").unwrap()
+    }
+
+    #[test]
+    fn a_key_reference_is_stable_short_and_not_the_key() {
+        let a = key().key_ref("billing-key-0190a1b2-secret");
+        assert_eq!(a, key().key_ref("billing-key-0190a1b2-secret"));
+        assert_eq!(a.len(), 25);
+        assert!(a.starts_with('k') && a.bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert!(!a.contains("secret"));
+        assert_ne!(a, key().key_ref("billing-key-0190a1b2-secreT"));
+        let other = UidKey::new(b"another-key-of-16-bytes").unwrap();
+        assert_ne!(a, other.key_ref("billing-key-0190a1b2-secret"));
     }
 
     #[test]

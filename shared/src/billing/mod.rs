@@ -13,9 +13,9 @@ pub mod state;
 pub use calendar::{Anchor, BILLING_TZ, PeriodId};
 pub use dunning::{DunningPolicy, DunningStep};
 pub use entities::{
-    AttemptEvent, AttemptResult, AttemptState, AuditEntry, Buyer, ChargeAttempt,
-    IllegalAttemptTransition, KeyInfo, Plan, Registration, RegistrationStatus, Resolution,
-    Subscription, retry_of,
+    Actor, AttemptEvent, AttemptResult, AttemptState, AuditEntry, Buyer, ChargeAttempt,
+    ESCALATE_AFTER, FIRST_WINDOW_SLOT, IllegalAttemptTransition, KeyInfo, MAX_SENDS, Plan,
+    Registration, RegistrationStatus, Resolution, Subscription, retry_of,
 };
 pub use facts::{
     Fact, Issuance, Lookup, Mismatch, PaymentRecord, RecordStatus, Verdict, flagged_state,

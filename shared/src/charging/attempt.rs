@@ -1,21 +1,23 @@
 //! One due subscription: claim (or take over) its current attempt, settle
-//! what an earlier run left open, send the charge, record what came of it.
+//! what an earlier run left open, send the charge. What the gateway answers
+//! is read in `answers`.
 
+use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
+use super::answers::{record, refused_at_last, release, send_answer};
 use super::pace::Pace;
-use super::settle::{Applied, Settled, apply_fact, flag, lookup_of, settle_from_gateway};
+use super::settle::{Settled, flag, lookup_of, settle_from_gateway};
 use super::{BillingRun, Outcome, RunError, SkipReason};
 use crate::billing::{
-    AttemptState, ChargeAttempt, Event, Fact, PaymentRecord, Subscription, SubscriptionId, refusal,
+    AttemptState, BILLING_TZ, ChargeAttempt, Event, Fact, Lookup, MAX_SENDS, RecordStatus,
+    Subscription, SubscriptionId,
 };
 use crate::engine::Engine;
-use crate::gateway::{
-    Ambiguity, ChargeOutcome, ChargeRequest, GatewayError, PaymentGateway, RejectionKind,
-};
+use crate::gateway::{ChargeRequest, PaymentGateway};
 use crate::ledger::{AttemptKey, Guard, Ledger, LedgerError, LockChange, Sent, SubscriptionChange};
 
-fn skipped(reason: SkipReason) -> Result<Outcome, RunError> {
+pub(super) fn skipped(reason: SkipReason) -> Result<Outcome, RunError> {
     Ok(Outcome::Skipped { reason })
 }
 
@@ -35,59 +37,154 @@ pub(crate) async fn charge_one<L: Ledger, G: PaymentGateway>(
     if !sub.is_due(run.billing_time) {
         return skipped(SkipReason::NotDue);
     }
-    let period = sub.current_period();
-    let token = engine.claim_token(&run.run_id);
-    // A new period of a subscription set to end: nothing to claim.
-    let ending = sub.cancel_at_period_end && sub.attempt == 1;
+    // A subscription set to end is never claimed again, whichever attempt
+    // of its period is next (defect D6).
+    let ending = sub.cancel_at_period_end;
+    let mut refused_today = None;
     if !ending {
-        // The common case first: a fresh attempt, claimed with one
-        // conditional write (which also checks that the subscription is
-        // still the version read: a change made meanwhile wins).
-        let now = engine.now();
-        let fresh = ChargeAttempt {
-            subscription_id: sub.id.clone(),
-            merchant_uid: engine
-                .settings
-                .uid_key
-                .charge_uid(&sub.id, &period, sub.attempt),
-            customer_uid: sub.customer_uid.clone(),
-            period: period.clone(),
-            attempt: sub.attempt,
-            amount: sub.plan.amount,
-            state: AttemptState::Claimed,
-            claim_token: Some(token.clone()),
-            lease_until: Some(now + engine.settings.lease()),
-            sent_at: Some(now),
-            imp_uid: None,
-            paid_at: None,
-            fail_reason: None,
-            refunded: 0,
-            resolution: None,
-            retry_at: None,
-            created_at: now,
-            updated_at: now,
-        };
-        match engine.ledger.claim_new(&fresh, sub.version).await {
-            Ok(()) => return send(engine, &sub, &fresh, &token, pace).await,
-            Err(LedgerError::Conflict(_)) => {} // it exists, or the subscription changed
-            Err(e) => return Err(e.into()),
+        let today = engine.now().with_timezone(&BILLING_TZ).date_naive();
+        match sub.may_claim(&run.run_id, today) {
+            Ok(()) => {
+                if let Some(stop) = earlier_attempt_clear(engine, &sub).await? {
+                    return Ok(stop);
+                }
+                // `None`: it exists, or the subscription changed.
+                if let Some((next, fresh, token)) = claim_fresh(engine, &sub, run).await? {
+                    return send(engine, &next, &fresh, &token, pace).await;
+                }
+            }
+            Err(why) => refused_today = Some(why),
         }
     }
     match engine
         .ledger
-        .get_attempt(&sub.id, &period, sub.attempt)
+        .get_attempt(&sub.id, &sub.current_period(), sub.attempt)
         .await?
     {
         None if ending => cancel_at_period_end(engine, &sub).await,
+        None if refused_today.is_some() => skipped(SkipReason::OncePerRunOrDay),
         None => skipped(SkipReason::Busy),
-        Some(a) if a.state.is_open() => resume(engine, &sub, &a, &token, pace).await,
+        Some(a) if a.state.is_open() => {
+            let token = engine.claim_token(&run.run_id);
+            resume(engine, &sub, &a, &token, pace).await
+        }
         Some(a) if a.state == AttemptState::NeedsReview => skipped(SkipReason::NeedsReview),
+        Some(a) if ending => {
+            // Settled as not paid before the cancel: nothing more to charge.
+            info!(merchant_uid = %a.merchant_uid, "period-end cancel of a period not paid");
+            cancel_at_period_end(engine, &sub).await
+        }
         Some(a) => {
             // Settled, but our copy of the subscription is older than the
             // settlement (a webhook or another run got there first).
             info!(merchant_uid = %a.merchant_uid, state = a.state.as_str(), "attempt already settled by someone else");
             skipped(SkipReason::Busy)
         }
+    }
+}
+
+/// Before a new `merchant_uid` for a period (attempt 2 and later), the one
+/// before it must be quiet and clear at the gateway: its quiet period over,
+/// and a fresh lookup showing no money kept and nothing still in progress
+/// under it. A copy of an earlier request that the gateway processed late,
+/// or whose record its lookups showed late, is caught here rather than
+/// paid twice (I1, with lagging lookups and pending payments: I9). `Some`
+/// stops the claim for now.
+async fn earlier_attempt_clear<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+) -> Result<Option<Outcome>, RunError> {
+    if sub.attempt <= 1 {
+        return Ok(None);
+    }
+    let Some(earlier) = engine
+        .ledger
+        .get_attempt(&sub.id, &sub.current_period(), sub.attempt - 1)
+        .await?
+        .filter(|a| a.state.is_unpaid_settlement())
+    else {
+        return Ok(None);
+    };
+    if !earlier.quiet_since_sent(engine.now(), engine.settings.quiet()) {
+        return Ok(Some(Outcome::Skipped {
+            reason: SkipReason::Waiting,
+        }));
+    }
+    let (lookup, unauthorized) =
+        lookup_of(engine.gateway.find_payment(&earlier.merchant_uid).await);
+    if let Some(e) = unauthorized {
+        return Err(RunError::Unauthorized(e));
+    }
+    match lookup {
+        Lookup::Found(p) if p.merchant_uid == earlier.merchant_uid && p.kept() > 0 => {
+            let reason = format!(
+                "payment {} arrived after the attempt was settled as {}; refund it or accept it",
+                p.imp_uid,
+                earlier.state.as_str()
+            );
+            warn!(merchant_uid = %earlier.merchant_uid, %reason, "an earlier attempt was paid after all");
+            Ok(Some(if flag(engine, &earlier, None, &reason).await? {
+                Outcome::NeedsReview { reason }
+            } else {
+                Outcome::Skipped {
+                    reason: SkipReason::Busy,
+                }
+            }))
+        }
+        Lookup::Found(p) if matches!(p.status, RecordStatus::Ready | RecordStatus::Other) => {
+            Ok(Some(Outcome::Skipped {
+                reason: SkipReason::Waiting,
+            }))
+        }
+        Lookup::Found(_) | Lookup::Missing => Ok(None),
+        Lookup::Failed(_) => Ok(Some(Outcome::Skipped {
+            reason: SkipReason::Unsettled,
+        })),
+    }
+}
+
+/// Claims the subscription's current attempt afresh: one transaction that
+/// writes the attempt (`claimed`, its `merchant_uid` fixed here) and the
+/// subscription one version later, marked with this run. A change written
+/// meanwhile (a cancel, a plan change racing the first claim: defect C2)
+/// wins, and nothing is claimed on a stale copy. `None`: the attempt
+/// exists, or the subscription changed.
+async fn claim_fresh<L: Ledger, G>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+    run: &BillingRun,
+) -> Result<Option<(Subscription, ChargeAttempt, String)>, RunError> {
+    let now = engine.now();
+    let token = engine.claim_token(&run.run_id);
+    let period = sub.current_period();
+    let refs = &engine.settings.uid_key;
+    let fresh = ChargeAttempt {
+        subscription_id: sub.id.clone(),
+        merchant_uid: refs.charge_uid(&sub.id, &period, sub.attempt),
+        key_ref: refs.key_ref(&sub.customer_uid),
+        period,
+        attempt: sub.attempt,
+        amount: sub.plan.amount,
+        state: AttemptState::Claimed,
+        claim_token: Some(token.clone()),
+        lease_until: Some(now + engine.settings.lease()),
+        sent_at: Some(now),
+        sends: 1,
+        imp_uid: None,
+        paid_at: None,
+        fail_reason: None,
+        refunded: 0,
+        resolution: None,
+        retry_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let mut next = sub.next_version(now);
+    next.last_run = Some(run.run_id.clone());
+    match engine.ledger.claim_new(&fresh, &next).await {
+        Ok(()) => Ok(Some((next, fresh, token))),
+        Err(LedgerError::Conflict(_)) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -116,9 +213,11 @@ pub(crate) async fn attend<L: Ledger, G: PaymentGateway>(
 }
 
 /// An attempt left open by a crashed run (expired lease) or a lost answer:
-/// take it over, settle it from the gateway's records, and send it again
-/// (same `merchant_uid`) only when the gateway has had time to show it and
-/// the subscription is still to be charged for it; otherwise it is closed.
+/// take it over and settle it from the gateway's records. One the gateway
+/// has no record of, after the quiet period, is sent again (same
+/// `merchant_uid`) while the subscription is to be charged for it, its key
+/// exists and it has been sent fewer than [`MAX_SENDS`] times; otherwise
+/// it is closed. One open for days goes to a person.
 async fn resume<L: Ledger, G: PaymentGateway>(
     engine: &Engine<L, G>,
     sub: &Subscription,
@@ -127,6 +226,7 @@ async fn resume<L: Ledger, G: PaymentGateway>(
     pace: &Pace,
 ) -> Result<Outcome, RunError> {
     let now = engine.now();
+    let lease = now + engine.settings.lease();
     let taken = match engine
         .ledger
         .take_over(
@@ -134,7 +234,7 @@ async fn resume<L: Ledger, G: PaymentGateway>(
             &open.period,
             open.attempt,
             token,
-            now + engine.settings.lease(),
+            lease,
             now,
             sub.version,
         )
@@ -148,51 +248,152 @@ async fn resume<L: Ledger, G: PaymentGateway>(
         Settled::Recorded(fact) => Ok(Outcome::Reconciled { fact }),
         Settled::AlreadySettled | Settled::ClaimLost => skipped(SkipReason::Busy),
         Settled::Review(reason) => Ok(Outcome::NeedsReview { reason }),
+        Settled::Unclear(detail) if taken.overdue(now) => {
+            let days = (now - taken.created_at).num_days();
+            let reason = format!(
+                "open for {days} days and still unsettled ({detail}); look it up at the gateway"
+            );
+            escalate(engine, &taken, token, reason).await
+        }
         Settled::Unclear(detail) => {
             release(engine, &taken, token, &detail, Sent::Maybe).await?;
             skipped(SkipReason::Unsettled)
+        }
+        Settled::Waiting(detail) => {
+            release(engine, &taken, token, &detail, Sent::Maybe).await?;
+            skipped(SkipReason::Waiting)
         }
         Settled::Unauthorized(e) => {
             release(engine, &taken, token, "lookup refused (401)", Sent::Maybe).await?;
             Err(RunError::Unauthorized(e))
         }
         Settled::NothingThere if !taken.quiet_since_sent(now, engine.settings.quiet()) => {
-            // The gateway may still be processing the last request: a re-send
-            // now would race it. Wait until it has had time to show.
+            // The gateway may still be processing the last request (or its
+            // lookups lag behind it): a re-send now would race it.
             let detail = "sent recently; the gateway may still be processing it";
             release(engine, &taken, token, detail, Sent::Maybe).await?;
             skipped(SkipReason::Waiting)
         }
         Settled::NothingThere if !(sub.status.is_chargeable() && sub.is_current(&taken)) => {
-            // Never charged, and no longer to be (cancelled, or waiting for a
-            // person): closed without touching the subscription.
             abandon(engine, sub, &taken, token).await
         }
-        Settled::NothingThere => {
-            info!(merchant_uid = %taken.merchant_uid, "open attempt never reached the gateway; sending it again with the same merchant_uid");
-            // With the subscription's key of the moment: a card replaced
-            // since the last send is the one to charge (the same
-            // merchant_uid can be paid only once, whatever the key).
-            let resent = ChargeAttempt {
-                customer_uid: sub.customer_uid.clone(),
-                ..taken
-            };
-            match engine
-                .ledger
-                .mark_sending(&resent, token, engine.now(), sub.version)
-                .await
-            {
-                Ok(()) => {}
-                Err(LedgerError::Conflict(_)) => return skipped(SkipReason::Busy),
-                Err(e) => return Err(e.into()),
-            }
-            send(engine, sub, &resent, token, pace).await
+        Settled::NothingThere => nothing_recorded(engine, sub, &taken, token, pace).await,
+    }
+}
+
+/// The gateway has no record of an attempt sent more than the quiet period
+/// ago: it never arrived, or the gateway refused it without a payment. With
+/// the key gone, the attempt is rejected (key missing). Sent the most times
+/// already, it goes to a person: a PG error that never leaves a payment is
+/// not re-sent forever (defect S4), and a refusal that is the merchant's
+/// setup, not the customer's card (defect S2), never walks a customer into
+/// suspension. Otherwise it is sent again with the same `merchant_uid`.
+async fn nothing_recorded<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+    taken: &ChargeAttempt,
+    token: &str,
+    pace: &Pace,
+) -> Result<Outcome, RunError> {
+    let (key, unauthorized) = lookup_of(
+        engine
+            .gateway
+            .billing_key(&sub.customer_uid)
+            .await
+            .map(|_| ()),
+    );
+    if let Some(e) = unauthorized {
+        release(
+            engine,
+            taken,
+            token,
+            "key lookup refused (401)",
+            Sent::Maybe,
+        )
+        .await?;
+        return Err(RunError::Unauthorized(e));
+    }
+    let last = taken.fail_reason.as_deref().unwrap_or("no answer");
+    match key {
+        Lookup::Failed(e) => {
+            release(
+                engine,
+                taken,
+                token,
+                &format!("billing-key lookup failed: {e}"),
+                Sent::Maybe,
+            )
+            .await?;
+            skipped(SkipReason::Unsettled)
         }
+        Lookup::Missing => {
+            let fact = refused_at_last(last, true);
+            record(engine, sub, taken, fact, Guard::Claim(token)).await
+        }
+        Lookup::Found(()) if taken.sends >= MAX_SENDS => {
+            let reason = format!(
+                "sent {} times and never recorded by the gateway (last: {last}); the PG setup or the card needs a look",
+                taken.sends
+            );
+            escalate(engine, taken, token, reason).await
+        }
+        Lookup::Found(()) => resend(engine, sub, taken, token, pace).await,
+    }
+}
+
+/// Sends an attempt again with the same `merchant_uid`, charging the
+/// subscription's key of the moment (a card replaced since the last send is
+/// the one to charge: the same `merchant_uid` can be paid only once).
+async fn resend<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+    taken: &ChargeAttempt,
+    token: &str,
+    pace: &Pace,
+) -> Result<Outcome, RunError> {
+    info!(merchant_uid = %taken.merchant_uid, sends = taken.sends, "open attempt never recorded at the gateway; sending it again with the same merchant_uid");
+    let now = engine.now();
+    // This send is judged by its own time (defect D2), not the last one's.
+    let resent = ChargeAttempt {
+        key_ref: engine.settings.uid_key.key_ref(&sub.customer_uid),
+        sent_at: Some(now),
+        sends: taken.sends + 1,
+        ..taken.clone()
+    };
+    match engine
+        .ledger
+        .mark_sending(&resent, token, now, sub.version)
+        .await
+    {
+        Ok(()) => send(engine, sub, &resent, token, pace).await,
+        Err(LedgerError::Conflict(_)) => skipped(SkipReason::Busy),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// An attempt the engine will not go on with alone (open for days: a
+/// payment pending at the gateway, lookups that keep failing, defect S3; or
+/// sent the most times without a record) goes to a person instead of
+/// waiting in silence.
+async fn escalate<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    taken: &ChargeAttempt,
+    token: &str,
+    reason: String,
+) -> Result<Outcome, RunError> {
+    warn!(merchant_uid = %taken.merchant_uid, %reason, "escalated to a person");
+    if flag(engine, taken, Some(token), &reason).await? {
+        Ok(Outcome::NeedsReview { reason })
+    } else {
+        skipped(SkipReason::Busy)
     }
 }
 
 /// Closes an attempt that never reached the gateway and will not be sent
-/// again (its subscription ended or waits for a person).
+/// again (its subscription ended or waits for a person). When it is the
+/// subscription's current attempt, the subscription moves to the next one,
+/// so a review resolved later charges afresh instead of skipping a settled
+/// attempt every day (defect S1).
 async fn abandon<L: Ledger, G>(
     engine: &Engine<L, G>,
     sub: &Subscription,
@@ -209,15 +410,14 @@ async fn abandon<L: Ledger, G>(
     }
     .result();
     let now = engine.now();
+    let mut next = sub.next_version(now);
+    if sub.is_current(attempt) {
+        next.attempt = sub.attempt + 1;
+        next.next_charge_at = now.max(sub.next_charge_at);
+    }
     match engine
         .ledger
-        .settle(
-            attempt,
-            &result,
-            Guard::Claim(token),
-            &sub.next_version(now),
-            now,
-        )
+        .settle(attempt, &result, Guard::Claim(token), &next, now)
         .await
     {
         Ok(()) => Ok(Outcome::Rejected {
@@ -251,7 +451,7 @@ async fn send<L: Ledger, G: PaymentGateway>(
         return skipped(SkipReason::Busy);
     }
     let request = ChargeRequest {
-        customer_uid: attempt.customer_uid.clone(),
+        customer_uid: sub.customer_uid.clone(),
         merchant_uid: attempt.merchant_uid.clone(),
         amount: attempt.amount,
         name: sub.plan.name.clone(),
@@ -262,266 +462,17 @@ async fn send<L: Ledger, G: PaymentGateway>(
         ),
         notice_url: engine.settings.notice_url.clone(),
     };
-    match engine.gateway.charge(&request).await {
-        ChargeOutcome::Paid(record) => {
-            pace.succeeded();
-            paid(engine, sub, attempt, token, &record).await
-        }
-        ChargeOutcome::Declined(record) => {
-            pace.succeeded();
-            declined(engine, sub, attempt, token, &record).await
-        }
-        ChargeOutcome::Rejected(r) if r.kind == RejectionKind::Unauthorized => {
-            let detail = format!("not sent: {}", r.message);
-            release(engine, attempt, token, &detail, Sent::Never).await?;
-            Err(RunError::Unauthorized(GatewayError::Rejected(r)))
-        }
-        ChargeOutcome::Rejected(r) if r.kind == RejectionKind::NotSent => {
-            // Nothing reached the gateway (connection refused, throttled):
-            // release the claim, back off, and go on with the others.
-            let reason = format!("not sent: {}", r.message);
-            release(engine, attempt, token, &reason, Sent::Never).await?;
-            pace.failed();
-            Ok(Outcome::Deferred { reason })
-        }
-        ChargeOutcome::Rejected(r) => {
-            pace.succeeded();
-            refused(engine, sub, attempt, token, &r.message).await
-        }
-        ChargeOutcome::Ambiguous(a) => lost_answer(engine, sub, attempt, token, pace, &a).await,
-    }
-}
-
-/// A paid answer counts once the record is verified as this charge.
-async fn paid<L: Ledger, G: PaymentGateway>(
-    engine: &Engine<L, G>,
-    sub: &Subscription,
-    attempt: &ChargeAttempt,
-    token: &str,
-    answer: &PaymentRecord,
-) -> Result<Outcome, RunError> {
-    match Fact::from_record(answer, attempt, &attempt.customer_uid, engine.now()) {
-        Ok(Some(fact)) => record(engine, sub, attempt, fact, Guard::Claim(token)).await,
-        other => {
-            let reason = match other {
-                Err(mismatch) => mismatch.to_string(),
-                _ => format!("charge answered with status {}", answer.status.as_str()),
-            };
-            flag(engine, attempt, Some(token), &reason).await?;
-            Ok(Outcome::NeedsReview { reason })
-        }
-    }
-}
-
-/// The answer was lost (timeout, 5xx, connection, unreadable): look the
-/// `merchant_uid` up at once; if that does not settle it, release it as
-/// `unknown` for a later run, never a new `merchant_uid`.
-async fn lost_answer<L: Ledger, G: PaymentGateway>(
-    engine: &Engine<L, G>,
-    sub: &Subscription,
-    attempt: &ChargeAttempt,
-    token: &str,
-    pace: &Pace,
-    answer: &Ambiguity,
-) -> Result<Outcome, RunError> {
-    warn!(merchant_uid = %attempt.merchant_uid, detail = %answer, "charge outcome unknown; looking it up");
-    let detail = answer.to_string();
-    match settle_from_gateway(engine, sub, attempt, Guard::Claim(token)).await? {
-        Settled::Recorded(fact) => Ok(Outcome::Reconciled { fact }),
-        Settled::AlreadySettled | Settled::ClaimLost => skipped(SkipReason::Busy),
-        Settled::Review(reason) => Ok(Outcome::NeedsReview { reason }),
-        Settled::Unauthorized(e) => {
-            release(engine, attempt, token, &detail, Sent::Maybe).await?;
-            Err(RunError::Unauthorized(e))
-        }
-        Settled::NothingThere | Settled::Unclear(_) => {
-            release(engine, attempt, token, &detail, Sent::Maybe).await?;
-            pace.failed();
-            Ok(Outcome::Ambiguous { detail })
-        }
-    }
-}
-
-/// A decline is final only when the gateway's record of the `merchant_uid`
-/// agrees: if the same request reached it twice (a retried connection) and
-/// the other copy was paid, the lookup finds the paid one, and that is what
-/// is recorded. Money is never settled away on one answer.
-async fn declined<L: Ledger, G: PaymentGateway>(
-    engine: &Engine<L, G>,
-    sub: &Subscription,
-    attempt: &ChargeAttempt,
-    token: &str,
-    answer: &PaymentRecord,
-) -> Result<Outcome, RunError> {
-    let claim = Guard::Claim(token);
-    match settle_from_gateway(engine, sub, attempt, claim).await? {
-        Settled::Recorded(fact @ Fact::Declined { .. }) => Ok(outcome_of(&fact, attempt)),
-        Settled::Recorded(fact) => {
-            warn!(merchant_uid = %attempt.merchant_uid, ?fact, "answered declined, but the gateway's record says otherwise");
-            Ok(Outcome::Reconciled { fact })
-        }
-        Settled::AlreadySettled | Settled::ClaimLost => skipped(SkipReason::Busy),
-        Settled::Review(reason) => Ok(Outcome::NeedsReview { reason }),
-        Settled::Unauthorized(e) => {
-            release(
-                engine,
-                attempt,
-                token,
-                "declined; the lookup was refused (401)",
-                Sent::Maybe,
-            )
-            .await?;
-            Err(RunError::Unauthorized(e))
-        }
-        Settled::NothingThere | Settled::Unclear(_) => {
-            let detail = format!(
-                "answered declined ({}), not yet confirmed by a lookup",
-                answer.fail_reason.as_deref().unwrap_or("no reason")
-            );
-            release(engine, attempt, token, &detail, Sent::Maybe).await?;
-            Ok(Outcome::Ambiguous { detail })
-        }
-    }
-}
-
-/// A refusal (`code != 0`): is it "already paid" (a record exists), "the key
-/// is gone" (no record, no key), or another refusal? Never a clean rejection
-/// while either lookup is unclear.
-async fn refused<L: Ledger, G: PaymentGateway>(
-    engine: &Engine<L, G>,
-    sub: &Subscription,
-    attempt: &ChargeAttempt,
-    token: &str,
-    message: &str,
-) -> Result<Outcome, RunError> {
-    let claim = Guard::Claim(token);
-    let detail = match settle_from_gateway(engine, sub, attempt, claim).await? {
-        Settled::Recorded(fact) => return Ok(Outcome::Reconciled { fact }),
-        Settled::AlreadySettled | Settled::ClaimLost => return skipped(SkipReason::Busy),
-        Settled::Review(reason) => return Ok(Outcome::NeedsReview { reason }),
-        Settled::Unauthorized(e) => {
-            release(
-                engine,
-                attempt,
-                token,
-                "refused, and the lookup was refused (401)",
-                Sent::Maybe,
-            )
-            .await?;
-            return Err(RunError::Unauthorized(e));
-        }
-        Settled::Unclear(detail) => format!("refused ({message}); {detail}"),
-        Settled::NothingThere => {
-            let (key, unauthorized) = lookup_of(
-                engine
-                    .gateway
-                    .billing_key(&attempt.customer_uid)
-                    .await
-                    .map(|_| ()),
-            );
-            if let Some(e) = unauthorized {
-                release(
-                    engine,
-                    attempt,
-                    token,
-                    "refused, and the key lookup was refused (401)",
-                    Sent::Maybe,
-                )
-                .await?;
-                return Err(RunError::Unauthorized(e));
-            }
-            match refusal(message, &key) {
-                Some(fact) => return record(engine, sub, attempt, fact, claim).await,
-                None => format!("refused ({message}) and the billing-key lookup failed"),
-            }
-        }
-    };
-    warn!(merchant_uid = %attempt.merchant_uid, %detail, "refusal could not be classified; left open");
-    release(engine, attempt, token, &detail, Sent::Maybe).await?;
-    Ok(Outcome::Ambiguous { detail })
-}
-
-/// Writes the fact under our claim and reports it.
-async fn record<L: Ledger, G: PaymentGateway>(
-    engine: &Engine<L, G>,
-    sub: &Subscription,
-    attempt: &ChargeAttempt,
-    fact: Fact,
-    guard: Guard<'_>,
-) -> Result<Outcome, RunError> {
-    let merchant_uid = attempt.merchant_uid.as_str();
-    match apply_fact(engine, attempt, &fact, guard, Some(sub.clone())).await? {
-        Applied::Recorded => {}
-        Applied::AlreadySettled => {
-            info!(
-                merchant_uid,
-                "already settled by someone else (webhook or another run)"
-            );
-        }
-        Applied::ClaimLost => {
-            warn!(
-                merchant_uid,
-                ?fact,
-                "claim taken over meanwhile; its holder records the outcome"
-            );
-            return skipped(SkipReason::Busy);
-        }
-        Applied::Flagged(reason) => return Ok(Outcome::NeedsReview { reason }),
-    }
-    Ok(outcome_of(&fact, attempt))
-}
-
-/// The outcome of a fact recorded by the run that sent the charge.
-fn outcome_of(fact: &Fact, attempt: &ChargeAttempt) -> Outcome {
-    let merchant_uid = attempt.merchant_uid.as_str();
-    match fact.clone() {
-        Fact::Paid { imp_uid, .. } => {
-            info!(merchant_uid, %imp_uid, amount = attempt.amount, "charged");
-            Outcome::Charged { imp_uid }
-        }
-        Fact::Declined { reason, .. } => {
-            info!(merchant_uid, %reason, "declined");
-            Outcome::Declined { reason }
-        }
-        Fact::Rejected { reason, key_gone } => {
-            warn!(merchant_uid, %reason, key_gone, "rejected by the gateway");
-            Outcome::Rejected { reason, key_gone }
-        }
-    }
-}
-
-/// Releases our claim as `unknown` with `detail`. Losing the claim meanwhile
-/// is fine: someone else holds it now.
-async fn release<L: Ledger, G>(
-    engine: &Engine<L, G>,
-    attempt: &ChargeAttempt,
-    token: &str,
-    detail: &str,
-    sent: Sent,
-) -> Result<(), RunError> {
-    let now = engine.now();
-    // When to look again: once a request that may be in flight has had time
-    // to show at the gateway; at once when nothing can be in flight.
-    let due_at = match sent {
-        Sent::Maybe => attempt.sent_at.unwrap_or(now) + engine.settings.quiet(),
-        Sent::Never => now,
-    };
-    match engine
-        .ledger
-        .mark_unknown(attempt, token, detail, sent, now, due_at.max(now))
-        .await
-    {
-        Ok(()) | Err(LedgerError::Conflict(_)) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    let answer = engine.gateway.charge(&request).await;
+    send_answer(engine, sub, attempt, token, pace, answer).await
 }
 
 async fn cancel_at_period_end<L: Ledger, G>(
     engine: &Engine<L, G>,
     sub: &Subscription,
 ) -> Result<Outcome, RunError> {
-    let mut next = sub.next_version(engine.now());
-    next.ended_at = Some(engine.now());
+    let now: DateTime<Utc> = engine.now();
+    let mut next = sub.next_version(now);
+    next.ended_at = Some(now);
     next.status = match sub.status.apply(Event::Cancel) {
         Ok(s) => s,
         Err(_) => return skipped(SkipReason::NotDue),

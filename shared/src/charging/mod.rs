@@ -11,6 +11,7 @@
 //! The decisions themselves are the core's (`crate::billing`). See
 //! `docs/charging.md` for the reasoning.
 
+mod answers;
 mod attempt;
 mod pace;
 pub mod queue;
@@ -32,7 +33,7 @@ use crate::billing::{Fact, SubscriptionId};
 use crate::engine::{Budget, Engine};
 use crate::gateway::{GatewayError, PaymentGateway};
 use crate::ledger::{AttemptKey, Cursor, Ledger, LedgerError};
-use crate::registration::{self, Swept};
+use crate::registration::{self, CallbackOutcome, FailureReason, Swept};
 use pace::Pace;
 
 /// One billing run: what is due is decided at `billing_time` (the scheduled
@@ -60,6 +61,12 @@ pub enum Outcome {
     /// The charge may have happened; recorded `unknown`, settled by a later run.
     Ambiguous {
         detail: String,
+    },
+    /// The gateway refused the charge without a payment (V1 `code != 0`, a
+    /// typed V2 error). Left open until its records can tell, after the
+    /// quiet period; counted, and alike refusals in a row stop the run.
+    Refused {
+        reason: String,
     },
     /// An attempt left open earlier was settled from the gateway's records.
     Reconciled {
@@ -270,6 +277,9 @@ pub enum SkipReason {
     Waiting,
     /// Its attempt waits for a person.
     NeedsReview,
+    /// Charged once per run, and one period a day: already charged in this
+    /// run, or another period was paid today.
+    OncePerRunOrDay,
 }
 
 /// A failure of a dependency as a whole: the run stops taking new work.
@@ -283,6 +293,18 @@ pub enum RunError {
     Unauthorized(GatewayError),
     #[error("gateway unavailable: {0} failures in a row")]
     Unavailable(u32),
+    /// Every charge is refused alike (a PG setting broken at the merchant):
+    /// going on would only march every subscription into dunning (S2).
+    #[error("{count} charges in a row refused alike ({reason}): the PG setup looks broken")]
+    RefusedAlike { count: u32, reason: String },
+    /// The run's time is ahead of the clock by more than the allowed skew
+    /// (a mistyped manual run, a forged message): everyone would look due
+    /// (defect D7).
+    #[error("billing time {billing_time} is {ahead_secs} s ahead of the clock; refused")]
+    FutureBillingTime {
+        billing_time: DateTime<Utc>,
+        ahead_secs: i64,
+    },
 }
 
 /// Counts of one run, also logged and emitted as metrics.
@@ -293,6 +315,9 @@ pub struct Summary {
     pub declined: u64,
     pub rejected: u64,
     pub ambiguous: u64,
+    /// Refused without a payment; left open to be settled after the quiet
+    /// period (see [`Outcome::Refused`]).
+    pub refused: u64,
     pub reconciled: u64,
     pub deferred: u64,
     pub needs_review: u64,
@@ -302,6 +327,13 @@ pub struct Summary {
     /// Pending sign-ups completed from the gateway's records (the browser
     /// never came back).
     pub signups_completed: u64,
+    /// Items that failed on a dependency (counted and skipped; the run stops
+    /// after several in a row).
+    pub errors: u64,
+    /// Attempts waiting for a person when the run ended (a level, read
+    /// from the review index: what the `NeedsReviewAlarm` watches, so a
+    /// flag whose invocation died before counting it still shows).
+    pub waiting_for_review: Option<u64>,
 }
 
 impl Summary {
@@ -311,10 +343,17 @@ impl Summary {
             Outcome::Declined { .. } => self.declined += 1,
             Outcome::Rejected { .. } => self.rejected += 1,
             Outcome::Ambiguous { .. } => self.ambiguous += 1,
+            Outcome::Refused { .. } => self.refused += 1,
             Outcome::Reconciled { .. } => self.reconciled += 1,
             Outcome::Deferred { .. } => self.deferred += 1,
             Outcome::NeedsReview { .. } => self.needs_review += 1,
             Outcome::Skipped { .. } => self.skipped += 1,
+            Outcome::Swept(Swept::Completed(CallbackOutcome::Failed(
+                FailureReason::NeedsReview,
+            ))) => {
+                self.signups_completed += 1;
+                self.needs_review += 1;
+            }
             Outcome::Swept(Swept::Completed(_)) => self.signups_completed += 1,
             Outcome::Swept(_) => {}
         }
@@ -351,6 +390,10 @@ fn reserve(timeout: Duration) -> Duration {
 const PAGE_SIZE: usize = 100;
 /// Gateway failures in a row (lost answers, requests not sent) that end a run.
 const TRANSIENT_LIMIT: u32 = 5;
+/// Charges in a row refused with the same reason that end a run.
+const REFUSED_ALIKE_LIMIT: u32 = 5;
+/// Items in a row that failed on a dependency that end a run.
+const ITEM_ERROR_LIMIT: u32 = 5;
 
 /// Charges one subscription if it is due at `run.billing_time` (the
 /// sign-up's first charge, tools).
@@ -398,6 +441,50 @@ fn pipeline(engine_concurrency: usize) -> usize {
     engine_concurrency.max(1) * 2
 }
 
+/// Why a run should stop, from what its items came to: the gateway failing
+/// over and over, charges refused alike, items failing on a dependency.
+#[derive(Default)]
+struct Watch {
+    refused: Option<(String, u32)>,
+    errors_in_a_row: u32,
+}
+
+impl Watch {
+    fn outcome(&mut self, outcome: &Outcome, pace: &Pace) -> Option<RunError> {
+        self.errors_in_a_row = 0;
+        match outcome {
+            Outcome::Refused { reason } => {
+                let count = match &self.refused {
+                    Some((r, n)) if r == reason => n + 1,
+                    _ => 1,
+                };
+                self.refused = Some((reason.clone(), count));
+                if count >= REFUSED_ALIKE_LIMIT {
+                    return Some(RunError::RefusedAlike {
+                        count,
+                        reason: reason.clone(),
+                    });
+                }
+            }
+            Outcome::Charged { .. } | Outcome::Declined { .. } | Outcome::Reconciled { .. } => {
+                self.refused = None;
+            }
+            _ => {}
+        }
+        let streak = pace.streak();
+        (streak >= TRANSIENT_LIMIT).then_some(RunError::Unavailable(streak))
+    }
+
+    /// An item failed on a dependency: counted and skipped; several in a
+    /// row stop the run (one item's ledger hiccup no longer stops it). A
+    /// refusal of our credentials stops it at once: every item would meet it.
+    fn error(&mut self, e: RunError) -> Option<RunError> {
+        self.errors_in_a_row += 1;
+        let at_once = matches!(e, RunError::Unauthorized(_));
+        (at_once || self.errors_in_a_row >= ITEM_ERROR_LIMIT).then_some(e)
+    }
+}
+
 /// The run loop over a source of work. Returns the report, the items that
 /// ended in a failure of a dependency, and the source (what was never taken).
 async fn drive<L: Ledger, G: PaymentGateway, S: Source>(
@@ -406,73 +493,126 @@ async fn drive<L: Ledger, G: PaymentGateway, S: Source>(
     mut source: S,
 ) -> (RunReport, Vec<WorkItem>, S) {
     let run = &options.run;
-    let budget = options.budget;
-    let reserve = reserve(engine.settings.gateway_timeout);
-    let in_flight = pipeline(engine.settings.concurrency);
     let pace = Pace::default();
-    let mut summary = Summary::default();
-    let mut stopped: Option<String> = None;
-    let mut error: Option<RunError> = None;
-    let mut failed = Vec::new();
+    let mut loop_state = RunLoop::new(engine, options);
+    if let Err(e) = engine
+        .settings
+        .check_billing_time(run.billing_time, engine.now())
+    {
+        error!(error = %e, "run refused");
+        loop_state.stop(e);
+    }
     let mut in_work = FuturesUnordered::new();
     loop {
         // Take new work while there is room, time, and no reason to stop.
-        while stopped.is_none() && in_work.len() < in_flight {
-            if !budget.allows(Duration::ZERO, reserve) {
-                stopped = Some("deadline near: stopped taking new work".into());
-                break;
-            }
-            let entry = match source.next(engine, run, &mut summary).await {
-                Ok(Some(entry)) => entry,
+        while loop_state.takes_work(in_work.len()) {
+            match source.next(engine, run, &mut loop_state.summary).await {
+                Ok(Some(entry)) => {
+                    if entry.subscription().is_some() {
+                        loop_state.summary.due += 1;
+                    }
+                    in_work.push(work(engine, entry, run, &pace, options.budget));
+                }
                 Ok(None) => break,
                 Err(e) => {
                     error!(error = %e, "due index unreadable; the run stops");
-                    stopped = Some(format!("dependency failure: {e}"));
-                    error = Some(e);
-                    break;
+                    loop_state.stop(e);
                 }
-            };
-            if entry.subscription().is_some() {
-                summary.due += 1;
             }
-            in_work.push(work(engine, entry, run, &pace, budget));
         }
         let Some((entry, result)) = in_work.next().await else {
             break;
         };
+        loop_state.done(entry, result, &pace);
+    }
+    loop_state.summary.waiting_for_review = match engine.ledger.count_review().await {
+        Ok(n) => Some(n),
+        Err(e) => {
+            error!(error = %e, "the review queue could not be counted");
+            None
+        }
+    };
+    let (report, failed) = loop_state.finish(run);
+    (report, failed, source)
+}
+
+/// The state of one run's loop.
+struct RunLoop {
+    summary: Summary,
+    watch: Watch,
+    stopped: Option<String>,
+    error: Option<RunError>,
+    failed: Vec<WorkItem>,
+    budget: Budget,
+    reserve: Duration,
+    in_flight: usize,
+}
+
+impl RunLoop {
+    fn new<L, G>(engine: &Engine<L, G>, options: &RunOptions) -> Self {
+        Self {
+            summary: Summary::default(),
+            watch: Watch::default(),
+            stopped: None,
+            error: None,
+            failed: Vec::new(),
+            budget: options.budget,
+            reserve: reserve(engine.settings.gateway_timeout),
+            in_flight: pipeline(engine.settings.concurrency),
+        }
+    }
+
+    fn stop(&mut self, e: RunError) {
+        if self.stopped.is_none() {
+            self.stopped = Some(format!("dependency failure: {e}"));
+            self.error = Some(e);
+        }
+    }
+
+    fn takes_work(&mut self, in_work: usize) -> bool {
+        if self.stopped.is_some() || in_work >= self.in_flight {
+            return false;
+        }
+        if !self.budget.allows(Duration::ZERO, self.reserve) {
+            self.stopped = Some("deadline near: stopped taking new work".into());
+            return false;
+        }
+        true
+    }
+
+    fn done(&mut self, entry: WorkItem, result: Result<Outcome, RunError>, pace: &Pace) {
         let id = entry.subscription().map(|i| i.as_str().to_owned());
         let failure = match result {
             Ok(outcome) => {
-                summary.add(&outcome);
-                let streak = pace.streak();
-                (streak >= TRANSIENT_LIMIT).then_some(RunError::Unavailable(streak))
+                self.summary.add(&outcome);
+                self.watch.outcome(&outcome, pace)
             }
             Err(RunError::Ledger(LedgerError::Corrupt(what))) => {
                 error!(subscription_id = ?id, %what, "unreadable item; skipped, the run goes on");
-                summary.corrupt += 1;
+                self.summary.corrupt += 1;
                 None
             }
             Err(e) => {
-                error!(subscription_id = ?id, error = %e, "run stops taking new work");
-                summary.skipped += 1;
-                failed.push(entry);
-                Some(e)
+                error!(subscription_id = ?id, error = %e, "item failed; skipped");
+                self.summary.errors += 1;
+                self.failed.push(entry);
+                self.watch.error(e)
             }
         };
-        if let Some(e) = failure
-            && stopped.is_none()
-        {
-            stopped = Some(format!("dependency failure: {e}"));
-            error = Some(e);
+        if let Some(e) = failure {
+            error!(error = %e, "the run stops taking new work");
+            self.stop(e);
         }
     }
-    let error = error.map(|e| e.to_string());
-    let report = RunReport {
-        billing_time: run.billing_time,
-        run_id: run.run_id.clone(),
-        summary,
-        stopped,
-        error,
-    };
-    (report, failed, source)
+
+    fn finish(self, run: &BillingRun) -> (RunReport, Vec<WorkItem>) {
+        let report = RunReport {
+            billing_time: run.billing_time,
+            run_id: run.run_id.clone(),
+            summary: self.summary,
+            stopped: self.stopped,
+            error: self.error.map(|e| e.to_string()),
+        };
+        (report, self.failed)
+    }
 }

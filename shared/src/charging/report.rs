@@ -7,24 +7,27 @@ use crate::telemetry;
 /// `Function` and in all).
 pub fn emf_line(report: &RunReport, function: &str, timestamp_ms: i64) -> String {
     let s = &report.summary;
-    telemetry::emf_line(
-        function,
-        &[
-            ("Due", s.due),
-            ("Charged", s.charged),
-            ("Declined", s.declined),
-            ("Rejected", s.rejected),
-            ("Ambiguous", s.ambiguous),
-            ("Reconciled", s.reconciled),
-            ("Deferred", s.deferred),
-            ("NeedsReview", s.needs_review),
-            ("Corrupt", s.corrupt),
-            ("Skipped", s.skipped),
-            ("SignupsCompleted", s.signups_completed),
-            ("RunFailed", u64::from(report.error.is_some())),
-        ],
-        timestamp_ms,
-    )
+    let mut metrics = vec![
+        ("Due", s.due),
+        ("Charged", s.charged),
+        ("Declined", s.declined),
+        ("Rejected", s.rejected),
+        ("Ambiguous", s.ambiguous),
+        ("Refused", s.refused),
+        ("Reconciled", s.reconciled),
+        ("Deferred", s.deferred),
+        ("NeedsReview", s.needs_review),
+        ("Corrupt", s.corrupt),
+        ("Skipped", s.skipped),
+        ("SignupsCompleted", s.signups_completed),
+        ("ItemErrors", s.errors),
+        ("RunFailed", u64::from(report.error.is_some())),
+    ];
+    // A level, not an edge: emitted only when it could be read.
+    if let Some(n) = s.waiting_for_review {
+        metrics.push(("WaitingForReview", n));
+    }
+    telemetry::emf_line(function, &metrics, timestamp_ms)
 }
 
 #[cfg(test)]
@@ -44,6 +47,7 @@ mod tests {
                 ambiguous: 1,
                 reconciled: 1,
                 needs_review: 1,
+                waiting_for_review: Some(3),
                 ..Summary::default()
             },
             stopped: None,
@@ -53,9 +57,10 @@ mod tests {
             serde_json::from_str(&emf_line(&report, "scheduled-charge", 1)).unwrap();
         assert_eq!(v["Charged"], 2);
         assert_eq!(v["NeedsReview"], 1);
+        assert_eq!(v["WaitingForReview"], 3);
         let directive = &v["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(directive["Namespace"], "SubscriptionBilling");
-        assert_eq!(directive["Metrics"].as_array().unwrap().len(), 12);
+        assert_eq!(directive["Metrics"].as_array().unwrap().len(), 15);
         // Per function and in all (what the alarms watch).
         assert_eq!(
             directive["Dimensions"],

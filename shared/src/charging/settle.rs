@@ -7,8 +7,8 @@ use tracing::{error, info, warn};
 
 use super::RunError;
 use crate::billing::{
-    AttemptState, ChargeAttempt, Fact, Lookup, PaymentRecord, Subscription, Verdict, flagged_state,
-    next_state_for, retry_of, verdict,
+    AttemptState, ChargeAttempt, Fact, Lookup, PaymentRecord, Subscription, SubscriptionStatus,
+    Verdict, flagged_state, next_state_for, retry_of, verdict,
 };
 use crate::engine::Engine;
 use crate::gateway::{GatewayError, PaymentGateway};
@@ -27,6 +27,11 @@ pub enum Applied {
     /// Money, but the attempt had been settled as not paid meanwhile: it was
     /// flagged for a person (the period may now be paid twice).
     Flagged(String),
+    /// Not written: settled as not paid, it would end access (a suspension,
+    /// a cancel that took effect) while a copy of its request may still be
+    /// processing at the gateway, and nothing would look for it afterwards.
+    /// It is settled after the quiet period.
+    NotYet(String),
 }
 
 /// What came of looking an attempt up at the gateway.
@@ -42,6 +47,9 @@ pub enum Settled {
     Unclear(String),
     /// Flagged for a person (or, without the claim, left for its holder).
     Review(String),
+    /// Not paid, and settling it now would end access within the quiet
+    /// period ([`Applied::NotYet`]): still open, judged again later.
+    Waiting(String),
     /// The gateway refused our credentials: a failure of the whole run.
     Unauthorized(GatewayError),
 }
@@ -82,13 +90,7 @@ pub async fn settle_from_lookup<L: Ledger, G: PaymentGateway>(
     guard: Guard<'_>,
 ) -> Result<Settled, RunError> {
     let merchant_uid = attempt.merchant_uid.as_str();
-    match verdict(
-        lookup,
-        attempt,
-        &attempt.customer_uid,
-        engine.now(),
-        engine.settings.quiet(),
-    ) {
+    match verdict(lookup, attempt, &engine.settings.uid_key, engine.now()) {
         Verdict::Settle(fact) => {
             let guard = match guard {
                 // Only money settles without the claim; anything else waits for its holder.
@@ -104,6 +106,7 @@ pub async fn settle_from_lookup<L: Ledger, G: PaymentGateway>(
                     Applied::AlreadySettled => Settled::AlreadySettled,
                     Applied::ClaimLost => Settled::ClaimLost,
                     Applied::Flagged(reason) => Settled::Review(reason),
+                    Applied::NotYet(detail) => Settled::Waiting(detail),
                 },
             )
         }
@@ -152,9 +155,27 @@ pub async fn apply_fact<L: Ledger, G: PaymentGateway>(
                 )))),
             };
         }
-        let (next, kept) = next_state_for(&sub, attempt, fact, &engine.settings.dunning, now);
+        if let Fact::Paid { imp_uid, .. } = fact
+            && sub.status == SubscriptionStatus::Cancelled
+        {
+            return unwanted(engine, attempt, imp_uid, guard).await;
+        }
+        let refs = &engine.settings.uid_key;
+        let (next, kept) = next_state_for(&sub, attempt, fact, &engine.settings.dunning, refs, now);
         if let Some(e) = kept {
             warn!(subscription_id = %sub.id, error = %e, "status kept; fact recorded");
+        }
+        if !fact.is_paid()
+            && !next.status.is_chargeable()
+            && !attempt.quiet_since_sent(now, engine.settings.quiet())
+        {
+            let result = fact.result();
+            return Ok(Applied::NotYet(format!(
+                "{} ({}); it would end access ({}): confirmed after the quiet period",
+                result.state.as_str(),
+                result.fail_reason.as_deref().unwrap_or("no reason"),
+                next.status.as_str()
+            )));
         }
         let mut result = fact.result();
         if !fact.is_paid() {
@@ -190,6 +211,41 @@ pub async fn apply_fact<L: Ledger, G: PaymentGateway>(
         "could not record {} after 5 tries",
         attempt.merchant_uid
     ))))
+}
+
+/// Money taken after the subscription was cancelled (a charge already out
+/// when the cancel committed, defect D4): recorded for a person to refund
+/// or accept, counted and alarmed like every review. With
+/// `REFUND_AFTER_CANCEL` the engine refunds it itself (`crate::refunds`).
+async fn unwanted<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    attempt: &ChargeAttempt,
+    imp_uid: &str,
+    guard: Guard<'_>,
+) -> Result<Applied, RunError> {
+    let reason = format!(
+        "payment {imp_uid} arrived after the subscription was cancelled; refund it or accept it"
+    );
+    let token = match guard {
+        Guard::Claim(t) => Some(t),
+        Guard::PaidFact => None,
+    };
+    if !flag(engine, attempt, token, &reason).await? {
+        // Claimed by someone else: its holder flags it with its answer.
+        return Ok(match guard {
+            Guard::PaidFact => Applied::ClaimLost,
+            Guard::Claim(_) => Applied::AlreadySettled,
+        });
+    }
+    if engine.settings.refund_after_cancel {
+        crate::refunds::refund_and_close(
+            engine,
+            attempt,
+            "charged after the subscription was cancelled",
+        )
+        .await;
+    }
+    Ok(Applied::Flagged(reason))
 }
 
 /// The attempt was settled by someone else while `fact` was on its way. If

@@ -442,10 +442,24 @@ pub(crate) fn decode<T: DeserializeOwned>(
     body: &[u8],
 ) -> Result<T, GatewayError> {
     if status == StatusCode::NOT_FOUND {
+        // Only i'mport's own envelope says "no such payment / key": a 404
+        // page from a proxy in front of the API (a wrong base URL, a load
+        // balancer) says nothing about the record, and read as "not found"
+        // it once made every key look gone (defect S2).
+        let Some(code) = envelope_code(body) else {
+            return Err(GatewayError::Ambiguous(Ambiguity {
+                kind: AmbiguityKind::Malformed,
+                http_status: Some(404),
+                detail: format!(
+                    "HTTP 404 without i'mport's envelope ({} bytes): not an answer of the API",
+                    body.len()
+                ),
+            }));
+        };
         return Err(GatewayError::Rejected(Rejection {
             kind: RejectionKind::NotFound,
             http_status: Some(404),
-            code: envelope_code(body),
+            code: Some(code),
             message: message_of(body),
         }));
     }

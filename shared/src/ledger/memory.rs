@@ -15,9 +15,9 @@ use crate::billing::{
     RegistrationStatus, Resolution, Subscription, SubscriptionId, SubscriptionStatus,
 };
 use crate::ledger::{
-    Activation, AttemptKey, Cursor, DuePage, Guard, IDEMPOTENCY_STALE, IDEMPOTENCY_TTL, Ledger,
-    LedgerError, LockChange, RequestState, ReviewPage, Sent, StoredResponse, SubscriptionChange,
-    UserItems,
+    Activation, AttemptKey, Cursor, DuePage, Guard, IDEMPOTENCY_STALE, IDEMPOTENCY_TTL,
+    KeyReplacement, Ledger, LedgerError, LockChange, RefundIntent, RefundState, RequestState,
+    ReviewPage, Sent, StoredResponse, SubscriptionChange, UserItems,
 };
 
 /// An entry of the due index.
@@ -75,6 +75,8 @@ struct State {
     locks: BTreeMap<(String, String), SubscriptionId>,
     audit: BTreeMap<SubscriptionId, Vec<AuditEntry>>,
     requests: BTreeMap<String, Request>,
+    /// Refund requests by (attempt's merchant uid, idempotency key).
+    refunds: BTreeMap<(String, String), RefundIntent>,
     /// Subscriptions whose stored item is unreadable (a test hook).
     corrupt: BTreeSet<SubscriptionId>,
     /// Requests served, by operation (for the benchmarks' cost figures).
@@ -337,15 +339,26 @@ impl Ledger for InMemoryLedger {
         Ok(())
     }
 
-    async fn replace_key(
-        &self,
-        reg: &Registration,
-        next: &Subscription,
-        imp_uid: &str,
-        audit: &AuditEntry,
-    ) -> Result<(), LedgerError> {
+    async fn replace_key(&self, replacement: &KeyReplacement<'_>) -> Result<(), LedgerError> {
+        let KeyReplacement {
+            reg,
+            next,
+            imp_uid,
+            audit,
+            window_payment,
+        } = *replacement;
         let mut st = self.lock();
         st.count("TransactWriteItems");
+        if window_payment.is_some_and(|w| st.attempts.contains_key(&key_of(w))) {
+            return Err(conflict("replace key"));
+        }
+        if let Some(w) = window_payment {
+            let stored = stored_attempt(w);
+            let key = key_of(&stored);
+            let at = stored.updated_at.timestamp();
+            st.put_attempt(stored, None);
+            st.review.insert((at, key));
+        }
         let pending = st
             .registrations
             .get(&reg.merchant_uid)
@@ -368,15 +381,31 @@ impl Ledger for InMemoryLedger {
         &self,
         reg: &Registration,
         _now: DateTime<Utc>,
+        window_payment: Option<&ChargeAttempt>,
     ) -> Result<(), LedgerError> {
         let mut st = self.lock();
-        st.count("UpdateItem");
-        match st.registrations.get_mut(&reg.merchant_uid) {
-            Some(r) if r.status == RegistrationStatus::Pending => {
-                r.status = RegistrationStatus::Refused;
-                r.expires_at = None;
-            }
-            _ => return Err(conflict("refuse registration")),
+        st.count(if window_payment.is_some() {
+            "TransactWriteItems"
+        } else {
+            "UpdateItem"
+        });
+        let pending = st
+            .registrations
+            .get(&reg.merchant_uid)
+            .is_some_and(|r| r.status == RegistrationStatus::Pending);
+        if !pending || window_payment.is_some_and(|w| st.attempts.contains_key(&key_of(w))) {
+            return Err(conflict("refuse registration"));
+        }
+        if let Some(w) = window_payment {
+            let stored = stored_attempt(w);
+            let key = key_of(&stored);
+            let at = stored.updated_at.timestamp();
+            st.put_attempt(stored, None);
+            st.review.insert((at, key));
+        }
+        if let Some(r) = st.registrations.get_mut(&reg.merchant_uid) {
+            r.status = RegistrationStatus::Refused;
+            r.expires_at = None;
         }
         st.index(Due::Registration(reg.merchant_uid.clone()), None);
         Ok(())
@@ -535,18 +564,20 @@ impl Ledger for InMemoryLedger {
     async fn claim_new(
         &self,
         attempt: &ChargeAttempt,
-        sub_version: u64,
+        next: &Subscription,
     ) -> Result<(), LedgerError> {
         let mut st = self.lock();
         st.count("TransactWriteItems");
         if st.attempts.contains_key(&key_of(attempt))
-            || !st.version_is(&attempt.subscription_id, sub_version)
+            || next.id != attempt.subscription_id
+            || !st.version_matches(next)
         {
             return Err(conflict("claim"));
         }
         let stored = stored_attempt(attempt);
         let due = stored.lease_until;
         st.put_attempt(stored, due);
+        st.put_subscription(next);
         Ok(())
     }
 
@@ -604,7 +635,8 @@ impl Ledger for InMemoryLedger {
             {
                 a.sent_at = Some(secs(now));
                 a.updated_at = secs(now);
-                a.customer_uid.clone_from(&attempt.customer_uid);
+                a.key_ref.clone_from(&attempt.key_ref);
+                a.sends += 1;
                 Ok(())
             }
             _ => Err(conflict("mark sending")),
@@ -631,6 +663,7 @@ impl Ledger for InMemoryLedger {
         let mut released = a;
         if sent == Sent::Never {
             released.sent_at = None;
+            released.sends = released.sends.saturating_sub(1);
         }
         released.state = AttemptState::Unknown;
         released.fail_reason = Some(detail.to_owned());
@@ -756,6 +789,9 @@ impl Ledger for InMemoryLedger {
         if let Some(a) = st.attempts.get(&key_of(attempt)).cloned() {
             let mut resolved = a;
             resolved.state = result.state;
+            if let Some(amount) = result.amount {
+                resolved.amount = amount;
+            }
             resolved.imp_uid.clone_from(&result.imp_uid);
             resolved.paid_at = opt_secs(result.paid_at);
             resolved.fail_reason.clone_from(&result.fail_reason);
@@ -769,6 +805,12 @@ impl Ledger for InMemoryLedger {
         }
         st.add_audit(Some(audit));
         Ok(())
+    }
+
+    async fn count_review(&self) -> Result<u64, LedgerError> {
+        let mut st = self.lock();
+        st.count("Query");
+        Ok(st.review.len() as u64)
     }
 
     async fn review_page(
@@ -836,6 +878,75 @@ impl Ledger for InMemoryLedger {
             st.add_audit(audit);
         }
         Ok(changed)
+    }
+
+    async fn get_refund(
+        &self,
+        attempt: &ChargeAttempt,
+        key: &str,
+    ) -> Result<Option<RefundIntent>, LedgerError> {
+        let mut st = self.lock();
+        st.count("GetItem");
+        Ok(st
+            .refunds
+            .get(&(attempt.merchant_uid.clone(), key.to_owned()))
+            .cloned())
+    }
+
+    async fn begin_refund(
+        &self,
+        attempt: &ChargeAttempt,
+        intent: &RefundIntent,
+    ) -> Result<RefundIntent, LedgerError> {
+        let mut st = self.lock();
+        st.count("PutItem");
+        if !st.attempts.contains_key(&key_of(attempt)) {
+            return Err(conflict("begin refund"));
+        }
+        let key = (attempt.merchant_uid.clone(), intent.key.clone());
+        if let Some(existing) = st.refunds.get(&key) {
+            return Ok(existing.clone());
+        }
+        let mut stored = intent.clone();
+        stored.created_at = secs(stored.created_at);
+        stored.updated_at = secs(stored.updated_at);
+        st.refunds.insert(key, stored.clone());
+        Ok(stored)
+    }
+
+    async fn finish_refund(
+        &self,
+        attempt: &ChargeAttempt,
+        intent: &RefundIntent,
+        audit: Option<&AuditEntry>,
+    ) -> Result<(), LedgerError> {
+        let mut st = self.lock();
+        st.count("TransactWriteItems");
+        let key = (attempt.merchant_uid.clone(), intent.key.clone());
+        let requested = st
+            .refunds
+            .get(&key)
+            .is_some_and(|r| r.state == RefundState::Requested);
+        if !requested
+            || intent.state == RefundState::Requested
+            || !st.attempts.contains_key(&key_of(attempt))
+        {
+            return Err(conflict("finish refund"));
+        }
+        let now = secs(intent.updated_at);
+        if let (Some(total), Some(a)) = (intent.refunded_total, st.attempt_mut(attempt))
+            && a.refunded < total
+        {
+            a.refunded = total;
+            a.updated_at = now;
+        }
+        if let Some(r) = st.refunds.get_mut(&key) {
+            r.state = intent.state;
+            r.refunded_total = intent.refunded_total;
+            r.updated_at = now;
+        }
+        st.add_audit(audit);
+        Ok(())
     }
 
     async fn begin_request(

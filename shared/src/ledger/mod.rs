@@ -9,6 +9,7 @@
 
 pub mod dynamodb;
 pub mod memory;
+pub mod observed;
 
 use std::future::Future;
 
@@ -100,6 +101,21 @@ pub struct Activation<'a> {
     pub plan_lock: bool,
 }
 
+/// A verified new card, written all at once.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyReplacement<'a> {
+    pub reg: &'a Registration,
+    /// The subscription with its new key (version checked).
+    pub next: &'a Subscription,
+    /// The window's payment (the key's issuance).
+    pub imp_uid: &'a str,
+    pub audit: &'a AuditEntry,
+    /// A card window is opened for 0 KRW; one that took money anyway is
+    /// kept as attempt 0 in `needs_review` until its refund is confirmed,
+    /// so that no crash leaves it unrefunded in silence (defect S5).
+    pub window_payment: Option<&'a ChargeAttempt>,
+}
+
 /// A change to a subscription by the merchant or an operator.
 #[derive(Debug, Clone, Copy)]
 pub struct SubscriptionChange<'a> {
@@ -157,6 +173,56 @@ pub enum RequestState {
     Mismatch,
 }
 
+/// A refund someone asked for, kept beside its attempt under the request's
+/// idempotency key, so that one request moves money at most once: a retry
+/// after a crash or a lost answer finds it and sends the same refund with
+/// the same checksum (which the gateway refuses once the first went
+/// through), never a fresh one (defect D3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundIntent {
+    /// The request's idempotency key.
+    pub key: String,
+    /// The attempt's `merchant_uid`.
+    pub merchant_uid: String,
+    /// The payment refunded (V1 refunds by it).
+    pub imp_uid: String,
+    pub amount: i64,
+    /// What was left to refund when it was asked: the gateway's checksum.
+    pub checksum: i64,
+    pub reason: String,
+    pub state: RefundState,
+    /// The payment's refunded total once the refund went through.
+    pub refunded_total: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefundState {
+    /// Asked for; the gateway's answer is not recorded yet.
+    Requested,
+    /// Carried out at the gateway.
+    Done,
+    /// The gateway refused it: nothing moved (a new request takes a new key).
+    Refused,
+}
+
+impl RefundState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requested => "requested",
+            Self::Done => "done",
+            Self::Refused => "refused",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Requested, Self::Done, Self::Refused]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
 /// How long an idempotency key is remembered.
 pub const IDEMPOTENCY_TTL: chrono::Duration = chrono::Duration::hours(24);
 /// After this long, a key still "in progress" (its handler died) may be
@@ -212,22 +278,25 @@ pub trait Ledger: Send + Sync {
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
     /// A new card: marks the pending registration completed and writes the
-    /// subscription with its new key (versioned), with the audit entry, all
-    /// or nothing.
+    /// subscription with its new key (versioned), with the audit entry and
+    /// the window's payment waiting for a person when it took money, all or
+    /// nothing.
     fn replace_key(
         &self,
-        reg: &Registration,
-        next: &Subscription,
-        imp_uid: &str,
-        audit: &AuditEntry,
+        replacement: &KeyReplacement<'_>,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
     /// A pending registration that will not be activated: `refused`, out of
-    /// the due index. `Conflict` unless it was pending.
+    /// the due index. `Conflict` unless it was pending. `window_payment`:
+    /// money its window took anyway (a card window for a subscription that
+    /// takes no new card), written in the same transaction as a window slot
+    /// waiting for a person, as [`Ledger::replace_key`] writes it; nothing
+    /// is written if that slot exists.
     fn refuse_registration(
         &self,
         reg: &Registration,
         now: DateTime<Utc>,
+        window_payment: Option<&ChargeAttempt>,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
     /// What a user has (a key lookup, never a scan).
@@ -283,14 +352,16 @@ pub trait Ledger: Send + Sync {
     ) -> impl Future<Output = Result<Vec<ChargeAttempt>, LedgerError>> + Send;
 
     /// Claims a new attempt (written as given, in state `claimed`, in the
-    /// due index at its `lease_until`) if its subscription is still at
-    /// `sub_version`: a change of the subscription (a cancel) and a claim
-    /// made on an older copy of it cannot both happen. `Conflict` if the
+    /// due index at its `lease_until`) and writes its subscription one
+    /// version later (`next`, with the claiming run), if the stored version
+    /// is still `next.version - 1`: a change of the subscription (a cancel, a
+    /// plan change) and a claim made on an older copy of it cannot both
+    /// happen, and a change made after the claim sees it. `Conflict` if the
     /// attempt exists or the subscription changed.
     fn claim_new(
         &self,
         attempt: &ChargeAttempt,
-        sub_version: u64,
+        next: &Subscription,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
     /// Takes over an open attempt (one left `unknown`, or `claimed` by a
@@ -373,6 +444,9 @@ pub trait Ledger: Send + Sync {
         audit: &AuditEntry,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
+    /// How many attempts wait for a person (the review index's size).
+    fn count_review(&self) -> impl Future<Output = Result<u64, LedgerError>> + Send;
+
     /// One page of the attempts waiting for a person.
     fn review_page(
         &self,
@@ -390,6 +464,32 @@ pub trait Ledger: Send + Sync {
         now: DateTime<Utc>,
         audit: Option<&AuditEntry>,
     ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
+
+    /// The refund request kept under `key` for `attempt`, if any.
+    fn get_refund(
+        &self,
+        attempt: &ChargeAttempt,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<RefundIntent>, LedgerError>> + Send;
+
+    /// Records a refund request before it goes to the gateway, beside its
+    /// attempt; if one with the same key exists, returns that one instead
+    /// (a retry resumes it, whatever its state).
+    fn begin_refund(
+        &self,
+        attempt: &ChargeAttempt,
+        intent: &RefundIntent,
+    ) -> impl Future<Output = Result<RefundIntent, LedgerError>> + Send;
+
+    /// Records how a requested refund ended (`intent.state`, done or
+    /// refused), the attempt's refunded total (only ever raised) and the
+    /// audit entry, in one transaction. `Conflict` unless it was requested.
+    fn finish_refund(
+        &self,
+        attempt: &ChargeAttempt,
+        intent: &RefundIntent,
+        audit: Option<&AuditEntry>,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
     // ---- idempotency keys ------------------------------------------------
 

@@ -60,18 +60,16 @@ impl PaymentGateway for PortOneClient {
             notice_urls: request.notice_url.clone().map(|u| vec![u]),
         };
         let segments = ["payments", request.merchant_uid.as_str(), "billing-key"];
-        match self
+        let answer = self
             .call::<Ignored, _>(Method::POST, &segments, Some(&body))
-            .await
-        {
-            Answer::Ok(_) => wire::read_back(
+            .await;
+        match wire::charge(request, answer) {
+            Some(outcome) => outcome,
+            None => wire::read_back(
                 self.payment_by_id(&request.merchant_uid)
                     .await
                     .map(|p| record_of(&p)),
             ),
-            Answer::Refused { status, error } => wire::charge_refused(request, status, &error),
-            Answer::Failed(GatewayError::Rejected(r)) => ChargeOutcome::Rejected(r),
-            Answer::Failed(GatewayError::Ambiguous(a)) => ChargeOutcome::Ambiguous(a),
         }
     }
 

@@ -151,10 +151,14 @@ pub fn charge_refused(request: &ChargeRequest, status: u16, error: &ErrorBody) -
             fail_reason: error.pg_message.clone().or_else(|| error.message.clone()),
             cancel_reason: None,
         }),
-        "UNAUTHORIZED" | "FORBIDDEN" => {
+        "UNAUTHORIZED" => {
             ChargeOutcome::Rejected(rejection(RejectionKind::Unauthorized, status, error))
         }
-        "ALREADY_PAID"
+        // The request was refused for this payment (the key, the store):
+        // a refusal of one charge, not of our credentials, which would stop
+        // every run at this subscription (defect S6).
+        "FORBIDDEN"
+        | "ALREADY_PAID"
         | "BILLING_KEY_NOT_FOUND"
         | "BILLING_KEY_ALREADY_DELETED"
         | "CHANNEL_NOT_FOUND"
@@ -171,15 +175,18 @@ pub fn charge_refused(request: &ChargeRequest, status: u16, error: &ErrorBody) -
     }
 }
 
-/// The answer to `POST /payments/{paymentId}/billing-key`: `Ok(())` for a
-/// 200, after which the payment is read back ([`read_back`]): the 200
-/// carries only `{pgTxId, paidAt}`.
-pub fn charge(request: &ChargeRequest, status: u16, body: &[u8]) -> Result<(), ChargeOutcome> {
-    match decode::<super::model::Ignored>(status, body) {
-        Answer::Ok(_) => Ok(()),
-        Answer::Refused { status, error } => Err(charge_refused(request, status, &error)),
-        Answer::Failed(GatewayError::Rejected(r)) => Err(ChargeOutcome::Rejected(r)),
-        Answer::Failed(GatewayError::Ambiguous(a)) => Err(ChargeOutcome::Ambiguous(a)),
+/// What the answer to `POST /payments/{paymentId}/billing-key` says:
+/// `None` for a 200, after which the payment is read back ([`read_back`]:
+/// the 200 carries only `{pgTxId, paidAt}`); otherwise its outcome.
+pub fn charge(
+    request: &ChargeRequest,
+    answer: Answer<super::model::Ignored>,
+) -> Option<ChargeOutcome> {
+    match answer {
+        Answer::Ok(_) => None,
+        Answer::Refused { status, error } => Some(charge_refused(request, status, &error)),
+        Answer::Failed(GatewayError::Rejected(r)) => Some(ChargeOutcome::Rejected(r)),
+        Answer::Failed(GatewayError::Ambiguous(a)) => Some(ChargeOutcome::Ambiguous(a)),
     }
 }
 

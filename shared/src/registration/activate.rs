@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use tracing::{error, info, warn};
 
 use super::{CALLBACK_RESERVE, CallbackOutcome, FailureReason, FirstCharge, unavailable};
+use crate::billing::FIRST_WINDOW_SLOT;
 use crate::billing::changes::key_replaced;
 use crate::billing::{
     Anchor, AttemptState, AuditEntry, ChargeAttempt, Event, Fact, Issuance, KeyInfo, Registration,
@@ -14,8 +15,9 @@ use crate::billing::{
 use crate::charging::{self, BillingRun, Outcome};
 use crate::config::pg_provider_of;
 use crate::engine::{Budget, Engine};
-use crate::gateway::{BillingKey, PaymentGateway, RefundRequest};
-use crate::ledger::{Activation, Ledger, LedgerError};
+use crate::gateway::{BillingKey, PaymentGateway};
+use crate::ledger::{Activation, KeyReplacement, Ledger, LedgerError};
+use crate::refunds::refund_and_close;
 use crate::secret::Secret;
 use sha2::{Digest, Sha256};
 
@@ -132,6 +134,9 @@ pub(super) async fn revisited<L: Ledger, G>(
                 },
                 Err(e) => unavailable("store", &e),
             }
+        }
+        RegistrationStatus::Refused if reg.replaces_key => {
+            CallbackOutcome::Failed(FailureReason::SubscriptionEnded)
         }
         RegistrationStatus::Refused => CallbackOutcome::Failed(FailureReason::AlreadySubscribed),
         // The transaction failed for another reason: the next try may pass.
@@ -255,7 +260,15 @@ async fn subscribe<L: Ledger, G: PaymentGateway>(
     budget: Budget,
 ) -> CallbackOutcome {
     let now = engine.now();
-    let (sub, first_attempt) = activation(reg, &v.key, &v.issued, imp_uid, v.paid, now);
+    let (sub, first_attempt) = activation(
+        reg,
+        &v.key,
+        &v.issued,
+        imp_uid,
+        v.paid,
+        &engine.settings.uid_key,
+        now,
+    );
     // A sign-up waiting for a person is a live subscription too: it holds
     // the lock (when another holds it, `after_conflict` records it without).
     let plan_lock = !engine.settings.allow_multiple_subscriptions;
@@ -319,7 +332,15 @@ async fn after_conflict<L: Ledger, G: PaymentGateway>(
                 v.paid
             ),
         };
-        let (sub, first) = activation(reg, &v.key, &reason, imp_uid, v.paid, now);
+        let (sub, first) = activation(
+            reg,
+            &v.key,
+            &reason,
+            imp_uid,
+            v.paid,
+            &engine.settings.uid_key,
+            now,
+        );
         return match engine
             .ledger
             .activate(&Activation {
@@ -336,7 +357,10 @@ async fn after_conflict<L: Ledger, G: PaymentGateway>(
         };
     }
     info!(subscription_id = %holder, "the user already has a live subscription to this plan; sign-up refused");
-    if let Err(e) = engine.ledger.refuse_registration(reg, engine.now()).await
+    if let Err(e) = engine
+        .ledger
+        .refuse_registration(reg, engine.now(), None)
+        .await
         && !e.is_conflict()
     {
         return unavailable("store", &e);
@@ -395,33 +419,52 @@ async fn replace_key<L: Ledger, G: PaymentGateway>(
             Ok(a) => a,
             Err(e) => return unavailable("store", &e),
         };
-        let (next, charge_now) = match key_replaced(
+        let (back, charge_now) = match key_replaced(
             &sub,
             &v.key.customer_uid,
             key_info(&v.key, now),
             current.as_ref(),
+            engine.settings.resume_policy,
             now,
         ) {
             Ok(changed) => changed,
             Err(why) => {
-                info!(%why, "a new card for a subscription that takes none");
-                let _ = engine.ledger.refuse_registration(reg, now).await;
-                let _ = engine.gateway.delete_billing_key(&v.key.customer_uid).await;
-                return CallbackOutcome::Failed(FailureReason::SubscriptionEnded);
+                return refuse_card(engine, reg, &sub, imp_uid, &v, &why.to_string(), now).await;
             }
         };
+        let next = &back.next;
+        let mut detail = format!(
+            "billing key replaced ({} {}); charged again now: {charge_now}",
+            v.key.pg_provider,
+            v.key.card_number.as_deref().unwrap_or("no card number")
+        );
+        if charge_now {
+            detail.push_str(&format!(" ({})", back.describe()));
+        }
         let audit = AuditEntry {
             subscription_id: sub.id.clone(),
             at: engine.clock.now_precise(),
             actor: "customer (payment window)".into(),
+            principal: None,
             action: "payment_method".into(),
-            detail: format!(
-                "billing key replaced ({} {}); charged again now: {charge_now}",
-                v.key.pg_provider,
-                v.key.card_number.as_deref().unwrap_or("no card number")
-            ),
+            detail,
         };
-        match engine.ledger.replace_key(reg, &next, imp_uid, &audit).await {
+        let window = if v.paid > 0 {
+            match window_payment(engine, reg, &sub, &v, imp_uid, now).await {
+                Ok(w) => Some(w),
+                Err(e) => return unavailable("store", &e),
+            }
+        } else {
+            None
+        };
+        let replacement = KeyReplacement {
+            reg,
+            next,
+            imp_uid,
+            audit: &audit,
+            window_payment: window.as_ref(),
+        };
+        match engine.ledger.replace_key(&replacement).await {
             Ok(()) => {}
             Err(LedgerError::Conflict(_)) => {
                 match engine.ledger.get_registration(&reg.merchant_uid).await {
@@ -441,11 +484,11 @@ async fn replace_key<L: Ledger, G: PaymentGateway>(
         {
             warn!(error = %e, "the old billing key could not be deleted at the gateway");
         }
-        if v.paid > 0 {
-            refund_window_payment(engine, reg, imp_uid, v.paid).await;
+        if let Some(slot) = &window {
+            refund_and_close(engine, slot, WINDOWS_TAKE_NO_MONEY).await;
         }
         let first_charge = if charge_now {
-            Some(first_charge(engine, &next, "card", budget).await)
+            Some(first_charge(engine, next, "card", budget).await)
         } else {
             None
         };
@@ -457,28 +500,104 @@ async fn replace_key<L: Ledger, G: PaymentGateway>(
     CallbackOutcome::Failed(FailureReason::Unavailable)
 }
 
-/// A card-replacement window is opened for 0 KRW; money it took anyway is
-/// refunded at once (and left for a person if that fails).
-async fn refund_window_payment<L: Ledger, G: PaymentGateway>(
+/// A new card for a subscription that takes none (it ended meanwhile, or
+/// waits for a person): the registration is refused and the new key
+/// deleted. Money the window took anyway is recorded with the refusal, for
+/// a person, and refunded at once (defect found by the simulation: it was
+/// neither recorded nor refunded).
+async fn refuse_card<L: Ledger, G: PaymentGateway>(
     engine: &Engine<L, G>,
     reg: &Registration,
+    sub: &Subscription,
     imp_uid: &str,
-    amount: i64,
-) {
-    let request = RefundRequest {
-        imp_uid: imp_uid.to_owned(),
-        merchant_uid: reg.merchant_uid.clone(),
-        amount: None,
-        checksum: Some(amount),
-        reason: "card replacement windows take no money".into(),
-    };
-    match engine.gateway.refund(&request).await {
-        Ok(_) => info!(imp_uid, amount, "card replacement payment refunded"),
-        Err(e) => {
-            error!(imp_uid, amount, error = %e, "needs review: a card replacement took money and the refund failed")
+    v: &Verified,
+    why: &str,
+    now: DateTime<Utc>,
+) -> CallbackOutcome {
+    info!(%why, "a new card for a subscription that takes none");
+    let window = if v.paid > 0 {
+        match window_payment(engine, reg, sub, v, imp_uid, now).await {
+            Ok(w) => Some(w),
+            Err(e) => return unavailable("store", &e),
         }
+    } else {
+        None
+    };
+    match engine
+        .ledger
+        .refuse_registration(reg, now, window.as_ref())
+        .await
+    {
+        Ok(()) => {}
+        Err(LedgerError::Conflict(_)) => {
+            // Settled meanwhile by another delivery of this callback.
+            return match engine.ledger.get_registration(&reg.merchant_uid).await {
+                Ok(Some(r)) => revisited(engine, &r, imp_uid).await,
+                Ok(None) => CallbackOutcome::Failed(FailureReason::UnknownRegistration),
+                Err(e) => unavailable("store", &e),
+            };
+        }
+        Err(e) => return unavailable("store", &e),
     }
+    if let Err(e) = engine.gateway.delete_billing_key(&v.key.customer_uid).await {
+        warn!(error = %e, "could not delete the refused card's billing key");
+    }
+    if let Some(slot) = &window {
+        refund_and_close(engine, slot, WINDOWS_TAKE_NO_MONEY).await;
+    }
+    CallbackOutcome::Failed(FailureReason::SubscriptionEnded)
 }
+
+/// The record of a card window that took money (it is opened for 0 KRW):
+/// a window slot of the current period (the first free one from
+/// [`FIRST_WINDOW_SLOT`]), waiting for a person until its refund is
+/// confirmed.
+async fn window_payment<L: Ledger, G>(
+    engine: &Engine<L, G>,
+    reg: &Registration,
+    sub: &Subscription,
+    v: &Verified,
+    imp_uid: &str,
+    now: DateTime<Utc>,
+) -> Result<ChargeAttempt, LedgerError> {
+    let period = sub.current_period();
+    let slot = engine
+        .ledger
+        .list_attempts(&sub.id)
+        .await?
+        .iter()
+        .filter(|a| a.period == period && a.is_window())
+        .map(|a| a.attempt + 1)
+        .max()
+        .unwrap_or(FIRST_WINDOW_SLOT);
+    Ok(ChargeAttempt {
+        subscription_id: sub.id.clone(),
+        period,
+        attempt: slot,
+        merchant_uid: reg.merchant_uid.clone(),
+        key_ref: engine.settings.uid_key.key_ref(&v.key.customer_uid),
+        amount: v.paid,
+        state: AttemptState::NeedsReview,
+        claim_token: None,
+        lease_until: None,
+        sent_at: Some(now),
+        sends: 1,
+        imp_uid: Some(imp_uid.to_owned()),
+        paid_at: Some(now),
+        fail_reason: Some(format!(
+            "card replacement window {imp_uid} took {} KRW; refund it",
+            v.paid
+        )),
+        refunded: 0,
+        resolution: None,
+        retry_at: None,
+        created_at: now,
+        updated_at: now,
+    })
+}
+
+/// Why a card window's money is refunded at once: it is opened for 0 KRW.
+const WINDOWS_TAKE_NO_MONEY: &str = "card windows take no money";
 
 /// The new subscription and, when the window took money, its first
 /// period's attempt (paid, or waiting for a person).
@@ -488,6 +607,7 @@ fn activation(
     issued: &Issuance,
     imp_uid: &str,
     paid_amount: i64,
+    refs: &crate::billing::UidKey,
     now: DateTime<Utc>,
 ) -> (Subscription, Option<ChargeAttempt>) {
     let anchor = Anchor::from_instant(now);
@@ -515,18 +635,22 @@ fn activation(
         ended_at: None,
         cancel_reason: None,
         review_from: None,
+        last_run: None,
+        paid_on: None,
+        reanchor_on_payment: false,
     };
     let attempt = |state, amount, paid_at, reason: Option<&str>| ChargeAttempt {
         subscription_id: reg.subscription_id.clone(),
         period: anchor.period_id(0),
         attempt: 1,
         merchant_uid: reg.merchant_uid.clone(),
-        customer_uid: key.customer_uid.clone(),
+        key_ref: refs.key_ref(&key.customer_uid),
         amount,
         state,
         claim_token: None,
         lease_until: None,
         sent_at: Some(now),
+        sends: 1,
         imp_uid: Some(imp_uid.to_owned()),
         paid_at,
         fail_reason: reason.map(str::to_owned),

@@ -186,14 +186,16 @@ async fn seed(
     }
     let created = Utc::now() - chrono::Duration::hours(1);
     let subs: Vec<Subscription> = (0..count).map(|_| subscription(created)).collect();
+    let mut items = Vec::with_capacity(subs.len());
+    for s in &subs {
+        items.push(store.subscription_item(s).await?);
+    }
     let started = Instant::now();
-    let writes = futures::stream::iter(subs.chunks(25).map(|chunk| {
+    let writes = futures::stream::iter(items.chunks(25).map(|chunk| {
         let requests: Vec<WriteRequest> = chunk
             .iter()
-            .map(|s| {
-                let put = PutRequest::builder()
-                    .set_item(Some(store.subscription_item(s)))
-                    .build();
+            .map(|item| {
+                let put = PutRequest::builder().set_item(Some(item.clone())).build();
                 WriteRequest::builder()
                     .put_request(put.expect("put request"))
                     .build()

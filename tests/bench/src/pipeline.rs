@@ -50,7 +50,7 @@ pub async fn setup(n: usize, store_latency: Duration, gateway_latency: Duration)
     let sim = iamport_sim::spawn(config, "127.0.0.1:0")
         .await
         .expect("start the simulator");
-    let ledger = SlowLedger::new(store_latency);
+    let ledger = crate::slow::slow_ledger(store_latency);
     let created = Utc::now() - chrono::Duration::hours(1);
     let mut ids = Vec::with_capacity(n);
     for _ in 0..n {
@@ -188,7 +188,7 @@ pub async fn one_worker(setup: &Setup, concurrency: usize) -> Measured {
         .cloned()
         .map(WorkItem::Subscription)
         .collect();
-    let before = setup.ledger.requests.load(Ordering::Relaxed);
+    let before = setup.ledger.watcher.requests.load(Ordering::Relaxed);
     let options = RunOptions {
         run: BillingRun {
             billing_time: setup.at,
@@ -202,7 +202,7 @@ pub async fn one_worker(setup: &Setup, concurrency: usize) -> Measured {
     Measured {
         charged: report.summary.charged,
         seconds: started.elapsed().as_secs_f64(),
-        store_requests: setup.ledger.requests.load(Ordering::Relaxed) - before,
+        store_requests: setup.ledger.watcher.requests.load(Ordering::Relaxed) - before,
         messages: 0,
     }
 }
@@ -227,7 +227,7 @@ impl WorkQueue for MemoryQueue {
 pub async fn fanout(setup: &Setup, workers: usize, per_worker: usize) -> Measured {
     let engine = Arc::new(engine(setup, workers * per_worker));
     let queue = Arc::new(MemoryQueue::default());
-    let before = setup.ledger.requests.load(Ordering::Relaxed);
+    let before = setup.ledger.watcher.requests.load(Ordering::Relaxed);
     let options = RunOptions {
         run: BillingRun {
             billing_time: setup.at,
@@ -286,7 +286,7 @@ pub async fn fanout(setup: &Setup, workers: usize, per_worker: usize) -> Measure
     Measured {
         charged,
         seconds: started.elapsed().as_secs_f64(),
-        store_requests: setup.ledger.requests.load(Ordering::Relaxed) - before,
+        store_requests: setup.ledger.watcher.requests.load(Ordering::Relaxed) - before,
         messages: plan.messages,
     }
 }

@@ -33,6 +33,7 @@ fn t0() -> DateTime<Utc> {
 }
 
 async fn run(app: &App, t: DateTime<Utc>, id: &str) -> Result<RunReport, String> {
+    testkit::clock_to(app, t);
     let payload = serde_json::json!({"scheduled_time": t.to_rfc3339(), "execution_id": id});
     scheduled_charge::handle(app, LambdaEvent::new(payload, Context::default()))
         .await
@@ -293,11 +294,15 @@ async fn scenario(name: &str) -> (Verdict, u64) {
         "DynamoDB unreachable mid-run" => {
             let proxy = FlakyProxy::start(&testkit::dynamodb_endpoint()).await;
             let client = testkit::dynamodb_client_at(&proxy.url).await;
-            let ledger = DynamoLedger::new(
-                client,
-                w.app.engine.ledger.table_name(),
-                w.app.engine.ledger.shards(),
-            );
+            let ledger = testkit::as_configured(
+                DynamoLedger::new(
+                    client,
+                    w.app.engine.ledger.table_name(),
+                    w.app.engine.ledger.shards(),
+                ),
+                &w.app.config,
+            )
+            .await;
             w.app = Arc::new(
                 App::new(
                     w.app.config.clone(),

@@ -202,7 +202,8 @@ async fn v2_sign_up_monthly_charge_webhooks_and_refund() {
             amount: Some(4_900),
             reason: "고객 요청".into(),
         },
-        &Actor("support".into()),
+        "refund-v2-1",
+        &Actor::named("support"),
     )
     .await
     .expect("refund");

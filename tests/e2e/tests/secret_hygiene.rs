@@ -8,7 +8,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{TimeZone, Utc};
+use chrono::{Datelike, TimeZone, Utc};
 use lambda_runtime::{Context, LambdaEvent};
 use shared::billing::BILLING_TZ;
 use shared::gateway::{PaymentGateway, RefundRequest};
@@ -110,13 +110,17 @@ async fn trace_logs_of_a_whole_story_hold_no_secrets_tokens_or_contact_data() {
     .await
     .unwrap();
 
-    // Forty days of scheduled runs.
+    // Forty days of scheduled runs, from today; the simulator's clock keeps
+    // up with ours (V2 webhooks are signed with its time).
+    let today = app.engine.now().with_timezone(&BILLING_TZ).date_naive();
     let start = BILLING_TZ
-        .with_ymd_and_hms(2026, 11, 26, 10, 0, 0)
+        .with_ymd_and_hms(today.year(), today.month(), today.day(), 10, 0, 0)
         .unwrap()
         .with_timezone(&Utc);
     for d in 0..40 {
         let t = start + chrono::Duration::days(d);
+        testkit::clock_to(&app, t);
+        sim.set_clock(app.engine.now().timestamp());
         let payload = serde_json::json!({"scheduled_time": t.to_rfc3339(), "execution_id": format!("run-{d}")});
         scheduled_charge::handle(&app, LambdaEvent::new(payload, Context::default()))
             .await

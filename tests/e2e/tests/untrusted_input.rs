@@ -91,9 +91,13 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-fn garbage_server() -> &'static Garbage {
-    static G: OnceLock<Garbage> = OnceLock::new();
-    G.get_or_init(|| {
+/// One stand-in server per property test: the tests run in parallel, and a
+/// shared answer would let one test's case be answered with another's.
+static V1_GARBAGE: OnceLock<Garbage> = OnceLock::new();
+static V2_GARBAGE: OnceLock<Garbage> = OnceLock::new();
+
+fn garbage_server(slot: &'static OnceLock<Garbage>) -> &'static Garbage {
+    slot.get_or_init(|| {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let answer: Arc<std::sync::Mutex<(u16, Vec<u8>)>> = Arc::new(std::sync::Mutex::new((200, Vec::new())));
         let shared = Arc::clone(&answer);
@@ -136,7 +140,7 @@ proptest! {
                 .prop_map(|(code, msg, st, amount)| serde_json::json!({"code": code, "message": msg, "response": {"imp_uid": "imps_1", "merchant_uid": "m", "amount": amount, "status": st}}).to_string().into_bytes()),
         ],
     ) {
-        let g = garbage_server();
+        let g = garbage_server(&V1_GARBAGE);
         *g.answer.lock().unwrap() = (status, body.clone());
         let outcome = runtime().block_on(async {
             let mut config = shared::iamport::ClientConfig::new(url::Url::parse(&g.url).unwrap(), shared::secret::Secret::new("k"), shared::secret::Secret::new("s"));
@@ -205,7 +209,7 @@ proptest! {
                 .prop_map(|(st, amount, kind)| serde_json::json!({"status": st, "id": "m", "transactionId": "t", "amount": {"total": amount}, "type": kind}).to_string().into_bytes()),
         ],
     ) {
-        let g = garbage_server();
+        let g = garbage_server(&V2_GARBAGE);
         *g.answer.lock().unwrap() = (status, body.clone());
         let outcome = runtime().block_on(async {
             let client = shared::portone::PortOneClient::new(shared::portone::PortOneConfig {

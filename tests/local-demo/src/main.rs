@@ -96,7 +96,8 @@ struct Args {
     /// printing the function's answer.
     #[arg(long, value_name = "RFC3339")]
     charge_at: Option<String>,
-    /// Instead of the story: create the table (if missing) and stop
+    /// Instead of the story: create the table and the local KMS key (if
+    /// missing) and stop
     /// (`scripts/sam-local.sh` uses it).
     #[arg(long)]
     create_table: bool,
@@ -590,6 +591,33 @@ fn probe_time() -> DateTime<Utc> {
 }
 
 /// `KEY=VALUE` lines (blank lines and `#` comments skipped).
+/// The KMS key (an alias) the local stacks seal billing keys with.
+const LOCAL_KMS_KEY: &str = "alias/billing-keys-local";
+
+/// Creates the local KMS key behind `alias` on moto_server, unless it exists.
+async fn ensure_kms_key(kms: &aws_sdk_kms::Client, alias: &str) -> Result<()> {
+    if kms.describe_key().key_id(alias).send().await.is_ok() || !alias.starts_with("alias/") {
+        return Ok(());
+    }
+    let key = kms
+        .create_key()
+        .description("billing keys of the local stack")
+        .send()
+        .await
+        .map_err(|e| fail(format!("KMS CreateKey: {e}")))?;
+    let id = key
+        .key_metadata()
+        .map(|m| m.key_id().to_owned())
+        .ok_or_else(|| fail("KMS CreateKey answered without a key"))?;
+    kms.create_alias()
+        .alias_name(alias)
+        .target_key_id(id)
+        .send()
+        .await
+        .map_err(|e| fail(format!("KMS CreateAlias {alias}: {e}")))?;
+    Ok(())
+}
+
 fn read_env_file(path: &Path) -> Result<Vec<(String, String)>> {
     let text =
         std::fs::read_to_string(path).map_err(|e| fail(format!("read {}: {e}", path.display())))?;
@@ -674,13 +702,22 @@ async fn play(args: Args) -> Result<bool> {
         .load()
         .await;
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    // The functions seal billing keys with this KMS key (moto serves KMS on
+    // the same endpoint); the story reads the table as they do.
+    let kms = aws_sdk_kms::Client::new(&sdk);
+    let kms_key = read_env_file(&args.functions_env)
+        .ok()
+        .and_then(|env| env.into_iter().find(|(k, _)| k == "BILLING_KEY_KMS_KEY_ID"))
+        .map_or_else(|| LOCAL_KMS_KEY.to_owned(), |(_, v)| v);
+    ensure_kms_key(&kms, &kms_key).await?;
     let mut stack = Stack {
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             // The first request to each function may wait for `cargo lambda watch` to start it.
             .timeout(Duration::from_secs(900))
             .build()?,
-        store: DynamoLedger::new(ddb.clone(), args.table.clone(), args.shards),
+        store: DynamoLedger::new(ddb.clone(), args.table.clone(), args.shards)
+            .with_sealed_keys(kms.clone(), &kms_key),
         sim: args.sim.trim_end_matches('/').to_owned(),
         lambda: args.lambda.trim_end_matches('/').to_owned(),
         started: Instant::now(),
@@ -1575,9 +1612,13 @@ async fn play(args: Args) -> Result<bool> {
             ),
             Scenario::NewCardAfterDecline => {
                 let new_key = new_cards.get(m.p.label).cloned().unwrap_or_default();
+                // Attempts keep a reference to the key they charged, made
+                // with the stack's merchant-uid key (scripts/local-stack.sh).
+                let refs = shared::billing::UidKey::new(b"local-merchant-uid-key-not-secret")
+                    .unwrap_or_else(|| shared::billing::UidKey::derived_from(b"local"));
                 let paid_with_new = of_first
                     .iter()
-                    .any(|a| a.state == AttemptState::Paid && a.customer_uid == new_key);
+                    .any(|a| a.state == AttemptState::Paid && a.charged(&new_key, &refs));
                 let keys = stack.sim_get("/__sim/customers").await?;
                 let old_key_kept = keys.as_array().is_some_and(|k| {
                     k.iter()

@@ -120,10 +120,6 @@ pub(crate) struct Key {
 /// One refund the PG carried out.
 #[derive(Debug, Clone)]
 pub(crate) struct RefundDone {
-    pub imp_uid: String,
-    pub merchant_uid: String,
-    pub amount: i64,
-    pub at: DateTime<Utc>,
     /// The invocation that asked for it (the world maps it to a request).
     pub by: u32,
 }
@@ -324,7 +320,6 @@ impl Model {
         merchant_uid: &str,
         amount: Option<i64>,
         checksum: Option<i64>,
-        now: DateTime<Utc>,
         by: u32,
     ) -> Result<usize, RefundRefusal> {
         let index = self
@@ -354,13 +349,7 @@ impl Model {
         if p.cancelled == p.amount {
             p.status = Status::Cancelled;
         }
-        self.refunds.push(RefundDone {
-            imp_uid: p.imp_uid.clone(),
-            merchant_uid: p.merchant_uid.clone(),
-            amount,
-            at: now,
-            by,
-        });
+        self.refunds.push(RefundDone { by });
         Ok(index)
     }
 
@@ -389,6 +378,14 @@ impl Model {
         self.payments
             .iter()
             .filter(|p| p.merchant_uid == merchant_uid && p.took_money())
+            .count()
+    }
+
+    /// Payments of one merchant_uid that took money and keep some of it.
+    pub fn kept_under(&self, merchant_uid: &str) -> usize {
+        self.payments
+            .iter()
+            .filter(|p| p.merchant_uid == merchant_uid && p.kept() > 0)
             .count()
     }
 
@@ -676,29 +673,29 @@ mod tests {
         charge(&mut m, "cu_1", "s1", Decision::Pay, 0);
         let imp = m.find("s1", now()).unwrap().imp_uid.clone();
         assert_eq!(
-            m.refund(Some(&imp), "s1", Some(1000), Some(9000), now(), 1),
+            m.refund(Some(&imp), "s1", Some(1000), Some(9000), 1),
             Err(RefundRefusal::Checksum)
         );
         assert!(
-            m.refund(Some(&imp), "s1", Some(1000), Some(9900), now(), 1)
+            m.refund(Some(&imp), "s1", Some(1000), Some(9900), 1)
                 .is_ok()
         );
         assert_eq!(
-            m.refund(Some(&imp), "s1", Some(1000), Some(9900), now(), 1),
+            m.refund(Some(&imp), "s1", Some(1000), Some(9900), 1),
             Err(RefundRefusal::Checksum)
         );
         assert_eq!(
-            m.refund(None, "s1", Some(9000), Some(8900), now(), 1),
+            m.refund(None, "s1", Some(9000), Some(8900), 1),
             Err(RefundRefusal::TooMuch)
         );
-        assert!(m.refund(None, "s1", None, Some(8900), now(), 1).is_ok());
+        assert!(m.refund(None, "s1", None, Some(8900), 1).is_ok());
         let p = m.find("s1", now()).unwrap();
         assert_eq!(
             (p.status, p.kept(), m.refunds.len()),
             (Status::Cancelled, 0, 2)
         );
         assert_eq!(
-            m.refund(None, "s1", None, None, now(), 1),
+            m.refund(None, "s1", None, None, 1),
             Err(RefundRefusal::AlreadyCancelled)
         );
     }

@@ -203,11 +203,50 @@ pub async fn fresh_table(client: &aws_sdk_dynamodb::Client) -> String {
     name
 }
 
-/// A DynamoDB ledger over a fresh table, with `shards` due-index shards.
+/// A DynamoDB ledger over a fresh table, with `shards` due-index shards,
+/// sealing billing keys with a KMS key of the test moto_server (as every
+/// V2 deployment does).
 pub async fn fresh_ledger(shards: u32) -> DynamoLedger {
     let client = dynamodb_client().await;
     let name = fresh_table(&client).await;
-    DynamoLedger::new(client, name, shards)
+    let key_id = kms_key().await;
+    DynamoLedger::new(client, name, shards).with_sealed_keys(kms_client().await, &key_id)
+}
+
+/// `ledger` sealing billing keys as `config` says (`BILLING_KEY_KMS_KEY_ID`),
+/// with the test moto_server's KMS: for a test that builds its own ledger
+/// (through a proxy, on a missing table) for an app's configuration.
+pub async fn as_configured(ledger: DynamoLedger, config: &shared::config::Config) -> DynamoLedger {
+    match &config.billing_key_kms_key_id {
+        Some(key_id) => ledger.with_sealed_keys(kms_client().await, key_id),
+        None => ledger,
+    }
+}
+
+/// A KMS client on the test moto_server (it serves KMS too).
+pub async fn kms_client() -> aws_sdk_kms::Client {
+    let endpoint = dynamodb_endpoint();
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("ap-northeast-2"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "static"))
+        .load()
+        .await;
+    aws_sdk_kms::Client::new(&config)
+}
+
+/// A new symmetric KMS key on the test moto_server; its id.
+pub async fn kms_key() -> String {
+    kms_client()
+        .await
+        .create_key()
+        .description("billing keys of a test table")
+        .send()
+        .await
+        .expect("CreateKey on moto_server")
+        .key_metadata()
+        .map(|m| m.key_id().to_owned())
+        .expect("a key id")
 }
 
 /// A subscription as the callback would create it, for store tests.
@@ -248,6 +287,19 @@ pub fn sample_subscription(
         ended_at: None,
         cancel_reason: None,
         review_from: None,
+        last_run: None,
+        paid_on: None,
+        reanchor_on_payment: false,
+    }
+}
+
+/// Moves the app's clock (the tests' shifted clock) forward to `at` when it
+/// is behind: a run of billing time `at` happens at `at`, so leases and
+/// quiet periods pass with the days a test plays.
+pub fn clock_to(app: &shared::app::App, at: chrono::DateTime<chrono::Utc>) {
+    let now = app.engine.now();
+    if at > now {
+        app.engine.clock.advance(at - now);
     }
 }
 
@@ -271,7 +323,14 @@ pub async fn test_app(iamport_base_url: &str, extra: &[(&str, &str)]) -> shared:
         ("IAMPORT_KEY", SIM_KEY),
         ("IAMPORT_SECRET", SIM_SECRET),
         ("IAMPORT_TIMEOUT_MS", "1000"),
+        ("PORTONE_TIMEOUT_MS", "1000"),
         ("IAMPORT_CONNECT_TIMEOUT_MS", "500"),
+        // Handler tests post from wherever their fixture says; the
+        // allow-list has its own tests.
+        ("WEBHOOK_ALLOWED_IPS", "any"),
+        // The events' times are the tests' clock (months in seconds): a
+        // test clock, allowed because the ledger is the local moto_server.
+        ("BILLING_CLOCK", "event"),
         ("CALLBACK_URL", "http://127.0.0.1:9000/billing/callback"),
         ("SUCCESS_REDIRECT_URL", SUCCESS_URL),
         ("FAILURE_REDIRECT_URL", FAILURE_URL),
@@ -281,12 +340,15 @@ pub async fn test_app(iamport_base_url: &str, extra: &[(&str, &str)]) -> shared:
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
+    vars.insert("AWS_ENDPOINT_URL_DYNAMODB".into(), dynamodb_endpoint());
+    // Billing keys sealed at rest, as production does (required with V2).
+    vars.insert("BILLING_KEY_KMS_KEY_ID".into(), kms_key().await);
     for (k, v) in extra {
         vars.insert((*k).to_owned(), (*v).to_owned());
     }
     let config =
         shared::config::Config::from_lookup(|k| vars.get(k).cloned()).expect("test config");
-    let ledger = DynamoLedger::new(client, table, config.due_shards);
+    let ledger = as_configured(DynamoLedger::new(client, table, config.due_shards), &config).await;
     let portone = vars
         .get("PORTONE_API_SECRET")
         .map(|s| shared::app::PortOneCredentials {
@@ -835,7 +897,7 @@ pub async fn crashed_claim(
             .settings
             .uid_key
             .charge_uid(&sub.id, &period, sub.attempt),
-        customer_uid: sub.customer_uid.clone(),
+        key_ref: app.engine.settings.uid_key.key_ref(&sub.customer_uid),
         period,
         attempt: sub.attempt,
         amount: sub.plan.amount,
@@ -843,6 +905,7 @@ pub async fn crashed_claim(
         claim_token: Some("crashed-run".into()),
         lease_until: Some(now + chrono::Duration::seconds(1)),
         sent_at: Some(now),
+        sends: 1,
         imp_uid: None,
         paid_at: None,
         fail_reason: None,
@@ -854,7 +917,7 @@ pub async fn crashed_claim(
     };
     app.engine
         .ledger
-        .claim_new(&claim, sub.version)
+        .claim_new(&claim, &sub.next_version(now))
         .await
         .expect("crashed run's claim");
     if charged {

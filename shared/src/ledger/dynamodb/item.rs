@@ -10,7 +10,7 @@ use crate::billing::{
     Anchor, AttemptState, AuditEntry, Buyer, ChargeAttempt, KeyInfo, PeriodId, Plan, Registration,
     RegistrationStatus, Resolution, Subscription, SubscriptionId, SubscriptionStatus,
 };
-use crate::ledger::LedgerError;
+use crate::ledger::{LedgerError, RefundIntent, RefundState};
 use crate::secret::Pii;
 
 pub type Item = HashMap<String, AttributeValue>;
@@ -83,6 +83,7 @@ pub fn audit_to_item(e: &AuditEntry) -> Item {
     item.insert("subscription_id".into(), s(e.subscription_id.as_str()));
     item.insert("at".into(), ts(e.at));
     item.insert("actor".into(), s(&e.actor));
+    put_opt(&mut item, "principal", e.principal.as_ref().map(s));
     item.insert("action".into(), s(&e.action));
     item.insert("detail".into(), s(&e.detail));
     item
@@ -105,6 +106,7 @@ pub fn audit_from_item(item: &Item) -> Result<AuditEntry, LedgerError> {
             None => r.time("at")?,
         },
         actor: r.str("actor")?,
+        principal: r.opt_str("principal")?,
         action: r.str("action")?,
         detail: r.str("detail")?,
     })
@@ -383,6 +385,15 @@ pub fn subscription_to_item(sub: &Subscription, shards: u32) -> Item {
         "review_from",
         sub.review_from.map(|st| s(st.as_str())),
     );
+    put_opt(&mut item, "last_run", sub.last_run.as_ref().map(s));
+    put_opt(
+        &mut item,
+        "paid_on",
+        sub.paid_on.map(|d| s(d.format("%Y-%m-%d").to_string())),
+    );
+    if sub.reanchor_on_payment {
+        item.insert("reanchor_on_payment".into(), AttributeValue::Bool(true));
+    }
     put_buyer(&mut item, &sub.buyer);
     if sub.status.is_chargeable() {
         item.insert(DUE_PK.into(), s(due_pk(sub.id.shard(shards))));
@@ -447,6 +458,56 @@ pub fn subscription_from_item(item: &Item) -> Result<Subscription, LedgerError> 
             })?),
             None => None,
         },
+        last_run: r.opt_str("last_run")?,
+        paid_on: match r.opt_str("paid_on")? {
+            Some(text) => Some(
+                NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+                    .map_err(|_| LedgerError::Corrupt(format!("subscription paid_on {text:?}")))?,
+            ),
+            None => None,
+        },
+        reanchor_on_payment: r.bool("reanchor_on_payment")?,
+    })
+}
+
+/// A refund request's sort key, beside its attempt's.
+pub fn refund_sk(merchant_uid: &str, key: &str) -> String {
+    format!("REFUND#{merchant_uid}#{key}")
+}
+
+pub fn refund_to_item(pk: &str, sk: &str, r: &RefundIntent) -> Item {
+    let mut item = Item::new();
+    item.insert(PK.into(), s(pk));
+    item.insert(SK.into(), s(sk));
+    item.insert("type".into(), s("refund"));
+    item.insert("key".into(), s(&r.key));
+    item.insert("merchant_uid".into(), s(&r.merchant_uid));
+    item.insert("imp_uid".into(), s(&r.imp_uid));
+    item.insert("amount".into(), n(r.amount));
+    item.insert("checksum".into(), n(r.checksum));
+    item.insert("reason".into(), s(&r.reason));
+    item.insert("state".into(), s(r.state.as_str()));
+    put_opt(&mut item, "refunded_total", r.refunded_total.map(n));
+    item.insert("created_at".into(), ts(r.created_at));
+    item.insert("updated_at".into(), ts(r.updated_at));
+    item
+}
+
+pub fn refund_from_item(item: &Item) -> Result<RefundIntent, LedgerError> {
+    let r = Reader::new(item, "refund");
+    let state = r.str("state")?;
+    Ok(RefundIntent {
+        key: r.str("key")?,
+        merchant_uid: r.str("merchant_uid")?,
+        imp_uid: r.str("imp_uid")?,
+        amount: r.i64("amount")?,
+        checksum: r.i64("checksum")?,
+        reason: r.str("reason")?,
+        state: RefundState::parse(&state)
+            .ok_or_else(|| LedgerError::Corrupt(format!("refund state {state:?}")))?,
+        refunded_total: r.opt_i64("refunded_total")?,
+        created_at: r.time("created_at")?,
+        updated_at: r.time("updated_at")?,
     })
 }
 
@@ -459,7 +520,10 @@ pub fn attempt_to_item(a: &ChargeAttempt) -> Item {
     item.insert("period".into(), s(a.period.as_str()));
     item.insert("attempt".into(), n(a.attempt));
     item.insert("merchant_uid".into(), s(&a.merchant_uid));
-    item.insert("customer_uid".into(), s(&a.customer_uid));
+    // A reference to the key, never the key (a V2 billing key is a secret
+    // and this item reaches the table's stream).
+    item.insert("key_ref".into(), s(&a.key_ref));
+    item.insert("sends".into(), n(a.sends));
     item.insert("amount".into(), n(a.amount));
     item.insert("state".into(), s(a.state.as_str()));
     put_opt(&mut item, "claim_token", a.claim_token.as_ref().map(s));
@@ -486,7 +550,15 @@ pub fn attempt_from_item(item: &Item) -> Result<ChargeAttempt, LedgerError> {
             .ok_or_else(|| LedgerError::Corrupt(format!("charge period {period_text:?}")))?,
         attempt: r.u32("attempt")?,
         merchant_uid: r.str("merchant_uid")?,
-        customer_uid: r.str("customer_uid")?,
+        // Items written before references kept the key itself.
+        key_ref: match r.opt_str("key_ref")? {
+            Some(k) => k,
+            None => r.str("customer_uid")?,
+        },
+        sends: match r.opt_i64("sends")? {
+            Some(n) => u32::try_from(n.max(0)).unwrap_or(0),
+            None => u32::from(r.opt_time("sent_at")?.is_some()),
+        },
         amount: r.i64("amount")?,
         state: AttemptState::parse(&state_text)
             .ok_or_else(|| LedgerError::Corrupt(format!("charge state {state_text:?}")))?,
@@ -545,6 +617,9 @@ mod tests {
             ended_at: None,
             cancel_reason: None,
             review_from: None,
+            last_run: Some("exec-1".into()),
+            paid_on: NaiveDate::from_ymd_opt(2026, 3, 31),
+            reanchor_on_payment: true,
         }
     }
 

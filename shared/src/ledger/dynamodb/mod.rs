@@ -3,10 +3,12 @@
 //! client stay inside this module.
 
 mod item;
+pub mod seal;
 pub mod stream;
 pub mod table;
 
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
@@ -18,16 +20,17 @@ use crate::billing::{
     RegistrationStatus, Resolution, Subscription, SubscriptionId, SubscriptionStatus,
 };
 use crate::ledger::{
-    Activation, AttemptKey, Cursor, DuePage, Guard, IDEMPOTENCY_STALE, IDEMPOTENCY_TTL, Ledger,
-    LedgerError, LockChange, RequestState, ReviewPage, Sent, StoredResponse, SubscriptionChange,
-    UserItems,
+    Activation, AttemptKey, Cursor, DuePage, Guard, IDEMPOTENCY_STALE, IDEMPOTENCY_TTL,
+    KeyReplacement, Ledger, LedgerError, LockChange, RefundIntent, RefundState, RequestState,
+    ReviewPage, Sent, StoredResponse, SubscriptionChange, UserItems,
 };
 use item::{
     Item, META, REVIEW_PK, attempt_from_item, attempt_sk, attempt_to_item, audit_from_item,
-    audit_to_item, due_pk, idempotency_pk, n, reg_pk, registration_from_item, registration_to_item,
-    s, sub_pk, subscription_from_item, subscription_to_item, ts, user_lock_sk, user_pk,
-    user_reg_sk, user_sub_sk,
+    audit_to_item, due_pk, idempotency_pk, n, refund_from_item, refund_sk, refund_to_item, reg_pk,
+    registration_from_item, registration_to_item, s, sub_pk, subscription_from_item,
+    subscription_to_item, ts, user_lock_sk, user_pk, user_reg_sk, user_sub_sk,
 };
+use seal::{KeySealing, Sealer};
 use table::{DUE_INDEX, DUE_PK, DUE_SK, PK, SK, TTL_ATTRIBUTE};
 
 /// Maps an SDK error onto the ledger's kinds.
@@ -84,6 +87,11 @@ pub struct DynamoLedger {
     client: Client,
     table: String,
     shards: u32,
+    /// Billing keys sealed at rest ([`seal`]); `None`: stored as they are.
+    sealing: Option<Arc<KeySealing>>,
+    /// A reader that never uses a billing key: sealed keys are read as the
+    /// sealed text, and subscriptions are never written.
+    keys_left_sealed: bool,
 }
 
 impl DynamoLedger {
@@ -92,7 +100,68 @@ impl DynamoLedger {
             client,
             table: table.into(),
             shards: shards.max(1),
+            sealing: None,
+            keys_left_sealed: false,
         }
+    }
+
+    /// For readers that never use a billing key (event-publisher reads a
+    /// charge's `user_id`): a sealed key is read as its sealed text, with no
+    /// KMS access, and writing a subscription is refused.
+    #[must_use]
+    pub fn keys_left_sealed(mut self) -> Self {
+        self.keys_left_sealed = true;
+        self
+    }
+
+    /// Seals billing keys at rest with a data key that `kms_key_id` wraps
+    /// (`BILLING_KEY_KMS_KEY_ID`).
+    #[must_use]
+    pub fn with_sealed_keys(mut self, kms: aws_sdk_kms::Client, kms_key_id: &str) -> Self {
+        self.sealing = Some(Arc::new(KeySealing::new(kms, kms_key_id)));
+        self
+    }
+
+    /// Whether billing keys are sealed at rest.
+    pub fn seals_keys(&self) -> bool {
+        self.sealing.is_some()
+    }
+
+    async fn sealer(&self) -> Result<Option<&Sealer>, LedgerError> {
+        match &self.sealing {
+            Some(sealing) => Ok(Some(sealing.sealer(&self.client, &self.table).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The subscription's item, its billing key sealed when sealing is on.
+    async fn sub_item(&self, sub: &Subscription) -> Result<Item, LedgerError> {
+        if self.keys_left_sealed {
+            return Err(LedgerError::Fatal(
+                "this ledger reads billing keys sealed and writes no subscription".into(),
+            ));
+        }
+        let mut item = subscription_to_item(sub, self.shards);
+        if let Some(sealer) = self.sealer().await? {
+            let sealed = sealer.seal(sub.id.as_str(), &sub.customer_uid)?;
+            item.insert("customer_uid".into(), s(sealed));
+        }
+        Ok(item)
+    }
+
+    /// The subscription in `item`, its billing key opened.
+    async fn read_sub(&self, item: &Item) -> Result<Subscription, LedgerError> {
+        let mut sub = subscription_from_item(item)?;
+        if seal::is_sealed(&sub.customer_uid) && !self.keys_left_sealed {
+            let Some(sealer) = self.sealer().await? else {
+                return Err(LedgerError::Corrupt(format!(
+                    "subscription {}: its billing key is sealed, and this ledger has no KMS key to open it (BILLING_KEY_KMS_KEY_ID)",
+                    sub.id
+                )));
+            };
+            sub.customer_uid = sealer.open(sub.id.as_str(), &sub.customer_uid)?;
+        }
+        Ok(sub)
     }
 
     pub fn table_name(&self) -> &str {
@@ -124,10 +193,10 @@ impl DynamoLedger {
         Ok(out.item)
     }
 
-    fn versioned_put(&self, next: &Subscription) -> Result<Put, LedgerError> {
+    async fn versioned_put(&self, next: &Subscription) -> Result<Put, LedgerError> {
         Put::builder()
             .table_name(&self.table)
-            .set_item(Some(subscription_to_item(next, self.shards)))
+            .set_item(Some(self.sub_item(next).await?))
             .condition_expression("#version = :expected")
             .expression_attribute_names("#version", "version")
             .expression_attribute_values(":expected", n(next.version.saturating_sub(1)))
@@ -228,6 +297,10 @@ impl DynamoLedger {
                 values.push((":retry_at", ts(t)));
             }
             None => remove.push("retry_at"),
+        }
+        if let Some(amount) = result.amount {
+            set.push("amount = :amount");
+            values.push((":amount", n(amount)));
         }
         if let Some(res) = resolution {
             set.extend([
@@ -510,7 +583,7 @@ impl Ledger for DynamoLedger {
         pointer.insert("subscription_id".into(), s(a.sub.id.as_str()));
         let mut items = vec![
             TransactWriteItem::builder()
-                .put(self.put_new(subscription_to_item(a.sub, self.shards))?)
+                .put(self.put_new(self.sub_item(a.sub).await?)?)
                 .build(),
             TransactWriteItem::builder()
                 .update(self.complete_registration(a.reg, a.imp_uid, a.sub.created_at)?)
@@ -541,37 +614,39 @@ impl Ledger for DynamoLedger {
         self.transact(items, "TransactWriteItems activate").await
     }
 
-    async fn replace_key(
-        &self,
-        reg: &Registration,
-        next: &Subscription,
-        imp_uid: &str,
-        audit: &AuditEntry,
-    ) -> Result<(), LedgerError> {
-        self.transact(
-            vec![
+    async fn replace_key(&self, replacement: &KeyReplacement<'_>) -> Result<(), LedgerError> {
+        let r = replacement;
+        let mut items = vec![
+            TransactWriteItem::builder()
+                .update(self.complete_registration(r.reg, r.imp_uid, r.next.updated_at)?)
+                .build(),
+            TransactWriteItem::builder()
+                .put(self.versioned_put(r.next).await?)
+                .build(),
+            TransactWriteItem::builder()
+                .put(self.put(audit_to_item(r.audit)))
+                .build(),
+        ];
+        if let Some(w) = r.window_payment {
+            let mut item = attempt_to_item(w);
+            item.insert(DUE_PK.into(), s(REVIEW_PK));
+            item.insert(DUE_SK.into(), ts(w.updated_at));
+            items.push(
                 TransactWriteItem::builder()
-                    .update(self.complete_registration(reg, imp_uid, next.updated_at)?)
+                    .put(self.put_new(item)?)
                     .build(),
-                TransactWriteItem::builder()
-                    .put(self.versioned_put(next)?)
-                    .build(),
-                TransactWriteItem::builder()
-                    .put(self.put(audit_to_item(audit)))
-                    .build(),
-            ],
-            "TransactWriteItems replace key",
-        )
-        .await
+            );
+        }
+        self.transact(items, "TransactWriteItems replace key").await
     }
 
     async fn refuse_registration(
         &self,
         reg: &Registration,
         now: DateTime<Utc>,
+        window_payment: Option<&ChargeAttempt>,
     ) -> Result<(), LedgerError> {
-        self.client
-            .update_item()
+        let refuse = Update::builder()
             .table_name(&self.table)
             .key(PK, s(reg_pk(&reg.merchant_uid)))
             .key(SK, s(META))
@@ -583,10 +658,21 @@ impl Ledger for DynamoLedger {
             .expression_attribute_values(":refused", s(RegistrationStatus::Refused.as_str()))
             .expression_attribute_values(":pending", s(RegistrationStatus::Pending.as_str()))
             .expression_attribute_values(":now", ts(now))
-            .send()
+            .build()
+            .map_err(build_error)?;
+        let mut items = vec![TransactWriteItem::builder().update(refuse).build()];
+        if let Some(w) = window_payment {
+            let mut item = attempt_to_item(w);
+            item.insert(DUE_PK.into(), s(REVIEW_PK));
+            item.insert(DUE_SK.into(), ts(w.updated_at));
+            items.push(
+                TransactWriteItem::builder()
+                    .put(self.put_new(item)?)
+                    .build(),
+            );
+        }
+        self.transact(items, "TransactWriteItems refuse registration")
             .await
-            .map_err(|e| sdk_error(e, "UpdateItem refuse registration"))?;
-        Ok(())
     }
 
     async fn user_items(&self, user_id: &str) -> Result<UserItems, LedgerError> {
@@ -613,10 +699,10 @@ impl Ledger for DynamoLedger {
         &self,
         id: &SubscriptionId,
     ) -> Result<Option<Subscription>, LedgerError> {
-        self.get(sub_pk(id), META)
-            .await?
-            .map(|item| subscription_from_item(&item))
-            .transpose()
+        match self.get(sub_pk(id), META).await? {
+            Some(item) => Ok(Some(self.read_sub(&item).await?)),
+            None => Ok(None),
+        }
     }
 
     async fn change_subscription(
@@ -628,7 +714,7 @@ impl Ledger for DynamoLedger {
             self.client
                 .put_item()
                 .table_name(&self.table)
-                .set_item(Some(subscription_to_item(next, self.shards)))
+                .set_item(Some(self.sub_item(next).await?))
                 .condition_expression("#version = :expected")
                 .expression_attribute_names("#version", "version")
                 .expression_attribute_values(":expected", n(next.version.saturating_sub(1)))
@@ -639,7 +725,7 @@ impl Ledger for DynamoLedger {
         }
         let mut items = vec![
             TransactWriteItem::builder()
-                .put(self.versioned_put(next)?)
+                .put(self.versioned_put(next).await?)
                 .build(),
         ];
         if let Some(audit) = change.audit {
@@ -802,14 +888,21 @@ impl Ledger for DynamoLedger {
     async fn claim_new(
         &self,
         attempt: &ChargeAttempt,
-        sub_version: u64,
+        next: &Subscription,
     ) -> Result<(), LedgerError> {
+        if next.id != attempt.subscription_id {
+            return Err(LedgerError::Fatal(
+                "a claim names another subscription".into(),
+            ));
+        }
         self.transact(
             vec![
                 TransactWriteItem::builder()
                     .put(self.put_new(self.attempt_item(attempt, attempt.lease_until))?)
                     .build(),
-                self.version_check(&attempt.subscription_id, sub_version)?,
+                TransactWriteItem::builder()
+                    .put(self.versioned_put(next).await?)
+                    .build(),
             ],
             "TransactWriteItems claim",
         )
@@ -873,9 +966,12 @@ impl Ledger for DynamoLedger {
             .table_name(&self.table)
             .key(PK, s(pk))
             .key(SK, s(sk))
-            .update_expression("SET sent_at = :now, updated_at = :now, customer_uid = :key")
+            .update_expression(
+                "SET sent_at = :now, updated_at = :now, key_ref = :key ADD sends :one REMOVE customer_uid",
+            )
             .condition_expression("#state = :claimed AND claim_token = :token")
-            .expression_attribute_values(":key", s(&attempt.customer_uid))
+            .expression_attribute_values(":key", s(&attempt.key_ref))
+            .expression_attribute_values(":one", n(1))
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":claimed", s(AttemptState::Claimed.as_str()))
             .expression_attribute_values(":token", s(token))
@@ -902,18 +998,24 @@ impl Ledger for DynamoLedger {
         due_at: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
         let (pk, sk) = Self::attempt_key(attempt);
-        let remove = match sent {
-            Sent::Maybe => "claim_token, lease_until",
-            Sent::Never => "claim_token, lease_until, sent_at",
+        // A request certainly never delivered is not counted as sent.
+        let (remove, add) = match sent {
+            Sent::Maybe => ("claim_token, lease_until", ""),
+            Sent::Never => ("claim_token, lease_until, sent_at", " ADD sends :minus_one"),
         };
-        self.client
+        let mut update = self
+            .client
             .update_item()
             .table_name(&self.table)
             .key(PK, s(pk))
             .key(SK, s(sk))
             .update_expression(format!(
-                "SET #state = :unknown, fail_reason = :detail, updated_at = :now, #dpk = :dpk, #dsk = :due REMOVE {remove}"
-            ))
+                "SET #state = :unknown, fail_reason = :detail, updated_at = :now, #dpk = :dpk, #dsk = :due{add} REMOVE {remove}"
+            ));
+        if sent == Sent::Never {
+            update = update.expression_attribute_values(":minus_one", n(-1));
+        }
+        update
             .condition_expression("#state = :claimed AND claim_token = :token")
             .expression_attribute_names("#state", "state")
             .expression_attribute_names("#dpk", DUE_PK)
@@ -923,7 +1025,10 @@ impl Ledger for DynamoLedger {
             .expression_attribute_values(":token", s(token))
             .expression_attribute_values(":detail", s(detail))
             .expression_attribute_values(":now", ts(now))
-            .expression_attribute_values(":dpk", s(due_pk(attempt.subscription_id.shard(self.shards))))
+            .expression_attribute_values(
+                ":dpk",
+                s(due_pk(attempt.subscription_id.shard(self.shards))),
+            )
             .expression_attribute_values(":due", ts(due_at))
             .send()
             .await
@@ -944,7 +1049,7 @@ impl Ledger for DynamoLedger {
         let mut items = vec![
             TransactWriteItem::builder().update(update).build(),
             TransactWriteItem::builder()
-                .put(self.versioned_put(next)?)
+                .put(self.versioned_put(next).await?)
                 .build(),
         ];
         // Dunning that ends in `cancelled` ends the subscription: its lock goes.
@@ -995,7 +1100,7 @@ impl Ledger for DynamoLedger {
             vec![
                 TransactWriteItem::builder().update(update).build(),
                 TransactWriteItem::builder()
-                    .put(self.versioned_put(next)?)
+                    .put(self.versioned_put(next).await?)
                     .build(),
             ],
             "TransactWriteItems flag review",
@@ -1023,7 +1128,7 @@ impl Ledger for DynamoLedger {
             vec![
                 TransactWriteItem::builder().update(update).build(),
                 TransactWriteItem::builder()
-                    .put(self.versioned_put(next)?)
+                    .put(self.versioned_put(next).await?)
                     .build(),
                 TransactWriteItem::builder()
                     .put(self.put(audit_to_item(audit)))
@@ -1032,6 +1137,31 @@ impl Ledger for DynamoLedger {
             "TransactWriteItems resolve",
         )
         .await
+    }
+
+    async fn count_review(&self) -> Result<u64, LedgerError> {
+        let mut count = 0u64;
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(DUE_INDEX)
+                .key_condition_expression("#dpk = :review")
+                .expression_attribute_names("#dpk", DUE_PK)
+                .expression_attribute_values(":review", s(REVIEW_PK))
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| sdk_error(e, "Query review count"))?;
+            count += u64::try_from(out.count).unwrap_or(0);
+            match out.last_evaluated_key.filter(|k| !k.is_empty()) {
+                Some(k) => start = Some(k),
+                None => return Ok(count),
+            }
+        }
     }
 
     async fn review_page(
@@ -1112,6 +1242,118 @@ impl Ledger for DynamoLedger {
             Err(LedgerError::Conflict(_)) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    async fn get_refund(
+        &self,
+        attempt: &ChargeAttempt,
+        key: &str,
+    ) -> Result<Option<RefundIntent>, LedgerError> {
+        let (pk, _) = Self::attempt_key(attempt);
+        self.get(pk, &refund_sk(&attempt.merchant_uid, key))
+            .await?
+            .map(|item| refund_from_item(&item))
+            .transpose()
+    }
+
+    async fn begin_refund(
+        &self,
+        attempt: &ChargeAttempt,
+        intent: &RefundIntent,
+    ) -> Result<RefundIntent, LedgerError> {
+        let (pk, attempt_sk) = Self::attempt_key(attempt);
+        let sk = refund_sk(&attempt.merchant_uid, &intent.key);
+        let put = self.put_new(refund_to_item(&pk, &sk, intent))?;
+        let written = self
+            .transact(
+                vec![
+                    TransactWriteItem::builder().put(put).build(),
+                    // The attempt must exist (a refund is kept beside it).
+                    TransactWriteItem::builder()
+                        .condition_check(
+                            ConditionCheck::builder()
+                                .table_name(&self.table)
+                                .key(PK, s(pk.clone()))
+                                .key(SK, s(attempt_sk))
+                                .condition_expression("attribute_exists(#pk)")
+                                .expression_attribute_names("#pk", PK)
+                                .build()
+                                .map_err(build_error)?,
+                        )
+                        .build(),
+                ],
+                "TransactWriteItems begin refund",
+            )
+            .await;
+        match written {
+            Ok(()) => Ok(intent.clone()),
+            Err(LedgerError::Conflict(why)) => match self.get(pk, &sk).await? {
+                Some(item) => refund_from_item(&item),
+                None => Err(LedgerError::Conflict(why)),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn finish_refund(
+        &self,
+        attempt: &ChargeAttempt,
+        intent: &RefundIntent,
+        audit: Option<&AuditEntry>,
+    ) -> Result<(), LedgerError> {
+        let (pk, attempt_sk) = Self::attempt_key(attempt);
+        let finish = Update::builder()
+            .table_name(&self.table)
+            .key(PK, s(pk.clone()))
+            .key(SK, s(refund_sk(&attempt.merchant_uid, &intent.key)))
+            .update_expression("SET #state = :state, updated_at = :now, refunded_total = :total")
+            .condition_expression("#state = :requested")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":state", s(intent.state.as_str()))
+            .expression_attribute_values(":requested", s(RefundState::Requested.as_str()))
+            .expression_attribute_values(":now", ts(intent.updated_at))
+            .expression_attribute_values(":total", n(intent.refunded_total.unwrap_or(0)))
+            .build()
+            .map_err(build_error)?;
+        let audit_put = audit.map(|a| {
+            TransactWriteItem::builder()
+                .put(self.put(audit_to_item(a)))
+                .build()
+        });
+        // The attempt's refunded total (the gateway's, done or refused) only
+        // ever rises; when a webhook recorded it first, the refund is
+        // finished without it.
+        if let Some(total) = intent.refunded_total {
+            let raise = Update::builder()
+                .table_name(&self.table)
+                .key(PK, s(pk))
+                .key(SK, s(attempt_sk))
+                .update_expression("SET refunded = :r, updated_at = :now")
+                .condition_expression(
+                    "attribute_exists(#pk) AND (attribute_not_exists(refunded) OR refunded < :r)",
+                )
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_values(":r", n(total))
+                .expression_attribute_values(":now", ts(intent.updated_at))
+                .build()
+                .map_err(build_error)?;
+            let mut items = vec![
+                TransactWriteItem::builder().update(finish.clone()).build(),
+                TransactWriteItem::builder().update(raise).build(),
+            ];
+            items.extend(audit_put.clone());
+            match self
+                .transact(items, "TransactWriteItems finish refund")
+                .await
+            {
+                Err(LedgerError::Conflict(_)) => {}
+                other => return other,
+            }
+        }
+        let mut items = vec![TransactWriteItem::builder().update(finish).build()];
+        items.extend(audit_put);
+        self.transact(items, "TransactWriteItems finish refund")
+            .await
     }
 
     async fn begin_request(
@@ -1255,8 +1497,8 @@ pub mod hooks {
         }
 
         /// The subscription as the item the table would hold.
-        pub fn subscription_item(&self, sub: &Subscription) -> Item {
-            subscription_to_item(sub, self.shards)
+        pub async fn subscription_item(&self, sub: &Subscription) -> Result<Item, LedgerError> {
+            self.sub_item(sub).await
         }
 
         pub fn subscription_key(id: &SubscriptionId) -> (String, String) {

@@ -309,12 +309,12 @@ impl SimGateway {
 }
 
 fn portone_charge(req: &ChargeRequest, status: u16, body: &[u8]) -> ChargeOutcome {
-    match portone::wire::charge(req, status, body) {
-        Ok(()) => ChargeOutcome::Ambiguous(ambiguous(
+    match portone::wire::charge(req, portone::wire::decode(status, body)) {
+        None => ChargeOutcome::Ambiguous(ambiguous(
             AmbiguityKind::Malformed,
             "200 without a read-back",
         )),
-        Err(outcome) => outcome,
+        Some(outcome) => outcome,
     }
 }
 
@@ -322,6 +322,9 @@ impl World {
     /// How long lookups take to see a new payment (at most
     /// [`MAX_PROCESSING`]).
     fn lookup_lag(&self) -> chrono::Duration {
+        if !self.faults_on() {
+            return chrono::Duration::zero();
+        }
         let secs = self.rand(|r| match r.random_range(0..100) {
             0..70 => 0,
             70..95 => r.random_range(1..60),
@@ -356,7 +359,8 @@ impl World {
             self.record(format!("I refused {} InProgress", req.merchant_uid));
             return Charged::Refused(Refusal::InProgress);
         }
-        let decision = if self.rand(|r| r.random_bool(0.04)) {
+        // Once the world quiets down, nothing new stays pending.
+        let decision = if self.faults_on() && self.rand(|r| r.random_bool(0.04)) {
             Decision::Pend
         } else if self.rand(|r| r.random_bool(rate)) {
             Decision::Decline
@@ -676,13 +680,11 @@ impl PaymentGateway for SimGateway {
                 "500",
             )));
         }
-        let now = w.now();
         let done = lock(&w.model).refund(
             (!w.v2).then_some(request.imp_uid.as_str()),
             &request.merchant_uid,
             request.amount,
             request.checksum,
-            now,
             self.inv,
         );
         w.step();

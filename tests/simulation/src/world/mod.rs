@@ -45,7 +45,7 @@ use crate::model::Model;
 pub(crate) use gateway::SimGateway;
 pub use invariants::INVARIANTS;
 pub(crate) use invariants::Observed;
-pub(crate) use ledger::SimLedger;
+pub(crate) use ledger::{SimLedger, sim_ledger};
 
 /// The size and character of one seed's world.
 #[derive(Debug, Clone)]
@@ -156,7 +156,7 @@ pub(crate) struct World {
     rng: Mutex<StdRng>,
     clock: Clock,
     origin: DateTime<Utc>,
-    ledger: InMemoryLedger,
+    ledger: Arc<InMemoryLedger>,
     model: Mutex<Model>,
     settings: Settings,
     /// How often faults strike this seed (0 when off).
@@ -228,13 +228,20 @@ impl World {
                 .unwrap_or_else(|| UidKey::derived_from(b"simulation")),
             allow_multiple_subscriptions: false,
             delete_key_on_cancel: true,
+            billing_clock: shared::engine::BillingClock::Wall,
+            refund_after_cancel: rng.random_bool(0.3),
+            resume_policy: if rng.random_bool(0.3) {
+                shared::billing::changes::ResumePolicy::CollectOutstanding
+            } else {
+                shared::billing::changes::ResumePolicy::Reanchor
+            },
         };
         Arc::new(Self {
             seed,
             rng: Mutex::new(rng),
             clock: Clock::tokio(origin),
             origin,
-            ledger: InMemoryLedger::new(),
+            ledger: Arc::new(InMemoryLedger::new()),
             model: Mutex::new(Model::default()),
             settings,
             fault_level,
@@ -327,7 +334,7 @@ impl World {
         );
         let seed = self.rand(|r| r.random());
         let engine = Engine::seeded(
-            SimLedger::new(Arc::clone(self), id),
+            sim_ledger(Arc::clone(self), id),
             SimGateway::new(Arc::clone(self), id),
             self.clock.clone(),
             self.settings.clone(),

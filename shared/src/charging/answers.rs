@@ -1,0 +1,277 @@
+//! What the gateway answered a charge, and what the engine records of it:
+//! paid only on a verified record, declined only when a lookup agrees, a
+//! refusal or a lost answer left open until the gateway's records can be
+//! read after the quiet period. Never a new `merchant_uid` on one answer.
+
+use tracing::{info, warn};
+
+use super::pace::Pace;
+use super::settle::{Applied, Settled, apply_fact, flag, settle_from_gateway};
+use super::{Outcome, RunError, SkipReason};
+use crate::billing::{ChargeAttempt, Fact, PaymentRecord, Subscription};
+use crate::engine::Engine;
+use crate::gateway::{Ambiguity, ChargeOutcome, GatewayError, PaymentGateway, RejectionKind};
+use crate::ledger::{Guard, Ledger, LedgerError, Sent};
+
+fn skipped(reason: SkipReason) -> Result<Outcome, RunError> {
+    Ok(Outcome::Skipped { reason })
+}
+
+/// Acts on the gateway's answer to a charge we sent under `token`.
+pub(super) async fn send_answer<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+    attempt: &ChargeAttempt,
+    token: &str,
+    pace: &Pace,
+    answer: ChargeOutcome,
+) -> Result<Outcome, RunError> {
+    match answer {
+        ChargeOutcome::Paid(record) => {
+            pace.succeeded();
+            paid(engine, sub, attempt, token, &record).await
+        }
+        ChargeOutcome::Declined(record) => {
+            pace.succeeded();
+            declined(engine, sub, attempt, token, &record).await
+        }
+        ChargeOutcome::Rejected(r) if r.kind == RejectionKind::Unauthorized => {
+            let detail = format!("not sent: {}", r.message);
+            release(engine, attempt, token, &detail, Sent::Never).await?;
+            Err(RunError::Unauthorized(GatewayError::Rejected(r)))
+        }
+        ChargeOutcome::Rejected(r) if r.kind == RejectionKind::NotSent => {
+            // Nothing reached the gateway (connection refused, throttled):
+            // release the claim, back off, and go on with the others.
+            let reason = format!("not sent: {}", r.message);
+            release(engine, attempt, token, &reason, Sent::Never).await?;
+            pace.failed();
+            Ok(Outcome::Deferred { reason })
+        }
+        ChargeOutcome::Rejected(r) => {
+            pace.succeeded();
+            refused(engine, sub, attempt, token, &r.message).await
+        }
+        ChargeOutcome::Ambiguous(a) => lost_answer(engine, sub, attempt, token, pace, &a).await,
+    }
+}
+
+/// A paid answer counts once the record is verified as this charge.
+async fn paid<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+    attempt: &ChargeAttempt,
+    token: &str,
+    answer: &PaymentRecord,
+) -> Result<Outcome, RunError> {
+    let refs = &engine.settings.uid_key;
+    match Fact::from_record(answer, attempt, refs, engine.now()) {
+        Ok(Some(fact)) => record(engine, sub, attempt, fact, Guard::Claim(token)).await,
+        other => {
+            let reason = match other {
+                Err(mismatch) => mismatch.to_string(),
+                _ => format!("charge answered with status {}", answer.status.as_str()),
+            };
+            flag(engine, attempt, Some(token), &reason).await?;
+            Ok(Outcome::NeedsReview { reason })
+        }
+    }
+}
+
+/// The answer was lost (timeout, 5xx, connection, unreadable): look the
+/// `merchant_uid` up at once; if that does not settle it, release it as
+/// `unknown` for a later run, never a new `merchant_uid`.
+async fn lost_answer<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+    attempt: &ChargeAttempt,
+    token: &str,
+    pace: &Pace,
+    answer: &Ambiguity,
+) -> Result<Outcome, RunError> {
+    warn!(merchant_uid = %attempt.merchant_uid, detail = %answer, "charge outcome unknown; looking it up");
+    let detail = answer.to_string();
+    match settle_from_gateway(engine, sub, attempt, Guard::Claim(token)).await? {
+        Settled::Recorded(fact) => Ok(Outcome::Reconciled { fact }),
+        Settled::AlreadySettled | Settled::ClaimLost => skipped(SkipReason::Busy),
+        Settled::Review(reason) => Ok(Outcome::NeedsReview { reason }),
+        Settled::Unauthorized(e) => {
+            release(engine, attempt, token, &detail, Sent::Maybe).await?;
+            Err(RunError::Unauthorized(e))
+        }
+        Settled::Waiting(settled) => {
+            release(engine, attempt, token, &settled, Sent::Maybe).await?;
+            Ok(Outcome::Declined { reason: settled })
+        }
+        Settled::NothingThere | Settled::Unclear(_) => {
+            release(engine, attempt, token, &detail, Sent::Maybe).await?;
+            pace.failed();
+            Ok(Outcome::Ambiguous { detail })
+        }
+    }
+}
+
+/// A decline is final only when the gateway's record of the `merchant_uid`
+/// agrees: if the same request reached it twice (a retried connection) and
+/// the other copy was paid, the lookup finds the paid one, and that is what
+/// is recorded. Money is never settled away on one answer.
+async fn declined<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+    attempt: &ChargeAttempt,
+    token: &str,
+    answer: &PaymentRecord,
+) -> Result<Outcome, RunError> {
+    let claim = Guard::Claim(token);
+    match settle_from_gateway(engine, sub, attempt, claim).await? {
+        Settled::Recorded(fact @ Fact::Declined { .. }) => Ok(outcome_of(&fact, attempt)),
+        // A decline that ends access (the last retry, a cancel that took
+        // effect meanwhile) waits for the quiet period, so that no copy of
+        // the request still processing at the gateway is left behind it.
+        Settled::Waiting(detail) => {
+            release(engine, attempt, token, &detail, Sent::Maybe).await?;
+            Ok(Outcome::Declined { reason: detail })
+        }
+        Settled::Recorded(fact) => {
+            warn!(merchant_uid = %attempt.merchant_uid, ?fact, "answered declined, but the gateway's record says otherwise");
+            Ok(Outcome::Reconciled { fact })
+        }
+        Settled::AlreadySettled | Settled::ClaimLost => skipped(SkipReason::Busy),
+        Settled::Review(reason) => Ok(Outcome::NeedsReview { reason }),
+        Settled::Unauthorized(e) => {
+            let detail = "declined; the lookup was refused (401)";
+            release(engine, attempt, token, detail, Sent::Maybe).await?;
+            Err(RunError::Unauthorized(e))
+        }
+        Settled::NothingThere | Settled::Unclear(_) => {
+            let detail = format!(
+                "answered declined ({}), not yet confirmed by a lookup",
+                answer.fail_reason.as_deref().unwrap_or("no reason")
+            );
+            release(engine, attempt, token, &detail, Sent::Maybe).await?;
+            Ok(Outcome::Ambiguous { detail })
+        }
+    }
+}
+
+/// A refusal (`code != 0`, a typed V2 error): a record under the uid
+/// decides (already paid → paid). Without one, nothing is concluded yet:
+/// another copy of the request may still be processing, and the gateway's
+/// lookups lag (defect D8). It is left open and settled on a later look,
+/// after the quiet period (then the billing-key lookup tells a gone key
+/// from a refusal to send again).
+async fn refused<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+    attempt: &ChargeAttempt,
+    token: &str,
+    message: &str,
+) -> Result<Outcome, RunError> {
+    let claim = Guard::Claim(token);
+    let detail = format!("refused: {message}");
+    match settle_from_gateway(engine, sub, attempt, claim).await? {
+        Settled::Recorded(fact) => Ok(Outcome::Reconciled { fact }),
+        Settled::AlreadySettled | Settled::ClaimLost => skipped(SkipReason::Busy),
+        Settled::Review(reason) => Ok(Outcome::NeedsReview { reason }),
+        Settled::Unauthorized(e) => {
+            let detail = "refused, and the lookup was refused (401)";
+            release(engine, attempt, token, detail, Sent::Maybe).await?;
+            Err(RunError::Unauthorized(e))
+        }
+        Settled::Unclear(_) | Settled::NothingThere | Settled::Waiting(_) => {
+            warn!(merchant_uid = %attempt.merchant_uid, %detail, "refused; left open until the gateway's records can tell");
+            release(engine, attempt, token, &detail, Sent::Maybe).await?;
+            Ok(Outcome::Refused {
+                reason: message.to_owned(),
+            })
+        }
+    }
+}
+
+/// The fact for an attempt the gateway never recorded after the quiet
+/// period, given its last answer (`last`): a refusal, of a gone key or not.
+pub(super) fn refused_at_last(last: &str, key_gone: bool) -> Fact {
+    let reason = last.strip_prefix("refused: ").unwrap_or(last).to_owned();
+    Fact::Rejected { reason, key_gone }
+}
+
+/// Writes the fact under our claim and reports it.
+pub(super) async fn record<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+    attempt: &ChargeAttempt,
+    fact: Fact,
+    guard: Guard<'_>,
+) -> Result<Outcome, RunError> {
+    let merchant_uid = attempt.merchant_uid.as_str();
+    match apply_fact(engine, attempt, &fact, guard, Some(sub.clone())).await? {
+        Applied::Recorded => {}
+        Applied::AlreadySettled => {
+            info!(
+                merchant_uid,
+                "already settled by someone else (webhook or another run)"
+            );
+        }
+        Applied::ClaimLost => {
+            warn!(
+                merchant_uid,
+                ?fact,
+                "claim taken over meanwhile; its holder records the outcome"
+            );
+            return skipped(SkipReason::Busy);
+        }
+        Applied::Flagged(reason) => return Ok(Outcome::NeedsReview { reason }),
+        Applied::NotYet(detail) => {
+            if let Guard::Claim(token) = guard {
+                release(engine, attempt, token, &detail, Sent::Maybe).await?;
+            }
+            return Ok(Outcome::Declined { reason: detail });
+        }
+    }
+    Ok(outcome_of(&fact, attempt))
+}
+
+/// The outcome of a fact recorded by the run that sent the charge.
+fn outcome_of(fact: &Fact, attempt: &ChargeAttempt) -> Outcome {
+    let merchant_uid = attempt.merchant_uid.as_str();
+    match fact.clone() {
+        Fact::Paid { imp_uid, .. } => {
+            info!(merchant_uid, %imp_uid, amount = attempt.amount, "charged");
+            Outcome::Charged { imp_uid }
+        }
+        Fact::Declined { reason, .. } => {
+            info!(merchant_uid, %reason, "declined");
+            Outcome::Declined { reason }
+        }
+        Fact::Rejected { reason, key_gone } => {
+            warn!(merchant_uid, %reason, key_gone, "rejected by the gateway");
+            Outcome::Rejected { reason, key_gone }
+        }
+    }
+}
+
+/// Releases our claim as `unknown` with `detail`. Losing the claim meanwhile
+/// is fine: someone else holds it now.
+pub(super) async fn release<L: Ledger, G>(
+    engine: &Engine<L, G>,
+    attempt: &ChargeAttempt,
+    token: &str,
+    detail: &str,
+    sent: Sent,
+) -> Result<(), RunError> {
+    let now = engine.now();
+    // When to look again: once a request that may be in flight has had time
+    // to show at the gateway; at once when nothing can be in flight.
+    let due_at = match sent {
+        Sent::Maybe => attempt.sent_at.unwrap_or(now) + engine.settings.quiet(),
+        Sent::Never => now,
+    };
+    match engine
+        .ledger
+        .mark_unknown(attempt, token, detail, sent, now, due_at.max(now))
+        .await
+    {
+        Ok(()) | Err(LedgerError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,512 @@
+//! A ledger seen through a [`Watcher`]: every operation is shown to it
+//! before it reaches the ledger and after it took effect, with its
+//! arguments. The deterministic simulation puts latency, crash points and
+//! its invariants there; the benchmarks a modelled round trip and a count.
+//! One wrapper, so no tool writes out the port's 30 methods again.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::{
+    Activation, Cursor, DuePage, Guard, KeyReplacement, Ledger, LedgerError, RefundIntent,
+    RequestState, ReviewPage, Sent, StoredResponse, SubscriptionChange, UserItems,
+};
+use crate::billing::{
+    AttemptResult, AuditEntry, ChargeAttempt, PeriodId, Registration, Resolution, Subscription,
+    SubscriptionId,
+};
+
+/// One ledger operation and the arguments a watcher may look at.
+#[derive(Debug, Clone, Copy)]
+pub enum Op<'a> {
+    PutRegistration(&'a Registration),
+    GetRegistration(&'a str),
+    Activate(&'a Activation<'a>),
+    ReplaceKey(&'a KeyReplacement<'a>),
+    RefuseRegistration(&'a Registration),
+    UserItems(&'a str),
+    GetSubscription(&'a SubscriptionId),
+    ChangeSubscription(&'a SubscriptionChange<'a>),
+    History(&'a SubscriptionId),
+    DuePage,
+    GetAttempt(&'a SubscriptionId, &'a PeriodId, u32),
+    ListAttempts(&'a SubscriptionId),
+    ClaimNew {
+        attempt: &'a ChargeAttempt,
+        next: &'a Subscription,
+    },
+    TakeOver {
+        id: &'a SubscriptionId,
+        period: &'a PeriodId,
+        attempt: u32,
+        token: &'a str,
+    },
+    MarkSending {
+        attempt: &'a ChargeAttempt,
+        token: &'a str,
+    },
+    MarkUnknown {
+        attempt: &'a ChargeAttempt,
+        sent: Sent,
+    },
+    Settle {
+        attempt: &'a ChargeAttempt,
+        result: &'a AttemptResult,
+        guard: Guard<'a>,
+        next: &'a Subscription,
+    },
+    FlagReview(&'a ChargeAttempt),
+    Resolve(&'a ChargeAttempt),
+    CountReview,
+    ReviewPage,
+    RecordRefund(&'a ChargeAttempt),
+    GetRefund(&'a ChargeAttempt, &'a str),
+    BeginRefund(&'a ChargeAttempt, &'a RefundIntent),
+    FinishRefund(&'a ChargeAttempt, &'a RefundIntent),
+    BeginRequest(&'a str),
+    FinishRequest(&'a str),
+    AbandonRequest(&'a str),
+}
+
+fn attempt_key(a: &ChargeAttempt) -> String {
+    format!("{}/{}/{}", a.subscription_id, a.period, a.attempt)
+}
+
+impl Op<'_> {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::PutRegistration(_) => "put_registration",
+            Self::GetRegistration(_) => "get_registration",
+            Self::Activate(_) => "activate",
+            Self::ReplaceKey(_) => "replace_key",
+            Self::RefuseRegistration(_) => "refuse_registration",
+            Self::UserItems(_) => "user_items",
+            Self::GetSubscription(_) => "get_subscription",
+            Self::ChangeSubscription(_) => "change_subscription",
+            Self::History(_) => "history",
+            Self::DuePage => "due_page",
+            Self::GetAttempt(..) => "get_attempt",
+            Self::ListAttempts(_) => "list_attempts",
+            Self::ClaimNew { .. } => "claim_new",
+            Self::TakeOver { .. } => "take_over",
+            Self::MarkSending { .. } => "mark_sending",
+            Self::MarkUnknown { .. } => "mark_unknown",
+            Self::Settle { .. } => "settle",
+            Self::FlagReview(_) => "flag_review",
+            Self::Resolve(_) => "resolve",
+            Self::CountReview => "count_review",
+            Self::ReviewPage => "review_page",
+            Self::RecordRefund(_) => "record_refund",
+            Self::GetRefund(..) => "get_refund",
+            Self::BeginRefund(..) => "begin_refund",
+            Self::FinishRefund(..) => "finish_refund",
+            Self::BeginRequest(_) => "begin_request",
+            Self::FinishRequest(_) => "finish_request",
+            Self::AbandonRequest(_) => "abandon_request",
+        }
+    }
+
+    /// What it is about, for a trace (ids only: no key, no personal data).
+    pub fn key(&self) -> String {
+        match self {
+            Self::PutRegistration(r) | Self::RefuseRegistration(r) => r.merchant_uid.clone(),
+            Self::GetRegistration(k)
+            | Self::UserItems(k)
+            | Self::BeginRequest(k)
+            | Self::FinishRequest(k)
+            | Self::AbandonRequest(k) => (*k).to_owned(),
+            Self::Activate(a) => format!("{} {}", a.reg.merchant_uid, a.sub.status.as_str()),
+            Self::ReplaceKey(r) => format!("{} v{}", r.next.id, r.next.version),
+            Self::GetSubscription(id) | Self::History(id) | Self::ListAttempts(id) => {
+                id.to_string()
+            }
+            Self::ChangeSubscription(c) => {
+                format!(
+                    "{} v{} {}",
+                    c.next.id,
+                    c.next.version,
+                    c.next.status.as_str()
+                )
+            }
+            Self::DuePage | Self::CountReview | Self::ReviewPage => String::new(),
+            Self::GetAttempt(id, period, n) => format!("{id}/{period}/{n}"),
+            Self::TakeOver {
+                id,
+                period,
+                attempt,
+                ..
+            } => format!("{id}/{period}/{attempt}"),
+            Self::ClaimNew { attempt, .. }
+            | Self::MarkSending { attempt, .. }
+            | Self::FlagReview(attempt)
+            | Self::Resolve(attempt)
+            | Self::RecordRefund(attempt) => attempt_key(attempt),
+            Self::MarkUnknown { attempt, sent } => format!("{} {sent:?}", attempt_key(attempt)),
+            Self::Settle {
+                attempt,
+                result,
+                guard,
+                ..
+            } => format!(
+                "{} {} by {}",
+                attempt_key(attempt),
+                result.state.as_str(),
+                match guard {
+                    Guard::Claim(_) => "claim",
+                    Guard::PaidFact => "paid-fact",
+                }
+            ),
+            Self::GetRefund(a, key) => format!("{} {key}", attempt_key(a)),
+            Self::BeginRefund(a, i) => format!("{} {}", attempt_key(a), i.key),
+            Self::FinishRefund(a, i) => {
+                format!("{} {} {}", attempt_key(a), i.key, i.state.as_str())
+            }
+        }
+    }
+}
+
+/// What sees every operation of an [`Observed`] ledger.
+pub trait Watcher: Send + Sync {
+    /// Before the operation reaches the ledger.
+    fn before(&self, op: &Op<'_>) -> impl Future<Output = ()> + Send;
+    /// Once it returned, with whether it succeeded.
+    fn after(
+        &self,
+        op: &Op<'_>,
+        outcome: Result<(), &LedgerError>,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// `inner` (shared: several handles may watch one ledger), every
+/// operation shown to `watcher`.
+#[derive(Debug)]
+pub struct Observed<L, W> {
+    pub inner: Arc<L>,
+    pub watcher: W,
+}
+
+impl<L, W: Clone> Clone for Observed<L, W> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            watcher: self.watcher.clone(),
+        }
+    }
+}
+
+impl<L: Ledger, W: Watcher> Observed<L, W> {
+    async fn around<T>(
+        &self,
+        op: Op<'_>,
+        work: impl Future<Output = Result<T, LedgerError>>,
+    ) -> Result<T, LedgerError> {
+        self.watcher.before(&op).await;
+        let out = work.await;
+        self.watcher.after(&op, out.as_ref().map(|_| ())).await;
+        out
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+impl<L: Ledger, W: Watcher> Ledger for Observed<L, W> {
+    async fn put_registration(&self, reg: &Registration) -> Result<(), LedgerError> {
+        self.around(Op::PutRegistration(reg), self.inner.put_registration(reg))
+            .await
+    }
+
+    async fn get_registration(&self, uid: &str) -> Result<Option<Registration>, LedgerError> {
+        self.around(Op::GetRegistration(uid), self.inner.get_registration(uid))
+            .await
+    }
+
+    async fn activate(&self, a: &Activation<'_>) -> Result<(), LedgerError> {
+        self.around(Op::Activate(a), self.inner.activate(a)).await
+    }
+
+    async fn replace_key(&self, r: &KeyReplacement<'_>) -> Result<(), LedgerError> {
+        self.around(Op::ReplaceKey(r), self.inner.replace_key(r))
+            .await
+    }
+
+    async fn refuse_registration(
+        &self,
+        reg: &Registration,
+        now: DateTime<Utc>,
+        window_payment: Option<&ChargeAttempt>,
+    ) -> Result<(), LedgerError> {
+        self.around(
+            Op::RefuseRegistration(reg),
+            self.inner.refuse_registration(reg, now, window_payment),
+        )
+        .await
+    }
+
+    async fn user_items(&self, user_id: &str) -> Result<UserItems, LedgerError> {
+        self.around(Op::UserItems(user_id), self.inner.user_items(user_id))
+            .await
+    }
+
+    async fn get_subscription(
+        &self,
+        id: &SubscriptionId,
+    ) -> Result<Option<Subscription>, LedgerError> {
+        self.around(Op::GetSubscription(id), self.inner.get_subscription(id))
+            .await
+    }
+
+    async fn change_subscription(&self, c: &SubscriptionChange<'_>) -> Result<(), LedgerError> {
+        self.around(Op::ChangeSubscription(c), self.inner.change_subscription(c))
+            .await
+    }
+
+    async fn history(
+        &self,
+        id: &SubscriptionId,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, LedgerError> {
+        self.around(Op::History(id), self.inner.history(id, limit))
+            .await
+    }
+
+    async fn due_page(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        cursor: Option<&Cursor>,
+    ) -> Result<DuePage, LedgerError> {
+        self.around(Op::DuePage, self.inner.due_page(now, limit, cursor))
+            .await
+    }
+
+    async fn get_attempt(
+        &self,
+        id: &SubscriptionId,
+        period: &PeriodId,
+        attempt: u32,
+    ) -> Result<Option<ChargeAttempt>, LedgerError> {
+        self.around(
+            Op::GetAttempt(id, period, attempt),
+            self.inner.get_attempt(id, period, attempt),
+        )
+        .await
+    }
+
+    async fn list_attempts(&self, id: &SubscriptionId) -> Result<Vec<ChargeAttempt>, LedgerError> {
+        self.around(Op::ListAttempts(id), self.inner.list_attempts(id))
+            .await
+    }
+
+    async fn claim_new(
+        &self,
+        attempt: &ChargeAttempt,
+        next: &Subscription,
+    ) -> Result<(), LedgerError> {
+        self.around(
+            Op::ClaimNew { attempt, next },
+            self.inner.claim_new(attempt, next),
+        )
+        .await
+    }
+
+    async fn take_over(
+        &self,
+        id: &SubscriptionId,
+        period: &PeriodId,
+        attempt: u32,
+        token: &str,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        sub_version: u64,
+    ) -> Result<ChargeAttempt, LedgerError> {
+        self.around(
+            Op::TakeOver {
+                id,
+                period,
+                attempt,
+                token,
+            },
+            self.inner
+                .take_over(id, period, attempt, token, lease_until, now, sub_version),
+        )
+        .await
+    }
+
+    async fn mark_sending(
+        &self,
+        attempt: &ChargeAttempt,
+        token: &str,
+        now: DateTime<Utc>,
+        sub_version: u64,
+    ) -> Result<(), LedgerError> {
+        self.around(
+            Op::MarkSending { attempt, token },
+            self.inner.mark_sending(attempt, token, now, sub_version),
+        )
+        .await
+    }
+
+    async fn mark_unknown(
+        &self,
+        attempt: &ChargeAttempt,
+        token: &str,
+        detail: &str,
+        sent: Sent,
+        now: DateTime<Utc>,
+        due_at: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        self.around(
+            Op::MarkUnknown { attempt, sent },
+            self.inner
+                .mark_unknown(attempt, token, detail, sent, now, due_at),
+        )
+        .await
+    }
+
+    async fn settle(
+        &self,
+        attempt: &ChargeAttempt,
+        result: &AttemptResult,
+        guard: Guard<'_>,
+        next: &Subscription,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        self.around(
+            Op::Settle {
+                attempt,
+                result,
+                guard,
+                next,
+            },
+            self.inner.settle(attempt, result, guard, next, now),
+        )
+        .await
+    }
+
+    async fn flag_review(
+        &self,
+        attempt: &ChargeAttempt,
+        token: Option<&str>,
+        reason: &str,
+        next: &Subscription,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        self.around(
+            Op::FlagReview(attempt),
+            self.inner.flag_review(attempt, token, reason, next, now),
+        )
+        .await
+    }
+
+    async fn resolve(
+        &self,
+        attempt: &ChargeAttempt,
+        result: &AttemptResult,
+        resolution: &Resolution,
+        next: &Subscription,
+        audit: &AuditEntry,
+    ) -> Result<(), LedgerError> {
+        self.around(
+            Op::Resolve(attempt),
+            self.inner.resolve(attempt, result, resolution, next, audit),
+        )
+        .await
+    }
+
+    async fn count_review(&self) -> Result<u64, LedgerError> {
+        self.around(Op::CountReview, self.inner.count_review())
+            .await
+    }
+
+    async fn review_page(
+        &self,
+        limit: usize,
+        cursor: Option<&Cursor>,
+    ) -> Result<ReviewPage, LedgerError> {
+        self.around(Op::ReviewPage, self.inner.review_page(limit, cursor))
+            .await
+    }
+
+    async fn record_refund(
+        &self,
+        attempt: &ChargeAttempt,
+        refunded: i64,
+        now: DateTime<Utc>,
+        audit: Option<&AuditEntry>,
+    ) -> Result<bool, LedgerError> {
+        self.around(
+            Op::RecordRefund(attempt),
+            self.inner.record_refund(attempt, refunded, now, audit),
+        )
+        .await
+    }
+
+    async fn get_refund(
+        &self,
+        attempt: &ChargeAttempt,
+        key: &str,
+    ) -> Result<Option<RefundIntent>, LedgerError> {
+        self.around(
+            Op::GetRefund(attempt, key),
+            self.inner.get_refund(attempt, key),
+        )
+        .await
+    }
+
+    async fn begin_refund(
+        &self,
+        attempt: &ChargeAttempt,
+        intent: &RefundIntent,
+    ) -> Result<RefundIntent, LedgerError> {
+        self.around(
+            Op::BeginRefund(attempt, intent),
+            self.inner.begin_refund(attempt, intent),
+        )
+        .await
+    }
+
+    async fn finish_refund(
+        &self,
+        attempt: &ChargeAttempt,
+        intent: &RefundIntent,
+        audit: Option<&AuditEntry>,
+    ) -> Result<(), LedgerError> {
+        self.around(
+            Op::FinishRefund(attempt, intent),
+            self.inner.finish_refund(attempt, intent, audit),
+        )
+        .await
+    }
+
+    async fn begin_request(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+    ) -> Result<RequestState, LedgerError> {
+        self.around(
+            Op::BeginRequest(key),
+            self.inner.begin_request(key, fingerprint, now),
+        )
+        .await
+    }
+
+    async fn finish_request(
+        &self,
+        key: &str,
+        response: &StoredResponse,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        self.around(
+            Op::FinishRequest(key),
+            self.inner.finish_request(key, response, now),
+        )
+        .await
+    }
+
+    async fn abandon_request(&self, key: &str) -> Result<(), LedgerError> {
+        self.around(Op::AbandonRequest(key), self.inner.abandon_request(key))
+            .await
+    }
+}

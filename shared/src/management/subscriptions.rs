@@ -1,0 +1,391 @@
+//! The management API's subscription routes: reading, cancelling,
+//! resuming, plan changes and new cards.
+
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::views::{ActionView, ChargeView, SubscriptionView, rfc3339};
+use super::{Actor, ManageError, audit, load, parse_id, text, view_of};
+use crate::billing::changes::{self, CancelAt, Resumed, plan_changed};
+use crate::billing::{Plan, SubscriptionStatus};
+use crate::charging::{self, BillingRun, Outcome};
+use crate::engine::Engine;
+use crate::gateway::PaymentGateway;
+use crate::ledger::{Ledger, LedgerError, LockChange, SubscriptionChange};
+use crate::registration::{self, PrepareError, Prepared};
+
+/// `GET /subscriptions/{id}`.
+pub async fn get<L: Ledger, G>(
+    engine: &Engine<L, G>,
+    id: &str,
+) -> Result<SubscriptionView, ManageError> {
+    let id = parse_id(id)?;
+    let sub = load(engine, &id).await?;
+    let mut v = view_of(engine, &sub).await?;
+    v.history = Some(
+        engine
+            .ledger
+            .history(&id, 20)
+            .await?
+            .into_iter()
+            .map(|e| ActionView {
+                at: rfc3339(e.at),
+                by: e.actor,
+                principal: e.principal,
+                action: e.action,
+                detail: e.detail,
+            })
+            .collect(),
+    );
+    Ok(v)
+}
+
+/// `GET /users/{user_id}/subscriptions`: a key lookup, never a scan.
+pub async fn list_for_user<L: Ledger, G>(
+    engine: &Engine<L, G>,
+    user_id: &str,
+) -> Result<Vec<SubscriptionView>, ManageError> {
+    if user_id.is_empty() || user_id.chars().count() > 128 {
+        return Err(ManageError::Invalid(
+            "user_id must have 1 to 128 characters".into(),
+        ));
+    }
+    let items = engine.ledger.user_items(user_id).await?;
+    let mut out = Vec::new();
+    for id in &items.subscriptions {
+        if let Some(sub) = engine.ledger.get_subscription(id).await? {
+            out.push(view_of(engine, &sub).await?);
+        }
+    }
+    Ok(out)
+}
+
+/// `GET /subscriptions/{id}/charges`.
+pub async fn charges<L: Ledger, G>(
+    engine: &Engine<L, G>,
+    id: &str,
+) -> Result<Vec<ChargeView>, ManageError> {
+    let id = parse_id(id)?;
+    load(engine, &id).await?;
+    Ok(engine
+        .ledger
+        .list_attempts(&id)
+        .await?
+        .iter()
+        .map(ChargeView::from)
+        .collect())
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelInput {
+    /// `now` or `period_end`.
+    pub at: String,
+    pub reason: String,
+}
+
+/// What a cancel did.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Cancelled {
+    pub subscription: SubscriptionView,
+    /// Whether the billing key was deleted at i'mport (cancel now).
+    pub key_deleted: Option<bool>,
+}
+
+/// `POST /subscriptions/{id}/cancel`. `now` stops all further charges at
+/// once (a charge already in flight is still settled by its run) and
+/// deletes the billing key at i'mport unless configured not to;
+/// `period_end` keeps access until `paid_through`. Asking again for what is
+/// already so changes nothing.
+pub async fn cancel<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    id: &str,
+    input: CancelInput,
+    actor: &Actor,
+) -> Result<Cancelled, ManageError> {
+    let at = match input.at.as_str() {
+        "now" => CancelAt::Now,
+        "period_end" => CancelAt::PeriodEnd,
+        other => {
+            return Err(ManageError::Invalid(format!(
+                "at must be \"now\" or \"period_end\", not {other:?}"
+            )));
+        }
+    };
+    let reason = text("reason", &input.reason, 200)?;
+    let id = parse_id(id)?;
+    for _ in 0..3 {
+        let sub = load(engine, &id).await?;
+        let already = match at {
+            CancelAt::Now => sub.status == SubscriptionStatus::Cancelled,
+            // An ended subscription has ended at (or before) its period's end.
+            CancelAt::PeriodEnd => {
+                sub.cancel_at_period_end || sub.status == SubscriptionStatus::Cancelled
+            }
+        };
+        if already {
+            return Ok(Cancelled {
+                subscription: view_of(engine, &sub).await?,
+                key_deleted: None,
+            });
+        }
+        let now = engine.now();
+        let next = changes::cancelled(&sub, at, &reason, now)?;
+        let entry = audit(
+            engine,
+            &sub,
+            actor,
+            "cancel",
+            format!("{}: {reason}", input.at),
+        );
+        let change = SubscriptionChange {
+            next: &next,
+            audit: Some(&entry),
+            lock: match at {
+                CancelAt::Now => LockChange::Release(sub.lock_name()),
+                CancelAt::PeriodEnd => LockChange::Keep,
+            },
+        };
+        match engine.ledger.change_subscription(&change).await {
+            Ok(()) => {}
+            Err(LedgerError::Conflict(_)) => continue, // a run or another change got there first
+            Err(e) => return Err(e.into()),
+        }
+        info!(subscription_id = %id, at = %input.at, "subscription cancelled");
+        let key_deleted = if at == CancelAt::Now && engine.settings.delete_key_on_cancel {
+            Some(
+                match engine.gateway.delete_billing_key(&sub.customer_uid).await {
+                    Ok(()) => true,
+                    Err(e) if e.is_not_found() => true,
+                    Err(e) => {
+                        warn!(error = %e, "billing key not deleted at i'mport; delete it by hand");
+                        false
+                    }
+                },
+            )
+        } else {
+            None
+        };
+        return Ok(Cancelled {
+            subscription: view_of(engine, &next).await?,
+            key_deleted,
+        });
+    }
+    Err(ManageError::Conflict(
+        "the subscription kept changing; try again".into(),
+    ))
+}
+
+/// What a resume did.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ResumedView {
+    pub subscription: SubscriptionView,
+    /// For a suspended subscription: what charging the outstanding period did.
+    pub charge: Option<String>,
+}
+
+/// `POST /subscriptions/{id}/resume`: undo a pending period-end cancel; for
+/// a suspended subscription, charge the outstanding period now, once.
+pub async fn resume<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    id: &str,
+    actor: &Actor,
+) -> Result<ResumedView, ManageError> {
+    let id = parse_id(id)?;
+    for _ in 0..3 {
+        let sub = load(engine, &id).await?;
+        let now = engine.now();
+        let policy = engine.settings.resume_policy;
+        let (next, detail, charge) = match changes::resumed(&sub, policy, now)? {
+            Resumed::CancelUndone(next) => {
+                (next, "period-end cancellation undone".to_owned(), false)
+            }
+            Resumed::ChargeNow(back) => {
+                let detail = format!("suspended: {}", back.describe());
+                (back.next, detail, true)
+            }
+        };
+        let entry = audit(engine, &sub, actor, "resume", detail);
+        match engine
+            .ledger
+            .change_subscription(&SubscriptionChange {
+                next: &next,
+                audit: Some(&entry),
+                lock: LockChange::Keep,
+            })
+            .await
+        {
+            Ok(()) => {}
+            Err(LedgerError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        let charge = if charge {
+            Some(charge_now(engine, &id, "resume").await)
+        } else {
+            None
+        };
+        let sub = load(engine, &id).await?;
+        return Ok(ResumedView {
+            subscription: view_of(engine, &sub).await?,
+            charge,
+        });
+    }
+    Err(ManageError::Conflict(
+        "the subscription kept changing; try again".into(),
+    ))
+}
+
+/// Charges a subscription that is due now (back in access), and says what
+/// came of it in words for the API's answer.
+pub(super) async fn charge_now<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    id: &crate::billing::SubscriptionId,
+    why: &str,
+) -> String {
+    let run = BillingRun {
+        billing_time: engine.now(),
+        run_id: format!("{why}-{id}"),
+    };
+    describe(charging::charge_one(engine, id, &run).await)
+}
+
+fn describe(outcome: Result<Outcome, charging::RunError>) -> String {
+    match outcome {
+        Ok(Outcome::Charged { .. }) => "paid".into(),
+        Ok(Outcome::Reconciled { fact }) if fact.is_paid() => "paid".into(),
+        Ok(Outcome::Declined { reason }) => format!("declined: {reason}"),
+        Ok(Outcome::Rejected { reason, .. }) => format!("rejected: {reason}"),
+        Ok(Outcome::NeedsReview { .. }) => "needs_review".into(),
+        Ok(Outcome::Refused { reason }) => format!("refused: {reason}; the next run settles it"),
+        Ok(other) => format!("pending ({other:?}); the next run settles it"),
+        Err(e) => format!("pending ({e}); the next run charges it"),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanInput {
+    pub amount: i64,
+    pub name: String,
+}
+
+/// `POST /subscriptions/{id}/plan`: the new price applies from the next
+/// period (no proration); an attempt already sent keeps its amount.
+pub async fn change_plan<L: Ledger, G>(
+    engine: &Engine<L, G>,
+    id: &str,
+    input: PlanInput,
+    actor: &Actor,
+) -> Result<SubscriptionView, ManageError> {
+    let name = text("name", &input.name, 40)?;
+    if !(100..=10_000_000).contains(&input.amount) {
+        return Err(ManageError::Invalid(
+            "amount must be a whole KRW amount from 100 to 10,000,000".into(),
+        ));
+    }
+    let plan = Plan {
+        amount: input.amount,
+        name,
+    };
+    let id = parse_id(id)?;
+    for _ in 0..3 {
+        let sub = load(engine, &id).await?;
+        if sub.plan == plan && sub.pending_plan.is_none()
+            || sub.pending_plan.as_ref() == Some(&plan)
+        {
+            return view_of(engine, &sub).await; // already so
+        }
+        let started = engine
+            .ledger
+            .get_attempt(&sub.id, &sub.current_period(), 1)
+            .await?
+            .is_some();
+        let now = engine.now();
+        let next = plan_changed(&sub, plan.clone(), started, now)?;
+        let when = if started {
+            "from the next period"
+        } else {
+            "from this period"
+        };
+        let entry = audit(
+            engine,
+            &sub,
+            actor,
+            "plan",
+            format!(
+                "{} KRW {:?} → {} KRW {:?}, {when}",
+                sub.plan.amount, sub.plan.name, plan.amount, plan.name
+            ),
+        );
+        // The user's lock follows the plan's name (one live subscription
+        // per user and plan).
+        let lock = if engine.settings.allow_multiple_subscriptions
+            || sub.lock_name() == next.lock_name()
+        {
+            LockChange::Keep
+        } else {
+            LockChange::Move {
+                from: sub.lock_name(),
+                to: next.lock_name(),
+            }
+        };
+        match engine
+            .ledger
+            .change_subscription(&SubscriptionChange {
+                next: &next,
+                audit: Some(&entry),
+                lock,
+            })
+            .await
+        {
+            Ok(()) => return view_of(engine, &next).await,
+            Err(LedgerError::Conflict(_)) => {
+                if let LockChange::Move { to, .. } = lock
+                    && let Some((_, holder)) = engine
+                        .ledger
+                        .user_items(&sub.user_id)
+                        .await?
+                        .locks
+                        .iter()
+                        .find(|(name, holder)| name == to && holder != &sub.id)
+                {
+                    return Err(ManageError::Conflict(format!(
+                        "the user already has subscription {holder} to plan {to:?}"
+                    )));
+                }
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ManageError::Conflict(
+        "the subscription kept changing; try again".into(),
+    ))
+}
+
+/// `POST /subscriptions/{id}/payment-method`: `IMP.request_pay` parameters
+/// for a new billing key (a new server-generated `customer_uid`). The
+/// callback swaps the key once it is verified and deletes the old one; a
+/// subscription behind on payment is charged again at once.
+pub async fn payment_method<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    id: &str,
+) -> Result<Prepared, ManageError> {
+    let id = parse_id(id)?;
+    let sub = load(engine, &id).await?;
+    if matches!(
+        sub.status,
+        SubscriptionStatus::Cancelled | SubscriptionStatus::Pending
+    ) {
+        return Err(ManageError::Conflict(format!(
+            "a {} subscription takes no new card",
+            sub.status.as_str()
+        )));
+    }
+    registration::prepare_key_replacement(engine, &sub)
+        .await
+        .map_err(|e| match e {
+            PrepareError::Ledger(e) => e.into(),
+            other => ManageError::Internal(other.to_string()),
+        })
+}

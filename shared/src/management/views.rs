@@ -1,0 +1,159 @@
+//! What the management API shows: subscriptions, charges and their
+//! history, in the API's words.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::billing::{ChargeAttempt, Plan, Subscription};
+
+pub(super) fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PlanView {
+    pub amount: i64,
+    pub name: String,
+}
+
+impl From<&Plan> for PlanView {
+    fn from(p: &Plan) -> Self {
+        Self {
+            amount: p.amount,
+            name: p.name.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CardView {
+    pub pg_provider: String,
+    pub card_name: Option<String>,
+    /// Masked by i'mport.
+    pub card_number: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ResolutionView {
+    #[serde(rename = "as")]
+    pub resolved_as: String,
+    pub note: String,
+    pub by: String,
+    pub at: String,
+}
+
+/// A charge attempt as the API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ChargeView {
+    pub subscription_id: String,
+    pub merchant_uid: String,
+    pub period: String,
+    pub attempt: u32,
+    pub imp_uid: Option<String>,
+    pub amount: i64,
+    pub state: String,
+    pub reason: Option<String>,
+    pub refunded: i64,
+    pub paid_at: Option<String>,
+    /// Not paid: when the period is charged again, if it is.
+    pub next_retry_at: Option<String>,
+    pub resolution: Option<ResolutionView>,
+    pub created_at: String,
+}
+
+impl From<&ChargeAttempt> for ChargeView {
+    fn from(a: &ChargeAttempt) -> Self {
+        Self {
+            subscription_id: a.subscription_id.to_string(),
+            merchant_uid: a.merchant_uid.clone(),
+            period: a.period.to_string(),
+            attempt: a.attempt,
+            imp_uid: a.imp_uid.clone(),
+            amount: a.amount,
+            state: a.state.as_str().to_owned(),
+            reason: a.fail_reason.clone(),
+            refunded: a.refunded,
+            paid_at: a.paid_at.map(rfc3339),
+            next_retry_at: a.retry_at.map(rfc3339),
+            resolution: a.resolution.as_ref().map(|r| ResolutionView {
+                resolved_as: r.state.as_str().to_owned(),
+                note: r.note.clone(),
+                by: r.actor.clone(),
+                at: rfc3339(r.at),
+            }),
+            created_at: rfc3339(a.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ActionView {
+    pub at: String,
+    /// The name the caller gave (`x-actor`), else the IAM principal.
+    pub by: String,
+    /// The IAM principal that signed the request, when `by` is a name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    pub action: String,
+    pub detail: String,
+}
+
+/// A subscription as the API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SubscriptionView {
+    pub id: String,
+    pub user_id: String,
+    pub status: String,
+    pub plan: PlanView,
+    /// A plan change that applies from the next period.
+    pub pending_plan: Option<PlanView>,
+    /// The sign-up date in Seoul: periods start on this day of the month.
+    pub anchor: String,
+    /// The period charged next (`YYYYMM`).
+    pub current_period: String,
+    pub next_charge_at: Option<String>,
+    pub paid_through: Option<String>,
+    pub card: CardView,
+    pub cancel_at_period_end: bool,
+    pub cancel_reason: Option<String>,
+    pub ended_at: Option<String>,
+    /// The attempt being charged or settled now, if any.
+    pub open_attempt: Option<ChargeView>,
+    pub created_at: String,
+    pub version: u64,
+    /// The newest manual actions (get only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<ActionView>>,
+}
+
+pub(super) fn view(sub: &Subscription, current: Option<&ChargeAttempt>) -> SubscriptionView {
+    SubscriptionView {
+        id: sub.id.to_string(),
+        user_id: sub.user_id.clone(),
+        status: sub.status.as_str().to_owned(),
+        plan: (&sub.plan).into(),
+        pending_plan: sub.pending_plan.as_ref().map(Into::into),
+        anchor: format!(
+            "{:04}-{:02}-{:02}",
+            sub.anchor.year, sub.anchor.month, sub.anchor.day
+        ),
+        current_period: sub.current_period().to_string(),
+        next_charge_at: sub
+            .status
+            .is_chargeable()
+            .then(|| rfc3339(sub.next_charge_at)),
+        paid_through: sub.paid_through.as_ref().map(ToString::to_string),
+        card: CardView {
+            pg_provider: sub.key.pg_provider.clone(),
+            card_name: sub.key.card_name.clone(),
+            card_number: sub.key.card_number.clone(),
+        },
+        cancel_at_period_end: sub.cancel_at_period_end,
+        cancel_reason: sub.cancel_reason.clone(),
+        ended_at: sub.ended_at.map(rfc3339),
+        open_attempt: current.filter(|a| a.state.is_open()).map(ChargeView::from),
+        created_at: rfc3339(sub.created_at),
+        version: sub.version,
+        history: None,
+    }
+}

@@ -1,0 +1,109 @@
+//! Builders for tests: a subscription, its attempts and the gateway's
+//! records in a plain, valid state, so a test says only what matters to it
+//! and an entity that gains a field changes here, once. Compiled for this
+//! crate's tests and behind the `testing` feature for the other crates'.
+
+use chrono::{DateTime, Utc};
+
+use crate::billing::{
+    Anchor, AttemptState, ChargeAttempt, KeyInfo, PaymentRecord, Plan, RecordStatus, Subscription,
+    SubscriptionId, SubscriptionStatus, UidKey,
+};
+
+/// The key of tests' merchant uids and key references.
+pub fn refs() -> UidKey {
+    UidKey::new(b"a-test-key-of-16b").unwrap_or_else(|| UidKey::derived_from(b"test"))
+}
+
+/// An active subscription `id` (12 characters `[0-9a-z]`) anchored on
+/// `anchor`, in its sign-up period, due at the period's start, 9,900 KRW a
+/// month, its key `cu`.
+pub fn subscription(id: &str, anchor: Anchor) -> Subscription {
+    let t = anchor.period_start(0);
+    Subscription {
+        id: SubscriptionId::parse(id).unwrap_or_else(SubscriptionId::generate),
+        user_id: "u".into(),
+        customer_uid: "cu".into(),
+        pg: "chai".into(),
+        plan: Plan {
+            amount: 9900,
+            name: "p".into(),
+        },
+        buyer: Default::default(),
+        status: SubscriptionStatus::Active,
+        anchor,
+        period_index: 0,
+        attempt: 1,
+        next_charge_at: t,
+        paid_through: None,
+        key: KeyInfo {
+            pg_provider: "chai".into(),
+            pg_id: None,
+            card_name: None,
+            card_number: None,
+            inserted_at: t,
+        },
+        version: 1,
+        created_at: t,
+        updated_at: t,
+        cancel_at_period_end: false,
+        pending_plan: None,
+        ended_at: None,
+        cancel_reason: None,
+        review_from: None,
+        last_run: None,
+        paid_on: None,
+        reanchor_on_payment: false,
+    }
+}
+
+/// `sub`'s current attempt in `state`, as sent with its current key at its
+/// last update.
+pub fn attempt(sub: &Subscription, state: AttemptState) -> ChargeAttempt {
+    let period = sub.current_period();
+    let refs = refs();
+    ChargeAttempt {
+        subscription_id: sub.id.clone(),
+        merchant_uid: refs.charge_uid(&sub.id, &period, sub.attempt),
+        key_ref: refs.key_ref(&sub.customer_uid),
+        period,
+        attempt: sub.attempt,
+        amount: sub.plan.amount,
+        state,
+        claim_token: None,
+        lease_until: None,
+        sent_at: Some(sub.updated_at),
+        sends: 1,
+        imp_uid: None,
+        paid_at: None,
+        fail_reason: None,
+        refunded: 0,
+        resolution: None,
+        retry_at: None,
+        created_at: sub.updated_at,
+        updated_at: sub.updated_at,
+    }
+}
+
+/// The gateway's record of `attempt` in `status`, for `amount`, charged to
+/// `key`; `paid_at` when money was taken.
+pub fn record(
+    attempt: &ChargeAttempt,
+    status: RecordStatus,
+    amount: i64,
+    paid_at: Option<DateTime<Utc>>,
+    key: &str,
+) -> PaymentRecord {
+    PaymentRecord {
+        imp_uid: "imps_1".into(),
+        merchant_uid: attempt.merchant_uid.clone(),
+        status,
+        amount,
+        cancelled_amount: 0,
+        currency: Some("KRW".into()),
+        customer_uid: Some(key.into()),
+        paid_at,
+        fail_reason: None,
+        cancel_reason: None,
+    }
+}
