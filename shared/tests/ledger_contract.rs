@@ -84,6 +84,7 @@ contract!(
     changes_are_versioned_audited_and_release_the_plan_lock,
     instants_are_kept_to_the_second,
     refunds_only_ever_grow,
+    a_refund_request_is_kept_under_its_key_and_finished_once,
     a_corrupt_subscription_is_reported_not_hidden,
     a_pending_registration_is_due_for_a_sweep_until_it_completes,
     an_idempotency_key_answers_its_first_answer_again,
@@ -377,6 +378,11 @@ async fn a_first_attempt_waiting_for_a_person_is_in_the_review_list<L: Subject>(
     })
     .await
     .unwrap();
+    assert_eq!(
+        l.count_review().await.unwrap(),
+        1,
+        "the review queue's size"
+    );
     let page = l.review_page(10, None).await.unwrap();
     assert_eq!(page.attempts, vec![(id.clone(), first.period.clone(), 1)]);
 }
@@ -1342,6 +1348,73 @@ async fn refunds_only_ever_grow<L: Subject>(l: L) {
             .unwrap()
             .is_none()
     );
+}
+
+/// Defect D3: a refund request is written before the gateway hears of it,
+/// a retry with the same key gets that very request back (never a fresh
+/// checksum), and it is finished once, with the refunded total and the
+/// audit entry together.
+async fn a_refund_request_is_kept_under_its_key_and_finished_once<L: Subject>(l: L) {
+    use shared::ledger::{RefundIntent, RefundState};
+    let now = t("2026-12-24T15:00:00Z");
+    let sub = live(&l, now).await;
+    let a = current(&sub, "run-1", now);
+    let sub = claim(&l, &a, &sub).await.unwrap();
+    assert_eq!(l.get_refund(&a, "key-1").await.unwrap(), None);
+    let first = RefundIntent {
+        key: "key-1".into(),
+        merchant_uid: a.merchant_uid.clone(),
+        imp_uid: "imps_1".into(),
+        amount: 3000,
+        checksum: 9900,
+        reason: "goodwill".into(),
+        state: RefundState::Requested,
+        refunded_total: None,
+        created_at: now,
+        updated_at: now,
+    };
+    assert_eq!(l.begin_refund(&a, &first).await.unwrap(), first);
+    // A retry after a crash, with a newer view: the first request stands.
+    let retry = RefundIntent {
+        checksum: 6900,
+        updated_at: now + Duration::minutes(10),
+        ..first.clone()
+    };
+    assert_eq!(l.begin_refund(&a, &retry).await.unwrap(), first);
+    assert_eq!(
+        l.get_refund(&a, "key-1").await.unwrap(),
+        Some(first.clone())
+    );
+    let done = RefundIntent {
+        state: RefundState::Done,
+        refunded_total: Some(3000),
+        updated_at: now + Duration::seconds(5),
+        ..first.clone()
+    };
+    let entry = audit(&sub, "refund", now);
+    l.finish_refund(&a, &done, Some(&entry)).await.unwrap();
+    assert_eq!(attempt_of(&l, &a).await.refunded, 3000);
+    assert_eq!(l.history(&sub.id, 5).await.unwrap(), vec![entry]);
+    assert_eq!(l.get_refund(&a, "key-1").await.unwrap(), Some(done.clone()));
+    // Finished once: a second finish (a racing retry) is a conflict and
+    // writes nothing; beginning it again answers the finished one.
+    conflict(l.finish_refund(&a, &done, None).await);
+    assert_eq!(l.begin_refund(&a, &retry).await.unwrap(), done);
+    // A refused request raises the refunded total to what the gateway showed,
+    // and leaves no audit entry.
+    let other = RefundIntent {
+        key: "key-2".into(),
+        ..first.clone()
+    };
+    l.begin_refund(&a, &other).await.unwrap();
+    let refused = RefundIntent {
+        state: RefundState::Refused,
+        refunded_total: Some(5000),
+        ..other
+    };
+    l.finish_refund(&a, &refused, None).await.unwrap();
+    assert_eq!(attempt_of(&l, &a).await.refunded, 5000);
+    assert_eq!(l.history(&sub.id, 5).await.unwrap().len(), 1);
 }
 
 async fn a_corrupt_subscription_is_reported_not_hidden<L: Subject>(l: L) {

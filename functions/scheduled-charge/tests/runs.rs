@@ -678,3 +678,102 @@ async fn a_401_while_classifying_a_refusal_releases_the_claim() {
     assert_eq!(r.summary.charged, 1, "{r:?}");
     assert_eq!(paid_count_for(&sim, &sub), 1);
 }
+
+/// Defect S2: a refusal that hits every charge alike (a PG setting broken
+/// at the merchant) used to march every subscription along dunning. The
+/// run stops after five alike, nobody loses access, and once the setting is
+/// fixed each subscription is charged once.
+#[tokio::test]
+async fn a_refusal_of_every_charge_stops_the_run_and_dunns_nobody() {
+    let sim = start_sim().await;
+    let app = app_for(&sim, &[("CHARGE_CONCURRENCY", "1")]).await;
+    let t0 = day0();
+    let mut subs = Vec::new();
+    for _ in 0..8 {
+        subs.push(seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await);
+    }
+    sim.inject(Fault {
+        path_prefix: Some(CHARGE_PATHS.into()),
+        times: 100,
+        ..Fault::new(FaultKind::Reject {
+            code: -1,
+            message: "비인증결제모듈 사용정보를 찾을 수 없습니다".into(),
+        })
+    });
+    let err = run_at(&app, t0, "run-1").await.unwrap_err();
+    assert!(err.contains("refused alike"), "{err}");
+    assert!(sim.ledger().is_empty(), "nothing was charged");
+    let sent = sim.charge_requests();
+    assert!(
+        (5..8).contains(&sent),
+        "stopped after five alike, not after all eight: {sent}"
+    );
+    for s in &subs {
+        assert_eq!(
+            reload(&app, s).await.status,
+            SubscriptionStatus::Active,
+            "nobody dunned"
+        );
+    }
+    // The merchant fixes the setting; after the quiet period the refused
+    // ones are sent again (same merchant_uid) and the others claimed.
+    sim.clear_faults();
+    testkit::after_quiet_period(&app);
+    let r = run_at(&app, t0 + chrono::Duration::hours(1), "run-2")
+        .await
+        .unwrap();
+    assert_eq!(r.summary.charged, 8, "{r:?}");
+    for s in &subs {
+        assert_eq!(paid_count_for(&sim, s), 1);
+    }
+}
+
+/// Defect S4: a charge the PG keeps refusing without recording anything
+/// (V2: a decline that leaves no FAILED payment) used to be re-sent every
+/// day forever. After three sends it goes to a person, counted and listed.
+#[tokio::test]
+async fn a_charge_refused_three_times_goes_to_a_person() {
+    let sim = start_sim().await;
+    let app = app_for(&sim, &[]).await;
+    let t0 = day0();
+    let sub = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
+    sim.inject(Fault {
+        path_prefix: Some(CHARGE_PATHS.into()),
+        customer_uid: Some(sub.customer_uid.clone()),
+        times: 100,
+        ..Fault::new(FaultKind::Reject {
+            code: -1,
+            message: "카드사 요청 거절".into(),
+        })
+    });
+    let mut flagged_on = None;
+    for d in 0..5 {
+        let r = run_at(&app, t0 + chrono::Duration::days(d), &format!("run-{d}"))
+            .await
+            .unwrap();
+        if r.summary.needs_review > 0 {
+            flagged_on = Some(d);
+            assert_eq!(r.summary.waiting_for_review, Some(1), "{r:?}");
+            break;
+        }
+    }
+    assert_eq!(
+        flagged_on,
+        Some(3),
+        "sent on days 0, 1 and 2, then a person on day 3"
+    );
+    assert_eq!(sim.charge_requests(), 3);
+    let a = app
+        .engine
+        .ledger
+        .get_attempt(&sub.id, &sub.current_period(), 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((a.state, a.sends), (AttemptState::NeedsReview, 3), "{a:?}");
+    assert!(a.fail_reason.unwrap_or_default().contains("never recorded"));
+    assert_eq!(
+        reload(&app, &sub).await.status,
+        SubscriptionStatus::NeedsReview
+    );
+}
