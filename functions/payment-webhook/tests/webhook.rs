@@ -261,10 +261,20 @@ async fn forged_unknown_and_mismatched_notifications_are_acknowledged_without_st
             real.imp_uid, sub.id
         ),
     ] {
+        let lookups_before = sim.request_count("/payments");
         let (status, text) =
             send(&app, Some("application/json"), body.as_bytes(), "127.0.0.1").await;
         assert_eq!(status, 200, "{body}: {text}");
         assert!(text.contains("ignored"), "{text}");
+        // Defect X1: an unsigned notice for a merchant_uid we hold no
+        // attempt under costs no i'mport lookup (the ledger is read first).
+        if !body.contains(&muid) {
+            assert_eq!(
+                sim.request_count("/payments"),
+                lookups_before,
+                "{body}: looked up at i'mport"
+            );
+        }
     }
     assert_eq!(
         app.engine

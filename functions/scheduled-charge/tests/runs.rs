@@ -777,3 +777,30 @@ async fn a_charge_refused_three_times_goes_to_a_person() {
         SubscriptionStatus::NeedsReview
     );
 }
+
+/// Defect D7: a run given a time a month ahead (a mistyped manual run, a
+/// forged event) made every subscription due at once and charged it early.
+/// On the real clock a time beyond the allowed skew is refused before
+/// anything is read; on its due day the subscription is charged once.
+#[tokio::test]
+async fn a_run_given_a_time_ahead_of_the_clock_is_refused_and_charges_nobody() {
+    let sim = start_sim().await;
+    let app = app_for(&sim, &[("BILLING_CLOCK", "wall")]).await;
+    let t0 = day0();
+    let due = t0 + chrono::Duration::days(10);
+    let sub = seed_subscription(&app, &sim, due).await;
+    testkit::clock_to(&app, t0);
+    let typo = t0 + chrono::Duration::days(31);
+    let payload = serde_json::json!({"scheduled_time": typo.to_rfc3339(), "execution_id": "typo"});
+    let err = handle(&app, LambdaEvent::new(payload, Context::default()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ahead of the clock"), "{err}");
+    assert_eq!(sim.charge_requests(), 0, "nothing charged early");
+    assert_eq!(reload(&app, &sub).await, sub, "nothing changed");
+    // On the due day (a time within the skew is the scheduler's minute).
+    let r = run_at(&app, due, "due-day").await.unwrap();
+    assert_eq!(r.summary.charged, 1, "{r:?}");
+    assert_eq!(paid_count_for(&sim, &sub), 1);
+}
