@@ -9,8 +9,18 @@
 # `--test NAME` to pick targets): a `-p` subset resolves features afresh and
 # rebuilds the dependencies it shares with the rest, which cost minutes on a
 # clean clone. Each step prints how long it took.
+#
+# `scripts/test.sh --fast` is the inner loop (no servers, no docker): the
+# unit tests of every crate (the pure core among them), the in-memory half
+# of the ledger contract and 200 simulation seeds per payment API.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+fast=false
+case "${1:-}" in
+  --fast) fast=true ;;
+  "") ;;
+  *) echo "usage: scripts/test.sh [--fast]" >&2; exit 2 ;;
+esac
 
 # The AWS SDK must never look for real credentials or the metadata service.
 export AWS_REGION=ap-northeast-2 AWS_DEFAULT_REGION=ap-northeast-2
@@ -18,14 +28,48 @@ export AWS_EC2_METADATA_DISABLED=true AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_K
 export SAM_CLI_TELEMETRY=0 CARGO_TERM_COLOR=never
 
 started=$(date +%s)
-last=$started
+last=
 step() {
   local now
   now=$(date +%s)
-  [ "$last" != "$started" ] && echo "   (took $((now - last)) s)"
+  [ -n "$last" ] && echo "   (took $((now - last)) s)"
   last=$now
   echo "== [$((now - started)) s] $*"
 }
+
+# Runs a command quietly: its lines matching $1 on success, everything on
+# failure.
+quietly() {
+  local pattern=$1 log
+  shift
+  log=$(mktemp)
+  if "$@" >"$log" 2>&1; then
+    grep -E "$pattern" "$log" || true
+    rm -f "$log"
+  else
+    cat "$log"
+    rm -f "$log"
+    echo "failed: $*" >&2
+    exit 1
+  fi
+}
+
+if $fast; then
+  step "build the fast tests"
+  quietly "^error|^warning" cargo test --workspace --locked --lib --test ledger_contract --test simulation --no-run
+  step "unit tests of every crate"
+  quietly "test result:" cargo test --workspace --locked --lib \
+    | awk '{p += $4; f += $6} END {printf "unit tests: %d passed, %d failed, in %d crates\n", p, f, NR}'
+  step "ledger contract, in-memory half"
+  quietly "test result:" cargo test --workspace --locked --test ledger_contract -- memory::
+  for api in v1 v2; do
+    step "simulation, 200 seeds, PAYMENT_API=$api"
+    SIMULATION_SEEDS=200 PAYMENT_API=$api quietly "seeds:|test result:" \
+      cargo test --workspace --locked --test simulation the_ci_budget_of_seeds -- --nocapture
+  done
+  step "done (fast)"
+  exit 0
+fi
 
 step "setup"
 scripts/setup.sh
