@@ -4,19 +4,16 @@
 
 use aws_config::BehaviorVersion;
 
-use crate::billing::PaymentRecord;
 use crate::billing::UidKey;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, CredentialsSource, PaymentApi};
 use crate::engine::{Engine, Settings};
+use crate::gateway::AnyGateway;
+use crate::gateway::iamport::{ClientConfig, IamportClient};
 use crate::gateway::limit::Limited;
-use crate::gateway::{
-    BillingKey, ChargeOutcome, ChargeRequest, GatewayError, PaymentGateway, RefundRequest,
-};
-use crate::iamport::{ClientConfig, IamportClient};
+use crate::gateway::portone::webhook::WebhookSecrets;
+use crate::gateway::portone::{PortOneClient, PortOneConfig};
 use crate::ledger::dynamodb::DynamoLedger;
-use crate::portone::webhook::WebhookSecrets;
-use crate::portone::{PortOneClient, PortOneConfig};
 use crate::secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,75 +28,11 @@ pub enum InitError {
 /// requests in flight (only gateway calls hold a slot).
 pub type ProductionEngine = Engine<DynamoLedger, Limited<AnyGateway>>;
 
-/// The payment gateway `PAYMENT_API` chose.
-#[derive(Debug)]
-pub enum AnyGateway {
-    V1(IamportClient),
-    V2(PortOneClient),
-}
-
-impl PaymentGateway for AnyGateway {
-    async fn charge(&self, request: &ChargeRequest) -> ChargeOutcome {
-        match self {
-            Self::V1(c) => c.charge(request).await,
-            Self::V2(c) => c.charge(request).await,
-        }
-    }
-
-    async fn payment(&self, imp_uid: &str) -> Result<PaymentRecord, GatewayError> {
-        match self {
-            Self::V1(c) => PaymentGateway::payment(c, imp_uid).await,
-            Self::V2(c) => PaymentGateway::payment(c, imp_uid).await,
-        }
-    }
-
-    async fn notified_payment(
-        &self,
-        imp_uid: &str,
-        merchant_uid: &str,
-    ) -> Result<PaymentRecord, GatewayError> {
-        match self {
-            Self::V1(c) => c.notified_payment(imp_uid, merchant_uid).await,
-            Self::V2(c) => c.notified_payment(imp_uid, merchant_uid).await,
-        }
-    }
-
-    async fn find_payment(&self, merchant_uid: &str) -> Result<PaymentRecord, GatewayError> {
-        match self {
-            Self::V1(c) => PaymentGateway::find_payment(c, merchant_uid).await,
-            Self::V2(c) => PaymentGateway::find_payment(c, merchant_uid).await,
-        }
-    }
-
-    async fn billing_key(&self, customer_uid: &str) -> Result<BillingKey, GatewayError> {
-        match self {
-            Self::V1(c) => PaymentGateway::billing_key(c, customer_uid).await,
-            Self::V2(c) => PaymentGateway::billing_key(c, customer_uid).await,
-        }
-    }
-
-    async fn delete_billing_key(&self, customer_uid: &str) -> Result<(), GatewayError> {
-        match self {
-            Self::V1(c) => PaymentGateway::delete_billing_key(c, customer_uid).await,
-            Self::V2(c) => PaymentGateway::delete_billing_key(c, customer_uid).await,
-        }
-    }
-
-    async fn refund(&self, request: &RefundRequest) -> Result<PaymentRecord, GatewayError> {
-        match self {
-            Self::V1(c) => c.refund(request).await,
-            Self::V2(c) => c.refund(request).await,
-        }
-    }
-}
-
 /// Configuration and the engine.
 #[derive(Debug)]
 pub struct App {
     pub config: Config,
     pub engine: ProductionEngine,
-    /// V2: the secrets V2 webhooks are signed with (two during a rotation).
-    pub webhook_secrets: WebhookSecrets,
 }
 
 /// PortOne V2's secrets.
@@ -181,10 +114,9 @@ impl App {
             })?,
             None => UidKey::derived_from(derive_from.expose().as_bytes()),
         };
-        let mut webhook_secrets = WebhookSecrets::default();
         let gateway = match (&config.portone, credentials.portone) {
             (Some(v2), Some(secrets)) => {
-                webhook_secrets =
+                let webhook_secrets =
                     WebhookSecrets::parse(&secrets.webhook_secrets).map_err(|reason| {
                         ConfigError::Invalid {
                             name: "PORTONE_WEBHOOK_SECRETS",
@@ -197,6 +129,8 @@ impl App {
                         api_secret: secrets.api_secret,
                         store_id: v2.store_id.clone(),
                         channel_key: v2.channel_key.clone(),
+                        billing_key_method: v2.billing_key_method.clone(),
+                        webhook_secrets,
                         connect_timeout: config.iamport_connect_timeout,
                         timeout: config.portone_timeout,
                     })
@@ -218,6 +152,7 @@ impl App {
                 client_config.timeout = config.iamport_timeout;
                 client_config.connect_timeout = config.iamport_connect_timeout;
                 client_config.include_sandbox = config.include_sandbox;
+                client_config.pay_method = config.pay_method.clone();
                 AnyGateway::V1(
                     IamportClient::new(client_config)
                         .map_err(|e| InitError::Http(e.to_string()))?,
@@ -229,7 +164,6 @@ impl App {
         Ok(Self {
             engine: Engine::new(ledger, gateway, clock, settings),
             config,
-            webhook_secrets,
         })
     }
 }

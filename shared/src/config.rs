@@ -10,7 +10,7 @@ use crate::billing::Plan;
 use crate::billing::changes::ResumePolicy;
 use crate::billing::{DunningPolicy, SubscriptionStatus};
 use crate::engine::BillingClock;
-use crate::iamport::DEFAULT_BASE_URL;
+use crate::gateway::iamport::DEFAULT_BASE_URL;
 use crate::secret::Secret;
 
 /// Gateway calls one charge may chain under one claim (see `claim_lease`).

@@ -36,13 +36,6 @@ pub struct Settings {
     pub charge_on_signup: bool,
     /// The `pg` for the payment window (`chai`, `chai.{public_key}`, …).
     pub pg: String,
-    /// The `pay_method` for the payment window (`trans` for CHAI, `card`
-    /// for most other PGs).
-    pub pay_method: String,
-    /// PortOne V2's store and channel (`PAYMENT_API=v2`): `prepare` returns
-    /// `PortOne.requestIssueBillingKey` parameters, and the callback expects
-    /// V2's redirect. `None`: i'mport V1.
-    pub v2: Option<crate::config::PortOneSettings>,
     pub default_plan: Plan,
     pub registration_ttl: Duration,
     /// `m_redirect_url` (the callback route), needed by `prepare`.
@@ -115,14 +108,12 @@ impl Settings {
             } else {
                 config.pg.clone()
             },
-            pay_method: config.pay_method.clone(),
             default_plan: config.default_plan.clone(),
             registration_ttl: config.registration_ttl,
             callback_url: config.callback_url.as_ref().map(|u| u.to_string()),
             uid_key,
             allow_multiple_subscriptions: config.allow_multiple_subscriptions,
             delete_key_on_cancel: config.delete_key_on_cancel,
-            v2: config.portone.clone(),
             billing_clock: config.billing_clock,
             refund_after_cancel: config.refund_after_cancel,
             resume_policy: config.resume_policy,
@@ -325,8 +316,6 @@ mod tests {
             notice_url: None,
             charge_on_signup: false,
             pg: "chai".into(),
-            pay_method: "trans".into(),
-            v2: None,
             default_plan: Plan {
                 amount: 9900,
                 name: "p".into(),
@@ -343,11 +332,13 @@ mod tests {
         let engine = |seed| {
             Engine::seeded(
                 InMemoryLedger::new(),
-                crate::iamport::IamportClient::new(crate::iamport::ClientConfig::new(
-                    url::Url::parse("http://127.0.0.1:1").unwrap(),
-                    crate::secret::Secret::new("k"),
-                    crate::secret::Secret::new("s"),
-                ))
+                crate::gateway::iamport::IamportClient::new(
+                    crate::gateway::iamport::ClientConfig::new(
+                        url::Url::parse("http://127.0.0.1:1").unwrap(),
+                        crate::secret::Secret::new("k"),
+                        crate::secret::Secret::new("s"),
+                    ),
+                )
                 .unwrap(),
                 Clock::system(),
                 settings.clone(),

@@ -1,7 +1,7 @@
-//! Flow 3: i'mport webhooks. The body is unsigned, so it is only a hint:
-//! the payment is fetched from the gateway and that record is what counts.
+//! Flow 3: the PG's notifications, decoded by the gateway's adapter
+//! (`crate::gateway::notice`). A notice is only a hint: the payment is
+//! fetched from the gateway and that record is what counts.
 
-use serde::Deserialize;
 use tracing::{info, warn};
 
 use crate::billing::{
@@ -11,74 +11,9 @@ use crate::charging::RunError;
 use crate::charging::settle::{Settled, flag, settle_from_lookup};
 use crate::engine::{Budget, Engine};
 use crate::gateway::PaymentGateway;
+use crate::gateway::notice::{Notice, PaymentNotice};
 use crate::ledger::{Guard, Ledger, LedgerError};
-use crate::portone::webhook::Notice;
 use crate::registration::{self, CallbackOutcome, FailureReason, Swept};
-
-/// The largest body accepted (the documented body is three short fields).
-pub const MAX_BODY: usize = 8 * 1024;
-
-/// A webhook body: `imp_uid`, `merchant_uid`, `status` (and
-/// `cancellation_id` on cancellations), JSON or form-encoded.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Notification {
-    pub imp_uid: String,
-    pub merchant_uid: String,
-    pub status: String,
-    #[serde(default)]
-    pub cancellation_id: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BadNotification {
-    #[error("empty body")]
-    Empty,
-    #[error("body larger than {MAX_BODY} bytes")]
-    TooLarge,
-    #[error("unsupported content type (use application/json or application/x-www-form-urlencoded)")]
-    ContentType,
-    #[error("body is not valid UTF-8")]
-    Encoding,
-    #[error("body is malformed or misses imp_uid, merchant_uid or status")]
-    Fields,
-}
-
-fn valid_id(v: &str) -> bool {
-    !v.is_empty()
-        && v.len() <= 64
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// Parses a webhook body by its content type.
-pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Notification, BadNotification> {
-    if body.is_empty() {
-        return Err(BadNotification::Empty);
-    }
-    if body.len() > MAX_BODY {
-        return Err(BadNotification::TooLarge);
-    }
-    let text = std::str::from_utf8(body).map_err(|_| BadNotification::Encoding)?;
-    let mime = content_type
-        .and_then(|c| c.split(';').next())
-        .map(|c| c.trim().to_ascii_lowercase())
-        .ok_or(BadNotification::ContentType)?;
-    let n: Notification = match mime.as_str() {
-        "application/json" => serde_json::from_str(text).map_err(|_| BadNotification::Fields)?,
-        "application/x-www-form-urlencoded" => {
-            serde_urlencoded::from_str(text).map_err(|_| BadNotification::Fields)?
-        }
-        _ => return Err(BadNotification::ContentType),
-    };
-    if !valid_id(&n.imp_uid)
-        || !valid_id(&n.merchant_uid)
-        || n.status.is_empty()
-        || n.status.len() > 16
-    {
-        return Err(BadNotification::Fields);
-    }
-    Ok(n)
-}
 
 /// What a notification did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,55 +50,16 @@ impl From<LedgerError> for RetryLater {
     }
 }
 
-/// Handles one notification: re-fetches the payment, and records what it
-/// proves. Only money settles an attempt here (a webhook never holds a
-/// claim); anything else is left to the run that does.
-#[tracing::instrument(skip(engine, n), fields(imp_uid = %n.imp_uid, merchant_uid = %n.merchant_uid, status = %n.status))]
+/// Handles one notice: a payment notice re-fetches the payment and records
+/// what it proves (only money settles an attempt here: a webhook never
+/// holds a claim; anything else is left to the run that does); an issued
+/// key completes the sign-up it names; anything else is acknowledged.
 pub async fn handle<L: Ledger, G: PaymentGateway>(
-    engine: &Engine<L, G>,
-    n: &Notification,
-) -> Result<Handled, RetryLater> {
-    match MerchantUid::parse(&n.merchant_uid) {
-        Some(MerchantUid::Charge {
-            subscription,
-            period,
-            attempt,
-        }) => charge_notice(engine, n, &subscription, &period, attempt).await,
-        Some(MerchantUid::Issuance { .. }) => signup_notice(engine, n).await,
-        None => {
-            info!("notification for a merchant_uid that is not ours");
-            Ok(Handled::Ignored("unknown merchant_uid"))
-        }
-    }
-}
-
-/// A verified PortOne V2 webhook (`shared::portone::webhook`): payment
-/// notices go through [`handle`] (the payment is re-fetched by its
-/// `paymentId`), `BillingKey.Issued` completes the sign-up it names, every
-/// other type is acknowledged and ignored.
-pub async fn handle_v2<L: Ledger, G: PaymentGateway>(
     engine: &Engine<L, G>,
     notice: &Notice,
 ) -> Result<Handled, RetryLater> {
     match notice {
-        Notice::Payment {
-            payment_id,
-            transaction_id,
-            status,
-            cancellation_id,
-        } => {
-            if !valid_id(payment_id) || !valid_id(transaction_id) {
-                info!("V2 notice with ids that cannot be ours");
-                return Ok(Handled::Ignored("unknown paymentId"));
-            }
-            let n = Notification {
-                imp_uid: transaction_id.clone(),
-                merchant_uid: payment_id.clone(),
-                status: (*status).to_owned(),
-                cancellation_id: cancellation_id.clone(),
-            };
-            handle(engine, &n).await
-        }
+        Notice::Payment(n) => payment_notice(engine, n).await,
         Notice::KeyIssued { billing_key } => {
             let swept =
                 registration::complete_from_key(engine, billing_key, Budget::unlimited()).await;
@@ -179,9 +75,28 @@ pub async fn handle_v2<L: Ledger, G: PaymentGateway>(
                 Swept::Unclear => return Err(RetryLater("sign-up could not be checked".into())),
             })
         }
-        Notice::Ignored(kind) => {
-            info!(%kind, "V2 webhook type not acted on");
-            Ok(Handled::Ignored("event type not acted on"))
+        Notice::Ignored { kind, why } => {
+            info!(%kind, why, "notice not acted on");
+            Ok(Handled::Ignored(why))
+        }
+    }
+}
+
+#[tracing::instrument(skip(engine, n), fields(payment_ref = %n.payment_ref, payment_id = %n.payment_id, status = %n.status))]
+async fn payment_notice<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    n: &PaymentNotice,
+) -> Result<Handled, RetryLater> {
+    match MerchantUid::parse(&n.payment_id) {
+        Some(MerchantUid::Charge {
+            subscription,
+            period,
+            attempt,
+        }) => charge_notice(engine, n, &subscription, &period, attempt).await,
+        Some(MerchantUid::Issuance { .. }) => signup_notice(engine, n).await,
+        None => {
+            info!("notice for a payment id that is not ours");
+            Ok(Handled::Ignored("unknown merchant_uid"))
         }
     }
 }
@@ -190,12 +105,12 @@ pub async fn handle_v2<L: Ledger, G: PaymentGateway>(
 /// not (the checks are the callback's; a completed one is left alone).
 async fn signup_notice<L: Ledger, G: PaymentGateway>(
     engine: &Engine<L, G>,
-    n: &Notification,
+    n: &PaymentNotice,
 ) -> Result<Handled, RetryLater> {
     let swept = registration::complete_from_gateway(
         engine,
-        &n.merchant_uid,
-        Some(&n.imp_uid),
+        &n.payment_id,
+        Some(&n.payment_ref),
         Budget::unlimited(),
     )
     .await;
@@ -216,7 +131,7 @@ async fn signup_notice<L: Ledger, G: PaymentGateway>(
 /// came after the attempt was settled as not paid, record refunds.
 async fn charge_notice<L: Ledger, G: PaymentGateway>(
     engine: &Engine<L, G>,
-    n: &Notification,
+    n: &PaymentNotice,
     subscription: &SubscriptionId,
     period: &PeriodId,
     attempt: u32,
@@ -232,14 +147,14 @@ async fn charge_notice<L: Ledger, G: PaymentGateway>(
         warn!("notification for an attempt we never claimed");
         return Ok(Handled::Ignored("no such attempt"));
     };
-    if record.merchant_uid != n.merchant_uid {
+    if record.merchant_uid != n.payment_id {
         // Shaped like ours, but not the uid we sent: a forgery, never money for the period.
         warn!("merchant_uid is not the one stored for this attempt");
         return Ok(Handled::Ignored("not the merchant_uid of this attempt"));
     }
     let payment = match engine
         .gateway
-        .notified_payment(&n.imp_uid, &n.merchant_uid)
+        .notified_payment(&n.payment_ref, &n.payment_id)
         .await
     {
         Ok(p) => p,
@@ -256,7 +171,7 @@ async fn charge_notice<L: Ledger, G: PaymentGateway>(
         }
         Err(e) => return Err(RetryLater(format!("gateway lookup failed: {e}"))),
     };
-    if payment.merchant_uid != n.merchant_uid {
+    if payment.merchant_uid != n.payment_id {
         warn!(payment_merchant_uid = %payment.merchant_uid, "notification imp_uid and merchant_uid do not match");
         return Ok(Handled::Ignored("imp_uid belongs to another merchant_uid"));
     }
@@ -348,58 +263,4 @@ async fn refund_seen<L: Ledger, G: PaymentGateway>(
         });
     }
     Ok(Handled::Duplicate)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_and_form_bodies_parse_alike() {
-        let json = parse(
-            Some("application/json; charset=utf-8"),
-            br#"{"imp_uid":"imps_1","merchant_uid":"sabc","status":"paid"}"#,
-        )
-        .unwrap();
-        let form = parse(
-            Some("application/x-www-form-urlencoded"),
-            b"imp_uid=imps_1&merchant_uid=sabc&status=paid",
-        )
-        .unwrap();
-        assert_eq!(json, form);
-        let cancel = parse(Some("application/json"), br#"{"imp_uid":"imps_1","merchant_uid":"sabc","status":"cancelled","cancellation_id":"c1"}"#).unwrap();
-        assert_eq!(cancel.cancellation_id.as_deref(), Some("c1"));
-    }
-
-    #[test]
-    fn bad_bodies_get_a_clear_reason() {
-        assert_eq!(
-            parse(Some("application/json"), b""),
-            Err(BadNotification::Empty)
-        );
-        assert_eq!(
-            parse(Some("text/plain"), b"x"),
-            Err(BadNotification::ContentType)
-        );
-        assert_eq!(parse(None, b"x"), Err(BadNotification::ContentType));
-        assert_eq!(
-            parse(Some("application/json"), &[0xff, 0xfe]),
-            Err(BadNotification::Encoding)
-        );
-        assert_eq!(
-            parse(Some("application/json"), br#"{"imp_uid":"i"}"#),
-            Err(BadNotification::Fields)
-        );
-        assert_eq!(
-            parse(
-                Some("application/json"),
-                br#"{"imp_uid":"../x","merchant_uid":"m","status":"paid"}"#
-            ),
-            Err(BadNotification::Fields)
-        );
-        assert_eq!(
-            parse(Some("application/json"), &vec![b' '; MAX_BODY + 1]),
-            Err(BadNotification::TooLarge)
-        );
-    }
 }

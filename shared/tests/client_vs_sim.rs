@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use iamport_sim::{Fault, FaultKind, NewCustomer, SimConfig, SimHandle};
-use shared::gateway::{Ambiguity, AmbiguityKind, GatewayError, Rejection, RejectionKind};
-use shared::iamport::{
+use shared::gateway::iamport::{
     AgainOutcome, AgainRequest, CancelRequest, ClientConfig, IamportClient, Payment, PaymentStatus,
 };
+use shared::gateway::{Ambiguity, AmbiguityKind, GatewayError, Rejection, RejectionKind};
 use shared::secret::{Pii, Secret};
 use url::Url;
 

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use shared::gateway::{Ambiguity, AmbiguityKind, GatewayError, Rejection, RejectionKind};
-use shared::iamport::{
+use shared::gateway::iamport::{
     AgainOutcome, AgainRequest, CancelRequest, ClientConfig, IamportClient, PaymentStatus,
 };
+use shared::gateway::{Ambiguity, AmbiguityKind, GatewayError, Rejection, RejectionKind};
 use shared::secret::{Pii, Secret};
 use url::Url;
 use wiremock::matchers::{bearer_token, method, path};

@@ -1,7 +1,8 @@
-//! payment-webhook: `POST …/webhooks/iamport`. The body is a hint; the
-//! payment is re-fetched from i'mport (`shared::notification`). With
-//! `PAYMENT_API=v2` the same route takes PortOne V2 webhooks, which must
-//! carry a valid Standard Webhooks signature first.
+//! payment-webhook: `POST …/webhooks/iamport`. The configured gateway
+//! decodes the notification (i'mport V1's unsigned body; PortOne V2's
+//! Standard Webhook, whose signature is checked before anything is read);
+//! the notice is a hint, and the payment is re-fetched from the gateway
+//! (`shared::notification`).
 
 use std::net::IpAddr;
 
@@ -9,9 +10,8 @@ use lambda_http::http::{StatusCode, header};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 use shared::app::App;
-use shared::config::PaymentApi;
+use shared::gateway::{BadNotice, InboundNotice, PaymentGateway};
 use shared::notification::{self, Handled};
-use shared::portone::webhook;
 use tracing::{info, warn};
 
 /// The route this function serves (whatever the path it is mounted on).
@@ -32,52 +32,29 @@ pub async fn handle(app: &App, request: Request) -> Result<Response<Body>, Error
             }
         }
     }
-    if app.config.payment_api == PaymentApi::V2 {
-        return Ok(portone_v2(app, &request).await);
-    }
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    let n = match notification::parse(content_type, request.body().as_ref()) {
-        Ok(n) => n,
+    let inbound = InboundNotice {
+        headers: request.headers(),
+        body: request.body().as_ref(),
+        now: app.engine.now().timestamp(),
+    };
+    match app.engine.gateway.decode_notice(&inbound) {
+        Ok(notice) => Ok(answer(notification::handle(&app.engine, &notice).await)),
         Err(e) => {
             info!(reason = %e, "webhook refused");
-            let status = match e {
-                notification::BadNotification::ContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                notification::BadNotification::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-                _ => StatusCode::BAD_REQUEST,
-            };
-            return Ok(reply(status, &e.to_string()));
+            Ok(refused(&e))
         }
-    };
-    Ok(answer(notification::handle(&app.engine, &n).await))
+    }
 }
 
-/// A V2 webhook: the signature over the raw body (any active secret, ±5
-/// minutes) before anything is read; then the notice.
-async fn portone_v2(app: &App, request: &Request) -> Response<Body> {
-    let body = request.body().as_ref();
-    if body.len() > notification::MAX_BODY {
-        return reply(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
-    }
-    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
-    if let Err(e) = webhook::verify(
-        &app.webhook_secrets,
-        header("webhook-id"),
-        header("webhook-timestamp"),
-        header("webhook-signature"),
-        body,
-        app.engine.now().timestamp(),
-    ) {
-        warn!(reason = %e, "V2 webhook refused: signature");
-        return reply(StatusCode::UNAUTHORIZED, "signature not valid");
-    }
-    match webhook::parse(body) {
-        Ok(notice) => answer(notification::handle_v2(&app.engine, &notice).await),
-        Err(e) => {
-            info!(reason = %e, "V2 webhook refused");
-            reply(StatusCode::BAD_REQUEST, "not a PortOne webhook body")
+/// The answer to a notification that was not read.
+fn refused(e: &BadNotice) -> Response<Body> {
+    match e {
+        BadNotice::ContentType => reply(StatusCode::UNSUPPORTED_MEDIA_TYPE, &e.to_string()),
+        BadNotice::TooLarge => reply(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()),
+        BadNotice::Signature(_) => reply(StatusCode::UNAUTHORIZED, "signature not valid"),
+        BadNotice::Body(_) => reply(StatusCode::BAD_REQUEST, "not a webhook body"),
+        BadNotice::Empty | BadNotice::Encoding | BadNotice::Fields => {
+            reply(StatusCode::BAD_REQUEST, &e.to_string())
         }
     }
 }

@@ -1480,12 +1480,12 @@ async fn a_late_payment_is_refunded_through_the_api_then_the_period_is_charged_a
     let shared::gateway::ChargeOutcome::Paid(late) = late else {
         panic!("{late:?}")
     };
-    let notice = shared::notification::Notification {
-        imp_uid: late.imp_uid.clone(),
-        merchant_uid: first.merchant_uid.clone(),
+    let notice = shared::gateway::Notice::Payment(shared::gateway::PaymentNotice {
+        payment_ref: late.imp_uid.clone(),
+        payment_id: first.merchant_uid.clone(),
         status: "paid".into(),
         cancellation_id: None,
-    };
+    });
     shared::notification::handle(&app.engine, &notice)
         .await
         .unwrap();

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use super::{
-    BillingKey, ChargeOutcome, ChargeRequest, GatewayError, PaymentGateway, RefundRequest,
+    BadNotice, BillingKey, ChargeOutcome, ChargeRequest, GatewayError, InboundNotice, Notice,
+    PaymentGateway, PaymentWindow, RefundRequest, WindowProof,
 };
-use crate::billing::PaymentRecord;
+use crate::billing::{PaymentRecord, Registration};
 
 /// `G` with at most `slots` requests in flight at once (shared by every
 /// clone). Derefs to `G` for what is not part of the port.
@@ -86,6 +87,19 @@ impl<G: PaymentGateway> PaymentGateway for Limited<G> {
         let _slot = self.slot().await;
         self.inner.refund(request).await
     }
+
+    // No request leaves for these: no slot.
+    fn window(&self, reg: &Registration, redirect_url: &str) -> PaymentWindow {
+        self.inner.window(reg, redirect_url)
+    }
+
+    fn window_proof(&self) -> WindowProof {
+        self.inner.window_proof()
+    }
+
+    fn decode_notice(&self, inbound: &InboundNotice<'_>) -> Result<Notice, BadNotice> {
+        self.inner.decode_notice(inbound)
+    }
 }
 
 #[cfg(test)]
@@ -131,6 +145,15 @@ mod tests {
             unreachable!()
         }
         async fn refund(&self, _: &RefundRequest) -> Result<PaymentRecord, GatewayError> {
+            unreachable!()
+        }
+        fn window(&self, _: &Registration, _: &str) -> PaymentWindow {
+            unreachable!()
+        }
+        fn window_proof(&self) -> WindowProof {
+            unreachable!()
+        }
+        fn decode_notice(&self, _: &InboundNotice<'_>) -> Result<Notice, BadNotice> {
             unreachable!()
         }
     }

@@ -1,20 +1,33 @@
-//! The payment-gateway port: what the engine asks of i'mport (and, later,
-//! PortOne V2). Implemented by the V1 client (`crate::iamport`) and, in the
-//! deterministic simulation, by an in-process model of i'mport.
+//! The payment-gateway port: what the engine asks of a PG. One folder per
+//! vendor holds its wire types, its client and its implementation of the
+//! port (`iamport/` for i'mport V1, `portone/` for PortOne V2); `any.rs`
+//! picks one by `PAYMENT_API`. Nothing outside `gateway/` branches on the
+//! vendor: the payment window's parameters and the decoding of a PG's
+//! notification are the port's too. The deterministic simulation
+//! implements the port with an in-process model of either PG.
 //!
 //! Every failure says whether money may have moved ([`GatewayError`]); a
 //! charge's outcome is one of paid, declined, rejected (nothing happened) or
 //! ambiguous (settle it by looking the `merchant_uid` up before anything
 //! else).
 
+mod any;
 mod error;
+pub mod iamport;
 pub mod limit;
+pub mod notice;
+pub mod portone;
+pub mod window;
 
 use std::future::Future;
 
+pub use any::AnyGateway;
 pub use error::{Ambiguity, AmbiguityKind, GatewayError, Rejection, RejectionKind};
 
-use crate::billing::{Buyer, PaymentRecord};
+pub use notice::{BadNotice, InboundNotice, Notice, PaymentNotice};
+pub use window::{PaymentWindow, WindowProof};
+
+use crate::billing::{Buyer, PaymentRecord, Registration};
 
 /// A charge of a stored billing key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,4 +131,15 @@ pub trait PaymentGateway: Send + Sync {
         &self,
         request: &RefundRequest,
     ) -> impl Future<Output = Result<PaymentRecord, GatewayError>> + Send;
+
+    /// The payment window's parameters for a pending registration; the
+    /// browser comes back to `redirect_url`.
+    fn window(&self, reg: &Registration, redirect_url: &str) -> PaymentWindow;
+
+    /// What the window's redirect proves the key with.
+    fn window_proof(&self) -> WindowProof;
+
+    /// Decodes a notification (verifying it where the PG signs them) into
+    /// the neutral notice. Nothing is fetched: the notice is a hint.
+    fn decode_notice(&self, inbound: &InboundNotice<'_>) -> Result<Notice, BadNotice>;
 }

@@ -19,8 +19,9 @@ pub use callback::{CallbackOutcome, CallbackParams, FailureReason, FirstCharge, 
 use crate::billing::{
     Buyer, MerchantUid, Plan, Registration, RegistrationStatus, Subscription, SubscriptionId,
 };
-use crate::engine::{Budget, Engine, Settings};
-use crate::gateway::PaymentGateway;
+use crate::engine::{Budget, Engine};
+use crate::gateway::window::{IssueBillingKeyParams, RequestPayParams};
+use crate::gateway::{PaymentGateway, PaymentWindow, WindowProof};
 use crate::ledger::{Ledger, LedgerError};
 use crate::secret::{Pii, Secret};
 
@@ -49,56 +50,6 @@ pub struct BuyerInput {
     pub name: Option<Pii>,
     pub email: Option<Pii>,
     pub tel: Option<Pii>,
-}
-
-/// The parameters for `IMP.request_pay`, returned to the merchant's backend.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct RequestPayParams {
-    pub pg: String,
-    pub pay_method: String,
-    pub merchant_uid: String,
-    pub customer_uid: String,
-    pub name: String,
-    /// Display only: issuing a billing key charges nothing.
-    pub amount: i64,
-    pub m_redirect_url: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub buyer_name: Option<Pii>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub buyer_email: Option<Pii>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub buyer_tel: Option<Pii>,
-}
-
-/// The parameters for PortOne V2's `PortOne.requestIssueBillingKey`
-/// (`PAYMENT_API=v2`), returned to the merchant's backend.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct IssueBillingKeyParams {
-    pub store_id: String,
-    pub channel_key: String,
-    pub billing_key_method: String,
-    /// Our registration id (the issuance `merchant_uid`): PortOne keeps it
-    /// on the key, and the callback checks it.
-    pub issue_id: String,
-    pub issue_name: String,
-    /// `CALLBACK_URL?merchant_uid=…`: PortOne adds `billingKey` (or `code`
-    /// and `message`).
-    pub redirect_url: String,
-    pub customer: IssueCustomer,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct IssueCustomer {
-    /// Our server-generated customer id (V1's `customer_uid`).
-    pub customer_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub full_name: Option<Pii>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub email: Option<Pii>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub phone_number: Option<Pii>,
 }
 
 /// What `prepare` answers: the parameters for the browser SDK of the
@@ -157,52 +108,16 @@ fn check_len(field: &str, value: &str, max: usize) -> Result<(), PrepareError> {
 /// registration up at the gateway (the browser should be back long before).
 pub const SWEEP_AFTER: chrono::Duration = chrono::Duration::minutes(30);
 
-/// The browser SDK's parameters for `reg`, for the configured API.
-fn request_pay(reg: &Registration, settings: &Settings, callback: &str) -> Prepared {
-    if let Some(v2) = &settings.v2 {
-        let redirect = url::Url::parse(callback).map_or_else(
-            |_| format!("{callback}?merchant_uid={}", reg.merchant_uid),
-            |mut u| {
-                u.query_pairs_mut()
-                    .append_pair("merchant_uid", &reg.merchant_uid);
-                u.to_string()
-            },
-        );
-        return Prepared {
-            subscription_id: reg.subscription_id.to_string(),
-            request_pay: None,
-            request_issue_billing_key: Some(IssueBillingKeyParams {
-                store_id: v2.store_id.clone(),
-                channel_key: v2.channel_key.clone(),
-                billing_key_method: v2.billing_key_method.clone(),
-                issue_id: reg.merchant_uid.clone(),
-                issue_name: reg.plan.name.clone(),
-                redirect_url: redirect,
-                customer: IssueCustomer {
-                    customer_id: reg.customer_uid.clone(),
-                    full_name: reg.buyer.name.clone(),
-                    email: reg.buyer.email.clone(),
-                    phone_number: reg.buyer.tel.clone(),
-                },
-            }),
-        };
-    }
-    let pay_method = settings.pay_method.as_str();
+/// The browser SDK's parameters for `reg`, for the configured PG.
+fn window<G: PaymentGateway>(gateway: &G, reg: &Registration, callback: &str) -> Prepared {
+    let (request_pay, request_issue_billing_key) = match gateway.window(reg, callback) {
+        PaymentWindow::RequestPay(p) => (Some(p), None),
+        PaymentWindow::IssueBillingKey(k) => (None, Some(k)),
+    };
     Prepared {
         subscription_id: reg.subscription_id.to_string(),
-        request_issue_billing_key: None,
-        request_pay: Some(RequestPayParams {
-            pg: reg.pg.clone(),
-            pay_method: pay_method.to_owned(),
-            merchant_uid: reg.merchant_uid.clone(),
-            customer_uid: reg.customer_uid.clone(),
-            name: reg.plan.name.clone(),
-            amount: 0,
-            m_redirect_url: callback.to_owned(),
-            buyer_name: reg.buyer.name.clone(),
-            buyer_email: reg.buyer.email.clone(),
-            buyer_tel: reg.buyer.tel.clone(),
-        }),
+        request_pay,
+        request_issue_billing_key,
     }
 }
 
@@ -274,7 +189,7 @@ pub async fn prepare<L: Ledger, G: PaymentGateway>(
             }),
             Existing::Pending(reg) => {
                 info!(merchant_uid = %reg.merchant_uid, "a sign-up for this plan is pending: returning it");
-                Ok(request_pay(&reg, settings, callback))
+                Ok(window(&engine.gateway, &reg, callback))
             }
         };
     }
@@ -299,7 +214,7 @@ pub async fn prepare<L: Ledger, G: PaymentGateway>(
     };
     engine.ledger.put_registration(&reg).await?;
     info!(merchant_uid = %reg.merchant_uid, "registration prepared");
-    Ok(request_pay(&reg, settings, callback))
+    Ok(window(&engine.gateway, &reg, callback))
 }
 
 enum Existing {
@@ -365,7 +280,7 @@ pub async fn prepare_key_replacement<L: Ledger, G: PaymentGateway>(
     };
     engine.ledger.put_registration(&reg).await?;
     info!(merchant_uid = %reg.merchant_uid, subscription_id = %sub.id, "card replacement prepared");
-    Ok(request_pay(&reg, settings, callback))
+    Ok(window(&engine.gateway, &reg, callback))
 }
 
 fn unavailable(what: &str, e: &dyn std::fmt::Display) -> CallbackOutcome {
@@ -397,8 +312,12 @@ pub async fn complete<L: Ledger, G: PaymentGateway>(
         Err(e) => return unavailable("store", &e),
     };
     let proof = match (&params.billing_key, params.imp_uid.as_deref()) {
-        (Some(key), _) if engine.settings.v2.is_some() => Proof::Key(key),
-        (None, Some(imp_uid)) if engine.settings.v2.is_none() => Proof::Payment(imp_uid),
+        (Some(key), _) if engine.gateway.window_proof() == WindowProof::BillingKey => {
+            Proof::Key(key)
+        }
+        (None, Some(imp_uid)) if engine.gateway.window_proof() == WindowProof::Payment => {
+            Proof::Payment(imp_uid)
+        }
         (None, None) => {
             info!(error_code = ?params.error_code, "payment window reported no payment");
             return CallbackOutcome::Failed(FailureReason::PaymentFailed);

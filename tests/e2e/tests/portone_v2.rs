@@ -13,9 +13,9 @@ use iamport_sim::{Fault, FaultKind, SimHandle, WebhookSettings};
 use lambda_runtime::{Context, LambdaEvent};
 use shared::app::App;
 use shared::billing::{AttemptState, SubscriptionId, SubscriptionStatus};
+use shared::gateway::portone::webhook::sign;
 use shared::ledger::Ledger;
 use shared::management::{self, Actor, RefundInput};
-use shared::portone::webhook::sign;
 use testkit::{
     SUCCESS_URL, http_event, http_request, local_gateway, open_v2_window, start_sim, test_app_v2,
 };

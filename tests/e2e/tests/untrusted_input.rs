@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use proptest::prelude::*;
-use shared::notification;
 use shared::registration::{FailureReason, parse_callback};
 
 fn id_like(v: &str) -> bool {
@@ -44,9 +43,9 @@ proptest! {
         body in proptest::collection::vec(any::<u8>(), 0..10_000),
         ct in prop_oneof![Just(None), Just(Some("application/json".to_owned())), Just(Some("application/x-www-form-urlencoded".to_owned())), ".{0,40}".prop_map(Some)],
     ) {
-        if let Ok(n) = notification::parse(ct.as_deref(), &body) {
+        if let Ok(n) = shared::gateway::iamport::notice::parse(ct.as_deref(), &body) {
             prop_assert!(id_like(&n.imp_uid) && id_like(&n.merchant_uid));
-            prop_assert!(body.len() <= notification::MAX_BODY);
+            prop_assert!(body.len() <= shared::gateway::notice::MAX_BODY);
         }
     }
 
@@ -59,7 +58,7 @@ proptest! {
         } else {
             ("application/json", serde_json::json!({"imp_uid": imp, "merchant_uid": muid, "status": status}).to_string())
         };
-        let parsed = notification::parse(Some(ct), body.as_bytes());
+        let parsed = shared::gateway::iamport::notice::parse(Some(ct), body.as_bytes());
         let valid = id_like(&imp) && id_like(&muid) && !status.is_empty() && status.len() <= 16;
         prop_assert_eq!(parsed.is_ok(), valid, "{:?}", parsed);
     }
@@ -143,9 +142,9 @@ proptest! {
         let g = garbage_server(&V1_GARBAGE);
         *g.answer.lock().unwrap() = (status, body.clone());
         let outcome = runtime().block_on(async {
-            let mut config = shared::iamport::ClientConfig::new(url::Url::parse(&g.url).unwrap(), shared::secret::Secret::new("k"), shared::secret::Secret::new("s"));
+            let mut config = shared::gateway::iamport::ClientConfig::new(url::Url::parse(&g.url).unwrap(), shared::secret::Secret::new("k"), shared::secret::Secret::new("s"));
             config.timeout = std::time::Duration::from_secs(2);
-            let client = shared::iamport::IamportClient::new(config).unwrap();
+            let client = shared::gateway::iamport::IamportClient::new(config).unwrap();
             shared::gateway::PaymentGateway::charge(&client, &shared::gateway::ChargeRequest {
                 customer_uid: "cu".into(), merchant_uid: "m".into(), amount: 1000, name: "n".into(),
                 buyer: Default::default(), custom_data: None, notice_url: None,
@@ -212,11 +211,13 @@ proptest! {
         let g = garbage_server(&V2_GARBAGE);
         *g.answer.lock().unwrap() = (status, body.clone());
         let outcome = runtime().block_on(async {
-            let client = shared::portone::PortOneClient::new(shared::portone::PortOneConfig {
+            let client = shared::gateway::portone::PortOneClient::new(shared::gateway::portone::PortOneConfig {
                 base_url: url::Url::parse(&g.url).unwrap(),
                 api_secret: shared::secret::Secret::new("s"),
                 store_id: "store".into(),
                 channel_key: "channel".into(),
+                billing_key_method: "CARD".into(),
+                webhook_secrets: Default::default(),
                 connect_timeout: std::time::Duration::from_secs(1),
                 timeout: std::time::Duration::from_secs(2),
             }).unwrap();
@@ -242,14 +243,14 @@ proptest! {
         use_real in any::<bool>(),
     ) {
         let key = b"0123456789abcdef0123456789abcdef";
-        let secrets = shared::portone::webhook::WebhookSecrets::parse(&[shared::secret::Secret::new(
+        let secrets = shared::gateway::portone::webhook::WebhookSecrets::parse(&[shared::secret::Secret::new(
             "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
         )]).unwrap();
         let now = 1_800_000_000;
         let ts = now + skew;
-        let sig = if use_real { shared::portone::webhook::sign(key, &id, ts, &body) } else { garbage_sig };
-        let verdict = shared::portone::webhook::verify(&secrets, Some(&id), Some(&ts.to_string()), Some(&sig), &body, now);
+        let sig = if use_real { shared::gateway::portone::webhook::sign(key, &id, ts, &body) } else { garbage_sig };
+        let verdict = shared::gateway::portone::webhook::verify(&secrets, Some(&id), Some(&ts.to_string()), Some(&sig), &body, now);
         prop_assert_eq!(verdict.is_ok(), use_real && skew.abs() <= 300, "{:?}", verdict);
-        let _ = shared::portone::webhook::parse(&body);
+        let _ = shared::gateway::portone::webhook::parse(&body);
     }
 }

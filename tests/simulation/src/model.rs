@@ -707,14 +707,14 @@ mod tests {
         charge(&mut m, "cu_1", "s1", Decision::Pay, 0);
         let p = m.find("s1", now()).unwrap().clone();
         let (status, body) = v1_envelope(200, 0, None, v1_payment(&p));
-        let record = shared::iamport::wire::payment(status, &body).unwrap();
+        let record = shared::gateway::iamport::wire::payment(status, &body).unwrap();
         assert_eq!((record.amount, record.merchant_uid.as_str()), (9900, "s1"));
         let body = json!(v2_payment(&p)).to_string();
-        let record = shared::portone::wire::payment(200, body.as_bytes()).unwrap();
+        let record = shared::gateway::portone::wire::payment(200, body.as_bytes()).unwrap();
         assert_eq!(record.imp_uid, p.imp_uid);
         let (status, body) = v1_not_found();
         assert!(
-            shared::iamport::wire::payment(status, &body)
+            shared::gateway::iamport::wire::payment(status, &body)
                 .unwrap_err()
                 .is_not_found()
         );

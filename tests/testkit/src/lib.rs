@@ -440,7 +440,7 @@ pub fn v2_signature_headers(
         .decode(secret.trim_start_matches("whsec_"))
         .expect("whsec_ secret");
     let id = format!("msg_test{timestamp}");
-    let signature = shared::portone::webhook::sign(&key, &id, timestamp, body.as_bytes());
+    let signature = shared::gateway::portone::webhook::sign(&key, &id, timestamp, body.as_bytes());
     vec![
         ("webhook-id", id),
         ("webhook-timestamp", timestamp.to_string()),

@@ -16,10 +16,10 @@ use shared::billing::{
 };
 use shared::charging::{self, BillingRun, RunOptions};
 use shared::engine::Budget;
+use shared::gateway::{Notice, PaymentNotice};
 use shared::ledger::{Ledger, RequestState, StoredResponse};
 use shared::management::{self, Actor, CancelInput, ManageError, RefundInput, ResolveInput};
-use shared::notification::{self, Notification};
-use shared::portone::webhook::Notice;
+use shared::notification;
 use shared::registration::{self, CallbackParams};
 use shared::secret::Secret;
 
@@ -28,22 +28,12 @@ use super::{
     World, lock, ten_am, until,
 };
 
-/// A webhook as the engine receives it, from i'mport or PortOne V2.
-pub(super) enum Webhook {
-    V1(Notification),
-    V2(Notice),
-}
-
-/// A trace label for a V2 notice (never the billing key).
+/// A trace label for a notice (never the billing key).
 fn notice_label(n: &Notice) -> String {
     match n {
-        Notice::Payment {
-            payment_id,
-            transaction_id,
-            ..
-        } => format!("{payment_id} {transaction_id}"),
+        Notice::Payment(p) => format!("{} {}", p.payment_id, p.payment_ref),
         Notice::KeyIssued { .. } => "BillingKey.Issued".into(),
-        Notice::Ignored(kind) => kind.clone(),
+        Notice::Ignored { kind, .. } => kind.clone(),
     }
 }
 
@@ -337,39 +327,33 @@ impl World {
         };
         for _ in 0..copies {
             let delay = Duration::from_millis(self.rand(|r| r.random_range(0..600_000)));
-            let notice = if self.v2 {
-                Webhook::V2(Notice::Payment {
-                    payment_id: merchant_uid.to_owned(),
-                    transaction_id: imp_uid.to_owned(),
-                    status: match status {
-                        "paid" => "paid",
-                        "failed" => "failed",
-                        _ => "cancelled",
-                    },
-                    cancellation_id: None,
-                })
-            } else {
-                Webhook::V1(Notification {
-                    imp_uid: imp_uid.to_owned(),
-                    merchant_uid: merchant_uid.to_owned(),
-                    status: status.to_owned(),
-                    cancellation_id: None,
-                })
+            // V2's webhook types say paid, failed or cancelled; V1 passes
+            // its status through.
+            let status = match status {
+                "paid" | "failed" => status,
+                _ if self.v2 => "cancelled",
+                _ => status,
             };
+            let notice = Notice::Payment(PaymentNotice {
+                payment_ref: imp_uid.to_owned(),
+                payment_id: merchant_uid.to_owned(),
+                status: status.to_owned(),
+                cancellation_id: None,
+            });
             tokio::spawn(Arc::clone(self).deliver_webhook(notice, delay));
         }
     }
 
-    /// A V2 notice, delivered like a payment's webhooks (maybe late, maybe twice).
+    /// A notice, delivered like a payment's webhooks (maybe late, maybe twice).
     fn schedule_notice(self: &Arc<Self>, notice: Notice) {
         let copies = if self.strikes(0.2) { 2 } else { 1 };
         for _ in 0..copies {
             let delay = Duration::from_millis(self.rand(|r| r.random_range(0..600_000)));
-            tokio::spawn(Arc::clone(self).deliver_webhook(Webhook::V2(notice.clone()), delay));
+            tokio::spawn(Arc::clone(self).deliver_webhook(notice.clone(), delay));
         }
     }
 
-    async fn deliver_webhook(self: Arc<Self>, notice: Webhook, delay: Duration) {
+    async fn deliver_webhook(self: Arc<Self>, notice: Notice, delay: Duration) {
         tokio::time::sleep(delay).await;
         for try_no in 0..6 {
             if try_no > 0 {
@@ -377,16 +361,10 @@ impl World {
             }
             self.count("webhook deliveries");
             let (inv, engine) = self.engine("webhook");
-            let handled = match &notice {
-                Webhook::V1(n) => {
-                    self.record(format!("{inv} WEBHOOK {} {}", n.merchant_uid, n.imp_uid));
-                    tokio::time::timeout(WEBHOOK_TIMEOUT, notification::handle(&engine, n)).await
-                }
-                Webhook::V2(n) => {
-                    self.record(format!("{inv} WEBHOOK V2 {}", notice_label(n)));
-                    tokio::time::timeout(WEBHOOK_TIMEOUT, notification::handle_v2(&engine, n)).await
-                }
-            };
+            let api = if self.v2 { "V2 " } else { "" };
+            self.record(format!("{inv} WEBHOOK {api}{}", notice_label(&notice)));
+            let handled =
+                tokio::time::timeout(WEBHOOK_TIMEOUT, notification::handle(&engine, &notice)).await;
             if let Ok(Ok(notification::Handled::NeedsReview(_))) = &handled {
                 // payment-webhook counts it (`NeedsReview` metric).
                 self.review_counted(inv);

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
-use shared::billing::PaymentRecord;
+use shared::billing::{PaymentRecord, Registration};
 use shared::gateway::{
-    Ambiguity, AmbiguityKind, BillingKey, ChargeOutcome, ChargeRequest, GatewayError,
-    PaymentGateway, RefundRequest, Rejection, RejectionKind,
+    Ambiguity, AmbiguityKind, BadNotice, BillingKey, ChargeOutcome, ChargeRequest, GatewayError,
+    InboundNotice, Notice, PaymentGateway, PaymentWindow, RefundRequest, Rejection, RejectionKind,
+    WindowProof,
 };
-use shared::{iamport, portone};
+use shared::gateway::{iamport, portone};
 
 use super::{MAX_PROCESSING, Side, TIMEOUT, World, lock};
 use crate::model::{self, Charged, Decision, Refusal, Status};
@@ -466,7 +467,50 @@ impl World {
     }
 }
 
+/// The V2 store, channel and webhook secret of the simulated merchant.
+const V2_WINDOW: (&str, &str, &str) = ("store-simulation", "channel-key-simulation", "CARD");
+const V2_WEBHOOK_SECRET: &str = "whsec_c2ltdWxhdGlvbi13ZWJob29rLXNlY3JldA==";
+
 impl PaymentGateway for SimGateway {
+    // The window and the notices are the production adapters' own.
+    fn window(&self, reg: &Registration, redirect_url: &str) -> PaymentWindow {
+        if self.world.v2 {
+            let (store_id, channel_key, method) = V2_WINDOW;
+            let settings = portone::window::WindowSettings {
+                store_id: store_id.into(),
+                channel_key: channel_key.into(),
+                billing_key_method: method.into(),
+            };
+            PaymentWindow::IssueBillingKey(portone::window::issue_billing_key(
+                reg,
+                &settings,
+                redirect_url,
+            ))
+        } else {
+            PaymentWindow::RequestPay(iamport::window::request_pay(reg, "trans", redirect_url))
+        }
+    }
+
+    fn window_proof(&self) -> WindowProof {
+        if self.world.v2 {
+            WindowProof::BillingKey
+        } else {
+            WindowProof::Payment
+        }
+    }
+
+    fn decode_notice(&self, inbound: &InboundNotice<'_>) -> Result<Notice, BadNotice> {
+        if self.world.v2 {
+            let secrets = portone::webhook::WebhookSecrets::parse(&[shared::secret::Secret::new(
+                V2_WEBHOOK_SECRET,
+            )])
+            .map_err(BadNotice::Signature)?;
+            portone::webhook::decode(&secrets, inbound)
+        } else {
+            iamport::notice::decode(inbound)
+        }
+    }
+
     async fn charge(&self, req: &ChargeRequest) -> ChargeOutcome {
         let w = &self.world;
         w.gate(self.inv, Side::Before).await;
@@ -630,7 +674,7 @@ impl PaymentGateway for SimGateway {
             },
             move |status, body| {
                 if v2 {
-                    portone::wire::billing_key(status, body, "channel-key-simulation")
+                    portone::wire::billing_key(status, body, V2_WINDOW.1)
                 } else {
                     iamport::wire::billing_key(status, body)
                 }

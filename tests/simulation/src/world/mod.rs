@@ -211,13 +211,6 @@ impl World {
             notice_url: None,
             charge_on_signup: rng.random_bool(0.7),
             pg: if params.v2 { "portone" } else { "chai" }.into(),
-            pay_method: "trans".into(),
-            v2: params.v2.then(|| shared::config::PortOneSettings {
-                base_url: url::Url::parse("https://api.portone.io").expect("a URL"),
-                store_id: "store-simulation".into(),
-                channel_key: "channel-key-simulation".into(),
-                billing_key_method: "CARD".into(),
-            }),
             default_plan: Plan {
                 amount: 9900,
                 name: "월간 구독".into(),

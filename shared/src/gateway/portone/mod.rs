@@ -11,6 +11,7 @@
 mod gateway;
 pub mod model;
 pub mod webhook;
+pub mod window;
 pub mod wire;
 
 use std::time::Duration;
@@ -22,6 +23,7 @@ use url::Url;
 
 use crate::gateway::{Ambiguity, AmbiguityKind, GatewayError, Rejection, RejectionKind};
 use crate::secret::Secret;
+use webhook::WebhookSecrets;
 use wire::Answer;
 
 /// How to reach PortOne V2 and which store and channel to use.
@@ -33,6 +35,10 @@ pub struct PortOneConfig {
     pub store_id: String,
     /// The channel billing keys are issued on and charged through.
     pub channel_key: String,
+    /// `billingKeyMethod` of the payment window.
+    pub billing_key_method: String,
+    /// The secrets V2 webhooks are signed with (two during a rotation).
+    pub webhook_secrets: WebhookSecrets,
     pub connect_timeout: Duration,
     pub timeout: Duration,
 }

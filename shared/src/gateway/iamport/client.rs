@@ -35,6 +35,9 @@ pub struct ClientConfig {
     pub include_sandbox: bool,
     /// Refresh a cached token when less than this is left of it.
     pub refresh_margin: Duration,
+    /// `pay_method` of the payment window (`trans` for CHAI, as its guide
+    /// says; `card` for most other PGs).
+    pub pay_method: String,
 }
 
 impl ClientConfig {
@@ -47,6 +50,7 @@ impl ClientConfig {
             timeout: Duration::from_secs(10),
             include_sandbox: false,
             refresh_margin: Duration::from_secs(60),
+            pay_method: "card".into(),
         }
     }
 }
@@ -121,7 +125,7 @@ struct TokenState {
 /// i'mport answers 401.
 pub struct IamportClient {
     http: reqwest::Client,
-    config: ClientConfig,
+    pub(super) config: ClientConfig,
     token: std::sync::Mutex<TokenState>,
 }
 

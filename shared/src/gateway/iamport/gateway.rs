@@ -5,9 +5,10 @@ use chrono::DateTime;
 
 use super::client::IamportClient;
 use super::model::{AgainRequest, CancelRequest, Payment, PaymentStatus};
-use crate::billing::{PaymentRecord, RecordStatus};
+use crate::billing::{PaymentRecord, RecordStatus, Registration};
 use crate::gateway::{
-    BillingKey, ChargeOutcome, ChargeRequest, GatewayError, PaymentGateway, RefundRequest,
+    BadNotice, BillingKey, ChargeOutcome, ChargeRequest, GatewayError, InboundNotice, Notice,
+    PaymentGateway, PaymentWindow, RefundRequest, WindowProof,
 };
 
 impl From<&Payment> for PaymentRecord {
@@ -38,6 +39,22 @@ impl From<&Payment> for PaymentRecord {
 }
 
 impl PaymentGateway for IamportClient {
+    fn window(&self, reg: &Registration, redirect_url: &str) -> PaymentWindow {
+        PaymentWindow::RequestPay(super::window::request_pay(
+            reg,
+            &self.config.pay_method,
+            redirect_url,
+        ))
+    }
+
+    fn window_proof(&self) -> WindowProof {
+        WindowProof::Payment
+    }
+
+    fn decode_notice(&self, inbound: &InboundNotice<'_>) -> Result<Notice, BadNotice> {
+        super::notice::decode(inbound)
+    }
+
     async fn charge(&self, request: &ChargeRequest) -> ChargeOutcome {
         let again = AgainRequest {
             customer_uid: request.customer_uid.clone(),

@@ -5,6 +5,8 @@
 mod client;
 mod gateway;
 mod model;
+pub mod notice;
+pub mod window;
 pub mod wire;
 
 pub use client::{AgainOutcome, ClientConfig, DEFAULT_BASE_URL, IamportClient};

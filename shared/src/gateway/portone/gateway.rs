@@ -13,10 +13,10 @@ use super::model::{
     Amount, BillingKeyInfo, BillingKeyPaymentInput, CancelPaymentBody, Ignored, Payment,
 };
 use super::wire::{self, Answer, record_of, refused};
-use crate::billing::PaymentRecord;
+use crate::billing::{PaymentRecord, Registration};
 use crate::gateway::{
-    BillingKey, ChargeOutcome, ChargeRequest, GatewayError, PaymentGateway, RefundRequest,
-    Rejection, RejectionKind,
+    BadNotice, BillingKey, ChargeOutcome, ChargeRequest, GatewayError, InboundNotice, Notice,
+    PaymentGateway, PaymentWindow, RefundRequest, Rejection, RejectionKind, WindowProof,
 };
 
 impl PortOneClient {
@@ -46,6 +46,27 @@ impl PortOneClient {
 }
 
 impl PaymentGateway for PortOneClient {
+    fn window(&self, reg: &Registration, redirect_url: &str) -> PaymentWindow {
+        let settings = super::window::WindowSettings {
+            store_id: self.config.store_id.clone(),
+            channel_key: self.config.channel_key.clone(),
+            billing_key_method: self.config.billing_key_method.clone(),
+        };
+        PaymentWindow::IssueBillingKey(super::window::issue_billing_key(
+            reg,
+            &settings,
+            redirect_url,
+        ))
+    }
+
+    fn window_proof(&self) -> WindowProof {
+        WindowProof::BillingKey
+    }
+
+    fn decode_notice(&self, inbound: &InboundNotice<'_>) -> Result<Notice, BadNotice> {
+        super::webhook::decode(&self.config.webhook_secrets, inbound)
+    }
+
     async fn charge(&self, request: &ChargeRequest) -> ChargeOutcome {
         let body = BillingKeyPaymentInput {
             store_id: self.config.store_id.clone(),

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::gateway::notice::{BadNotice, InboundNotice, MAX_BODY, Notice, PaymentNotice, valid_id};
 use crate::secret::Secret;
 
 /// Signatures older or newer than this are refused (replays).
@@ -150,35 +151,26 @@ pub struct Event {
     pub data: EventData,
 }
 
-/// What a V2 webhook is about.
-#[derive(Debug, Clone)]
-pub enum Notice {
-    /// A payment changed: `(paymentId, transactionId, status hint)`.
-    Payment {
-        payment_id: String,
-        transaction_id: String,
-        status: &'static str,
-        cancellation_id: Option<String>,
-    },
-    /// A billing key was issued (the window finished, perhaps without the
-    /// browser coming back).
-    KeyIssued { billing_key: Secret },
-    /// A type this code does not act on (ignored whole).
-    Ignored(String),
-}
-
-/// Reads a verified body. `Err` for a body that is not a V2 webhook at all.
+/// Reads a verified body into the neutral notice. `Err` for a body that is
+/// not a V2 webhook at all; ids that cannot be ours are a notice ignored.
 pub fn parse(body: &[u8]) -> Result<Notice, String> {
     let event: Event =
         serde_json::from_slice(body).map_err(|e| format!("not a V2 webhook body: {e}"))?;
-    let payment = |status: &'static str| match (&event.data.payment_id, &event.data.transaction_id)
-    {
-        (Some(p), Some(t)) if !p.is_empty() => Ok(Notice::Payment {
-            payment_id: p.clone(),
-            transaction_id: t.clone(),
-            status,
-            cancellation_id: event.data.cancellation_id.clone(),
-        }),
+    let payment = |status: &str| match (&event.data.payment_id, &event.data.transaction_id) {
+        (Some(p), Some(t)) if !p.is_empty() => {
+            if !valid_id(p) || !valid_id(t) {
+                return Ok(Notice::Ignored {
+                    kind: event.kind.clone(),
+                    why: "unknown paymentId",
+                });
+            }
+            Ok(Notice::Payment(PaymentNotice {
+                payment_ref: t.clone(),
+                payment_id: p.clone(),
+                status: status.to_owned(),
+                cancellation_id: event.data.cancellation_id.clone(),
+            }))
+        }
         _ => Err(format!("{} without paymentId/transactionId", event.kind)),
     };
     match event.kind.as_str() {
@@ -191,8 +183,30 @@ pub fn parse(body: &[u8]) -> Result<Notice, String> {
             }),
             _ => Err("BillingKey.Issued without billingKey".into()),
         },
-        other => Ok(Notice::Ignored(other.to_owned())),
+        other => Ok(Notice::Ignored {
+            kind: other.to_owned(),
+            why: "event type not acted on",
+        }),
     }
+}
+
+/// A request's neutral notice: the size first, then the signature over the
+/// raw body (any active secret, within [`TOLERANCE_SECS`]) before anything
+/// is read, then the body.
+pub fn decode(secrets: &WebhookSecrets, inbound: &InboundNotice<'_>) -> Result<Notice, BadNotice> {
+    if inbound.body.len() > MAX_BODY {
+        return Err(BadNotice::TooLarge);
+    }
+    verify(
+        secrets,
+        inbound.header("webhook-id"),
+        inbound.header("webhook-timestamp"),
+        inbound.header("webhook-signature"),
+        inbound.body,
+        inbound.now,
+    )
+    .map_err(|e| BadNotice::Signature(e.to_string()))?;
+    parse(inbound.body).map_err(BadNotice::Body)
 }
 
 #[cfg(test)]
@@ -315,9 +329,9 @@ mod tests {
     #[test]
     fn bodies_are_read_and_unknown_types_ignored() {
         let paid = parse(br#"{"type":"Transaction.Paid","timestamp":"2026-12-01T01:00:00Z","data":{"storeId":"s","paymentId":"p1","transactionId":"t1"},"extra":1}"#).unwrap();
-        assert!(matches!(paid, Notice::Payment { status: "paid", .. }));
+        assert!(matches!(&paid, Notice::Payment(p) if p.status == "paid"));
         let new_type = parse(br#"{"type":"Something.New","data":{}}"#).unwrap();
-        assert!(matches!(new_type, Notice::Ignored(t) if t == "Something.New"));
+        assert!(matches!(&new_type, Notice::Ignored { kind, .. } if kind == "Something.New"));
         assert!(parse(b"not json").is_err());
         assert!(parse(br#"{"type":"Transaction.Paid","data":{}}"#).is_err());
         let key = parse(br#"{"type":"BillingKey.Issued","data":{"billingKey":"billing-key-1"}}"#)
