@@ -478,8 +478,13 @@ impl Config {
             table_name: var("TABLE_NAME").ok_or(ConfigError::Missing { name: "TABLE_NAME" })?,
             payment_api,
             portone,
-            iamport_base_url: url("IAMPORT_BASE_URL")?
-                .unwrap_or_else(|| Url::parse(DEFAULT_BASE_URL).expect("constant URL")),
+            iamport_base_url: match url("IAMPORT_BASE_URL")? {
+                Some(u) => u,
+                None => Url::parse(DEFAULT_BASE_URL).map_err(|e| ConfigError::Invalid {
+                    name: "IAMPORT_BASE_URL",
+                    reason: format!("the default {DEFAULT_BASE_URL}: {e}"),
+                })?,
+            },
             credentials,
             iamport_timeout,
             iamport_connect_timeout: Duration::from_millis(number(
@@ -553,6 +558,53 @@ impl Config {
 /// `chai.pk_123` → `chai`.
 pub fn pg_provider_of(pg: &str) -> &str {
     pg.split('.').next().unwrap_or(pg)
+}
+
+/// What event-publisher reads: it needs the table (read with keys left
+/// sealed) and the bus, no gateway and no credentials. A bad value fails
+/// the cold start, as for the other functions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublisherConfig {
+    pub table_name: String,
+    pub due_shards: u32,
+    pub event_bus_name: String,
+    /// `source` of the published events (`EVENT_SOURCE`, default
+    /// `subscription-billing`).
+    pub event_source: String,
+}
+
+impl PublisherConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &'static str| {
+            get(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let due_shards = match var("DUE_SHARDS") {
+            None => 4,
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if (1..=64).contains(&n) => n,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        name: "DUE_SHARDS",
+                        reason: format!("{v:?} is not a whole number in 1..=64"),
+                    });
+                }
+            },
+        };
+        Ok(Self {
+            table_name: var("TABLE_NAME").ok_or(ConfigError::Missing { name: "TABLE_NAME" })?,
+            due_shards,
+            event_bus_name: var("EVENT_BUS_NAME").ok_or(ConfigError::Missing {
+                name: "EVENT_BUS_NAME",
+            })?,
+            event_source: var("EVENT_SOURCE").unwrap_or_else(|| "subscription-billing".into()),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -732,5 +784,32 @@ mod tests {
         for s in ["key-123", "secret-456", "prep-789"] {
             assert!(!d.contains(s), "{s} leaked: {d}");
         }
+    }
+
+    #[test]
+    fn the_publisher_reads_its_four_variables_and_refuses_bad_shards() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let c = PublisherConfig::from_lookup(env(&[("TABLE_NAME", "t"), ("EVENT_BUS_NAME", "b")]))
+            .unwrap();
+        assert_eq!(
+            (c.due_shards, c.event_source.as_str()),
+            (4, "subscription-billing")
+        );
+        let bad = PublisherConfig::from_lookup(env(&[
+            ("TABLE_NAME", "t"),
+            ("EVENT_BUS_NAME", "b"),
+            ("DUE_SHARDS", "four"),
+        ]))
+        .unwrap_err();
+        assert!(bad.to_string().contains("DUE_SHARDS"), "{bad}");
+        let missing = PublisherConfig::from_lookup(env(&[("TABLE_NAME", "t")])).unwrap_err();
+        assert!(missing.to_string().contains("EVENT_BUS_NAME"), "{missing}");
     }
 }

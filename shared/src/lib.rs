@@ -1,11 +1,13 @@
-//! Shared library of the subscription-billing functions.
+//! The billing engine the functions share.
 //!
 //! - `billing`: the core (entities, calendar, dunning, ids, facts, state
 //!   machines): pure, no I/O;
 //! - `ledger` and `gateway`: the two ports, with their adapters (DynamoDB and
-//!   in-memory; i'mport V1 in `iamport`);
+//!   in-memory; i'mport V1 in `gateway/iamport`, PortOne V2 in
+//!   `gateway/portone`, the one choice between them in `gateway/any.rs`);
 //! - `engine`: the ports, a clock and settings, handed to the services
-//!   `registration`, `charging` and `notification`;
+//!   `registration`, `charging`, `notification`, `refunds`, `review` and
+//!   `management`;
 //! - `app`: production wiring; `config`, `secret`, `telemetry`, `clock`.
 
 pub mod app;
