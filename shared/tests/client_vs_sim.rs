@@ -2,6 +2,8 @@
 //! the same outcomes as `iamport_client.rs`, this time produced by a stateful
 //! server, so the ledger can tell what really happened.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on what they did not expect
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -2,6 +2,8 @@
 //! (`/work/shared/iamport-v1/README.md` §9). One test per behaviour; every
 //! test asserts the values that came back and the requests that went out.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on what they did not expect
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -8,6 +8,8 @@
 //! competing writes are issued one after the other (moto_server is not
 //! thread-safe), which exercises the same conditions.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on what they did not expect
+
 use chrono::{DateTime, Duration, Utc};
 use shared::billing::{
     AttemptResult, AttemptState, AuditEntry, Buyer, ChargeAttempt, MerchantUid, PeriodId, Plan,

@@ -1,6 +1,8 @@
 //! The table the code creates (tests, local stack) and the table
 //! `infra/template.yaml` deploys must be the same table.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on what they did not expect
+
 use std::collections::BTreeSet;
 
 use serde_yaml::Value;

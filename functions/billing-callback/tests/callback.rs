@@ -2,6 +2,8 @@
 //! `infra/events/`, a real DynamoDB API (moto_server) and the i'mport
 //! simulator, including its payment window.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on what they did not expect
+
 use billing_callback::handle;
 use iamport_sim::{Fault, FaultKind};
 use shared::app::App;

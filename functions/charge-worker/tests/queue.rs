@@ -4,6 +4,8 @@
 //! the messages, delete what it did not report failed, let the rest come
 //! back), and the worker charges.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on what they did not expect
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -5,6 +5,8 @@
 //! the test reads. Every event is checked against its JSON Schema in
 //! `docs/events/`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on what they did not expect
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 

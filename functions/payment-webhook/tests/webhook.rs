@@ -5,6 +5,8 @@
 //! ones about V1's body formats and source allow-list run on V1 only (V2's
 //! signatures have their own tests in `tests/e2e/tests/portone_v2.rs`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on what they did not expect
+
 use std::sync::Arc;
 use std::time::Duration;
 

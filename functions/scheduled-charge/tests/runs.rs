@@ -3,6 +3,8 @@
 //! ledger (what i'mport charged), not only our table. `PAYMENT_API=v2`
 //! runs them against the simulator's PortOne V2 face.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on what they did not expect
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Datelike, TimeZone, Utc};

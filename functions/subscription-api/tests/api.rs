@@ -5,6 +5,8 @@
 //! simulator's PortOne V2 face (all but the one about a window that took an
 //! odd amount: V2 windows take no money).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on what they did not expect
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -2,6 +2,8 @@
 //! tables, `docs/openapi.yaml`, `infra/template.yaml` and the event fixtures
 //! in `infra/events/`. This test keeps them from drifting apart.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on what they did not expect
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 

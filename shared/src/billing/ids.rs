@@ -89,10 +89,8 @@ impl UidKey {
     /// A key derived from another secret (the gateway's API secret) when no
     /// dedicated key is configured: HMAC(secret, label).
     pub fn derived_from(secret: &[u8]) -> Self {
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap_or_else(|_| {
-            // HMAC takes keys of any length; this cannot fail.
-            Hmac::<Sha256>::new_from_slice(b"merchant-uid-key").expect("static key")
-        });
+        #[allow(clippy::expect_used, reason = "HMAC takes keys of any length")]
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
         mac.update(b"subscription-billing merchant_uid tag key v1");
         Self(mac.finalize().into_bytes().to_vec())
     }

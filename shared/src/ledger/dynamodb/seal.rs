@@ -193,6 +193,7 @@ impl Sealer {
 
     /// The synthetic nonce of `key` for `subscription_id`.
     fn nonce(&self, subscription_id: &str, key: &str) -> [u8; NONCE_LEN] {
+        #[allow(clippy::expect_used, reason = "HMAC takes keys of any length")]
         let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&self.nonce_key)
             .expect("any key length");
         mac.update(subscription_id.as_bytes());
