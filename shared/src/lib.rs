@@ -6,8 +6,8 @@
 //!   in-memory; i'mport V1 in `gateway/iamport`, PortOne V2 in
 //!   `gateway/portone`, the one choice between them in `gateway/any.rs`);
 //! - `engine`: the ports, a clock and settings, handed to the services
-//!   `registration`, `charging`, `notification`, `refunds`, `review` and
-//!   `management`;
+//!   `registration`, `charging` (one subscription), `run` (everything due),
+//!   `notification`, `refunds`, `review` and `management`;
 //! - `app`: production wiring; `config`, `secret`, `telemetry`, `clock`.
 
 pub mod app;
@@ -24,6 +24,7 @@ pub mod notification;
 pub mod refunds;
 pub mod registration;
 pub mod review;
+pub mod run;
 pub mod secret;
 pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]

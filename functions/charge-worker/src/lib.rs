@@ -1,7 +1,7 @@
 //! charge-worker: charges what a planned run put in the charge queue
 //! (`CHARGE_MODE=queued`). Each message carries a run's billing clock and
 //! up to 25 work items; the items of a batch are charged like a run charges
-//! the due index (`shared::charging::work_items`: bounded concurrency, one
+//! the due index (`shared::run::work_items`: bounded concurrency, one
 //! subscription once, the deadline respected).
 //!
 //! A message is reported failed (`ReportBatchItemFailures`) when one of its
@@ -17,9 +17,10 @@ use chrono::Utc;
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 use shared::app::App;
-use shared::charging::queue::WorkMessage;
-use shared::charging::{self, RunOptions, RunReport, Summary, WorkItem};
+use shared::charging;
 use shared::engine::Budget;
+use shared::run::queue::WorkMessage;
+use shared::run::{self as billing_run, RunOptions, RunReport, Summary, WorkItem};
 use tracing::{error, info};
 
 pub const FUNCTION: &str = "charge-worker";
@@ -103,7 +104,7 @@ pub async fn handle(
             },
             budget,
         };
-        let (report, undone) = charging::work_items(&app.engine, &options, items).await;
+        let (report, undone) = billing_run::work_items(&app.engine, &options, items).await;
         for item in &undone {
             for id in carriers.get(item).into_iter().flatten() {
                 again.insert(id.clone());
@@ -133,6 +134,6 @@ fn log(report: &RunReport, undone: usize) {
     );
     println!(
         "{}",
-        charging::emf_line(report, FUNCTION, Utc::now().timestamp_millis())
+        billing_run::emf_line(report, FUNCTION, Utc::now().timestamp_millis())
     );
 }

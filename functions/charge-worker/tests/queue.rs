@@ -17,8 +17,8 @@ use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Value, json};
 use shared::app::App;
 use shared::billing::{BILLING_TZ, Subscription};
-use shared::charging::queue::SqsQueue;
 use shared::ledger::Ledger;
+use shared::run::queue::SqsQueue;
 use testkit::{app_for, dynamodb_endpoint, moto_sdk_config, seed_subscription, start_sim};
 
 fn t0() -> DateTime<Utc> {

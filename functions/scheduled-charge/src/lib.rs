@@ -1,6 +1,6 @@
 //! scheduled-charge: invoked by EventBridge Scheduler (or a classic
 //! EventBridge schedule). The event's time is the billing clock; the rules
-//! live in `shared::charging`. With `CHARGE_MODE=single` it charges the run
+//! live in `shared::run` and `shared::charging`. With `CHARGE_MODE=single` it charges the run
 //! itself; with `queued` it plans the run into the charge queue for the
 //! `charge-worker`s.
 
@@ -10,9 +10,10 @@ use chrono::{DateTime, Utc};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::Value;
 use shared::app::App;
-use shared::charging::queue::{self, PlanReport, SqsQueue};
-use shared::charging::{self, BillingRun, RunOptions, RunReport};
+use shared::charging::BillingRun;
 use shared::engine::Budget;
+use shared::run::queue::{self, PlanReport, SqsQueue};
+use shared::run::{self as billing_run, RunOptions, RunReport};
 use tracing::{error, info};
 
 pub const FUNCTION: &str = "scheduled-charge";
@@ -125,7 +126,7 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<RunReport, R
     let budget = Budget::from_lambda_deadline(event.context.deadline());
     check_lease(app.engine.settings.claim_lease, &budget)?;
     info!(billing_time = %run.billing_time, run_id = %run.run_id, "charge run starting");
-    let report = charging::run(&app.engine, RunOptions { run, budget }).await;
+    let report = billing_run::run(&app.engine, RunOptions { run, budget }).await;
     let s = &report.summary;
     info!(
         due = s.due, charged = s.charged, declined = s.declined, rejected = s.rejected,
@@ -137,7 +138,7 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<RunReport, R
     // Embedded Metric Format: one raw JSON line on stdout.
     println!(
         "{}",
-        charging::emf_line(&report, FUNCTION, Utc::now().timestamp_millis())
+        billing_run::emf_line(&report, FUNCTION, Utc::now().timestamp_millis())
     );
     match &report.error {
         Some(e) => {

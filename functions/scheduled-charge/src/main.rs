@@ -1,8 +1,8 @@
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use serde_json::Value;
 use shared::app::App;
-use shared::charging::queue::SqsQueue;
 use shared::config::ChargeMode;
+use shared::run::queue::SqsQueue;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

@@ -15,8 +15,8 @@ use scheduled_charge::handle;
 use shared::app::App;
 use shared::billing::{AttemptState, Subscription};
 use shared::billing::{BILLING_TZ, SubscriptionStatus};
-use shared::charging::RunReport;
 use shared::ledger::Ledger;
+use shared::run::RunReport;
 use testkit::{app_for, charge_directly, event_json, seed_subscription, start_sim, wrong_secret};
 
 /// 10:00 in Seoul on the given local date: the default schedule.
@@ -350,7 +350,7 @@ async fn a_corrupt_item_is_skipped_and_counted_and_everyone_else_is_billed() {
         assert_eq!(paid_count_for(&sim, sub), usize::from(i != 1));
     }
     let line: serde_json::Value =
-        serde_json::from_str(&shared::charging::emf_line(&report, "scheduled-charge", 0)).unwrap();
+        serde_json::from_str(&shared::run::emf_line(&report, "scheduled-charge", 0)).unwrap();
     assert_eq!(line["Corrupt"], 1);
 }
 
@@ -577,7 +577,7 @@ async fn a_foreign_payment_under_our_merchant_uid_goes_to_a_person() {
     assert_eq!((r.summary.charged, r.summary.needs_review), (0, 1), "{r:?}");
     assert!(r.error.is_none() && r.stopped.is_none(), "{r:?}");
     let line: serde_json::Value =
-        serde_json::from_str(&shared::charging::emf_line(&r, "scheduled-charge", 0)).unwrap();
+        serde_json::from_str(&shared::run::emf_line(&r, "scheduled-charge", 0)).unwrap();
     assert_eq!(line["NeedsReview"], 1);
     let now = reload(&app, &sub).await;
     assert_eq!(now.status, SubscriptionStatus::NeedsReview);

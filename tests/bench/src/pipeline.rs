@@ -18,14 +18,15 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use shared::billing::{MerchantUid, Registration, RegistrationStatus, SubscriptionId};
-use shared::charging::queue::{self, QueueError, WorkMessage, WorkQueue};
-use shared::charging::{self, BillingRun, RunOptions, WorkItem};
+use shared::charging::BillingRun;
 use shared::clock::Clock;
 use shared::config::Config;
 use shared::engine::{Budget, Engine, Settings};
 use shared::gateway::iamport::{ClientConfig, IamportClient};
 use shared::gateway::limit::Limited;
 use shared::ledger::{Activation, Ledger};
+use shared::run::queue::{self, QueueError, WorkMessage, WorkQueue};
+use shared::run::{self as billing_run, RunOptions, WorkItem};
 use shared::secret::Secret;
 use tokio::sync::Mutex;
 
@@ -197,7 +198,7 @@ pub async fn one_worker(setup: &Setup, concurrency: usize) -> Measured {
         budget: Budget::unlimited(),
     };
     let started = Instant::now();
-    let (report, undone) = charging::work_items(&engine, &options, items).await;
+    let (report, undone) = billing_run::work_items(&engine, &options, items).await;
     assert!(undone.is_empty(), "{:?}", report.error);
     Measured {
         charged: report.summary.charged,
@@ -271,7 +272,7 @@ pub async fn fanout(setup: &Setup, workers: usize, per_worker: usize) -> Measure
                     run: batch[0].run(),
                     budget: Budget::unlimited(),
                 };
-                let (report, undone) = charging::work_items(&*engine, &options, items).await;
+                let (report, undone) = billing_run::work_items(&*engine, &options, items).await;
                 assert!(undone.is_empty(), "worker {w}: {:?}", report.error);
                 charged += report.summary.charged;
             }

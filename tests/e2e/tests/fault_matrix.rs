@@ -15,9 +15,9 @@ use lambda_runtime::{Context, LambdaEvent};
 use shared::app::App;
 use shared::billing::{AttemptState, ChargeAttempt, Subscription};
 use shared::billing::{BILLING_TZ, MerchantUid, SubscriptionStatus};
-use shared::charging::RunReport;
 use shared::ledger::Ledger;
 use shared::ledger::dynamodb::DynamoLedger;
+use shared::run::RunReport;
 use testkit::{
     FlakyProxy, app_for, local_gateway, seed_subscription, sim_credentials, start_sim, v2_mode,
 };

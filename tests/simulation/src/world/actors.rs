@@ -14,13 +14,14 @@ use shared::billing::{
     AttemptState, MerchantUid, Plan, Registration, RegistrationStatus, SubscriptionId,
     SubscriptionStatus,
 };
-use shared::charging::{self, BillingRun, RunOptions};
+use shared::charging::BillingRun;
 use shared::engine::Budget;
 use shared::gateway::{Notice, PaymentNotice};
 use shared::ledger::{Ledger, RequestState, StoredResponse};
 use shared::management::{self, Actor, CancelInput, ManageError, RefundInput, ResolveInput};
 use shared::notification;
 use shared::registration::{self, CallbackParams};
+use shared::run::{self as billing_run, RunOptions};
 use shared::secret::Secret;
 
 use super::{
@@ -402,9 +403,9 @@ impl World {
             budget: Budget::until(tokio::time::Instant::now() + RUN_TIMEOUT),
         };
         let report = if zombie {
-            Some(charging::run(&engine, options).await)
+            Some(billing_run::run(&engine, options).await)
         } else {
-            tokio::time::timeout(RUN_TIMEOUT, charging::run(&engine, options))
+            tokio::time::timeout(RUN_TIMEOUT, billing_run::run(&engine, options))
                 .await
                 .ok()
         };

@@ -33,7 +33,7 @@ pub fn emf_line(report: &RunReport, function: &str, timestamp_ms: i64) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::charging::Summary;
+    use crate::run::Summary;
 
     #[test]
     fn emf_line_carries_every_count() {

@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tracing::{error, info};
 
-use super::{BillingRun, Intake, RunError, RunOptions, Summary, WorkItem, reserve};
+use super::{Intake, RunOptions, Summary, WorkItem, reserve};
+use crate::charging::{BillingRun, RunError};
 use crate::engine::Engine;
 use crate::ledger::Ledger;
 
