@@ -9,7 +9,6 @@ use url::Url;
 use crate::billing::Plan;
 use crate::billing::changes::ResumePolicy;
 use crate::billing::{DunningPolicy, SubscriptionStatus};
-use crate::engine::BillingClock;
 use crate::gateway::iamport::DEFAULT_BASE_URL;
 use crate::secret::Secret;
 
@@ -70,6 +69,24 @@ pub struct PortOneSettings {
     /// `billingKeyMethod` for `PortOne.requestIssueBillingKey`.
     pub billing_key_method: String,
 }
+
+/// What a run's billing time may be (`BILLING_CLOCK`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BillingClock {
+    /// The real clock: a run's time may be in the past (a replayed day
+    /// charges only what was due then) but at most [`BILLING_CLOCK_SKEW`]
+    /// ahead of now. Production.
+    #[default]
+    Wall,
+    /// The event's time, whatever it is: a test clock (months played in
+    /// minutes). Local runs only (`BILLING_CLOCK=event` needs a local
+    /// DynamoDB endpoint).
+    Event,
+}
+
+/// How far ahead of the clock a run's time may be (the scheduler's
+/// `scheduled-time` is the minute the run was due, and clocks differ).
+pub const BILLING_CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
 
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -15,7 +15,7 @@ use crate::billing::{
     DunningPolicy, Plan, SubscriptionId, UidKey, random_customer_uid, random_nonce,
 };
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{BillingClock, Config};
 use crate::gateway::PaymentGateway;
 use crate::ledger::Ledger;
 
@@ -56,43 +56,7 @@ pub struct Settings {
     pub resume_policy: ResumePolicy,
 }
 
-/// What a run's billing time may be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BillingClock {
-    /// The real clock: a run's time may be in the past (a replayed day
-    /// charges only what was due then) but at most [`BILLING_CLOCK_SKEW`]
-    /// ahead of now. Production.
-    #[default]
-    Wall,
-    /// The event's time, whatever it is: a test clock (months played in
-    /// minutes). Local runs only (`BILLING_CLOCK=event` needs a local
-    /// DynamoDB endpoint).
-    Event,
-}
-
-/// How far ahead of the clock a run's time may be (the scheduler's
-/// `scheduled-time` is the minute the run was due, and clocks differ).
-pub const BILLING_CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
-
 impl Settings {
-    /// Refuses a billing time beyond the allowed skew of the real clock: a
-    /// mistyped manual run or a forged queue message would make everyone
-    /// due at once (defect D7).
-    pub fn check_billing_time(
-        &self,
-        billing_time: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<(), crate::charging::RunError> {
-        let ahead = billing_time - now;
-        if self.billing_clock == BillingClock::Wall && ahead > BILLING_CLOCK_SKEW {
-            return Err(crate::charging::RunError::FutureBillingTime {
-                billing_time,
-                ahead_secs: ahead.num_seconds(),
-            });
-        }
-        Ok(())
-    }
-
     pub fn from_config(config: &Config, uid_key: UidKey) -> Self {
         Self {
             dunning: config.dunning.clone(),

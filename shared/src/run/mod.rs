@@ -29,6 +29,7 @@ pub use report::emf_line;
 use crate::billing::SubscriptionId;
 use crate::charging::pace::Pace;
 use crate::charging::{BillingRun, Outcome, RunError, attempt};
+use crate::config::{BILLING_CLOCK_SKEW, BillingClock};
 use crate::engine::{Budget, Engine};
 use crate::gateway::PaymentGateway;
 use crate::ledger::{AttemptKey, Cursor, Ledger, LedgerError};
@@ -413,10 +414,11 @@ async fn drive<L: Ledger, G: PaymentGateway, S: Source>(
     let run = &options.run;
     let pace = Pace::default();
     let mut loop_state = RunLoop::new(engine, options);
-    if let Err(e) = engine
-        .settings
-        .check_billing_time(run.billing_time, engine.now())
-    {
+    if let Err(e) = check_billing_time(
+        engine.settings.billing_clock,
+        run.billing_time,
+        engine.now(),
+    ) {
         error!(error = %e, "run refused");
         loop_state.stop(e);
     }
@@ -533,4 +535,22 @@ impl RunLoop {
         };
         (report, self.failed)
     }
+}
+
+/// Refuses a billing time beyond the allowed skew of the real clock: a
+/// mistyped manual run or a forged queue message would make everyone due
+/// at once (defect D7).
+fn check_billing_time(
+    clock: BillingClock,
+    billing_time: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), RunError> {
+    let ahead = billing_time - now;
+    if clock == BillingClock::Wall && ahead > BILLING_CLOCK_SKEW {
+        return Err(RunError::FutureBillingTime {
+            billing_time,
+            ahead_secs: ahead.num_seconds(),
+        });
+    }
+    Ok(())
 }

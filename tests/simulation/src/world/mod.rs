@@ -221,7 +221,7 @@ impl World {
                 .unwrap_or_else(|| UidKey::derived_from(b"simulation")),
             allow_multiple_subscriptions: false,
             delete_key_on_cancel: true,
-            billing_clock: shared::engine::BillingClock::Wall,
+            billing_clock: shared::config::BillingClock::Wall,
             refund_after_cancel: rng.random_bool(0.3),
             resume_policy: if rng.random_bool(0.3) {
                 shared::billing::changes::ResumePolicy::CollectOutstanding
