@@ -18,6 +18,7 @@ pub mod config;
 pub mod engine;
 pub mod events;
 pub mod gateway;
+pub mod http;
 pub mod ledger;
 pub mod management;
 pub mod notification;

@@ -8,7 +8,6 @@ use lambda_http::http::{StatusCode, header};
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 use shared::app::App;
 use shared::engine::Budget;
-use shared::management;
 use shared::registration::{self, CallbackOutcome, FailureReason, PrepareError, PrepareRequest};
 use tracing::{info, warn};
 use url::Url;
@@ -53,39 +52,20 @@ fn route(path: &str) -> Option<&'static str> {
 }
 
 fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(Body::from(value.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
-    response
+    shared::http::json(status, value.to_string()).map(Body::from)
 }
 
-/// An error in the shape every API here uses.
 fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    json(status, &management::error_body(code, message))
+    shared::http::error(status, code, message).map(Body::from)
 }
 
 async fn prepare(app: &App, request: &Request) -> Response<Body> {
-    if let Some(expected) = &app.config.prepare_api_key {
-        let given = request
-            .headers()
-            .get("x-api-key")
-            .map(|v| v.as_bytes())
-            .unwrap_or_default();
-        if !expected.matches(given) {
-            warn!("prepare refused: missing or wrong x-api-key");
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing or wrong x-api-key",
-            );
-        }
+    if let Some(refusal) = shared::http::api_key_refusal(
+        app.config.prepare_api_key.as_ref(),
+        request.headers(),
+        "prepare",
+    ) {
+        return refusal.map(Body::from);
     }
     let body: &[u8] = request.body().as_ref();
     if body.len() > 16 * 1024 {

@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use lambda_http::http::{StatusCode, header};
+use lambda_http::http::StatusCode;
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 use shared::app::App;
@@ -86,13 +86,5 @@ fn source_ip(request: &Request) -> Option<IpAddr> {
 }
 
 fn reply(status: StatusCode, message: &str) -> Response<Body> {
-    let mut response = Response::new(Body::from(
-        serde_json::json!({"result": message}).to_string(),
-    ));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    response
+    shared::http::json(status, serde_json::json!({"result": message}).to_string()).map(Body::from)
 }

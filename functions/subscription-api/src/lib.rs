@@ -3,7 +3,7 @@
 //! idempotency keys and the JSON error shape; the rules live in
 //! `shared::management`.
 
-use lambda_http::http::{HeaderValue, StatusCode, header};
+use lambda_http::http::{HeaderValue, StatusCode};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 use percent_encoding::percent_decode_str;
@@ -60,21 +60,16 @@ impl Answer {
     fn fail(status: StatusCode, code: &str, message: &str) -> Self {
         Self {
             status,
-            body: management::error_body(code, message).to_string(),
+            body: shared::http::error_body(code, message).to_string(),
         }
     }
 
     fn response(self, replayed: bool) -> Response<Body> {
-        let mut response = Response::new(Body::from(self.body));
-        *response.status_mut() = self.status;
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        let mut response = shared::http::json(self.status, self.body).map(Body::from);
         if replayed {
-            headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
         }
         response
     }
@@ -182,21 +177,12 @@ fn answer<T: Serialize>(status: StatusCode, result: Result<T, ManageError>) -> A
 /// Routes one request. Always answers with a response: client errors are
 /// not runtime errors.
 pub async fn handle(app: &App, request: Request) -> Result<Response<Body>, Error> {
-    if let Some(expected) = &app.config.management_api_key {
-        let given = request
-            .headers()
-            .get("x-api-key")
-            .map(|v| v.as_bytes())
-            .unwrap_or_default();
-        if !expected.matches(given) {
-            warn!("management API: missing or wrong x-api-key");
-            return Ok(Answer::fail(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing or wrong x-api-key",
-            )
-            .response(false));
-        }
+    if let Some(refusal) = shared::http::api_key_refusal(
+        app.config.management_api_key.as_ref(),
+        request.headers(),
+        "management API",
+    ) {
+        return Ok(refusal.map(Body::from));
     }
     let method = request.method().as_str().to_owned();
     let path = request.uri().path().to_owned();

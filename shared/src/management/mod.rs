@@ -57,13 +57,6 @@ pub enum ManageError {
     TooLarge(String),
 }
 
-/// The error body of every HTTP API here (prepare, callback, management):
-/// `{"error": {"code": "...", "message": "..."}}`, `code` stable for
-/// programs, `message` for people.
-pub fn error_body(code: &str, message: &str) -> serde_json::Value {
-    serde_json::json!({"error": {"code": code, "message": message}})
-}
-
 impl ManageError {
     /// The stable code in `{"error": {"code", "message"}}`.
     pub fn code(&self) -> &'static str {
