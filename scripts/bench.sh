@@ -8,7 +8,7 @@
 #   scripts/bench.sh --quick         smaller counts
 #   scripts/bench.sh --cold-start    also: bootstrap sizes (arm64) and cold starts (cargo lambda watch)
 # Everything runs on 127.0.0.1: moto_server and the i'mport simulator as separate processes, the charge
-# run in-process (the real scheduled-charge handler) in a release build of tests/bench.
+# run in-process (the real scheduled-charge handler) in a release build of tools/bench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export AWS_REGION=ap-northeast-2 AWS_DEFAULT_REGION=ap-northeast-2 AWS_EC2_METADATA_DISABLED=true

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole billing story on this machine, in one command:
 #   moto_server (DynamoDB, its stream, EventBridge, SQS) · the i'mport simulator · the six functions
-#   under `cargo lambda watch` · tests/local-demo playing sign-ups and months
+#   under `cargo lambda watch` · tools/local-demo playing sign-ups and months
 #   of scheduled charges, then printing the table beside the simulator's ledger.
 #
 #   scripts/local-stack.sh                 play the story, then stop everything it started
