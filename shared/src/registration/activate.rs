@@ -6,26 +6,23 @@ use chrono::{DateTime, Utc};
 use tracing::{error, info, warn};
 
 use super::{CALLBACK_RESERVE, CallbackOutcome, FailureReason, FirstCharge, unavailable};
-use crate::billing::FIRST_WINDOW_SLOT;
-use crate::billing::changes::key_replaced;
 use crate::billing::{
-    Anchor, AttemptState, AuditEntry, ChargeAttempt, Event, Fact, Issuance, KeyInfo, Registration,
+    Anchor, AttemptState, ChargeAttempt, Event, Fact, Issuance, KeyInfo, Registration,
     RegistrationStatus, Subscription, SubscriptionStatus, issuance,
 };
 use crate::charging::{self, BillingRun, Outcome};
 use crate::config::pg_provider_of;
 use crate::engine::{Budget, Engine};
 use crate::gateway::{BillingKey, PaymentGateway};
-use crate::ledger::{Activation, KeyReplacement, Ledger, LedgerError};
-use crate::refunds::refund_and_close;
+use crate::ledger::{Activation, Ledger, LedgerError};
 use crate::secret::Secret;
 use sha2::{Digest, Sha256};
 
 /// A verified issuance: what the window took, the key, and what the amount means.
-struct Verified {
-    paid: i64,
-    key: BillingKey,
-    issued: Issuance,
+pub(super) struct Verified {
+    pub(super) paid: i64,
+    pub(super) key: BillingKey,
+    pub(super) issued: Issuance,
 }
 
 /// What the browser (or a notice) says was issued.
@@ -70,7 +67,10 @@ pub(super) async fn verified<L: Ledger, G: PaymentGateway>(
     };
     let reference = proof.reference();
     if reg.replaces_key {
-        Box::pin(replace_key(engine, reg, &reference, v, budget)).await
+        Box::pin(super::replace::replace_key(
+            engine, reg, &reference, v, budget,
+        ))
+        .await
     } else {
         subscribe(engine, reg, &reference, v, budget).await
     }
@@ -236,7 +236,7 @@ async fn verify_issuance<L: Ledger, G: PaymentGateway>(
     })
 }
 
-fn key_info(key: &BillingKey, now: DateTime<Utc>) -> KeyInfo {
+pub(super) fn key_info(key: &BillingKey, now: DateTime<Utc>) -> KeyInfo {
     KeyInfo {
         pg_provider: key.pg_provider.clone(),
         pg_id: key.pg_id.clone(),
@@ -394,211 +394,6 @@ async fn finish<L: Ledger, G: PaymentGateway>(
     }
 }
 
-/// A new card for an existing subscription: the key is swapped once verified
-/// (versioned, audited), the old key deleted at the gateway, and a
-/// subscription behind on payment charged again at once.
-async fn replace_key<L: Ledger, G: PaymentGateway>(
-    engine: &Engine<L, G>,
-    reg: &Registration,
-    imp_uid: &str,
-    v: Verified,
-    budget: Budget,
-) -> CallbackOutcome {
-    for _ in 0..3 {
-        let now = engine.now();
-        let sub = match engine.ledger.get_subscription(&reg.subscription_id).await {
-            Ok(Some(sub)) => sub,
-            Ok(None) => return CallbackOutcome::Failed(FailureReason::UnknownRegistration),
-            Err(e) => return unavailable("store", &e),
-        };
-        let current = match engine
-            .ledger
-            .get_attempt(&sub.id, &sub.current_period(), sub.attempt)
-            .await
-        {
-            Ok(a) => a,
-            Err(e) => return unavailable("store", &e),
-        };
-        let (back, charge_now) = match key_replaced(
-            &sub,
-            &v.key.customer_uid,
-            key_info(&v.key, now),
-            current.as_ref(),
-            engine.settings.resume_policy,
-            now,
-        ) {
-            Ok(changed) => changed,
-            Err(why) => {
-                return refuse_card(engine, reg, &sub, imp_uid, &v, &why.to_string(), now).await;
-            }
-        };
-        let next = &back.next;
-        let mut detail = format!(
-            "billing key replaced ({} {}); charged again now: {charge_now}",
-            v.key.pg_provider,
-            v.key.card_number.as_deref().unwrap_or("no card number")
-        );
-        if charge_now {
-            detail.push_str(&format!(" ({})", back.describe()));
-        }
-        let audit = AuditEntry {
-            subscription_id: sub.id.clone(),
-            at: engine.clock.now_precise(),
-            actor: "customer (payment window)".into(),
-            principal: None,
-            action: "payment_method".into(),
-            detail,
-        };
-        let window = if v.paid > 0 {
-            match window_payment(engine, reg, &sub, &v, imp_uid, now).await {
-                Ok(w) => Some(w),
-                Err(e) => return unavailable("store", &e),
-            }
-        } else {
-            None
-        };
-        let replacement = KeyReplacement {
-            reg,
-            next,
-            imp_uid,
-            audit: &audit,
-            window_payment: window.as_ref(),
-        };
-        match engine.ledger.replace_key(&replacement).await {
-            Ok(()) => {}
-            Err(LedgerError::Conflict(_)) => {
-                match engine.ledger.get_registration(&reg.merchant_uid).await {
-                    Ok(Some(r)) if r.status != RegistrationStatus::Pending => {
-                        return revisited(engine, &r, imp_uid).await;
-                    }
-                    Ok(_) => continue, // the subscription changed meanwhile: read it again
-                    Err(e) => return unavailable("store", &e),
-                }
-            }
-            Err(e) => return unavailable("store", &e),
-        }
-        info!(subscription_id = %sub.id, "billing key replaced");
-        if sub.customer_uid != v.key.customer_uid
-            && let Err(e) = engine.gateway.delete_billing_key(&sub.customer_uid).await
-            && !e.is_not_found()
-        {
-            warn!(error = %e, "the old billing key could not be deleted at the gateway");
-        }
-        if let Some(slot) = &window {
-            refund_and_close(engine, slot, WINDOWS_TAKE_NO_MONEY).await;
-        }
-        let first_charge = if charge_now {
-            Some(first_charge(engine, next, "card", budget).await)
-        } else {
-            None
-        };
-        return CallbackOutcome::Active {
-            subscription_id: sub.id.to_string(),
-            first_charge,
-        };
-    }
-    CallbackOutcome::Failed(FailureReason::Unavailable)
-}
-
-/// A new card for a subscription that takes none (it ended meanwhile, or
-/// waits for a person): the registration is refused and the new key
-/// deleted. Money the window took anyway is recorded with the refusal, for
-/// a person, and refunded at once (defect found by the simulation: it was
-/// neither recorded nor refunded).
-async fn refuse_card<L: Ledger, G: PaymentGateway>(
-    engine: &Engine<L, G>,
-    reg: &Registration,
-    sub: &Subscription,
-    imp_uid: &str,
-    v: &Verified,
-    why: &str,
-    now: DateTime<Utc>,
-) -> CallbackOutcome {
-    info!(%why, "a new card for a subscription that takes none");
-    let window = if v.paid > 0 {
-        match window_payment(engine, reg, sub, v, imp_uid, now).await {
-            Ok(w) => Some(w),
-            Err(e) => return unavailable("store", &e),
-        }
-    } else {
-        None
-    };
-    match engine
-        .ledger
-        .refuse_registration(reg, now, window.as_ref())
-        .await
-    {
-        Ok(()) => {}
-        Err(LedgerError::Conflict(_)) => {
-            // Settled meanwhile by another delivery of this callback.
-            return match engine.ledger.get_registration(&reg.merchant_uid).await {
-                Ok(Some(r)) => revisited(engine, &r, imp_uid).await,
-                Ok(None) => CallbackOutcome::Failed(FailureReason::UnknownRegistration),
-                Err(e) => unavailable("store", &e),
-            };
-        }
-        Err(e) => return unavailable("store", &e),
-    }
-    if let Err(e) = engine.gateway.delete_billing_key(&v.key.customer_uid).await {
-        warn!(error = %e, "could not delete the refused card's billing key");
-    }
-    if let Some(slot) = &window {
-        refund_and_close(engine, slot, WINDOWS_TAKE_NO_MONEY).await;
-    }
-    CallbackOutcome::Failed(FailureReason::SubscriptionEnded)
-}
-
-/// The record of a card window that took money (it is opened for 0 KRW):
-/// a window slot of the current period (the first free one from
-/// [`FIRST_WINDOW_SLOT`]), waiting for a person until its refund is
-/// confirmed.
-async fn window_payment<L: Ledger, G>(
-    engine: &Engine<L, G>,
-    reg: &Registration,
-    sub: &Subscription,
-    v: &Verified,
-    imp_uid: &str,
-    now: DateTime<Utc>,
-) -> Result<ChargeAttempt, LedgerError> {
-    let period = sub.current_period();
-    let slot = engine
-        .ledger
-        .list_attempts(&sub.id)
-        .await?
-        .iter()
-        .filter(|a| a.period == period && a.is_window())
-        .map(|a| a.attempt + 1)
-        .max()
-        .unwrap_or(FIRST_WINDOW_SLOT);
-    Ok(ChargeAttempt {
-        subscription_id: sub.id.clone(),
-        period,
-        attempt: slot,
-        merchant_uid: reg.merchant_uid.clone(),
-        key_ref: engine.settings.uid_key.key_ref(&v.key.customer_uid),
-        amount: v.paid,
-        state: AttemptState::NeedsReview,
-        claim_token: None,
-        lease_until: None,
-        sent_at: Some(now),
-        sends: 1,
-        imp_uid: Some(imp_uid.to_owned()),
-        paid_at: Some(now),
-        fail_reason: Some(format!(
-            "card replacement window {imp_uid} took {} KRW; refund it",
-            v.paid
-        )),
-        refunded: 0,
-        resolution: None,
-        retry_at: None,
-        created_at: now,
-        updated_at: now,
-    })
-}
-
-/// Why a card window's money is refunded at once: it is opened for 0 KRW.
-const WINDOWS_TAKE_NO_MONEY: &str = "card windows take no money";
-
 /// The new subscription and, when the window took money, its first
 /// period's attempt (paid, or waiting for a person).
 fn activation(
@@ -692,7 +487,7 @@ fn activation(
 /// The first charge of a new subscription (or of one retried with a new
 /// card), if there is time for it; otherwise the next scheduled run charges
 /// the (active, due) subscription.
-async fn first_charge<L: Ledger, G: PaymentGateway>(
+pub(super) async fn first_charge<L: Ledger, G: PaymentGateway>(
     engine: &Engine<L, G>,
     sub: &Subscription,
     why: &str,

@@ -7,6 +7,7 @@
 
 mod activate;
 mod callback;
+mod replace;
 
 use std::time::Duration;
 
