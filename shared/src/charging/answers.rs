@@ -91,24 +91,60 @@ async fn lost_answer<L: Ledger, G: PaymentGateway>(
 ) -> Result<Outcome, RunError> {
     warn!(merchant_uid = %attempt.merchant_uid, detail = %answer, "charge outcome unknown; looking it up");
     let detail = answer.to_string();
-    match settle_from_gateway(engine, sub, attempt, Guard::Claim(token)).await? {
-        Settled::Recorded(fact) => Ok(Outcome::Reconciled { fact }),
-        Settled::AlreadySettled | Settled::ClaimLost => skipped(SkipReason::Busy),
-        Settled::Review(reason) => Ok(Outcome::NeedsReview { reason }),
-        Settled::Unauthorized(e) => {
-            release(engine, attempt, token, &detail, Sent::Maybe).await?;
-            Err(RunError::Unauthorized(e))
-        }
-        Settled::Waiting(settled) => {
+    let settled = settle_from_gateway(engine, sub, attempt, Guard::Claim(token)).await?;
+    match concluded(engine, attempt, token, settled, &detail).await? {
+        Ok(outcome) => Ok(outcome),
+        Err(Open::Waiting(settled)) => {
             release(engine, attempt, token, &settled, Sent::Maybe).await?;
             Ok(Outcome::Declined { reason: settled })
         }
-        Settled::NothingThere | Settled::Unclear(_) => {
+        Err(Open::NothingThere | Open::Unclear(_)) => {
             release(engine, attempt, token, &detail, Sent::Maybe).await?;
             pace.failed();
             Ok(Outcome::Ambiguous { detail })
         }
     }
+}
+
+/// What a lookup under our claim left open: nothing is concluded yet.
+pub(super) enum Open {
+    /// The gateway has no payment under the uid.
+    NothingThere,
+    /// The lookup failed.
+    Unclear(String),
+    /// Not paid, and settling it now would end access within the quiet
+    /// period.
+    Waiting(String),
+}
+
+/// The one mapping from a settlement under our claim to an outcome, for
+/// the cases every caller shares: a record decided (reconciled), someone
+/// else settled or holds the attempt (busy), a person decides (review), or
+/// our credentials were refused (the claim released under `refused`, and
+/// the run stops). What is still open is handed back to the caller, whose
+/// answer decides what to do with it.
+pub(super) async fn concluded<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    attempt: &ChargeAttempt,
+    token: &str,
+    settled: Settled,
+    refused: &str,
+) -> Result<Result<Outcome, Open>, RunError> {
+    let outcome = match settled {
+        Settled::Recorded(fact) => Outcome::Reconciled { fact },
+        Settled::AlreadySettled | Settled::ClaimLost => Outcome::Skipped {
+            reason: SkipReason::Busy,
+        },
+        Settled::Review(reason) => Outcome::NeedsReview { reason },
+        Settled::Unauthorized(e) => {
+            release(engine, attempt, token, refused, Sent::Maybe).await?;
+            return Err(RunError::Unauthorized(e));
+        }
+        Settled::NothingThere => return Ok(Err(Open::NothingThere)),
+        Settled::Unclear(detail) => return Ok(Err(Open::Unclear(detail))),
+        Settled::Waiting(detail) => return Ok(Err(Open::Waiting(detail))),
+    };
+    Ok(Ok(outcome))
 }
 
 /// A decline is final only when the gateway's record of the `merchant_uid`
@@ -123,27 +159,25 @@ async fn declined<L: Ledger, G: PaymentGateway>(
     answer: &PaymentRecord,
 ) -> Result<Outcome, RunError> {
     let claim = Guard::Claim(token);
-    match settle_from_gateway(engine, sub, attempt, claim).await? {
-        Settled::Recorded(fact @ Fact::Declined { .. }) => Ok(outcome_of(&fact, attempt)),
+    let settled = settle_from_gateway(engine, sub, attempt, claim).await?;
+    match &settled {
+        Settled::Recorded(fact @ Fact::Declined { .. }) => return Ok(outcome_of(fact, attempt)),
+        Settled::Recorded(fact) => {
+            warn!(merchant_uid = %attempt.merchant_uid, ?fact, "answered declined, but the gateway's record says otherwise");
+        }
+        _ => {}
+    }
+    let refused = "declined; the lookup was refused (401)";
+    match concluded(engine, attempt, token, settled, refused).await? {
+        Ok(outcome) => Ok(outcome),
         // A decline that ends access (the last retry, a cancel that took
         // effect meanwhile) waits for the quiet period, so that no copy of
         // the request still processing at the gateway is left behind it.
-        Settled::Waiting(detail) => {
+        Err(Open::Waiting(detail)) => {
             release(engine, attempt, token, &detail, Sent::Maybe).await?;
             Ok(Outcome::Declined { reason: detail })
         }
-        Settled::Recorded(fact) => {
-            warn!(merchant_uid = %attempt.merchant_uid, ?fact, "answered declined, but the gateway's record says otherwise");
-            Ok(Outcome::Reconciled { fact })
-        }
-        Settled::AlreadySettled | Settled::ClaimLost => skipped(SkipReason::Busy),
-        Settled::Review(reason) => Ok(Outcome::NeedsReview { reason }),
-        Settled::Unauthorized(e) => {
-            let detail = "declined; the lookup was refused (401)";
-            release(engine, attempt, token, detail, Sent::Maybe).await?;
-            Err(RunError::Unauthorized(e))
-        }
-        Settled::NothingThere | Settled::Unclear(_) => {
+        Err(Open::NothingThere | Open::Unclear(_)) => {
             let detail = format!(
                 "answered declined ({}), not yet confirmed by a lookup",
                 answer.fail_reason.as_deref().unwrap_or("no reason")
@@ -169,16 +203,11 @@ async fn refused<L: Ledger, G: PaymentGateway>(
 ) -> Result<Outcome, RunError> {
     let claim = Guard::Claim(token);
     let detail = format!("refused: {message}");
-    match settle_from_gateway(engine, sub, attempt, claim).await? {
-        Settled::Recorded(fact) => Ok(Outcome::Reconciled { fact }),
-        Settled::AlreadySettled | Settled::ClaimLost => skipped(SkipReason::Busy),
-        Settled::Review(reason) => Ok(Outcome::NeedsReview { reason }),
-        Settled::Unauthorized(e) => {
-            let detail = "refused, and the lookup was refused (401)";
-            release(engine, attempt, token, detail, Sent::Maybe).await?;
-            Err(RunError::Unauthorized(e))
-        }
-        Settled::Unclear(_) | Settled::NothingThere | Settled::Waiting(_) => {
+    let settled = settle_from_gateway(engine, sub, attempt, claim).await?;
+    let refused = "refused, and the lookup was refused (401)";
+    match concluded(engine, attempt, token, settled, refused).await? {
+        Ok(outcome) => Ok(outcome),
+        Err(Open::Unclear(_) | Open::NothingThere | Open::Waiting(_)) => {
             warn!(merchant_uid = %attempt.merchant_uid, %detail, "refused; left open until the gateway's records can tell");
             release(engine, attempt, token, &detail, Sent::Maybe).await?;
             Ok(Outcome::Refused {

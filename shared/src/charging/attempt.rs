@@ -5,9 +5,9 @@
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
-use super::answers::{record, refused_at_last, release, send_answer};
+use super::answers::{Open, concluded, record, refused_at_last, release, send_answer};
 use super::pace::Pace;
-use super::settle::{Settled, flag, lookup_of, settle_from_gateway};
+use super::settle::{flag, lookup_of, settle_from_gateway};
 use super::{BillingRun, Outcome, RunError, SkipReason};
 use crate::billing::{
     AttemptState, BILLING_TZ, ChargeAttempt, Event, Fact, Lookup, MAX_SENDS, RecordStatus,
@@ -244,40 +244,38 @@ async fn resume<L: Ledger, G: PaymentGateway>(
         Err(LedgerError::Conflict(_)) => return skipped(SkipReason::Busy),
         Err(e) => return Err(e.into()),
     };
-    match settle_from_gateway(engine, sub, &taken, Guard::Claim(token)).await? {
-        Settled::Recorded(fact) => Ok(Outcome::Reconciled { fact }),
-        Settled::AlreadySettled | Settled::ClaimLost => skipped(SkipReason::Busy),
-        Settled::Review(reason) => Ok(Outcome::NeedsReview { reason }),
-        Settled::Unclear(detail) if taken.overdue(now) => {
+    let settled = settle_from_gateway(engine, sub, &taken, Guard::Claim(token)).await?;
+    let open = match concluded(engine, &taken, token, settled, "lookup refused (401)").await? {
+        Ok(outcome) => return Ok(outcome),
+        Err(open) => open,
+    };
+    match open {
+        Open::Unclear(detail) if taken.overdue(now) => {
             let days = (now - taken.created_at).num_days();
             let reason = format!(
                 "open for {days} days and still unsettled ({detail}); look it up at the gateway"
             );
             escalate(engine, &taken, token, reason).await
         }
-        Settled::Unclear(detail) => {
+        Open::Unclear(detail) => {
             release(engine, &taken, token, &detail, Sent::Maybe).await?;
             skipped(SkipReason::Unsettled)
         }
-        Settled::Waiting(detail) => {
+        Open::Waiting(detail) => {
             release(engine, &taken, token, &detail, Sent::Maybe).await?;
             skipped(SkipReason::Waiting)
         }
-        Settled::Unauthorized(e) => {
-            release(engine, &taken, token, "lookup refused (401)", Sent::Maybe).await?;
-            Err(RunError::Unauthorized(e))
-        }
-        Settled::NothingThere if !taken.quiet_since_sent(now, engine.settings.quiet()) => {
+        Open::NothingThere if !taken.quiet_since_sent(now, engine.settings.quiet()) => {
             // The gateway may still be processing the last request (or its
             // lookups lag behind it): a re-send now would race it.
             let detail = "sent recently; the gateway may still be processing it";
             release(engine, &taken, token, detail, Sent::Maybe).await?;
             skipped(SkipReason::Waiting)
         }
-        Settled::NothingThere if !(sub.status.is_chargeable() && sub.is_current(&taken)) => {
+        Open::NothingThere if !(sub.status.is_chargeable() && sub.is_current(&taken)) => {
             abandon(engine, sub, &taken, token).await
         }
-        Settled::NothingThere => nothing_recorded(engine, sub, &taken, token, pace).await,
+        Open::NothingThere => nothing_recorded(engine, sub, &taken, token, pace).await,
     }
 }
 
