@@ -806,3 +806,28 @@ async fn a_run_given_a_time_ahead_of_the_clock_is_refused_and_charges_nobody() {
     assert_eq!(r.summary.charged, 1, "{r:?}");
     assert_eq!(paid_count_for(&sim, &sub), 1);
 }
+
+/// The event's time as the billing clock (`BILLING_CLOCK=event`, the local
+/// story): runs months ahead of the process clock. "One period a day" read
+/// the day from the process clock, so after a payment today every later
+/// run was refused as a second period today, and the local story charged
+/// nothing after the sign-ups.
+#[tokio::test]
+async fn on_the_event_clock_a_run_months_ahead_charges_its_own_day() {
+    let sim = start_sim().await;
+    let app = app_for(&sim, &[]).await;
+    let now = app.engine.now();
+    let sub = seed_subscription(&app, &sim, now).await;
+    let run = |t: DateTime<Utc>, id: &str| {
+        let payload = serde_json::json!({"scheduled_time": t.to_rfc3339(), "execution_id": id});
+        handle(&app, LambdaEvent::new(payload, Context::default()))
+    };
+    let first = run(now, "today").await.unwrap();
+    assert_eq!(first.summary.charged, 1, "{first:?}");
+    let next = reload(&app, &sub).await.next_charge_at;
+    assert!(next > now + chrono::Duration::days(27), "{next}");
+    // The process clock stays today; the event is next month's due time.
+    let second = run(next, "next-month").await.unwrap();
+    assert_eq!(second.summary.charged, 1, "{second:?}");
+    assert_eq!(paid_count_for(&sim, &sub), 2);
+}
