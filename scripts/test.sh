@@ -10,9 +10,10 @@
 # rebuilds the dependencies it shares with the rest, which cost minutes on a
 # clean clone. Each step prints how long it took.
 #
-# `scripts/test.sh --fast` is the inner loop (no servers, no docker): the
-# unit tests of every crate (the pure core among them), the in-memory half
-# of the ledger contract and 200 simulation seeds per payment API.
+# `scripts/test.sh --fast` is the inner loop (no moto_server, no docker):
+# the unit tests of every crate (the pure core among them), the in-memory
+# half of the ledger contract, the function tests that run on the
+# in-memory ledger, and 200 simulation seeds per payment API.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fast=false
@@ -56,12 +57,15 @@ quietly() {
 
 if $fast; then
   step "build the fast tests"
-  quietly "^error|^warning" cargo test --workspace --locked --lib --test ledger_contract --test simulation --no-run
+  quietly "^error|^warning" cargo test --workspace --locked --lib --test ledger_contract --test simulation \
+    --test callback --test webhook --no-run
   step "unit tests of every crate"
   quietly "test result:" cargo test --workspace --locked --lib \
     | awk '{p += $4; f += $6} END {printf "unit tests: %d passed, %d failed, in %d crates\n", p, f, NR}'
   step "ledger contract, in-memory half"
   quietly "test result:" cargo test --workspace --locked --test ledger_contract -- memory::
+  step "function tests on the in-memory ledger (billing-callback, payment-webhook)"
+  quietly "test result:" cargo test --workspace --locked --test callback --test webhook -- --skip on_dynamodb::
   for api in v1 v2; do
     step "simulation, 200 seeds, PAYMENT_API=$api"
     SIMULATION_SEEDS=200 PAYMENT_API=$api quietly "seeds:|test result:" \

@@ -1,6 +1,8 @@
 //! Production wiring: the configuration, the DynamoDB ledger and the
 //! payment gateway (i'mport V1 or PortOne V2, by `PAYMENT_API`), built once
-//! per cold start. Handlers hand `app.engine` to the services.
+//! per cold start. Handlers hand `app.engine` to the services. The handlers
+//! are generic over the ledger and the gateway: tests run the same handlers
+//! on the in-memory ledger ([`App::on_ledger`]).
 
 use aws_config::BehaviorVersion;
 
@@ -24,15 +26,13 @@ pub enum InitError {
     Http(String),
 }
 
-/// The engine as deployed: the gateway behind a cap of `CHARGE_CONCURRENCY`
-/// requests in flight (only gateway calls hold a slot).
-pub type ProductionEngine = Engine<DynamoLedger, Limited<AnyGateway>>;
-
-/// Configuration and the engine.
+/// Configuration and the engine; by default the production one: DynamoDB,
+/// and the gateway behind a cap of `CHARGE_CONCURRENCY` requests in flight
+/// (only gateway calls hold a slot).
 #[derive(Debug)]
-pub struct App {
+pub struct App<L = DynamoLedger, G = Limited<AnyGateway>> {
     pub config: Config,
-    pub engine: ProductionEngine,
+    pub engine: Engine<L, G>,
 }
 
 /// PortOne V2's secrets.
@@ -84,7 +84,7 @@ impl App {
     }
 
     pub fn new(
-        mut config: Config,
+        config: Config,
         ledger: DynamoLedger,
         credentials: Credentials,
         clock: Clock,
@@ -97,6 +97,19 @@ impl App {
             }
             .into());
         }
+        App::on_ledger(config, ledger, credentials, clock)
+    }
+}
+
+impl<L: crate::ledger::Ledger> App<L, Limited<AnyGateway>> {
+    /// The configured gateway and settings over any ledger (production:
+    /// [`App::new`] with the DynamoDB one; tests: the in-memory one).
+    pub fn on_ledger(
+        mut config: Config,
+        ledger: L,
+        credentials: Credentials,
+        clock: Clock,
+    ) -> Result<Self, InitError> {
         if let Some(k) = credentials.api_keys.prepare.clone() {
             config.prepare_api_key = Some(k);
         }

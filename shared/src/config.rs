@@ -189,6 +189,37 @@ fn local_endpoint(endpoint: &str) -> bool {
     }
 }
 
+/// A variable's value, trimmed; `None` when it is unset or blank.
+fn value(get: &impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    get(name)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// A whole number within `min..=max`, `default` when unset.
+fn whole_number(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let Some(v) = value(get, name) else {
+        return Ok(default);
+    };
+    let n: u64 = v.parse().map_err(|_| ConfigError::Invalid {
+        name,
+        reason: format!("{v:?} is not a whole number"),
+    })?;
+    if n < min || n > max {
+        return Err(ConfigError::Invalid {
+            name,
+            reason: format!("{n} is outside {min}..={max}"),
+        });
+    }
+    Ok(n)
+}
+
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
@@ -196,11 +227,7 @@ impl Config {
 
     /// Parses configuration from any lookup (the environment, or a map in tests).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let var = |name: &'static str| {
-            get(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
+        let var = |name: &'static str| value(&get, name);
         let url = |name: &'static str| -> Result<Option<Url>, ConfigError> {
             var(name)
                 .map(|v| {
@@ -218,25 +245,9 @@ impl Config {
                 })
                 .transpose()
         };
-        let number =
-            |name: &'static str, default: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
-                match var(name) {
-                    None => Ok(default),
-                    Some(v) => {
-                        let n: u64 = v.parse().map_err(|_| ConfigError::Invalid {
-                            name,
-                            reason: format!("{v:?} is not a whole number"),
-                        })?;
-                        if n < min || n > max {
-                            return Err(ConfigError::Invalid {
-                                name,
-                                reason: format!("{n} is outside {min}..={max}"),
-                            });
-                        }
-                        Ok(n)
-                    }
-                }
-            };
+        let number = |name: &'static str, default: u64, min: u64, max: u64| {
+            whole_number(&get, name, default, min, max)
+        };
         let flag = |name: &'static str, default: bool| -> Result<bool, ConfigError> {
             match var(name).as_deref().map(str::to_ascii_lowercase).as_deref() {
                 None => Ok(default),
@@ -596,23 +607,8 @@ impl PublisherConfig {
     }
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let var = |name: &'static str| {
-            get(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let due_shards = match var("DUE_SHARDS") {
-            None => 4,
-            Some(v) => match v.parse::<u32>() {
-                Ok(n) if (1..=64).contains(&n) => n,
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        name: "DUE_SHARDS",
-                        reason: format!("{v:?} is not a whole number in 1..=64"),
-                    });
-                }
-            },
-        };
+        let var = |name: &'static str| value(&get, name);
+        let due_shards = whole_number(&get, "DUE_SHARDS", 4, 1, 64)? as u32;
         Ok(Self {
             table_name: var("TABLE_NAME").ok_or(ConfigError::Missing { name: "TABLE_NAME" })?,
             due_shards,

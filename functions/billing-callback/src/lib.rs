@@ -8,13 +8,18 @@ use lambda_http::http::{StatusCode, header};
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 use shared::app::App;
 use shared::engine::Budget;
+use shared::gateway::PaymentGateway;
+use shared::ledger::Ledger;
 use shared::registration::{self, CallbackOutcome, FailureReason, PrepareError, PrepareRequest};
 use tracing::{info, warn};
 use url::Url;
 
 /// Routes one request. Always answers with a response: client errors are
 /// not runtime errors.
-pub async fn handle(app: &App, request: Request) -> Result<Response<Body>, Error> {
+pub async fn handle<L: Ledger, G: PaymentGateway>(
+    app: &App<L, G>,
+    request: Request,
+) -> Result<Response<Body>, Error> {
     let path = request.uri().path().trim_end_matches('/').to_owned();
     let method = request.method().as_str().to_owned();
     let response = match (method.as_str(), route(&path)) {
@@ -59,7 +64,10 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     shared::http::error(status, code, message).map(Body::from)
 }
 
-async fn prepare(app: &App, request: &Request) -> Response<Body> {
+async fn prepare<L: Ledger, G: PaymentGateway>(
+    app: &App<L, G>,
+    request: &Request,
+) -> Response<Body> {
     if let Some(refusal) = shared::http::api_key_refusal(
         app.config.prepare_api_key.as_ref(),
         request.headers(),
@@ -140,7 +148,10 @@ fn with_query(base: &Url, pairs: &[(&str, &str)]) -> Url {
     url
 }
 
-async fn callback(app: &App, request: &Request) -> Response<Body> {
+async fn callback<L: Ledger, G: PaymentGateway>(
+    app: &App<L, G>,
+    request: &Request,
+) -> Response<Body> {
     let (Some(success), Some(failure)) =
         (&app.config.success_redirect, &app.config.failure_redirect)
     else {

@@ -1,6 +1,8 @@
 //! The billing-callback handler end to end: API Gateway v2 events from
-//! `infra/events/`, a real DynamoDB API (moto_server) and the i'mport
-//! simulator, including its payment window.
+//! `infra/events/` and the i'mport simulator, including its payment window.
+//! The sign-up runs on a real DynamoDB API (moto_server), to prove the
+//! adapter; the other cases on the in-memory ledger (the second
+//! implementation of the same port, held to it by the contract suite).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on what they did not expect
 
@@ -10,14 +12,16 @@ use shared::app::App;
 use shared::billing::RegistrationStatus;
 use shared::billing::{SubscriptionId, SubscriptionStatus};
 use shared::ledger::Ledger;
-use testkit::{FAILURE_URL, SUCCESS_URL, http_request, open_window, start_sim, test_app};
+use testkit::{
+    FAILURE_URL, SUCCESS_URL, http_request, memory_app, open_window, start_sim, test_app,
+};
 
 struct Redirect {
     status: u16,
     location: String,
 }
 
-async fn call(app: &App, request: lambda_http::Request) -> (u16, String, String) {
+async fn call<L: Ledger>(app: &App<L>, request: lambda_http::Request) -> (u16, String, String) {
     let response = handle(app, request).await.expect("handler answers");
     let status = response.status().as_u16();
     let location = response
@@ -30,13 +34,13 @@ async fn call(app: &App, request: lambda_http::Request) -> (u16, String, String)
     (status, location, body)
 }
 
-async fn prepare(app: &App, body: &str) -> serde_json::Value {
+async fn prepare<L: Ledger>(app: &App<L>, body: &str) -> serde_json::Value {
     let (status, _, body) = call(app, http_request("prepare.json", None, Some(body))).await;
     assert_eq!(status, 201, "{body}");
     serde_json::from_str(&body).unwrap()
 }
 
-async fn callback(app: &App, raw_query: &str) -> Redirect {
+async fn callback<L: Ledger>(app: &App<L>, raw_query: &str) -> Redirect {
     let (status, location, _) = call(
         app,
         http_request("callback-success.json", Some(raw_query), None),
@@ -47,81 +51,86 @@ async fn callback(app: &App, raw_query: &str) -> Redirect {
 
 const PREPARE: &str = r#"{"user_id":"user-42","plan":{"amount":9900,"name":"월간 구독"},"buyer":{"name":"홍길동","email":"gildong@example.com","tel":"010-1234-5678"}}"#;
 
-#[tokio::test]
-async fn sign_up_through_the_payment_window_activates_and_charges_once() {
-    let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[]).await;
-    let prepared = prepare(&app, PREPARE).await;
-    let rp = &prepared["request_pay"];
-    assert_eq!(rp["pg"], "chai");
-    assert_eq!(rp["pay_method"], "trans");
-    assert_eq!(rp["amount"], 0);
-    assert_eq!(
-        rp["m_redirect_url"],
-        "http://127.0.0.1:9000/billing/callback"
-    );
-    let customer_uid = rp["customer_uid"].as_str().unwrap().to_owned();
-    assert!(customer_uid.starts_with("cu_") && customer_uid.len() <= 80);
+/// On moto_server: the DynamoDB adapter under the handler (`--skip
+/// on_dynamodb::` leaves these out of the fast loop).
+mod on_dynamodb {
+    use super::*;
 
-    let query = open_window(&sim.base_url(), rp, &[]).await;
-    assert!(query.contains("imp_success=true"), "{query}");
-    let first = callback(&app, &query).await;
-    assert_eq!(first.status, 302);
-    let sub_id = prepared["subscription_id"].as_str().unwrap();
-    assert_eq!(
-        first.location,
-        format!("{SUCCESS_URL}?subscription_id={sub_id}&first_charge=paid")
-    );
-
-    // Refresh, back button, second tab: same answer, nothing new.
-    for _ in 0..3 {
-        let again = callback(&app, &query).await;
-        assert_eq!(again.status, 302);
+    #[tokio::test]
+    async fn sign_up_through_the_payment_window_activates_and_charges_once() {
+        let sim = start_sim().await;
+        let app = test_app(&sim.base_url(), &[]).await;
+        let prepared = prepare(&app, PREPARE).await;
+        let rp = &prepared["request_pay"];
+        assert_eq!(rp["pg"], "chai");
+        assert_eq!(rp["pay_method"], "trans");
+        assert_eq!(rp["amount"], 0);
         assert_eq!(
-            again.location,
-            format!("{SUCCESS_URL}?subscription_id={sub_id}")
+            rp["m_redirect_url"],
+            "http://127.0.0.1:9000/billing/callback"
+        );
+        let customer_uid = rp["customer_uid"].as_str().unwrap().to_owned();
+        assert!(customer_uid.starts_with("cu_") && customer_uid.len() <= 80);
+
+        let query = open_window(&sim.base_url(), rp, &[]).await;
+        assert!(query.contains("imp_success=true"), "{query}");
+        let first = callback(&app, &query).await;
+        assert_eq!(first.status, 302);
+        let sub_id = prepared["subscription_id"].as_str().unwrap();
+        assert_eq!(
+            first.location,
+            format!("{SUCCESS_URL}?subscription_id={sub_id}&first_charge=paid")
+        );
+
+        // Refresh, back button, second tab: same answer, nothing new.
+        for _ in 0..3 {
+            let again = callback(&app, &query).await;
+            assert_eq!(again.status, 302);
+            assert_eq!(
+                again.location,
+                format!("{SUCCESS_URL}?subscription_id={sub_id}")
+            );
+        }
+        let ledger = sim.ledger();
+        let charges: Vec<_> = ledger
+            .iter()
+            .filter(|p| p.customer_uid_usage.as_deref() == Some("payment"))
+            .collect();
+        assert_eq!(charges.len(), 1, "exactly one charge: {ledger:?}");
+        assert_eq!(charges[0].amount, 9900);
+        assert_eq!(charges[0].status, "paid");
+
+        let sub = app
+            .engine
+            .ledger
+            .get_subscription(&SubscriptionId::parse(sub_id).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(sub.status, SubscriptionStatus::Active);
+        assert_eq!(sub.customer_uid, customer_uid);
+        assert_eq!(sub.period_index, 1, "the sign-up period is paid");
+        assert_eq!(sub.key.pg_provider, "chai");
+        assert_eq!(sub.next_charge_at, sub.anchor.period_start(1));
+        let attempts = app.engine.ledger.list_attempts(&sub.id).await.unwrap();
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(
+            attempts[0].imp_uid.as_deref(),
+            Some(charges[0].imp_uid.as_str())
         );
     }
-    let ledger = sim.ledger();
-    let charges: Vec<_> = ledger
-        .iter()
-        .filter(|p| p.customer_uid_usage.as_deref() == Some("payment"))
-        .collect();
-    assert_eq!(charges.len(), 1, "exactly one charge: {ledger:?}");
-    assert_eq!(charges[0].amount, 9900);
-    assert_eq!(charges[0].status, "paid");
-
-    let sub = app
-        .engine
-        .ledger
-        .get_subscription(&SubscriptionId::parse(sub_id).unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(sub.status, SubscriptionStatus::Active);
-    assert_eq!(sub.customer_uid, customer_uid);
-    assert_eq!(sub.period_index, 1, "the sign-up period is paid");
-    assert_eq!(sub.key.pg_provider, "chai");
-    assert_eq!(sub.next_charge_at, sub.anchor.period_start(1));
-    let attempts = app.engine.ledger.list_attempts(&sub.id).await.unwrap();
-    assert_eq!(attempts.len(), 1);
-    assert_eq!(
-        attempts[0].imp_uid.as_deref(),
-        Some(charges[0].imp_uid.as_str())
-    );
 }
 
 #[tokio::test]
 async fn new_sdk_redirect_without_success_flag_is_verified_the_same_way() {
     let sim = start_sim().await;
-    let app = test_app(
+    let app = memory_app(
         &sim.base_url(),
         &[
             ("CHARGE_ON_SIGNUP", "false"),
             ("IAMPORT_PG", "chai.pk_test_1"),
         ],
-    )
-    .await;
+    );
     let prepared = prepare(&app, r#"{"user_id":"u-7"}"#).await;
     assert_eq!(prepared["request_pay"]["pg"], "chai.pk_test_1");
     assert_eq!(prepared["request_pay"]["name"], "월간 구독", "default plan");
@@ -150,7 +159,7 @@ async fn new_sdk_redirect_without_success_flag_is_verified_the_same_way() {
     assert_eq!(sub.pg, "chai.pk_test_1");
 }
 
-async fn assert_nothing_stored(app: &App, prepared: &serde_json::Value) {
+async fn assert_nothing_stored<L: Ledger>(app: &App<L>, prepared: &serde_json::Value) {
     let sub_id = SubscriptionId::parse(prepared["subscription_id"].as_str().unwrap()).unwrap();
     assert!(
         app.engine
@@ -174,7 +183,7 @@ async fn assert_nothing_stored(app: &App, prepared: &serde_json::Value) {
 #[tokio::test]
 async fn user_cancel_and_pg_error_redirect_to_failure_and_store_nothing() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[]).await;
+    let app = memory_app(&sim.base_url(), &[]);
     for scenario in ["user_cancel", "pg_error"] {
         let prepared = prepare(&app, PREPARE).await;
         let query = open_window(
@@ -197,7 +206,7 @@ async fn user_cancel_and_pg_error_redirect_to_failure_and_store_nothing() {
 #[tokio::test]
 async fn claimed_success_on_a_failed_payment_is_not_believed() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[]).await;
+    let app = memory_app(&sim.base_url(), &[]);
     let prepared = prepare(&app, PREPARE).await;
     let query = open_window(
         &sim.base_url(),
@@ -220,7 +229,7 @@ async fn claimed_success_on_a_failed_payment_is_not_believed() {
 #[tokio::test]
 async fn another_customers_imp_uid_or_an_unknown_merchant_uid_grants_nothing() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[("CHARGE_ON_SIGNUP", "false")]).await;
+    let app = memory_app(&sim.base_url(), &[("CHARGE_ON_SIGNUP", "false")]);
     let alice = prepare(&app, r#"{"user_id":"alice"}"#).await;
     let mallory = prepare(&app, r#"{"user_id":"mallory"}"#).await;
     let alice_query = open_window(&sim.base_url(), &alice["request_pay"], &[]).await;
@@ -277,7 +286,7 @@ async fn another_customers_imp_uid_or_an_unknown_merchant_uid_grants_nothing() {
 #[tokio::test]
 async fn garbage_and_overlong_parameters_are_refused_without_lookups() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[]).await;
+    let app = memory_app(&sim.base_url(), &[]);
     let before = sim.request_counts();
     let long = "r".repeat(200);
     for q in [
@@ -302,7 +311,7 @@ async fn garbage_and_overlong_parameters_are_refused_without_lookups() {
 #[tokio::test]
 async fn iamport_down_or_slow_gives_a_retryable_failure_and_no_state() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[]).await;
+    let app = memory_app(&sim.base_url(), &[]);
     let prepared = prepare(&app, PREPARE).await;
     let query = open_window(&sim.base_url(), &prepared["request_pay"], &[]).await;
     sim.inject(Fault::new(FaultKind::Http500));
@@ -332,7 +341,7 @@ async fn iamport_down_or_slow_gives_a_retryable_failure_and_no_state() {
 #[tokio::test]
 async fn prepare_checks_its_key_and_its_input() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[("PREPARE_API_KEY", "s3cret-key")]).await;
+    let app = memory_app(&sim.base_url(), &[("PREPARE_API_KEY", "s3cret-key")]);
     let (status, _, _) = call(&app, http_request("prepare.json", None, Some(PREPARE))).await;
     assert_eq!(status, 401, "no key");
     let mut event = testkit::event_json("prepare.json");
@@ -371,7 +380,7 @@ async fn prepare_checks_its_key_and_its_input() {
 #[tokio::test]
 async fn an_issuance_that_took_the_plan_amount_pays_the_first_period_and_is_not_charged_again() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[]).await;
+    let app = memory_app(&sim.base_url(), &[]);
     let prepared = prepare(&app, PREPARE).await;
     let mut rp = prepared["request_pay"].clone();
     rp["amount"] = serde_json::json!(9900);
@@ -414,7 +423,7 @@ async fn an_issuance_that_took_the_plan_amount_pays_the_first_period_and_is_not_
 #[tokio::test]
 async fn an_issuance_of_another_amount_waits_for_a_person_and_charges_nothing() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[]).await;
+    let app = memory_app(&sim.base_url(), &[]);
     let prepared = prepare(&app, PREPARE).await;
     let mut rp = prepared["request_pay"].clone();
     rp["amount"] = serde_json::json!(100);
@@ -458,7 +467,7 @@ async fn an_issuance_of_another_amount_waits_for_a_person_and_charges_nothing() 
 #[tokio::test]
 async fn one_live_subscription_per_user_and_plan_unless_configured_otherwise() {
     let sim = start_sim().await;
-    let app = test_app(&sim.base_url(), &[]).await;
+    let app = memory_app(&sim.base_url(), &[]);
     // A second prepare while the first is pending returns the pending one.
     let first = prepare(&app, PREPARE).await;
     let again = prepare(&app, PREPARE).await;
@@ -513,7 +522,7 @@ async fn one_live_subscription_per_user_and_plan_unless_configured_otherwise() {
     assert_eq!(body["error"]["code"], "already_subscribed");
 
     // Allowed by configuration: two subscriptions.
-    let app = test_app(&sim.base_url(), &[("ALLOW_MULTIPLE_SUBSCRIPTIONS", "true")]).await;
+    let app = memory_app(&sim.base_url(), &[("ALLOW_MULTIPLE_SUBSCRIPTIONS", "true")]);
     for _ in 0..2 {
         let p = prepare(&app, PREPARE).await;
         let done = callback(

@@ -19,6 +19,8 @@ use serde::Serialize;
 use shared::app::App;
 use shared::charging;
 use shared::engine::Budget;
+use shared::gateway::PaymentGateway;
+use shared::ledger::Ledger;
 use shared::run::queue::WorkMessage;
 use shared::run::{self as billing_run, RunOptions, RunReport, Summary, WorkItem};
 use tracing::{error, info};
@@ -58,8 +60,8 @@ fn add(total: &mut Summary, s: &Summary) {
 }
 
 /// One batch of queue messages.
-pub async fn handle(
-    app: &App,
+pub async fn handle<L: Ledger, G: PaymentGateway>(
+    app: &App<L, G>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<WorkerAnswer, scheduled_charge::RunFailed> {
     let budget = Budget::from_lambda_deadline(event.context.deadline());

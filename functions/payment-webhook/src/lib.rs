@@ -11,6 +11,7 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 use shared::app::App;
 use shared::gateway::{BadNotice, InboundNotice, PaymentGateway};
+use shared::ledger::Ledger;
 use shared::notification::{self, Handled};
 use tracing::{info, warn};
 
@@ -19,7 +20,10 @@ use tracing::{info, warn};
 /// compares them.
 pub const ROUTES: [(&str, &str); 1] = [("POST", "/webhooks/iamport")];
 
-pub async fn handle(app: &App, request: Request) -> Result<Response<Body>, Error> {
+pub async fn handle<L: Ledger, G: PaymentGateway>(
+    app: &App<L, G>,
+    request: Request,
+) -> Result<Response<Body>, Error> {
     if request.method().as_str() != "POST" {
         return Ok(reply(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"));
     }

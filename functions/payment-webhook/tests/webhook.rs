@@ -1,6 +1,9 @@
 //! payment-webhook end to end: the simulator's webhook sender posts over
 //! real HTTP to a local gateway that hands API Gateway v2 events to the
-//! handler; moto_server holds the table. The tests of settling and
+//! handler. The tests run on the in-memory ledger (the second
+//! implementation of the ledger port, held to the DynamoDB adapter by the
+//! contract suite) except those in `on_dynamodb`, which keep moto_server
+//! under the handler to prove the adapter. The tests of settling and
 //! refusing run in both modes (`PAYMENT_API=v2`: signed V2 notices); the
 //! ones about V1's body formats and source allow-list run on V1 only (V2's
 //! signatures have their own tests in `tests/e2e/tests/portone_v2.rs`).
@@ -19,11 +22,11 @@ use shared::billing::BILLING_TZ;
 use shared::billing::{AttemptState, Subscription};
 use shared::ledger::Ledger;
 use testkit::{
-    app_for, charge_directly, http_event, http_request, local_gateway, seed_subscription,
-    start_sim, test_app, v2_mode,
+    MemoryApp, app_for, charge_directly, http_event, http_request, local_gateway, memory_app,
+    memory_app_for, seed_subscription, start_sim, v2_mode,
 };
 
-async fn gateway(app: Arc<App>) -> String {
+async fn gateway<L: Ledger + 'static>(app: Arc<App<L>>) -> String {
     local_gateway("webhook-json.json", move |request| {
         let app = Arc::clone(&app);
         async move { handle(&app, request).await.expect("handler answers") }
@@ -31,7 +34,12 @@ async fn gateway(app: Arc<App>) -> String {
     .await
 }
 
-async fn send(app: &App, content_type: Option<&str>, body: &[u8], ip: &str) -> (u16, String) {
+async fn send<L: Ledger>(
+    app: &App<L>,
+    content_type: Option<&str>,
+    body: &[u8],
+    ip: &str,
+) -> (u16, String) {
     let request = http_event(
         "webhook-json.json",
         "POST",
@@ -54,7 +62,7 @@ fn t0() -> chrono::DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-async fn charge_run(app: &App) {
+async fn charge_run<L: Ledger>(app: &App<L>) {
     testkit::clock_to(app, t0());
     let payload = serde_json::json!({"scheduled_time": t0().to_rfc3339(), "execution_id": "run-1"});
     scheduled_charge::handle(app, LambdaEvent::new(payload, Context::default()))
@@ -63,15 +71,15 @@ async fn charge_run(app: &App) {
 }
 
 /// An app of the API in use (`PAYMENT_API`) with one subscription due at `t0`.
-async fn seeded(sim: &SimHandle, extra: &[(&str, &str)]) -> (Arc<App>, Subscription) {
-    let app = Arc::new(app_for(sim, extra).await);
+async fn seeded(sim: &SimHandle, extra: &[(&str, &str)]) -> (Arc<MemoryApp>, Subscription) {
+    let app = Arc::new(memory_app_for(sim, extra));
     let sub = seed_subscription(&app, sim, t0() - chrono::Duration::hours(1)).await;
     (app, sub)
 }
 
 /// The same on i'mport V1 whatever the mode (tests of V1's body formats).
-async fn seeded_v1(sim: &SimHandle, extra: &[(&str, &str)]) -> (Arc<App>, Subscription) {
-    let app = Arc::new(test_app(&sim.base_url(), extra).await);
+async fn seeded_v1(sim: &SimHandle, extra: &[(&str, &str)]) -> (Arc<MemoryApp>, Subscription) {
+    let app = Arc::new(memory_app(&sim.base_url(), extra));
     let sub = seed_subscription(&app, sim, t0() - chrono::Duration::hours(1)).await;
     (app, sub)
 }
@@ -79,8 +87,8 @@ async fn seeded_v1(sim: &SimHandle, extra: &[(&str, &str)]) -> (Arc<App>, Subscr
 /// A notice that payment `imp_uid` of `merchant_uid` is `status`, as the
 /// API in use sends it: V1's unsigned JSON, or V2's `Transaction.*` signed
 /// with the simulator's webhook secret.
-async fn notify(
-    app: &App,
+async fn notify<L: Ledger>(
+    app: &App<L>,
     sim: &SimHandle,
     imp_uid: &str,
     merchant_uid: &str,
@@ -132,6 +140,28 @@ async fn notify(
 async fn a_webhook_arriving_before_the_charge_result_settles_the_attempt_once() {
     let sim = start_sim().await;
     let (app, sub) = seeded(&sim, &[]).await;
+    webhook_before_the_charge_result(&sim, app, sub).await;
+}
+
+/// On moto_server: the DynamoDB adapter under the handler (`--skip
+/// on_dynamodb::` leaves these out of the fast loop).
+mod on_dynamodb {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_webhook_arriving_before_the_charge_result_settles_the_attempt_once() {
+        let sim = start_sim().await;
+        let app = Arc::new(app_for(&sim, &[]).await);
+        let sub = seed_subscription(&app, &sim, t0() - chrono::Duration::hours(1)).await;
+        webhook_before_the_charge_result(&sim, app, sub).await;
+    }
+}
+
+async fn webhook_before_the_charge_result<L: Ledger + 'static>(
+    sim: &SimHandle,
+    app: Arc<App<L>>,
+    sub: Subscription,
+) {
     let url = gateway(Arc::clone(&app)).await;
     sim.set_webhook(WebhookSettings {
         url: Some(format!("{url}/webhooks/iamport")),

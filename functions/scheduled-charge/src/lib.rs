@@ -12,6 +12,8 @@ use serde_json::Value;
 use shared::app::App;
 use shared::charging::BillingRun;
 use shared::engine::Budget;
+use shared::gateway::PaymentGateway;
+use shared::ledger::Ledger;
 use shared::run::queue::{self, PlanReport, SqsQueue};
 use shared::run::{self as billing_run, RunOptions, RunReport};
 use tracing::{error, info};
@@ -88,8 +90,8 @@ pub fn check_lease(lease: Duration, budget: &Budget) -> Result<(), RunFailed> {
 
 /// One scheduled event: the run itself (`queue` absent: single mode), or
 /// its plan into the charge queue (queued mode).
-pub async fn handle_event(
-    app: &App,
+pub async fn handle_event<L: Ledger, G: PaymentGateway>(
+    app: &App<L, G>,
     queue: Option<&SqsQueue>,
     event: LambdaEvent<Value>,
 ) -> Result<Value, RunFailed> {
@@ -102,8 +104,8 @@ pub async fn handle_event(
 
 /// Plans one billing run into the charge queue (queued mode). Running it
 /// twice for one instant is harmless: the workers' claims decide.
-pub async fn plan<Q: queue::WorkQueue>(
-    app: &App,
+pub async fn plan<Q: queue::WorkQueue, L: Ledger, G: PaymentGateway>(
+    app: &App<L, G>,
     queue: &Q,
     event: LambdaEvent<Value>,
 ) -> Result<PlanReport, RunFailed> {
@@ -121,7 +123,10 @@ pub async fn plan<Q: queue::WorkQueue>(
 }
 
 /// Runs one billing run and reports it (log line, metrics, return value).
-pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<RunReport, RunFailed> {
+pub async fn handle<L: Ledger, G: PaymentGateway>(
+    app: &App<L, G>,
+    event: LambdaEvent<Value>,
+) -> Result<RunReport, RunFailed> {
     let run = run_of(&event.payload, &event.context.request_id)?;
     let budget = Budget::from_lambda_deadline(event.context.deadline());
     check_lease(app.engine.settings.claim_lease, &budget)?;

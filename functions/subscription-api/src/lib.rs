@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use shared::app::App;
+use shared::gateway::PaymentGateway;
 use shared::ledger::{Ledger, RequestState, StoredResponse};
 use shared::management::{self, Actor, ManageError};
 use tracing::{info, warn};
@@ -176,7 +177,10 @@ fn answer<T: Serialize>(status: StatusCode, result: Result<T, ManageError>) -> A
 
 /// Routes one request. Always answers with a response: client errors are
 /// not runtime errors.
-pub async fn handle(app: &App, request: Request) -> Result<Response<Body>, Error> {
+pub async fn handle<L: Ledger, G: PaymentGateway>(
+    app: &App<L, G>,
+    request: Request,
+) -> Result<Response<Body>, Error> {
     if let Some(refusal) = shared::http::api_key_refusal(
         app.config.management_api_key.as_ref(),
         request.headers(),
@@ -211,8 +215,8 @@ pub async fn handle(app: &App, request: Request) -> Result<Response<Body>, Error
 /// one it runs (every POST is also idempotent where its meaning allows:
 /// cancelling a cancelled subscription changes nothing). A refund requires
 /// a key: the same partial refund twice would otherwise be two refunds.
-async fn idempotent(
-    app: &App,
+async fn idempotent<L: Ledger, G: PaymentGateway>(
+    app: &App<L, G>,
     request: &Request,
     template: &str,
     params: &[String],
@@ -296,8 +300,8 @@ async fn idempotent(
     answered.response(false)
 }
 
-async fn dispatch(
-    app: &App,
+async fn dispatch<L: Ledger, G: PaymentGateway>(
+    app: &App<L, G>,
     request: &Request,
     template: &str,
     params: &[String],

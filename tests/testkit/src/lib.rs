@@ -296,7 +296,7 @@ pub fn sample_subscription(
 /// Moves the app's clock (the tests' shifted clock) forward to `at` when it
 /// is behind: a run of billing time `at` happens at `at`, so leases and
 /// quiet periods pass with the days a test plays.
-pub fn clock_to(app: &shared::app::App, at: chrono::DateTime<chrono::Utc>) {
+pub fn clock_to<L>(app: &shared::app::App<L>, at: chrono::DateTime<chrono::Utc>) {
     let now = app.engine.now();
     if at > now {
         app.engine.clock.advance(at - now);
@@ -317,8 +317,57 @@ pub const FAILURE_URL: &str = "https://shop.example/billing/failed";
 pub async fn test_app(iamport_base_url: &str, extra: &[(&str, &str)]) -> shared::app::App {
     let client = dynamodb_client().await;
     let table = fresh_table(&client).await;
-    let mut vars: std::collections::HashMap<String, String> = [
-        ("TABLE_NAME", table.as_str()),
+    let mut vars = base_vars(&table, iamport_base_url);
+    // The events' times are the tests' clock (months in seconds): a test
+    // clock, allowed because the ledger is the local moto_server.
+    vars.insert("BILLING_CLOCK".into(), "event".into());
+    vars.insert("AWS_ENDPOINT_URL_DYNAMODB".into(), dynamodb_endpoint());
+    // Billing keys sealed at rest, as production does (required with V2).
+    vars.insert("BILLING_KEY_KMS_KEY_ID".into(), kms_key().await);
+    let (config, credentials) = config_of(vars, extra);
+    let ledger = as_configured(DynamoLedger::new(client, table, config.due_shards), &config).await;
+    shared::app::App::new(config, ledger, credentials, shared::clock::Clock::shifted())
+        .expect("test app")
+}
+
+/// The production handlers over the in-memory ledger (the second
+/// implementation of the ledger port, held to the DynamoDB adapter by the
+/// contract suite) and the real gateway client talking to the simulator.
+pub type MemoryApp = shared::app::App<shared::ledger::memory::InMemoryLedger>;
+
+/// Like [`test_app`] on the in-memory ledger: no moto_server. Its billing
+/// clock is the real one, as in production (a test moves it with
+/// [`clock_to`]); billing keys stay in process memory, unsealed.
+pub fn memory_app(iamport_base_url: &str, extra: &[(&str, &str)]) -> MemoryApp {
+    let mut vars = base_vars("in-memory", iamport_base_url);
+    // Required with V2; the in-memory ledger has nothing to seal with.
+    vars.insert(
+        "BILLING_KEY_KMS_KEY_ID".into(),
+        "alias/unused-by-the-in-memory-ledger".into(),
+    );
+    let (config, credentials) = config_of(vars, extra);
+    shared::app::App::on_ledger(
+        config,
+        shared::ledger::memory::InMemoryLedger::new(),
+        credentials,
+        shared::clock::Clock::shifted(),
+    )
+    .expect("test app")
+}
+
+/// [`memory_app`] for the tests that run in both modes ([`v2_mode`]).
+pub fn memory_app_for(sim: &iamport_sim::SimHandle, extra: &[(&str, &str)]) -> MemoryApp {
+    let owned = if v2_mode() { v2_vars(sim) } else { Vec::new() };
+    let mut vars: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    vars.extend_from_slice(extra);
+    memory_app(&sim.base_url(), &vars)
+}
+
+/// The variables every test app shares (production's, aimed at the
+/// simulator, with short timeouts).
+fn base_vars(table: &str, iamport_base_url: &str) -> std::collections::HashMap<String, String> {
+    [
+        ("TABLE_NAME", table),
         ("IAMPORT_BASE_URL", iamport_base_url),
         ("IAMPORT_KEY", SIM_KEY),
         ("IAMPORT_SECRET", SIM_SECRET),
@@ -328,9 +377,6 @@ pub async fn test_app(iamport_base_url: &str, extra: &[(&str, &str)]) -> shared:
         // Handler tests post from wherever their fixture says; the
         // allow-list has its own tests.
         ("WEBHOOK_ALLOWED_IPS", "any"),
-        // The events' times are the tests' clock (months in seconds): a
-        // test clock, allowed because the ledger is the local moto_server.
-        ("BILLING_CLOCK", "event"),
         ("CALLBACK_URL", "http://127.0.0.1:9000/billing/callback"),
         ("SUCCESS_REDIRECT_URL", SUCCESS_URL),
         ("FAILURE_REDIRECT_URL", FAILURE_URL),
@@ -339,16 +385,20 @@ pub async fn test_app(iamport_base_url: &str, extra: &[(&str, &str)]) -> shared:
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    vars.insert("AWS_ENDPOINT_URL_DYNAMODB".into(), dynamodb_endpoint());
-    // Billing keys sealed at rest, as production does (required with V2).
-    vars.insert("BILLING_KEY_KMS_KEY_ID".into(), kms_key().await);
+    .collect()
+}
+
+/// The configuration and credentials of `vars` with `extra` over them, read
+/// as production reads its environment.
+fn config_of(
+    mut vars: std::collections::HashMap<String, String>,
+    extra: &[(&str, &str)],
+) -> (shared::config::Config, shared::app::Credentials) {
     for (k, v) in extra {
         vars.insert((*k).to_owned(), (*v).to_owned());
     }
     let config =
         shared::config::Config::from_lookup(|k| vars.get(k).cloned()).expect("test config");
-    let ledger = as_configured(DynamoLedger::new(client, table, config.due_shards), &config).await;
     let portone = vars
         .get("PORTONE_API_SECRET")
         .map(|s| shared::app::PortOneCredentials {
@@ -367,8 +417,7 @@ pub async fn test_app(iamport_base_url: &str, extra: &[(&str, &str)]) -> shared:
         api_keys: Default::default(),
         portone,
     };
-    shared::app::App::new(config, ledger, credentials, shared::clock::Clock::shifted())
-        .expect("test app")
+    (config, credentials)
 }
 
 /// Whether the tests that run in both modes run against PortOne V2 this
@@ -406,8 +455,8 @@ pub fn sim_credentials(sim: &iamport_sim::SimHandle) -> shared::app::Credentials
 
 /// A charge sent straight through the app's gateway (as a customer, or a
 /// crashed run, might have made it), outside the engine.
-pub async fn charge_directly(
-    app: &shared::app::App,
+pub async fn charge_directly<L>(
+    app: &shared::app::App<L>,
     customer_uid: &str,
     merchant_uid: &str,
     amount: i64,
@@ -461,21 +510,26 @@ pub fn wrong_secret() -> (&'static str, &'static str) {
 /// PortOne V2 face (its default store, channel, API secret and webhook
 /// secret).
 pub async fn test_app_v2(sim: &iamport_sim::SimHandle, extra: &[(&str, &str)]) -> shared::app::App {
-    let config = sim.config().clone();
-    let base = sim.portone_base_url();
-    let mut vars: Vec<(&str, &str)> = vec![
-        ("PAYMENT_API", "v2"),
-        ("PORTONE_BASE_URL", base.as_str()),
-        ("PORTONE_API_SECRET", config.portone_api_secret.as_str()),
-        (
-            "PORTONE_WEBHOOK_SECRETS",
-            config.portone_webhook_secret.as_str(),
-        ),
-        ("PORTONE_STORE_ID", config.portone_store_id.as_str()),
-        ("PORTONE_CHANNEL_KEY", config.portone_channel_key.as_str()),
-    ];
+    let owned = v2_vars(sim);
+    let mut vars: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
     vars.extend_from_slice(extra);
     test_app(&sim.base_url(), &vars).await
+}
+
+/// The variables that point an app at the simulator's PortOne V2 face.
+fn v2_vars(sim: &iamport_sim::SimHandle) -> Vec<(&'static str, String)> {
+    let config = sim.config();
+    vec![
+        ("PAYMENT_API", "v2".into()),
+        ("PORTONE_BASE_URL", sim.portone_base_url()),
+        ("PORTONE_API_SECRET", config.portone_api_secret.clone()),
+        (
+            "PORTONE_WEBHOOK_SECRETS",
+            config.portone_webhook_secret.clone(),
+        ),
+        ("PORTONE_STORE_ID", config.portone_store_id.clone()),
+        ("PORTONE_CHANNEL_KEY", config.portone_channel_key.clone()),
+    ]
 }
 
 /// Plays the browser for V2: opens the simulator's billing-key window with
@@ -603,13 +657,13 @@ pub async fn open_window(
 /// Creates an active subscription that signed up at `created` (period 0 due
 /// then), with its billing key registered in the simulator: what a
 /// completed callback leaves behind, without the browser round trip.
-pub async fn seed_subscription(
-    app: &shared::app::App,
+pub async fn seed_subscription<L: shared::ledger::Ledger>(
+    app: &shared::app::App<L>,
     sim: &iamport_sim::SimHandle,
     created: chrono::DateTime<chrono::Utc>,
 ) -> shared::billing::Subscription {
     use shared::billing::{MerchantUid, Registration, RegistrationStatus, SubscriptionId};
-    use shared::ledger::Ledger;
+
     let id = SubscriptionId::generate();
     let mut sub = sample_subscription(&id, created);
     sub.next_charge_at = created;
@@ -881,13 +935,13 @@ pub async fn dynamodb_client_at(endpoint: &str) -> aws_sdk_dynamodb::Client {
 /// second; with `charged`, i'mport had also taken the money (same
 /// `merchant_uid`). Move the app's clock past the lease (and, to have it sent
 /// again, past the quiet period) to let the next run take it over.
-pub async fn crashed_claim(
-    app: &shared::app::App,
+pub async fn crashed_claim<L: shared::ledger::Ledger>(
+    app: &shared::app::App<L>,
     sub: &shared::billing::Subscription,
     charged: bool,
 ) -> shared::billing::ChargeAttempt {
     use shared::billing::{AttemptState, ChargeAttempt};
-    use shared::ledger::Ledger;
+
     let now = app.engine.now();
     let period = sub.current_period();
     let claim = ChargeAttempt {
@@ -945,7 +999,7 @@ pub async fn crashed_claim(
 
 /// Moves the app's clock past a crashed claim's lease and the quiet period
 /// after its send, so the next run may take it over and send it again.
-pub fn after_quiet_period(app: &shared::app::App) {
+pub fn after_quiet_period<L>(app: &shared::app::App<L>) {
     app.engine.clock.advance(
         chrono::Duration::from_std(app.engine.settings.resend_quiet).unwrap_or_default()
             + chrono::Duration::seconds(2),
