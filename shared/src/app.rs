@@ -8,7 +8,7 @@ use aws_config::BehaviorVersion;
 
 use crate::billing::UidKey;
 use crate::clock::Clock;
-use crate::config::{Config, ConfigError, CredentialsSource, PaymentApi};
+use crate::config::{BillingClock, Config, ConfigError, CredentialsSource, PaymentApi};
 use crate::engine::{Engine, Settings};
 use crate::gateway::AnyGateway;
 use crate::gateway::iamport::{ClientConfig, IamportClient};
@@ -80,7 +80,13 @@ impl App {
         if let Some(key_id) = &config.billing_key_kms_key_id {
             ledger = ledger.with_sealed_keys(aws_sdk_kms::Client::new(&sdk), key_id);
         }
-        Self::new(config, ledger, credentials, Clock::system())
+        // On the event's clock (local runs only) the process clock follows
+        // the runs' times (`run::follow_the_event`): a shifted clock.
+        let clock = match config.billing_clock {
+            BillingClock::Event => Clock::shifted(),
+            BillingClock::Wall => Clock::system(),
+        };
+        Self::new(config, ledger, credentials, clock)
     }
 
     pub fn new(

@@ -142,6 +142,21 @@ impl<L: Ledger, G: PaymentGateway> Engine<L, G> {
 }
 
 impl<L, G> Engine<L, G> {
+    /// On the event's clock (`BILLING_CLOCK=event`: local runs and tests
+    /// that play months in minutes) the process clock moves forward to an
+    /// event's time when it is behind (a run's billing time, an HTTP
+    /// request's `x-billing-clock`), so that leases, quiet periods and the
+    /// billing day are measured in the time the story plays, whichever
+    /// function plays it. On the real clock (production) nothing moves.
+    pub fn follow_the_event(&self, at: DateTime<Utc>) {
+        if self.settings.billing_clock == BillingClock::Event {
+            let now = self.now();
+            if at > now {
+                self.clock.advance(at - now);
+            }
+        }
+    }
+
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
     }

@@ -1,6 +1,7 @@
 //! What the HTTP functions answer alike: JSON bodies that are never cached,
-//! the one error shape `{"error": {"code", "message"}}`, and the optional
-//! `x-api-key` check (compared in constant time). The functions turn these
+//! the one error shape `{"error": {"code", "message"}}`, the optional
+//! `x-api-key` check (compared in constant time), and the local story's
+//! clock header. The functions turn these
 //! into `lambda_http` responses with `.map(Body::from)`.
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -56,6 +57,16 @@ pub fn api_key_refusal(
     ))
 }
 
+/// The `x-billing-clock` of a request (RFC 3339): the time the local story
+/// plays, followed only on the event's clock (`Engine::follow_the_event`;
+/// `BILLING_CLOCK=event` needs a local DynamoDB, so production ignores it).
+pub fn billing_clock(headers: &HeaderMap) -> Option<chrono::DateTime<chrono::Utc>> {
+    let text = headers.get("x-billing-clock")?.to_str().ok()?;
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,5 +92,21 @@ mod tests {
         assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
         let v: serde_json::Value = serde_json::from_str(r.body()).unwrap();
         assert_eq!(v["error"]["code"], "conflict");
+    }
+
+    #[test]
+    fn the_story_clock_header_is_read_only_when_it_is_a_time() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(billing_clock(&headers), None);
+        headers.insert("x-billing-clock", HeaderValue::from_static("yesterday"));
+        assert_eq!(billing_clock(&headers), None);
+        headers.insert(
+            "x-billing-clock",
+            HeaderValue::from_static("2027-01-02T10:00:00+09:00"),
+        );
+        assert_eq!(
+            billing_clock(&headers).map(|t| t.to_rfc3339()),
+            Some("2027-01-02T01:00:00+00:00".to_owned())
+        );
     }
 }

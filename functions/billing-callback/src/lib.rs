@@ -20,6 +20,9 @@ pub async fn handle<L: Ledger, G: PaymentGateway>(
     app: &App<L, G>,
     request: Request,
 ) -> Result<Response<Body>, Error> {
+    if let Some(t) = shared::http::billing_clock(request.headers()) {
+        app.engine.follow_the_event(t);
+    }
     let path = request.uri().path().trim_end_matches('/').to_owned();
     let method = request.method().as_str().to_owned();
     let response = match (method.as_str(), route(&path)) {

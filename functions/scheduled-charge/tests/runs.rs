@@ -808,10 +808,11 @@ async fn a_run_given_a_time_ahead_of_the_clock_is_refused_and_charges_nobody() {
 }
 
 /// The event's time as the billing clock (`BILLING_CLOCK=event`, the local
-/// story): runs months ahead of the process clock. "One period a day" read
-/// the day from the process clock, so after a payment today every later
-/// run was refused as a second period today, and the local story charged
-/// nothing after the sign-ups.
+/// story): runs months ahead of the process clock. "One period a day" and
+/// the quiet periods read the process clock, so after a payment today every
+/// later run was refused as a second period today, and the local story
+/// charged nothing after its sign-ups. On the event's clock the process
+/// clock now follows the runs (`run::follow_the_event`).
 #[tokio::test]
 async fn on_the_event_clock_a_run_months_ahead_charges_its_own_day() {
     let sim = start_sim().await;

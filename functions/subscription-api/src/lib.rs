@@ -181,6 +181,9 @@ pub async fn handle<L: Ledger, G: PaymentGateway>(
     app: &App<L, G>,
     request: Request,
 ) -> Result<Response<Body>, Error> {
+    if let Some(t) = shared::http::billing_clock(request.headers()) {
+        app.engine.follow_the_event(t);
+    }
     if let Some(refusal) = shared::http::api_key_refusal(
         app.config.management_api_key.as_ref(),
         request.headers(),

@@ -42,14 +42,7 @@ pub(crate) async fn charge_one<L: Ledger, G: PaymentGateway>(
     let ending = sub.cancel_at_period_end;
     let mut refused_today = None;
     if !ending {
-        // The billing day: the clock's, or the run's when it is ahead (the
-        // event's time as a test clock, `BILLING_CLOCK=event`; in
-        // production a run is at most minutes ahead of the clock).
-        let today = engine
-            .now()
-            .max(run.billing_time)
-            .with_timezone(&BILLING_TZ)
-            .date_naive();
+        let today = engine.now().with_timezone(&BILLING_TZ).date_naive();
         match sub.may_claim(&run.run_id, today) {
             Ok(()) => {
                 if let Some(stop) = earlier_attempt_clear(engine, &sub).await? {

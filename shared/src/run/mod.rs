@@ -414,6 +414,7 @@ async fn drive<L: Ledger, G: PaymentGateway, S: Source>(
     let run = &options.run;
     let pace = Pace::default();
     let mut loop_state = RunLoop::new(engine, options);
+    engine.follow_the_event(run.billing_time);
     if let Err(e) = check_billing_time(
         engine.settings.billing_clock,
         run.billing_time,

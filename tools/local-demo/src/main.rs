@@ -303,11 +303,37 @@ struct Stack {
     started: Instant,
     /// Queued mode (CHARGE_MODE=queued): the charge queue on moto_server.
     queue: Option<(aws_sdk_sqs::Client, String)>,
+    /// The time the story has reached (the last run's billing time): sent
+    /// to the HTTP functions as `x-billing-clock`, which they follow on the
+    /// event's clock, so a card replaced after January's decline is
+    /// replaced in January for them too.
+    story_clock: std::sync::Mutex<Option<DateTime<Utc>>>,
 }
 
 impl Stack {
     fn callback_fn(&self, path: &str) -> String {
         format!("{}/lambda-url/billing-callback{path}", self.lambda)
+    }
+
+    /// Moves the story's time on (an action some hours after a run).
+    fn advance_story_clock(&self, by: chrono::Duration) {
+        let mut clock = self
+            .story_clock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *clock = clock.map(|t| t + by);
+    }
+
+    /// `r` with the story's time, once a run has played one.
+    fn on_story_clock(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let at = *self
+            .story_clock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match at {
+            Some(t) => r.header("x-billing-clock", t.to_rfc3339()),
+            None => r,
+        }
     }
 
     /// Calls the management API (`subscription-api`): status, JSON body and
@@ -324,7 +350,7 @@ impl Stack {
             "GET" => self.http.get(url),
             _ => self.http.post(url),
         };
-        r = r.header("x-actor", "local-demo");
+        r = self.on_story_clock(r.header("x-actor", "local-demo"));
         if let Some(k) = idempotency_key {
             r = r.header("idempotency-key", k);
         }
@@ -490,6 +516,13 @@ impl Stack {
             "scheduled_time": billing_time.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
             "execution_id": run_id,
         });
+        {
+            let mut clock = self
+                .story_clock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *clock = (*clock).max(Some(billing_time));
+        }
         let started = Instant::now();
         let (mut body, mut error) = self.invoke("scheduled-charge", &payload).await?;
         if error.is_none() && body["mode"] == "queued" {
@@ -722,6 +755,7 @@ async fn play(args: Args) -> Result<bool> {
         lambda: args.lambda.trim_end_matches('/').to_owned(),
         started: Instant::now(),
         queue: None,
+        story_clock: std::sync::Mutex::new(None),
     };
     let mut checks = Checks::default();
     // Where event-publisher puts the lifecycle events (its EVENT_BUS_NAME).
@@ -1961,7 +1995,10 @@ async fn window_and_callback(
     }
     let r = stack.http.get(window).send().await?;
     let callback = location(&r, "the payment window")?;
-    let r = stack.http.get(callback.clone()).send().await?;
+    let r = stack
+        .on_story_clock(stack.http.get(callback.clone()))
+        .send()
+        .await?;
     let landed = location(&r, "billing-callback")?;
     Ok((callback, landed))
 }
@@ -1970,6 +2007,8 @@ async fn window_and_callback(
 /// payment window with the new `customer_uid`, the callback. Returns the
 /// new `customer_uid` and where the browser landed.
 async fn new_card(stack: &Stack, m: &Member) -> Result<(String, Url)> {
+    // The customer hears of the decline and comes back that afternoon.
+    stack.advance_story_clock(chrono::Duration::hours(4));
     let (status, body, _) = stack
         .api(
             "POST",
