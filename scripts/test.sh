@@ -58,14 +58,14 @@ quietly() {
 if $fast; then
   step "build the fast tests"
   quietly "^error|^warning" cargo test --workspace --locked --lib --test ledger_contract --test simulation \
-    --test callback --test webhook --test runs --no-run
+    --test callback --test webhook --test runs --test api --no-run
   step "unit tests of every crate"
   quietly "test result:" cargo test --workspace --locked --lib \
     | awk '{p += $4; f += $6} END {printf "unit tests: %d passed, %d failed, in %d crates\n", p, f, NR}'
   step "ledger contract, in-memory half"
   quietly "test result:" cargo test --workspace --locked --test ledger_contract -- memory::
-  step "function tests on the in-memory ledger (billing-callback, payment-webhook, scheduled-charge)"
-  quietly "test result:" cargo test --workspace --locked --test callback --test webhook --test runs \
+  step "function tests on the in-memory ledger (billing-callback, payment-webhook, scheduled-charge, subscription-api)"
+  quietly "test result:" cargo test --workspace --locked --test callback --test webhook --test runs --test api \
     -- --skip on_dynamodb::
   for api in v1 v2; do
     step "simulation, 200 seeds, PAYMENT_API=$api"
