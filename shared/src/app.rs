@@ -8,7 +8,7 @@ use aws_config::BehaviorVersion;
 
 use crate::billing::UidKey;
 use crate::clock::Clock;
-use crate::config::{BillingClock, Config, ConfigError, CredentialsSource, PaymentApi};
+use crate::config::{BillingClock, Config, ConfigError, CredentialsSource, GatewayApi};
 use crate::engine::{Engine, Settings};
 use crate::gateway::AnyGateway;
 use crate::gateway::iamport::{ClientConfig, IamportClient};
@@ -74,15 +74,15 @@ impl App {
         let credentials = resolve_credentials(&config, &sdk).await?;
         let mut ledger = DynamoLedger::new(
             aws_sdk_dynamodb::Client::new(&sdk),
-            config.table_name.clone(),
-            config.due_shards,
+            config.table.name.clone(),
+            config.table.due_shards,
         );
-        if let Some(key_id) = &config.billing_key_kms_key_id {
+        if let Some(key_id) = &config.table.billing_key_kms_key_id {
             ledger = ledger.with_sealed_keys(aws_sdk_kms::Client::new(&sdk), key_id);
         }
         // On the event's clock (local runs only) the process clock follows
         // the runs' times (`run::follow_the_event`): a shifted clock.
-        let clock = match config.billing_clock {
+        let clock = match config.charging.billing_clock {
             BillingClock::Event => Clock::shifted(),
             BillingClock::Wall => Clock::system(),
         };
@@ -95,7 +95,7 @@ impl App {
         credentials: Credentials,
         clock: Clock,
     ) -> Result<Self, InitError> {
-        if config.billing_key_kms_key_id.is_some() && !ledger.seals_keys() {
+        if config.table.billing_key_kms_key_id.is_some() && !ledger.seals_keys() {
             return Err(ConfigError::Invalid {
                 name: "BILLING_KEY_KMS_KEY_ID",
                 reason: "set, but the ledger was built without it (DynamoLedger::with_sealed_keys)"
@@ -117,13 +117,13 @@ impl<L: crate::ledger::Ledger> App<L, Limited<AnyGateway>> {
         clock: Clock,
     ) -> Result<Self, InitError> {
         if let Some(k) = credentials.api_keys.prepare.clone() {
-            config.prepare_api_key = Some(k);
+            config.http.prepare_api_key = Some(k);
         }
         if let Some(k) = credentials.api_keys.management.clone() {
-            config.management_api_key = Some(k);
+            config.http.management_api_key = Some(k);
         }
-        let derive_from = match (&credentials.portone, config.payment_api) {
-            (Some(p), PaymentApi::V2) => p.api_secret.clone(),
+        let derive_from = match (&credentials.portone, &config.gateway.api) {
+            (Some(p), GatewayApi::V2(_)) => p.api_secret.clone(),
             _ => credentials.imp_secret.clone(),
         };
         let uid_key = match &credentials.uid_key {
@@ -133,8 +133,9 @@ impl<L: crate::ledger::Ledger> App<L, Limited<AnyGateway>> {
             })?,
             None => UidKey::derived_from(derive_from.expose().as_bytes()),
         };
-        let gateway = match (&config.portone, credentials.portone) {
-            (Some(v2), Some(secrets)) => {
+        let connect_timeout = config.gateway.connect_timeout;
+        let gateway = match (&config.gateway.api, credentials.portone) {
+            (GatewayApi::V2(v2), Some(secrets)) => {
                 let webhook_secrets =
                     WebhookSecrets::parse(&secrets.webhook_secrets).map_err(|reason| {
                         ConfigError::Invalid {
@@ -150,28 +151,28 @@ impl<L: crate::ledger::Ledger> App<L, Limited<AnyGateway>> {
                         channel_key: v2.channel_key.clone(),
                         billing_key_method: v2.billing_key_method.clone(),
                         webhook_secrets,
-                        connect_timeout: config.iamport_connect_timeout,
-                        timeout: config.portone_timeout,
+                        connect_timeout,
+                        timeout: v2.timeout,
                     })
                     .map_err(|e| InitError::Http(e.to_string()))?,
                 )
             }
-            (Some(_), None) => {
+            (GatewayApi::V2(_), None) => {
                 return Err(ConfigError::Missing {
                     name: "the PortOne V2 API secret (PORTONE_API_SECRET, or portone_api_secret in the credentials secret)",
                 }
                 .into());
             }
-            (None, _) => {
+            (GatewayApi::V1(v1), _) => {
                 let mut client_config = ClientConfig::new(
-                    config.iamport_base_url.clone(),
+                    v1.base_url.clone(),
                     credentials.imp_key,
                     credentials.imp_secret,
                 );
-                client_config.timeout = config.iamport_timeout;
-                client_config.connect_timeout = config.iamport_connect_timeout;
-                client_config.include_sandbox = config.include_sandbox;
-                client_config.pay_method = config.pay_method.clone();
+                client_config.timeout = v1.timeout;
+                client_config.connect_timeout = connect_timeout;
+                client_config.include_sandbox = v1.include_sandbox;
+                client_config.pay_method = v1.pay_method.clone();
                 AnyGateway::V1(
                     IamportClient::new(client_config)
                         .map_err(|e| InitError::Http(e.to_string()))?,
@@ -179,7 +180,7 @@ impl<L: crate::ledger::Ledger> App<L, Limited<AnyGateway>> {
             }
         };
         let settings = Settings::from_config(&config, uid_key);
-        let gateway = Limited::new(gateway, config.concurrency);
+        let gateway = Limited::new(gateway, config.charging.concurrency);
         Ok(Self {
             engine: Engine::new(ledger, gateway, clock, settings),
             config,
@@ -191,14 +192,14 @@ async fn resolve_credentials(
     config: &Config,
     sdk: &aws_config::SdkConfig,
 ) -> Result<Credentials, ConfigError> {
-    match &config.credentials {
+    match &config.gateway.credentials {
         CredentialsSource::Plain {
             imp_key,
             imp_secret,
         } => Ok(Credentials {
             imp_key: imp_key.clone(),
             imp_secret: imp_secret.clone(),
-            uid_key: config.uid_key.clone(),
+            uid_key: config.charging.uid_key.clone(),
             api_keys: ApiKeys::default(),
             portone: None,
         }),
@@ -208,7 +209,7 @@ async fn resolve_credentials(
         } => Ok(Credentials {
             imp_key: Secret::new(""),
             imp_secret: Secret::new(""),
-            uid_key: config.uid_key.clone(),
+            uid_key: config.charging.uid_key.clone(),
             api_keys: ApiKeys::default(),
             portone: Some(PortOneCredentials {
                 api_secret: api_secret.clone(),
@@ -260,7 +261,7 @@ async fn resolve_credentials(
                 uid_key: stored
                     .uid_key
                     .map(Secret::new)
-                    .or_else(|| config.uid_key.clone()),
+                    .or_else(|| config.charging.uid_key.clone()),
                 api_keys: ApiKeys {
                     prepare: stored.prepare_api_key.map(Secret::new),
                     management: stored.management_api_key.map(Secret::new),

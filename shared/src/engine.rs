@@ -10,86 +10,46 @@ use chrono::{DateTime, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::billing::changes::ResumePolicy;
-use crate::billing::{
-    DunningPolicy, Plan, SubscriptionId, UidKey, random_customer_uid, random_nonce,
-};
+use crate::billing::{SubscriptionId, UidKey, random_customer_uid, random_nonce};
 use crate::clock::Clock;
-use crate::config::{BillingClock, Config};
+use crate::config::{BillingClock, ChargingConfig, Config, RegistrationConfig};
 use crate::gateway::PaymentGateway;
 use crate::ledger::Ledger;
 
-/// What the services need to know, taken from [`Config`] once.
+/// What the services need to know: the groups of [`Config`] they read, and
+/// what is resolved from the gateway's group at start.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub dunning: DunningPolicy,
-    /// How long a claim on an attempt lasts.
-    pub claim_lease: Duration,
-    /// How long after a charge request was sent "the gateway has no such
-    /// payment" may be read as "it never arrived" (see `docs/charging.md`).
-    pub resend_quiet: Duration,
+    pub charging: ChargingConfig,
+    pub registration: RegistrationConfig,
     /// The gateway's per-request timeout (budgets and lease checks use it).
     pub gateway_timeout: Duration,
-    /// Charges in flight at once in one run.
-    pub concurrency: usize,
-    pub notice_url: Option<String>,
-    pub charge_on_signup: bool,
-    /// The `pg` for the payment window (`chai`, `chai.{public_key}`, …).
+    /// What subscriptions record as their PG (`chai`, `chai.{public_key}`,
+    /// …; `portone` with V2).
     pub pg: String,
-    pub default_plan: Plan,
-    pub registration_ttl: Duration,
-    /// `m_redirect_url` (the callback route), needed by `prepare`.
-    pub callback_url: Option<String>,
     /// The key of the `merchant_uid` tags.
     pub uid_key: UidKey,
-    /// More than one live subscription per user and plan.
-    pub allow_multiple_subscriptions: bool,
-    /// Delete the billing key at the gateway when a subscription is
-    /// cancelled now.
-    pub delete_key_on_cancel: bool,
-    /// What a run's time may be (see [`BillingClock`]).
-    pub billing_clock: BillingClock,
-    /// Refund money that lands after a cancel-now instead of leaving it to a
-    /// person.
-    pub refund_after_cancel: bool,
-    /// What a subscription that had no access is charged when it gets it back.
-    pub resume_policy: ResumePolicy,
 }
 
 impl Settings {
     pub fn from_config(config: &Config, uid_key: UidKey) -> Self {
         Self {
-            dunning: config.dunning.clone(),
-            claim_lease: config.claim_lease,
-            resend_quiet: config.resend_quiet,
-            gateway_timeout: config.gateway_timeout,
-            concurrency: config.concurrency,
-            notice_url: config.notice_url.as_ref().map(|u| u.to_string()),
-            charge_on_signup: config.charge_on_signup,
-            // V2 charges a channel, not a V1 `pg`: shown as `portone`.
-            pg: if config.portone.is_some() {
-                "portone".to_owned()
-            } else {
-                config.pg.clone()
-            },
-            default_plan: config.default_plan.clone(),
-            registration_ttl: config.registration_ttl,
-            callback_url: config.callback_url.as_ref().map(|u| u.to_string()),
+            charging: config.charging.clone(),
+            registration: config.registration.clone(),
+            gateway_timeout: config.gateway.timeout().0,
+            pg: config.gateway.pg().to_owned(),
             uid_key,
-            allow_multiple_subscriptions: config.allow_multiple_subscriptions,
-            delete_key_on_cancel: config.delete_key_on_cancel,
-            billing_clock: config.billing_clock,
-            refund_after_cancel: config.refund_after_cancel,
-            resume_policy: config.resume_policy,
         }
     }
 
     pub fn lease(&self) -> chrono::Duration {
-        chrono::Duration::from_std(self.claim_lease).unwrap_or(chrono::Duration::minutes(15))
+        chrono::Duration::from_std(self.charging.claim_lease)
+            .unwrap_or(chrono::Duration::minutes(15))
     }
 
     pub fn quiet(&self) -> chrono::Duration {
-        chrono::Duration::from_std(self.resend_quiet).unwrap_or(chrono::Duration::minutes(10))
+        chrono::Duration::from_std(self.charging.resend_quiet)
+            .unwrap_or(chrono::Duration::minutes(10))
     }
 
     /// What must be left of a claim's lease to send one more request under
@@ -149,7 +109,7 @@ impl<L, G> Engine<L, G> {
     /// billing day are measured in the time the story plays, whichever
     /// function plays it. On the real clock (production) nothing moves.
     pub fn follow_the_event(&self, at: DateTime<Utc>) {
-        if self.settings.billing_clock == BillingClock::Event {
+        if self.settings.charging.billing_clock == BillingClock::Event {
             let now = self.now();
             if at > now {
                 self.clock.advance(at - now);
@@ -287,26 +247,11 @@ mod tests {
     fn claim_tokens_differ_for_the_same_run_id() {
         use crate::ledger::memory::InMemoryLedger;
         let settings = Settings {
-            dunning: DunningPolicy::default(),
-            claim_lease: Duration::from_secs(900),
-            resend_quiet: Duration::from_secs(600),
+            charging: ChargingConfig::default(),
+            registration: RegistrationConfig::default(),
             gateway_timeout: Duration::from_secs(10),
-            concurrency: 1,
-            notice_url: None,
-            charge_on_signup: false,
             pg: "chai".into(),
-            default_plan: Plan {
-                amount: 9900,
-                name: "p".into(),
-            },
-            registration_ttl: Duration::from_secs(60),
-            callback_url: None,
             uid_key: UidKey::derived_from(b"k"),
-            allow_multiple_subscriptions: false,
-            delete_key_on_cancel: true,
-            billing_clock: BillingClock::Wall,
-            refund_after_cancel: false,
-            resume_policy: ResumePolicy::Reanchor,
         };
         let engine = |seed| {
             Engine::seeded(

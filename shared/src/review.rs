@@ -114,7 +114,7 @@ pub async fn resolve<L: Ledger, G: PaymentGateway>(
             others_allow_paid(engine, &attempt).await?;
         }
         let now = engine.now();
-        let policy = engine.settings.resume_policy;
+        let policy = engine.settings.charging.resume_policy;
         let (back, charge_now) = changes::resolved(&sub, &attempt, as_paid, policy, now)
             .map_err(|e| ReviewError::Conflict(e.0))?;
         let result = resolution_result(&attempt, record.as_ref(), as_paid, note, now);

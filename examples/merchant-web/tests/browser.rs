@@ -370,8 +370,10 @@ async fn callback_url_of(s: &Stack) -> String {
         .app
         .engine
         .settings
+        .registration
         .callback_url
-        .clone()
+        .as_ref()
+        .map(ToString::to_string)
         .expect("CALLBACK_URL");
     let regs = s
         .app

@@ -72,7 +72,7 @@ async fn prepare<L: Ledger, G: PaymentGateway>(
     request: &Request,
 ) -> Response<Body> {
     if let Some(refusal) = shared::http::api_key_refusal(
-        app.config.prepare_api_key.as_ref(),
+        app.config.http.prepare_api_key.as_ref(),
         request.headers(),
         "prepare",
     ) {
@@ -155,9 +155,10 @@ async fn callback<L: Ledger, G: PaymentGateway>(
     app: &App<L, G>,
     request: &Request,
 ) -> Response<Body> {
-    let (Some(success), Some(failure)) =
-        (&app.config.success_redirect, &app.config.failure_redirect)
-    else {
+    let (Some(success), Some(failure)) = (
+        &app.config.registration.success_redirect,
+        &app.config.registration.failure_redirect,
+    ) else {
         tracing::error!("SUCCESS_REDIRECT_URL / FAILURE_REDIRECT_URL not configured");
         return error(
             StatusCode::INTERNAL_SERVER_ERROR,

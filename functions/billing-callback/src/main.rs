@@ -5,9 +5,9 @@ use shared::app::App;
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let app = App::from_env().await?;
-    if app.config.success_redirect.is_none()
-        || app.config.failure_redirect.is_none()
-        || app.config.callback_url.is_none()
+    if app.config.registration.success_redirect.is_none()
+        || app.config.registration.failure_redirect.is_none()
+        || app.config.registration.callback_url.is_none()
     {
         return Err(
             "CALLBACK_URL, SUCCESS_REDIRECT_URL and FAILURE_REDIRECT_URL are required".into(),

@@ -65,7 +65,7 @@ pub async fn handle<L: Ledger, G: PaymentGateway>(
     event: LambdaEvent<SqsEvent>,
 ) -> Result<WorkerAnswer, scheduled_charge::RunFailed> {
     let budget = Budget::from_lambda_deadline(event.context.deadline());
-    scheduled_charge::check_lease(app.engine.settings.claim_lease, &budget)?;
+    scheduled_charge::check_lease(app.engine.settings.charging.claim_lease, &budget)?;
     let mut answer = WorkerAnswer {
         messages: event.payload.records.len(),
         ..WorkerAnswer::default()

@@ -270,7 +270,7 @@ async fn a_worker_that_dies_mid_batch_loses_nothing_and_charges_nothing_twice() 
     }
     app.engine.clock.advance(
         chrono::Duration::from_std(
-            app.engine.settings.claim_lease + app.engine.settings.resend_quiet,
+            app.engine.settings.charging.claim_lease + app.engine.settings.charging.resend_quiet,
         )
         .unwrap()
             + chrono::Duration::seconds(2),

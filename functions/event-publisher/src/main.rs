@@ -12,15 +12,15 @@ async fn main() -> Result<(), Error> {
     let publisher = Publisher {
         ledger: DynamoLedger::new(
             aws_sdk_dynamodb::Client::new(&sdk),
-            config.table_name,
-            config.due_shards,
+            config.table.name,
+            config.table.due_shards,
         )
         // It reads a charge's user_id only: no KMS access to billing keys.
         .keys_left_sealed(),
         bus: Bus {
             client: aws_sdk_eventbridge::Client::new(&sdk),
-            name: config.event_bus_name,
-            source: config.event_source,
+            name: config.events.event_bus_name,
+            source: config.events.event_source,
         },
     };
     let publisher = &publisher;

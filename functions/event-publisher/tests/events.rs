@@ -41,11 +41,12 @@ impl World {
         let sim = start_sim().await;
         let app = Arc::new(app_for(&sim, &[("DUNNING_RETRY_DAYS", "1")]).await);
         let client = dynamodb_client().await;
-        let table = app.config.table_name.clone();
+        let table = app.config.table.name.clone();
         let stream = StreamReader::open(&client, &dynamodb_endpoint(), &table).await;
         let sink = EventSink::create(SOURCE).await;
         let publisher = Publisher {
-            ledger: DynamoLedger::new(client, table, app.config.due_shards).keys_left_sealed(),
+            ledger: DynamoLedger::new(client, table, app.config.table.due_shards)
+                .keys_left_sealed(),
             bus: Bus {
                 client: sink.eventbridge.clone(),
                 name: sink.bus.clone(),
@@ -462,8 +463,8 @@ async fn a_replayed_or_interrupted_batch_loses_nothing_and_repeats_ids_only() {
     let broken = Publisher {
         ledger: DynamoLedger::new(
             dynamodb_client().await,
-            w.app.config.table_name.clone(),
-            w.app.config.due_shards,
+            w.app.config.table.name.clone(),
+            w.app.config.table.due_shards,
         )
         .keys_left_sealed(),
         bus: Bus {

@@ -27,9 +27,9 @@ pub async fn handle<L: Ledger, G: PaymentGateway>(
     if request.method().as_str() != "POST" {
         return Ok(reply(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"));
     }
-    if !app.config.webhook_allowed_ips.is_empty() {
+    if !app.config.http.webhook_allowed_ips.is_empty() {
         match source_ip(&request) {
-            Some(ip) if app.config.webhook_allowed_ips.contains(&ip) => {}
+            Some(ip) if app.config.http.webhook_allowed_ips.contains(&ip) => {}
             other => {
                 warn!(source_ip = ?other, "webhook from an address outside the allow-list");
                 return Ok(reply(StatusCode::FORBIDDEN, "source address not allowed"));

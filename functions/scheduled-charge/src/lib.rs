@@ -129,7 +129,7 @@ pub async fn handle<L: Ledger, G: PaymentGateway>(
 ) -> Result<RunReport, RunFailed> {
     let run = run_of(&event.payload, &event.context.request_id)?;
     let budget = Budget::from_lambda_deadline(event.context.deadline());
-    check_lease(app.engine.settings.claim_lease, &budget)?;
+    check_lease(app.engine.settings.charging.claim_lease, &budget)?;
     info!(billing_time = %run.billing_time, run_id = %run.run_id, "charge run starting");
     let report = billing_run::run(&app.engine, RunOptions { run, budget }).await;
     let s = &report.summary;

@@ -8,7 +8,7 @@ use shared::run::queue::SqsQueue;
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let app = App::from_env().await?;
-    let queue = match &app.config.charge_mode {
+    let queue = match &app.config.charging.mode {
         ChargeMode::Single => None,
         ChargeMode::Queued { queue_url } => {
             let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())

@@ -185,7 +185,7 @@ pub async fn handle<L: Ledger, G: PaymentGateway>(
         app.engine.follow_the_event(t);
     }
     if let Some(refusal) = shared::http::api_key_refusal(
-        app.config.management_api_key.as_ref(),
+        app.config.http.management_api_key.as_ref(),
         request.headers(),
         "management API",
     ) {

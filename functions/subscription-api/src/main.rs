@@ -5,7 +5,7 @@ use shared::app::App;
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let app = App::from_env().await?;
-    if app.config.callback_url.is_none() {
+    if app.config.registration.callback_url.is_none() {
         return Err(
             "CALLBACK_URL is required (payment-method returns IMP.request_pay parameters)".into(),
         );

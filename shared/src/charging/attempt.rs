@@ -458,7 +458,7 @@ async fn send<L: Ledger, G: PaymentGateway>(
             serde_json::json!({"subscription_id": sub.id.as_str(), "period": attempt.period.as_str(), "attempt": attempt.attempt})
                 .to_string(),
         ),
-        notice_url: engine.settings.notice_url.clone(),
+        notice_url: engine.settings.charging.notice_url.as_ref().map(url::Url::to_string),
     };
     let answer = engine.gateway.charge(&request).await;
     send_answer(engine, sub, attempt, token, pace, answer).await

@@ -161,7 +161,14 @@ pub async fn apply_fact<L: Ledger, G: PaymentGateway>(
             return unwanted(engine, attempt, imp_uid, guard).await;
         }
         let refs = &engine.settings.uid_key;
-        let (next, kept) = next_state_for(&sub, attempt, fact, &engine.settings.dunning, refs, now);
+        let (next, kept) = next_state_for(
+            &sub,
+            attempt,
+            fact,
+            &engine.settings.charging.dunning,
+            refs,
+            now,
+        );
         if let Some(e) = kept {
             warn!(subscription_id = %sub.id, error = %e, "status kept; fact recorded");
         }
@@ -237,7 +244,7 @@ async fn unwanted<L: Ledger, G: PaymentGateway>(
             Guard::Claim(_) => Applied::AlreadySettled,
         });
     }
-    if engine.settings.refund_after_cancel {
+    if engine.settings.charging.refund_after_cancel {
         crate::refunds::refund_and_close(
             engine,
             attempt,

@@ -152,7 +152,7 @@ pub async fn cancel<L: Ledger, G: PaymentGateway>(
             Err(e) => return Err(e.into()),
         }
         info!(subscription_id = %id, at = %input.at, "subscription cancelled");
-        let key_deleted = if at == CancelAt::Now && engine.settings.delete_key_on_cancel {
+        let key_deleted = if at == CancelAt::Now && engine.settings.charging.delete_key_on_cancel {
             Some(
                 match engine.gateway.delete_billing_key(&sub.customer_uid).await {
                     Ok(()) => true,
@@ -195,7 +195,7 @@ pub async fn resume<L: Ledger, G: PaymentGateway>(
     for _ in 0..3 {
         let sub = load(engine, &id).await?;
         let now = engine.now();
-        let policy = engine.settings.resume_policy;
+        let policy = engine.settings.charging.resume_policy;
         let (next, detail, charge) = match changes::resumed(&sub, policy, now)? {
             Resumed::CancelUndone(next) => {
                 (next, "period-end cancellation undone".to_owned(), false)
@@ -319,7 +319,7 @@ pub async fn change_plan<L: Ledger, G>(
         );
         // The user's lock follows the plan's name (one live subscription
         // per user and plan).
-        let lock = if engine.settings.allow_multiple_subscriptions
+        let lock = if engine.settings.registration.allow_multiple_subscriptions
             || sub.lock_name() == next.lock_name()
         {
             LockChange::Keep

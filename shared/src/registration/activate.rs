@@ -271,7 +271,7 @@ async fn subscribe<L: Ledger, G: PaymentGateway>(
     );
     // A sign-up waiting for a person is a live subscription too: it holds
     // the lock (when another holds it, `after_conflict` records it without).
-    let plan_lock = !engine.settings.allow_multiple_subscriptions;
+    let plan_lock = !engine.settings.registration.allow_multiple_subscriptions;
     let activation_of = |sub, first_attempt, plan_lock| Activation {
         reg,
         sub,
@@ -383,7 +383,7 @@ async fn finish<L: Ledger, G: PaymentGateway>(
             return CallbackOutcome::Failed(FailureReason::NeedsReview);
         }
         Issuance::FirstPeriodPaid { .. } => Some(FirstCharge::Paid),
-        Issuance::KeyOnly if engine.settings.charge_on_signup => {
+        Issuance::KeyOnly if engine.settings.registration.charge_on_signup => {
             Some(first_charge(engine, sub, "signup", budget).await)
         }
         Issuance::KeyOnly | Issuance::Failed => None,

@@ -175,13 +175,15 @@ pub async fn prepare<L: Ledger, G: PaymentGateway>(
     let now = engine.now();
     let settings = &engine.settings;
     let callback = settings
+        .registration
         .callback_url
         .as_ref()
+        .map(url::Url::as_str)
         .ok_or(PrepareError::NotConfigured)?;
     check_len("user_id", &request.user_id, 128)?;
-    let plan = validated_plan(request.plan, &settings.default_plan)?;
+    let plan = validated_plan(request.plan, &settings.registration.default_plan)?;
     let buyer = validated_buyer(request.buyer)?;
-    if !settings.allow_multiple_subscriptions
+    if !settings.registration.allow_multiple_subscriptions
         && let Some(existing) = existing_sign_up(engine, &request.user_id, &plan).await?
     {
         return match existing {
@@ -206,7 +208,7 @@ pub async fn prepare<L: Ledger, G: PaymentGateway>(
         buyer,
         status: RegistrationStatus::Pending,
         created_at: now,
-        expires_at: chrono::Duration::from_std(settings.registration_ttl)
+        expires_at: chrono::Duration::from_std(settings.registration.ttl)
             .ok()
             .map(|ttl| now + ttl),
         imp_uid: None,
@@ -259,8 +261,10 @@ pub async fn prepare_key_replacement<L: Ledger, G: PaymentGateway>(
     let now = engine.now();
     let settings = &engine.settings;
     let callback = settings
+        .registration
         .callback_url
         .as_ref()
+        .map(url::Url::as_str)
         .ok_or(PrepareError::NotConfigured)?;
     let reg = Registration {
         merchant_uid: MerchantUid::key_replacement(&sub.id, &engine.new_nonce()),
@@ -272,7 +276,7 @@ pub async fn prepare_key_replacement<L: Ledger, G: PaymentGateway>(
         buyer: sub.buyer.clone(),
         status: RegistrationStatus::Pending,
         created_at: now,
-        expires_at: chrono::Duration::from_std(settings.registration_ttl)
+        expires_at: chrono::Duration::from_std(settings.registration.ttl)
             .ok()
             .map(|ttl| now + ttl),
         imp_uid: None,

@@ -47,7 +47,7 @@ pub(super) async fn replace_key<L: Ledger, G: PaymentGateway>(
             &v.key.customer_uid,
             key_info(&v.key, now),
             current.as_ref(),
-            engine.settings.resume_policy,
+            engine.settings.charging.resume_policy,
             now,
         ) {
             Ok(changed) => changed,

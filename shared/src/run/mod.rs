@@ -416,7 +416,7 @@ async fn drive<L: Ledger, G: PaymentGateway, S: Source>(
     let mut loop_state = RunLoop::new(engine, options);
     engine.follow_the_event(run.billing_time);
     if let Err(e) = check_billing_time(
-        engine.settings.billing_clock,
+        engine.settings.charging.billing_clock,
         run.billing_time,
         engine.now(),
     ) {
@@ -479,7 +479,7 @@ impl RunLoop {
             failed: Vec::new(),
             budget: options.budget,
             reserve: reserve(engine.settings.gateway_timeout),
-            in_flight: pipeline(engine.settings.concurrency),
+            in_flight: pipeline(engine.settings.charging.concurrency),
         }
     }
 

@@ -217,7 +217,7 @@ pub async fn fresh_ledger(shards: u32) -> DynamoLedger {
 /// with the test moto_server's KMS: for a test that builds its own ledger
 /// (through a proxy, on a missing table) for an app's configuration.
 pub async fn as_configured(ledger: DynamoLedger, config: &shared::config::Config) -> DynamoLedger {
-    match &config.billing_key_kms_key_id {
+    match &config.table.billing_key_kms_key_id {
         Some(key_id) => ledger.with_sealed_keys(kms_client().await, key_id),
         None => ledger,
     }
@@ -325,7 +325,11 @@ pub async fn test_app(iamport_base_url: &str, extra: &[(&str, &str)]) -> shared:
     // Billing keys sealed at rest, as production does (required with V2).
     vars.insert("BILLING_KEY_KMS_KEY_ID".into(), kms_key().await);
     let (config, credentials) = config_of(vars, extra);
-    let ledger = as_configured(DynamoLedger::new(client, table, config.due_shards), &config).await;
+    let ledger = as_configured(
+        DynamoLedger::new(client, table, config.table.due_shards),
+        &config,
+    )
+    .await;
     shared::app::App::new(config, ledger, credentials, shared::clock::Clock::shifted())
         .expect("test app")
 }
@@ -413,7 +417,7 @@ fn config_of(
     let credentials = shared::app::Credentials {
         imp_key: shared::secret::Secret::new(vars["IAMPORT_KEY"].clone()),
         imp_secret: shared::secret::Secret::new(vars["IAMPORT_SECRET"].clone()),
-        uid_key: config.uid_key.clone(),
+        uid_key: config.charging.uid_key.clone(),
         api_keys: Default::default(),
         portone,
     };
@@ -668,7 +672,7 @@ pub async fn seed_subscription<L: shared::ledger::Ledger>(
     let mut sub = sample_subscription(&id, created);
     sub.next_charge_at = created;
     let customer_id = sub.customer_uid.clone();
-    if app.config.payment_api == shared::config::PaymentApi::V2 {
+    if app.config.gateway.payment_api() == shared::config::PaymentApi::V2 {
         // PortOne issued a key for our registration and customer id; the
         // subscription charges the key.
         let issue_id = MerchantUid::issuance(&id);
@@ -703,7 +707,11 @@ pub async fn seed_subscription<L: shared::ledger::Ledger>(
             sub: &sub,
             imp_uid: &format!("imp_seed{id}"),
             first_attempt: None,
-            plan_lock: !app.engine.settings.allow_multiple_subscriptions,
+            plan_lock: !app
+                .engine
+                .settings
+                .registration
+                .allow_multiple_subscriptions,
         })
         .await
         .expect("seed subscription");
@@ -1001,7 +1009,7 @@ pub async fn crashed_claim<L: shared::ledger::Ledger>(
 /// after its send, so the next run may take it over and send it again.
 pub fn after_quiet_period<L>(app: &shared::app::App<L>) {
     app.engine.clock.advance(
-        chrono::Duration::from_std(app.engine.settings.resend_quiet).unwrap_or_default()
+        chrono::Duration::from_std(app.engine.settings.charging.resend_quiet).unwrap_or_default()
             + chrono::Duration::seconds(2),
     );
 }

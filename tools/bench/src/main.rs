@@ -146,8 +146,8 @@ async fn store(config: &Config, counter: &Counter) -> DynamoLedger {
         .build();
     DynamoLedger::new(
         aws_sdk_dynamodb::Client::from_conf(dynamo),
-        config.table_name.clone(),
-        config.due_shards,
+        config.table.name.clone(),
+        config.table.due_shards,
     )
 }
 
@@ -181,7 +181,7 @@ async fn seed(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let counter = Counter::default();
     let store = store(config, &counter).await;
-    if let Err(e) = table::create_table(store.client(), &config.table_name).await {
+    if let Err(e) = table::create_table(store.client(), &config.table.name).await {
         eprintln!("create table: {e} (continuing: it may exist)");
     }
     let created = Utc::now() - chrono::Duration::hours(1);
@@ -202,7 +202,7 @@ async fn seed(
             })
             .collect();
         let client = store.client().clone();
-        let table = config.table_name.clone();
+        let table = config.table.name.clone();
         async move {
             let mut pending = Some(requests);
             while let Some(batch) = pending.take().filter(|b| !b.is_empty()) {
@@ -230,7 +230,7 @@ async fn seed(
         let http = reqwest::Client::new();
         let url = format!(
             "{}/__sim/customers",
-            config.iamport_base_url.as_str().trim_end_matches('/')
+            config.gateway.base_url().as_str().trim_end_matches('/')
         );
         let adds = futures::stream::iter(subs.iter().map(|s| {
             let body = serde_json::json!({"customer_uid": s.customer_uid, "pg_provider": "chai"});
@@ -321,8 +321,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         } => {
             let counter = Counter::default();
             let store = store(&config, &counter).await;
-            let concurrency = config.concurrency;
-            let (imp_key, imp_secret) = match &config.credentials {
+            let concurrency = config.charging.concurrency;
+            let (imp_key, imp_secret) = match &config.gateway.credentials {
                 shared::config::CredentialsSource::Plain {
                     imp_key,
                     imp_secret,
@@ -332,7 +332,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let credentials = shared::app::Credentials {
                 imp_key,
                 imp_secret,
-                uid_key: config.uid_key.clone(),
+                uid_key: config.charging.uid_key.clone(),
                 api_keys: Default::default(),
                 portone: None,
             };

@@ -114,7 +114,7 @@ pub fn engine(setup: &Setup, concurrency: usize) -> BenchEngine {
     let uid_key = shared::billing::UidKey::new(b"bench-merchant-uid-key").expect("uid key");
     let settings = Settings::from_config(&config, uid_key);
     let client = IamportClient::new(ClientConfig::new(
-        config.iamport_base_url.clone(),
+        config.gateway.base_url().clone(),
         Secret::new("sim_imp_key".to_owned()),
         Secret::new("sim_imp_secret".to_owned()),
     ))

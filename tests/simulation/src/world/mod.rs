@@ -32,10 +32,11 @@ use chrono::{DateTime, TimeZone, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shared::billing::{
-    BILLING_TZ, ChargeAttempt, DunningPolicy, MerchantUid, Plan, Registration, RegistrationStatus,
-    SubscriptionId, UidKey,
+    BILLING_TZ, ChargeAttempt, MerchantUid, Registration, RegistrationStatus, SubscriptionId,
+    UidKey,
 };
 use shared::clock::Clock;
+use shared::config::{ChargingConfig, RegistrationConfig};
 use shared::engine::{Budget, Engine, Settings};
 use shared::ledger::Ledger;
 use shared::ledger::memory::InMemoryLedger;
@@ -202,33 +203,32 @@ impl World {
             (true, 0..7) => rng.random_range(0.5..2.0),
             (true, _) => rng.random_range(3.0..8.0),
         };
+        // Drawn in this order, the order the seeds were recorded with.
+        let charge_on_signup = rng.random_bool(0.7);
+        let refund_after_cancel = rng.random_bool(0.3);
+        let resume_policy = if rng.random_bool(0.3) {
+            shared::billing::changes::ResumePolicy::CollectOutstanding
+        } else {
+            shared::billing::changes::ResumePolicy::Reanchor
+        };
         let settings = Settings {
-            dunning: DunningPolicy::default(),
-            claim_lease: Duration::from_secs(900),
-            resend_quiet: Duration::from_secs(600),
-            gateway_timeout: TIMEOUT,
-            concurrency: 4,
-            notice_url: None,
-            charge_on_signup: rng.random_bool(0.7),
-            pg: if params.v2 { "portone" } else { "chai" }.into(),
-            default_plan: Plan {
-                amount: 9900,
-                name: "월간 구독".into(),
+            charging: ChargingConfig {
+                concurrency: 4,
+                refund_after_cancel,
+                resume_policy,
+                ..ChargingConfig::default()
             },
-            registration_ttl: Duration::from_secs(86_400),
-            callback_url: Some("https://billing.example/billing/callback".into()),
+            registration: RegistrationConfig {
+                charge_on_signup,
+                callback_url: url::Url::parse("https://billing.example/billing/callback").ok(),
+                ..RegistrationConfig::default()
+            },
+            gateway_timeout: TIMEOUT,
+            pg: if params.v2 { "portone" } else { "chai" }.into(),
             uid_key: UidKey::new(b"simulation-merchant-uid-key")
                 .unwrap_or_else(|| UidKey::derived_from(b"simulation")),
-            allow_multiple_subscriptions: false,
-            delete_key_on_cancel: true,
-            billing_clock: shared::config::BillingClock::Wall,
-            refund_after_cancel: rng.random_bool(0.3),
-            resume_policy: if rng.random_bool(0.3) {
-                shared::billing::changes::ResumePolicy::CollectOutstanding
-            } else {
-                shared::billing::changes::ResumePolicy::Reanchor
-            },
         };
+
         Arc::new(Self {
             seed,
             rng: Mutex::new(rng),
@@ -484,7 +484,7 @@ pub fn callback_with_slow_gateway(latency: Duration) -> (Duration, String) {
             subscription_id: id.clone(),
             customer_uid: "cu_slow".into(),
             user_id: "user-slow".into(),
-            plan: world.settings.default_plan.clone(),
+            plan: world.settings.registration.default_plan.clone(),
             pg: "chai".into(),
             buyer: Default::default(),
             status: RegistrationStatus::Pending,
