@@ -13,6 +13,7 @@ use crate::billing::{
 };
 use crate::engine::Engine;
 use crate::gateway::PaymentGateway;
+use crate::ledger::conflict::{Pass, retry_on_conflict};
 use crate::ledger::{Ledger, LedgerError};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,17 +83,17 @@ pub async fn resolve<L: Ledger, G: PaymentGateway>(
     note: &str,
     actor: &Actor,
 ) -> Result<Resolved, ReviewError> {
-    for _ in 0..3 {
+    let resolved = retry_on_conflict(3, (), |()| async move {
         let attempt = attempt_by_uid(engine, merchant_uid)
             .await?
             .ok_or_else(|| ReviewError::NotFound(format!("no charge {merchant_uid:?}")))?;
         if let Some(r) = &attempt.resolution
             && (r.state == AttemptState::Paid) == as_paid
         {
-            return Ok(Resolved {
+            return Ok(Pass::Done(Resolved {
                 attempt,
                 charge_now: false,
-            });
+            }));
         }
         let record = match engine.gateway.find_payment(merchant_uid).await {
             Ok(p) => Some(p),
@@ -135,18 +136,19 @@ pub async fn resolve<L: Ledger, G: PaymentGateway>(
                 let attempt = attempt_by_uid(engine, merchant_uid)
                     .await?
                     .unwrap_or(attempt);
-                return Ok(Resolved {
+                Ok(Pass::Done(Resolved {
                     attempt,
                     charge_now,
-                });
+                }))
             }
-            Err(LedgerError::Conflict(_)) => continue,
-            Err(e) => return Err(e.into()),
+            Err(LedgerError::Conflict(_)) => Ok(Pass::Again(())),
+            Err(e) => Err(ReviewError::from(e)),
         }
-    }
-    Err(ReviewError::Conflict(
-        "the charge or its subscription kept changing; try again".into(),
-    ))
+    })
+    .await?;
+    resolved.ok_or_else(|| {
+        ReviewError::Conflict("the charge or its subscription kept changing; try again".into())
+    })
 }
 
 /// Resolving as paid while another attempt of the period is paid or still

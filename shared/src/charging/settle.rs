@@ -12,6 +12,7 @@ use crate::billing::{
 };
 use crate::engine::Engine;
 use crate::gateway::{GatewayError, PaymentGateway};
+use crate::ledger::conflict::{Pass, retry_on_conflict};
 use crate::ledger::{Guard, Ledger, LedgerError};
 
 /// What came of writing a fact.
@@ -136,29 +137,36 @@ pub async fn apply_fact<L: Ledger, G: PaymentGateway>(
     engine: &Engine<L, G>,
     attempt: &ChargeAttempt,
     fact: &Fact,
-    mut guard: Guard<'_>,
-    mut known: Option<Subscription>,
+    guard: Guard<'_>,
+    known: Option<Subscription>,
 ) -> Result<Applied, RunError> {
-    for _ in 0..5 {
+    // What a pass hands the next: who may write (a claim taken over turns a
+    // paid fact into `PaidFact`), and the subscription if already read.
+    let applied = retry_on_conflict(5, (guard, known), |(mut guard, known)| async move {
         let now = engine.now();
-        let sub = match known.take() {
+        let sub = match known {
             Some(sub) => sub,
             None => current_subscription(engine, attempt).await?,
         };
         if !sub.is_current(attempt) {
             // The subscription moved past this attempt: it must be settled already.
-            return match reread(engine, attempt).await? {
-                a if !a.state.is_open() => settled_meanwhile(engine, &a, fact).await,
-                _ => Err(RunError::Ledger(LedgerError::Corrupt(format!(
+            let stored = reread(engine, attempt).await?;
+            if stored.state.is_open() {
+                return Err(RunError::Ledger(LedgerError::Corrupt(format!(
                     "open attempt {} is not its subscription's current one",
                     attempt.merchant_uid
-                )))),
-            };
+                ))));
+            }
+            return settled_meanwhile(engine, &stored, fact)
+                .await
+                .map(Pass::Done);
         }
         if let Fact::Paid { imp_uid, .. } = fact
             && sub.status == SubscriptionStatus::Cancelled
         {
-            return unwanted(engine, attempt, imp_uid, guard).await;
+            return unwanted(engine, attempt, imp_uid, guard)
+                .await
+                .map(Pass::Done);
         }
         let refs = &engine.settings.uid_key;
         let (next, kept) = next_state_for(
@@ -177,12 +185,12 @@ pub async fn apply_fact<L: Ledger, G: PaymentGateway>(
             && !attempt.quiet_since_sent(now, engine.settings.quiet())
         {
             let result = fact.result();
-            return Ok(Applied::NotYet(format!(
+            return Ok(Pass::Done(Applied::NotYet(format!(
                 "{} ({}); it would end access ({}): confirmed after the quiet period",
                 result.state.as_str(),
                 result.fail_reason.as_deref().unwrap_or("no reason"),
                 next.status.as_str()
-            )));
+            ))));
         }
         let mut result = fact.result();
         if !fact.is_paid() {
@@ -193,16 +201,18 @@ pub async fn apply_fact<L: Ledger, G: PaymentGateway>(
             .settle(attempt, &result, guard, &next, now)
             .await
         {
-            Ok(()) => return Ok(Applied::Recorded),
+            Ok(()) => Ok(Pass::Done(Applied::Recorded)),
             Err(LedgerError::Conflict(_)) => {
                 let stored = reread(engine, attempt).await?;
                 match guard {
                     _ if !stored.state.is_open() => {
-                        return settled_meanwhile(engine, &stored, fact).await;
+                        return settled_meanwhile(engine, &stored, fact)
+                            .await
+                            .map(Pass::Done);
                     }
                     Guard::Claim(token) if stored.claim_token.as_deref() != Some(token) => {
                         if !fact.is_paid() {
-                            return Ok(Applied::ClaimLost);
+                            return Ok(Pass::Done(Applied::ClaimLost));
                         }
                         // Our claim was taken over, but money is money: record it.
                         guard = Guard::PaidFact;
@@ -210,14 +220,18 @@ pub async fn apply_fact<L: Ledger, G: PaymentGateway>(
                     // Still open and writable by us: the subscription changed; re-read it.
                     _ => {}
                 }
+                Ok(Pass::Again((guard, None)))
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => Err(e.into()),
         }
-    }
-    Err(RunError::Ledger(LedgerError::Transient(format!(
-        "could not record {} after 5 tries",
-        attempt.merchant_uid
-    ))))
+    })
+    .await?;
+    applied.ok_or_else(|| {
+        RunError::Ledger(LedgerError::Transient(format!(
+            "could not record {} after 5 tries",
+            attempt.merchant_uid
+        )))
+    })
 }
 
 /// Money taken after the subscription was cancelled (a charge already out
@@ -285,7 +299,7 @@ pub async fn flag<L: Ledger, G: PaymentGateway>(
     token: Option<&str>,
     reason: &str,
 ) -> Result<bool, RunError> {
-    for _ in 0..5 {
+    let flagged = retry_on_conflict(5, (), |()| async move {
         let now = engine.now();
         let sub = current_subscription(engine, attempt).await?;
         let next = flagged_state(&sub, now);
@@ -301,7 +315,7 @@ pub async fn flag<L: Ledger, G: PaymentGateway>(
                     %reason,
                     "needs review: charges stopped until a person resolves it"
                 );
-                return Ok(true);
+                Ok(Pass::Done(true))
             }
             Err(LedgerError::Conflict(_)) => {
                 let stored = reread(engine, attempt).await?;
@@ -314,16 +328,20 @@ pub async fn flag<L: Ledger, G: PaymentGateway>(
                 };
                 if !flaggable {
                     warn!(merchant_uid = %attempt.merchant_uid, state = stored.state.as_str(), %reason, "not flagged: the attempt moved on");
-                    return Ok(false);
+                    return Ok(Pass::Done(false));
                 }
+                Ok(Pass::Again(()))
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => Err(RunError::from(e)),
         }
-    }
-    Err(RunError::Ledger(LedgerError::Transient(format!(
-        "could not flag {} after 5 tries",
-        attempt.merchant_uid
-    ))))
+    })
+    .await?;
+    flagged.ok_or_else(|| {
+        RunError::Ledger(LedgerError::Transient(format!(
+            "could not flag {} after 5 tries",
+            attempt.merchant_uid
+        )))
+    })
 }
 
 async fn current_subscription<L: Ledger, G>(

@@ -7,6 +7,7 @@
 //! and the benchmarks). One contract suite (`shared/tests/ledger_contract.rs`)
 //! runs the same cases against both, so they cannot drift apart.
 
+pub mod conflict;
 pub mod dynamodb;
 pub mod memory;
 pub mod observed;

@@ -11,6 +11,7 @@ use crate::billing::{Plan, SubscriptionStatus};
 use crate::charging::{self, BillingRun, Outcome};
 use crate::engine::Engine;
 use crate::gateway::PaymentGateway;
+use crate::ledger::conflict::{Pass, retry_on_conflict};
 use crate::ledger::{Ledger, LedgerError, LockChange, SubscriptionChange};
 use crate::registration::{self, PrepareError, Prepared};
 
@@ -114,8 +115,9 @@ pub async fn cancel<L: Ledger, G: PaymentGateway>(
     };
     let reason = text("reason", &input.reason, 200)?;
     let id = parse_id(id)?;
-    for _ in 0..3 {
-        let sub = load(engine, &id).await?;
+    let (id, reason, input) = (&id, &reason, &input);
+    let cancelled = retry_on_conflict(3, (), |()| async move {
+        let sub = load(engine, id).await?;
         let already = match at {
             CancelAt::Now => sub.status == SubscriptionStatus::Cancelled,
             // An ended subscription has ended at (or before) its period's end.
@@ -124,13 +126,13 @@ pub async fn cancel<L: Ledger, G: PaymentGateway>(
             }
         };
         if already {
-            return Ok(Cancelled {
+            return Ok(Pass::Done(Cancelled {
                 subscription: view_of(engine, &sub).await?,
                 key_deleted: None,
-            });
+            }));
         }
         let now = engine.now();
-        let next = changes::cancelled(&sub, at, &reason, now)?;
+        let next = changes::cancelled(&sub, at, reason, now)?;
         let entry = audit(
             engine,
             &sub,
@@ -148,7 +150,8 @@ pub async fn cancel<L: Ledger, G: PaymentGateway>(
         };
         match engine.ledger.change_subscription(&change).await {
             Ok(()) => {}
-            Err(LedgerError::Conflict(_)) => continue, // a run or another change got there first
+            // A run or another change got there first.
+            Err(LedgerError::Conflict(_)) => return Ok(Pass::Again(())),
             Err(e) => return Err(e.into()),
         }
         info!(subscription_id = %id, at = %input.at, "subscription cancelled");
@@ -166,14 +169,17 @@ pub async fn cancel<L: Ledger, G: PaymentGateway>(
         } else {
             None
         };
-        return Ok(Cancelled {
+        Ok::<_, ManageError>(Pass::Done(Cancelled {
             subscription: view_of(engine, &next).await?,
             key_deleted,
-        });
-    }
-    Err(ManageError::Conflict(
-        "the subscription kept changing; try again".into(),
-    ))
+        }))
+    })
+    .await?;
+    cancelled.ok_or_else(kept_changing)
+}
+
+fn kept_changing() -> ManageError {
+    ManageError::Conflict("the subscription kept changing; try again".into())
 }
 
 /// What a resume did.
@@ -192,8 +198,9 @@ pub async fn resume<L: Ledger, G: PaymentGateway>(
     actor: &Actor,
 ) -> Result<ResumedView, ManageError> {
     let id = parse_id(id)?;
-    for _ in 0..3 {
-        let sub = load(engine, &id).await?;
+    let id = &id;
+    let resumed = retry_on_conflict(3, (), |()| async move {
+        let sub = load(engine, id).await?;
         let now = engine.now();
         let policy = engine.settings.charging.resume_policy;
         let (next, detail, charge) = match changes::resumed(&sub, policy, now)? {
@@ -216,23 +223,22 @@ pub async fn resume<L: Ledger, G: PaymentGateway>(
             .await
         {
             Ok(()) => {}
-            Err(LedgerError::Conflict(_)) => continue,
+            Err(LedgerError::Conflict(_)) => return Ok(Pass::Again(())),
             Err(e) => return Err(e.into()),
         }
         let charge = if charge {
-            Some(charge_now(engine, &id, "resume").await)
+            Some(charge_now(engine, id, "resume").await)
         } else {
             None
         };
-        let sub = load(engine, &id).await?;
-        return Ok(ResumedView {
+        let sub = load(engine, id).await?;
+        Ok::<_, ManageError>(Pass::Done(ResumedView {
             subscription: view_of(engine, &sub).await?,
             charge,
-        });
-    }
-    Err(ManageError::Conflict(
-        "the subscription kept changing; try again".into(),
-    ))
+        }))
+    })
+    .await?;
+    resumed.ok_or_else(kept_changing)
 }
 
 /// Charges a subscription that is due now (back in access), and says what
@@ -288,12 +294,13 @@ pub async fn change_plan<L: Ledger, G>(
         name,
     };
     let id = parse_id(id)?;
-    for _ in 0..3 {
-        let sub = load(engine, &id).await?;
-        if sub.plan == plan && sub.pending_plan.is_none()
-            || sub.pending_plan.as_ref() == Some(&plan)
+    let (id, plan) = (&id, &plan);
+    let changed = retry_on_conflict(3, (), |()| async move {
+        let sub = load(engine, id).await?;
+        if sub.plan == *plan && sub.pending_plan.is_none()
+            || sub.pending_plan.as_ref() == Some(plan)
         {
-            return view_of(engine, &sub).await; // already so
+            return view_of(engine, &sub).await.map(Pass::Done); // already so
         }
         let started = engine
             .ledger
@@ -338,7 +345,7 @@ pub async fn change_plan<L: Ledger, G>(
             })
             .await
         {
-            Ok(()) => return view_of(engine, &next).await,
+            Ok(()) => view_of(engine, &next).await.map(Pass::Done),
             Err(LedgerError::Conflict(_)) => {
                 if let LockChange::Move { to, .. } = lock
                     && let Some((_, holder)) = engine
@@ -353,14 +360,13 @@ pub async fn change_plan<L: Ledger, G>(
                         "the user already has subscription {holder} to plan {to:?}"
                     )));
                 }
-                continue;
+                Ok(Pass::Again(()))
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => Err(e.into()),
         }
-    }
-    Err(ManageError::Conflict(
-        "the subscription kept changing; try again".into(),
-    ))
+    })
+    .await?;
+    changed.ok_or_else(kept_changing)
 }
 
 /// `POST /subscriptions/{id}/payment-method`: `IMP.request_pay` parameters

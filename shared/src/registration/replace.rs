@@ -14,6 +14,7 @@ use crate::billing::{
 };
 use crate::engine::{Budget, Engine};
 use crate::gateway::PaymentGateway;
+use crate::ledger::conflict::{Pass, retry_on_conflict};
 use crate::ledger::{KeyReplacement, Ledger, LedgerError};
 use crate::refunds::refund_and_close;
 
@@ -27,12 +28,17 @@ pub(super) async fn replace_key<L: Ledger, G: PaymentGateway>(
     v: Verified,
     budget: Budget,
 ) -> CallbackOutcome {
-    for _ in 0..3 {
+    let v = &v;
+    let answer = retry_on_conflict(3, (), |()| async move {
         let now = engine.now();
         let sub = match engine.ledger.get_subscription(&reg.subscription_id).await {
             Ok(Some(sub)) => sub,
-            Ok(None) => return CallbackOutcome::Failed(FailureReason::UnknownRegistration),
-            Err(e) => return unavailable("store", &e),
+            Ok(None) => {
+                return Ok(Pass::Done(CallbackOutcome::Failed(
+                    FailureReason::UnknownRegistration,
+                )));
+            }
+            Err(e) => return Ok(Pass::Done(unavailable("store", &e))),
         };
         let current = match engine
             .ledger
@@ -40,7 +46,7 @@ pub(super) async fn replace_key<L: Ledger, G: PaymentGateway>(
             .await
         {
             Ok(a) => a,
-            Err(e) => return unavailable("store", &e),
+            Err(e) => return Ok(Pass::Done(unavailable("store", &e))),
         };
         let (back, charge_now) = match key_replaced(
             &sub,
@@ -52,7 +58,9 @@ pub(super) async fn replace_key<L: Ledger, G: PaymentGateway>(
         ) {
             Ok(changed) => changed,
             Err(why) => {
-                return refuse_card(engine, reg, &sub, imp_uid, &v, &why.to_string(), now).await;
+                return Ok(Pass::Done(
+                    refuse_card(engine, reg, &sub, imp_uid, v, &why.to_string(), now).await,
+                ));
             }
         };
         let next = &back.next;
@@ -73,9 +81,9 @@ pub(super) async fn replace_key<L: Ledger, G: PaymentGateway>(
             detail,
         };
         let window = if v.paid > 0 {
-            match window_payment(engine, reg, &sub, &v, imp_uid, now).await {
+            match window_payment(engine, reg, &sub, v, imp_uid, now).await {
                 Ok(w) => Some(w),
-                Err(e) => return unavailable("store", &e),
+                Err(e) => return Ok(Pass::Done(unavailable("store", &e))),
             }
         } else {
             None
@@ -92,13 +100,14 @@ pub(super) async fn replace_key<L: Ledger, G: PaymentGateway>(
             Err(LedgerError::Conflict(_)) => {
                 match engine.ledger.get_registration(&reg.merchant_uid).await {
                     Ok(Some(r)) if r.status != RegistrationStatus::Pending => {
-                        return revisited(engine, &r, imp_uid).await;
+                        return Ok(Pass::Done(revisited(engine, &r, imp_uid).await));
                     }
-                    Ok(_) => continue, // the subscription changed meanwhile: read it again
-                    Err(e) => return unavailable("store", &e),
+                    // The subscription changed meanwhile: read it again.
+                    Ok(_) => return Ok(Pass::Again(())),
+                    Err(e) => return Ok(Pass::Done(unavailable("store", &e))),
                 }
             }
-            Err(e) => return unavailable("store", &e),
+            Err(e) => return Ok(Pass::Done(unavailable("store", &e))),
         }
         info!(subscription_id = %sub.id, "billing key replaced");
         if sub.customer_uid != v.key.customer_uid
@@ -115,12 +124,15 @@ pub(super) async fn replace_key<L: Ledger, G: PaymentGateway>(
         } else {
             None
         };
-        return CallbackOutcome::Active {
+        Ok(Pass::Done(CallbackOutcome::Active {
             subscription_id: sub.id.to_string(),
             first_charge,
-        };
-    }
-    CallbackOutcome::Failed(FailureReason::Unavailable)
+        }))
+    })
+    .await;
+    answer
+        .unwrap_or_else(|never: std::convert::Infallible| match never {})
+        .unwrap_or(CallbackOutcome::Failed(FailureReason::Unavailable))
 }
 
 /// A new card for a subscription that takes none (it ended meanwhile, or

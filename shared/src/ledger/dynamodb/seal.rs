@@ -39,6 +39,7 @@ use tokio::sync::OnceCell;
 use super::sdk_error;
 use super::table::{PK, SK};
 use crate::ledger::LedgerError;
+use crate::ledger::conflict::{Pass, retry_on_conflict};
 
 /// What a sealed value starts with (and the format's version).
 const PREFIX: &str = "sealed1:";
@@ -89,9 +90,9 @@ impl KeySealing {
     }
 
     async fn load(&self, dynamo: &Client, table: &str) -> Result<Sealer, LedgerError> {
-        for _ in 0..3 {
+        let sealer = retry_on_conflict(3, (), |()| async move {
             if let Some(wrapped) = read_keyring(dynamo, table).await? {
-                return self.unwrap_key(table, wrapped).await;
+                return self.unwrap_key(table, wrapped).await.map(Pass::Done);
             }
             let made = self
                 .kms
@@ -125,15 +126,16 @@ impl KeySealing {
                 .await
                 .map_err(|e| sdk_error(e, "PutItem keyring"));
             match written {
-                Ok(_) => return Sealer::new(plain.as_ref()),
+                Ok(_) => Sealer::new(plain.as_ref()).map(Pass::Done),
                 // Another process wrote the keyring first: use its key.
-                Err(LedgerError::Conflict(_)) => continue,
-                Err(e) => return Err(e),
+                Err(LedgerError::Conflict(_)) => Ok(Pass::Again(())),
+                Err(e) => Err(e),
             }
-        }
-        Err(LedgerError::Transient(
-            "the keyring could not be read or written".into(),
-        ))
+        })
+        .await?;
+        sealer.ok_or_else(|| {
+            LedgerError::Transient("the keyring could not be read or written".into())
+        })
     }
 
     async fn unwrap_key(&self, table: &str, wrapped: Vec<u8>) -> Result<Sealer, LedgerError> {
