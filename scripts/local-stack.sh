@@ -251,7 +251,7 @@ SIM_URL="http://127.0.0.1:$SIM_PORT"
 LAMBDA_URL="http://127.0.0.1:$LAMBDA_PORT"
 WEBHOOK_URL="$LAMBDA_URL/lambda-url/payment-webhook/webhooks/iamport"
 
-# The functions' environment (shared/src/config.rs): one file, read by the watch
+# The functions' environment (shared/src/config/): one file, read by the watch
 # (exported into its environment) and by local-demo.
 {
   echo "TABLE_NAME=$TABLE_NAME"
