@@ -14,7 +14,7 @@ use crate::billing::{
 use crate::engine::Engine;
 use crate::gateway::PaymentGateway;
 use crate::ledger::conflict::{Pass, retry_on_conflict};
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{Ledger, LedgerError, ReviewDecision};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReviewError {
@@ -128,7 +128,13 @@ pub async fn resolve<L: Ledger, G: PaymentGateway>(
         let entry = audit_of(engine, &back, &attempt, actor, as_paid, note);
         match engine
             .ledger
-            .resolve(&attempt, &result, &resolution, &back.next, &entry)
+            .resolve(&ReviewDecision {
+                attempt: &attempt,
+                result: &result,
+                resolution: &resolution,
+                next: &back.next,
+                audit: &entry,
+            })
             .await
         {
             Ok(()) => {

@@ -19,8 +19,9 @@ use shared::billing::{
 use shared::ledger::dynamodb::DynamoLedger;
 use shared::ledger::memory::InMemoryLedger;
 use shared::ledger::{
-    Activation, Cursor, Guard, KeyReplacement, Ledger, LedgerError, LockChange, RequestState, Sent,
-    StoredResponse, SubscriptionChange,
+    Activation, Cursor, Guard, KeyReplacement, Ledger, LedgerError, LockChange, RequestState,
+    ReviewDecision, ReviewFlag, Sent, Settlement, StoredResponse, SubscriptionChange, TakeOver,
+    UnknownOutcome,
 };
 use shared::secret::Pii;
 use testkit::{fresh_ledger, sample_subscription};
@@ -409,13 +410,13 @@ async fn dunning_that_ends_in_cancelled_lets_go_of_the_plan_lock<L: Subject>(l: 
     let mut ended = sub.next_version(now);
     ended.status = SubscriptionStatus::Cancelled;
     ended.ended_at = Some(now);
-    l.settle(
-        &a,
-        &declined("잔액부족"),
-        Guard::Claim("run-1"),
-        &ended,
+    l.settle(&Settlement {
+        attempt: &a,
+        result: &declined("잔액부족"),
+        guard: Guard::Claim("run-1"),
+        next: &ended,
         now,
-    )
+    })
     .await
     .unwrap();
     assert!(l.user_items(&sub.user_id).await.unwrap().locks.is_empty());
@@ -686,16 +687,19 @@ async fn expired_lease_can_be_taken_over_but_a_live_one_cannot<L: Subject>(l: L)
     let sub = live(&l, now).await;
     let a = current(&sub, "crashed-run", now);
     let sub = claim(&l, &a, &sub).await.unwrap();
-    let over = |token: &'static str, at: DateTime<Utc>, v: u64| {
-        l.take_over(
-            &sub.id,
-            &a.period,
-            a.attempt,
-            token,
-            at + Duration::minutes(5),
-            at,
-            v,
-        )
+    let (ledger, sub_ref, a_ref) = (&l, &sub, &a);
+    let over = |token: &'static str, at: DateTime<Utc>, v: u64| async move {
+        ledger
+            .take_over(&TakeOver {
+                id: &sub_ref.id,
+                period: &a_ref.period,
+                attempt: a_ref.attempt,
+                token,
+                lease_until: at + Duration::minutes(5),
+                now: at,
+                sub_version: v,
+            })
+            .await
     };
     // Lease still running (also at its very last second): no take-over.
     conflict(over("run-2", now + Duration::minutes(1), sub.version).await);
@@ -713,15 +717,15 @@ async fn expired_lease_can_be_taken_over_but_a_live_one_cannot<L: Subject>(l: L)
     assert_eq!(attempt_of(&l, &a).await, taken);
     // A missing attempt cannot be taken over.
     conflict(
-        l.take_over(
-            &sub.id,
-            &PeriodId::parse("203001").unwrap(),
-            1,
-            "x",
-            later,
-            later,
-            sub.version,
-        )
+        l.take_over(&TakeOver {
+            id: &sub.id,
+            period: &PeriodId::parse("203001").unwrap(),
+            attempt: 1,
+            token: "x",
+            lease_until: later,
+            now: later,
+            sub_version: sub.version,
+        })
         .await,
     );
 }
@@ -731,14 +735,14 @@ async fn unknown_attempt_is_taken_over_and_a_settled_one_never_reopens<L: Subjec
     let sub = live(&l, now).await;
     let a = current(&sub, "run-1", now);
     let sub = claim(&l, &a, &sub).await.unwrap();
-    l.mark_unknown(
-        &a,
-        "run-1",
-        "timeout",
-        Sent::Maybe,
+    l.mark_unknown(&UnknownOutcome {
+        attempt: &a,
+        token: "run-1",
+        detail: "timeout",
+        sent: Sent::Maybe,
         now,
-        now + Duration::minutes(10),
-    )
+        due_at: now + Duration::minutes(10),
+    })
     .await
     .unwrap();
     let unknown = attempt_of(&l, &a).await;
@@ -751,28 +755,28 @@ async fn unknown_attempt_is_taken_over_and_a_settled_one_never_reopens<L: Subjec
 
     // Any later run may take an unknown attempt over, even within a lease's length.
     let taken = l
-        .take_over(
-            &sub.id,
-            &a.period,
-            a.attempt,
-            "run-2",
-            now + Duration::minutes(5),
+        .take_over(&TakeOver {
+            id: &sub.id,
+            period: &a.period,
+            attempt: a.attempt,
+            token: "run-2",
+            lease_until: now + Duration::minutes(5),
             now,
-            sub.version,
-        )
+            sub_version: sub.version,
+        })
         .await
         .unwrap();
     assert_eq!(taken.claim_token.as_deref(), Some("run-2"));
 
     let mut next = sub.next_version(now);
     next.period_index += 1;
-    l.settle(
-        &taken,
-        &paid("imps_1", now),
-        Guard::Claim("run-2"),
-        &next,
+    l.settle(&Settlement {
+        attempt: &taken,
+        result: &paid("imps_1", now),
+        guard: Guard::Claim("run-2"),
+        next: &next,
         now,
-    )
+    })
     .await
     .unwrap();
     let settled = attempt_of(&l, &a).await;
@@ -781,15 +785,15 @@ async fn unknown_attempt_is_taken_over_and_a_settled_one_never_reopens<L: Subjec
     assert_eq!((settled.claim_token, settled.lease_until), (None, None));
     let late = now + Duration::hours(1);
     conflict(
-        l.take_over(
-            &sub.id,
-            &a.period,
-            a.attempt,
-            "run-3",
-            late,
-            late,
-            next.version,
-        )
+        l.take_over(&TakeOver {
+            id: &sub.id,
+            period: &a.period,
+            attempt: a.attempt,
+            token: "run-3",
+            lease_until: late,
+            now: late,
+            sub_version: next.version,
+        })
         .await,
     );
 }
@@ -804,8 +808,15 @@ async fn only_the_holder_marks_sending_or_unknown<L: Subject>(l: L) {
     conflict(l.mark_sending(&a, "run-x", later, sub.version).await);
     conflict(l.mark_sending(&a, "run-1", later, sub.version + 1).await);
     conflict(
-        l.mark_unknown(&a, "run-x", "timeout", Sent::Maybe, later, due)
-            .await,
+        l.mark_unknown(&UnknownOutcome {
+            attempt: &a,
+            token: "run-x",
+            detail: "timeout",
+            sent: Sent::Maybe,
+            now: later,
+            due_at: due,
+        })
+        .await,
     );
     assert_eq!(attempt_of(&l, &a).await, a);
     // A re-send records the key it charges (the card may have changed)
@@ -823,32 +834,53 @@ async fn only_the_holder_marks_sending_or_unknown<L: Subject>(l: L) {
         (Some(later), AttemptState::Claimed, 2)
     );
     assert!(sending.charged("cu_new_card", &key()));
-    l.mark_unknown(&a, "run-1", "lost", Sent::Maybe, later, due)
-        .await
-        .unwrap();
+    l.mark_unknown(&UnknownOutcome {
+        attempt: &a,
+        token: "run-1",
+        detail: "lost",
+        sent: Sent::Maybe,
+        now: later,
+        due_at: due,
+    })
+    .await
+    .unwrap();
     // Released: nobody holds it any more, not even the old holder.
     conflict(l.mark_sending(&a, "run-1", later, sub.version).await);
     conflict(
-        l.mark_unknown(&a, "run-1", "again", Sent::Maybe, later, due)
-            .await,
+        l.mark_unknown(&UnknownOutcome {
+            attempt: &a,
+            token: "run-1",
+            detail: "again",
+            sent: Sent::Maybe,
+            now: later,
+            due_at: due,
+        })
+        .await,
     );
     // A request that may have been sent keeps its time; one that certainly
     // never left forgets it (nothing can be in flight).
     assert_eq!(attempt_of(&l, &a).await.sent_at, Some(later));
-    l.take_over(
-        &sub.id,
-        &a.period,
-        a.attempt,
-        "run-2",
-        later + Duration::minutes(5),
-        later,
-        sub.version,
-    )
+    l.take_over(&TakeOver {
+        id: &sub.id,
+        period: &a.period,
+        attempt: a.attempt,
+        token: "run-2",
+        lease_until: later + Duration::minutes(5),
+        now: later,
+        sub_version: sub.version,
+    })
     .await
     .unwrap();
-    l.mark_unknown(&a, "run-2", "connection refused", Sent::Never, later, later)
-        .await
-        .unwrap();
+    l.mark_unknown(&UnknownOutcome {
+        attempt: &a,
+        token: "run-2",
+        detail: "connection refused",
+        sent: Sent::Never,
+        now: later,
+        due_at: later,
+    })
+    .await
+    .unwrap();
     assert_eq!(attempt_of(&l, &a).await.sent_at, None);
 }
 
@@ -870,9 +902,16 @@ async fn open_attempts_are_due_until_they_are_settled<L: Subject>(l: L) {
     );
     // Released as unknown: due at the time it was given.
     let look_again = now + Duration::minutes(20);
-    l.mark_unknown(&a, "run-1", "timeout", Sent::Maybe, now, look_again)
-        .await
-        .unwrap();
+    l.mark_unknown(&UnknownOutcome {
+        attempt: &a,
+        token: "run-1",
+        detail: "timeout",
+        sent: Sent::Maybe,
+        now,
+        due_at: look_again,
+    })
+    .await
+    .unwrap();
     assert!(
         due_attempts(&l, now + Duration::minutes(19))
             .await
@@ -881,24 +920,24 @@ async fn open_attempts_are_due_until_they_are_settled<L: Subject>(l: L) {
     assert_eq!(due_attempts(&l, look_again).await, vec![key.clone()]);
     // Settled: out of the index.
     let taken = l
-        .take_over(
-            &sub.id,
-            &a.period,
-            a.attempt,
-            "run-2",
-            look_again + Duration::minutes(5),
-            look_again,
-            sub.version,
-        )
+        .take_over(&TakeOver {
+            id: &sub.id,
+            period: &a.period,
+            attempt: a.attempt,
+            token: "run-2",
+            lease_until: look_again + Duration::minutes(5),
+            now: look_again,
+            sub_version: sub.version,
+        })
         .await
         .unwrap();
-    l.settle(
-        &taken,
-        &paid("imps_1", now),
-        Guard::Claim("run-2"),
-        &sub.next_version(now),
+    l.settle(&Settlement {
+        attempt: &taken,
+        result: &paid("imps_1", now),
+        guard: Guard::Claim("run-2"),
+        next: &sub.next_version(now),
         now,
-    )
+    })
     .await
     .unwrap();
     assert!(due_attempts(&l, now + Duration::days(30)).await.is_empty());
@@ -918,8 +957,14 @@ async fn settle_is_all_or_nothing_under_a_stale_version_or_a_stolen_claim<L: Sub
         ..sub.clone()
     };
     conflict(
-        l.settle(&a, &paid("imps_1", now), Guard::Claim("run-1"), &stale, now)
-            .await,
+        l.settle(&Settlement {
+            attempt: &a,
+            result: &paid("imps_1", now),
+            guard: Guard::Claim("run-1"),
+            next: &stale,
+            now,
+        })
+        .await,
     );
     assert_eq!(attempt_of(&l, &a).await.state, AttemptState::Claimed);
 
@@ -927,13 +972,13 @@ async fn settle_is_all_or_nothing_under_a_stale_version_or_a_stolen_claim<L: Sub
     let mut next = sub.next_version(now);
     next.period_index = 1;
     conflict(
-        l.settle(
-            &a,
-            &paid("imps_1", now),
-            Guard::Claim("run-other"),
-            &next,
+        l.settle(&Settlement {
+            attempt: &a,
+            result: &paid("imps_1", now),
+            guard: Guard::Claim("run-other"),
+            next: &next,
             now,
-        )
+        })
         .await,
     );
     assert_eq!(l.get_subscription(&id).await.unwrap().unwrap(), sub);
@@ -943,15 +988,27 @@ async fn settle_is_all_or_nothing_under_a_stale_version_or_a_stolen_claim<L: Sub
         ..paid("imps_1", now)
     };
     assert!(
-        l.settle(&a, &not_final, Guard::Claim("run-1"), &next, now)
-            .await
-            .is_err()
+        l.settle(&Settlement {
+            attempt: &a,
+            result: &not_final,
+            guard: Guard::Claim("run-1"),
+            next: &next,
+            now
+        })
+        .await
+        .is_err()
     );
 
     // The right claim and version: both change together.
-    l.settle(&a, &paid("imps_1", now), Guard::Claim("run-1"), &next, now)
-        .await
-        .unwrap();
+    l.settle(&Settlement {
+        attempt: &a,
+        result: &paid("imps_1", now),
+        guard: Guard::Claim("run-1"),
+        next: &next,
+        now,
+    })
+    .await
+    .unwrap();
     assert_eq!(
         l.get_subscription(&id).await.unwrap().unwrap().period_index,
         1
@@ -960,8 +1017,14 @@ async fn settle_is_all_or_nothing_under_a_stale_version_or_a_stolen_claim<L: Sub
     let mut next2 = next.next_version(now);
     next2.period_index = 2;
     conflict(
-        l.settle(&a, &paid("imps_1", now), Guard::PaidFact, &next2, now)
-            .await,
+        l.settle(&Settlement {
+            attempt: &a,
+            result: &paid("imps_1", now),
+            guard: Guard::PaidFact,
+            next: &next2,
+            now,
+        })
+        .await,
     );
     assert_eq!(
         l.get_subscription(&id).await.unwrap().unwrap().period_index,
@@ -978,30 +1041,49 @@ async fn only_money_settles_without_the_claim<L: Subject>(l: L) {
     // A decline without the claim is refused whatever the state (another
     // run holds it and will record its own answer).
     assert!(
-        l.settle(&a, &declined("잔액부족"), Guard::PaidFact, &next, now)
-            .await
-            .is_err()
+        l.settle(&Settlement {
+            attempt: &a,
+            result: &declined("잔액부족"),
+            guard: Guard::PaidFact,
+            next: &next,
+            now
+        })
+        .await
+        .is_err()
     );
     assert_eq!(attempt_of(&l, &a).await.state, AttemptState::Claimed);
     // Money is recorded over another run's claim.
-    l.settle(&a, &paid("imps_9", now), Guard::PaidFact, &next, now)
-        .await
-        .unwrap();
+    l.settle(&Settlement {
+        attempt: &a,
+        result: &paid("imps_9", now),
+        guard: Guard::PaidFact,
+        next: &next,
+        now,
+    })
+    .await
+    .unwrap();
     assert_eq!(attempt_of(&l, &a).await.state, AttemptState::Paid);
     // And on an unknown attempt.
     let sub2 = live(&l, now).await;
     let b = current(&sub2, "run-c", now);
     let sub2 = claim(&l, &b, &sub2).await.unwrap();
-    l.mark_unknown(&b, "run-c", "timeout", Sent::Maybe, now, now)
-        .await
-        .unwrap();
-    l.settle(
-        &b,
-        &paid("imps_10", now),
-        Guard::PaidFact,
-        &sub2.next_version(now),
+    l.mark_unknown(&UnknownOutcome {
+        attempt: &b,
+        token: "run-c",
+        detail: "timeout",
+        sent: Sent::Maybe,
         now,
-    )
+        due_at: now,
+    })
+    .await
+    .unwrap();
+    l.settle(&Settlement {
+        attempt: &b,
+        result: &paid("imps_10", now),
+        guard: Guard::PaidFact,
+        next: &sub2.next_version(now),
+        now,
+    })
     .await
     .unwrap();
     assert_eq!(attempt_of(&l, &b).await.state, AttemptState::Paid);
@@ -1015,24 +1097,51 @@ async fn flagging_needs_the_claim_or_an_unclaimed_attempt_and_stops_charging<L: 
     let mut flagged = sub.next_version(now);
     flagged.status = SubscriptionStatus::NeedsReview;
     // Someone else's live claim: left to its holder.
-    conflict(l.flag_review(&a, None, "foreign", &flagged, now).await);
     conflict(
-        l.flag_review(&a, Some("run-x"), "foreign", &flagged, now)
-            .await,
+        l.flag_review(&ReviewFlag {
+            attempt: &a,
+            token: None,
+            reason: "foreign",
+            next: &flagged,
+            now,
+        })
+        .await,
+    );
+    conflict(
+        l.flag_review(&ReviewFlag {
+            attempt: &a,
+            token: Some("run-x"),
+            reason: "foreign",
+            next: &flagged,
+            now,
+        })
+        .await,
     );
     // A stale version: nothing written.
     let mut stale = flagged.clone();
     stale.version += 3;
     conflict(
-        l.flag_review(&a, Some("run-1"), "foreign", &stale, now)
-            .await,
+        l.flag_review(&ReviewFlag {
+            attempt: &a,
+            token: Some("run-1"),
+            reason: "foreign",
+            next: &stale,
+            now,
+        })
+        .await,
     );
     assert_eq!(attempt_of(&l, &a).await.state, AttemptState::Claimed);
     // The holder flags it: attempt and subscription change together, the
     // subscription leaves the due index, the attempt joins the review list.
-    l.flag_review(&a, Some("run-1"), "foreign payment", &flagged, now)
-        .await
-        .unwrap();
+    l.flag_review(&ReviewFlag {
+        attempt: &a,
+        token: Some("run-1"),
+        reason: "foreign payment",
+        next: &flagged,
+        now,
+    })
+    .await
+    .unwrap();
     let stored = attempt_of(&l, &a).await;
     assert_eq!(stored.state, AttemptState::NeedsReview);
     assert_eq!(stored.fail_reason.as_deref(), Some("foreign payment"));
@@ -1054,8 +1163,14 @@ async fn flagging_needs_the_claim_or_an_unclaimed_attempt_and_stops_charging<L: 
     );
     // Paid and flagged attempts are not flagged (again).
     conflict(
-        l.flag_review(&a, None, "again", &flagged.next_version(now), now)
-            .await,
+        l.flag_review(&ReviewFlag {
+            attempt: &a,
+            token: None,
+            reason: "again",
+            next: &flagged.next_version(now),
+            now,
+        })
+        .await,
     );
 
     // A failed attempt (a payment arriving after it was settled as declined) is flagged without a claim.
@@ -1066,16 +1181,16 @@ async fn flagging_needs_the_claim_or_an_unclaimed_attempt_and_stops_charging<L: 
     after_decline.attempt = 2;
     after_decline.status = SubscriptionStatus::PastDue;
     let retry = t("2026-12-25T15:00:00Z");
-    l.settle(
-        &b,
-        &AttemptResult {
+    l.settle(&Settlement {
+        attempt: &b,
+        result: &AttemptResult {
             retry_at: Some(retry),
             ..declined("잔액부족")
         },
-        Guard::Claim("run-2"),
-        &after_decline,
+        guard: Guard::Claim("run-2"),
+        next: &after_decline,
         now,
-    )
+    })
     .await
     .unwrap();
     assert_eq!(
@@ -1085,13 +1200,13 @@ async fn flagging_needs_the_claim_or_an_unclaimed_attempt_and_stops_charging<L: 
     );
     let mut flagged2 = after_decline.next_version(now);
     flagged2.status = SubscriptionStatus::NeedsReview;
-    l.flag_review(
-        &b,
-        None,
-        "late payment",
-        &flagged2,
-        now + Duration::seconds(5),
-    )
+    l.flag_review(&ReviewFlag {
+        attempt: &b,
+        token: None,
+        reason: "late payment",
+        next: &flagged2,
+        now: now + Duration::seconds(5),
+    })
     .await
     .unwrap();
     assert_eq!(attempt_of(&l, &b).await.state, AttemptState::NeedsReview);
@@ -1121,22 +1236,46 @@ async fn a_person_resolves_a_flagged_attempt_once<L: Subject>(l: L) {
     resolved.status = SubscriptionStatus::Active;
     let entry = audit(&sub, "resolve", now);
     conflict(
-        l.resolve(&a, &paid("imps_7", now), &resolution, &resolved, &entry)
-            .await,
+        l.resolve(&ReviewDecision {
+            attempt: &a,
+            result: &paid("imps_7", now),
+            resolution: &resolution,
+            next: &resolved,
+            audit: &entry,
+        })
+        .await,
     );
-    l.flag_review(&a, Some("run-1"), "mismatch", &flagged, now)
-        .await
-        .unwrap();
+    l.flag_review(&ReviewFlag {
+        attempt: &a,
+        token: Some("run-1"),
+        reason: "mismatch",
+        next: &flagged,
+        now,
+    })
+    .await
+    .unwrap();
     // A stale version: nothing written.
     let mut stale = resolved.clone();
     stale.version += 1;
     conflict(
-        l.resolve(&a, &paid("imps_7", now), &resolution, &stale, &entry)
-            .await,
+        l.resolve(&ReviewDecision {
+            attempt: &a,
+            result: &paid("imps_7", now),
+            resolution: &resolution,
+            next: &stale,
+            audit: &entry,
+        })
+        .await,
     );
-    l.resolve(&a, &paid("imps_7", now), &resolution, &resolved, &entry)
-        .await
-        .unwrap();
+    l.resolve(&ReviewDecision {
+        attempt: &a,
+        result: &paid("imps_7", now),
+        resolution: &resolution,
+        next: &resolved,
+        audit: &entry,
+    })
+    .await
+    .unwrap();
     let stored = attempt_of(&l, &a).await;
     assert_eq!(stored.state, AttemptState::Paid);
     assert_eq!(stored.imp_uid.as_deref(), Some("imps_7"));
@@ -1144,13 +1283,13 @@ async fn a_person_resolves_a_flagged_attempt_once<L: Subject>(l: L) {
     assert!(l.review_page(10, None).await.unwrap().attempts.is_empty());
     assert_eq!(l.history(&sub.id, 5).await.unwrap(), vec![entry.clone()]);
     conflict(
-        l.resolve(
-            &a,
-            &paid("imps_7", now),
-            &resolution,
-            &resolved.next_version(now),
-            &entry,
-        )
+        l.resolve(&ReviewDecision {
+            attempt: &a,
+            result: &paid("imps_7", now),
+            resolution: &resolution,
+            next: &resolved.next_version(now),
+            audit: &entry,
+        })
         .await,
     );
 }

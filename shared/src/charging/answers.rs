@@ -11,7 +11,7 @@ use super::{Outcome, RunError, SkipReason};
 use crate::billing::{ChargeAttempt, Fact, PaymentRecord, Subscription};
 use crate::engine::Engine;
 use crate::gateway::{Ambiguity, ChargeOutcome, GatewayError, PaymentGateway, RejectionKind};
-use crate::ledger::{Guard, Ledger, LedgerError, Sent};
+use crate::ledger::{Guard, Ledger, LedgerError, Sent, UnknownOutcome};
 
 fn skipped(reason: SkipReason) -> Result<Outcome, RunError> {
     Ok(Outcome::Skipped { reason })
@@ -297,7 +297,14 @@ pub(super) async fn release<L: Ledger, G>(
     };
     match engine
         .ledger
-        .mark_unknown(attempt, token, detail, sent, now, due_at.max(now))
+        .mark_unknown(&UnknownOutcome {
+            attempt,
+            token,
+            detail,
+            sent,
+            now,
+            due_at: due_at.max(now),
+        })
         .await
     {
         Ok(()) | Err(LedgerError::Conflict(_)) => Ok(()),

@@ -15,7 +15,10 @@ use crate::billing::{
 };
 use crate::engine::Engine;
 use crate::gateway::{ChargeRequest, PaymentGateway};
-use crate::ledger::{AttemptKey, Guard, Ledger, LedgerError, LockChange, Sent, SubscriptionChange};
+use crate::ledger::{
+    AttemptKey, Guard, Ledger, LedgerError, LockChange, Sent, Settlement, SubscriptionChange,
+    TakeOver,
+};
 
 pub(super) fn skipped(reason: SkipReason) -> Result<Outcome, RunError> {
     Ok(Outcome::Skipped { reason })
@@ -229,15 +232,15 @@ async fn resume<L: Ledger, G: PaymentGateway>(
     let lease = now + engine.settings.lease();
     let taken = match engine
         .ledger
-        .take_over(
-            &sub.id,
-            &open.period,
-            open.attempt,
+        .take_over(&TakeOver {
+            id: &sub.id,
+            period: &open.period,
+            attempt: open.attempt,
             token,
-            lease,
+            lease_until: lease,
             now,
-            sub.version,
-        )
+            sub_version: sub.version,
+        })
         .await
     {
         Ok(a) => a,
@@ -415,7 +418,13 @@ async fn abandon<L: Ledger, G>(
     }
     match engine
         .ledger
-        .settle(attempt, &result, Guard::Claim(token), &next, now)
+        .settle(&Settlement {
+            attempt,
+            result: &result,
+            guard: Guard::Claim(token),
+            next: &next,
+            now,
+        })
         .await
     {
         Ok(()) => Ok(Outcome::Rejected {

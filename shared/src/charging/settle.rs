@@ -13,7 +13,7 @@ use crate::billing::{
 use crate::engine::Engine;
 use crate::gateway::{GatewayError, PaymentGateway};
 use crate::ledger::conflict::{Pass, retry_on_conflict};
-use crate::ledger::{Guard, Ledger, LedgerError};
+use crate::ledger::{Guard, Ledger, LedgerError, ReviewFlag, Settlement};
 
 /// What came of writing a fact.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,7 +198,13 @@ pub async fn apply_fact<L: Ledger, G: PaymentGateway>(
         }
         match engine
             .ledger
-            .settle(attempt, &result, guard, &next, now)
+            .settle(&Settlement {
+                attempt,
+                result: &result,
+                guard,
+                next: &next,
+                now,
+            })
             .await
         {
             Ok(()) => Ok(Pass::Done(Applied::Recorded)),
@@ -305,7 +311,13 @@ pub async fn flag<L: Ledger, G: PaymentGateway>(
         let next = flagged_state(&sub, now);
         match engine
             .ledger
-            .flag_review(attempt, token, reason, &next, now)
+            .flag_review(&ReviewFlag {
+                attempt,
+                token,
+                reason,
+                next: &next,
+                now,
+            })
             .await
         {
             Ok(()) => {

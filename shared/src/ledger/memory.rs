@@ -11,13 +11,14 @@ use std::sync::{Mutex, MutexGuard};
 use chrono::{DateTime, Utc};
 
 use crate::billing::{
-    AttemptEvent, AttemptResult, AttemptState, AuditEntry, ChargeAttempt, PeriodId, Registration,
-    RegistrationStatus, Resolution, Subscription, SubscriptionId, SubscriptionStatus,
+    AttemptEvent, AttemptState, AuditEntry, ChargeAttempt, PeriodId, Registration,
+    RegistrationStatus, Subscription, SubscriptionId, SubscriptionStatus,
 };
 use crate::ledger::{
     Activation, AttemptKey, Cursor, DuePage, Guard, IDEMPOTENCY_STALE, IDEMPOTENCY_TTL,
     KeyReplacement, Ledger, LedgerError, LockChange, RefundIntent, RefundState, RequestState,
-    ReviewPage, Sent, StoredResponse, SubscriptionChange, UserItems,
+    ReviewDecision, ReviewFlag, ReviewPage, Sent, Settlement, StoredResponse, SubscriptionChange,
+    TakeOver, UnknownOutcome, UserItems,
 };
 
 /// An entry of the due index.
@@ -581,16 +582,16 @@ impl Ledger for InMemoryLedger {
         Ok(())
     }
 
-    async fn take_over(
-        &self,
-        id: &SubscriptionId,
-        period: &PeriodId,
-        attempt: u32,
-        token: &str,
-        lease_until: DateTime<Utc>,
-        now: DateTime<Utc>,
-        sub_version: u64,
-    ) -> Result<ChargeAttempt, LedgerError> {
+    async fn take_over(&self, take_over: &TakeOver<'_>) -> Result<ChargeAttempt, LedgerError> {
+        let TakeOver {
+            id,
+            period,
+            attempt,
+            token,
+            lease_until,
+            now,
+            sub_version,
+        } = *take_over;
         let mut st = self.lock();
         st.count("TransactWriteItems");
         let now = secs(now);
@@ -643,15 +644,15 @@ impl Ledger for InMemoryLedger {
         }
     }
 
-    async fn mark_unknown(
-        &self,
-        attempt: &ChargeAttempt,
-        token: &str,
-        detail: &str,
-        sent: Sent,
-        now: DateTime<Utc>,
-        due_at: DateTime<Utc>,
-    ) -> Result<(), LedgerError> {
+    async fn mark_unknown(&self, unknown: &UnknownOutcome<'_>) -> Result<(), LedgerError> {
+        let UnknownOutcome {
+            attempt,
+            token,
+            detail,
+            sent,
+            now,
+            due_at,
+        } = *unknown;
         let mut st = self.lock();
         st.count("UpdateItem");
         let Some(a) = st.attempts.get(&key_of(attempt)).cloned() else {
@@ -674,14 +675,14 @@ impl Ledger for InMemoryLedger {
         Ok(())
     }
 
-    async fn settle(
-        &self,
-        attempt: &ChargeAttempt,
-        result: &AttemptResult,
-        guard: Guard<'_>,
-        next: &Subscription,
-        now: DateTime<Utc>,
-    ) -> Result<(), LedgerError> {
+    async fn settle(&self, settlement: &Settlement<'_>) -> Result<(), LedgerError> {
+        let Settlement {
+            attempt,
+            result,
+            guard,
+            next,
+            now,
+        } = *settlement;
         let mut st = self.lock();
         st.count("TransactWriteItems");
         if !matches!(
@@ -736,14 +737,14 @@ impl Ledger for InMemoryLedger {
         Ok(())
     }
 
-    async fn flag_review(
-        &self,
-        attempt: &ChargeAttempt,
-        token: Option<&str>,
-        reason: &str,
-        next: &Subscription,
-        now: DateTime<Utc>,
-    ) -> Result<(), LedgerError> {
+    async fn flag_review(&self, flag: &ReviewFlag<'_>) -> Result<(), LedgerError> {
+        let ReviewFlag {
+            attempt,
+            token,
+            reason,
+            next,
+            now,
+        } = *flag;
         let mut st = self.lock();
         st.count("TransactWriteItems");
         let allowed = st.attempts.get(&key_of(attempt)).is_some_and(|a| {
@@ -769,14 +770,14 @@ impl Ledger for InMemoryLedger {
         Ok(())
     }
 
-    async fn resolve(
-        &self,
-        attempt: &ChargeAttempt,
-        result: &AttemptResult,
-        resolution: &Resolution,
-        next: &Subscription,
-        audit: &AuditEntry,
-    ) -> Result<(), LedgerError> {
+    async fn resolve(&self, decision: &ReviewDecision<'_>) -> Result<(), LedgerError> {
+        let ReviewDecision {
+            attempt,
+            result,
+            resolution,
+            next,
+            audit,
+        } = *decision;
         let mut st = self.lock();
         st.count("TransactWriteItems");
         let allowed = st.attempts.get(&key_of(attempt)).is_some_and(|a| {

@@ -239,6 +239,75 @@ pub enum Sent {
     Never,
 }
 
+/// An open attempt whose lease ran out, taken over by a new holder
+/// ([`Ledger::take_over`]).
+#[derive(Debug, Clone, Copy)]
+pub struct TakeOver<'a> {
+    pub id: &'a SubscriptionId,
+    pub period: &'a PeriodId,
+    pub attempt: u32,
+    /// The new holder's claim token.
+    pub token: &'a str,
+    pub lease_until: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+    /// The subscription must still be at this version.
+    pub sub_version: u64,
+}
+
+/// A claim given up without an answer from the PG ([`Ledger::mark_unknown`]):
+/// the attempt becomes `unknown` and is looked up again from `due_at`.
+#[derive(Debug, Clone, Copy)]
+pub struct UnknownOutcome<'a> {
+    pub attempt: &'a ChargeAttempt,
+    /// The holder's claim token.
+    pub token: &'a str,
+    /// Why no answer is known (kept as the attempt's reason).
+    pub detail: &'a str,
+    /// Whether the request may have reached the PG.
+    pub sent: Sent,
+    pub now: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+}
+
+/// The final result of an open attempt and the subscription's next state
+/// ([`Ledger::settle`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Settlement<'a> {
+    pub attempt: &'a ChargeAttempt,
+    pub result: &'a AttemptResult,
+    /// Who may write it.
+    pub guard: Guard<'a>,
+    /// The subscription's next state (version checked).
+    pub next: &'a Subscription,
+    pub now: DateTime<Utc>,
+}
+
+/// An attempt handed to a person, with the subscription's next state
+/// ([`Ledger::flag_review`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ReviewFlag<'a> {
+    pub attempt: &'a ChargeAttempt,
+    /// The claim token, when the caller holds the attempt's claim.
+    pub token: Option<&'a str>,
+    /// What the person should look at.
+    pub reason: &'a str,
+    /// The subscription's next state (version checked).
+    pub next: &'a Subscription,
+    pub now: DateTime<Utc>,
+}
+
+/// A person's decision on a flagged attempt ([`Ledger::resolve`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ReviewDecision<'a> {
+    pub attempt: &'a ChargeAttempt,
+    /// Paid or failed.
+    pub result: &'a AttemptResult,
+    pub resolution: &'a Resolution,
+    /// The subscription's next state (version checked).
+    pub next: &'a Subscription,
+    pub audit: &'a AuditEntry,
+}
+
 /// Who may write a result onto an open attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Guard<'a> {
@@ -368,16 +437,9 @@ pub trait Ledger: Send + Sync {
     /// Takes over an open attempt (one left `unknown`, or `claimed` by a
     /// claim whose lease ended before `now`) if its subscription is still at
     /// `sub_version`. `Conflict` otherwise.
-    #[allow(clippy::too_many_arguments)]
     fn take_over(
         &self,
-        id: &SubscriptionId,
-        period: &PeriodId,
-        attempt: u32,
-        token: &str,
-        lease_until: DateTime<Utc>,
-        now: DateTime<Utc>,
-        sub_version: u64,
+        take_over: &TakeOver<'_>,
     ) -> impl Future<Output = Result<ChargeAttempt, LedgerError>> + Send;
 
     /// Records that the holder of `token` is sending the charge again now,
@@ -395,15 +457,9 @@ pub trait Ledger: Send + Sync {
     /// could not be sent), due for another look at `due_at`. With
     /// [`Sent::Never`] the attempt's `sent_at` is cleared: nothing can be in
     /// flight, so the next run need not wait before sending it.
-    #[allow(clippy::too_many_arguments)]
     fn mark_unknown(
         &self,
-        attempt: &ChargeAttempt,
-        token: &str,
-        detail: &str,
-        sent: Sent,
-        now: DateTime<Utc>,
-        due_at: DateTime<Utc>,
+        unknown: &UnknownOutcome<'_>,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
     /// Records the final result of an open attempt (out of the due index)
@@ -412,11 +468,7 @@ pub trait Ledger: Send + Sync {
     /// `next.version - 1`.
     fn settle(
         &self,
-        attempt: &ChargeAttempt,
-        result: &AttemptResult,
-        guard: Guard<'_>,
-        next: &Subscription,
-        now: DateTime<Utc>,
+        settlement: &Settlement<'_>,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
     /// Flags an attempt for a person (`needs_review`, with `reason`; listed
@@ -426,11 +478,7 @@ pub trait Ledger: Send + Sync {
     /// to its holder).
     fn flag_review(
         &self,
-        attempt: &ChargeAttempt,
-        token: Option<&str>,
-        reason: &str,
-        next: &Subscription,
-        now: DateTime<Utc>,
+        flag: &ReviewFlag<'_>,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
     /// A person's decision on a flagged attempt: `result` (paid or failed)
@@ -438,11 +486,7 @@ pub trait Ledger: Send + Sync {
     /// entry, all or nothing. The attempt must be `needs_review`.
     fn resolve(
         &self,
-        attempt: &ChargeAttempt,
-        result: &AttemptResult,
-        resolution: &Resolution,
-        next: &Subscription,
-        audit: &AuditEntry,
+        decision: &ReviewDecision<'_>,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
     /// How many attempts wait for a person (the review index's size).

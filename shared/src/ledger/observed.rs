@@ -11,11 +11,11 @@ use chrono::{DateTime, Utc};
 
 use super::{
     Activation, Cursor, DuePage, Guard, KeyReplacement, Ledger, LedgerError, RefundIntent,
-    RequestState, ReviewPage, Sent, StoredResponse, SubscriptionChange, UserItems,
+    RequestState, ReviewDecision, ReviewFlag, ReviewPage, Settlement, StoredResponse,
+    SubscriptionChange, TakeOver, UnknownOutcome, UserItems,
 };
 use crate::billing::{
-    AttemptResult, AuditEntry, ChargeAttempt, PeriodId, Registration, Resolution, Subscription,
-    SubscriptionId,
+    AuditEntry, ChargeAttempt, PeriodId, Registration, Subscription, SubscriptionId,
 };
 
 /// One ledger operation and the arguments a watcher may look at.
@@ -37,28 +37,15 @@ pub enum Op<'a> {
         attempt: &'a ChargeAttempt,
         next: &'a Subscription,
     },
-    TakeOver {
-        id: &'a SubscriptionId,
-        period: &'a PeriodId,
-        attempt: u32,
-        token: &'a str,
-    },
+    TakeOver(&'a TakeOver<'a>),
     MarkSending {
         attempt: &'a ChargeAttempt,
         token: &'a str,
     },
-    MarkUnknown {
-        attempt: &'a ChargeAttempt,
-        sent: Sent,
-    },
-    Settle {
-        attempt: &'a ChargeAttempt,
-        result: &'a AttemptResult,
-        guard: Guard<'a>,
-        next: &'a Subscription,
-    },
-    FlagReview(&'a ChargeAttempt),
-    Resolve(&'a ChargeAttempt),
+    MarkUnknown(&'a UnknownOutcome<'a>),
+    Settle(&'a Settlement<'a>),
+    FlagReview(&'a ReviewFlag<'a>),
+    Resolve(&'a ReviewDecision<'a>),
     CountReview,
     ReviewPage,
     RecordRefund(&'a ChargeAttempt),
@@ -90,10 +77,10 @@ impl Op<'_> {
             Self::GetAttempt(..) => "get_attempt",
             Self::ListAttempts(_) => "list_attempts",
             Self::ClaimNew { .. } => "claim_new",
-            Self::TakeOver { .. } => "take_over",
+            Self::TakeOver(_) => "take_over",
             Self::MarkSending { .. } => "mark_sending",
-            Self::MarkUnknown { .. } => "mark_unknown",
-            Self::Settle { .. } => "settle",
+            Self::MarkUnknown(_) => "mark_unknown",
+            Self::Settle(_) => "settle",
             Self::FlagReview(_) => "flag_review",
             Self::Resolve(_) => "resolve",
             Self::CountReview => "count_review",
@@ -132,28 +119,18 @@ impl Op<'_> {
             }
             Self::DuePage | Self::CountReview | Self::ReviewPage => String::new(),
             Self::GetAttempt(id, period, n) => format!("{id}/{period}/{n}"),
-            Self::TakeOver {
-                id,
-                period,
-                attempt,
-                ..
-            } => format!("{id}/{period}/{attempt}"),
+            Self::TakeOver(t) => format!("{}/{}/{}", t.id, t.period, t.attempt),
             Self::ClaimNew { attempt, .. }
             | Self::MarkSending { attempt, .. }
-            | Self::FlagReview(attempt)
-            | Self::Resolve(attempt)
             | Self::RecordRefund(attempt) => attempt_key(attempt),
-            Self::MarkUnknown { attempt, sent } => format!("{} {sent:?}", attempt_key(attempt)),
-            Self::Settle {
-                attempt,
-                result,
-                guard,
-                ..
-            } => format!(
+            Self::FlagReview(f) => attempt_key(f.attempt),
+            Self::Resolve(d) => attempt_key(d.attempt),
+            Self::MarkUnknown(u) => format!("{} {:?}", attempt_key(u.attempt), u.sent),
+            Self::Settle(s) => format!(
                 "{} {} by {}",
-                attempt_key(attempt),
-                result.state.as_str(),
-                match guard {
+                attempt_key(s.attempt),
+                s.result.state.as_str(),
+                match s.guard {
                     Guard::Claim(_) => "claim",
                     Guard::PaidFact => "paid-fact",
                 }
@@ -209,7 +186,6 @@ impl<L: Ledger, W: Watcher> Observed<L, W> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 impl<L: Ledger, W: Watcher> Ledger for Observed<L, W> {
     async fn put_registration(&self, reg: &Registration) -> Result<(), LedgerError> {
         self.around(Op::PutRegistration(reg), self.inner.put_registration(reg))
@@ -310,27 +286,9 @@ impl<L: Ledger, W: Watcher> Ledger for Observed<L, W> {
         .await
     }
 
-    async fn take_over(
-        &self,
-        id: &SubscriptionId,
-        period: &PeriodId,
-        attempt: u32,
-        token: &str,
-        lease_until: DateTime<Utc>,
-        now: DateTime<Utc>,
-        sub_version: u64,
-    ) -> Result<ChargeAttempt, LedgerError> {
-        self.around(
-            Op::TakeOver {
-                id,
-                period,
-                attempt,
-                token,
-            },
-            self.inner
-                .take_over(id, period, attempt, token, lease_until, now, sub_version),
-        )
-        .await
+    async fn take_over(&self, take_over: &TakeOver<'_>) -> Result<ChargeAttempt, LedgerError> {
+        self.around(Op::TakeOver(take_over), self.inner.take_over(take_over))
+            .await
     }
 
     async fn mark_sending(
@@ -347,71 +305,24 @@ impl<L: Ledger, W: Watcher> Ledger for Observed<L, W> {
         .await
     }
 
-    async fn mark_unknown(
-        &self,
-        attempt: &ChargeAttempt,
-        token: &str,
-        detail: &str,
-        sent: Sent,
-        now: DateTime<Utc>,
-        due_at: DateTime<Utc>,
-    ) -> Result<(), LedgerError> {
-        self.around(
-            Op::MarkUnknown { attempt, sent },
-            self.inner
-                .mark_unknown(attempt, token, detail, sent, now, due_at),
-        )
-        .await
+    async fn mark_unknown(&self, unknown: &UnknownOutcome<'_>) -> Result<(), LedgerError> {
+        self.around(Op::MarkUnknown(unknown), self.inner.mark_unknown(unknown))
+            .await
     }
 
-    async fn settle(
-        &self,
-        attempt: &ChargeAttempt,
-        result: &AttemptResult,
-        guard: Guard<'_>,
-        next: &Subscription,
-        now: DateTime<Utc>,
-    ) -> Result<(), LedgerError> {
-        self.around(
-            Op::Settle {
-                attempt,
-                result,
-                guard,
-                next,
-            },
-            self.inner.settle(attempt, result, guard, next, now),
-        )
-        .await
+    async fn settle(&self, settlement: &Settlement<'_>) -> Result<(), LedgerError> {
+        self.around(Op::Settle(settlement), self.inner.settle(settlement))
+            .await
     }
 
-    async fn flag_review(
-        &self,
-        attempt: &ChargeAttempt,
-        token: Option<&str>,
-        reason: &str,
-        next: &Subscription,
-        now: DateTime<Utc>,
-    ) -> Result<(), LedgerError> {
-        self.around(
-            Op::FlagReview(attempt),
-            self.inner.flag_review(attempt, token, reason, next, now),
-        )
-        .await
+    async fn flag_review(&self, flag: &ReviewFlag<'_>) -> Result<(), LedgerError> {
+        self.around(Op::FlagReview(flag), self.inner.flag_review(flag))
+            .await
     }
 
-    async fn resolve(
-        &self,
-        attempt: &ChargeAttempt,
-        result: &AttemptResult,
-        resolution: &Resolution,
-        next: &Subscription,
-        audit: &AuditEntry,
-    ) -> Result<(), LedgerError> {
-        self.around(
-            Op::Resolve(attempt),
-            self.inner.resolve(attempt, result, resolution, next, audit),
-        )
-        .await
+    async fn resolve(&self, decision: &ReviewDecision<'_>) -> Result<(), LedgerError> {
+        self.around(Op::Resolve(decision), self.inner.resolve(decision))
+            .await
     }
 
     async fn count_review(&self) -> Result<u64, LedgerError> {

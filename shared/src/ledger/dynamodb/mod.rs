@@ -22,7 +22,8 @@ use crate::billing::{
 use crate::ledger::{
     Activation, AttemptKey, Cursor, DuePage, Guard, IDEMPOTENCY_STALE, IDEMPOTENCY_TTL,
     KeyReplacement, Ledger, LedgerError, LockChange, RefundIntent, RefundState, RequestState,
-    ReviewPage, Sent, StoredResponse, SubscriptionChange, UserItems,
+    ReviewDecision, ReviewFlag, ReviewPage, Sent, Settlement, StoredResponse, SubscriptionChange,
+    TakeOver, UnknownOutcome, UserItems,
 };
 use item::{
     Item, META, REVIEW_PK, attempt_from_item, attempt_sk, attempt_to_item, audit_from_item,
@@ -909,16 +910,16 @@ impl Ledger for DynamoLedger {
         .await
     }
 
-    async fn take_over(
-        &self,
-        id: &SubscriptionId,
-        period: &PeriodId,
-        attempt: u32,
-        token: &str,
-        lease_until: DateTime<Utc>,
-        now: DateTime<Utc>,
-        sub_version: u64,
-    ) -> Result<ChargeAttempt, LedgerError> {
+    async fn take_over(&self, take_over: &TakeOver<'_>) -> Result<ChargeAttempt, LedgerError> {
+        let TakeOver {
+            id,
+            period,
+            attempt,
+            token,
+            lease_until,
+            now,
+            sub_version,
+        } = *take_over;
         let update = Update::builder()
             .table_name(&self.table)
             .key(PK, s(sub_pk(id)))
@@ -988,15 +989,15 @@ impl Ledger for DynamoLedger {
         .await
     }
 
-    async fn mark_unknown(
-        &self,
-        attempt: &ChargeAttempt,
-        token: &str,
-        detail: &str,
-        sent: Sent,
-        now: DateTime<Utc>,
-        due_at: DateTime<Utc>,
-    ) -> Result<(), LedgerError> {
+    async fn mark_unknown(&self, unknown: &UnknownOutcome<'_>) -> Result<(), LedgerError> {
+        let UnknownOutcome {
+            attempt,
+            token,
+            detail,
+            sent,
+            now,
+            due_at,
+        } = *unknown;
         let (pk, sk) = Self::attempt_key(attempt);
         // A request certainly never delivered is not counted as sent.
         let (remove, add) = match sent {
@@ -1036,14 +1037,14 @@ impl Ledger for DynamoLedger {
         Ok(())
     }
 
-    async fn settle(
-        &self,
-        attempt: &ChargeAttempt,
-        result: &AttemptResult,
-        guard: Guard<'_>,
-        next: &Subscription,
-        now: DateTime<Utc>,
-    ) -> Result<(), LedgerError> {
+    async fn settle(&self, settlement: &Settlement<'_>) -> Result<(), LedgerError> {
+        let Settlement {
+            attempt,
+            result,
+            guard,
+            next,
+            now,
+        } = *settlement;
         let (condition, guard_values) = Self::open_guard(guard, result)?;
         let update = self.result_update(attempt, result, condition, guard_values, now, None)?;
         let mut items = vec![
@@ -1059,14 +1060,14 @@ impl Ledger for DynamoLedger {
         self.transact(items, "TransactWriteItems settle").await
     }
 
-    async fn flag_review(
-        &self,
-        attempt: &ChargeAttempt,
-        token: Option<&str>,
-        reason: &str,
-        next: &Subscription,
-        now: DateTime<Utc>,
-    ) -> Result<(), LedgerError> {
+    async fn flag_review(&self, flag: &ReviewFlag<'_>) -> Result<(), LedgerError> {
+        let ReviewFlag {
+            attempt,
+            token,
+            reason,
+            next,
+            now,
+        } = *flag;
         let (pk, sk) = Self::attempt_key(attempt);
         let mut update = Update::builder()
             .table_name(&self.table)
@@ -1108,14 +1109,14 @@ impl Ledger for DynamoLedger {
         .await
     }
 
-    async fn resolve(
-        &self,
-        attempt: &ChargeAttempt,
-        result: &AttemptResult,
-        resolution: &Resolution,
-        next: &Subscription,
-        audit: &AuditEntry,
-    ) -> Result<(), LedgerError> {
+    async fn resolve(&self, decision: &ReviewDecision<'_>) -> Result<(), LedgerError> {
+        let ReviewDecision {
+            attempt,
+            result,
+            resolution,
+            next,
+            audit,
+        } = *decision;
         let update = self.result_update(
             attempt,
             result,

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use shared::ledger::LedgerError;
 use shared::ledger::memory::InMemoryLedger;
 use shared::ledger::observed::{Observed, Op, Watcher};
+use shared::ledger::{LedgerError, TakeOver};
 
 use super::{Side, World};
 
@@ -37,7 +37,7 @@ fn short(outcome: Result<(), &LedgerError>) -> String {
 impl Watcher for SimWatcher {
     async fn before(&self, op: &Op<'_>) {
         let w = &self.world;
-        if let Op::TakeOver { token, .. } = op {
+        if let Op::TakeOver(TakeOver { token, .. }) = op {
             // The token is ours from the moment the write may have happened.
             w.hold(self.inv, token);
         }
@@ -61,13 +61,8 @@ impl Watcher for SimWatcher {
                 Op::MarkSending { attempt, .. } => {
                     w.check_claim(&attempt.subscription_id, "re-send");
                 }
-                Op::Settle {
-                    attempt,
-                    result,
-                    next,
-                    ..
-                } if result.state.is_unpaid_settlement() => {
-                    w.check_unpaid(&attempt.merchant_uid, next.status);
+                Op::Settle(s) if s.result.state.is_unpaid_settlement() => {
+                    w.check_unpaid(&s.attempt.merchant_uid, s.next.status);
                 }
                 _ => {}
             }
