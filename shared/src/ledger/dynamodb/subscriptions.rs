@@ -1,0 +1,174 @@
+//! Subscriptions on DynamoDB: reads, versioned changes, the audit history and the
+//! due index.
+
+use super::*;
+
+pub(super) async fn get_subscription(
+    db: &DynamoLedger,
+    id: &SubscriptionId,
+) -> Result<Option<Subscription>, LedgerError> {
+    match db.get(sub_pk(id), META).await? {
+        Some(item) => Ok(Some(db.read_sub(&item).await?)),
+        None => Ok(None),
+    }
+}
+
+pub(super) async fn change_subscription(
+    db: &DynamoLedger,
+    change: &SubscriptionChange<'_>,
+) -> Result<(), LedgerError> {
+    let next = change.next;
+    if change.audit.is_none() && change.lock == LockChange::Keep {
+        db.client
+            .put_item()
+            .table_name(&db.table)
+            .set_item(Some(db.sub_item(next).await?))
+            .condition_expression("#version = :expected")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":expected", n(next.version.saturating_sub(1)))
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, "PutItem subscription"))?;
+        return Ok(());
+    }
+    let mut items = vec![
+        TransactWriteItem::builder()
+            .put(db.versioned_put(next).await?)
+            .build(),
+    ];
+    if let Some(audit) = change.audit {
+        items.push(
+            TransactWriteItem::builder()
+                .put(db.put(audit_to_item(audit)))
+                .build(),
+        );
+    }
+    let (release, take) = match change.lock {
+        LockChange::Keep => (None, None),
+        LockChange::Release(name) => (Some(name), None),
+        LockChange::Move { from, to } => (Some(from), Some(to)),
+    };
+    if let Some(name) = release {
+        items.extend(db.let_go_of_lock(next, name).await?);
+    }
+    if let Some(name) = take {
+        let put = Put::builder()
+            .table_name(&db.table)
+            .set_item(Some(lock_item(&next.user_id, name, &next.id)))
+            .condition_expression("attribute_not_exists(#pk) OR subscription_id = :id")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":id", s(next.id.as_str()))
+            .build()
+            .map_err(build_error)?;
+        items.push(TransactWriteItem::builder().put(put).build());
+    }
+    db.transact(items, "TransactWriteItems change subscription")
+        .await
+}
+
+pub(super) async fn history(
+    db: &DynamoLedger,
+    id: &SubscriptionId,
+    limit: usize,
+) -> Result<Vec<AuditEntry>, LedgerError> {
+    let out = db
+        .client
+        .query()
+        .table_name(&db.table)
+        .key_condition_expression("#pk = :pk AND begins_with(#sk, :audit)")
+        .expression_attribute_names("#pk", PK)
+        .expression_attribute_names("#sk", SK)
+        .expression_attribute_values(":pk", s(sub_pk(id)))
+        .expression_attribute_values(":audit", s("AUDIT#"))
+        .scan_index_forward(false)
+        .limit(i32::try_from(limit.clamp(1, 1000)).unwrap_or(100))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| sdk_error(e, "Query history"))?;
+    out.items
+        .unwrap_or_default()
+        .iter()
+        .map(audit_from_item)
+        .collect()
+}
+
+/// Pages through the shards of the sparse `due` index in turn. The
+/// index is eventually consistent and carries keys only.
+pub(super) async fn due_page(
+    db: &DynamoLedger,
+    now: DateTime<Utc>,
+    limit: usize,
+    cursor: Option<&Cursor>,
+) -> Result<DuePage, LedgerError> {
+    let (mut shard, mut start) = match cursor {
+        Some(c) => DynamoLedger::decode_cursor(c)?,
+        None => (0, None),
+    };
+    let limit = i32::try_from(limit.clamp(1, 1000)).unwrap_or(100);
+    loop {
+        if shard >= db.shards {
+            return Ok(DuePage::default());
+        }
+        let out = db
+            .client
+            .query()
+            .table_name(&db.table)
+            .index_name(DUE_INDEX)
+            .key_condition_expression("#dpk = :shard AND #dsk <= :now")
+            .expression_attribute_names("#dpk", DUE_PK)
+            .expression_attribute_names("#dsk", DUE_SK)
+            .expression_attribute_values(":shard", s(due_pk(shard)))
+            .expression_attribute_values(":now", ts(now))
+            .projection_expression("#pk, #sk")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .limit(limit)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, "Query due"))?;
+        let mut page = DuePage::default();
+        for entry in out.items.unwrap_or_default() {
+            let r = item::Reader::new(&entry, "due entry");
+            let (pk, sk) = match (r.str(PK), r.str(SK)) {
+                (Ok(pk), Ok(sk)) => (pk, sk),
+                (Err(e), _) | (_, Err(e)) => {
+                    page.corrupt.push(e.to_string());
+                    continue;
+                }
+            };
+            if sk == META {
+                if let Some(id) = pk.strip_prefix("SUB#").and_then(SubscriptionId::parse) {
+                    page.ids.push(id);
+                    continue;
+                }
+                if let Some(uid) = pk.strip_prefix("REG#").filter(|u| !u.is_empty()) {
+                    page.registrations.push(uid.to_owned());
+                    continue;
+                }
+            } else if let Some(key) = attempt_key_from(&pk, &sk) {
+                page.attempts.push(key);
+                continue;
+            }
+            page.corrupt
+                .push(format!("due entry with key {pk:?}/{sk:?}"));
+        }
+        page.next = match out.last_evaluated_key.filter(|k| !k.is_empty()) {
+            Some(key) => DynamoLedger::encode_cursor(shard, &key),
+            None if shard + 1 < db.shards => Some(Cursor(format!("{}", shard + 1))),
+            None => None,
+        };
+        if page.ids.is_empty()
+            && page.registrations.is_empty()
+            && page.attempts.is_empty()
+            && page.corrupt.is_empty()
+            && let Some(c) = &page.next
+        {
+            // An empty shard: go on to the next without a round trip to the caller.
+            (shard, start) = DynamoLedger::decode_cursor(c)?;
+            continue;
+        }
+        return Ok(page);
+    }
+}

@@ -1,0 +1,471 @@
+//! The ledger in memory: a second, complete implementation of the port
+//! with the same conditional semantics as DynamoDB (versions, claim tokens,
+//! leases, all-or-nothing writes, instants kept to whole seconds like the
+//! table's UNIX-second attributes, the sparse due and review indexes). It
+//! powers the deterministic simulation and the benchmarks; the contract
+//! suite holds it to the DynamoDB adapter.
+//!
+//! The operations live by aggregate (`registrations`, `subscriptions`,
+//! `attempts`, `review`, `refunds`, `requests`), each a function over the
+//! ledger; this file holds the state, its helpers and the port's delegation.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+
+use crate::billing::{
+    AttemptEvent, AttemptState, AuditEntry, ChargeAttempt, PeriodId, Registration,
+    RegistrationStatus, Subscription, SubscriptionId, SubscriptionStatus,
+};
+use crate::ledger::{
+    Activation, AttemptKey, Cursor, DuePage, Guard, IDEMPOTENCY_STALE, IDEMPOTENCY_TTL,
+    KeyReplacement, Ledger, LedgerError, LockChange, RefundIntent, RefundState, RequestState,
+    ReviewDecision, ReviewFlag, ReviewPage, Sent, Settlement, StoredResponse, SubscriptionChange,
+    TakeOver, UnknownOutcome, UserItems,
+};
+
+mod attempts;
+mod refunds;
+mod registrations;
+mod requests;
+mod review;
+mod subscriptions;
+
+/// An entry of the due index.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Due {
+    Subscription(SubscriptionId),
+    Registration(String),
+    Attempt(AttemptKey),
+}
+
+impl Due {
+    fn encode(&self) -> String {
+        match self {
+            Self::Subscription(id) => format!("S{id}"),
+            Self::Registration(uid) => format!("R{uid}"),
+            Self::Attempt((id, period, n)) => format!("A{id}.{period}.{n}"),
+        }
+    }
+
+    fn decode(s: &str) -> Option<Self> {
+        match s.split_at_checked(1)? {
+            ("S", id) => SubscriptionId::parse(id).map(Self::Subscription),
+            ("R", uid) if !uid.is_empty() => Some(Self::Registration(uid.to_owned())),
+            ("A", key) => {
+                let mut parts = key.split('.');
+                let id = SubscriptionId::parse(parts.next()?)?;
+                let period = PeriodId::parse(parts.next()?)?;
+                let n = parts.next()?.parse().ok()?;
+                Some(Self::Attempt((id, period, n)))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Request {
+    fingerprint: String,
+    response: Option<StoredResponse>,
+    started_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+}
+
+#[derive(Default)]
+struct State {
+    registrations: BTreeMap<String, Registration>,
+    subscriptions: BTreeMap<SubscriptionId, Subscription>,
+    attempts: BTreeMap<AttemptKey, ChargeAttempt>,
+    /// The due index, and where each entry sits in it.
+    due: BTreeSet<(i64, Due)>,
+    due_at: BTreeMap<Due, i64>,
+    /// The review index: (flagged at, attempt).
+    review: BTreeSet<(i64, AttemptKey)>,
+    users: BTreeMap<String, UserItems>,
+    locks: BTreeMap<(String, String), SubscriptionId>,
+    audit: BTreeMap<SubscriptionId, Vec<AuditEntry>>,
+    requests: BTreeMap<String, Request>,
+    /// Refund requests by (attempt's merchant uid, idempotency key).
+    refunds: BTreeMap<(String, String), RefundIntent>,
+    /// Subscriptions whose stored item is unreadable (a test hook).
+    corrupt: BTreeSet<SubscriptionId>,
+    /// Requests served, by operation (for the benchmarks' cost figures).
+    counts: BTreeMap<&'static str, u64>,
+}
+
+/// An in-memory ledger. Cheap to share behind an `Arc`; one mutex, held for
+/// the length of one operation (each operation is atomic, as DynamoDB's are).
+#[derive(Default)]
+pub struct InMemoryLedger {
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for InMemoryLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InMemoryLedger").finish_non_exhaustive()
+    }
+}
+
+/// Instants as the table keeps them: whole UNIX seconds.
+fn secs(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
+}
+
+fn opt_secs(t: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    t.map(secs)
+}
+
+fn stored_subscription(sub: &Subscription) -> Subscription {
+    let mut s = sub.clone();
+    s.next_charge_at = secs(s.next_charge_at);
+    s.created_at = secs(s.created_at);
+    s.updated_at = secs(s.updated_at);
+    s.key.inserted_at = secs(s.key.inserted_at);
+    s.ended_at = opt_secs(s.ended_at);
+    s
+}
+
+fn stored_attempt(a: &ChargeAttempt) -> ChargeAttempt {
+    let mut a = a.clone();
+    a.lease_until = opt_secs(a.lease_until);
+    a.sent_at = opt_secs(a.sent_at);
+    a.paid_at = opt_secs(a.paid_at);
+    a.created_at = secs(a.created_at);
+    a.updated_at = secs(a.updated_at);
+    a.retry_at = opt_secs(a.retry_at);
+    if let Some(r) = a.resolution.as_mut() {
+        r.at = secs(r.at);
+    }
+    a
+}
+
+/// Audit times keep microseconds (their order within a second matters).
+fn stored_audit(e: &AuditEntry) -> AuditEntry {
+    let mut e = e.clone();
+    e.at = DateTime::from_timestamp_micros(e.at.timestamp_micros()).unwrap_or(e.at);
+    e
+}
+
+fn key_of(a: &ChargeAttempt) -> AttemptKey {
+    (a.subscription_id.clone(), a.period.clone(), a.attempt)
+}
+
+fn conflict(what: &str) -> LedgerError {
+    LedgerError::Conflict(format!("{what}: condition failed"))
+}
+
+impl State {
+    fn count(&mut self, operation: &'static str) {
+        *self.counts.entry(operation).or_insert(0) += 1;
+    }
+
+    fn subscription(&self, id: &SubscriptionId) -> Result<Option<&Subscription>, LedgerError> {
+        if self.corrupt.contains(id) {
+            return Err(LedgerError::Corrupt(format!(
+                "subscription {id}: attribute unreadable"
+            )));
+        }
+        Ok(self.subscriptions.get(id))
+    }
+
+    fn index(&mut self, entry: Due, at: Option<DateTime<Utc>>) {
+        if let Some(old) = self.due_at.remove(&entry) {
+            self.due.remove(&(old, entry.clone()));
+        }
+        if let Some(at) = at {
+            self.due.insert((at.timestamp(), entry.clone()));
+            self.due_at.insert(entry, at.timestamp());
+        }
+    }
+
+    /// Stores a subscription and keeps the due index in step (sparse: only
+    /// chargeable subscriptions are in it).
+    fn put_subscription(&mut self, sub: &Subscription) {
+        let sub = stored_subscription(sub);
+        let at = sub.status.is_chargeable().then_some(sub.next_charge_at);
+        self.index(Due::Subscription(sub.id.clone()), at);
+        self.subscriptions.insert(sub.id.clone(), sub);
+    }
+
+    fn version_is(&self, id: &SubscriptionId, version: u64) -> bool {
+        self.subscriptions
+            .get(id)
+            .is_some_and(|s| s.version == version)
+    }
+
+    fn version_matches(&self, next: &Subscription) -> bool {
+        self.version_is(&next.id, next.version.saturating_sub(1))
+    }
+
+    fn attempt_mut(&mut self, a: &ChargeAttempt) -> Option<&mut ChargeAttempt> {
+        self.attempts.get_mut(&key_of(a))
+    }
+
+    /// Writes an attempt and its place in the due index (open attempts are
+    /// there: claimed until their lease ends, unknown until `due_at`).
+    fn put_attempt(&mut self, a: ChargeAttempt, due_at: Option<DateTime<Utc>>) {
+        let key = key_of(&a);
+        self.index(Due::Attempt(key.clone()), due_at.map(secs));
+        self.attempts.insert(key, a);
+    }
+
+    fn unreview(&mut self, key: &AttemptKey) {
+        self.review.retain(|(_, k)| k != key);
+    }
+
+    fn add_audit(&mut self, audit: Option<&AuditEntry>) {
+        if let Some(e) = audit {
+            self.audit
+                .entry(e.subscription_id.clone())
+                .or_default()
+                .push(stored_audit(e));
+        }
+    }
+
+    fn user(&mut self, user_id: &str) -> &mut UserItems {
+        self.users.entry(user_id.to_owned()).or_default()
+    }
+}
+
+impl InMemoryLedger {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Makes a subscription's stored item unreadable, like a hand-edited or
+    /// half-migrated DynamoDB item (a test hook).
+    pub fn corrupt_subscription(&self, id: &SubscriptionId) {
+        self.lock().corrupt.insert(id.clone());
+    }
+
+    /// Every attempt stored, in key order (for checks and reports).
+    pub fn all_attempts(&self) -> Vec<ChargeAttempt> {
+        self.lock().attempts.values().cloned().collect()
+    }
+
+    /// Every subscription stored, in id order.
+    pub fn all_subscriptions(&self) -> Vec<Subscription> {
+        self.lock().subscriptions.values().cloned().collect()
+    }
+
+    /// An attempt as stored now (for checks that must not await).
+    pub fn attempt_now(
+        &self,
+        id: &SubscriptionId,
+        period: &PeriodId,
+        attempt: u32,
+    ) -> Option<ChargeAttempt> {
+        self.lock()
+            .attempts
+            .get(&(id.clone(), period.clone(), attempt))
+            .cloned()
+    }
+
+    /// A subscription as stored now (for checks that must not await).
+    pub fn subscription_now(&self, id: &SubscriptionId) -> Option<Subscription> {
+        self.lock().subscriptions.get(id).cloned()
+    }
+
+    /// Every registration stored, in merchant_uid order.
+    pub fn all_registrations(&self) -> Vec<Registration> {
+        self.lock().registrations.values().cloned().collect()
+    }
+
+    /// Requests served so far, by operation.
+    pub fn request_counts(&self) -> BTreeMap<&'static str, u64> {
+        self.lock().counts.clone()
+    }
+}
+
+impl Ledger for InMemoryLedger {
+    async fn put_registration(&self, reg: &Registration) -> Result<(), LedgerError> {
+        registrations::put_registration(self, reg).await
+    }
+
+    async fn get_registration(
+        &self,
+        merchant_uid: &str,
+    ) -> Result<Option<Registration>, LedgerError> {
+        registrations::get_registration(self, merchant_uid).await
+    }
+
+    async fn activate(&self, a: &Activation<'_>) -> Result<(), LedgerError> {
+        registrations::activate(self, a).await
+    }
+
+    async fn replace_key(&self, replacement: &KeyReplacement<'_>) -> Result<(), LedgerError> {
+        registrations::replace_key(self, replacement).await
+    }
+
+    async fn refuse_registration(
+        &self,
+        reg: &Registration,
+        _now: DateTime<Utc>,
+        window_payment: Option<&ChargeAttempt>,
+    ) -> Result<(), LedgerError> {
+        registrations::refuse_registration(self, reg, _now, window_payment).await
+    }
+
+    async fn user_items(&self, user_id: &str) -> Result<UserItems, LedgerError> {
+        registrations::user_items(self, user_id).await
+    }
+
+    async fn get_subscription(
+        &self,
+        id: &SubscriptionId,
+    ) -> Result<Option<Subscription>, LedgerError> {
+        subscriptions::get_subscription(self, id).await
+    }
+
+    async fn change_subscription(
+        &self,
+        change: &SubscriptionChange<'_>,
+    ) -> Result<(), LedgerError> {
+        subscriptions::change_subscription(self, change).await
+    }
+
+    async fn history(
+        &self,
+        id: &SubscriptionId,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, LedgerError> {
+        subscriptions::history(self, id, limit).await
+    }
+
+    async fn due_page(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        cursor: Option<&Cursor>,
+    ) -> Result<DuePage, LedgerError> {
+        subscriptions::due_page(self, now, limit, cursor).await
+    }
+
+    async fn get_attempt(
+        &self,
+        id: &SubscriptionId,
+        period: &PeriodId,
+        attempt: u32,
+    ) -> Result<Option<ChargeAttempt>, LedgerError> {
+        attempts::get_attempt(self, id, period, attempt).await
+    }
+
+    async fn list_attempts(&self, id: &SubscriptionId) -> Result<Vec<ChargeAttempt>, LedgerError> {
+        attempts::list_attempts(self, id).await
+    }
+
+    async fn claim_new(
+        &self,
+        attempt: &ChargeAttempt,
+        next: &Subscription,
+    ) -> Result<(), LedgerError> {
+        attempts::claim_new(self, attempt, next).await
+    }
+
+    async fn take_over(&self, take_over: &TakeOver<'_>) -> Result<ChargeAttempt, LedgerError> {
+        attempts::take_over(self, take_over).await
+    }
+
+    async fn mark_sending(
+        &self,
+        attempt: &ChargeAttempt,
+        token: &str,
+        now: DateTime<Utc>,
+        sub_version: u64,
+    ) -> Result<(), LedgerError> {
+        attempts::mark_sending(self, attempt, token, now, sub_version).await
+    }
+
+    async fn mark_unknown(&self, unknown: &UnknownOutcome<'_>) -> Result<(), LedgerError> {
+        attempts::mark_unknown(self, unknown).await
+    }
+
+    async fn settle(&self, settlement: &Settlement<'_>) -> Result<(), LedgerError> {
+        attempts::settle(self, settlement).await
+    }
+
+    async fn flag_review(&self, flag: &ReviewFlag<'_>) -> Result<(), LedgerError> {
+        review::flag_review(self, flag).await
+    }
+
+    async fn resolve(&self, decision: &ReviewDecision<'_>) -> Result<(), LedgerError> {
+        review::resolve(self, decision).await
+    }
+
+    async fn count_review(&self) -> Result<u64, LedgerError> {
+        review::count_review(self).await
+    }
+
+    async fn review_page(
+        &self,
+        limit: usize,
+        cursor: Option<&Cursor>,
+    ) -> Result<ReviewPage, LedgerError> {
+        review::review_page(self, limit, cursor).await
+    }
+
+    async fn record_refund(
+        &self,
+        attempt: &ChargeAttempt,
+        refunded: i64,
+        now: DateTime<Utc>,
+        audit: Option<&AuditEntry>,
+    ) -> Result<bool, LedgerError> {
+        refunds::record_refund(self, attempt, refunded, now, audit).await
+    }
+
+    async fn get_refund(
+        &self,
+        attempt: &ChargeAttempt,
+        key: &str,
+    ) -> Result<Option<RefundIntent>, LedgerError> {
+        refunds::get_refund(self, attempt, key).await
+    }
+
+    async fn begin_refund(
+        &self,
+        attempt: &ChargeAttempt,
+        intent: &RefundIntent,
+    ) -> Result<RefundIntent, LedgerError> {
+        refunds::begin_refund(self, attempt, intent).await
+    }
+
+    async fn finish_refund(
+        &self,
+        attempt: &ChargeAttempt,
+        intent: &RefundIntent,
+        audit: Option<&AuditEntry>,
+    ) -> Result<(), LedgerError> {
+        refunds::finish_refund(self, attempt, intent, audit).await
+    }
+
+    async fn begin_request(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+    ) -> Result<RequestState, LedgerError> {
+        requests::begin_request(self, key, fingerprint, now).await
+    }
+
+    async fn finish_request(
+        &self,
+        key: &str,
+        response: &StoredResponse,
+        _now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        requests::finish_request(self, key, response, _now).await
+    }
+
+    async fn abandon_request(&self, key: &str) -> Result<(), LedgerError> {
+        requests::abandon_request(self, key).await
+    }
+}

@@ -1,0 +1,100 @@
+//! Refunds in memory: the refunds recorded on a charge and the intents that make a
+//! refund safe to repeat.
+
+use super::*;
+
+pub(super) async fn record_refund(
+    db: &InMemoryLedger,
+    attempt: &ChargeAttempt,
+    refunded: i64,
+    now: DateTime<Utc>,
+    audit: Option<&AuditEntry>,
+) -> Result<bool, LedgerError> {
+    let mut st = db.lock();
+    st.count(if audit.is_some() {
+        "TransactWriteItems"
+    } else {
+        "UpdateItem"
+    });
+    let changed = match st.attempt_mut(attempt) {
+        Some(a) if a.refunded < refunded => {
+            a.refunded = refunded;
+            a.updated_at = secs(now);
+            true
+        }
+        _ => false,
+    };
+    if changed {
+        st.add_audit(audit);
+    }
+    Ok(changed)
+}
+
+pub(super) async fn get_refund(
+    db: &InMemoryLedger,
+    attempt: &ChargeAttempt,
+    key: &str,
+) -> Result<Option<RefundIntent>, LedgerError> {
+    let mut st = db.lock();
+    st.count("GetItem");
+    Ok(st
+        .refunds
+        .get(&(attempt.merchant_uid.clone(), key.to_owned()))
+        .cloned())
+}
+
+pub(super) async fn begin_refund(
+    db: &InMemoryLedger,
+    attempt: &ChargeAttempt,
+    intent: &RefundIntent,
+) -> Result<RefundIntent, LedgerError> {
+    let mut st = db.lock();
+    st.count("PutItem");
+    if !st.attempts.contains_key(&key_of(attempt)) {
+        return Err(conflict("begin refund"));
+    }
+    let key = (attempt.merchant_uid.clone(), intent.key.clone());
+    if let Some(existing) = st.refunds.get(&key) {
+        return Ok(existing.clone());
+    }
+    let mut stored = intent.clone();
+    stored.created_at = secs(stored.created_at);
+    stored.updated_at = secs(stored.updated_at);
+    st.refunds.insert(key, stored.clone());
+    Ok(stored)
+}
+
+pub(super) async fn finish_refund(
+    db: &InMemoryLedger,
+    attempt: &ChargeAttempt,
+    intent: &RefundIntent,
+    audit: Option<&AuditEntry>,
+) -> Result<(), LedgerError> {
+    let mut st = db.lock();
+    st.count("TransactWriteItems");
+    let key = (attempt.merchant_uid.clone(), intent.key.clone());
+    let requested = st
+        .refunds
+        .get(&key)
+        .is_some_and(|r| r.state == RefundState::Requested);
+    if !requested
+        || intent.state == RefundState::Requested
+        || !st.attempts.contains_key(&key_of(attempt))
+    {
+        return Err(conflict("finish refund"));
+    }
+    let now = secs(intent.updated_at);
+    if let (Some(total), Some(a)) = (intent.refunded_total, st.attempt_mut(attempt))
+        && a.refunded < total
+    {
+        a.refunded = total;
+        a.updated_at = now;
+    }
+    if let Some(r) = st.refunds.get_mut(&key) {
+        r.state = intent.state;
+        r.refunded_total = intent.refunded_total;
+        r.updated_at = now;
+    }
+    st.add_audit(audit);
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! Subscriptions in memory: reads, versioned changes, the audit history and the
+//! due index.
+
+use super::*;
+
+pub(super) async fn get_subscription(
+    db: &InMemoryLedger,
+    id: &SubscriptionId,
+) -> Result<Option<Subscription>, LedgerError> {
+    let mut st = db.lock();
+    st.count("GetItem");
+    Ok(st.subscription(id)?.cloned())
+}
+
+pub(super) async fn change_subscription(
+    db: &InMemoryLedger,
+    change: &SubscriptionChange<'_>,
+) -> Result<(), LedgerError> {
+    let mut st = db.lock();
+    st.count("TransactWriteItems");
+    let next = change.next;
+    let key = |name: &str| (next.user_id.clone(), name.to_owned());
+    let ours = |st: &State, name: &str| st.locks.get(&key(name)) == Some(&next.id);
+    let lock_ok = match change.lock {
+        LockChange::Move { to, .. } => st.locks.get(&key(to)).is_none_or(|h| h == &next.id),
+        LockChange::Keep | LockChange::Release(_) => true,
+    };
+    if !st.version_matches(next) || !lock_ok {
+        return Err(conflict("change subscription"));
+    }
+    st.put_subscription(next);
+    match change.lock {
+        LockChange::Keep => {}
+        LockChange::Release(name) => {
+            if ours(&st, name) {
+                st.locks.remove(&key(name));
+            }
+        }
+        LockChange::Move { from, to } => {
+            if ours(&st, from) {
+                st.locks.remove(&key(from));
+            }
+            st.locks.insert(key(to), next.id.clone());
+        }
+    }
+    st.add_audit(change.audit);
+    Ok(())
+}
+
+pub(super) async fn history(
+    db: &InMemoryLedger,
+    id: &SubscriptionId,
+    limit: usize,
+) -> Result<Vec<AuditEntry>, LedgerError> {
+    let mut st = db.lock();
+    st.count("Query");
+    // Kept in the order written; newest first.
+    let mut entries = st.audit.get(id).cloned().unwrap_or_default();
+    entries.reverse();
+    entries.truncate(limit);
+    Ok(entries)
+}
+
+pub(super) async fn due_page(
+    db: &InMemoryLedger,
+    now: DateTime<Utc>,
+    limit: usize,
+    cursor: Option<&Cursor>,
+) -> Result<DuePage, LedgerError> {
+    let mut st = db.lock();
+    st.count("Query");
+    let after = match cursor {
+        None => None,
+        Some(c) => {
+            let bad = || LedgerError::Fatal(format!("not a cursor of this ledger: {:?}", c.0));
+            let (t, key) = c.0.split_once('|').ok_or_else(bad)?;
+            let t: i64 = t.parse().map_err(|_| bad())?;
+            Some((t, Due::decode(key).ok_or_else(bad)?))
+        }
+    };
+    let now = now.timestamp();
+    let limit = limit.clamp(1, 1000);
+    let range = match &after {
+        Some(k) => st.due.range((
+            std::ops::Bound::Excluded(k.clone()),
+            std::ops::Bound::Unbounded,
+        )),
+        None => st.due.range(..),
+    };
+    let page: Vec<(i64, Due)> = range
+        .take_while(|(t, _)| *t <= now)
+        .take(limit + 1)
+        .cloned()
+        .collect();
+    let more = page.len() > limit;
+    let page = &page[..page.len().min(limit)];
+    let mut out = DuePage {
+        next: if more {
+            page.last()
+                .map(|(t, key)| Cursor(format!("{t}|{}", key.encode())))
+        } else {
+            None
+        },
+        ..DuePage::default()
+    };
+    for (_, key) in page {
+        match key {
+            Due::Subscription(id) => out.ids.push(id.clone()),
+            Due::Registration(uid) => out.registrations.push(uid.clone()),
+            Due::Attempt(key) => out.attempts.push(key.clone()),
+        }
+    }
+    Ok(out)
+}
