@@ -3,6 +3,7 @@
 //! flag for a person). Used for open attempts, refusals and lost answers
 //! alike, by the run and by the webhook.
 
+use chrono::{DateTime, Utc};
 use tracing::{error, info, warn};
 
 use super::RunError;
@@ -142,94 +143,8 @@ pub async fn apply_fact<L: Ledger, G: PaymentGateway>(
 ) -> Result<Applied, RunError> {
     // What a pass hands the next: who may write (a claim taken over turns a
     // paid fact into `PaidFact`), and the subscription if already read.
-    let applied = retry_on_conflict(5, (guard, known), |(mut guard, known)| async move {
-        let now = engine.now();
-        let sub = match known {
-            Some(sub) => sub,
-            None => current_subscription(engine, attempt).await?,
-        };
-        if !sub.is_current(attempt) {
-            // The subscription moved past this attempt: it must be settled already.
-            let stored = reread(engine, attempt).await?;
-            if stored.state.is_open() {
-                return Err(RunError::Ledger(LedgerError::Corrupt(format!(
-                    "open attempt {} is not its subscription's current one",
-                    attempt.merchant_uid
-                ))));
-            }
-            return settled_meanwhile(engine, &stored, fact)
-                .await
-                .map(Pass::Done);
-        }
-        if let Fact::Paid { imp_uid, .. } = fact
-            && sub.status == SubscriptionStatus::Cancelled
-        {
-            return unwanted(engine, attempt, imp_uid, guard)
-                .await
-                .map(Pass::Done);
-        }
-        let refs = &engine.settings.uid_key;
-        let (next, kept) = next_state_for(
-            &sub,
-            attempt,
-            fact,
-            &engine.settings.charging.dunning,
-            refs,
-            now,
-        );
-        if let Some(e) = kept {
-            warn!(subscription_id = %sub.id, error = %e, "status kept; fact recorded");
-        }
-        if !fact.is_paid()
-            && !next.status.is_chargeable()
-            && !attempt.quiet_since_sent(now, engine.settings.quiet())
-        {
-            let result = fact.result();
-            return Ok(Pass::Done(Applied::NotYet(format!(
-                "{} ({}); it would end access ({}): confirmed after the quiet period",
-                result.state.as_str(),
-                result.fail_reason.as_deref().unwrap_or("no reason"),
-                next.status.as_str()
-            ))));
-        }
-        let mut result = fact.result();
-        if !fact.is_paid() {
-            result.retry_at = retry_of(attempt, &next);
-        }
-        match engine
-            .ledger
-            .settle(&Settlement {
-                attempt,
-                result: &result,
-                guard,
-                next: &next,
-                now,
-            })
-            .await
-        {
-            Ok(()) => Ok(Pass::Done(Applied::Recorded)),
-            Err(LedgerError::Conflict(_)) => {
-                let stored = reread(engine, attempt).await?;
-                match guard {
-                    _ if !stored.state.is_open() => {
-                        return settled_meanwhile(engine, &stored, fact)
-                            .await
-                            .map(Pass::Done);
-                    }
-                    Guard::Claim(token) if stored.claim_token.as_deref() != Some(token) => {
-                        if !fact.is_paid() {
-                            return Ok(Pass::Done(Applied::ClaimLost));
-                        }
-                        // Our claim was taken over, but money is money: record it.
-                        guard = Guard::PaidFact;
-                    }
-                    // Still open and writable by us: the subscription changed; re-read it.
-                    _ => {}
-                }
-                Ok(Pass::Again((guard, None)))
-            }
-            Err(e) => Err(e.into()),
-        }
+    let applied = retry_on_conflict(5, (guard, known), |(guard, known)| {
+        apply_once(engine, attempt, fact, guard, known)
     })
     .await?;
     applied.ok_or_else(|| {
@@ -238,6 +153,121 @@ pub async fn apply_fact<L: Ledger, G: PaymentGateway>(
             attempt.merchant_uid
         )))
     })
+}
+
+/// What one pass of [`apply_fact`] carries to the next.
+type Carried<'a> = (Guard<'a>, Option<Subscription>);
+
+/// One read-decide-write of [`apply_fact`].
+async fn apply_once<'a, L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    attempt: &ChargeAttempt,
+    fact: &Fact,
+    guard: Guard<'a>,
+    known: Option<Subscription>,
+) -> Result<Pass<Applied, Carried<'a>>, RunError> {
+    let now = engine.now();
+    let sub = match known {
+        Some(sub) => sub,
+        None => current_subscription(engine, attempt).await?,
+    };
+    if !sub.is_current(attempt) {
+        // The subscription moved past this attempt: it must be settled already.
+        let stored = reread(engine, attempt).await?;
+        if stored.state.is_open() {
+            return Err(RunError::Ledger(LedgerError::Corrupt(format!(
+                "open attempt {} is not its subscription's current one",
+                attempt.merchant_uid
+            ))));
+        }
+        return settled_meanwhile(engine, &stored, fact)
+            .await
+            .map(Pass::Done);
+    }
+    if let Fact::Paid { imp_uid, .. } = fact
+        && sub.status == SubscriptionStatus::Cancelled
+    {
+        return unwanted(engine, attempt, imp_uid, guard)
+            .await
+            .map(Pass::Done);
+    }
+    let refs = &engine.settings.uid_key;
+    let dunning = &engine.settings.charging.dunning;
+    let (next, kept) = next_state_for(&sub, attempt, fact, dunning, refs, now);
+    if let Some(e) = kept {
+        warn!(subscription_id = %sub.id, error = %e, "status kept; fact recorded");
+    }
+    if let Some(wait) = too_soon_to_end(engine, attempt, fact, &next, now) {
+        return Ok(Pass::Done(wait));
+    }
+    let mut result = fact.result();
+    if !fact.is_paid() {
+        result.retry_at = retry_of(attempt, &next);
+    }
+    let settlement = Settlement {
+        attempt,
+        result: &result,
+        guard,
+        next: &next,
+        now,
+    };
+    match engine.ledger.settle(&settlement).await {
+        Ok(()) => Ok(Pass::Done(Applied::Recorded)),
+        Err(LedgerError::Conflict(_)) => after_lost_settle(engine, attempt, fact, guard).await,
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A decline that would end access waits for the quiet period after the
+/// send, so that a late paid answer can still win.
+fn too_soon_to_end<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    attempt: &ChargeAttempt,
+    fact: &Fact,
+    next: &Subscription,
+    now: DateTime<Utc>,
+) -> Option<Applied> {
+    if fact.is_paid()
+        || next.status.is_chargeable()
+        || attempt.quiet_since_sent(now, engine.settings.quiet())
+    {
+        return None;
+    }
+    let result = fact.result();
+    Some(Applied::NotYet(format!(
+        "{} ({}); it would end access ({}): confirmed after the quiet period",
+        result.state.as_str(),
+        result.fail_reason.as_deref().unwrap_or("no reason"),
+        next.status.as_str()
+    )))
+}
+
+/// The settle lost its condition: settled by someone else, our claim taken
+/// over (a paid fact is recorded anyway), or the subscription changed.
+async fn after_lost_settle<'a, L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    attempt: &ChargeAttempt,
+    fact: &Fact,
+    guard: Guard<'a>,
+) -> Result<Pass<Applied, Carried<'a>>, RunError> {
+    let stored = reread(engine, attempt).await?;
+    if !stored.state.is_open() {
+        return settled_meanwhile(engine, &stored, fact)
+            .await
+            .map(Pass::Done);
+    }
+    let guard = match guard {
+        Guard::Claim(token) if stored.claim_token.as_deref() != Some(token) => {
+            if !fact.is_paid() {
+                return Ok(Pass::Done(Applied::ClaimLost));
+            }
+            // Our claim was taken over, but money is money: record it.
+            Guard::PaidFact
+        }
+        // Still open and writable by us: the subscription changed; re-read it.
+        guard => guard,
+    };
+    Ok(Pass::Again((guard, None)))
 }
 
 /// Money taken after the subscription was cancelled (a charge already out

@@ -2,13 +2,15 @@
 //! the key): the key is swapped once verified, the old key deleted, and
 //! money a card window took is refunded (card windows take no money).
 
+use std::convert::Infallible;
+
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
 use super::activate::{Verified, first_charge, key_info, revisited};
 use super::{CallbackOutcome, FailureReason, unavailable};
 use crate::billing::FIRST_WINDOW_SLOT;
-use crate::billing::changes::key_replaced;
+use crate::billing::changes::{Comeback, key_replaced};
 use crate::billing::{
     AttemptState, AuditEntry, ChargeAttempt, Registration, RegistrationStatus, Subscription,
 };
@@ -30,109 +32,147 @@ pub(super) async fn replace_key<L: Ledger, G: PaymentGateway>(
 ) -> CallbackOutcome {
     let v = &v;
     let answer = retry_on_conflict(3, (), |()| async move {
-        let now = engine.now();
-        let sub = match engine.ledger.get_subscription(&reg.subscription_id).await {
-            Ok(Some(sub)) => sub,
-            Ok(None) => {
-                return Ok(Pass::Done(CallbackOutcome::Failed(
-                    FailureReason::UnknownRegistration,
-                )));
-            }
-            Err(e) => return Ok(Pass::Done(unavailable("store", &e))),
-        };
-        let current = match engine
-            .ledger
-            .get_attempt(&sub.id, &sub.current_period(), sub.attempt)
-            .await
-        {
-            Ok(a) => a,
-            Err(e) => return Ok(Pass::Done(unavailable("store", &e))),
-        };
-        let (back, charge_now) = match key_replaced(
-            &sub,
-            &v.key.customer_uid,
-            key_info(&v.key, now),
-            current.as_ref(),
-            engine.settings.charging.resume_policy,
-            now,
-        ) {
-            Ok(changed) => changed,
-            Err(why) => {
-                return Ok(Pass::Done(
-                    refuse_card(engine, reg, &sub, imp_uid, v, &why.to_string(), now).await,
-                ));
-            }
-        };
-        let next = &back.next;
-        let mut detail = format!(
-            "billing key replaced ({} {}); charged again now: {charge_now}",
-            v.key.pg_provider,
-            v.key.card_number.as_deref().unwrap_or("no card number")
-        );
-        if charge_now {
-            detail.push_str(&format!(" ({})", back.describe()));
-        }
-        let audit = AuditEntry {
-            subscription_id: sub.id.clone(),
-            at: engine.clock.now_precise(),
-            actor: "customer (payment window)".into(),
-            principal: None,
-            action: "payment_method".into(),
-            detail,
-        };
-        let window = if v.paid > 0 {
-            match window_payment(engine, reg, &sub, v, imp_uid, now).await {
-                Ok(w) => Some(w),
-                Err(e) => return Ok(Pass::Done(unavailable("store", &e))),
-            }
-        } else {
-            None
-        };
-        let replacement = KeyReplacement {
-            reg,
-            next,
-            imp_uid,
-            audit: &audit,
-            window_payment: window.as_ref(),
-        };
-        match engine.ledger.replace_key(&replacement).await {
-            Ok(()) => {}
-            Err(LedgerError::Conflict(_)) => {
-                match engine.ledger.get_registration(&reg.merchant_uid).await {
-                    Ok(Some(r)) if r.status != RegistrationStatus::Pending => {
-                        return Ok(Pass::Done(revisited(engine, &r, imp_uid).await));
-                    }
-                    // The subscription changed meanwhile: read it again.
-                    Ok(_) => return Ok(Pass::Again(())),
-                    Err(e) => return Ok(Pass::Done(unavailable("store", &e))),
-                }
-            }
-            Err(e) => return Ok(Pass::Done(unavailable("store", &e))),
-        }
-        info!(subscription_id = %sub.id, "billing key replaced");
-        if sub.customer_uid != v.key.customer_uid
-            && let Err(e) = engine.gateway.delete_billing_key(&sub.customer_uid).await
-            && !e.is_not_found()
-        {
-            warn!(error = %e, "the old billing key could not be deleted at the gateway");
-        }
-        if let Some(slot) = &window {
-            refund_and_close(engine, slot, WINDOWS_TAKE_NO_MONEY).await;
-        }
-        let first_charge = if charge_now {
-            Some(first_charge(engine, next, "card", budget).await)
-        } else {
-            None
-        };
-        Ok(Pass::Done(CallbackOutcome::Active {
-            subscription_id: sub.id.to_string(),
-            first_charge,
-        }))
+        Ok::<_, Infallible>(replace_once(engine, reg, imp_uid, v, budget).await)
     })
     .await;
     answer
-        .unwrap_or_else(|never: std::convert::Infallible| match never {})
+        .unwrap_or_else(|never| match never {})
         .unwrap_or(CallbackOutcome::Failed(FailureReason::Unavailable))
+}
+
+/// One read-decide-write of [`replace_key`]: `Again` when the subscription
+/// changed under the write.
+async fn replace_once<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    reg: &Registration,
+    imp_uid: &str,
+    v: &Verified,
+    budget: Budget,
+) -> Pass<CallbackOutcome> {
+    let now = engine.now();
+    let (sub, current) = match read_current(engine, reg).await {
+        Ok(read) => read,
+        Err(outcome) => return Pass::Done(outcome),
+    };
+    let (back, charge_now) = match key_replaced(
+        &sub,
+        &v.key.customer_uid,
+        key_info(&v.key, now),
+        current.as_ref(),
+        engine.settings.charging.resume_policy,
+        now,
+    ) {
+        Ok(changed) => changed,
+        Err(why) => {
+            return Pass::Done(
+                refuse_card(engine, reg, &sub, imp_uid, v, &why.to_string(), now).await,
+            );
+        }
+    };
+    let audit = key_audit(engine, &sub, v, &back, charge_now);
+    let window = if v.paid > 0 {
+        match window_payment(engine, reg, &sub, v, imp_uid, now).await {
+            Ok(w) => Some(w),
+            Err(e) => return Pass::Done(unavailable("store", &e)),
+        }
+    } else {
+        None
+    };
+    let replacement = KeyReplacement {
+        reg,
+        next: &back.next,
+        imp_uid,
+        audit: &audit,
+        window_payment: window.as_ref(),
+    };
+    match engine.ledger.replace_key(&replacement).await {
+        Ok(()) => {}
+        Err(LedgerError::Conflict(_)) => return after_lost_replacement(engine, reg, imp_uid).await,
+        Err(e) => return Pass::Done(unavailable("store", &e)),
+    }
+    info!(subscription_id = %sub.id, "billing key replaced");
+    if sub.customer_uid != v.key.customer_uid
+        && let Err(e) = engine.gateway.delete_billing_key(&sub.customer_uid).await
+        && !e.is_not_found()
+    {
+        warn!(error = %e, "the old billing key could not be deleted at the gateway");
+    }
+    if let Some(slot) = &window {
+        refund_and_close(engine, slot, WINDOWS_TAKE_NO_MONEY).await;
+    }
+    let first_charge = if charge_now {
+        Some(first_charge(engine, &back.next, "card", budget).await)
+    } else {
+        None
+    };
+    Pass::Done(CallbackOutcome::Active {
+        subscription_id: sub.id.to_string(),
+        first_charge,
+    })
+}
+
+/// The subscription a new card is for, and its current period's attempt.
+async fn read_current<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    reg: &Registration,
+) -> Result<(Subscription, Option<ChargeAttempt>), CallbackOutcome> {
+    let sub = match engine.ledger.get_subscription(&reg.subscription_id).await {
+        Ok(Some(sub)) => sub,
+        Ok(None) => return Err(CallbackOutcome::Failed(FailureReason::UnknownRegistration)),
+        Err(e) => return Err(unavailable("store", &e)),
+    };
+    match engine
+        .ledger
+        .get_attempt(&sub.id, &sub.current_period(), sub.attempt)
+        .await
+    {
+        Ok(current) => Ok((sub, current)),
+        Err(e) => Err(unavailable("store", &e)),
+    }
+}
+
+/// The audit entry of a new card: the PG, the masked card number, and
+/// whether the subscription is charged again at once.
+fn key_audit<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+    v: &Verified,
+    back: &Comeback,
+    charge_now: bool,
+) -> AuditEntry {
+    let mut detail = format!(
+        "billing key replaced ({} {}); charged again now: {charge_now}",
+        v.key.pg_provider,
+        v.key.card_number.as_deref().unwrap_or("no card number")
+    );
+    if charge_now {
+        detail.push_str(&format!(" ({})", back.describe()));
+    }
+    AuditEntry {
+        subscription_id: sub.id.clone(),
+        at: engine.clock.now_precise(),
+        actor: "customer (payment window)".into(),
+        principal: None,
+        action: "payment_method".into(),
+        detail,
+    }
+}
+
+/// The key replacement lost its condition: the registration was completed
+/// by another delivery (answer as it did), or the subscription changed
+/// (read it again).
+async fn after_lost_replacement<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    reg: &Registration,
+    imp_uid: &str,
+) -> Pass<CallbackOutcome> {
+    match engine.ledger.get_registration(&reg.merchant_uid).await {
+        Ok(Some(r)) if r.status != RegistrationStatus::Pending => {
+            Pass::Done(revisited(engine, &r, imp_uid).await)
+        }
+        Ok(_) => Pass::Again(()),
+        Err(e) => Pass::Done(unavailable("store", &e)),
+    }
 }
 
 /// A new card for a subscription that takes none (it ended meanwhile, or
