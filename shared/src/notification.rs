@@ -5,7 +5,8 @@
 use tracing::{info, warn};
 
 use crate::billing::{
-    AttemptState, ChargeAttempt, Fact, Lookup, MerchantUid, PaymentRecord, PeriodId, SubscriptionId,
+    AttemptState, ChargeAttempt, Fact, Lookup, MerchantUid, PaymentRecord, PeriodId, Subscription,
+    SubscriptionId,
 };
 use crate::charging::RunError;
 use crate::charging::settle::{Settled, flag, settle_from_lookup};
@@ -180,31 +181,10 @@ async fn charge_notice<L: Ledger, G: PaymentGateway>(
         return Ok(Handled::Ignored("no such subscription"));
     };
     if record.state.is_open() {
-        let found = Lookup::Found(payment.clone());
-        match settle_from_lookup(engine, &sub, &record, &found, Guard::PaidFact).await? {
-            Settled::Recorded(fact) => {
-                info!(?fact, "open attempt settled from webhook");
-                if fact.is_paid() && payment.cancelled_amount > 0 {
-                    // Paid, then refunded before we heard of it: record both.
-                    engine
-                        .ledger
-                        .record_refund(&record, payment.cancelled_amount, engine.now(), None)
-                        .await?;
-                }
-                return Ok(Handled::Settled(fact));
-            }
-            Settled::Review(reason) => return Ok(Handled::NeedsReview(reason)),
-            // Declined, or nothing to settle on: the claim's holder (or the next run) settles it.
-            Settled::ClaimLost
-            | Settled::NothingThere
-            | Settled::Unclear(_)
-            | Settled::Waiting(_) => {
-                return Ok(Handled::Ignored("left to the run that holds the attempt"));
-            }
-            Settled::Unauthorized(e) => return Err(RetryLater(e.to_string())),
-            // Settled meanwhile by the run: a refund in this notice is still recorded below.
-            Settled::AlreadySettled => {}
+        if let Some(handled) = settle_open(engine, &sub, &record, &payment).await? {
+            return Ok(handled);
         }
+        // Settled meanwhile by the run: a refund in this notice is still recorded below.
     } else if record.state.is_unpaid_settlement()
         // Money kept: a payment refunded in full (what resolving a late
         // payment as not paid asks for first) is no late payment.
@@ -218,6 +198,40 @@ async fn charge_notice<L: Ledger, G: PaymentGateway>(
         return late_payment(engine, &record, &payment).await;
     }
     refund_seen(engine, subscription, period, attempt, record, &payment).await
+}
+
+/// A notice for an attempt still open settles it from the PG's record
+/// (`None`: the run settled it meanwhile; a refund in the notice is still
+/// to be recorded).
+async fn settle_open<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+    record: &ChargeAttempt,
+    payment: &PaymentRecord,
+) -> Result<Option<Handled>, RetryLater> {
+    let found = Lookup::Found(payment.clone());
+    match settle_from_lookup(engine, sub, record, &found, Guard::PaidFact).await? {
+        Settled::Recorded(fact) => {
+            info!(?fact, "open attempt settled from webhook");
+            if fact.is_paid() && payment.cancelled_amount > 0 {
+                // Paid, then refunded before we heard of it: record both.
+                engine
+                    .ledger
+                    .record_refund(record, payment.cancelled_amount, engine.now(), None)
+                    .await?;
+            }
+            Ok(Some(Handled::Settled(fact)))
+        }
+        Settled::Review(reason) => Ok(Some(Handled::NeedsReview(reason))),
+        // Declined, or nothing to settle on: the claim's holder (or the next run) settles it.
+        Settled::ClaimLost | Settled::NothingThere | Settled::Unclear(_) | Settled::Waiting(_) => {
+            Ok(Some(Handled::Ignored(
+                "left to the run that holds the attempt",
+            )))
+        }
+        Settled::Unauthorized(e) => Err(RetryLater(e.to_string())),
+        Settled::AlreadySettled => Ok(None),
+    }
 }
 
 /// Money for an attempt recorded as not paid: the period may now be paid

@@ -83,78 +83,98 @@ pub async fn resolve<L: Ledger, G: PaymentGateway>(
     note: &str,
     actor: &Actor,
 ) -> Result<Resolved, ReviewError> {
-    let resolved = retry_on_conflict(3, (), |()| async move {
-        let attempt = attempt_by_uid(engine, merchant_uid)
-            .await?
-            .ok_or_else(|| ReviewError::NotFound(format!("no charge {merchant_uid:?}")))?;
-        if let Some(r) = &attempt.resolution
-            && (r.state == AttemptState::Paid) == as_paid
-        {
-            return Ok(Pass::Done(Resolved {
-                attempt,
-                charge_now: false,
-            }));
-        }
-        let record = match engine.gateway.find_payment(merchant_uid).await {
-            Ok(p) => Some(p),
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(ReviewError::Unavailable(format!("the gateway: {e}"))),
-        };
-        check_resolution(&attempt, record.as_ref(), as_paid).map_err(|e| match e {
-            Unresolvable::StillInProgress(m) => ReviewError::StillInProgress(m),
-            Unresolvable::NotAllowed(m) => ReviewError::Conflict(m.0),
-        })?;
-        let sub = engine
-            .ledger
-            .get_subscription(&attempt.subscription_id)
-            .await?
-            .ok_or_else(|| {
-                ReviewError::NotFound(format!("no subscription {}", attempt.subscription_id))
-            })?;
-        if as_paid {
-            others_allow_paid(engine, &attempt).await?;
-        }
-        let now = engine.now();
-        let policy = engine.settings.charging.resume_policy;
-        let (back, charge_now) = changes::resolved(&sub, &attempt, as_paid, policy, now)
-            .map_err(|e| ReviewError::Conflict(e.0))?;
-        let result = resolution_result(&attempt, record.as_ref(), as_paid, note, now);
-        let resolution = Resolution {
-            state: result.state,
-            note: note.to_owned(),
-            actor: actor.name.clone(),
-            at: now,
-        };
-        let entry = audit_of(engine, &back, &attempt, actor, as_paid, note);
-        match engine
-            .ledger
-            .resolve(&ReviewDecision {
-                attempt: &attempt,
-                result: &result,
-                resolution: &resolution,
-                next: &back.next,
-                audit: &entry,
-            })
-            .await
-        {
-            Ok(()) => {
-                info!(merchant_uid, as_paid, "attempt resolved by a person");
-                let attempt = attempt_by_uid(engine, merchant_uid)
-                    .await?
-                    .unwrap_or(attempt);
-                Ok(Pass::Done(Resolved {
-                    attempt,
-                    charge_now,
-                }))
-            }
-            Err(LedgerError::Conflict(_)) => Ok(Pass::Again(())),
-            Err(e) => Err(ReviewError::from(e)),
-        }
+    let resolved = retry_on_conflict(3, (), |()| {
+        resolve_once(engine, merchant_uid, as_paid, note, actor)
     })
     .await?;
     resolved.ok_or_else(|| {
         ReviewError::Conflict("the charge or its subscription kept changing; try again".into())
     })
+}
+
+/// One read-decide-write of [`resolve`].
+async fn resolve_once<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    merchant_uid: &str,
+    as_paid: bool,
+    note: &str,
+    actor: &Actor,
+) -> Result<Pass<Resolved>, ReviewError> {
+    let attempt = attempt_by_uid(engine, merchant_uid)
+        .await?
+        .ok_or_else(|| ReviewError::NotFound(format!("no charge {merchant_uid:?}")))?;
+    if let Some(r) = &attempt.resolution
+        && (r.state == AttemptState::Paid) == as_paid
+    {
+        return Ok(Pass::Done(Resolved {
+            attempt,
+            charge_now: false,
+        }));
+    }
+    let record = checked_record(engine, merchant_uid, &attempt, as_paid).await?;
+    let sub = engine
+        .ledger
+        .get_subscription(&attempt.subscription_id)
+        .await?
+        .ok_or_else(|| {
+            ReviewError::NotFound(format!("no subscription {}", attempt.subscription_id))
+        })?;
+    if as_paid {
+        others_allow_paid(engine, &attempt).await?;
+    }
+    let now = engine.now();
+    let policy = engine.settings.charging.resume_policy;
+    let (back, charge_now) = changes::resolved(&sub, &attempt, as_paid, policy, now)
+        .map_err(|e| ReviewError::Conflict(e.0))?;
+    let result = resolution_result(&attempt, record.as_ref(), as_paid, note, now);
+    let resolution = Resolution {
+        state: result.state,
+        note: note.to_owned(),
+        actor: actor.name.clone(),
+        at: now,
+    };
+    let entry = audit_of(engine, &back, &attempt, actor, as_paid, note);
+    let decision = ReviewDecision {
+        attempt: &attempt,
+        result: &result,
+        resolution: &resolution,
+        next: &back.next,
+        audit: &entry,
+    };
+    match engine.ledger.resolve(&decision).await {
+        Ok(()) => {
+            info!(merchant_uid, as_paid, "attempt resolved by a person");
+            let attempt = attempt_by_uid(engine, merchant_uid)
+                .await?
+                .unwrap_or(attempt);
+            Ok(Pass::Done(Resolved {
+                attempt,
+                charge_now,
+            }))
+        }
+        Err(LedgerError::Conflict(_)) => Ok(Pass::Again(())),
+        Err(e) => Err(ReviewError::from(e)),
+    }
+}
+
+/// What the PG records under the attempt's merchant uid (`None`: nothing),
+/// checked against the person's decision.
+async fn checked_record<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    merchant_uid: &str,
+    attempt: &ChargeAttempt,
+    as_paid: bool,
+) -> Result<Option<PaymentRecord>, ReviewError> {
+    let record = match engine.gateway.find_payment(merchant_uid).await {
+        Ok(p) => Some(p),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return Err(ReviewError::Unavailable(format!("the gateway: {e}"))),
+    };
+    check_resolution(attempt, record.as_ref(), as_paid).map_err(|e| match e {
+        Unresolvable::StillInProgress(m) => ReviewError::StillInProgress(m),
+        Unresolvable::NotAllowed(m) => ReviewError::Conflict(m.0),
+    })?;
+    Ok(record)
 }
 
 /// Resolving as paid while another attempt of the period is paid or still

@@ -7,7 +7,7 @@ use tracing::{info, warn};
 use super::views::{ActionView, ChargeView, SubscriptionView, rfc3339};
 use super::{Actor, ManageError, audit, load, parse_id, text, view_of};
 use crate::billing::changes::{self, CancelAt, Resumed, plan_changed};
-use crate::billing::{Plan, SubscriptionStatus};
+use crate::billing::{Plan, Subscription, SubscriptionId, SubscriptionStatus};
 use crate::charging::{self, BillingRun, Outcome};
 use crate::engine::Engine;
 use crate::gateway::PaymentGateway;
@@ -115,67 +115,87 @@ pub async fn cancel<L: Ledger, G: PaymentGateway>(
     };
     let reason = text("reason", &input.reason, 200)?;
     let id = parse_id(id)?;
-    let (id, reason, input) = (&id, &reason, &input);
-    let cancelled = retry_on_conflict(3, (), |()| async move {
-        let sub = load(engine, id).await?;
-        let already = match at {
-            CancelAt::Now => sub.status == SubscriptionStatus::Cancelled,
-            // An ended subscription has ended at (or before) its period's end.
-            CancelAt::PeriodEnd => {
-                sub.cancel_at_period_end || sub.status == SubscriptionStatus::Cancelled
-            }
-        };
-        if already {
-            return Ok(Pass::Done(Cancelled {
-                subscription: view_of(engine, &sub).await?,
-                key_deleted: None,
-            }));
-        }
-        let now = engine.now();
-        let next = changes::cancelled(&sub, at, reason, now)?;
-        let entry = audit(
-            engine,
-            &sub,
-            actor,
-            "cancel",
-            format!("{}: {reason}", input.at),
-        );
-        let change = SubscriptionChange {
-            next: &next,
-            audit: Some(&entry),
-            lock: match at {
-                CancelAt::Now => LockChange::Release(sub.lock_name()),
-                CancelAt::PeriodEnd => LockChange::Keep,
-            },
-        };
-        match engine.ledger.change_subscription(&change).await {
-            Ok(()) => {}
-            // A run or another change got there first.
-            Err(LedgerError::Conflict(_)) => return Ok(Pass::Again(())),
-            Err(e) => return Err(e.into()),
-        }
-        info!(subscription_id = %id, at = %input.at, "subscription cancelled");
-        let key_deleted = if at == CancelAt::Now && engine.settings.charging.delete_key_on_cancel {
-            Some(
-                match engine.gateway.delete_billing_key(&sub.customer_uid).await {
-                    Ok(()) => true,
-                    Err(e) if e.is_not_found() => true,
-                    Err(e) => {
-                        warn!(error = %e, "billing key not deleted at i'mport; delete it by hand");
-                        false
-                    }
-                },
-            )
-        } else {
-            None
-        };
-        Ok::<_, ManageError>(Pass::Done(Cancelled {
-            subscription: view_of(engine, &next).await?,
-            key_deleted,
-        }))
-    })
-    .await?;
+    let (id, reason) = (&id, &reason);
+    let cancelled =
+        retry_on_conflict(3, (), |()| cancel_once(engine, id, at, reason, actor)).await?;
     cancelled.ok_or_else(kept_changing)
+}
+
+/// One read-decide-write of [`cancel`].
+async fn cancel_once<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    id: &SubscriptionId,
+    at: CancelAt,
+    reason: &str,
+    actor: &Actor,
+) -> Result<Pass<Cancelled>, ManageError> {
+    let sub = load(engine, id).await?;
+    let already = match at {
+        CancelAt::Now => sub.status == SubscriptionStatus::Cancelled,
+        // An ended subscription has ended at (or before) its period's end.
+        CancelAt::PeriodEnd => {
+            sub.cancel_at_period_end || sub.status == SubscriptionStatus::Cancelled
+        }
+    };
+    if already {
+        return Ok(Pass::Done(Cancelled {
+            subscription: view_of(engine, &sub).await?,
+            key_deleted: None,
+        }));
+    }
+    let now = engine.now();
+    let next = changes::cancelled(&sub, at, reason, now)?;
+    let at_name = match at {
+        CancelAt::Now => "now",
+        CancelAt::PeriodEnd => "period_end",
+    };
+    let entry = audit(
+        engine,
+        &sub,
+        actor,
+        "cancel",
+        format!("{at_name}: {reason}"),
+    );
+    let change = SubscriptionChange {
+        next: &next,
+        audit: Some(&entry),
+        lock: match at {
+            CancelAt::Now => LockChange::Release(sub.lock_name()),
+            CancelAt::PeriodEnd => LockChange::Keep,
+        },
+    };
+    match engine.ledger.change_subscription(&change).await {
+        Ok(()) => {}
+        // A run or another change got there first.
+        Err(LedgerError::Conflict(_)) => return Ok(Pass::Again(())),
+        Err(e) => return Err(e.into()),
+    }
+    info!(subscription_id = %id, at = at_name, "subscription cancelled");
+    let key_deleted = if at == CancelAt::Now && engine.settings.charging.delete_key_on_cancel {
+        Some(delete_key(engine, &sub).await)
+    } else {
+        None
+    };
+    Ok(Pass::Done(Cancelled {
+        subscription: view_of(engine, &next).await?,
+        key_deleted,
+    }))
+}
+
+/// Deletes a cancelled subscription's billing key at the PG (`DELETE_KEY_ON_CANCEL`):
+/// whether it is gone (a key the PG no longer knows is gone).
+async fn delete_key<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+) -> bool {
+    match engine.gateway.delete_billing_key(&sub.customer_uid).await {
+        Ok(()) => true,
+        Err(e) if e.is_not_found() => true,
+        Err(e) => {
+            warn!(error = %e, "billing key not deleted at the PG; delete it by hand");
+            false
+        }
+    }
 }
 
 fn kept_changing() -> ManageError {
@@ -295,78 +315,91 @@ pub async fn change_plan<L: Ledger, G>(
     };
     let id = parse_id(id)?;
     let (id, plan) = (&id, &plan);
-    let changed = retry_on_conflict(3, (), |()| async move {
-        let sub = load(engine, id).await?;
-        if sub.plan == *plan && sub.pending_plan.is_none()
-            || sub.pending_plan.as_ref() == Some(plan)
-        {
-            return view_of(engine, &sub).await.map(Pass::Done); // already so
-        }
-        let started = engine
-            .ledger
-            .get_attempt(&sub.id, &sub.current_period(), 1)
-            .await?
-            .is_some();
-        let now = engine.now();
-        let next = plan_changed(&sub, plan.clone(), started, now)?;
-        let when = if started {
-            "from the next period"
-        } else {
-            "from this period"
-        };
-        let entry = audit(
-            engine,
-            &sub,
-            actor,
-            "plan",
-            format!(
-                "{} KRW {:?} → {} KRW {:?}, {when}",
-                sub.plan.amount, sub.plan.name, plan.amount, plan.name
-            ),
-        );
-        // The user's lock follows the plan's name (one live subscription
-        // per user and plan).
-        let lock = if engine.settings.registration.allow_multiple_subscriptions
-            || sub.lock_name() == next.lock_name()
-        {
-            LockChange::Keep
-        } else {
-            LockChange::Move {
-                from: sub.lock_name(),
-                to: next.lock_name(),
-            }
-        };
-        match engine
-            .ledger
-            .change_subscription(&SubscriptionChange {
-                next: &next,
-                audit: Some(&entry),
-                lock,
-            })
-            .await
-        {
-            Ok(()) => view_of(engine, &next).await.map(Pass::Done),
-            Err(LedgerError::Conflict(_)) => {
-                if let LockChange::Move { to, .. } = lock
-                    && let Some((_, holder)) = engine
-                        .ledger
-                        .user_items(&sub.user_id)
-                        .await?
-                        .locks
-                        .iter()
-                        .find(|(name, holder)| name == to && holder != &sub.id)
-                {
-                    return Err(ManageError::Conflict(format!(
-                        "the user already has subscription {holder} to plan {to:?}"
-                    )));
-                }
-                Ok(Pass::Again(()))
-            }
-            Err(e) => Err(e.into()),
-        }
-    })
-    .await?;
+    let changed = retry_on_conflict(3, (), |()| change_plan_once(engine, id, plan, actor)).await?;
     changed.ok_or_else(kept_changing)
+}
+
+/// One read-decide-write of [`change_plan`].
+async fn change_plan_once<L: Ledger, G>(
+    engine: &Engine<L, G>,
+    id: &SubscriptionId,
+    plan: &Plan,
+    actor: &Actor,
+) -> Result<Pass<SubscriptionView>, ManageError> {
+    let sub = load(engine, id).await?;
+    if sub.plan == *plan && sub.pending_plan.is_none() || sub.pending_plan.as_ref() == Some(plan) {
+        return view_of(engine, &sub).await.map(Pass::Done); // already so
+    }
+    let started = engine
+        .ledger
+        .get_attempt(&sub.id, &sub.current_period(), 1)
+        .await?
+        .is_some();
+    let now = engine.now();
+    let next = plan_changed(&sub, plan.clone(), started, now)?;
+    let when = if started {
+        "from the next period"
+    } else {
+        "from this period"
+    };
+    let entry = audit(
+        engine,
+        &sub,
+        actor,
+        "plan",
+        format!(
+            "{} KRW {:?} → {} KRW {:?}, {when}",
+            sub.plan.amount, sub.plan.name, plan.amount, plan.name
+        ),
+    );
+    // The user's lock follows the plan's name (one live subscription per
+    // user and plan).
+    let lock = if engine.settings.registration.allow_multiple_subscriptions
+        || sub.lock_name() == next.lock_name()
+    {
+        LockChange::Keep
+    } else {
+        LockChange::Move {
+            from: sub.lock_name(),
+            to: next.lock_name(),
+        }
+    };
+    let change = SubscriptionChange {
+        next: &next,
+        audit: Some(&entry),
+        lock,
+    };
+    match engine.ledger.change_subscription(&change).await {
+        Ok(()) => view_of(engine, &next).await.map(Pass::Done),
+        Err(LedgerError::Conflict(_)) => {
+            if let LockChange::Move { to, .. } = lock {
+                held_by_another(engine, &sub, to).await?;
+            }
+            Ok(Pass::Again(()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A plan change lost its write: `Conflict` when the user's lock on the
+/// new plan's name is held by another subscription (the one-live-plan rule),
+/// so the caller is told instead of trying again.
+async fn held_by_another<L: Ledger, G>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+    plan_name: &str,
+) -> Result<(), ManageError> {
+    let items = engine.ledger.user_items(&sub.user_id).await?;
+    match items
+        .locks
+        .iter()
+        .find(|(name, holder)| name == plan_name && holder != &sub.id)
+    {
+        Some((_, holder)) => Err(ManageError::Conflict(format!(
+            "the user already has subscription {holder} to plan {plan_name:?}"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// `POST /subscriptions/{id}/payment-method`: `IMP.request_pay` parameters

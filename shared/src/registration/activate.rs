@@ -6,9 +6,10 @@ use chrono::{DateTime, Utc};
 use tracing::{error, info, warn};
 
 use super::{CALLBACK_RESERVE, CallbackOutcome, FailureReason, FirstCharge, unavailable};
+use crate::billing::PaymentRecord;
 use crate::billing::{
     Anchor, AttemptState, ChargeAttempt, Event, Fact, Issuance, KeyInfo, Registration,
-    RegistrationStatus, Subscription, SubscriptionStatus, issuance,
+    RegistrationStatus, Subscription, SubscriptionId, SubscriptionStatus, issuance,
 };
 use crate::charging::{self, BillingRun, Outcome};
 use crate::config::pg_provider_of;
@@ -159,47 +160,14 @@ async fn verify_issuance<L: Ledger, G: PaymentGateway>(
     budget: Budget,
 ) -> Result<Verified, CallbackOutcome> {
     let failed = |reason| Err(CallbackOutcome::Failed(reason));
-    let payment = match budget
-        .run(CALLBACK_RESERVE, engine.gateway.payment(imp_uid))
-        .await
-    {
-        None => return Err(unavailable("i'mport (out of time)", &"budget spent")),
-        Some(Ok(p)) => p,
-        Some(Err(e)) if e.is_not_found() => return failed(FailureReason::PaymentMismatch),
-        Some(Err(e)) => return Err(unavailable("i'mport", &e)),
-    };
+    let payment = issuance_payment(engine, imp_uid, budget).await?;
     if payment.merchant_uid != reg.merchant_uid {
         warn!(payment_merchant_uid = %payment.merchant_uid, "imp_uid belongs to another order");
         return failed(FailureReason::PaymentMismatch);
     }
-    let took_money = payment.status == crate::billing::RecordStatus::Paid && payment.amount > 0;
-    let unverified = |why: &str| -> Result<Verified, CallbackOutcome> {
-        if took_money {
-            let reason = format!(
-                "issuance payment {} took {} KRW but {why}; refund it or accept it",
-                payment.imp_uid, payment.amount
-            );
-            return Ok(Verified {
-                paid: payment.amount,
-                key: BillingKey {
-                    customer_uid: reg.customer_uid.clone(),
-                    pg_provider: pg_provider_of(&reg.pg).to_owned(),
-                    pg_id: None,
-                    card_name: None,
-                    card_number: None,
-                    inserted: 0,
-                    issue_id: None,
-                    customer_id: None,
-                    on_our_channel: true,
-                },
-                issued: Issuance::Review { reason },
-            });
-        }
-        Err(CallbackOutcome::Failed(FailureReason::PaymentMismatch))
-    };
     if payment.customer_uid.as_deref() != Some(reg.customer_uid.as_str()) {
         warn!("issuance payment names another customer_uid");
-        return unverified("it was issued for another customer_uid");
+        return for_review(reg, &payment, "it was issued for another customer_uid");
     }
     let issued = issuance(&payment, reg.plan.amount, engine.now());
     if issued == Issuance::Failed {
@@ -209,30 +177,91 @@ async fn verify_issuance<L: Ledger, G: PaymentGateway>(
         );
         return failed(FailureReason::PaymentFailed);
     }
-    let key = match budget
+    let key_not_issued = |_| CallbackOutcome::Failed(FailureReason::KeyNotIssued);
+    let Some(key) = issued_key(engine, reg, budget).await? else {
+        return for_review(reg, &payment, "i'mport has no billing key for it")
+            .map_err(key_not_issued);
+    };
+    if key.customer_uid != reg.customer_uid || key.pg_provider != pg_provider_of(&reg.pg) {
+        warn!(pg_provider = %key.pg_provider, expected = pg_provider_of(&reg.pg), "billing key from another PG");
+        return for_review(reg, &payment, "its billing key is from another PG")
+            .map_err(key_not_issued);
+    }
+    Ok(Verified {
+        paid: payment.amount,
+        key,
+        issued,
+    })
+}
+
+/// The window's payment as the PG records it.
+async fn issuance_payment<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    imp_uid: &str,
+    budget: Budget,
+) -> Result<PaymentRecord, CallbackOutcome> {
+    match budget
+        .run(CALLBACK_RESERVE, engine.gateway.payment(imp_uid))
+        .await
+    {
+        None => Err(unavailable("i'mport (out of time)", &"budget spent")),
+        Some(Ok(p)) => Ok(p),
+        Some(Err(e)) if e.is_not_found() => {
+            Err(CallbackOutcome::Failed(FailureReason::PaymentMismatch))
+        }
+        Some(Err(e)) => Err(unavailable("i'mport", &e)),
+    }
+}
+
+/// The billing key the window issued, `None` when the PG has none.
+async fn issued_key<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    reg: &Registration,
+    budget: Budget,
+) -> Result<Option<BillingKey>, CallbackOutcome> {
+    match budget
         .run(
             CALLBACK_RESERVE,
             engine.gateway.billing_key(&reg.customer_uid),
         )
         .await
     {
-        None => return Err(unavailable("i'mport (out of time)", &"budget spent")),
-        Some(Ok(k)) => k,
-        Some(Err(e)) if e.is_not_found() => {
-            return unverified("i'mport has no billing key for it")
-                .map_err(|_| CallbackOutcome::Failed(FailureReason::KeyNotIssued));
-        }
-        Some(Err(e)) => return Err(unavailable("i'mport", &e)),
-    };
-    if key.customer_uid != reg.customer_uid || key.pg_provider != pg_provider_of(&reg.pg) {
-        warn!(pg_provider = %key.pg_provider, expected = pg_provider_of(&reg.pg), "billing key from another PG");
-        return unverified("its billing key is from another PG")
-            .map_err(|_| CallbackOutcome::Failed(FailureReason::KeyNotIssued));
+        None => Err(unavailable("i'mport (out of time)", &"budget spent")),
+        Some(Ok(k)) => Ok(Some(k)),
+        Some(Err(e)) if e.is_not_found() => Ok(None),
+        Some(Err(e)) => Err(unavailable("i'mport", &e)),
     }
+}
+
+/// An issuance that cannot be verified: one that took money is recorded
+/// for a person (never refused outright), one that took none is refused.
+fn for_review(
+    reg: &Registration,
+    payment: &PaymentRecord,
+    why: &str,
+) -> Result<Verified, CallbackOutcome> {
+    let took_money = payment.status == crate::billing::RecordStatus::Paid && payment.amount > 0;
+    if !took_money {
+        return Err(CallbackOutcome::Failed(FailureReason::PaymentMismatch));
+    }
+    let reason = format!(
+        "issuance payment {} took {} KRW but {why}; refund it or accept it",
+        payment.imp_uid, payment.amount
+    );
     Ok(Verified {
         paid: payment.amount,
-        key,
-        issued,
+        key: BillingKey {
+            customer_uid: reg.customer_uid.clone(),
+            pg_provider: pg_provider_of(&reg.pg).to_owned(),
+            pg_id: None,
+            card_name: None,
+            card_number: None,
+            inserted: 0,
+            issue_id: None,
+            customer_id: None,
+            on_our_channel: true,
+        },
+        issued: Issuance::Review { reason },
     })
 }
 
@@ -323,38 +352,8 @@ async fn after_conflict<L: Ledger, G: PaymentGateway>(
         return CallbackOutcome::Failed(FailureReason::Unavailable);
     };
     if v.paid > 0 {
-        // Money was taken: never refused silently. The subscription is
-        // recorded for a person (refund it or keep it), without the lock.
-        let now = engine.now();
-        let reason = Issuance::Review {
-            reason: format!(
-                "the user already has subscription {holder} to this plan, and this sign-up's window took {} KRW; refund it or accept it",
-                v.paid
-            ),
-        };
-        let (sub, first) = activation(
-            reg,
-            &v.key,
-            &reason,
-            imp_uid,
-            v.paid,
-            &engine.settings.uid_key,
-            now,
-        );
-        return match engine
-            .ledger
-            .activate(&Activation {
-                reg,
-                sub: &sub,
-                imp_uid,
-                first_attempt: first.as_ref(),
-                plan_lock: false,
-            })
-            .await
-        {
-            Ok(()) => finish(engine, &sub, reason, budget).await,
-            Err(e) => unavailable("store", &e),
-        };
+        // Money was taken: never refused silently.
+        return kept_for_review(engine, reg, imp_uid, v, &holder, budget).await;
     }
     info!(subscription_id = %holder, "the user already has a live subscription to this plan; sign-up refused");
     if let Err(e) = engine
@@ -369,6 +368,49 @@ async fn after_conflict<L: Ledger, G: PaymentGateway>(
         warn!(error = %e, "could not delete the refused sign-up's billing key");
     }
     CallbackOutcome::Failed(FailureReason::AlreadySubscribed)
+}
+
+/// A sign-up refused by the one-live-plan rule whose window took money: the
+/// subscription is recorded for a person (refund it or keep it), without
+/// the user's lock.
+async fn kept_for_review<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    reg: &Registration,
+    imp_uid: &str,
+    v: &Verified,
+    holder: &SubscriptionId,
+    budget: Budget,
+) -> CallbackOutcome {
+    let now = engine.now();
+    let reason = Issuance::Review {
+        reason: format!(
+            "the user already has subscription {holder} to this plan, and this sign-up's window took {} KRW; refund it or accept it",
+            v.paid
+        ),
+    };
+    let (sub, first) = activation(
+        reg,
+        &v.key,
+        &reason,
+        imp_uid,
+        v.paid,
+        &engine.settings.uid_key,
+        now,
+    );
+    match engine
+        .ledger
+        .activate(&Activation {
+            reg,
+            sub: &sub,
+            imp_uid,
+            first_attempt: first.as_ref(),
+            plan_lock: false,
+        })
+        .await
+    {
+        Ok(()) => finish(engine, &sub, reason, budget).await,
+        Err(e) => unavailable("store", &e),
+    }
 }
 
 async fn finish<L: Ledger, G: PaymentGateway>(
@@ -406,34 +448,7 @@ fn activation(
     now: DateTime<Utc>,
 ) -> (Subscription, Option<ChargeAttempt>) {
     let anchor = Anchor::from_instant(now);
-    let mut sub = Subscription {
-        id: reg.subscription_id.clone(),
-        user_id: reg.user_id.clone(),
-        customer_uid: key.customer_uid.clone(),
-        pg: reg.pg.clone(),
-        plan: reg.plan.clone(),
-        buyer: reg.buyer.clone(),
-        status: SubscriptionStatus::Pending
-            .apply(Event::KeyVerified)
-            .unwrap_or(SubscriptionStatus::Active),
-        anchor,
-        period_index: 0,
-        attempt: 1,
-        next_charge_at: now,
-        paid_through: None,
-        key: key_info(key, now),
-        version: 1,
-        created_at: now,
-        updated_at: now,
-        cancel_at_period_end: false,
-        pending_plan: None,
-        ended_at: None,
-        cancel_reason: None,
-        review_from: None,
-        last_run: None,
-        paid_on: None,
-        reanchor_on_payment: false,
-    };
+    let mut sub = fresh_subscription(reg, key, anchor, now);
     let attempt = |state, amount, paid_at, reason: Option<&str>| ChargeAttempt {
         subscription_id: reg.subscription_id.clone(),
         period: anchor.period_id(0),
@@ -482,6 +497,44 @@ fn activation(
         Issuance::KeyOnly | Issuance::Failed => None,
     };
     (sub, first)
+}
+
+/// The subscription a verified sign-up starts: active (its key verified),
+/// anchored at `now`, period 0 due at once.
+fn fresh_subscription(
+    reg: &Registration,
+    key: &BillingKey,
+    anchor: Anchor,
+    now: DateTime<Utc>,
+) -> Subscription {
+    Subscription {
+        id: reg.subscription_id.clone(),
+        user_id: reg.user_id.clone(),
+        customer_uid: key.customer_uid.clone(),
+        pg: reg.pg.clone(),
+        plan: reg.plan.clone(),
+        buyer: reg.buyer.clone(),
+        status: SubscriptionStatus::Pending
+            .apply(Event::KeyVerified)
+            .unwrap_or(SubscriptionStatus::Active),
+        anchor,
+        period_index: 0,
+        attempt: 1,
+        next_charge_at: now,
+        paid_through: None,
+        key: key_info(key, now),
+        version: 1,
+        created_at: now,
+        updated_at: now,
+        cancel_at_period_end: false,
+        pending_plan: None,
+        ended_at: None,
+        cancel_reason: None,
+        review_from: None,
+        last_run: None,
+        paid_on: None,
+        reanchor_on_payment: false,
+    }
 }
 
 /// The first charge of a new subscription (or of one retried with a new
