@@ -20,51 +20,37 @@ impl DynamoLedger {
         let mut remove = vec!["claim_token", "lease_until", "#dpk", "#dsk"];
         let mut values = vec![(":state", s(result.state.as_str())), (":now", ts(now))];
         values.extend(condition_values);
-        match &result.imp_uid {
-            Some(v) => {
-                set.push("imp_uid = :imp_uid");
-                values.push((":imp_uid", s(v)));
+        // Each optional field is written when the result has it and
+        // removed when it has not (a retry's result replaces the last one).
+        let optional = [
+            ("imp_uid", ":imp_uid", result.imp_uid.as_deref().map(s)),
+            ("paid_at", ":paid_at", result.paid_at.map(ts)),
+            (
+                "fail_reason",
+                ":reason",
+                result.fail_reason.as_deref().map(s),
+            ),
+            ("retry_at", ":retry_at", result.retry_at.map(ts)),
+        ];
+        let mut assigned = Vec::new();
+        for (attr, placeholder, value) in optional {
+            match value {
+                Some(v) => {
+                    assigned.push(format!("{attr} = {placeholder}"));
+                    values.push((placeholder, v));
+                }
+                None => remove.push(attr),
             }
-            None => remove.push("imp_uid"),
         }
-        match result.paid_at {
-            Some(t) => {
-                set.push("paid_at = :paid_at");
-                values.push((":paid_at", ts(t)));
-            }
-            None => remove.push("paid_at"),
-        }
-        match &result.fail_reason {
-            Some(v) => {
-                set.push("fail_reason = :reason");
-                values.push((":reason", s(v)));
-            }
-            None => remove.push("fail_reason"),
-        }
-        match result.retry_at {
-            Some(t) => {
-                set.push("retry_at = :retry_at");
-                values.push((":retry_at", ts(t)));
-            }
-            None => remove.push("retry_at"),
-        }
+        set.extend(assigned.iter().map(String::as_str));
         if let Some(amount) = result.amount {
             set.push("amount = :amount");
             values.push((":amount", n(amount)));
         }
         if let Some(res) = resolution {
-            set.extend([
-                "resolution_state = :res_state",
-                "resolution_note = :res_note",
-                "resolved_by = :res_by",
-                "resolved_at = :res_at",
-            ]);
-            values.extend([
-                (":res_state", s(res.state.as_str())),
-                (":res_note", s(&res.note)),
-                (":res_by", s(&res.actor)),
-                (":res_at", ts(res.at)),
-            ]);
+            let (assignments, resolved) = resolution_fields(res);
+            set.extend(assignments);
+            values.extend(resolved);
         }
         let (pk, sk) = Self::attempt_key(attempt);
         let mut update = Update::builder()
@@ -293,4 +279,27 @@ pub(super) fn attempt_key_from(pk: &str, sk: &str) -> Option<AttemptKey> {
     let rest = sk.strip_prefix("CHARGE#")?;
     let (period, n) = rest.split_once('#')?;
     Some((id, PeriodId::parse(period)?, n.parse().ok()?))
+}
+
+/// A person's resolution on an attempt: its assignments and their values.
+fn resolution_fields(
+    res: &Resolution,
+) -> (
+    [&'static str; 4],
+    [(&'static str, aws_sdk_dynamodb::types::AttributeValue); 4],
+) {
+    (
+        [
+            "resolution_state = :res_state",
+            "resolution_note = :res_note",
+            "resolved_by = :res_by",
+            "resolved_at = :res_at",
+        ],
+        [
+            (":res_state", s(res.state.as_str())),
+            (":res_note", s(&res.note)),
+            (":res_by", s(&res.actor)),
+            (":res_at", ts(res.at)),
+        ],
+    )
 }
