@@ -8,6 +8,7 @@
 //! runs the same cases against both, so they cannot drift apart.
 
 pub mod conflict;
+mod delegation;
 pub mod dynamodb;
 pub mod memory;
 pub mod observed;
