@@ -152,6 +152,25 @@ fn key_of(a: &ChargeAttempt) -> AttemptKey {
     (a.subscription_id.clone(), a.period.clone(), a.attempt)
 }
 
+/// A page cursor of this ledger (`<seconds>|<entry>`), `None` for the first page.
+fn decode_cursor(cursor: Option<&Cursor>) -> Result<Option<(i64, Due)>, LedgerError> {
+    let Some(c) = cursor else {
+        return Ok(None);
+    };
+    let (t, key) = c.0.split_once('|').ok_or_else(|| not_a_cursor(cursor))?;
+    match (t.parse::<i64>(), Due::decode(key)) {
+        (Ok(t), Some(entry)) => Ok(Some((t, entry))),
+        _ => Err(not_a_cursor(cursor)),
+    }
+}
+
+fn not_a_cursor(cursor: Option<&Cursor>) -> LedgerError {
+    LedgerError::Fatal(format!(
+        "not a cursor of this ledger: {:?}",
+        cursor.map(|c| c.0.as_str()).unwrap_or_default()
+    ))
+}
+
 fn conflict(what: &str) -> LedgerError {
     LedgerError::Conflict(format!("{what}: condition failed"))
 }

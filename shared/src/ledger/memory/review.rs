@@ -94,16 +94,10 @@ pub(super) async fn review_page(
 ) -> Result<ReviewPage, LedgerError> {
     let mut st = db.lock();
     st.count("Query");
-    let after = match cursor {
+    let after = match decode_cursor(cursor)? {
         None => None,
-        Some(c) => {
-            let bad = || LedgerError::Fatal(format!("not a cursor of this ledger: {:?}", c.0));
-            let (t, key) = c.0.split_once('|').ok_or_else(bad)?;
-            match (t.parse::<i64>(), Due::decode(key)) {
-                (Ok(t), Some(Due::Attempt(key))) => Some((t, key)),
-                _ => return Err(bad()),
-            }
-        }
+        Some((t, Due::Attempt(key))) => Some((t, key)),
+        Some(_) => return Err(not_a_cursor(cursor)),
     };
     let limit = limit.clamp(1, 1000);
     let range = match &after {

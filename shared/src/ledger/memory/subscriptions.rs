@@ -69,15 +69,7 @@ pub(super) async fn due_page(
 ) -> Result<DuePage, LedgerError> {
     let mut st = db.lock();
     st.count("Query");
-    let after = match cursor {
-        None => None,
-        Some(c) => {
-            let bad = || LedgerError::Fatal(format!("not a cursor of this ledger: {:?}", c.0));
-            let (t, key) = c.0.split_once('|').ok_or_else(bad)?;
-            let t: i64 = t.parse().map_err(|_| bad())?;
-            Some((t, Due::decode(key).ok_or_else(bad)?))
-        }
-    };
+    let after = decode_cursor(cursor)?;
     let now = now.timestamp();
     let limit = limit.clamp(1, 1000);
     let range = match &after {
