@@ -83,6 +83,7 @@ contract!(
     flagging_needs_the_claim_or_an_unclaimed_attempt_and_stops_charging,
     a_person_resolves_a_flagged_attempt_once,
     due_pages_carry_on_through_a_cursor_and_skip_what_is_not_due,
+    a_cursor_that_is_not_the_ledgers_is_refused,
     attempts_list_in_period_and_attempt_order,
     changes_are_versioned_audited_and_release_the_plan_lock,
     instants_are_kept_to_the_second,
@@ -1344,6 +1345,28 @@ async fn due_pages_carry_on_through_a_cursor_and_skip_what_is_not_due<L: Subject
     }
     assert_eq!(seen, due);
     assert!(pages >= due.len() / 2, "expected pages of two, got {pages}");
+}
+
+async fn a_cursor_that_is_not_the_ledgers_is_refused<L: Subject>(l: L) {
+    let now = t("2026-12-24T15:00:00Z");
+    live(&l, now).await;
+    for text in ["garbage", "x|y|z"] {
+        let foreign = Cursor::from_text(text);
+        assert!(
+            matches!(
+                l.due_page(now, 2, Some(&foreign)).await,
+                Err(LedgerError::Fatal(_))
+            ),
+            "due page with {text:?}"
+        );
+        assert!(
+            matches!(
+                l.review_page(2, Some(&foreign)).await,
+                Err(LedgerError::Fatal(_))
+            ),
+            "review page with {text:?}"
+        );
+    }
 }
 
 async fn attempts_list_in_period_and_attempt_order<L: Subject>(l: L) {
