@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Benchmarks (not tests): prints figures for the current build on this machine.
 #   scripts/bench.sh                 our pipeline (in-memory ledger at 5 ms per request, the simulator at
-#                                    100 ms): a sequential baseline and one worker at concurrency 32 side
-#                                    by side; 100,000 due through planner + workers; then on moto_server
-#                                    (labelled): throughput at concurrency 8/32/128, DynamoDB requests per
-#                                    charge, peak RSS for 10,000 due, due-query cost for 100,000
+#                                    100 ms in its own process): a sequential baseline and one worker at
+#                                    concurrency 32 and 128 side by side, CPU per charge; 100,000 due
+#                                    through planner + workers; then on moto_server (labelled): the
+#                                    planner and one worker each in its own process (CPU, peak RSS),
+#                                    throughput at concurrency 8/32/128, DynamoDB requests per charge,
+#                                    peak RSS for 10,000 due, due-query cost for 100,000
 #   scripts/bench.sh --quick         smaller counts
 #   scripts/bench.sh --cold-start    also: bootstrap sizes (arm64) and cold starts (cargo lambda watch)
-# Everything runs on 127.0.0.1: moto_server and the i'mport simulator as separate processes, the charge
-# run in-process (the real scheduled-charge handler) in a release build of tools/bench.
+# Everything runs on 127.0.0.1: moto_server and the i'mport simulator as separate processes, the
+# functions' handlers (the real scheduled-charge and charge-worker) in release builds of tools/bench,
+# one process per measured function.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export AWS_REGION=ap-northeast-2 AWS_DEFAULT_REGION=ap-northeast-2 AWS_EC2_METADATA_DISABLED=true
@@ -71,19 +74,39 @@ phase() { # concurrency latency_ms count [deadline_secs]
 }
 
 echo "== machine: $(nproc) cores, $(uname -m); the simulator adds its latency to every i'mport answer"
-want() { [ -z "${ONLY:-}" ] || [[ ",$ONLY," == *",$1,"* ]]; }   # ONLY=pipeline,fanout,throughput,memory,query
+want() { [ -z "${ONLY:-}" ] || [[ ",$ONLY," == *",$1,"* ]]; }   # ONLY=pipeline,fanout,functions,throughput,memory,query
 FANOUT_DUE=${FANOUT_DUE:-$([ $QUICK = 1 ] && echo 20000 || echo 100000)}
+FUNCTION_DUE=${FUNCTION_DUE:-$([ $QUICK = 1 ] && echo 128 || echo 256)}
+PLAN_DUE=${PLAN_DUE:-$([ $QUICK = 1 ] && echo 1000 || echo 5000)}
 
 if want pipeline; then
-echo "== our pipeline (no moto): in-memory ledger at 5 ms per request, the simulator in-process at $LATENCY_MS ms"
-"$bench" pipeline --latency-ms "$LATENCY_MS" --store-ms 5 --concurrency 32 --charges $((320000 / LATENCY_MS)) | grep -v '^{'
+echo "== our pipeline (no moto): in-memory ledger at 5 ms per request, the simulator (its own process) at $LATENCY_MS ms"
+"$bench" pipeline --latency-ms "$LATENCY_MS" --store-ms 5 --concurrency 32,128 --seconds 10 | grep -v '^{'
 fi
 
 if want fanout; then
-echo "== queued mode at scale (no moto): $FANOUT_DUE due, planner + 4 workers x 32, i'mport 20 ms, store 5 ms"
+echo "== queued mode at scale (no moto): $FANOUT_DUE due, planner + 4 workers x 32, i'mport 20 ms (the simulator in its own process), store 5 ms"
 "$bench" fanout --due "$FANOUT_DUE" --workers 4 --per-worker 32 --latency-ms 20 --store-ms 5 | grep -v '^{'
 fi
 echo "== below: moto_server (DynamoDB emulator, Python) as the store: its limits, not ours (see docs/performance.md)"
+
+if want functions; then
+# The planner over a table of PLAN_DUE due (it only pages the index and sends messages), then one
+# worker over FUNCTION_DUE (moto charges a few per second), each on a fresh moto_server.
+echo "== one function per process (moto_server for DynamoDB and SQS, the simulator elsewhere): the planner over $PLAN_DUE due, one worker at concurrency 128 over $FUNCTION_DUE"
+functions_phase() { # due command...
+  fresh_moto
+  export AWS_ENDPOINT_URL_SQS="$AWS_ENDPOINT_URL_DYNAMODB"
+  $bench seed --count "$1" --keys 2>/dev/null
+  queue_url=$($bench queue --name charge)
+  CHARGE_MODE=queued CHARGE_QUEUE_URL="$queue_url" $bench plan --at "$now" | grep -v '^{'
+}
+set_latency "$LATENCY_MS"
+functions_phase "$PLAN_DUE"
+functions_phase "$FUNCTION_DUE" > /dev/null
+CHARGE_CONCURRENCY=128 $bench work --queue-url "$queue_url" --batch 10 --latency-ms "$LATENCY_MS" | grep -v '^{'
+unset AWS_ENDPOINT_URL_SQS
+fi
 if want throughput; then
 echo "== throughput of one invocation ($ROUNDS × concurrency due subscriptions each, fresh moto_server each)"
 for c in 8 32 128; do phase "$c" "$LATENCY_MS" $((c * ROUNDS)); done

@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::SqsEvent;
 use charge_worker::{WorkerAnswer, handle};
 use chrono::{DateTime, TimeZone, Utc};
 use iamport_sim::SimHandle;
@@ -19,6 +18,7 @@ use shared::app::App;
 use shared::billing::{BILLING_TZ, Subscription};
 use shared::ledger::Ledger;
 use shared::run::queue::SqsQueue;
+use testkit::sqs_source::{self, event_of};
 use testkit::{app_for, dynamodb_endpoint, moto_sdk_config, seed_subscription, start_sim};
 
 fn t0() -> DateTime<Utc> {
@@ -75,67 +75,17 @@ async fn plan(app: &App, q: &SqsQueue, execution: &str) -> Value {
 
 /// Up to 10 messages, as Lambda hands them to the worker.
 async fn receive(q: &SqsQueue) -> Vec<aws_sdk_sqs::types::Message> {
-    q.client
-        .receive_message()
-        .queue_url(&q.url)
-        .max_number_of_messages(10)
-        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
-        .send()
-        .await
-        .expect("receive")
-        .messages
-        .unwrap_or_default()
+    sqs_source::receive(q, 10, 0).await
 }
 
-fn event_of(messages: &[aws_sdk_sqs::types::Message]) -> LambdaEvent<SqsEvent> {
-    let records: Vec<Value> = messages
-        .iter()
-        .map(|m| {
-            json!({
-                "messageId": m.message_id(),
-                "receiptHandle": m.receipt_handle(),
-                "body": m.body(),
-                "attributes": {"ApproximateReceiveCount": "1"},
-                "messageAttributes": {},
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:ap-northeast-2:123456789012:charge",
-                "awsRegion": "ap-northeast-2",
-            })
-        })
-        .collect();
-    let event: SqsEvent =
-        serde_json::from_value(json!({ "Records": records })).expect("an SQS event");
-    LambdaEvent::new(event, Context::default())
-}
-
-/// Deletes what the worker did; what it reported failed is made visible
-/// again at once (the visibility timeout, shortened).
+/// Deletes what the worker did; what it reported failed comes back at once.
 async fn settle(q: &SqsQueue, messages: &[aws_sdk_sqs::types::Message], answer: &WorkerAnswer) {
-    for m in messages {
-        let failed = answer
-            .batch_item_failures
-            .iter()
-            .any(|f| Some(f.item_identifier.as_str()) == m.message_id());
-        let handle = m.receipt_handle().unwrap_or_default();
-        if failed {
-            q.client
-                .change_message_visibility()
-                .queue_url(&q.url)
-                .receipt_handle(handle)
-                .visibility_timeout(0)
-                .send()
-                .await
-                .expect("visible again");
-        } else {
-            q.client
-                .delete_message()
-                .queue_url(&q.url)
-                .receipt_handle(handle)
-                .send()
-                .await
-                .expect("delete");
-        }
-    }
+    let failed: Vec<String> = answer
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    sqs_source::settle(q, messages, &failed).await;
 }
 
 /// Plays the SQS event source until the queue is empty.

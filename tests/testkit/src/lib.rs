@@ -4,6 +4,9 @@
 //!   127.0.0.1), started on first use, with a fresh table per test. A missing
 //!   `moto_server` fails the test: it never skips.
 //! - [`sim`]: the i'mport simulator, in-process on 127.0.0.1:0.
+//! - [`sqs_source`]: Lambda's SQS event source, played by hand.
+
+pub mod sqs_source;
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};

@@ -7,9 +7,17 @@
 //! - `run`: one billing run; prints charges/s, the ratio to the ideal
 //!   (concurrency ÷ simulator latency), DynamoDB requests per charge, and
 //!   this process's peak RSS (VmHWM);
-//! - `query`: pages through the due index and prints pages and time.
+//! - `query`: pages through the due index and prints pages and time;
+//! - `queue`, `plan`, `work`: one function per process on moto_server
+//!   (DynamoDB and SQS): create the charge queue, run the real planner
+//!   (`scheduled-charge` in queued mode) into it, then the real
+//!   `charge-worker` over it (this process playing Lambda's SQS event
+//!   source); each prints its own CPU time and peak RSS;
+//! - `pipeline`, `fanout`: our pipeline without moto (see `pipeline.rs`).
 
+mod functions;
 mod pipeline;
+mod process;
 mod slow;
 
 use std::sync::Arc;
@@ -65,14 +73,39 @@ enum Command {
         #[arg(long)]
         at: DateTime<Utc>,
     },
+    /// Create the charge queue (SQS at AWS_ENDPOINT_URL_SQS); prints its URL.
+    Queue {
+        #[arg(long)]
+        name: String,
+    },
+    /// The planner alone (`scheduled-charge` with CHARGE_MODE=queued) at `--at`.
+    Plan {
+        #[arg(long)]
+        at: DateTime<Utc>,
+    },
+    /// One charge-worker process over the queue until it is empty: up to
+    /// `--batch` messages per invocation, as Lambda's SQS event source.
+    Work {
+        #[arg(long)]
+        queue_url: String,
+        #[arg(long, default_value_t = 10)]
+        batch: i32,
+        /// The simulator's added latency, for the ideal rate.
+        #[arg(long)]
+        latency_ms: u64,
+    },
     /// Our pipeline, without moto: the in-memory ledger at a modelled
-    /// DynamoDB latency, the simulator (in this process) at i'mport's. A
-    /// sequential baseline and one worker, side by side.
+    /// DynamoDB latency, the simulator (its own process, at `--sim-url`)
+    /// at i'mport's. A sequential baseline and one worker per concurrency,
+    /// side by side.
     Pipeline {
-        #[arg(long, default_value_t = 3200)]
-        charges: usize,
-        #[arg(long, default_value_t = 32)]
-        concurrency: usize,
+        #[arg(long, env = "IAMPORT_BASE_URL")]
+        sim_url: String,
+        /// Each worker run charges `concurrency × seconds ÷ latency`.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, value_delimiter = ',', default_values_t = [32, 128])]
+        concurrency: Vec<usize>,
         #[arg(long, default_value_t = 100)]
         latency_ms: u64,
         #[arg(long, default_value_t = 5)]
@@ -83,6 +116,8 @@ enum Command {
     },
     /// The queued mode at scale: planner + workers on an in-memory queue.
     Fanout {
+        #[arg(long, env = "IAMPORT_BASE_URL")]
+        sim_url: String,
         #[arg(long, default_value_t = 100_000)]
         due: usize,
         #[arg(long, default_value_t = 4)]
@@ -151,20 +186,77 @@ async fn store(config: &Config, counter: &Counter) -> DynamoLedger {
     )
 }
 
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(str::to_owned)
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+/// The functions' `App` over DynamoDB (counted by `counter`) and the
+/// i'mport client the configuration names.
+async fn app(
+    config: Config,
+    counter: &Counter,
+) -> Result<App<DynamoLedger>, Box<dyn std::error::Error>> {
+    let store = store(&config, counter).await;
+    let (imp_key, imp_secret) = match &config.gateway.credentials {
+        shared::config::CredentialsSource::Plain {
+            imp_key,
+            imp_secret,
+        } => (imp_key.clone(), imp_secret.clone()),
+        _ => (Secret::new(""), Secret::new("")),
+    };
+    let credentials = shared::app::Credentials {
+        imp_key,
+        imp_secret,
+        uid_key: config.charging.uid_key.clone(),
+        api_keys: Default::default(),
+        portone: None,
+    };
+    Ok(App::new(
+        config,
+        store,
+        credentials,
+        shared::clock::Clock::system(),
+    )?)
+}
+
+/// The sequential baseline, then one worker per concurrency, on fresh
+/// subscriptions each (a charged subscription is no longer due).
+async fn pipeline_runs(
+    sim_url: &str,
+    seconds: u64,
+    concurrencies: &[usize],
+    latency_ms: u64,
+    store_ms: u64,
+    sequential: usize,
+) {
+    let sim = pipeline::Sim::at(sim_url);
+    let (gateway, store) = (
+        Duration::from_millis(latency_ms),
+        Duration::from_millis(store_ms),
+    );
+    sim.set_latency(Duration::ZERO).await;
+    let baseline = pipeline::setup(&sim, sequential, store).await;
+    sim.set_latency(gateway).await;
+    let seq = pipeline::sequential(&baseline, sequential).await;
+    println!(
+        "sequential baseline (fresh token per charge, one at a time): {sequential} charges, {seq:.1} charges/s"
+    );
+    for &concurrency in concurrencies {
+        let charges = usize::try_from(concurrency as u64 * seconds * 1000 / latency_ms.max(1))
+            .unwrap_or(usize::MAX);
+        sim.set_latency(Duration::ZERO).await;
+        let setup = pipeline::setup(&sim, charges, store).await;
+        sim.set_latency(gateway).await;
+        let m = pipeline::one_worker(&setup, concurrency).await;
+        let rate = m.charged as f64 / m.seconds;
+        let ideal = concurrency as f64 / gateway.as_secs_f64();
+        println!(
+            "one worker, concurrency {concurrency}, i'mport {latency_ms} ms (the simulator in its own process), store {store_ms} ms/request (in-memory ledger): {} charged in {:.2} s = {rate:.1} charges/s; ideal {ideal:.0}/s; ratio {:.3}; speed-up over sequential {:.1}x; CPU {:.3} ms per charge; store requests per charge {:.2}; this process's peak RSS so far {:.1} MiB (the in-memory store included)",
+            m.charged,
+            m.seconds,
+            rate / ideal,
+            rate / seq,
+            m.cpu_ms_per_charge,
+            m.store_requests as f64 / m.charged.max(1) as f64,
+            process::peak_rss_mib()
+        );
+    }
 }
 
 fn subscription(created: DateTime<Utc>) -> Subscription {
@@ -235,7 +327,13 @@ async fn seed(
         let adds = futures::stream::iter(subs.iter().map(|s| {
             let body = serde_json::json!({"customer_uid": s.customer_uid, "pg_provider": "chai"});
             let request = http.post(&url).json(&body);
-            async move { request.send().await.and_then(|r| r.error_for_status()) }
+            async move {
+                request
+                    .send()
+                    .await
+                    .and_then(|r| r.error_for_status())
+                    .map(drop)
+            }
         }))
         .buffer_unordered(32);
         let results: Vec<_> = adds.collect().await;
@@ -252,60 +350,50 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     match &cli.command {
         Command::Pipeline {
-            charges,
+            sim_url,
+            seconds,
             concurrency,
             latency_ms,
             store_ms,
             sequential,
         } => {
-            let (gateway, store) = (
-                Duration::from_millis(*latency_ms),
-                Duration::from_millis(*store_ms),
-            );
-            let setup = pipeline::setup(*charges, store, gateway).await;
-            let seq = pipeline::sequential(&setup, *sequential).await;
-            println!(
-                "sequential baseline (fresh token per charge, one at a time): {sequential} charges, {seq:.1} charges/s"
-            );
-            let m = pipeline::one_worker(&setup, *concurrency).await;
-            let rate = m.charged as f64 / m.seconds;
-            let ideal = *concurrency as f64 / gateway.as_secs_f64();
-            println!(
-                "one worker, concurrency {concurrency}, i'mport {latency_ms} ms, store {store_ms} ms/request (in-memory ledger): {} charged in {:.2} s = {rate:.1} charges/s; ideal {ideal:.0}/s; ratio {:.3}; speed-up over sequential {:.1}x; store requests per charge {:.2}; peak RSS {:.1} MiB",
-                m.charged,
-                m.seconds,
-                rate / ideal,
-                rate / seq,
-                m.store_requests as f64 / m.charged.max(1) as f64,
-                peak_rss_mib()
-            );
+            pipeline_runs(
+                sim_url,
+                *seconds,
+                concurrency,
+                *latency_ms,
+                *store_ms,
+                *sequential,
+            )
+            .await;
             return Ok(());
         }
         Command::Fanout {
+            sim_url,
             due,
             workers,
             per_worker,
             latency_ms,
             store_ms,
         } => {
-            let setup = pipeline::setup(
-                *due,
-                Duration::from_millis(*store_ms),
-                Duration::from_millis(*latency_ms),
-            )
-            .await;
-            let after_seed = peak_rss_mib();
+            let sim = pipeline::Sim::at(sim_url);
+            sim.set_latency(Duration::ZERO).await;
+            let setup = pipeline::setup(&sim, *due, Duration::from_millis(*store_ms)).await;
+            let after_seed = process::peak_rss_mib();
+            sim.set_latency(Duration::from_millis(*latency_ms)).await;
             let m = pipeline::fanout(&setup, *workers, *per_worker).await;
             let total = workers * per_worker;
             let ideal = total as f64 / (*latency_ms as f64 / 1000.0);
             println!(
-                "queued mode: {due} due, planner + {workers} workers x {per_worker} (i'mport {total} in flight), i'mport {latency_ms} ms, store {store_ms} ms/request: {} charged in {:.1} s = {:.0} charges/s (ideal {ideal:.0}/s); store requests per charge {:.2}; messages per charge {:.3}; peak RSS {:.1} MiB (after seeding {after_seed:.1} MiB: the in-memory store and the simulator's ledger live in this process)",
+                "queued mode: {due} due, planner + {workers} workers x {per_worker} (i'mport {total} in flight), i'mport {latency_ms} ms (the simulator in its own process), store {store_ms} ms/request: {} charged in {:.1} s = {:.0} charges/s (ideal {ideal:.0}/s, ratio {:.2}); CPU {:.3} ms per charge in this process; store requests per charge {:.2}; messages per charge {:.3}; peak RSS {:.1} MiB (after seeding {after_seed:.1} MiB: the in-memory store of {due} subscriptions lives in this process)",
                 m.charged,
                 m.seconds,
                 m.charged as f64 / m.seconds,
+                m.charged as f64 / m.seconds / ideal,
+                m.cpu_ms_per_charge,
                 m.store_requests as f64 / m.charged.max(1) as f64,
                 m.messages as f64 / m.charged.max(1) as f64,
-                peak_rss_mib()
+                process::peak_rss_mib()
             );
             return Ok(());
         }
@@ -320,26 +408,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             deadline_secs,
         } => {
             let counter = Counter::default();
-            let store = store(&config, &counter).await;
             let concurrency = config.charging.concurrency;
-            let (imp_key, imp_secret) = match &config.gateway.credentials {
-                shared::config::CredentialsSource::Plain {
-                    imp_key,
-                    imp_secret,
-                } => (imp_key.clone(), imp_secret.clone()),
-                _ => (Secret::new(""), Secret::new("")),
-            };
-            let credentials = shared::app::Credentials {
-                imp_key,
-                imp_secret,
-                uid_key: config.charging.uid_key.clone(),
-                api_keys: Default::default(),
-                portone: None,
-            };
-            let app = App::new(config, store, credentials, shared::clock::Clock::system())?;
+            let app = app(config, &counter).await?;
             let payload =
                 serde_json::json!({"scheduled_time": at.to_rfc3339(), "execution_id": "bench"});
-            let started = Instant::now();
+            let (started, cpu) = (Instant::now(), process::cpu_seconds());
             let mut context = lambda_runtime::Context::default();
             if deadline_secs > 0 {
                 let now_ms = u64::try_from(Utc::now().timestamp_millis()).unwrap_or_default();
@@ -358,7 +431,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 println!("run stopped early: {why}");
             }
             println!(
-                "run: due {} charged {} in {:.2} s | {:.1} charges/s, ideal {:.1} (concurrency {} / {} ms) -> ratio {:.3} | DynamoDB requests {} ({:.2} per charge, {:.1} ms mean wait) | peak RSS {:.1} MiB",
+                "run: due {} charged {} in {:.2} s | {:.1} charges/s, ideal {:.1} (concurrency {} / {} ms) -> ratio {:.3} | DynamoDB requests {} ({:.2} per charge, {:.1} ms mean wait) | CPU {:.3} ms per charge | peak RSS {:.1} MiB",
                 s.due,
                 s.charged,
                 elapsed.as_secs_f64(),
@@ -370,9 +443,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 requests,
                 requests as f64 / s.charged.max(1) as f64,
                 waited_ms / requests.max(1) as f64,
-                peak_rss_mib()
+                process::cpu_ms_per(cpu, s.charged),
+                process::peak_rss_mib()
             );
         }
+        Command::Queue { name } => println!("{}", functions::create_queue(&name).await?),
+        Command::Plan { at } => functions::plan(config, at).await?,
+        Command::Work {
+            queue_url,
+            batch,
+            latency_ms,
+        } => functions::work(config, queue_url, batch, latency_ms).await?,
         Command::Query { at } => {
             let counter = Counter::default();
             let store = store(&config, &counter).await;

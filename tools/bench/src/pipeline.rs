@@ -1,15 +1,18 @@
 //! Benchmarks of the charge pipeline itself: the production engine on the
 //! in-memory ledger with a modelled DynamoDB latency (`SlowLedger`) and the
-//! real i'mport client against the simulator (in this process) with a fixed
-//! latency. No moto_server: what is measured is our pipeline.
+//! real i'mport client against the simulator, **a separate process** (its
+//! URL given), with a fixed latency. No moto_server: what is measured is our
+//! pipeline, and this process's CPU is the pipeline's and the in-memory
+//! store's, not the simulator's.
 //!
 //! - `pipeline`: a sequential baseline (one charge after another, a fresh
-//!   token each time, as i'mport's public samples do) and one worker at the
-//!   configured concurrency, side by side in one run; prints charges/s, the
-//!   ratio to the ideal (concurrency ÷ i'mport latency) and the speed-up.
+//!   token each time, as i'mport's public samples do) and one worker at each
+//!   given concurrency, side by side in one run; prints charges/s, the ratio
+//!   to the ideal (concurrency ÷ i'mport latency), the speed-up and the CPU
+//!   time per charge.
 //! - `fanout`: N due through the planner and W workers (queued mode) on an
-//!   in-memory queue; prints wall time, peak RSS, store requests and queue
-//!   messages per charge.
+//!   in-memory queue; prints wall time, CPU per charge, store requests and
+//!   queue messages per charge.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use shared::billing::{MerchantUid, Registration, RegistrationStatus, SubscriptionId};
 use shared::charging::BillingRun;
 use shared::clock::Clock;
@@ -30,35 +34,79 @@ use shared::run::{self as billing_run, RunOptions, WorkItem};
 use shared::secret::Secret;
 use tokio::sync::Mutex;
 
+use crate::process;
 use crate::slow::SlowLedger;
 
 type BenchEngine = Engine<SlowLedger, Limited<IamportClient>>;
 
-/// The store and the simulator, with `n` subscriptions due at `at` (their
-/// billing keys registered).
+/// The simulator, running as its own process at `base_url`.
+pub struct Sim {
+    pub base_url: String,
+    http: reqwest::Client,
+}
+
+impl Sim {
+    pub fn at(base_url: &str) -> Self {
+        Self {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Every API answer delayed by `latency` (`POST /__sim/latency`).
+    pub async fn set_latency(&self, latency: Duration) {
+        let ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+        self.http
+            .post(format!("{}/__sim/latency", self.base_url))
+            .json(&serde_json::json!({ "ms": ms }))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .expect("the simulator takes its latency");
+    }
+
+    /// Billing keys registered directly (`POST /__sim/customers`), 32 at a time.
+    pub async fn add_customers(&self, customer_uids: &[String]) {
+        let url = format!("{}/__sim/customers", self.base_url);
+        let adds = futures::stream::iter(customer_uids.iter().map(|uid| {
+            let body = serde_json::json!({"customer_uid": uid, "pg_provider": "chai"});
+            let request = self.http.post(&url).json(&body);
+            async move {
+                request
+                    .send()
+                    .await
+                    .and_then(|r| r.error_for_status())
+                    .map(drop)
+            }
+        }))
+        .buffer_unordered(32);
+        let results: Vec<_> = adds.collect().await;
+        for r in results {
+            r.expect("the simulator registers a billing key");
+        }
+    }
+}
+
+/// The store, with `n` subscriptions due at `at` (their billing keys
+/// registered in the simulator).
 pub struct Setup {
-    pub sim: iamport_sim::SimHandle,
+    pub sim_url: String,
     pub ledger: SlowLedger,
     pub ids: Vec<SubscriptionId>,
+    pub customer_uids: Vec<String>,
     pub at: DateTime<Utc>,
 }
 
-pub async fn setup(n: usize, store_latency: Duration, gateway_latency: Duration) -> Setup {
-    let config = iamport_sim::SimConfig {
-        latency: gateway_latency,
-        ..iamport_sim::SimConfig::default()
-    };
-    let sim = iamport_sim::spawn(config, "127.0.0.1:0")
-        .await
-        .expect("start the simulator");
+pub async fn setup(sim: &Sim, n: usize, store_latency: Duration) -> Setup {
     let ledger = crate::slow::slow_ledger(store_latency);
     let created = Utc::now() - chrono::Duration::hours(1);
     let mut ids = Vec::with_capacity(n);
+    let mut customer_uids = Vec::with_capacity(n);
     for _ in 0..n {
         let id = SubscriptionId::generate();
         let mut sub = testkit::sample_subscription(&id, created);
         sub.next_charge_at = created;
-        sim.add_customer(&sub.customer_uid, "chai");
+        customer_uids.push(sub.customer_uid.clone());
         let reg = Registration {
             merchant_uid: MerchantUid::issuance(&id),
             subscription_id: id.clone(),
@@ -89,10 +137,12 @@ pub async fn setup(n: usize, store_latency: Duration, gateway_latency: Duration)
             .expect("seed");
         ids.push(id);
     }
+    sim.add_customers(&customer_uids).await;
     Setup {
-        sim,
+        sim_url: sim.base_url.clone(),
         ledger,
         ids,
+        customer_uids,
         at: Utc::now(),
     }
 }
@@ -104,7 +154,7 @@ pub fn engine(setup: &Setup, concurrency: usize) -> BenchEngine {
         ("TABLE_NAME", "bench".to_owned()),
         ("IAMPORT_KEY", "sim_imp_key".to_owned()),
         ("IAMPORT_SECRET", "sim_imp_secret".to_owned()),
-        ("IAMPORT_BASE_URL", setup.sim.base_url()),
+        ("IAMPORT_BASE_URL", setup.sim_url.clone()),
         ("CHARGE_CONCURRENCY", concurrency.to_string()),
         ("MERCHANT_UID_KEY", "bench-merchant-uid-key".to_owned()),
     ];
@@ -131,14 +181,8 @@ pub fn engine(setup: &Setup, concurrency: usize) -> BenchEngine {
 /// for every charge, then `again`. Returns charges per second.
 pub async fn sequential(setup: &Setup, count: usize) -> f64 {
     let http = reqwest::Client::new();
-    let base = setup.sim.base_url();
-    let keys: Vec<String> = setup
-        .sim
-        .customers()
-        .into_iter()
-        .take(count)
-        .map(|c| c.customer_uid)
-        .collect();
+    let base = &setup.sim_url;
+    let keys = &setup.customer_uids[..count.min(setup.customer_uids.len())];
     let started = Instant::now();
     for (i, customer_uid) in keys.iter().enumerate() {
         let token: serde_json::Value = http
@@ -175,6 +219,9 @@ pub async fn sequential(setup: &Setup, count: usize) -> f64 {
 pub struct Measured {
     pub charged: u64,
     pub seconds: f64,
+    /// This process's CPU milliseconds per charge (engine, HTTP client,
+    /// in-memory store; the simulator runs elsewhere).
+    pub cpu_ms_per_charge: f64,
     pub store_requests: u64,
     pub messages: u64,
 }
@@ -197,12 +244,13 @@ pub async fn one_worker(setup: &Setup, concurrency: usize) -> Measured {
         },
         budget: Budget::unlimited(),
     };
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), process::cpu_seconds());
     let (report, undone) = billing_run::work_items(&engine, &options, items).await;
     assert!(undone.is_empty(), "{:?}", report.error);
     Measured {
         charged: report.summary.charged,
         seconds: started.elapsed().as_secs_f64(),
+        cpu_ms_per_charge: process::cpu_ms_per(cpu, report.summary.charged),
         store_requests: setup.ledger.watcher.requests.load(Ordering::Relaxed) - before,
         messages: 0,
     }
@@ -236,7 +284,7 @@ pub async fn fanout(setup: &Setup, workers: usize, per_worker: usize) -> Measure
         },
         budget: Budget::unlimited(),
     };
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), process::cpu_seconds());
     let planner = {
         let (engine, queue, options) = (Arc::clone(&engine), Arc::clone(&queue), options.clone());
         tokio::spawn(async move { queue::plan(&*engine, &options, &*queue).await })
@@ -287,6 +335,7 @@ pub async fn fanout(setup: &Setup, workers: usize, per_worker: usize) -> Measure
     Measured {
         charged,
         seconds: started.elapsed().as_secs_f64(),
+        cpu_ms_per_charge: process::cpu_ms_per(cpu, charged),
         store_requests: setup.ledger.watcher.requests.load(Ordering::Relaxed) - before,
         messages: plan.messages,
     }
