@@ -14,6 +14,8 @@ mod answers;
 pub(crate) mod attempt;
 pub(crate) mod pace;
 pub mod settle;
+#[cfg(test)]
+mod tests;
 
 use chrono::{DateTime, Utc};
 

@@ -2,13 +2,46 @@
 //! records in a plain, valid state, so a test says only what matters to it
 //! and an entity that gains a field changes here, once. Compiled for this
 //! crate's tests and behind the `testing` feature for the other crates'.
+//! [`ScriptedGateway`] answers as the test says; [`engine`] puts it (or any
+//! gateway) over the in-memory ledger.
+
+mod scripted;
 
 use chrono::{DateTime, Utc};
+
+pub use scripted::{Call, ScriptedGateway};
 
 use crate::billing::{
     Anchor, AttemptState, ChargeAttempt, KeyInfo, PaymentRecord, Plan, RecordStatus, Subscription,
     SubscriptionId, SubscriptionStatus, UidKey,
 };
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::engine::{Engine, Settings};
+use crate::gateway::PaymentGateway;
+use crate::ledger::memory::InMemoryLedger;
+
+/// The engine over an empty in-memory ledger and `gateway`, with the
+/// configuration's defaults, a shifted clock (advance it) and [`refs`].
+pub fn engine<G: PaymentGateway>(gateway: G) -> Engine<InMemoryLedger, G> {
+    let vars = [
+        ("TABLE_NAME", "test"),
+        ("IAMPORT_KEY", "test-key"),
+        ("IAMPORT_SECRET", "test-secret"),
+    ];
+    let config = Config::from_lookup(|name| {
+        vars.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| (*v).to_owned())
+    })
+    .unwrap_or_else(|e| panic!("the tests' configuration: {e}"));
+    Engine::new(
+        InMemoryLedger::new(),
+        gateway,
+        Clock::shifted(),
+        Settings::from_config(&config, refs()),
+    )
+}
 
 /// The key of tests' merchant uids and key references.
 pub fn refs() -> UidKey {
@@ -105,5 +138,40 @@ pub fn record(
         paid_at,
         fail_reason: None,
         cancel_reason: None,
+    }
+}
+
+/// Stores `sub` as a completed sign-up would (its registration, then the
+/// activation), without a first attempt.
+pub async fn store_subscription<L: crate::ledger::Ledger>(ledger: &L, sub: &Subscription) {
+    use crate::billing::{MerchantUid, Registration, RegistrationStatus};
+    let reg = Registration {
+        merchant_uid: MerchantUid::issuance(&sub.id),
+        subscription_id: sub.id.clone(),
+        customer_uid: sub.customer_uid.clone(),
+        user_id: sub.user_id.clone(),
+        plan: sub.plan.clone(),
+        pg: sub.pg.clone(),
+        buyer: sub.buyer.clone(),
+        status: RegistrationStatus::Pending,
+        created_at: sub.created_at,
+        expires_at: None,
+        imp_uid: None,
+        sweep_at: None,
+        replaces_key: false,
+    };
+    let activation = crate::ledger::Activation {
+        reg: &reg,
+        sub,
+        imp_uid: "imps_issuance",
+        first_attempt: None,
+        plan_lock: false,
+    };
+    let stored = match ledger.put_registration(&reg).await {
+        Ok(()) => ledger.activate(&activation).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = stored {
+        panic!("storing the test subscription {}: {e}", sub.id);
     }
 }
