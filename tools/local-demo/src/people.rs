@@ -1,0 +1,177 @@
+//! The customers of the story and what each will go through.
+
+use shared::billing::SubscriptionId;
+use url::Url;
+
+/// What a customer will go through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scenario {
+    /// Pays every period.
+    Pays,
+    /// Every recurring charge is declined: walks the dunning schedule to `suspended`.
+    AlwaysDeclined,
+    /// The first recurring charge is declined; the retry a day later pays.
+    DeclinedOnce,
+    /// The first recurring charge is taken but the answer times out (and the
+    /// immediate look-up fails): `unknown`, settled by the next run.
+    TimeoutAfterCharge,
+    /// Closes the payment window: no billing key, failure page.
+    ClosesWindow,
+    /// Pays; the merchant moves the subscription to another plan right
+    /// after sign-up: the new price applies from the next period.
+    PlanChange,
+    /// Pays for the sign-up period; the merchant cancels at period end right
+    /// away: never charged again, cancelled when the next period would begin.
+    CancelAtPeriodEnd,
+    /// The card is declined; after the first decline the customer gives a
+    /// new card (management API + payment window), charged at once.
+    NewCardAfterDecline,
+}
+
+impl Scenario {
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Self::Pays => "pays every month",
+            Self::AlwaysDeclined => "card always declined",
+            Self::DeclinedOnce => "declined once, then pays on the retry",
+            Self::TimeoutAfterCharge => "i'mport times out after charging",
+            Self::ClosesWindow => "closes the payment window",
+            Self::PlanChange => "moves to another plan after sign-up",
+            Self::CancelAtPeriodEnd => "cancels at period end",
+            Self::NewCardAfterDecline => "declined, then a new card",
+        }
+    }
+}
+
+pub(crate) struct Persona {
+    pub(crate) label: &'static str,
+    pub(crate) user_id: &'static str,
+    pub(crate) buyer_name: &'static str,
+    pub(crate) email: &'static str,
+    pub(crate) tel: &'static str,
+    pub(crate) amount: i64,
+    pub(crate) plan: &'static str,
+    pub(crate) scenario: Scenario,
+    /// Which i'mport SDK generation the browser plays (success flag shape).
+    pub(crate) sdk: Option<&'static str>,
+}
+
+pub(crate) const PEOPLE: [Persona; 8] = [
+    Persona {
+        label: "alice",
+        user_id: "user-1001",
+        buyer_name: "김하나",
+        email: "hana@example.com",
+        tel: "010-1111-0001",
+        amount: 9900,
+        plan: "베이직 월간",
+        scenario: Scenario::Pays,
+        sdk: None,
+    },
+    Persona {
+        label: "bob",
+        user_id: "user-1002",
+        buyer_name: "이두리",
+        email: "duri@example.com",
+        tel: "010-1111-0002",
+        amount: 14900,
+        plan: "프로 월간",
+        scenario: Scenario::AlwaysDeclined,
+        sdk: Some("new"),
+    },
+    Persona {
+        label: "carol",
+        user_id: "user-1003",
+        buyer_name: "박세진",
+        email: "sejin@example.com",
+        tel: "010-1111-0003",
+        amount: 9900,
+        plan: "베이직 월간",
+        scenario: Scenario::DeclinedOnce,
+        sdk: Some("legacy_success"),
+    },
+    Persona {
+        label: "dave",
+        user_id: "user-1004",
+        buyer_name: "최네오",
+        email: "neo@example.com",
+        tel: "010-1111-0004",
+        amount: 29900,
+        plan: "팀 월간",
+        scenario: Scenario::TimeoutAfterCharge,
+        sdk: None,
+    },
+    Persona {
+        label: "erin",
+        user_id: "user-1005",
+        buyer_name: "정다섯",
+        email: "daseot@example.com",
+        tel: "010-1111-0005",
+        amount: 4900,
+        plan: "라이트 월간",
+        scenario: Scenario::PlanChange,
+        sdk: Some("new"),
+    },
+    Persona {
+        label: "frank",
+        user_id: "user-1006",
+        buyer_name: "한여섯",
+        email: "yeoseot@example.com",
+        tel: "010-1111-0006",
+        amount: 9900,
+        plan: "베이직 월간",
+        scenario: Scenario::ClosesWindow,
+        sdk: None,
+    },
+    Persona {
+        label: "gina",
+        user_id: "user-1007",
+        buyer_name: "윤일곱",
+        email: "ilgop@example.com",
+        tel: "010-1111-0007",
+        amount: 9900,
+        plan: "베이직 월간",
+        scenario: Scenario::CancelAtPeriodEnd,
+        sdk: None,
+    },
+    Persona {
+        label: "hana",
+        user_id: "user-1008",
+        buyer_name: "서여덟",
+        email: "yeodeol@example.com",
+        tel: "010-1111-0008",
+        amount: 14900,
+        plan: "프로 월간",
+        scenario: Scenario::NewCardAfterDecline,
+        sdk: None,
+    },
+];
+
+/// The plan erin moves to.
+pub(crate) const ERIN_NEW_PLAN: (i64, &str) = (9900, "베이직 월간");
+/// What is refunded of alice's last charge.
+pub(crate) const ALICE_REFUND: i64 = 3000;
+
+/// A customer after the sign-up round trip.
+pub(crate) struct Member {
+    pub(crate) p: &'static Persona,
+    pub(crate) id: SubscriptionId,
+    pub(crate) customer_uid: String,
+    /// The callback URL i'mport redirected the browser to.
+    pub(crate) callback: Url,
+    /// Where the callback sent the browser.
+    pub(crate) landed: Url,
+}
+
+impl Member {
+    pub(crate) fn landed_param(&self, key: &str) -> Option<String> {
+        self.landed
+            .query_pairs()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
+    }
+
+    pub(crate) fn signed_up(&self) -> bool {
+        self.landed_param("subscription_id").is_some()
+    }
+}

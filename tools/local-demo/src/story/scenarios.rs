@@ -1,0 +1,161 @@
+//! Chapter 3: each customer's scenario, set in the simulator (declines,
+//! a timeout after charging, webhooks twice and late) or asked of the
+//! management API (a plan change, a cancel at period end).
+
+use serde_json::json;
+
+use super::Story;
+use super::signups::shown;
+use crate::Result;
+use crate::people::*;
+use crate::stack::*;
+
+/// Whether the simulator sends webhooks, and how many charges were paid
+/// (so notified) before the runs.
+pub(crate) struct Webhooks {
+    pub(crate) on: bool,
+    pub(crate) signup_paid: usize,
+}
+
+pub(crate) async fn chapter(story: &mut Story<'_>, members: &[Member]) -> Result<Webhooks> {
+    let Story {
+        args,
+        stack,
+        checks,
+        ..
+    } = story;
+    let stack: &Stack = stack;
+    stack.step(3, "scenarios in the simulator");
+    // Charges paid so far were notified once each (no duplicates yet).
+    let signup_paid = paid_charges(&stack.ledger().await?);
+    let hooks = stack.sim_get("/__sim/webhook").await?;
+    // Webhooks go to the simulator's configured URL or to each charge's
+    // notice_url (the functions' NOTICE_URL).
+    let notice_url_set = read_env_file(&args.functions_env)
+        .map(|env| env.iter().any(|(k, v)| k == "NOTICE_URL" && !v.is_empty()))
+        .unwrap_or(false);
+    let webhooks_on = hooks.get("url").is_some_and(|u| !u.is_null()) || notice_url_set;
+    if webhooks_on {
+        let mut settings = hooks.clone();
+        settings["duplicates"] = json!(1);
+        settings["delay_ms"] = json!(WEBHOOK_DELAY_MS);
+        stack.sim_post("/__sim/webhook", &settings).await?;
+        println!(
+            "  all    POST /__sim/webhook: notifications arrive {} s after the charge, each twice (payment-webhook must be idempotent)",
+            WEBHOOK_DELAY_MS / 1000
+        );
+    }
+    for m in members {
+        match m.p.scenario {
+            Scenario::AlwaysDeclined => {
+                stack
+                    .sim_post(
+                        "/__sim/decline",
+                        &json!({"customer_uid": m.customer_uid, "reason": "잔액부족"}),
+                    )
+                    .await?;
+                println!(
+                    "  {:<6} POST /__sim/decline: every charge of {} fails (잔액부족)",
+                    m.p.label,
+                    shown(&m.customer_uid)
+                );
+            }
+            Scenario::DeclinedOnce => {
+                stack
+                    .sim_post(
+                        "/__sim/faults",
+                        &json!({"kind": "decline", "reason": "한도초과", "customer_uid": m.customer_uid, "times": 1}),
+                    )
+                    .await?;
+                println!(
+                    "  {:<6} POST /__sim/faults decline ×1: the next charge fails (한도초과), the retry pays",
+                    m.p.label
+                );
+            }
+            Scenario::TimeoutAfterCharge => {
+                stack
+                    .sim_post(
+                        "/__sim/faults",
+                        &json!([
+                            {"kind": "hang_after", "secs": 3, "path_prefix": "@charge", "customer_uid": m.customer_uid, "times": 1},
+                            {"kind": "http500", "path_prefix": "@lookup", "times": 1},
+                        ]),
+                    )
+                    .await?;
+                println!(
+                    "  {:<6} POST /__sim/faults hang_after 3s on the charge (the charge is taken, the 1 s client timeout fires)",
+                    m.p.label
+                );
+                println!(
+                    "  {:<6}   + http500 ×1 on the payment lookup, so the run cannot settle it at once",
+                    ""
+                );
+            }
+            Scenario::NewCardAfterDecline => {
+                stack
+                    .sim_post(
+                        "/__sim/decline",
+                        &json!({"customer_uid": m.customer_uid, "reason": "카드 정지"}),
+                    )
+                    .await?;
+                println!(
+                    "  {:<6} POST /__sim/decline: every charge of {} fails (카드 정지); a new card will follow",
+                    m.p.label,
+                    shown(&m.customer_uid)
+                );
+            }
+            Scenario::PlanChange => {
+                let (amount, name) = ERIN_NEW_PLAN;
+                let (status, body, _) = stack
+                    .api(
+                        "POST",
+                        &format!("/subscriptions/{}/plan", m.id),
+                        Some(json!({"amount": amount, "name": name})),
+                        Some(&format!("plan-{}", m.id)),
+                    )
+                    .await?;
+                println!(
+                    "  {:<6} POST /subscriptions/{}/plan {} KRW {name} → {status} (plan now {} KRW; applies from the next charge)",
+                    m.p.label,
+                    m.id,
+                    won(amount),
+                    won(body["plan"]["amount"].as_i64().unwrap_or_default())
+                );
+                checks.check(
+                    status == 200 && body["plan"]["amount"] == json!(amount),
+                    format!("{}: plan change answered {status}: {body}", m.p.label),
+                );
+            }
+            Scenario::CancelAtPeriodEnd => {
+                let (status, body, _) = stack
+                    .api(
+                        "POST",
+                        &format!("/subscriptions/{}/cancel", m.id),
+                        Some(json!({"at": "period_end", "reason": "customer asked in the app"})),
+                        None,
+                    )
+                    .await?;
+                println!(
+                    "  {:<6} POST /subscriptions/{}/cancel at period_end → {status} (cancel_at_period_end {}, paid through {})",
+                    m.p.label,
+                    m.id,
+                    body["subscription"]["cancel_at_period_end"],
+                    body["subscription"]["paid_through"].as_str().unwrap_or("—")
+                );
+                checks.check(
+                    status == 200 && body["subscription"]["cancel_at_period_end"] == json!(true),
+                    format!(
+                        "{}: cancel at period end answered {status}: {body}",
+                        m.p.label
+                    ),
+                );
+            }
+            Scenario::Pays | Scenario::ClosesWindow => {}
+        }
+    }
+
+    Ok(Webhooks {
+        on: webhooks_on,
+        signup_paid,
+    })
+}

@@ -1,0 +1,173 @@
+//! The verdict: each customer's end state checked against their scenario.
+
+use shared::billing::{AttemptState, ChargeAttempt, Subscription, SubscriptionStatus};
+
+use super::Story;
+use crate::Result;
+use crate::people::*;
+use crate::stack::*;
+
+use super::books::Books;
+use super::runs::Runs;
+
+pub(crate) async fn check(story: &mut Story<'_>, books: &Books<'_>, runs: &Runs) -> Result<()> {
+    let Story {
+        args,
+        stack,
+        checks,
+        ..
+    } = story;
+    let stack: &Stack = stack;
+    let (timeout_seen, settled_by, new_cards) =
+        (runs.timeout_seen, runs.settled_by, &runs.new_cards);
+    let finals = &books.finals;
+    // The story, checked.
+    let last_period = |s: &Subscription| s.anchor.period_id(args.months);
+    for (m, s, attempts) in finals {
+        let paid = attempts
+            .iter()
+            .filter(|a| a.state == AttemptState::Paid)
+            .count();
+        let first = s.anchor.period_id(1);
+        let of_first: Vec<&ChargeAttempt> = attempts.iter().filter(|a| a.period == first).collect();
+        let states = |v: &[&ChargeAttempt]| {
+            v.iter()
+                .map(|a| a.state.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match m.p.scenario {
+            Scenario::Pays => checks.check(
+                s.status == SubscriptionStatus::Active
+                    && s.paid_through.as_ref() == Some(&last_period(s))
+                    && paid == args.months as usize + 1
+                    && attempts.len() == paid,
+                format!(
+                    "{}: expected active, paid through {}, {} paid attempts only (got {}, {:?}, {} attempts)",
+                    m.p.label,
+                    last_period(s),
+                    args.months + 1,
+                    s.status.as_str(),
+                    s.paid_through.as_ref().map(|p| p.as_str().to_owned()),
+                    attempts.len()
+                ),
+            ),
+            Scenario::AlwaysDeclined => checks.check(
+                s.status == SubscriptionStatus::Suspended
+                    && s.paid_through.as_ref() == Some(&s.anchor.period_id(0))
+                    && states(&of_first) == "failed,failed,failed,failed",
+                format!(
+                    "{}: expected suspended after 4 declines of {first} (got {}, {first}: {})",
+                    m.p.label,
+                    s.status.as_str(),
+                    states(&of_first)
+                ),
+            ),
+            Scenario::DeclinedOnce => checks.check(
+                s.status == SubscriptionStatus::Active
+                    && s.paid_through.as_ref() == Some(&last_period(s))
+                    && states(&of_first) == "failed,paid",
+                format!(
+                    "{}: expected {first} declined then paid on the retry, active to the end (got {}, {first}: {})",
+                    m.p.label,
+                    s.status.as_str(),
+                    states(&of_first)
+                ),
+            ),
+            Scenario::TimeoutAfterCharge => {
+                let muid = of_first
+                    .first()
+                    .map(|a| a.merchant_uid.clone())
+                    .unwrap_or_default();
+                let at_imp = books.payments_of(&muid);
+                checks.check(
+                    s.status == SubscriptionStatus::Active
+                        && s.paid_through.as_ref() == Some(&last_period(s))
+                        && states(&of_first) == "paid"
+                        && at_imp == 1,
+                    format!(
+                        "{}: expected {muid} paid exactly once at i'mport and in the table (got {}, {first}: {}, ledger entries {at_imp})",
+                        m.p.label,
+                        s.status.as_str(),
+                        states(&of_first)
+                    ),
+                );
+                checks.check(
+                    timeout_seen,
+                    format!("{}: the timeout after charging did not happen (fault not hit?)", m.p.label),
+                );
+                let by = match settled_by {
+                    Some(by) => by,
+                    // Paid without a run settling it: the notification got there first.
+                    None if states(&of_first) == "paid" => "payment-webhook (the notification came first)",
+                    None => "nobody (still open)",
+                };
+                println!(
+                    "  {}'s timed-out charge {muid}: {at_imp} payment at i'mport, settled by {by}",
+                    m.p.label
+                );
+            }
+            Scenario::PlanChange => {
+                let amounts: Vec<i64> = attempts.iter().map(|a| a.amount).collect();
+                let expected: Vec<i64> = std::iter::once(m.p.amount)
+                    .chain(std::iter::repeat_n(ERIN_NEW_PLAN.0, args.months as usize))
+                    .collect();
+                checks.check(
+                    s.status == SubscriptionStatus::Active
+                        && s.paid_through.as_ref() == Some(&last_period(s))
+                        && paid == attempts.len()
+                        && amounts == expected,
+                    format!(
+                        "{}: expected the sign-up at {} KRW and every later period at {} KRW (got {}, amounts {amounts:?})",
+                        m.p.label,
+                        m.p.amount,
+                        ERIN_NEW_PLAN.0,
+                        s.status.as_str()
+                    ),
+                );
+            }
+            Scenario::CancelAtPeriodEnd => checks.check(
+                s.status == SubscriptionStatus::Cancelled
+                    && s.paid_through.as_ref() == Some(&s.anchor.period_id(0))
+                    && attempts.len() == 1,
+                format!(
+                    "{}: expected cancelled when {first} began, never charged for it (got {}, {} attempts)",
+                    m.p.label,
+                    s.status.as_str(),
+                    attempts.len()
+                ),
+            ),
+            Scenario::NewCardAfterDecline => {
+                let new_key = new_cards.get(m.p.label).cloned().unwrap_or_default();
+                // Attempts keep a reference to the key they charged, made
+                // with the stack's merchant-uid key (scripts/local-stack.sh).
+                let refs = shared::billing::UidKey::new(b"local-merchant-uid-key-not-secret")
+                    .unwrap_or_else(|| shared::billing::UidKey::derived_from(b"local"));
+                let paid_with_new = of_first
+                    .iter()
+                    .any(|a| a.state == AttemptState::Paid && a.charged(&new_key, &refs));
+                let keys = stack.sim_get("/__sim/customers").await?;
+                let old_key_kept = keys.as_array().is_some_and(|k| {
+                    k.iter()
+                        .any(|c| str_of(c, "customer_uid") == m.customer_uid)
+                });
+                checks.check(
+                    s.status == SubscriptionStatus::Active
+                        && s.paid_through.as_ref() == Some(&last_period(s))
+                        && states(&of_first) == "failed,paid"
+                        && paid_with_new
+                        && s.customer_uid == new_key
+                        && !old_key_kept,
+                    format!(
+                        "{}: expected {first} declined, then paid at once with the new card, the old key deleted (got {}, {first}: {}, paid with the new key {paid_with_new}, old key kept {old_key_kept})",
+                        m.p.label,
+                        s.status.as_str(),
+                        states(&of_first)
+                    ),
+                );
+            }
+            Scenario::ClosesWindow => {}
+        }
+    }
+    Ok(())
+}
