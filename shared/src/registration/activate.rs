@@ -173,13 +173,13 @@ async fn verify_issuance<L: Ledger, G: PaymentGateway>(
     if issued == Issuance::Failed {
         info!(
             status = payment.status.as_str(),
-            "issuance did not succeed at i'mport"
+            "issuance did not succeed at the PG"
         );
         return failed(FailureReason::PaymentFailed);
     }
     let key_not_issued = |_| CallbackOutcome::Failed(FailureReason::KeyNotIssued);
     let Some(key) = issued_key(engine, reg, budget).await? else {
-        return for_review(reg, &payment, "i'mport has no billing key for it")
+        return for_review(reg, &payment, "the PG has no billing key for it")
             .map_err(key_not_issued);
     };
     if key.customer_uid != reg.customer_uid || key.pg_provider != pg_provider_of(&reg.pg) {
@@ -204,12 +204,12 @@ async fn issuance_payment<L: Ledger, G: PaymentGateway>(
         .run(CALLBACK_RESERVE, engine.gateway.payment(imp_uid))
         .await
     {
-        None => Err(unavailable("i'mport (out of time)", &"budget spent")),
+        None => Err(unavailable("the PG (out of time)", &"budget spent")),
         Some(Ok(p)) => Ok(p),
         Some(Err(e)) if e.is_not_found() => {
             Err(CallbackOutcome::Failed(FailureReason::PaymentMismatch))
         }
-        Some(Err(e)) => Err(unavailable("i'mport", &e)),
+        Some(Err(e)) => Err(unavailable("the PG", &e)),
     }
 }
 
@@ -226,10 +226,10 @@ async fn issued_key<L: Ledger, G: PaymentGateway>(
         )
         .await
     {
-        None => Err(unavailable("i'mport (out of time)", &"budget spent")),
+        None => Err(unavailable("the PG (out of time)", &"budget spent")),
         Some(Ok(k)) => Ok(Some(k)),
         Some(Err(e)) if e.is_not_found() => Ok(None),
-        Some(Err(e)) => Err(unavailable("i'mport", &e)),
+        Some(Err(e)) => Err(unavailable("the PG", &e)),
     }
 }
 
