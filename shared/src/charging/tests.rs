@@ -6,7 +6,10 @@
 use chrono::{Duration, Utc};
 
 use super::{BillingRun, Outcome, charge_one};
-use crate::billing::{Anchor, AttemptState, RecordStatus, Subscription, SubscriptionStatus};
+use crate::billing::{
+    Anchor, AttemptState, ChargeAttempt, PaymentRecord, RecordStatus, Subscription,
+    SubscriptionStatus,
+};
 use crate::gateway::{Ambiguity, AmbiguityKind, ChargeOutcome};
 use crate::ledger::Ledger;
 use crate::ledger::memory::InMemoryLedger;
@@ -39,6 +42,29 @@ fn lost() -> ChargeOutcome {
     })
 }
 
+/// The PG's record of `attempt` paid in full with `sub`'s key.
+fn paid_record(attempt: &ChargeAttempt, sub: &Subscription) -> PaymentRecord {
+    let at = Some(Utc::now());
+    testing::record(
+        attempt,
+        RecordStatus::Paid,
+        sub.plan.amount,
+        at,
+        &sub.customer_uid,
+    )
+}
+
+/// The PG's record of `attempt` declined.
+fn declined_record(attempt: &ChargeAttempt, sub: &Subscription) -> PaymentRecord {
+    testing::record(
+        attempt,
+        RecordStatus::Failed,
+        sub.plan.amount,
+        None,
+        &sub.customer_uid,
+    )
+}
+
 async fn stored(engine: &TestEngine, sub: &Subscription) -> Subscription {
     match engine.ledger.get_subscription(&sub.id).await {
         Ok(Some(s)) => s,
@@ -50,13 +76,7 @@ async fn stored(engine: &TestEngine, sub: &Subscription) -> Subscription {
 async fn a_paid_charge_is_sent_once_under_the_attempts_merchant_uid_and_moves_the_period() {
     let sub = due();
     let expected = testing::attempt(&sub, AttemptState::Paid);
-    let paid = testing::record(
-        &expected,
-        RecordStatus::Paid,
-        sub.plan.amount,
-        Some(Utc::now()),
-        &sub.customer_uid,
-    );
+    let paid = paid_record(&expected, &sub);
     let gateway = ScriptedGateway::new().charge_answers(ChargeOutcome::Paid(paid));
     let (engine, run) = engine_with(&sub, gateway).await;
 
@@ -79,13 +99,7 @@ async fn a_paid_charge_is_sent_once_under_the_attempts_merchant_uid_and_moves_th
 #[tokio::test]
 async fn a_decline_records_the_attempt_failed_and_schedules_the_retry() {
     let sub = due();
-    let mut declined = testing::record(
-        &testing::attempt(&sub, AttemptState::Failed),
-        RecordStatus::Failed,
-        sub.plan.amount,
-        None,
-        &sub.customer_uid,
-    );
+    let mut declined = declined_record(&testing::attempt(&sub, AttemptState::Failed), &sub);
     declined.fail_reason = Some("잔액부족".into());
     // A decline is final when the PG's record of the merchant_uid agrees.
     let gateway = ScriptedGateway::new()
@@ -127,14 +141,8 @@ async fn a_decline_the_pgs_record_contradicts_is_recorded_paid() {
     // was declined, the other paid. The lookup finds the paid one.
     let sub = due();
     let attempt = testing::attempt(&sub, AttemptState::Paid);
-    let declined = testing::record(&attempt, RecordStatus::Failed, sub.plan.amount, None, "cu");
-    let paid = testing::record(
-        &attempt,
-        RecordStatus::Paid,
-        sub.plan.amount,
-        Some(Utc::now()),
-        &sub.customer_uid,
-    );
+    let declined = declined_record(&attempt, &sub);
+    let paid = paid_record(&attempt, &sub);
     let gateway = ScriptedGateway::new()
         .charge_answers(ChargeOutcome::Declined(declined))
         .record_answers(Ok(paid));
@@ -158,13 +166,7 @@ async fn a_decline_the_pgs_record_contradicts_is_recorded_paid() {
 async fn a_lost_answer_is_settled_from_the_pgs_record_at_once() {
     let sub = due();
     let attempt = testing::attempt(&sub, AttemptState::Paid);
-    let paid_at_pg = testing::record(
-        &attempt,
-        RecordStatus::Paid,
-        sub.plan.amount,
-        Some(Utc::now()),
-        &sub.customer_uid,
-    );
+    let paid_at_pg = paid_record(&attempt, &sub);
     let gateway = ScriptedGateway::new()
         .charge_answers(lost())
         .record_answers(Ok(paid_at_pg));
@@ -191,13 +193,7 @@ async fn a_lost_answer_is_settled_from_the_pgs_record_at_once() {
 async fn a_lost_answer_that_cannot_be_looked_up_is_never_sent_again_while_the_pg_has_it() {
     let sub = due();
     let attempt = testing::attempt(&sub, AttemptState::Paid);
-    let paid_at_pg = testing::record(
-        &attempt,
-        RecordStatus::Paid,
-        sub.plan.amount,
-        Some(Utc::now()),
-        &sub.customer_uid,
-    );
+    let paid_at_pg = paid_record(&attempt, &sub);
     let down = crate::gateway::GatewayError::Ambiguous(Ambiguity {
         kind: AmbiguityKind::ServerError,
         http_status: Some(500),

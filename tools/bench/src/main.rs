@@ -319,27 +319,10 @@ async fn seed(
         started.elapsed().as_secs_f64()
     );
     if with_keys {
-        let http = reqwest::Client::new();
-        let url = format!(
-            "{}/__sim/customers",
-            config.gateway.base_url().as_str().trim_end_matches('/')
-        );
-        let adds = futures::stream::iter(subs.iter().map(|s| {
-            let body = serde_json::json!({"customer_uid": s.customer_uid, "pg_provider": "chai"});
-            let request = http.post(&url).json(&body);
-            async move {
-                request
-                    .send()
-                    .await
-                    .and_then(|r| r.error_for_status())
-                    .map(drop)
-            }
-        }))
-        .buffer_unordered(32);
-        let results: Vec<_> = adds.collect().await;
-        for r in results {
-            r?;
-        }
+        let uids: Vec<String> = subs.iter().map(|s| s.customer_uid.clone()).collect();
+        pipeline::Sim::at(config.gateway.base_url().as_str())
+            .add_customers(&uids)
+            .await;
         eprintln!("registered {count} billing keys in the simulator");
     }
     Ok(())

@@ -298,6 +298,20 @@ pub(crate) struct RunResult {
     pub(crate) took: Duration,
 }
 
+/// What a run's summary counts besides `due`, in the order it is printed.
+pub(crate) const RUN_COUNTS: [&str; 10] = [
+    "charged",
+    "declined",
+    "rejected",
+    "ambiguous",
+    "reconciled",
+    "deferred",
+    "needs_review",
+    "corrupt",
+    "signups_completed",
+    "skipped",
+];
+
 impl RunResult {
     pub(crate) fn count(&self, key: &str) -> u64 {
         self.body.get(key).and_then(Value::as_u64).unwrap_or(0)
@@ -308,18 +322,7 @@ impl RunResult {
             return format!("FAILED: {e}");
         }
         let mut parts = Vec::new();
-        for key in [
-            "charged",
-            "declined",
-            "rejected",
-            "ambiguous",
-            "reconciled",
-            "deferred",
-            "needs_review",
-            "corrupt",
-            "signups_completed",
-            "skipped",
-        ] {
+        for key in RUN_COUNTS {
             let n = self.count(key);
             if n > 0 {
                 parts.push(format!("{key} {n}"));

@@ -112,19 +112,7 @@ pub(crate) async fn chapter(story: &mut Story<'_>, members: &[Member]) -> Result
         if run.error.is_some() {
             run_errors += 1;
         }
-        for key in [
-            "due",
-            "charged",
-            "declined",
-            "rejected",
-            "ambiguous",
-            "reconciled",
-            "deferred",
-            "needs_review",
-            "corrupt",
-            "signups_completed",
-            "skipped",
-        ] {
+        for key in std::iter::once("due").chain(RUN_COUNTS) {
             *totals.entry(key).or_default() += run.count(key);
         }
         println!(
