@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on what they did not expect
 
 use chrono::{DateTime, Duration, Utc};
+use shared::billing::plans::{Interval, PlanId, PlanRecord, PlanRef};
 use shared::billing::{
     AttemptResult, AttemptState, AuditEntry, Buyer, ChargeAttempt, MerchantUid, PeriodId, Plan,
     Registration, RegistrationStatus, Resolution, Subscription, SubscriptionId, SubscriptionStatus,
@@ -92,6 +93,9 @@ contract!(
     a_corrupt_subscription_is_reported_not_hidden,
     a_pending_registration_is_due_for_a_sweep_until_it_completes,
     an_idempotency_key_answers_its_first_answer_again,
+    a_plan_version_is_written_once_and_the_newest_is_current,
+    the_plan_catalogue_pages_by_id_through_a_cursor,
+    a_sign_up_keeps_the_plan_version_it_agreed_to,
 );
 
 fn t(s: &str) -> DateTime<Utc> {
@@ -112,6 +116,7 @@ fn registration(id: &SubscriptionId, now: DateTime<Utc>) -> Registration {
             amount: 9900,
             name: "월간 구독".into(),
         },
+        plan_ref: None,
         pg: "chai".into(),
         buyer: Buyer {
             name: Some(Pii::new("홍길동")),
@@ -1787,5 +1792,125 @@ async fn dynamodb_keeps_an_expired_registration_for_the_sweep() {
             .unwrap()
             .unwrap(),
         reg
+    );
+}
+
+fn plan(id: &str, version: u32, amount: i64, at: DateTime<Utc>) -> PlanRecord {
+    PlanRecord {
+        id: PlanId::parse(id).unwrap(),
+        version,
+        name: format!("{id} v{version}"),
+        amount,
+        interval: Interval::Month,
+        created_at: at,
+    }
+}
+
+async fn a_plan_version_is_written_once_and_the_newest_is_current<L: Subject>(l: L) {
+    let now = t("2026-12-24T15:00:00.750Z");
+    let id = PlanId::parse("basic-monthly").unwrap();
+    assert_eq!(l.get_plan(&id, None).await.unwrap(), None);
+    let v1 = plan("basic-monthly", 1, 9900, now);
+    l.put_plan(&v1).await.unwrap();
+    let mut rewritten = v1.clone();
+    rewritten.amount = 1;
+    assert!(
+        matches!(l.put_plan(&rewritten).await, Err(LedgerError::Conflict(_))),
+        "a version is never rewritten"
+    );
+    let stored = l.get_plan(&id, None).await.unwrap().unwrap();
+    assert_eq!(stored.amount, 9900);
+    assert_eq!(
+        stored.created_at,
+        t("2026-12-24T15:00:00Z"),
+        "kept to the second"
+    );
+    let v2 = plan("basic-monthly", 2, 12900, now);
+    l.put_plan(&v2).await.unwrap();
+    assert_eq!(l.get_plan(&id, None).await.unwrap().unwrap().version, 2);
+    assert_eq!(
+        l.get_plan(&id, Some(1)).await.unwrap().unwrap().amount,
+        9900
+    );
+    assert_eq!(l.get_plan(&id, Some(3)).await.unwrap(), None);
+    // The current version never moves back.
+    let other = PlanId::parse("basic").unwrap();
+    assert_eq!(
+        l.get_plan(&other, None).await.unwrap(),
+        None,
+        "ids are not prefixes"
+    );
+}
+
+async fn the_plan_catalogue_pages_by_id_through_a_cursor<L: Subject>(l: L) {
+    let now = t("2026-12-24T15:00:00Z");
+    for id in ["team", "basic", "pro", "lite", "family"] {
+        l.put_plan(&plan(id, 1, 9900, now)).await.unwrap();
+    }
+    l.put_plan(&plan("pro", 2, 19900, now)).await.unwrap();
+    let (mut seen, mut cursor, mut pages) = (Vec::new(), None, 0);
+    loop {
+        let page = l.plans_page(2, cursor.as_ref()).await.unwrap();
+        pages += 1;
+        assert!(page.plans.len() <= 2);
+        seen.extend(
+            page.plans
+                .into_iter()
+                .map(|p| (p.id.to_string(), p.version)),
+        );
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            ("basic", 1),
+            ("family", 1),
+            ("lite", 1),
+            ("pro", 2),
+            ("team", 1)
+        ]
+        .map(|(id, v)| (id.to_owned(), v))
+        .to_vec(),
+        "by id, the newest version of each, once"
+    );
+    assert!(pages >= 3, "pages of two: {pages}");
+    for text in ["garbage", "plans|Not An Id", "0|x|y|z|1"] {
+        assert!(
+            matches!(
+                l.plans_page(2, Some(&Cursor::from_text(text))).await,
+                Err(LedgerError::Fatal(_))
+            ),
+            "plans page with {text:?}"
+        );
+    }
+}
+
+async fn a_sign_up_keeps_the_plan_version_it_agreed_to<L: Subject>(l: L) {
+    let now = t("2026-12-24T15:00:00Z");
+    let id = SubscriptionId::generate();
+    let agreed = PlanRef {
+        id: PlanId::parse("basic-monthly").unwrap(),
+        version: 3,
+    };
+    let mut reg = registration(&id, now);
+    reg.plan_ref = Some(agreed.clone());
+    l.put_registration(&reg).await.unwrap();
+    assert_eq!(
+        l.get_registration(&reg.merchant_uid)
+            .await
+            .unwrap()
+            .unwrap()
+            .plan_ref,
+        Some(agreed.clone())
+    );
+    let mut sub = sample_subscription(&id, now);
+    sub.plan_ref = Some(agreed.clone());
+    l.activate(&activation(&reg, &sub)).await.unwrap();
+    assert_eq!(
+        l.get_subscription(&id).await.unwrap().unwrap().plan_ref,
+        Some(agreed)
     );
 }

@@ -104,6 +104,9 @@ async fn prepare<L: Ledger, G: PaymentGateway>(
         Err(PrepareError::Invalid(reason)) => {
             error(StatusCode::BAD_REQUEST, "invalid_request", &reason)
         }
+        Err(e @ PrepareError::UnknownPlan(_)) => {
+            error(StatusCode::NOT_FOUND, "plan_not_found", &e.to_string())
+        }
         Err(e @ PrepareError::AlreadySubscribed { .. }) => {
             info!(reason = %e, "prepare refused: one live subscription per user and plan");
             error(StatusCode::CONFLICT, "already_subscribed", &e.to_string())

@@ -18,7 +18,10 @@ use tracing::{info, warn};
 
 /// Every route: method and path template (`{name}` matches one segment).
 /// `docs/openapi.yaml` documents the same list; a test compares them.
-pub const ROUTES: [(&str, &str); 10] = [
+pub const ROUTES: [(&str, &str); 13] = [
+    ("GET", "/plans"),
+    ("POST", "/plans"),
+    ("GET", "/plans/{id}"),
     ("GET", "/subscriptions/{id}"),
     ("GET", "/users/{user_id}/subscriptions"),
     ("GET", "/subscriptions/{id}/charges"),
@@ -314,6 +317,7 @@ async fn dispatch<L: Ledger, G: PaymentGateway>(
     let p = |i: usize| params.get(i).map(String::as_str).unwrap_or_default();
     let who = || actor(request);
     match template {
+        "/plans" | "/plans/{id}" => catalogue(app, request, template, p(0)).await,
         "/subscriptions/{id}" => answer(StatusCode::OK, management::get(engine, p(0)).await),
         "/users/{user_id}/subscriptions" => answer(
             StatusCode::OK,
@@ -381,6 +385,35 @@ async fn dispatch<L: Ledger, G: PaymentGateway>(
             "not_found",
             &format!("no route {other}"),
         ),
+    }
+}
+
+/// The plan catalogue's routes.
+async fn catalogue<L: Ledger, G: PaymentGateway>(
+    app: &App<L, G>,
+    request: &Request,
+    template: &str,
+    id: &str,
+) -> Answer {
+    let engine = &app.engine;
+    match (request.method().as_str(), template) {
+        ("POST", _) => match body_of(request) {
+            Ok(input) => answer(
+                StatusCode::CREATED,
+                management::create_plan(engine, input).await,
+            ),
+            Err(e) => Answer::error(&e),
+        },
+        (_, "/plans") => {
+            let cursor = request
+                .query_string_parameters_ref()
+                .and_then(|q| q.first("cursor").map(str::to_owned));
+            answer(
+                StatusCode::OK,
+                management::list_plans(engine, cursor.as_deref()).await,
+            )
+        }
+        _ => answer(StatusCode::OK, management::get_plan(engine, id).await),
     }
 }
 

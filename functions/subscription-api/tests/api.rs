@@ -1535,3 +1535,161 @@ mod on_dynamodb {
         assert_ne!(sub.status, SubscriptionStatus::NeedsReview);
     }
 }
+
+#[tokio::test]
+async fn the_catalogue_keeps_each_plan_version_once_and_a_sign_up_keeps_the_one_it_agreed_to() {
+    let sim = start_sim().await;
+    let app = memory_app_for(&sim, &[]);
+    let basic =
+        json!({"id": "basic-monthly", "name": "베이직 월간", "amount": 9900, "currency": "KRW"});
+    let created = post(
+        &app,
+        "api-create-plan.json",
+        "/plans",
+        basic.clone(),
+        &[("idempotency-key", "plan-1")],
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.body["id"], "basic-monthly");
+    assert_eq!(created.body["version"], 1);
+    assert_eq!(created.body["interval"], "month");
+    let again = post(
+        &app,
+        "api-create-plan.json",
+        "/plans",
+        basic.clone(),
+        &[("idempotency-key", "plan-1")],
+    )
+    .await;
+    assert!(again.replayed && again.status == 201 && again.body == created.body);
+    let taken = post(
+        &app,
+        "api-create-plan.json",
+        "/plans",
+        basic,
+        &[("idempotency-key", "plan-2")],
+    )
+    .await;
+    assert_eq!(taken.status, 409, "a version never changes: {}", taken.body);
+
+    // Bad input: a clear 400, nothing written.
+    for bad in [
+        json!({"id": "cheap", "name": "n", "amount": 50}),
+        json!({"id": "Bad Id", "name": "n", "amount": 9900}),
+        json!({"id": "usd", "name": "n", "amount": 9900, "currency": "USD"}),
+        json!({"id": "yearly", "name": "n", "amount": 9900, "interval": "year"}),
+        json!({"id": "trial", "name": "n", "amount": 9900, "trial_days": 14}),
+        json!({"id": "noname", "name": "", "amount": 9900}),
+    ] {
+        let refused = post(&app, "api-create-plan.json", "/plans", bad.clone(), &[]).await;
+        assert_eq!(refused.status, 400, "{bad}: {}", refused.body);
+        assert_eq!(refused.body["error"]["code"], "invalid_request");
+    }
+    let generated = post(
+        &app,
+        "api-create-plan.json",
+        "/plans",
+        json!({"name": "프로 월간", "amount": 14900}),
+        &[],
+    )
+    .await;
+    assert_eq!(generated.status, 201, "{}", generated.body);
+    let pro = generated.body["id"].as_str().unwrap().to_owned();
+    assert!(pro.starts_with("pl") && pro.len() == 14, "{pro}");
+
+    let list = get(&app, "api-list-plans.json", "/plans").await;
+    assert_eq!(list.status, 200);
+    let ids: Vec<&str> = list.body["plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        vec!["basic-monthly", pro.as_str()],
+        "only what was created, by id"
+    );
+    assert_eq!(list.body["next_cursor"], Value::Null);
+    let one = get(&app, "api-get-plan.json", "/plans/basic-monthly").await;
+    assert_eq!((one.status, one.body["amount"].as_i64()), (200, Some(9900)));
+    assert_eq!(
+        get(&app, "api-get-plan.json", "/plans/nothing-here")
+            .await
+            .status,
+        404
+    );
+    let foreign = {
+        let mut event = event_json("api-list-plans.json");
+        event["rawQueryString"] = json!("cursor=garbage");
+        event["queryStringParameters"] = json!({"cursor": "garbage"});
+        call(
+            &app,
+            lambda_http::request::from_str(&event.to_string()).unwrap(),
+        )
+        .await
+    };
+    assert_eq!(foreign.status, 400, "{}", foreign.body);
+
+    // A sign-up by plan_id keeps the version; one by amount and name later
+    // replaces it.
+    let prepare = |body: Value| {
+        billing_callback::handle(
+            &app,
+            http_request("prepare.json", None, Some(&body.to_string())),
+        )
+    };
+    let unknown = prepare(json!({"user_id": "u-1", "plan_id": "nothing-here"}))
+        .await
+        .unwrap();
+    assert_eq!(unknown.status().as_u16(), 404);
+    let both = prepare(json!({"user_id": "u-1", "plan_id": "basic-monthly", "plan": {"amount": 9900, "name": "x"}})).await.unwrap();
+    assert_eq!(both.status().as_u16(), 400);
+    let response = prepare(json!({"user_id": "u-1", "plan_id": "basic-monthly"}))
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let prepared: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+    complete_window(&app, &sim, sdk(&prepared)).await;
+    let id = prepared["subscription_id"].as_str().unwrap().to_owned();
+    let view = get(
+        &app,
+        "api-get-subscription.json",
+        &format!("/subscriptions/{id}"),
+    )
+    .await;
+    assert_eq!(view.status, 200, "{}", view.body);
+    assert_eq!(
+        view.body["plan"],
+        json!({"amount": 9900, "name": "베이직 월간"})
+    );
+    assert_eq!(
+        (
+            view.body["plan_id"].as_str(),
+            view.body["plan_version"].as_u64()
+        ),
+        (Some("basic-monthly"), Some(1))
+    );
+    let changed = post(
+        &app,
+        "api-change-plan.json",
+        &format!("/subscriptions/{id}/plan"),
+        json!({"amount": 19900, "name": "가족 구독"}),
+        &[],
+    )
+    .await;
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    let view = get(
+        &app,
+        "api-get-subscription.json",
+        &format!("/subscriptions/{id}"),
+    )
+    .await;
+    assert_eq!(view.body["plan"]["amount"], 19900);
+    assert!(
+        view.body.get("plan_id").is_none(),
+        "an amount-and-name plan follows no version: {}",
+        view.body
+    );
+}

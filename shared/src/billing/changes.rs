@@ -248,6 +248,10 @@ pub fn plan_changed(
         // Asking for the current plan again withdraws a pending change.
         next.pending_plan = (plan != sub.plan).then_some(plan);
     } else {
+        if plan != sub.plan {
+            // A plan by amount and name follows no catalogue version.
+            next.plan_ref = None;
+        }
         next.plan = plan;
         next.pending_plan = None;
     }
@@ -394,6 +398,7 @@ pub fn resolved(
             next.next_charge_at = sub.anchor.period_start(next.period_index);
             if let Some(plan) = next.pending_plan.take() {
                 next.plan = plan;
+                next.plan_ref = None;
             }
         }
         Event::ResolvedPaid

@@ -6,6 +6,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use super::calendar::{Anchor, PeriodId};
 use super::ids::{SubscriptionId, UidKey};
+use super::plans::PlanRef;
 use super::state::SubscriptionStatus;
 use crate::secret::Pii;
 
@@ -46,6 +47,8 @@ pub struct Registration {
     pub customer_uid: String,
     pub user_id: String,
     pub plan: Plan,
+    /// The plan version signed up to, when `prepare` named one (`plan_id`).
+    pub plan_ref: Option<PlanRef>,
     pub pg: String,
     pub buyer: Buyer,
     pub status: RegistrationStatus,
@@ -96,6 +99,10 @@ pub struct Subscription {
     pub customer_uid: String,
     pub pg: String,
     pub plan: Plan,
+    /// The plan version `plan` is a copy of, when it came from the
+    /// catalogue; `None` for an amount-and-name plan, and once a change by
+    /// amount and name replaced it.
+    pub plan_ref: Option<PlanRef>,
     pub buyer: Buyer,
     pub status: SubscriptionStatus,
     pub anchor: Anchor,

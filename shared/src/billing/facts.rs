@@ -229,6 +229,7 @@ pub fn next_state(
             // A plan change waiting for the next period takes effect now.
             if let Some(plan) = next.pending_plan.take() {
                 next.plan = plan;
+                next.plan_ref = None;
             }
             Event::Paid
         }

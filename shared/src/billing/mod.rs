@@ -8,6 +8,7 @@ pub mod dunning;
 pub mod entities;
 pub mod facts;
 pub mod ids;
+pub mod plans;
 pub mod state;
 
 pub use calendar::{Anchor, BILLING_TZ, PeriodId};
@@ -24,4 +25,5 @@ pub use facts::{
 pub use ids::{
     MerchantUid, SubscriptionId, UidKey, generate_customer_uid, random_customer_uid, random_nonce,
 };
+pub use plans::{PlanId, PlanRecord, PlanRef};
 pub use state::{Event, IllegalTransition, SubscriptionStatus};

@@ -4,7 +4,8 @@
 
 /// The port implemented by delegation: every operation is a function in the
 /// adapter's module for its aggregate (`registrations`, `subscriptions`,
-/// `attempts`, `review`, `refunds`, `requests`), taking the adapter first.
+/// `attempts`, `review`, `refunds`, `requests`, `plans`), taking the
+/// adapter first.
 /// Both ledgers expand it, so they keep the same rooms and the trait is
 /// written out once; the names it uses resolve where it is expanded.
 macro_rules! ledger_by_aggregate {
@@ -200,6 +201,29 @@ macro_rules! ledger_by_aggregate {
 
             async fn abandon_request(&self, key: &str) -> Result<(), LedgerError> {
                 requests::abandon_request(self, key).await
+            }
+
+            async fn put_plan(
+                &self,
+                plan: &$crate::billing::plans::PlanRecord,
+            ) -> Result<(), LedgerError> {
+                plans::put_plan(self, plan).await
+            }
+
+            async fn get_plan(
+                &self,
+                id: &$crate::billing::plans::PlanId,
+                version: Option<u32>,
+            ) -> Result<Option<$crate::billing::plans::PlanRecord>, LedgerError> {
+                plans::get_plan(self, id, version).await
+            }
+
+            async fn plans_page(
+                &self,
+                limit: usize,
+                cursor: Option<&Cursor>,
+            ) -> Result<$crate::ledger::PlanPage, LedgerError> {
+                plans::plans_page(self, limit, cursor).await
             }
         }
     };

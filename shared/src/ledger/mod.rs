@@ -17,6 +17,7 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
+use crate::billing::plans::{PlanId, PlanRecord};
 use crate::billing::{
     AttemptResult, AuditEntry, ChargeAttempt, PeriodId, Registration, Resolution, Subscription,
     SubscriptionId,
@@ -86,6 +87,13 @@ pub struct DuePage {
 #[derive(Debug, Clone, Default)]
 pub struct ReviewPage {
     pub attempts: Vec<AttemptKey>,
+    pub next: Option<Cursor>,
+}
+
+/// A page of the plan catalogue: the newest version of each plan, by id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanPage {
+    pub plans: Vec<PlanRecord>,
     pub next: Option<Cursor>,
 }
 
@@ -559,4 +567,24 @@ pub trait Ledger: Send + Sync {
     /// Lets go of `key` without an answer to keep (the request failed in a
     /// way a retry may fix).
     fn abandon_request(&self, key: &str) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    // ---- plans ----------------------------------------------------------
+
+    /// Stores a plan version; `Conflict` if that id and version exist (a
+    /// version is never rewritten).
+    fn put_plan(&self, plan: &PlanRecord) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// A plan's `version`, or its newest when `None`.
+    fn get_plan(
+        &self,
+        id: &PlanId,
+        version: Option<u32>,
+    ) -> impl Future<Output = Result<Option<PlanRecord>, LedgerError>> + Send;
+
+    /// The catalogue, by id, the newest version of each plan.
+    fn plans_page(
+        &self,
+        limit: usize,
+        cursor: Option<&Cursor>,
+    ) -> impl Future<Output = Result<PlanPage, LedgerError>> + Send;
 }

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Activation, Cursor, DuePage, Guard, KeyReplacement, Ledger, LedgerError, RefundIntent,
-    RequestState, ReviewDecision, ReviewFlag, ReviewPage, Settlement, StoredResponse,
+    Activation, Cursor, DuePage, Guard, KeyReplacement, Ledger, LedgerError, PlanPage,
+    RefundIntent, RequestState, ReviewDecision, ReviewFlag, ReviewPage, Settlement, StoredResponse,
     SubscriptionChange, TakeOver, UnknownOutcome, UserItems,
 };
+use crate::billing::plans::{PlanId, PlanRecord};
 use crate::billing::{
     AuditEntry, ChargeAttempt, PeriodId, Registration, Subscription, SubscriptionId,
 };
@@ -55,6 +56,9 @@ pub enum Op<'a> {
     BeginRequest(&'a str),
     FinishRequest(&'a str),
     AbandonRequest(&'a str),
+    PutPlan(&'a PlanRecord),
+    GetPlan(&'a PlanId, Option<u32>),
+    PlansPage,
 }
 
 fn attempt_key(a: &ChargeAttempt) -> String {
@@ -92,6 +96,9 @@ impl Op<'_> {
             Self::BeginRequest(_) => "begin_request",
             Self::FinishRequest(_) => "finish_request",
             Self::AbandonRequest(_) => "abandon_request",
+            Self::PutPlan(_) => "put_plan",
+            Self::GetPlan(..) => "get_plan",
+            Self::PlansPage => "plans_page",
         }
     }
 
@@ -117,7 +124,12 @@ impl Op<'_> {
                     c.next.status.as_str()
                 )
             }
-            Self::DuePage | Self::CountReview | Self::ReviewPage => String::new(),
+            Self::DuePage | Self::CountReview | Self::ReviewPage | Self::PlansPage => String::new(),
+            Self::PutPlan(p) => format!("{} v{}", p.id, p.version),
+            Self::GetPlan(id, version) => match version {
+                Some(v) => format!("{id} v{v}"),
+                None => id.to_string(),
+            },
             Self::GetAttempt(id, period, n) => format!("{id}/{period}/{n}"),
             Self::TakeOver(t) => format!("{}/{}/{}", t.id, t.period, t.attempt),
             Self::ClaimNew { attempt, .. }
@@ -418,6 +430,29 @@ impl<L: Ledger, W: Watcher> Ledger for Observed<L, W> {
 
     async fn abandon_request(&self, key: &str) -> Result<(), LedgerError> {
         self.around(Op::AbandonRequest(key), self.inner.abandon_request(key))
+            .await
+    }
+
+    async fn put_plan(&self, plan: &PlanRecord) -> Result<(), LedgerError> {
+        self.around(Op::PutPlan(plan), self.inner.put_plan(plan))
+            .await
+    }
+
+    async fn get_plan(
+        &self,
+        id: &PlanId,
+        version: Option<u32>,
+    ) -> Result<Option<PlanRecord>, LedgerError> {
+        self.around(Op::GetPlan(id, version), self.inner.get_plan(id, version))
+            .await
+    }
+
+    async fn plans_page(
+        &self,
+        limit: usize,
+        cursor: Option<&Cursor>,
+    ) -> Result<PlanPage, LedgerError> {
+        self.around(Op::PlansPage, self.inner.plans_page(limit, cursor))
             .await
     }
 }

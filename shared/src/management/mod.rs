@@ -7,13 +7,18 @@
 //! - `subscriptions`: reading, cancelling, resuming, plan changes, new cards;
 //! - `charges`: refunds (`crate::refunds`) and what waits for a person
 //!   (`crate::review`);
+//! - `plans`: the plan catalogue;
 //! - `views`: what the API shows.
 
 mod charges;
+mod plans;
 mod subscriptions;
 mod views;
 
 pub use charges::{RefundInput, ResolveInput, ReviewList, needs_review, refund, resolve};
+pub use plans::{
+    CatalogueList, CatalogueView, PlanInput as NewPlanInput, create_plan, get_plan, list_plans,
+};
 pub use subscriptions::{
     CancelInput, Cancelled, PlanInput, ResumedView, cancel, change_plan, charges, get,
     list_for_user, payment_method, resume,

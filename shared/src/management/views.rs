@@ -105,6 +105,12 @@ pub struct SubscriptionView {
     pub user_id: String,
     pub status: String,
     pub plan: PlanView,
+    /// The catalogue's plan and version `plan` is a copy of, when it came
+    /// from `POST /plans` (`prepare` with `plan_id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan_version: Option<u32>,
     /// A plan change that applies from the next period.
     pub pending_plan: Option<PlanView>,
     /// The sign-up date in Seoul: periods start on this day of the month.
@@ -132,6 +138,8 @@ pub(super) fn view(sub: &Subscription, current: Option<&ChargeAttempt>) -> Subsc
         user_id: sub.user_id.clone(),
         status: sub.status.as_str().to_owned(),
         plan: (&sub.plan).into(),
+        plan_id: sub.plan_ref.as_ref().map(|p| p.id.to_string()),
+        plan_version: sub.plan_ref.as_ref().map(|p| p.version),
         pending_plan: sub.pending_plan.as_ref().map(Into::into),
         anchor: format!(
             "{:04}-{:02}-{:02}",

@@ -513,6 +513,7 @@ fn fresh_subscription(
         customer_uid: key.customer_uid.clone(),
         pg: reg.pg.clone(),
         plan: reg.plan.clone(),
+        plan_ref: reg.plan_ref.clone(),
         buyer: reg.buyer.clone(),
         status: SubscriptionStatus::Pending
             .apply(Event::KeyVerified)

@@ -18,7 +18,8 @@ pub use activate::Proof;
 pub use callback::{CallbackOutcome, CallbackParams, FailureReason, FirstCharge, parse_callback};
 
 use crate::billing::{
-    Buyer, MerchantUid, Plan, Registration, RegistrationStatus, Subscription, SubscriptionId,
+    Buyer, MerchantUid, Plan, PlanId, PlanRef, Registration, RegistrationStatus, Subscription,
+    SubscriptionId,
 };
 use crate::engine::{Budget, Engine};
 use crate::gateway::window::{IssueBillingKeyParams, RequestPayParams};
@@ -32,6 +33,10 @@ use crate::secret::{Pii, Secret};
 pub struct PrepareRequest {
     /// The merchant's own user id.
     pub user_id: String,
+    /// A plan of the catalogue (`POST /plans`): its current version.
+    #[serde(default)]
+    pub plan_id: Option<String>,
+    /// Deprecated: a plan given by amount and name (use `plan_id`).
     #[serde(default)]
     pub plan: Option<PlanInput>,
     #[serde(default)]
@@ -86,6 +91,8 @@ pub enum PrepareError {
     /// One live subscription per user and plan (unless configured otherwise).
     #[error("the user already has subscription {subscription_id} to this plan")]
     AlreadySubscribed { subscription_id: String },
+    #[error("no plan {0:?} in the catalogue")]
+    UnknownPlan(String),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
 }
@@ -181,7 +188,18 @@ pub async fn prepare<L: Ledger, G: PaymentGateway>(
         .map(url::Url::as_str)
         .ok_or(PrepareError::NotConfigured)?;
     check_len("user_id", &request.user_id, 128)?;
-    let plan = validated_plan(request.plan, &settings.registration.default_plan)?;
+    let (plan, plan_ref) = match (request.plan_id, request.plan) {
+        (Some(_), Some(_)) => {
+            return Err(PrepareError::Invalid(
+                "give plan_id or plan (deprecated), not both".into(),
+            ));
+        }
+        (Some(id), None) => catalogue_plan(engine, &id).await?,
+        (None, input) => (
+            validated_plan(input, &settings.registration.default_plan)?,
+            None,
+        ),
+    };
     let buyer = validated_buyer(request.buyer)?;
     if !settings.registration.allow_multiple_subscriptions
         && let Some(existing) = existing_sign_up(engine, &request.user_id, &plan).await?
@@ -204,6 +222,7 @@ pub async fn prepare<L: Ledger, G: PaymentGateway>(
         customer_uid: engine.new_customer_uid(),
         user_id: request.user_id,
         plan,
+        plan_ref,
         pg: settings.pg.clone(),
         buyer,
         status: RegistrationStatus::Pending,
@@ -218,6 +237,22 @@ pub async fn prepare<L: Ledger, G: PaymentGateway>(
     engine.ledger.put_registration(&reg).await?;
     info!(merchant_uid = %reg.merchant_uid, "registration prepared");
     Ok(window(&engine.gateway, &reg, callback))
+}
+
+/// The current version of catalogue plan `id`, and the reference the
+/// registration keeps to it.
+async fn catalogue_plan<L: Ledger, G>(
+    engine: &Engine<L, G>,
+    id: &str,
+) -> Result<(Plan, Option<PlanRef>), PrepareError> {
+    let unknown = || PrepareError::UnknownPlan(id.to_owned());
+    let id = PlanId::parse(id).ok_or_else(unknown)?;
+    let record = engine
+        .ledger
+        .get_plan(&id, None)
+        .await?
+        .ok_or_else(unknown)?;
+    Ok((record.plan(), Some(record.reference())))
 }
 
 enum Existing {
@@ -272,6 +307,7 @@ pub async fn prepare_key_replacement<L: Ledger, G: PaymentGateway>(
         customer_uid: engine.new_customer_uid(),
         user_id: sub.user_id.clone(),
         plan: sub.plan.clone(),
+        plan_ref: sub.plan_ref.clone(),
         pg: settings.pg.clone(),
         buyer: sub.buyer.clone(),
         status: RegistrationStatus::Pending,

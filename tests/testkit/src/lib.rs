@@ -252,48 +252,23 @@ pub async fn kms_key() -> String {
         .expect("a key id")
 }
 
-/// A subscription as the callback would create it, for store tests.
+/// A subscription as the callback would create it, for store tests:
+/// `shared::testing::subscription` with a fresh billing key, the user and
+/// plan name a sign-up gives, created at `created`.
 pub fn sample_subscription(
     id: &shared::billing::SubscriptionId,
     created: chrono::DateTime<chrono::Utc>,
 ) -> shared::billing::Subscription {
-    use shared::billing::{Anchor, Buyer, KeyInfo, Plan, Subscription, SubscriptionStatus};
-    let anchor = Anchor::from_instant(created);
-    Subscription {
-        id: id.clone(),
-        user_id: format!("user-{id}"),
-        customer_uid: shared::billing::generate_customer_uid(),
-        pg: "chai".into(),
-        plan: Plan {
-            amount: 9900,
-            name: "월간 구독".into(),
-        },
-        buyer: Buyer::default(),
-        status: SubscriptionStatus::Active,
-        anchor,
-        period_index: 0,
-        attempt: 1,
-        next_charge_at: anchor.period_start(0),
-        paid_through: None,
-        key: KeyInfo {
-            pg_provider: "chai".into(),
-            pg_id: None,
-            card_name: None,
-            card_number: None,
-            inserted_at: created,
-        },
-        version: 1,
-        created_at: created,
-        updated_at: created,
-        cancel_at_period_end: false,
-        pending_plan: None,
-        ended_at: None,
-        cancel_reason: None,
-        review_from: None,
-        last_run: None,
-        paid_on: None,
-        reanchor_on_payment: false,
-    }
+    let mut sub =
+        shared::testing::subscription(id.as_str(), shared::billing::Anchor::from_instant(created));
+    sub.id = id.clone();
+    sub.user_id = format!("user-{id}");
+    sub.customer_uid = shared::billing::generate_customer_uid();
+    sub.plan.name = "월간 구독".into();
+    sub.key.inserted_at = created;
+    sub.created_at = created;
+    sub.updated_at = created;
+    sub
 }
 
 /// Moves the app's clock (the tests' shifted clock) forward to `at` when it
@@ -690,6 +665,7 @@ pub async fn seed_subscription<L: shared::ledger::Ledger>(
         customer_uid: customer_id,
         user_id: sub.user_id.clone(),
         plan: sub.plan.clone(),
+        plan_ref: None,
         pg: sub.pg.clone(),
         buyer: sub.buyer.clone(),
         status: RegistrationStatus::Pending,

@@ -113,6 +113,7 @@ pub async fn setup(sim: &Sim, n: usize, store_latency: Duration) -> Setup {
             customer_uid: sub.customer_uid.clone(),
             user_id: sub.user_id.clone(),
             plan: sub.plan.clone(),
+            plan_ref: None,
             pg: sub.pg.clone(),
             buyer: sub.buyer.clone(),
             status: RegistrationStatus::Pending,

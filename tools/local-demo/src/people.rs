@@ -54,7 +54,14 @@ pub(crate) struct Persona {
     pub(crate) scenario: Scenario,
     /// Which i'mport SDK generation the browser plays (success flag shape).
     pub(crate) sdk: Option<&'static str>,
+    /// Signs up to the catalogue's plan [`CATALOGUE_PLAN`] by `plan_id`
+    /// (the others by amount and name, the deprecated form).
+    pub(crate) from_catalogue: bool,
 }
+
+/// The plan the story puts in the catalogue first (`POST /plans`): id,
+/// name, amount.
+pub(crate) const CATALOGUE_PLAN: (&str, &str, i64) = ("basic-monthly", "베이직 월간", 9900);
 
 pub(crate) const PEOPLE: [Persona; 8] = [
     Persona {
@@ -66,6 +73,7 @@ pub(crate) const PEOPLE: [Persona; 8] = [
         amount: 9900,
         plan: "베이직 월간",
         scenario: Scenario::Pays,
+        from_catalogue: true,
         sdk: None,
     },
     Persona {
@@ -77,6 +85,7 @@ pub(crate) const PEOPLE: [Persona; 8] = [
         amount: 14900,
         plan: "프로 월간",
         scenario: Scenario::AlwaysDeclined,
+        from_catalogue: false,
         sdk: Some("new"),
     },
     Persona {
@@ -88,6 +97,7 @@ pub(crate) const PEOPLE: [Persona; 8] = [
         amount: 9900,
         plan: "베이직 월간",
         scenario: Scenario::DeclinedOnce,
+        from_catalogue: false,
         sdk: Some("legacy_success"),
     },
     Persona {
@@ -99,6 +109,7 @@ pub(crate) const PEOPLE: [Persona; 8] = [
         amount: 29900,
         plan: "팀 월간",
         scenario: Scenario::TimeoutAfterCharge,
+        from_catalogue: false,
         sdk: None,
     },
     Persona {
@@ -110,6 +121,7 @@ pub(crate) const PEOPLE: [Persona; 8] = [
         amount: 4900,
         plan: "라이트 월간",
         scenario: Scenario::PlanChange,
+        from_catalogue: false,
         sdk: Some("new"),
     },
     Persona {
@@ -121,6 +133,7 @@ pub(crate) const PEOPLE: [Persona; 8] = [
         amount: 9900,
         plan: "베이직 월간",
         scenario: Scenario::ClosesWindow,
+        from_catalogue: false,
         sdk: None,
     },
     Persona {
@@ -132,6 +145,7 @@ pub(crate) const PEOPLE: [Persona; 8] = [
         amount: 9900,
         plan: "베이직 월간",
         scenario: Scenario::CancelAtPeriodEnd,
+        from_catalogue: false,
         sdk: None,
     },
     Persona {
@@ -143,6 +157,7 @@ pub(crate) const PEOPLE: [Persona; 8] = [
         amount: 14900,
         plan: "프로 월간",
         scenario: Scenario::NewCardAfterDecline,
+        from_catalogue: false,
         sdk: None,
     },
 ];

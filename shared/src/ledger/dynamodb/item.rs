@@ -268,6 +268,7 @@ pub fn registration_to_item(reg: &Registration, shards: u32) -> Item {
     item.insert("user_id".into(), s(&reg.user_id));
     item.insert("plan_amount".into(), n(reg.plan.amount));
     item.insert("plan_name".into(), s(&reg.plan.name));
+    super::plans::put_plan_ref(&mut item, reg.plan_ref.as_ref());
     item.insert("pg".into(), s(&reg.pg));
     item.insert("status".into(), s(reg.status.as_str()));
     item.insert("created_at".into(), ts(reg.created_at));
@@ -307,6 +308,7 @@ pub fn registration_from_item(item: &Item) -> Result<Registration, LedgerError> 
             amount: r.i64("plan_amount")?,
             name: r.str("plan_name")?,
         },
+        plan_ref: super::plans::read_plan_ref(&r)?,
         pg: r.str("pg")?,
         buyer: read_buyer(&r)?,
         status,
@@ -335,6 +337,7 @@ pub fn subscription_to_item(sub: &Subscription, shards: u32) -> Item {
     item.insert("pg".into(), s(&sub.pg));
     item.insert("plan_amount".into(), n(sub.plan.amount));
     item.insert("plan_name".into(), s(&sub.plan.name));
+    super::plans::put_plan_ref(&mut item, sub.plan_ref.as_ref());
     item.insert("status".into(), s(sub.status.as_str()));
     item.insert(
         "anchor".into(),
@@ -424,6 +427,7 @@ pub fn subscription_from_item(item: &Item) -> Result<Subscription, LedgerError> 
             amount: r.i64("plan_amount")?,
             name: r.str("plan_name")?,
         },
+        plan_ref: super::plans::read_plan_ref(&r)?,
         buyer: read_buyer(&r)?,
         status,
         anchor,
@@ -591,6 +595,7 @@ mod tests {
                 amount: 9900,
                 name: "월간 구독".into(),
             },
+            plan_ref: None,
             buyer: Buyer {
                 name: None,
                 email: Some(Pii::new("a@example.com")),

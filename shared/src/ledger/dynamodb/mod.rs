@@ -3,12 +3,13 @@
 //! client stay inside this module.
 //!
 //! The operations live by aggregate (`registrations`, `subscriptions`,
-//! `attempts`, `review`, `refunds`, `requests`), each a function over the
-//! adapter; `writes` holds what they share; this file holds the client, the
+//! `attempts`, `review`, `refunds`, `requests`, `plans`), each a function
+//! over the adapter; `writes` holds what they share; this file holds the client, the
 //! items' encryption, the cursors and the port's delegation.
 
 mod attempts;
 mod item;
+mod plans;
 mod refunds;
 mod registrations;
 mod requests;

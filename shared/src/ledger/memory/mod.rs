@@ -6,8 +6,8 @@
 //! suite holds it to the DynamoDB adapter.
 //!
 //! The operations live by aggregate (`registrations`, `subscriptions`,
-//! `attempts`, `review`, `refunds`, `requests`), each a function over the
-//! ledger; this file holds the state, its helpers and the port's delegation.
+//! `attempts`, `review`, `refunds`, `requests`, `plans`), each a function
+//! over the ledger; this file holds the state, its helpers and the port's delegation.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
@@ -26,6 +26,7 @@ use crate::ledger::{
 };
 
 mod attempts;
+mod plans;
 mod refunds;
 mod registrations;
 mod requests;
@@ -89,6 +90,8 @@ struct State {
     requests: BTreeMap<String, Request>,
     /// Refund requests by (attempt's merchant uid, idempotency key).
     refunds: BTreeMap<(String, String), RefundIntent>,
+    /// Plan versions by (id, version).
+    plans: BTreeMap<(crate::billing::plans::PlanId, u32), crate::billing::plans::PlanRecord>,
     /// Subscriptions whose stored item is unreadable (a test hook).
     corrupt: BTreeSet<SubscriptionId>,
     /// Requests served, by operation (for the benchmarks' cost figures).

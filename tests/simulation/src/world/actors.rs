@@ -157,6 +157,7 @@ impl World {
             customer_uid: customer_uid.clone(),
             user_id: format!("user-{id}"),
             plan: plan.clone(),
+            plan_ref: super::invariants::catalogue_ref(&id, &plan),
             pg: "chai".into(),
             buyer: Default::default(),
             status: RegistrationStatus::Pending,

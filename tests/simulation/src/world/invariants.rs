@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use shared::billing::{
-    Anchor, AttemptState, BILLING_TZ, ChargeAttempt, MerchantUid, PeriodId, Subscription,
-    SubscriptionId, SubscriptionStatus,
+    Anchor, AttemptState, BILLING_TZ, ChargeAttempt, MerchantUid, PeriodId, Plan, PlanId, PlanRef,
+    Subscription, SubscriptionId, SubscriptionStatus,
 };
 use shared::gateway::ChargeRequest;
 
@@ -17,7 +17,7 @@ use super::{SeedReport, World, lock};
 use crate::model::{MSG_SETTING, Usage};
 
 /// The invariants, by the names the summary line uses.
-pub const INVARIANTS: [&str; 12] = [
+pub const INVARIANTS: [&str; 13] = [
     "charged after a cancel",
     "billed without access",
     "two periods a day",
@@ -30,7 +30,30 @@ pub const INVARIANTS: [&str; 12] = [
     "key_missing with a live key",
     "runbook gaps",
     "unanswered calls",
+    "plan off its version",
 ];
+
+/// Half the sign-ups (by their id's first character, so the world's random
+/// stream is the one it always was) name a catalogue plan: `monthly-{amount}`
+/// version 1 is the plan of that amount.
+pub(super) fn catalogue_ref(id: &SubscriptionId, plan: &Plan) -> Option<PlanRef> {
+    if !id.as_str().starts_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
+    Some(PlanRef {
+        id: PlanId::parse(&format!("monthly-{}", plan.amount))?,
+        version: 1,
+    })
+}
+
+/// The plan a catalogue reference of [`catalogue_ref`] stands for.
+fn catalogue_plan(r: &PlanRef) -> Option<Plan> {
+    let amount = r.id.as_str().strip_prefix("monthly-")?.parse().ok()?;
+    (r.version == 1).then(|| Plan {
+        amount,
+        name: "월간 구독".into(),
+    })
+}
 
 /// What the invariants need to remember as the world goes on.
 #[derive(Debug, Default)]
@@ -123,6 +146,19 @@ impl World {
         }
         for s in changed {
             self.status_changed(&s, &attempts);
+        }
+        for s in &subs {
+            if let Some(r) = &s.plan_ref
+                && catalogue_plan(r).as_ref() != Some(&s.plan)
+            {
+                self.violation(
+                    "plan off its version",
+                    format!(
+                        "{} is charged {} KRW ({}) but says it follows {} v{}",
+                        s.id, s.plan.amount, s.plan.name, r.id, r.version
+                    ),
+                );
+            }
         }
     }
 

@@ -485,6 +485,7 @@ pub fn callback_with_slow_gateway(latency: Duration) -> (Duration, String) {
             customer_uid: "cu_slow".into(),
             user_id: "user-slow".into(),
             plan: world.settings.registration.default_plan.clone(),
+            plan_ref: None,
             pg: "chai".into(),
             buyer: Default::default(),
             status: RegistrationStatus::Pending,

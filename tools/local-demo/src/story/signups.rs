@@ -32,6 +32,7 @@ pub(crate) async fn chapter(story: &mut Story<'_>) -> Result<Vec<Member>> {
         r.status().as_u16(),
         t.elapsed().as_secs_f64()
     );
+    catalogue(stack, checks).await?;
     let mut members = Vec::new();
     for p in &PEOPLE {
         let m = register(stack, p).await?;
@@ -90,17 +91,63 @@ pub(crate) async fn chapter(story: &mut Story<'_>) -> Result<Vec<Member>> {
     );
     let members: Vec<Member> = members.into_iter().filter(Member::signed_up).collect();
 
+    for m in members.iter().filter(|m| m.p.from_catalogue) {
+        let plan_ref = stack.sub(&m.id).await?.plan_ref;
+        println!(
+            "  {:<6} signed up by plan_id: the subscription keeps {}",
+            m.p.label,
+            plan_ref
+                .as_ref()
+                .map(|r| format!("{} v{}", r.id, r.version))
+                .unwrap_or_else(|| "no plan version".into())
+        );
+        checks.check(
+            plan_ref.is_some_and(|r| r.id.as_str() == CATALOGUE_PLAN.0 && r.version == 1),
+            format!(
+                "{}: the subscription should keep {} v1",
+                m.p.label, CATALOGUE_PLAN.0
+            ),
+        );
+    }
     Ok(members)
+}
+
+/// The merchant puts a plan in the catalogue (`POST /plans`); a table kept
+/// from an earlier story has it already (409: a version never changes).
+async fn catalogue(stack: &Stack, checks: &mut Checks) -> Result<()> {
+    let (id, name, amount) = CATALOGUE_PLAN;
+    let body = json!({"id": id, "name": name, "amount": amount, "currency": "KRW"});
+    let (status, answer, _) = stack
+        .api("POST", "/plans", Some(body), Some(&format!("plan-{id}")))
+        .await?;
+    println!(
+        "  the merchant  POST /plans {id} ({name}, {} KRW a month) → {status}{}",
+        won(amount),
+        if status == 409 {
+            " (in the catalogue from an earlier story)"
+        } else {
+            ""
+        }
+    );
+    checks.check(
+        status == 201 || status == 409,
+        format!("POST /plans answered {status}: {answer}"),
+    );
+    Ok(())
 }
 
 /// Registers one customer the way a browser would, printing each hop.
 pub(crate) async fn register(stack: &Stack, p: &'static Persona) -> Result<Member> {
     let t = Instant::now();
-    let body = json!({
+    let mut body = json!({
         "user_id": p.user_id,
-        "plan": {"amount": p.amount, "name": p.plan},
         "buyer": {"name": p.buyer_name, "email": p.email, "tel": p.tel},
     });
+    if p.from_catalogue {
+        body["plan_id"] = json!(CATALOGUE_PLAN.0);
+    } else {
+        body["plan"] = json!({"amount": p.amount, "name": p.plan});
+    }
     let r = stack
         .http
         .post(stack.callback_fn("/billing/prepare"))

@@ -1,0 +1,245 @@
+//! Plans as records (issue 23 §0): what a merchant sells, stored once and
+//! referred to by id and version. A version never changes once written: a
+//! new price is a new version, and a subscription keeps the version it
+//! agreed to (`Subscription::plan_ref`) until a change moves it. The
+//! amount and name a charge uses are still copied into the subscription
+//! (`Plan`), so a charge never reads the catalogue.
+
+use chrono::{DateTime, Utc};
+
+use super::entities::Plan;
+
+/// Smallest and largest price of one period, whole KRW (as `prepare` has
+/// always accepted).
+pub const PLAN_AMOUNT: std::ops::RangeInclusive<i64> = 100..=10_000_000;
+/// A plan's name is sent to the PG as the payment's `name`.
+pub const PLAN_NAME_MAX: usize = 40;
+const PLAN_ID_MAX: usize = 40;
+
+/// A plan's id: 1–40 of `a-z`, `0-9` and `-`, starting with a letter or a
+/// digit. Chosen by the merchant (`basic-monthly`), or generated.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PlanId(String);
+
+impl PlanId {
+    pub fn parse(s: &str) -> Option<Self> {
+        let ok = !s.is_empty()
+            && s.len() <= PLAN_ID_MAX
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-');
+        ok.then(|| Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for PlanId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How often a plan bills. Only monthly for now (issue 25 adds years and
+/// N months).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interval {
+    Month,
+}
+
+impl Interval {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Month => "month",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "month" => Some(Self::Month),
+            _ => None,
+        }
+    }
+}
+
+/// One version of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanRecord {
+    pub id: PlanId,
+    /// 1 for a new plan; each price change writes the next.
+    pub version: u32,
+    pub name: String,
+    /// Whole KRW per period.
+    pub amount: i64,
+    pub interval: Interval,
+    pub created_at: DateTime<Utc>,
+}
+
+impl PlanRecord {
+    /// What a subscription to this version is charged.
+    pub fn plan(&self) -> Plan {
+        Plan {
+            amount: self.amount,
+            name: self.name.clone(),
+        }
+    }
+
+    pub fn reference(&self) -> PlanRef {
+        PlanRef {
+            id: self.id.clone(),
+            version: self.version,
+        }
+    }
+}
+
+/// Which plan version a registration or subscription agreed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanRef {
+    pub id: PlanId,
+    pub version: u32,
+}
+
+/// A new plan as the merchant asks for it, before it is checked.
+#[derive(Debug, Clone)]
+pub struct NewPlan {
+    pub id: Option<String>,
+    pub name: String,
+    pub amount: i64,
+    pub currency: Option<String>,
+    pub interval: Option<String>,
+}
+
+/// Why a new plan was refused (the API answers 400 with it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidPlan(pub String);
+
+/// Checks `new` and makes version 1 of it, created at `now`; `generated`
+/// is the id used when the merchant gave none.
+pub fn new_plan(
+    new: NewPlan,
+    generated: PlanId,
+    now: DateTime<Utc>,
+) -> Result<PlanRecord, InvalidPlan> {
+    let bad = |m: &str| Err(InvalidPlan(m.to_owned()));
+    let id = match new.id.as_deref() {
+        None => generated,
+        Some(s) => match PlanId::parse(s) {
+            Some(id) => id,
+            None => {
+                return bad("id must have 1 to 40 of a-z, 0-9 and '-', and not start with '-'");
+            }
+        },
+    };
+    let name_len = new.name.chars().count();
+    if name_len == 0 || name_len > PLAN_NAME_MAX || new.name.chars().any(char::is_control) {
+        return bad("name must have 1 to 40 characters and no control characters");
+    }
+    if !PLAN_AMOUNT.contains(&new.amount) {
+        return bad("amount must be a whole KRW amount from 100 to 10,000,000");
+    }
+    if new.currency.as_deref().is_some_and(|c| c != "KRW") {
+        return bad("currency must be KRW (billing keys charge won)");
+    }
+    let interval = match new.interval.as_deref() {
+        None => Interval::Month,
+        Some(s) => match Interval::parse(s) {
+            Some(i) => i,
+            None => return bad("interval must be month"),
+        },
+    };
+    Ok(PlanRecord {
+        id,
+        version: 1,
+        name: new.name,
+        amount: new.amount,
+        interval,
+        created_at: now,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asked(id: Option<&str>, name: &str, amount: i64) -> NewPlan {
+        NewPlan {
+            id: id.map(str::to_owned),
+            name: name.to_owned(),
+            amount,
+            currency: None,
+            interval: None,
+        }
+    }
+
+    fn generated() -> PlanId {
+        PlanId::parse("plgenerated01").unwrap_or_else(|| PlanId("x".into()))
+    }
+
+    #[test]
+    fn a_valid_plan_is_version_one_of_its_id() {
+        let now = Utc::now();
+        let p = new_plan(
+            asked(Some("basic-monthly"), "베이직 월간", 9900),
+            generated(),
+            now,
+        );
+        let p = p.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.id.as_str(), "basic-monthly");
+        assert_eq!(
+            (p.version, p.amount, p.interval),
+            (1, 9900, Interval::Month)
+        );
+        assert_eq!(
+            p.plan(),
+            Plan {
+                amount: 9900,
+                name: "베이직 월간".into()
+            }
+        );
+        let anonymous = new_plan(asked(None, "n", 100), generated(), now);
+        assert_eq!(anonymous.map(|p| p.id), Ok(generated()));
+    }
+
+    #[test]
+    fn bad_plans_are_refused_with_the_reason() {
+        let now = Utc::now();
+        let refused = |new: NewPlan| new_plan(new, generated(), now).err().map(|e| e.0);
+        for id in [
+            "",
+            "-basic",
+            "Basic",
+            "basic monthly",
+            "a/b",
+            &"x".repeat(41),
+        ] {
+            assert!(refused(asked(Some(id), "n", 9900)).is_some(), "{id:?}");
+        }
+        assert!(refused(asked(None, "", 9900)).is_some());
+        assert!(refused(asked(None, &"가".repeat(41), 9900)).is_some());
+        assert!(refused(asked(None, "a\nb", 9900)).is_some());
+        for amount in [0, 99, -100, 10_000_001] {
+            assert!(refused(asked(None, "n", amount)).is_some(), "{amount}");
+        }
+        let mut usd = asked(None, "n", 9900);
+        usd.currency = Some("USD".into());
+        assert_eq!(
+            refused(usd).as_deref(),
+            Some("currency must be KRW (billing keys charge won)")
+        );
+        let mut yearly = asked(None, "n", 9900);
+        yearly.interval = Some("year".into());
+        assert_eq!(refused(yearly).as_deref(), Some("interval must be month"));
+    }
+
+    #[test]
+    fn plan_ids_are_safe_in_keys_and_urls() {
+        assert!(PlanId::parse("pro-2027").is_some());
+        assert!(PlanId::parse(&"a".repeat(40)).is_some());
+        // '#' separates the key's parts in the table; '/' a URL's.
+        assert!(PlanId::parse("a#1").is_none());
+        assert!(PlanId::parse("a/1").is_none());
+    }
+}

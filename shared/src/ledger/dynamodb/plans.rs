@@ -1,0 +1,168 @@
+//! The plan catalogue on DynamoDB. Each version is its own item,
+//! `PLAN#{id}` / `V#{version}`, written once; the catalogue's entry for a
+//! plan is a copy of its newest version under one partition, `PLANS` /
+//! `LATEST#{id}`, so listing the catalogue is one `Query` (no Scan) and a
+//! plan's current version one `GetItem`. Both are written in one
+//! transaction; the entry only ever moves to a higher version.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::*;
+use crate::billing::plans::{Interval, PlanId, PlanRecord, PlanRef};
+use crate::ledger::PlanPage;
+
+const CATALOGUE_PK: &str = "PLANS";
+const LATEST: &str = "LATEST#";
+/// A page cursor of the catalogue: the last id of the page before.
+const CURSOR_PREFIX: &str = "plans|";
+
+fn version_pk(id: &PlanId) -> String {
+    format!("PLAN#{id}")
+}
+
+fn version_sk(version: u32) -> String {
+    format!("V#{version:010}")
+}
+
+fn plan_item(plan: &PlanRecord, pk: String, sk: String) -> Item {
+    let mut item = Item::new();
+    item.insert(PK.into(), s(pk));
+    item.insert(SK.into(), s(sk));
+    item.insert("type".into(), s("plan"));
+    item.insert("plan_id".into(), s(plan.id.as_str()));
+    item.insert("plan_version".into(), n(plan.version));
+    item.insert("plan_name".into(), s(&plan.name));
+    item.insert("plan_amount".into(), n(plan.amount));
+    item.insert("interval".into(), s(plan.interval.as_str()));
+    item.insert("created_at".into(), ts(plan.created_at));
+    item
+}
+
+fn plan_from_item(item: &Item) -> Result<PlanRecord, LedgerError> {
+    let r = item::Reader::new(item, "plan");
+    let id_text = r.str("plan_id")?;
+    let interval_text = r.str("interval")?;
+    Ok(PlanRecord {
+        id: PlanId::parse(&id_text)
+            .ok_or_else(|| LedgerError::Corrupt(format!("plan id {id_text:?}")))?,
+        version: r.u32("plan_version")?,
+        name: r.str("plan_name")?,
+        amount: r.i64("plan_amount")?,
+        interval: Interval::parse(&interval_text)
+            .ok_or_else(|| LedgerError::Corrupt(format!("plan interval {interval_text:?}")))?,
+        created_at: r.time("created_at")?,
+    })
+}
+
+/// The plan version a registration or subscription item names, if any.
+pub(super) fn put_plan_ref(item: &mut Item, plan_ref: Option<&PlanRef>) {
+    if let Some(p) = plan_ref {
+        item.insert("plan_id".into(), s(p.id.as_str()));
+        item.insert("plan_version".into(), n(p.version));
+    }
+}
+
+pub(super) fn read_plan_ref(r: &item::Reader<'_>) -> Result<Option<PlanRef>, LedgerError> {
+    let Some(id) = r.opt_str("plan_id")? else {
+        return Ok(None);
+    };
+    let id = PlanId::parse(&id).ok_or_else(|| LedgerError::Corrupt(format!("plan id {id:?}")))?;
+    Ok(Some(PlanRef {
+        id,
+        version: r.u32("plan_version")?,
+    }))
+}
+
+pub(super) async fn put_plan(db: &DynamoLedger, plan: &PlanRecord) -> Result<(), LedgerError> {
+    let version = plan_item(plan, version_pk(&plan.id), version_sk(plan.version));
+    let latest = Put::builder()
+        .table_name(&db.table)
+        .set_item(Some(plan_item(
+            plan,
+            CATALOGUE_PK.into(),
+            format!("{LATEST}{}", plan.id),
+        )))
+        .condition_expression("attribute_not_exists(#pk) OR plan_version < :version")
+        .expression_attribute_names("#pk", PK)
+        .expression_attribute_values(":version", n(plan.version))
+        .build()
+        .map_err(build_error)?;
+    db.transact(
+        vec![
+            TransactWriteItem::builder()
+                .put(db.put_new(version)?)
+                .build(),
+            TransactWriteItem::builder().put(latest).build(),
+        ],
+        "TransactWriteItems plan",
+    )
+    .await
+}
+
+pub(super) async fn get_plan(
+    db: &DynamoLedger,
+    id: &PlanId,
+    version: Option<u32>,
+) -> Result<Option<PlanRecord>, LedgerError> {
+    let item = match version {
+        Some(v) => db.get(version_pk(id), &version_sk(v)).await?,
+        None => {
+            db.get(CATALOGUE_PK.into(), &format!("{LATEST}{id}"))
+                .await?
+        }
+    };
+    item.map(|i| plan_from_item(&i)).transpose()
+}
+
+pub(super) async fn plans_page(
+    db: &DynamoLedger,
+    limit: usize,
+    cursor: Option<&Cursor>,
+) -> Result<PlanPage, LedgerError> {
+    let start = match cursor {
+        None => None,
+        Some(c) => {
+            let id =
+                c.0.strip_prefix(CURSOR_PREFIX)
+                    .and_then(PlanId::parse)
+                    .ok_or_else(|| {
+                        LedgerError::Fatal(format!("not a cursor of this ledger: {:?}", c.0))
+                    })?;
+            let mut key = Item::new();
+            key.insert(PK.into(), s(CATALOGUE_PK));
+            key.insert(SK.into(), s(format!("{LATEST}{id}")));
+            Some(key)
+        }
+    };
+    let out = db
+        .client
+        .query()
+        .table_name(&db.table)
+        .key_condition_expression("#pk = :catalogue AND begins_with(#sk, :latest)")
+        .expression_attribute_names("#pk", PK)
+        .expression_attribute_names("#sk", SK)
+        .expression_attribute_values(":catalogue", s(CATALOGUE_PK))
+        .expression_attribute_values(":latest", s(LATEST))
+        .limit(i32::try_from(limit.clamp(1, 1000)).unwrap_or(100))
+        .consistent_read(true)
+        .set_exclusive_start_key(start)
+        .send()
+        .await
+        .map_err(|e| sdk_error(e, "Query plans"))?;
+    let plans = out
+        .items
+        .unwrap_or_default()
+        .iter()
+        .map(plan_from_item)
+        .collect::<Result<Vec<_>, _>>()?;
+    let next = out
+        .last_evaluated_key
+        .filter(|k| !k.is_empty())
+        .and_then(|k| match k.get(SK) {
+            Some(AttributeValue::S(sk)) => sk
+                .strip_prefix(LATEST)
+                .map(|id| Cursor(format!("{CURSOR_PREFIX}{id}"))),
+            _ => None,
+        });
+    Ok(PlanPage { plans, next })
+}

@@ -1,0 +1,131 @@
+//! The plan catalogue (issue 23 §0): `POST /plans`, `GET /plans`,
+//! `GET /plans/{id}`. A version, once written, never changes: there is no
+//! route that edits one, and the ledger refuses to write a version twice.
+
+use serde::{Deserialize, Serialize};
+
+use super::ManageError;
+use super::views::rfc3339;
+use crate::billing::plans::{self, InvalidPlan, NewPlan, PlanId, PlanRecord};
+use crate::engine::Engine;
+use crate::ledger::{Cursor, Ledger, LedgerError};
+
+/// What `POST /plans` takes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanInput {
+    /// Optional: `a-z`, `0-9`, `-`, at most 40; generated when absent.
+    #[serde(default)]
+    pub id: Option<String>,
+    pub name: String,
+    pub amount: i64,
+    /// Only `KRW`.
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// Only `month` for now.
+    #[serde(default)]
+    pub interval: Option<String>,
+}
+
+/// One plan version as the API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CatalogueView {
+    pub id: String,
+    pub version: u32,
+    pub name: String,
+    pub amount: i64,
+    pub currency: &'static str,
+    pub interval: &'static str,
+    pub created_at: String,
+}
+
+impl From<&PlanRecord> for CatalogueView {
+    fn from(p: &PlanRecord) -> Self {
+        Self {
+            id: p.id.to_string(),
+            version: p.version,
+            name: p.name.clone(),
+            amount: p.amount,
+            currency: "KRW",
+            interval: p.interval.as_str(),
+            created_at: rfc3339(p.created_at),
+        }
+    }
+}
+
+/// `GET /plans`: one page of the catalogue.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CatalogueList {
+    pub plans: Vec<CatalogueView>,
+    /// Pass as `?cursor=` for the next page.
+    pub next_cursor: Option<String>,
+}
+
+impl From<InvalidPlan> for ManageError {
+    fn from(e: InvalidPlan) -> Self {
+        Self::Invalid(e.0)
+    }
+}
+
+/// `POST /plans`: version 1 of a new plan. 409 when the id is taken.
+pub async fn create_plan<L: Ledger, G>(
+    engine: &Engine<L, G>,
+    input: PlanInput,
+) -> Result<CatalogueView, ManageError> {
+    let generated = PlanId::parse(&format!("pl{}", engine.new_subscription_id()))
+        .ok_or_else(|| ManageError::Internal("a generated plan id is not valid".into()))?;
+    let new = NewPlan {
+        id: input.id,
+        name: input.name,
+        amount: input.amount,
+        currency: input.currency,
+        interval: input.interval,
+    };
+    let plan = plans::new_plan(new, generated, engine.now())?;
+    match engine.ledger.put_plan(&plan).await {
+        Ok(()) => {
+            tracing::info!(plan_id = %plan.id, amount = plan.amount, "plan created");
+            Ok((&plan).into())
+        }
+        Err(LedgerError::Conflict(_)) => Err(ManageError::Conflict(format!(
+            "plan {} exists; a plan version never changes (a new price is a new version)",
+            plan.id
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `GET /plans/{id}`: the plan's current version.
+pub async fn get_plan<L: Ledger, G>(
+    engine: &Engine<L, G>,
+    id: &str,
+) -> Result<CatalogueView, ManageError> {
+    let not_found = || ManageError::NotFound(format!("no plan {id:?}"));
+    let id = PlanId::parse(id).ok_or_else(not_found)?;
+    let plan = engine
+        .ledger
+        .get_plan(&id, None)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok((&plan).into())
+}
+
+/// `GET /plans`: the catalogue by id, 50 a page.
+pub async fn list_plans<L: Ledger, G>(
+    engine: &Engine<L, G>,
+    cursor: Option<&str>,
+) -> Result<CatalogueList, ManageError> {
+    let cursor = cursor.map(Cursor::from_text);
+    let page = engine
+        .ledger
+        .plans_page(50, cursor.as_ref())
+        .await
+        .map_err(|e| match e {
+            LedgerError::Fatal(m) if m.contains("cursor") => ManageError::Invalid(m),
+            other => other.into(),
+        })?;
+    Ok(CatalogueList {
+        plans: page.plans.iter().map(Into::into).collect(),
+        next_cursor: page.next.map(|c| c.as_str().to_owned()),
+    })
+}
