@@ -18,13 +18,14 @@ use tracing::{info, warn};
 
 /// Every route: method and path template (`{name}` matches one segment).
 /// `docs/openapi.yaml` documents the same list; a test compares them.
-pub const ROUTES: [(&str, &str); 13] = [
+pub const ROUTES: [(&str, &str); 14] = [
     ("GET", "/plans"),
     ("POST", "/plans"),
     ("GET", "/plans/{id}"),
     ("GET", "/subscriptions/{id}"),
     ("GET", "/users/{user_id}/subscriptions"),
     ("GET", "/subscriptions/{id}/charges"),
+    ("GET", "/subscriptions/{id}/cancellation-quote"),
     ("POST", "/subscriptions/{id}/cancel"),
     ("POST", "/subscriptions/{id}/resume"),
     ("POST", "/subscriptions/{id}/plan"),
@@ -331,6 +332,7 @@ async fn dispatch<L: Ledger, G: PaymentGateway>(
                 .await
                 .map(|charges| serde_json::json!({ "charges": charges })),
         ),
+        "/subscriptions/{id}/cancellation-quote" => cancellation_quote(app, request, p(0)).await,
         "/subscriptions/{id}/cancel" => match body_of(request) {
             Ok(input) => answer(
                 StatusCode::OK,
@@ -386,6 +388,31 @@ async fn dispatch<L: Ledger, G: PaymentGateway>(
             &format!("no route {other}"),
         ),
     }
+}
+
+/// `?unused=true` when the merchant says the service was not used (a full
+/// refund within 7 days of the charge).
+async fn cancellation_quote<L: Ledger, G: PaymentGateway>(
+    app: &App<L, G>,
+    request: &Request,
+    id: &str,
+) -> Answer {
+    let unused = request
+        .query_string_parameters_ref()
+        .and_then(|q| q.first("unused").map(str::to_owned));
+    let unused = match unused.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Answer::error(&ManageError::Invalid(format!(
+                "unused must be true or false, not {other:?}"
+            )));
+        }
+    };
+    answer(
+        StatusCode::OK,
+        management::cancellation_quote(&app.engine, id, unused).await,
+    )
 }
 
 /// The plan catalogue's routes.

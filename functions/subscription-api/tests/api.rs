@@ -1693,3 +1693,93 @@ async fn the_catalogue_keeps_each_plan_version_once_and_a_sign_up_keeps_the_one_
         view.body
     );
 }
+
+/// `GET {path}?{query}` shaped like the quote's fixture.
+async fn quote_of<L: Ledger>(app: &App<L>, path: &str, query: &str) -> Answer {
+    let mut event = event_json("api-cancellation-quote.json");
+    event["rawPath"] = json!(path);
+    event["requestContext"]["http"]["path"] = json!(path);
+    event["rawQueryString"] = json!(query);
+    let params: serde_json::Map<String, Value> = query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), json!(v)))
+        .collect();
+    event["queryStringParameters"] = Value::Object(params);
+    call(
+        app,
+        lambda_http::request::from_str(&event.to_string()).unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_mid_term_cancel_is_quoted_for_the_unused_days_of_the_paid_period() {
+    let sim = start_sim().await;
+    let app = memory_app_for(&sim, &[]);
+    let id = sign_up(&app, &sim, "quoted").await;
+    let path = format!("/subscriptions/{id}/cancellation-quote");
+    // Signed up (and charged) today: one day of the period used.
+    let q = quote_of(&app, &path, "").await;
+    assert_eq!(q.status, 200, "{}", q.body);
+    let (total, used) = (
+        q.body["days_total"].as_i64().unwrap(),
+        q.body["days_used"].as_i64().unwrap(),
+    );
+    assert!((28..=31).contains(&total) && used == 1, "{}", q.body);
+    assert_eq!(q.body["rule"], "prorata_daily");
+    assert_eq!(
+        q.body["refund_amount"].as_i64(),
+        Some(9900 * (total - used) / total)
+    );
+    assert_eq!(q.body["paid_amount"], 9900);
+    assert!(q.body["quote_id"].as_str().unwrap().starts_with('q'));
+    // The merchant says it was not used: within 7 days, everything back.
+    let unused = quote_of(&app, &path, "unused=true").await;
+    assert_eq!(
+        (
+            unused.body["rule"].as_str(),
+            unused.body["refund_amount"].as_i64()
+        ),
+        (Some("withdrawal_7d"), Some(9900))
+    );
+    assert_eq!(quote_of(&app, &path, "unused=maybe").await.status, 400);
+    // A fee, capped by configuration.
+    let with_fee = memory_app_for(&sim, &[("CANCEL_FEE_PERCENT", "10")]);
+    let id2 = sign_up(&with_fee, &sim, "quoted-fee").await;
+    let path2 = format!("/subscriptions/{id2}/cancellation-quote");
+    let fee = quote_of(&with_fee, &path2, "").await;
+    assert_eq!(fee.status, 200, "{}", fee.body);
+    let prorated = 9900 * (total - used) / total;
+    assert_eq!(fee.body["rule"], "prorata_daily_minus_fee");
+    assert_eq!(
+        fee.body["refund_amount"].as_i64(),
+        Some(prorated - prorated * 10 / 100)
+    );
+    // Nothing paid covers today: a subscription whose first period is not charged yet.
+    let unpaid = seed_subscription(&app, &sim, t0() - chrono::Duration::hours(1)).await;
+    let unpaid_path = format!("/subscriptions/{}/cancellation-quote", unpaid.id);
+    let nothing = get(&app, "api-cancellation-quote.json", &unpaid_path).await;
+    assert_eq!(nothing.status, 409, "{}", nothing.body);
+    // Ended: no quote; unknown: 404.
+    let cancelled = post(
+        &app,
+        "api-cancel.json",
+        &format!("/subscriptions/{id}/cancel"),
+        json!({"at": "now", "reason": "test"}),
+        &[],
+    )
+    .await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+    assert_eq!(quote_of(&app, &path, "").await.status, 409);
+    assert_eq!(
+        get(
+            &app,
+            "api-cancellation-quote.json",
+            "/subscriptions/zzzzzzzzzzzz/cancellation-quote"
+        )
+        .await
+        .status,
+        404
+    );
+}

@@ -111,6 +111,31 @@ impl UidKey {
         String::from_utf8_lossy(&out).into_owned()
     }
 
+    /// A tag binding `text` to this deployment: 16 base-36 characters of
+    /// HMAC-SHA256 over `label:text` (a quote's id, so a quote cannot be
+    /// forged or changed by the caller).
+    pub fn tag_of(&self, label: &str, text: &str) -> String {
+        let mut mac = match Hmac::<Sha256>::new_from_slice(&self.0) {
+            Ok(mac) => mac,
+            Err(_) => return "0".repeat(16),
+        };
+        mac.update(label.as_bytes());
+        mac.update(b":");
+        mac.update(text.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        let mut out = String::new();
+        for chunk in digest[..10].chunks(5) {
+            let mut n = chunk.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b));
+            let mut part = [b'0'; 8];
+            for slot in part.iter_mut().rev() {
+                *slot = ALPHABET[(n % 36) as usize];
+                n /= 36;
+            }
+            out.push_str(&String::from_utf8_lossy(&part));
+        }
+        out
+    }
+
     /// A reference to a billing key that can be stored and compared but not
     /// used to charge: `k` + 24 base-36 characters of HMAC-SHA256 over the
     /// key. Attempts keep this, never the key (a V2 billing key is a secret;

@@ -9,6 +9,7 @@ pub mod entities;
 pub mod facts;
 pub mod ids;
 pub mod plans;
+pub mod quotes;
 pub mod state;
 
 pub use calendar::{Anchor, BILLING_TZ, PeriodId};

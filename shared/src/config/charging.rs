@@ -70,6 +70,9 @@ pub struct ChargingConfig {
     /// Delete the billing key at the gateway when a subscription is
     /// cancelled now (`DELETE_KEY_ON_CANCEL`).
     pub delete_key_on_cancel: bool,
+    /// The fee kept from a mid-term cancel's prorated refund, in percent
+    /// (`CANCEL_FEE_PERCENT`, 0–10; 0: none).
+    pub cancel_fee_percent: u8,
     /// `notice_url` sent with each charge (the webhook route), if any.
     pub notice_url: Option<Url>,
     /// Key of the merchant_uid tags (`MERCHANT_UID_KEY` locally; in AWS the
@@ -110,6 +113,8 @@ impl ChargingConfig {
             refund_after_cancel: vars.flag("REFUND_AFTER_CANCEL", false)?,
             resume_policy,
             delete_key_on_cancel: vars.flag("DELETE_KEY_ON_CANCEL", true)?,
+            cancel_fee_percent: u8::try_from(vars.number("CANCEL_FEE_PERCENT", 0, 0, 10)?)
+                .unwrap_or(0),
             notice_url: vars.url("NOTICE_URL")?,
             uid_key,
         })

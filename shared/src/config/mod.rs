@@ -299,6 +299,8 @@ mod tests {
             ("RESUME_POLICY", "forgive"),
             ("BILLING_CLOCK", "sundial"),
             ("REFUND_AFTER_CANCEL", "perhaps"),
+            ("CANCEL_FEE_PERCENT", "11"),
+            ("CANCEL_FEE_PERCENT", "-1"),
         ] {
             let mut pairs = BASE.to_vec();
             pairs.push((k, v));

@@ -7,14 +7,17 @@
 //! - `subscriptions`: reading, cancelling, resuming, plan changes, new cards;
 //! - `charges`: refunds (`crate::refunds`) and what waits for a person
 //!   (`crate::review`);
+//! - `cancellation`: what a mid-term cancel refunds (its quote);
 //! - `plans`: the plan catalogue;
 //! - `views`: what the API shows.
 
+mod cancellation;
 mod charges;
 mod plans;
 mod subscriptions;
 mod views;
 
+pub use cancellation::{QuoteView, cancellation_quote};
 pub use charges::{RefundInput, ResolveInput, ReviewList, needs_review, refund, resolve};
 pub use plans::{
     CatalogueList, CatalogueView, PlanInput as NewPlanInput, create_plan, get_plan, list_plans,
