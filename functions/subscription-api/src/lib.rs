@@ -55,11 +55,17 @@ impl Answer {
     }
 
     fn error(e: &ManageError) -> Self {
-        Self::fail(
+        let mut answer = Self::fail(
             StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             e.code(),
             &e.to_string(),
-        )
+        );
+        if let Some((name, value)) = e.details() {
+            let mut body = shared::http::error_body(e.code(), &e.to_string());
+            body[name] = value;
+            answer.body = body.to_string();
+        }
+        answer
     }
 
     fn fail(status: StatusCode, code: &str, message: &str) -> Self {
@@ -333,12 +339,17 @@ async fn dispatch<L: Ledger, G: PaymentGateway>(
                 .map(|charges| serde_json::json!({ "charges": charges })),
         ),
         "/subscriptions/{id}/cancellation-quote" => cancellation_quote(app, request, p(0)).await,
-        "/subscriptions/{id}/cancel" => match body_of(request) {
-            Ok(input) => answer(
+        "/subscriptions/{id}/cancel" => match (body_of::<management::CancelInput>(request), key) {
+            // A mid-term cancel with its quoted refund: needs the key.
+            (Ok(input), Some(key)) if input.refund.is_some() => answer(
+                StatusCode::OK,
+                management::cancel_quoted(engine, p(0), input, key, &who()).await,
+            ),
+            (Ok(input), _) => answer(
                 StatusCode::OK,
                 management::cancel(engine, p(0), input, &who()).await,
             ),
-            Err(e) => Answer::error(&e),
+            (Err(e), _) => Answer::error(&e),
         },
         "/subscriptions/{id}/resume" => answer(
             StatusCode::OK,

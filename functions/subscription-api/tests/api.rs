@@ -1783,3 +1783,171 @@ async fn a_mid_term_cancel_is_quoted_for_the_unused_days_of_the_paid_period() {
         404
     );
 }
+
+/// `POST /subscriptions/{id}/cancel` with the quote's refund.
+async fn cancel_quoted<L: Ledger>(app: &App<L>, id: &str, quote: &Value, key: &str) -> Answer {
+    let body = json!({
+        "at": "now", "reason": "moving abroad", "refund": "quote",
+        "quote_id": quote["quote_id"], "unused": false,
+    });
+    let headers: Vec<(&str, &str)> = if key.is_empty() {
+        vec![]
+    } else {
+        vec![("idempotency-key", key)]
+    };
+    post(
+        app,
+        "api-cancel.json",
+        &format!("/subscriptions/{id}/cancel"),
+        body,
+        &headers,
+    )
+    .await
+}
+
+fn refunded_at_sim(sim: &SimHandle, merchant_uid: &str) -> i64 {
+    charges_at_sim(sim)
+        .into_iter()
+        .filter(|(m, _, _)| m == merchant_uid)
+        .map(|(_, _, c)| c)
+        .sum()
+}
+
+#[tokio::test]
+async fn a_mid_term_cancel_refunds_its_quote_once_and_refuses_a_stale_one() {
+    let sim = start_sim().await;
+    let app = memory_app_for(&sim, &[]);
+    let id = sign_up(&app, &sim, "leaving").await.to_string();
+    let quote_path = format!("/subscriptions/{id}/cancellation-quote");
+    let quote = quote_of(&app, &quote_path, "").await.body;
+    let muid = quote["merchant_uid"].as_str().unwrap().to_owned();
+    let amount = quote["refund_amount"].as_i64().unwrap();
+    assert!(amount > 0, "{quote}");
+
+    assert_eq!(
+        cancel_quoted(&app, &id, &quote, "").await.status,
+        400,
+        "a refund needs a key"
+    );
+    let done = cancel_quoted(&app, &id, &quote, "leave-1").await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(done.body["subscription"]["status"], "cancelled");
+    assert_eq!(
+        done.body["refund"],
+        json!({"merchant_uid": muid, "amount": amount, "state": "done", "refund_key": "cancel-leave-1", "reason": "prorated_cancel: moving abroad"})
+    );
+    assert_eq!(refunded_at_sim(&sim, &muid), amount, "refunded at the PG");
+    let again = cancel_quoted(&app, &id, &quote, "leave-1").await;
+    assert!(again.replayed && again.body == done.body);
+    assert_eq!(refunded_at_sim(&sim, &muid), amount, "once");
+    let sub = stored(&app, &SubscriptionId::parse(&id).unwrap()).await;
+    let paid = app.engine.ledger.list_attempts(&sub.id).await.unwrap();
+    assert_eq!(
+        paid.iter().map(|a| a.refunded).sum::<i64>(),
+        amount,
+        "recorded on the charge"
+    );
+
+    // A quote overtaken by a refund: 409 with a fresh quote; nothing moved.
+    let other = sign_up(&app, &sim, "leaving-too").await.to_string();
+    let old = quote_of(
+        &app,
+        &format!("/subscriptions/{other}/cancellation-quote"),
+        "",
+    )
+    .await
+    .body;
+    let other_muid = old["merchant_uid"].as_str().unwrap().to_owned();
+    let partial = post(
+        &app,
+        "api-refund.json",
+        &format!("/charges/{other_muid}/refund"),
+        json!({"amount": 1000, "reason": "goodwill"}),
+        &[("idempotency-key", "goodwill-1")],
+    )
+    .await;
+    assert_eq!(partial.status, 200, "{}", partial.body);
+    let stale = cancel_quoted(&app, &other, &old, "leave-2").await;
+    assert_eq!(
+        (stale.status, stale.body["error"]["code"].as_str()),
+        (409, Some("stale_quote")),
+        "{}",
+        stale.body
+    );
+    let fresh = &stale.body["quote"];
+    assert_eq!(fresh["already_refunded"], 1000);
+    assert_eq!(
+        stored(&app, &SubscriptionId::parse(&other).unwrap())
+            .await
+            .status,
+        SubscriptionStatus::Active
+    );
+    assert_eq!(refunded_at_sim(&sim, &other_muid), 1000);
+    for forged in ["garbage", "q99999999999900000000000000000000"] {
+        let bad = cancel_quoted(
+            &app,
+            &other,
+            &json!({"quote_id": forged}),
+            &format!("forged-{forged}"),
+        )
+        .await;
+        assert_eq!(bad.status, 409, "{forged}: {}", bad.body);
+    }
+    let with_fresh = cancel_quoted(&app, &other, fresh, "leave-3").await;
+    assert_eq!(with_fresh.status, 200, "{}", with_fresh.body);
+    let fresh_amount = fresh["refund_amount"].as_i64().unwrap();
+    assert!(fresh_amount <= 9900 - 1000);
+    assert_eq!(refunded_at_sim(&sim, &other_muid), 1000 + fresh_amount);
+}
+
+#[tokio::test]
+async fn a_lost_refund_leaves_the_cancel_standing_and_the_same_key_resumes_it() {
+    let sim = start_sim().await;
+    let app = memory_app_for(&sim, &[]);
+    let id = sign_up(&app, &sim, "lost-refund").await.to_string();
+    let quote = quote_of(&app, &format!("/subscriptions/{id}/cancellation-quote"), "")
+        .await
+        .body;
+    let muid = quote["merchant_uid"].as_str().unwrap().to_owned();
+    let amount = quote["refund_amount"].as_i64().unwrap();
+    let refunds = if testkit::v2_mode() {
+        "/portone/payments/"
+    } else {
+        "/payments/cancel"
+    };
+    sim.inject(iamport_sim::Fault {
+        path_prefix: Some(refunds.into()),
+        ..iamport_sim::Fault::new(iamport_sim::FaultKind::Http500)
+    });
+    let lost = cancel_quoted(&app, &id, &quote, "leave-lost").await;
+    assert_eq!(lost.status, 200, "{}", lost.body);
+    assert_eq!(
+        lost.body["subscription"]["status"], "cancelled",
+        "the cancel stands"
+    );
+    assert_eq!(lost.body["refund"]["state"], "unclear", "{}", lost.body);
+    assert_eq!(refunded_at_sim(&sim, &muid), 0);
+    // Its own key, amount and reason resume it (checksum and lookup: never a second refund).
+    let refund = &lost.body["refund"];
+    let resumed = post(
+        &app,
+        "api-refund.json",
+        &format!("/charges/{muid}/refund"),
+        json!({"amount": amount, "reason": refund["reason"]}),
+        &[("idempotency-key", refund["refund_key"].as_str().unwrap())],
+    )
+    .await;
+    assert_eq!(resumed.status, 200, "{}", resumed.body);
+    assert_eq!(refunded_at_sim(&sim, &muid), amount);
+    // A charge in flight: no quoted cancel until it is settled.
+    let busy = seed_subscription(&app, &sim, t0() - chrono::Duration::hours(1)).await;
+    testkit::clock_to(&app, t0());
+    crashed_claim(&app, &busy, false).await;
+    let in_flight = cancel_quoted(&app, busy.id.as_str(), &quote, "leave-busy").await;
+    assert_eq!(
+        (in_flight.status, in_flight.body["error"]["code"].as_str()),
+        (409, Some("charge_in_flight")),
+        "{}",
+        in_flight.body
+    );
+}

@@ -17,7 +17,7 @@ mod plans;
 mod subscriptions;
 mod views;
 
-pub use cancellation::{QuoteView, cancellation_quote};
+pub use cancellation::{QuoteView, QuotedRefund, cancel_quoted, cancellation_quote};
 pub use charges::{RefundInput, ResolveInput, ReviewList, needs_review, refund, resolve};
 pub use plans::{
     CatalogueList, CatalogueView, PlanInput as NewPlanInput, create_plan, get_plan, list_plans,
@@ -63,6 +63,15 @@ pub enum ManageError {
     /// The request body is larger than accepted.
     #[error("{0}")]
     TooLarge(String),
+    /// A charge is out: what was paid may change (409 `charge_in_flight`).
+    #[error("{0}")]
+    ChargeInFlight(String),
+    /// A quote that no longer holds (409 `stale_quote`), with a fresh one.
+    #[error("{message}")]
+    StaleQuote {
+        message: String,
+        fresh: Box<cancellation::QuoteView>,
+    },
 }
 
 impl ManageError {
@@ -77,6 +86,8 @@ impl ManageError {
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
             Self::TooLarge(_) => "payload_too_large",
+            Self::ChargeInFlight(_) => "charge_in_flight",
+            Self::StaleQuote { .. } => "stale_quote",
         }
     }
 
@@ -84,11 +95,27 @@ impl ManageError {
         match self {
             Self::NotFound(_) => 404,
             Self::Invalid(_) => 400,
-            Self::Conflict(_) | Self::StillInProgress(_) => 409,
+            Self::Conflict(_)
+            | Self::StillInProgress(_)
+            | Self::ChargeInFlight(_)
+            | Self::StaleQuote { .. } => 409,
             Self::Unprocessable(_) => 422,
             Self::Unavailable(_) => 503,
             Self::Internal(_) => 500,
             Self::TooLarge(_) => 413,
+        }
+    }
+}
+
+impl ManageError {
+    /// What the error body carries besides its code and message: a stale
+    /// quote's fresh one (`quote`).
+    pub fn details(&self) -> Option<(&'static str, serde_json::Value)> {
+        match self {
+            Self::StaleQuote { fresh, .. } => {
+                serde_json::to_value(fresh).ok().map(|v| ("quote", v))
+            }
+            _ => None,
         }
     }
 }

@@ -83,6 +83,15 @@ pub struct CancelInput {
     /// `now` or `period_end`.
     pub at: String,
     pub reason: String,
+    /// `quote`: refund what `quote_id` quoted (a mid-term cancel, `now`
+    /// only; see `cancel_quoted`).
+    #[serde(default)]
+    pub refund: Option<String>,
+    #[serde(default)]
+    pub quote_id: Option<String>,
+    /// As asked of the quote (`?unused=true`).
+    #[serde(default)]
+    pub unused: Option<bool>,
 }
 
 /// What a cancel did.
@@ -91,6 +100,9 @@ pub struct Cancelled {
     pub subscription: SubscriptionView,
     /// Whether the billing key was deleted at i'mport (cancel now).
     pub key_deleted: Option<bool>,
+    /// A mid-term cancel's refund (`refund: "quote"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refund: Option<super::cancellation::QuotedRefund>,
 }
 
 /// `POST /subscriptions/{id}/cancel`. `now` stops all further charges at
@@ -104,6 +116,11 @@ pub async fn cancel<L: Ledger, G: PaymentGateway>(
     input: CancelInput,
     actor: &Actor,
 ) -> Result<Cancelled, ManageError> {
+    if input.refund.is_some() || input.quote_id.is_some() {
+        return Err(ManageError::Invalid(
+            "a cancel with a refund needs an Idempotency-Key header".into(),
+        ));
+    }
     let at = match input.at.as_str() {
         "now" => CancelAt::Now,
         "period_end" => CancelAt::PeriodEnd,
@@ -141,6 +158,7 @@ async fn cancel_once<L: Ledger, G: PaymentGateway>(
         return Ok(Pass::Done(Cancelled {
             subscription: view_of(engine, &sub).await?,
             key_deleted: None,
+            refund: None,
         }));
     }
     let now = engine.now();
@@ -179,6 +197,7 @@ async fn cancel_once<L: Ledger, G: PaymentGateway>(
     Ok(Pass::Done(Cancelled {
         subscription: view_of(engine, &next).await?,
         key_deleted,
+        refund: None,
     }))
 }
 

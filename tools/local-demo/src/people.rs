@@ -26,6 +26,10 @@ pub(crate) enum Scenario {
     /// The card is declined; after the first decline the customer gives a
     /// new card (management API + payment window), charged at once.
     NewCardAfterDecline,
+    /// Pays for the sign-up period, then cancels mid-term: the merchant
+    /// shows the cancellation quote and cancels with its refund (the unused
+    /// days, pro rata).
+    MidTermCancel,
 }
 
 impl Scenario {
@@ -39,6 +43,7 @@ impl Scenario {
             Self::PlanChange => "moves to another plan after sign-up",
             Self::CancelAtPeriodEnd => "cancels at period end",
             Self::NewCardAfterDecline => "declined, then a new card",
+            Self::MidTermCancel => "cancels mid-term with a pro-rata refund",
         }
     }
 }
@@ -63,7 +68,7 @@ pub(crate) struct Persona {
 /// name, amount.
 pub(crate) const CATALOGUE_PLAN: (&str, &str, i64) = ("basic-monthly", "베이직 월간", 9900);
 
-pub(crate) const PEOPLE: [Persona; 8] = [
+pub(crate) const PEOPLE: [Persona; 9] = [
     Persona {
         label: "alice",
         user_id: "user-1001",
@@ -157,6 +162,18 @@ pub(crate) const PEOPLE: [Persona; 8] = [
         amount: 14900,
         plan: "프로 월간",
         scenario: Scenario::NewCardAfterDecline,
+        from_catalogue: false,
+        sdk: None,
+    },
+    Persona {
+        label: "ivan",
+        user_id: "user-1009",
+        buyer_name: "강아홉",
+        email: "ahop@example.com",
+        tel: "010-1111-0009",
+        amount: 19900,
+        plan: "프리미엄 월간",
+        scenario: Scenario::MidTermCancel,
         from_catalogue: false,
         sdk: None,
     },

@@ -505,6 +505,9 @@ impl World {
         let cancel = |at: &str| CancelInput {
             at: at.into(),
             reason: "simulated".into(),
+            refund: None,
+            quote_id: None,
+            unused: None,
         };
         let name = id.to_string();
         match action {
@@ -563,6 +566,9 @@ impl World {
         let input = CancelInput {
             at: at.into(),
             reason: "simulated".into(),
+            refund: None,
+            quote_id: None,
+            unused: None,
         };
         let actor = Actor::named("merchant");
         let done = self
@@ -735,6 +741,9 @@ impl World {
                     let input = CancelInput {
                         at: at.into(),
                         reason: "behind on payment".into(),
+                        refund: None,
+                        quote_id: None,
+                        unused: None,
                     };
                     let done = self
                         .call(

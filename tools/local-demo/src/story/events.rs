@@ -133,6 +133,7 @@ pub(crate) async fn lifecycle_events(
                 "subscription.payment_method_updated",
                 "charge.succeeded",
             ],
+            Scenario::MidTermCancel => &["subscription.cancelled", "charge.refunded"],
             Scenario::ClosesWindow => &[],
         };
         let missing: Vec<&&str> = expected.iter().filter(|t| !has(t)).collect();

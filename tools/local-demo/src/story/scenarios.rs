@@ -150,6 +150,7 @@ pub(crate) async fn chapter(story: &mut Story<'_>, members: &[Member]) -> Result
                     ),
                 );
             }
+            Scenario::MidTermCancel => mid_term_cancel(stack, checks, m).await?,
             Scenario::Pays | Scenario::ClosesWindow => {}
         }
     }
@@ -158,4 +159,49 @@ pub(crate) async fn chapter(story: &mut Story<'_>, members: &[Member]) -> Result
         on: webhooks_on,
         signup_paid,
     })
+}
+
+/// The merchant shows the cancellation quote and the customer takes it: a
+/// cancel now with the quoted refund.
+async fn mid_term_cancel(stack: &Stack, checks: &mut Checks, m: &Member) -> Result<()> {
+    let quote_path = format!("/subscriptions/{}/cancellation-quote", m.id);
+    let (status, quote, _) = stack.api("GET", &quote_path, None, None).await?;
+    println!(
+        "  {:<6} GET {quote_path} → {status}: {} of {} days used, {} → {} KRW back ({})",
+        m.p.label,
+        quote["days_used"],
+        quote["days_total"],
+        quote["rule"].as_str().unwrap_or("?"),
+        won(quote["refund_amount"].as_i64().unwrap_or_default()),
+        quote["period_last_day"].as_str().unwrap_or("?"),
+    );
+    let body = json!({"at": "now", "reason": "customer cancelled in the app", "refund": "quote", "quote_id": quote["quote_id"]});
+    let (status, answer, _) = stack
+        .api(
+            "POST",
+            &format!("/subscriptions/{}/cancel", m.id),
+            Some(body),
+            Some(&format!("midterm-{}", m.id)),
+        )
+        .await?;
+    println!(
+        "  {:<6} POST /subscriptions/{}/cancel now with the quote → {status} ({}, refund {} {} KRW)",
+        m.p.label,
+        m.id,
+        answer["subscription"]["status"].as_str().unwrap_or("?"),
+        answer["refund"]["state"].as_str().unwrap_or("?"),
+        won(answer["refund"]["amount"].as_i64().unwrap_or_default()),
+    );
+    checks.check(
+        status == 200
+            && answer["subscription"]["status"] == "cancelled"
+            && answer["refund"]["state"] == "done"
+            && answer["refund"]["amount"] == quote["refund_amount"]
+            && quote["refund_amount"].as_i64().is_some_and(|a| a > 0),
+        format!(
+            "{}: a mid-term cancel with its quote answered {status}: {answer}",
+            m.p.label
+        ),
+    );
+    Ok(())
 }

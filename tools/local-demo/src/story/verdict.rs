@@ -166,6 +166,20 @@ pub(crate) async fn check(story: &mut Story<'_>, books: &Books<'_>, runs: &Runs)
                     ),
                 );
             }
+            Scenario::MidTermCancel => {
+                let refunded = attempts.first().map(|a| (a.amount, a.refunded));
+                checks.check(
+                    s.status == SubscriptionStatus::Cancelled
+                        && attempts.len() == 1
+                        && refunded.is_some_and(|(paid, back)| back > 0 && back < paid),
+                    format!(
+                        "{}: expected cancelled mid-term with part of the sign-up charge refunded, never charged again (got {}, {} attempts, paid and refunded {refunded:?})",
+                        m.p.label,
+                        s.status.as_str(),
+                        attempts.len()
+                    ),
+                );
+            }
             Scenario::ClosesWindow => {}
         }
     }
