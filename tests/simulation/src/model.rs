@@ -122,6 +122,8 @@ pub(crate) struct Key {
 pub(crate) struct RefundDone {
     /// The invocation that asked for it (the world maps it to a request).
     pub by: u32,
+    /// Whole KRW moved back.
+    pub amount: i64,
 }
 
 /// Why a refund was refused.
@@ -349,7 +351,7 @@ impl Model {
         if p.cancelled == p.amount {
             p.status = Status::Cancelled;
         }
-        self.refunds.push(RefundDone { by });
+        self.refunds.push(RefundDone { by, amount });
         Ok(index)
     }
 

@@ -511,9 +511,10 @@ impl World {
         };
         let name = id.to_string();
         match action {
-            0..3 => {
+            0..2 => {
                 self.cancel(inv, &engine, &id, "now").await;
             }
+            2 => self.cancel_quoted(inv, &engine, &id).await,
             3..6 => {
                 let done = self
                     .call(
@@ -579,6 +580,73 @@ impl World {
             )
             .await;
         self.count_outcome(done.as_ref().map(|r| r.is_ok()), "cancelled now");
+    }
+
+    /// A mid-term cancel: the quote, read by the customer for a while (runs
+    /// and webhooks go on), then the cancel with its refund, retried with
+    /// the same key after a crash or a 5xx.
+    async fn cancel_quoted(self: &Arc<Self>, inv: u32, engine: &SimEngine, id: &SubscriptionId) {
+        let quote = self
+            .call(
+                inv,
+                &format!("{id} cancellation quote"),
+                management::cancellation_quote(engine, id.as_str(), false),
+            )
+            .await;
+        let Some(Ok(quote)) = quote else {
+            self.count_outcome(quote.map(|r| r.is_ok()), "quoted cancels");
+            return;
+        };
+        tokio::time::sleep(Duration::from_secs(self.rand(|r| r.random_range(1..900)))).await;
+        let key = format!("midterm-{id}-{}", self.rand(|r| r.random::<u32>()));
+        lock(&self.observed)
+            .quoted
+            .insert(format!("cancel-{key}"), quote.refund_amount);
+        for try_no in 0..4 {
+            if try_no > 0 {
+                tokio::time::sleep(Duration::from_secs([0, 60, 600, 3600][try_no])).await;
+            }
+            let (inv, engine) = self.engine("manage");
+            lock(&self.observed)
+                .refund_keys
+                .insert(inv, format!("cancel-{key}"));
+            let input = CancelInput {
+                at: "now".into(),
+                reason: "simulated mid-term".into(),
+                refund: Some("quote".into()),
+                quote_id: Some(quote.quote_id.clone()),
+                unused: Some(false),
+            };
+            let actor = Actor::named("customer");
+            let done = self
+                .call(
+                    inv,
+                    &format!("{id} cancel quoted {}", quote.refund_amount),
+                    management::cancel_quoted(&engine, id.as_str(), input, &key, &actor),
+                )
+                .await;
+            match done {
+                Some(Ok(c)) => {
+                    let state = c.refund.map(|r| r.state).unwrap_or("none");
+                    self.count(match state {
+                        "done" => "quoted cancels refunded",
+                        "unclear" => "quoted cancels with a lost refund",
+                        "refused" => "quoted cancels with a refused refund",
+                        _ => "quoted cancels with nothing to refund",
+                    });
+                    return;
+                }
+                Some(Err(ManageError::StaleQuote { .. })) => {
+                    self.count("stale quotes");
+                    return;
+                }
+                Some(Err(e)) if e.http_status() < 500 => {
+                    self.count("management calls refused");
+                    return;
+                }
+                _ => self.count("quoted cancels retried with the same key"),
+            }
+        }
     }
 
     /// A new card: the payment-method window (a 0-won issuance; now and then

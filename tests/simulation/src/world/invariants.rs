@@ -17,7 +17,7 @@ use super::{SeedReport, World, lock};
 use crate::model::{MSG_SETTING, Usage};
 
 /// The invariants, by the names the summary line uses.
-pub const INVARIANTS: [&str; 13] = [
+pub const INVARIANTS: [&str; 14] = [
     "charged after a cancel",
     "billed without access",
     "two periods a day",
@@ -31,6 +31,7 @@ pub const INVARIANTS: [&str; 13] = [
     "runbook gaps",
     "unanswered calls",
     "plan off its version",
+    "refund beyond the quote",
 ];
 
 /// Half the sign-ups (by their id's first character, so the world's random
@@ -71,6 +72,9 @@ pub(crate) struct Observed {
     pub last_gauge: Option<u64>,
     /// The idempotency key each management invocation worked for.
     pub refund_keys: BTreeMap<u32, String>,
+    /// What each mid-term cancel's quote said it would refund, by its
+    /// refund's key.
+    pub quoted: BTreeMap<String, i64>,
     /// The subscription as it stood when the PG took money under a charge
     /// uid: (status, period-end cancel asked for).
     paid_while: BTreeMap<String, (SubscriptionStatus, bool)>,
@@ -686,6 +690,23 @@ fn customer_side(
             "refunded twice",
             format!("refund request {key} moved money {n} times"),
         );
+    }
+    // A mid-term cancel moves back no more than its quote said.
+    let mut moved: BTreeMap<&str, i64> = BTreeMap::new();
+    for r in &model.refunds {
+        if let Some(key) = obs.refund_keys.get(&r.by) {
+            *moved.entry(key.as_str()).or_insert(0) += r.amount;
+        }
+    }
+    for (key, quoted) in &obs.quoted {
+        let back = moved.get(key.as_str()).copied().unwrap_or(0);
+        if back > *quoted {
+            broken(
+                report,
+                "refund beyond the quote",
+                format!("mid-term cancel {key} refunded {back} KRW; its quote said {quoted}"),
+            );
+        }
     }
     // Everything waiting for a person shows in the metric the alarm
     // watches: the last run's count of the review queue.
