@@ -80,6 +80,21 @@ impl std::fmt::Debug for UidKey {
     }
 }
 
+/// 8 base-36 characters for every 5 bytes of `bytes` (a multiple of 5).
+fn base36_of(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.chunks(5) {
+        let mut n = chunk.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b));
+        let mut part = [b'0'; 8];
+        for slot in part.iter_mut().rev() {
+            *slot = ALPHABET[(n % 36) as usize];
+            n /= 36;
+        }
+        out.push_str(&String::from_utf8_lossy(&part));
+    }
+    out
+}
+
 impl UidKey {
     /// A key from secret material (at least 16 bytes of it).
     pub fn new(material: &[u8]) -> Option<Self> {
@@ -122,18 +137,7 @@ impl UidKey {
         mac.update(label.as_bytes());
         mac.update(b":");
         mac.update(text.as_bytes());
-        let digest = mac.finalize().into_bytes();
-        let mut out = String::new();
-        for chunk in digest[..10].chunks(5) {
-            let mut n = chunk.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b));
-            let mut part = [b'0'; 8];
-            for slot in part.iter_mut().rev() {
-                *slot = ALPHABET[(n % 36) as usize];
-                n /= 36;
-            }
-            out.push_str(&String::from_utf8_lossy(&part));
-        }
-        out
+        base36_of(&mac.finalize().into_bytes()[..10])
     }
 
     /// A reference to a billing key that can be stored and compared but not
@@ -148,18 +152,7 @@ impl UidKey {
         };
         mac.update(b"billing-key:");
         mac.update(billing_key.as_bytes());
-        let digest = mac.finalize().into_bytes();
-        let mut out = String::from("k");
-        for chunk in digest[..15].chunks(5) {
-            let mut n = chunk.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b));
-            let mut part = [b'0'; 8];
-            for slot in part.iter_mut().rev() {
-                *slot = ALPHABET[(n % 36) as usize];
-                n /= 36;
-            }
-            out.push_str(&String::from_utf8_lossy(&part));
-        }
-        out
+        format!("k{}", base36_of(&mac.finalize().into_bytes()[..15]))
     }
 
     /// The `merchant_uid` of a charge attempt.

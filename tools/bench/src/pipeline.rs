@@ -21,14 +21,13 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use shared::billing::{MerchantUid, Registration, RegistrationStatus, SubscriptionId};
+use shared::billing::SubscriptionId;
 use shared::charging::BillingRun;
 use shared::clock::Clock;
 use shared::config::Config;
 use shared::engine::{Budget, Engine, Settings};
 use shared::gateway::iamport::{ClientConfig, IamportClient};
 use shared::gateway::limit::Limited;
-use shared::ledger::{Activation, Ledger};
 use shared::run::queue::{self, QueueError, WorkMessage, WorkQueue};
 use shared::run::{self as billing_run, RunOptions, WorkItem};
 use shared::secret::Secret;
@@ -107,35 +106,8 @@ pub async fn setup(sim: &Sim, n: usize, store_latency: Duration) -> Setup {
         let mut sub = testkit::sample_subscription(&id, created);
         sub.next_charge_at = created;
         customer_uids.push(sub.customer_uid.clone());
-        let reg = Registration {
-            merchant_uid: MerchantUid::issuance(&id),
-            subscription_id: id.clone(),
-            customer_uid: sub.customer_uid.clone(),
-            user_id: sub.user_id.clone(),
-            plan: sub.plan.clone(),
-            plan_ref: None,
-            pg: sub.pg.clone(),
-            buyer: sub.buyer.clone(),
-            status: RegistrationStatus::Pending,
-            created_at: created,
-            expires_at: None,
-            imp_uid: None,
-            sweep_at: None,
-            replaces_key: false,
-        };
         // Straight into the store: seeding is not what is measured.
-        ledger.inner.put_registration(&reg).await.expect("seed");
-        ledger
-            .inner
-            .activate(&Activation {
-                reg: &reg,
-                sub: &sub,
-                imp_uid: "imp_seed",
-                first_attempt: None,
-                plan_lock: false,
-            })
-            .await
-            .expect("seed");
+        shared::testing::store_subscription(&*ledger.inner, &sub).await;
         ids.push(id);
     }
     sim.add_customers(&customer_uids).await;
