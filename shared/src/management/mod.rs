@@ -9,12 +9,15 @@
 //!   (`crate::review`);
 //! - `cancellation`: what a mid-term cancel refunds (its quote);
 //! - `plans`: the plan catalogue;
-//! - `views`: what the API shows.
+//! - `views`: what the API shows;
+//! - `tests`: the use cases' unit tests (in-memory ledger, scripted gateway).
 
 mod cancellation;
 mod charges;
 mod plans;
 mod subscriptions;
+#[cfg(test)]
+mod tests;
 mod views;
 
 pub use cancellation::{QuoteView, QuotedRefund, cancel_quoted, cancellation_quote};

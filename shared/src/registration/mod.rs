@@ -9,6 +9,8 @@ mod activate;
 mod callback;
 mod replace;
 
+#[cfg(test)]
+mod tests;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};

@@ -24,13 +24,23 @@ use crate::ledger::memory::InMemoryLedger;
 /// The engine over an empty in-memory ledger and `gateway`, with the
 /// configuration's defaults, a shifted clock (advance it) and [`refs`].
 pub fn engine<G: PaymentGateway>(gateway: G) -> Engine<InMemoryLedger, G> {
-    let vars = [
+    engine_with(gateway, &[])
+}
+
+/// [`engine`] with configuration variables of the test's own (`CALLBACK_URL`,
+/// `CANCEL_FEE_PERCENT`, …) over the defaults.
+pub fn engine_with<G: PaymentGateway>(
+    gateway: G,
+    vars: &[(&str, &str)],
+) -> Engine<InMemoryLedger, G> {
+    let base = [
         ("TABLE_NAME", "test"),
         ("IAMPORT_KEY", "test-key"),
         ("IAMPORT_SECRET", "test-secret"),
     ];
     let config = Config::from_lookup(|name| {
         vars.iter()
+            .chain(base.iter())
             .find(|(n, _)| *n == name)
             .map(|(_, v)| (*v).to_owned())
     })

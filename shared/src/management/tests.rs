@@ -1,0 +1,172 @@
+//! The management use cases on the in-memory ledger and a scripted gateway:
+//! what they ask of the PG, in which order, and what they store.
+
+use chrono::{Duration, Utc};
+
+use super::{Actor, CancelInput, ManageError, NewPlanInput, cancel_quoted, cancellation_quote};
+use crate::billing::{
+    Anchor, AttemptState, ChargeAttempt, RecordStatus, Subscription, SubscriptionStatus,
+};
+use crate::charging::{BillingRun, Outcome, charge_one};
+use crate::gateway::ChargeOutcome;
+use crate::ledger::Ledger;
+use crate::ledger::memory::InMemoryLedger;
+use crate::testing::{self, Call, ScriptedGateway};
+
+type TestEngine = crate::engine::Engine<InMemoryLedger, ScriptedGateway>;
+
+/// A subscription whose sign-up period the scripted PG has just paid, and
+/// the engine; `then` scripts what comes after the charge.
+async fn paid(
+    then: impl FnOnce(ScriptedGateway, &ChargeAttempt) -> ScriptedGateway,
+) -> (TestEngine, Subscription) {
+    let sub = testing::subscription(
+        "sub0managing",
+        Anchor::from_instant(Utc::now() - Duration::hours(1)),
+    );
+    let attempt = testing::attempt(&sub, AttemptState::Paid);
+    let record = testing::record(&attempt, RecordStatus::Paid, 9900, Some(Utc::now()), "cu");
+    let gateway = then(
+        ScriptedGateway::new().charge_answers(ChargeOutcome::Paid(record)),
+        &attempt,
+    );
+    let engine = testing::engine(gateway);
+    testing::store_subscription(&engine.ledger, &sub).await;
+    let run = BillingRun {
+        billing_time: engine.clock.now(),
+        run_id: "unit".into(),
+    };
+    let charged = charge_one(&engine, &sub.id, &run).await;
+    assert!(
+        matches!(charged, Ok(Outcome::Charged { .. })),
+        "{charged:?}"
+    );
+    let stored = engine.ledger.get_subscription(&sub.id).await;
+    (engine, stored.ok().flatten().unwrap_or(sub))
+}
+
+fn quoted(quote_id: &str) -> CancelInput {
+    CancelInput {
+        at: "now".into(),
+        reason: "moving abroad".into(),
+        refund: Some("quote".into()),
+        quote_id: Some(quote_id.into()),
+        unused: None,
+    }
+}
+
+#[tokio::test]
+async fn a_quoted_cancel_refunds_the_quote_first_and_then_cancels() {
+    let (engine, sub) = paid(|g, attempt| {
+        let mut refunded = testing::record(
+            attempt,
+            RecordStatus::Cancelled,
+            9900,
+            Some(Utc::now()),
+            "cu",
+        );
+        refunded.cancelled_amount = 9000;
+        g.refund_answers(Ok(refunded)).delete_answers(Ok(()))
+    })
+    .await;
+    let quote = cancellation_quote(&engine, sub.id.as_str(), false).await;
+    let quote = quote.unwrap_or_else(|e| panic!("{e}"));
+    let done = cancel_quoted(
+        &engine,
+        sub.id.as_str(),
+        quoted(&quote.quote_id),
+        "k1",
+        &Actor::named("t"),
+    )
+    .await;
+    let done = done.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(done.subscription.status, "cancelled");
+    let calls = engine.gateway.calls();
+    let asked: Vec<&str> = calls
+        .iter()
+        .map(|c| match c {
+            Call::Charge(_) => "charge",
+            Call::Refund(_) => "refund",
+            Call::DeleteBillingKey(_) => "delete key",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        asked,
+        ["charge", "refund", "delete key"],
+        "the refund before the cancel"
+    );
+    let refund = calls.iter().find_map(|c| match c {
+        Call::Refund(r) => Some(r.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        refund.and_then(|r| r.amount),
+        Some(quote.refund_amount),
+        "the quoted amount"
+    );
+    assert_eq!(engine.gateway.unused(), 0);
+}
+
+#[tokio::test]
+async fn a_stale_quote_changes_nothing_and_asks_the_pg_nothing() {
+    let (engine, sub) = paid(|g, _| g).await;
+    let quote = cancellation_quote(&engine, sub.id.as_str(), false).await;
+    let quote = quote.unwrap_or_else(|e| panic!("{e}"));
+    // The quote, altered by the caller: one character of its tag.
+    let mut forged = quote.quote_id.clone();
+    let last = forged
+        .pop()
+        .map_or('0', |c| if c == '0' { '1' } else { '0' });
+    forged.push(last);
+    let stale = cancel_quoted(
+        &engine,
+        sub.id.as_str(),
+        quoted(&forged),
+        "k2",
+        &Actor::named("t"),
+    )
+    .await;
+    match stale {
+        Err(ManageError::StaleQuote { fresh, .. }) => {
+            assert_eq!(fresh.refund_amount, quote.refund_amount)
+        }
+        other => panic!("{other:?}"),
+    }
+    let now = engine.ledger.get_subscription(&sub.id).await.ok().flatten();
+    assert_eq!(now.map(|s| s.status), Some(SubscriptionStatus::Active));
+    assert_eq!(
+        engine.gateway.calls().len(),
+        1,
+        "only the charge: {:?}",
+        engine.gateway.calls()
+    );
+}
+
+#[tokio::test]
+async fn a_plan_version_is_created_once_and_bad_input_writes_nothing() {
+    let engine = testing::engine(ScriptedGateway::new());
+    let input = |id: &str, amount: i64| NewPlanInput {
+        id: Some(id.into()),
+        name: "베이직 월간".into(),
+        amount,
+        currency: None,
+        interval: None,
+    };
+    let created = super::create_plan(&engine, input("basic", 9900)).await;
+    assert_eq!(
+        created.map(|p| (p.id, p.version)),
+        Ok(("basic".to_owned(), 1))
+    );
+    let again = super::create_plan(&engine, input("basic", 12900)).await;
+    assert!(matches!(again, Err(ManageError::Conflict(_))), "{again:?}");
+    let bad = super::create_plan(&engine, input("cheap", 99)).await;
+    assert!(matches!(bad, Err(ManageError::Invalid(_))), "{bad:?}");
+    let list = super::list_plans(&engine, None).await;
+    let ids: Vec<String> = list
+        .map(|l| l.plans.into_iter().map(|p| p.id).collect())
+        .unwrap_or_default();
+    assert_eq!(ids, ["basic"]);
+    let kept = super::get_plan(&engine, "basic").await;
+    assert_eq!(kept.map(|p| p.amount), Ok(9900), "a version never changes");
+}
