@@ -91,6 +91,7 @@ expected = sorted([
     ("GET", "/subscriptions/{id}", api),
     ("GET", "/users/{user_id}/subscriptions", api),
     ("GET", "/subscriptions/{id}/charges", api),
+    ("GET", "/subscriptions/{id}/cancellation-quote", api),
     ("POST", "/subscriptions/{id}/cancel", api),
     ("POST", "/subscriptions/{id}/resume", api),
     ("POST", "/subscriptions/{id}/plan", api),
@@ -98,6 +99,9 @@ expected = sorted([
     ("GET", "/charges/needs-review", api),
     ("POST", "/charges/{merchant_uid}/refund", api),
     ("POST", "/charges/{merchant_uid}/resolve", api),
+    ("GET", "/plans", api),
+    ("POST", "/plans", api),
+    ("GET", "/plans/{id}", api),
 ])
 if routes != expected:
     sys.exit(f"routes {routes} != expected {expected}")
@@ -139,4 +143,4 @@ if problems:
     sys.exit("\n".join(problems))
 PY
 
-echo "check-infra: OK (cfn-lint, sam validate --lint, translated template, 13 routes, ${#events[@]} events, env.local.json)"
+echo "check-infra: OK (cfn-lint, sam validate --lint, translated template, 17 routes, ${#events[@]} events, env.local.json)"
