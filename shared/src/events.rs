@@ -15,16 +15,19 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::billing::notices::{NoticeKind, SentNotice};
 use crate::billing::{AttemptState, ChargeAttempt, Subscription, SubscriptionStatus};
 
 /// Every event type (the EventBridge `detail-type`).
-pub const TYPES: [&str; 10] = [
+pub const TYPES: [&str; 12] = [
     "subscription.activated",
     "subscription.past_due",
     "subscription.suspended",
     "subscription.cancelled",
     "subscription.plan_changed",
     "subscription.payment_method_updated",
+    "subscription.renewal_upcoming",
+    "payment_method.action_required",
     "charge.succeeded",
     "charge.failed",
     "charge.refunded",
@@ -169,6 +172,11 @@ pub fn of_subscription(old: Option<&Subscription>, new: Option<&Subscription>) -
             }),
         ));
     }
+    if let Some(notice) = &new.notice
+        && old.notice.as_ref() != Some(notice)
+    {
+        out.push(notice_event(new, notice));
+    }
     if old.customer_uid != new.customer_uid {
         out.push(subscription_event(
             "subscription.payment_method_updated",
@@ -177,6 +185,39 @@ pub fn of_subscription(old: Option<&Subscription>, new: Option<&Subscription>) -
         ));
     }
     out
+}
+
+/// A renewal notice: one per (subscription, period), its id made of both,
+/// so a replay, or a second write of the same notice, has the same id.
+fn notice_event(sub: &Subscription, n: &SentNotice) -> Event {
+    let kind = match n.kind {
+        NoticeKind::RenewalUpcoming => "subscription.renewal_upcoming",
+        NoticeKind::ActionRequired => "payment_method.action_required",
+    };
+    let mut data = json!({
+        "period": n.period.to_string(),
+        "amount": n.amount,
+        "currency": "KRW",
+        "charge_at": rfc3339(n.charge_at),
+        "plan": plan(&sub.plan),
+        "plan_ref": sub.plan_ref.as_ref().map(|r| json!({"id": r.id.as_str(), "version": r.version})),
+        "notice_days": sub.plan.notice_days,
+        "key_checked": n.key_checked,
+    });
+    if n.kind == NoticeKind::ActionRequired
+        && let Value::Object(map) = &mut data
+    {
+        map.insert("reason".into(), json!("billing_key_missing"));
+        map.insert("card".into(), card(sub));
+    }
+    Event {
+        id: format!("{kind}:{}:{}", sub.id, n.period),
+        kind,
+        occurred_at: rfc3339(n.sent_at),
+        subscription_id: sub.id.to_string(),
+        user_id: sub.user_id.clone(),
+        data,
+    }
 }
 
 fn charge_event(
@@ -362,6 +403,7 @@ mod tests {
         asked.pending_plan = Some(Plan {
             amount: 14900,
             name: "프로".into(),
+            notice_days: crate::billing::notices::DEFAULT_NOTICE_DAYS,
         });
         let events = of_subscription(Some(&s), Some(&asked));
         assert_eq!(kinds(&events), ["subscription.plan_changed"]);
@@ -370,6 +412,43 @@ mod tests {
         paid.plan = asked.pending_plan.clone().unwrap();
         paid.pending_plan = None;
         assert!(of_subscription(Some(&asked), Some(&paid)).is_empty());
+    }
+
+    #[test]
+    fn a_notice_is_one_event_per_period_with_the_same_id_on_replay() {
+        use crate::billing::notices::{KeyCheck, noticed};
+        let s = sub();
+        let at = s.notice_at().unwrap();
+        let sent = noticed(&s, KeyCheck::OnFile, at);
+        let events = of_subscription(Some(&s), Some(&sent));
+        assert_eq!(events.len(), 1, "{events:?}");
+        let e = &events[0];
+        assert_eq!(e.kind, "subscription.renewal_upcoming");
+        assert_eq!(e.id, "subscription.renewal_upcoming:abcdefghij01:202701");
+        assert_eq!(e.data["amount"], s.plan.amount);
+        assert_eq!(e.data["charge_at"], rfc3339(s.next_charge_at));
+        assert_eq!(e.data["period"], "202701");
+        assert_eq!(of_subscription(Some(&s), Some(&sent)), events, "a replay");
+        // A later write that keeps the notice announces nothing again.
+        let mut later = sent.next_version(at);
+        later.cancel_at_period_end = true;
+        assert!(
+            of_subscription(Some(&sent), Some(&later))
+                .iter()
+                .all(|e| e.kind != "subscription.renewal_upcoming")
+        );
+        let lost = noticed(&s, KeyCheck::Missing, at);
+        let events = of_subscription(Some(&s), Some(&lost));
+        assert_eq!(
+            events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+            ["payment_method.action_required:abcdefghij01:202701"]
+        );
+        assert_eq!(events[0].data["reason"], "billing_key_missing");
+        assert!(
+            !serde_json::to_string(&events)
+                .unwrap()
+                .contains("cu_secret")
+        );
     }
 
     #[test]

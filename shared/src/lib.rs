@@ -7,7 +7,8 @@
 //!   `gateway/portone`, the one choice between them in `gateway/any.rs`);
 //! - `engine`: the ports, a clock and settings, handed to the services
 //!   `registration`, `charging` (one subscription), `run` (everything due),
-//!   `notification`, `refunds`, `review` and `management`;
+//!   `notification`, `notices` (renewal notices), `refunds`, `review` and
+//!   `management`;
 //! - `app`: production wiring; `config`, `secret`, `telemetry`, `clock`.
 
 pub mod app;
@@ -21,6 +22,7 @@ pub mod gateway;
 pub mod http;
 pub mod ledger;
 pub mod management;
+pub mod notices;
 pub mod notification;
 pub mod refunds;
 pub mod registration;

@@ -96,6 +96,7 @@ contract!(
     a_plan_version_is_written_once_and_the_newest_is_current,
     the_plan_catalogue_pages_by_id_through_a_cursor,
     a_sign_up_keeps_the_plan_version_it_agreed_to,
+    a_renewal_is_due_at_its_notice_and_at_its_charge_once_noticed,
 );
 
 fn t(s: &str) -> DateTime<Utc> {
@@ -115,6 +116,7 @@ fn registration(id: &SubscriptionId, now: DateTime<Utc>) -> Registration {
         plan: Plan {
             amount: 9900,
             name: "월간 구독".into(),
+            notice_days: shared::billing::notices::DEFAULT_NOTICE_DAYS,
         },
         plan_ref: None,
         pg: "chai".into(),
@@ -319,6 +321,7 @@ async fn activation_happens_once_and_clears_the_expiry<L: Subject>(l: L) {
         plan: Plan {
             amount: 1,
             name: "x".into(),
+            notice_days: shared::billing::notices::DEFAULT_NOTICE_DAYS,
         },
         ..sub.clone()
     };
@@ -494,6 +497,7 @@ async fn one_live_subscription_per_user_and_plan_when_locked<L: Subject>(l: L) {
         plan: Plan {
             amount: 4900,
             name: "basic".into(),
+            notice_days: shared::billing::notices::DEFAULT_NOTICE_DAYS,
         },
         ..sub_b.clone()
     };
@@ -1802,6 +1806,7 @@ fn plan(id: &str, version: u32, amount: i64, at: DateTime<Utc>) -> PlanRecord {
         name: format!("{id} v{version}"),
         amount,
         interval: Interval::Month,
+        notice_days: 3 + (version % 2) as u16,
         created_at: at,
     }
 }
@@ -1912,5 +1917,67 @@ async fn a_sign_up_keeps_the_plan_version_it_agreed_to<L: Subject>(l: L) {
     assert_eq!(
         l.get_subscription(&id).await.unwrap().unwrap().plan_ref,
         Some(agreed)
+    );
+}
+
+/// Issue 23 §1: a subscription's place in the due index is the earlier of
+/// its renewal notice and its charge; a recorded notice (a version-checked
+/// change) moves it back to the charge, and a stale one writes nothing.
+async fn a_renewal_is_due_at_its_notice_and_at_its_charge_once_noticed<L: Subject>(l: L) {
+    use shared::billing::notices::{KeyCheck, noticed};
+    let now = t("2026-12-24T01:00:00Z");
+    let sub = live(&l, now).await;
+    let renewing = Subscription {
+        period_index: 1,
+        attempt: 1,
+        next_charge_at: now + Duration::days(5),
+        ..sub.next_version(now)
+    };
+    l.change_subscription(&SubscriptionChange {
+        next: &renewing,
+        audit: None,
+        lock: LockChange::Keep,
+    })
+    .await
+    .unwrap();
+    let due = |at: DateTime<Utc>| {
+        let l = &l;
+        async move { l.due_page(at, 100, None).await.unwrap().ids }
+    };
+    // 7 days' notice, 5 days before the charge: due now, not a second
+    // before the notice's time.
+    let notice_at = renewing.next_charge_at - Duration::days(7);
+    assert_eq!(due(now).await, vec![sub.id.clone()]);
+    assert_eq!(due(notice_at - Duration::seconds(1)).await, vec![]);
+    assert_eq!(due(notice_at).await, vec![sub.id.clone()]);
+    let sent = noticed(&renewing, KeyCheck::OnFile, now);
+    let stale = Subscription {
+        version: renewing.version,
+        ..sent.clone()
+    };
+    assert!(
+        l.change_subscription(&SubscriptionChange {
+            next: &stale,
+            audit: None,
+            lock: LockChange::Keep,
+        })
+        .await
+        .unwrap_err()
+        .is_conflict()
+    );
+    l.change_subscription(&SubscriptionChange {
+        next: &sent,
+        audit: None,
+        lock: LockChange::Keep,
+    })
+    .await
+    .unwrap();
+    let stored = l.get_subscription(&sub.id).await.unwrap().unwrap();
+    assert_eq!(stored.notice, sent.notice, "the notice reads back whole");
+    assert_eq!(due(now).await, vec![], "noticed: out until its charge");
+    assert_eq!(
+        due(renewing.next_charge_at).await,
+        vec![sub.id.clone()],
+        "due for its charge"
     );
 }

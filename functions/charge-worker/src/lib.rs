@@ -57,6 +57,8 @@ fn add(total: &mut Summary, s: &Summary) {
     total.corrupt += s.corrupt;
     total.skipped += s.skipped;
     total.signups_completed += s.signups_completed;
+    total.notices += s.notices;
+    total.notices_action_required += s.notices_action_required;
 }
 
 /// One batch of queue messages.
@@ -130,7 +132,8 @@ fn log(report: &RunReport, undone: usize) {
         run_id = %report.run_id, due = s.due, charged = s.charged, declined = s.declined,
         rejected = s.rejected, ambiguous = s.ambiguous, reconciled = s.reconciled,
         deferred = s.deferred, needs_review = s.needs_review, corrupt = s.corrupt,
-        skipped = s.skipped, signups_completed = s.signups_completed, undone,
+        skipped = s.skipped, signups_completed = s.signups_completed, notices = s.notices,
+        notices_action_required = s.notices_action_required, undone,
         stopped = ?report.stopped, error = ?report.error,
         "charge-queue batch finished"
     );

@@ -109,6 +109,7 @@ async fn months_of_daily_runs_charge_each_period_once_with_anchors_on_28_to_31()
         }
     }
     let mut charged_on: BTreeMap<String, u64> = BTreeMap::new();
+    let mut noticed_on: BTreeMap<String, u64> = BTreeMap::new();
     let mut day = seoul_10am(year, 1, 28);
     while day <= seoul_10am(year, 5, 5) {
         let report = run_at(&app, day, &format!("run-{}", day.date_naive()))
@@ -118,6 +119,12 @@ async fn months_of_daily_runs_charge_each_period_once_with_anchors_on_28_to_31()
             charged_on.insert(
                 day.with_timezone(&BILLING_TZ).format("%m-%d").to_string(),
                 report.summary.charged,
+            );
+        }
+        if report.summary.notices > 0 {
+            noticed_on.insert(
+                day.with_timezone(&BILLING_TZ).format("%m-%d").to_string(),
+                report.summary.notices,
             );
         }
         assert_eq!(
@@ -144,6 +151,22 @@ async fn months_of_daily_runs_charge_each_period_once_with_anchors_on_28_to_31()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     assert_eq!(charged_on, expected);
+    // Each renewal was noticed once, 7 days (the default) before its charge;
+    // May's charges are after the last run, and their notices too.
+    let expected: BTreeMap<String, u64> = [
+        ("02-21", 12),
+        ("03-21", 3),
+        ("03-22", 3),
+        ("03-23", 3),
+        ("03-24", 3),
+        ("04-21", 3),
+        ("04-22", 3),
+        ("04-23", 6),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    assert_eq!(noticed_on, expected);
     for sub in &subs {
         assert_eq!(paid_count_for(&sim, sub), 4, "Jan..Apr for {}", sub.id);
         let now = reload(&app, sub).await;
@@ -425,6 +448,75 @@ async fn a_deleted_billing_key_stops_charging() {
         sim.ledger()
             .iter()
             .all(|p| p.customer_uid.as_deref() != Some(sub.customer_uid.as_str()))
+    );
+}
+
+/// Issue 23 §1: the notice of a renewal goes out once, the plan's notice
+/// days before the charge, after a look at the key; a key the PG no longer
+/// has is told then, not when the charge fails.
+#[tokio::test]
+async fn a_renewal_is_noticed_once_days_before_its_charge_and_a_missing_key_is_told_then() {
+    use shared::billing::notices::NoticeKind;
+    let sim = start_sim().await;
+    let app = memory_app_for(&sim, &[]);
+    let t0 = day0();
+    let kept = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
+    let lost = seed_subscription(&app, &sim, t0 - chrono::Duration::hours(2)).await;
+    let r = run_at(&app, t0, "run-signup").await.unwrap();
+    assert_eq!((r.summary.charged, r.summary.notices), (2, 0), "{r:?}");
+    sim.remove_customer(&lost.customer_uid);
+    let charge_at = reload(&app, &kept).await.next_charge_at;
+    let notice_at = charge_at - chrono::Duration::days(7);
+    let early = run_at(&app, notice_at - chrono::Duration::seconds(1), "run-early")
+        .await
+        .unwrap();
+    assert_eq!(
+        (early.summary.due, early.summary.notices),
+        (0, 0),
+        "{early:?}"
+    );
+    let r = run_at(&app, notice_at, "run-notice").await.unwrap();
+    assert_eq!(
+        (
+            r.summary.notices,
+            r.summary.notices_action_required,
+            r.summary.charged
+        ),
+        (2, 1, 0),
+        "{r:?}"
+    );
+    for (sub, kind) in [
+        (&kept, NoticeKind::RenewalUpcoming),
+        (&lost, NoticeKind::ActionRequired),
+    ] {
+        let now = reload(&app, sub).await;
+        let n = now.notice.clone().expect("a notice recorded");
+        assert_eq!(
+            (n.kind, n.period, n.amount, n.charge_at, n.key_checked),
+            (kind, now.current_period(), now.plan.amount, charge_at, true)
+        );
+        assert_eq!(
+            now.status,
+            SubscriptionStatus::Active,
+            "a notice changes no status"
+        );
+    }
+    // Once per period: not again the same day, the next days, or by a replay.
+    for (t, run) in [
+        (notice_at, "run-notice"),
+        (notice_at + chrono::Duration::hours(1), "run-notice-2"),
+        (notice_at + chrono::Duration::days(1), "run-next-day"),
+    ] {
+        let r = run_at(&app, t, run).await.unwrap();
+        assert_eq!((r.summary.due, r.summary.notices), (0, 0), "{run}: {r:?}");
+    }
+    let r = run_at(&app, charge_at, "run-charge").await.unwrap();
+    assert_eq!(r.summary.charged, 1, "the kept key is charged: {r:?}");
+    assert_eq!(paid_count_for(&sim, &kept), 2);
+    assert_eq!(
+        paid_count_for(&sim, &lost),
+        1,
+        "the lost key is not charged"
     );
 }
 

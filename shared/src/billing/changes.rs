@@ -574,6 +574,7 @@ mod tests {
         let plan = Plan {
             amount: 19_900,
             name: "pro".into(),
+            notice_days: crate::billing::notices::DEFAULT_NOTICE_DAYS,
         };
         let now = s.created_at;
         let at_once = plan_changed(&s, plan.clone(), false, now).unwrap();

@@ -6,6 +6,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use super::calendar::{Anchor, PeriodId};
 use super::ids::{SubscriptionId, UidKey};
+use super::notices::SentNotice;
 use super::plans::PlanRef;
 use super::state::SubscriptionStatus;
 use crate::secret::Pii;
@@ -16,6 +17,9 @@ pub struct Plan {
     /// Whole KRW, > 0.
     pub amount: i64,
     pub name: String,
+    /// Days before a renewal charge its notice goes out (0: none); see
+    /// `billing::notices`.
+    pub notice_days: u16,
 }
 
 /// Buyer details passed to the gateway (`buyer_*`). Masked in `Debug`.
@@ -141,6 +145,8 @@ pub struct Subscription {
     /// period is charged first, and the next one starts a period after
     /// that charge). See `docs/charging.md`, "Coming back after no access".
     pub reanchor_on_payment: bool,
+    /// The newest renewal notice it was sent (`billing::notices`).
+    pub notice: Option<SentNotice>,
 }
 
 impl Subscription {

@@ -8,6 +8,7 @@ pub mod dunning;
 pub mod entities;
 pub mod facts;
 pub mod ids;
+pub mod notices;
 pub mod plans;
 pub mod quotes;
 pub mod state;

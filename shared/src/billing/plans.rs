@@ -8,6 +8,7 @@
 use chrono::{DateTime, Utc};
 
 use super::entities::Plan;
+use super::notices::{DEFAULT_NOTICE_DAYS, NOTICE_DAYS};
 
 /// Smallest and largest price of one period, whole KRW (as `prepare` has
 /// always accepted).
@@ -74,6 +75,8 @@ pub struct PlanRecord {
     /// Whole KRW per period.
     pub amount: i64,
     pub interval: Interval,
+    /// Days before each renewal its notice goes out (0: none).
+    pub notice_days: u16,
     pub created_at: DateTime<Utc>,
 }
 
@@ -83,6 +86,7 @@ impl PlanRecord {
         Plan {
             amount: self.amount,
             name: self.name.clone(),
+            notice_days: self.notice_days,
         }
     }
 
@@ -109,6 +113,8 @@ pub struct NewPlan {
     pub amount: i64,
     pub currency: Option<String>,
     pub interval: Option<String>,
+    /// Default [`DEFAULT_NOTICE_DAYS`].
+    pub notice_days: Option<i64>,
 }
 
 /// Why a new plan was refused (the API answers 400 with it).
@@ -150,12 +156,20 @@ pub fn new_plan(
             None => return bad("interval must be month"),
         },
     };
+    let notice_days = match new.notice_days {
+        None => DEFAULT_NOTICE_DAYS,
+        Some(d) => match u16::try_from(d).ok().filter(|d| NOTICE_DAYS.contains(d)) {
+            Some(d) => d,
+            None => return bad("notice_days must be a whole number of days from 0 to 14"),
+        },
+    };
     Ok(PlanRecord {
         id,
         version: 1,
         name: new.name,
         amount: new.amount,
         interval,
+        notice_days,
         created_at: now,
     })
 }
@@ -171,6 +185,7 @@ mod tests {
             amount,
             currency: None,
             interval: None,
+            notice_days: None,
         }
     }
 
@@ -196,7 +211,8 @@ mod tests {
             p.plan(),
             Plan {
                 amount: 9900,
-                name: "베이직 월간".into()
+                name: "베이직 월간".into(),
+                notice_days: DEFAULT_NOTICE_DAYS,
             }
         );
         let anonymous = new_plan(asked(None, "n", 100), generated(), now);
@@ -232,6 +248,21 @@ mod tests {
         let mut yearly = asked(None, "n", 9900);
         yearly.interval = Some("year".into());
         assert_eq!(refused(yearly).as_deref(), Some("interval must be month"));
+        for days in [-1, 15, 365] {
+            let mut asked = asked(None, "n", 9900);
+            asked.notice_days = Some(days);
+            assert_eq!(
+                refused(asked).as_deref(),
+                Some("notice_days must be a whole number of days from 0 to 14"),
+                "{days}"
+            );
+        }
+        let mut quiet = asked(None, "n", 9900);
+        quiet.notice_days = Some(0);
+        assert_eq!(
+            new_plan(quiet, generated(), now).map(|p| p.notice_days),
+            Ok(0)
+        );
     }
 
     #[test]

@@ -32,11 +32,22 @@ pub(crate) async fn charge_one<L: Ledger, G: PaymentGateway>(
     run: &BillingRun,
     pace: &Pace,
 ) -> Result<Outcome, RunError> {
-    // Wait out a back-off before claiming, so a claim's time is its send's.
-    pace.wait().await;
     let Some(sub) = engine.ledger.get_subscription(id).await? else {
         return skipped(SkipReason::NotFound);
     };
+    charge_read(engine, sub, run, pace).await
+}
+
+/// [`charge_one`] of a subscription just read.
+pub(crate) async fn charge_read<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    sub: Subscription,
+    run: &BillingRun,
+    pace: &Pace,
+) -> Result<Outcome, RunError> {
+    // Wait out a back-off before claiming, so a claim's time is its send's
+    // (the claim is version-checked: a change meanwhile loses it).
+    pace.wait().await;
     if !sub.is_due(run.billing_time) {
         return skipped(SkipReason::NotDue);
     }

@@ -44,7 +44,11 @@ impl RegistrationConfig {
             });
         }
         Ok(Self {
-            default_plan: Plan { amount, name },
+            default_plan: Plan {
+                amount,
+                name,
+                notice_days: crate::billing::notices::DEFAULT_NOTICE_DAYS,
+            },
             callback_url: vars.url("CALLBACK_URL")?,
             success_redirect: vars.url("SUCCESS_REDIRECT_URL")?,
             failure_redirect: vars.url("FAILURE_REDIRECT_URL")?,

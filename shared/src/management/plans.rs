@@ -25,6 +25,10 @@ pub struct PlanInput {
     /// Only `month` for now.
     #[serde(default)]
     pub interval: Option<String>,
+    /// Days before each renewal its notice goes out: 0 to 14, default 7;
+    /// 0 sends none.
+    #[serde(default)]
+    pub notice_days: Option<i64>,
 }
 
 /// One plan version as the API shows it.
@@ -36,6 +40,7 @@ pub struct CatalogueView {
     pub amount: i64,
     pub currency: &'static str,
     pub interval: &'static str,
+    pub notice_days: u16,
     pub created_at: String,
 }
 
@@ -48,6 +53,7 @@ impl From<&PlanRecord> for CatalogueView {
             amount: p.amount,
             currency: "KRW",
             interval: p.interval.as_str(),
+            notice_days: p.notice_days,
             created_at: rfc3339(p.created_at),
         }
     }
@@ -80,6 +86,7 @@ pub async fn create_plan<L: Ledger, G>(
         amount: input.amount,
         currency: input.currency,
         interval: input.interval,
+        notice_days: input.notice_days,
     };
     let plan = plans::new_plan(new, generated, engine.now())?;
     match engine.ledger.put_plan(&plan).await {

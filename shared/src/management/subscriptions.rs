@@ -331,6 +331,7 @@ pub async fn change_plan<L: Ledger, G>(
     let plan = Plan {
         amount: input.amount,
         name,
+        notice_days: crate::billing::notices::DEFAULT_NOTICE_DAYS,
     };
     let id = parse_id(id)?;
     let (id, plan) = (&id, &plan);

@@ -152,6 +152,7 @@ async fn a_plan_version_is_created_once_and_bad_input_writes_nothing() {
         amount,
         currency: None,
         interval: None,
+        notice_days: None,
     };
     let created = super::create_plan(&engine, input("basic", 9900)).await;
     assert_eq!(

@@ -535,6 +535,7 @@ fn fresh_subscription(
         last_run: None,
         paid_on: None,
         reanchor_on_payment: false,
+        notice: None,
     }
 }
 

@@ -144,6 +144,7 @@ fn validated_plan(input: Option<PlanInput>, default: &Plan) -> Result<Plan, Prep
     Ok(Plan {
         amount: p.amount,
         name: p.name,
+        notice_days: crate::billing::notices::DEFAULT_NOTICE_DAYS,
     })
 }
 

@@ -37,6 +37,7 @@ async fn catalogue(engine: &TestEngine) -> PlanRecord {
         name: "베이직 월간".into(),
         amount: 9900,
         interval: Interval::Month,
+        notice_days: 3,
         created_at: Utc::now(),
     };
     if let Err(e) = engine.ledger.put_plan(&plan).await {

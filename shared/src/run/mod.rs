@@ -27,12 +27,14 @@ use tracing::error;
 pub use report::emf_line;
 
 use crate::billing::SubscriptionId;
+use crate::billing::notices::NoticeKind;
 use crate::charging::pace::Pace;
-use crate::charging::{BillingRun, Outcome, RunError, attempt};
+use crate::charging::{BillingRun, Outcome, RunError, SkipReason, attempt};
 use crate::config::{BILLING_CLOCK_SKEW, BillingClock};
 use crate::engine::{Budget, Engine};
 use crate::gateway::PaymentGateway;
 use crate::ledger::{AttemptKey, Cursor, Ledger, LedgerError};
+use crate::notices::{self, Noticed};
 use crate::registration::{self, CallbackOutcome, FailureReason, Swept};
 
 /// What became of one entry of a run.
@@ -42,6 +44,8 @@ pub enum Worked {
     Charge(Outcome),
     /// A pending registration looked up at the gateway.
     Sweep(Swept),
+    /// A subscription's renewal notice, due before its charge.
+    Notice(Noticed),
 }
 
 /// An entry of the due index: one unit of work of a run.
@@ -209,9 +213,7 @@ async fn work<L: Ledger, G: PaymentGateway>(
     budget: Budget,
 ) -> (WorkItem, Result<Worked, RunError>) {
     let outcome = match &entry {
-        WorkItem::Subscription(id) => attempt::charge_one(engine, id, run, pace)
-            .await
-            .map(Worked::Charge),
+        WorkItem::Subscription(id) => subscription(engine, id, run, pace).await,
         WorkItem::Attempt(key) => attempt::attend(engine, key, run, pace)
             .await
             .map(Worked::Charge),
@@ -220,6 +222,28 @@ async fn work<L: Ledger, G: PaymentGateway>(
         )),
     };
     (entry, outcome)
+}
+
+/// A subscription from the due index: its renewal notice when that is what
+/// is due (`billing::notices`: its place in the index is the earlier of the
+/// notice and the charge), else its charge.
+async fn subscription<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    id: &SubscriptionId,
+    run: &BillingRun,
+    pace: &Pace,
+) -> Result<Worked, RunError> {
+    let Some(sub) = engine.ledger.get_subscription(id).await? else {
+        return Ok(Worked::Charge(Outcome::Skipped {
+            reason: SkipReason::NotFound,
+        }));
+    };
+    if sub.notice_due(run.billing_time) {
+        return notices::send(engine, &sub).await.map(Worked::Notice);
+    }
+    attempt::charge_read(engine, sub, run, pace)
+        .await
+        .map(Worked::Charge)
 }
 
 /// Counts of one run, also logged and emitted as metrics.
@@ -242,6 +266,10 @@ pub struct Summary {
     /// Pending sign-ups completed from the gateway's records (the browser
     /// never came back).
     pub signups_completed: u64,
+    /// Renewal notices recorded (`subscription.renewal_upcoming`), and of
+    /// them the keys the PG no longer had (`payment_method.action_required`).
+    pub notices: u64,
+    pub notices_action_required: u64,
     /// Items that failed on a dependency (counted and skipped; the run stops
     /// after several in a row).
     pub errors: u64,
@@ -266,7 +294,14 @@ impl Summary {
                 self.signups_completed += 1;
                 return;
             }
-            Worked::Sweep(_) => return,
+            Worked::Sweep(_) | Worked::Notice(Noticed::Changed) => return,
+            Worked::Notice(Noticed::Sent(kind)) => {
+                self.notices += 1;
+                if *kind == NoticeKind::ActionRequired {
+                    self.notices_action_required += 1;
+                }
+                return;
+            }
         };
         match outcome {
             Outcome::Charged { .. } => self.charged += 1,
@@ -367,7 +402,7 @@ impl Watch {
         // A sweep neither breaks nor extends a streak of refusals.
         let outcome = match worked {
             Worked::Charge(outcome) => Some(outcome),
-            Worked::Sweep(_) => None,
+            Worked::Sweep(_) | Worked::Notice(_) => None,
         };
         match outcome {
             Some(Outcome::Refused { reason }) => {

@@ -20,6 +20,8 @@ pub fn emf_line(report: &RunReport, function: &str, timestamp_ms: i64) -> String
         ("Corrupt", s.corrupt),
         ("Skipped", s.skipped),
         ("SignupsCompleted", s.signups_completed),
+        ("Notices", s.notices),
+        ("NoticesActionRequired", s.notices_action_required),
         ("ItemErrors", s.errors),
         ("RunFailed", u64::from(report.error.is_some())),
     ];
@@ -48,6 +50,8 @@ mod tests {
                 reconciled: 1,
                 needs_review: 1,
                 waiting_for_review: Some(3),
+                notices: 4,
+                notices_action_required: 1,
                 ..Summary::default()
             },
             stopped: None,
@@ -58,9 +62,13 @@ mod tests {
         assert_eq!(v["Charged"], 2);
         assert_eq!(v["NeedsReview"], 1);
         assert_eq!(v["WaitingForReview"], 3);
+        assert_eq!(
+            (v["Notices"].as_u64(), v["NoticesActionRequired"].as_u64()),
+            (Some(4), Some(1))
+        );
         let directive = &v["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(directive["Namespace"], "SubscriptionBilling");
-        assert_eq!(directive["Metrics"].as_array().unwrap().len(), 15);
+        assert_eq!(directive["Metrics"].as_array().unwrap().len(), 17);
         // Per function and in all (what the alarms watch).
         assert_eq!(
             directive["Dimensions"],

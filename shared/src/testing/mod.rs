@@ -71,6 +71,7 @@ pub fn subscription(id: &str, anchor: Anchor) -> Subscription {
         plan: Plan {
             amount: 9900,
             name: "p".into(),
+            notice_days: crate::billing::notices::DEFAULT_NOTICE_DAYS,
         },
         plan_ref: None,
         buyer: Default::default(),
@@ -98,6 +99,7 @@ pub fn subscription(id: &str, anchor: Anchor) -> Subscription {
         last_run: None,
         paid_on: None,
         reanchor_on_payment: false,
+        notice: None,
     }
 }
 

@@ -210,6 +210,49 @@ fn put_opt(item: &mut Item, field: &str, v: Option<AttributeValue>) {
     }
 }
 
+/// A plan's notice days; items written before notices existed have none
+/// and get the default.
+pub(super) fn notice_days(r: &Reader<'_>, field: &str) -> Result<u16, LedgerError> {
+    match r.opt_i64(field)? {
+        None => Ok(crate::billing::notices::DEFAULT_NOTICE_DAYS),
+        Some(d) => u16::try_from(d)
+            .ok()
+            .filter(|d| crate::billing::notices::NOTICE_DAYS.contains(d))
+            .ok_or_else(|| LedgerError::Corrupt(format!("{field} {d}"))),
+    }
+}
+
+fn put_notice(item: &mut Item, notice: Option<&crate::billing::notices::SentNotice>) {
+    let Some(notice) = notice else { return };
+    item.insert("notice_period".into(), s(notice.period.as_str()));
+    item.insert("notice_kind".into(), s(notice.kind.as_str()));
+    item.insert("notice_amount".into(), n(notice.amount));
+    item.insert("notice_charge_at".into(), ts(notice.charge_at));
+    item.insert("notice_sent_at".into(), ts(notice.sent_at));
+    item.insert(
+        "notice_key_checked".into(),
+        AttributeValue::Bool(notice.key_checked),
+    );
+}
+
+fn read_notice(r: &Reader<'_>) -> Result<Option<crate::billing::notices::SentNotice>, LedgerError> {
+    use crate::billing::notices::{NoticeKind, SentNotice};
+    let Some(period) = r.opt_str("notice_period")? else {
+        return Ok(None);
+    };
+    let kind = r.str("notice_kind")?;
+    Ok(Some(SentNotice {
+        period: PeriodId::parse(&period)
+            .ok_or_else(|| LedgerError::Corrupt(format!("notice period {period:?}")))?,
+        kind: NoticeKind::parse(&kind)
+            .ok_or_else(|| LedgerError::Corrupt(format!("notice kind {kind:?}")))?,
+        amount: r.i64("notice_amount")?,
+        charge_at: r.time("notice_charge_at")?,
+        sent_at: r.time("notice_sent_at")?,
+        key_checked: r.bool("notice_key_checked")?,
+    }))
+}
+
 fn put_buyer(item: &mut Item, buyer: &Buyer) {
     put_opt(
         item,
@@ -268,6 +311,7 @@ pub fn registration_to_item(reg: &Registration, shards: u32) -> Item {
     item.insert("user_id".into(), s(&reg.user_id));
     item.insert("plan_amount".into(), n(reg.plan.amount));
     item.insert("plan_name".into(), s(&reg.plan.name));
+    item.insert("notice_days".into(), n(reg.plan.notice_days));
     super::plans::put_plan_ref(&mut item, reg.plan_ref.as_ref());
     item.insert("pg".into(), s(&reg.pg));
     item.insert("status".into(), s(reg.status.as_str()));
@@ -307,6 +351,7 @@ pub fn registration_from_item(item: &Item) -> Result<Registration, LedgerError> 
         plan: Plan {
             amount: r.i64("plan_amount")?,
             name: r.str("plan_name")?,
+            notice_days: notice_days(&r, "notice_days")?,
         },
         plan_ref: super::plans::read_plan_ref(&r)?,
         pg: r.str("pg")?,
@@ -337,6 +382,7 @@ pub fn subscription_to_item(sub: &Subscription, shards: u32) -> Item {
     item.insert("pg".into(), s(&sub.pg));
     item.insert("plan_amount".into(), n(sub.plan.amount));
     item.insert("plan_name".into(), s(&sub.plan.name));
+    item.insert("notice_days".into(), n(sub.plan.notice_days));
     super::plans::put_plan_ref(&mut item, sub.plan_ref.as_ref());
     item.insert("status".into(), s(sub.status.as_str()));
     item.insert(
@@ -376,6 +422,7 @@ pub fn subscription_to_item(sub: &Subscription, shards: u32) -> Item {
     if let Some(plan) = &sub.pending_plan {
         item.insert("pending_plan_amount".into(), n(plan.amount));
         item.insert("pending_plan_name".into(), s(&plan.name));
+        item.insert("pending_notice_days".into(), n(plan.notice_days));
     }
     put_opt(&mut item, "ended_at", sub.ended_at.map(ts));
     put_opt(
@@ -398,9 +445,10 @@ pub fn subscription_to_item(sub: &Subscription, shards: u32) -> Item {
         item.insert("reanchor_on_payment".into(), AttributeValue::Bool(true));
     }
     put_buyer(&mut item, &sub.buyer);
-    if sub.status.is_chargeable() {
+    put_notice(&mut item, sub.notice.as_ref());
+    if let Some(at) = sub.due_at() {
         item.insert(DUE_PK.into(), s(due_pk(sub.id.shard(shards))));
-        item.insert(DUE_SK.into(), ts(sub.next_charge_at));
+        item.insert(DUE_SK.into(), ts(at));
     }
     item
 }
@@ -426,6 +474,7 @@ pub fn subscription_from_item(item: &Item) -> Result<Subscription, LedgerError> 
         plan: Plan {
             amount: r.i64("plan_amount")?,
             name: r.str("plan_name")?,
+            notice_days: notice_days(&r, "notice_days")?,
         },
         plan_ref: super::plans::read_plan_ref(&r)?,
         buyer: read_buyer(&r)?,
@@ -451,6 +500,7 @@ pub fn subscription_from_item(item: &Item) -> Result<Subscription, LedgerError> 
             Some(amount) => Some(Plan {
                 amount,
                 name: r.str("pending_plan_name")?,
+                notice_days: notice_days(&r, "pending_notice_days")?,
             }),
             None => None,
         },
@@ -471,6 +521,7 @@ pub fn subscription_from_item(item: &Item) -> Result<Subscription, LedgerError> 
             None => None,
         },
         reanchor_on_payment: r.bool("reanchor_on_payment")?,
+        notice: read_notice(&r)?,
     })
 }
 
@@ -594,6 +645,7 @@ mod tests {
             plan: Plan {
                 amount: 9900,
                 name: "월간 구독".into(),
+                notice_days: 5,
             },
             plan_ref: None,
             buyer: Buyer {
@@ -625,6 +677,14 @@ mod tests {
             last_run: Some("exec-1".into()),
             paid_on: NaiveDate::from_ymd_opt(2026, 3, 31),
             reanchor_on_payment: true,
+            notice: Some(crate::billing::notices::SentNotice {
+                period: PeriodId::parse("202602").unwrap_or_else(|| panic!("period")),
+                kind: crate::billing::notices::NoticeKind::ActionRequired,
+                amount: 9900,
+                charge_at: t + chrono::Duration::days(7),
+                sent_at: t,
+                key_checked: true,
+            }),
         }
     }
 

@@ -34,6 +34,7 @@ fn plan_item(plan: &PlanRecord, pk: String, sk: String) -> Item {
     item.insert("plan_name".into(), s(&plan.name));
     item.insert("plan_amount".into(), n(plan.amount));
     item.insert("interval".into(), s(plan.interval.as_str()));
+    item.insert("notice_days".into(), n(plan.notice_days));
     item.insert("created_at".into(), ts(plan.created_at));
     item
 }
@@ -50,6 +51,7 @@ fn plan_from_item(item: &Item) -> Result<PlanRecord, LedgerError> {
         amount: r.i64("plan_amount")?,
         interval: Interval::parse(&interval_text)
             .ok_or_else(|| LedgerError::Corrupt(format!("plan interval {interval_text:?}")))?,
+        notice_days: super::item::notice_days(&r, "notice_days")?,
         created_at: r.time("created_at")?,
     })
 }

@@ -206,7 +206,7 @@ impl State {
     /// chargeable subscriptions are in it).
     fn put_subscription(&mut self, sub: &Subscription) {
         let sub = stored_subscription(sub);
-        let at = sub.status.is_chargeable().then_some(sub.next_charge_at);
+        let at = sub.due_at();
         self.index(Due::Subscription(sub.id.clone()), at);
         self.subscriptions.insert(sub.id.clone(), sub);
     }

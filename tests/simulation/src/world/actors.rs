@@ -143,6 +143,7 @@ impl World {
         let plan = Plan {
             amount: self.rand(|r| [4900, 9900, 9900, 19_900][r.random_range(0..4)]),
             name: "월간 구독".into(),
+            notice_days: shared::billing::notices::DEFAULT_NOTICE_DAYS,
         };
         // V2: PortOne will issue this key in the window; it is what is charged.
         let v2_key = self

@@ -53,6 +53,7 @@ fn catalogue_plan(r: &PlanRef) -> Option<Plan> {
     (r.version == 1).then(|| Plan {
         amount,
         name: "월간 구독".into(),
+        notice_days: shared::billing::notices::DEFAULT_NOTICE_DAYS,
     })
 }
 

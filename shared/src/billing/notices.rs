@@ -1,0 +1,240 @@
+//! Notices before a charge (issue 23 §1, decision 66): when a subscription's
+//! renewal notice is due, and what sending one changes.
+//!
+//! A subscription that will renew (active, its next period not tried yet,
+//! not set to end) is noticed once per period, `plan.notice_days` before
+//! its charge. The notice's due time is part of the subscription's place in
+//! the due index ([`Subscription::due_at`]), so the daily run finds it by
+//! the index it already reads, and a run that was missed catches up until
+//! the charge itself is due. Recording the notice is a version-checked
+//! write of the subscription: at most one notice per (subscription,
+//! period), and the lifecycle event is derived from that write with an id
+//! made of the subscription and the period, the same on every replay.
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::calendar::PeriodId;
+use super::entities::Subscription;
+use super::state::SubscriptionStatus;
+
+/// The notice days of a plan that does not say (and of the deprecated
+/// amount-and-name plans).
+pub const DEFAULT_NOTICE_DAYS: u16 = 7;
+/// The notice days a plan may set: 0 turns renewal notices off; at most
+/// 14, so that a notice always comes after the period before was charged
+/// (the shortest period is 28 days) and can name the amount of the next.
+pub const NOTICE_DAYS: std::ops::RangeInclusive<u16> = 0..=14;
+
+/// What a notice told the merchant's notifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeKind {
+    /// `subscription.renewal_upcoming`: the key is on file; the period will
+    /// be charged at `charge_at`.
+    RenewalUpcoming,
+    /// `payment_method.action_required`: the PG no longer has the billing
+    /// key; without a new card the charge at `charge_at` will fail.
+    ActionRequired,
+}
+
+impl NoticeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RenewalUpcoming => "renewal_upcoming",
+            Self::ActionRequired => "action_required",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "renewal_upcoming" => Some(Self::RenewalUpcoming),
+            "action_required" => Some(Self::ActionRequired),
+            _ => None,
+        }
+    }
+}
+
+/// The newest notice a subscription was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentNotice {
+    /// The period it announced.
+    pub period: PeriodId,
+    pub kind: NoticeKind,
+    /// What that period will be charged, whole KRW.
+    pub amount: i64,
+    /// When the charge is due.
+    pub charge_at: DateTime<Utc>,
+    pub sent_at: DateTime<Utc>,
+    /// Whether the PG answered the key check (a notice is sent even when it
+    /// did not: the notice is owed, the check is a courtesy).
+    pub key_checked: bool,
+}
+
+/// What the key check at the PG found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyCheck {
+    OnFile,
+    Missing,
+    /// The PG did not answer clearly (down, timed out).
+    Unknown,
+}
+
+impl Subscription {
+    /// When the renewal notice of the period to charge next is due, if one
+    /// is owed: a renewal (not the sign-up's own period, which the customer
+    /// just agreed to), active, the period not tried yet and not announced,
+    /// not set to end, not re-anchoring on an outstanding period, and the
+    /// plan's notice days above 0.
+    pub fn notice_at(&self) -> Option<DateTime<Utc>> {
+        let owed = self.period_index >= 1
+            && self.status == SubscriptionStatus::Active
+            && self.attempt == 1
+            && !self.cancel_at_period_end
+            && !self.reanchor_on_payment
+            && self.plan.notice_days > 0
+            && self
+                .notice
+                .as_ref()
+                .is_none_or(|n| n.period != self.current_period());
+        owed.then(|| self.next_charge_at - Duration::days(i64::from(self.plan.notice_days)))
+    }
+
+    /// Its place in the due index: the earlier of its notice and its
+    /// charge, while it can be charged; `None` keeps it out of the index.
+    pub fn due_at(&self) -> Option<DateTime<Utc>> {
+        if !self.status.is_chargeable() {
+            return None;
+        }
+        Some(
+            self.notice_at()
+                .map_or(self.next_charge_at, |n| n.min(self.next_charge_at)),
+        )
+    }
+
+    /// Whether its renewal notice is due at `now` (and its charge is not:
+    /// once the charge is due the notice is moot, and the run charges).
+    pub fn notice_due(&self, now: DateTime<Utc>) -> bool {
+        self.notice_at().is_some_and(|at| at <= now) && now < self.next_charge_at
+    }
+}
+
+/// The subscription one version later with its notice recorded, as of
+/// `now`, given what the key check found.
+pub fn noticed(sub: &Subscription, check: KeyCheck, now: DateTime<Utc>) -> Subscription {
+    let mut next = sub.next_version(now);
+    next.notice = Some(SentNotice {
+        period: sub.current_period(),
+        kind: match check {
+            KeyCheck::Missing => NoticeKind::ActionRequired,
+            KeyCheck::OnFile | KeyCheck::Unknown => NoticeKind::RenewalUpcoming,
+        },
+        amount: sub.plan.amount,
+        charge_at: sub.next_charge_at,
+        sent_at: now,
+        key_checked: check != KeyCheck::Unknown,
+    });
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::billing::Anchor;
+    use chrono::TimeZone;
+
+    fn sub() -> Subscription {
+        let anchor = Anchor::new(2026, 1, 31).unwrap_or_else(|| panic!("anchor"));
+        let mut s = crate::testing::subscription("k3m9x2p7q4w8", anchor);
+        s.period_index = 1;
+        s.attempt = 1;
+        s.next_charge_at = anchor.period_start(1);
+        s
+    }
+
+    #[test]
+    fn a_renewal_is_noticed_its_plans_days_before_the_charge() {
+        let s = sub();
+        // The 28 February charge (31 January anchor, clamped), 7 days before.
+        assert_eq!(
+            s.next_charge_at,
+            Utc.with_ymd_and_hms(2026, 2, 27, 15, 0, 0).unwrap()
+        );
+        let at = s.notice_at().unwrap_or_else(|| panic!("owed"));
+        assert_eq!(at, s.next_charge_at - Duration::days(7));
+        assert_eq!(s.due_at(), Some(at));
+        assert!(!s.notice_due(at - Duration::seconds(1)));
+        assert!(s.notice_due(at));
+        assert!(!s.notice_due(s.next_charge_at), "the charge is due: moot");
+    }
+
+    #[test]
+    fn a_notice_is_recorded_once_per_period() {
+        let s = sub();
+        let at = s.notice_at().unwrap_or_else(|| panic!("owed"));
+        let sent = noticed(&s, KeyCheck::OnFile, at);
+        assert_eq!(sent.version, s.version + 1);
+        let n = sent.notice.clone().unwrap_or_else(|| panic!("recorded"));
+        assert_eq!(
+            (n.period, n.kind, n.amount, n.charge_at, n.key_checked),
+            (
+                s.current_period(),
+                NoticeKind::RenewalUpcoming,
+                s.plan.amount,
+                s.next_charge_at,
+                true
+            )
+        );
+        assert_eq!(sent.notice_at(), None, "announced");
+        assert_eq!(sent.due_at(), Some(s.next_charge_at), "back at its charge");
+        // The next period is owed its own notice.
+        let mut later = sent.clone();
+        later.period_index += 1;
+        later.next_charge_at = later.anchor.period_start(2);
+        assert!(later.notice_at().is_some());
+        let missing = noticed(&s, KeyCheck::Missing, at);
+        assert_eq!(
+            missing.notice.map(|n| n.kind),
+            Some(NoticeKind::ActionRequired)
+        );
+        let unclear = noticed(&s, KeyCheck::Unknown, at);
+        assert_eq!(
+            unclear.notice.map(|n| (n.kind, n.key_checked)),
+            Some((NoticeKind::RenewalUpcoming, false))
+        );
+    }
+
+    #[test]
+    fn no_notice_for_what_will_not_renew() {
+        let base = sub();
+        let mut cases = Vec::new();
+        let mut ending = base.clone();
+        ending.cancel_at_period_end = true;
+        cases.push(("ending", ending));
+        for status in [
+            SubscriptionStatus::PastDue,
+            SubscriptionStatus::NeedsReview,
+            SubscriptionStatus::Cancelled,
+            SubscriptionStatus::Suspended,
+        ] {
+            let mut s = base.clone();
+            s.status = status;
+            cases.push((status.as_str(), s));
+        }
+        let mut retry = base.clone();
+        retry.attempt = 2;
+        cases.push(("a retry", retry));
+        let mut off = base.clone();
+        off.plan.notice_days = 0;
+        cases.push(("notices off", off));
+        let mut signup = base.clone();
+        signup.period_index = 0;
+        cases.push(("the sign-up's period", signup));
+        let mut outstanding = base.clone();
+        outstanding.reanchor_on_payment = true;
+        cases.push(("outstanding", outstanding));
+        for (what, s) in cases {
+            assert_eq!(s.notice_at(), None, "{what}");
+            let expected = s.status.is_chargeable().then_some(s.next_charge_at);
+            assert_eq!(s.due_at(), expected, "{what}");
+        }
+    }
+}
