@@ -239,6 +239,8 @@ async fn every_flow_publishes_exactly_its_events_in_order() {
     } else {
         Some(w.sign_up("frank", 5000).await)
     };
+    // gina's key is deleted at the PG before her renewal notice.
+    let gina = w.sign_up("gina", 0).await;
     all.extend(w.pump().await);
 
     w.api(
@@ -255,11 +257,16 @@ async fn every_flow_publishes_exactly_its_events_in_order() {
         None,
     )
     .await;
+    // The renewal notices, 7 days before the charge: everyone renewing
+    // (not carol, who ends; not frank, who waits for a person).
+    let due = w.sub(&alice).await.next_charge_at;
+    let gina_key = w.sub(&gina).await.customer_uid;
+    w.sim.remove_customer(&gina_key);
+    w.run_at(due - chrono::Duration::days(7)).await;
     for who in [&bob, &erin] {
         let key = w.sub(who).await.customer_uid;
         w.sim.decline_customer(&key, "잔액부족");
     }
-    let due = w.sub(&alice).await.next_charge_at;
     w.run_at(due).await;
     all.extend(w.pump().await);
 
@@ -312,6 +319,7 @@ async fn every_flow_publishes_exactly_its_events_in_order() {
         expect(&[
             "subscription.activated",
             "charge.succeeded",
+            "subscription.renewal_upcoming",
             "charge.succeeded",
             "charge.refunded"
         ])
@@ -321,6 +329,7 @@ async fn every_flow_publishes_exactly_its_events_in_order() {
         expect(&[
             "subscription.activated",
             "charge.succeeded",
+            "subscription.renewal_upcoming",
             "charge.failed",
             "subscription.past_due",
             "charge.failed",
@@ -332,6 +341,7 @@ async fn every_flow_publishes_exactly_its_events_in_order() {
         expect(&[
             "subscription.activated",
             "charge.succeeded",
+            "subscription.renewal_upcoming",
             "charge.failed",
             "subscription.past_due",
             "subscription.payment_method_updated",
@@ -352,6 +362,7 @@ async fn every_flow_publishes_exactly_its_events_in_order() {
             "subscription.activated",
             "charge.succeeded",
             "subscription.plan_changed",
+            "subscription.renewal_upcoming",
             "charge.succeeded"
         ])
     );
@@ -361,6 +372,14 @@ async fn every_flow_publishes_exactly_its_events_in_order() {
             expect(&["subscription.activated", "charge.needs_review"])
         );
     }
+    assert_eq!(
+        got[gina.as_str()][..3],
+        expect(&[
+            "subscription.activated",
+            "charge.succeeded",
+            "payment_method.action_required"
+        ])
+    );
     // What the events say, for the ones a merchant acts on.
     let of = |id: &SubscriptionId, kind: &str| -> Vec<&Value> {
         details
@@ -377,6 +396,19 @@ async fn every_flow_publishes_exactly_its_events_in_order() {
         "period_end"
     );
     assert_eq!(of(&dave, "charge.succeeded")[1]["data"]["amount"], 14900);
+    let dave_notice = of(&dave, "subscription.renewal_upcoming")[0];
+    assert_eq!(dave_notice["data"]["amount"], 14900, "the price it will charge");
+    assert_eq!(
+        dave_notice["id"],
+        format!(
+            "subscription.renewal_upcoming:{dave}:{}",
+            dave_notice["data"]["period"].as_str().unwrap()
+        )
+    );
+    assert_eq!(
+        of(&gina, "payment_method.action_required")[0]["data"]["reason"],
+        "billing_key_missing"
+    );
     assert_eq!(of(&alice, "charge.refunded")[0]["data"]["refunded"], 3000);
     if let Some(frank) = &frank {
         assert_eq!(
