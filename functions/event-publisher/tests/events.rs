@@ -397,7 +397,10 @@ async fn every_flow_publishes_exactly_its_events_in_order() {
     );
     assert_eq!(of(&dave, "charge.succeeded")[1]["data"]["amount"], 14900);
     let dave_notice = of(&dave, "subscription.renewal_upcoming")[0];
-    assert_eq!(dave_notice["data"]["amount"], 14900, "the price it will charge");
+    assert_eq!(
+        dave_notice["data"]["amount"], 14900,
+        "the price it will charge"
+    );
     assert_eq!(
         dave_notice["id"],
         format!(

@@ -17,7 +17,7 @@ use super::{SeedReport, World, lock};
 use crate::model::{MSG_SETTING, Usage};
 
 /// The invariants, by the names the summary line uses.
-pub const INVARIANTS: [&str; 14] = [
+pub const INVARIANTS: [&str; 17] = [
     "charged after a cancel",
     "billed without access",
     "two periods a day",
@@ -32,28 +32,33 @@ pub const INVARIANTS: [&str; 14] = [
     "unanswered calls",
     "plan off its version",
     "refund beyond the quote",
+    "noticed twice",
+    "noticed while not renewing",
+    "notice out of its window",
 ];
 
 /// Half the sign-ups (by their id's first character, so the world's random
-/// stream is the one it always was) name a catalogue plan: `monthly-{amount}`
-/// version 1 is the plan of that amount.
+/// stream is the one it always was) name a catalogue plan:
+/// `monthly-{amount}-n{notice days}` version 1 is the plan of that amount
+/// and notice.
 pub(super) fn catalogue_ref(id: &SubscriptionId, plan: &Plan) -> Option<PlanRef> {
     if !id.as_str().starts_with(|c: char| c.is_ascii_digit()) {
         return None;
     }
     Some(PlanRef {
-        id: PlanId::parse(&format!("monthly-{}", plan.amount))?,
+        id: PlanId::parse(&format!("monthly-{}-n{}", plan.amount, plan.notice_days))?,
         version: 1,
     })
 }
 
 /// The plan a catalogue reference of [`catalogue_ref`] stands for.
 fn catalogue_plan(r: &PlanRef) -> Option<Plan> {
-    let amount = r.id.as_str().strip_prefix("monthly-")?.parse().ok()?;
+    let (amount, days) = r.id.as_str().strip_prefix("monthly-")?.split_once("-n")?;
+    let (amount, notice_days) = (amount.parse().ok()?, days.parse().ok()?);
     (r.version == 1).then(|| Plan {
         amount,
         name: "월간 구독".into(),
-        notice_days: shared::billing::notices::DEFAULT_NOTICE_DAYS,
+        notice_days,
     })
 }
 
@@ -81,6 +86,8 @@ pub(crate) struct Observed {
     paid_while: BTreeMap<String, (SubscriptionStatus, bool)>,
     /// Payments whose lookups keep failing at the PG.
     pub broken_lookups: BTreeSet<String>,
+    /// The (subscription, period) pairs a renewal notice was written for.
+    noticed: BTreeSet<(SubscriptionId, PeriodId)>,
     /// The periods charged (money taken) per subscription and Seoul day.
     paid_days: BTreeMap<(SubscriptionId, NaiveDate), BTreeSet<PeriodId>>,
 }
@@ -286,6 +293,61 @@ impl World {
     /// subscription must not have ended. A cancel stops all further charges
     /// at once (a claim written before it may still be sent: it was in
     /// flight).
+    /// A subscription was just written with a new renewal notice (issue 23
+    /// §1): once per period, only for what renews (active, its next
+    /// period untried, not ending, not the sign-up's), within its window
+    /// (not before `notice_days` ahead of the charge, not after it).
+    pub(super) fn check_notice(&self, next: &Subscription) {
+        let Some(n) = &next.notice else { return };
+        if n.sent_at != next.updated_at {
+            return; // a later write that keeps the notice it had
+        }
+        let id = &next.id;
+        self.count(match n.kind {
+            shared::billing::notices::NoticeKind::RenewalUpcoming => "notices: renewal upcoming",
+            shared::billing::notices::NoticeKind::ActionRequired => "notices: key missing",
+        });
+        if !lock(&self.observed)
+            .noticed
+            .insert((id.clone(), n.period.clone()))
+        {
+            self.violation(
+                "noticed twice",
+                format!("{id}: period {} noticed again", n.period),
+            );
+        }
+        let renewing = next.status == SubscriptionStatus::Active
+            && !next.cancel_at_period_end
+            && next.period_index >= 1
+            && next.attempt == 1
+            && n.period == next.current_period();
+        if !renewing {
+            self.violation(
+                "noticed while not renewing",
+                format!(
+                    "{id}: period {} noticed while {} (period {}, attempt {}, ending {})",
+                    n.period,
+                    next.status.as_str(),
+                    next.current_period(),
+                    next.attempt,
+                    next.cancel_at_period_end
+                ),
+            );
+        }
+        let days = chrono::Duration::days(i64::from(next.plan.notice_days));
+        // The run's billing time may lead the clock by the allowed skew.
+        let early = n.sent_at + shared::config::BILLING_CLOCK_SKEW < n.charge_at - days;
+        if next.plan.notice_days == 0 || early || n.sent_at >= n.charge_at {
+            self.violation(
+                "notice out of its window",
+                format!(
+                    "{id}: period {} noticed at {} for a charge at {} ({} days' notice)",
+                    n.period, n.sent_at, n.charge_at, next.plan.notice_days
+                ),
+            );
+        }
+    }
+
     pub(super) fn check_claim(&self, id: &SubscriptionId, what: &str) {
         if let Some(s) = self.ledger.subscription_now(id)
             && s.status == SubscriptionStatus::Cancelled

@@ -61,6 +61,7 @@ impl Watcher for SimWatcher {
                 Op::MarkSending { attempt, .. } => {
                     w.check_claim(&attempt.subscription_id, "re-send");
                 }
+                Op::ChangeSubscription(c) => w.check_notice(c.next),
                 Op::Settle(s) if s.result.state.is_unpaid_settlement() => {
                     w.check_unpaid(&s.attempt.merchant_uid, s.next.status);
                 }
