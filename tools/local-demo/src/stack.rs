@@ -299,7 +299,7 @@ pub(crate) struct RunResult {
 }
 
 /// What a run's summary counts besides `due`, in the order it is printed.
-pub(crate) const RUN_COUNTS: [&str; 10] = [
+pub(crate) const RUN_COUNTS: [&str; 11] = [
     "charged",
     "declined",
     "rejected",
@@ -309,6 +309,7 @@ pub(crate) const RUN_COUNTS: [&str; 10] = [
     "needs_review",
     "corrupt",
     "signups_completed",
+    "notices",
     "skipped",
 ];
 

@@ -114,6 +114,7 @@ pub(crate) async fn lifecycle_events(
         let expected: &[&str] = match m.p.scenario {
             Scenario::Pays => &[
                 "subscription.activated",
+                "subscription.renewal_upcoming",
                 "charge.succeeded",
                 "charge.refunded",
             ],

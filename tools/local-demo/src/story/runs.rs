@@ -95,9 +95,19 @@ pub(crate) async fn chapter(story: &mut Story<'_>, members: &[Member]) -> Result
             }
             v
         };
+        // Renewal notices owed at this run (issue 23 §1), in sign-up order.
+        let notices_before: Vec<&Subscription> = members
+            .iter()
+            .filter_map(|m| subs.get(m.id.as_str()))
+            .filter(|s| s.notice_due(at))
+            .collect();
+        let notices_before: Vec<Subscription> = notices_before.into_iter().cloned().collect();
         let run = stack.charge_run(at, &format!("local-demo-{day}")).await?;
         runs += 1;
-        let active = run.error.is_some() || run.count("due") > 0 || !due_before.is_empty();
+        let active = run.error.is_some()
+            || run.count("due") > 0
+            || !due_before.is_empty()
+            || !notices_before.is_empty();
         if !active && !args.verbose {
             quiet = Some(match quiet {
                 Some((from, _, n)) => (from, day, n + 1),
@@ -121,6 +131,20 @@ pub(crate) async fn chapter(story: &mut Story<'_>, members: &[Member]) -> Result
             run.summary(),
             run.took.as_secs_f64()
         );
+        for before in &notices_before {
+            let m = by_id[before.id.as_str()];
+            let after = stack.sub(&before.id).await?;
+            let what = match &after.notice {
+                Some(n) if n.period == before.current_period() => format!(
+                    "notice  {} for {} won at {}",
+                    n.kind.as_str(),
+                    n.amount,
+                    kst(n.charge_at)
+                ),
+                _ => "notice  not recorded".to_owned(),
+            };
+            println!("      {:<6} {} {what}", m.p.label, before.current_period());
+        }
         for (before, open_before) in &due_before {
             let m = by_id[before.id.as_str()];
             let after = stack.sub(&before.id).await?;
