@@ -227,7 +227,7 @@ impl IamportClient {
         match self.send::<T, B>(&method, &url, body, &token).await {
             Err(Unauthorized) => {
                 warn!(
-                    path = url.path(),
+                    path = loggable_path(&url),
                     "i'mport answered 401; refreshing the token once"
                 );
                 self.invalidate(&token).await;
@@ -404,6 +404,23 @@ fn path_id(id: &str) -> Result<&str, GatewayError> {
         }));
     }
     Ok(id)
+}
+
+/// The request's path for a log line. A `customer_uid` is the reference to
+/// a billing key, so the segment after `customers` is written as its name.
+fn loggable_path(url: &Url) -> String {
+    let mut path = String::new();
+    let mut after_customers = false;
+    for segment in url.path_segments().into_iter().flatten() {
+        path.push('/');
+        path.push_str(if after_customers {
+            "{customer_uid}"
+        } else {
+            segment
+        });
+        after_customers = segment == "customers";
+    }
+    path
 }
 
 /// Marker: the server answered 401 (token refused).
@@ -587,5 +604,13 @@ mod tests {
             url.as_str(),
             "http://127.0.0.1:1/base/payments/..%2Fusers%2FgetToken%3Fx=1"
         );
+    }
+
+    #[test]
+    fn a_logged_path_never_holds_a_customer_uid() {
+        let url = Url::parse("http://127.0.0.1:1/subscribe/customers/cu_secret1").unwrap();
+        assert_eq!(loggable_path(&url), "/subscribe/customers/{customer_uid}");
+        let url = Url::parse("http://127.0.0.1:1/payments/imp_1?include_sandbox=true").unwrap();
+        assert_eq!(loggable_path(&url), "/payments/imp_1");
     }
 }
