@@ -84,9 +84,15 @@ pub async fn refund<L: Ledger, G: PaymentGateway>(
         {
             return refused(engine, attempt, intent, &r.message, audit).await;
         }
-        Err(e) => {
-            warn!(merchant_uid = %attempt.merchant_uid, error = %e, "refund outcome unknown; the same key resumes it");
+        // It never reached the PG, or the PG took no request from us: a
+        // retry with the same key is safe and nobody needs to look.
+        Err(e @ GatewayError::Rejected(_)) => {
+            warn!(merchant_uid = %attempt.merchant_uid, error = %e, "refund not sent; the same key resumes it");
             return Err(RefundError::Unclear(e.to_string()));
+        }
+        Err(e @ GatewayError::Ambiguous(_)) => {
+            let why = format!("refund outcome unknown: {e}");
+            return Err(unclear(engine, attempt, &intent, why).await);
         }
     };
     finish(
@@ -139,6 +145,7 @@ async fn intent_for<L: Ledger, G: PaymentGateway>(
         reason: ask.reason.to_owned(),
         state: RefundState::Requested,
         refunded_total: None,
+        review_reason: None,
         created_at: now,
         updated_at: now,
     };
@@ -195,9 +202,8 @@ async fn refused<L: Ledger, G: PaymentGateway>(
     let shown = match engine.gateway.find_payment(&intent.merchant_uid).await {
         Ok(p) => p,
         Err(e) => {
-            return Err(RefundError::Unclear(format!(
-                "refused ({message}), and the payment could not be read: {e}"
-            )));
+            let why = format!("refused ({message}), and the payment could not be read: {e}");
+            return Err(unclear(engine, attempt, &intent, why).await);
         }
     };
     if went_through(&intent, &shown) {
@@ -226,6 +232,34 @@ async fn refused<L: Ledger, G: PaymentGateway>(
         message: message.to_owned(),
         refunded,
     })
+}
+
+/// A requested refund whose outcome is not known: never asked again
+/// blindly, it goes to the review queue (alarmed on like a flagged charge)
+/// until the same key resumes it (`POST /charges/{uid}/refund` with that
+/// Idempotency-Key, which sends the same checksum: the PG refuses a second
+/// refund, and its record then shows the first).
+async fn unclear<L: Ledger, G>(
+    engine: &Engine<L, G>,
+    attempt: &ChargeAttempt,
+    intent: &RefundIntent,
+    why: String,
+) -> RefundError {
+    match engine
+        .ledger
+        .flag_refund(attempt, &intent.key, &why, engine.now())
+        .await
+    {
+        Ok(()) => {
+            warn!(merchant_uid = %attempt.merchant_uid, reason = %why, "refund outcome unknown; in the review queue until the same key resumes it");
+        }
+        // Finished meanwhile by a concurrent request with the same key.
+        Err(LedgerError::Conflict(_)) => {}
+        Err(e) => {
+            error!(merchant_uid = %attempt.merchant_uid, reason = %why, error = %e, "refund outcome unknown and not put in the review queue; resume it with the same key");
+        }
+    }
+    RefundError::Unclear(why)
 }
 
 /// Whether the payment shows this refund done: what was refunded before it

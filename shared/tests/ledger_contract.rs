@@ -90,6 +90,7 @@ contract!(
     instants_are_kept_to_the_second,
     refunds_only_ever_grow,
     a_refund_request_is_kept_under_its_key_and_finished_once,
+    a_refund_whose_outcome_is_unknown_waits_for_review_until_it_is_finished,
     a_corrupt_subscription_is_reported_not_hidden,
     a_pending_registration_is_due_for_a_sweep_until_it_completes,
     an_idempotency_key_answers_its_first_answer_again,
@@ -1543,6 +1544,7 @@ async fn a_refund_request_is_kept_under_its_key_and_finished_once<L: Subject>(l:
         reason: "goodwill".into(),
         state: RefundState::Requested,
         refunded_total: None,
+        review_reason: None,
         created_at: now,
         updated_at: now,
     };
@@ -1588,6 +1590,67 @@ async fn a_refund_request_is_kept_under_its_key_and_finished_once<L: Subject>(l:
     l.finish_refund(&a, &refused, None).await.unwrap();
     assert_eq!(attempt_of(&l, &a).await.refunded, 5000);
     assert_eq!(l.history(&sub.id, 5).await.unwrap().len(), 1);
+}
+
+/// A refund whose outcome was lost is in the review queue (counted and
+/// paged beside the flagged attempts) with its reason, until it is
+/// finished; only a stored, still requested refund can be flagged.
+async fn a_refund_whose_outcome_is_unknown_waits_for_review_until_it_is_finished<L: Subject>(l: L) {
+    use shared::ledger::{RefundIntent, RefundState};
+    let now = t("2026-12-24T15:00:00Z");
+    let sub = live(&l, now).await;
+    let a = current(&sub, "run-1", now);
+    claim(&l, &a, &sub).await.unwrap();
+    let asked = RefundIntent {
+        key: "key-1".into(),
+        merchant_uid: a.merchant_uid.clone(),
+        imp_uid: "imps_1".into(),
+        amount: 3000,
+        checksum: 9900,
+        reason: "prorated cancel".into(),
+        state: RefundState::Requested,
+        refunded_total: None,
+        review_reason: None,
+        created_at: now,
+        updated_at: now,
+    };
+    conflict(l.flag_refund(&a, "key-1", "lost", now).await);
+    l.begin_refund(&a, &asked).await.unwrap();
+    assert_eq!(l.count_review().await.unwrap(), 0);
+    let later = now + Duration::seconds(30);
+    l.flag_refund(&a, "key-1", "refund outcome unknown: timeout", later)
+        .await
+        .unwrap();
+    // Flagged twice (a retry that lost its answer again): still one entry.
+    l.flag_refund(&a, "key-1", "refund outcome unknown: timeout", later)
+        .await
+        .unwrap();
+    assert_eq!(l.count_review().await.unwrap(), 1);
+    let page = l.review_page(10, None).await.unwrap();
+    assert!(page.attempts.is_empty());
+    assert_eq!(
+        page.refunds,
+        vec![(sub.id.clone(), a.merchant_uid.clone(), "key-1".to_owned())]
+    );
+    let stored = l.get_refund(&a, "key-1").await.unwrap().unwrap();
+    assert_eq!(
+        stored.review_reason.as_deref(),
+        Some("refund outcome unknown: timeout")
+    );
+    assert_eq!(stored.state, RefundState::Requested);
+    // The same key resumed it and the PG's record showed it done.
+    let done = RefundIntent {
+        state: RefundState::Done,
+        refunded_total: Some(3000),
+        updated_at: later + Duration::seconds(5),
+        ..stored
+    };
+    l.finish_refund(&a, &done, None).await.unwrap();
+    assert_eq!(l.count_review().await.unwrap(), 0);
+    assert!(l.review_page(10, None).await.unwrap().refunds.is_empty());
+    assert_eq!(l.get_refund(&a, "key-1").await.unwrap(), Some(done));
+    conflict(l.flag_refund(&a, "key-1", "late", later).await);
+    assert_eq!(l.count_review().await.unwrap(), 0);
 }
 
 async fn a_corrupt_subscription_is_reported_not_hidden<L: Subject>(l: L) {

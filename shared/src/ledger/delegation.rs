@@ -181,6 +181,16 @@ macro_rules! ledger_by_aggregate {
                 refunds::finish_refund(self, attempt, intent, audit).await
             }
 
+            async fn flag_refund(
+                &self,
+                attempt: &ChargeAttempt,
+                key: &str,
+                reason: &str,
+                now: DateTime<Utc>,
+            ) -> Result<(), LedgerError> {
+                refunds::flag_refund(self, attempt, key, reason, now).await
+            }
+
             async fn begin_request(
                 &self,
                 key: &str,

@@ -83,10 +83,16 @@ pub struct DuePage {
     pub next: Option<Cursor>,
 }
 
-/// One page of the attempts waiting for a person, oldest flag first.
+/// A refund request: its charge's subscription and `merchant_uid`, and
+/// the request's idempotency key.
+pub type RefundKey = (SubscriptionId, String, String);
+
+/// One page of what waits for a person, oldest flag first: attempts, and
+/// refunds whose outcome is not known.
 #[derive(Debug, Clone, Default)]
 pub struct ReviewPage {
     pub attempts: Vec<AttemptKey>,
+    pub refunds: Vec<RefundKey>,
     pub next: Option<Cursor>,
 }
 
@@ -203,6 +209,9 @@ pub struct RefundIntent {
     pub state: RefundState,
     /// The payment's refunded total once the refund went through.
     pub refunded_total: Option<i64>,
+    /// Why it was put in the review queue ([`Ledger::flag_refund`]): its
+    /// outcome was not known. Kept once it is finished.
+    pub review_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -537,12 +546,25 @@ pub trait Ledger: Send + Sync {
 
     /// Records how a requested refund ended (`intent.state`, done or
     /// refused), the attempt's refunded total (only ever raised) and the
-    /// audit entry, in one transaction. `Conflict` unless it was requested.
+    /// audit entry, in one transaction, and takes it out of the review
+    /// queue if it was there. `Conflict` unless it was requested.
     fn finish_refund(
         &self,
         attempt: &ChargeAttempt,
         intent: &RefundIntent,
         audit: Option<&AuditEntry>,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// A requested refund whose outcome is not known (the PG's answer was
+    /// lost, or its record could not be read): in the review queue, with
+    /// `reason`, until it is finished ([`Ledger::finish_refund`] takes it
+    /// out). `Conflict` unless it is stored and still requested.
+    fn flag_refund(
+        &self,
+        attempt: &ChargeAttempt,
+        key: &str,
+        reason: &str,
+        now: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
     // ---- idempotency keys ------------------------------------------------

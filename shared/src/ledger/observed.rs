@@ -53,6 +53,7 @@ pub enum Op<'a> {
     GetRefund(&'a ChargeAttempt, &'a str),
     BeginRefund(&'a ChargeAttempt, &'a RefundIntent),
     FinishRefund(&'a ChargeAttempt, &'a RefundIntent),
+    FlagRefund(&'a ChargeAttempt, &'a str),
     BeginRequest(&'a str),
     FinishRequest(&'a str),
     AbandonRequest(&'a str),
@@ -93,6 +94,7 @@ impl Op<'_> {
             Self::GetRefund(..) => "get_refund",
             Self::BeginRefund(..) => "begin_refund",
             Self::FinishRefund(..) => "finish_refund",
+            Self::FlagRefund(..) => "flag_refund",
             Self::BeginRequest(_) => "begin_request",
             Self::FinishRequest(_) => "finish_request",
             Self::AbandonRequest(_) => "abandon_request",
@@ -152,6 +154,7 @@ impl Op<'_> {
             Self::FinishRefund(a, i) => {
                 format!("{} {} {}", attempt_key(a), i.key, i.state.as_str())
             }
+            Self::FlagRefund(a, key) => format!("{} {key}", attempt_key(a)),
         }
     }
 }
@@ -398,6 +401,20 @@ impl<L: Ledger, W: Watcher> Ledger for Observed<L, W> {
         self.around(
             Op::FinishRefund(attempt, intent),
             self.inner.finish_refund(attempt, intent, audit),
+        )
+        .await
+    }
+
+    async fn flag_refund(
+        &self,
+        attempt: &ChargeAttempt,
+        key: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        self.around(
+            Op::FlagRefund(attempt, key),
+            self.inner.flag_refund(attempt, key, reason, now),
         )
         .await
     }

@@ -69,11 +69,27 @@ pub async fn refund<L: Ledger, G: PaymentGateway>(
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ReviewList {
     pub charges: Vec<ChargeView>,
+    /// Refunds asked whose outcome is not known.
+    pub refunds: Vec<RefundReview>,
     /// Pass as `?cursor=` for the next page.
     pub next_cursor: Option<String>,
 }
 
-/// `GET /charges/needs-review`: the attempts waiting for a person, oldest first.
+/// A refund in the review queue: what was asked, and why its outcome is
+/// not known. Resumed by the same request with the same `Idempotency-Key`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RefundReview {
+    pub merchant_uid: String,
+    pub subscription_id: String,
+    pub idempotency_key: String,
+    pub amount: i64,
+    pub reason: String,
+    pub review_reason: String,
+    pub since: String,
+}
+
+/// `GET /charges/needs-review`: the attempts and the refunds waiting for a
+/// person, oldest first.
 pub async fn needs_review<L: Ledger, G>(
     engine: &Engine<L, G>,
     cursor: Option<&str>,
@@ -93,8 +109,28 @@ pub async fn needs_review<L: Ledger, G>(
             charges.push(ChargeView::from(&a));
         }
     }
+    let mut refunds = Vec::new();
+    for (id, merchant_uid, key) in &page.refunds {
+        let Some(a) = attempt_by_uid(engine, merchant_uid).await? else {
+            continue;
+        };
+        if let Some(r) = engine.ledger.get_refund(&a, key).await? {
+            refunds.push(RefundReview {
+                merchant_uid: r.merchant_uid,
+                subscription_id: id.as_str().to_owned(),
+                idempotency_key: r.key,
+                amount: r.amount,
+                reason: r.reason,
+                review_reason: r.review_reason.unwrap_or_default(),
+                since: r
+                    .updated_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            });
+        }
+    }
     Ok(ReviewList {
         charges,
+        refunds,
         next_cursor: page.next.map(|c| c.as_str().to_owned()),
     })
 }

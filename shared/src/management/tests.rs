@@ -3,12 +3,17 @@
 
 use chrono::{Duration, Utc};
 
-use super::{Actor, CancelInput, ManageError, NewPlanInput, cancel_quoted, cancellation_quote};
+use super::{
+    Actor, CancelInput, ManageError, NewPlanInput, RefundInput, cancel_quoted, cancellation_quote,
+    needs_review,
+};
 use crate::billing::{
     Anchor, AttemptState, ChargeAttempt, RecordStatus, Subscription, SubscriptionStatus,
 };
 use crate::charging::{BillingRun, Outcome, charge_one};
-use crate::gateway::ChargeOutcome;
+use crate::gateway::{
+    Ambiguity, AmbiguityKind, ChargeOutcome, GatewayError, Rejection, RejectionKind,
+};
 use crate::ledger::Ledger;
 use crate::ledger::memory::InMemoryLedger;
 use crate::testing::{self, Call, ScriptedGateway};
@@ -106,6 +111,94 @@ async fn a_quoted_cancel_refunds_the_quote_first_and_then_cancels() {
         "the quoted amount"
     );
     assert_eq!(engine.gateway.unused(), 0);
+}
+
+/// Issue 23 §4: a quoted cancel whose refund answer is lost still cancels,
+/// and the refund waits in the review queue (never retried blindly) until
+/// the same key resumes it and the PG's record shows it done.
+#[tokio::test]
+async fn a_lost_refund_answer_leaves_the_cancel_standing_and_the_refund_in_review() {
+    let (engine, sub) = paid(|g, _| {
+        g.refund_answers(Err(GatewayError::Ambiguous(Ambiguity {
+            kind: AmbiguityKind::Timeout,
+            http_status: None,
+            detail: "read timed out".into(),
+        })))
+        .delete_answers(Ok(()))
+    })
+    .await;
+    let quote = cancellation_quote(&engine, sub.id.as_str(), false).await;
+    let quote = quote.unwrap_or_else(|e| panic!("{e}"));
+    assert!(quote.refund_amount > 0, "{quote:?}");
+    let done = cancel_quoted(
+        &engine,
+        sub.id.as_str(),
+        quoted(&quote.quote_id),
+        "k3",
+        &Actor::named("t"),
+    )
+    .await;
+    let done = done.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(done.subscription.status, "cancelled");
+    let refund = done
+        .refund
+        .unwrap_or_else(|| panic!("no refund in {:?}", done.subscription));
+    assert_eq!(refund.state, "unclear");
+    let review = needs_review(&engine, None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(review.charges.is_empty(), "{review:?}");
+    assert_eq!(review.refunds.len(), 1, "{review:?}");
+    let waiting = &review.refunds[0];
+    assert_eq!(waiting.idempotency_key, refund.refund_key);
+    assert_eq!(waiting.amount, quote.refund_amount);
+    assert!(waiting.review_reason.contains("timed out"), "{waiting:?}");
+
+    // Resumed with the same key: the PG refuses a second refund with that
+    // checksum, and its record shows the first one went through.
+    engine.gateway.and_then(|g| {
+        let attempt = testing::attempt(&sub, AttemptState::Paid);
+        let mut shown = testing::record(
+            &attempt,
+            RecordStatus::Cancelled,
+            9900,
+            Some(Utc::now()),
+            "cu",
+        );
+        shown.cancelled_amount = quote.refund_amount;
+        g.refund_answers(Err(GatewayError::Rejected(Rejection {
+            kind: RejectionKind::Business,
+            http_status: Some(200),
+            code: Some(1),
+            message: "취소할 금액이 취소가능금액을 초과합니다".into(),
+        })))
+        .record_answers(Ok(shown))
+    });
+    let resumed = super::refund(
+        &engine,
+        &refund.merchant_uid,
+        RefundInput {
+            amount: Some(refund.amount),
+            reason: refund.reason.clone(),
+        },
+        &refund.refund_key,
+        &Actor::named("operator"),
+    )
+    .await;
+    let resumed = resumed.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resumed.refunded, quote.refund_amount);
+    let review = needs_review(&engine, None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(review.refunds.is_empty(), "{review:?}");
+    assert_eq!(engine.ledger.count_review().await.ok(), Some(0));
+    let refunds = engine
+        .gateway
+        .calls()
+        .into_iter()
+        .filter(|c| matches!(c, Call::Refund(_)))
+        .count();
+    assert_eq!(refunds, 2, "asked once, and once more by the same key");
 }
 
 #[tokio::test]

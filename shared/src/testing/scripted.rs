@@ -87,6 +87,16 @@ impl ScriptedGateway {
         self
     }
 
+    /// Scripts more answers on a gateway already in use (an engine owns
+    /// it): `more` builds on what is left of the script and its calls.
+    pub fn and_then(&self, more: impl FnOnce(Self) -> Self) {
+        let taken = std::mem::take(&mut *self.script());
+        let more = more(Self {
+            script: Mutex::new(taken),
+        });
+        *self.script() = more.script.into_inner().unwrap_or_else(|p| p.into_inner());
+    }
+
     /// Every call so far, in order.
     pub fn calls(&self) -> Vec<Call> {
         self.script().calls.clone()

@@ -543,6 +543,7 @@ pub fn refund_to_item(pk: &str, sk: &str, r: &RefundIntent) -> Item {
     item.insert("reason".into(), s(&r.reason));
     item.insert("state".into(), s(r.state.as_str()));
     put_opt(&mut item, "refunded_total", r.refunded_total.map(n));
+    put_opt(&mut item, "review_reason", r.review_reason.as_ref().map(s));
     item.insert("created_at".into(), ts(r.created_at));
     item.insert("updated_at".into(), ts(r.updated_at));
     item
@@ -561,6 +562,7 @@ pub fn refund_from_item(item: &Item) -> Result<RefundIntent, LedgerError> {
         state: RefundState::parse(&state)
             .ok_or_else(|| LedgerError::Corrupt(format!("refund state {state:?}")))?,
         refunded_total: r.opt_i64("refunded_total")?,
+        review_reason: r.opt_str("review_reason")?,
         created_at: r.time("created_at")?,
         updated_at: r.time("updated_at")?,
     })

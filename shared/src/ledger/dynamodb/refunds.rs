@@ -101,7 +101,11 @@ pub(super) async fn finish_refund(
         .table_name(&db.table)
         .key(PK, s(pk.clone()))
         .key(SK, s(refund_sk(&attempt.merchant_uid, &intent.key)))
-        .update_expression("SET #state = :state, updated_at = :now, refunded_total = :total")
+        .update_expression(
+            "SET #state = :state, updated_at = :now, refunded_total = :total REMOVE #dpk, #dsk",
+        )
+        .expression_attribute_names("#dpk", DUE_PK)
+        .expression_attribute_names("#dsk", DUE_SK)
         .condition_expression("#state = :requested")
         .expression_attribute_names("#state", "state")
         .expression_attribute_values(":state", s(intent.state.as_str()))
@@ -145,4 +149,37 @@ pub(super) async fn finish_refund(
     let mut items = vec![TransactWriteItem::builder().update(finish).build()];
     items.extend(audit_put);
     db.transact(items, "TransactWriteItems finish refund").await
+}
+
+/// Puts a requested refund in the review partition of the due index, with
+/// its reason.
+pub(super) async fn flag_refund(
+    db: &DynamoLedger,
+    attempt: &ChargeAttempt,
+    key: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), LedgerError> {
+    let (pk, _) = DynamoLedger::attempt_key(attempt);
+    db.client
+        .update_item()
+        .table_name(&db.table)
+        .key(PK, s(pk))
+        .key(SK, s(refund_sk(&attempt.merchant_uid, key)))
+        .update_expression(
+            "SET #dpk = :review, #dsk = :at, review_reason = :reason, updated_at = :now",
+        )
+        .condition_expression("#state = :requested")
+        .expression_attribute_names("#state", "state")
+        .expression_attribute_names("#dpk", DUE_PK)
+        .expression_attribute_names("#dsk", DUE_SK)
+        .expression_attribute_values(":review", s(REVIEW_PK))
+        .expression_attribute_values(":at", ts(now))
+        .expression_attribute_values(":reason", s(reason))
+        .expression_attribute_values(":now", ts(now))
+        .expression_attribute_values(":requested", s(RefundState::Requested.as_str()))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| sdk_error(e, "UpdateItem flag refund"))
 }

@@ -146,6 +146,10 @@ pub(super) async fn review_page(
     for entry in out.items.unwrap_or_default() {
         let r = item::Reader::new(&entry, "review entry");
         let (pk, sk) = (r.str(PK)?, r.str(SK)?);
+        if let Some(refund) = refund_key_from(&pk, &sk) {
+            page.refunds.push(refund);
+            continue;
+        }
         page.attempts.push(
             attempt_key_from(&pk, &sk)
                 .ok_or_else(|| LedgerError::Corrupt(format!("review entry {pk:?}/{sk:?}")))?,
@@ -156,4 +160,11 @@ pub(super) async fn review_page(
         .filter(|k| !k.is_empty())
         .and_then(|k| DynamoLedger::encode_cursor(0, &k));
     Ok(page)
+}
+
+/// `SUB#{id}` / `REFUND#{merchant_uid}#{key}` (a merchant uid has no `#`).
+fn refund_key_from(pk: &str, sk: &str) -> Option<crate::ledger::RefundKey> {
+    let id = pk.strip_prefix("SUB#").and_then(SubscriptionId::parse)?;
+    let (merchant_uid, key) = sk.strip_prefix("REFUND#")?.split_once('#')?;
+    Some((id, merchant_uid.to_owned(), key.to_owned()))
 }

@@ -39,6 +39,8 @@ enum Due {
     Subscription(SubscriptionId),
     Registration(String),
     Attempt(AttemptKey),
+    /// A refund waiting for a person (only in the review set).
+    Refund(crate::ledger::RefundKey),
 }
 
 impl Due {
@@ -47,6 +49,7 @@ impl Due {
             Self::Subscription(id) => format!("S{id}"),
             Self::Registration(uid) => format!("R{uid}"),
             Self::Attempt((id, period, n)) => format!("A{id}.{period}.{n}"),
+            Self::Refund((id, uid, key)) => format!("F{id}.{uid}.{key}"),
         }
     }
 
@@ -60,6 +63,13 @@ impl Due {
                 let period = PeriodId::parse(parts.next()?)?;
                 let n = parts.next()?.parse().ok()?;
                 Some(Self::Attempt((id, period, n)))
+            }
+            ("F", refund) => {
+                let mut parts = refund.splitn(3, '.');
+                let id = SubscriptionId::parse(parts.next()?)?;
+                let uid = parts.next()?.to_owned();
+                let key = parts.next()?.to_owned();
+                Some(Self::Refund((id, uid, key)))
             }
             _ => None,
         }
@@ -83,7 +93,7 @@ struct State {
     due: BTreeSet<(i64, Due)>,
     due_at: BTreeMap<Due, i64>,
     /// The review index: (flagged at, attempt).
-    review: BTreeSet<(i64, AttemptKey)>,
+    review: BTreeSet<(i64, Due)>,
     users: BTreeMap<String, UserItems>,
     locks: BTreeMap<(String, String), SubscriptionId>,
     audit: BTreeMap<SubscriptionId, Vec<AuditEntry>>,
@@ -234,7 +244,7 @@ impl State {
     }
 
     fn unreview(&mut self, key: &AttemptKey) {
-        self.review.retain(|(_, k)| k != key);
+        self.review.retain(|(_, k)| *k != Due::Attempt(key.clone()));
     }
 
     fn add_audit(&mut self, audit: Option<&AuditEntry>) {

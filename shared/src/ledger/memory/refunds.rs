@@ -95,6 +95,38 @@ pub(super) async fn finish_refund(
         r.refunded_total = intent.refunded_total;
         r.updated_at = now;
     }
+    let reviewed = Due::Refund((attempt.subscription_id.clone(), key.0, key.1));
+    st.review.retain(|(_, k)| *k != reviewed);
     st.add_audit(audit);
+    Ok(())
+}
+
+pub(super) async fn flag_refund(
+    db: &InMemoryLedger,
+    attempt: &ChargeAttempt,
+    key: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), LedgerError> {
+    let mut st = db.lock();
+    st.count("UpdateItem");
+    let at = secs(now);
+    match st
+        .refunds
+        .get_mut(&(attempt.merchant_uid.clone(), key.to_owned()))
+    {
+        Some(r) if r.state == RefundState::Requested => {
+            r.review_reason = Some(reason.to_owned());
+            r.updated_at = at;
+        }
+        _ => return Err(conflict("flag refund")),
+    }
+    let entry = Due::Refund((
+        attempt.subscription_id.clone(),
+        attempt.merchant_uid.clone(),
+        key.to_owned(),
+    ));
+    st.review.retain(|(_, k)| *k != entry);
+    st.review.insert((at.timestamp(), entry));
     Ok(())
 }

@@ -65,7 +65,7 @@ pub(super) async fn activate(db: &InMemoryLedger, a: &Activation<'_>) -> Result<
         st.put_attempt(stored_attempt(at), None);
         if at.state == AttemptState::NeedsReview {
             st.review
-                .insert((secs(at.updated_at).timestamp(), key_of(at)));
+                .insert((secs(at.updated_at).timestamp(), Due::Attempt(key_of(at))));
         }
     }
     Ok(())
@@ -92,7 +92,7 @@ pub(super) async fn replace_key(
         let key = key_of(&stored);
         let at = stored.updated_at.timestamp();
         st.put_attempt(stored, None);
-        st.review.insert((at, key));
+        st.review.insert((at, Due::Attempt(key)));
     }
     let pending = st
         .registrations
@@ -136,7 +136,7 @@ pub(super) async fn refuse_registration(
         let key = key_of(&stored);
         let at = stored.updated_at.timestamp();
         st.put_attempt(stored, None);
-        st.review.insert((at, key));
+        st.review.insert((at, Due::Attempt(key)));
     }
     if let Some(r) = st.registrations.get_mut(&reg.merchant_uid) {
         r.status = RegistrationStatus::Refused;

@@ -34,7 +34,7 @@ pub(super) async fn flag_review(
         flagged.updated_at = secs(now);
         let key = key_of(&flagged);
         st.put_attempt(flagged, None);
-        st.review.insert((secs(now).timestamp(), key));
+        st.review.insert((secs(now).timestamp(), Due::Attempt(key)));
     }
     Ok(())
 }
@@ -96,7 +96,7 @@ pub(super) async fn review_page(
     st.count("Query");
     let after = match decode_cursor(cursor)? {
         None => None,
-        Some((t, Due::Attempt(key))) => Some((t, key)),
+        Some((t, due @ (Due::Attempt(_) | Due::Refund(_)))) => Some((t, due)),
         Some(_) => return Err(not_a_cursor(cursor)),
     };
     let limit = limit.clamp(1, 1000);
@@ -107,16 +107,24 @@ pub(super) async fn review_page(
         )),
         None => st.review.range(..),
     };
-    let page: Vec<(i64, AttemptKey)> = range.take(limit + 1).cloned().collect();
+    let page: Vec<(i64, Due)> = range.take(limit + 1).cloned().collect();
     let more = page.len() > limit;
     let page = &page[..page.len().min(limit)];
-    Ok(ReviewPage {
-        attempts: page.iter().map(|(_, k)| k.clone()).collect(),
+    let mut out = ReviewPage {
         next: if more {
             page.last()
-                .map(|(t, k)| Cursor(format!("{t}|{}", Due::Attempt(k.clone()).encode())))
+                .map(|(t, k)| Cursor(format!("{t}|{}", k.encode())))
         } else {
             None
         },
-    })
+        ..ReviewPage::default()
+    };
+    for (_, entry) in page {
+        match entry {
+            Due::Attempt(k) => out.attempts.push(k.clone()),
+            Due::Refund(k) => out.refunds.push(k.clone()),
+            Due::Subscription(_) | Due::Registration(_) => {}
+        }
+    }
+    Ok(out)
 }

@@ -100,6 +100,7 @@ pub(super) async fn due_page(
             Due::Subscription(id) => out.ids.push(id.clone()),
             Due::Registration(uid) => out.registrations.push(uid.clone()),
             Due::Attempt(key) => out.attempts.push(key.clone()),
+            Due::Refund(_) => {} // only in the review set
         }
     }
     Ok(out)
