@@ -96,6 +96,7 @@ expected = sorted([
     ("POST", "/subscriptions/{id}/resume", api),
     ("POST", "/subscriptions/{id}/plan", api),
     ("POST", "/subscriptions/{id}/payment-method", api),
+    ("POST", "/subscriptions/{id}/consent", api),
     ("GET", "/charges/needs-review", api),
     ("POST", "/charges/{merchant_uid}/refund", api),
     ("POST", "/charges/{merchant_uid}/resolve", api),
@@ -143,4 +144,4 @@ if problems:
     sys.exit("\n".join(problems))
 PY
 
-echo "check-infra: OK (cfn-lint, sam validate --lint, translated template, 17 routes, ${#events[@]} events, env.local.json)"
+echo "check-infra: OK (cfn-lint, sam validate --lint, translated template, 18 routes, ${#events[@]} events, env.local.json)"

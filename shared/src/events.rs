@@ -16,11 +16,16 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::billing::notices::{NoticeKind, SentNotice};
+use crate::billing::trials::Trial;
 use crate::billing::{AttemptState, ChargeAttempt, Subscription, SubscriptionStatus};
 
 /// Every event type (the EventBridge `detail-type`).
-pub const TYPES: [&str; 12] = [
+pub const TYPES: [&str; 16] = [
     "subscription.activated",
+    "subscription.trial_will_end",
+    "subscription.trial_consented",
+    "subscription.trial_extended",
+    "subscription.trial_converted",
     "subscription.past_due",
     "subscription.suspended",
     "subscription.cancelled",
@@ -122,10 +127,12 @@ pub fn of_subscription(old: Option<&Subscription>, new: Option<&Subscription>) -
                 "next_charge_at": opt_time(new.status.is_chargeable().then_some(new.next_charge_at)),
                 "paid_through": paid_through(new),
                 "card": card(new),
+                "trial": new.trial.as_ref().map(trial),
             }),
         )];
     };
     let mut out = Vec::new();
+    trial_events(old, new, &mut out);
     if old.status != new.status {
         match new.status {
             SubscriptionStatus::PastDue => out.push(subscription_event(
@@ -187,13 +194,74 @@ pub fn of_subscription(old: Option<&Subscription>, new: Option<&Subscription>) -
     out
 }
 
-/// A renewal notice: one per (subscription, period), its id made of both,
-/// so a replay, or a second write of the same notice, has the same id.
+fn trial(t: &Trial) -> Value {
+    json!({
+        "days": t.terms.days,
+        "ends_at": rfc3339(t.ends_at),
+        "conversion_consent": t.terms.consent.as_str(),
+        "on_no_consent": t.terms.on_no_consent.as_str(),
+        "extended": t.extended,
+        "consented": t.consent.is_some(),
+    })
+}
+
+/// A trial's consent recorded, its extension, and its conversion (the
+/// first period paid), each once: the consent and the conversion happen
+/// once per trial, and an extension once at most.
+fn trial_events(old: &Subscription, new: &Subscription, out: &mut Vec<Event>) {
+    let (Some(before), Some(after)) = (&old.trial, &new.trial) else {
+        return;
+    };
+    if before.consent.is_none()
+        && let Some(c) = &after.consent
+    {
+        out.push(subscription_event(
+            "subscription.trial_consented",
+            new,
+            json!({
+                "channel": c.channel,
+                "reference": c.reference,
+                "consented_at": rfc3339(c.at),
+                "converts_at": rfc3339(after.ends_at),
+                "plan": plan(&new.plan),
+            }),
+        ));
+    }
+    if !before.extended && after.extended {
+        out.push(subscription_event(
+            "subscription.trial_extended",
+            new,
+            json!({
+                "previous_ends_at": rfc3339(before.ends_at),
+                "ends_at": rfc3339(after.ends_at),
+                "reason": "no_consent",
+            }),
+        ));
+    }
+    if old.status == SubscriptionStatus::Trialing && new.status == SubscriptionStatus::Active {
+        out.push(subscription_event(
+            "subscription.trial_converted",
+            new,
+            json!({
+                "period": old.current_period().to_string(),
+                "plan": plan(&new.plan),
+                "paid_through": paid_through(new),
+            }),
+        ));
+    }
+}
+
+/// A notice: one per (subscription, period), its id made of both, so a
+/// replay, or a second write of the same notice, has the same id. A
+/// trial's notices are per conversion date instead (an extended trial may
+/// convert in the period it first would have).
 fn notice_event(sub: &Subscription, n: &SentNotice) -> Event {
     let kind = match n.kind {
         NoticeKind::RenewalUpcoming => "subscription.renewal_upcoming",
         NoticeKind::ActionRequired => "payment_method.action_required",
+        NoticeKind::TrialWillEnd => "subscription.trial_will_end",
     };
+    let in_trial = sub.status == SubscriptionStatus::Trialing;
     let mut data = json!({
         "period": n.period.to_string(),
         "amount": n.amount,
@@ -201,17 +269,31 @@ fn notice_event(sub: &Subscription, n: &SentNotice) -> Event {
         "charge_at": rfc3339(n.charge_at),
         "plan": plan(&sub.plan),
         "plan_ref": sub.plan_ref.as_ref().map(|r| json!({"id": r.id.as_str(), "version": r.version})),
-        "notice_days": sub.plan.notice_days,
+        "notice_days": sub.notice_days(),
         "key_checked": n.key_checked,
     });
-    if n.kind == NoticeKind::ActionRequired
-        && let Value::Object(map) = &mut data
-    {
-        map.insert("reason".into(), json!("billing_key_missing"));
-        map.insert("card".into(), card(sub));
+    if let Value::Object(map) = &mut data {
+        if n.kind == NoticeKind::ActionRequired {
+            map.insert("reason".into(), json!("billing_key_missing"));
+            map.insert("card".into(), card(sub));
+        }
+        if n.kind == NoticeKind::TrialWillEnd
+            && let Some(t) = &sub.trial
+        {
+            map.insert("consent_required".into(), json!(t.consent.is_none()));
+            map.insert("trial".into(), trial(t));
+        }
     }
+    let at = if in_trial {
+        n.charge_at
+            .with_timezone(&crate::billing::BILLING_TZ)
+            .format("%Y%m%d")
+            .to_string()
+    } else {
+        n.period.to_string()
+    };
     Event {
-        id: format!("{kind}:{}:{}", sub.id, n.period),
+        id: format!("{kind}:{}:{at}", sub.id),
         kind,
         occurred_at: rfc3339(n.sent_at),
         subscription_id: sub.id.to_string(),
@@ -412,6 +494,70 @@ mod tests {
         paid.plan = asked.pending_plan.clone().unwrap();
         paid.pending_plan = None;
         assert!(of_subscription(Some(&asked), Some(&paid)).is_empty());
+    }
+
+    #[test]
+    fn a_trial_is_noticed_consented_and_converted_once_each() {
+        use crate::billing::notices::{KeyCheck, noticed};
+        use crate::billing::trials::{
+            self, ConversionConsent, OnNoConsent, Trial, TrialTerms, consented,
+        };
+        let now = DateTime::parse_from_rfc3339("2026-12-03T03:00:00Z")
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap();
+        let terms = TrialTerms {
+            days: 14,
+            consent: ConversionConsent::Explicit,
+            on_no_consent: OnNoConsent::ExtendTrialOnce,
+        };
+        let (anchor, ends_at) = trials::trial_end(14, now);
+        let mut s = sub();
+        s.anchor = anchor;
+        s.period_index = 0;
+        s.status = SubscriptionStatus::Trialing;
+        s.next_charge_at = ends_at;
+        s.trial = Some(Trial {
+            terms,
+            ends_at,
+            extended: false,
+            consent: None,
+        });
+        let activated = of_subscription(None, Some(&s));
+        assert_eq!(activated[0].data["status"], "trialing");
+        assert_eq!(activated[0].data["trial"]["ends_at"], rfc3339(ends_at));
+        let at = s.notice_at().unwrap();
+        let told = noticed(&s, KeyCheck::OnFile, at);
+        let events = of_subscription(Some(&s), Some(&told));
+        assert_eq!(kinds(&events), ["subscription.trial_will_end"]);
+        assert_eq!(
+            events[0].id,
+            "subscription.trial_will_end:abcdefghij01:20261217"
+        );
+        assert_eq!(events[0].data["consent_required"], true);
+        assert_eq!(events[0].data["notice_days"], 7);
+        let agreed = consented(&told, "web", "consent-77", at, 30, at)
+            .unwrap()
+            .unwrap();
+        let events = of_subscription(Some(&told), Some(&agreed));
+        assert_eq!(kinds(&events), ["subscription.trial_consented"]);
+        assert_eq!(events[0].data["reference"], "consent-77");
+        let mut paid = agreed.next_version(ends_at);
+        paid.status = SubscriptionStatus::Active;
+        paid.period_index = 1;
+        paid.paid_through = Some(anchor.period_id(0));
+        let events = of_subscription(Some(&agreed), Some(&paid));
+        assert_eq!(kinds(&events), ["subscription.trial_converted"]);
+        assert_eq!(events[0].data["period"], "202612");
+        // Without a consent: extended once, with a notice of its own.
+        let extended = trials::lapsed(&told, ends_at).unwrap();
+        let events = of_subscription(Some(&told), Some(&extended));
+        assert_eq!(kinds(&events), ["subscription.trial_extended"]);
+        let again = noticed(&extended, KeyCheck::OnFile, extended.notice_at().unwrap());
+        let events = of_subscription(Some(&extended), Some(&again));
+        assert_eq!(
+            events[0].id,
+            "subscription.trial_will_end:abcdefghij01:20261231"
+        );
     }
 
     #[test]

@@ -98,6 +98,7 @@ contract!(
     the_plan_catalogue_pages_by_id_through_a_cursor,
     a_sign_up_keeps_the_plan_version_it_agreed_to,
     a_renewal_is_due_at_its_notice_and_at_its_charge_once_noticed,
+    a_trial_is_stored_with_its_terms_and_consent_and_due_at_its_notice,
 );
 
 fn t(s: &str) -> DateTime<Utc> {
@@ -132,6 +133,8 @@ fn registration(id: &SubscriptionId, now: DateTime<Utc>) -> Registration {
         imp_uid: None,
         sweep_at: Some(now + Duration::minutes(30)),
         replaces_key: false,
+        trial: None,
+        consent: None,
     }
 }
 
@@ -584,6 +587,8 @@ async fn a_refused_card_window_that_took_money_waits_for_a_person<L: Subject>(l:
     let reg = Registration {
         merchant_uid: MerchantUid::key_replacement(&sub.id, "abcd1234"),
         replaces_key: true,
+        trial: None,
+        consent: None,
         ..registration(&sub.id, now)
     };
     l.put_registration(&reg).await.unwrap();
@@ -624,6 +629,8 @@ async fn a_new_card_completes_its_registration_and_bumps_the_subscription<L: Sub
     let reg = Registration {
         merchant_uid: MerchantUid::key_replacement(&sub.id, "abcd1234"),
         replaces_key: true,
+        trial: None,
+        consent: None,
         ..registration(&sub.id, now)
     };
     l.put_registration(&reg).await.unwrap();
@@ -1870,6 +1877,12 @@ fn plan(id: &str, version: u32, amount: i64, at: DateTime<Utc>) -> PlanRecord {
         amount,
         interval: Interval::Month,
         notice_days: 3 + (version % 2) as u16,
+        // Odd versions have a trial: its terms are kept with the version.
+        trial: (version % 2 == 1).then_some(shared::billing::trials::TrialTerms {
+            days: 14,
+            consent: shared::billing::trials::ConversionConsent::Explicit,
+            on_no_consent: shared::billing::trials::OnNoConsent::ExtendTrialOnce,
+        }),
         created_at: at,
     }
 }
@@ -2043,4 +2056,70 @@ async fn a_renewal_is_due_at_its_notice_and_at_its_charge_once_noticed<L: Subjec
         vec![sub.id.clone()],
         "due for its charge"
     );
+}
+
+/// Issue 23 §2: a trial's terms and the sign-up's consent round-trip on the
+/// registration; the trialing subscription keeps its trial (end, extension,
+/// consent), and sits in the due index at its notice, then at its end.
+async fn a_trial_is_stored_with_its_terms_and_consent_and_due_at_its_notice<L: Subject>(l: L) {
+    use shared::billing::notices::{KeyCheck, noticed};
+    use shared::billing::trials::{
+        Consent, ConversionConsent, OnNoConsent, Trial, TrialTerms, trial_end,
+    };
+    let now = t("2026-12-03T01:00:00Z");
+    let id = SubscriptionId::generate();
+    let terms = TrialTerms {
+        days: 21,
+        consent: ConversionConsent::Signup,
+        on_no_consent: OnNoConsent::ExtendTrialOnce,
+    };
+    let consent = Consent {
+        channel: "web".into(),
+        reference: "tick-1".into(),
+        at: now - Duration::minutes(3),
+        recorded_at: now,
+    };
+    let reg = Registration {
+        trial: Some(terms),
+        consent: Some(consent.clone()),
+        ..registration(&id, now)
+    };
+    l.put_registration(&reg).await.unwrap();
+    assert_eq!(
+        l.get_registration(&reg.merchant_uid).await.unwrap(),
+        Some(reg.clone())
+    );
+    let (anchor, ends_at) = trial_end(21, now);
+    let sub = Subscription {
+        status: SubscriptionStatus::Trialing,
+        anchor,
+        next_charge_at: ends_at,
+        trial: Some(Trial {
+            terms,
+            ends_at,
+            extended: true,
+            consent: Some(consent),
+        }),
+        ..sample_subscription(&id, now)
+    };
+    l.activate(&activation(&reg, &sub)).await.unwrap();
+    assert_eq!(l.get_subscription(&id).await.unwrap(), Some(sub.clone()));
+    let due = |at: DateTime<Utc>| {
+        let l = &l;
+        async move { l.due_page(at, 100, None).await.unwrap().ids }
+    };
+    let notice_at = ends_at - Duration::days(7);
+    assert_eq!(due(notice_at - Duration::seconds(1)).await, vec![]);
+    assert_eq!(due(notice_at).await, vec![id.clone()]);
+    let told = noticed(&sub, KeyCheck::OnFile, notice_at);
+    l.change_subscription(&SubscriptionChange {
+        next: &told,
+        audit: None,
+        lock: LockChange::Keep,
+    })
+    .await
+    .unwrap();
+    assert_eq!(l.get_subscription(&id).await.unwrap(), Some(told));
+    assert_eq!(due(ends_at - Duration::seconds(1)).await, vec![]);
+    assert_eq!(due(ends_at).await, vec![id]);
 }

@@ -18,6 +18,7 @@ use shared::app::App;
 use shared::billing::{AttemptState, Subscription};
 use shared::billing::{BILLING_TZ, SubscriptionStatus};
 use shared::ledger::Ledger;
+use shared::management;
 use shared::run::RunReport;
 use testkit::{
     app_for, charge_directly, event_json, memory_app_for, seed_subscription, start_sim,
@@ -518,6 +519,111 @@ async fn a_renewal_is_noticed_once_days_before_its_charge_and_a_missing_key_is_t
         1,
         "the lost key is not charged"
     );
+}
+
+/// Issue 23 §2: a trial is told 7 days before its end; it converts (its
+/// first period charged) only with a consent recorded in the window, and
+/// without one ends uncharged, or runs once more when the plan says so.
+#[tokio::test]
+async fn a_trial_converts_only_with_a_consent_and_otherwise_ends_uncharged() {
+    use shared::billing::notices::NoticeKind;
+    use shared::billing::trials::{ConversionConsent, OnNoConsent, TrialTerms};
+    let sim = start_sim().await;
+    let app = memory_app_for(&sim, &[]);
+    let t0 = day0();
+    let terms = |on_no_consent| TrialTerms {
+        days: 14,
+        consent: ConversionConsent::Explicit,
+        on_no_consent,
+    };
+    let created = t0 - chrono::Duration::hours(2);
+    let agreeing = testkit::seed_trial(&app, &sim, created, terms(OnNoConsent::Cancel), None).await;
+    let silent = testkit::seed_trial(&app, &sim, created, terms(OnNoConsent::Cancel), None).await;
+    let extended = testkit::seed_trial(
+        &app,
+        &sim,
+        created,
+        terms(OnNoConsent::ExtendTrialOnce),
+        None,
+    )
+    .await;
+    let ends_at = agreeing.next_charge_at;
+    assert_eq!(ends_at, shared::billing::trials::trial_end(14, created).1);
+    let r = run_at(&app, t0, "run-signup").await.unwrap();
+    assert_eq!((r.summary.due, r.summary.charged), (0, 0), "{r:?}");
+    let told_at = ends_at - chrono::Duration::days(7);
+    let r = run_at(&app, told_at, "run-notice").await.unwrap();
+    assert_eq!((r.summary.notices, r.summary.charged), (3, 0), "{r:?}");
+    for sub in [&agreeing, &silent, &extended] {
+        let now = reload(&app, sub).await;
+        assert_eq!(now.notice.map(|n| n.kind), Some(NoticeKind::TrialWillEnd));
+        assert_eq!(now.status, SubscriptionStatus::Trialing);
+    }
+    // The customer consents (inside the 30 days before the end).
+    let input = management::ConsentInput {
+        evidence: shared::registration::EvidenceInput {
+            channel: "web".into(),
+            reference: "consent-log-1".into(),
+            at: None,
+        },
+    };
+    let consent = management::consent(
+        &app.engine,
+        agreeing.id.as_str(),
+        input.clone(),
+        &management::Actor::named("customer"),
+    )
+    .await;
+    assert!(consent.is_ok(), "{consent:?}");
+    let r = run_at(&app, ends_at, "run-conversion").await.unwrap();
+    assert_eq!(r.summary.charged, 1, "only the consented trial: {r:?}");
+    assert_eq!(paid_count_for(&sim, &agreeing), 1);
+    assert_eq!(
+        reload(&app, &agreeing).await.status,
+        SubscriptionStatus::Active
+    );
+    for sub in [&silent, &extended] {
+        assert_eq!(paid_count_for(&sim, sub), 0, "no consent, no charge");
+    }
+    let ended = reload(&app, &silent).await;
+    assert_eq!(ended.status, SubscriptionStatus::Cancelled);
+    assert_eq!(
+        ended.cancel_reason.as_deref(),
+        Some("trial ended without consent to convert")
+    );
+    let longer = reload(&app, &extended).await;
+    assert_eq!(longer.status, SubscriptionStatus::Trialing);
+    assert_eq!(longer.next_charge_at, ends_at + chrono::Duration::days(14));
+    // A consent for the cancelled trial is a conflict; the extended one
+    // is told again, and without a consent ends at its new end.
+    let late = management::consent(
+        &app.engine,
+        silent.id.as_str(),
+        input,
+        &management::Actor::named("customer"),
+    )
+    .await;
+    assert!(
+        matches!(late, Err(management::ManageError::Conflict(_))),
+        "{late:?}"
+    );
+    let r = run_at(
+        &app,
+        longer.next_charge_at - chrono::Duration::days(7),
+        "run-notice-2",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.summary.notices, 1, "{r:?}");
+    let r = run_at(&app, longer.next_charge_at, "run-end-2")
+        .await
+        .unwrap();
+    assert_eq!(r.summary.charged, 0, "{r:?}");
+    assert_eq!(
+        reload(&app, &extended).await.status,
+        SubscriptionStatus::Cancelled
+    );
+    assert_eq!(paid_count_for(&sim, &extended), 0);
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 /// Every route: method and path template (`{name}` matches one segment).
 /// `docs/openapi.yaml` documents the same list; a test compares them.
-pub const ROUTES: [(&str, &str); 14] = [
+pub const ROUTES: [(&str, &str); 15] = [
     ("GET", "/plans"),
     ("POST", "/plans"),
     ("GET", "/plans/{id}"),
@@ -30,6 +30,7 @@ pub const ROUTES: [(&str, &str); 14] = [
     ("POST", "/subscriptions/{id}/resume"),
     ("POST", "/subscriptions/{id}/plan"),
     ("POST", "/subscriptions/{id}/payment-method"),
+    ("POST", "/subscriptions/{id}/consent"),
     ("GET", "/charges/needs-review"),
     ("POST", "/charges/{merchant_uid}/refund"),
     ("POST", "/charges/{merchant_uid}/resolve"),
@@ -216,10 +217,13 @@ pub async fn handle<L: Ledger, G: PaymentGateway>(
             );
         }
     };
+    // Boxed: the routes' futures are large, and a debug build keeps a copy
+    // of each on the stack of every caller that awaits one (a test that
+    // calls many routes overflowed its 2 MiB thread).
     if method == "POST" {
-        return Ok(idempotent(app, &request, template, &params).await);
+        return Ok(Box::pin(idempotent(app, &request, template, &params)).await);
     }
-    Ok(dispatch(app, &request, template, &params, None)
+    Ok(Box::pin(dispatch(app, &request, template, &params, None))
         .await
         .response(false))
 }
@@ -366,6 +370,13 @@ async fn dispatch<L: Ledger, G: PaymentGateway>(
             StatusCode::CREATED,
             management::payment_method(engine, p(0)).await,
         ),
+        "/subscriptions/{id}/consent" => match body_of(request) {
+            Ok(input) => answer(
+                StatusCode::OK,
+                management::consent(engine, p(0), input, &who()).await,
+            ),
+            Err(e) => Answer::error(&e),
+        },
         "/charges/needs-review" => {
             let cursor = request
                 .query_string_parameters_ref()

@@ -1579,7 +1579,9 @@ async fn the_catalogue_keeps_each_plan_version_once_and_a_sign_up_keeps_the_one_
         json!({"id": "Bad Id", "name": "n", "amount": 9900}),
         json!({"id": "usd", "name": "n", "amount": 9900, "currency": "USD"}),
         json!({"id": "yearly", "name": "n", "amount": 9900, "interval": "year"}),
-        json!({"id": "trial", "name": "n", "amount": 9900, "trial_days": 14}),
+        json!({"id": "trial", "name": "n", "amount": 9900, "trial_days": 400}),
+        json!({"id": "consent", "name": "n", "amount": 9900, "conversion_consent": "signup"}),
+        json!({"id": "longsignup", "name": "n", "amount": 9900, "trial_days": 60, "conversion_consent": "signup"}),
         json!({"id": "noname", "name": "", "amount": 9900}),
     ] {
         let refused = post(&app, "api-create-plan.json", "/plans", bad.clone(), &[]).await;
@@ -1692,6 +1694,159 @@ async fn the_catalogue_keeps_each_plan_version_once_and_a_sign_up_keeps_the_one_
         "an amount-and-name plan follows no version: {}",
         view.body
     );
+}
+
+/// Issue 23 §2 through the routes and the real window: a trial plan's
+/// sign-up issues the key and charges nothing; a trial converting on the
+/// sign-up's consent needs it in `prepare`; an explicit one takes it by
+/// `POST /subscriptions/{id}/consent`, once.
+#[tokio::test]
+async fn a_trial_sign_up_charges_nothing_and_its_consent_is_recorded_once() {
+    let sim = start_sim().await;
+    let app = memory_app_for(&sim, &[("CHARGE_ON_SIGNUP", "true")]);
+    for plan in [
+        json!({"id": "trial-explicit", "name": "체험 후 월간", "amount": 9900, "trial_days": 14}),
+        json!({"id": "trial-signup", "name": "가입 동의 체험", "amount": 9900, "trial_days": 7,
+               "conversion_consent": "signup", "on_no_consent": "extend_trial_once"}),
+    ] {
+        let created = post(&app, "api-create-plan.json", "/plans", plan, &[]).await;
+        assert_eq!(created.status, 201, "{}", created.body);
+    }
+    let listed = get(&app, "api-get-plan.json", "/plans/trial-signup").await;
+    assert_eq!(
+        (
+            listed.body["trial_days"].as_u64(),
+            listed.body["conversion_consent"].as_str(),
+            listed.body["on_no_consent"].as_str()
+        ),
+        (Some(7), Some("signup"), Some("extend_trial_once"))
+    );
+    let prepare = |body: Value| {
+        billing_callback::handle(
+            &app,
+            http_request("prepare.json", None, Some(&body.to_string())),
+        )
+    };
+    // The sign-up's consent: required for `signup`, refused for `explicit`.
+    let without = prepare(json!({"user_id": "u-1", "plan_id": "trial-signup"}))
+        .await
+        .unwrap();
+    assert_eq!(without.status().as_u16(), 400);
+    let evidence = json!({"channel": "web", "reference": "tick-20261203-1"});
+    let early =
+        prepare(json!({"user_id": "u-2", "plan_id": "trial-explicit", "consent": evidence}))
+            .await
+            .unwrap();
+    assert_eq!(early.status().as_u16(), 400);
+    let mut ids = Vec::new();
+    for (user, body) in [
+        (
+            "u-1",
+            json!({"user_id": "u-1", "plan_id": "trial-signup", "consent": evidence}),
+        ),
+        (
+            "u-2",
+            json!({"user_id": "u-2", "plan_id": "trial-explicit"}),
+        ),
+    ] {
+        let response = prepare(body).await.unwrap();
+        assert_eq!(response.status().as_u16(), 201, "{user}");
+        let prepared: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+        complete_window(&app, &sim, sdk(&prepared)).await;
+        ids.push(prepared["subscription_id"].as_str().unwrap().to_owned());
+    }
+    assert!(charges_at_sim(&sim).is_empty(), "a trial charges nothing");
+    let views = [
+        get(
+            &app,
+            "api-get-subscription.json",
+            &format!("/subscriptions/{}", ids[0]),
+        )
+        .await,
+        get(
+            &app,
+            "api-get-subscription.json",
+            &format!("/subscriptions/{}", ids[1]),
+        )
+        .await,
+    ];
+    for v in &views {
+        assert_eq!(v.body["status"], "trialing", "{}", v.body);
+        assert_eq!(v.body["next_charge_at"], v.body["trial"]["ends_at"]);
+    }
+    assert_eq!(
+        views[0].body["trial"]["consent"]["reference"],
+        "tick-20261203-1"
+    );
+    assert_eq!(views[1].body["trial"]["consent"], Value::Null);
+
+    let path = format!("/subscriptions/{}/consent", ids[1]);
+    let bad = post(
+        &app,
+        "api-consent.json",
+        &path,
+        json!({"evidence": {"channel": "web"}}),
+        &[],
+    )
+    .await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    let future = (Utc::now() + chrono::Duration::hours(2)).to_rfc3339();
+    let ahead = post(
+        &app,
+        "api-consent.json",
+        &path,
+        json!({"evidence": {"channel": "web", "reference": "c-1", "at": future}}),
+        &[],
+    )
+    .await;
+    assert_eq!(ahead.status, 422, "{}", ahead.body);
+    let consented = post(
+        &app,
+        "api-consent.json",
+        &path,
+        json!({"evidence": {"channel": "app", "reference": "c-1"}}),
+        &[("x-actor", "customer:u-2")],
+    )
+    .await;
+    assert_eq!(consented.status, 200, "{}", consented.body);
+    assert_eq!(consented.body["trial"]["consent"]["reference"], "c-1");
+    let twice = post(
+        &app,
+        "api-consent.json",
+        &path,
+        json!({"evidence": {"channel": "app", "reference": "c-2"}}),
+        &[],
+    )
+    .await;
+    assert_eq!(twice.status, 200, "{}", twice.body);
+    assert_eq!(
+        twice.body["trial"]["consent"]["reference"], "c-1",
+        "the first stands"
+    );
+    let history = get(
+        &app,
+        "api-get-subscription.json",
+        &format!("/subscriptions/{}", ids[1]),
+    )
+    .await;
+    let actions: Vec<&str> = history.body["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["action"].as_str())
+        .collect();
+    assert_eq!(actions, ["trial consent"], "audited once");
+    // A subscription not in a trial: 409.
+    let paying = sign_up(&app, &sim, "u-3").await;
+    let not_trial = post(
+        &app,
+        "api-consent.json",
+        &format!("/subscriptions/{paying}/consent"),
+        json!({"evidence": {"channel": "app", "reference": "c-3"}}),
+        &[],
+    )
+    .await;
+    assert_eq!(not_trial.status, 409, "{}", not_trial.body);
 }
 
 /// `GET {path}?{query}` shaped like the quote's fixture.

@@ -9,6 +9,7 @@ use super::ids::{SubscriptionId, UidKey};
 use super::notices::SentNotice;
 use super::plans::PlanRef;
 use super::state::SubscriptionStatus;
+use super::trials::{Consent, Trial, TrialTerms};
 use crate::secret::Pii;
 
 /// A plan: what is charged each period.
@@ -69,6 +70,11 @@ pub struct Registration {
     /// A new card for the existing subscription `subscription_id` (its key
     /// is swapped once the new one is verified), not a new subscription.
     pub replaces_key: bool,
+    /// The plan's free trial, if it has one (`billing::trials`).
+    pub trial: Option<TrialTerms>,
+    /// The consent to convert, taken with the sign-up (a trial whose
+    /// `consent` is `signup`), with the merchant's evidence.
+    pub consent: Option<Consent>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +153,8 @@ pub struct Subscription {
     pub reanchor_on_payment: bool,
     /// The newest renewal notice it was sent (`billing::notices`).
     pub notice: Option<SentNotice>,
+    /// Its free trial, kept once converted (`billing::trials`).
+    pub trial: Option<Trial>,
 }
 
 impl Subscription {

@@ -12,6 +12,7 @@ pub mod notices;
 pub mod plans;
 pub mod quotes;
 pub mod state;
+pub mod trials;
 
 pub use calendar::{Anchor, BILLING_TZ, PeriodId};
 pub use dunning::{DunningPolicy, DunningStep};

@@ -16,6 +16,7 @@ use chrono::{DateTime, Duration, Utc};
 use super::calendar::PeriodId;
 use super::entities::Subscription;
 use super::state::SubscriptionStatus;
+use super::trials::TRIAL_NOTICE_DAYS;
 
 /// The notice days of a plan that does not say (and of the deprecated
 /// amount-and-name plans).
@@ -34,6 +35,10 @@ pub enum NoticeKind {
     /// `payment_method.action_required`: the PG no longer has the billing
     /// key; without a new card the charge at `charge_at` will fail.
     ActionRequired,
+    /// `subscription.trial_will_end`: the free trial converts to paid at
+    /// `charge_at` (with a consent; the event says whether one is still
+    /// needed). At least [`TRIAL_NOTICE_DAYS`] days before.
+    TrialWillEnd,
 }
 
 impl NoticeKind {
@@ -41,6 +46,7 @@ impl NoticeKind {
         match self {
             Self::RenewalUpcoming => "renewal_upcoming",
             Self::ActionRequired => "action_required",
+            Self::TrialWillEnd => "trial_will_end",
         }
     }
 
@@ -48,6 +54,7 @@ impl NoticeKind {
         match s {
             "renewal_upcoming" => Some(Self::RenewalUpcoming),
             "action_required" => Some(Self::ActionRequired),
+            "trial_will_end" => Some(Self::TrialWillEnd),
             _ => None,
         }
     }
@@ -79,23 +86,39 @@ pub enum KeyCheck {
 }
 
 impl Subscription {
-    /// When the renewal notice of the period to charge next is due, if one
-    /// is owed: a renewal (not the sign-up's own period, which the customer
-    /// just agreed to), active, the period not tried yet and not announced,
-    /// not set to end, not re-anchoring on an outstanding period, and the
-    /// plan's notice days above 0.
+    /// When the notice of the period to charge next is due, if one is owed:
+    /// a renewal (not the sign-up's own period, which the customer just
+    /// agreed to), active, `plan.notice_days` (above 0) before it; or a
+    /// trial's conversion, at least [`TRIAL_NOTICE_DAYS`] before it (the
+    /// card rules' notice, owed whatever the plan's days). Either only if
+    /// the period is not tried yet and not announced, the subscription not
+    /// set to end and not re-anchoring on an outstanding period.
     pub fn notice_at(&self) -> Option<DateTime<Utc>> {
-        let owed = self.period_index >= 1
-            && self.status == SubscriptionStatus::Active
-            && self.attempt == 1
+        let days = match self.status {
+            SubscriptionStatus::Active if self.period_index >= 1 && self.plan.notice_days > 0 => {
+                self.plan.notice_days
+            }
+            SubscriptionStatus::Trialing if self.period_index == 0 => {
+                self.plan.notice_days.max(TRIAL_NOTICE_DAYS)
+            }
+            _ => return None,
+        };
+        let owed = self.attempt == 1
             && !self.cancel_at_period_end
             && !self.reanchor_on_payment
-            && self.plan.notice_days > 0
             && self
                 .notice
                 .as_ref()
                 .is_none_or(|n| n.period != self.current_period());
-        owed.then(|| self.next_charge_at - Duration::days(i64::from(self.plan.notice_days)))
+        owed.then(|| self.next_charge_at - Duration::days(i64::from(days)))
+    }
+
+    /// The days before its next charge its notice goes out (0: none).
+    pub fn notice_days(&self) -> u16 {
+        match self.status {
+            SubscriptionStatus::Trialing => self.plan.notice_days.max(TRIAL_NOTICE_DAYS),
+            _ => self.plan.notice_days,
+        }
     }
 
     /// Its place in the due index: the earlier of its notice and its
@@ -110,10 +133,13 @@ impl Subscription {
         )
     }
 
-    /// Whether its renewal notice is due at `now` (and its charge is not:
-    /// once the charge is due the notice is moot, and the run charges).
+    /// Whether its notice is due at `now`. A renewal's is moot once the
+    /// charge is due (the run charges); a trial's never is: a trial
+    /// converts only [`TRIAL_NOTICE_DAYS`] after it was told, so a notice
+    /// the runs missed still goes out, and moves the conversion.
     pub fn notice_due(&self, now: DateTime<Utc>) -> bool {
-        self.notice_at().is_some_and(|at| at <= now) && now < self.next_charge_at
+        self.notice_at().is_some_and(|at| at <= now)
+            && (now < self.next_charge_at || self.status == SubscriptionStatus::Trialing)
     }
 }
 
@@ -121,14 +147,34 @@ impl Subscription {
 /// `now`, given what the key check found.
 pub fn noticed(sub: &Subscription, check: KeyCheck, now: DateTime<Utc>) -> Subscription {
     let mut next = sub.next_version(now);
+    // A trial told late (a trial shorter than the notice, missed runs)
+    // converts no sooner than 7 Seoul days after the day it was told.
+    let (anchor, ends_at) = super::trials::trial_end(TRIAL_NOTICE_DAYS, now);
+    if sub.status == SubscriptionStatus::Trialing && sub.next_charge_at < ends_at {
+        next.anchor = anchor;
+        next.next_charge_at = ends_at;
+        if let Some(t) = next.trial.as_mut() {
+            t.ends_at = ends_at;
+            // A consent counts only in the 30 days before the conversion: one
+            // the later end leaves behind is asked for again (the notice says
+            // so); its record stays in the audit trail and the events.
+            let window = Duration::days(i64::from(super::trials::MAX_CONSENT_WINDOW_DAYS));
+            if t.consent.as_ref().is_some_and(|c| c.at < ends_at - window) {
+                t.consent = None;
+            }
+        }
+    }
     next.notice = Some(SentNotice {
-        period: sub.current_period(),
+        period: next.current_period(),
         kind: match check {
             KeyCheck::Missing => NoticeKind::ActionRequired,
+            KeyCheck::OnFile | KeyCheck::Unknown if sub.status == SubscriptionStatus::Trialing => {
+                NoticeKind::TrialWillEnd
+            }
             KeyCheck::OnFile | KeyCheck::Unknown => NoticeKind::RenewalUpcoming,
         },
         amount: sub.plan.amount,
-        charge_at: sub.next_charge_at,
+        charge_at: next.next_charge_at,
         sent_at: now,
         key_checked: check != KeyCheck::Unknown,
     });
@@ -200,6 +246,98 @@ mod tests {
             unclear.notice.map(|n| (n.kind, n.key_checked)),
             Some((NoticeKind::RenewalUpcoming, false))
         );
+    }
+
+    #[test]
+    fn a_trial_is_noticed_at_least_seven_days_before_it_converts() {
+        let now = Utc.with_ymd_and_hms(2026, 12, 3, 3, 0, 0).unwrap();
+        let terms = crate::billing::trials::TrialTerms {
+            days: 30,
+            consent: crate::billing::trials::ConversionConsent::Explicit,
+            on_no_consent: crate::billing::trials::OnNoConsent::Cancel,
+        };
+        let (anchor, ends_at) = crate::billing::trials::trial_end(terms.days, now);
+        let mut s = crate::testing::subscription("k3m9x2p7q4w8", anchor);
+        s.status = SubscriptionStatus::Trialing;
+        s.next_charge_at = ends_at;
+        s.trial = Some(crate::billing::trials::Trial {
+            terms,
+            ends_at,
+            extended: false,
+            consent: None,
+        });
+        // The plan's 3 days are raised to the card rules' 7; 0 too.
+        for plan_days in [0, 3] {
+            s.plan.notice_days = plan_days;
+            assert_eq!(
+                s.notice_at(),
+                Some(ends_at - Duration::days(7)),
+                "{plan_days}"
+            );
+        }
+        s.plan.notice_days = 14;
+        assert_eq!(s.notice_at(), Some(ends_at - Duration::days(14)));
+        let at = ends_at - Duration::days(14);
+        let sent = noticed(&s, KeyCheck::OnFile, at);
+        let n = sent.notice.clone().unwrap_or_else(|| panic!("recorded"));
+        assert_eq!(
+            (n.kind, n.period),
+            (NoticeKind::TrialWillEnd, anchor.period_id(0))
+        );
+        assert_eq!(sent.notice_at(), None, "announced once");
+        assert_eq!(
+            noticed(&s, KeyCheck::Missing, at).notice.map(|n| n.kind),
+            Some(NoticeKind::ActionRequired)
+        );
+        // A trial shorter than the notice: due at once.
+        let (anchor, ends_at) = crate::billing::trials::trial_end(3, now);
+        let mut short = s.clone();
+        short.anchor = anchor;
+        short.next_charge_at = ends_at;
+        short.notice = None;
+        if let Some(t) = short.trial.as_mut() {
+            t.ends_at = ends_at;
+        }
+        assert!(short.notice_due(now));
+        // It converts no sooner than 7 days after it was told: its end moves.
+        let told = noticed(&short, KeyCheck::OnFile, now);
+        // Told on 3 December (Seoul): converts on 10 December, 00:00 KST.
+        assert_eq!(
+            told.next_charge_at,
+            Utc.with_ymd_and_hms(2026, 12, 9, 15, 0, 0).unwrap()
+        );
+        assert_eq!(
+            told.trial.as_ref().map(|t| t.ends_at),
+            Some(told.next_charge_at)
+        );
+        let n = told.notice.clone().unwrap_or_else(|| panic!("recorded"));
+        assert_eq!(
+            (n.charge_at, n.period),
+            (told.next_charge_at, told.current_period())
+        );
+        assert_eq!(told.notice_at(), None);
+        // A consent the later end leaves more than 30 days behind is asked
+        // for again.
+        let mut consented = s.clone();
+        let end = consented.next_charge_at;
+        if let Some(t) = consented.trial.as_mut() {
+            t.consent = Some(crate::billing::trials::Consent {
+                channel: "web".into(),
+                reference: "c".into(),
+                at: end - Duration::days(29) - Duration::hours(12),
+                recorded_at: end - Duration::days(29),
+            });
+        }
+        let late = noticed(&consented, KeyCheck::OnFile, end - Duration::days(6));
+        assert_eq!(late.next_charge_at, end + Duration::days(1));
+        assert_eq!(late.trial.as_ref().and_then(|t| t.consent.clone()), None);
+        let in_time = noticed(&consented, KeyCheck::OnFile, end - Duration::days(8));
+        assert_eq!(in_time.next_charge_at, end, "told in time: nothing moves");
+        assert!(in_time.trial.as_ref().is_some_and(|t| t.consent.is_some()));
+        // Missed runs: still told after its end, never converted untold.
+        let mut missed = short.clone();
+        missed.plan.notice_days = 7;
+        assert!(missed.notice_due(ends_at + Duration::days(2)));
     }
 
     #[test]

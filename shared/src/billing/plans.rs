@@ -9,6 +9,9 @@ use chrono::{DateTime, Utc};
 
 use super::entities::Plan;
 use super::notices::{DEFAULT_NOTICE_DAYS, NOTICE_DAYS};
+use super::trials::{
+    ConversionConsent, MAX_CONSENT_WINDOW_DAYS, OnNoConsent, TRIAL_DAYS, TrialTerms,
+};
 
 /// Smallest and largest price of one period, whole KRW (as `prepare` has
 /// always accepted).
@@ -77,6 +80,8 @@ pub struct PlanRecord {
     pub interval: Interval,
     /// Days before each renewal its notice goes out (0: none).
     pub notice_days: u16,
+    /// Its free trial, if any.
+    pub trial: Option<TrialTerms>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -115,6 +120,12 @@ pub struct NewPlan {
     pub interval: Option<String>,
     /// Default [`DEFAULT_NOTICE_DAYS`].
     pub notice_days: Option<i64>,
+    /// 0–365; default 0 (no trial).
+    pub trial_days: Option<i64>,
+    /// `signup` or `explicit` (the default).
+    pub conversion_consent: Option<String>,
+    /// `cancel` (the default) or `extend_trial_once`.
+    pub on_no_consent: Option<String>,
 }
 
 /// Why a new plan was refused (the API answers 400 with it).
@@ -163,6 +174,7 @@ pub fn new_plan(
             None => return bad("notice_days must be a whole number of days from 0 to 14"),
         },
     };
+    let trial = trial_terms(&new)?;
     Ok(PlanRecord {
         id,
         version: 1,
@@ -170,8 +182,55 @@ pub fn new_plan(
         amount: new.amount,
         interval,
         notice_days,
+        trial,
         created_at: now,
     })
+}
+
+/// A new plan's trial: `None` for 0 days. The consent and no-consent
+/// settings mean something only with a trial, so they are refused without
+/// one; a consent taken at sign-up counts only for a trial that ends
+/// inside the consent window (at most 30 days).
+fn trial_terms(new: &NewPlan) -> Result<Option<TrialTerms>, InvalidPlan> {
+    let bad = |m: &str| Err(InvalidPlan(m.to_owned()));
+    let days = match new.trial_days {
+        None => 0,
+        Some(d) => match u16::try_from(d).ok().filter(|d| TRIAL_DAYS.contains(d)) {
+            Some(d) => d,
+            None => return bad("trial_days must be a whole number of days from 0 to 365"),
+        },
+    };
+    let consent = match new.conversion_consent.as_deref() {
+        None => ConversionConsent::Explicit,
+        Some(c) => match ConversionConsent::parse(c) {
+            Some(c) => c,
+            None => return bad("conversion_consent must be signup or explicit"),
+        },
+    };
+    let on_no_consent = match new.on_no_consent.as_deref() {
+        None => OnNoConsent::Cancel,
+        Some(c) => match OnNoConsent::parse(c) {
+            Some(c) => c,
+            None => return bad("on_no_consent must be cancel or extend_trial_once"),
+        },
+    };
+    if days == 0 {
+        if new.conversion_consent.is_some() || new.on_no_consent.is_some() {
+            return bad("conversion_consent and on_no_consent apply to a trial: set trial_days");
+        }
+        return Ok(None);
+    }
+    if consent == ConversionConsent::Signup && days > MAX_CONSENT_WINDOW_DAYS {
+        return bad(
+            "a consent taken at sign-up counts only in the 30 days before the conversion: \
+             a trial longer than 30 days needs conversion_consent explicit",
+        );
+    }
+    Ok(Some(TrialTerms {
+        days,
+        consent,
+        on_no_consent,
+    }))
 }
 
 #[cfg(test)]
@@ -186,6 +245,9 @@ mod tests {
             currency: None,
             interval: None,
             notice_days: None,
+            trial_days: None,
+            conversion_consent: None,
+            on_no_consent: None,
         }
     }
 
@@ -263,6 +325,44 @@ mod tests {
             new_plan(quiet, generated(), now).map(|p| p.notice_days),
             Ok(0)
         );
+    }
+
+    #[test]
+    fn a_trial_is_a_plan_setting_with_a_lawful_consent() {
+        let now = Utc::now();
+        let with = |days: Option<i64>, consent: Option<&str>, none: Option<&str>| {
+            let mut a = asked(None, "n", 9900);
+            a.trial_days = days;
+            a.conversion_consent = consent.map(str::to_owned);
+            a.on_no_consent = none.map(str::to_owned);
+            new_plan(a, generated(), now).map(|p| p.trial)
+        };
+        assert_eq!(with(None, None, None), Ok(None));
+        assert_eq!(
+            with(Some(14), None, None),
+            Ok(Some(TrialTerms {
+                days: 14,
+                consent: ConversionConsent::Explicit,
+                on_no_consent: OnNoConsent::Cancel,
+            }))
+        );
+        assert_eq!(
+            with(Some(30), Some("signup"), Some("extend_trial_once")),
+            Ok(Some(TrialTerms {
+                days: 30,
+                consent: ConversionConsent::Signup,
+                on_no_consent: OnNoConsent::ExtendTrialOnce,
+            }))
+        );
+        // A consent at sign-up would be more than 30 days before the conversion.
+        assert!(with(Some(31), Some("signup"), None).is_err());
+        assert!(with(Some(366), None, None).is_err());
+        assert!(with(Some(-1), None, None).is_err());
+        assert!(with(Some(7), Some("later"), None).is_err());
+        assert!(with(Some(7), None, Some("charge")).is_err());
+        // Consent settings without a trial mean nothing: refused, not ignored.
+        assert!(with(Some(0), Some("signup"), None).is_err());
+        assert!(with(None, None, Some("cancel")).is_err());
     }
 
     #[test]

@@ -10,6 +10,10 @@ pub enum SubscriptionStatus {
     Pending,
     /// Charged for the current period, or its first charge is due.
     Active,
+    /// In a free trial: the key is issued, nothing charged; the first
+    /// period starts at the trial's end and is charged only with a consent
+    /// to convert (`billing::trials`).
+    Trialing,
     /// The current period was declined; a retry is scheduled.
     PastDue,
     /// Every retry was declined; no further charges until reactivated.
@@ -28,6 +32,8 @@ pub enum SubscriptionStatus {
 pub enum Event {
     /// The billing key was verified at i'mport.
     KeyVerified,
+    /// The billing key was verified for a sign-up with a free trial.
+    TrialStarted,
     /// A period was paid.
     Paid,
     /// A charge was declined and a retry is scheduled.
@@ -60,9 +66,10 @@ pub struct IllegalTransition {
 }
 
 impl SubscriptionStatus {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Pending,
         Self::Active,
+        Self::Trialing,
         Self::PastDue,
         Self::Suspended,
         Self::Cancelled,
@@ -76,23 +83,37 @@ impl SubscriptionStatus {
         use SubscriptionStatus as S;
         let next = match (self, event) {
             (S::Pending, E::KeyVerified) => S::Active,
-            (S::Active | S::PastDue, E::Paid) => S::Active,
-            (S::Active | S::PastDue, E::DeclinedWillRetry) => S::PastDue,
-            (S::Active | S::PastDue, E::DeclinedFinal(final_status))
+            (S::Pending, E::TrialStarted) => S::Trialing,
+            // A trial converts with its first paid period; its first charge
+            // declined goes into dunning like any other.
+            (S::Active | S::PastDue | S::Trialing, E::Paid) => S::Active,
+            (S::Active | S::PastDue | S::Trialing, E::DeclinedWillRetry) => S::PastDue,
+            (S::Active | S::PastDue | S::Trialing, E::DeclinedFinal(final_status))
                 if matches!(final_status, S::Suspended | S::Cancelled) =>
             {
                 final_status
             }
-            (S::Active | S::PastDue, E::KeyGone) => S::KeyMissing,
+            (S::Active | S::PastDue | S::Trialing, E::KeyGone) => S::KeyMissing,
             (
-                S::Pending | S::Active | S::PastDue | S::Suspended | S::KeyMissing | S::NeedsReview,
+                S::Pending
+                | S::Active
+                | S::Trialing
+                | S::PastDue
+                | S::Suspended
+                | S::KeyMissing
+                | S::NeedsReview,
                 E::Cancel,
             ) => S::Cancelled,
             (S::Suspended | S::KeyMissing, E::Reactivate) => S::Active,
             // Any live subscription can meet an attempt that needs a person,
             // even a suspended one (a payment arriving late).
             (
-                S::Active | S::PastDue | S::Suspended | S::KeyMissing | S::NeedsReview,
+                S::Active
+                | S::Trialing
+                | S::PastDue
+                | S::Suspended
+                | S::KeyMissing
+                | S::NeedsReview,
                 E::FlagReview,
             ) => S::NeedsReview,
             (S::NeedsReview, E::ResolvedPaid) => S::Active,
@@ -107,15 +128,17 @@ impl SubscriptionStatus {
         Ok(next)
     }
 
-    /// Whether the scheduled run may charge a subscription in this status.
+    /// Whether the scheduled run may charge a subscription in this status
+    /// (a trialing one only at its end, and only with a consent).
     pub fn is_chargeable(self) -> bool {
-        matches!(self, Self::Active | Self::PastDue)
+        matches!(self, Self::Active | Self::PastDue | Self::Trialing)
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
             Self::Active => "active",
+            Self::Trialing => "trialing",
             Self::PastDue => "past_due",
             Self::Suspended => "suspended",
             Self::Cancelled => "cancelled",
@@ -142,6 +165,7 @@ mod tests {
     fn any_event() -> impl Strategy<Value = Event> {
         prop_oneof![
             Just(Event::KeyVerified),
+            Just(Event::TrialStarted),
             Just(Event::Paid),
             Just(Event::DeclinedWillRetry),
             any_status().prop_map(Event::DeclinedFinal),
@@ -205,12 +229,14 @@ mod tests {
                         prop_assert!(next != S::Pending, "returned to Pending via {:?}", e);
                         if e == Event::Paid { prop_assert_eq!(next, S::Active); }
                         if e == Event::FlagReview { prop_assert_eq!(next, S::NeedsReview); }
+                        // A trial is entered only at sign-up, never returned to.
+                        if next == S::Trialing { prop_assert_eq!(e, Event::TrialStarted); }
                         s = next;
                     }
                     Err(err) => prop_assert_eq!(err.from, s),
                 }
-                // only Active/PastDue are chargeable; a flagged one never is
-                prop_assert_eq!(s.is_chargeable(), matches!(s, S::Active | S::PastDue));
+                // only Active/PastDue/Trialing are chargeable; a flagged one never is
+                prop_assert_eq!(s.is_chargeable(), matches!(s, S::Active | S::PastDue | S::Trialing));
             }
         }
     }

@@ -9,6 +9,7 @@ use super::answers::{Open, concluded, record, refused_at_last, release, send_ans
 use super::pace::Pace;
 use super::settle::{flag, lookup_of, settle_from_gateway};
 use super::{BillingRun, Outcome, RunError, SkipReason};
+use crate::billing::trials::{self, Conversion};
 use crate::billing::{
     AttemptState, BILLING_TZ, ChargeAttempt, Event, Fact, Lookup, MAX_SENDS, RecordStatus,
     Subscription, SubscriptionId,
@@ -50,6 +51,10 @@ pub(crate) async fn charge_read<L: Ledger, G: PaymentGateway>(
     pace.wait().await;
     if !sub.is_due(run.billing_time) {
         return skipped(SkipReason::NotDue);
+    }
+    // A trial converts only with a consent; without one nothing is claimed.
+    if sub.conversion() == Conversion::Lapses {
+        return trial_lapsed(engine, &sub).await;
     }
     // A subscription set to end is never claimed again, whichever attempt
     // of its period is next (defect D6).
@@ -482,6 +487,39 @@ async fn send<L: Ledger, G: PaymentGateway>(
     };
     let answer = engine.gateway.charge(&request).await;
     send_answer(engine, sub, attempt, token, pace, answer).await
+}
+
+/// A trial whose end came without a consent to convert: extended once
+/// more, or cancelled (`on_no_consent`), never charged.
+async fn trial_lapsed<L: Ledger, G>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+) -> Result<Outcome, RunError> {
+    let Some(next) = trials::lapsed(sub, engine.now()) else {
+        return skipped(SkipReason::NotDue);
+    };
+    let ended = !next.status.is_chargeable();
+    let change = SubscriptionChange {
+        next: &next,
+        audit: None,
+        lock: if ended {
+            LockChange::Release(sub.lock_name())
+        } else {
+            LockChange::Keep
+        },
+    };
+    match engine.ledger.change_subscription(&change).await {
+        Ok(()) => {
+            if ended {
+                info!("trial ended without a consent to convert: cancelled, nothing charged");
+            } else {
+                info!(trial_ends_at = %next.next_charge_at.to_rfc3339(), "trial ended without a consent to convert: extended once");
+            }
+            skipped(SkipReason::TrialEndedWithoutConsent)
+        }
+        Err(LedgerError::Conflict(_)) => skipped(SkipReason::Busy),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn cancel_at_period_end<L: Ledger, G>(

@@ -83,6 +83,9 @@ pub enum SkipReason {
     NotFound,
     /// Cancelled at the end of its paid period instead of being charged.
     CancelledAtPeriodEnd,
+    /// A trial ended without a consent to convert: extended once, or
+    /// cancelled; nothing charged (`billing::trials`).
+    TrialEndedWithoutConsent,
     /// The gateway's record could not be read; left open for the next run.
     Unsettled,
     /// Sent recently and not (yet) visible at the gateway: left open until

@@ -73,6 +73,9 @@ pub struct ChargingConfig {
     /// The fee kept from a mid-term cancel's prorated refund, in percent
     /// (`CANCEL_FEE_PERCENT`, 0–10; 0: none).
     pub cancel_fee_percent: u8,
+    /// The days before a trial's conversion in which a consent to it counts
+    /// (`CONSENT_WINDOW_DAYS`, 1–30; the decree's 30 by default).
+    pub consent_window_days: u16,
     /// `notice_url` sent with each charge (the webhook route), if any.
     pub notice_url: Option<Url>,
     /// Key of the merchant_uid tags (`MERCHANT_UID_KEY` locally; in AWS the
@@ -115,6 +118,8 @@ impl ChargingConfig {
             delete_key_on_cancel: vars.flag("DELETE_KEY_ON_CANCEL", true)?,
             cancel_fee_percent: u8::try_from(vars.number("CANCEL_FEE_PERCENT", 0, 0, 10)?)
                 .unwrap_or(0),
+            consent_window_days: u16::try_from(vars.number("CONSENT_WINDOW_DAYS", 30, 1, 30)?)
+                .unwrap_or(30),
             notice_url: vars.url("NOTICE_URL")?,
             uid_key,
         })

@@ -9,6 +9,7 @@
 //!   (`crate::review`);
 //! - `cancellation`: what a mid-term cancel refunds (its quote);
 //! - `plans`: the plan catalogue;
+//! - `trials`: a trial's consent to convert;
 //! - `views`: what the API shows;
 //! - `tests`: the use cases' unit tests (in-memory ledger, scripted gateway).
 
@@ -18,6 +19,7 @@ mod plans;
 mod subscriptions;
 #[cfg(test)]
 mod tests;
+mod trials;
 mod views;
 
 pub use cancellation::{QuoteView, QuotedRefund, cancel_quoted, cancellation_quote};
@@ -29,6 +31,7 @@ pub use subscriptions::{
     CancelInput, Cancelled, PlanInput, ResumedView, cancel, change_plan, charges, get,
     list_for_user, payment_method, resume,
 };
+pub use trials::{ConsentInput, consent};
 pub use views::{ActionView, CardView, ChargeView, PlanView, ResolutionView, SubscriptionView};
 
 pub use crate::billing::Actor;

@@ -29,6 +29,16 @@ pub struct PlanInput {
     /// 0 sends none.
     #[serde(default)]
     pub notice_days: Option<i64>,
+    /// A free trial: 0 to 365 Seoul days, the sign-up day counted; 0 (the
+    /// default) for none.
+    #[serde(default)]
+    pub trial_days: Option<i64>,
+    /// `explicit` (the default) or `signup` (trials of at most 30 days).
+    #[serde(default)]
+    pub conversion_consent: Option<String>,
+    /// `cancel` (the default) or `extend_trial_once`.
+    #[serde(default)]
+    pub on_no_consent: Option<String>,
 }
 
 /// One plan version as the API shows it.
@@ -41,6 +51,13 @@ pub struct CatalogueView {
     pub currency: &'static str,
     pub interval: &'static str,
     pub notice_days: u16,
+    /// 0 without a trial.
+    pub trial_days: u16,
+    /// With a trial only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conversion_consent: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_no_consent: Option<&'static str>,
     pub created_at: String,
 }
 
@@ -54,6 +71,9 @@ impl From<&PlanRecord> for CatalogueView {
             currency: "KRW",
             interval: p.interval.as_str(),
             notice_days: p.notice_days,
+            trial_days: p.trial.map_or(0, |t| t.days),
+            conversion_consent: p.trial.map(|t| t.consent.as_str()),
+            on_no_consent: p.trial.map(|t| t.on_no_consent.as_str()),
             created_at: rfc3339(p.created_at),
         }
     }
@@ -87,6 +107,9 @@ pub async fn create_plan<L: Ledger, G>(
         currency: input.currency,
         interval: input.interval,
         notice_days: input.notice_days,
+        trial_days: input.trial_days,
+        conversion_consent: input.conversion_consent,
+        on_no_consent: input.on_no_consent,
     };
     let plan = plans::new_plan(new, generated, engine.now())?;
     match engine.ledger.put_plan(&plan).await {

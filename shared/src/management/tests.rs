@@ -246,6 +246,9 @@ async fn a_plan_version_is_created_once_and_bad_input_writes_nothing() {
         currency: None,
         interval: None,
         notice_days: None,
+        trial_days: None,
+        conversion_consent: None,
+        on_no_consent: None,
     };
     let created = super::create_plan(&engine, input("basic", 9900)).await;
     assert_eq!(

@@ -4,6 +4,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::billing::trials::Trial;
 use crate::billing::{ChargeAttempt, Plan, Subscription};
 
 pub(super) fn rfc3339(t: DateTime<Utc>) -> String {
@@ -125,11 +126,52 @@ pub struct SubscriptionView {
     pub ended_at: Option<String>,
     /// The attempt being charged or settled now, if any.
     pub open_attempt: Option<ChargeView>,
+    /// Its free trial, if it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trial: Option<TrialView>,
     pub created_at: String,
     pub version: u64,
     /// The newest manual actions (get only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<ActionView>>,
+}
+
+/// A subscription's trial as the API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TrialView {
+    pub days: u16,
+    /// The conversion: the first charge, with a consent.
+    pub ends_at: String,
+    /// `signup` or `explicit`.
+    pub conversion_consent: String,
+    /// `cancel` or `extend_trial_once`.
+    pub on_no_consent: String,
+    pub extended: bool,
+    pub consent: Option<ConsentView>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ConsentView {
+    pub channel: String,
+    pub reference: String,
+    pub at: String,
+    pub recorded_at: String,
+}
+
+fn trial_view(t: &Trial) -> TrialView {
+    TrialView {
+        days: t.terms.days,
+        ends_at: rfc3339(t.ends_at),
+        conversion_consent: t.terms.consent.as_str().to_owned(),
+        on_no_consent: t.terms.on_no_consent.as_str().to_owned(),
+        extended: t.extended,
+        consent: t.consent.as_ref().map(|c| ConsentView {
+            channel: c.channel.clone(),
+            reference: c.reference.clone(),
+            at: rfc3339(c.at),
+            recorded_at: rfc3339(c.recorded_at),
+        }),
+    }
 }
 
 pub(super) fn view(sub: &Subscription, current: Option<&ChargeAttempt>) -> SubscriptionView {
@@ -160,6 +202,7 @@ pub(super) fn view(sub: &Subscription, current: Option<&ChargeAttempt>) -> Subsc
         cancel_reason: sub.cancel_reason.clone(),
         ended_at: sub.ended_at.map(rfc3339),
         open_attempt: current.filter(|a| a.state.is_open()).map(ChargeView::from),
+        trial: sub.trial.as_ref().map(trial_view),
         created_at: rfc3339(sub.created_at),
         version: sub.version,
         history: None,

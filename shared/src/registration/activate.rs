@@ -7,6 +7,7 @@ use tracing::{error, info, warn};
 
 use super::{CALLBACK_RESERVE, CallbackOutcome, FailureReason, FirstCharge, unavailable};
 use crate::billing::PaymentRecord;
+use crate::billing::trials;
 use crate::billing::{
     Anchor, AttemptState, ChargeAttempt, Event, Fact, Issuance, KeyInfo, Registration,
     RegistrationStatus, Subscription, SubscriptionId, SubscriptionStatus, issuance,
@@ -169,7 +170,13 @@ async fn verify_issuance<L: Ledger, G: PaymentGateway>(
         warn!("issuance payment names another customer_uid");
         return for_review(reg, &payment, "it was issued for another customer_uid");
     }
-    let issued = issuance(&payment, reg.plan.amount, engine.now());
+    // A trial's window takes nothing: any money it took is for a person.
+    let expected = if reg.trial.is_some() {
+        0
+    } else {
+        reg.plan.amount
+    };
+    let issued = issuance(&payment, expected, engine.now());
     if issued == Issuance::Failed {
         info!(
             status = payment.status.as_str(),
@@ -425,6 +432,8 @@ async fn finish<L: Ledger, G: PaymentGateway>(
             return CallbackOutcome::Failed(FailureReason::NeedsReview);
         }
         Issuance::FirstPeriodPaid { .. } => Some(FirstCharge::Paid),
+        // A trial is charged at its end, with a consent.
+        Issuance::KeyOnly if sub.status == SubscriptionStatus::Trialing => None,
         Issuance::KeyOnly if engine.settings.registration.charge_on_signup => {
             Some(first_charge(engine, sub, "signup", budget).await)
         }
@@ -447,8 +456,23 @@ fn activation(
     refs: &crate::billing::UidKey,
     now: DateTime<Utc>,
 ) -> (Subscription, Option<ChargeAttempt>) {
-    let anchor = Anchor::from_instant(now);
-    let mut sub = fresh_subscription(reg, key, anchor, now);
+    let mut sub = fresh_subscription(reg, key, Anchor::from_instant(now), now);
+    // A trial: period 0 starts at its end, and waits for the consent.
+    if let Some(terms) = reg.trial {
+        let (anchor, ends_at) = trials::trial_end(terms.days, now);
+        sub.anchor = anchor;
+        sub.next_charge_at = ends_at;
+        sub.status = SubscriptionStatus::Pending
+            .apply(Event::TrialStarted)
+            .unwrap_or(SubscriptionStatus::Trialing);
+        sub.trial = Some(trials::Trial {
+            terms,
+            ends_at,
+            extended: false,
+            consent: reg.consent.clone(),
+        });
+    }
+    let anchor = sub.anchor;
     let attempt = |state, amount, paid_at, reason: Option<&str>| ChargeAttempt {
         subscription_id: reg.subscription_id.clone(),
         period: anchor.period_id(0),
@@ -536,6 +560,7 @@ fn fresh_subscription(
         paid_on: None,
         reanchor_on_payment: false,
         notice: None,
+        trial: None,
     }
 }
 

@@ -19,6 +19,7 @@ use tracing::{info, warn};
 pub use activate::Proof;
 pub use callback::{CallbackOutcome, CallbackParams, FailureReason, FirstCharge, parse_callback};
 
+use crate::billing::trials::{Consent, ConversionConsent, TrialTerms};
 use crate::billing::{
     Buyer, MerchantUid, Plan, PlanId, PlanRef, Registration, RegistrationStatus, Subscription,
     SubscriptionId,
@@ -43,6 +44,47 @@ pub struct PrepareRequest {
     pub plan: Option<PlanInput>,
     #[serde(default)]
     pub buyer: Option<BuyerInput>,
+    /// The customer's consent to the trial's conversion, taken with the
+    /// sign-up (a plan whose `conversion_consent` is `signup`).
+    #[serde(default)]
+    pub consent: Option<EvidenceInput>,
+}
+
+/// The merchant's evidence of a customer's consent: where it was given
+/// (`web`, `app`, `kakao`, …: 1–40 of letters, digits, `-`, `_`), its
+/// reference in the merchant's records (1–128 characters), and when
+/// (now, if not given).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceInput {
+    pub channel: String,
+    pub reference: String,
+    #[serde(default)]
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl EvidenceInput {
+    /// The checked channel and reference, or what is wrong with them.
+    pub fn checked(&self) -> Result<(String, String), String> {
+        let channel_ok = !self.channel.is_empty()
+            && self.channel.len() <= 40
+            && self
+                .channel
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !channel_ok {
+            return Err(
+                "evidence channel must have 1 to 40 of letters, digits, '-' and '_'".into(),
+            );
+        }
+        let len = self.reference.chars().count();
+        if len == 0 || len > 128 || self.reference.chars().any(char::is_control) {
+            return Err(
+                "evidence reference must have 1 to 128 characters and no control characters".into(),
+            );
+        }
+        Ok((self.channel.clone(), self.reference.clone()))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -191,7 +233,7 @@ pub async fn prepare<L: Ledger, G: PaymentGateway>(
         .map(url::Url::as_str)
         .ok_or(PrepareError::NotConfigured)?;
     check_len("user_id", &request.user_id, 128)?;
-    let (plan, plan_ref) = match (request.plan_id, request.plan) {
+    let (plan, plan_ref, trial) = match (request.plan_id, request.plan) {
         (Some(_), Some(_)) => {
             return Err(PrepareError::Invalid(
                 "give plan_id or plan (deprecated), not both".into(),
@@ -201,8 +243,10 @@ pub async fn prepare<L: Ledger, G: PaymentGateway>(
         (None, input) => (
             validated_plan(input, &settings.registration.default_plan)?,
             None,
+            None,
         ),
     };
+    let consent = signup_consent(trial.as_ref(), request.consent.as_ref(), now)?;
     let buyer = validated_buyer(request.buyer)?;
     if !settings.registration.allow_multiple_subscriptions
         && let Some(existing) = existing_sign_up(engine, &request.user_id, &plan).await?
@@ -236,18 +280,57 @@ pub async fn prepare<L: Ledger, G: PaymentGateway>(
         imp_uid: None,
         sweep_at: Some(now + SWEEP_AFTER),
         replaces_key: false,
+        trial,
+        consent,
     };
     engine.ledger.put_registration(&reg).await?;
     info!(merchant_uid = %reg.merchant_uid, "registration prepared");
     Ok(window(&engine.gateway, &reg, callback))
 }
 
-/// The current version of catalogue plan `id`, and the reference the
-/// registration keeps to it.
+/// The consent to convert a trial that a sign-up carries: required for a
+/// trial that converts on it (`conversion_consent: signup`), refused for
+/// any other plan (an explicit trial takes it later, inside the window
+/// before its end; a plan without a trial has nothing to consent to).
+/// Its time is the sign-up's: from an hour before now to 5 minutes after.
+fn signup_consent(
+    trial: Option<&TrialTerms>,
+    input: Option<&EvidenceInput>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<Consent>, PrepareError> {
+    let wants = trial.is_some_and(|t| t.consent == ConversionConsent::Signup);
+    match (wants, input) {
+        (false, None) => Ok(None),
+        (true, None) => Err(PrepareError::Invalid(
+            "this plan's trial converts on a consent taken with the sign-up: send consent {channel, reference}".into(),
+        )),
+        (false, Some(_)) => Err(PrepareError::Invalid(
+            "consent is taken with the sign-up only for a plan whose trial converts on it (conversion_consent signup)".into(),
+        )),
+        (true, Some(e)) => {
+            let (channel, reference) = e.checked().map_err(PrepareError::Invalid)?;
+            let at = e.at.unwrap_or(now);
+            if at < now - chrono::Duration::hours(1) || at > now + chrono::Duration::minutes(5) {
+                return Err(PrepareError::Invalid(
+                    "consent.at must be the sign-up's time (within the last hour)".into(),
+                ));
+            }
+            Ok(Some(Consent {
+                channel,
+                reference,
+                at,
+                recorded_at: now,
+            }))
+        }
+    }
+}
+
+/// The current version of catalogue plan `id`, its trial, and the
+/// reference the registration keeps to it.
 async fn catalogue_plan<L: Ledger, G>(
     engine: &Engine<L, G>,
     id: &str,
-) -> Result<(Plan, Option<PlanRef>), PrepareError> {
+) -> Result<(Plan, Option<PlanRef>, Option<TrialTerms>), PrepareError> {
     let unknown = || PrepareError::UnknownPlan(id.to_owned());
     let id = PlanId::parse(id).ok_or_else(unknown)?;
     let record = engine
@@ -255,7 +338,7 @@ async fn catalogue_plan<L: Ledger, G>(
         .get_plan(&id, None)
         .await?
         .ok_or_else(unknown)?;
-    Ok((record.plan(), Some(record.reference())))
+    Ok((record.plan(), Some(record.reference()), record.trial))
 }
 
 enum Existing {
@@ -321,6 +404,8 @@ pub async fn prepare_key_replacement<L: Ledger, G: PaymentGateway>(
         imp_uid: None,
         sweep_at: Some(now + SWEEP_AFTER),
         replaces_key: true,
+        trial: None,
+        consent: None,
     };
     engine.ledger.put_registration(&reg).await?;
     info!(merchant_uid = %reg.merchant_uid, subscription_id = %sub.id, "card replacement prepared");

@@ -27,6 +27,7 @@ fn asked(plan_id: Option<&str>, plan: Option<(i64, &str)>) -> PrepareRequest {
             name: name.into(),
         }),
         buyer: None,
+        consent: None,
     }
 }
 
@@ -38,6 +39,7 @@ async fn catalogue(engine: &TestEngine) -> PlanRecord {
         amount: 9900,
         interval: Interval::Month,
         notice_days: 3,
+        trial: None,
         created_at: Utc::now(),
     };
     if let Err(e) = engine.ledger.put_plan(&plan).await {

@@ -100,6 +100,7 @@ pub fn subscription(id: &str, anchor: Anchor) -> Subscription {
         paid_on: None,
         reanchor_on_payment: false,
         notice: None,
+        trial: None,
     }
 }
 
@@ -173,6 +174,8 @@ pub async fn store_subscription<L: crate::ledger::Ledger>(ledger: &L, sub: &Subs
         imp_uid: None,
         sweep_at: None,
         replaces_key: false,
+        trial: None,
+        consent: None,
     };
     let activation = crate::ledger::Activation {
         reg: &reg,

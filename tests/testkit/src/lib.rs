@@ -644,11 +644,48 @@ pub async fn seed_subscription<L: shared::ledger::Ledger>(
     sim: &iamport_sim::SimHandle,
     created: chrono::DateTime<chrono::Utc>,
 ) -> shared::billing::Subscription {
+    seed_with(app, sim, created, None).await
+}
+
+/// [`seed_subscription`] of a sign-up to a free trial of `terms`, as the
+/// callback activates one: `trialing`, period 0 at the trial's end, with
+/// `consent` if the sign-up carried one.
+pub async fn seed_trial<L: shared::ledger::Ledger>(
+    app: &shared::app::App<L>,
+    sim: &iamport_sim::SimHandle,
+    created: chrono::DateTime<chrono::Utc>,
+    terms: shared::billing::trials::TrialTerms,
+    consent: Option<shared::billing::trials::Consent>,
+) -> shared::billing::Subscription {
+    seed_with(app, sim, created, Some((terms, consent))).await
+}
+
+async fn seed_with<L: shared::ledger::Ledger>(
+    app: &shared::app::App<L>,
+    sim: &iamport_sim::SimHandle,
+    created: chrono::DateTime<chrono::Utc>,
+    trial: Option<(
+        shared::billing::trials::TrialTerms,
+        Option<shared::billing::trials::Consent>,
+    )>,
+) -> shared::billing::Subscription {
     use shared::billing::{MerchantUid, Registration, RegistrationStatus, SubscriptionId};
 
     let id = SubscriptionId::generate();
     let mut sub = sample_subscription(&id, created);
     sub.next_charge_at = created;
+    if let Some((terms, consent)) = &trial {
+        let (anchor, ends_at) = shared::billing::trials::trial_end(terms.days, created);
+        sub.anchor = anchor;
+        sub.next_charge_at = ends_at;
+        sub.status = shared::billing::SubscriptionStatus::Trialing;
+        sub.trial = Some(shared::billing::trials::Trial {
+            terms: *terms,
+            ends_at,
+            extended: false,
+            consent: consent.clone(),
+        });
+    }
     let customer_id = sub.customer_uid.clone();
     if app.config.gateway.payment_api() == shared::config::PaymentApi::V2 {
         // PortOne issued a key for our registration and customer id; the
@@ -674,6 +711,8 @@ pub async fn seed_subscription<L: shared::ledger::Ledger>(
         imp_uid: None,
         sweep_at: None,
         replaces_key: false,
+        trial: trial.as_ref().map(|(t, _)| *t),
+        consent: trial.and_then(|(_, c)| c),
     };
     let ledger = &app.engine.ledger;
     ledger

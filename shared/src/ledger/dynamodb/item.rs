@@ -330,6 +330,8 @@ pub fn registration_to_item(reg: &Registration, shards: u32) -> Item {
     if reg.replaces_key {
         item.insert("replaces_key".into(), AttributeValue::Bool(true));
     }
+    super::trials::put_terms(&mut item, reg.trial.as_ref());
+    super::trials::put_consent(&mut item, reg.consent.as_ref());
     put_buyer(&mut item, &reg.buyer);
     if let (RegistrationStatus::Pending, Some(at)) = (reg.status, reg.sweep_at) {
         item.insert(DUE_PK.into(), s(due_pk(reg.subscription_id.shard(shards))));
@@ -366,6 +368,8 @@ pub fn registration_from_item(item: &Item) -> Result<Registration, LedgerError> 
         imp_uid: r.opt_str("imp_uid")?,
         sweep_at: r.opt_time("sweep_at")?,
         replaces_key: r.bool("replaces_key")?,
+        trial: super::trials::read_terms(&r)?,
+        consent: super::trials::read_consent(&r)?,
     })
 }
 
@@ -446,6 +450,7 @@ pub fn subscription_to_item(sub: &Subscription, shards: u32) -> Item {
     }
     put_buyer(&mut item, &sub.buyer);
     put_notice(&mut item, sub.notice.as_ref());
+    super::trials::put_trial(&mut item, sub.trial.as_ref());
     if let Some(at) = sub.due_at() {
         item.insert(DUE_PK.into(), s(due_pk(sub.id.shard(shards))));
         item.insert(DUE_SK.into(), ts(at));
@@ -522,6 +527,7 @@ pub fn subscription_from_item(item: &Item) -> Result<Subscription, LedgerError> 
         },
         reanchor_on_payment: r.bool("reanchor_on_payment")?,
         notice: read_notice(&r)?,
+        trial: super::trials::read_trial(&r)?,
     })
 }
 
@@ -686,6 +692,21 @@ mod tests {
                 charge_at: t + chrono::Duration::days(7),
                 sent_at: t,
                 key_checked: true,
+            }),
+            trial: Some(crate::billing::trials::Trial {
+                terms: crate::billing::trials::TrialTerms {
+                    days: 30,
+                    consent: crate::billing::trials::ConversionConsent::Signup,
+                    on_no_consent: crate::billing::trials::OnNoConsent::Cancel,
+                },
+                ends_at: t - chrono::Duration::days(60),
+                extended: false,
+                consent: Some(crate::billing::trials::Consent {
+                    channel: "web".into(),
+                    reference: "tick-1".into(),
+                    at: t - chrono::Duration::days(90),
+                    recorded_at: t - chrono::Duration::days(90),
+                }),
             }),
         }
     }

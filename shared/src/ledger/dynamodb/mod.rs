@@ -18,6 +18,7 @@ pub mod seal;
 pub mod stream;
 mod subscriptions;
 pub mod table;
+mod trials;
 mod writes;
 
 use std::fmt::Debug;

@@ -35,6 +35,7 @@ fn plan_item(plan: &PlanRecord, pk: String, sk: String) -> Item {
     item.insert("plan_amount".into(), n(plan.amount));
     item.insert("interval".into(), s(plan.interval.as_str()));
     item.insert("notice_days".into(), n(plan.notice_days));
+    super::trials::put_terms(&mut item, plan.trial.as_ref());
     item.insert("created_at".into(), ts(plan.created_at));
     item
 }
@@ -52,6 +53,7 @@ fn plan_from_item(item: &Item) -> Result<PlanRecord, LedgerError> {
         interval: Interval::parse(&interval_text)
             .ok_or_else(|| LedgerError::Corrupt(format!("plan interval {interval_text:?}")))?,
         notice_days: super::item::notice_days(&r, "notice_days")?,
+        trial: super::trials::read_terms(&r)?,
         created_at: r.time("created_at")?,
     })
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
+use shared::billing::trials::{Consent, ConversionConsent, OnNoConsent, TrialTerms};
 use shared::billing::{
     AttemptState, MerchantUid, Plan, Registration, RegistrationStatus, SubscriptionId,
     SubscriptionStatus,
@@ -30,6 +31,28 @@ use super::{
 };
 
 /// A trace label for a notice (never the billing key).
+/// The trial of a sign-up, from its id (no draw from the random stream):
+/// an explicit 40-day trial that ends in a cancel without a consent, an
+/// explicit 10-day one extended once, a 5-day one consented at sign-up, or
+/// (five in eight) none.
+fn sim_trial(id: &SubscriptionId) -> Option<TrialTerms> {
+    let (days, consent, on_no_consent) = match id.as_str().as_bytes()[10] % 8 {
+        0 => (40, ConversionConsent::Explicit, OnNoConsent::Cancel),
+        1 => (
+            10,
+            ConversionConsent::Explicit,
+            OnNoConsent::ExtendTrialOnce,
+        ),
+        2 => (5, ConversionConsent::Signup, OnNoConsent::Cancel),
+        _ => return None,
+    };
+    Some(TrialTerms {
+        days,
+        consent,
+        on_no_consent,
+    })
+}
+
 fn notice_label(n: &Notice) -> String {
     match n {
         Notice::Payment(p) => format!("{} {}", p.payment_id, p.payment_ref),
@@ -169,7 +192,22 @@ impl World {
             imp_uid: None,
             sweep_at: Some(now + registration::SWEEP_AFTER),
             replaces_key: false,
+            trial: sim_trial(&id),
+            consent: None,
         };
+        // A trial that converts on the sign-up's consent carries it.
+        let mut reg = reg;
+        if reg
+            .trial
+            .is_some_and(|t| t.consent == ConversionConsent::Signup)
+        {
+            reg.consent = Some(Consent {
+                channel: "web".into(),
+                reference: format!("signup-{id}"),
+                at: now,
+                recorded_at: now,
+            });
+        }
         if self.ledger.put_registration(&reg).await.is_err() {
             self.violation(
                 "setup",
@@ -185,6 +223,8 @@ impl World {
             None => {
                 let amount = self.rand(|r| match r.random_range(0..100) {
                     0..80 => 0,
+                    // A trial's window takes nothing (one that does is for a person).
+                    80..95 if reg.trial.is_some() => 0,
                     80..95 => plan.amount,
                     _ => 100,
                 });
@@ -196,7 +236,46 @@ impl World {
         if self.rand(|r| r.random_bool(0.4)) {
             let at = Duration::from_secs(self.rand(|r| r.random_range(60..90 * 86_400)));
             let racing = self.rand(|r| r.random_bool(0.7));
-            tokio::spawn(Arc::clone(&self).manage(id, at, racing));
+            tokio::spawn(Arc::clone(&self).manage(id.clone(), at, racing));
+        }
+        // Most customers of an explicit trial consent, some too early, some
+        // after it ended; the others let it lapse.
+        if reg
+            .trial
+            .is_some_and(|t| t.consent == ConversionConsent::Explicit)
+            && self.rand(|r| r.random_bool(0.7))
+        {
+            let at = Duration::from_secs(self.rand(|r| r.random_range(3_600..50 * 86_400)));
+            tokio::spawn(Arc::clone(&self).consent(id, at));
+        }
+    }
+
+    /// The customer's consent to convert a trial, through the management
+    /// API, at `at` (perhaps before its window, perhaps once it ended).
+    async fn consent(self: Arc<Self>, id: SubscriptionId, at: Duration) {
+        tokio::time::sleep(at).await;
+        let (inv, engine) = self.engine("consent");
+        let input = management::ConsentInput {
+            evidence: shared::registration::EvidenceInput {
+                channel: "app".into(),
+                reference: format!("consent-{id}"),
+                at: None,
+            },
+        };
+        let done = self
+            .call(
+                inv,
+                &format!("{id} consent"),
+                management::consent(&engine, id.as_str(), input, &Actor::named("customer")),
+            )
+            .await;
+        match done {
+            Some(Ok(_)) => self.count("trial consents recorded"),
+            Some(Err(ManageError::Conflict(_))) => {
+                self.count("trial consents refused (early or over)")
+            }
+            Some(Err(_)) => self.count("management calls refused"),
+            None => {}
         }
     }
 
@@ -869,6 +948,32 @@ impl World {
             }
             let (inv, engine) = self.engine("operator");
             self.follow(inv, &engine, &charge, step).await;
+        }
+        // A refund whose outcome is unknown (docs/operations.md): the same
+        // refund again, with the same key; the checksum keeps it to one.
+        for waiting in list.refunds {
+            let (inv, engine) = self.engine("operator");
+            let input = RefundInput {
+                amount: Some(waiting.amount),
+                reason: waiting.reason.clone(),
+            };
+            let done = self
+                .call(
+                    inv,
+                    &format!("{} refund resumed", waiting.merchant_uid),
+                    management::refund(
+                        &engine,
+                        &waiting.merchant_uid,
+                        input,
+                        &waiting.idempotency_key,
+                        &Actor::named("ops"),
+                    ),
+                )
+                .await;
+            self.count(match done {
+                Some(Ok(_)) => "reviews: refund resumed with its key",
+                _ => "reviews: refund still unclear",
+            });
         }
     }
 

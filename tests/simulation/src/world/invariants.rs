@@ -17,7 +17,7 @@ use super::{SeedReport, World, lock};
 use crate::model::{MSG_SETTING, Usage};
 
 /// The invariants, by the names the summary line uses.
-pub const INVARIANTS: [&str; 17] = [
+pub const INVARIANTS: [&str; 19] = [
     "charged after a cancel",
     "billed without access",
     "two periods a day",
@@ -35,6 +35,8 @@ pub const INVARIANTS: [&str; 17] = [
     "noticed twice",
     "noticed while not renewing",
     "notice out of its window",
+    "trial converted without consent",
+    "trial converted untold",
 ];
 
 /// Half the sign-ups (by their id's first character, so the world's random
@@ -86,8 +88,13 @@ pub(crate) struct Observed {
     paid_while: BTreeMap<String, (SubscriptionStatus, bool)>,
     /// Payments whose lookups keep failing at the PG.
     pub broken_lookups: BTreeSet<String>,
-    /// The (subscription, period) pairs a renewal notice was written for.
-    noticed: BTreeSet<(SubscriptionId, PeriodId)>,
+    /// The (subscription, period or trial end) a notice was written for.
+    noticed: BTreeSet<(SubscriptionId, String)>,
+    /// Refund requests in the review queue (their outcome unknown), by
+    /// charge and key, until they are finished.
+    refunds_in_review: BTreeSet<(String, String)>,
+    /// Trials that ended without a consent, and how (counted once each).
+    lapsed: BTreeSet<(SubscriptionId, &'static str)>,
     /// The periods charged (money taken) per subscription and Seoul day.
     paid_days: BTreeMap<(SubscriptionId, NaiveDate), BTreeSet<PeriodId>>,
 }
@@ -303,22 +310,28 @@ impl World {
             return; // a later write that keeps the notice it had
         }
         let id = &next.id;
+        let trialing = next.status == SubscriptionStatus::Trialing;
         self.count(match n.kind {
             shared::billing::notices::NoticeKind::RenewalUpcoming => "notices: renewal upcoming",
             shared::billing::notices::NoticeKind::ActionRequired => "notices: key missing",
+            shared::billing::notices::NoticeKind::TrialWillEnd => "notices: trial will end",
         });
-        if !lock(&self.observed)
-            .noticed
-            .insert((id.clone(), n.period.clone()))
-        {
+        // A trial's notice is one per conversion (an extended trial may end
+        // in the period it first would have); a renewal's one per period.
+        let once = if trialing {
+            format!("trial {}", n.charge_at)
+        } else {
+            n.period.to_string()
+        };
+        if !lock(&self.observed).noticed.insert((id.clone(), once)) {
             self.violation(
                 "noticed twice",
                 format!("{id}: period {} noticed again", n.period),
             );
         }
-        let renewing = next.status == SubscriptionStatus::Active
+        let renewing = (next.status == SubscriptionStatus::Active && next.period_index >= 1
+            || trialing && next.period_index == 0)
             && !next.cancel_at_period_end
-            && next.period_index >= 1
             && next.attempt == 1
             && n.period == next.current_period();
         if !renewing {
@@ -334,17 +347,98 @@ impl World {
                 ),
             );
         }
-        let days = chrono::Duration::days(i64::from(next.plan.notice_days));
+        let days = chrono::Duration::days(i64::from(next.notice_days()));
         // The run's billing time may lead the clock by the allowed skew.
         let early = n.sent_at + shared::config::BILLING_CLOCK_SKEW < n.charge_at - days;
-        if next.plan.notice_days == 0 || early || n.sent_at >= n.charge_at {
+        // A trial's notice may come later than its days (a trial shorter
+        // than them is noticed at once), never after its end.
+        if next.notice_days() == 0 || early || n.sent_at >= n.charge_at {
             self.violation(
                 "notice out of its window",
                 format!(
                     "{id}: period {} noticed at {} for a charge at {} ({} days' notice)",
-                    n.period, n.sent_at, n.charge_at, next.plan.notice_days
+                    n.period,
+                    n.sent_at,
+                    n.charge_at,
+                    next.notice_days()
                 ),
             );
+        }
+    }
+
+    /// A first claim of a trial's period 0 was just written (issue 23 §2):
+    /// the conversion needs a recorded consent, taken in the window before
+    /// the trial's end.
+    pub(super) fn check_conversion(&self, next: &Subscription) {
+        if next.status != SubscriptionStatus::Trialing {
+            return;
+        }
+        let Some(trial) = &next.trial else { return };
+        let window =
+            chrono::Duration::days(i64::from(shared::billing::trials::MAX_CONSENT_WINDOW_DAYS));
+        // Told 7 Seoul days before, of this very end.
+        let day = |t: DateTime<Utc>| t.with_timezone(&BILLING_TZ).date_naive();
+        let told = next.notice.as_ref().is_some_and(|n| {
+            n.charge_at == trial.ends_at
+                && day(n.sent_at) + chrono::Days::new(7) <= day(trial.ends_at)
+        });
+        if !told {
+            self.violation(
+                "trial converted untold",
+                format!(
+                    "{}: period 0 claimed for a trial ending {} with notice {:?}",
+                    next.id, trial.ends_at, next.notice
+                ),
+            );
+        }
+        match &trial.consent {
+            Some(c) if c.at >= trial.ends_at - window && c.at < trial.ends_at => {
+                self.count("trials converted (claimed)");
+            }
+            Some(c) => self.violation(
+                "trial converted without consent",
+                format!(
+                    "{}: consent at {} is outside the window before {}",
+                    next.id, c.at, trial.ends_at
+                ),
+            ),
+            None => self.violation(
+                "trial converted without consent",
+                format!("{}: period 0 claimed with no consent recorded", next.id),
+            ),
+        }
+    }
+
+    /// A trial that ended without a consent was just written: extended, or
+    /// cancelled, never charged (the claim check above catches a charge).
+    /// A refund's outcome was lost: it waits for a person (decision 67)
+    /// until it is finished.
+    pub(super) fn refund_review(&self, merchant_uid: &str, key: &str, flagged: bool) {
+        let mut obs = lock(&self.observed);
+        let entry = (merchant_uid.to_owned(), key.to_owned());
+        if flagged {
+            if obs.refunds_in_review.insert(entry) {
+                drop(obs);
+                self.count("refunds put in the review queue");
+            }
+        } else {
+            obs.refunds_in_review.remove(&entry);
+        }
+    }
+
+    pub(super) fn count_lapse(&self, next: &Subscription) {
+        let Some(trial) = &next.trial else { return };
+        let how = if next.status == SubscriptionStatus::Cancelled
+            && next.cancel_reason.as_deref() == Some("trial ended without consent to convert")
+        {
+            "trials ended without consent"
+        } else if trial.extended && trial.consent.is_none() {
+            "trials extended without consent"
+        } else {
+            return;
+        };
+        if lock(&self.observed).lapsed.insert((next.id.clone(), how)) {
+            self.count(how);
         }
     }
 
@@ -776,7 +870,8 @@ fn customer_side(
     let waiting = attempts
         .iter()
         .filter(|a| a.state == AttemptState::NeedsReview)
-        .count() as u64;
+        .count() as u64
+        + obs.refunds_in_review.len() as u64;
     if obs.last_gauge != Some(waiting) {
         broken(
             report,

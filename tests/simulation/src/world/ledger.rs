@@ -50,8 +50,9 @@ impl Watcher for SimWatcher {
         w.step();
         if outcome.is_ok() {
             match op {
-                Op::ClaimNew { attempt, .. } => {
+                Op::ClaimNew { attempt, next } => {
                     w.check_claim(&attempt.subscription_id, "claim");
+                    w.check_conversion(next);
                     if let Some(t) = &attempt.claim_token {
                         w.hold(self.inv, t);
                     }
@@ -61,7 +62,12 @@ impl Watcher for SimWatcher {
                 Op::MarkSending { attempt, .. } => {
                     w.check_claim(&attempt.subscription_id, "re-send");
                 }
-                Op::ChangeSubscription(c) => w.check_notice(c.next),
+                Op::FlagRefund(a, key) => w.refund_review(&a.merchant_uid, key, true),
+                Op::FinishRefund(a, intent) => w.refund_review(&a.merchant_uid, &intent.key, false),
+                Op::ChangeSubscription(c) => {
+                    w.check_notice(c.next);
+                    w.count_lapse(c.next);
+                }
                 Op::Settle(s) if s.result.state.is_unpaid_settlement() => {
                     w.check_unpaid(&s.attempt.merchant_uid, s.next.status);
                 }

@@ -494,6 +494,8 @@ pub fn callback_with_slow_gateway(latency: Duration) -> (Duration, String) {
             imp_uid: None,
             sweep_at: None,
             replaces_key: false,
+            trial: None,
+            consent: None,
         };
         if let Err(e) = world.ledger.put_registration(&reg).await {
             return (Duration::MAX, e.to_string());
