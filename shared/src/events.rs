@@ -182,7 +182,12 @@ pub fn of_subscription(old: Option<&Subscription>, new: Option<&Subscription>) -
     if let Some(notice) = &new.notice
         && old.notice.as_ref() != Some(notice)
     {
-        out.push(notice_event(new, notice));
+        out.push(notice_event(new, notice, notice.kind));
+        // A trial whose key is gone is told both: the card is missing, and
+        // the trial ends (with what it needs to consent).
+        if notice.kind == NoticeKind::ActionRequired && new.status == SubscriptionStatus::Trialing {
+            out.push(notice_event(new, notice, NoticeKind::TrialWillEnd));
+        }
     }
     if old.customer_uid != new.customer_uid {
         out.push(subscription_event(
@@ -255,8 +260,8 @@ fn trial_events(old: &Subscription, new: &Subscription, out: &mut Vec<Event>) {
 /// replay, or a second write of the same notice, has the same id. A
 /// trial's notices are per conversion date instead (an extended trial may
 /// convert in the period it first would have).
-fn notice_event(sub: &Subscription, n: &SentNotice) -> Event {
-    let kind = match n.kind {
+fn notice_event(sub: &Subscription, n: &SentNotice, as_kind: NoticeKind) -> Event {
+    let kind = match as_kind {
         NoticeKind::RenewalUpcoming => "subscription.renewal_upcoming",
         NoticeKind::ActionRequired => "payment_method.action_required",
         NoticeKind::TrialWillEnd => "subscription.trial_will_end",
@@ -273,22 +278,22 @@ fn notice_event(sub: &Subscription, n: &SentNotice) -> Event {
         "key_checked": n.key_checked,
     });
     if let Value::Object(map) = &mut data {
-        if n.kind == NoticeKind::ActionRequired {
+        if as_kind == NoticeKind::ActionRequired {
             map.insert("reason".into(), json!("billing_key_missing"));
             map.insert("card".into(), card(sub));
         }
-        if n.kind == NoticeKind::TrialWillEnd
+        if as_kind == NoticeKind::TrialWillEnd
             && let Some(t) = &sub.trial
         {
             map.insert("consent_required".into(), json!(t.consent.is_none()));
             map.insert("trial".into(), trial(t));
         }
     }
+    // A trial told again at a higher price (a plan change during the trial)
+    // is a new notice: its amount is part of its id.
     let at = if in_trial {
-        n.charge_at
-            .with_timezone(&crate::billing::BILLING_TZ)
-            .format("%Y%m%d")
-            .to_string()
+        let day = n.charge_at.with_timezone(&crate::billing::BILLING_TZ);
+        format!("{}:{}", day.format("%Y%m%d"), n.amount)
     } else {
         n.period.to_string()
     };
@@ -499,9 +504,7 @@ mod tests {
     #[test]
     fn a_trial_is_noticed_consented_and_converted_once_each() {
         use crate::billing::notices::{KeyCheck, noticed};
-        use crate::billing::trials::{
-            self, ConversionConsent, OnNoConsent, Trial, TrialTerms, consented,
-        };
+        use crate::billing::trials::{self, ConversionConsent, OnNoConsent, TrialTerms, consented};
         let now = DateTime::parse_from_rfc3339("2026-12-03T03:00:00Z")
             .map(|t| t.with_timezone(&Utc))
             .unwrap();
@@ -510,18 +513,8 @@ mod tests {
             consent: ConversionConsent::Explicit,
             on_no_consent: OnNoConsent::ExtendTrialOnce,
         };
-        let (anchor, ends_at) = trials::trial_end(14, now);
-        let mut s = sub();
-        s.anchor = anchor;
-        s.period_index = 0;
-        s.status = SubscriptionStatus::Trialing;
-        s.next_charge_at = ends_at;
-        s.trial = Some(Trial {
-            terms,
-            ends_at,
-            extended: false,
-            consent: None,
-        });
+        let s = crate::testing::trialing("abcdefghij01", terms, now);
+        let (anchor, ends_at) = (s.anchor, s.next_charge_at);
         let activated = of_subscription(None, Some(&s));
         assert_eq!(activated[0].data["status"], "trialing");
         assert_eq!(activated[0].data["trial"]["ends_at"], rfc3339(ends_at));
@@ -531,7 +524,7 @@ mod tests {
         assert_eq!(kinds(&events), ["subscription.trial_will_end"]);
         assert_eq!(
             events[0].id,
-            "subscription.trial_will_end:abcdefghij01:20261217"
+            "subscription.trial_will_end:abcdefghij01:20261217:9900"
         );
         assert_eq!(events[0].data["consent_required"], true);
         assert_eq!(events[0].data["notice_days"], 7);
@@ -552,11 +545,20 @@ mod tests {
         let extended = trials::lapsed(&told, ends_at).unwrap();
         let events = of_subscription(Some(&told), Some(&extended));
         assert_eq!(kinds(&events), ["subscription.trial_extended"]);
+        // A trial whose key is gone is told both.
+        let lost = noticed(&s, KeyCheck::Missing, at);
+        assert_eq!(
+            kinds(&of_subscription(Some(&s), Some(&lost))),
+            [
+                "payment_method.action_required",
+                "subscription.trial_will_end"
+            ]
+        );
         let again = noticed(&extended, KeyCheck::OnFile, extended.notice_at().unwrap());
         let events = of_subscription(Some(&extended), Some(&again));
         assert_eq!(
             events[0].id,
-            "subscription.trial_will_end:abcdefghij01:20261231"
+            "subscription.trial_will_end:abcdefghij01:20261231:9900"
         );
     }
 

@@ -252,6 +252,14 @@ pub fn plan_changed(
             // A plan by amount and name follows no catalogue version.
             next.plan_ref = None;
         }
+        // A trial told (or consented to) one price converts at a higher one
+        // only after being told again and, for the consent, asked again.
+        if sub.status == SubscriptionStatus::Trialing && plan.amount > sub.plan.amount {
+            next.notice = None;
+            if let Some(t) = next.trial.as_mut() {
+                t.consent = None;
+            }
+        }
         next.plan = plan;
         next.pending_plan = None;
     }
@@ -420,6 +428,16 @@ pub fn resolved(
         next.ended_at = Some(now);
         return Ok((unchanged(next), false));
     }
+    // A trial's sign-up that took money, resolved as not paid: back to its
+    // trial, the period's next attempt due at the trial's end (never
+    // charged now: its conversion waits for the consent and the notice).
+    if !as_paid && current && next.status == SubscriptionStatus::Trialing {
+        next.attempt = sub.attempt + 1;
+        if let Some(t) = &sub.trial {
+            next.next_charge_at = t.ends_at.max(now);
+        }
+        return Ok((unchanged(next), false));
+    }
     if !as_paid && current && next.status.is_chargeable() {
         return Ok((back_in_access(sub, next, true, policy, now), true));
     }
@@ -431,6 +449,77 @@ mod tests {
     use super::*;
     use crate::billing::{Anchor, PaymentRecord};
     use crate::testing::{self, record};
+
+    fn trial() -> Subscription {
+        let terms = crate::billing::trials::TrialTerms {
+            days: 14,
+            consent: crate::billing::trials::ConversionConsent::Explicit,
+            on_no_consent: crate::billing::trials::OnNoConsent::Cancel,
+        };
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-03T03:00:00Z")
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap();
+        let mut s = testing::trialing("abcdefghij02", terms, now);
+        if let Some(t) = s.trial.as_mut() {
+            t.consent = Some(crate::billing::trials::Consent {
+                channel: "web".into(),
+                reference: "c".into(),
+                at: now,
+                recorded_at: now,
+            });
+        }
+        s
+    }
+
+    /// A trial told and consented at one price is told and asked again
+    /// before converting at a higher one; a lower one keeps both.
+    #[test]
+    fn a_price_raised_during_a_trial_asks_for_its_consent_again() {
+        let mut s = trial();
+        let told = crate::billing::notices::noticed(
+            &s,
+            crate::billing::notices::KeyCheck::OnFile,
+            s.next_charge_at - chrono::Duration::days(7),
+        );
+        s = told;
+        let dearer = Plan {
+            amount: 19_900,
+            ..s.plan.clone()
+        };
+        let raised = plan_changed(&s, dearer, false, s.updated_at).unwrap();
+        assert_eq!(raised.notice, None);
+        assert!(raised.trial.as_ref().is_some_and(|t| t.consent.is_none()));
+        assert!(raised.notice_at().is_some(), "told again");
+        let cheaper = Plan {
+            amount: 4_900,
+            ..s.plan.clone()
+        };
+        let lowered = plan_changed(&s, cheaper, false, s.updated_at).unwrap();
+        assert!(lowered.notice.is_some());
+        assert!(lowered.trial.as_ref().is_some_and(|t| t.consent.is_some()));
+    }
+
+    /// A trial whose sign-up window took money, resolved as not paid, goes
+    /// back to its trial: charged nothing now, due at the trial's end.
+    #[test]
+    fn a_trial_resolved_as_not_paid_goes_back_to_its_trial() {
+        let mut s = trial();
+        let mut flagged = testing::attempt(&s, AttemptState::NeedsReview);
+        flagged.amount = 100;
+        s.review_from = Some(SubscriptionStatus::Trialing);
+        s.status = SubscriptionStatus::NeedsReview;
+        let now = s.next_charge_at - chrono::Duration::days(13);
+        let (back, charge_now) =
+            resolved(&s, &flagged, false, ResumePolicy::Reanchor, now).unwrap();
+        assert!(!charge_now);
+        assert_eq!(back.next.status, SubscriptionStatus::Trialing);
+        assert_eq!(back.next.attempt, 2);
+        assert_eq!(
+            Some(back.next.next_charge_at),
+            s.trial.as_ref().map(|t| t.ends_at)
+        );
+        assert!(back.next.notice_at().is_some(), "still told before its end");
+    }
 
     /// Paid for its sign-up period (Dec 2026), due on Jan 1.
     fn sub() -> Subscription {

@@ -103,7 +103,9 @@ impl Subscription {
             }
             _ => return None,
         };
-        let owed = self.attempt == 1
+        // (A trial's period 0 has a second attempt only after its sign-up
+        // took money and a person resolved it as not paid: still told.)
+        let owed = (self.attempt == 1 || self.status == SubscriptionStatus::Trialing)
             && !self.cancel_at_period_end
             && !self.reanchor_on_payment
             && self
@@ -256,16 +258,8 @@ mod tests {
             consent: crate::billing::trials::ConversionConsent::Explicit,
             on_no_consent: crate::billing::trials::OnNoConsent::Cancel,
         };
-        let (anchor, ends_at) = crate::billing::trials::trial_end(terms.days, now);
-        let mut s = crate::testing::subscription("k3m9x2p7q4w8", anchor);
-        s.status = SubscriptionStatus::Trialing;
-        s.next_charge_at = ends_at;
-        s.trial = Some(crate::billing::trials::Trial {
-            terms,
-            ends_at,
-            extended: false,
-            consent: None,
-        });
+        let mut s = crate::testing::trialing("k3m9x2p7q4w8", terms, now);
+        let (anchor, ends_at) = (s.anchor, s.next_charge_at);
         // The plan's 3 days are raised to the card rules' 7; 0 too.
         for plan_days in [0, 3] {
             s.plan.notice_days = plan_days;

@@ -118,7 +118,10 @@ impl SubscriptionStatus {
             ) => S::NeedsReview,
             (S::NeedsReview, E::ResolvedPaid) => S::Active,
             (S::NeedsReview, E::ResolvedUnpaid(to))
-                if matches!(to, S::Active | S::PastDue | S::Suspended | S::KeyMissing) =>
+                if matches!(
+                    to,
+                    S::Active | S::Trialing | S::PastDue | S::Suspended | S::KeyMissing
+                ) =>
             {
                 to
             }
@@ -229,8 +232,11 @@ mod tests {
                         prop_assert!(next != S::Pending, "returned to Pending via {:?}", e);
                         if e == Event::Paid { prop_assert_eq!(next, S::Active); }
                         if e == Event::FlagReview { prop_assert_eq!(next, S::NeedsReview); }
-                        // A trial is entered only at sign-up, never returned to.
-                        if next == S::Trialing { prop_assert_eq!(e, Event::TrialStarted); }
+                        // A trial is entered only at sign-up, and returned to only
+                        // from a review of its sign-up resolved as not paid.
+                        if next == S::Trialing {
+                            prop_assert!(matches!(e, Event::TrialStarted | Event::ResolvedUnpaid(S::Trialing)), "{:?}", e);
+                        }
                         s = next;
                     }
                     Err(err) => prop_assert_eq!(err.from, s),

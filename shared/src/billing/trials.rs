@@ -134,12 +134,25 @@ pub fn trial_end(days: u16, now: DateTime<Utc>) -> (Anchor, DateTime<Utc>) {
     (anchor, anchor.period_start(0))
 }
 
+/// Whether `consent` counts for a conversion at `ends_at`: taken in the
+/// [`MAX_CONSENT_WINDOW_DAYS`] before it.
+pub fn counts(consent: &Consent, ends_at: DateTime<Utc>) -> bool {
+    consent.at >= ends_at - Duration::days(i64::from(MAX_CONSENT_WINDOW_DAYS))
+        && consent.at < ends_at
+}
+
+/// The `cancel_reason` of a trial that ended without a consent.
+pub const LAPSED: &str = "trial ended without consent to convert";
+
 /// Why a consent was not recorded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConsentError {
     /// The subscription is not in a trial (converted, lapsed, cancelled).
     #[error("the subscription is not in a trial (status {0})")]
     NotTrialing(&'static str),
+    /// The trial's end has come: it converts or lapses at the next run.
+    #[error("the trial ended at {0}; a consent now is too late")]
+    Ended(DateTime<Utc>),
     /// Before the window: a consent this early does not count.
     #[error("a consent counts only in the {window} days before the conversion; from {opens_at}")]
     TooEarly {
@@ -153,10 +166,12 @@ pub enum ConsentError {
 
 impl Subscription {
     /// Whether its first period converts a trial, at its charge.
+    /// A consent counts only if it was taken in the 30 days before the
+    /// trial's end as it stands (the law's window, whatever the setting).
     pub fn conversion(&self) -> Conversion {
         match &self.trial {
             Some(t) if self.status == SubscriptionStatus::Trialing => {
-                if t.consent.is_some() {
+                if t.consent.as_ref().is_some_and(|c| counts(c, t.ends_at)) {
                     Conversion::Consented
                 } else {
                     Conversion::Lapses
@@ -190,6 +205,9 @@ pub fn consented(
     };
     if trial.consent.is_some() {
         return Ok(None);
+    }
+    if now >= trial.ends_at {
+        return Err(ConsentError::Ended(trial.ends_at));
     }
     let opens_at = trial.ends_at - Duration::days(i64::from(window_days));
     if now < opens_at {
@@ -231,7 +249,11 @@ pub fn lapsed(sub: &Subscription, now: DateTime<Utc>) -> Option<Subscription> {
     }
     let trial = sub.trial.as_ref()?;
     let mut next = sub.next_version(now);
-    if trial.terms.on_no_consent == OnNoConsent::ExtendTrialOnce && !trial.extended {
+    // A trial the customer cancelled at its end is not extended.
+    if trial.terms.on_no_consent == OnNoConsent::ExtendTrialOnce
+        && !trial.extended
+        && !sub.cancel_at_period_end
+    {
         let (anchor, ends_at) = trial_end(trial.terms.days, trial.ends_at);
         next.anchor = anchor;
         next.next_charge_at = ends_at;
@@ -244,7 +266,9 @@ pub fn lapsed(sub: &Subscription, now: DateTime<Utc>) -> Option<Subscription> {
     }
     next.status = sub.status.apply(Event::Cancel).ok()?;
     next.ended_at = Some(now);
-    next.cancel_reason = Some("trial ended without consent to convert".into());
+    if !sub.cancel_at_period_end {
+        next.cancel_reason = Some(LAPSED.into());
+    }
     Some(next)
 }
 
@@ -259,17 +283,7 @@ mod tests {
     }
 
     fn trialing(terms: TrialTerms, now: DateTime<Utc>) -> Subscription {
-        let (anchor, ends_at) = trial_end(terms.days, now);
-        let mut s = crate::testing::subscription("k3m9x2p7q4w8", anchor);
-        s.status = SubscriptionStatus::Trialing;
-        s.next_charge_at = ends_at;
-        s.trial = Some(Trial {
-            terms,
-            ends_at,
-            extended: false,
-            consent: None,
-        });
-        s
+        crate::testing::trialing("k3m9x2p7q4w8", terms, now)
     }
 
     const EXPLICIT: TrialTerms = TrialTerms {
@@ -325,6 +339,13 @@ mod tests {
             consented(&next, "app", "c-2", inside, 30, inside + Duration::hours(1)),
             Ok(None)
         );
+        // At or after the end: too late, whatever the evidence says.
+        let fresh = trialing(EXPLICIT, now);
+        let end = fresh.next_charge_at;
+        assert_eq!(
+            consented(&fresh, "web", "c-9", end - Duration::hours(1), 30, end),
+            Err(ConsentError::Ended(end))
+        );
         let mut cancelled = next.clone();
         cancelled.status = SubscriptionStatus::Cancelled;
         assert!(matches!(
@@ -371,8 +392,26 @@ mod tests {
             });
         }
         assert_eq!(lapsed(&consented_sub, now + Duration::days(14)), None);
-        let mut paying = sub;
+        let mut paying = sub.clone();
         paying.status = SubscriptionStatus::Active;
         assert_eq!(paying.conversion(), Conversion::NotATrial);
+        // Cancelled at its end by the customer: not extended, their reason kept.
+        let mut leaving = extending.clone();
+        leaving.cancel_at_period_end = true;
+        leaving.cancel_reason = Some("not for me".into());
+        let left = lapsed(&leaving, first_end).unwrap_or_else(|| panic!("ends"));
+        assert_eq!(left.status, SubscriptionStatus::Cancelled);
+        assert_eq!(left.cancel_reason.as_deref(), Some("not for me"));
+        // A consent more than 30 days before the end does not convert it.
+        let mut stale = sub;
+        if let Some(t) = stale.trial.as_mut() {
+            t.consent = Some(Consent {
+                channel: "web".into(),
+                reference: "c".into(),
+                at: t.ends_at - Duration::days(31),
+                recorded_at: t.ends_at - Duration::days(31),
+            });
+        }
+        assert_eq!(stale.conversion(), Conversion::Lapses);
     }
 }

@@ -21,8 +21,8 @@ pub struct ConsentInput {
 
 /// `POST /subscriptions/{id}/consent`: records the customer's consent to
 /// the trial's conversion, inside the window before its end
-/// (`CONSENT_WINDOW_DAYS`). 409 when it is not in a trial or the window
-/// has not opened (with the date it opens); 422 when the evidence's time
+/// (`CONSENT_WINDOW_DAYS`). 409 when it is not in a trial, its end has
+/// come, or the window has not opened (with the date it opens); 422 when the evidence's time
 /// is outside the window or in the future.
 pub async fn consent<L: Ledger, G>(
     engine: &Engine<L, G>,
@@ -42,7 +42,11 @@ pub async fn consent<L: Ledger, G>(
             Ok(Some(next)) => next,
             // Two consents are one record: the first stands.
             Ok(None) => return Ok(Pass::Done(view_of(engine, &sub).await?)),
-            Err(e @ (ConsentError::NotTrialing(_) | ConsentError::TooEarly { .. })) => {
+            Err(
+                e @ (ConsentError::NotTrialing(_)
+                | ConsentError::Ended(_)
+                | ConsentError::TooEarly { .. }),
+            ) => {
                 return Err(ManageError::Conflict(e.to_string()));
             }
             Err(e @ ConsentError::BadEvidence(_)) => {

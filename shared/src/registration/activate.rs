@@ -465,11 +465,21 @@ fn activation(
         sub.status = SubscriptionStatus::Pending
             .apply(Event::TrialStarted)
             .unwrap_or(SubscriptionStatus::Trialing);
+        // A sign-up completed long after its consent (the sweep, a window
+        // left open past midnight) may leave it more than 30 days before
+        // the end: then it does not count, and is asked for again.
+        let consent = reg.consent.clone().filter(|c| {
+            let counts = trials::counts(c, ends_at);
+            if !counts {
+                warn!(subscription_id = %reg.subscription_id, "the sign-up's consent is more than 30 days before the trial's end; it will be asked for again");
+            }
+            counts
+        });
         sub.trial = Some(trials::Trial {
             terms,
             ends_at,
             extended: false,
-            consent: reg.consent.clone(),
+            consent,
         });
     }
     let anchor = sub.anchor;

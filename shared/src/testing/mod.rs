@@ -58,6 +58,27 @@ pub fn refs() -> UidKey {
     UidKey::new(b"a-test-key-of-16b").unwrap_or_else(|| UidKey::derived_from(b"test"))
 }
 
+/// [`subscription`] `id` in a free trial of `terms` signed up at `now`, as
+/// the activation makes one: `trialing`, period 0 at the trial's end, no
+/// consent yet.
+pub fn trialing(
+    id: &str,
+    terms: crate::billing::trials::TrialTerms,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Subscription {
+    let (anchor, ends_at) = crate::billing::trials::trial_end(terms.days, now);
+    let mut s = subscription(id, anchor);
+    s.status = SubscriptionStatus::Trialing;
+    s.next_charge_at = ends_at;
+    s.trial = Some(crate::billing::trials::Trial {
+        terms,
+        ends_at,
+        extended: false,
+        consent: None,
+    });
+    s
+}
+
 /// An active subscription `id` (12 characters `[0-9a-z]`) anchored on
 /// `anchor`, in its sign-up period, due at the period's start, 9,900 KRW a
 /// month, its key `cu`.

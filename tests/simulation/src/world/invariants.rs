@@ -316,10 +316,11 @@ impl World {
             shared::billing::notices::NoticeKind::ActionRequired => "notices: key missing",
             shared::billing::notices::NoticeKind::TrialWillEnd => "notices: trial will end",
         });
-        // A trial's notice is one per conversion (an extended trial may end
-        // in the period it first would have); a renewal's one per period.
+        // A trial's notice is one per conversion and price (an extended
+        // trial may end in the period it first would have; a raised price is
+        // told again); a renewal's one per period.
         let once = if trialing {
-            format!("trial {}", n.charge_at)
+            format!("trial {} {}", n.charge_at, n.amount)
         } else {
             n.period.to_string()
         };
@@ -332,7 +333,8 @@ impl World {
         let renewing = (next.status == SubscriptionStatus::Active && next.period_index >= 1
             || trialing && next.period_index == 0)
             && !next.cancel_at_period_end
-            && next.attempt == 1
+            // (a trial's sign-up resolved as not paid goes on at attempt 2)
+            && (next.attempt == 1 || trialing)
             && n.period == next.current_period();
         if !renewing {
             self.violation(
@@ -429,7 +431,7 @@ impl World {
     pub(super) fn count_lapse(&self, next: &Subscription) {
         let Some(trial) = &next.trial else { return };
         let how = if next.status == SubscriptionStatus::Cancelled
-            && next.cancel_reason.as_deref() == Some("trial ended without consent to convert")
+            && next.cancel_reason.as_deref() == Some(shared::billing::trials::LAPSED)
         {
             "trials ended without consent"
         } else if trial.extended && trial.consent.is_none() {
