@@ -285,6 +285,9 @@ WEBHOOK_URL="$LAMBDA_URL/lambda-url/payment-webhook/webhooks/iamport"
     echo "PORTONE_WEBHOOK_SECRETS=whsec_aWFtcG9ydC1zaW0gd2ViaG9vayBzZWNyZXQgMDAwMQ=="
     echo "PORTONE_STORE_ID=store-iamport-sim"
     echo "PORTONE_CHANNEL_KEY=channel-key-iamport-sim"
+    # The simulator answers at once; the claim lease above must cover the
+    # longest chain of these (the 60 s default needs a lease of 725 s).
+    echo "PORTONE_TIMEOUT_MS=1000"
   fi
   echo "CALLBACK_URL=$LAMBDA_URL/lambda-url/billing-callback/billing/callback"
   echo "SUCCESS_REDIRECT_URL=$MERCHANT_URL/billing/done"

@@ -30,6 +30,13 @@ pub(crate) enum Scenario {
     /// shows the cancellation quote and cancels with its refund (the unused
     /// days, pro rata).
     MidTermCancel,
+    /// Signs up to the catalogue's free trial [`TRIAL_PLAN`] (nothing
+    /// charged), is told 7 days before its end, consents through the
+    /// management API, and is charged from the trial's end on.
+    TrialConsented,
+    /// The same trial without a consent: told, never charged, cancelled at
+    /// the trial's end.
+    TrialLapses,
 }
 
 impl Scenario {
@@ -44,7 +51,14 @@ impl Scenario {
             Self::CancelAtPeriodEnd => "cancels at period end",
             Self::NewCardAfterDecline => "declined, then a new card",
             Self::MidTermCancel => "cancels mid-term with a pro-rata refund",
+            Self::TrialConsented => "free trial, consents, then pays",
+            Self::TrialLapses => "free trial, no consent: never charged",
         }
+    }
+
+    /// Signs up to [`TRIAL_PLAN`].
+    pub(crate) fn is_trial(self) -> bool {
+        matches!(self, Self::TrialConsented | Self::TrialLapses)
     }
 }
 
@@ -68,7 +82,12 @@ pub(crate) struct Persona {
 /// name, amount.
 pub(crate) const CATALOGUE_PLAN: (&str, &str, i64) = ("basic-monthly", "베이직 월간", 9900);
 
-pub(crate) const PEOPLE: [Persona; 9] = [
+/// The catalogue's plan with a free trial (id, name, amount, trial days):
+/// the conversion needs the customer's consent (`explicit`), and without
+/// one the subscription ends (`cancel`).
+pub(crate) const TRIAL_PLAN: (&str, &str, i64, u16) = ("trial-monthly", "체험 후 월간", 9900, 10);
+
+pub(crate) const PEOPLE: [Persona; 11] = [
     Persona {
         label: "alice",
         user_id: "user-1001",
@@ -174,6 +193,30 @@ pub(crate) const PEOPLE: [Persona; 9] = [
         amount: 19900,
         plan: "프리미엄 월간",
         scenario: Scenario::MidTermCancel,
+        from_catalogue: false,
+        sdk: None,
+    },
+    Persona {
+        label: "judy",
+        user_id: "user-1010",
+        buyer_name: "문열",
+        email: "yeol@example.com",
+        tel: "010-1111-0010",
+        amount: TRIAL_PLAN.2,
+        plan: TRIAL_PLAN.1,
+        scenario: Scenario::TrialConsented,
+        from_catalogue: false,
+        sdk: None,
+    },
+    Persona {
+        label: "ken",
+        user_id: "user-1011",
+        buyer_name: "배열하나",
+        email: "hana11@example.com",
+        tel: "010-1111-0011",
+        amount: TRIAL_PLAN.2,
+        plan: TRIAL_PLAN.1,
+        scenario: Scenario::TrialLapses,
         from_catalogue: false,
         sdk: None,
     },

@@ -135,6 +135,14 @@ pub(crate) async fn lifecycle_events(
                 "charge.succeeded",
             ],
             Scenario::MidTermCancel => &["subscription.cancelled", "charge.refunded"],
+            Scenario::TrialConsented => &[
+                "subscription.activated",
+                "subscription.trial_consented",
+                "subscription.trial_will_end",
+                "subscription.trial_converted",
+                "charge.succeeded",
+            ],
+            Scenario::TrialLapses => &["subscription.trial_will_end", "subscription.cancelled"],
             Scenario::ClosesWindow => &[],
         };
         let missing: Vec<&&str> = expected.iter().filter(|t| !has(t)).collect();

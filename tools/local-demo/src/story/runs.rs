@@ -154,6 +154,9 @@ pub(crate) async fn chapter(story: &mut Story<'_>, members: &[Member]) -> Result
                 .get_attempt(&before.id, &period, before.attempt)
                 .await?;
             let what = match &attempt {
+                None if after.cancel_reason.as_deref() == Some(shared::billing::trials::LAPSED) => {
+                    "not charged: the trial ended without a consent to convert".to_owned()
+                }
                 None if after.status == SubscriptionStatus::Cancelled => {
                     "not charged: the subscription ended (cancelled at period end)".to_owned()
                 }
@@ -204,7 +207,9 @@ pub(crate) async fn chapter(story: &mut Story<'_>, members: &[Member]) -> Result
                 }
             };
             let next = match after.status {
-                SubscriptionStatus::Active | SubscriptionStatus::PastDue => format!(
+                SubscriptionStatus::Active
+                | SubscriptionStatus::PastDue
+                | SubscriptionStatus::Trialing => format!(
                     "→ {} {}, next {}",
                     after.status.as_str(),
                     after.current_period(),

@@ -151,6 +151,37 @@ pub(crate) async fn chapter(story: &mut Story<'_>, members: &[Member]) -> Result
                 );
             }
             Scenario::MidTermCancel => mid_term_cancel(stack, checks, m).await?,
+            Scenario::TrialConsented => {
+                let evidence = json!({"evidence": {"channel": "web", "reference": format!("consent-{}", m.id)}});
+                let (status, body, _) = stack
+                    .api(
+                        "POST",
+                        &format!("/subscriptions/{}/consent", m.id),
+                        Some(evidence),
+                        Some(&format!("consent-{}", m.id)),
+                    )
+                    .await?;
+                println!(
+                    "  {:<6} POST /subscriptions/{}/consent → {status} (trial ends {}; consent {})",
+                    m.p.label,
+                    m.id,
+                    body["trial"]["ends_at"].as_str().unwrap_or("—"),
+                    body["trial"]["consent"]["reference"]
+                        .as_str()
+                        .unwrap_or("none")
+                );
+                checks.check(
+                    status == 200 && body["trial"]["consent"].is_object(),
+                    format!(
+                        "{}: the trial's consent answered {status}: {body}",
+                        m.p.label
+                    ),
+                );
+            }
+            Scenario::TrialLapses => println!(
+                "  {:<6} gives no consent: the trial must end uncharged",
+                m.p.label
+            ),
             Scenario::Pays | Scenario::ClosesWindow => {}
         }
     }
@@ -192,10 +223,54 @@ async fn mid_term_cancel(stack: &Stack, checks: &mut Checks, m: &Member) -> Resu
         answer["refund"]["state"].as_str().unwrap_or("?"),
         won(answer["refund"]["amount"].as_i64().unwrap_or_default()),
     );
+    // A refund whose answer was lost (a fault the story left on the
+    // simulator) waits in the review queue; the runbook resumes it with
+    // its own key (decision 67), and the checksum keeps it to one refund.
+    let mut state = answer["refund"]["state"].as_str().unwrap_or("?").to_owned();
+    if state == "unclear" {
+        let (queued, list, _) = stack
+            .api("GET", "/charges/needs-review", None, None)
+            .await?;
+        let waiting = list["refunds"].as_array().is_some_and(|r| {
+            r.iter()
+                .any(|r| r["idempotency_key"] == answer["refund"]["refund_key"])
+        });
+        let resume =
+            json!({"amount": answer["refund"]["amount"], "reason": answer["refund"]["reason"]});
+        let key = answer["refund"]["refund_key"].as_str().unwrap_or_default();
+        let (again, charge, _) = stack
+            .api(
+                "POST",
+                &format!(
+                    "/charges/{}/refund",
+                    answer["refund"]["merchant_uid"]
+                        .as_str()
+                        .unwrap_or_default()
+                ),
+                Some(resume),
+                Some(key),
+            )
+            .await?;
+        println!(
+            "  {:<6} the refund's answer was lost: in the review queue ({queued}, listed {waiting}); POST /charges/…/refund with its key {key} → {again} (refunded {} KRW)",
+            m.p.label,
+            won(charge["refunded"].as_i64().unwrap_or_default())
+        );
+        checks.check(
+            waiting && again == 200,
+            format!(
+                "{}: the unclear refund should be queued and resumed by its key: {again} {charge}",
+                m.p.label
+            ),
+        );
+        if again == 200 && charge["refunded"] == answer["refund"]["amount"] {
+            state = "done".into();
+        }
+    }
     checks.check(
         status == 200
             && answer["subscription"]["status"] == "cancelled"
-            && answer["refund"]["state"] == "done"
+            && state == "done"
             && answer["refund"]["amount"] == quote["refund_amount"]
             && quote["refund_amount"].as_i64().is_some_and(|a| a > 0),
         format!(

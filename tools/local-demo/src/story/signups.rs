@@ -38,6 +38,8 @@ pub(crate) async fn chapter(story: &mut Story<'_>) -> Result<Vec<Member>> {
         let m = register(stack, p).await?;
         let ok = match p.scenario {
             Scenario::ClosesWindow => m.landed_param("reason").as_deref() == Some("payment_failed"),
+            // A trial charges nothing at sign-up.
+            s if s.is_trial() => m.signed_up() && m.landed_param("first_charge").is_none(),
             _ => m.signed_up() && m.landed_param("first_charge").as_deref() == Some("paid"),
         };
         checks.check(
@@ -48,6 +50,8 @@ pub(crate) async fn chapter(story: &mut Story<'_>) -> Result<Vec<Member>> {
                 short_url(&m.landed),
                 if p.scenario == Scenario::ClosesWindow {
                     "the failure page with reason=payment_failed"
+                } else if p.scenario.is_trial() {
+                    "the success page with no first charge (a trial)"
                 } else {
                     "the success page with first_charge=paid"
                 }
@@ -133,6 +137,20 @@ async fn catalogue(stack: &Stack, checks: &mut Checks) -> Result<()> {
         status == 201 || status == 409,
         format!("POST /plans answered {status}: {answer}"),
     );
+    let (id, name, amount, days) = TRIAL_PLAN;
+    let body = json!({"id": id, "name": name, "amount": amount, "trial_days": days,
+                      "conversion_consent": "explicit", "on_no_consent": "cancel"});
+    let (status, answer, _) = stack
+        .api("POST", "/plans", Some(body), Some(&format!("plan-{id}")))
+        .await?;
+    println!(
+        "  the merchant  POST /plans {id} ({name}, {} KRW a month after a {days}-day free trial; the conversion needs a consent) → {status}",
+        won(amount)
+    );
+    checks.check(
+        status == 201 || status == 409,
+        format!("POST /plans {id} answered {status}: {answer}"),
+    );
     Ok(())
 }
 
@@ -143,7 +161,9 @@ pub(crate) async fn register(stack: &Stack, p: &'static Persona) -> Result<Membe
         "user_id": p.user_id,
         "buyer": {"name": p.buyer_name, "email": p.email, "tel": p.tel},
     });
-    if p.from_catalogue {
+    if p.scenario.is_trial() {
+        body["plan_id"] = json!(TRIAL_PLAN.0);
+    } else if p.from_catalogue {
         body["plan_id"] = json!(CATALOGUE_PLAN.0);
     } else {
         body["plan"] = json!({"amount": p.amount, "name": p.plan});

@@ -180,6 +180,37 @@ pub(crate) async fn check(story: &mut Story<'_>, books: &Books<'_>, runs: &Runs)
                     ),
                 );
             }
+            Scenario::TrialConsented => checks.check(
+                s.status == SubscriptionStatus::Active
+                    && s.trial.as_ref().is_some_and(|t| t.consent.is_some())
+                    && s.paid_through.as_ref() == Some(&last_period(s))
+                    && paid == args.months as usize + 1
+                    && attempts.len() == paid
+                    && attempts
+                        .iter()
+                        .all(|a| s.trial.as_ref().is_some_and(|t| a.created_at >= t.ends_at)),
+                format!(
+                    "{}: expected the consented trial converted at its end and paid through {} ({} paid attempts, none before the end; got {}, {:?}, {} attempts)",
+                    m.p.label,
+                    last_period(s),
+                    args.months + 1,
+                    s.status.as_str(),
+                    s.paid_through.as_ref().map(|p| p.as_str().to_owned()),
+                    attempts.len()
+                ),
+            ),
+            Scenario::TrialLapses => checks.check(
+                s.status == SubscriptionStatus::Cancelled
+                    && attempts.is_empty()
+                    && s.cancel_reason.as_deref() == Some(shared::billing::trials::LAPSED),
+                format!(
+                    "{}: expected the trial without a consent cancelled at its end, never charged (got {}, {} attempts, reason {:?})",
+                    m.p.label,
+                    s.status.as_str(),
+                    attempts.len(),
+                    s.cancel_reason
+                ),
+            ),
             Scenario::ClosesWindow => {}
         }
     }
