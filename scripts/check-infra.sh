@@ -97,6 +97,9 @@ expected = sorted([
     ("POST", "/subscriptions/{id}/plan", api),
     ("POST", "/subscriptions/{id}/payment-method", api),
     ("POST", "/subscriptions/{id}/consent", api),
+    ("POST", "/subscriptions/{id}/price-change", api),
+    ("POST", "/subscriptions/{id}/price-change/consent", api),
+    ("POST", "/subscriptions/{id}/price-change/decline", api),
     ("GET", "/charges/needs-review", api),
     ("POST", "/charges/{merchant_uid}/refund", api),
     ("POST", "/charges/{merchant_uid}/resolve", api),
@@ -144,4 +147,4 @@ if problems:
     sys.exit("\n".join(problems))
 PY
 
-echo "check-infra: OK (cfn-lint, sam validate --lint, translated template, 18 routes, ${#events[@]} events, env.local.json)"
+echo "check-infra: OK (cfn-lint, sam validate --lint, translated template, 21 routes, ${#events[@]} events, env.local.json)"

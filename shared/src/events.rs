@@ -16,11 +16,12 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::billing::notices::{NoticeKind, SentNotice};
+use crate::billing::price_changes::{Outcome, PriceChange};
 use crate::billing::trials::Trial;
 use crate::billing::{AttemptState, ChargeAttempt, Subscription, SubscriptionStatus};
 
 /// Every event type (the EventBridge `detail-type`).
-pub const TYPES: [&str; 16] = [
+pub const TYPES: [&str; 20] = [
     "subscription.activated",
     "subscription.trial_will_end",
     "subscription.trial_consented",
@@ -30,6 +31,10 @@ pub const TYPES: [&str; 16] = [
     "subscription.suspended",
     "subscription.cancelled",
     "subscription.plan_changed",
+    "subscription.price_change_requested",
+    "subscription.price_change_consented",
+    "subscription.price_change_declined",
+    "subscription.price_change_lapsed",
     "subscription.payment_method_updated",
     "subscription.renewal_upcoming",
     "payment_method.action_required",
@@ -133,6 +138,7 @@ pub fn of_subscription(old: Option<&Subscription>, new: Option<&Subscription>) -
     };
     let mut out = Vec::new();
     trial_events(old, new, &mut out);
+    price_change_events(old, new, &mut out);
     if old.status != new.status {
         match new.status {
             SubscriptionStatus::PastDue => out.push(subscription_event(
@@ -253,6 +259,78 @@ fn trial_events(old: &Subscription, new: &Subscription, out: &mut Vec<Event>) {
                 "paid_through": paid_through(new),
             }),
         ));
+    }
+}
+
+/// What a price change says in its events.
+fn price_change(sub: &Subscription, c: &PriceChange) -> Value {
+    let starts = (0..sub.period_index + 120)
+        .find(|&k| sub.anchor.period_id(k) == c.effective)
+        .map(|k| sub.anchor.period_start(k));
+    json!({
+        "plan": plan(&c.plan),
+        "plan_ref": c.plan_ref.as_ref().map(|r| json!({"id": r.id.as_str(), "version": r.version})),
+        "previous_amount": c.from_amount,
+        "amount": c.plan.amount,
+        "currency": "KRW",
+        "effective_period": c.effective.to_string(),
+        "effective_at": opt_time(starts),
+        "on_no_consent": c.on_no_consent.as_str(),
+        "requested_at": rfc3339(c.requested_at),
+    })
+}
+
+/// A price increase's consent request, the customer's answer, and a lapse
+/// without one (decision 69), each once per change. A change that took
+/// effect is `subscription.plan_changed`.
+fn price_change_events(old: &Subscription, new: &Subscription, out: &mut Vec<Event>) {
+    let Some(after) = &new.price_change else {
+        return;
+    };
+    // The same change before, or none (a new one is not announced until
+    // its request goes out).
+    let before = old
+        .price_change
+        .as_ref()
+        .filter(|b| b.requested_at == after.requested_at);
+    let mut push = |kind: &'static str, extra: Value| {
+        let mut data = price_change(new, after);
+        if let (Value::Object(map), Value::Object(more)) = (&mut data, extra) {
+            map.extend(more);
+        }
+        out.push(subscription_event(kind, new, data));
+    };
+    if after.asked_at.is_some() && before.is_none_or(|b| b.asked_at.is_none()) {
+        let opens_at = after.asks_at.unwrap_or(after.requested_at);
+        push(
+            "subscription.price_change_requested",
+            json!({"consent_opens_at": rfc3339(opens_at)}),
+        );
+    }
+    if let Some(c) = &after.consent
+        && before.is_none_or(|b| b.consent.is_none())
+    {
+        push(
+            "subscription.price_change_consented",
+            json!({"channel": c.channel, "reference": c.reference, "consented_at": rfc3339(c.at)}),
+        );
+    }
+    if let Some(at) = after.declined_at
+        && before.is_none_or(|b| b.declined_at.is_none())
+    {
+        push(
+            "subscription.price_change_declined",
+            json!({"declined_at": rfc3339(at)}),
+        );
+    }
+    if let Some((Outcome::NotConsented, at)) = after.closed
+        && after.declined_at.is_none()
+        && before.is_none_or(|b| b.closed.is_none())
+    {
+        push(
+            "subscription.price_change_lapsed",
+            json!({"lapsed_at": rfc3339(at), "status": new.status.as_str()}),
+        );
     }
 }
 

@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use crate::billing::Subscription;
 use crate::billing::notices::{self, KeyCheck, NoticeKind};
+use crate::billing::price_changes;
 use crate::charging::RunError;
 use crate::engine::Engine;
 use crate::gateway::PaymentGateway;
@@ -24,9 +25,46 @@ use crate::ledger::{Ledger, LedgerError, LockChange, SubscriptionChange};
 pub enum Noticed {
     /// Recorded (and so announced) as this kind.
     Sent(NoticeKind),
+    /// A price increase's consent request was recorded (and so announced:
+    /// `subscription.price_change_requested`, decision 69).
+    ConsentRequested,
     /// The subscription changed after it was read (a charge, a cancel, a
     /// plan change): nothing recorded; the next run looks again.
     Changed,
+}
+
+/// Records that the consent request of `sub`'s price increase went out
+/// (read by the caller, whose run found it due). The event is derived from
+/// the write, once: its id is the subscription's and the change's period.
+pub(crate) async fn ask_consent<L: Ledger, G>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+) -> Result<Noticed, RunError> {
+    let next = price_changes::asked(sub, engine.now());
+    let change = SubscriptionChange {
+        next: &next,
+        audit: None,
+        lock: LockChange::Keep,
+    };
+    match engine.ledger.change_subscription(&change).await {
+        Ok(()) => {
+            if let Some(c) = &next.price_change {
+                info!(
+                    subscription_id = %sub.id,
+                    effective = %c.effective,
+                    amount = c.plan.amount,
+                    from_amount = c.from_amount,
+                    "price increase: consent requested"
+                );
+            }
+            Ok(Noticed::ConsentRequested)
+        }
+        Err(LedgerError::Conflict(_)) => {
+            info!(subscription_id = %sub.id, "subscription changed before its consent request; the next run looks again");
+            Ok(Noticed::Changed)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Checks the key at the PG and records the notice of `sub`'s next period

@@ -59,6 +59,7 @@ fn add(total: &mut Summary, s: &Summary) {
     total.signups_completed += s.signups_completed;
     total.notices += s.notices;
     total.notices_action_required += s.notices_action_required;
+    total.consent_requests += s.consent_requests;
 }
 
 /// One batch of queue messages.
@@ -133,7 +134,8 @@ fn log(report: &RunReport, undone: usize) {
         rejected = s.rejected, ambiguous = s.ambiguous, reconciled = s.reconciled,
         deferred = s.deferred, needs_review = s.needs_review, corrupt = s.corrupt,
         skipped = s.skipped, signups_completed = s.signups_completed, notices = s.notices,
-        notices_action_required = s.notices_action_required, undone,
+        notices_action_required = s.notices_action_required,
+        consent_requests = s.consent_requests, undone,
         stopped = ?report.stopped, error = ?report.error,
         "charge-queue batch finished"
     );

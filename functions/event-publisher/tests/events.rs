@@ -253,7 +253,8 @@ async fn every_flow_publishes_exactly_its_events_in_order() {
     w.api(
         "api-change-plan.json",
         &format!("/subscriptions/{dave}/plan"),
-        json!({"amount": 14900, "name": "프로"}),
+        // dave asked for the dearer plan himself: his request is the consent.
+        json!({"amount": 14900, "name": "프로", "consent": {"channel": "app", "reference": "upgrade-dave"}}),
         None,
     )
     .await;

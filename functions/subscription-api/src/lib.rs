@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 /// Every route: method and path template (`{name}` matches one segment).
 /// `docs/openapi.yaml` documents the same list; a test compares them.
-pub const ROUTES: [(&str, &str); 15] = [
+pub const ROUTES: [(&str, &str); 18] = [
     ("GET", "/plans"),
     ("POST", "/plans"),
     ("GET", "/plans/{id}"),
@@ -31,6 +31,9 @@ pub const ROUTES: [(&str, &str); 15] = [
     ("POST", "/subscriptions/{id}/plan"),
     ("POST", "/subscriptions/{id}/payment-method"),
     ("POST", "/subscriptions/{id}/consent"),
+    ("POST", "/subscriptions/{id}/price-change"),
+    ("POST", "/subscriptions/{id}/price-change/consent"),
+    ("POST", "/subscriptions/{id}/price-change/decline"),
     ("GET", "/charges/needs-review"),
     ("POST", "/charges/{merchant_uid}/refund"),
     ("POST", "/charges/{merchant_uid}/resolve"),
@@ -377,6 +380,24 @@ async fn dispatch<L: Ledger, G: PaymentGateway>(
             ),
             Err(e) => Answer::error(&e),
         },
+        "/subscriptions/{id}/price-change" => match body_of(request) {
+            Ok(input) => answer(
+                StatusCode::OK,
+                management::request_price_change(engine, p(0), input, &who()).await,
+            ),
+            Err(e) => Answer::error(&e),
+        },
+        "/subscriptions/{id}/price-change/consent" => match body_of(request) {
+            Ok(input) => answer(
+                StatusCode::OK,
+                management::consent_price_change(engine, p(0), input, &who()).await,
+            ),
+            Err(e) => Answer::error(&e),
+        },
+        "/subscriptions/{id}/price-change/decline" => answer(
+            StatusCode::OK,
+            management::decline_price_change(engine, p(0), &who()).await,
+        ),
         "/charges/needs-review" => {
             let cursor = request
                 .query_string_parameters_ref()

@@ -189,24 +189,35 @@ async fn a_plan_change_never_changes_a_started_period_and_a_period_end_cancel_ch
     charge_run(&app, t0(), "dec").await;
     let id = sub.id.to_string();
     // December has an attempt (declined): its retries keep its price, and
-    // the new one waits for January.
+    // the new one waits for January. (A higher one would need a consent
+    // that counts for January: refused here, decision 69.)
+    let dearer = post(
+        &app,
+        "api-change-plan.json",
+        &format!("/subscriptions/{id}/plan"),
+        json!({"amount": 19900, "name": "가족 구독",
+               "consent": {"channel": "app", "reference": "upgrade-1"}}),
+        &[],
+    )
+    .await;
+    assert_eq!(dearer.status, 409, "{}", dearer.body);
     let plan = post(
         &app,
         "api-change-plan.json",
         &format!("/subscriptions/{id}/plan"),
-        json!({"amount": 19900, "name": "가족 구독"}),
+        json!({"amount": 4900, "name": "라이트 구독"}),
         &[],
     )
     .await;
     assert_eq!(plan.status, 200, "{}", plan.body);
     assert_eq!(plan.body["plan"]["amount"], 9900);
-    assert_eq!(plan.body["pending_plan"]["amount"], 19900);
+    assert_eq!(plan.body["pending_plan"]["amount"], 4900);
     sim.clear_decline(&sub.customer_uid);
     let retry_at = stored(&app, &sub.id).await.next_charge_at;
     charge_run(&app, retry_at, "dec-retry").await;
     let paid = stored(&app, &sub.id).await;
     assert_eq!(paid.status, SubscriptionStatus::Active);
-    assert_eq!((paid.plan.amount, paid.pending_plan), (19900, None));
+    assert_eq!((paid.plan.amount, paid.pending_plan), (4900, None));
     assert_eq!(
         charges_at_sim(&sim)[0].1,
         9900,
@@ -1378,7 +1389,8 @@ mod on_dynamodb {
             &app,
             "api-change-plan.json",
             &format!("/subscriptions/{id}/plan"),
-            json!({"amount": 14900, "name": "프리미엄 구독"}),
+            json!({"amount": 14900, "name": "프리미엄 구독",
+                   "consent": {"channel": "web", "reference": "upgrade-77"}}),
             &[("x-actor", "ops:kim")],
         )
         .await;
@@ -1673,11 +1685,30 @@ async fn the_catalogue_keeps_each_plan_version_once_and_a_sign_up_keeps_the_one_
         ),
         (Some("basic-monthly"), Some(1))
     );
-    let changed = post(
+    // Without the customer's request as consent, a higher price is refused
+    // (decision 69); with it, it applies.
+    let refused = post(
         &app,
         "api-change-plan.json",
         &format!("/subscriptions/{id}/plan"),
         json!({"amount": 19900, "name": "가족 구독"}),
+        &[],
+    )
+    .await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("price-change")),
+        "{}",
+        refused.body
+    );
+    let changed = post(
+        &app,
+        "api-change-plan.json",
+        &format!("/subscriptions/{id}/plan"),
+        json!({"amount": 19900, "name": "가족 구독",
+               "consent": {"channel": "app", "reference": "upgrade-9"}}),
         &[],
     )
     .await;
@@ -2105,4 +2136,205 @@ async fn a_lost_refund_leaves_the_cancel_standing_and_the_same_key_resumes_it() 
         "{}",
         in_flight.body
     );
+}
+
+/// The attempts' amounts of a subscription, by period.
+async fn charged_amounts<L: Ledger>(app: &App<L>, id: &SubscriptionId) -> Vec<(String, i64)> {
+    app.engine
+        .ledger
+        .list_attempts(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.state == shared::billing::AttemptState::Paid)
+        .map(|a| (a.period.to_string(), a.amount))
+        .collect()
+}
+
+/// Issue 23 §3 through the routes on DynamoDB: a price increase takes
+/// effect no sooner than its consent window allows, its consent request
+/// goes out by the run, and the new price is charged only with a consent
+/// taken inside the window; a decline ends the subscription at the end of
+/// the last period at the old price, with nothing charged at the new one.
+#[tokio::test]
+async fn a_price_increase_is_charged_only_with_a_consent_and_a_decline_ends_it() {
+    let sim = start_sim().await;
+    let app = app_for(&sim, &[]).await;
+    let plus = post(
+        &app,
+        "api-create-plan.json",
+        "/plans",
+        json!({"id": "p-plus", "name": "월간 구독", "amount": 14900}),
+        &[],
+    )
+    .await;
+    assert_eq!(plus.status, 201, "{}", plus.body);
+    let other = post(
+        &app,
+        "api-create-plan.json",
+        "/plans",
+        json!({"id": "family", "name": "가족 구독", "amount": 19900}),
+        &[],
+    )
+    .await;
+    assert_eq!(other.status, 201, "{}", other.body);
+    let yes = seed_subscription(&app, &sim, t0() - chrono::Duration::hours(1)).await;
+    let no = seed_subscription(&app, &sim, t0() - chrono::Duration::hours(1)).await;
+    charge_run(&app, t0(), "p0").await;
+    let first = stored(&app, &yes.id).await;
+    let p1 = first.next_charge_at;
+    let p2 = first.anchor.period_start(2);
+    let period = |k: u32| first.anchor.period_id(k).to_string();
+    // Five days on, period 1 starts in under 30 days: too soon for an increase.
+    testkit::clock_to(&app, t0() + chrono::Duration::days(5));
+    let change = |id: &SubscriptionId| format!("/subscriptions/{id}/price-change");
+    let request = |id: &SubscriptionId, body: Value| {
+        let path = change(id);
+        let app = &app;
+        async move { post(app, "api-price-change.json", &path, body, &[]).await }
+    };
+    let soon = request(
+        &yes.id,
+        json!({"plan_id": "p-plus", "effective_period": period(1)}),
+    )
+    .await;
+    assert_eq!(soon.status, 422, "{}", soon.body);
+    assert!(
+        soon.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&period(2))),
+        "the earliest period is named: {}",
+        soon.body
+    );
+    for (body, status) in [
+        (json!({"plan_id": "P PLUS"}), 400),
+        (
+            json!({"plan_id": "p-plus", "effective_period": "2027-05"}),
+            400,
+        ),
+        (json!({"plan_id": "p-plus", "on_no_consent": "shrug"}), 400),
+        (json!({"plan_id": "nope"}), 404),
+        (json!({"plan_id": "family"}), 409),
+    ] {
+        let answer = request(&yes.id, body.clone()).await;
+        assert_eq!(answer.status, status, "{body}: {}", answer.body);
+    }
+    assert_eq!(
+        stored(&app, &yes.id).await.price_change,
+        None,
+        "bad input changed nothing"
+    );
+    for s in [&yes, &no] {
+        let pending = request(&s.id, json!({"plan_id": "p-plus"})).await;
+        assert_eq!(pending.status, 200, "{}", pending.body);
+        let c = &pending.body["price_change"];
+        assert_eq!(
+            (
+                c["state"].as_str(),
+                c["effective_period"].as_str(),
+                c["plan"]["amount"].as_i64()
+            ),
+            (
+                Some("pending_consent"),
+                Some(period(2).as_str()),
+                Some(14900)
+            ),
+            "{c}"
+        );
+    }
+    let twice = request(&yes.id, json!({"plan_id": "p-plus"})).await;
+    assert_eq!(twice.status, 409, "one change at a time: {}", twice.body);
+    let consent_path = format!("{}/consent", change(&yes.id));
+    let evidence = json!({"evidence": {"channel": "app", "reference": "price-ok-1"}});
+    let early = post(
+        &app,
+        "api-price-consent.json",
+        &consent_path,
+        evidence.clone(),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        early.status, 409,
+        "the window has not opened: {}",
+        early.body
+    );
+
+    // Period 1 is charged at the old price; the next run sends the requests.
+    charge_run(&app, p1, "p1").await;
+    charge_run(&app, p1 + chrono::Duration::days(1), "p1-ask").await;
+    let asked = stored(&app, &no.id).await;
+    let c = asked.price_change.clone().expect("pending");
+    assert!(c.asked_at.is_some(), "consent requested: {c:?}");
+    let consented = post(
+        &app,
+        "api-price-consent.json",
+        &consent_path,
+        evidence.clone(),
+        &[],
+    )
+    .await;
+    assert_eq!(consented.status, 200, "{}", consented.body);
+    assert_eq!(consented.body["price_change"]["state"], "consented");
+    let again = post(&app, "api-price-consent.json", &consent_path, evidence, &[]).await;
+    assert_eq!(again.status, 200, "two consents are one record");
+    assert_eq!(
+        again.body["price_change"]["consent"]["reference"],
+        "price-ok-1"
+    );
+    let decline_path = |id: &SubscriptionId| format!("{}/decline", change(id));
+    let late_no = post(
+        &app,
+        "api-price-decline.json",
+        &decline_path(&yes.id),
+        json!({}),
+        &[],
+    )
+    .await;
+    assert_eq!(late_no.status, 409, "consented already: {}", late_no.body);
+    let declined = post(
+        &app,
+        "api-price-decline.json",
+        &decline_path(&no.id),
+        json!({}),
+        &[],
+    )
+    .await;
+    assert_eq!(declined.status, 200, "{}", declined.body);
+    assert_eq!(declined.body["price_change"]["state"], "declined");
+
+    // Period 2: the consented price for one; the other ends uncharged.
+    charge_run(&app, p2, "p2").await;
+    assert_eq!(
+        charged_amounts(&app, &yes.id).await,
+        vec![(period(0), 9900), (period(1), 9900), (period(2), 14900)]
+    );
+    assert_eq!(
+        charged_amounts(&app, &no.id).await,
+        vec![(period(0), 9900), (period(1), 9900)]
+    );
+    let ended = stored(&app, &no.id).await;
+    assert_eq!(ended.status, SubscriptionStatus::Cancelled);
+    assert_eq!(
+        ended.cancel_reason.as_deref(),
+        Some(shared::billing::price_changes::NOT_CONSENTED)
+    );
+    let view = get(
+        &app,
+        "api-get-subscription.json",
+        &format!("/subscriptions/{}", yes.id),
+    )
+    .await;
+    assert_eq!(view.body["plan"]["amount"], 14900);
+    assert_eq!(view.body["plan_id"], "p-plus");
+    assert_eq!(view.body["price_change"]["state"], "applied");
+    let after = post(
+        &app,
+        "api-price-consent.json",
+        &format!("{}/consent", change(&no.id)),
+        json!({"evidence": {"channel": "app", "reference": "too-late"}}),
+        &[],
+    )
+    .await;
+    assert_eq!(after.status, 409, "{}", after.body);
 }

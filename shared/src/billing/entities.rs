@@ -8,6 +8,7 @@ use super::calendar::{Anchor, PeriodId};
 use super::ids::{SubscriptionId, UidKey};
 use super::notices::SentNotice;
 use super::plans::PlanRef;
+use super::price_changes::PriceChange;
 use super::state::SubscriptionStatus;
 use super::trials::{Consent, Trial, TrialTerms};
 use crate::secret::Pii;
@@ -155,6 +156,9 @@ pub struct Subscription {
     pub notice: Option<SentNotice>,
     /// Its free trial, kept once converted (`billing::trials`).
     pub trial: Option<Trial>,
+    /// Its newest price change, kept once it ended until the next one
+    /// (`billing::price_changes`).
+    pub price_change: Option<PriceChange>,
 }
 
 impl Subscription {

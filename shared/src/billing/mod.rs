@@ -10,6 +10,7 @@ pub mod facts;
 pub mod ids;
 pub mod notices;
 pub mod plans;
+pub mod price_changes;
 pub mod quotes;
 pub mod state;
 pub mod trials;

@@ -108,6 +108,7 @@ impl Subscription {
         let owed = (self.attempt == 1 || self.status == SubscriptionStatus::Trialing)
             && !self.cancel_at_period_end
             && !self.reanchor_on_payment
+            && !self.ends_on_declined_increase()
             && self
                 .notice
                 .as_ref()
@@ -123,15 +124,18 @@ impl Subscription {
         }
     }
 
-    /// Its place in the due index: the earlier of its notice and its
-    /// charge, while it can be charged; `None` keeps it out of the index.
+    /// Its place in the due index: the earliest of its notice, its price
+    /// change's consent request (`billing::price_changes`) and its charge,
+    /// while it can be charged; `None` keeps it out of the index.
     pub fn due_at(&self) -> Option<DateTime<Utc>> {
         if !self.status.is_chargeable() {
             return None;
         }
         Some(
-            self.notice_at()
-                .map_or(self.next_charge_at, |n| n.min(self.next_charge_at)),
+            [self.notice_at(), self.consent_request_at()]
+                .into_iter()
+                .flatten()
+                .fold(self.next_charge_at, DateTime::min),
         )
     }
 
@@ -175,7 +179,8 @@ pub fn noticed(sub: &Subscription, check: KeyCheck, now: DateTime<Utc>) -> Subsc
             }
             KeyCheck::OnFile | KeyCheck::Unknown => NoticeKind::RenewalUpcoming,
         },
-        amount: sub.plan.amount,
+        // A price change in force that needs no answer, or has its consent.
+        amount: sub.amount_due(),
         charge_at: next.next_charge_at,
         sent_at: now,
         key_checked: check != KeyCheck::Unknown,

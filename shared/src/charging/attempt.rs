@@ -9,6 +9,7 @@ use super::answers::{Open, concluded, record, refused_at_last, release, send_ans
 use super::pace::Pace;
 use super::settle::{flag, lookup_of, settle_from_gateway};
 use super::{BillingRun, Outcome, RunError, SkipReason};
+use crate::billing::price_changes::{self, AtClaim, Effect};
 use crate::billing::trials::{self, Conversion};
 use crate::billing::{
     AttemptState, BILLING_TZ, ChargeAttempt, Event, Fact, Lookup, MAX_SENDS, RecordStatus,
@@ -56,6 +57,12 @@ pub(crate) async fn charge_read<L: Ledger, G: PaymentGateway>(
     if sub.conversion() == Conversion::Lapses {
         return trial_lapsed(engine, &sub).await;
     }
+    // A price change in force: applied with its consent, else what the
+    // customer chose not to consent means (decision 69).
+    let sub = match price_change_gate(engine, sub).await? {
+        Ok(sub) => sub,
+        Err(stop) => return Ok(stop),
+    };
     // A subscription set to end is never claimed again, whichever attempt
     // of its period is next (defect D6).
     let ending = sub.cancel_at_period_end;
@@ -487,6 +494,59 @@ async fn send<L: Ledger, G: PaymentGateway>(
     };
     let answer = engine.gateway.charge(&request).await;
     send_answer(engine, sub, attempt, token, pace, answer).await
+}
+
+/// Before a claim: a price change in force is written first (applied,
+/// kept at the old price, or postponed a period: `Ok` the subscription to
+/// claim), or it ends the subscription (`Err`, nothing claimed).
+async fn price_change_gate<L: Ledger, G>(
+    engine: &Engine<L, G>,
+    sub: Subscription,
+) -> Result<Result<Subscription, Outcome>, RunError> {
+    let window = engine.settings.charging.consent_window_days;
+    let (next, effect) = match price_changes::at_claim(&sub, window, engine.now()) {
+        AtClaim::Claim => return Ok(Ok(sub)),
+        AtClaim::ClaimAfter(next, effect) => (next, Some(effect)),
+        AtClaim::Ended(next) => (next, None),
+    };
+    let change = SubscriptionChange {
+        next: &next,
+        audit: None,
+        lock: if effect.is_none() {
+            LockChange::Release(sub.lock_name())
+        } else {
+            LockChange::Keep
+        },
+    };
+    match engine.ledger.change_subscription(&change).await {
+        Ok(()) => {}
+        Err(LedgerError::Conflict(_)) => {
+            return Ok(Err(Outcome::Skipped {
+                reason: SkipReason::Busy,
+            }));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let amount = next.plan.amount;
+    match effect {
+        Some(Effect::Applied) => info!(amount, "price change applied from this period"),
+        Some(Effect::KeptOldPrice) => {
+            info!(
+                amount,
+                "price increase not consented: the old price goes on"
+            );
+        }
+        Some(Effect::Postponed) => {
+            info!(effective = ?next.price_change.as_ref().map(|c| c.effective.as_str()), "price increase not asked in time: one period later, asked again");
+        }
+        None => {
+            info!("price increase not consented: the subscription ends, nothing charged");
+            return Ok(Err(Outcome::Skipped {
+                reason: SkipReason::PriceIncreaseNotConsented,
+            }));
+        }
+    }
+    Ok(Ok(next))
 }
 
 /// A trial whose end came without a consent to convert: extended once

@@ -86,6 +86,10 @@ pub enum SkipReason {
     /// A trial ended without a consent to convert: extended once, or
     /// cancelled; nothing charged (`billing::trials`).
     TrialEndedWithoutConsent,
+    /// A price increase was declined or not answered under
+    /// `cancel_at_period_end`: the subscription ended; nothing charged
+    /// (`billing::price_changes`).
+    PriceIncreaseNotConsented,
     /// The gateway's record could not be read; left open for the next run.
     Unsettled,
     /// Sent recently and not (yet) visible at the gateway: left open until

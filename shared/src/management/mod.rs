@@ -10,12 +10,14 @@
 //! - `cancellation`: what a mid-term cancel refunds (its quote);
 //! - `plans`: the plan catalogue;
 //! - `trials`: a trial's consent to convert;
+//! - `price_changes`: price changes that need consent;
 //! - `views`: what the API shows;
 //! - `tests`: the use cases' unit tests (in-memory ledger, scripted gateway).
 
 mod cancellation;
 mod charges;
 mod plans;
+mod price_changes;
 mod subscriptions;
 #[cfg(test)]
 mod tests;
@@ -26,6 +28,10 @@ pub use cancellation::{QuoteView, QuotedRefund, cancel_quoted, cancellation_quot
 pub use charges::{RefundInput, ResolveInput, ReviewList, needs_review, refund, resolve};
 pub use plans::{
     CatalogueList, CatalogueView, PlanInput as NewPlanInput, create_plan, get_plan, list_plans,
+};
+pub use price_changes::{
+    PriceChangeInput, PriceConsentInput, consent_price_change, decline_price_change,
+    request_price_change,
 };
 pub use subscriptions::{
     CancelInput, Cancelled, PlanInput, ResumedView, cancel, change_plan, charges, get,

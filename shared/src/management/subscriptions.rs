@@ -312,6 +312,11 @@ fn describe(outcome: Result<Outcome, charging::RunError>) -> String {
 pub struct PlanInput {
     pub amount: i64,
     pub name: String,
+    /// The customer's own request for a higher price (an upgrade they
+    /// asked for), with the merchant's evidence: an increase needs it
+    /// (decision 69); a merchant's increase is a price change.
+    #[serde(default)]
+    pub consent: Option<crate::registration::EvidenceInput>,
 }
 
 /// `POST /subscriptions/{id}/plan`: the new price applies from the next
@@ -333,9 +338,19 @@ pub async fn change_plan<L: Ledger, G>(
         name,
         notice_days: crate::billing::notices::DEFAULT_NOTICE_DAYS,
     };
+    let consent = match &input.consent {
+        None => None,
+        Some(e) => {
+            let (channel, reference) = e.checked().map_err(ManageError::Invalid)?;
+            Some((channel, reference, e.at))
+        }
+    };
     let id = parse_id(id)?;
-    let (id, plan) = (&id, &plan);
-    let changed = retry_on_conflict(3, (), |()| change_plan_once(engine, id, plan, actor)).await?;
+    let (id, plan, consent) = (&id, &plan, &consent);
+    let changed = retry_on_conflict(3, (), |()| {
+        change_plan_once(engine, id, plan, consent.as_ref(), actor)
+    })
+    .await?;
     changed.ok_or_else(kept_changing)
 }
 
@@ -344,11 +359,17 @@ async fn change_plan_once<L: Ledger, G>(
     engine: &Engine<L, G>,
     id: &SubscriptionId,
     plan: &Plan,
+    consent: Option<&(String, String, Option<chrono::DateTime<chrono::Utc>>)>,
     actor: &Actor,
 ) -> Result<Pass<SubscriptionView>, ManageError> {
     let sub = load(engine, id).await?;
     if sub.plan == *plan && sub.pending_plan.is_none() || sub.pending_plan.as_ref() == Some(plan) {
         return view_of(engine, &sub).await.map(Pass::Done); // already so
+    }
+    if sub.price_change.as_ref().is_some_and(|c| c.is_open()) {
+        return Err(ManageError::Conflict(
+            "a price change is pending: it must take effect or lapse first".into(),
+        ));
     }
     let started = engine
         .ledger
@@ -356,12 +377,14 @@ async fn change_plan_once<L: Ledger, G>(
         .await?
         .is_some();
     let now = engine.now();
+    let consent_note = upgrade_consent(&sub, plan, started, consent, now)?;
     let next = plan_changed(&sub, plan.clone(), started, now)?;
     let when = if started {
         "from the next period"
     } else {
         "from this period"
     };
+    let when = format!("{when}{consent_note}");
     let entry = audit(
         engine,
         &sub,
@@ -399,6 +422,52 @@ async fn change_plan_once<L: Ledger, G>(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether a plan change may raise the price (decision 69): outside a trial
+/// (whose conversion has its own consent) and a sign-up not yet active, only
+/// as the customer's own request, with its evidence taken within the hour,
+/// for the period charged next (so the consent is in the 30 days before
+/// the charge). A merchant's increase is `POST …/price-change`. What the
+/// audit says of the consent.
+fn upgrade_consent(
+    sub: &Subscription,
+    plan: &Plan,
+    started: bool,
+    consent: Option<&(String, String, Option<chrono::DateTime<chrono::Utc>>)>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<String, ManageError> {
+    let increase = plan.amount > sub.plan.amount;
+    if !increase
+        || matches!(
+            sub.status,
+            SubscriptionStatus::Trialing | SubscriptionStatus::Pending
+        )
+    {
+        return Ok(String::new());
+    }
+    let Some((channel, reference, at)) = consent else {
+        return Err(ManageError::Conflict(format!(
+            "a higher price ({} KRW, now {} KRW) needs the customer's consent: send the customer's own              request as `consent` evidence, or ask for it with POST /subscriptions/{{id}}/price-change",
+            plan.amount, sub.plan.amount
+        )));
+    };
+    if started {
+        return Err(ManageError::Conflict(
+            "the period charged next has an attempt at the old price: an upgrade now would apply a              period later, beyond its consent; use POST /subscriptions/{id}/price-change"
+                .into(),
+        ));
+    }
+    let at = at.unwrap_or(now);
+    if at < now - chrono::Duration::hours(1) || at > now + chrono::Duration::minutes(5) {
+        return Err(ManageError::Unprocessable(
+            "consent evidence.at must be within the last hour".into(),
+        ));
+    }
+    Ok(format!(
+        ", at the customer's request ({channel} {reference}, {})",
+        at.to_rfc3339()
+    ))
 }
 
 /// A plan change lost its write: `Conflict` when the user's lock on the

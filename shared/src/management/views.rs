@@ -4,6 +4,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::billing::price_changes::PriceChange;
 use crate::billing::trials::Trial;
 use crate::billing::{ChargeAttempt, Plan, Subscription};
 
@@ -129,6 +130,9 @@ pub struct SubscriptionView {
     /// Its free trial, if it had one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trial: Option<TrialView>,
+    /// Its newest price change (pending, or how it ended).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price_change: Option<PriceChangeView>,
     pub created_at: String,
     pub version: u64,
     /// The newest manual actions (get only).
@@ -165,12 +169,71 @@ fn trial_view(t: &Trial) -> TrialView {
         conversion_consent: t.terms.consent.as_str().to_owned(),
         on_no_consent: t.terms.on_no_consent.as_str().to_owned(),
         extended: t.extended,
-        consent: t.consent.as_ref().map(|c| ConsentView {
-            channel: c.channel.clone(),
-            reference: c.reference.clone(),
-            at: rfc3339(c.at),
-            recorded_at: rfc3339(c.recorded_at),
-        }),
+        consent: t.consent.as_ref().map(consent_view),
+    }
+}
+
+/// A subscription's price change as the API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PriceChangeView {
+    pub plan: PlanView,
+    pub plan_id: Option<String>,
+    pub plan_version: Option<u32>,
+    pub previous_amount: i64,
+    /// The first period at the new price (`YYYYMM`).
+    pub effective_period: String,
+    /// When that period starts, while it is ahead.
+    pub effective_at: Option<String>,
+    /// `pending_consent`, `consented`, `declined`, `scheduled` (a decrease),
+    /// `applied` or `not_consented`.
+    pub state: &'static str,
+    pub on_no_consent: &'static str,
+    pub requested_at: String,
+    /// When the consent request goes out (an increase), and whether it did.
+    pub consent_requested_at: Option<String>,
+    pub consent_request_sent: bool,
+    pub consent: Option<ConsentView>,
+    pub declined_at: Option<String>,
+    pub closed_at: Option<String>,
+}
+
+fn consent_view(c: &crate::billing::trials::Consent) -> ConsentView {
+    ConsentView {
+        channel: c.channel.clone(),
+        reference: c.reference.clone(),
+        at: rfc3339(c.at),
+        recorded_at: rfc3339(c.recorded_at),
+    }
+}
+
+fn price_change_view(sub: &Subscription, c: &PriceChange) -> PriceChangeView {
+    use crate::billing::price_changes::Outcome;
+    let state = match c.closed {
+        Some((Outcome::Applied, _)) => "applied",
+        Some((Outcome::NotConsented, _)) => "not_consented",
+        None if !c.is_increase() => "scheduled",
+        None if c.consent.is_some() => "consented",
+        None if c.declined_at.is_some() => "declined",
+        None => "pending_consent",
+    };
+    PriceChangeView {
+        plan: (&c.plan).into(),
+        plan_id: c.plan_ref.as_ref().map(|p| p.id.to_string()),
+        plan_version: c.plan_ref.as_ref().map(|p| p.version),
+        previous_amount: c.from_amount,
+        effective_period: c.effective.to_string(),
+        effective_at: c
+            .is_open()
+            .then(|| sub.coming_period(&c.effective).map(|(_, at)| rfc3339(at)))
+            .flatten(),
+        state,
+        on_no_consent: c.on_no_consent.as_str(),
+        requested_at: rfc3339(c.requested_at),
+        consent_requested_at: c.asked_at.or(c.asks_at).map(rfc3339),
+        consent_request_sent: c.asked_at.is_some(),
+        consent: c.consent.as_ref().map(consent_view),
+        declined_at: c.declined_at.map(rfc3339),
+        closed_at: c.closed.map(|(_, at)| rfc3339(at)),
     }
 }
 
@@ -203,6 +266,7 @@ pub(super) fn view(sub: &Subscription, current: Option<&ChargeAttempt>) -> Subsc
         ended_at: sub.ended_at.map(rfc3339),
         open_attempt: current.filter(|a| a.state.is_open()).map(ChargeView::from),
         trial: sub.trial.as_ref().map(trial_view),
+        price_change: sub.price_change.as_ref().map(|c| price_change_view(sub, c)),
         created_at: rfc3339(sub.created_at),
         version: sub.version,
         history: None,

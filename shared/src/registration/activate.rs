@@ -569,6 +569,7 @@ fn fresh_subscription(
         last_run: None,
         paid_on: None,
         reanchor_on_payment: false,
+        price_change: None,
         notice: None,
         trial: None,
     }

@@ -238,6 +238,15 @@ async fn subscription<L: Ledger, G: PaymentGateway>(
             reason: SkipReason::NotFound,
         }));
     };
+    // A consent request (decision 69) waits for a charge due now: the
+    // charge goes first, the request at the next run.
+    if sub
+        .consent_request_at()
+        .is_some_and(|at| at <= run.billing_time)
+        && run.billing_time < sub.next_charge_at
+    {
+        return notices::ask_consent(engine, &sub).await.map(Worked::Notice);
+    }
     if sub.notice_due(run.billing_time) {
         return notices::send(engine, &sub).await.map(Worked::Notice);
     }
@@ -270,6 +279,9 @@ pub struct Summary {
     /// them the keys the PG no longer had (`payment_method.action_required`).
     pub notices: u64,
     pub notices_action_required: u64,
+    /// Consent requests of price increases recorded
+    /// (`subscription.price_change_requested`).
+    pub consent_requests: u64,
     /// Items that failed on a dependency (counted and skipped; the run stops
     /// after several in a row).
     pub errors: u64,
@@ -295,6 +307,10 @@ impl Summary {
                 return;
             }
             Worked::Sweep(_) | Worked::Notice(Noticed::Changed) => return,
+            Worked::Notice(Noticed::ConsentRequested) => {
+                self.consent_requests += 1;
+                return;
+            }
             Worked::Notice(Noticed::Sent(kind)) => {
                 self.notices += 1;
                 if *kind == NoticeKind::ActionRequired {

@@ -22,6 +22,7 @@ pub fn emf_line(report: &RunReport, function: &str, timestamp_ms: i64) -> String
         ("SignupsCompleted", s.signups_completed),
         ("Notices", s.notices),
         ("NoticesActionRequired", s.notices_action_required),
+        ("ConsentRequests", s.consent_requests),
         ("ItemErrors", s.errors),
         ("RunFailed", u64::from(report.error.is_some())),
     ];
@@ -68,7 +69,7 @@ mod tests {
         );
         let directive = &v["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(directive["Namespace"], "SubscriptionBilling");
-        assert_eq!(directive["Metrics"].as_array().unwrap().len(), 17);
+        assert_eq!(directive["Metrics"].as_array().unwrap().len(), 18);
         // Per function and in all (what the alarms watch).
         assert_eq!(
             directive["Dimensions"],

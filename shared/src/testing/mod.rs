@@ -120,6 +120,7 @@ pub fn subscription(id: &str, anchor: Anchor) -> Subscription {
         last_run: None,
         paid_on: None,
         reanchor_on_payment: false,
+        price_change: None,
         notice: None,
         trial: None,
     }

@@ -204,7 +204,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn put_opt(item: &mut Item, field: &str, v: Option<AttributeValue>) {
+pub(super) fn put_opt(item: &mut Item, field: &str, v: Option<AttributeValue>) {
     if let Some(v) = v {
         item.insert(field.to_owned(), v);
     }
@@ -451,6 +451,7 @@ pub fn subscription_to_item(sub: &Subscription, shards: u32) -> Item {
     put_buyer(&mut item, &sub.buyer);
     put_notice(&mut item, sub.notice.as_ref());
     super::trials::put_trial(&mut item, sub.trial.as_ref());
+    super::price_changes::put_price_change(&mut item, sub.price_change.as_ref());
     if let Some(at) = sub.due_at() {
         item.insert(DUE_PK.into(), s(due_pk(sub.id.shard(shards))));
         item.insert(DUE_SK.into(), ts(at));
@@ -528,6 +529,7 @@ pub fn subscription_from_item(item: &Item) -> Result<Subscription, LedgerError> 
         reanchor_on_payment: r.bool("reanchor_on_payment")?,
         notice: read_notice(&r)?,
         trial: super::trials::read_trial(&r)?,
+        price_change: super::price_changes::read_price_change(item)?,
     })
 }
 
@@ -707,6 +709,35 @@ mod tests {
                     at: t - chrono::Duration::days(90),
                     recorded_at: t - chrono::Duration::days(90),
                 }),
+            }),
+            price_change: Some(crate::billing::price_changes::PriceChange {
+                plan: Plan {
+                    amount: 14_900,
+                    name: "월간 구독".into(),
+                    notice_days: 7,
+                },
+                plan_ref: Some(crate::billing::plans::PlanRef {
+                    id: crate::billing::plans::PlanId::parse("monthly")
+                        .unwrap_or_else(|| panic!("plan id")),
+                    version: 2,
+                }),
+                from_amount: 9900,
+                effective: PeriodId::parse("202605").unwrap_or_else(|| panic!("period")),
+                on_no_consent: crate::billing::price_changes::OnNoConsent::KeepOldPrice,
+                requested_at: t,
+                asks_at: Some(t + chrono::Duration::days(3)),
+                asked_at: Some(t + chrono::Duration::days(3)),
+                consent: Some(crate::billing::trials::Consent {
+                    channel: "app".into(),
+                    reference: "pc-1".into(),
+                    at: t + chrono::Duration::days(4),
+                    recorded_at: t + chrono::Duration::days(4),
+                }),
+                declined_at: None,
+                closed: Some((
+                    crate::billing::price_changes::Outcome::Applied,
+                    t + chrono::Duration::days(30),
+                )),
             }),
         }
     }

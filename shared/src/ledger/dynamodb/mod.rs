@@ -10,6 +10,7 @@
 mod attempts;
 mod item;
 mod plans;
+mod price_changes;
 mod refunds;
 mod registrations;
 mod requests;

@@ -612,6 +612,7 @@ impl World {
                 let plan = management::PlanInput {
                     amount,
                     name: "월간 구독".into(),
+                    consent: None,
                 };
                 let done = self
                     .call(
