@@ -238,6 +238,12 @@ impl World {
             let racing = self.rand(|r| r.random_bool(0.7));
             tokio::spawn(Arc::clone(&self).manage(id.clone(), at, racing));
         }
+        // Some merchants change the price a while later (issue 23 §3): up
+        // or down, some asking for a period too soon.
+        if self.rand(|r| r.random_bool(0.3)) {
+            let at = Duration::from_secs(self.rand(|r| r.random_range(10..60) * 86_400 + 7200));
+            tokio::spawn(Arc::clone(&self).price_change(id.clone(), at));
+        }
         // Most customers of an explicit trial consent, some too early, some
         // after it ended; the others let it lapse.
         if reg
@@ -273,6 +279,118 @@ impl World {
             Some(Ok(_)) => self.count("trial consents recorded"),
             Some(Err(ManageError::Conflict(_))) => {
                 self.count("trial consents refused (early or over)")
+            }
+            Some(Err(_)) => self.count("management calls refused"),
+            None => {}
+        }
+    }
+
+    /// A merchant's price change at `at`, through the management API, to a
+    /// catalogue version of the subscription's plan name; then the
+    /// customer's answer to an increase: a consent (perhaps too early or
+    /// too late), a decline, or nothing.
+    async fn price_change(self: Arc<Self>, id: SubscriptionId, at: Duration) {
+        tokio::time::sleep(at).await;
+        let Some(sub) = self.ledger.subscription_now(&id) else {
+            return;
+        };
+        let amount = self.rand(|r| [4900, 14_900, 19_900][r.random_range(0..3)]);
+        let plan = Plan {
+            amount,
+            name: "월간 구독".into(),
+            notice_days: sub.plan.notice_days,
+        };
+        // The catalogue's naming (`catalogue_ref`): the plan of that amount and notice.
+        let Some(plan_id) = shared::billing::plans::PlanId::parse(&format!(
+            "monthly-{amount}-n{}",
+            plan.notice_days
+        )) else {
+            return;
+        };
+        let record = shared::billing::plans::PlanRecord {
+            id: plan_id.clone(),
+            version: 1,
+            name: plan.name.clone(),
+            amount,
+            interval: shared::billing::plans::Interval::Month,
+            notice_days: plan.notice_days,
+            trial: None,
+            created_at: self.now(),
+        };
+        // The catalogue's plan of that amount, once.
+        let _ = self.ledger.put_plan(&record).await;
+        let soon = self.rand(|r| r.random_bool(0.15));
+        let on_no_consent = self
+            .rand(|r| ["cancel_at_period_end", "keep_old_price"][r.random_range(0..2)].to_owned());
+        let input = management::PriceChangeInput {
+            plan_id: plan_id.to_string(),
+            // Too soon for an increase: the period charged next.
+            effective_period: soon.then(|| sub.current_period().to_string()),
+            on_no_consent: Some(on_no_consent),
+        };
+        let (inv, engine) = self.engine("price-change");
+        let done = self
+            .call(
+                inv,
+                &format!("{id} price-change {amount}"),
+                management::request_price_change(
+                    &engine,
+                    id.as_str(),
+                    input,
+                    &Actor::named("merchant"),
+                ),
+            )
+            .await;
+        match done {
+            Some(Ok(_)) => self.count("price changes asked for"),
+            Some(Err(ManageError::Unprocessable(_))) => self.count("price changes too soon (422)"),
+            Some(Err(_)) => {
+                self.count("management calls refused");
+                return;
+            }
+            None => return,
+        }
+        if amount <= sub.plan.amount {
+            return;
+        }
+        // The customer's answer: most consent, at any time in the two months
+        // after (before the window, inside it, or too late); some decline.
+        let answer = self.rand(|r| r.random_range(0..10));
+        let later = Duration::from_secs(self.rand(|r| r.random_range(3_600..60 * 86_400)));
+        tokio::time::sleep(later).await;
+        let (inv, engine) = self.engine("price-answer");
+        let customer = Actor::named("customer");
+        let done = match answer {
+            0..6 => {
+                let input = management::PriceConsentInput {
+                    evidence: shared::registration::EvidenceInput {
+                        channel: "app".into(),
+                        reference: format!("price-{id}"),
+                        at: None,
+                    },
+                };
+                self.call(
+                    inv,
+                    &format!("{id} price consent"),
+                    management::consent_price_change(&engine, id.as_str(), input, &customer),
+                )
+                .await
+                .map(|r| r.map(|_| "price consents recorded"))
+            }
+            6..8 => self
+                .call(
+                    inv,
+                    &format!("{id} price decline"),
+                    management::decline_price_change(&engine, id.as_str(), &customer),
+                )
+                .await
+                .map(|r| r.map(|_| "price declines recorded")),
+            _ => return,
+        };
+        match done {
+            Some(Ok(what)) => self.count(what),
+            Some(Err(ManageError::Conflict(_))) => {
+                self.count("price answers refused (early, late or over)")
             }
             Some(Err(_)) => self.count("management calls refused"),
             None => {}

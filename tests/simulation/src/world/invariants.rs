@@ -17,7 +17,7 @@ use super::{SeedReport, World, lock};
 use crate::model::{MSG_SETTING, Usage};
 
 /// The invariants, by the names the summary line uses.
-pub const INVARIANTS: [&str; 19] = [
+pub const INVARIANTS: [&str; 21] = [
     "charged after a cancel",
     "billed without access",
     "two periods a day",
@@ -37,6 +37,8 @@ pub const INVARIANTS: [&str; 19] = [
     "notice out of its window",
     "trial converted without consent",
     "trial converted untold",
+    "increase charged without consent",
+    "retry at another amount",
 ];
 
 /// Half the sign-ups (by their id's first character, so the world's random
@@ -95,6 +97,8 @@ pub(crate) struct Observed {
     refunds_in_review: BTreeSet<(String, String)>,
     /// Trials that ended without a consent, and how (counted once each).
     lapsed: BTreeSet<(SubscriptionId, &'static str)>,
+    /// The newest claim of each subscription: its period and amount.
+    claimed: BTreeMap<SubscriptionId, (PeriodId, i64)>,
     /// The periods charged (money taken) per subscription and Seoul day.
     paid_days: BTreeMap<(SubscriptionId, NaiveDate), BTreeSet<PeriodId>>,
 }
@@ -408,6 +412,74 @@ impl World {
                 "trial converted without consent",
                 format!("{}: period 0 claimed with no consent recorded", next.id),
             ),
+        }
+    }
+
+    /// A first claim was just written (issue 23 §3): a retry charges its
+    /// period's own amount, and a period dearer than the one claimed before
+    /// is charged only under a price change applied with a consent taken in
+    /// the 30 days before the period's start, at that change's amount.
+    pub(super) fn check_price(&self, attempt: &ChargeAttempt, next: &Subscription) {
+        let before = lock(&self.observed)
+            .claimed
+            .insert(next.id.clone(), (attempt.period.clone(), attempt.amount));
+        let Some((period, amount)) = before else {
+            return;
+        };
+        if period == attempt.period {
+            if amount != attempt.amount {
+                self.violation(
+                    "retry at another amount",
+                    format!(
+                        "{}: {} claimed at {} KRW, then at {} KRW",
+                        next.id, period, amount, attempt.amount
+                    ),
+                );
+            }
+            return;
+        }
+        if attempt.amount <= amount {
+            return;
+        }
+        let starts = next.period_due();
+        let window =
+            chrono::Duration::days(i64::from(shared::billing::trials::MAX_CONSENT_WINDOW_DAYS));
+        let consented = next.price_change.as_ref().is_some_and(|c| {
+            c.closed
+                .is_some_and(|(o, _)| o == shared::billing::price_changes::Outcome::Applied)
+                && c.plan.amount == attempt.amount
+                && c.consent
+                    .as_ref()
+                    .is_some_and(|k| k.at >= starts - window && k.at < starts)
+        });
+        if consented {
+            self.count("price increases charged with consent");
+        } else {
+            self.violation(
+                "increase charged without consent",
+                format!(
+                    "{}: {} claimed at {} KRW after {} at {} KRW, price change {:?}",
+                    next.id, attempt.period, attempt.amount, period, amount, next.price_change
+                ),
+            );
+        }
+    }
+
+    /// A price change that ended without a consent was just written: count
+    /// how (once each).
+    pub(super) fn count_price_lapse(&self, next: &Subscription) {
+        use shared::billing::price_changes::Outcome;
+        let Some(c) = &next.price_change else { return };
+        let Some((Outcome::NotConsented, _)) = c.closed else {
+            return;
+        };
+        let how = if next.status == SubscriptionStatus::Cancelled {
+            "price increases not consented: ended"
+        } else {
+            "price increases not consented: old price kept"
+        };
+        if lock(&self.observed).lapsed.insert((next.id.clone(), how)) {
+            self.count(how);
         }
     }
 

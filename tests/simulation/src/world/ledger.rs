@@ -53,6 +53,7 @@ impl Watcher for SimWatcher {
                 Op::ClaimNew { attempt, next } => {
                     w.check_claim(&attempt.subscription_id, "claim");
                     w.check_conversion(next);
+                    w.check_price(attempt, next);
                     if let Some(t) = &attempt.claim_token {
                         w.hold(self.inv, t);
                     }
@@ -67,6 +68,7 @@ impl Watcher for SimWatcher {
                 Op::ChangeSubscription(c) => {
                     w.check_notice(c.next);
                     w.count_lapse(c.next);
+                    w.count_price_lapse(c.next);
                 }
                 Op::Settle(s) if s.result.state.is_unpaid_settlement() => {
                     w.check_unpaid(&s.attempt.merchant_uid, s.next.status);
