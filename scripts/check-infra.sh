@@ -101,6 +101,7 @@ expected = sorted([
     ("POST", "/subscriptions/{id}/price-change/consent", api),
     ("POST", "/subscriptions/{id}/price-change/decline", api),
     ("GET", "/charges/needs-review", api),
+    ("GET", "/subscriptions", api),
     ("POST", "/charges/{merchant_uid}/refund", api),
     ("POST", "/charges/{merchant_uid}/resolve", api),
     ("GET", "/plans", api),
@@ -147,4 +148,4 @@ if problems:
     sys.exit("\n".join(problems))
 PY
 
-echo "check-infra: OK (cfn-lint, sam validate --lint, translated template, 21 routes, ${#events[@]} events, env.local.json)"
+echo "check-infra: OK (cfn-lint, sam validate --lint, translated template, 22 routes, ${#events[@]} events, env.local.json)"

@@ -99,6 +99,7 @@ contract!(
     a_sign_up_keeps_the_plan_version_it_agreed_to,
     a_renewal_is_due_at_its_notice_and_at_its_charge_once_noticed,
     a_trial_is_stored_with_its_terms_and_consent_and_due_at_its_notice,
+    a_price_increase_is_due_at_its_consent_request_and_listed_until_answered,
 );
 
 fn t(s: &str) -> DateTime<Utc> {
@@ -2122,4 +2123,117 @@ async fn a_trial_is_stored_with_its_terms_and_consent_and_due_at_its_notice<L: S
     assert_eq!(l.get_subscription(&id).await.unwrap(), Some(told));
     assert_eq!(due(ends_at - Duration::seconds(1)).await, vec![]);
     assert_eq!(due(ends_at).await, vec![id]);
+}
+
+async fn a_price_increase_is_due_at_its_consent_request_and_listed_until_answered<L: Subject>(
+    l: L,
+) {
+    use shared::billing::price_changes::{self, OnNoConsent, Request};
+    use shared::billing::trials::Consent;
+    let now = t("2026-12-03T01:00:00Z");
+    let mut pending = Vec::new();
+    for _ in 0..3 {
+        let sub = live(&l, now).await;
+        let request = Request {
+            plan: Plan {
+                amount: sub.plan.amount + 5000,
+                ..sub.plan.clone()
+            },
+            plan_ref: Some(PlanRef {
+                id: PlanId::parse("monthly-plus").unwrap(),
+                version: 2,
+            }),
+            effective: None,
+            on_no_consent: OnNoConsent::KeepOldPrice,
+            window_days: 30,
+            started: false,
+        };
+        let next = price_changes::requested(&sub, request, now).unwrap();
+        l.change_subscription(&SubscriptionChange {
+            next: &next,
+            audit: None,
+            lock: LockChange::Keep,
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            l.get_subscription(&sub.id).await.unwrap(),
+            Some(next.clone())
+        );
+        pending.push(next);
+    }
+    // Due at the earlier of its charge and its consent request.
+    let first = &pending[0];
+    let due_at = first.due_at().unwrap();
+    let asks_at = first.consent_request_at().unwrap();
+    assert!(due_at <= asks_at);
+    let due = |at: DateTime<Utc>| {
+        let l = &l;
+        async move { l.due_page(at, 100, None).await.unwrap().ids }
+    };
+    assert!(due(due_at).await.contains(&first.id));
+    assert!(!due(due_at - Duration::seconds(1)).await.contains(&first.id));
+    // Listed, page by page, until answered.
+    let listed = |limit: usize| {
+        let l = &l;
+        async move {
+            let mut ids = Vec::new();
+            let mut cursor: Option<Cursor> = None;
+            for _ in 0..10 {
+                let page = l
+                    .pending_consent_page(limit, cursor.as_ref())
+                    .await
+                    .unwrap();
+                ids.extend(page.ids);
+                match page.next {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            ids.sort();
+            ids
+        }
+    };
+    let mut all: Vec<SubscriptionId> = pending.iter().map(|s| s.id.clone()).collect();
+    all.sort();
+    assert_eq!(listed(2).await, all);
+    assert_eq!(listed(100).await, all);
+    // Asked: still waiting. Consented or declined: off the list.
+    let asked = price_changes::asked(&pending[0], asks_at);
+    let starts = asked
+        .coming_period(&asked.price_change.as_ref().unwrap().effective)
+        .unwrap()
+        .1;
+    let consent = Consent {
+        channel: "app".into(),
+        reference: "ok-1".into(),
+        at: asks_at + Duration::days(1),
+        recorded_at: asks_at + Duration::days(1),
+    };
+    let yes = price_changes::consented(&asked, consent, 30, asks_at + Duration::days(1))
+        .unwrap()
+        .unwrap();
+    assert!(starts > asks_at);
+    let no = price_changes::declined(&pending[1], asks_at)
+        .unwrap()
+        .unwrap();
+    for next in [&asked, &yes, &no] {
+        l.change_subscription(&SubscriptionChange {
+            next,
+            audit: None,
+            lock: LockChange::Keep,
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        l.get_subscription(&yes.id).await.unwrap(),
+        Some(yes.clone())
+    );
+    assert_eq!(listed(100).await, vec![pending[2].id.clone()]);
+    assert!(
+        l.pending_consent_page(10, Some(&Cursor::from_text("nonsense|x|y")))
+            .await
+            .is_err()
+    );
 }

@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 
 use serde_yaml::Value;
 use shared::ledger::dynamodb::table::{
-    DUE_INDEX, DUE_PK, DUE_SK, KEY_ATTRIBUTES, PK, SK, STREAM_VIEW, TTL_ATTRIBUTE,
+    CONSENT_INDEX, CONSENT_PK, CONSENT_SK, DUE_INDEX, DUE_PK, DUE_SK, KEY_ATTRIBUTES, PK, SK,
+    STREAM_VIEW, TTL_ATTRIBUTE,
 };
 
 fn template_table() -> Value {
@@ -49,16 +50,21 @@ fn template_declares_the_table_the_code_uses() {
         set(&[(PK, "HASH"), (SK, "RANGE")])
     );
     let gsis = t["GlobalSecondaryIndexes"].as_sequence().unwrap();
-    assert_eq!(gsis.len(), 1);
-    assert_eq!(gsis[0]["IndexName"].as_str(), Some(DUE_INDEX));
-    assert_eq!(
-        pairs(&gsis[0]["KeySchema"], "AttributeName", "KeyType"),
-        set(&[(DUE_PK, "HASH"), (DUE_SK, "RANGE")])
-    );
-    assert_eq!(
-        gsis[0]["Projection"]["ProjectionType"].as_str(),
-        Some("KEYS_ONLY")
-    );
+    assert_eq!(gsis.len(), 2);
+    for (gsi, (name, pk, sk)) in gsis.iter().zip([
+        (DUE_INDEX, DUE_PK, DUE_SK),
+        (CONSENT_INDEX, CONSENT_PK, CONSENT_SK),
+    ]) {
+        assert_eq!(gsi["IndexName"].as_str(), Some(name));
+        assert_eq!(
+            pairs(&gsi["KeySchema"], "AttributeName", "KeyType"),
+            set(&[(pk, "HASH"), (sk, "RANGE")])
+        );
+        assert_eq!(
+            gsi["Projection"]["ProjectionType"].as_str(),
+            Some("KEYS_ONLY")
+        );
+    }
     assert_eq!(
         t["TimeToLiveSpecification"]["AttributeName"].as_str(),
         Some(TTL_ATTRIBUTE)
@@ -111,26 +117,30 @@ async fn create_table_builds_what_the_template_declares() {
         stream.stream_view_type().map(|v| v.as_str()),
         Some(STREAM_VIEW)
     );
-    let gsi = &described.global_secondary_indexes()[0];
-    assert_eq!(gsi.index_name(), Some(DUE_INDEX));
-    let keys: BTreeSet<(String, String)> = gsi
-        .key_schema()
-        .iter()
-        .map(|k| {
-            (
-                k.attribute_name().to_owned(),
-                k.key_type().as_str().to_owned(),
+    let mut built: Vec<_> = described.global_secondary_indexes().iter().collect();
+    built.sort_by_key(|g| g.index_name().map(|n| usize::from(n != DUE_INDEX)));
+    assert_eq!(built.len(), 2);
+    for (i, (gsi, name)) in built.iter().zip([DUE_INDEX, CONSENT_INDEX]).enumerate() {
+        assert_eq!(gsi.index_name(), Some(name));
+        let keys: BTreeSet<(String, String)> = gsi
+            .key_schema()
+            .iter()
+            .map(|k| {
+                (
+                    k.attribute_name().to_owned(),
+                    k.key_type().as_str().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            pairs(
+                &t["GlobalSecondaryIndexes"][i]["KeySchema"],
+                "AttributeName",
+                "KeyType"
             )
-        })
-        .collect();
-    assert_eq!(
-        keys,
-        pairs(
-            &t["GlobalSecondaryIndexes"][0]["KeySchema"],
-            "AttributeName",
-            "KeyType"
-        )
-    );
+        );
+    }
     let ttl = client
         .describe_time_to_live()
         .table_name(&name)

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 /// Every route: method and path template (`{name}` matches one segment).
 /// `docs/openapi.yaml` documents the same list; a test compares them.
-pub const ROUTES: [(&str, &str); 18] = [
+pub const ROUTES: [(&str, &str); 19] = [
     ("GET", "/plans"),
     ("POST", "/plans"),
     ("GET", "/plans/{id}"),
@@ -37,6 +37,8 @@ pub const ROUTES: [(&str, &str); 18] = [
     ("GET", "/charges/needs-review"),
     ("POST", "/charges/{merchant_uid}/refund"),
     ("POST", "/charges/{merchant_uid}/resolve"),
+    // Last: it would also fit the tail of `/users/{user_id}/subscriptions`.
+    ("GET", "/subscriptions"),
 ];
 
 /// The largest body accepted.
@@ -105,21 +107,32 @@ pub fn route(method: &str, path: &str) -> Result<(&'static str, Vec<String>), St
             continue;
         };
         let mut params = Vec::new();
-        let fits = parts.iter().zip(tail).all(|(p, s)| {
-            if p.starts_with('{') {
-                // Path parameters arrive percent-encoded (a user id may hold
-                // any character); one that does not decode fits nothing.
-                match percent_decode_str(s).decode_utf8() {
-                    Ok(decoded) if !decoded.is_empty() => {
-                        params.push(decoded.into_owned());
-                        true
+        let literals = parts
+            .iter()
+            .zip(tail)
+            .all(|(p, s)| p.starts_with('{') || p == s);
+        let fits = literals
+            && parts.iter().zip(tail).all(|(p, s)| {
+                if p.starts_with('{') {
+                    // Path parameters arrive percent-encoded (a user id may
+                    // hold any character); one that does not decode fits
+                    // nothing.
+                    match percent_decode_str(s).decode_utf8() {
+                        Ok(decoded) if !decoded.is_empty() => {
+                            params.push(decoded.into_owned());
+                            true
+                        }
+                        _ => false,
                     }
-                    _ => false,
+                } else {
+                    true
                 }
-            } else {
-                p == s
-            }
-        });
+            });
+        if literals && !fits && tail.first() == parts.first() {
+            // Its shape, with a parameter that does not decode: no shorter
+            // template's tail may take it instead.
+            return Err(StatusCode::NOT_FOUND);
+        }
         // `/charges/needs-review` must not read as `/subscriptions/{id}`.
         if fits && tail.first() == parts.first() {
             path_known = true;
@@ -398,6 +411,23 @@ async fn dispatch<L: Ledger, G: PaymentGateway>(
             StatusCode::OK,
             management::decline_price_change(engine, p(0), &who()).await,
         ),
+        "/subscriptions" => {
+            let query = request.query_string_parameters_ref();
+            let pending = query.and_then(|q| q.first("pending_consent"));
+            let cursor = query.and_then(|q| q.first("cursor").map(str::to_owned));
+            if pending == Some("true") {
+                answer(
+                    StatusCode::OK,
+                    management::pending_consent(engine, cursor.as_deref()).await,
+                )
+            } else {
+                // Listing every subscription would be a scan: only the lists
+                // an index serves.
+                Answer::error(&ManageError::Invalid(
+                    "GET /subscriptions lists only ?pending_consent=true (the subscriptions whose price increase waits for the customer's consent)".into(),
+                ))
+            }
+        }
         "/charges/needs-review" => {
             let cursor = request
                 .query_string_parameters_ref()
@@ -523,6 +553,17 @@ mod tests {
             route("GET", "/users/%FF/subscriptions"),
             Err(StatusCode::NOT_FOUND)
         );
-        assert_eq!(route("GET", "/subscriptions/"), Err(StatusCode::NOT_FOUND));
+        assert_eq!(
+            route("GET", "/subscriptions/"),
+            Ok(("/subscriptions", vec![]))
+        );
+        assert_eq!(
+            route("GET", "/subscriptions"),
+            Ok(("/subscriptions", vec![]))
+        );
+        assert_eq!(
+            route("POST", "/subscriptions"),
+            Err(StatusCode::METHOD_NOT_ALLOWED)
+        );
     }
 }

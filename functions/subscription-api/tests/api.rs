@@ -2242,6 +2242,25 @@ async fn a_price_increase_is_charged_only_with_a_consent_and_a_decline_ends_it()
             "{c}"
         );
     }
+    // Whom to chase: both, from the consent index; a list without the
+    // filter would be a scan and is refused.
+    let chase = |app| async move {
+        let listed = get(app, "api-list-pending-consent.json", "/subscriptions").await;
+        assert_eq!(listed.status, 200, "{}", listed.body);
+        let mut ids: Vec<String> = listed.body["subscriptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let mut both = vec![yes.id.to_string(), no.id.to_string()];
+    both.sort();
+    assert_eq!(chase(&app).await, both);
+    let unfiltered = get(&app, "api-needs-review.json", "/subscriptions").await;
+    assert_eq!(unfiltered.status, 400, "{}", unfiltered.body);
     let twice = request(&yes.id, json!({"plan_id": "p-plus"})).await;
     assert_eq!(twice.status, 409, "one change at a time: {}", twice.body);
     let consent_path = format!("{}/consent", change(&yes.id));
@@ -2302,6 +2321,7 @@ async fn a_price_increase_is_charged_only_with_a_consent_and_a_decline_ends_it()
     .await;
     assert_eq!(declined.status, 200, "{}", declined.body);
     assert_eq!(declined.body["price_change"]["state"], "declined");
+    assert!(chase(&app).await.is_empty(), "both answered");
 
     // Period 2: the consented price for one; the other ends uncharged.
     charge_run(&app, p2, "p2").await;

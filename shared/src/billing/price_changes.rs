@@ -179,6 +179,18 @@ impl Subscription {
         })
     }
 
+    /// Its place in the list of whom to chase for a consent
+    /// (`GET /subscriptions?pending_consent=true`): when the request goes
+    /// out, while an increase waits for an answer on a subscription that
+    /// goes on.
+    pub fn awaiting_consent_since(&self) -> Option<DateTime<Utc>> {
+        let c = self.price_change.as_ref()?;
+        if !c.awaits_consent() || self.cancel_at_period_end || !self.status.is_chargeable() {
+            return None;
+        }
+        c.asks_at
+    }
+
     /// When its price change's consent request is due, if one is owed.
     pub fn consent_request_at(&self) -> Option<DateTime<Utc>> {
         let c = self.price_change.as_ref()?;

@@ -68,6 +68,14 @@ macro_rules! ledger_by_aggregate {
                 subscriptions::history(self, id, limit).await
             }
 
+            async fn pending_consent_page(
+                &self,
+                limit: usize,
+                cursor: Option<&Cursor>,
+            ) -> Result<IdPage, LedgerError> {
+                subscriptions::pending_consent_page(self, limit, cursor).await
+            }
+
             async fn due_page(
                 &self,
                 now: DateTime<Utc>,

@@ -83,6 +83,14 @@ pub struct DuePage {
     pub next: Option<Cursor>,
 }
 
+/// A page of subscription ids from an index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdPage {
+    pub ids: Vec<SubscriptionId>,
+    /// Pass back for the next page; `None` at the end.
+    pub next: Option<Cursor>,
+}
+
 /// A refund request: its charge's subscription and `merchant_uid`, and
 /// the request's idempotency key.
 pub type RefundKey = (SubscriptionId, String, String);
@@ -423,6 +431,15 @@ pub trait Ledger: Send + Sync {
         limit: usize,
         cursor: Option<&Cursor>,
     ) -> impl Future<Output = Result<DuePage, LedgerError>> + Send;
+
+    /// One page of the subscriptions whose price increase waits for the
+    /// customer's consent (decision 69), the soonest request first within
+    /// each partition. May lag behind writes: callers re-read each.
+    fn pending_consent_page(
+        &self,
+        limit: usize,
+        cursor: Option<&Cursor>,
+    ) -> impl Future<Output = Result<IdPage, LedgerError>> + Send;
 
     // ---- charge attempts -----------------------------------------------
 

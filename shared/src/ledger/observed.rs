@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Activation, Cursor, DuePage, Guard, KeyReplacement, Ledger, LedgerError, PlanPage,
+    Activation, Cursor, DuePage, Guard, IdPage, KeyReplacement, Ledger, LedgerError, PlanPage,
     RefundIntent, RequestState, ReviewDecision, ReviewFlag, ReviewPage, Settlement, StoredResponse,
     SubscriptionChange, TakeOver, UnknownOutcome, UserItems,
 };
@@ -32,6 +32,7 @@ pub enum Op<'a> {
     ChangeSubscription(&'a SubscriptionChange<'a>),
     History(&'a SubscriptionId),
     DuePage,
+    PendingConsentPage,
     GetAttempt(&'a SubscriptionId, &'a PeriodId, u32),
     ListAttempts(&'a SubscriptionId),
     ClaimNew {
@@ -79,6 +80,7 @@ impl Op<'_> {
             Self::ChangeSubscription(_) => "change_subscription",
             Self::History(_) => "history",
             Self::DuePage => "due_page",
+            Self::PendingConsentPage => "pending_consent_page",
             Self::GetAttempt(..) => "get_attempt",
             Self::ListAttempts(_) => "list_attempts",
             Self::ClaimNew { .. } => "claim_new",
@@ -126,7 +128,11 @@ impl Op<'_> {
                     c.next.status.as_str()
                 )
             }
-            Self::DuePage | Self::CountReview | Self::ReviewPage | Self::PlansPage => String::new(),
+            Self::DuePage
+            | Self::PendingConsentPage
+            | Self::CountReview
+            | Self::ReviewPage
+            | Self::PlansPage => String::new(),
             Self::PutPlan(p) => format!("{} v{}", p.id, p.version),
             Self::GetPlan(id, version) => match version {
                 Some(v) => format!("{id} v{v}"),
@@ -250,6 +256,18 @@ impl<L: Ledger, W: Watcher> Ledger for Observed<L, W> {
     async fn change_subscription(&self, c: &SubscriptionChange<'_>) -> Result<(), LedgerError> {
         self.around(Op::ChangeSubscription(c), self.inner.change_subscription(c))
             .await
+    }
+
+    async fn pending_consent_page(
+        &self,
+        limit: usize,
+        cursor: Option<&Cursor>,
+    ) -> Result<IdPage, LedgerError> {
+        self.around(
+            Op::PendingConsentPage,
+            self.inner.pending_consent_page(limit, cursor),
+        )
+        .await
     }
 
     async fn history(

@@ -30,8 +30,8 @@ pub use plans::{
     CatalogueList, CatalogueView, PlanInput as NewPlanInput, create_plan, get_plan, list_plans,
 };
 pub use price_changes::{
-    PriceChangeInput, PriceConsentInput, consent_price_change, decline_price_change,
-    request_price_change,
+    PendingConsentList, PriceChangeInput, PriceConsentInput, consent_price_change,
+    decline_price_change, pending_consent, request_price_change,
 };
 pub use subscriptions::{
     CancelInput, Cancelled, PlanInput, ResumedView, cancel, change_plan, charges, get,

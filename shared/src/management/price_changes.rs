@@ -6,7 +6,7 @@
 //! events are derived from it. The run sends the consent request and
 //! applies the change (`billing::price_changes`).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use super::{Actor, ManageError, SubscriptionView, audit, load, parse_id, view_of};
@@ -16,7 +16,7 @@ use crate::billing::trials::Consent;
 use crate::billing::{PeriodId, Subscription};
 use crate::engine::Engine;
 use crate::ledger::conflict::{Pass, retry_on_conflict};
-use crate::ledger::{Ledger, LedgerError, LockChange, SubscriptionChange};
+use crate::ledger::{Cursor, Ledger, LedgerError, LockChange, SubscriptionChange};
 use crate::registration::EvidenceInput;
 
 /// What `POST /subscriptions/{id}/price-change` takes.
@@ -233,4 +233,44 @@ pub async fn decline_price_change<L: Ledger, G>(
     })
     .await?;
     done.ok_or_else(kept_changing)
+}
+
+/// One page of `GET /subscriptions?pending_consent=true`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PendingConsentList {
+    pub subscriptions: Vec<SubscriptionView>,
+    /// Pass as `?cursor=` for the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /subscriptions?pending_consent=true`: whom to chase, the
+/// subscriptions whose price increase waits for the customer's answer,
+/// the soonest consent request first (within each shard of the index).
+/// Read from the consent index, each re-read: one answered meanwhile is
+/// left out.
+pub async fn pending_consent<L: Ledger, G>(
+    engine: &Engine<L, G>,
+    cursor: Option<&str>,
+) -> Result<PendingConsentList, ManageError> {
+    let cursor = cursor.map(Cursor::from_text);
+    let page = engine
+        .ledger
+        .pending_consent_page(50, cursor.as_ref())
+        .await
+        .map_err(|e| match e {
+            LedgerError::Fatal(m) if m.contains("cursor") => ManageError::Invalid(m),
+            other => other.into(),
+        })?;
+    let mut subscriptions = Vec::new();
+    for id in &page.ids {
+        if let Some(sub) = engine.ledger.get_subscription(id).await?
+            && sub.awaiting_consent_since().is_some()
+        {
+            subscriptions.push(view_of(engine, &sub).await?);
+        }
+    }
+    Ok(PendingConsentList {
+        subscriptions,
+        next_cursor: page.next.map(|c| c.0),
+    })
 }

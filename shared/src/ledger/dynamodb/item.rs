@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, NaiveDate, Utc};
 
-use super::table::{DUE_PK, DUE_SK, PK, SK, TTL_ATTRIBUTE};
+use super::table::{CONSENT_PK, CONSENT_SK, DUE_PK, DUE_SK, PK, SK, TTL_ATTRIBUTE};
 use crate::billing::{
     Anchor, AttemptState, AuditEntry, Buyer, ChargeAttempt, KeyInfo, PeriodId, Plan, Registration,
     RegistrationStatus, Resolution, Subscription, SubscriptionId, SubscriptionStatus,
@@ -39,6 +39,11 @@ pub fn due_pk(shard: u32) -> String {
 
 /// The partition of the review index (attempts waiting for a person).
 pub const REVIEW_PK: &str = "REVIEW";
+
+/// The consent index's partition of a shard.
+pub fn consent_pk(shard: u32) -> String {
+    format!("CONSENT#{shard}")
+}
 
 pub fn user_pk(user_id: &str) -> String {
     format!("USER#{user_id}")
@@ -455,6 +460,10 @@ pub fn subscription_to_item(sub: &Subscription, shards: u32) -> Item {
     if let Some(at) = sub.due_at() {
         item.insert(DUE_PK.into(), s(due_pk(sub.id.shard(shards))));
         item.insert(DUE_SK.into(), ts(at));
+    }
+    if let Some(at) = sub.awaiting_consent_since() {
+        item.insert(CONSENT_PK.into(), s(consent_pk(sub.id.shard(shards))));
+        item.insert(CONSENT_SK.into(), ts(at));
     }
     item
 }

@@ -35,7 +35,7 @@ use crate::billing::{
     RegistrationStatus, Resolution, Subscription, SubscriptionId, SubscriptionStatus,
 };
 use crate::ledger::{
-    Activation, AttemptKey, Cursor, DuePage, Guard, IDEMPOTENCY_STALE, IDEMPOTENCY_TTL,
+    Activation, AttemptKey, Cursor, DuePage, Guard, IDEMPOTENCY_STALE, IDEMPOTENCY_TTL, IdPage,
     KeyReplacement, Ledger, LedgerError, LockChange, RefundIntent, RefundState, RequestState,
     ReviewDecision, ReviewFlag, ReviewPage, Sent, Settlement, StoredResponse, SubscriptionChange,
     TakeOver, UnknownOutcome, UserItems,

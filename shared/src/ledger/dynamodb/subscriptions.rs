@@ -172,3 +172,101 @@ pub(super) async fn due_page(
         return Ok(page);
     }
 }
+
+/// Pages through the shards of the sparse `consent` index in turn
+/// (decision 69). Its cursor is `{shard}` or
+/// `{shard}|{pk}|{sk}|{gsi2pk}|{gsi2sk}` (the last key read).
+pub(super) async fn pending_consent_page(
+    db: &DynamoLedger,
+    limit: usize,
+    cursor: Option<&Cursor>,
+) -> Result<IdPage, LedgerError> {
+    use super::table::{CONSENT_INDEX, CONSENT_PK, CONSENT_SK};
+    let bad = |c: &Cursor| LedgerError::Fatal(format!("not a cursor of this list: {:?}", c.0));
+    let (mut shard, mut start) = match cursor {
+        None => (0, None),
+        Some(c) => {
+            let parts: Vec<&str> = c.0.split('|').collect();
+            let shard: u32 = parts
+                .first()
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| bad(c))?;
+            match parts.as_slice() {
+                [_] => (shard, None),
+                [_, pk, sk, cpk, csk] => {
+                    let mut key = Item::new();
+                    key.insert(PK.into(), s(*pk));
+                    key.insert(SK.into(), s(*sk));
+                    key.insert(CONSENT_PK.into(), s(*cpk));
+                    key.insert(
+                        CONSENT_SK.into(),
+                        n(csk.parse::<i64>().map_err(|_| bad(c))?),
+                    );
+                    (shard, Some(key))
+                }
+                _ => return Err(bad(c)),
+            }
+        }
+    };
+    let limit = i32::try_from(limit.clamp(1, 1000)).unwrap_or(100);
+    loop {
+        if shard >= db.shards {
+            return Ok(IdPage::default());
+        }
+        let out = db
+            .client
+            .query()
+            .table_name(&db.table)
+            .index_name(CONSENT_INDEX)
+            .key_condition_expression("#cpk = :shard")
+            .expression_attribute_names("#cpk", CONSENT_PK)
+            .expression_attribute_values(":shard", s(item::consent_pk(shard)))
+            .limit(limit)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, "Query consent"))?;
+        let mut page = IdPage::default();
+        for entry in out.items.unwrap_or_default() {
+            let r = item::Reader::new(&entry, "consent entry");
+            let id = r.str(PK)?;
+            let id = id
+                .strip_prefix("SUB#")
+                .and_then(SubscriptionId::parse)
+                .ok_or_else(|| LedgerError::Corrupt(format!("consent entry with key {id:?}")))?;
+            page.ids.push(id);
+        }
+        let text = |key: &Item, k: &str| match key.get(k) {
+            Some(
+                aws_sdk_dynamodb::types::AttributeValue::S(v)
+                | aws_sdk_dynamodb::types::AttributeValue::N(v),
+            ) => Some(v.clone()),
+            _ => None,
+        };
+        page.next = match out.last_evaluated_key.filter(|k| !k.is_empty()) {
+            Some(key) => (|| {
+                Some(Cursor(format!(
+                    "{shard}|{}|{}|{}|{}",
+                    text(&key, PK)?,
+                    text(&key, SK)?,
+                    text(&key, CONSENT_PK)?,
+                    text(&key, CONSENT_SK)?
+                )))
+            })(),
+            None if shard + 1 < db.shards => Some(Cursor(format!("{}", shard + 1))),
+            None => None,
+        };
+        if page.ids.is_empty()
+            && let Some(c) = page.next.take()
+        {
+            // An empty shard: go on without a round trip to the caller.
+            let parts: Vec<&str> = c.0.split('|').collect();
+            if parts.len() == 1 {
+                shard = parts[0].parse().map_err(|_| bad(&c))?;
+                continue;
+            }
+            page.next = Some(c);
+        }
+        return Ok(page);
+    }
+}

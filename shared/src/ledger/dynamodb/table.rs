@@ -19,13 +19,26 @@ pub const SK: &str = "sk";
 pub const DUE_INDEX: &str = "due";
 pub const DUE_PK: &str = "gsi1pk";
 pub const DUE_SK: &str = "gsi1sk";
+/// The consent index: partition `CONSENT#{shard}`, sort the consent
+/// request's time (UNIX seconds), only on subscriptions whose price increase
+/// waits for the customer's answer (decision 69). `KEYS_ONLY` like `due`.
+pub const CONSENT_INDEX: &str = "consent";
+pub const CONSENT_PK: &str = "gsi2pk";
+pub const CONSENT_SK: &str = "gsi2sk";
 pub const TTL_ATTRIBUTE: &str = "ttl";
 /// The change stream's view: both images, so a change can be read as
 /// "before → after" (the lifecycle events are derived from it).
 pub const STREAM_VIEW: &str = "NEW_AND_OLD_IMAGES";
 
 /// (attribute name, type) of every key attribute, for comparison with the template.
-pub const KEY_ATTRIBUTES: [(&str, &str); 4] = [(PK, "S"), (SK, "S"), (DUE_PK, "S"), (DUE_SK, "N")];
+pub const KEY_ATTRIBUTES: [(&str, &str); 6] = [
+    (PK, "S"),
+    (SK, "S"),
+    (DUE_PK, "S"),
+    (DUE_SK, "N"),
+    (CONSENT_PK, "S"),
+    (CONSENT_SK, "N"),
+];
 
 /// Creates the table with its index, TTL and change stream, and waits until
 /// it is active.
@@ -45,17 +58,19 @@ pub async fn create_table(client: &Client, name: &str) -> Result<(), LedgerError
             .build()
             .map_err(|e| LedgerError::Fatal(e.to_string()))
     };
-    let gsi = GlobalSecondaryIndex::builder()
-        .index_name(DUE_INDEX)
-        .key_schema(key(DUE_PK, KeyType::Hash)?)
-        .key_schema(key(DUE_SK, KeyType::Range)?)
-        .projection(
-            Projection::builder()
-                .projection_type(ProjectionType::KeysOnly)
-                .build(),
-        )
-        .build()
-        .map_err(|e| LedgerError::Fatal(e.to_string()))?;
+    let index = |name: &str, pk: &str, sk: &str| {
+        GlobalSecondaryIndex::builder()
+            .index_name(name)
+            .key_schema(key(pk, KeyType::Hash)?)
+            .key_schema(key(sk, KeyType::Range)?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::KeysOnly)
+                    .build(),
+            )
+            .build()
+            .map_err(|e| LedgerError::Fatal(e.to_string()))
+    };
     client
         .create_table()
         .table_name(name)
@@ -64,9 +79,12 @@ pub async fn create_table(client: &Client, name: &str) -> Result<(), LedgerError
         .attribute_definitions(attr(SK, ScalarAttributeType::S)?)
         .attribute_definitions(attr(DUE_PK, ScalarAttributeType::S)?)
         .attribute_definitions(attr(DUE_SK, ScalarAttributeType::N)?)
+        .attribute_definitions(attr(CONSENT_PK, ScalarAttributeType::S)?)
+        .attribute_definitions(attr(CONSENT_SK, ScalarAttributeType::N)?)
         .key_schema(key(PK, KeyType::Hash)?)
         .key_schema(key(SK, KeyType::Range)?)
-        .global_secondary_indexes(gsi)
+        .global_secondary_indexes(index(DUE_INDEX, DUE_PK, DUE_SK)?)
+        .global_secondary_indexes(index(CONSENT_INDEX, CONSENT_PK, CONSENT_SK)?)
         .stream_specification(
             StreamSpecification::builder()
                 .stream_enabled(true)

@@ -19,7 +19,7 @@ use crate::billing::{
     RegistrationStatus, Subscription, SubscriptionId, SubscriptionStatus,
 };
 use crate::ledger::{
-    Activation, AttemptKey, Cursor, DuePage, Guard, IDEMPOTENCY_STALE, IDEMPOTENCY_TTL,
+    Activation, AttemptKey, Cursor, DuePage, Guard, IDEMPOTENCY_STALE, IDEMPOTENCY_TTL, IdPage,
     KeyReplacement, Ledger, LedgerError, LockChange, RefundIntent, RefundState, RequestState,
     ReviewDecision, ReviewFlag, ReviewPage, Sent, Settlement, StoredResponse, SubscriptionChange,
     TakeOver, UnknownOutcome, UserItems,

@@ -105,3 +105,47 @@ pub(super) async fn due_page(
     }
     Ok(out)
 }
+
+/// The subscriptions whose price increase waits for an answer, by the
+/// consent request's time then id (the one index's order); the cursor is
+/// the last `{seconds}|{id}` read.
+pub(super) async fn pending_consent_page(
+    db: &InMemoryLedger,
+    limit: usize,
+    cursor: Option<&Cursor>,
+) -> Result<IdPage, LedgerError> {
+    let mut st = db.lock();
+    st.count("Query");
+    let after = match cursor {
+        None => None,
+        Some(c) => {
+            let bad = || LedgerError::Fatal(format!("not a cursor of this list: {:?}", c.0));
+            let (t, id) = c.0.split_once('|').ok_or_else(bad)?;
+            Some((
+                t.parse::<i64>().map_err(|_| bad())?,
+                SubscriptionId::parse(id).ok_or_else(bad)?,
+            ))
+        }
+    };
+    let mut all: Vec<(i64, SubscriptionId)> = st
+        .subscriptions
+        .values()
+        .filter_map(|s| {
+            s.awaiting_consent_since()
+                .map(|t| (t.timestamp(), s.id.clone()))
+        })
+        .filter(|k| after.as_ref().is_none_or(|a| k > a))
+        .collect();
+    all.sort();
+    let limit = limit.clamp(1, 1000);
+    let more = all.len() > limit;
+    all.truncate(limit);
+    Ok(IdPage {
+        next: if more {
+            all.last().map(|(t, id)| Cursor(format!("{t}|{id}")))
+        } else {
+            None
+        },
+        ids: all.into_iter().map(|(_, id)| id).collect(),
+    })
+}
