@@ -2167,9 +2167,21 @@ async fn a_price_increase_is_due_at_its_consent_request_and_listed_until_answere
     let due_at = first.due_at().unwrap();
     let asks_at = first.consent_request_at().unwrap();
     assert!(due_at <= asks_at);
+    // Three subscriptions spread over the shards: read every page.
     let due = |at: DateTime<Utc>| {
         let l = &l;
-        async move { l.due_page(at, 100, None).await.unwrap().ids }
+        async move {
+            let mut ids = Vec::new();
+            let mut cursor: Option<Cursor> = None;
+            loop {
+                let page = l.due_page(at, 100, cursor.as_ref()).await.unwrap();
+                ids.extend(page.ids);
+                match page.next {
+                    Some(c) => cursor = Some(c),
+                    None => return ids,
+                }
+            }
+        }
     };
     assert!(due(due_at).await.contains(&first.id));
     assert!(!due(due_at - Duration::seconds(1)).await.contains(&first.id));

@@ -212,13 +212,18 @@ async fn work<L: Ledger, G: PaymentGateway>(
     pace: &Pace,
     budget: Budget,
 ) -> (WorkItem, Result<Worked, RunError>) {
+    // Each arm is boxed: their futures are large, and in debug builds (the
+    // tests' 2 MiB threads) polling them inline overflows the stack.
     let outcome = match &entry {
-        WorkItem::Subscription(id) => subscription(engine, id, run, pace).await,
-        WorkItem::Attempt(key) => attempt::attend(engine, key, run, pace)
+        WorkItem::Subscription(id) => Box::pin(subscription(engine, id, run, pace)).await,
+        WorkItem::Attempt(key) => Box::pin(attempt::attend(engine, key, run, pace))
             .await
             .map(Worked::Charge),
         WorkItem::Registration(uid) => Ok(Worked::Sweep(
-            registration::complete_from_gateway(engine, uid, None, budget).await,
+            Box::pin(registration::complete_from_gateway(
+                engine, uid, None, budget,
+            ))
+            .await,
         )),
     };
     (entry, outcome)

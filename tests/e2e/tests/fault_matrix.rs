@@ -35,9 +35,12 @@ fn t0() -> DateTime<Utc> {
 async fn run(app: &App, t: DateTime<Utc>, id: &str) -> Result<RunReport, String> {
     testkit::clock_to(app, t);
     let payload = serde_json::json!({"scheduled_time": t.to_rfc3339(), "execution_id": id});
-    scheduled_charge::handle(app, LambdaEvent::new(payload, Context::default()))
-        .await
-        .map_err(|e| e.to_string())
+    Box::pin(scheduled_charge::handle(
+        app,
+        LambdaEvent::new(payload, Context::default()),
+    ))
+    .await
+    .map_err(|e| e.to_string())
 }
 
 struct World {
@@ -397,7 +400,7 @@ async fn a_billing_month_under_each_fault_keeps_every_invariant() {
     let results = futures::future::join_all(
         FAULTS
             .iter()
-            .map(|name| async move { (*name, scenario(name).await) }),
+            .map(|name| async move { (*name, Box::pin(scenario(name)).await) }),
     )
     .await;
     let (mut double, mut lost, mut illegal) = (0, 0, 0);
