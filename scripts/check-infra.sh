@@ -100,6 +100,8 @@ expected = sorted([
     ("POST", "/subscriptions/{id}/price-change", api),
     ("POST", "/subscriptions/{id}/price-change/consent", api),
     ("POST", "/subscriptions/{id}/price-change/decline", api),
+    ("POST", "/subscriptions/{id}/portal-link", api),
+    ("GET", "/portal/{token}", api),
     ("GET", "/charges/needs-review", api),
     ("GET", "/subscriptions", api),
     ("POST", "/charges/{merchant_uid}/refund", api),
@@ -148,4 +150,4 @@ if problems:
     sys.exit("\n".join(problems))
 PY
 
-echo "check-infra: OK (cfn-lint, sam validate --lint, translated template, 22 routes, ${#events[@]} events, env.local.json)"
+echo "check-infra: OK (cfn-lint, sam validate --lint, translated template, 24 routes, ${#events[@]} events, env.local.json)"

@@ -14,6 +14,14 @@
 //!   session cookie.
 //! - `GET /api/subscriptions/{id}` → `GET /subscriptions/{id}` of the management API, answered only
 //!   when the subscription belongs to this session's user.
+//! - "My subscription" (issue 23 §5, cancelling as easy as signing up): `POST /api/portal-link/{id}`
+//!   (this session's user's subscription) asks the billing service for a signed, 30-minute link
+//!   (`POST /subscriptions/{id}/portal-link`) and answers the page's address, `/account?t=…`, which
+//!   could as well go out in a message. `GET /api/portal?t=…` opens it (`GET /portal/{token}`: the
+//!   subscription it names, its pending price change, the mid-term cancel's quote), and
+//!   `POST /api/portal/action {t, action, quote_id?}` does what the customer clicked, on the
+//!   subscription the link names and no other: `consent` / `decline` a price increase, `cancel_now`
+//!   (with the quoted refund), `cancel_period_end`, `change_card` (the PG's window again).
 //!
 //! In AWS the two billing routes take IAM auth: the merchant's backend signs them (SigV4, e.g. with
 //! `aws-sigv4`); this example calls the local stack's function URLs, which need none. Its "login" is a
@@ -38,6 +46,7 @@ use serde_json::{Value, json};
 const INDEX: &str = include_str!("../static/index.html");
 const DONE: &str = include_str!("../static/done.html");
 const FAILED: &str = include_str!("../static/failed.html");
+const ACCOUNT: &str = include_str!("../static/account.html");
 const STYLE: &str = include_str!("../static/style.css");
 const SESSION_COOKIE: &str = "merchant_session";
 
@@ -87,10 +96,14 @@ pub async fn serve(
         .route("/", get(|| async { html(INDEX) }))
         .route("/billing/done", get(|| async { html(DONE) }))
         .route("/billing/failed", get(|| async { html(FAILED) }))
+        .route("/account", get(|| async { html(ACCOUNT) }))
         .route("/style.css", get(|| async { asset("text/css", STYLE) }))
         .route("/config.js", get(config_js))
         .route("/api/prepare", post(prepare))
         .route("/api/subscriptions/{id}", get(subscription))
+        .route("/api/portal-link/{id}", post(portal_link))
+        .route("/api/portal", get(open_portal))
+        .route("/api/portal/action", post(portal_action))
         .with_state(shop);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
@@ -198,33 +211,208 @@ async fn subscription(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if id.is_empty() || id.len() > 40 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return error(StatusCode::BAD_REQUEST, "not a subscription id");
+    match owned(&shop, &headers, &id).await {
+        Ok(answer) => axum::Json(answer).into_response(),
+        Err(response) => response,
     }
-    let user = session_of(&headers).and_then(|s| {
+}
+
+/// The subscription `id` as the management API shows it, when it is this
+/// session's user's; else the answer to give.
+async fn owned(shop: &Shop, headers: &HeaderMap, id: &str) -> Result<Value, Response> {
+    if !is_subscription_id(id) {
+        return Err(error(StatusCode::BAD_REQUEST, "not a subscription id"));
+    }
+    let Some(user) = user_of(shop, headers) else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "subscribe from this browser first",
+        ));
+    };
+    match forward(billing(
+        shop,
+        reqwest::Method::GET,
+        &format!("/subscriptions/{id}"),
+    ))
+    .await?
+    {
+        (status, answer) if status.is_success() && answer["user_id"] == json!(user) => Ok(answer),
+        (status, _) if status.is_success() => {
+            Err(error(StatusCode::NOT_FOUND, "no such subscription"))
+        }
+        (status, answer) => Err((status, axum::Json(answer)).into_response()),
+    }
+}
+
+/// The user of this browser's session, if it signed in (subscribed) here.
+fn user_of(shop: &Shop, headers: &HeaderMap) -> Option<String> {
+    session_of(headers).and_then(|s| {
         shop.sessions
             .lock()
             .ok()
             .and_then(|sessions| sessions.get(&s).cloned())
-    });
-    let Some(user) = user else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "subscribe from this browser first",
-        );
-    };
+    })
+}
+
+fn is_subscription_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 40 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// A billing-service call, with `x-api-key` when configured.
+fn billing(shop: &Shop, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
     let c = &shop.config;
-    let mut request = shop.http.get(format!(
-        "{}/subscriptions/{id}",
-        c.subscriptions_url.trim_end_matches('/')
-    ));
+    let url = format!("{}{path}", c.subscriptions_url.trim_end_matches('/'));
+    let mut request = shop.http.request(method, url);
     if let Some(key) = &c.api_key {
         request = request.header("x-api-key", key);
     }
+    request
+}
+
+/// `POST /api/portal-link/{id}`: a link to the page of this session's
+/// user's subscription.
+async fn portal_link(
+    State(shop): State<Arc<Shop>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    // Only the owner gets a link.
+    if let Err(response) = owned(&shop, &headers, &id).await {
+        return response;
+    }
+    let request = billing(
+        &shop,
+        reqwest::Method::POST,
+        &format!("/subscriptions/{id}/portal-link"),
+    )
+    .json(&json!({}));
     match forward(request).await {
-        Ok((status, answer)) if status.is_success() && answer["user_id"] != json!(user) => {
-            error(StatusCode::NOT_FOUND, "no such subscription")
+        Ok((status, answer)) if status.is_success() => {
+            let token = answer["token"].as_str().unwrap_or_default();
+            let url = format!("/account?t={token}");
+            axum::Json(json!({"url": url, "expires_at": answer["expires_at"]})).into_response()
         }
+        Ok((status, answer)) => (status, axum::Json(answer)).into_response(),
+        Err(response) => response,
+    }
+}
+
+/// A token as the billing service writes them: letters, digits and `-`.
+fn token_param(t: Option<&str>) -> Option<String> {
+    t.filter(|t| {
+        !t.is_empty() && t.len() <= 80 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    })
+    .map(str::to_owned)
+}
+
+fn bad_link() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "this link is not valid: ask the shop for a new one",
+    )
+}
+
+/// Opens the link at the billing service: the view, or its error answer.
+async fn opened(shop: &Shop, token: &str) -> Result<Value, Response> {
+    match forward(billing(
+        shop,
+        reqwest::Method::GET,
+        &format!("/portal/{token}"),
+    ))
+    .await?
+    {
+        (status, answer) if status.is_success() => Ok(answer),
+        (status, answer) => Err((status, axum::Json(answer)).into_response()),
+    }
+}
+
+#[derive(Deserialize)]
+struct PortalQuery {
+    t: Option<String>,
+}
+
+/// `GET /api/portal?t=…`: what the page shows.
+async fn open_portal(
+    State(shop): State<Arc<Shop>>,
+    axum::extract::Query(q): axum::extract::Query<PortalQuery>,
+) -> Response {
+    let Some(token) = token_param(q.t.as_deref()) else {
+        return bad_link();
+    };
+    match opened(&shop, &token).await {
+        Ok(view) => axum::Json(view).into_response(),
+        Err(response) => response,
+    }
+}
+
+#[derive(Deserialize)]
+struct PortalAction {
+    t: String,
+    action: String,
+    quote_id: Option<String>,
+}
+
+/// `POST /api/portal/action`: what the customer clicked, on the
+/// subscription the link names. Each action has a key of its own per link,
+/// so a double click is one action.
+async fn portal_action(State(shop): State<Arc<Shop>>, body: Bytes) -> Response {
+    let Ok(input) = serde_json::from_slice::<PortalAction>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "send {\"t\": …, \"action\": …}");
+    };
+    let Some(token) = token_param(Some(&input.t)) else {
+        return bad_link();
+    };
+    let view = match opened(&shop, &token).await {
+        Ok(view) => view,
+        Err(response) => return response,
+    };
+    let id = view["subscription_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let expires = view["expires_at"].as_str().unwrap_or_default().to_owned();
+    let reason = "customer cancelled on the my-subscription page";
+    let (path, body) = match input.action.as_str() {
+        "consent" => (
+            "price-change/consent",
+            json!({"evidence": {"channel": "web", "reference": format!("my-subscription page, link until {expires}")}}),
+        ),
+        "decline" => ("price-change/decline", json!({})),
+        "cancel_now" => (
+            "cancel",
+            json!({"at": "now", "reason": reason, "refund": "quote", "quote_id": input.quote_id}),
+        ),
+        "cancel_period_end" => ("cancel", json!({"at": "period_end", "reason": reason})),
+        "change_card" => ("payment-method", json!({})),
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("unknown action {other:?}"),
+            );
+        }
+    };
+    // Per link and action (and quote: a fresh quote after a stale one is a
+    // new request).
+    let mut key = format!(
+        "portal-{}-{id}-{}",
+        input.action,
+        token.rsplit('-').nth(1).unwrap_or_default()
+    );
+    if let Some(q) = input
+        .quote_id
+        .as_deref()
+        .filter(|_| input.action == "cancel_now")
+    {
+        key = format!("{key}-{}", &q[..q.len().min(40)]);
+    }
+    let request = billing(
+        &shop,
+        reqwest::Method::POST,
+        &format!("/subscriptions/{id}/{path}"),
+    )
+    .header("idempotency-key", key)
+    .json(&body);
+    match forward(request).await {
         Ok((status, answer)) => (status, axum::Json(answer)).into_response(),
         Err(response) => response,
     }

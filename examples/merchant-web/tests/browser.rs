@@ -7,7 +7,11 @@
 //!
 //! - subscribe → approve → the done page shows the active subscription;
 //! - cancel in the window → the failed page;
-//! - the callback URL reloaded → the same result, no second key or charge.
+//! - the callback URL reloaded → the same result, no second key or charge;
+//! - "my subscription" (issue 23 §5), reached by the signed link the shop's
+//!   backend asks for: a price increase consented, one declined, a mid-term
+//!   cancel with its pro-rata refund, a cancel at the period's end, each one
+//!   click and at most one confirmation.
 //!
 //! Screenshots of each page go to `target/browser-screenshots/` (not
 //! committed); `SCREENSHOTS_TO_DOCS=1` also writes them to
@@ -180,6 +184,8 @@ struct Stack {
     sim: iamport_sim::SimHandle,
     app: Arc<App>,
     shop: String,
+    /// The management API behind its local gateway.
+    api: String,
 }
 
 /// The simulator, the app (callback and redirects pointing at the local
@@ -227,7 +233,7 @@ async fn stack() -> Stack {
     merchant_web::serve(
         MerchantConfig {
             prepare_url: format!("{callback_gw}/billing/prepare"),
-            subscriptions_url: api_gw,
+            subscriptions_url: api_gw.clone(),
             iamport_sdk: format!("{}/sdk/iamport.js", sim.base_url()),
             portone_sdk: format!("{}/sdk/portone.js", sim.base_url()),
             imp_code: "imp00000000".into(),
@@ -239,7 +245,12 @@ async fn stack() -> Stack {
     )
     .await
     .expect("the shop starts");
-    Stack { sim, app, shop }
+    Stack {
+        sim,
+        app,
+        shop,
+        api: api_gw,
+    }
 }
 
 fn paid_charges(sim: &iamport_sim::SimHandle) -> usize {
@@ -316,6 +327,12 @@ async fn a_customer_subscribes_cancels_and_reloads_in_a_real_browser() {
     assert_eq!(paid_charges(&s.sim), 1, "no second charge");
     assert_eq!(s.sim.customers().len(), 1, "no second key");
 
+    // "My subscription" from the done page: the shop asks for a signed link.
+    click(&client, "#manage").await;
+    wait_url(&client, "/account?t=pl-").await;
+    wait_text(&client, "#status", "이용 중").await;
+    wait_text(&client, "#cancel-now", "환불 받기").await;
+
     // Another customer closes the window: the failed page.
     client.goto(&s.shop).await.unwrap();
     let user = client.find(Locator::Css("#user")).await.unwrap();
@@ -360,6 +377,218 @@ async fn a_customer_subscribes_cancels_and_reloads_in_a_real_browser() {
         .unwrap()
         .unwrap();
     assert_eq!(sub.user_id, "user-browser-1");
+
+    client.close().await.unwrap();
+}
+
+/// KRW as the page writes it: `1,234원`.
+fn won(n: i64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    format!("{out}원")
+}
+
+async fn click(client: &Client, css: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+}
+
+/// Calls the management API as the shop's backend does.
+async fn api(s: &Stack, method: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("{}{path}", s.api);
+    let request = match method {
+        "GET" => http.get(url),
+        _ => http.post(url).json(&body),
+    };
+    let answer = request.send().await.unwrap();
+    let status = answer.status();
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert!(status.is_success(), "{method} {path}: {status} {body}");
+    body
+}
+
+/// Charges what is due at `at` (the scheduled run's rules, in process).
+async fn run_at(s: &Stack, at: chrono::DateTime<chrono::Utc>) {
+    testkit::clock_to(&s.app, at);
+    let report = shared::run::run(
+        &s.app.engine,
+        shared::run::RunOptions {
+            run: shared::charging::BillingRun {
+                billing_time: at,
+                run_id: format!("browser-{}", at.timestamp()),
+            },
+            budget: shared::engine::Budget::unlimited(),
+        },
+    )
+    .await;
+    assert!(report.error.is_none(), "{report:?}");
+}
+
+async fn stored(s: &Stack, id: &shared::billing::SubscriptionId) -> shared::billing::Subscription {
+    s.app
+        .engine
+        .ledger
+        .get_subscription(id)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// The customer's page through the link the shop's backend asks for.
+async fn open_account(client: &Client, s: &Stack, id: &shared::billing::SubscriptionId) {
+    let link = api(
+        s,
+        "POST",
+        &format!("/subscriptions/{id}/portal-link"),
+        serde_json::json!({}),
+    )
+    .await;
+    let token = link["token"].as_str().expect("a token");
+    client
+        .goto(&format!("{}/account?t={token}", s.shop))
+        .await
+        .unwrap();
+    wait_text(client, "#plan", "원").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_answers_a_price_increase_and_cancels_on_the_my_subscription_page() {
+    use shared::billing::SubscriptionStatus;
+    let s = stack().await;
+    let t0 = s.app.engine.now();
+    api(
+        &s,
+        "POST",
+        "/plans",
+        serde_json::json!({"id": "monthly-plus", "name": "월간 구독", "amount": 12900}),
+    )
+    .await;
+    // Four customers, each paid for the period that began an hour ago.
+    let mut subs = Vec::new();
+    for _ in 0..4 {
+        subs.push(
+            testkit::seed_subscription(&s.app, &s.sim, t0 - chrono::Duration::hours(1)).await,
+        );
+    }
+    run_at(&s, t0).await;
+    let (yes, no, now, later) = (&subs[0], &subs[1], &subs[2], &subs[3]);
+    for sub in [yes, no] {
+        let answer = api(
+            &s,
+            "POST",
+            &format!("/subscriptions/{}/price-change", sub.id),
+            serde_json::json!({"plan_id": "monthly-plus"}),
+        )
+        .await;
+        assert_eq!(
+            answer["price_change"]["state"], "pending_consent",
+            "{answer}"
+        );
+    }
+    // The run at the consent request's time asks both.
+    let asks_at = stored(&s, &yes.id)
+        .await
+        .consent_request_at()
+        .expect("asks_at");
+    run_at(&s, asks_at).await;
+    assert!(
+        stored(&s, &yes.id)
+            .await
+            .price_change
+            .unwrap()
+            .asked_at
+            .is_some()
+    );
+
+    let driver = chromedriver();
+    let client = browser(&driver).await;
+
+    // A consent: one click.
+    open_account(&client, &s, &yes.id).await;
+    let text = wait_text(&client, "#price-text", "12,900원").await;
+    assert!(text.contains("9,900원"), "{text}");
+    snap(&client, "5-account-price-change").await;
+    click(&client, "#consent").await;
+    wait_text(&client, "#price-answer", "동의하셨습니다").await;
+    snap(&client, "6-account-consented").await;
+    let change = stored(&s, &yes.id).await.price_change.unwrap();
+    let consent = change.consent.expect("the consent is recorded");
+    assert_eq!(consent.channel, "web");
+    assert!(
+        consent.reference.contains("my-subscription page"),
+        "{}",
+        consent.reference
+    );
+
+    // A decline: one click.
+    open_account(&client, &s, &no.id).await;
+    wait_text(&client, "#price-text", "12,900원").await;
+    click(&client, "#decline").await;
+    wait_text(&client, "#price-answer", "동의하지 않으셨습니다").await;
+    let change = stored(&s, &no.id).await.price_change.unwrap();
+    assert!(change.declined_at.is_some() && change.consent.is_none());
+
+    // A mid-term cancel with its refund: the option, one confirmation.
+    open_account(&client, &s, &now.id).await;
+    let offer = wait_text(&client, "#cancel-now", "환불 받기").await;
+    wait_text(&client, "#cancel-period-end", "이용 기간 끝에 해지").await;
+    let quote = wait_text(&client, "#quote-text", "일 이용").await;
+    snap(&client, "7-account-cancel-options").await;
+    click(&client, "#cancel-now").await;
+    wait_text(&client, "#confirm-text", "해지할까요?").await;
+    snap(&client, "8-account-cancel-confirm").await;
+    click(&client, "#confirm-yes").await;
+    let result = wait_text(&client, "#result", "환불되었습니다").await;
+    wait_text(&client, "#status", "해지됨").await;
+    snap(&client, "9-account-cancelled-refunded").await;
+    let ended = stored(&s, &now.id).await;
+    assert_eq!(ended.status, SubscriptionStatus::Cancelled);
+    let attempts = s.app.engine.ledger.list_attempts(&now.id).await.unwrap();
+    let refunded = attempts.iter().map(|a| a.refunded).sum::<i64>();
+    assert!(refunded > 0 && refunded < 9900, "refunded {refunded}");
+    let shown = won(refunded);
+    assert!(
+        offer.contains(&shown) && result.contains(&shown),
+        "{offer} / {result} / {shown}"
+    );
+    assert!(quote.contains("9,900원"), "{quote}");
+
+    // A cancel at the period's end: the other option, one confirmation.
+    open_account(&client, &s, &later.id).await;
+    click(&client, "#cancel-period-end").await;
+    wait_text(&client, "#confirm-text", "해지할까요?").await;
+    click(&client, "#confirm-yes").await;
+    wait_text(&client, "#status", "해지 예정").await;
+    let ending = stored(&s, &later.id).await;
+    assert!(ending.cancel_at_period_end && ending.status == SubscriptionStatus::Active);
+    let later_attempts = s.app.engine.ledger.list_attempts(&later.id).await.unwrap();
+    assert!(
+        later_attempts.iter().all(|a| a.refunded == 0),
+        "nothing refunded at period end"
+    );
+
+    // A link for one subscription opens no other, and a forged one nothing.
+    let forged = format!(
+        "{}/api/portal?t=pl-{}-9999999999-0000000000000000",
+        s.shop, yes.id
+    );
+    let other = reqwest::Client::builder().no_proxy().build().unwrap();
+    assert_eq!(
+        other.get(forged).send().await.unwrap().status().as_u16(),
+        404
+    );
     client.close().await.unwrap();
 }
 

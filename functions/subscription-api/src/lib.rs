@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 /// Every route: method and path template (`{name}` matches one segment).
 /// `docs/openapi.yaml` documents the same list; a test compares them.
-pub const ROUTES: [(&str, &str); 19] = [
+pub const ROUTES: [(&str, &str); 21] = [
     ("GET", "/plans"),
     ("POST", "/plans"),
     ("GET", "/plans/{id}"),
@@ -34,6 +34,8 @@ pub const ROUTES: [(&str, &str); 19] = [
     ("POST", "/subscriptions/{id}/price-change"),
     ("POST", "/subscriptions/{id}/price-change/consent"),
     ("POST", "/subscriptions/{id}/price-change/decline"),
+    ("POST", "/subscriptions/{id}/portal-link"),
+    ("GET", "/portal/{token}"),
     ("GET", "/charges/needs-review"),
     ("POST", "/charges/{merchant_uid}/refund"),
     ("POST", "/charges/{merchant_uid}/resolve"),
@@ -411,6 +413,11 @@ async fn dispatch<L: Ledger, G: PaymentGateway>(
             StatusCode::OK,
             management::decline_price_change(engine, p(0), &who()).await,
         ),
+        "/subscriptions/{id}/portal-link" => answer(
+            StatusCode::CREATED,
+            management::portal_link(engine, p(0)).await,
+        ),
+        "/portal/{token}" => answer(StatusCode::OK, management::open_portal(engine, p(0)).await),
         "/subscriptions" => {
             let query = request.query_string_parameters_ref();
             let pending = query.and_then(|q| q.first("pending_consent"));

@@ -82,7 +82,7 @@ pub(super) async fn quote_now<L: Ledger, G>(
     Ok(quotes::quote(sub, charge, terms, engine.now())?)
 }
 
-fn view(sub: &Subscription, q: &Quote, quote_id: String) -> QuoteView {
+pub(super) fn view(sub: &Subscription, q: &Quote, quote_id: String) -> QuoteView {
     QuoteView {
         quote_id,
         subscription_id: sub.id.to_string(),

@@ -17,6 +17,7 @@
 mod cancellation;
 mod charges;
 mod plans;
+mod portal;
 mod price_changes;
 mod subscriptions;
 #[cfg(test)]
@@ -29,6 +30,7 @@ pub use charges::{RefundInput, ResolveInput, ReviewList, needs_review, refund, r
 pub use plans::{
     CatalogueList, CatalogueView, PlanInput as NewPlanInput, create_plan, get_plan, list_plans,
 };
+pub use portal::{PORTAL_LINK_TTL, PortalLink, PortalView, open_portal, portal_link};
 pub use price_changes::{
     PendingConsentList, PriceChangeInput, PriceConsentInput, consent_price_change,
     decline_price_change, pending_consent, request_price_change,
@@ -78,6 +80,9 @@ pub enum ManageError {
     /// A charge is out: what was paid may change (409 `charge_in_flight`).
     #[error("{0}")]
     ChargeInFlight(String),
+    /// A link whose time is up (410 `link_expired`).
+    #[error("{0}")]
+    Expired(String),
     /// A quote that no longer holds (409 `stale_quote`), with a fresh one.
     #[error("{message}")]
     StaleQuote {
@@ -100,6 +105,7 @@ impl ManageError {
             Self::TooLarge(_) => "payload_too_large",
             Self::ChargeInFlight(_) => "charge_in_flight",
             Self::StaleQuote { .. } => "stale_quote",
+            Self::Expired(_) => "link_expired",
         }
     }
 
@@ -115,6 +121,7 @@ impl ManageError {
             Self::Unavailable(_) => 503,
             Self::Internal(_) => 500,
             Self::TooLarge(_) => 413,
+            Self::Expired(_) => 410,
         }
     }
 }

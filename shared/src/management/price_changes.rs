@@ -252,17 +252,29 @@ pub async fn pending_consent<L: Ledger, G>(
     engine: &Engine<L, G>,
     cursor: Option<&str>,
 ) -> Result<PendingConsentList, ManageError> {
-    let cursor = cursor.map(Cursor::from_text);
-    let page = engine
-        .ledger
-        .pending_consent_page(50, cursor.as_ref())
-        .await
-        .map_err(|e| match e {
-            LedgerError::Fatal(m) if m.contains("cursor") => ManageError::Invalid(m),
-            other => other.into(),
-        })?;
+    const PAGE: usize = 50;
+    // The index is sharded and the ledger answers a shard's page at a time:
+    // carry on through the shards until the page is full or none is left,
+    // so a short page means the end of the list.
+    let mut cursor = cursor.map(Cursor::from_text);
+    let mut ids = Vec::new();
+    loop {
+        let page = engine
+            .ledger
+            .pending_consent_page(PAGE - ids.len(), cursor.as_ref())
+            .await
+            .map_err(|e| match e {
+                LedgerError::Fatal(m) if m.contains("cursor") => ManageError::Invalid(m),
+                other => other.into(),
+            })?;
+        ids.extend(page.ids);
+        cursor = page.next;
+        if cursor.is_none() || ids.len() >= PAGE {
+            break;
+        }
+    }
     let mut subscriptions = Vec::new();
-    for id in &page.ids {
+    for id in &ids {
         if let Some(sub) = engine.ledger.get_subscription(id).await?
             && sub.awaiting_consent_since().is_some()
         {
@@ -271,6 +283,6 @@ pub async fn pending_consent<L: Ledger, G>(
     }
     Ok(PendingConsentList {
         subscriptions,
-        next_cursor: page.next.map(|c| c.0),
+        next_cursor: cursor.map(|c| c.0),
     })
 }
