@@ -37,6 +37,13 @@ pub(crate) enum Scenario {
     /// The same trial without a consent: told, never charged, cancelled at
     /// the trial's end.
     TrialLapses,
+    /// Pays; the merchant raises the price to [`PLUS_PLAN`] (a pending
+    /// change); when the consent request goes out the customer consents:
+    /// charged the new price from the change's period on.
+    PriceIncreaseConsented,
+    /// The same increase declined: charged the old price until the change's
+    /// period, then cancelled without a charge.
+    PriceIncreaseDeclined,
 }
 
 impl Scenario {
@@ -53,12 +60,22 @@ impl Scenario {
             Self::MidTermCancel => "cancels mid-term with a pro-rata refund",
             Self::TrialConsented => "free trial, consents, then pays",
             Self::TrialLapses => "free trial, no consent: never charged",
+            Self::PriceIncreaseConsented => "price increase, consents: pays the new price",
+            Self::PriceIncreaseDeclined => "price increase, declines: ends before it",
         }
     }
 
     /// Signs up to [`TRIAL_PLAN`].
     pub(crate) fn is_trial(self) -> bool {
         matches!(self, Self::TrialConsented | Self::TrialLapses)
+    }
+
+    /// The merchant raises this customer's price to [`PLUS_PLAN`].
+    pub(crate) fn is_price_increase(self) -> bool {
+        matches!(
+            self,
+            Self::PriceIncreaseConsented | Self::PriceIncreaseDeclined
+        )
     }
 }
 
@@ -87,7 +104,11 @@ pub(crate) const CATALOGUE_PLAN: (&str, &str, i64) = ("basic-monthly", "베이�
 /// one the subscription ends (`cancel`).
 pub(crate) const TRIAL_PLAN: (&str, &str, i64, u16) = ("trial-monthly", "체험 후 월간", 9900, 10);
 
-pub(crate) const PEOPLE: [Persona; 11] = [
+/// The dearer plan of [`CATALOGUE_PLAN`]'s name the merchant moves two
+/// customers to (issue 23 §3): an increase, so it needs their consent.
+pub(crate) const PLUS_PLAN: (&str, &str, i64) = ("basic-plus", "베이직 월간", 12900);
+
+pub(crate) const PEOPLE: [Persona; 13] = [
     Persona {
         label: "alice",
         user_id: "user-1001",
@@ -218,6 +239,30 @@ pub(crate) const PEOPLE: [Persona; 11] = [
         plan: TRIAL_PLAN.1,
         scenario: Scenario::TrialLapses,
         from_catalogue: false,
+        sdk: None,
+    },
+    Persona {
+        label: "liam",
+        user_id: "user-1012",
+        buyer_name: "노열둘",
+        email: "yeoldul@example.com",
+        tel: "010-1111-0012",
+        amount: CATALOGUE_PLAN.2,
+        plan: CATALOGUE_PLAN.1,
+        scenario: Scenario::PriceIncreaseConsented,
+        from_catalogue: true,
+        sdk: None,
+    },
+    Persona {
+        label: "mina",
+        user_id: "user-1013",
+        buyer_name: "오열셋",
+        email: "yeolset@example.com",
+        tel: "010-1111-0013",
+        amount: CATALOGUE_PLAN.2,
+        plan: CATALOGUE_PLAN.1,
+        scenario: Scenario::PriceIncreaseDeclined,
+        from_catalogue: true,
         sdk: None,
     },
 ];

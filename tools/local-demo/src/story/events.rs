@@ -143,6 +143,17 @@ pub(crate) async fn lifecycle_events(
                 "charge.succeeded",
             ],
             Scenario::TrialLapses => &["subscription.trial_will_end", "subscription.cancelled"],
+            Scenario::PriceIncreaseConsented => &[
+                "subscription.price_change_requested",
+                "subscription.price_change_consented",
+                "subscription.plan_changed",
+                "charge.succeeded",
+            ],
+            Scenario::PriceIncreaseDeclined => &[
+                "subscription.price_change_requested",
+                "subscription.price_change_declined",
+                "subscription.cancelled",
+            ],
             Scenario::ClosesWindow => &[],
         };
         let missing: Vec<&&str> = expected.iter().filter(|t| !has(t)).collect();

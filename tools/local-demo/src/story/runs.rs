@@ -157,6 +157,12 @@ pub(crate) async fn chapter(story: &mut Story<'_>, members: &[Member]) -> Result
                 None if after.cancel_reason.as_deref() == Some(shared::billing::trials::LAPSED) => {
                     "not charged: the trial ended without a consent to convert".to_owned()
                 }
+                None if after.cancel_reason.as_deref()
+                    == Some(shared::billing::price_changes::NOT_CONSENTED) =>
+                {
+                    "not charged: the price increase was not consented, the subscription ended"
+                        .to_owned()
+                }
                 None if after.status == SubscriptionStatus::Cancelled => {
                     "not charged: the subscription ended (cancelled at period end)".to_owned()
                 }
@@ -255,6 +261,11 @@ pub(crate) async fn chapter(story: &mut Story<'_>, members: &[Member]) -> Result
                 new_cards.insert(m.p.label, key);
             }
         }
+        // The customers the merchant asked for a dearer price answer the
+        // consent request once the run has sent it.
+        for m in members.iter().filter(|m| m.p.scenario.is_price_increase()) {
+            answer_price_change(stack, checks, m, at).await?;
+        }
         day = day + chrono::Days::new(1);
     }
     if let Some((from, to, n)) = quiet.take() {
@@ -278,6 +289,62 @@ pub(crate) async fn chapter(story: &mut Story<'_>, members: &[Member]) -> Result
         settled_by,
         new_cards,
     })
+}
+
+/// Consents to (or declines) a price increase whose consent request the run
+/// at `at` sent, a couple of hours later on the story's clock.
+async fn answer_price_change(
+    stack: &Stack,
+    checks: &mut Checks,
+    m: &Member,
+    at: chrono::DateTime<Utc>,
+) -> Result<()> {
+    let sub = stack.sub(&m.id).await?;
+    let Some(change) = sub.price_change.as_ref().filter(|c| {
+        c.asked_at.is_some() && c.consent.is_none() && c.declined_at.is_none() && c.is_open()
+    }) else {
+        return Ok(());
+    };
+    stack.advance_story_clock(chrono::Duration::hours(2));
+    let (path, body) = match m.p.scenario {
+        Scenario::PriceIncreaseConsented => (
+            "consent",
+            Some(
+                serde_json::json!({"evidence": {"channel": "app", "reference": format!("price-consent-{}", m.id)}}),
+            ),
+        ),
+        _ => ("decline", None),
+    };
+    let route = format!("/subscriptions/{}/price-change/{path}", m.id);
+    let (status, answer, _) = stack
+        .api(
+            "POST",
+            &route,
+            body,
+            Some(&format!("price-{path}-{}", m.id)),
+        )
+        .await?;
+    let state = answer["price_change"]["state"].as_str().unwrap_or("?");
+    println!(
+        "      {:<6} asked at {} to pay {} KRW from {}: POST {route} → {status} ({state})",
+        m.p.label,
+        kst(at),
+        won(change.plan.amount),
+        change.effective,
+    );
+    let expected = if path == "consent" {
+        "consented"
+    } else {
+        "declined"
+    };
+    checks.check(
+        status == 200 && state == expected,
+        format!(
+            "{}: the price change's {path} answered {status}: {answer}",
+            m.p.label
+        ),
+    );
+    Ok(())
 }
 
 /// Lets the last notifications land before the table is read.

@@ -110,12 +110,15 @@ pub(crate) async fn chapter(story: &mut Story<'_>, members: &[Member]) -> Result
                     .api(
                         "POST",
                         &format!("/subscriptions/{}/plan", m.id),
-                        Some(json!({"amount": amount, "name": name})),
+                        // erin asked for the upgrade in the app: an increase
+                        // needs the customer's own request as consent (decision 69).
+                        Some(json!({"amount": amount, "name": name,
+                                    "consent": {"channel": "app", "reference": format!("upgrade-{}", m.id)}})),
                         Some(&format!("plan-{}", m.id)),
                     )
                     .await?;
                 println!(
-                    "  {:<6} POST /subscriptions/{}/plan {} KRW {name} → {status} (plan now {} KRW; applies from the next charge)",
+                    "  {:<6} POST /subscriptions/{}/plan {} KRW {name} with her upgrade request as consent → {status} (plan now {} KRW; applies from the next charge)",
                     m.p.label,
                     m.id,
                     won(amount),
@@ -182,6 +185,35 @@ pub(crate) async fn chapter(story: &mut Story<'_>, members: &[Member]) -> Result
                 "  {:<6} gives no consent: the trial must end uncharged",
                 m.p.label
             ),
+            Scenario::PriceIncreaseConsented | Scenario::PriceIncreaseDeclined => {
+                let (status, body, _) = stack
+                    .api(
+                        "POST",
+                        &format!("/subscriptions/{}/price-change", m.id),
+                        Some(json!({"plan_id": PLUS_PLAN.0})),
+                        Some(&format!("price-{}", m.id)),
+                    )
+                    .await?;
+                let change = &body["price_change"];
+                println!(
+                    "  {:<6} the merchant  POST /subscriptions/{}/price-change {} → {status} ({} → {} KRW from {}; {}, consent asked {})",
+                    m.p.label,
+                    m.id,
+                    PLUS_PLAN.0,
+                    won(change["previous_amount"].as_i64().unwrap_or_default()),
+                    won(change["plan"]["amount"].as_i64().unwrap_or_default()),
+                    change["effective_period"].as_str().unwrap_or("?"),
+                    change["state"].as_str().unwrap_or("?"),
+                    change["consent_requested_at"].as_str().unwrap_or("?"),
+                );
+                checks.check(
+                    status == 200 && change["state"] == "pending_consent",
+                    format!(
+                        "{}: the price increase answered {status}: {body}",
+                        m.p.label
+                    ),
+                );
+            }
             Scenario::Pays | Scenario::ClosesWindow => {}
         }
     }

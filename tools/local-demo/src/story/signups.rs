@@ -151,6 +151,19 @@ async fn catalogue(stack: &Stack, checks: &mut Checks) -> Result<()> {
         status == 201 || status == 409,
         format!("POST /plans {id} answered {status}: {answer}"),
     );
+    let (id, name, amount) = PLUS_PLAN;
+    let body = json!({"id": id, "name": name, "amount": amount});
+    let (status, answer, _) = stack
+        .api("POST", "/plans", Some(body), Some(&format!("plan-{id}")))
+        .await?;
+    println!(
+        "  the merchant  POST /plans {id} ({name} at its new price, {} KRW a month) → {status}",
+        won(amount)
+    );
+    checks.check(
+        status == 201 || status == 409,
+        format!("POST /plans {id} answered {status}: {answer}"),
+    );
     Ok(())
 }
 

@@ -211,8 +211,80 @@ pub(crate) async fn check(story: &mut Story<'_>, books: &Books<'_>, runs: &Runs)
                     s.cancel_reason
                 ),
             ),
+            Scenario::PriceIncreaseConsented | Scenario::PriceIncreaseDeclined => {
+                price_increase(checks, m, s, attempts, args.months)
+            }
             Scenario::ClosesWindow => {}
         }
     }
     Ok(())
+}
+
+/// A consented increase: the old price before the change's period, the new
+/// one from it on, the change applied. A declined one: the old price until
+/// that period, then cancelled without a charge for it.
+fn price_increase(
+    checks: &mut Checks,
+    m: &Member,
+    s: &Subscription,
+    attempts: &[ChargeAttempt],
+    months: u32,
+) {
+    use shared::billing::price_changes::{NOT_CONSENTED, Outcome};
+    let Some(change) = s.price_change.as_ref() else {
+        checks.check(false, format!("{}: the price change is gone", m.p.label));
+        return;
+    };
+    let amounts: Vec<(String, i64, &str)> = attempts
+        .iter()
+        .map(|a| (a.period.to_string(), a.amount, a.state.as_str()))
+        .collect();
+    let priced_right = attempts.iter().all(|a| {
+        a.amount
+            == if a.period < change.effective {
+                CATALOGUE_PLAN.2
+            } else {
+                PLUS_PLAN.2
+            }
+    });
+    let all_paid = attempts.iter().all(|a| a.state == AttemptState::Paid);
+    let outcome = change.closed.as_ref().map(|(o, _)| *o);
+    if m.p.scenario == Scenario::PriceIncreaseConsented {
+        checks.check(
+            s.status == SubscriptionStatus::Active
+                && change.consent.is_some()
+                && outcome == Some(Outcome::Applied)
+                && s.plan.amount == PLUS_PLAN.2
+                && s.paid_through.as_ref() == Some(&s.anchor.period_id(months))
+                && all_paid
+                && priced_right
+                && attempts.iter().any(|a| a.amount == PLUS_PLAN.2),
+            format!(
+                "{}: expected {} KRW until {}, {} KRW from it with the consent recorded (got {}, change {outcome:?}, attempts {amounts:?})",
+                m.p.label,
+                CATALOGUE_PLAN.2,
+                change.effective,
+                PLUS_PLAN.2,
+                s.status.as_str(),
+            ),
+        );
+    } else {
+        checks.check(
+            s.status == SubscriptionStatus::Cancelled
+                && s.cancel_reason.as_deref() == Some(NOT_CONSENTED)
+                && change.declined_at.is_some()
+                && outcome == Some(Outcome::NotConsented)
+                && all_paid
+                && !attempts.is_empty()
+                && attempts.iter().all(|a| a.period < change.effective && a.amount == CATALOGUE_PLAN.2),
+            format!(
+                "{}: expected {} KRW until {}, then cancelled without a charge (got {}, reason {:?}, change {outcome:?}, attempts {amounts:?})",
+                m.p.label,
+                CATALOGUE_PLAN.2,
+                change.effective,
+                s.status.as_str(),
+                s.cancel_reason,
+            ),
+        );
+    }
 }
