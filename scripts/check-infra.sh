@@ -109,6 +109,7 @@ expected = sorted([
     ("GET", "/plans", api),
     ("POST", "/plans", api),
     ("GET", "/plans/{id}", api),
+    ("POST", "/plans/{id}/price-change", api),
 ])
 if routes != expected:
     sys.exit(f"routes {routes} != expected {expected}")
@@ -150,4 +151,4 @@ if problems:
     sys.exit("\n".join(problems))
 PY
 
-echo "check-infra: OK (cfn-lint, sam validate --lint, translated template, 24 routes, ${#events[@]} events, env.local.json)"
+echo "check-infra: OK (cfn-lint, sam validate --lint, translated template, 25 routes, ${#events[@]} events, env.local.json)"

@@ -100,6 +100,7 @@ contract!(
     a_renewal_is_due_at_its_notice_and_at_its_charge_once_noticed,
     a_trial_is_stored_with_its_terms_and_consent_and_due_at_its_notice,
     a_price_increase_is_due_at_its_consent_request_and_listed_until_answered,
+    a_plan_rollout_comes_with_its_version_and_its_plan_lists_the_live_members,
 );
 
 fn t(s: &str) -> DateTime<Utc> {
@@ -2248,4 +2249,136 @@ async fn a_price_increase_is_due_at_its_consent_request_and_listed_until_answere
             .await
             .is_err()
     );
+}
+
+async fn a_plan_rollout_comes_with_its_version_and_its_plan_lists_the_live_members<L: Subject>(
+    l: L,
+) {
+    use shared::billing::price_changes::OnNoConsent;
+    use shared::billing::rollouts::Rollout;
+    let now = t("2026-12-03T01:00:00Z");
+    let id = PlanId::parse("basic-monthly").unwrap();
+    let v1 = plan("basic-monthly", 1, 9900, now);
+    l.put_plan(&v1).await.unwrap();
+    // Five subscriptions: three of the plan, one cancelled, one of another plan.
+    let mut members = Vec::new();
+    for k in 0..5 {
+        let sub = live(&l, now).await;
+        let mut next = sub.clone();
+        next.version += 1;
+        next.plan_ref = Some(PlanRef {
+            id: PlanId::parse(if k == 4 { "pro" } else { "basic-monthly" }).unwrap(),
+            version: 1,
+        });
+        if k == 3 {
+            next.status = SubscriptionStatus::Cancelled;
+        }
+        l.change_subscription(&SubscriptionChange {
+            next: &next,
+            audit: None,
+            lock: LockChange::Keep,
+        })
+        .await
+        .unwrap();
+        if k < 3 {
+            members.push(next.id.clone());
+        }
+    }
+    members.sort();
+    let listed = |limit: usize| {
+        let (l, id) = (&l, &id);
+        async move {
+            let mut ids = Vec::new();
+            let mut cursor: Option<Cursor> = None;
+            for _ in 0..20 {
+                let page = l
+                    .plan_members_page(id, limit, cursor.as_ref())
+                    .await
+                    .unwrap();
+                assert!(page.ids.len() <= limit);
+                ids.extend(page.ids);
+                match page.next {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(listed(1).await, members, "one a page");
+    assert_eq!(listed(100).await, members);
+
+    assert_eq!(l.get_rollout(&id).await.unwrap(), None);
+    assert_eq!(l.open_rollouts().await.unwrap(), vec![]);
+    let v2 = plan("basic-monthly", 2, 12900, now);
+    let rollout = Rollout {
+        plan_id: id.clone(),
+        to_version: 2,
+        plan: v2.plan(),
+        effective: PeriodId::parse("202702").unwrap(),
+        on_no_consent: OnNoConsent::KeepOldPrice,
+        requested_at: t("2026-12-03T01:00:00.400Z"),
+        cursor: None,
+        planned: 0,
+        skipped: 0,
+        done_at: None,
+        rev: 1,
+    };
+    l.put_plan_rollout(&v2, &rollout).await.unwrap();
+    let kept = Rollout {
+        requested_at: now,
+        ..rollout.clone()
+    };
+    assert_eq!(
+        l.get_rollout(&id).await.unwrap(),
+        Some(kept.clone()),
+        "to the second"
+    );
+    assert_eq!(l.get_plan(&id, None).await.unwrap().unwrap().version, 2);
+    assert_eq!(l.open_rollouts().await.unwrap(), vec![kept.clone()]);
+    // One open at a time, and a version is written once.
+    let v3 = plan("basic-monthly", 3, 14900, now);
+    let third = Rollout {
+        to_version: 3,
+        plan: v3.plan(),
+        ..kept.clone()
+    };
+    assert!(matches!(
+        l.put_plan_rollout(&v3, &third).await,
+        Err(LedgerError::Conflict(_))
+    ));
+    assert!(matches!(
+        l.put_plan_rollout(&v2, &kept).await,
+        Err(LedgerError::Conflict(_))
+    ));
+    assert_eq!(
+        l.get_plan(&id, None).await.unwrap().unwrap().version,
+        2,
+        "nothing written"
+    );
+    // Progress is saved after the one before it only.
+    let page = Rollout {
+        cursor: Some("somewhere".into()),
+        planned: 2,
+        skipped: 1,
+        rev: 2,
+        ..kept.clone()
+    };
+    l.save_rollout(&page).await.unwrap();
+    assert!(
+        matches!(l.save_rollout(&page).await, Err(LedgerError::Conflict(_))),
+        "the same page twice"
+    );
+    let done = Rollout {
+        done_at: Some(now),
+        rev: 3,
+        ..page.clone()
+    };
+    l.save_rollout(&done).await.unwrap();
+    assert_eq!(l.open_rollouts().await.unwrap(), vec![]);
+    assert_eq!(l.get_rollout(&id).await.unwrap(), Some(done));
+    // Once done, the plan's next one may begin.
+    l.put_plan_rollout(&v3, &third).await.unwrap();
+    assert_eq!(l.open_rollouts().await.unwrap().len(), 1);
 }

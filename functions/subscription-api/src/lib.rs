@@ -18,10 +18,11 @@ use tracing::{info, warn};
 
 /// Every route: method and path template (`{name}` matches one segment).
 /// `docs/openapi.yaml` documents the same list; a test compares them.
-pub const ROUTES: [(&str, &str); 21] = [
+pub const ROUTES: [(&str, &str); 22] = [
     ("GET", "/plans"),
     ("POST", "/plans"),
     ("GET", "/plans/{id}"),
+    ("POST", "/plans/{id}/price-change"),
     ("GET", "/subscriptions/{id}"),
     ("GET", "/users/{user_id}/subscriptions"),
     ("GET", "/subscriptions/{id}/charges"),
@@ -347,6 +348,13 @@ async fn dispatch<L: Ledger, G: PaymentGateway>(
     let who = || actor(request);
     match template {
         "/plans" | "/plans/{id}" => catalogue(app, request, template, p(0)).await,
+        "/plans/{id}/price-change" => match body_of(request) {
+            Ok(input) => answer(
+                StatusCode::OK,
+                management::request_plan_price_change(engine, p(0), input).await,
+            ),
+            Err(e) => Answer::error(&e),
+        },
         "/subscriptions/{id}" => answer(StatusCode::OK, management::get(engine, p(0)).await),
         "/users/{user_id}/subscriptions" => answer(
             StatusCode::OK,

@@ -2358,3 +2358,182 @@ async fn a_price_increase_is_charged_only_with_a_consent_and_a_decline_ends_it()
     .await;
     assert_eq!(after.status, 409, "{}", after.body);
 }
+
+#[tokio::test]
+async fn a_plan_wide_price_change_is_planned_by_the_runs_for_every_live_subscription_of_the_plan() {
+    use shared::billing::plans::{PlanId, PlanRef};
+    use shared::billing::rollouts;
+    use shared::ledger::{LockChange, SubscriptionChange};
+    let sim = start_sim().await;
+    let app = app_for(&sim, &[]).await;
+    let created = post(
+        &app,
+        "api-create-plan.json",
+        "/plans",
+        json!({"id": "family", "name": "월간 구독", "amount": 9900}),
+        &[],
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    // Four subscriptions of the plan (one set to end), one of no plan.
+    let mut subs = Vec::new();
+    for k in 0..5 {
+        let s = seed_subscription(&app, &sim, t0() - chrono::Duration::hours(1)).await;
+        if k < 4 {
+            let mut next = s.clone();
+            next.version += 1;
+            next.plan_ref = Some(PlanRef {
+                id: PlanId::parse("family").unwrap(),
+                version: 1,
+            });
+            app.engine
+                .ledger
+                .change_subscription(&SubscriptionChange {
+                    next: &next,
+                    audit: None,
+                    lock: LockChange::Keep,
+                })
+                .await
+                .unwrap();
+        }
+        subs.push(s);
+    }
+    charge_run(&app, t0(), "p0").await;
+    // The fourth is then set to end at its period's end.
+    let mut ending = stored(&app, &subs[3].id).await;
+    ending.version += 1;
+    ending.cancel_at_period_end = true;
+    app.engine
+        .ledger
+        .change_subscription(&SubscriptionChange {
+            next: &ending,
+            audit: None,
+            lock: LockChange::Keep,
+        })
+        .await
+        .unwrap();
+    let now = app.engine.now();
+    let earliest = rollouts::earliest(now, 30);
+    let change = |body: Value| {
+        let app = &app;
+        async move {
+            post(
+                app,
+                "api-plan-price-change.json",
+                "/plans/family/price-change",
+                body,
+                &[],
+            )
+            .await
+        }
+    };
+    let soon = shared::billing::Anchor::from_instant(now).period_id(1);
+    for (body, status) in [
+        (
+            json!({"amount": 12900, "effective_period": soon.as_str()}),
+            422,
+        ),
+        (json!({"amount": 12900, "effective_period": "2027-05"}), 400),
+        (
+            json!({"amount": 5, "effective_period": earliest.as_str()}),
+            400,
+        ),
+        (
+            json!({"amount": 9900, "effective_period": earliest.as_str()}),
+            409,
+        ),
+        (json!({"amount": 12900}), 400),
+    ] {
+        let answer = change(body.clone()).await;
+        assert_eq!(answer.status, status, "{body}: {}", answer.body);
+    }
+    let missing = post(
+        &app,
+        "api-plan-price-change.json",
+        "/plans/nope/price-change",
+        json!({"amount": 12900, "effective_period": earliest.as_str()}),
+        &[],
+    )
+    .await;
+    assert_eq!(missing.status, 404, "{}", missing.body);
+    let plan = get(&app, "api-get-plan.json", "/plans/family").await;
+    assert_eq!(
+        (plan.body["version"].as_u64(), plan.body.get("price_change")),
+        (Some(1), None),
+        "bad input changed nothing: {}",
+        plan.body
+    );
+
+    let asked = change(json!({"amount": 12900, "effective_period": earliest.as_str()})).await;
+    assert_eq!(asked.status, 200, "{}", asked.body);
+    assert_eq!(asked.body["version"], 2);
+    assert_eq!(asked.body["price_change"]["state"], "planning");
+    let again = change(json!({"amount": 14900, "effective_period": earliest.as_str()})).await;
+    assert_eq!(again.status, 409, "one at a time: {}", again.body);
+    // Nothing planned by the request itself.
+    for s in &subs {
+        assert_eq!(stored(&app, &s.id).await.price_change, None);
+    }
+
+    // The next run plans it: each live subscription of the plan is asked.
+    let next_day = t0() + chrono::Duration::days(1);
+    testkit::clock_to(&app, next_day);
+    let payload = json!({"scheduled_time": next_day.to_rfc3339(), "execution_id": "plan-it"});
+    let report = scheduled_charge::handle(&app, LambdaEvent::new(payload, Context::default()))
+        .await
+        .expect("the run completes");
+    assert_eq!(
+        (
+            report.price_changes.planned,
+            report.price_changes.skipped,
+            report.price_changes.finished
+        ),
+        (3, 1, 1),
+        "{:?}",
+        report.price_changes
+    );
+    for (k, s) in subs.iter().enumerate() {
+        let after = stored(&app, &s.id).await;
+        let change = after.price_change.as_ref();
+        if k < 3 {
+            let c = change.expect("a pending change");
+            assert_eq!(
+                (
+                    c.plan.amount,
+                    &c.effective,
+                    c.plan_ref.as_ref().map(|r| r.version)
+                ),
+                (12900, &earliest, Some(2))
+            );
+            assert!(c.awaits_consent());
+            assert_eq!(after.plan.amount, 9900, "charged as before until consented");
+        } else {
+            assert_eq!(change, None, "{k}: ending, or of no plan");
+        }
+    }
+    let plan = get(&app, "api-get-plan.json", "/plans/family").await;
+    let rollout = &plan.body["price_change"];
+    assert_eq!(
+        (
+            rollout["state"].as_str(),
+            rollout["planned"].as_u64(),
+            rollout["skipped"].as_u64()
+        ),
+        (Some("planned"), Some(3), Some(1)),
+        "{}",
+        plan.body
+    );
+    // The whom-to-chase list has them, and a later run plans nothing more.
+    let chase = get(&app, "api-list-pending-consent.json", "/subscriptions").await;
+    assert_eq!(
+        chase.body["subscriptions"].as_array().map(Vec::len),
+        Some(3)
+    );
+    let later = next_day + chrono::Duration::days(1);
+    testkit::clock_to(&app, later);
+    let payload = json!({"scheduled_time": later.to_rfc3339(), "execution_id": "plan-again"});
+    let report = scheduled_charge::handle(&app, LambdaEvent::new(payload, Context::default()))
+        .await
+        .expect("the run completes");
+    assert_eq!(report.price_changes.planned, 0);
+}

@@ -12,6 +12,7 @@ pub mod notices;
 pub mod plans;
 pub mod price_changes;
 pub mod quotes;
+pub mod rollouts;
 pub mod state;
 pub mod trials;
 

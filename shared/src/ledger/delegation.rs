@@ -243,6 +243,43 @@ macro_rules! ledger_by_aggregate {
             ) -> Result<$crate::ledger::PlanPage, LedgerError> {
                 plans::plans_page(self, limit, cursor).await
             }
+
+            async fn put_plan_rollout(
+                &self,
+                plan: &$crate::billing::plans::PlanRecord,
+                rollout: &$crate::billing::rollouts::Rollout,
+            ) -> Result<(), LedgerError> {
+                plans::put_plan_rollout(self, plan, rollout).await
+            }
+
+            async fn get_rollout(
+                &self,
+                plan: &$crate::billing::plans::PlanId,
+            ) -> Result<Option<$crate::billing::rollouts::Rollout>, LedgerError> {
+                plans::get_rollout(self, plan).await
+            }
+
+            async fn open_rollouts(
+                &self,
+            ) -> Result<Vec<$crate::billing::rollouts::Rollout>, LedgerError> {
+                plans::open_rollouts(self).await
+            }
+
+            async fn save_rollout(
+                &self,
+                next: &$crate::billing::rollouts::Rollout,
+            ) -> Result<(), LedgerError> {
+                plans::save_rollout(self, next).await
+            }
+
+            async fn plan_members_page(
+                &self,
+                plan: &$crate::billing::plans::PlanId,
+                limit: usize,
+                cursor: Option<&Cursor>,
+            ) -> Result<IdPage, LedgerError> {
+                subscriptions::plan_members_page(self, plan, limit, cursor).await
+            }
         }
     };
 }

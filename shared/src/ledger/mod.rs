@@ -18,6 +18,7 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 use crate::billing::plans::{PlanId, PlanRecord};
+use crate::billing::rollouts::Rollout;
 use crate::billing::{
     AttemptResult, AuditEntry, ChargeAttempt, PeriodId, Registration, Resolution, Subscription,
     SubscriptionId,
@@ -626,4 +627,36 @@ pub trait Ledger: Send + Sync {
         limit: usize,
         cursor: Option<&Cursor>,
     ) -> impl Future<Output = Result<PlanPage, LedgerError>> + Send;
+
+    // ---- plan-wide price changes (decision 71) ---------------------------
+
+    /// Stores a plan's next version and its rollout in one write:
+    /// `Conflict` if the version exists or the plan has an open rollout.
+    fn put_plan_rollout(
+        &self,
+        plan: &PlanRecord,
+        rollout: &Rollout,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// The plan's newest rollout, open or done.
+    fn get_rollout(
+        &self,
+        plan: &PlanId,
+    ) -> impl Future<Output = Result<Option<Rollout>, LedgerError>> + Send;
+
+    /// Every open rollout (one per plan at most).
+    fn open_rollouts(&self) -> impl Future<Output = Result<Vec<Rollout>, LedgerError>> + Send;
+
+    /// Stores `next`, how far planning got: `Conflict` unless the stored
+    /// rollout is the one before it (`rev` one lower, same version).
+    fn save_rollout(&self, next: &Rollout) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// A page of the subscriptions that carry a version of `plan` and have
+    /// not ended (the `plan` index), oldest first within a shard.
+    fn plan_members_page(
+        &self,
+        plan: &PlanId,
+        limit: usize,
+        cursor: Option<&Cursor>,
+    ) -> impl Future<Output = Result<IdPage, LedgerError>> + Send;
 }

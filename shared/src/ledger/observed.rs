@@ -15,6 +15,7 @@ use super::{
     SubscriptionChange, TakeOver, UnknownOutcome, UserItems,
 };
 use crate::billing::plans::{PlanId, PlanRecord};
+use crate::billing::rollouts::Rollout;
 use crate::billing::{
     AuditEntry, ChargeAttempt, PeriodId, Registration, Subscription, SubscriptionId,
 };
@@ -61,6 +62,11 @@ pub enum Op<'a> {
     PutPlan(&'a PlanRecord),
     GetPlan(&'a PlanId, Option<u32>),
     PlansPage,
+    PutPlanRollout(&'a PlanRecord),
+    GetRollout(&'a PlanId),
+    OpenRollouts,
+    SaveRollout(&'a Rollout),
+    PlanMembersPage(&'a PlanId),
 }
 
 fn attempt_key(a: &ChargeAttempt) -> String {
@@ -103,6 +109,11 @@ impl Op<'_> {
             Self::PutPlan(_) => "put_plan",
             Self::GetPlan(..) => "get_plan",
             Self::PlansPage => "plans_page",
+            Self::PutPlanRollout(_) => "put_plan_rollout",
+            Self::GetRollout(_) => "get_rollout",
+            Self::OpenRollouts => "open_rollouts",
+            Self::SaveRollout(_) => "save_rollout",
+            Self::PlanMembersPage(_) => "plan_members_page",
         }
     }
 
@@ -132,8 +143,11 @@ impl Op<'_> {
             | Self::PendingConsentPage
             | Self::CountReview
             | Self::ReviewPage
-            | Self::PlansPage => String::new(),
-            Self::PutPlan(p) => format!("{} v{}", p.id, p.version),
+            | Self::PlansPage
+            | Self::OpenRollouts => String::new(),
+            Self::PutPlan(p) | Self::PutPlanRollout(p) => format!("{} v{}", p.id, p.version),
+            Self::GetRollout(id) | Self::PlanMembersPage(id) => id.to_string(),
+            Self::SaveRollout(r) => format!("{} v{} rev {}", r.plan_id, r.to_version, r.rev),
             Self::GetPlan(id, version) => match version {
                 Some(v) => format!("{id} v{v}"),
                 None => id.to_string(),
@@ -489,5 +503,45 @@ impl<L: Ledger, W: Watcher> Ledger for Observed<L, W> {
     ) -> Result<PlanPage, LedgerError> {
         self.around(Op::PlansPage, self.inner.plans_page(limit, cursor))
             .await
+    }
+
+    async fn put_plan_rollout(
+        &self,
+        plan: &PlanRecord,
+        rollout: &Rollout,
+    ) -> Result<(), LedgerError> {
+        self.around(
+            Op::PutPlanRollout(plan),
+            self.inner.put_plan_rollout(plan, rollout),
+        )
+        .await
+    }
+
+    async fn get_rollout(&self, plan: &PlanId) -> Result<Option<Rollout>, LedgerError> {
+        self.around(Op::GetRollout(plan), self.inner.get_rollout(plan))
+            .await
+    }
+
+    async fn open_rollouts(&self) -> Result<Vec<Rollout>, LedgerError> {
+        self.around(Op::OpenRollouts, self.inner.open_rollouts())
+            .await
+    }
+
+    async fn save_rollout(&self, next: &Rollout) -> Result<(), LedgerError> {
+        self.around(Op::SaveRollout(next), self.inner.save_rollout(next))
+            .await
+    }
+
+    async fn plan_members_page(
+        &self,
+        plan: &PlanId,
+        limit: usize,
+        cursor: Option<&Cursor>,
+    ) -> Result<IdPage, LedgerError> {
+        self.around(
+            Op::PlanMembersPage(plan),
+            self.inner.plan_members_page(plan, limit, cursor),
+        )
+        .await
     }
 }

@@ -28,7 +28,8 @@ mod views;
 pub use cancellation::{QuoteView, QuotedRefund, cancel_quoted, cancellation_quote};
 pub use charges::{RefundInput, ResolveInput, ReviewList, needs_review, refund, resolve};
 pub use plans::{
-    CatalogueList, CatalogueView, PlanInput as NewPlanInput, create_plan, get_plan, list_plans,
+    CatalogueList, CatalogueView, PlanInput as NewPlanInput, PlanPriceChangeInput, RolloutView,
+    create_plan, get_plan, list_plans, request_plan_price_change,
 };
 pub use portal::{PORTAL_LINK_TTL, PortalLink, PortalView, open_portal, portal_link};
 pub use price_changes::{

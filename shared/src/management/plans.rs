@@ -6,7 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use super::ManageError;
 use super::views::rfc3339;
+use crate::billing::PeriodId;
 use crate::billing::plans::{self, InvalidPlan, NewPlan, PlanId, PlanRecord};
+use crate::billing::price_changes::OnNoConsent;
+use crate::billing::rollouts::{self, Rollout};
 use crate::engine::Engine;
 use crate::ledger::{Cursor, Ledger, LedgerError};
 
@@ -59,6 +62,56 @@ pub struct CatalogueView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_no_consent: Option<&'static str>,
     pub created_at: String,
+    /// Its newest plan-wide price change (`GET /plans/{id}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price_change: Option<RolloutView>,
+}
+
+/// A plan-wide price change as the API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RolloutView {
+    /// The version subscriptions move to.
+    pub version: u32,
+    pub amount: i64,
+    /// The month whose periods are the first at the new price (`YYYYMM`).
+    pub effective_period: String,
+    pub on_no_consent: &'static str,
+    pub requested_at: String,
+    /// `planning` while the runs give the subscriptions their change, then `planned`.
+    pub state: &'static str,
+    pub planned: u32,
+    pub skipped: u32,
+    pub planned_at: Option<String>,
+}
+
+impl From<&Rollout> for RolloutView {
+    fn from(r: &Rollout) -> Self {
+        Self {
+            version: r.to_version,
+            amount: r.plan.amount,
+            effective_period: r.effective.to_string(),
+            on_no_consent: r.on_no_consent.as_str(),
+            requested_at: rfc3339(r.requested_at),
+            state: if r.is_open() { "planning" } else { "planned" },
+            planned: r.planned,
+            skipped: r.skipped,
+            planned_at: r.done_at.map(rfc3339),
+        }
+    }
+}
+
+/// What `POST /plans/{id}/price-change` takes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanPriceChangeInput {
+    /// The new price, whole KRW.
+    pub amount: i64,
+    /// `YYYYMM`: each subscription's period starting in that month is its
+    /// first at the new price.
+    pub effective_period: String,
+    /// `cancel_at_period_end` (the default) or `keep_old_price`.
+    #[serde(default)]
+    pub on_no_consent: Option<String>,
 }
 
 impl From<&PlanRecord> for CatalogueView {
@@ -75,6 +128,7 @@ impl From<&PlanRecord> for CatalogueView {
             conversion_consent: p.trial.map(|t| t.consent.as_str()),
             on_no_consent: p.trial.map(|t| t.on_no_consent.as_str()),
             created_at: rfc3339(p.created_at),
+            price_change: None,
         }
     }
 }
@@ -137,7 +191,118 @@ pub async fn get_plan<L: Ledger, G>(
         .get_plan(&id, None)
         .await?
         .ok_or_else(not_found)?;
-    Ok((&plan).into())
+    let mut view: CatalogueView = (&plan).into();
+    view.price_change = engine
+        .ledger
+        .get_rollout(&id)
+        .await?
+        .as_ref()
+        .map(Into::into);
+    Ok(view)
+}
+
+/// `POST /plans/{id}/price-change`: the plan's next version at `amount`,
+/// and a rollout the runs plan in pages: every subscription of the plan
+/// (on an older version, not ending) gets the same pending change from its
+/// period in `effective_period`, each through its own consent flow
+/// (decision 71). New sign-ups take the new version at once. 422 with the
+/// earliest month when `effective_period` is too soon; 409 while the
+/// plan's previous rollout is still planning, or at the same price.
+pub async fn request_plan_price_change<L: Ledger, G>(
+    engine: &Engine<L, G>,
+    id: &str,
+    input: PlanPriceChangeInput,
+) -> Result<CatalogueView, ManageError> {
+    let not_found = || ManageError::NotFound(format!("no plan {id:?}"));
+    let id = PlanId::parse(id).ok_or_else(not_found)?;
+    if !plans::PLAN_AMOUNT.contains(&input.amount) {
+        return Err(ManageError::Invalid(format!(
+            "amount must be {} to {} KRW",
+            plans::PLAN_AMOUNT.start(),
+            plans::PLAN_AMOUNT.end()
+        )));
+    }
+    let effective = PeriodId::parse(&input.effective_period).ok_or_else(|| {
+        ManageError::Invalid("effective_period must be YYYYMM (for example 202703)".into())
+    })?;
+    let on_no_consent = match input.on_no_consent.as_deref() {
+        None => OnNoConsent::default(),
+        Some(s) => OnNoConsent::parse(s).ok_or_else(|| {
+            ManageError::Invalid(
+                "on_no_consent must be cancel_at_period_end or keep_old_price".into(),
+            )
+        })?,
+    };
+    let current = engine
+        .ledger
+        .get_plan(&id, None)
+        .await?
+        .ok_or_else(not_found)?;
+    if current.amount == input.amount {
+        return Err(ManageError::Conflict(format!(
+            "plan {id} costs {} KRW already",
+            current.amount
+        )));
+    }
+    let now = engine.now();
+    let window = engine.settings.charging.consent_window_days;
+    if let Err(earliest) = rollouts::check_effective(&effective, now, window) {
+        return Err(ManageError::Unprocessable(format!(
+            "effective_period {effective} is too soon: the earliest is {earliest} (each \
+             subscription's consent request goes out {window} days before its period, and the \
+             runs take up to {} days to plan every subscription)",
+            rollouts::PLANNING_DAYS
+        )));
+    }
+    if engine
+        .ledger
+        .get_rollout(&id)
+        .await?
+        .is_some_and(|r| r.is_open())
+    {
+        return Err(ManageError::Conflict(format!(
+            "plan {id}'s previous price change is still being planned"
+        )));
+    }
+    let next = PlanRecord {
+        version: current.version + 1,
+        amount: input.amount,
+        created_at: now,
+        ..current.clone()
+    };
+    let rollout = Rollout {
+        plan_id: id.clone(),
+        to_version: next.version,
+        plan: next.plan(),
+        effective,
+        on_no_consent,
+        requested_at: now,
+        cursor: None,
+        planned: 0,
+        skipped: 0,
+        done_at: None,
+        rev: 1,
+    };
+    match engine.ledger.put_plan_rollout(&next, &rollout).await {
+        Ok(()) => {}
+        Err(LedgerError::Conflict(_)) => {
+            return Err(ManageError::Conflict(format!(
+                "plan {id} changed meanwhile (a new version, or a price change being planned); read it and try again"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(
+        plan_id = %id,
+        version = next.version,
+        from = current.amount,
+        to = next.amount,
+        effective = %rollout.effective,
+        "plan-wide price change requested; the runs plan it"
+    );
+    let mut view: CatalogueView = (&next).into();
+    view.price_change = Some((&rollout).into());
+    Ok(view)
 }
 
 /// `GET /plans`: the catalogue by id, 50 a page.

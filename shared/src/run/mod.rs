@@ -14,6 +14,7 @@
 
 pub mod queue;
 mod report;
+pub mod rollouts;
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
@@ -348,6 +349,8 @@ pub struct RunReport {
     pub stopped: Option<String>,
     /// A dependency failure that ended the run (error status).
     pub error: Option<String>,
+    /// Plan-wide price changes planned after the charges (decision 71).
+    pub price_changes: rollouts::RolloutReport,
 }
 
 /// Options of a run.
@@ -381,7 +384,12 @@ pub async fn run<L: Ledger, G: PaymentGateway>(
     engine: &Engine<L, G>,
     options: RunOptions,
 ) -> RunReport {
-    drive(engine, &options, Intake::default()).await.0
+    let mut report = drive(engine, &options, Intake::default()).await.0;
+    if report.error.is_none() {
+        let reserve = reserve(engine.settings.gateway_timeout);
+        report.price_changes = rollouts::plan(engine, &options.budget, reserve).await;
+    }
+    report
 }
 
 /// Charges the given work items (a worker's share of a run planned into a
@@ -589,6 +597,7 @@ impl RunLoop {
             summary: self.summary,
             stopped: self.stopped,
             error: self.error.map(|e| e.to_string()),
+            price_changes: rollouts::RolloutReport::default(),
         };
         (report, self.failed)
     }

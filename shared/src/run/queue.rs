@@ -75,6 +75,8 @@ pub struct PlanReport {
     pub corrupt: u64,
     pub stopped: Option<String>,
     pub error: Option<String>,
+    /// Plan-wide price changes planned after the queue (decision 71).
+    pub price_changes: super::rollouts::RolloutReport,
 }
 
 /// Pages the due index at the run's billing time and sends it to `queue`
@@ -143,6 +145,9 @@ pub async fn plan<L: Ledger, G, Q: WorkQueue>(
         error = ?report.error,
         "run planned into the queue"
     );
+    if report.error.is_none() {
+        report.price_changes = super::rollouts::plan(engine, &options.budget, reserve).await;
+    }
     report
 }
 

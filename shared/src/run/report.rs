@@ -57,6 +57,7 @@ mod tests {
             },
             stopped: None,
             error: None,
+            price_changes: crate::run::rollouts::RolloutReport::default(),
         };
         let v: serde_json::Value =
             serde_json::from_str(&emf_line(&report, "scheduled-charge", 1)).unwrap();

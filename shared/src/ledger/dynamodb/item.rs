@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, NaiveDate, Utc};
 
-use super::table::{CONSENT_PK, CONSENT_SK, DUE_PK, DUE_SK, PK, SK, TTL_ATTRIBUTE};
+use super::table::{
+    CONSENT_PK, CONSENT_SK, DUE_PK, DUE_SK, PK, PLAN_PK, PLAN_SK, SK, TTL_ATTRIBUTE,
+};
 use crate::billing::{
     Anchor, AttemptState, AuditEntry, Buyer, ChargeAttempt, KeyInfo, PeriodId, Plan, Registration,
     RegistrationStatus, Resolution, Subscription, SubscriptionId, SubscriptionStatus,
@@ -43,6 +45,10 @@ pub const REVIEW_PK: &str = "REVIEW";
 /// The consent index's partition of a shard.
 pub fn consent_pk(shard: u32) -> String {
     format!("CONSENT#{shard}")
+}
+
+pub fn plan_member_pk(plan: &crate::billing::plans::PlanId, shard: u32) -> String {
+    format!("PLAN#{plan}#{shard}")
 }
 
 pub fn user_pk(user_id: &str) -> String {
@@ -464,6 +470,13 @@ pub fn subscription_to_item(sub: &Subscription, shards: u32) -> Item {
     if let Some(at) = sub.awaiting_consent_since() {
         item.insert(CONSENT_PK.into(), s(consent_pk(sub.id.shard(shards))));
         item.insert(CONSENT_SK.into(), ts(at));
+    }
+    if let Some(plan) = sub.plan_member() {
+        item.insert(
+            PLAN_PK.into(),
+            s(plan_member_pk(plan, sub.id.shard(shards))),
+        );
+        item.insert(PLAN_SK.into(), ts(sub.created_at));
     }
     item
 }

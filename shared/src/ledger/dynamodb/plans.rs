@@ -9,6 +9,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::*;
 use crate::billing::plans::{Interval, PlanId, PlanRecord, PlanRef};
+use crate::billing::rollouts::Rollout;
 use crate::ledger::PlanPage;
 
 const CATALOGUE_PK: &str = "PLANS";
@@ -169,4 +170,157 @@ pub(super) async fn plans_page(
             _ => None,
         });
     Ok(PlanPage { plans, next })
+}
+
+// ---- plan-wide price changes (decision 71) -------------------------------
+//
+// A plan's rollout is one item in the catalogue's partition,
+// `PLANS` / `ROLLOUT#{id}`: written with the version it moves to, then
+// overwritten by each page the runs plan (`rev` checked), and by the plan's
+// next rollout once this one is done.
+
+const ROLLOUT: &str = "ROLLOUT#";
+
+fn rollout_item(r: &Rollout) -> Item {
+    let mut item = Item::new();
+    item.insert(PK.into(), s(CATALOGUE_PK));
+    item.insert(SK.into(), s(format!("{ROLLOUT}{}", r.plan_id)));
+    item.insert("type".into(), s("rollout"));
+    item.insert("plan_id".into(), s(r.plan_id.as_str()));
+    item.insert("to_version".into(), n(r.to_version));
+    item.insert("plan_name".into(), s(&r.plan.name));
+    item.insert("plan_amount".into(), n(r.plan.amount));
+    item.insert("notice_days".into(), n(r.plan.notice_days));
+    item.insert("effective".into(), s(r.effective.as_str()));
+    item.insert("on_no_consent".into(), s(r.on_no_consent.as_str()));
+    item.insert("requested_at".into(), ts(r.requested_at));
+    item::put_opt(&mut item, "cursor", r.cursor.as_ref().map(s));
+    item.insert("planned".into(), n(r.planned));
+    item.insert("skipped".into(), n(r.skipped));
+    item::put_opt(&mut item, "done_at", r.done_at.map(ts));
+    item.insert("rev".into(), n(r.rev));
+    item
+}
+
+fn rollout_from_item(item: &Item) -> Result<Rollout, LedgerError> {
+    use crate::billing::price_changes::OnNoConsent;
+    let r = item::Reader::new(item, "rollout");
+    let id = r.str("plan_id")?;
+    let effective = r.str("effective")?;
+    let on_no_consent = r.str("on_no_consent")?;
+    Ok(Rollout {
+        plan_id: PlanId::parse(&id)
+            .ok_or_else(|| LedgerError::Corrupt(format!("rollout plan id {id:?}")))?,
+        to_version: r.u32("to_version")?,
+        plan: crate::billing::Plan {
+            amount: r.i64("plan_amount")?,
+            name: r.str("plan_name")?,
+            notice_days: super::item::notice_days(&r, "notice_days")?,
+        },
+        effective: PeriodId::parse(&effective)
+            .ok_or_else(|| LedgerError::Corrupt(format!("rollout period {effective:?}")))?,
+        on_no_consent: OnNoConsent::parse(&on_no_consent).ok_or_else(|| {
+            LedgerError::Corrupt(format!("rollout on_no_consent {on_no_consent:?}"))
+        })?,
+        requested_at: r.time("requested_at")?,
+        cursor: r.opt_str("cursor")?,
+        planned: r.u32("planned")?,
+        skipped: r.u32("skipped")?,
+        done_at: r.opt_time("done_at")?,
+        rev: u64::try_from(r.i64("rev")?)
+            .map_err(|_| LedgerError::Corrupt("rollout rev".into()))?,
+    })
+}
+
+pub(super) async fn put_plan_rollout(
+    db: &DynamoLedger,
+    plan: &PlanRecord,
+    rollout: &Rollout,
+) -> Result<(), LedgerError> {
+    let version = plan_item(plan, version_pk(&plan.id), version_sk(plan.version));
+    let latest = Put::builder()
+        .table_name(&db.table)
+        .set_item(Some(plan_item(
+            plan,
+            CATALOGUE_PK.into(),
+            format!("{LATEST}{}", plan.id),
+        )))
+        .condition_expression("plan_version < :version")
+        .expression_attribute_values(":version", n(plan.version))
+        .build()
+        .map_err(build_error)?;
+    let rollout = Put::builder()
+        .table_name(&db.table)
+        .set_item(Some(rollout_item(rollout)))
+        .condition_expression("attribute_not_exists(#pk) OR attribute_exists(done_at)")
+        .expression_attribute_names("#pk", PK)
+        .build()
+        .map_err(build_error)?;
+    db.transact(
+        vec![
+            TransactWriteItem::builder()
+                .put(db.put_new(version)?)
+                .build(),
+            TransactWriteItem::builder().put(latest).build(),
+            TransactWriteItem::builder().put(rollout).build(),
+        ],
+        "TransactWriteItems plan rollout",
+    )
+    .await
+}
+
+pub(super) async fn get_rollout(
+    db: &DynamoLedger,
+    plan: &PlanId,
+) -> Result<Option<Rollout>, LedgerError> {
+    db.get(CATALOGUE_PK.into(), &format!("{ROLLOUT}{plan}"))
+        .await?
+        .map(|i| rollout_from_item(&i))
+        .transpose()
+}
+
+pub(super) async fn open_rollouts(db: &DynamoLedger) -> Result<Vec<Rollout>, LedgerError> {
+    let mut out = Vec::new();
+    let mut start = None;
+    loop {
+        let page = db
+            .client
+            .query()
+            .table_name(&db.table)
+            .key_condition_expression("#pk = :catalogue AND begins_with(#sk, :rollout)")
+            .filter_expression("attribute_not_exists(done_at)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":catalogue", s(CATALOGUE_PK))
+            .expression_attribute_values(":rollout", s(ROLLOUT))
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| sdk_error(e, "Query rollouts"))?;
+        for item in page.items.unwrap_or_default() {
+            out.push(rollout_from_item(&item)?);
+        }
+        start = page.last_evaluated_key.filter(|k| !k.is_empty());
+        if start.is_none() {
+            return Ok(out);
+        }
+    }
+}
+
+pub(super) async fn save_rollout(db: &DynamoLedger, next: &Rollout) -> Result<(), LedgerError> {
+    let prev = next.rev.checked_sub(1).ok_or_else(|| {
+        LedgerError::Conflict("a rollout's first write is put_plan_rollout".into())
+    })?;
+    db.client
+        .put_item()
+        .table_name(&db.table)
+        .set_item(Some(rollout_item(next)))
+        .condition_expression("rev = :prev AND to_version = :version")
+        .expression_attribute_values(":prev", n(prev))
+        .expression_attribute_values(":version", n(next.to_version))
+        .send()
+        .await
+        .map_err(|e| sdk_error(e, "PutItem rollout"))?;
+    Ok(())
 }

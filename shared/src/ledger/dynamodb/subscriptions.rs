@@ -174,14 +174,65 @@ pub(super) async fn due_page(
 }
 
 /// Pages through the shards of the sparse `consent` index in turn
-/// (decision 69). Its cursor is `{shard}` or
-/// `{shard}|{pk}|{sk}|{gsi2pk}|{gsi2sk}` (the last key read).
+/// (decision 69).
 pub(super) async fn pending_consent_page(
     db: &DynamoLedger,
     limit: usize,
     cursor: Option<&Cursor>,
 ) -> Result<IdPage, LedgerError> {
     use super::table::{CONSENT_INDEX, CONSENT_PK, CONSENT_SK};
+    let index = ShardedIndex {
+        name: CONSENT_INDEX,
+        pk: CONSENT_PK,
+        sk: CONSENT_SK,
+        what: "consent",
+    };
+    sharded_page(db, &index, item::consent_pk, limit, cursor).await
+}
+
+/// Pages through the shards of the sparse `plan` index for one plan
+/// (decision 71).
+pub(super) async fn plan_members_page(
+    db: &DynamoLedger,
+    plan: &crate::billing::plans::PlanId,
+    limit: usize,
+    cursor: Option<&Cursor>,
+) -> Result<IdPage, LedgerError> {
+    use super::table::{PLAN_INDEX, PLAN_PK, PLAN_SK};
+    let index = ShardedIndex {
+        name: PLAN_INDEX,
+        pk: PLAN_PK,
+        sk: PLAN_SK,
+        what: "plan",
+    };
+    sharded_page(
+        db,
+        &index,
+        |shard| item::plan_member_pk(plan, shard),
+        limit,
+        cursor,
+    )
+    .await
+}
+
+/// A sparse index over subscription items, partitioned by shard, with a
+/// number as its sort key.
+struct ShardedIndex {
+    name: &'static str,
+    pk: &'static str,
+    sk: &'static str,
+    what: &'static str,
+}
+
+/// One page of `index`, shard after shard. Its cursor is `{shard}` or
+/// `{shard}|{pk}|{sk}|{index pk}|{index sk}` (the last key read).
+async fn sharded_page(
+    db: &DynamoLedger,
+    index: &ShardedIndex,
+    pk_of: impl Fn(u32) -> String,
+    limit: usize,
+    cursor: Option<&Cursor>,
+) -> Result<IdPage, LedgerError> {
     let bad = |c: &Cursor| LedgerError::Fatal(format!("not a cursor of this list: {:?}", c.0));
     let (mut shard, mut start) = match cursor {
         None => (0, None),
@@ -193,15 +244,12 @@ pub(super) async fn pending_consent_page(
                 .ok_or_else(|| bad(c))?;
             match parts.as_slice() {
                 [_] => (shard, None),
-                [_, pk, sk, cpk, csk] => {
+                [_, pk, sk, ipk, isk] => {
                     let mut key = Item::new();
                     key.insert(PK.into(), s(*pk));
                     key.insert(SK.into(), s(*sk));
-                    key.insert(CONSENT_PK.into(), s(*cpk));
-                    key.insert(
-                        CONSENT_SK.into(),
-                        n(csk.parse::<i64>().map_err(|_| bad(c))?),
-                    );
+                    key.insert(index.pk.into(), s(*ipk));
+                    key.insert(index.sk.into(), n(isk.parse::<i64>().map_err(|_| bad(c))?));
                     (shard, Some(key))
                 }
                 _ => return Err(bad(c)),
@@ -217,23 +265,25 @@ pub(super) async fn pending_consent_page(
             .client
             .query()
             .table_name(&db.table)
-            .index_name(CONSENT_INDEX)
-            .key_condition_expression("#cpk = :shard")
-            .expression_attribute_names("#cpk", CONSENT_PK)
-            .expression_attribute_values(":shard", s(item::consent_pk(shard)))
+            .index_name(index.name)
+            .key_condition_expression("#ipk = :shard")
+            .expression_attribute_names("#ipk", index.pk)
+            .expression_attribute_values(":shard", s(pk_of(shard)))
             .limit(limit)
             .set_exclusive_start_key(start.take())
             .send()
             .await
-            .map_err(|e| sdk_error(e, "Query consent"))?;
+            .map_err(|e| sdk_error(e, &format!("Query {}", index.what)))?;
         let mut page = IdPage::default();
         for entry in out.items.unwrap_or_default() {
-            let r = item::Reader::new(&entry, "consent entry");
+            let r = item::Reader::new(&entry, "index entry");
             let id = r.str(PK)?;
             let id = id
                 .strip_prefix("SUB#")
                 .and_then(SubscriptionId::parse)
-                .ok_or_else(|| LedgerError::Corrupt(format!("consent entry with key {id:?}")))?;
+                .ok_or_else(|| {
+                    LedgerError::Corrupt(format!("{} entry with key {id:?}", index.what))
+                })?;
             page.ids.push(id);
         }
         let text = |key: &Item, k: &str| match key.get(k) {
@@ -249,8 +299,8 @@ pub(super) async fn pending_consent_page(
                     "{shard}|{}|{}|{}|{}",
                     text(&key, PK)?,
                     text(&key, SK)?,
-                    text(&key, CONSENT_PK)?,
-                    text(&key, CONSENT_SK)?
+                    text(&key, index.pk)?,
+                    text(&key, index.sk)?
                 )))
             })(),
             None if shard + 1 < db.shards => Some(Cursor(format!("{}", shard + 1))),

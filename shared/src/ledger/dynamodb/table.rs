@@ -25,19 +25,28 @@ pub const DUE_SK: &str = "gsi1sk";
 pub const CONSENT_INDEX: &str = "consent";
 pub const CONSENT_PK: &str = "gsi2pk";
 pub const CONSENT_SK: &str = "gsi2sk";
+/// The plan index: partition `PLAN#{plan id}#{shard}`, sort the
+/// subscription's creation (UNIX seconds), on every subscription that
+/// carries a catalogue plan's version and has not ended, so a plan-wide
+/// price change finds its subscriptions without a scan (decision 71).
+pub const PLAN_INDEX: &str = "plan";
+pub const PLAN_PK: &str = "gsi3pk";
+pub const PLAN_SK: &str = "gsi3sk";
 pub const TTL_ATTRIBUTE: &str = "ttl";
 /// The change stream's view: both images, so a change can be read as
 /// "before → after" (the lifecycle events are derived from it).
 pub const STREAM_VIEW: &str = "NEW_AND_OLD_IMAGES";
 
 /// (attribute name, type) of every key attribute, for comparison with the template.
-pub const KEY_ATTRIBUTES: [(&str, &str); 6] = [
+pub const KEY_ATTRIBUTES: [(&str, &str); 8] = [
     (PK, "S"),
     (SK, "S"),
     (DUE_PK, "S"),
     (DUE_SK, "N"),
     (CONSENT_PK, "S"),
     (CONSENT_SK, "N"),
+    (PLAN_PK, "S"),
+    (PLAN_SK, "N"),
 ];
 
 /// Creates the table with its index, TTL and change stream, and waits until
@@ -81,10 +90,13 @@ pub async fn create_table(client: &Client, name: &str) -> Result<(), LedgerError
         .attribute_definitions(attr(DUE_SK, ScalarAttributeType::N)?)
         .attribute_definitions(attr(CONSENT_PK, ScalarAttributeType::S)?)
         .attribute_definitions(attr(CONSENT_SK, ScalarAttributeType::N)?)
+        .attribute_definitions(attr(PLAN_PK, ScalarAttributeType::S)?)
+        .attribute_definitions(attr(PLAN_SK, ScalarAttributeType::N)?)
         .key_schema(key(PK, KeyType::Hash)?)
         .key_schema(key(SK, KeyType::Range)?)
         .global_secondary_indexes(index(DUE_INDEX, DUE_PK, DUE_SK)?)
         .global_secondary_indexes(index(CONSENT_INDEX, CONSENT_PK, CONSENT_SK)?)
+        .global_secondary_indexes(index(PLAN_INDEX, PLAN_PK, PLAN_SK)?)
         .stream_specification(
             StreamSpecification::builder()
                 .stream_enabled(true)

@@ -102,6 +102,8 @@ struct State {
     refunds: BTreeMap<(String, String), RefundIntent>,
     /// Plan versions by (id, version).
     plans: BTreeMap<(crate::billing::plans::PlanId, u32), crate::billing::plans::PlanRecord>,
+    /// Each plan's newest rollout (decision 71).
+    rollouts: BTreeMap<crate::billing::plans::PlanId, crate::billing::rollouts::Rollout>,
     /// Subscriptions whose stored item is unreadable (a test hook).
     corrupt: BTreeSet<SubscriptionId>,
     /// Requests served, by operation (for the benchmarks' cost figures).

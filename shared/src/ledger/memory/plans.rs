@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::billing::plans::{PlanId, PlanRecord};
+use crate::billing::rollouts::Rollout;
 use crate::ledger::PlanPage;
 
 /// A page cursor of the catalogue: the last id of the page before.
@@ -76,4 +77,69 @@ pub(super) async fn plans_page(
         })
         .flatten();
     Ok(PlanPage { plans, next })
+}
+
+// ---- plan-wide price changes (decision 71) -------------------------------
+
+pub(super) async fn put_plan_rollout(
+    db: &InMemoryLedger,
+    plan: &PlanRecord,
+    rollout: &Rollout,
+) -> Result<(), LedgerError> {
+    let mut st = db.lock();
+    st.count("TransactWriteItems");
+    let key = (plan.id.clone(), plan.version);
+    let older = newest(&st, &plan.id).is_some_and(|p| p.version < plan.version);
+    let open = st.rollouts.get(&plan.id).is_some_and(Rollout::is_open);
+    if st.plans.contains_key(&key) || !older || open {
+        return Err(conflict("put plan rollout"));
+    }
+    let mut stored = plan.clone();
+    stored.created_at = secs(plan.created_at);
+    st.plans.insert(key, stored);
+    st.rollouts.insert(plan.id.clone(), stored_rollout(rollout));
+    Ok(())
+}
+
+/// As the table keeps it: instants in whole seconds.
+fn stored_rollout(r: &Rollout) -> Rollout {
+    let mut r = r.clone();
+    r.requested_at = secs(r.requested_at);
+    r.done_at = opt_secs(r.done_at);
+    r
+}
+
+pub(super) async fn get_rollout(
+    db: &InMemoryLedger,
+    plan: &PlanId,
+) -> Result<Option<Rollout>, LedgerError> {
+    let mut st = db.lock();
+    st.count("GetItem");
+    Ok(st.rollouts.get(plan).cloned())
+}
+
+pub(super) async fn open_rollouts(db: &InMemoryLedger) -> Result<Vec<Rollout>, LedgerError> {
+    let mut st = db.lock();
+    st.count("Query");
+    Ok(st
+        .rollouts
+        .values()
+        .filter(|r| r.is_open())
+        .cloned()
+        .collect())
+}
+
+pub(super) async fn save_rollout(db: &InMemoryLedger, next: &Rollout) -> Result<(), LedgerError> {
+    let mut st = db.lock();
+    st.count("PutItem");
+    let fits = st
+        .rollouts
+        .get(&next.plan_id)
+        .is_some_and(|r| r.to_version == next.to_version && next.rev.checked_sub(1) == Some(r.rev));
+    if !fits {
+        return Err(conflict("save rollout"));
+    }
+    st.rollouts
+        .insert(next.plan_id.clone(), stored_rollout(next));
+    Ok(())
 }

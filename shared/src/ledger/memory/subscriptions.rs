@@ -116,6 +116,42 @@ pub(super) async fn pending_consent_page(
 ) -> Result<IdPage, LedgerError> {
     let mut st = db.lock();
     st.count("Query");
+    let keys = st
+        .subscriptions
+        .values()
+        .filter_map(|s| {
+            s.awaiting_consent_since()
+                .map(|t| (t.timestamp(), s.id.clone()))
+        })
+        .collect();
+    keyed_page(keys, limit, cursor)
+}
+
+/// The subscriptions of `plan` that have not ended (the `plan` index), by
+/// creation then id; the cursor is the last `{seconds}|{id}` read.
+pub(super) async fn plan_members_page(
+    db: &InMemoryLedger,
+    plan: &crate::billing::plans::PlanId,
+    limit: usize,
+    cursor: Option<&Cursor>,
+) -> Result<IdPage, LedgerError> {
+    let mut st = db.lock();
+    st.count("Query");
+    let keys = st
+        .subscriptions
+        .values()
+        .filter(|s| s.plan_member() == Some(plan))
+        .map(|s| (s.created_at.timestamp(), s.id.clone()))
+        .collect();
+    keyed_page(keys, limit, cursor)
+}
+
+/// A page of an index of (seconds, id) keys, after the cursor's key.
+fn keyed_page(
+    mut keys: Vec<(i64, SubscriptionId)>,
+    limit: usize,
+    cursor: Option<&Cursor>,
+) -> Result<IdPage, LedgerError> {
     let after = match cursor {
         None => None,
         Some(c) => {
@@ -127,25 +163,17 @@ pub(super) async fn pending_consent_page(
             ))
         }
     };
-    let mut all: Vec<(i64, SubscriptionId)> = st
-        .subscriptions
-        .values()
-        .filter_map(|s| {
-            s.awaiting_consent_since()
-                .map(|t| (t.timestamp(), s.id.clone()))
-        })
-        .filter(|k| after.as_ref().is_none_or(|a| k > a))
-        .collect();
-    all.sort();
+    keys.retain(|k| after.as_ref().is_none_or(|a| k > a));
+    keys.sort();
     let limit = limit.clamp(1, 1000);
-    let more = all.len() > limit;
-    all.truncate(limit);
+    let more = keys.len() > limit;
+    keys.truncate(limit);
     Ok(IdPage {
         next: if more {
-            all.last().map(|(t, id)| Cursor(format!("{t}|{id}")))
+            keys.last().map(|(t, id)| Cursor(format!("{t}|{id}")))
         } else {
             None
         },
-        ids: all.into_iter().map(|(_, id)| id).collect(),
+        ids: keys.into_iter().map(|(_, id)| id).collect(),
     })
 }
