@@ -285,6 +285,15 @@ impl InMemoryLedger {
         self.lock().attempts.values().cloned().collect()
     }
 
+    /// A plan version as stored now (for checks that must not await).
+    pub fn plan_now(
+        &self,
+        id: &crate::billing::plans::PlanId,
+        version: u32,
+    ) -> Option<crate::billing::plans::PlanRecord> {
+        self.lock().plans.get(&(id.clone(), version)).cloned()
+    }
+
     /// Every subscription stored, in id order.
     pub fn all_subscriptions(&self) -> Vec<Subscription> {
         self.lock().subscriptions.values().cloned().collect()

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use shared::billing::trials::{Consent, ConversionConsent, OnNoConsent, TrialTerms};
 use shared::billing::{
-    AttemptState, MerchantUid, Plan, Registration, RegistrationStatus, SubscriptionId,
+    Anchor, AttemptState, MerchantUid, Plan, Registration, RegistrationStatus, SubscriptionId,
     SubscriptionStatus,
 };
 use shared::charging::BillingRun;
@@ -68,6 +68,12 @@ pub(super) async fn play(world: &Arc<World>, params: &Params) {
     for _ in 0..params.subscriptions {
         let at = Duration::from_secs(world.rand(|r| r.random_range(0..31 * 86_400)));
         tokio::spawn(Arc::clone(world).sign_up(at));
+    }
+    // Some merchants change a catalogue plan's price for everyone on it
+    // (decision 71), and chase the consents the runs ask for.
+    if world.rand(|r| r.random_bool(0.5)) {
+        let at = Duration::from_secs(world.rand(|r| r.random_range(3..40) * 86_400 + 3 * 3600));
+        tokio::spawn(Arc::clone(world).plan_price_change(at));
     }
     // Some merchants break their PG setting for a day or a few: every
     // charge is refused alike until someone fixes it.
@@ -397,6 +403,157 @@ impl World {
         }
     }
 
+    /// A merchant's plan-wide price change at `at` (decision 71), up or
+    /// down, some for a month too soon; then, three times a fortnight
+    /// apart, the merchant chases the customers the runs asked (the
+    /// pending-consent list), who consent (perhaps before their window
+    /// opened), decline, or stay silent.
+    async fn plan_price_change(self: Arc<Self>, at: Duration) {
+        use shared::billing::plans::{Interval, PlanId, PlanRecord};
+        use shared::billing::rollouts;
+        tokio::time::sleep(at).await;
+        // The plan of a subscriber who signed up from the catalogue.
+        let members: Vec<(i64, u16)> = self
+            .ledger
+            .all_subscriptions()
+            .iter()
+            .filter(|s| s.plan_ref.as_ref().is_some_and(|r| r.version == 1))
+            .map(|s| (s.plan.amount, s.plan.notice_days))
+            .collect();
+        if members.is_empty() {
+            return;
+        }
+        let (amount, days) = members[self.rand(|r| r.random_range(0..members.len()))];
+        let Some(plan_id) = PlanId::parse(&format!("monthly-{amount}-n{days}")) else {
+            return;
+        };
+        // The catalogue's version 1, as the sign-ups name it, once.
+        let _ = self
+            .ledger
+            .put_plan(&PlanRecord {
+                id: plan_id.clone(),
+                version: 1,
+                name: "월간 구독".into(),
+                amount,
+                interval: Interval::Month,
+                notice_days: days,
+                trial: None,
+                created_at: self.now(),
+            })
+            .await;
+        let to = self.rand(|r| [4900, 9900, 14_900, 19_900][r.random_range(0..4)]);
+        let earliest = rollouts::earliest(self.now(), self.settings.charging.consent_window_days);
+        let effective = if self.rand(|r| r.random_bool(0.15)) {
+            // A month too soon.
+            let start = rollouts::month_start(&earliest).unwrap_or_else(|| self.now());
+            Anchor::from_instant(start - chrono::Duration::days(1)).period_id(0)
+        } else {
+            earliest
+        };
+        let input = management::PlanPriceChangeInput {
+            amount: to,
+            effective_period: effective.to_string(),
+            on_no_consent: Some(
+                self.rand(|r| ["cancel_at_period_end", "keep_old_price"][r.random_range(0..2)])
+                    .to_owned(),
+            ),
+        };
+        let (inv, engine) = self.engine("plan-price-change");
+        let done = self
+            .call(
+                inv,
+                &format!("{plan_id} plan-wide price-change {to}"),
+                management::request_plan_price_change(&engine, plan_id.as_str(), input),
+            )
+            .await;
+        let version = match done {
+            Some(Ok(view)) => {
+                self.count("plan-wide price changes asked for");
+                view.version
+            }
+            Some(Err(ManageError::Unprocessable(_))) => {
+                self.count("plan-wide price changes too soon (422)");
+                return;
+            }
+            Some(Err(_)) => {
+                self.count("management calls refused");
+                return;
+            }
+            None => return,
+        };
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(14 * 86_400)).await;
+            self.chase(&plan_id, version).await;
+        }
+    }
+
+    /// The merchant's chase of the consents its plan-wide change waits for.
+    async fn chase(self: &Arc<Self>, plan_id: &shared::billing::plans::PlanId, version: u32) {
+        let (inv, engine) = self.engine("chase");
+        let mut cursor: Option<String> = None;
+        let mut waiting = Vec::new();
+        loop {
+            let page = self
+                .call(
+                    inv,
+                    "pending consent list",
+                    management::pending_consent(&engine, cursor.as_deref()),
+                )
+                .await;
+            let Some(Ok(page)) = page else { return };
+            waiting.extend(page.subscriptions.into_iter().filter(|s| {
+                s.price_change.as_ref().is_some_and(|c| {
+                    c.plan_id.as_deref() == Some(plan_id.as_str())
+                        && c.plan_version == Some(version)
+                        && c.consent_request_sent
+                })
+            }));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let customer = Actor::named("customer");
+        for s in waiting {
+            let answer = self.rand(|r| r.random_range(0..10));
+            let done = match answer {
+                0..6 => {
+                    let input = management::PriceConsentInput {
+                        evidence: shared::registration::EvidenceInput {
+                            channel: "app".into(),
+                            reference: format!("plan-price-{}", s.id),
+                            at: None,
+                        },
+                    };
+                    self.call(
+                        inv,
+                        &format!("{} price consent (chased)", s.id),
+                        management::consent_price_change(&engine, &s.id, input, &customer),
+                    )
+                    .await
+                    .map(|r| r.map(|_| "plan-wide price consents recorded"))
+                }
+                6..8 => self
+                    .call(
+                        inv,
+                        &format!("{} price decline (chased)", s.id),
+                        management::decline_price_change(&engine, &s.id, &customer),
+                    )
+                    .await
+                    .map(|r| r.map(|_| "plan-wide price declines recorded")),
+                _ => continue,
+            };
+            match done {
+                Some(Ok(what)) => self.count(what),
+                Some(Err(ManageError::Conflict(_))) => {
+                    self.count("price answers refused (early, late or over)")
+                }
+                Some(Err(_)) => self.count("management calls refused"),
+                None => {}
+            }
+        }
+    }
+
     fn new_customer(&self, key: &str) {
         let decline_rate = self.rand(|r| [0.0, 0.0, 0.0, 0.25, 1.0][r.random_range(0..5)]);
         // A key this store may not charge is a fault of the world, not of
@@ -618,6 +775,9 @@ impl World {
             }
             if s.waiting_for_review.is_some() {
                 lock(&self.observed).last_gauge = s.waiting_for_review;
+            }
+            for _ in 0..r.price_changes.planned {
+                self.count("plan-wide price changes planned by a run");
             }
             self.record(format!(
                 "{inv} RUN done due {} charged {} declined {} rejected {} ambiguous {} reconciled {} deferred {} review {} skipped {} signups {} error {:?}",

@@ -55,11 +55,16 @@ pub(super) fn catalogue_ref(id: &SubscriptionId, plan: &Plan) -> Option<PlanRef>
     })
 }
 
-/// The plan a catalogue reference of [`catalogue_ref`] stands for.
-fn catalogue_plan(r: &PlanRef) -> Option<Plan> {
+/// The plan a catalogue reference stands for: version 1 by the naming of
+/// [`catalogue_ref`] (sign-ups name it whether or not it was stored), a
+/// later one (a plan-wide price change's) as the catalogue stores it.
+fn catalogue_plan(ledger: &shared::ledger::memory::InMemoryLedger, r: &PlanRef) -> Option<Plan> {
+    if r.version > 1 {
+        return ledger.plan_now(&r.id, r.version).map(|p| p.plan());
+    }
     let (amount, days) = r.id.as_str().strip_prefix("monthly-")?.split_once("-n")?;
     let (amount, notice_days) = (amount.parse().ok()?, days.parse().ok()?);
-    (r.version == 1).then(|| Plan {
+    Some(Plan {
         amount,
         name: "월간 구독".into(),
         notice_days,
@@ -172,7 +177,7 @@ impl World {
         }
         for s in &subs {
             if let Some(r) = &s.plan_ref
-                && catalogue_plan(r).as_ref() != Some(&s.plan)
+                && catalogue_plan(&self.ledger, r).as_ref() != Some(&s.plan)
             {
                 self.violation(
                     "plan off its version",
