@@ -466,6 +466,7 @@ pub fn of_attempt(
                 "imp_uid": new.imp_uid,
                 "refunded": new.refunded - before,
                 "total_refunded": new.refunded,
+                "reason": new.refund_cause.map(|c| c.as_str()),
             }),
         ));
     }
@@ -695,9 +696,11 @@ mod tests {
         paid.imp_uid = Some("imps_1".into());
         let mut refunded = paid.clone();
         refunded.refunded = 3000;
+        refunded.refund_cause = Some(crate::billing::RefundCause::ProratedCancel);
         let events = of_attempt(Some(&paid), Some(&refunded), "user-7");
         assert_eq!(kinds(&events), ["charge.refunded"]);
         assert_eq!(events[0].data["refunded"], 3000);
+        assert_eq!(events[0].data["reason"], "prorated_cancel");
         assert_eq!(events[0].user_id, "user-7");
     }
 }

@@ -25,6 +25,7 @@ pub struct RefundAsk<'a> {
     pub key: &'a str,
     pub amount: Option<i64>,
     pub reason: &'a str,
+    pub cause: crate::billing::RefundCause,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -143,6 +144,7 @@ async fn intent_for<L: Ledger, G: PaymentGateway>(
         amount,
         checksum: left,
         reason: ask.reason.to_owned(),
+        cause: ask.cause,
         state: RefundState::Requested,
         refunded_total: None,
         review_reason: None,
@@ -315,6 +317,7 @@ pub async fn refund_and_close<L: Ledger, G: PaymentGateway>(
         key: &key,
         amount: None,
         reason,
+        cause: crate::billing::RefundCause::Automatic,
     };
     let Ok(Some(flagged)) = engine
         .ledger

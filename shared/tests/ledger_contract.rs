@@ -175,6 +175,7 @@ fn claimed(
         paid_at: None,
         fail_reason: None,
         refunded: 0,
+        refund_cause: None,
         resolution: None,
         retry_at: None,
         created_at: now,
@@ -1514,7 +1515,12 @@ async fn refunds_only_ever_grow<L: Subject>(l: L) {
     );
     let entry = audit(&sub, "refund", now);
     assert!(l.record_refund(&a, 9900, now, Some(&entry)).await.unwrap());
-    assert_eq!(attempt_of(&l, &a).await.refunded, 9900);
+    let seen = attempt_of(&l, &a).await;
+    assert_eq!(
+        (seen.refunded, seen.refund_cause),
+        (9900, Some(shared::billing::RefundCause::PgReported)),
+        "a refund seen at the PG says so"
+    );
     assert_eq!(l.history(&sub.id, 5).await.unwrap(), vec![entry.clone()]);
     // A refund that changes nothing leaves no audit entry either.
     let late = audit(&sub, "refund", now + Duration::seconds(9));
@@ -1551,6 +1557,7 @@ async fn a_refund_request_is_kept_under_its_key_and_finished_once<L: Subject>(l:
         amount: 3000,
         checksum: 9900,
         reason: "goodwill".into(),
+        cause: shared::billing::RefundCause::Requested,
         state: RefundState::Requested,
         refunded_total: None,
         review_reason: None,
@@ -1577,7 +1584,12 @@ async fn a_refund_request_is_kept_under_its_key_and_finished_once<L: Subject>(l:
     };
     let entry = audit(&sub, "refund", now);
     l.finish_refund(&a, &done, Some(&entry)).await.unwrap();
-    assert_eq!(attempt_of(&l, &a).await.refunded, 3000);
+    let refunded = attempt_of(&l, &a).await;
+    assert_eq!(
+        (refunded.refunded, refunded.refund_cause),
+        (3000, Some(shared::billing::RefundCause::Requested)),
+        "the attempt says what the refund was"
+    );
     assert_eq!(l.history(&sub.id, 5).await.unwrap(), vec![entry]);
     assert_eq!(l.get_refund(&a, "key-1").await.unwrap(), Some(done.clone()));
     // Finished once: a second finish (a racing retry) is a conflict and
@@ -1617,6 +1629,7 @@ async fn a_refund_whose_outcome_is_unknown_waits_for_review_until_it_is_finished
         amount: 3000,
         checksum: 9900,
         reason: "prorated cancel".into(),
+        cause: shared::billing::RefundCause::ProratedCancel,
         state: RefundState::Requested,
         refunded_total: None,
         review_reason: None,

@@ -2033,6 +2033,12 @@ async fn a_mid_term_cancel_refunds_its_quote_once_and_refuses_a_stale_one() {
         amount,
         "recorded on the charge"
     );
+    assert!(
+        paid.iter()
+            .filter(|a| a.refunded > 0)
+            .all(|a| a.refund_cause == Some(shared::billing::RefundCause::ProratedCancel)),
+        "as a mid-term cancel's refund (charge.refunded's reason)"
+    );
 
     // A quote overtaken by a refund: 409 with a fresh quote; nothing moved.
     let other = sign_up(&app, &sim, "leaving-too").await.to_string();

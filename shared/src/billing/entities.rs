@@ -314,6 +314,43 @@ impl AttemptState {
     }
 }
 
+/// Why money went back on a charge (`charge.refunded`'s `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefundCause {
+    /// The merchant asked (`POST /charges/{merchant_uid}/refund`).
+    Requested,
+    /// The refund of a mid-term cancel's quote (issue 23 §4).
+    ProratedCancel,
+    /// Given back by the engine itself (a payment after a cancel with
+    /// `REFUND_AFTER_CANCEL`, a card window that took money).
+    Automatic,
+    /// Seen at the PG (its webhook or a lookup), not asked through us: a
+    /// refund in the PG's console, or our own one whose webhook came first.
+    PgReported,
+}
+
+impl RefundCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requested => "requested",
+            Self::ProratedCancel => "prorated_cancel",
+            Self::Automatic => "automatic",
+            Self::PgReported => "pg_reported",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Requested,
+            Self::ProratedCancel,
+            Self::Automatic,
+            Self::PgReported,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChargeAttempt {
     pub subscription_id: SubscriptionId,
@@ -344,6 +381,9 @@ pub struct ChargeAttempt {
     pub fail_reason: Option<String>,
     /// Total refunded (KRW), from the gateway's cancelled amount.
     pub refunded: i64,
+    /// What the latest rise of `refunded` was (`charge.refunded`'s
+    /// `reason`); `None` before any refund.
+    pub refund_cause: Option<RefundCause>,
     /// How a person settled it, when one did.
     pub resolution: Option<Resolution>,
     /// Settled as not paid: when the period is charged again (the next

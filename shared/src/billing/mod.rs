@@ -21,7 +21,7 @@ pub use dunning::{DunningPolicy, DunningStep};
 pub use entities::{
     Actor, AttemptEvent, AttemptResult, AttemptState, AuditEntry, Buyer, ChargeAttempt,
     ESCALATE_AFTER, FIRST_WINDOW_SLOT, IllegalAttemptTransition, KeyInfo, MAX_SENDS, Plan,
-    Registration, RegistrationStatus, Resolution, Subscription, retry_of,
+    RefundCause, Registration, RegistrationStatus, Resolution, Subscription, retry_of,
 };
 pub use facts::{
     Fact, Issuance, Lookup, Mismatch, PaymentRecord, RecordStatus, Verdict, flagged_state,

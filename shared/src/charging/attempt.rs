@@ -200,6 +200,7 @@ async fn claim_fresh<L: Ledger, G>(
         paid_at: None,
         fail_reason: None,
         refunded: 0,
+        refund_cause: None,
         resolution: None,
         retry_at: None,
         created_at: now,

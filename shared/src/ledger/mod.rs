@@ -215,6 +215,8 @@ pub struct RefundIntent {
     /// What was left to refund when it was asked: the gateway's checksum.
     pub checksum: i64,
     pub reason: String,
+    /// What kind of refund it is (kept with it: a resumed refund keeps it).
+    pub cause: crate::billing::RefundCause,
     pub state: RefundState,
     /// The payment's refunded total once the refund went through.
     pub refunded_total: Option<i64>,

@@ -298,6 +298,7 @@ async fn quoted_refund<L: Ledger, G: PaymentGateway>(
         key,
         amount: Some(amount),
         reason: &refund_reason,
+        cause: crate::billing::RefundCause::ProratedCancel,
     };
     let result = refunds::refund(engine, charge, ask, |done| {
         Some(audit(

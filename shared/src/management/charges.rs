@@ -45,6 +45,7 @@ pub async fn refund<L: Ledger, G: PaymentGateway>(
         key,
         amount: input.amount,
         reason: &reason,
+        cause: crate::billing::RefundCause::Requested,
     };
     refunds::refund(engine, &attempt, ask, |done| {
         Some(audit(

@@ -499,6 +499,7 @@ fn activation(
         paid_at,
         fail_reason: reason.map(str::to_owned),
         refunded: 0,
+        refund_cause: None,
         resolution: None,
         retry_at: None,
         created_at: now,

@@ -264,6 +264,7 @@ async fn window_payment<L: Ledger, G>(
             v.paid
         )),
         refunded: 0,
+        refund_cause: None,
         resolution: None,
         retry_at: None,
         created_at: now,

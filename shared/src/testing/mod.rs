@@ -147,6 +147,7 @@ pub fn attempt(sub: &Subscription, state: AttemptState) -> ChargeAttempt {
         paid_at: None,
         fail_reason: None,
         refunded: 0,
+        refund_cause: None,
         resolution: None,
         retry_at: None,
         created_at: sub.updated_at,

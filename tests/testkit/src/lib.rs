@@ -990,6 +990,7 @@ pub async fn crashed_claim<L: shared::ledger::Ledger>(
         paid_at: None,
         fail_reason: None,
         refunded: 0,
+        refund_cause: None,
         resolution: None,
         retry_at: None,
         created_at: now,

@@ -9,8 +9,8 @@ use super::table::{
     CONSENT_PK, CONSENT_SK, DUE_PK, DUE_SK, PK, PLAN_PK, PLAN_SK, SK, TTL_ATTRIBUTE,
 };
 use crate::billing::{
-    Anchor, AttemptState, AuditEntry, Buyer, ChargeAttempt, KeyInfo, PeriodId, Plan, Registration,
-    RegistrationStatus, Resolution, Subscription, SubscriptionId, SubscriptionStatus,
+    Anchor, AttemptState, AuditEntry, Buyer, ChargeAttempt, KeyInfo, PeriodId, Plan, RefundCause,
+    Registration, RegistrationStatus, Resolution, Subscription, SubscriptionId, SubscriptionStatus,
 };
 use crate::ledger::{LedgerError, RefundIntent, RefundState};
 use crate::secret::Pii;
@@ -572,6 +572,7 @@ pub fn refund_to_item(pk: &str, sk: &str, r: &RefundIntent) -> Item {
     item.insert("checksum".into(), n(r.checksum));
     item.insert("reason".into(), s(&r.reason));
     item.insert("state".into(), s(r.state.as_str()));
+    item.insert("cause".into(), s(r.cause.as_str()));
     put_opt(&mut item, "refunded_total", r.refunded_total.map(n));
     put_opt(&mut item, "review_reason", r.review_reason.as_ref().map(s));
     item.insert("created_at".into(), ts(r.created_at));
@@ -589,6 +590,12 @@ pub fn refund_from_item(item: &Item) -> Result<RefundIntent, LedgerError> {
         amount: r.i64("amount")?,
         checksum: r.i64("checksum")?,
         reason: r.str("reason")?,
+        // Refunds asked before causes were kept were the merchant's.
+        cause: match r.opt_str("cause")? {
+            None => RefundCause::Requested,
+            Some(c) => RefundCause::parse(&c)
+                .ok_or_else(|| LedgerError::Corrupt(format!("refund cause {c:?}")))?,
+        },
         state: RefundState::parse(&state)
             .ok_or_else(|| LedgerError::Corrupt(format!("refund state {state:?}")))?,
         refunded_total: r.opt_i64("refunded_total")?,
@@ -620,6 +627,11 @@ pub fn attempt_to_item(a: &ChargeAttempt) -> Item {
     put_opt(&mut item, "paid_at", a.paid_at.map(ts));
     put_opt(&mut item, "fail_reason", a.fail_reason.as_ref().map(s));
     item.insert("refunded".into(), n(a.refunded));
+    put_opt(
+        &mut item,
+        "refund_cause",
+        a.refund_cause.map(|c| s(c.as_str())),
+    );
     put_resolution(&mut item, a.resolution.as_ref());
     put_opt(&mut item, "retry_at", a.retry_at.map(ts));
     item.insert("created_at".into(), ts(a.created_at));
@@ -656,6 +668,13 @@ pub fn attempt_from_item(item: &Item) -> Result<ChargeAttempt, LedgerError> {
         paid_at: r.opt_time("paid_at")?,
         fail_reason: r.opt_str("fail_reason")?,
         refunded: r.opt_i64("refunded")?.unwrap_or(0),
+        refund_cause: match r.opt_str("refund_cause")? {
+            None => None,
+            Some(c) => Some(
+                RefundCause::parse(&c)
+                    .ok_or_else(|| LedgerError::Corrupt(format!("attempt refund_cause {c:?}")))?,
+            ),
+        },
         resolution: read_resolution(&r)?,
         retry_at: r.opt_time("retry_at")?,
         created_at: r.time("created_at")?,

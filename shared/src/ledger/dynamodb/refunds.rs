@@ -2,6 +2,7 @@
 //! refund safe to repeat.
 
 use super::*;
+use crate::billing::RefundCause;
 
 pub(super) async fn record_refund(
     db: &DynamoLedger,
@@ -15,12 +16,13 @@ pub(super) async fn record_refund(
         .table_name(&db.table)
         .key(PK, s(pk))
         .key(SK, s(sk))
-        .update_expression("SET refunded = :r, updated_at = :now")
+        .update_expression("SET refunded = :r, refund_cause = :cause, updated_at = :now")
         .condition_expression(
             "attribute_exists(#pk) AND (attribute_not_exists(refunded) OR refunded < :r)",
         )
         .expression_attribute_names("#pk", PK)
         .expression_attribute_values(":r", n(refunded))
+        .expression_attribute_values(":cause", s(RefundCause::PgReported.as_str()))
         .expression_attribute_values(":now", ts(now))
         .build()
         .map_err(build_error)?;
@@ -127,12 +129,13 @@ pub(super) async fn finish_refund(
             .table_name(&db.table)
             .key(PK, s(pk))
             .key(SK, s(attempt_sk))
-            .update_expression("SET refunded = :r, updated_at = :now")
+            .update_expression("SET refunded = :r, refund_cause = :cause, updated_at = :now")
             .condition_expression(
                 "attribute_exists(#pk) AND (attribute_not_exists(refunded) OR refunded < :r)",
             )
             .expression_attribute_names("#pk", PK)
             .expression_attribute_values(":r", n(total))
+            .expression_attribute_values(":cause", s(intent.cause.as_str()))
             .expression_attribute_values(":now", ts(intent.updated_at))
             .build()
             .map_err(build_error)?;

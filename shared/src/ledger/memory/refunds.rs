@@ -19,6 +19,7 @@ pub(super) async fn record_refund(
     let changed = match st.attempt_mut(attempt) {
         Some(a) if a.refunded < refunded => {
             a.refunded = refunded;
+            a.refund_cause = Some(crate::billing::RefundCause::PgReported);
             a.updated_at = secs(now);
             true
         }
@@ -88,6 +89,7 @@ pub(super) async fn finish_refund(
         && a.refunded < total
     {
         a.refunded = total;
+        a.refund_cause = Some(intent.cause);
         a.updated_at = now;
     }
     if let Some(r) = st.refunds.get_mut(&key) {
