@@ -106,6 +106,7 @@ expected = sorted([
     ("GET", "/subscriptions", api),
     ("POST", "/charges/{merchant_uid}/refund", api),
     ("POST", "/charges/{merchant_uid}/resolve", api),
+    ("POST", "/charges/{merchant_uid}/refunds/{key}/dismiss", api),
     ("GET", "/plans", api),
     ("POST", "/plans", api),
     ("GET", "/plans/{id}", api),
@@ -151,4 +152,4 @@ if problems:
     sys.exit("\n".join(problems))
 PY
 
-echo "check-infra: OK (cfn-lint, sam validate --lint, translated template, 25 routes, ${#events[@]} events, env.local.json)"
+echo "check-infra: OK (cfn-lint, sam validate --lint, translated template, 26 routes, ${#events[@]} events, env.local.json)"

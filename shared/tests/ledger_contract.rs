@@ -1673,6 +1673,35 @@ async fn a_refund_whose_outcome_is_unknown_waits_for_review_until_it_is_finished
     assert_eq!(l.get_refund(&a, "key-1").await.unwrap(), Some(done));
     conflict(l.flag_refund(&a, "key-1", "late", later).await);
     assert_eq!(l.count_review().await.unwrap(), 0);
+    // A refused one a person must see to waits until it is dismissed.
+    let other = RefundIntent {
+        key: "key-2".into(),
+        ..asked.clone()
+    };
+    l.begin_refund(&a, &other).await.unwrap();
+    let refused = RefundIntent {
+        state: RefundState::Refused,
+        refunded_total: Some(0),
+        updated_at: later,
+        ..other
+    };
+    l.finish_refund(&a, &refused, None).await.unwrap();
+    let entry = audit(&sub, "refund dismissed", later + Duration::minutes(5));
+    conflict(l.dismiss_refund(&a, "key-2", &entry).await);
+    l.flag_refund(&a, "key-2", "refused by the PG", later)
+        .await
+        .unwrap();
+    assert_eq!(l.count_review().await.unwrap(), 1);
+    assert_eq!(
+        l.get_refund(&a, "key-2").await.unwrap().unwrap().state,
+        RefundState::Refused
+    );
+    conflict(l.dismiss_refund(&a, "key-1", &entry).await);
+    l.dismiss_refund(&a, "key-2", &entry).await.unwrap();
+    assert_eq!(l.count_review().await.unwrap(), 0);
+    assert!(l.review_page(10, None).await.unwrap().refunds.is_empty());
+    assert!(l.history(&sub.id, 10).await.unwrap().contains(&entry));
+    conflict(l.dismiss_refund(&a, "key-2", &entry).await);
 }
 
 async fn a_corrupt_subscription_is_reported_not_hidden<L: Subject>(l: L) {

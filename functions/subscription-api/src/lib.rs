@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 /// Every route: method and path template (`{name}` matches one segment).
 /// `docs/openapi.yaml` documents the same list; a test compares them.
-pub const ROUTES: [(&str, &str); 22] = [
+pub const ROUTES: [(&str, &str); 23] = [
     ("GET", "/plans"),
     ("POST", "/plans"),
     ("GET", "/plans/{id}"),
@@ -40,6 +40,7 @@ pub const ROUTES: [(&str, &str); 22] = [
     ("GET", "/charges/needs-review"),
     ("POST", "/charges/{merchant_uid}/refund"),
     ("POST", "/charges/{merchant_uid}/resolve"),
+    ("POST", "/charges/{merchant_uid}/refunds/{key}/dismiss"),
     // Last: it would also fit the tail of `/users/{user_id}/subscriptions`.
     ("GET", "/subscriptions"),
 ];
@@ -462,6 +463,13 @@ async fn dispatch<L: Ledger, G: PaymentGateway>(
             (Ok(_), None) => Answer::error(&ManageError::Invalid(
                 "a refund needs an Idempotency-Key header".into(),
             )),
+        },
+        "/charges/{merchant_uid}/refunds/{key}/dismiss" => match body_of(request) {
+            Ok(input) => answer(
+                StatusCode::OK,
+                management::dismiss_refund(engine, p(0), p(1), input, &who()).await,
+            ),
+            Err(e) => Answer::error(&e),
         },
         "/charges/{merchant_uid}/resolve" => match body_of(request) {
             Ok(input) => answer(

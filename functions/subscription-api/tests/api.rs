@@ -2543,3 +2543,91 @@ async fn a_plan_wide_price_change_is_planned_by_the_runs_for_every_live_subscrip
         .expect("the run completes");
     assert_eq!(report.price_changes.planned, 0);
 }
+
+#[tokio::test]
+async fn a_refused_refund_of_a_mid_term_cancel_waits_in_the_review_queue_until_dismissed() {
+    let sim = start_sim().await;
+    let app = memory_app_for(&sim, &[]);
+    let id = sign_up(&app, &sim, "refused-refund").await.to_string();
+    let quote = quote_of(&app, &format!("/subscriptions/{id}/cancellation-quote"), "")
+        .await
+        .body;
+    let muid = quote["merchant_uid"].as_str().unwrap().to_owned();
+    let refunds = if testkit::v2_mode() {
+        "/portone/payments/"
+    } else {
+        "/payments/cancel"
+    };
+    sim.inject(iamport_sim::Fault {
+        path_prefix: Some(refunds.into()),
+        ..iamport_sim::Fault::new(iamport_sim::FaultKind::Reject {
+            code: 1,
+            message: "취소할 수 없는 결제입니다".into(),
+        })
+    });
+    let refused = cancel_quoted(&app, &id, &quote, "leave-refused").await;
+    assert_eq!(refused.status, 200, "{}", refused.body);
+    assert_eq!(
+        refused.body["subscription"]["status"], "cancelled",
+        "the cancel stands"
+    );
+    assert_eq!(
+        refused.body["refund"]["state"], "refused",
+        "{}",
+        refused.body
+    );
+    assert_eq!(refunded_at_sim(&sim, &muid), 0, "nothing moved");
+    // Owed to the customer: in the review queue, never retried by itself.
+    let key = refused.body["refund"]["refund_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let queued = |app| async move {
+        let list = get(app, "api-needs-review.json", "/charges/needs-review").await;
+        assert_eq!(list.status, 200, "{}", list.body);
+        list.body["refunds"].as_array().unwrap().clone()
+    };
+    let waiting = queued(&app).await;
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert_eq!(
+        (
+            waiting[0]["idempotency_key"].as_str(),
+            waiting[0]["state"].as_str()
+        ),
+        (Some(key.as_str()), Some("refused"))
+    );
+    assert!(
+        waiting[0]["review_reason"]
+            .as_str()
+            .unwrap()
+            .contains("refused")
+    );
+    // A person refunds it another way, then dismisses it (with a note).
+    let path = format!("/charges/{muid}/refunds/{key}/dismiss");
+    let dismiss = |body: Value, path: String| {
+        let app = &app;
+        async move { post(app, "api-dismiss-refund.json", &path, body, &[]).await }
+    };
+    assert_eq!(dismiss(json!({"note": ""}), path.clone()).await.status, 400);
+    let unknown = format!("/charges/{muid}/refunds/nope/dismiss");
+    assert_eq!(dismiss(json!({"note": "x"}), unknown).await.status, 404);
+    assert_eq!(queued(&app).await.len(), 1, "bad input changed nothing");
+    let done = dismiss(
+        json!({"note": "refunded by bank transfer, ticket 4411"}),
+        path.clone(),
+    )
+    .await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(done.body["refunds"], json!([]));
+    assert_eq!(queued(&app).await.len(), 0);
+    let again = dismiss(json!({"note": "again"}), path).await;
+    assert_eq!(again.status, 409, "{}", again.body);
+    let sub = stored(&app, &SubscriptionId::parse(&id).unwrap()).await;
+    let history = app.engine.ledger.history(&sub.id, 10).await.unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|e| e.action == "refund dismissed" && e.detail.contains("ticket 4411")),
+        "audited: {history:?}"
+    );
+}

@@ -199,6 +199,15 @@ macro_rules! ledger_by_aggregate {
                 refunds::flag_refund(self, attempt, key, reason, now).await
             }
 
+            async fn dismiss_refund(
+                &self,
+                attempt: &ChargeAttempt,
+                key: &str,
+                audit: &AuditEntry,
+            ) -> Result<(), LedgerError> {
+                refunds::dismiss_refund(self, attempt, key, audit).await
+            }
+
             async fn begin_request(
                 &self,
                 key: &str,

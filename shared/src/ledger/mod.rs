@@ -578,13 +578,27 @@ pub trait Ledger: Send + Sync {
     /// A requested refund whose outcome is not known (the PG's answer was
     /// lost, or its record could not be read): in the review queue, with
     /// `reason`, until it is finished ([`Ledger::finish_refund`] takes it
-    /// out). `Conflict` unless it is stored and still requested.
+    /// out). Also a refused one that a person must see to (a mid-term
+    /// cancel's: the customer is owed it), until it is dismissed
+    /// ([`Ledger::dismiss_refund`]). `Conflict` unless it is stored and
+    /// requested or refused.
     fn flag_refund(
         &self,
         attempt: &ChargeAttempt,
         key: &str,
         reason: &str,
         now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// Takes a refused refund out of the review queue once a person has
+    /// dealt with it (the money moved another way, or another refund was
+    /// asked), with the audit entry, in one write. `Conflict` unless it is
+    /// stored, refused and in the queue.
+    fn dismiss_refund(
+        &self,
+        attempt: &ChargeAttempt,
+        key: &str,
+        audit: &AuditEntry,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
     // ---- idempotency keys ------------------------------------------------

@@ -62,6 +62,7 @@ pub enum Op<'a> {
     PutPlan(&'a PlanRecord),
     GetPlan(&'a PlanId, Option<u32>),
     PlansPage,
+    DismissRefund(&'a ChargeAttempt, &'a str),
     PutPlanRollout(&'a PlanRecord),
     GetRollout(&'a PlanId),
     OpenRollouts,
@@ -109,6 +110,7 @@ impl Op<'_> {
             Self::PutPlan(_) => "put_plan",
             Self::GetPlan(..) => "get_plan",
             Self::PlansPage => "plans_page",
+            Self::DismissRefund(..) => "dismiss_refund",
             Self::PutPlanRollout(_) => "put_plan_rollout",
             Self::GetRollout(_) => "get_rollout",
             Self::OpenRollouts => "open_rollouts",
@@ -174,7 +176,9 @@ impl Op<'_> {
             Self::FinishRefund(a, i) => {
                 format!("{} {} {}", attempt_key(a), i.key, i.state.as_str())
             }
-            Self::FlagRefund(a, key) => format!("{} {key}", attempt_key(a)),
+            Self::FlagRefund(a, key) | Self::DismissRefund(a, key) => {
+                format!("{} {key}", attempt_key(a))
+            }
         }
     }
 }
@@ -447,6 +451,19 @@ impl<L: Ledger, W: Watcher> Ledger for Observed<L, W> {
         self.around(
             Op::FlagRefund(attempt, key),
             self.inner.flag_refund(attempt, key, reason, now),
+        )
+        .await
+    }
+
+    async fn dismiss_refund(
+        &self,
+        attempt: &ChargeAttempt,
+        key: &str,
+        audit: &AuditEntry,
+    ) -> Result<(), LedgerError> {
+        self.around(
+            Op::DismissRefund(attempt, key),
+            self.inner.dismiss_refund(attempt, key, audit),
         )
         .await
     }

@@ -316,8 +316,22 @@ async fn quoted_refund<L: Ledger, G: PaymentGateway>(
     match result {
         Ok(_) => Ok(outcome("done", None)),
         Err(e @ RefundError::Refused { .. }) => {
-            warn!(merchant_uid = %charge.merchant_uid, error = %e, "mid-term cancel: the refund was refused; cancelling all the same");
-            Ok(outcome("refused", Some(e.to_string())))
+            // The customer is owed it: a person sees to it from the review
+            // queue (never a blind retry), and dismisses it once done.
+            warn!(merchant_uid = %charge.merchant_uid, error = %e, "mid-term cancel: the refund was refused; cancelling all the same, the refund waits in the review queue");
+            let why = format!("refused by the PG after a mid-term cancel: {e}");
+            let queued = engine
+                .ledger
+                .flag_refund(charge, key, &why, engine.now())
+                .await;
+            if let Err(q) = &queued {
+                tracing::error!(merchant_uid = %charge.merchant_uid, error = %q, "the refused refund could not be put in the review queue");
+            }
+            let message = match queued {
+                Ok(()) => format!("{e} It waits in the review queue (GET /charges/needs-review)."),
+                Err(_) => e.to_string(),
+            };
+            Ok(outcome("refused", Some(message)))
         }
         Err(e @ RefundError::Unclear(_)) => {
             tracing::error!(merchant_uid = %charge.merchant_uid, error = %e, "mid-term cancel: the refund's outcome is unknown; resume it with the same key");

@@ -76,8 +76,11 @@ pub struct ReviewList {
     pub next_cursor: Option<String>,
 }
 
-/// A refund in the review queue: what was asked, and why its outcome is
-/// not known. Resumed by the same request with the same `Idempotency-Key`.
+/// A refund in the review queue: what was asked, and why a person must
+/// see to it. `requested`: its outcome is not known; resumed by the same
+/// request with the same `Idempotency-Key`. `refused`: the PG refused a
+/// mid-term cancel's refund and the customer is owed it; once the money has
+/// moved another way, `POST /charges/{merchant_uid}/refunds/{key}/dismiss`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct RefundReview {
     pub merchant_uid: String,
@@ -85,6 +88,7 @@ pub struct RefundReview {
     pub idempotency_key: String,
     pub amount: i64,
     pub reason: String,
+    pub state: &'static str,
     pub review_reason: String,
     pub since: String,
 }
@@ -122,6 +126,7 @@ pub async fn needs_review<L: Ledger, G>(
                 idempotency_key: r.key,
                 amount: r.amount,
                 reason: r.reason,
+                state: r.state.as_str(),
                 review_reason: r.review_reason.unwrap_or_default(),
                 since: r
                     .updated_at
@@ -170,4 +175,65 @@ pub async fn resolve<L: Ledger, G: PaymentGateway>(
         charge_now(engine, &id, "resolve").await;
     }
     Ok(ChargeView::from(&resolved.attempt))
+}
+
+/// What `POST /charges/{merchant_uid}/refunds/{key}/dismiss` takes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DismissInput {
+    /// What was done instead (refunded by hand, a new refund asked…).
+    pub note: String,
+}
+
+/// `POST /charges/{merchant_uid}/refunds/{key}/dismiss`: a refused refund
+/// a person has seen to leaves the review queue, audited. 404 for no such
+/// refund; 409 unless it is refused and in the queue (an unclear one is
+/// resumed, not dismissed).
+pub async fn dismiss_refund<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    merchant_uid: &str,
+    key: &str,
+    input: DismissInput,
+    actor: &Actor,
+) -> Result<ReviewList, ManageError> {
+    let note = text("note", &input.note, 500)?;
+    let not_found =
+        || ManageError::NotFound(format!("no refund {key:?} of charge {merchant_uid:?}"));
+    let attempt = attempt_by_uid(engine, merchant_uid)
+        .await?
+        .ok_or_else(not_found)?;
+    let intent = engine
+        .ledger
+        .get_refund(&attempt, key)
+        .await?
+        .ok_or_else(not_found)?;
+    let sub = load(engine, &attempt.subscription_id).await?;
+    let entry = audit(
+        engine,
+        &sub,
+        actor,
+        "refund dismissed",
+        format!(
+            "{} KRW of {} (key {key}, {}): {note}",
+            intent.amount,
+            merchant_uid,
+            intent.state.as_str()
+        ),
+    );
+    match engine.ledger.dismiss_refund(&attempt, key, &entry).await {
+        Ok(()) => {
+            tracing::info!(%merchant_uid, key, "refused refund dismissed from the review queue");
+            needs_review(engine, None).await
+        }
+        Err(LedgerError::Conflict(_)) => Err(ManageError::Conflict(format!(
+            "refund {key:?} is {} and {}in the review queue: only a refused one waiting there is dismissed (an unclear one is resumed with its key)",
+            intent.state.as_str(),
+            if intent.review_reason.is_some() {
+                "was "
+            } else {
+                "not "
+            }
+        ))),
+        Err(e) => Err(e.into()),
+    }
 }

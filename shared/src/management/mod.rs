@@ -26,7 +26,10 @@ mod trials;
 mod views;
 
 pub use cancellation::{QuoteView, QuotedRefund, cancel_quoted, cancellation_quote};
-pub use charges::{RefundInput, ResolveInput, ReviewList, needs_review, refund, resolve};
+pub use charges::{
+    DismissInput, RefundInput, RefundReview, ResolveInput, ReviewList, dismiss_refund,
+    needs_review, refund, resolve,
+};
 pub use plans::{
     CatalogueList, CatalogueView, PlanInput as NewPlanInput, PlanPriceChangeInput, RolloutView,
     create_plan, get_plan, list_plans, request_plan_price_change,

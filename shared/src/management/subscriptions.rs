@@ -438,23 +438,25 @@ fn upgrade_consent(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<String, ManageError> {
     let increase = plan.amount > sub.plan.amount;
-    if !increase
-        || matches!(
-            sub.status,
-            SubscriptionStatus::Trialing | SubscriptionStatus::Pending
-        )
-    {
+    // A trial's conversion has its own consent, asked again at a new price
+    // (decision 68), but only while the conversion is not claimed: once it
+    // is, the new price would apply from the next period, a renewal like
+    // any other (found by the simulation: a trial's upgrade as its
+    // conversion was charged raised the second period's price untold).
+    let exempt = sub.status == SubscriptionStatus::Pending
+        || (sub.status == SubscriptionStatus::Trialing && !started);
+    if !increase || exempt {
         return Ok(String::new());
     }
     let Some((channel, reference, at)) = consent else {
         return Err(ManageError::Conflict(format!(
-            "a higher price ({} KRW, now {} KRW) needs the customer's consent: send the customer's own              request as `consent` evidence, or ask for it with POST /subscriptions/{{id}}/price-change",
+            "a higher price ({} KRW, now {} KRW) needs the customer's consent: send the customer's own request as `consent` evidence, or ask for it with POST /subscriptions/{{id}}/price-change",
             plan.amount, sub.plan.amount
         )));
     };
     if started {
         return Err(ManageError::Conflict(
-            "the period charged next has an attempt at the old price: an upgrade now would apply a              period later, beyond its consent; use POST /subscriptions/{id}/price-change"
+            "the period charged next has an attempt at the old price: an upgrade now would apply a period later, beyond its consent; use POST /subscriptions/{id}/price-change"
                 .into(),
         ));
     }

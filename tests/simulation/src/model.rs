@@ -135,6 +135,9 @@ pub(crate) enum RefundRefusal {
     /// `checksum` is not what is left to refund.
     Checksum,
     TooMuch,
+    /// The card company or bank refused it (its cancel period passed, the
+    /// account cannot take it back): nothing moved.
+    Provider,
 }
 
 #[derive(Debug, Default)]
@@ -497,6 +500,7 @@ pub(crate) fn v1_refund_refusal(r: RefundRefusal) -> (u16, Vec<u8>) {
         RefundRefusal::AlreadyCancelled => "이미 전액취소된 주문입니다.",
         RefundRefusal::Checksum => "취소가능잔액이 일치하지 않습니다.",
         RefundRefusal::TooMuch => "취소요청금액이 취소가능잔액을 초과합니다.",
+        RefundRefusal::Provider => "PG사 취소 실패: 취소 가능 기간이 지났습니다.",
     };
     v1_envelope(200, 1, Some(message), Value::Null)
 }
@@ -599,6 +603,11 @@ pub(crate) fn v2_refund_refusal(r: RefundRefusal) -> (u16, Vec<u8>) {
             400,
             "CANCEL_AMOUNT_EXCEEDS_CANCELLABLE_AMOUNT",
             "취소 금액이 취소 가능 금액을 초과했습니다.",
+        ),
+        RefundRefusal::Provider => v2_error(
+            400,
+            "PG_PROVIDER",
+            "PG사 취소 실패: 취소 가능 기간이 지났습니다.",
         ),
     }
 }

@@ -172,7 +172,7 @@ pub(super) async fn flag_refund(
         .update_expression(
             "SET #dpk = :review, #dsk = :at, review_reason = :reason, updated_at = :now",
         )
-        .condition_expression("#state = :requested")
+        .condition_expression("#state IN (:requested, :refused)")
         .expression_attribute_names("#state", "state")
         .expression_attribute_names("#dpk", DUE_PK)
         .expression_attribute_names("#dsk", DUE_SK)
@@ -181,8 +181,42 @@ pub(super) async fn flag_refund(
         .expression_attribute_values(":reason", s(reason))
         .expression_attribute_values(":now", ts(now))
         .expression_attribute_values(":requested", s(RefundState::Requested.as_str()))
+        .expression_attribute_values(":refused", s(RefundState::Refused.as_str()))
         .send()
         .await
         .map(|_| ())
         .map_err(|e| sdk_error(e, "UpdateItem flag refund"))
+}
+
+pub(super) async fn dismiss_refund(
+    db: &DynamoLedger,
+    attempt: &ChargeAttempt,
+    key: &str,
+    audit: &AuditEntry,
+) -> Result<(), LedgerError> {
+    let (pk, _) = DynamoLedger::attempt_key(attempt);
+    let dismiss = Update::builder()
+        .table_name(&db.table)
+        .key(PK, s(pk))
+        .key(SK, s(refund_sk(&attempt.merchant_uid, key)))
+        .update_expression("SET updated_at = :now REMOVE #dpk, #dsk")
+        .condition_expression("#state = :refused AND #dpk = :review")
+        .expression_attribute_names("#state", "state")
+        .expression_attribute_names("#dpk", DUE_PK)
+        .expression_attribute_names("#dsk", DUE_SK)
+        .expression_attribute_values(":refused", s(RefundState::Refused.as_str()))
+        .expression_attribute_values(":review", s(REVIEW_PK))
+        .expression_attribute_values(":now", ts(audit.at))
+        .build()
+        .map_err(build_error)?;
+    db.transact(
+        vec![
+            TransactWriteItem::builder().update(dismiss).build(),
+            TransactWriteItem::builder()
+                .put(db.put(audit_to_item(audit)))
+                .build(),
+        ],
+        "TransactWriteItems dismiss refund",
+    )
+    .await
 }

@@ -117,7 +117,7 @@ pub(super) async fn flag_refund(
         .refunds
         .get_mut(&(attempt.merchant_uid.clone(), key.to_owned()))
     {
-        Some(r) if r.state == RefundState::Requested => {
+        Some(r) if matches!(r.state, RefundState::Requested | RefundState::Refused) => {
             r.review_reason = Some(reason.to_owned());
             r.updated_at = at;
         }
@@ -130,5 +130,37 @@ pub(super) async fn flag_refund(
     ));
     st.review.retain(|(_, k)| *k != entry);
     st.review.insert((at.timestamp(), entry));
+    Ok(())
+}
+
+pub(super) async fn dismiss_refund(
+    db: &InMemoryLedger,
+    attempt: &ChargeAttempt,
+    key: &str,
+    audit: &AuditEntry,
+) -> Result<(), LedgerError> {
+    let mut st = db.lock();
+    st.count("TransactWriteItems");
+    let entry = Due::Refund((
+        attempt.subscription_id.clone(),
+        attempt.merchant_uid.clone(),
+        key.to_owned(),
+    ));
+    let queued = st.review.iter().any(|(_, k)| *k == entry);
+    let refused = st
+        .refunds
+        .get(&(attempt.merchant_uid.clone(), key.to_owned()))
+        .is_some_and(|r| r.state == RefundState::Refused);
+    if !queued || !refused {
+        return Err(conflict("dismiss refund"));
+    }
+    st.review.retain(|(_, k)| *k != entry);
+    if let Some(r) = st
+        .refunds
+        .get_mut(&(attempt.merchant_uid.clone(), key.to_owned()))
+    {
+        r.updated_at = secs(audit.at);
+    }
+    st.add_audit(Some(audit));
     Ok(())
 }

@@ -1232,6 +1232,30 @@ impl World {
         // refund again, with the same key; the checksum keeps it to one.
         for waiting in list.refunds {
             let (inv, engine) = self.engine("operator");
+            // A refused one (a mid-term cancel's): the money is moved by
+            // hand, then it is dismissed (docs/operations.md).
+            if waiting.state == "refused" {
+                let done = self
+                    .call(
+                        inv,
+                        &format!("{} refused refund dismissed", waiting.merchant_uid),
+                        management::dismiss_refund(
+                            &engine,
+                            &waiting.merchant_uid,
+                            &waiting.idempotency_key,
+                            management::DismissInput {
+                                note: "refunded by hand (runbook)".into(),
+                            },
+                            &Actor::named("ops"),
+                        ),
+                    )
+                    .await;
+                self.count(match done {
+                    Some(Ok(_)) => "reviews: refused refund dismissed",
+                    _ => "reviews: refused refund left",
+                });
+                continue;
+            }
             let input = RefundInput {
                 amount: Some(waiting.amount),
                 reason: waiting.reason.clone(),

@@ -54,6 +54,8 @@ enum Fault {
     Late,
     /// 5xx before anything happened.
     ServerErrorBefore,
+    /// A refund the card company or bank refuses: nothing moves.
+    RefundRefused,
     /// 5xx after the charge happened.
     ServerErrorAfter,
     /// Our credentials refused (also after a token refresh).
@@ -134,6 +136,7 @@ impl SimGateway {
                 Fault::PgErrorNoPayment => "fault: PG error without a payment",
                 Fault::InvalidRequest => "fault: invalid request",
                 Fault::ProxyNotFound => "fault: HTML 404 from a proxy",
+                Fault::RefundRefused => "fault: refund refused by the card company",
                 Fault::None => "none",
             });
         }
@@ -708,6 +711,8 @@ impl PaymentGateway for SimGateway {
             Fault::ServerErrorBefore
         } else if w.strikes(0.05) {
             Fault::LostAnswer
+        } else if w.strikes(0.03) {
+            Fault::RefundRefused
         } else {
             Fault::None
         };
@@ -724,13 +729,18 @@ impl PaymentGateway for SimGateway {
                 "500",
             )));
         }
-        let done = lock(&w.model).refund(
-            (!w.v2).then_some(request.imp_uid.as_str()),
-            &request.merchant_uid,
-            request.amount,
-            request.checksum,
-            self.inv,
-        );
+        let done = if fault == Fault::RefundRefused {
+            w.count("fault: refund refused by the card company");
+            Err(crate::model::RefundRefusal::Provider)
+        } else {
+            lock(&w.model).refund(
+                (!w.v2).then_some(request.imp_uid.as_str()),
+                &request.merchant_uid,
+                request.amount,
+                request.checksum,
+                self.inv,
+            )
+        };
         w.step();
         w.record(format!(
             "{} G refund {} {:?} -> {:?}",

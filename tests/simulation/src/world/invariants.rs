@@ -97,6 +97,9 @@ pub(crate) struct Observed {
     pub broken_lookups: BTreeSet<String>,
     /// The (subscription, period or trial end) a notice was written for.
     noticed: BTreeSet<(SubscriptionId, String)>,
+    /// Each subscription's notice as last seen, to tell a new one from a
+    /// later write in the same second that keeps it.
+    last_notice: BTreeMap<SubscriptionId, String>,
     /// Refund requests in the review queue (their outcome unknown), by
     /// charge and key, until they are finished.
     refunds_in_review: BTreeSet<(String, String)>,
@@ -319,6 +322,19 @@ impl World {
             return; // a later write that keeps the notice it had
         }
         let id = &next.id;
+        // A later write in the same second (a plan-wide price change planned
+        // by the same run) keeps it too.
+        let seen = format!(
+            "{} {:?} {} {} {}",
+            n.period, n.kind, n.sent_at, n.charge_at, n.amount
+        );
+        if lock(&self.observed)
+            .last_notice
+            .insert(id.clone(), seen.clone())
+            == Some(seen)
+        {
+            return;
+        }
         let trialing = next.status == SubscriptionStatus::Trialing;
         self.count(match n.kind {
             shared::billing::notices::NoticeKind::RenewalUpcoming => "notices: renewal upcoming",

@@ -65,6 +65,7 @@ impl Watcher for SimWatcher {
                 }
                 Op::FlagRefund(a, key) => w.refund_review(&a.merchant_uid, key, true),
                 Op::FinishRefund(a, intent) => w.refund_review(&a.merchant_uid, &intent.key, false),
+                Op::DismissRefund(a, key) => w.refund_review(&a.merchant_uid, key, false),
                 Op::ChangeSubscription(c) => {
                     w.check_notice(c.next);
                     w.count_lapse(c.next);
