@@ -267,3 +267,57 @@ async fn a_plan_version_is_created_once_and_bad_input_writes_nothing() {
     let kept = super::get_plan(&engine, "basic").await;
     assert_eq!(kept.map(|p| p.amount), Ok(9900), "a version never changes");
 }
+
+/// Found by the simulation: a trial's upgrade as its conversion was being
+/// charged went to the next period, a renewal at a higher price that no
+/// consent covered.
+#[tokio::test]
+async fn a_trials_upgrade_once_its_conversion_is_claimed_needs_the_customers_consent() {
+    use crate::billing::trials::{ConversionConsent, OnNoConsent, TrialTerms};
+    let engine = testing::engine(ScriptedGateway::new());
+    let terms = TrialTerms {
+        days: 14,
+        consent: ConversionConsent::Explicit,
+        on_no_consent: OnNoConsent::Cancel,
+    };
+    let up = |sub: &Subscription| super::PlanInput {
+        amount: sub.plan.amount + 5000,
+        name: sub.plan.name.clone(),
+        consent: None,
+    };
+    let merchant = Actor::named("merchant");
+    // Its conversion claimed: the new price would start a period later.
+    let converting = testing::trialing("sub0trialup1", terms, engine.now() - Duration::days(14));
+    testing::store_subscription(&engine.ledger, &converting).await;
+    let mut claim = testing::attempt(&converting, AttemptState::Claimed);
+    claim.claim_token = Some("run-1".into());
+    claim.lease_until = Some(engine.now() + Duration::minutes(15));
+    let mut claimed = converting.clone();
+    claimed.version += 1;
+    engine.ledger.claim_new(&claim, &claimed).await.unwrap();
+    let refused =
+        super::change_plan(&engine, converting.id.as_str(), up(&converting), &merchant).await;
+    assert!(
+        matches!(refused, Err(ManageError::Conflict(_))),
+        "{refused:?}"
+    );
+    let kept = engine
+        .ledger
+        .get_subscription(&converting.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (kept.pending_plan, kept.version),
+        (None, claimed.version),
+        "nothing changed"
+    );
+    // Before its conversion: the trial's consent is asked again at the new price (decision 68).
+    let early = testing::trialing("sub0trialup2", terms, engine.now() - Duration::days(3));
+    testing::store_subscription(&engine.ledger, &early).await;
+    let changed = super::change_plan(&engine, early.id.as_str(), up(&early), &merchant).await;
+    assert_eq!(
+        changed.map(|v| v.plan.amount).ok(),
+        Some(early.plan.amount + 5000)
+    );
+}
