@@ -185,6 +185,11 @@ impl From<RefundError> for ManageError {
     }
 }
 
+/// Every pass of a version-checked change lost its race.
+fn kept_changing() -> ManageError {
+    ManageError::Conflict("the subscription kept changing; try again".into())
+}
+
 fn parse_id(id: &str) -> Result<SubscriptionId, ManageError> {
     SubscriptionId::parse(id)
         .ok_or_else(|| ManageError::NotFound(format!("no subscription {id:?}")))

@@ -6,9 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ManageError;
 use super::views::rfc3339;
-use crate::billing::PeriodId;
 use crate::billing::plans::{self, InvalidPlan, NewPlan, PlanId, PlanRecord};
-use crate::billing::price_changes::OnNoConsent;
 use crate::billing::rollouts::{self, Rollout};
 use crate::engine::Engine;
 use crate::ledger::{Cursor, Ledger, LedgerError};
@@ -222,17 +220,8 @@ pub async fn request_plan_price_change<L: Ledger, G>(
             plans::PLAN_AMOUNT.end()
         )));
     }
-    let effective = PeriodId::parse(&input.effective_period).ok_or_else(|| {
-        ManageError::Invalid("effective_period must be YYYYMM (for example 202703)".into())
-    })?;
-    let on_no_consent = match input.on_no_consent.as_deref() {
-        None => OnNoConsent::default(),
-        Some(s) => OnNoConsent::parse(s).ok_or_else(|| {
-            ManageError::Invalid(
-                "on_no_consent must be cancel_at_period_end or keep_old_price".into(),
-            )
-        })?,
-    };
+    let effective = super::price_changes::effective_period(&input.effective_period)?;
+    let on_no_consent = super::price_changes::on_no_consent(input.on_no_consent.as_deref())?;
     let current = engine
         .ledger
         .get_plan(&id, None)

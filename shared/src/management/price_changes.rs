@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use super::{Actor, ManageError, SubscriptionView, audit, load, parse_id, view_of};
+use super::{Actor, ManageError, SubscriptionView, audit, kept_changing, load, parse_id, view_of};
 use crate::billing::plans::PlanId;
 use crate::billing::price_changes::{self, OnNoConsent, PriceChangeError, Request};
 use crate::billing::trials::Consent;
@@ -81,8 +81,23 @@ async fn write<L: Ledger, G>(
     }
 }
 
-fn kept_changing() -> ManageError {
-    ManageError::Conflict("the subscription kept changing; try again".into())
+/// A request's `effective_period`: `YYYYMM`.
+pub(super) fn effective_period(p: &str) -> Result<PeriodId, ManageError> {
+    PeriodId::parse(p).ok_or_else(|| {
+        ManageError::Invalid("effective_period must be YYYYMM (for example 202703)".into())
+    })
+}
+
+/// A request's `on_no_consent`, `cancel_at_period_end` when absent.
+pub(super) fn on_no_consent(s: Option<&str>) -> Result<OnNoConsent, ManageError> {
+    match s {
+        None => Ok(OnNoConsent::default()),
+        Some(s) => OnNoConsent::parse(s).ok_or_else(|| {
+            ManageError::Invalid(
+                "on_no_consent must be cancel_at_period_end or keep_old_price".into(),
+            )
+        }),
+    }
 }
 
 /// `POST /subscriptions/{id}/price-change`: the subscription moves to the
@@ -102,20 +117,12 @@ pub async fn request_price_change<L: Ledger, G>(
     let plan_id = PlanId::parse(&input.plan_id).ok_or_else(|| {
         ManageError::Invalid("plan_id must have 1 to 40 of a-z, 0-9 and '-'".into())
     })?;
-    let effective = match input.effective_period.as_deref() {
-        None => None,
-        Some(p) => Some(PeriodId::parse(p).ok_or_else(|| {
-            ManageError::Invalid("effective_period must be YYYYMM (for example 202703)".into())
-        })?),
-    };
-    let on_no_consent = match input.on_no_consent.as_deref() {
-        None => OnNoConsent::default(),
-        Some(s) => OnNoConsent::parse(s).ok_or_else(|| {
-            ManageError::Invalid(
-                "on_no_consent must be cancel_at_period_end or keep_old_price".into(),
-            )
-        })?,
-    };
+    let effective = input
+        .effective_period
+        .as_deref()
+        .map(effective_period)
+        .transpose()?;
+    let on_no_consent = on_no_consent(input.on_no_consent.as_deref())?;
     let record = engine
         .ledger
         .get_plan(&plan_id, None)

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::views::{ActionView, ChargeView, SubscriptionView, rfc3339};
-use super::{Actor, ManageError, audit, load, parse_id, text, view_of};
+use super::{Actor, ManageError, audit, kept_changing, load, parse_id, text, view_of};
 use crate::billing::changes::{self, CancelAt, Resumed, plan_changed};
 use crate::billing::{Plan, Subscription, SubscriptionId, SubscriptionStatus};
 use crate::charging::{self, BillingRun, Outcome};
@@ -215,10 +215,6 @@ async fn delete_key<L: Ledger, G: PaymentGateway>(
             false
         }
     }
-}
-
-fn kept_changing() -> ManageError {
-    ManageError::Conflict("the subscription kept changing; try again".into())
 }
 
 /// What a resume did.

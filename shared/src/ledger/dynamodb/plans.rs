@@ -79,29 +79,41 @@ pub(super) fn read_plan_ref(r: &item::Reader<'_>) -> Result<Option<PlanRef>, Led
 }
 
 pub(super) async fn put_plan(db: &DynamoLedger, plan: &PlanRecord) -> Result<(), LedgerError> {
+    db.transact(version_writes(db, plan, true)?, "TransactWriteItems plan")
+        .await
+}
+
+/// A plan version's item and the catalogue's entry moved to it (never
+/// back): a new plan's entry may not exist yet, a next version's must.
+fn version_writes(
+    db: &DynamoLedger,
+    plan: &PlanRecord,
+    new_plan: bool,
+) -> Result<Vec<TransactWriteItem>, LedgerError> {
     let version = plan_item(plan, version_pk(&plan.id), version_sk(plan.version));
-    let latest = Put::builder()
+    let mut latest = Put::builder()
         .table_name(&db.table)
         .set_item(Some(plan_item(
             plan,
             CATALOGUE_PK.into(),
             format!("{LATEST}{}", plan.id),
         )))
-        .condition_expression("attribute_not_exists(#pk) OR plan_version < :version")
-        .expression_attribute_names("#pk", PK)
-        .expression_attribute_values(":version", n(plan.version))
-        .build()
-        .map_err(build_error)?;
-    db.transact(
-        vec![
-            TransactWriteItem::builder()
-                .put(db.put_new(version)?)
-                .build(),
-            TransactWriteItem::builder().put(latest).build(),
-        ],
-        "TransactWriteItems plan",
-    )
-    .await
+        .expression_attribute_values(":version", n(plan.version));
+    latest = if new_plan {
+        latest
+            .condition_expression("attribute_not_exists(#pk) OR plan_version < :version")
+            .expression_attribute_names("#pk", PK)
+    } else {
+        latest.condition_expression("plan_version < :version")
+    };
+    Ok(vec![
+        TransactWriteItem::builder()
+            .put(db.put_new(version)?)
+            .build(),
+        TransactWriteItem::builder()
+            .put(latest.build().map_err(build_error)?)
+            .build(),
+    ])
 }
 
 pub(super) async fn get_plan(
@@ -237,18 +249,6 @@ pub(super) async fn put_plan_rollout(
     plan: &PlanRecord,
     rollout: &Rollout,
 ) -> Result<(), LedgerError> {
-    let version = plan_item(plan, version_pk(&plan.id), version_sk(plan.version));
-    let latest = Put::builder()
-        .table_name(&db.table)
-        .set_item(Some(plan_item(
-            plan,
-            CATALOGUE_PK.into(),
-            format!("{LATEST}{}", plan.id),
-        )))
-        .condition_expression("plan_version < :version")
-        .expression_attribute_values(":version", n(plan.version))
-        .build()
-        .map_err(build_error)?;
     let rollout = Put::builder()
         .table_name(&db.table)
         .set_item(Some(rollout_item(rollout)))
@@ -256,17 +256,9 @@ pub(super) async fn put_plan_rollout(
         .expression_attribute_names("#pk", PK)
         .build()
         .map_err(build_error)?;
-    db.transact(
-        vec![
-            TransactWriteItem::builder()
-                .put(db.put_new(version)?)
-                .build(),
-            TransactWriteItem::builder().put(latest).build(),
-            TransactWriteItem::builder().put(rollout).build(),
-        ],
-        "TransactWriteItems plan rollout",
-    )
-    .await
+    let mut items = version_writes(db, plan, false)?;
+    items.push(TransactWriteItem::builder().put(rollout).build());
+    db.transact(items, "TransactWriteItems plan rollout").await
 }
 
 pub(super) async fn get_rollout(

@@ -365,6 +365,27 @@ impl World {
         let later = Duration::from_secs(self.rand(|r| r.random_range(3_600..60 * 86_400)));
         tokio::time::sleep(later).await;
         let (inv, engine) = self.engine("price-answer");
+        self.answer_price(
+            inv,
+            &engine,
+            id.as_str(),
+            answer,
+            ["price consents recorded", "price declines recorded"],
+        )
+        .await;
+    }
+
+    /// The customer's answer to a price increase through the management
+    /// API: `answer` 0–5 a consent, 6–7 a decline, else none; counted under
+    /// `labels` (consents, declines).
+    async fn answer_price(
+        self: &Arc<Self>,
+        inv: u32,
+        engine: &SimEngine,
+        id: &str,
+        answer: u32,
+        labels: [&'static str; 2],
+    ) {
         let customer = Actor::named("customer");
         let done = match answer {
             0..6 => {
@@ -378,19 +399,19 @@ impl World {
                 self.call(
                     inv,
                     &format!("{id} price consent"),
-                    management::consent_price_change(&engine, id.as_str(), input, &customer),
+                    management::consent_price_change(engine, id, input, &customer),
                 )
                 .await
-                .map(|r| r.map(|_| "price consents recorded"))
+                .map(|r| r.map(|_| labels[0]))
             }
             6..8 => self
                 .call(
                     inv,
                     &format!("{id} price decline"),
-                    management::decline_price_change(&engine, id.as_str(), &customer),
+                    management::decline_price_change(engine, id, &customer),
                 )
                 .await
-                .map(|r| r.map(|_| "price declines recorded")),
+                .map(|r| r.map(|_| labels[1])),
             _ => return,
         };
         match done {
@@ -513,44 +534,19 @@ impl World {
                 None => break,
             }
         }
-        let customer = Actor::named("customer");
         for s in waiting {
             let answer = self.rand(|r| r.random_range(0..10));
-            let done = match answer {
-                0..6 => {
-                    let input = management::PriceConsentInput {
-                        evidence: shared::registration::EvidenceInput {
-                            channel: "app".into(),
-                            reference: format!("plan-price-{}", s.id),
-                            at: None,
-                        },
-                    };
-                    self.call(
-                        inv,
-                        &format!("{} price consent (chased)", s.id),
-                        management::consent_price_change(&engine, &s.id, input, &customer),
-                    )
-                    .await
-                    .map(|r| r.map(|_| "plan-wide price consents recorded"))
-                }
-                6..8 => self
-                    .call(
-                        inv,
-                        &format!("{} price decline (chased)", s.id),
-                        management::decline_price_change(&engine, &s.id, &customer),
-                    )
-                    .await
-                    .map(|r| r.map(|_| "plan-wide price declines recorded")),
-                _ => continue,
-            };
-            match done {
-                Some(Ok(what)) => self.count(what),
-                Some(Err(ManageError::Conflict(_))) => {
-                    self.count("price answers refused (early, late or over)")
-                }
-                Some(Err(_)) => self.count("management calls refused"),
-                None => {}
-            }
+            self.answer_price(
+                inv,
+                &engine,
+                &s.id,
+                answer,
+                [
+                    "plan-wide price consents recorded",
+                    "plan-wide price declines recorded",
+                ],
+            )
+            .await;
         }
     }
 
