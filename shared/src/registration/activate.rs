@@ -130,9 +130,12 @@ pub(super) async fn revisited<L: Ledger, G>(
                 Ok(Some(sub)) if sub.status == SubscriptionStatus::NeedsReview => {
                     CallbackOutcome::Failed(FailureReason::NeedsReview)
                 }
-                Ok(_) => CallbackOutcome::Active {
+                Ok(sub) => CallbackOutcome::Active {
                     subscription_id: reg.subscription_id.to_string(),
-                    first_charge: None,
+                    first_charge: match sub {
+                        Some(s) => first_charge_of(engine, &s).await,
+                        None => None,
+                    },
                 },
                 Err(e) => unavailable("store", &e),
             }
@@ -148,6 +151,27 @@ pub(super) async fn revisited<L: Ledger, G>(
             CallbackOutcome::Failed(FailureReason::PaymentMismatch)
         }
     }
+}
+
+/// What became of the sign-up's first charge, as stored (the browser comes
+/// back after the webhook completed the sign-up, or on a refresh): the
+/// first attempt of its first period, if there is one.
+async fn first_charge_of<L: Ledger, G>(
+    engine: &Engine<L, G>,
+    sub: &Subscription,
+) -> Option<FirstCharge> {
+    if sub.status == SubscriptionStatus::Trialing {
+        return None;
+    }
+    let first = sub.anchor.period_id(0);
+    let attempt = engine.ledger.get_attempt(&sub.id, &first, 1).await.ok()??;
+    Some(match attempt.state {
+        AttemptState::Paid => FirstCharge::Paid,
+        AttemptState::Failed | AttemptState::Rejected => FirstCharge::Declined,
+        AttemptState::Claimed | AttemptState::Unknown | AttemptState::NeedsReview => {
+            FirstCharge::Pending
+        }
+    })
 }
 
 /// The issuance payment `imp_uid` must be this registration's (merchant_uid
@@ -356,6 +380,21 @@ async fn after_conflict<L: Ledger, G: PaymentGateway>(
         Err(e) => return unavailable("store", &e),
     };
     let Some((_, holder)) = held else {
+        // Nobody else holds the plan: the write that beat ours (the
+        // webhook's, another tab's) may still be committing. Read again,
+        // briefly, before the browser is told to try later (found in the V2
+        // local story: `BillingKey.Issued` completed a trial's sign-up as its
+        // redirect arrived, and the customer saw the failure page).
+        for pause in [100, 300, 600] {
+            tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            match engine.ledger.get_registration(&reg.merchant_uid).await {
+                Ok(Some(r)) if r.status != RegistrationStatus::Pending => {
+                    return revisited(engine, &r, imp_uid).await;
+                }
+                Ok(_) => {}
+                Err(e) => return unavailable("store", &e),
+            }
+        }
         return CallbackOutcome::Failed(FailureReason::Unavailable);
     };
     if v.paid > 0 {

@@ -150,7 +150,11 @@ async fn v2_sign_up_monthly_charge_webhooks_and_refund() {
     for _ in 0..2 {
         let (status, again) = callback(&app, &query).await;
         assert_eq!(status, 302);
-        assert_eq!(again, format!("{SUCCESS_URL}?subscription_id={sub_id}"));
+        assert_eq!(
+            again,
+            format!("{SUCCESS_URL}?subscription_id={sub_id}&first_charge=paid"),
+            "the same answer, the first charge as stored"
+        );
     }
     assert_eq!(paid_charges(&sim), 1);
     assert_eq!(sim.customers().len(), 1);
