@@ -239,7 +239,7 @@ case "$callback" in "$API/billing/callback?"*) check 0 "the simulator's window r
 landed=$(curl -sS -o /dev/null -w '%{redirect_url}' "$callback")
 case "$landed" in *"/billing/done?subscription_id=$sub_id&first_charge=paid") check 0 "callback 302 → $landed" ;; *) check 1 "callback landed on $landed" ;; esac
 again=$(curl -sS -o /dev/null -w '%{redirect_url}' "$callback")
-case "$again" in *"/billing/done?subscription_id=$sub_id") check 0 "the callback reloaded answers the same, no first_charge again" ;; *) check 1 "reload landed on $again" ;; esac
+case "$again" in *"/billing/done?subscription_id=$sub_id&first_charge=paid") check 0 "the callback reloaded answers the same page (its first charge as stored), no second charge" ;; *) check 1 "reload landed on $again" ;; esac
 paid() { curl -sS "$SIMU/__sim/ledger" | python3 -c 'import json,sys; print(sum(1 for p in json.load(sys.stdin) if p["status"]=="paid" and p.get("customer_uid_usage")=="payment"))'; }
 if [ "$(paid)" = 1 ]; then check 0 "the simulator's ledger: one paid charge after the sign-up"; else check 1 "the simulator's ledger: one paid charge after the sign-up"; fi
 
