@@ -150,6 +150,21 @@ pub fn of_subscription(old: Option<&Subscription>, new: Option<&Subscription>) -
                     "next_charge_at": rfc3339(new.next_charge_at),
                 }),
             )),
+            // A hard decline (decision 72): only a new card can pay.
+            SubscriptionStatus::ActionRequired => out.push(subscription_event(
+                "payment_method.action_required",
+                new,
+                json!({
+                    "reason": new.action_reason.map_or("unknown", |c| c.as_str()),
+                    "period": new.current_period().to_string(),
+                    "amount": new.plan.amount,
+                    "currency": "KRW",
+                    "plan": plan(&new.plan),
+                    "plan_ref": new.plan_ref.as_ref().map(|r| json!({"id": r.id.as_str(), "version": r.version})),
+                    "paid_through": paid_through(new),
+                    "card": card(new),
+                }),
+            )),
             SubscriptionStatus::Suspended => out.push(subscription_event(
                 "subscription.suspended",
                 new,
@@ -430,7 +445,11 @@ pub fn of_attempt(
                 id("charge.succeeded"),
                 new,
                 user_id,
-                json!({"imp_uid": new.imp_uid, "paid_at": opt_time(new.paid_at)}),
+                json!({
+                    "imp_uid": new.imp_uid,
+                    "paid_at": opt_time(new.paid_at),
+                    "receipt_url": new.receipt_url,
+                }),
             )),
             AttemptState::Failed | AttemptState::Rejected => out.push(charge_event(
                 "charge.failed",
@@ -441,6 +460,7 @@ pub fn of_attempt(
                     "imp_uid": new.imp_uid,
                     "state": new.state.as_str(),
                     "reason": new.fail_reason,
+                    "decline_class": new.decline.map(|c| c.as_str()),
                     "next_retry_at": opt_time(new.retry_at),
                     "final": new.retry_at.is_none(),
                 }),

@@ -261,6 +261,8 @@ fn resolution_result(
             paid_at: Some(record.and_then(|p| p.paid_at).unwrap_or(now)),
             fail_reason: None,
             retry_at: None,
+            decline: None,
+            receipt_url: None,
         }
     } else {
         AttemptResult {
@@ -270,6 +272,8 @@ fn resolution_result(
             paid_at: None,
             fail_reason: Some(format!("resolved as not paid: {note}")),
             retry_at: None,
+            decline: None,
+            receipt_url: None,
         }
     }
 }

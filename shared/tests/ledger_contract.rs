@@ -13,9 +13,9 @@
 use chrono::{DateTime, Duration, Utc};
 use shared::billing::plans::{Interval, PlanId, PlanRecord, PlanRef};
 use shared::billing::{
-    AttemptResult, AttemptState, AuditEntry, Buyer, ChargeAttempt, MerchantUid, PeriodId, Plan,
-    Registration, RegistrationStatus, Resolution, Subscription, SubscriptionId, SubscriptionStatus,
-    UidKey,
+    AttemptResult, AttemptState, AuditEntry, Buyer, ChargeAttempt, DeclineClass, MerchantUid,
+    PeriodId, Plan, Registration, RegistrationStatus, Resolution, Subscription, SubscriptionId,
+    SubscriptionStatus, UidKey,
 };
 use shared::ledger::dynamodb::DynamoLedger;
 use shared::ledger::memory::InMemoryLedger;
@@ -101,6 +101,7 @@ contract!(
     a_trial_is_stored_with_its_terms_and_consent_and_due_at_its_notice,
     a_price_increase_is_due_at_its_consent_request_and_listed_until_answered,
     a_plan_rollout_comes_with_its_version_and_its_plan_lists_the_live_members,
+    a_settlement_keeps_the_decline_class_and_the_receipt_link,
 );
 
 fn t(s: &str) -> DateTime<Utc> {
@@ -178,6 +179,8 @@ fn claimed(
         refund_cause: None,
         resolution: None,
         retry_at: None,
+        decline: None,
+        receipt_url: None,
         created_at: now,
         updated_at: now,
     }
@@ -201,6 +204,8 @@ fn paid(imp_uid: &str, at: DateTime<Utc>) -> AttemptResult {
         paid_at: Some(at),
         fail_reason: None,
         retry_at: None,
+        decline: None,
+        receipt_url: None,
     }
 }
 
@@ -212,6 +217,8 @@ fn declined(reason: &str) -> AttemptResult {
         paid_at: None,
         fail_reason: Some(reason.into()),
         retry_at: None,
+        decline: None,
+        receipt_url: None,
     }
 }
 
@@ -2423,4 +2430,71 @@ async fn a_plan_rollout_comes_with_its_version_and_its_plan_lists_the_live_membe
     // Once done, the plan's next one may begin.
     l.put_plan_rollout(&v3, &third).await.unwrap();
     assert_eq!(l.open_rollouts().await.unwrap().len(), 1);
+}
+
+/// A hard decline's class is kept on the attempt, and the class that
+/// stopped the subscription on it; a retry's paid result replaces the
+/// decline with its receipt link (decision 72).
+async fn a_settlement_keeps_the_decline_class_and_the_receipt_link<L: Subject>(l: L) {
+    let now = t("2026-12-24T15:00:00Z");
+    let sub = live(&l, now).await;
+    let a = current(&sub, "run-1", now);
+    let sub = claim(&l, &a, &sub).await.unwrap();
+    let mut stopped = sub.next_version(now);
+    stopped.status = SubscriptionStatus::ActionRequired;
+    stopped.action_reason = Some(DeclineClass::CardLostOrStolen);
+    let lost = AttemptResult {
+        decline: Some(DeclineClass::CardLostOrStolen),
+        ..declined("[8301] 분실카드입니다")
+    };
+    l.settle(&Settlement {
+        attempt: &a,
+        result: &lost,
+        guard: Guard::Claim("run-1"),
+        next: &stopped,
+        now,
+    })
+    .await
+    .unwrap();
+    let stored = attempt_of(&l, &a).await;
+    assert_eq!(
+        (stored.state, stored.decline, stored.receipt_url),
+        (
+            AttemptState::Failed,
+            Some(DeclineClass::CardLostOrStolen),
+            None
+        )
+    );
+    let after = l.get_subscription(&sub.id).await.unwrap().unwrap();
+    assert_eq!(
+        (after.status, after.action_reason),
+        (
+            SubscriptionStatus::ActionRequired,
+            Some(DeclineClass::CardLostOrStolen)
+        )
+    );
+    // Another subscription's charge paid, with the PG's receipt link.
+    let other = live(&l, now).await;
+    let b = current(&other, "run-1", now);
+    let other = claim(&l, &b, &other).await.unwrap();
+    let mut next = other.next_version(now);
+    next.period_index += 1;
+    let receipt = "https://receipts.example/imps_2";
+    l.settle(&Settlement {
+        attempt: &b,
+        result: &AttemptResult {
+            receipt_url: Some(receipt.into()),
+            ..paid("imps_2", now)
+        },
+        guard: Guard::Claim("run-1"),
+        next: &next,
+        now,
+    })
+    .await
+    .unwrap();
+    let stored = attempt_of(&l, &b).await;
+    assert_eq!(
+        (stored.decline, stored.receipt_url.as_deref()),
+        (None, Some(receipt))
+    );
 }

@@ -288,6 +288,7 @@ pub fn key_replaced(
     let mut next = sub.next_version(now);
     next.customer_uid = customer_uid.to_owned();
     next.key = key;
+    next.action_reason = None;
     let settled = current_attempt.is_some_and(|a| !a.state.is_open());
     let unchanged = |next| Comeback {
         next,
@@ -295,7 +296,9 @@ pub fn key_replaced(
         before: sub.anchor,
     };
     match sub.status {
-        S::Suspended | S::KeyMissing if current_attempt.is_none_or(|a| !a.state.is_open()) => {
+        S::Suspended | S::KeyMissing | S::ActionRequired
+            if current_attempt.is_none_or(|a| !a.state.is_open()) =>
+        {
             next.status = sub
                 .status
                 .apply(Event::Retry)
@@ -305,7 +308,7 @@ pub fn key_replaced(
                 true,
             ))
         }
-        S::PastDue | S::Suspended | S::KeyMissing => {
+        S::PastDue | S::Suspended | S::KeyMissing | S::ActionRequired => {
             next.status = sub
                 .status
                 .apply(Event::Retry)
@@ -681,6 +684,7 @@ mod tests {
             &crate::billing::Fact::Paid {
                 imp_uid: "i".into(),
                 paid_at: now,
+                receipt_url: None,
             },
             &Default::default(),
             now,

@@ -1,7 +1,8 @@
 //! What happens after a declined charge: retry offsets and the final state.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, NaiveTime, TimeZone, Utc};
 
+use super::BILLING_TZ;
 use super::state::SubscriptionStatus;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,6 +12,11 @@ pub struct DunningPolicy {
     pub retry_offsets: Vec<Duration>,
     /// The status after the last retry is declined too.
     pub final_status: SubscriptionStatus,
+    /// `DUNNING_RETRY_HOUR`: Seoul hours the retries run at, taken in turn
+    /// (retry 1 at the first, retry 2 at the next, …), so that successive
+    /// retries meet the card at different times of day (a check card funded
+    /// on payday). Empty: a retry is due at its offset's instant.
+    pub retry_hours: Vec<u32>,
 }
 
 impl Default for DunningPolicy {
@@ -18,6 +24,7 @@ impl Default for DunningPolicy {
         Self {
             retry_offsets: vec![Duration::days(1), Duration::days(3), Duration::days(7)],
             final_status: SubscriptionStatus::Suspended,
+            retry_hours: Vec::new(),
         }
     }
 }
@@ -35,18 +42,61 @@ impl DunningPolicy {
     /// Offsets count from the period's due instant, so a replayed or late run
     /// computes the same schedule. A retry whose time has passed is due at once.
     pub fn after_decline(&self, period_due: DateTime<Utc>, failed_attempt: u32) -> DunningStep {
-        match self
-            .retry_offsets
-            .get(failed_attempt.saturating_sub(1) as usize)
-        {
+        let retry = failed_attempt.saturating_sub(1) as usize;
+        match self.retry_offsets.get(retry) {
             Some(offset) => DunningStep::Retry {
                 attempt: failed_attempt + 1,
-                at: period_due + *offset,
+                at: self.at_retry_hour(period_due + *offset, retry),
             },
             None => DunningStep::GiveUp {
                 status: self.final_status,
             },
         }
+    }
+
+    /// `at` moved to retry `retry`'s (0-based) hour: that hour of `at`'s
+    /// Seoul day, or of the next day when it has passed.
+    fn at_retry_hour(&self, at: DateTime<Utc>, retry: usize) -> DateTime<Utc> {
+        let Some(&hour) = self.retry_hours.get(retry % self.retry_hours.len().max(1)) else {
+            return at;
+        };
+        let Some(time) = NaiveTime::from_hms_opt(hour, 0, 0) else {
+            return at;
+        };
+        let day = at.with_timezone(&BILLING_TZ).date_naive();
+        // Seoul has no daylight saving: every local time exists once.
+        let on = |d: chrono::NaiveDate| {
+            BILLING_TZ
+                .from_local_datetime(&d.and_time(time))
+                .single()
+                .map(|t| t.with_timezone(&Utc))
+        };
+        match on(day) {
+            Some(t) if t >= at => t,
+            _ => day.succ_opt().and_then(on).unwrap_or(at),
+        }
+    }
+
+    /// Parses `DUNNING_RETRY_HOUR`: Seoul hours, `"10,18"` or `"10:00,18:00"`,
+    /// each on the hour, 0–23, none twice.
+    pub fn parse_hours(spec: &str) -> Result<Vec<u32>, String> {
+        let spec = spec.trim();
+        if spec.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for part in spec.split(',') {
+            let part = part.trim();
+            let hour = part.strip_suffix(":00").unwrap_or(part);
+            let hour: u32 = hour.parse().ok().filter(|h| *h < 24).ok_or_else(|| {
+                format!("retry hour {part:?} is not an hour 0-23 (on the hour, e.g. 10 or 10:00)")
+            })?;
+            if out.contains(&hour) {
+                return Err(format!("retry hour {hour} is listed twice in {spec:?}"));
+            }
+            out.push(hour);
+        }
+        Ok(out)
     }
 
     /// How many attempts a period gets in all.
@@ -82,6 +132,38 @@ impl DunningPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_hours_are_taken_in_turn_on_the_retry_day_in_seoul() {
+        let p = DunningPolicy {
+            retry_hours: DunningPolicy::parse_hours("10:00, 18").unwrap(),
+            ..DunningPolicy::default()
+        };
+        // Due at 00:00 Seoul on 25 December.
+        let due = DateTime::parse_from_rfc3339("2026-12-24T15:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let at = |n| match p.after_decline(due, n) {
+            DunningStep::Retry { at, .. } => at.with_timezone(&BILLING_TZ).to_rfc3339(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(at(1), "2026-12-26T10:00:00+09:00");
+        assert_eq!(at(2), "2026-12-28T18:00:00+09:00");
+        assert_eq!(at(3), "2027-01-01T10:00:00+09:00");
+        // A due time past the hour goes to the next day's.
+        let late = due + Duration::hours(20);
+        match p.after_decline(late, 1) {
+            DunningStep::Retry { at, .. } => assert_eq!(
+                at.with_timezone(&BILLING_TZ).to_rfc3339(),
+                "2026-12-27T10:00:00+09:00"
+            ),
+            other => panic!("{other:?}"),
+        }
+        for bad in ["24", "10:30", "ten", "10,10"] {
+            assert!(DunningPolicy::parse_hours(bad).is_err(), "{bad}");
+        }
+        assert_eq!(DunningPolicy::parse_hours(" ").unwrap(), Vec::<u32>::new());
+    }
 
     #[test]
     fn default_policy_walks_1_3_7_then_suspends() {

@@ -5,6 +5,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::calendar::{Anchor, PeriodId};
+use super::declines::DeclineClass;
 use super::ids::{SubscriptionId, UidKey};
 use super::notices::SentNotice;
 use super::plans::PlanRef;
@@ -152,6 +153,9 @@ pub struct Subscription {
     /// period is charged first, and the next one starts a period after
     /// that charge). See `docs/charging.md`, "Coming back after no access".
     pub reanchor_on_payment: bool,
+    /// `action_required`: the hard decline class that stopped it (decision
+    /// 72); cleared by a new card.
+    pub action_reason: Option<DeclineClass>,
     /// The newest renewal notice it was sent (`billing::notices`).
     pub notice: Option<SentNotice>,
     /// Its free trial, kept once converted (`billing::trials`).
@@ -379,6 +383,11 @@ pub struct ChargeAttempt {
     pub paid_at: Option<DateTime<Utc>>,
     /// Why it failed, was rejected, is unknown or needs review.
     pub fail_reason: Option<String>,
+    /// Declined: what the decline says about the card (decision 72).
+    pub decline: Option<DeclineClass>,
+    /// Paid: the PG's receipt (the card slip) for the customer, where the
+    /// PG gives one (V1 `receipt_url`, V2 `receiptUrl`).
+    pub receipt_url: Option<String>,
     /// Total refunded (KRW), from the gateway's cancelled amount.
     pub refunded: i64,
     /// What the latest rise of `refunded` was (`charge.refunded`'s
@@ -497,6 +506,10 @@ pub struct AttemptResult {
     pub imp_uid: Option<String>,
     pub paid_at: Option<DateTime<Utc>>,
     pub fail_reason: Option<String>,
+    /// A decline's class (decision 72); `None` for anything but a decline.
+    pub decline: Option<DeclineClass>,
+    /// Paid: the PG's receipt link for the customer, where it gives one.
+    pub receipt_url: Option<String>,
     /// Not paid, and the period is charged again (the next attempt) at this
     /// time; `None` when nothing is retried (see [`retry_of`]).
     pub retry_at: Option<DateTime<Utc>>,

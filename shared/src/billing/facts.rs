@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::calendar::Anchor;
+use super::declines::DeclineClass;
 use super::dunning::{DunningPolicy, DunningStep};
 use super::entities::{AttemptResult, AttemptState, ChargeAttempt, Subscription};
 use super::ids::UidKey;
@@ -28,7 +29,13 @@ pub struct PaymentRecord {
     pub customer_uid: Option<String>,
     pub paid_at: Option<DateTime<Utc>>,
     pub fail_reason: Option<String>,
+    /// The PG's own code of a decline, where the gateway reports one apart
+    /// from its message (V2 `failure.pgCode`); V1 puts it in `fail_reason`.
+    pub pg_code: Option<String>,
     pub cancel_reason: Option<String>,
+    /// The PG's receipt (the card slip) for the customer: V1 `receipt_url`,
+    /// V2 `receiptUrl`.
+    pub receipt_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,10 +89,14 @@ pub enum Fact {
     Paid {
         imp_uid: String,
         paid_at: DateTime<Utc>,
+        /// The PG's receipt for the customer, where it gives one.
+        receipt_url: Option<String>,
     },
     Declined {
         imp_uid: Option<String>,
         reason: String,
+        /// What the decline says about the card (decision 72).
+        class: DeclineClass,
     },
     /// The gateway refused without attempting; `key_gone` when the billing
     /// key no longer exists.
@@ -143,6 +154,7 @@ impl Fact {
         let paid = || Self::Paid {
             imp_uid: p.imp_uid.clone(),
             paid_at: p.paid_at.unwrap_or(now),
+            receipt_url: p.receipt_url.clone(),
         };
         if p.took_money() {
             // Refunded later is still money taken for the period; the refund is recorded apart.
@@ -152,13 +164,16 @@ impl Fact {
             RecordStatus::Failed => Some(Self::Declined {
                 imp_uid: Some(p.imp_uid.clone()),
                 reason: p.fail_reason.clone().unwrap_or_else(|| "declined".into()),
+                class: DeclineClass::classify(p.pg_code.as_deref(), p.fail_reason.as_deref()),
             }),
+            // Cancelled before any money moved: nothing about the card.
             RecordStatus::Cancelled => Some(Self::Declined {
                 imp_uid: Some(p.imp_uid.clone()),
                 reason: p
                     .cancel_reason
                     .clone()
                     .unwrap_or_else(|| "cancelled before payment".into()),
+                class: DeclineClass::Unknown,
             }),
             RecordStatus::Paid | RecordStatus::Ready | RecordStatus::Other => None,
         })
@@ -171,20 +186,32 @@ impl Fact {
     /// The attempt's final record.
     pub fn result(&self) -> AttemptResult {
         match self {
-            Self::Paid { imp_uid, paid_at } => AttemptResult {
+            Self::Paid {
+                imp_uid,
+                paid_at,
+                receipt_url,
+            } => AttemptResult {
                 state: AttemptState::Paid,
                 amount: None,
                 imp_uid: Some(imp_uid.clone()),
                 paid_at: Some(*paid_at),
                 fail_reason: None,
+                decline: None,
+                receipt_url: receipt_url.clone(),
                 retry_at: None,
             },
-            Self::Declined { imp_uid, reason } => AttemptResult {
+            Self::Declined {
+                imp_uid,
+                reason,
+                class,
+            } => AttemptResult {
                 state: AttemptState::Failed,
                 amount: None,
                 imp_uid: imp_uid.clone(),
                 paid_at: None,
                 fail_reason: Some(reason.clone()),
+                decline: Some(*class),
+                receipt_url: None,
                 retry_at: None,
             },
             Self::Rejected { reason, .. } => AttemptResult {
@@ -193,6 +220,8 @@ impl Fact {
                 imp_uid: None,
                 paid_at: None,
                 fail_reason: Some(reason.clone()),
+                decline: None,
+                receipt_url: None,
                 retry_at: None,
             },
         }
@@ -234,6 +263,11 @@ pub fn next_state(
             Event::Paid
         }
         Fact::Rejected { key_gone: true, .. } => Event::KeyGone,
+        // A dead card is not retried: only a new one can pay (decision 72).
+        Fact::Declined { class, .. } if class.is_hard() => {
+            next.action_reason = Some(*class);
+            Event::DeclinedHard
+        }
         Fact::Declined { .. }
         | Fact::Rejected {
             key_gone: false, ..
@@ -405,7 +439,7 @@ pub fn refusal(message: &str, key: &Lookup<()>) -> Option<Fact> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::billing::{Anchor, SubscriptionStatus};
+    use crate::billing::{Anchor, SubscriptionStatus, retry_of};
     use crate::testing::{attempt, record, refs, subscription};
 
     fn sub(anchor: Anchor) -> Subscription {
@@ -426,6 +460,7 @@ mod tests {
         let paid = Fact::Paid {
             imp_uid: "imps_1".into(),
             paid_at: s.next_charge_at,
+            receipt_url: None,
         };
         let late = s.next_charge_at + chrono::Duration::days(3);
         let (n1, _) = next_state(&s, &paid, &DunningPolicy::default(), late);
@@ -453,6 +488,7 @@ mod tests {
         let fact = Fact::Paid {
             imp_uid: "imps_1".into(),
             paid_at: paid_on,
+            receipt_url: None,
         };
         let (n, _) = next_state(&s, &fact, &DunningPolicy::default(), paid_on);
         assert_eq!(n.paid_through.as_ref().unwrap().as_str(), "202701");
@@ -476,6 +512,7 @@ mod tests {
         let declined = Fact::Declined {
             imp_uid: Some("imps_x".into()),
             reason: "잔액부족".into(),
+            class: DeclineClass::InsufficientFunds,
         };
         let mut seen = Vec::new();
         for _ in 0..4 {
@@ -492,6 +529,63 @@ mod tests {
             ]
         );
         assert!(!s.status.is_chargeable());
+    }
+
+    /// A dead card is not retried: the first hard decline stops the
+    /// subscription, whichever attempt of the period it was (decision 72).
+    #[test]
+    fn a_hard_decline_stops_at_once_and_asks_for_a_new_card() {
+        let policy = DunningPolicy::default();
+        let s = sub(Anchor::new(2026, 12, 1).unwrap());
+        let due = s.period_due();
+        let mut p = record(
+            &attempt_of(&s),
+            RecordStatus::Failed,
+            s.plan.amount,
+            None,
+            &s.customer_uid,
+        );
+        p.fail_reason = Some("[8301] 분실카드입니다".into());
+        let fact = Fact::from_record(&p, &attempt_of(&s), &refs(), due)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            fact,
+            Fact::Declined {
+                imp_uid: Some("imps_1".into()),
+                reason: "[8301] 분실카드입니다".into(),
+                class: DeclineClass::CardLostOrStolen,
+            }
+        );
+        let (stopped, _) = next_state(&s, &fact, &policy, due);
+        assert_eq!(stopped.status, SubscriptionStatus::ActionRequired);
+        assert_eq!(stopped.action_reason, Some(DeclineClass::CardLostOrStolen));
+        assert_eq!(stopped.attempt, s.attempt, "no retry is scheduled");
+        assert!(!stopped.status.is_chargeable());
+        assert_eq!(retry_of(&attempt_of(&s), &stopped), None);
+        // A soft decline on the same card walks the schedule.
+        p.fail_reason = Some("한도초과".into());
+        let soft = Fact::from_record(&p, &attempt_of(&s), &refs(), due)
+            .unwrap()
+            .unwrap();
+        let (retried, _) = next_state(&s, &soft, &policy, due);
+        assert_eq!(
+            (retried.status, retried.attempt),
+            (SubscriptionStatus::PastDue, 2)
+        );
+        // V2 reports the PG's code apart from its message.
+        p.fail_reason = Some("승인 거절".into());
+        p.pg_code = Some("잔액부족".into());
+        let coded = Fact::from_record(&p, &attempt_of(&s), &refs(), due)
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            coded,
+            Fact::Declined {
+                class: DeclineClass::InsufficientFunds,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -516,6 +610,7 @@ mod tests {
             &Fact::Paid {
                 imp_uid: "i".into(),
                 paid_at: cancelled.next_charge_at,
+                receipt_url: None,
             },
             &DunningPolicy::default(),
             cancelled.next_charge_at,
@@ -646,6 +741,7 @@ mod tests {
         let paid = Fact::Paid {
             imp_uid: "imp_1".into(),
             paid_at: now,
+            receipt_url: None,
         };
         let (p, _) = next_state_for(&replaced, &a, &paid, &policy, &refs(), now);
         assert_eq!(p.paid_through, Some(s.current_period()));

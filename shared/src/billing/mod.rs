@@ -4,6 +4,7 @@
 
 pub mod calendar;
 pub mod changes;
+pub mod declines;
 pub mod dunning;
 pub mod entities;
 pub mod facts;
@@ -17,6 +18,7 @@ pub mod state;
 pub mod trials;
 
 pub use calendar::{Anchor, BILLING_TZ, PeriodId};
+pub use declines::DeclineClass;
 pub use dunning::{DunningPolicy, DunningStep};
 pub use entities::{
     Actor, AttemptEvent, AttemptResult, AttemptState, AuditEntry, Buyer, ChargeAttempt,

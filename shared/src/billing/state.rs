@@ -22,6 +22,9 @@ pub enum SubscriptionStatus {
     Cancelled,
     /// i'mport no longer knows the billing key; a new registration is needed.
     KeyMissing,
+    /// The card was declined for good (lost, expired, closed: a hard
+    /// decline class, decision 72): no retries, no access, until a new card.
+    ActionRequired,
     /// An attempt needs a person (see `AttemptState::NeedsReview`): access
     /// ends and nothing is charged until an operator resolves it.
     NeedsReview,
@@ -40,6 +43,8 @@ pub enum Event {
     DeclinedWillRetry,
     /// The last retry was declined; the policy's final status applies.
     DeclinedFinal(SubscriptionStatus),
+    /// Declined in a hard class: retrying cannot pass.
+    DeclinedHard,
     /// i'mport answered that the billing key does not exist.
     KeyGone,
     /// Cancelled by the merchant or customer.
@@ -66,7 +71,7 @@ pub struct IllegalTransition {
 }
 
 impl SubscriptionStatus {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Pending,
         Self::Active,
         Self::Trialing,
@@ -74,6 +79,7 @@ impl SubscriptionStatus {
         Self::Suspended,
         Self::Cancelled,
         Self::KeyMissing,
+        Self::ActionRequired,
         Self::NeedsReview,
     ];
 
@@ -94,6 +100,7 @@ impl SubscriptionStatus {
                 final_status
             }
             (S::Active | S::PastDue | S::Trialing, E::KeyGone) => S::KeyMissing,
+            (S::Active | S::PastDue | S::Trialing, E::DeclinedHard) => S::ActionRequired,
             (
                 S::Pending
                 | S::Active
@@ -101,6 +108,7 @@ impl SubscriptionStatus {
                 | S::PastDue
                 | S::Suspended
                 | S::KeyMissing
+                | S::ActionRequired
                 | S::NeedsReview,
                 E::Cancel,
             ) => S::Cancelled,
@@ -113,6 +121,7 @@ impl SubscriptionStatus {
                 | S::PastDue
                 | S::Suspended
                 | S::KeyMissing
+                | S::ActionRequired
                 | S::NeedsReview,
                 E::FlagReview,
             ) => S::NeedsReview,
@@ -120,12 +129,17 @@ impl SubscriptionStatus {
             (S::NeedsReview, E::ResolvedUnpaid(to))
                 if matches!(
                     to,
-                    S::Active | S::Trialing | S::PastDue | S::Suspended | S::KeyMissing
+                    S::Active
+                        | S::Trialing
+                        | S::PastDue
+                        | S::Suspended
+                        | S::KeyMissing
+                        | S::ActionRequired
                 ) =>
             {
                 to
             }
-            (S::PastDue | S::Suspended | S::KeyMissing, E::Retry) => S::PastDue,
+            (S::PastDue | S::Suspended | S::KeyMissing | S::ActionRequired, E::Retry) => S::PastDue,
             (from, event) => return Err(IllegalTransition { from, event }),
         };
         Ok(next)
@@ -146,6 +160,7 @@ impl SubscriptionStatus {
             Self::Suspended => "suspended",
             Self::Cancelled => "cancelled",
             Self::KeyMissing => "key_missing",
+            Self::ActionRequired => "action_required",
             Self::NeedsReview => "needs_review",
         }
     }
@@ -173,6 +188,7 @@ mod tests {
             Just(Event::DeclinedWillRetry),
             any_status().prop_map(Event::DeclinedFinal),
             Just(Event::KeyGone),
+            Just(Event::DeclinedHard),
             Just(Event::Cancel),
             Just(Event::Reactivate),
             Just(Event::FlagReview),
@@ -194,6 +210,19 @@ mod tests {
             S::Suspended
         );
         assert_eq!(S::Suspended.apply(Event::Reactivate).unwrap(), S::Active);
+    }
+
+    #[test]
+    fn a_hard_decline_stops_until_a_new_card() {
+        for from in [S::Active, S::PastDue, S::Trialing] {
+            assert_eq!(from.apply(Event::DeclinedHard).unwrap(), S::ActionRequired);
+        }
+        let s = S::ActionRequired;
+        assert!(!s.is_chargeable());
+        assert!(s.apply(Event::Paid).is_err());
+        assert!(s.apply(Event::DeclinedWillRetry).is_err());
+        assert_eq!(s.apply(Event::Retry).unwrap(), S::PastDue);
+        assert_eq!(s.apply(Event::Cancel).unwrap(), S::Cancelled);
     }
 
     #[test]

@@ -96,7 +96,10 @@ async fn lost_answer<L: Ledger, G: PaymentGateway>(
         Ok(outcome) => Ok(outcome),
         Err(Open::Waiting(settled)) => {
             release(engine, attempt, token, &settled, Sent::Maybe).await?;
-            Ok(Outcome::Declined { reason: settled })
+            Ok(Outcome::Declined {
+                reason: settled,
+                class: None,
+            })
         }
         Err(Open::NothingThere | Open::Unclear(_)) => {
             release(engine, attempt, token, &detail, Sent::Maybe).await?;
@@ -175,7 +178,10 @@ async fn declined<L: Ledger, G: PaymentGateway>(
         // the request still processing at the gateway is left behind it.
         Err(Open::Waiting(detail)) => {
             release(engine, attempt, token, &detail, Sent::Maybe).await?;
-            Ok(Outcome::Declined { reason: detail })
+            Ok(Outcome::Declined {
+                reason: detail,
+                class: None,
+            })
         }
         Err(Open::NothingThere | Open::Unclear(_)) => {
             let detail = format!(
@@ -254,7 +260,10 @@ pub(super) async fn record<L: Ledger, G: PaymentGateway>(
             if let Guard::Claim(token) = guard {
                 release(engine, attempt, token, &detail, Sent::Maybe).await?;
             }
-            return Ok(Outcome::Declined { reason: detail });
+            return Ok(Outcome::Declined {
+                reason: detail,
+                class: None,
+            });
         }
     }
     Ok(outcome_of(&fact, attempt))
@@ -268,9 +277,12 @@ fn outcome_of(fact: &Fact, attempt: &ChargeAttempt) -> Outcome {
             info!(merchant_uid, %imp_uid, amount = attempt.amount, "charged");
             Outcome::Charged { imp_uid }
         }
-        Fact::Declined { reason, .. } => {
-            info!(merchant_uid, %reason, "declined");
-            Outcome::Declined { reason }
+        Fact::Declined { reason, class, .. } => {
+            info!(merchant_uid, %reason, class = class.as_str(), "declined");
+            Outcome::Declined {
+                reason,
+                class: Some(class),
+            }
         }
         Fact::Rejected { reason, key_gone } => {
             warn!(merchant_uid, %reason, key_gone, "rejected by the gateway");

@@ -203,6 +203,8 @@ async fn claim_fresh<L: Ledger, G>(
         refund_cause: None,
         resolution: None,
         retry_at: None,
+        decline: None,
+        receipt_url: None,
         created_at: now,
         updated_at: now,
     };

@@ -19,7 +19,7 @@ mod tests;
 
 use chrono::{DateTime, Utc};
 
-use crate::billing::{Fact, SubscriptionId};
+use crate::billing::{DeclineClass, Fact, SubscriptionId};
 use crate::engine::Engine;
 use crate::gateway::{GatewayError, PaymentGateway};
 use crate::ledger::{Ledger, LedgerError};
@@ -42,6 +42,9 @@ pub enum Outcome {
     },
     Declined {
         reason: String,
+        /// Its class once recorded (decision 72); `None` while the decline
+        /// waits for the quiet period before it is recorded.
+        class: Option<DeclineClass>,
     },
     Rejected {
         reason: String,

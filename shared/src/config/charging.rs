@@ -201,9 +201,17 @@ fn dunning(vars: &Vars) -> Result<DunningPolicy, ConfigError> {
             });
         }
     };
+    let retry_hours = DunningPolicy::parse_hours(
+        &vars.text("DUNNING_RETRY_HOUR").unwrap_or_default(),
+    )
+    .map_err(|reason| ConfigError::Invalid {
+        name: "DUNNING_RETRY_HOUR",
+        reason,
+    })?;
     Ok(DunningPolicy {
         retry_offsets,
         final_status,
+        retry_hours,
     })
 }
 

@@ -288,6 +288,7 @@ mod tests {
             ("PLAN_AMOUNT", "12.5"),
             ("CHARGE_CONCURRENCY", "0"),
             ("DUNNING_RETRY_DAYS", "7,3"),
+            ("DUNNING_RETRY_HOUR", "25"),
             ("IAMPORT_BASE_URL", "ftp://x"),
             ("WEBHOOK_ALLOWED_IPS", "1.2.3"),
             ("IAMPORT_PG", "chai pay"),

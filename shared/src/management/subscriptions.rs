@@ -294,7 +294,7 @@ fn describe(outcome: Result<Outcome, charging::RunError>) -> String {
     match outcome {
         Ok(Outcome::Charged { .. }) => "paid".into(),
         Ok(Outcome::Reconciled { fact }) if fact.is_paid() => "paid".into(),
-        Ok(Outcome::Declined { reason }) => format!("declined: {reason}"),
+        Ok(Outcome::Declined { reason, .. }) => format!("declined: {reason}"),
         Ok(Outcome::Rejected { reason, .. }) => format!("rejected: {reason}"),
         Ok(Outcome::NeedsReview { .. }) => "needs_review".into(),
         Ok(Outcome::Refused { reason }) => format!("refused: {reason}; the next run settles it"),

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::billing::price_changes::PriceChange;
 use crate::billing::trials::Trial;
-use crate::billing::{ChargeAttempt, Plan, Subscription};
+use crate::billing::{ChargeAttempt, Plan, Subscription, SubscriptionStatus};
 
 pub(super) fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -55,8 +55,12 @@ pub struct ChargeView {
     pub amount: i64,
     pub state: String,
     pub reason: Option<String>,
+    /// A decline's class (decision 72).
+    pub decline_class: Option<&'static str>,
     pub refunded: i64,
     pub paid_at: Option<String>,
+    /// The PG's receipt for the customer (the card slip), once paid.
+    pub receipt_url: Option<String>,
     /// Not paid: when the period is charged again, if it is.
     pub next_retry_at: Option<String>,
     pub resolution: Option<ResolutionView>,
@@ -74,8 +78,10 @@ impl From<&ChargeAttempt> for ChargeView {
             amount: a.amount,
             state: a.state.as_str().to_owned(),
             reason: a.fail_reason.clone(),
+            decline_class: a.decline.map(|c| c.as_str()),
             refunded: a.refunded,
             paid_at: a.paid_at.map(rfc3339),
+            receipt_url: a.receipt_url.clone(),
             next_retry_at: a.retry_at.map(rfc3339),
             resolution: a.resolution.as_ref().map(|r| ResolutionView {
                 resolved_as: r.state.as_str().to_owned(),
@@ -106,6 +112,8 @@ pub struct SubscriptionView {
     pub id: String,
     pub user_id: String,
     pub status: String,
+    /// `action_required`: the hard decline class that stopped it.
+    pub action_reason: Option<&'static str>,
     pub plan: PlanView,
     /// The catalogue's plan and version `plan` is a copy of, when it came
     /// from `POST /plans` (`prepare` with `plan_id`).
@@ -242,6 +250,10 @@ pub(super) fn view(sub: &Subscription, current: Option<&ChargeAttempt>) -> Subsc
         id: sub.id.to_string(),
         user_id: sub.user_id.clone(),
         status: sub.status.as_str().to_owned(),
+        action_reason: sub
+            .action_reason
+            .filter(|_| sub.status == SubscriptionStatus::ActionRequired)
+            .map(|c| c.as_str()),
         plan: (&sub.plan).into(),
         plan_id: sub.plan_ref.as_ref().map(|p| p.id.to_string()),
         plan_version: sub.plan_ref.as_ref().map(|p| p.version),

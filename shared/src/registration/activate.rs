@@ -541,6 +541,8 @@ fn activation(
         refund_cause: None,
         resolution: None,
         retry_at: None,
+        decline: None,
+        receipt_url: None,
         created_at: now,
         updated_at: now,
     };
@@ -609,6 +611,7 @@ fn fresh_subscription(
         last_run: None,
         paid_on: None,
         reanchor_on_payment: false,
+        action_reason: None,
         price_change: None,
         notice: None,
         trial: None,

@@ -267,6 +267,8 @@ async fn window_payment<L: Ledger, G>(
         refund_cause: None,
         resolution: None,
         retry_at: None,
+        decline: None,
+        receipt_url: None,
         created_at: now,
         updated_at: now,
     })

@@ -16,7 +16,7 @@ pub mod queue;
 mod report;
 pub mod rollouts;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -27,8 +27,8 @@ use tracing::error;
 
 pub use report::emf_line;
 
-use crate::billing::SubscriptionId;
 use crate::billing::notices::NoticeKind;
+use crate::billing::{Fact, SubscriptionId};
 use crate::charging::pace::Pace;
 use crate::charging::{BillingRun, Outcome, RunError, SkipReason, attempt};
 use crate::config::{BILLING_CLOCK_SKEW, BillingClock};
@@ -267,6 +267,11 @@ pub struct Summary {
     pub due: u64,
     pub charged: u64,
     pub declined: u64,
+    /// The declines recorded, by class (decision 72), counting those
+    /// reconciled from the gateway's records too.
+    pub declines: BTreeMap<&'static str, u64>,
+    /// Of them, the hard ones: the subscription stopped for a new card.
+    pub hard_declines: u64,
     pub rejected: u64,
     pub ambiguous: u64,
     /// Refused without a payment; left open to be settled after the quiet
@@ -325,6 +330,17 @@ impl Summary {
                 return;
             }
         };
+        let class = match outcome {
+            Outcome::Declined { class, .. } => *class,
+            Outcome::Reconciled {
+                fact: Fact::Declined { class, .. },
+            } => Some(*class),
+            _ => None,
+        };
+        if let Some(class) = class {
+            *self.declines.entry(class.as_str()).or_default() += 1;
+            self.hard_declines += u64::from(class.is_hard());
+        }
         match outcome {
             Outcome::Charged { .. } => self.charged += 1,
             Outcome::Declined { .. } => self.declined += 1,

@@ -1,7 +1,23 @@
 //! The run's summary as one CloudWatch Embedded Metric Format line.
 
 use super::RunReport;
+use crate::billing::DeclineClass;
 use crate::telemetry;
+
+/// The metric each decline class is counted under.
+fn decline_metric(class: DeclineClass) -> &'static str {
+    match class {
+        DeclineClass::InsufficientFunds => "DeclinedInsufficientFunds",
+        DeclineClass::LimitExceeded => "DeclinedLimitExceeded",
+        DeclineClass::CardInvalid => "DeclinedCardInvalid",
+        DeclineClass::CardLostOrStolen => "DeclinedCardLostOrStolen",
+        DeclineClass::CardExpired => "DeclinedCardExpired",
+        DeclineClass::AccountClosed => "DeclinedAccountClosed",
+        DeclineClass::IssuerUnavailable => "DeclinedIssuerUnavailable",
+        DeclineClass::DoNotRetry => "DeclinedDoNotRetry",
+        DeclineClass::Unknown => "DeclinedUnknown",
+    }
+}
 
 /// The summary as one EMF line (namespace `SubscriptionBilling`, per
 /// `Function` and in all).
@@ -24,8 +40,13 @@ pub fn emf_line(report: &RunReport, function: &str, timestamp_ms: i64) -> String
         ("NoticesActionRequired", s.notices_action_required),
         ("ConsentRequests", s.consent_requests),
         ("ItemErrors", s.errors),
+        ("HardDeclines", s.hard_declines),
         ("RunFailed", u64::from(report.error.is_some())),
     ];
+    for class in DeclineClass::ALL {
+        let n = s.declines.get(class.as_str()).copied().unwrap_or(0);
+        metrics.push((decline_metric(class), n));
+    }
     // A level, not an edge: emitted only when it could be read.
     if let Some(n) = s.waiting_for_review {
         metrics.push(("WaitingForReview", n));
@@ -53,6 +74,8 @@ mod tests {
                 waiting_for_review: Some(3),
                 notices: 4,
                 notices_action_required: 1,
+                declines: [("card_expired", 1)].into_iter().collect(),
+                hard_declines: 1,
                 ..Summary::default()
             },
             stopped: None,
@@ -68,9 +91,17 @@ mod tests {
             (v["Notices"].as_u64(), v["NoticesActionRequired"].as_u64()),
             (Some(4), Some(1))
         );
+        assert_eq!(
+            (
+                v["DeclinedCardExpired"].as_u64(),
+                v["HardDeclines"].as_u64()
+            ),
+            (Some(1), Some(1))
+        );
+        assert_eq!(v["DeclinedInsufficientFunds"], 0);
         let directive = &v["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(directive["Namespace"], "SubscriptionBilling");
-        assert_eq!(directive["Metrics"].as_array().unwrap().len(), 18);
+        assert_eq!(directive["Metrics"].as_array().unwrap().len(), 28);
         // Per function and in all (what the alarms watch).
         assert_eq!(
             directive["Dimensions"],

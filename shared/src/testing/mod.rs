@@ -120,6 +120,7 @@ pub fn subscription(id: &str, anchor: Anchor) -> Subscription {
         last_run: None,
         paid_on: None,
         reanchor_on_payment: false,
+        action_reason: None,
         price_change: None,
         notice: None,
         trial: None,
@@ -150,6 +151,8 @@ pub fn attempt(sub: &Subscription, state: AttemptState) -> ChargeAttempt {
         refund_cause: None,
         resolution: None,
         retry_at: None,
+        decline: None,
+        receipt_url: None,
         created_at: sub.updated_at,
         updated_at: sub.updated_at,
     }
@@ -174,7 +177,9 @@ pub fn record(
         customer_uid: Some(key.into()),
         paid_at,
         fail_reason: None,
+        pg_code: None,
         cancel_reason: None,
+        receipt_url: None,
     }
 }
 

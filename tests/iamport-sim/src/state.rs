@@ -708,6 +708,7 @@ impl Sim {
         let customer = &key.customer;
         let is_card = key.pay_method == "card";
         let paid = decline.is_none();
+        let receipt = paid.then(|| receipt_url(&imp_uid));
         let payment = Payment {
             imp_uid,
             merchant_uid: req.merchant_uid,
@@ -758,7 +759,8 @@ impl Sim {
             cancelled_at: 0,
             fail_reason: decline,
             cancel_reason: None,
-            receipt_url: None,
+            // The PG's card slip; `.invalid` never resolves, so nothing follows it off this machine.
+            receipt_url: receipt,
             cancel_history: Vec::new(),
             cancel_receipt_urls: Vec::new(),
             cash_receipt_issued: false,
@@ -1082,6 +1084,13 @@ impl Sim {
     pub(crate) fn reset(&self) {
         *self.lock() = SimState::new(&self.config);
     }
+}
+
+/// The receipt link the simulated PG gives a paid payment (V1 `receipt_url`,
+/// V2 `receiptUrl`): a real PG's points at its receipt page; this one is on
+/// a reserved domain that never resolves.
+pub(crate) fn receipt_url(imp_uid: &str) -> String {
+    format!("https://receipts.iamport-sim.invalid/{imp_uid}")
 }
 
 #[cfg(test)]

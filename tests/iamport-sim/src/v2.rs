@@ -412,6 +412,9 @@ fn payment_json(sim: &Sim, p: &Payment, updated_at: i64) -> Value {
         PaymentStatus::Paid | PaymentStatus::Cancelled => {
             v["paidAt"] = Value::from(rfc3339(p.paid_at));
             v["pgTxId"] = Value::from(p.pg_tid.clone().unwrap_or_default());
+            if let Some(url) = &p.receipt_url {
+                v["receiptUrl"] = Value::from(url.clone());
+            }
             if status == "PAID" {
                 v["disputes"] = json!([]);
             }

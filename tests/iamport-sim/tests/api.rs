@@ -272,7 +272,6 @@ async fn again_charges_the_key_and_records_one_paid_payment() {
         "bank_code",
         "vbank_num",
         "buyer_addr",
-        "receipt_url",
         "promotion",
     ] {
         assert!(
@@ -280,6 +279,14 @@ async fn again_charges_the_key_and_records_one_paid_payment() {
             "{field} must be present and null"
         );
     }
+    // A paid payment carries the PG's receipt link (the card slip).
+    assert!(
+        p["receipt_url"]
+            .as_str()
+            .is_some_and(|u| u.ends_with(p["imp_uid"].as_str().unwrap_or("?"))),
+        "receipt_url of a paid payment: {}",
+        p["receipt_url"]
+    );
 
     let ledger = sim.ledger();
     assert_eq!(ledger.len(), 1);

@@ -81,7 +81,8 @@ impl Payment {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Decision {
     Pay,
-    Decline,
+    /// Declined with this message (the PG's `fail_reason` / `pgMessage`).
+    Decline(&'static str),
     /// Pending first; the world lands it as paid or failed later.
     Pend,
 }
@@ -159,6 +160,22 @@ pub(crate) const MSG_IN_PROGRESS: &str = "동일한 주문번호로 결제가 �
 pub(crate) const MSG_SETTING: &str = "비인증결제모듈 사용정보를 찾을 수 없습니다.";
 pub(crate) const MSG_NOT_FOUND: &str = "존재하지 않는 결제정보입니다.";
 pub(crate) const MSG_DECLINED: &str = "잔액부족";
+/// Declines a card that works may meet another day, as Korean PGs word
+/// them (the last one in no class the engine knows: retried as `unknown`).
+pub(crate) const SOFT_DECLINES: [&str; 4] = [
+    MSG_DECLINED,
+    "[F113] 1회 한도초과",
+    "카드사 시스템 점검 중입니다",
+    "승인 거절(카드사 문의)",
+];
+/// Declines of a dead card: every charge of it meets one, until a new card.
+pub(crate) const HARD_DECLINES: [&str; 5] = [
+    "[8301] 분실카드입니다",
+    "유효기간 경과 카드",
+    "해지된 카드입니다",
+    "유효하지 않은 카드입니다",
+    "거래정지 카드",
+];
 
 impl Model {
     fn new_imp_uid(&mut self, prefix: &str) -> String {
@@ -262,7 +279,7 @@ impl Model {
         let imp_uid = self.new_imp_uid("imps_");
         let (status, paid_at, fail_reason) = match decision {
             Decision::Pay => (Status::Paid, Some(now), None),
-            Decision::Decline => (Status::Failed, None, Some(MSG_DECLINED.to_owned())),
+            Decision::Decline(message) => (Status::Failed, None, Some(message.to_owned())),
             Decision::Pend => (Status::Pending, None, None),
         };
         self.payments.push(Payment {
@@ -638,7 +655,7 @@ mod tests {
         let mut m = Model::default();
         m.issue("cu_1", "r1", 0, now());
         assert!(matches!(
-            charge(&mut m, "cu_1", "s1", Decision::Decline, 0),
+            charge(&mut m, "cu_1", "s1", Decision::Decline(MSG_DECLINED), 0),
             Charged::Recorded(_)
         ));
         assert!(matches!(

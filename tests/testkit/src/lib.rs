@@ -989,6 +989,8 @@ pub async fn crashed_claim<L: shared::ledger::Ledger>(
         imp_uid: None,
         paid_at: None,
         fail_reason: None,
+        decline: None,
+        receipt_url: None,
         refunded: 0,
         refund_cause: None,
         resolution: None,

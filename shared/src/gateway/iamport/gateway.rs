@@ -33,7 +33,9 @@ impl From<&Payment> for PaymentRecord {
                 .then(|| DateTime::from_timestamp(p.paid_at, 0))
                 .flatten(),
             fail_reason: p.fail_reason.clone(),
+            pg_code: None,
             cancel_reason: p.cancel_reason.clone(),
+            receipt_url: p.receipt_url.clone(),
         }
     }
 }

@@ -113,6 +113,8 @@ pub struct Payment {
     pub failure: Option<PaymentFailure>,
     #[serde(default)]
     pub channel: Option<SelectedChannel>,
+    #[serde(default)]
+    pub receipt_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -96,7 +96,9 @@ pub fn record_of(p: &Payment) -> PaymentRecord {
         customer_uid: p.billing_key.clone(),
         paid_at: parse_time(p.paid_at.as_deref()),
         fail_reason: failure.and_then(|f| f.pg_message.clone().or_else(|| f.reason.clone())),
+        pg_code: failure.and_then(|f| f.pg_code.clone()),
         cancel_reason: None,
+        receipt_url: p.receipt_url.clone(),
     }
 }
 
@@ -149,7 +151,9 @@ pub fn charge_refused(request: &ChargeRequest, status: u16, error: &ErrorBody) -
             customer_uid: Some(request.customer_uid.clone()),
             paid_at: None,
             fail_reason: error.pg_message.clone().or_else(|| error.message.clone()),
+            pg_code: error.pg_code.clone(),
             cancel_reason: None,
+            receipt_url: None,
         }),
         "UNAUTHORIZED" => {
             ChargeOutcome::Rejected(rejection(RejectionKind::Unauthorized, status, error))

@@ -9,8 +9,9 @@ use super::table::{
     CONSENT_PK, CONSENT_SK, DUE_PK, DUE_SK, PK, PLAN_PK, PLAN_SK, SK, TTL_ATTRIBUTE,
 };
 use crate::billing::{
-    Anchor, AttemptState, AuditEntry, Buyer, ChargeAttempt, KeyInfo, PeriodId, Plan, RefundCause,
-    Registration, RegistrationStatus, Resolution, Subscription, SubscriptionId, SubscriptionStatus,
+    Anchor, AttemptState, AuditEntry, Buyer, ChargeAttempt, DeclineClass, KeyInfo, PeriodId, Plan,
+    RefundCause, Registration, RegistrationStatus, Resolution, Subscription, SubscriptionId,
+    SubscriptionStatus,
 };
 use crate::ledger::{LedgerError, RefundIntent, RefundState};
 use crate::secret::Pii;
@@ -459,6 +460,11 @@ pub fn subscription_to_item(sub: &Subscription, shards: u32) -> Item {
     if sub.reanchor_on_payment {
         item.insert("reanchor_on_payment".into(), AttributeValue::Bool(true));
     }
+    put_opt(
+        &mut item,
+        "action_reason",
+        sub.action_reason.map(|c| s(c.as_str())),
+    );
     put_buyer(&mut item, &sub.buyer);
     put_notice(&mut item, sub.notice.as_ref());
     super::trials::put_trial(&mut item, sub.trial.as_ref());
@@ -549,6 +555,12 @@ pub fn subscription_from_item(item: &Item) -> Result<Subscription, LedgerError> 
             None => None,
         },
         reanchor_on_payment: r.bool("reanchor_on_payment")?,
+        action_reason: match r.opt_str("action_reason")? {
+            None => None,
+            Some(c) => Some(DeclineClass::parse(&c).ok_or_else(|| {
+                LedgerError::Corrupt(format!("subscription action_reason {c:?}"))
+            })?),
+        },
         notice: read_notice(&r)?,
         trial: super::trials::read_trial(&r)?,
         price_change: super::price_changes::read_price_change(item)?,
@@ -626,6 +638,8 @@ pub fn attempt_to_item(a: &ChargeAttempt) -> Item {
     put_opt(&mut item, "imp_uid", a.imp_uid.as_ref().map(s));
     put_opt(&mut item, "paid_at", a.paid_at.map(ts));
     put_opt(&mut item, "fail_reason", a.fail_reason.as_ref().map(s));
+    put_opt(&mut item, "decline", a.decline.map(|c| s(c.as_str())));
+    put_opt(&mut item, "receipt_url", a.receipt_url.as_ref().map(s));
     item.insert("refunded".into(), n(a.refunded));
     put_opt(
         &mut item,
@@ -667,6 +681,14 @@ pub fn attempt_from_item(item: &Item) -> Result<ChargeAttempt, LedgerError> {
         imp_uid: r.opt_str("imp_uid")?,
         paid_at: r.opt_time("paid_at")?,
         fail_reason: r.opt_str("fail_reason")?,
+        decline: match r.opt_str("decline")? {
+            None => None,
+            Some(c) => Some(
+                DeclineClass::parse(&c)
+                    .ok_or_else(|| LedgerError::Corrupt(format!("attempt decline {c:?}")))?,
+            ),
+        },
+        receipt_url: r.opt_str("receipt_url")?,
         refunded: r.opt_i64("refunded")?.unwrap_or(0),
         refund_cause: match r.opt_str("refund_cause")? {
             None => None,
@@ -728,6 +750,7 @@ mod tests {
             last_run: Some("exec-1".into()),
             paid_on: NaiveDate::from_ymd_opt(2026, 3, 31),
             reanchor_on_payment: true,
+            action_reason: Some(DeclineClass::CardExpired),
             notice: Some(crate::billing::notices::SentNotice {
                 period: PeriodId::parse("202602").unwrap_or_else(|| panic!("period")),
                 kind: crate::billing::notices::NoticeKind::ActionRequired,

@@ -30,6 +30,12 @@ impl DynamoLedger {
                 ":reason",
                 result.fail_reason.as_deref().map(s),
             ),
+            ("decline", ":decline", result.decline.map(|c| s(c.as_str()))),
+            (
+                "receipt_url",
+                ":receipt_url",
+                result.receipt_url.as_deref().map(s),
+            ),
             ("retry_at", ":retry_at", result.retry_at.map(ts)),
         ];
         let mut assigned = Vec::new();

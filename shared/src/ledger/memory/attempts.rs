@@ -206,6 +206,8 @@ pub(super) async fn settle(
         settled.imp_uid.clone_from(&result.imp_uid);
         settled.paid_at = opt_secs(result.paid_at);
         settled.fail_reason.clone_from(&result.fail_reason);
+        settled.decline = result.decline;
+        settled.receipt_url.clone_from(&result.receipt_url);
         settled.retry_at = result.retry_at.map(secs);
         settled.claim_token = None;
         settled.lease_until = None;

@@ -69,6 +69,8 @@ pub(super) async fn resolve(
         resolved.imp_uid.clone_from(&result.imp_uid);
         resolved.paid_at = opt_secs(result.paid_at);
         resolved.fail_reason.clone_from(&result.fail_reason);
+        resolved.decline = result.decline;
+        resolved.receipt_url.clone_from(&result.receipt_url);
         resolved.retry_at = result.retry_at.map(secs);
         resolved.resolution = Some(resolution.clone());
         resolved.updated_at = secs(resolution.at);

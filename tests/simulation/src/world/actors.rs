@@ -555,10 +555,22 @@ impl World {
         // A key this store may not charge is a fault of the world, not of
         // the engine: none in a clean world.
         let forbidden = self.v2 && self.strikes(0.01);
+        // One card in twelve dies within a few months: lost, expired, closed.
+        let dies = self.rand(|r| {
+            r.random_bool(1.0 / 12.0).then(|| {
+                (
+                    chrono::Duration::days(r.random_range(0..120)),
+                    crate::model::HARD_DECLINES
+                        [r.random_range(0..crate::model::HARD_DECLINES.len())],
+                )
+            })
+        });
+        let dies = dies.map(|(after, message)| (self.now() + after, message));
         lock(&self.customers).insert(
             key.to_owned(),
             Customer {
                 decline_rate,
+                dies,
                 forbidden,
             },
         );
@@ -1133,6 +1145,7 @@ impl World {
                     s.status,
                     SubscriptionStatus::Suspended
                         | SubscriptionStatus::KeyMissing
+                        | SubscriptionStatus::ActionRequired
                         | SubscriptionStatus::PastDue
                 )
             })
@@ -1512,8 +1525,10 @@ fn placeholder_view(merchant_uid: &str) -> management::ChargeView {
         amount: 0,
         state: "paid".into(),
         reason: None,
+        decline_class: None,
         refunded: 0,
         paid_at: None,
+        receipt_url: None,
         next_retry_at: None,
         resolution: None,
         created_at: String::new(),

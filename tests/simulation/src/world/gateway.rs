@@ -339,11 +339,15 @@ impl World {
 
     /// A charge request reaching the PG now.
     pub(super) fn apply_charge(self: &Arc<Self>, req: &ChargeRequest) -> Charged {
-        let (rate, forbidden) = {
+        let now = self.now();
+        let (rate, dead, forbidden) = {
             let customers = lock(&self.customers);
             let c = customers.get(&req.customer_uid);
             (
                 c.map_or(0.0, |c| c.decline_rate),
+                c.and_then(|c| c.dies)
+                    .filter(|(at, _)| *at <= now)
+                    .map(|(_, message)| message),
                 c.is_some_and(|c| c.forbidden),
             )
         };
@@ -366,8 +370,11 @@ impl World {
         // Once the world quiets down, nothing new stays pending.
         let decision = if self.faults_on() && self.rand(|r| r.random_bool(0.04)) {
             Decision::Pend
+        } else if let Some(message) = dead {
+            Decision::Decline(message)
         } else if self.rand(|r| r.random_bool(rate)) {
-            Decision::Decline
+            let soft = crate::model::SOFT_DECLINES;
+            Decision::Decline(soft[self.rand(|r| r.random_range(0..soft.len()))])
         } else {
             Decision::Pay
         };
@@ -376,7 +383,6 @@ impl World {
         let setting = self
             .setting_broken
             .load(std::sync::atomic::Ordering::SeqCst);
-        let now = self.now();
         let charged = lock(&self.model).charge(
             &req.customer_uid,
             &req.merchant_uid,
@@ -399,6 +405,9 @@ impl World {
                     }
                     Status::Failed => {
                         self.count("charges declined");
+                        if dead.is_some() {
+                            self.count("charges declined as a dead card");
+                        }
                         self.record(format!("I declined {} {}", p.merchant_uid, p.imp_uid));
                     }
                     Status::Pending => {

@@ -17,7 +17,7 @@ use super::{SeedReport, World, lock};
 use crate::model::{MSG_SETTING, Usage};
 
 /// The invariants, by the names the summary line uses.
-pub const INVARIANTS: [&str; 21] = [
+pub const INVARIANTS: [&str; 22] = [
     "charged after a cancel",
     "billed without access",
     "two periods a day",
@@ -39,6 +39,7 @@ pub const INVARIANTS: [&str; 21] = [
     "trial converted untold",
     "increase charged without consent",
     "retry at another amount",
+    "dead card charged again",
 ];
 
 /// Half the sign-ups (by their id's first character, so the world's random
@@ -109,6 +110,9 @@ pub(crate) struct Observed {
     claimed: BTreeMap<SubscriptionId, (PeriodId, i64)>,
     /// The periods charged (money taken) per subscription and Seoul day.
     paid_days: BTreeMap<(SubscriptionId, NaiveDate), BTreeSet<PeriodId>>,
+    /// Billing keys whose charge was recorded as a hard decline (decision
+    /// 72), with that charge's uid: none may be charged again.
+    dead_keys: BTreeMap<String, String>,
 }
 
 fn no_access(s: SubscriptionStatus) -> bool {
@@ -116,6 +120,7 @@ fn no_access(s: SubscriptionStatus) -> bool {
         s,
         SubscriptionStatus::Suspended
             | SubscriptionStatus::KeyMissing
+            | SubscriptionStatus::ActionRequired
             | SubscriptionStatus::NeedsReview
             | SubscriptionStatus::Cancelled
     )
@@ -173,6 +178,25 @@ impl World {
                 {
                     obs.flags += 1;
                 }
+                if a.state == AttemptState::Failed
+                    && before != Some(AttemptState::Failed)
+                    && a.decline.is_some_and(|c| c.is_hard())
+                {
+                    // The key its declined payment was made with, as the PG recorded it.
+                    let model = lock(&self.model);
+                    let keys: BTreeSet<String> = model
+                        .payments
+                        .iter()
+                        .filter(|p| p.merchant_uid == a.merchant_uid && p.fail_reason.is_some())
+                        .map(|p| p.customer_uid.clone())
+                        .collect();
+                    drop(model);
+                    for k in keys {
+                        obs.dead_keys
+                            .entry(k)
+                            .or_insert_with(|| a.merchant_uid.clone());
+                    }
+                }
             }
         }
         for s in changed {
@@ -194,6 +218,9 @@ impl World {
     }
 
     fn status_changed(&self, s: &Subscription, attempts: &[ChargeAttempt]) {
+        if s.status == SubscriptionStatus::ActionRequired {
+            self.count("stopped by a hard decline for a new card");
+        }
         if s.status == SubscriptionStatus::KeyMissing {
             let model = lock(&self.model);
             if model.key(&s.customer_uid).is_some_and(|k| !k.deleted) {
@@ -274,6 +301,22 @@ impl World {
                 "sent without a live claim",
                 format!(
                     "{inv} charge {} is not the stored attempt",
+                    req.merchant_uid
+                ),
+            );
+        }
+        // A card recorded as dead (a hard decline) is never charged again.
+        let dead = lock(&self.observed)
+            .dead_keys
+            .get(&req.customer_uid)
+            .cloned();
+        if let Some(declined) = dead
+            && declined != req.merchant_uid
+        {
+            self.violation(
+                "dead card charged again",
+                format!(
+                    "{inv} charge {} of a key whose charge {declined} was declined for good",
                     req.merchant_uid
                 ),
             );

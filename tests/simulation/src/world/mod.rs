@@ -148,6 +148,9 @@ struct Trace {
 #[derive(Debug, Clone)]
 struct Customer {
     decline_rate: f64,
+    /// The card dies (lost, expired, closed) at this instant: every charge
+    /// of it from then on is declined with the message (a hard class).
+    dies: Option<(DateTime<Utc>, &'static str)>,
     /// V2: charging this key is refused with 403 `FORBIDDEN`.
     forbidden: bool,
 }
