@@ -82,6 +82,11 @@ fn plan(p: &crate::billing::Plan) -> Value {
     json!({"amount": p.amount, "name": p.name})
 }
 
+/// A VAT split as events show it.
+fn tax(split: crate::billing::TaxSplit) -> Value {
+    json!({"supply": split.supply, "vat": split.vat, "tax_free": split.tax_free})
+}
+
 fn card(sub: &Subscription) -> Value {
     json!({
         "pg_provider": sub.key.pg_provider,
@@ -449,6 +454,7 @@ pub fn of_attempt(
                     "imp_uid": new.imp_uid,
                     "paid_at": opt_time(new.paid_at),
                     "receipt_url": new.receipt_url,
+                    "tax": tax(new.tax()),
                 }),
             )),
             AttemptState::Failed | AttemptState::Rejected => out.push(charge_event(
@@ -486,6 +492,8 @@ pub fn of_attempt(
                 "imp_uid": new.imp_uid,
                 "refunded": new.refunded - before,
                 "total_refunded": new.refunded,
+                // This refund's parts, pro rata of the charge's (decision 73).
+                "tax": tax(new.tax().refund(before, new.refunded - before)),
                 "reason": new.refund_cause.map(|c| c.as_str()),
             }),
         ));
@@ -590,6 +598,7 @@ mod tests {
             amount: 14900,
             name: "프로".into(),
             notice_days: crate::billing::notices::DEFAULT_NOTICE_DAYS,
+            tax: crate::billing::TaxSetting::Taxable,
         });
         let events = of_subscription(Some(&s), Some(&asked));
         assert_eq!(kinds(&events), ["subscription.plan_changed"]);

@@ -76,6 +76,14 @@ pub async fn refund<L: Ledger, G: PaymentGateway>(
         merchant_uid: intent.merchant_uid.clone(),
         amount: Some(intent.amount),
         checksum: Some(intent.checksum),
+        // Pro rata of what was refunded before this intent (decision 73),
+        // so a retry under the same key sends the same parts.
+        tax_free: (attempt.tax_free > 0).then(|| {
+            attempt
+                .tax()
+                .refund(attempt.amount - intent.checksum, intent.amount)
+                .tax_free
+        }),
         reason: intent.reason.clone(),
     };
     let shown = match engine.gateway.refund(&request).await {

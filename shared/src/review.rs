@@ -262,7 +262,10 @@ fn resolution_result(
             fail_reason: None,
             retry_at: None,
             decline: None,
-            receipt_url: None,
+            // What the PG's record says, as a settlement would keep it.
+            receipt_url: record.and_then(|p| p.receipt_url.clone()),
+            tax: record
+                .and_then(|p| crate::billing::TaxSplit::reported(p.amount, p.tax_free, p.vat)),
         }
     } else {
         AttemptResult {
@@ -274,6 +277,7 @@ fn resolution_result(
             retry_at: None,
             decline: None,
             receipt_url: None,
+            tax: None,
         }
     }
 }

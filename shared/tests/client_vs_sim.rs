@@ -57,6 +57,7 @@ fn charge(customer_uid: &str, merchant_uid: &str, amount: i64) -> AgainRequest {
         buyer_tel: Some(Pii::new("01012345678")),
         custom_data: Some(r#"{"subscription_id":"sub_1"}"#.into()),
         notice_url: None,
+        tax_free: None,
     }
 }
 
@@ -375,6 +376,7 @@ async fn cancel_partial_then_full_and_unknown_payment() {
             amount: Some(3000),
             checksum: Some(9900),
             reason: "부분환불".into(),
+            tax_free: None,
         })
         .await
         .expect("partial refund");
@@ -401,6 +403,7 @@ async fn cancel_partial_then_full_and_unknown_payment() {
             amount: None,
             checksum: Some(6900),
             reason: "전액환불".into(),
+            tax_free: None,
         })
         .await
         .expect("full refund");
@@ -418,6 +421,7 @@ async fn cancel_partial_then_full_and_unknown_payment() {
             amount: None,
             checksum: None,
             reason: "환불".into(),
+            tax_free: None,
         })
         .await
         .unwrap_err();

@@ -167,6 +167,7 @@ fn again_request() -> AgainRequest {
         buyer_tel: Some(Pii::new(PHONE)),
         custom_data: Some(r#"{"subscription_id":"sub_1","period":"2024-06"}"#.into()),
         notice_url: Some("https://billing.example/webhook".into()),
+        tax_free: None,
     }
 }
 
@@ -1123,6 +1124,7 @@ async fn cancel_sends_amount_and_checksum_and_decodes_the_refund() {
             amount: Some(9900),
             checksum: Some(9900),
             reason: "고객 요청".into(),
+            tax_free: None,
         })
         .await
         .expect("cancel");
@@ -1161,6 +1163,7 @@ async fn cancel_of_an_unknown_payment_is_a_business_rejection() {
             amount: None,
             checksum: None,
             reason: "환불".into(),
+            tax_free: None,
         })
         .await
         .unwrap_err();

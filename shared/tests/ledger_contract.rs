@@ -15,7 +15,7 @@ use shared::billing::plans::{Interval, PlanId, PlanRecord, PlanRef};
 use shared::billing::{
     AttemptResult, AttemptState, AuditEntry, Buyer, ChargeAttempt, DeclineClass, MerchantUid,
     PeriodId, Plan, Registration, RegistrationStatus, Resolution, Subscription, SubscriptionId,
-    SubscriptionStatus, UidKey,
+    SubscriptionStatus, TaxSetting, TaxSplit, UidKey,
 };
 use shared::ledger::dynamodb::DynamoLedger;
 use shared::ledger::memory::InMemoryLedger;
@@ -102,6 +102,7 @@ contract!(
     a_price_increase_is_due_at_its_consent_request_and_listed_until_answered,
     a_plan_rollout_comes_with_its_version_and_its_plan_lists_the_live_members,
     a_settlement_keeps_the_decline_class_and_the_receipt_link,
+    tax_settings_and_a_charges_vat_split_read_back_as_written,
 );
 
 fn t(s: &str) -> DateTime<Utc> {
@@ -122,6 +123,7 @@ fn registration(id: &SubscriptionId, now: DateTime<Utc>) -> Registration {
             amount: 9900,
             name: "월간 구독".into(),
             notice_days: shared::billing::notices::DEFAULT_NOTICE_DAYS,
+            tax: shared::billing::TaxSetting::Taxable,
         },
         plan_ref: None,
         pg: "chai".into(),
@@ -183,6 +185,8 @@ fn claimed(
         receipt_url: None,
         created_at: now,
         updated_at: now,
+        tax_free: 0,
+        vat: None,
     }
 }
 
@@ -206,6 +210,7 @@ fn paid(imp_uid: &str, at: DateTime<Utc>) -> AttemptResult {
         retry_at: None,
         decline: None,
         receipt_url: None,
+        tax: None,
     }
 }
 
@@ -219,6 +224,7 @@ fn declined(reason: &str) -> AttemptResult {
         retry_at: None,
         decline: None,
         receipt_url: None,
+        tax: None,
     }
 }
 
@@ -336,6 +342,7 @@ async fn activation_happens_once_and_clears_the_expiry<L: Subject>(l: L) {
             amount: 1,
             name: "x".into(),
             notice_days: shared::billing::notices::DEFAULT_NOTICE_DAYS,
+            tax: shared::billing::TaxSetting::Taxable,
         },
         ..sub.clone()
     };
@@ -512,6 +519,7 @@ async fn one_live_subscription_per_user_and_plan_when_locked<L: Subject>(l: L) {
             amount: 4900,
             name: "basic".into(),
             notice_days: shared::billing::notices::DEFAULT_NOTICE_DAYS,
+            tax: shared::billing::TaxSetting::Taxable,
         },
         ..sub_b.clone()
     };
@@ -1935,6 +1943,7 @@ fn plan(id: &str, version: u32, amount: i64, at: DateTime<Utc>) -> PlanRecord {
             on_no_consent: shared::billing::trials::OnNoConsent::ExtendTrialOnce,
         }),
         created_at: at,
+        tax: shared::billing::TaxSetting::Taxable,
     }
 }
 
@@ -2497,4 +2506,78 @@ async fn a_settlement_keeps_the_decline_class_and_the_receipt_link<L: Subject>(l
         (stored.decline, stored.receipt_url.as_deref()),
         (None, Some(receipt))
     );
+}
+
+/// A plan's tax setting is kept wherever a plan is (the catalogue, a
+/// registration, a subscription and its pending plan); an attempt keeps
+/// the tax-free part it was claimed with, and its settlement the split the
+/// PG reported (decision 73).
+async fn tax_settings_and_a_charges_vat_split_read_back_as_written<L: Subject>(l: L) {
+    let now = t("2026-12-24T15:00:00Z");
+    let mixed = TaxSetting::Mixed { tax_free: 4000 };
+    let record = PlanRecord {
+        tax: mixed,
+        ..plan("books-monthly", 1, 9900, now)
+    };
+    l.put_plan(&record).await.unwrap();
+    let stored = l.get_plan(&record.id, Some(1)).await.unwrap().unwrap();
+    assert_eq!(stored.tax, mixed);
+    let id = SubscriptionId::generate();
+    let mut reg = registration(&id, now);
+    reg.plan.tax = TaxSetting::Exempt;
+    l.put_registration(&reg).await.unwrap();
+    let back = l
+        .get_registration(&reg.merchant_uid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.plan.tax, TaxSetting::Exempt);
+
+    let sub = live(&l, now).await;
+    let mut next = sub.next_version(now);
+    next.plan.tax = mixed;
+    next.pending_plan = Some(Plan {
+        tax: TaxSetting::Exempt,
+        ..next.plan.clone()
+    });
+    l.change_subscription(&SubscriptionChange {
+        next: &next,
+        audit: None,
+        lock: LockChange::Keep,
+    })
+    .await
+    .unwrap();
+    let sub = l.get_subscription(&sub.id).await.unwrap().unwrap();
+    assert_eq!(
+        (sub.plan.tax, sub.pending_plan.as_ref().map(|p| p.tax)),
+        (mixed, Some(TaxSetting::Exempt))
+    );
+    let a = ChargeAttempt {
+        tax_free: 4000,
+        ..current(&sub, "run-1", now)
+    };
+    let sub = claim(&l, &a, &sub).await.unwrap();
+    assert_eq!(attempt_of(&l, &a).await.tax_free, 4000);
+    let mut paid_next = sub.next_version(now);
+    paid_next.period_index += 1;
+    let reported = TaxSplit {
+        supply: 5365,
+        vat: 535,
+        tax_free: 4000,
+    };
+    l.settle(&Settlement {
+        attempt: &a,
+        result: &AttemptResult {
+            tax: Some(reported),
+            ..paid("imps_tax", now)
+        },
+        guard: Guard::Claim("run-1"),
+        next: &paid_next,
+        now,
+    })
+    .await
+    .unwrap();
+    let stored = attempt_of(&l, &a).await;
+    assert_eq!((stored.tax_free, stored.vat), (4000, Some(535)));
+    assert_eq!(stored.tax(), reported);
 }

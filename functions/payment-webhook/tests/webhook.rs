@@ -244,6 +244,7 @@ async fn form_encoded_webhooks_and_console_refunds_are_recorded() {
                 amount,
                 checksum: None,
                 reason: "console refund".into(),
+                tax_free: None,
             })
             .await
             .unwrap();

@@ -620,6 +620,7 @@ async fn a_refund_with_a_stale_view_refunds_nothing_and_learns_the_truth() {
             amount: Some(3000),
             checksum: None,
             reason: "console".into(),
+            tax_free: None,
         })
         .await
         .unwrap();
@@ -1552,8 +1553,9 @@ mod on_dynamodb {
 async fn the_catalogue_keeps_each_plan_version_once_and_a_sign_up_keeps_the_one_it_agreed_to() {
     let sim = start_sim().await;
     let app = memory_app_for(&sim, &[]);
-    let basic =
-        json!({"id": "basic-monthly", "name": "베이직 월간", "amount": 9900, "currency": "KRW"});
+    // A mixed plan: 4,000 KRW of each charge is tax-free (decision 73).
+    let basic = json!({"id": "basic-monthly", "name": "베이직 월간", "amount": 9900, "currency": "KRW",
+        "tax": "mixed", "tax_free_amount": 4000});
     let created = post(
         &app,
         "api-create-plan.json",
@@ -1566,6 +1568,13 @@ async fn the_catalogue_keeps_each_plan_version_once_and_a_sign_up_keeps_the_one_
     assert_eq!(created.body["id"], "basic-monthly");
     assert_eq!(created.body["version"], 1);
     assert_eq!(created.body["interval"], "month");
+    assert_eq!(
+        (
+            created.body["tax"].as_str(),
+            created.body["tax_free_amount"].as_i64()
+        ),
+        (Some("mixed"), Some(4000))
+    );
     let again = post(
         &app,
         "api-create-plan.json",
@@ -1595,6 +1604,10 @@ async fn the_catalogue_keeps_each_plan_version_once_and_a_sign_up_keeps_the_one_
         json!({"id": "consent", "name": "n", "amount": 9900, "conversion_consent": "signup"}),
         json!({"id": "longsignup", "name": "n", "amount": 9900, "trial_days": 60, "conversion_consent": "signup"}),
         json!({"id": "noname", "name": "", "amount": 9900}),
+        json!({"id": "allfree", "name": "n", "amount": 9900, "tax": "mixed", "tax_free_amount": 9900}),
+        json!({"id": "nofree", "name": "n", "amount": 9900, "tax": "mixed"}),
+        json!({"id": "exemptfree", "name": "n", "amount": 9900, "tax": "exempt", "tax_free_amount": 100}),
+        json!({"id": "vat", "name": "n", "amount": 9900, "tax": "zero-rated"}),
     ] {
         let refused = post(&app, "api-create-plan.json", "/plans", bad.clone(), &[]).await;
         assert_eq!(refused.status, 400, "{bad}: {}", refused.body);
@@ -1676,7 +1689,50 @@ async fn the_catalogue_keeps_each_plan_version_once_and_a_sign_up_keeps_the_one_
     assert_eq!(view.status, 200, "{}", view.body);
     assert_eq!(
         view.body["plan"],
-        json!({"amount": 9900, "name": "베이직 월간"})
+        json!({"amount": 9900, "name": "베이직 월간", "tax": "mixed", "tax_free_amount": 4000})
+    );
+    // The first charge sent its tax-free part, and splits for VAT; the PG's
+    // record has it (V2 reports the split back; V1 reports none: computed).
+    let charges = get(
+        &app,
+        "api-list-charges.json",
+        &format!("/subscriptions/{id}/charges"),
+    )
+    .await;
+    let first = &charges.body["charges"][0];
+    assert_eq!(first["state"], "paid", "{}", charges.body);
+    assert_eq!(
+        (
+            first["tax"]["supply"].as_i64(),
+            first["tax"]["vat"].as_i64(),
+            first["tax"]["tax_free"].as_i64()
+        ),
+        (Some(5364), Some(536), Some(4000)),
+        "{first}"
+    );
+    assert_eq!(
+        first["tax"]["source"],
+        if testkit::v2_mode() { "pg" } else { "computed" }
+    );
+    assert!(first["receipt_url"].is_string(), "{first}");
+    let at_pg = sim.payments_for(first["merchant_uid"].as_str().unwrap());
+    assert_eq!(at_pg.iter().map(|p| p.tax_free).collect::<Vec<_>>(), [4000]);
+    // A partial refund sends its tax-free part pro rata (⌊3300 × 4000 / 9900⌋),
+    // which the PG requires of a charge with one.
+    let merchant_uid = first["merchant_uid"].as_str().unwrap().to_owned();
+    let refunded = post(
+        &app,
+        "api-refund.json",
+        &format!("/charges/{merchant_uid}/refund"),
+        json!({"amount": 3300, "reason": "goodwill"}),
+        &[("idempotency-key", "refund-mixed")],
+    )
+    .await;
+    assert_eq!(refunded.status, 200, "{}", refunded.body);
+    let at_pg = sim.payments_for(&merchant_uid);
+    assert_eq!(
+        (at_pg[0].cancel_amount, at_pg[0].cancelled_tax_free),
+        (3300, 1333)
     );
     assert_eq!(
         (

@@ -667,6 +667,7 @@ mod tests {
             amount: 19_900,
             name: "pro".into(),
             notice_days: crate::billing::notices::DEFAULT_NOTICE_DAYS,
+            tax: crate::billing::TaxSetting::Taxable,
         };
         let now = s.created_at;
         let at_once = plan_changed(&s, plan.clone(), false, now).unwrap();
@@ -685,6 +686,7 @@ mod tests {
                 imp_uid: "i".into(),
                 paid_at: now,
                 receipt_url: None,
+                tax: None,
             },
             &Default::default(),
             now,

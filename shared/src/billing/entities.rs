@@ -11,6 +11,7 @@ use super::notices::SentNotice;
 use super::plans::PlanRef;
 use super::price_changes::PriceChange;
 use super::state::SubscriptionStatus;
+use super::tax::{TaxSetting, TaxSplit};
 use super::trials::{Consent, Trial, TrialTerms};
 use crate::secret::Pii;
 
@@ -23,6 +24,8 @@ pub struct Plan {
     /// Days before a renewal charge its notice goes out (0: none); see
     /// `billing::notices`.
     pub notice_days: u16,
+    /// How its charges split for VAT (decision 73).
+    pub tax: TaxSetting,
 }
 
 /// Buyer details passed to the gateway (`buyer_*`). Masked in `Debug`.
@@ -388,6 +391,13 @@ pub struct ChargeAttempt {
     /// Paid: the PG's receipt (the card slip) for the customer, where the
     /// PG gives one (V1 `receipt_url`, V2 `receiptUrl`).
     pub receipt_url: Option<String>,
+    /// The tax-free part of `amount` (decision 73): fixed with the amount
+    /// when the attempt is claimed and sent with every request of it; once
+    /// paid, as the PG reported it where it reports one.
+    pub tax_free: i64,
+    /// Paid: the VAT as the PG reported it; `None` when the PG reports none
+    /// (V1): then it is computed from `tax_free` ([`ChargeAttempt::tax`]).
+    pub vat: Option<i64>,
     /// Total refunded (KRW), from the gateway's cancelled amount.
     pub refunded: i64,
     /// What the latest rise of `refunded` was (`charge.refunded`'s
@@ -464,6 +474,19 @@ pub const ESCALATE_AFTER: chrono::Duration = chrono::Duration::days(3);
 pub const FIRST_WINDOW_SLOT: u32 = 900;
 
 impl ChargeAttempt {
+    /// How its amount splits for VAT: as the PG reported it, else computed
+    /// from the tax-free part (decision 73).
+    pub fn tax(&self) -> TaxSplit {
+        self.vat
+            .and_then(|vat| TaxSplit::reported(self.amount, Some(self.tax_free), Some(vat)))
+            .unwrap_or_else(|| TaxSplit::computed(self.amount, self.tax_free))
+    }
+
+    /// Whether [`ChargeAttempt::tax`] is the PG's own report.
+    pub fn tax_reported(&self) -> bool {
+        self.vat.is_some()
+    }
+
     /// The record of a card window's payment, not a charge of the period.
     pub fn is_window(&self) -> bool {
         self.attempt >= FIRST_WINDOW_SLOT
@@ -510,6 +533,9 @@ pub struct AttemptResult {
     pub decline: Option<DeclineClass>,
     /// Paid: the PG's receipt link for the customer, where it gives one.
     pub receipt_url: Option<String>,
+    /// Paid: the VAT split as the PG reported it (V2 `amount.taxFree` and
+    /// `amount.vat`); `None` when it reports none (V1).
+    pub tax: Option<TaxSplit>,
     /// Not paid, and the period is charged again (the next attempt) at this
     /// time; `None` when nothing is retried (see [`retry_of`]).
     pub retry_at: Option<DateTime<Utc>>,

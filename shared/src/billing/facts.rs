@@ -9,6 +9,7 @@ use super::dunning::{DunningPolicy, DunningStep};
 use super::entities::{AttemptResult, AttemptState, ChargeAttempt, Subscription};
 use super::ids::UidKey;
 use super::state::{Event, IllegalTransition, SubscriptionStatus};
+use super::tax::TaxSplit;
 
 /// A payment as the gateway records it, in the engine's terms (the V1
 /// adapter maps i'mport's `PaymentAnnotation` onto it).
@@ -36,6 +37,10 @@ pub struct PaymentRecord {
     /// The PG's receipt (the card slip) for the customer: V1 `receipt_url`,
     /// V2 `receiptUrl`.
     pub receipt_url: Option<String>,
+    /// The tax-free part and the VAT as the PG reports them (V2
+    /// `amount.taxFree`, `amount.vat`); V1 reports neither.
+    pub tax_free: Option<i64>,
+    pub vat: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +96,8 @@ pub enum Fact {
         paid_at: DateTime<Utc>,
         /// The PG's receipt for the customer, where it gives one.
         receipt_url: Option<String>,
+        /// The VAT split as the PG reported it (decision 73).
+        tax: Option<TaxSplit>,
     },
     Declined {
         imp_uid: Option<String>,
@@ -155,6 +162,7 @@ impl Fact {
             imp_uid: p.imp_uid.clone(),
             paid_at: p.paid_at.unwrap_or(now),
             receipt_url: p.receipt_url.clone(),
+            tax: TaxSplit::reported(p.amount, p.tax_free, p.vat),
         };
         if p.took_money() {
             // Refunded later is still money taken for the period; the refund is recorded apart.
@@ -190,6 +198,7 @@ impl Fact {
                 imp_uid,
                 paid_at,
                 receipt_url,
+                tax,
             } => AttemptResult {
                 state: AttemptState::Paid,
                 amount: None,
@@ -198,6 +207,7 @@ impl Fact {
                 fail_reason: None,
                 decline: None,
                 receipt_url: receipt_url.clone(),
+                tax: *tax,
                 retry_at: None,
             },
             Self::Declined {
@@ -212,6 +222,7 @@ impl Fact {
                 fail_reason: Some(reason.clone()),
                 decline: Some(*class),
                 receipt_url: None,
+                tax: None,
                 retry_at: None,
             },
             Self::Rejected { reason, .. } => AttemptResult {
@@ -222,6 +233,7 @@ impl Fact {
                 fail_reason: Some(reason.clone()),
                 decline: None,
                 receipt_url: None,
+                tax: None,
                 retry_at: None,
             },
         }
@@ -461,6 +473,7 @@ mod tests {
             imp_uid: "imps_1".into(),
             paid_at: s.next_charge_at,
             receipt_url: None,
+            tax: None,
         };
         let late = s.next_charge_at + chrono::Duration::days(3);
         let (n1, _) = next_state(&s, &paid, &DunningPolicy::default(), late);
@@ -489,6 +502,7 @@ mod tests {
             imp_uid: "imps_1".into(),
             paid_at: paid_on,
             receipt_url: None,
+            tax: None,
         };
         let (n, _) = next_state(&s, &fact, &DunningPolicy::default(), paid_on);
         assert_eq!(n.paid_through.as_ref().unwrap().as_str(), "202701");
@@ -611,6 +625,7 @@ mod tests {
                 imp_uid: "i".into(),
                 paid_at: cancelled.next_charge_at,
                 receipt_url: None,
+                tax: None,
             },
             &DunningPolicy::default(),
             cancelled.next_charge_at,
@@ -742,6 +757,7 @@ mod tests {
             imp_uid: "imp_1".into(),
             paid_at: now,
             receipt_url: None,
+            tax: None,
         };
         let (p, _) = next_state_for(&replaced, &a, &paid, &policy, &refs(), now);
         assert_eq!(p.paid_through, Some(s.current_period()));

@@ -15,6 +15,7 @@ pub mod price_changes;
 pub mod quotes;
 pub mod rollouts;
 pub mod state;
+pub mod tax;
 pub mod trials;
 
 pub use calendar::{Anchor, BILLING_TZ, PeriodId};
@@ -34,3 +35,4 @@ pub use ids::{
 };
 pub use plans::{PlanId, PlanRecord, PlanRef};
 pub use state::{Event, IllegalTransition, SubscriptionStatus};
+pub use tax::{TaxSetting, TaxSplit};

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::entities::Plan;
 use super::notices::{DEFAULT_NOTICE_DAYS, NOTICE_DAYS};
+use super::tax::TaxSetting;
 use super::trials::{
     ConversionConsent, MAX_CONSENT_WINDOW_DAYS, OnNoConsent, TRIAL_DAYS, TrialTerms,
 };
@@ -82,6 +83,8 @@ pub struct PlanRecord {
     pub notice_days: u16,
     /// Its free trial, if any.
     pub trial: Option<TrialTerms>,
+    /// How its charges split for VAT (decision 73).
+    pub tax: TaxSetting,
     pub created_at: DateTime<Utc>,
 }
 
@@ -92,6 +95,7 @@ impl PlanRecord {
             amount: self.amount,
             name: self.name.clone(),
             notice_days: self.notice_days,
+            tax: self.tax,
         }
     }
 
@@ -126,6 +130,10 @@ pub struct NewPlan {
     pub conversion_consent: Option<String>,
     /// `cancel` (the default) or `extend_trial_once`.
     pub on_no_consent: Option<String>,
+    /// `taxable` (the default), `exempt` or `mixed`.
+    pub tax: Option<String>,
+    /// A mixed plan's tax-free part, whole KRW.
+    pub tax_free_amount: Option<i64>,
 }
 
 /// Why a new plan was refused (the API answers 400 with it).
@@ -175,6 +183,8 @@ pub fn new_plan(
         },
     };
     let trial = trial_terms(&new)?;
+    let tax = TaxSetting::from_input(new.tax.as_deref(), new.tax_free_amount, new.amount)
+        .map_err(InvalidPlan)?;
     Ok(PlanRecord {
         id,
         version: 1,
@@ -183,6 +193,7 @@ pub fn new_plan(
         interval,
         notice_days,
         trial,
+        tax,
         created_at: now,
     })
 }
@@ -248,6 +259,8 @@ mod tests {
             trial_days: None,
             conversion_consent: None,
             on_no_consent: None,
+            tax: None,
+            tax_free_amount: None,
         }
     }
 
@@ -275,6 +288,7 @@ mod tests {
                 amount: 9900,
                 name: "베이직 월간".into(),
                 notice_days: DEFAULT_NOTICE_DAYS,
+                tax: crate::billing::TaxSetting::Taxable,
             }
         );
         let anonymous = new_plan(asked(None, "n", 100), generated(), now);

@@ -525,6 +525,7 @@ mod tests {
             amount,
             name: "월간 구독".into(),
             notice_days: 7,
+            tax: crate::billing::TaxSetting::Taxable,
         }
     }
 

@@ -191,6 +191,8 @@ async fn claim_fresh<L: Ledger, G>(
         period,
         attempt: sub.attempt,
         amount: sub.plan.amount,
+        // Fixed with the amount: every re-send and refund of it uses it.
+        tax_free: sub.plan.tax.tax_free_of(sub.plan.amount),
         state: AttemptState::Claimed,
         claim_token: Some(token.clone()),
         lease_until: Some(now + engine.settings.lease()),
@@ -207,6 +209,7 @@ async fn claim_fresh<L: Ledger, G>(
         receipt_url: None,
         created_at: now,
         updated_at: now,
+        vat: None,
     };
     let mut next = sub.next_version(now);
     next.last_run = Some(run.run_id.clone());
@@ -487,6 +490,7 @@ async fn send<L: Ledger, G: PaymentGateway>(
         customer_uid: sub.customer_uid.clone(),
         merchant_uid: attempt.merchant_uid.clone(),
         amount: attempt.amount,
+        tax_free: attempt.tax_free,
         name: sub.plan.name.clone(),
         buyer: sub.buyer.clone(),
         custom_data: Some(

@@ -48,6 +48,7 @@ impl RegistrationConfig {
                 amount,
                 name,
                 notice_days: crate::billing::notices::DEFAULT_NOTICE_DAYS,
+                tax: crate::billing::TaxSetting::Taxable,
             },
             callback_url: vars.url("CALLBACK_URL")?,
             success_redirect: vars.url("SUCCESS_REDIRECT_URL")?,

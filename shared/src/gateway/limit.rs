@@ -165,6 +165,7 @@ mod tests {
             customer_uid: "cu".into(),
             merchant_uid: "m".into(),
             amount: 1,
+            tax_free: 0,
             name: "n".into(),
             buyer: Default::default(),
             custom_data: None,

@@ -37,6 +37,9 @@ pub struct ChargeRequest {
     pub merchant_uid: String,
     /// Whole KRW.
     pub amount: i64,
+    /// The tax-free part of `amount` (decision 73): V1 `tax_free`, V2
+    /// `amount.taxFree`; 0 sends none (VAT on all of it).
+    pub tax_free: i64,
     pub name: String,
     pub buyer: Buyer,
     pub custom_data: Option<String>,
@@ -88,6 +91,9 @@ pub struct RefundRequest {
     pub amount: Option<i64>,
     /// The refundable balance we believe in, so a stale view cannot refund twice.
     pub checksum: Option<i64>,
+    /// The refund's tax-free part (decision 73): V1 `tax_free`, V2
+    /// `taxFreeAmount`; `None` sends none.
+    pub tax_free: Option<i64>,
     pub reason: String,
 }
 

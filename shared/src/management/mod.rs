@@ -44,7 +44,9 @@ pub use subscriptions::{
     list_for_user, payment_method, resume,
 };
 pub use trials::{ConsentInput, consent};
-pub use views::{ActionView, CardView, ChargeView, PlanView, ResolutionView, SubscriptionView};
+pub use views::{
+    ActionView, CardView, ChargeView, PlanView, ResolutionView, SubscriptionView, TaxView,
+};
 
 pub use crate::billing::Actor;
 

@@ -40,6 +40,12 @@ pub struct PlanInput {
     /// `cancel` (the default) or `extend_trial_once`.
     #[serde(default)]
     pub on_no_consent: Option<String>,
+    /// `taxable` (the default), `exempt` or `mixed` (decision 73).
+    #[serde(default)]
+    pub tax: Option<String>,
+    /// A mixed plan's tax-free part of each charge, whole KRW.
+    #[serde(default)]
+    pub tax_free_amount: Option<i64>,
 }
 
 /// One plan version as the API shows it.
@@ -59,6 +65,10 @@ pub struct CatalogueView {
     pub conversion_consent: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_no_consent: Option<&'static str>,
+    /// `taxable`, `exempt` or `mixed` (decision 73).
+    pub tax: &'static str,
+    /// A mixed plan's tax-free part of each charge; null otherwise.
+    pub tax_free_amount: Option<i64>,
     pub created_at: String,
     /// Its newest plan-wide price change (`GET /plans/{id}` only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -125,6 +135,8 @@ impl From<&PlanRecord> for CatalogueView {
             trial_days: p.trial.map_or(0, |t| t.days),
             conversion_consent: p.trial.map(|t| t.consent.as_str()),
             on_no_consent: p.trial.map(|t| t.on_no_consent.as_str()),
+            tax: p.tax.kind(),
+            tax_free_amount: p.tax.tax_free_amount(),
             created_at: rfc3339(p.created_at),
             price_change: None,
         }
@@ -162,6 +174,8 @@ pub async fn create_plan<L: Ledger, G>(
         trial_days: input.trial_days,
         conversion_consent: input.conversion_consent,
         on_no_consent: input.on_no_consent,
+        tax: input.tax,
+        tax_free_amount: input.tax_free_amount,
     };
     let plan = plans::new_plan(new, generated, engine.now())?;
     match engine.ledger.put_plan(&plan).await {
@@ -251,6 +265,14 @@ pub async fn request_plan_price_change<L: Ledger, G>(
     {
         return Err(ManageError::Conflict(format!(
             "plan {id}'s previous price change is still being planned"
+        )));
+    }
+    if let Some(free) = current.tax.tax_free_amount()
+        && input.amount <= free
+    {
+        return Err(ManageError::Invalid(format!(
+            "plan {id} is mixed with {free} KRW tax-free: its new price must be more than that (a \
+             plan that is all tax-free is a new, exempt plan)"
         )));
     }
     let next = PlanRecord {

@@ -333,6 +333,7 @@ pub async fn change_plan<L: Ledger, G>(
         amount: input.amount,
         name,
         notice_days: crate::billing::notices::DEFAULT_NOTICE_DAYS,
+        tax: crate::billing::TaxSetting::Taxable,
     };
     let consent = match &input.consent {
         None => None,

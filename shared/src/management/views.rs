@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::billing::price_changes::PriceChange;
 use crate::billing::trials::Trial;
-use crate::billing::{ChargeAttempt, Plan, Subscription, SubscriptionStatus};
+use crate::billing::{ChargeAttempt, Plan, Subscription, SubscriptionStatus, TaxSplit};
 
 pub(super) fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -16,6 +16,10 @@ pub(super) fn rfc3339(t: DateTime<Utc>) -> String {
 pub struct PlanView {
     pub amount: i64,
     pub name: String,
+    /// `taxable`, `exempt` or `mixed` (decision 73).
+    pub tax: &'static str,
+    /// A mixed plan's tax-free part of each charge; null otherwise.
+    pub tax_free_amount: Option<i64>,
 }
 
 impl From<&Plan> for PlanView {
@@ -23,8 +27,23 @@ impl From<&Plan> for PlanView {
         Self {
             amount: p.amount,
             name: p.name.clone(),
+            tax: p.tax.kind(),
+            tax_free_amount: p.tax.tax_free_amount(),
         }
     }
+}
+
+/// How a charge (or what of it was refunded) splits for VAT (decision 73).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TaxView {
+    pub supply: i64,
+    pub vat: i64,
+    pub tax_free: i64,
+    /// `pg`: as the PG reported it (V2); `computed`: from the tax-free part
+    /// sent, VAT a tenth of the supply (V1 reports none).
+    pub source: &'static str,
+    /// The part of `refunded`, split the same way (pro rata).
+    pub refunded: TaxSplit,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -61,6 +80,7 @@ pub struct ChargeView {
     pub paid_at: Option<String>,
     /// The PG's receipt for the customer (the card slip), once paid.
     pub receipt_url: Option<String>,
+    pub tax: TaxView,
     /// Not paid: when the period is charged again, if it is.
     pub next_retry_at: Option<String>,
     pub resolution: Option<ResolutionView>,
@@ -82,6 +102,16 @@ impl From<&ChargeAttempt> for ChargeView {
             refunded: a.refunded,
             paid_at: a.paid_at.map(rfc3339),
             receipt_url: a.receipt_url.clone(),
+            tax: {
+                let split = a.tax();
+                TaxView {
+                    supply: split.supply,
+                    vat: split.vat,
+                    tax_free: split.tax_free,
+                    source: if a.tax_reported() { "pg" } else { "computed" },
+                    refunded: split.refunded_part(a.refunded),
+                }
+            },
             next_retry_at: a.retry_at.map(rfc3339),
             resolution: a.resolution.as_ref().map(|r| ResolutionView {
                 resolved_as: r.state.as_str().to_owned(),

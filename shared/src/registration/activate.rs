@@ -545,6 +545,8 @@ fn activation(
         receipt_url: None,
         created_at: now,
         updated_at: now,
+        tax_free: 0,
+        vat: None,
     };
     let first = match issued {
         Issuance::FirstPeriodPaid { paid_at, .. } => {

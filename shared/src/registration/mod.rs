@@ -187,6 +187,7 @@ fn validated_plan(input: Option<PlanInput>, default: &Plan) -> Result<Plan, Prep
         amount: p.amount,
         name: p.name,
         notice_days: crate::billing::notices::DEFAULT_NOTICE_DAYS,
+        tax: crate::billing::TaxSetting::Taxable,
     })
 }
 

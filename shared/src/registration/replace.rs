@@ -271,6 +271,8 @@ async fn window_payment<L: Ledger, G>(
         receipt_url: None,
         created_at: now,
         updated_at: now,
+        tax_free: 0,
+        vat: None,
     })
 }
 

@@ -41,6 +41,7 @@ async fn catalogue(engine: &TestEngine) -> PlanRecord {
         notice_days: 3,
         trial: None,
         created_at: Utc::now(),
+        tax: crate::billing::TaxSetting::Taxable,
     };
     if let Err(e) = engine.ledger.put_plan(&plan).await {
         panic!("{e}");

@@ -93,6 +93,7 @@ pub fn subscription(id: &str, anchor: Anchor) -> Subscription {
             amount: 9900,
             name: "p".into(),
             notice_days: crate::billing::notices::DEFAULT_NOTICE_DAYS,
+            tax: crate::billing::TaxSetting::Taxable,
         },
         plan_ref: None,
         buyer: Default::default(),
@@ -155,6 +156,8 @@ pub fn attempt(sub: &Subscription, state: AttemptState) -> ChargeAttempt {
         receipt_url: None,
         created_at: sub.updated_at,
         updated_at: sub.updated_at,
+        tax_free: 0,
+        vat: None,
     }
 }
 
@@ -180,6 +183,8 @@ pub fn record(
         pg_code: None,
         cancel_reason: None,
         receipt_url: None,
+        tax_free: None,
+        vat: None,
     }
 }
 

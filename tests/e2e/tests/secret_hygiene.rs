@@ -140,6 +140,7 @@ async fn trace_logs_of_a_whole_story_hold_no_secrets_tokens_or_contact_data() {
             amount: Some(1000),
             checksum: None,
             reason: "partial".into(),
+            tax_free: None,
         })
         .await
         .unwrap();

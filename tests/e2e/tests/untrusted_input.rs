@@ -148,6 +148,7 @@ proptest! {
             shared::gateway::PaymentGateway::charge(&client, &shared::gateway::ChargeRequest {
                 customer_uid: "cu".into(), merchant_uid: "m".into(), amount: 1000, name: "n".into(),
                 buyer: Default::default(), custom_data: None, notice_url: None,
+                tax_free: 0,
             }).await
         });
         if let shared::gateway::ChargeOutcome::Paid(p) = &outcome {
@@ -224,6 +225,7 @@ proptest! {
             shared::gateway::PaymentGateway::charge(&client, &shared::gateway::ChargeRequest {
                 customer_uid: "billing-key-x".into(), merchant_uid: "m".into(), amount: 1000, name: "n".into(),
                 buyer: Default::default(), custom_data: None, notice_url: None,
+                tax_free: 0,
             }).await
         });
         if let shared::gateway::ChargeOutcome::Paid(p) = &outcome {

@@ -178,6 +178,13 @@ fn charge_request(p: &Params) -> Result<ChargeRequest, ParamError> {
     for field in ["tax_free", "vat_amount", "vat"] {
         p.check_number(field)?;
     }
+    let tax_free = p.integer("tax_free")?.unwrap_or(0);
+    if !(0..=amount).contains(&tax_free) {
+        return Err(ParamError::Invalid {
+            field: "tax_free",
+            why: "면세금액은 0 이상, 결제금액 이하여야 합니다.".to_owned(),
+        });
+    }
     p.integer("product_count")?;
     Ok(ChargeRequest {
         customer_uid,
@@ -193,6 +200,7 @@ fn charge_request(p: &Params) -> Result<ChargeRequest, ParamError> {
         custom_data: p.json_text("custom_data")?,
         notice_url: p.text("notice_url")?,
         card_quota: p.integer("card_quota")?.unwrap_or(0),
+        tax_free,
         v2: false,
     })
 }
@@ -371,6 +379,7 @@ fn cancel_request(p: &Params) -> Result<CancelRequest, ParamError> {
         merchant_uid,
         amount,
         checksum: p.integer("checksum")?,
+        tax_free: p.integer("tax_free")?,
         reason: p.text("reason")?,
     })
 }
@@ -405,6 +414,12 @@ pub(crate) async fn cancel(
                 refundable,
             } => refused(&format!(
                 "취소요청금액({requested})이 취소가능잔액({refundable})보다 큽니다."
+            )),
+            CancelOutcome::TaxFreeMismatch {
+                requested,
+                refundable,
+            } => refused(&format!(
+                "면세 취소금액({requested})이 취소 가능한 면세금액({refundable})과 맞지 않습니다."
             )),
             CancelOutcome::Cancelled { payment, webhook } => {
                 if let Some(job) = webhook {

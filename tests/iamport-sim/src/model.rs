@@ -79,6 +79,9 @@ pub struct CancelHistory {
     pub reason: String,
     pub cancellation_id: String,
     pub receipt_url: Option<String>,
+    /// Its tax-free part (V2 `taxFreeAmount`; V1's annotation has none).
+    #[serde(skip)]
+    pub tax_free: i64,
 }
 
 /// `promotion` of a payment (`{id, discount}`); the simulator never applies promotions.
@@ -147,6 +150,16 @@ pub struct Payment {
     /// `issue` (billing-key issuance in the window), `payment` (`again`), or null.
     pub customer_uid_usage: Option<String>,
     pub promotion: Option<Promotion>,
+    /// The tax-free part sent with the charge, and the VAT booked on the
+    /// rest (V2 `amount.taxFree`, `amount.vat`; V1's annotation shows
+    /// neither). VAT is the PG's: a tenth of the supply, rounded down.
+    #[serde(skip)]
+    pub tax_free: i64,
+    #[serde(skip)]
+    pub vat: i64,
+    /// Tax-free refunded so far (V2 `amount.cancelledTaxFree`).
+    #[serde(skip)]
+    pub cancelled_tax_free: i64,
 }
 
 impl Payment {
@@ -154,6 +167,17 @@ impl Payment {
     pub fn refundable(&self) -> i64 {
         self.amount - self.cancel_amount
     }
+
+    /// The tax-free part left to refund.
+    pub fn refundable_tax_free(&self) -> i64 {
+        self.tax_free - self.cancelled_tax_free
+    }
+}
+
+/// The VAT a PG books on a taxable amount when none is sent: a tenth of
+/// the supply value, rounded down (`taxable / 11`).
+pub fn pg_vat(taxable: i64) -> i64 {
+    taxable.max(0) / 11
 }
 
 /// An entry of [`crate::SimHandle::ledger`]: every payment record the simulator holds.

@@ -229,6 +229,8 @@ pub(crate) struct ChargeRequest {
     pub custom_data: Option<String>,
     pub notice_url: Option<String>,
     pub card_quota: i64,
+    /// The tax-free part (V1 `tax_free`, V2 `amount.taxFree`), 0..=amount.
+    pub tax_free: i64,
     /// Through the V2 face.
     pub v2: bool,
 }
@@ -257,6 +259,8 @@ pub(crate) struct CancelRequest {
     /// `None` (or 0) refunds everything left.
     pub amount: Option<i64>,
     pub checksum: Option<i64>,
+    /// The cancel's tax-free part (V1 `tax_free`, V2 `taxFreeAmount`).
+    pub tax_free: Option<i64>,
     pub reason: Option<String>,
 }
 
@@ -272,6 +276,13 @@ pub(crate) enum CancelOutcome {
         refundable: i64,
     },
     ExceedsRefundable {
+        requested: i64,
+        refundable: i64,
+    },
+    /// The tax-free part asked for is more than is left of it (or than the
+    /// cancel), or too little: the taxable rest could not cover what would
+    /// be left tax-free.
+    TaxFreeMismatch {
         requested: i64,
         refundable: i64,
     },
@@ -767,6 +778,9 @@ impl Sim {
             customer_uid: Some(req.customer_uid),
             customer_uid_usage: Some("payment".to_owned()),
             promotion: None,
+            tax_free: req.tax_free,
+            vat: crate::model::pg_vat(req.amount - req.tax_free),
+            cancelled_tax_free: 0,
         };
         // Failed payments trigger no webhook (docs §7).
         // V2 sends Transaction.Failed as well.
@@ -873,6 +887,9 @@ impl Sim {
             customer_uid: Some(req.customer_uid),
             customer_uid_usage: Some("issue".to_owned()),
             promotion: None,
+            tax_free: 0,
+            vat: crate::model::pg_vat(req.amount),
+            cancelled_tax_free: 0,
         };
         st.push_record(Record {
             payment: payment.clone(),
@@ -965,11 +982,31 @@ impl Sim {
                 refundable,
             };
         }
+        // The tax-free part: as asked (default 0), never more than is left
+        // of it or than the cancel, and never so little that what is left
+        // tax-free would pass what is left to refund.
+        let tax_free_left = payment.refundable_tax_free();
+        // A cancel of all that is left takes all that is left tax-free.
+        let tax_free = match req.tax_free {
+            None if requested == refundable => tax_free_left,
+            asked => asked.unwrap_or(0),
+        };
+        if tax_free < 0
+            || tax_free > tax_free_left
+            || tax_free > requested
+            || tax_free_left - tax_free > refundable - requested
+        {
+            return CancelOutcome::TaxFreeMismatch {
+                requested: tax_free,
+                refundable: tax_free_left,
+            };
+        }
         let cancellation_id = format!("sim_cncl_{}", random_hex(16));
         let notice_url = record.notice_url.clone();
         let v2 = record.v2;
         let mut payment = payment.clone();
         payment.cancel_amount += requested;
+        payment.cancelled_tax_free += tax_free;
         payment.cancel_reason.clone_from(&req.reason);
         payment.cancel_history.push(CancelHistory {
             pg_tid: payment.pg_tid.clone().unwrap_or_default(),
@@ -978,6 +1015,7 @@ impl Sim {
             reason: req.reason.unwrap_or_default(),
             cancellation_id: cancellation_id.clone(),
             receipt_url: None,
+            tax_free,
         });
         if payment.refundable() == 0 {
             payment.status = PaymentStatus::Cancelled;

@@ -189,6 +189,12 @@ fn payment_id_ok(id: &str) -> bool {
 #[serde(rename_all = "camelCase")]
 struct AmountInput {
     total: i64,
+    #[serde(default)]
+    tax_free: Option<i64>,
+    /// Honoured by some PGs only; the simulator books its own VAT.
+    #[serde(default)]
+    #[allow(dead_code)]
+    vat: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -223,6 +229,15 @@ async fn charge(
     }
     if input.currency != "KRW" || input.amount.total <= 0 || input.order_name.is_empty() {
         return invalid("amount, currency 또는 orderName이 올바르지 않습니다.");
+    }
+    let tax_free = input.amount.tax_free.unwrap_or(0);
+    if !(0..=input.amount.total).contains(&tax_free) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "SUM_OF_PARTS_EXCEEDS_TOTAL_AMOUNT",
+            "면세금액이 결제금액을 초과합니다.",
+        )
+        .into_response();
     }
     let config = sim.config();
     if input
@@ -271,6 +286,7 @@ async fn charge(
                 customer_uid: key.clone(),
                 merchant_uid: payment_id.clone(),
                 amount: input.amount.total,
+                tax_free,
                 currency: "KRW".into(),
                 name: Some(input.order_name.clone()),
                 custom_data: input.custom_data.clone(),
@@ -381,11 +397,13 @@ fn payment_json(sim: &Sim, p: &Payment, updated_at: i64) -> Value {
         "orderName": p.name.clone().unwrap_or_default(),
         "amount": {
             "total": p.amount,
-            "taxFree": 0,
+            "taxFree": p.tax_free,
+            "vat": p.vat,
+            "supply": p.amount - p.tax_free - p.vat,
             "discount": 0,
             "paid": paid,
             "cancelled": cancelled,
-            "cancelledTaxFree": 0,
+            "cancelledTaxFree": p.cancelled_tax_free,
         },
         "currency": p.currency,
         "customer": {},
@@ -428,7 +446,7 @@ fn payment_json(sim: &Sim, p: &Payment, updated_at: i64) -> Value {
                             "id": c.cancellation_id,
                             "pgCancellationId": c.pg_tid,
                             "totalAmount": c.amount,
-                            "taxFreeAmount": 0,
+                            "taxFreeAmount": c.tax_free,
                             "vatAmount": 0,
                             "reason": c.reason,
                             "cancelledAt": rfc3339(c.cancelled_at),
@@ -542,6 +560,8 @@ struct CancelInput {
     #[serde(default)]
     current_cancellable_amount: Option<i64>,
     #[serde(default)]
+    tax_free_amount: Option<i64>,
+    #[serde(default)]
     store_id: Option<String>,
 }
 
@@ -575,6 +595,7 @@ async fn cancel(
             merchant_uid: Some(payment_id.clone()),
             amount: input.amount,
             checksum: input.current_cancellable_amount,
+            tax_free: input.tax_free_amount,
             reason: Some(input.reason.clone()),
         });
         let conflict = |kind: &str, message: &str| error(StatusCode::CONFLICT, kind, message);
@@ -603,6 +624,11 @@ async fn cancel(
                 "CANCEL_AMOUNT_EXCEEDS_CANCELLABLE_AMOUNT",
                 "결제 취소 금액이 취소 가능 금액을 초과합니다.",
             ),
+            CancelOutcome::TaxFreeMismatch { .. } => error(
+                StatusCode::BAD_REQUEST,
+                "CANCEL_TAX_FREE_AMOUNT_EXCEEDS_CANCELLABLE_TAX_FREE_AMOUNT",
+                "면세 취소 금액이 취소 가능한 면세 금액과 맞지 않습니다.",
+            ),
             CancelOutcome::Cancelled { payment, webhook } => {
                 if let Some(job) = webhook {
                     webhook::dispatch(Arc::clone(&sim2), job);
@@ -621,7 +647,7 @@ async fn cancel(
                         "id": c.cancellation_id,
                         "pgCancellationId": c.pg_tid,
                         "totalAmount": c.amount,
-                        "taxFreeAmount": 0,
+                        "taxFreeAmount": c.tax_free,
                         "vatAmount": 0,
                         "reason": c.reason,
                         "cancelledAt": rfc3339(c.cancelled_at),

@@ -59,6 +59,12 @@ pub(crate) struct Payment {
     pub visible_at: DateTime<Utc>,
     /// V2: a `CANCELLED` record without `paidAt` (the spec allows it).
     pub hide_paid_at: bool,
+    /// The tax-free part sent with the charge, and the VAT the PG booked on
+    /// the rest (a tenth of the supply, rounded down: V2 reports both).
+    pub tax_free: i64,
+    pub vat: i64,
+    /// Tax-free refunded so far.
+    pub cancelled_tax_free: i64,
 }
 
 impl Payment {
@@ -136,6 +142,10 @@ pub(crate) enum RefundRefusal {
     /// `checksum` is not what is left to refund.
     Checksum,
     TooMuch,
+    /// The tax-free part asked for does not fit what is left of it (more
+    /// than is left, more than the refund, or so little that the taxable
+    /// rest could not cover what stays tax-free).
+    TaxFree,
     /// The card company or bank refused it (its cancel period passed, the
     /// account cannot take it back): nothing moved.
     Provider,
@@ -160,6 +170,8 @@ pub(crate) const MSG_IN_PROGRESS: &str = "동일한 주문번호로 결제가 �
 pub(crate) const MSG_SETTING: &str = "비인증결제모듈 사용정보를 찾을 수 없습니다.";
 pub(crate) const MSG_NOT_FOUND: &str = "존재하지 않는 결제정보입니다.";
 pub(crate) const MSG_DECLINED: &str = "잔액부족";
+/// A refund whose tax-free part does not fit (the engine's split is wrong).
+pub(crate) const MSG_TAX_FREE: &str = "면세 취소금액이 취소 가능한 면세금액과 맞지 않습니다.";
 /// Declines a card that works may meet another day, as Korean PGs word
 /// them (the last one in no class the engine knows: retried as `unknown`).
 pub(crate) const SOFT_DECLINES: [&str; 4] = [
@@ -216,6 +228,9 @@ impl Model {
             cancelled: 0,
             visible_at: now,
             hide_paid_at: false,
+            tax_free: 0,
+            vat: amount / 11,
+            cancelled_tax_free: 0,
         });
         imp_uid
     }
@@ -253,6 +268,7 @@ impl Model {
         customer_uid: &str,
         merchant_uid: &str,
         amount: i64,
+        tax_free: i64,
         decision: Decision,
         setting_broken: bool,
         now: DateTime<Utc>,
@@ -294,6 +310,9 @@ impl Model {
             cancelled: 0,
             visible_at: now + lag,
             hide_paid_at,
+            tax_free,
+            vat: (amount - tax_free) / 11,
+            cancelled_tax_free: 0,
         });
         Charged::Recorded(self.payments.len() - 1)
     }
@@ -342,6 +361,7 @@ impl Model {
         merchant_uid: &str,
         amount: Option<i64>,
         checksum: Option<i64>,
+        tax_free: Option<i64>,
         by: u32,
     ) -> Result<usize, RefundRefusal> {
         let index = self
@@ -367,6 +387,16 @@ impl Model {
         if amount > left {
             return Err(RefundRefusal::TooMuch);
         }
+        let free_left = p.tax_free - p.cancelled_tax_free;
+        let free = match tax_free {
+            // A refund of all that is left takes all that is left tax-free.
+            None if amount == left => free_left,
+            asked => asked.unwrap_or(0),
+        };
+        if free < 0 || free > free_left || free > amount || free_left - free > left - amount {
+            return Err(RefundRefusal::TaxFree);
+        }
+        p.cancelled_tax_free += free;
         p.cancelled += amount;
         if p.cancelled == p.amount {
             p.status = Status::Cancelled;
@@ -517,6 +547,7 @@ pub(crate) fn v1_refund_refusal(r: RefundRefusal) -> (u16, Vec<u8>) {
         RefundRefusal::AlreadyCancelled => "이미 전액취소된 주문입니다.",
         RefundRefusal::Checksum => "취소가능잔액이 일치하지 않습니다.",
         RefundRefusal::TooMuch => "취소요청금액이 취소가능잔액을 초과합니다.",
+        RefundRefusal::TaxFree => MSG_TAX_FREE,
         RefundRefusal::Provider => "PG사 취소 실패: 취소 가능 기간이 지났습니다.",
     };
     v1_envelope(200, 1, Some(message), Value::Null)
@@ -550,7 +581,15 @@ pub(crate) fn v2_payment(p: &Payment) -> Value {
         "status": status,
         "id": p.merchant_uid,
         "transactionId": p.imp_uid,
-        "amount": {"total": p.amount, "paid": if p.paid_at.is_some() { p.amount } else { 0 }, "cancelled": p.cancelled},
+        "amount": {
+            "total": p.amount,
+            "taxFree": p.tax_free,
+            "vat": p.vat,
+            "supply": p.amount - p.tax_free - p.vat,
+            "paid": if p.paid_at.is_some() { p.amount } else { 0 },
+            "cancelled": p.cancelled,
+            "cancelledTaxFree": p.cancelled_tax_free,
+        },
         "currency": "KRW",
         "billingKey": p.customer_uid,
         "channel": {"key": "channel-key-simulation", "pgProvider": "TOSSPAYMENTS"},
@@ -621,6 +660,11 @@ pub(crate) fn v2_refund_refusal(r: RefundRefusal) -> (u16, Vec<u8>) {
             "CANCEL_AMOUNT_EXCEEDS_CANCELLABLE_AMOUNT",
             "취소 금액이 취소 가능 금액을 초과했습니다.",
         ),
+        RefundRefusal::TaxFree => v2_error(
+            400,
+            "CANCEL_TAX_FREE_AMOUNT_EXCEEDS_CANCELLABLE_TAX_FREE_AMOUNT",
+            MSG_TAX_FREE,
+        ),
         RefundRefusal::Provider => v2_error(
             400,
             "PG_PROVIDER",
@@ -642,6 +686,7 @@ mod tests {
             key,
             uid,
             9900,
+            0,
             d,
             false,
             now(),
@@ -701,29 +746,29 @@ mod tests {
         charge(&mut m, "cu_1", "s1", Decision::Pay, 0);
         let imp = m.find("s1", now()).unwrap().imp_uid.clone();
         assert_eq!(
-            m.refund(Some(&imp), "s1", Some(1000), Some(9000), 1),
+            m.refund(Some(&imp), "s1", Some(1000), Some(9000), None, 1),
             Err(RefundRefusal::Checksum)
         );
         assert!(
-            m.refund(Some(&imp), "s1", Some(1000), Some(9900), 1)
+            m.refund(Some(&imp), "s1", Some(1000), Some(9900), None, 1)
                 .is_ok()
         );
         assert_eq!(
-            m.refund(Some(&imp), "s1", Some(1000), Some(9900), 1),
+            m.refund(Some(&imp), "s1", Some(1000), Some(9900), None, 1),
             Err(RefundRefusal::Checksum)
         );
         assert_eq!(
-            m.refund(None, "s1", Some(9000), Some(8900), 1),
+            m.refund(None, "s1", Some(9000), Some(8900), None, 1),
             Err(RefundRefusal::TooMuch)
         );
-        assert!(m.refund(None, "s1", None, Some(8900), 1).is_ok());
+        assert!(m.refund(None, "s1", None, Some(8900), None, 1).is_ok());
         let p = m.find("s1", now()).unwrap();
         assert_eq!(
             (p.status, p.kept(), m.refunds.len()),
             (Status::Cancelled, 0, 2)
         );
         assert_eq!(
-            m.refund(None, "s1", None, None, 1),
+            m.refund(None, "s1", None, None, None, 1),
             Err(RefundRefusal::AlreadyCancelled)
         );
     }

@@ -454,6 +454,7 @@ pub async fn charge_directly<L>(
             buyer: Default::default(),
             custom_data: None,
             notice_url: None,
+            tax_free: 0,
         })
         .await
 }
@@ -997,6 +998,8 @@ pub async fn crashed_claim<L: shared::ledger::Ledger>(
         retry_at: None,
         created_at: now,
         updated_at: now,
+        tax_free: 0,
+        vat: None,
     };
     app.engine
         .ledger
@@ -1016,6 +1019,7 @@ pub async fn crashed_claim<L: shared::ledger::Ledger>(
                 buyer: Default::default(),
                 custom_data: None,
                 notice_url: None,
+                tax_free: 0,
             })
             .await;
         assert!(

@@ -23,8 +23,10 @@ pub(crate) enum Scenario {
     /// Pays for the sign-up period; the merchant cancels at period end right
     /// away: never charged again, cancelled when the next period would begin.
     CancelAtPeriodEnd,
-    /// The card is declined; after the first decline the customer gives a
-    /// new card (management API + payment window), charged at once.
+    /// The card is reported lost: its first renewal is declined in a hard
+    /// class, which stops the subscription at once (`action_required`, no
+    /// retries); the customer gives a new card (management API + payment
+    /// window), charged at once.
     NewCardAfterDecline,
     /// Pays for the sign-up period, then cancels mid-term: the merchant
     /// shows the cancellation quote and cancels with its refund (the unused
@@ -56,7 +58,7 @@ impl Scenario {
             Self::ClosesWindow => "closes the payment window",
             Self::PlanChange => "moves to another plan after sign-up",
             Self::CancelAtPeriodEnd => "cancels at period end",
-            Self::NewCardAfterDecline => "declined, then a new card",
+            Self::NewCardAfterDecline => "lost card: stopped at once, then a new card",
             Self::MidTermCancel => "cancels mid-term with a pro-rata refund",
             Self::TrialConsented => "free trial, consents, then pays",
             Self::TrialLapses => "free trial, no consent: never charged",

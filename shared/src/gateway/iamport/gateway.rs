@@ -36,6 +36,9 @@ impl From<&Payment> for PaymentRecord {
             pg_code: None,
             cancel_reason: p.cancel_reason.clone(),
             receipt_url: p.receipt_url.clone(),
+            // i'mport's payment reports no VAT split: it is what we sent.
+            tax_free: None,
+            vat: None,
         }
     }
 }
@@ -62,6 +65,7 @@ impl PaymentGateway for IamportClient {
             customer_uid: request.customer_uid.clone(),
             merchant_uid: request.merchant_uid.clone(),
             amount: request.amount,
+            tax_free: (request.tax_free > 0).then_some(request.tax_free),
             currency: "KRW",
             name: request.name.clone(),
             buyer_name: request.buyer.name.clone(),
@@ -119,6 +123,7 @@ impl PaymentGateway for IamportClient {
             imp_uid: request.imp_uid.clone(),
             amount: request.amount,
             checksum: request.checksum,
+            tax_free: request.tax_free,
             reason: request.reason.clone(),
         })
         .await

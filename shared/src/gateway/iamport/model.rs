@@ -158,6 +158,10 @@ pub struct AgainRequest {
     pub merchant_uid: String,
     /// Whole KRW, sent as a JSON integer.
     pub amount: i64,
+    /// The tax-free part (VAT is then `(amount − tax_free) / 11`); left out
+    /// when 0, i'mport's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tax_free: Option<i64>,
     pub currency: &'static str,
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -182,6 +186,9 @@ pub struct CancelRequest {
     /// The refundable balance we believe in, so a stale view cannot refund twice.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checksum: Option<i64>,
+    /// The refund's tax-free part.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tax_free: Option<i64>,
     pub reason: String,
 }
 

@@ -75,6 +75,7 @@ impl PaymentGateway for PortOneClient {
             order_name: request.name.clone(),
             amount: Amount {
                 total: request.amount,
+                tax_free: (request.tax_free > 0).then_some(request.tax_free),
             },
             currency: "KRW",
             custom_data: request.custom_data.clone(),
@@ -142,6 +143,7 @@ impl PaymentGateway for PortOneClient {
             amount: request.amount,
             reason: request.reason.clone(),
             current_cancellable_amount: request.checksum,
+            tax_free_amount: request.tax_free,
         };
         let segments = ["payments", request.merchant_uid.as_str(), "cancel"];
         match self

@@ -30,8 +30,12 @@ impl ErrorBody {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Amount {
     pub total: i64,
+    /// The tax-free part; left out when 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tax_free: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -66,6 +70,9 @@ pub struct CancelPaymentBody {
     /// The checksum: what we believe is still cancellable.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_cancellable_amount: Option<i64>,
+    /// The cancel's tax-free part.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tax_free_amount: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -75,6 +82,12 @@ pub struct PaymentAmount {
     pub total: i64,
     #[serde(default)]
     pub cancelled: i64,
+    #[serde(default)]
+    pub tax_free: Option<i64>,
+    #[serde(default)]
+    pub vat: Option<i64>,
+    #[serde(default)]
+    pub cancelled_tax_free: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -99,6 +99,8 @@ pub fn record_of(p: &Payment) -> PaymentRecord {
         pg_code: failure.and_then(|f| f.pg_code.clone()),
         cancel_reason: None,
         receipt_url: p.receipt_url.clone(),
+        tax_free: p.amount.tax_free,
+        vat: p.amount.vat,
     }
 }
 
@@ -154,6 +156,8 @@ pub fn charge_refused(request: &ChargeRequest, status: u16, error: &ErrorBody) -
             pg_code: error.pg_code.clone(),
             cancel_reason: None,
             receipt_url: None,
+            tax_free: None,
+            vat: None,
         }),
         "UNAUTHORIZED" => {
             ChargeOutcome::Rejected(rejection(RejectionKind::Unauthorized, status, error))

@@ -11,7 +11,7 @@ use super::table::{
 use crate::billing::{
     Anchor, AttemptState, AuditEntry, Buyer, ChargeAttempt, DeclineClass, KeyInfo, PeriodId, Plan,
     RefundCause, Registration, RegistrationStatus, Resolution, Subscription, SubscriptionId,
-    SubscriptionStatus,
+    SubscriptionStatus, TaxSetting,
 };
 use crate::ledger::{LedgerError, RefundIntent, RefundState};
 use crate::secret::Pii;
@@ -224,6 +224,18 @@ pub(super) fn put_opt(item: &mut Item, field: &str, v: Option<AttributeValue>) {
 
 /// A plan's notice days; items written before notices existed have none
 /// and get the default.
+/// A plan's tax setting under `field`: absent for taxable (items older
+/// than taxes are taxable), `exempt` or `mixed:{won}` (decision 73).
+pub(super) fn put_tax(item: &mut Item, field: &str, tax: TaxSetting) {
+    put_opt(item, field, tax.encode().map(s));
+}
+
+pub(super) fn tax(r: &Reader<'_>, field: &str) -> Result<TaxSetting, LedgerError> {
+    let stored = r.opt_str(field)?;
+    TaxSetting::decode(stored.as_deref())
+        .ok_or_else(|| LedgerError::Corrupt(format!("{field} {stored:?}")))
+}
+
 pub(super) fn notice_days(r: &Reader<'_>, field: &str) -> Result<u16, LedgerError> {
     match r.opt_i64(field)? {
         None => Ok(crate::billing::notices::DEFAULT_NOTICE_DAYS),
@@ -324,6 +336,7 @@ pub fn registration_to_item(reg: &Registration, shards: u32) -> Item {
     item.insert("plan_amount".into(), n(reg.plan.amount));
     item.insert("plan_name".into(), s(&reg.plan.name));
     item.insert("notice_days".into(), n(reg.plan.notice_days));
+    put_tax(&mut item, "plan_tax", reg.plan.tax);
     super::plans::put_plan_ref(&mut item, reg.plan_ref.as_ref());
     item.insert("pg".into(), s(&reg.pg));
     item.insert("status".into(), s(reg.status.as_str()));
@@ -366,6 +379,7 @@ pub fn registration_from_item(item: &Item) -> Result<Registration, LedgerError> 
             amount: r.i64("plan_amount")?,
             name: r.str("plan_name")?,
             notice_days: notice_days(&r, "notice_days")?,
+            tax: tax(&r, "plan_tax")?,
         },
         plan_ref: super::plans::read_plan_ref(&r)?,
         pg: r.str("pg")?,
@@ -399,6 +413,7 @@ pub fn subscription_to_item(sub: &Subscription, shards: u32) -> Item {
     item.insert("plan_amount".into(), n(sub.plan.amount));
     item.insert("plan_name".into(), s(&sub.plan.name));
     item.insert("notice_days".into(), n(sub.plan.notice_days));
+    put_tax(&mut item, "plan_tax", sub.plan.tax);
     super::plans::put_plan_ref(&mut item, sub.plan_ref.as_ref());
     item.insert("status".into(), s(sub.status.as_str()));
     item.insert(
@@ -439,6 +454,7 @@ pub fn subscription_to_item(sub: &Subscription, shards: u32) -> Item {
         item.insert("pending_plan_amount".into(), n(plan.amount));
         item.insert("pending_plan_name".into(), s(&plan.name));
         item.insert("pending_notice_days".into(), n(plan.notice_days));
+        put_tax(&mut item, "pending_plan_tax", plan.tax);
     }
     put_opt(&mut item, "ended_at", sub.ended_at.map(ts));
     put_opt(
@@ -509,6 +525,7 @@ pub fn subscription_from_item(item: &Item) -> Result<Subscription, LedgerError> 
             amount: r.i64("plan_amount")?,
             name: r.str("plan_name")?,
             notice_days: notice_days(&r, "notice_days")?,
+            tax: tax(&r, "plan_tax")?,
         },
         plan_ref: super::plans::read_plan_ref(&r)?,
         buyer: read_buyer(&r)?,
@@ -535,6 +552,7 @@ pub fn subscription_from_item(item: &Item) -> Result<Subscription, LedgerError> 
                 amount,
                 name: r.str("pending_plan_name")?,
                 notice_days: notice_days(&r, "pending_notice_days")?,
+                tax: tax(&r, "pending_plan_tax")?,
             }),
             None => None,
         },
@@ -640,6 +658,13 @@ pub fn attempt_to_item(a: &ChargeAttempt) -> Item {
     put_opt(&mut item, "fail_reason", a.fail_reason.as_ref().map(s));
     put_opt(&mut item, "decline", a.decline.map(|c| s(c.as_str())));
     put_opt(&mut item, "receipt_url", a.receipt_url.as_ref().map(s));
+    // Absent when nothing is tax-free (items older than taxes are taxable).
+    put_opt(
+        &mut item,
+        "tax_free",
+        (a.tax_free != 0).then(|| n(a.tax_free)),
+    );
+    put_opt(&mut item, "vat", a.vat.map(n));
     item.insert("refunded".into(), n(a.refunded));
     put_opt(
         &mut item,
@@ -701,6 +726,8 @@ pub fn attempt_from_item(item: &Item) -> Result<ChargeAttempt, LedgerError> {
         retry_at: r.opt_time("retry_at")?,
         created_at: r.time("created_at")?,
         updated_at: r.time("updated_at")?,
+        tax_free: r.opt_i64("tax_free")?.unwrap_or(0),
+        vat: r.opt_i64("vat")?,
     })
 }
 
@@ -719,6 +746,7 @@ mod tests {
                 amount: 9900,
                 name: "월간 구독".into(),
                 notice_days: 5,
+                tax: crate::billing::TaxSetting::Taxable,
             },
             plan_ref: None,
             buyer: Buyer {
@@ -779,6 +807,7 @@ mod tests {
                     amount: 14_900,
                     name: "월간 구독".into(),
                     notice_days: 7,
+                    tax: crate::billing::TaxSetting::Taxable,
                 },
                 plan_ref: Some(crate::billing::plans::PlanRef {
                     id: crate::billing::plans::PlanId::parse("monthly")

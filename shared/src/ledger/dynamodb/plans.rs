@@ -36,6 +36,7 @@ fn plan_item(plan: &PlanRecord, pk: String, sk: String) -> Item {
     item.insert("plan_amount".into(), n(plan.amount));
     item.insert("interval".into(), s(plan.interval.as_str()));
     item.insert("notice_days".into(), n(plan.notice_days));
+    item::put_tax(&mut item, "plan_tax", plan.tax);
     super::trials::put_terms(&mut item, plan.trial.as_ref());
     item.insert("created_at".into(), ts(plan.created_at));
     item
@@ -55,6 +56,7 @@ fn plan_from_item(item: &Item) -> Result<PlanRecord, LedgerError> {
             .ok_or_else(|| LedgerError::Corrupt(format!("plan interval {interval_text:?}")))?,
         notice_days: super::item::notice_days(&r, "notice_days")?,
         trial: super::trials::read_terms(&r)?,
+        tax: item::tax(&r, "plan_tax")?,
         created_at: r.time("created_at")?,
     })
 }
@@ -203,6 +205,7 @@ fn rollout_item(r: &Rollout) -> Item {
     item.insert("plan_name".into(), s(&r.plan.name));
     item.insert("plan_amount".into(), n(r.plan.amount));
     item.insert("notice_days".into(), n(r.plan.notice_days));
+    item::put_tax(&mut item, "plan_tax", r.plan.tax);
     item.insert("effective".into(), s(r.effective.as_str()));
     item.insert("on_no_consent".into(), s(r.on_no_consent.as_str()));
     item.insert("requested_at".into(), ts(r.requested_at));
@@ -228,6 +231,7 @@ fn rollout_from_item(item: &Item) -> Result<Rollout, LedgerError> {
             amount: r.i64("plan_amount")?,
             name: r.str("plan_name")?,
             notice_days: super::item::notice_days(&r, "notice_days")?,
+            tax: item::tax(&r, "plan_tax")?,
         },
         effective: PeriodId::parse(&effective)
             .ok_or_else(|| LedgerError::Corrupt(format!("rollout period {effective:?}")))?,

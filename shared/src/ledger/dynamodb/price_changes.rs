@@ -21,6 +21,7 @@ pub(super) fn put_price_change(item: &mut Item, change: Option<&PriceChange>) {
     m.insert("amount".into(), n(c.plan.amount));
     m.insert("name".into(), s(&c.plan.name));
     m.insert("notice_days".into(), n(c.plan.notice_days));
+    super::item::put_tax(&mut m, "tax", c.plan.tax);
     super::plans::put_plan_ref(&mut m, c.plan_ref.as_ref());
     m.insert("from_amount".into(), n(c.from_amount));
     m.insert("effective".into(), s(c.effective.as_str()));
@@ -59,6 +60,7 @@ pub(super) fn read_price_change(item: &Item) -> Result<Option<PriceChange>, Ledg
             amount: r.i64("amount")?,
             name: r.str("name")?,
             notice_days: notice_days(&r, "notice_days")?,
+            tax: super::item::tax(&r, "tax")?,
         },
         plan_ref: super::plans::read_plan_ref(&r)?,
         from_amount: r.i64("from_amount")?,

@@ -53,6 +53,12 @@ impl DynamoLedger {
             set.push("amount = :amount");
             values.push((":amount", n(amount)));
         }
+        // The VAT split as the PG reported it replaces the one sent.
+        if let Some(tax) = result.tax {
+            set.push("tax_free = :tax_free, vat = :vat");
+            values.push((":tax_free", n(tax.tax_free)));
+            values.push((":vat", n(tax.vat)));
+        }
         if let Some(res) = resolution {
             let (assignments, resolved) = resolution_fields(res);
             set.extend(assignments);

@@ -208,6 +208,10 @@ pub(super) async fn settle(
         settled.fail_reason.clone_from(&result.fail_reason);
         settled.decline = result.decline;
         settled.receipt_url.clone_from(&result.receipt_url);
+        if let Some(tax) = result.tax {
+            settled.tax_free = tax.tax_free;
+            settled.vat = Some(tax.vat);
+        }
         settled.retry_at = result.retry_at.map(secs);
         settled.claim_token = None;
         settled.lease_until = None;

@@ -71,6 +71,10 @@ pub(super) async fn resolve(
         resolved.fail_reason.clone_from(&result.fail_reason);
         resolved.decline = result.decline;
         resolved.receipt_url.clone_from(&result.receipt_url);
+        if let Some(tax) = result.tax {
+            resolved.tax_free = tax.tax_free;
+            resolved.vat = Some(tax.vat);
+        }
         resolved.retry_at = result.retry_at.map(secs);
         resolved.resolution = Some(resolution.clone());
         resolved.updated_at = secs(resolution.at);

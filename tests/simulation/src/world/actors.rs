@@ -169,12 +169,15 @@ impl World {
         tokio::time::sleep(at).await;
         let id = self.rand(SubscriptionId::random);
         let customer_uid = self.rand(shared::billing::random_customer_uid);
+        let amount = self.rand(|r| [4900, 9900, 9900, 19_900][r.random_range(0..4)]);
         let plan = Plan {
-            amount: self.rand(|r| [4900, 9900, 9900, 19_900][r.random_range(0..4)]),
+            amount,
             name: "월간 구독".into(),
             // From the id, as the catalogue's half, so the random stream is
             // the one it always was: notices off, 3, 7 or 14 days ahead.
             notice_days: [0, 3, 7, 14][usize::from(id.as_str().as_bytes()[11]) % 4],
+            // Taxable, exempt or mixed, from the id too (decision 73).
+            tax: super::invariants::sim_tax(&id, amount),
         };
         // V2: PortOne will issue this key in the window; it is what is charged.
         let v2_key = self
@@ -305,12 +308,11 @@ impl World {
             amount,
             name: "월간 구독".into(),
             notice_days: sub.plan.notice_days,
+            // The same product at another price: its tax setting stays.
+            tax: sub.plan.tax,
         };
-        // The catalogue's naming (`catalogue_ref`): the plan of that amount and notice.
-        let Some(plan_id) = shared::billing::plans::PlanId::parse(&format!(
-            "monthly-{amount}-n{}",
-            plan.notice_days
-        )) else {
+        // The catalogue's naming (`catalogue_ref`): the plan of that amount, notice and tax.
+        let Some(plan_id) = super::invariants::catalogue_id(&plan) else {
             return;
         };
         let record = shared::billing::plans::PlanRecord {
@@ -322,6 +324,7 @@ impl World {
             notice_days: plan.notice_days,
             trial: None,
             created_at: self.now(),
+            tax: plan.tax,
         };
         // The catalogue's plan of that amount, once.
         let _ = self.ledger.put_plan(&record).await;
@@ -430,22 +433,22 @@ impl World {
     /// pending-consent list), who consent (perhaps before their window
     /// opened), decline, or stay silent.
     async fn plan_price_change(self: Arc<Self>, at: Duration) {
-        use shared::billing::plans::{Interval, PlanId, PlanRecord};
+        use shared::billing::plans::{Interval, PlanRecord};
         use shared::billing::rollouts;
         tokio::time::sleep(at).await;
         // The plan of a subscriber who signed up from the catalogue.
-        let members: Vec<(i64, u16)> = self
+        let members: Vec<Plan> = self
             .ledger
             .all_subscriptions()
             .iter()
             .filter(|s| s.plan_ref.as_ref().is_some_and(|r| r.version == 1))
-            .map(|s| (s.plan.amount, s.plan.notice_days))
+            .map(|s| s.plan.clone())
             .collect();
         if members.is_empty() {
             return;
         }
-        let (amount, days) = members[self.rand(|r| r.random_range(0..members.len()))];
-        let Some(plan_id) = PlanId::parse(&format!("monthly-{amount}-n{days}")) else {
+        let member = members[self.rand(|r| r.random_range(0..members.len()))].clone();
+        let Some(plan_id) = super::invariants::catalogue_id(&member) else {
             return;
         };
         // The catalogue's version 1, as the sign-ups name it, once.
@@ -455,11 +458,12 @@ impl World {
                 id: plan_id.clone(),
                 version: 1,
                 name: "월간 구독".into(),
-                amount,
+                amount: member.amount,
                 interval: Interval::Month,
-                notice_days: days,
+                notice_days: member.notice_days,
                 trial: None,
                 created_at: self.now(),
+                tax: member.tax,
             })
             .await;
         let to = self.rand(|r| [4900, 9900, 14_900, 19_900][r.random_range(0..4)]);
@@ -1529,6 +1533,13 @@ fn placeholder_view(merchant_uid: &str) -> management::ChargeView {
         refunded: 0,
         paid_at: None,
         receipt_url: None,
+        tax: management::TaxView {
+            supply: 0,
+            vat: 0,
+            tax_free: 0,
+            source: "computed",
+            refunded: shared::billing::TaxSplit::computed(0, 0),
+        },
         next_retry_at: None,
         resolution: None,
         created_at: String::new(),

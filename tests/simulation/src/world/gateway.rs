@@ -387,6 +387,7 @@ impl World {
             &req.customer_uid,
             &req.merchant_uid,
             req.amount,
+            req.tax_free,
             decision,
             setting,
             now,
@@ -747,6 +748,7 @@ impl PaymentGateway for SimGateway {
                 &request.merchant_uid,
                 request.amount,
                 request.checksum,
+                request.tax_free,
                 self.inv,
             )
         };
@@ -755,6 +757,18 @@ impl PaymentGateway for SimGateway {
             "{} G refund {} {:?} -> {:?}",
             self.inv, request.merchant_uid, request.amount, done
         ));
+        if done.is_ok() && request.tax_free.is_some() {
+            w.count("refunds with a tax-free part");
+        }
+        if done == Err(crate::model::RefundRefusal::TaxFree) {
+            w.violation(
+                "tax split broken",
+                format!(
+                    "{} refund of {} asked {:?} KRW tax-free, which does not fit what the PG has left",
+                    self.inv, request.merchant_uid, request.tax_free
+                ),
+            );
+        }
         if let Ok(i) = done {
             w.count("refunds made at the PG");
             let p = lock(&w.model).payments[i].clone();

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use chrono::{DateTime, NaiveDate, Utc};
 use shared::billing::{
     Anchor, AttemptState, BILLING_TZ, ChargeAttempt, MerchantUid, PeriodId, Plan, PlanId, PlanRef,
-    Subscription, SubscriptionId, SubscriptionStatus,
+    Subscription, SubscriptionId, SubscriptionStatus, TaxSetting,
 };
 use shared::gateway::ChargeRequest;
 
@@ -17,7 +17,7 @@ use super::{SeedReport, World, lock};
 use crate::model::{MSG_SETTING, Usage};
 
 /// The invariants, by the names the summary line uses.
-pub const INVARIANTS: [&str; 22] = [
+pub const INVARIANTS: [&str; 23] = [
     "charged after a cancel",
     "billed without access",
     "two periods a day",
@@ -40,20 +40,47 @@ pub const INVARIANTS: [&str; 22] = [
     "increase charged without consent",
     "retry at another amount",
     "dead card charged again",
+    "tax split broken",
 ];
 
 /// Half the sign-ups (by their id's first character, so the world's random
 /// stream is the one it always was) name a catalogue plan:
 /// `monthly-{amount}-n{notice days}` version 1 is the plan of that amount
-/// and notice.
+/// and notice, taxable; with `-x` exempt, with `-m{won}` mixed.
 pub(super) fn catalogue_ref(id: &SubscriptionId, plan: &Plan) -> Option<PlanRef> {
     if !id.as_str().starts_with(|c: char| c.is_ascii_digit()) {
         return None;
     }
     Some(PlanRef {
-        id: PlanId::parse(&format!("monthly-{}-n{}", plan.amount, plan.notice_days))?,
+        id: catalogue_id(plan)?,
         version: 1,
     })
+}
+
+/// The catalogue's id of version 1 of `plan` (see [`catalogue_ref`]).
+pub(super) fn catalogue_id(plan: &Plan) -> Option<PlanId> {
+    let tax = match plan.tax {
+        TaxSetting::Taxable => String::new(),
+        TaxSetting::Exempt => "-x".into(),
+        TaxSetting::Mixed { tax_free } => format!("-m{tax_free}"),
+    };
+    PlanId::parse(&format!(
+        "monthly-{}-n{}{tax}",
+        plan.amount, plan.notice_days
+    ))
+}
+
+/// A sign-up's tax setting, from its id (so the random stream is the one
+/// it always was): a quarter exempt, a quarter mixed (40 % tax-free), the
+/// rest taxable.
+pub(super) fn sim_tax(id: &SubscriptionId, amount: i64) -> TaxSetting {
+    match id.as_str().as_bytes()[10] % 4 {
+        0 => TaxSetting::Exempt,
+        1 => TaxSetting::Mixed {
+            tax_free: amount * 4 / 10,
+        },
+        _ => TaxSetting::Taxable,
+    }
 }
 
 /// The plan a catalogue reference stands for: version 1 by the naming of
@@ -63,12 +90,23 @@ fn catalogue_plan(ledger: &shared::ledger::memory::InMemoryLedger, r: &PlanRef) 
     if r.version > 1 {
         return ledger.plan_now(&r.id, r.version).map(|p| p.plan());
     }
-    let (amount, days) = r.id.as_str().strip_prefix("monthly-")?.split_once("-n")?;
+    let (amount, rest) = r.id.as_str().strip_prefix("monthly-")?.split_once("-n")?;
+    let (days, tax) = match rest.split_once('-') {
+        None => (rest, TaxSetting::Taxable),
+        Some((days, "x")) => (days, TaxSetting::Exempt),
+        Some((days, mixed)) => (
+            days,
+            TaxSetting::Mixed {
+                tax_free: mixed.strip_prefix('m')?.parse().ok()?,
+            },
+        ),
+    };
     let (amount, notice_days) = (amount.parse().ok()?, days.parse().ok()?);
     Some(Plan {
         amount,
         name: "월간 구독".into(),
         notice_days,
+        tax,
     })
 }
 
@@ -484,6 +522,17 @@ impl World {
     /// is charged only under a price change applied with a consent taken in
     /// the 30 days before the period's start, at that change's amount.
     pub(super) fn check_price(&self, attempt: &ChargeAttempt, next: &Subscription) {
+        // The tax-free part is fixed with the amount, from the plan charged.
+        let expected = next.plan.tax.tax_free_of(attempt.amount);
+        if attempt.tax_free != expected && attempt.amount == next.plan.amount {
+            self.violation(
+                "tax split broken",
+                format!(
+                    "{} claimed with {} KRW tax-free of {} while its plan ({:?}) says {expected}",
+                    attempt.merchant_uid, attempt.tax_free, attempt.amount, next.plan.tax
+                ),
+            );
+        }
         let before = lock(&self.observed)
             .claimed
             .insert(next.id.clone(), (attempt.period.clone(), attempt.amount));
@@ -788,6 +837,45 @@ pub(super) fn verdict(world: &World) -> SeedReport {
                 p.kept(),
                 attempt.map(|a| a.state.as_str())
             ));
+        }
+    }
+    // Every paid charge's VAT split adds up to its amount and is the PG's
+    // (V2 reports it; V1 reports none: what was sent), and what was
+    // refunded of it splits the way the PG booked the refunds.
+    for a in attempts.iter().filter(|a| a.state == AttemptState::Paid) {
+        let Some(p) = payments
+            .iter()
+            .find(|p| Some(p.imp_uid.as_str()) == a.imp_uid.as_deref() && p.usage == Usage::Charge)
+        else {
+            continue;
+        };
+        let split = a.tax();
+        let as_pg = if world.v2 {
+            (a.tax_free, a.vat) == (p.tax_free, Some(p.vat))
+        } else {
+            a.tax_free == p.tax_free && a.vat.is_none()
+        };
+        let refunded_free = split.refunded_part(a.refunded).tax_free;
+        if split.total() != a.amount
+            || split.supply < 0
+            || !as_pg
+            || (a.refunded == p.cancelled && refunded_free != p.cancelled_tax_free)
+        {
+            broken(
+                &mut report,
+                "tax split broken",
+                format!(
+                    "{} recorded {split:?} (tax-free {}, VAT {:?}, refunded {} of which tax-free {refunded_free}); the PG booked tax-free {}, VAT {}, refunded {} of which tax-free {}",
+                    a.merchant_uid,
+                    a.tax_free,
+                    a.vat,
+                    a.refunded,
+                    p.tax_free,
+                    p.vat,
+                    p.cancelled,
+                    p.cancelled_tax_free
+                ),
+            );
         }
     }
     // At most one payment per (subscription, period).

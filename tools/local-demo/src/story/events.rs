@@ -131,6 +131,7 @@ pub(crate) async fn lifecycle_events(
             Scenario::CancelAtPeriodEnd => &["subscription.cancelled (period_end)"],
             Scenario::NewCardAfterDecline => &[
                 "charge.failed",
+                "payment_method.action_required",
                 "subscription.payment_method_updated",
                 "charge.succeeded",
             ],

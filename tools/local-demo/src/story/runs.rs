@@ -227,9 +227,10 @@ pub(crate) async fn chapter(story: &mut Story<'_>, members: &[Member]) -> Result
                 "      {:<6} {} a{}  {what}  {next}",
                 m.p.label, period, before.attempt
             );
-            // After the first decline, the customer gives a new card.
+            // The lost card stopped the subscription at once (no retry):
+            // the customer gives a new card.
             if m.p.scenario == Scenario::NewCardAfterDecline
-                && after.status == SubscriptionStatus::PastDue
+                && after.status == SubscriptionStatus::ActionRequired
                 && !new_cards.contains_key(m.p.label)
             {
                 let (key, landed) = new_card(stack, m).await?;

@@ -10,6 +10,9 @@ use crate::Result;
 use crate::people::*;
 use crate::stack::*;
 
+/// What the PG answers for a card reported lost (decision 72: `card_lost_or_stolen`).
+pub(crate) const LOST_CARD: &str = "[8301] 분실카드입니다";
+
 /// Whether the simulator sends webhooks, and how many charges were paid
 /// (so notified) before the runs.
 pub(crate) struct Webhooks {
@@ -95,11 +98,11 @@ pub(crate) async fn chapter(story: &mut Story<'_>, members: &[Member]) -> Result
                 stack
                     .sim_post(
                         "/__sim/decline",
-                        &json!({"customer_uid": m.customer_uid, "reason": "카드 정지"}),
+                        &json!({"customer_uid": m.customer_uid, "reason": LOST_CARD}),
                     )
                     .await?;
                 println!(
-                    "  {:<6} POST /__sim/decline: every charge of {} fails (카드 정지); a new card will follow",
+                    "  {:<6} POST /__sim/decline: every charge of {} fails ({LOST_CARD}: a hard decline); a new card will follow",
                     m.p.label,
                     shown(&m.customer_uid)
                 );

@@ -159,7 +159,7 @@ pub(crate) async fn check(story: &mut Story<'_>, books: &Books<'_>, runs: &Runs)
                         && s.customer_uid == new_key
                         && !old_key_kept,
                     format!(
-                        "{}: expected {first} declined, then paid at once with the new card, the old key deleted (got {}, {first}: {}, paid with the new key {paid_with_new}, old key kept {old_key_kept})",
+                        "{}: expected {first} declined once as a lost card (no retry), then paid at once with the new card, the old key deleted (got {}, {first}: {}, paid with the new key {paid_with_new}, old key kept {old_key_kept})",
                         m.p.label,
                         s.status.as_str(),
                         states(&of_first)
