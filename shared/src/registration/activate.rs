@@ -164,7 +164,16 @@ async fn first_charge_of<L: Ledger, G>(
         return None;
     }
     let first = sub.anchor.period_id(0);
-    let attempt = engine.ledger.get_attempt(&sub.id, &first, 1).await.ok()??;
+    let mut attempt = engine.ledger.get_attempt(&sub.id, &first, 1).await.ok()??;
+    // Whoever completed the sign-up (the webhook, as the browser came back)
+    // may be charging it this instant: its answer is usually a moment away.
+    for pause in [100, 300, 600] {
+        if attempt.state != AttemptState::Claimed {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+        attempt = engine.ledger.get_attempt(&sub.id, &first, 1).await.ok()??;
+    }
     Some(match attempt.state {
         AttemptState::Paid => FirstCharge::Paid,
         AttemptState::Failed | AttemptState::Rejected => FirstCharge::Declined,

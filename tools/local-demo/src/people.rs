@@ -101,6 +101,10 @@ pub(crate) struct Persona {
 /// name, amount.
 pub(crate) const CATALOGUE_PLAN: (&str, &str, i64) = ("basic-monthly", "베이직 월간", 9900);
 
+/// The part of each charge of [`CATALOGUE_PLAN`] (and [`PLUS_PLAN`]) that
+/// is tax-free: a mixed plan (decision 73), e.g. a bundle with e-books.
+pub(crate) const TAX_FREE: i64 = 4000;
+
 /// The catalogue's plan with a free trial (id, name, amount, trial days):
 /// the conversion needs the customer's consent (`explicit`), and without
 /// one the subscription ends (`cancel`).

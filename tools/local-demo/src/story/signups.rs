@@ -120,13 +120,15 @@ pub(crate) async fn chapter(story: &mut Story<'_>) -> Result<Vec<Member>> {
 /// from an earlier story has it already (409: a version never changes).
 async fn catalogue(stack: &Stack, checks: &mut Checks) -> Result<()> {
     let (id, name, amount) = CATALOGUE_PLAN;
-    let body = json!({"id": id, "name": name, "amount": amount, "currency": "KRW"});
+    let body = json!({"id": id, "name": name, "amount": amount, "currency": "KRW",
+                      "tax": "mixed", "tax_free_amount": TAX_FREE});
     let (status, answer, _) = stack
         .api("POST", "/plans", Some(body), Some(&format!("plan-{id}")))
         .await?;
     println!(
-        "  the merchant  POST /plans {id} ({name}, {} KRW a month) → {status}{}",
+        "  the merchant  POST /plans {id} ({name}, {} KRW a month, mixed tax: {} KRW of it tax-free) → {status}{}",
         won(amount),
+        won(TAX_FREE),
         if status == 409 {
             " (in the catalogue from an earlier story)"
         } else {
@@ -152,7 +154,8 @@ async fn catalogue(stack: &Stack, checks: &mut Checks) -> Result<()> {
         format!("POST /plans {id} answered {status}: {answer}"),
     );
     let (id, name, amount) = PLUS_PLAN;
-    let body = json!({"id": id, "name": name, "amount": amount});
+    let body = json!({"id": id, "name": name, "amount": amount,
+                      "tax": "mixed", "tax_free_amount": TAX_FREE});
     let (status, answer, _) = stack
         .api("POST", "/plans", Some(body), Some(&format!("plan-{id}")))
         .await?;

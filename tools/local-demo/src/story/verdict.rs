@@ -36,6 +36,47 @@ pub(crate) async fn check(story: &mut Story<'_>, books: &Books<'_>, runs: &Runs)
                 .collect::<Vec<_>>()
                 .join(",")
         };
+        if m.p.scenario == Scenario::Pays {
+            // A mixed-tax plan: each charge sent its tax-free part, and the
+            // PG's receipt link is kept (decision 73, issue 24 §2).
+            let paid_ones: Vec<&ChargeAttempt> = attempts
+                .iter()
+                .filter(|a| a.state == AttemptState::Paid)
+                .collect();
+            if let Some(a) = paid_ones.first() {
+                let t = a.tax();
+                println!(
+                    "  {:<6} each charge: supply {} + VAT {} + tax-free {} = {} KRW ({}); receipt {}",
+                    m.p.label,
+                    won(t.supply),
+                    won(t.vat),
+                    won(t.tax_free),
+                    won(a.amount),
+                    if a.tax_reported() {
+                        "as the PG reported it"
+                    } else {
+                        "computed: V1 reports none"
+                    },
+                    a.receipt_url.as_deref().unwrap_or("none")
+                );
+            }
+            checks.check(
+                !paid_ones.is_empty()
+                    && paid_ones.iter().all(|a| {
+                        a.tax_free == TAX_FREE
+                            && a.tax().total() == a.amount
+                            && a.receipt_url.is_some()
+                    }),
+                format!(
+                    "{}: expected every charge with {TAX_FREE} KRW tax-free and a receipt link (got {:?})",
+                    m.p.label,
+                    paid_ones
+                        .iter()
+                        .map(|a| (a.tax_free, a.receipt_url.is_some()))
+                        .collect::<Vec<_>>()
+                ),
+            );
+        }
         match m.p.scenario {
             Scenario::Pays => checks.check(
                 s.status == SubscriptionStatus::Active
@@ -143,6 +184,17 @@ pub(crate) async fn check(story: &mut Story<'_>, books: &Books<'_>, runs: &Runs)
                 // with the stack's merchant-uid key (scripts/local-stack.sh).
                 let refs = shared::billing::UidKey::new(b"local-merchant-uid-key-not-secret")
                     .unwrap_or_else(|| shared::billing::UidKey::derived_from(b"local"));
+                // The declined period: the new card came after access had
+                // ended, so the calendar re-anchored on its day (`RESUME_POLICY`
+                // reanchor) and the period keeps its id and its attempts.
+                let declined = attempts
+                    .iter()
+                    .find(|a| a.state == AttemptState::Failed)
+                    .map(|a| a.period.clone())
+                    .unwrap_or_else(|| first.clone());
+                let first = declined;
+                let of_first: Vec<&ChargeAttempt> =
+                    attempts.iter().filter(|a| a.period == first).collect();
                 let paid_with_new = of_first
                     .iter()
                     .any(|a| a.state == AttemptState::Paid && a.charged(&new_key, &refs));
@@ -153,7 +205,8 @@ pub(crate) async fn check(story: &mut Story<'_>, books: &Books<'_>, runs: &Runs)
                 });
                 checks.check(
                     s.status == SubscriptionStatus::Active
-                        && s.paid_through.as_ref() == Some(&last_period(s))
+                        // Charged on from the new anchor, to the story's end.
+                        && s.paid_through.as_ref().is_some_and(|p| *p > first)
                         && states(&of_first) == "failed,paid"
                         && paid_with_new
                         && s.customer_uid == new_key
