@@ -78,7 +78,10 @@ pub async fn refund<L: Ledger, G: PaymentGateway>(
         checksum: Some(intent.checksum),
         // Pro rata of what was refunded before this intent (decision 73),
         // so a retry under the same key sends the same parts.
-        tax_free: (attempt.tax_free > 0).then(|| {
+        // Only of a paid attempt: a payment waiting for a person may not be
+        // the charge its attempt describes (another amount), so its split is
+        // the PG's to apply.
+        tax_free: (attempt.tax_free > 0 && attempt.state == AttemptState::Paid).then(|| {
             attempt
                 .tax()
                 .refund(attempt.amount - intent.checksum, intent.amount)

@@ -117,6 +117,24 @@ impl World {
         assert_eq!(redirect.status().as_u16(), 302);
     }
 
+    /// A new card through the management API and the payment window.
+    async fn new_card(&self, id: &SubscriptionId) {
+        let card = self
+            .api(
+                "api-payment-method.json",
+                &format!("/subscriptions/{id}/payment-method"),
+                json!({}),
+                None,
+            )
+            .await;
+        self.window(if v2_mode() {
+            &card["request_issue_billing_key"]
+        } else {
+            &card["request_pay"]
+        })
+        .await;
+    }
+
     async fn sub(&self, id: &SubscriptionId) -> Subscription {
         self.app
             .engine
@@ -285,20 +303,7 @@ async fn every_flow_publishes_exactly_its_events_in_order() {
     all.extend(w.pump().await);
 
     // erin gives a new card: charged at once.
-    let card = w
-        .api(
-            "api-payment-method.json",
-            &format!("/subscriptions/{erin}/payment-method"),
-            json!({}),
-            None,
-        )
-        .await;
-    w.window(if v2_mode() {
-        &card["request_issue_billing_key"]
-    } else {
-        &card["request_pay"]
-    })
-    .await;
+    w.new_card(&erin).await;
     // bob's retry a day later is declined too: suspended by the next run,
     // once that request's quiet period has passed.
     w.run_at(due + chrono::Duration::days(1)).await;
@@ -326,20 +331,7 @@ async fn every_flow_publishes_exactly_its_events_in_order() {
         "the card was charged for its first period at sign-up and once more, declined"
     );
     // A new card charges the period at once.
-    let card = w
-        .api(
-            "api-payment-method.json",
-            &format!("/subscriptions/{hana}/payment-method"),
-            json!({}),
-            None,
-        )
-        .await;
-    w.window(if v2_mode() {
-        &card["request_issue_billing_key"]
-    } else {
-        &card["request_pay"]
-    })
-    .await;
+    w.new_card(&hana).await;
     assert_eq!(
         w.sub(&hana).await.status,
         shared::billing::SubscriptionStatus::Active

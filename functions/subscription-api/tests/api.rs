@@ -1339,7 +1339,10 @@ mod on_dynamodb {
         let s = &read.body;
         assert_eq!(s["status"], "active");
         assert_eq!(s["user_id"], "user-7");
-        assert_eq!(s["plan"], json!({"amount": 9900, "name": "월간 구독"}));
+        assert_eq!(
+            s["plan"],
+            json!({"amount": 9900, "name": "월간 구독", "tax": "taxable", "tax_free_amount": null})
+        );
         let pg = if testkit::v2_mode() {
             "tosspayments"
         } else {

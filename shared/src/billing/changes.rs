@@ -289,6 +289,11 @@ pub fn key_replaced(
     next.customer_uid = customer_uid.to_owned();
     next.key = key;
     next.action_reason = None;
+    // Waiting for a person after a hard decline: with the new card, a review
+    // resolved as not paid charges again instead of asking for a card.
+    if next.review_from == Some(S::ActionRequired) {
+        next.review_from = Some(S::PastDue);
+    }
     let settled = current_attempt.is_some_and(|a| !a.state.is_open());
     let unchanged = |next| Comeback {
         next,

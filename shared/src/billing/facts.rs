@@ -276,10 +276,7 @@ pub fn next_state(
         }
         Fact::Rejected { key_gone: true, .. } => Event::KeyGone,
         // A dead card is not retried: only a new one can pay (decision 72).
-        Fact::Declined { class, .. } if class.is_hard() => {
-            next.action_reason = Some(*class);
-            Event::DeclinedHard
-        }
+        Fact::Declined { class, .. } if class.is_hard() => Event::DeclinedHard,
         Fact::Declined { .. }
         | Fact::Rejected {
             key_gone: false, ..
@@ -296,6 +293,11 @@ pub fn next_state(
         Ok(status) => {
             if status == SubscriptionStatus::Cancelled && sub.status != status {
                 next.ended_at = Some(now);
+            }
+            if let (SubscriptionStatus::ActionRequired, Fact::Declined { class, .. }) =
+                (status, fact)
+            {
+                next.action_reason = Some(*class);
             }
             next.status = status;
             (next, None)

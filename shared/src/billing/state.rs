@@ -115,34 +115,19 @@ impl SubscriptionStatus {
             (S::Suspended | S::KeyMissing, E::Reactivate) => S::Active,
             // Any live subscription can meet an attempt that needs a person,
             // even a suspended one (a payment arriving late).
-            (
-                S::Active
-                | S::Trialing
-                | S::PastDue
-                | S::Suspended
-                | S::KeyMissing
-                | S::ActionRequired
-                | S::NeedsReview,
-                E::FlagReview,
-            ) => S::NeedsReview,
+            (from, E::FlagReview) if from.is_live() => S::NeedsReview,
             (S::NeedsReview, E::ResolvedPaid) => S::Active,
-            (S::NeedsReview, E::ResolvedUnpaid(to))
-                if matches!(
-                    to,
-                    S::Active
-                        | S::Trialing
-                        | S::PastDue
-                        | S::Suspended
-                        | S::KeyMissing
-                        | S::ActionRequired
-                ) =>
-            {
-                to
-            }
+            // Back to where it was before the review.
+            (S::NeedsReview, E::ResolvedUnpaid(to)) if to.is_live() && to != S::NeedsReview => to,
             (S::PastDue | S::Suspended | S::KeyMissing | S::ActionRequired, E::Retry) => S::PastDue,
             (from, event) => return Err(IllegalTransition { from, event }),
         };
         Ok(next)
+    }
+
+    /// Signed up and not ended: every status but `pending` and `cancelled`.
+    pub fn is_live(self) -> bool {
+        !matches!(self, Self::Pending | Self::Cancelled)
     }
 
     /// Whether the scheduled run may charge a subscription in this status

@@ -222,8 +222,6 @@ pub(super) fn put_opt(item: &mut Item, field: &str, v: Option<AttributeValue>) {
     }
 }
 
-/// A plan's notice days; items written before notices existed have none
-/// and get the default.
 /// A plan's tax setting under `field`: absent for taxable (items older
 /// than taxes are taxable), `exempt` or `mixed:{won}` (decision 73).
 pub(super) fn put_tax(item: &mut Item, field: &str, tax: TaxSetting) {
@@ -236,6 +234,8 @@ pub(super) fn tax(r: &Reader<'_>, field: &str) -> Result<TaxSetting, LedgerError
         .ok_or_else(|| LedgerError::Corrupt(format!("{field} {stored:?}")))
 }
 
+/// A plan's notice days; items written before notices existed have none
+/// and get the default.
 pub(super) fn notice_days(r: &Reader<'_>, field: &str) -> Result<u16, LedgerError> {
     match r.opt_i64(field)? {
         None => Ok(crate::billing::notices::DEFAULT_NOTICE_DAYS),
