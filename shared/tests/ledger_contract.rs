@@ -2444,6 +2444,25 @@ async fn a_plan_rollout_comes_with_its_version_and_its_plan_lists_the_live_membe
 /// A hard decline's class is kept on the attempt, and the class that
 /// stopped the subscription on it; a retry's paid result replaces the
 /// decline with its receipt link (decision 72).
+/// Settles `a`, claimed by `run-1`, with `result`, moving its subscription to `next`.
+async fn settle_under_run_1<L: Ledger>(
+    l: &L,
+    a: &ChargeAttempt,
+    result: &AttemptResult,
+    next: &Subscription,
+    now: DateTime<Utc>,
+) {
+    l.settle(&Settlement {
+        attempt: a,
+        result,
+        guard: Guard::Claim("run-1"),
+        next,
+        now,
+    })
+    .await
+    .unwrap();
+}
+
 async fn a_settlement_keeps_the_decline_class_and_the_receipt_link<L: Subject>(l: L) {
     let now = t("2026-12-24T15:00:00Z");
     let sub = live(&l, now).await;
@@ -2456,15 +2475,7 @@ async fn a_settlement_keeps_the_decline_class_and_the_receipt_link<L: Subject>(l
         decline: Some(DeclineClass::CardLostOrStolen),
         ..declined("[8301] 분실카드입니다")
     };
-    l.settle(&Settlement {
-        attempt: &a,
-        result: &lost,
-        guard: Guard::Claim("run-1"),
-        next: &stopped,
-        now,
-    })
-    .await
-    .unwrap();
+    settle_under_run_1(&l, &a, &lost, &stopped, now).await;
     let stored = attempt_of(&l, &a).await;
     assert_eq!(
         (stored.state, stored.decline, stored.receipt_url),
@@ -2489,18 +2500,17 @@ async fn a_settlement_keeps_the_decline_class_and_the_receipt_link<L: Subject>(l
     let mut next = other.next_version(now);
     next.period_index += 1;
     let receipt = "https://receipts.example/imps_2";
-    l.settle(&Settlement {
-        attempt: &b,
-        result: &AttemptResult {
+    settle_under_run_1(
+        &l,
+        &b,
+        &AttemptResult {
             receipt_url: Some(receipt.into()),
             ..paid("imps_2", now)
         },
-        guard: Guard::Claim("run-1"),
-        next: &next,
+        &next,
         now,
-    })
-    .await
-    .unwrap();
+    )
+    .await;
     let stored = attempt_of(&l, &b).await;
     assert_eq!(
         (stored.decline, stored.receipt_url.as_deref()),
@@ -2565,18 +2575,17 @@ async fn tax_settings_and_a_charges_vat_split_read_back_as_written<L: Subject>(l
         vat: 535,
         tax_free: 4000,
     };
-    l.settle(&Settlement {
-        attempt: &a,
-        result: &AttemptResult {
+    settle_under_run_1(
+        &l,
+        &a,
+        &AttemptResult {
             tax: Some(reported),
             ..paid("imps_tax", now)
         },
-        guard: Guard::Claim("run-1"),
-        next: &paid_next,
+        &paid_next,
         now,
-    })
-    .await
-    .unwrap();
+    )
+    .await;
     let stored = attempt_of(&l, &a).await;
     assert_eq!((stored.tax_free, stored.vat), (4000, Some(535)));
     assert_eq!(stored.tax(), reported);
