@@ -42,6 +42,26 @@ impl Settings {
         }
     }
 
+    /// The cash receipt a charge paid now gets (decision 74): one when
+    /// receipts are on and it was paid from an account, to the buyer's
+    /// number or else self-issued.
+    pub fn cash_receipt_for(
+        &self,
+        buyer: &crate::billing::Buyer,
+        cash: bool,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<crate::billing::CashReceipt> {
+        (cash && self.charging.cash_receipts == crate::billing::CashReceiptMode::Auto).then(|| {
+            crate::billing::CashReceipt::new(
+                buyer
+                    .cash_receipt
+                    .clone()
+                    .unwrap_or_else(crate::billing::ReceiptHolder::self_issued),
+                now,
+            )
+        })
+    }
+
     pub fn lease(&self) -> chrono::Duration {
         chrono::Duration::from_std(self.charging.claim_lease)
             .unwrap_or(chrono::Duration::minutes(15))

@@ -21,7 +21,7 @@ use crate::billing::trials::Trial;
 use crate::billing::{AttemptState, ChargeAttempt, Subscription, SubscriptionStatus};
 
 /// Every event type (the EventBridge `detail-type`).
-pub const TYPES: [&str; 20] = [
+pub const TYPES: [&str; 23] = [
     "subscription.activated",
     "subscription.trial_will_end",
     "subscription.trial_consented",
@@ -42,6 +42,9 @@ pub const TYPES: [&str; 20] = [
     "charge.failed",
     "charge.refunded",
     "charge.needs_review",
+    "receipt.cash_issued",
+    "receipt.cash_cancelled",
+    "receipt.cash_failed",
 ];
 
 /// One event: the EventBridge `detail`, with its `detail-type` as `type`.
@@ -495,6 +498,83 @@ pub fn of_attempt(
                 // This refund's parts, pro rata of the charge's (decision 73).
                 "tax": tax(new.tax().refund(before, new.refunded - before)),
                 "reason": new.refund_cause.map(|c| c.as_str()),
+            }),
+        ));
+    }
+    out.extend(of_receipt(
+        old.and_then(|o| o.cash_receipt.as_ref()),
+        new,
+        user_id,
+    ));
+    out
+}
+
+/// The events of a charge's cash receipt (decision 74): issued (again,
+/// after a partial refund), cancelled, a try refused. The holder's number
+/// is masked.
+fn of_receipt(
+    old: Option<&crate::billing::CashReceipt>,
+    new: &ChargeAttempt,
+    user_id: &str,
+) -> Vec<Event> {
+    let Some(r) = new.cash_receipt.as_ref() else {
+        return Vec::new();
+    };
+    let (issues, cancels, tries) = old.map_or((0, 0, 0), |o| (o.issues, o.cancels, o.tries));
+    let holder = json!({
+        "type": r.holder.kind.as_str(),
+        "identifier": r.holder.identifier.masked(),
+        "self_issued": r.holder.identifier.expose() == crate::billing::receipts::SELF_ISSUE_NUMBER,
+    });
+    let mut out = Vec::new();
+    if r.cancels > cancels {
+        out.push(charge_event(
+            "receipt.cash_cancelled",
+            format!("receipt.cash_cancelled:{}:{}", new.merchant_uid, r.cancels),
+            new,
+            user_id,
+            json!({
+                "imp_uid": new.imp_uid,
+                "holder": holder,
+                "cancelled_at": opt_time(r.cancelled_at),
+                "total_refunded": new.refunded,
+            }),
+        ));
+    }
+    if r.issues > issues
+        && let Some(live) = &r.live
+    {
+        out.push(charge_event(
+            "receipt.cash_issued",
+            format!("receipt.cash_issued:{}:{}", new.merchant_uid, r.issues),
+            new,
+            user_id,
+            json!({
+                "imp_uid": new.imp_uid,
+                "holder": holder,
+                "receipt_amount": live.amount,
+                "tax_free": live.tax_free,
+                "vat": live.vat,
+                "issue_number": live.issue_number,
+                "url": live.url,
+                "issued_at": rfc3339(live.issued_at),
+                "reissue": r.issues > 1,
+            }),
+        ));
+    }
+    if r.tries > tries {
+        out.push(charge_event(
+            "receipt.cash_failed",
+            format!("receipt.cash_failed:{}:{}", new.merchant_uid, r.rev),
+            new,
+            user_id,
+            json!({
+                "imp_uid": new.imp_uid,
+                "holder": holder,
+                "reason": r.last_error,
+                "tries": r.tries,
+                "final": r.state == crate::billing::ReceiptState::Review,
+                "next_try_at": opt_time(r.next_at),
             }),
         ));
     }

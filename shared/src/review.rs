@@ -126,7 +126,11 @@ async fn resolve_once<L: Ledger, G: PaymentGateway>(
     let policy = engine.settings.charging.resume_policy;
     let (back, charge_now) = changes::resolved(&sub, &attempt, as_paid, policy, now)
         .map_err(|e| ReviewError::Conflict(e.0))?;
-    let result = resolution_result(&attempt, record.as_ref(), as_paid, note, now);
+    let mut result = resolution_result(&attempt, record.as_ref(), as_paid, note, now);
+    if as_paid && attempt.cash_receipt.is_none() {
+        let cash = record.as_ref().is_some_and(|p| p.cash);
+        result.cash_receipt = engine.settings.cash_receipt_for(&sub.buyer, cash, now);
+    }
     let resolution = Resolution {
         state: result.state,
         note: note.to_owned(),
@@ -266,6 +270,7 @@ fn resolution_result(
             receipt_url: record.and_then(|p| p.receipt_url.clone()),
             tax: record
                 .and_then(|p| crate::billing::TaxSplit::reported(p.amount, p.tax_free, p.vat)),
+            cash_receipt: None,
         }
     } else {
         AttemptResult {
@@ -278,6 +283,7 @@ fn resolution_result(
             decline: None,
             receipt_url: None,
             tax: None,
+            cash_receipt: None,
         }
     }
 }

@@ -103,6 +103,7 @@ contract!(
     a_plan_rollout_comes_with_its_version_and_its_plan_lists_the_live_members,
     a_settlement_keeps_the_decline_class_and_the_receipt_link,
     tax_settings_and_a_charges_vat_split_read_back_as_written,
+    a_cash_receipt_is_written_with_its_payment_worked_on_its_revision_and_requeued_by_a_refund,
 );
 
 fn t(s: &str) -> DateTime<Utc> {
@@ -131,6 +132,10 @@ fn registration(id: &SubscriptionId, now: DateTime<Utc>) -> Registration {
             name: Some(Pii::new("홍길동")),
             email: Some(Pii::new("a@example.com")),
             tel: None,
+            cash_receipt: Some(shared::billing::ReceiptHolder {
+                kind: shared::billing::ReceiptKind::Corporate,
+                identifier: Pii::new("1234567890"),
+            }),
         },
         status: RegistrationStatus::Pending,
         created_at: now,
@@ -178,6 +183,7 @@ fn claimed(
         paid_at: None,
         fail_reason: None,
         refunded: 0,
+        cash_receipt: None,
         refund_cause: None,
         resolution: None,
         retry_at: None,
@@ -211,6 +217,7 @@ fn paid(imp_uid: &str, at: DateTime<Utc>) -> AttemptResult {
         decline: None,
         receipt_url: None,
         tax: None,
+        cash_receipt: None,
     }
 }
 
@@ -225,6 +232,7 @@ fn declined(reason: &str) -> AttemptResult {
         decline: None,
         receipt_url: None,
         tax: None,
+        cash_receipt: None,
     }
 }
 
@@ -2589,4 +2597,117 @@ async fn tax_settings_and_a_charges_vat_split_read_back_as_written<L: Subject>(l
     let stored = attempt_of(&l, &a).await;
     assert_eq!((stored.tax_free, stored.vat), (4000, Some(535)));
     assert_eq!(stored.tax(), reported);
+}
+
+/// A paid charge's cash receipt is written with the settlement and queued
+/// at once; each later write is made on the revision read (a claim and a
+/// stale claim cannot both win), and on the refunded total read; a refund
+/// puts a settled receipt back in the queue; one that gives up is listed
+/// for a person only (decision 74).
+async fn a_cash_receipt_is_written_with_its_payment_worked_on_its_revision_and_requeued_by_a_refund<
+    L: Subject,
+>(
+    l: L,
+) {
+    use shared::billing::receipts::{self, IssuedReceipt, Outcome, Target};
+    use shared::billing::{CashReceipt, ReceiptHolder, ReceiptState};
+    use shared::ledger::ReceiptQueue;
+    let now = t("2026-12-24T15:00:00Z");
+    let sub = live(&l, now).await;
+    let a = current(&sub, "run-1", now);
+    let sub = claim(&l, &a, &sub).await.unwrap();
+    let mut next = sub.next_version(now);
+    next.period_index += 1;
+    let fresh = CashReceipt::new(ReceiptHolder::self_issued(), now);
+    settle_under_run_1(
+        &l,
+        &a,
+        &AttemptResult {
+            cash_receipt: Some(fresh.clone()),
+            ..paid("imps_cash", now)
+        },
+        &next,
+        now,
+    )
+    .await;
+    let stored = attempt_of(&l, &a).await;
+    assert_eq!(stored.cash_receipt.as_ref(), Some(&fresh));
+    async fn due<L: Ledger>(l: &L, at: DateTime<Utc>) -> Vec<shared::ledger::AttemptKey> {
+        l.receipt_page(ReceiptQueue::Due(at), 10, None)
+            .await
+            .unwrap()
+            .attempts
+    }
+    let key = (a.subscription_id.clone(), a.period.clone(), a.attempt);
+    assert_eq!(due(&l, now).await, vec![key.clone()]);
+    assert!(due(&l, now - Duration::seconds(1)).await.is_empty());
+
+    // A claim wins once; a second on the same revision loses.
+    let claimed = fresh.claimed("tok-1", now);
+    l.save_receipt(&stored, &claimed, None).await.unwrap();
+    let stale = fresh.claimed("tok-2", now);
+    assert!(
+        l.save_receipt(&stored, &stale, None)
+            .await
+            .unwrap_err()
+            .is_conflict()
+    );
+    // Claimed: due again only when its lease ends.
+    assert!(due(&l, now).await.is_empty());
+    assert_eq!(due(&l, now + receipts::LEASE).await, vec![key.clone()]);
+
+    // Issued: settled, out of the queue, written only on the refunded total read.
+    let target = Target {
+        amount: 9900,
+        tax_free: 0,
+    };
+    let live_receipt = IssuedReceipt {
+        amount: 9900,
+        tax_free: 0,
+        vat: 900,
+        issue_number: "123456789".into(),
+        url: Some("https://receipts.example/cash/123456789".into()),
+        issued_at: now,
+    };
+    let issued = receipts::after(
+        &claimed,
+        &Outcome::Issued(live_receipt.clone()),
+        target,
+        now,
+    );
+    assert_eq!(issued.state, ReceiptState::Settled);
+    assert!(
+        l.save_receipt(&stored, &issued, Some(500))
+            .await
+            .unwrap_err()
+            .is_conflict(),
+        "a refunded total that moved"
+    );
+    l.save_receipt(&stored, &issued, Some(0)).await.unwrap();
+    let back = attempt_of(&l, &a).await;
+    assert_eq!(back.cash_receipt.as_ref(), Some(&issued));
+    assert!(due(&l, now + Duration::days(1)).await.is_empty());
+
+    // A refund queues it again, in the same write.
+    let later = now + Duration::hours(1);
+    assert!(l.record_refund(&back, 3300, later, None).await.unwrap());
+    assert_eq!(due(&l, later).await, vec![key.clone()]);
+    let back = attempt_of(&l, &a).await;
+    assert_eq!(
+        (back.refunded, back.cash_receipt.as_ref().map(|r| r.state)),
+        (3300, Some(ReceiptState::Settled))
+    );
+
+    // Given up: listed for a person, not as due.
+    let mut review = back.cash_receipt.clone().unwrap();
+    review.rev += 1;
+    review.state = ReceiptState::Review;
+    review.next_at = None;
+    l.save_receipt(&back, &review, Some(3300)).await.unwrap();
+    assert!(due(&l, later + Duration::days(1)).await.is_empty());
+    let waiting = l
+        .receipt_page(ReceiptQueue::Review, 10, None)
+        .await
+        .unwrap();
+    assert_eq!(waiting.attempts, vec![key]);
 }

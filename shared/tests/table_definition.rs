@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 use serde_yaml::Value;
 use shared::ledger::dynamodb::table::{
     CONSENT_INDEX, CONSENT_PK, CONSENT_SK, DUE_INDEX, DUE_PK, DUE_SK, KEY_ATTRIBUTES, PK,
-    PLAN_INDEX, PLAN_PK, PLAN_SK, SK, STREAM_VIEW, TTL_ATTRIBUTE,
+    PLAN_INDEX, PLAN_PK, PLAN_SK, RECEIPT_INDEX, RECEIPT_PK, RECEIPT_SK, SK, STREAM_VIEW,
+    TTL_ATTRIBUTE,
 };
 
 fn template_table() -> Value {
@@ -50,11 +51,12 @@ fn template_declares_the_table_the_code_uses() {
         set(&[(PK, "HASH"), (SK, "RANGE")])
     );
     let gsis = t["GlobalSecondaryIndexes"].as_sequence().unwrap();
-    assert_eq!(gsis.len(), 3);
+    assert_eq!(gsis.len(), 4);
     for (gsi, (name, pk, sk)) in gsis.iter().zip([
         (DUE_INDEX, DUE_PK, DUE_SK),
         (CONSENT_INDEX, CONSENT_PK, CONSENT_SK),
         (PLAN_INDEX, PLAN_PK, PLAN_SK),
+        (RECEIPT_INDEX, RECEIPT_PK, RECEIPT_SK),
     ]) {
         assert_eq!(gsi["IndexName"].as_str(), Some(name));
         assert_eq!(
@@ -119,9 +121,9 @@ async fn create_table_builds_what_the_template_declares() {
         Some(STREAM_VIEW)
     );
     let mut built: Vec<_> = described.global_secondary_indexes().iter().collect();
-    let order = [DUE_INDEX, CONSENT_INDEX, PLAN_INDEX];
+    let order = [DUE_INDEX, CONSENT_INDEX, PLAN_INDEX, RECEIPT_INDEX];
     built.sort_by_key(|g| order.iter().position(|n| g.index_name() == Some(*n)));
-    assert_eq!(built.len(), 3);
+    assert_eq!(built.len(), 4);
     for (i, (gsi, name)) in built.iter().zip(order).enumerate() {
         assert_eq!(gsi.index_name(), Some(name));
         let keys: BTreeSet<(String, String)> = gsi

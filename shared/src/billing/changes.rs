@@ -692,6 +692,7 @@ mod tests {
                 paid_at: now,
                 receipt_url: None,
                 tax: None,
+                cash: false,
             },
             &Default::default(),
             now,

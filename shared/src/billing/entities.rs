@@ -34,6 +34,9 @@ pub struct Buyer {
     pub name: Option<Pii>,
     pub email: Option<Pii>,
     pub tel: Option<Pii>,
+    /// Who the customer's cash receipts go to, when they gave a number at
+    /// sign-up (decision 74).
+    pub cash_receipt: Option<super::ReceiptHolder>,
 }
 
 /// The public description of a billing key, as the gateway reported it at
@@ -400,6 +403,9 @@ pub struct ChargeAttempt {
     pub vat: Option<i64>,
     /// Total refunded (KRW), from the gateway's cancelled amount.
     pub refunded: i64,
+    /// Paid from an account with `CASH_RECEIPT_MODE=auto`: its cash receipt
+    /// (decision 74), written with the paid result.
+    pub cash_receipt: Option<super::CashReceipt>,
     /// What the latest rise of `refunded` was (`charge.refunded`'s
     /// `reason`); `None` before any refund.
     pub refund_cause: Option<RefundCause>,
@@ -536,6 +542,9 @@ pub struct AttemptResult {
     /// Paid: the VAT split as the PG reported it (V2 `amount.taxFree` and
     /// `amount.vat`); `None` when it reports none (V1).
     pub tax: Option<TaxSplit>,
+    /// Paid from an account with cash receipts on: the receipt to issue,
+    /// written with the result (decision 74).
+    pub cash_receipt: Option<super::CashReceipt>,
     /// Not paid, and the period is charged again (the next attempt) at this
     /// time; `None` when nothing is retried (see [`retry_of`]).
     pub retry_at: Option<DateTime<Utc>>,

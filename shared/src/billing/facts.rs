@@ -41,6 +41,10 @@ pub struct PaymentRecord {
     /// `amount.taxFree`, `amount.vat`); V1 reports neither.
     pub tax_free: Option<i64>,
     pub vat: Option<i64>,
+    /// Paid from an account (V1 `pay_method` `trans` or `vbank`; V2
+    /// `method` a transfer, a virtual account, or an easy pay's transfer or
+    /// charged balance): a cash receipt is due (decision 74).
+    pub cash: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +102,8 @@ pub enum Fact {
         receipt_url: Option<String>,
         /// The VAT split as the PG reported it (decision 73).
         tax: Option<TaxSplit>,
+        /// Paid from an account: a cash receipt is due (decision 74).
+        cash: bool,
     },
     Declined {
         imp_uid: Option<String>,
@@ -163,6 +169,7 @@ impl Fact {
             paid_at: p.paid_at.unwrap_or(now),
             receipt_url: p.receipt_url.clone(),
             tax: TaxSplit::reported(p.amount, p.tax_free, p.vat),
+            cash: p.cash,
         };
         if p.took_money() {
             // Refunded later is still money taken for the period; the refund is recorded apart.
@@ -199,6 +206,7 @@ impl Fact {
                 paid_at,
                 receipt_url,
                 tax,
+                cash: _,
             } => AttemptResult {
                 state: AttemptState::Paid,
                 amount: None,
@@ -208,6 +216,7 @@ impl Fact {
                 decline: None,
                 receipt_url: receipt_url.clone(),
                 tax: *tax,
+                cash_receipt: None,
                 retry_at: None,
             },
             Self::Declined {
@@ -223,6 +232,7 @@ impl Fact {
                 decline: Some(*class),
                 receipt_url: None,
                 tax: None,
+                cash_receipt: None,
                 retry_at: None,
             },
             Self::Rejected { reason, .. } => AttemptResult {
@@ -234,6 +244,7 @@ impl Fact {
                 decline: None,
                 receipt_url: None,
                 tax: None,
+                cash_receipt: None,
                 retry_at: None,
             },
         }
@@ -476,6 +487,7 @@ mod tests {
             paid_at: s.next_charge_at,
             receipt_url: None,
             tax: None,
+            cash: false,
         };
         let late = s.next_charge_at + chrono::Duration::days(3);
         let (n1, _) = next_state(&s, &paid, &DunningPolicy::default(), late);
@@ -505,6 +517,7 @@ mod tests {
             paid_at: paid_on,
             receipt_url: None,
             tax: None,
+            cash: false,
         };
         let (n, _) = next_state(&s, &fact, &DunningPolicy::default(), paid_on);
         assert_eq!(n.paid_through.as_ref().unwrap().as_str(), "202701");
@@ -628,6 +641,7 @@ mod tests {
                 paid_at: cancelled.next_charge_at,
                 receipt_url: None,
                 tax: None,
+                cash: false,
             },
             &DunningPolicy::default(),
             cancelled.next_charge_at,
@@ -760,6 +774,7 @@ mod tests {
             paid_at: now,
             receipt_url: None,
             tax: None,
+            cash: false,
         };
         let (p, _) = next_state_for(&replaced, &a, &paid, &policy, &refs(), now);
         assert_eq!(p.paid_through, Some(s.current_period()));

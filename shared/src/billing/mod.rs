@@ -13,6 +13,7 @@ pub mod notices;
 pub mod plans;
 pub mod price_changes;
 pub mod quotes;
+pub mod receipts;
 pub mod rollouts;
 pub mod state;
 pub mod tax;
@@ -34,5 +35,6 @@ pub use ids::{
     MerchantUid, SubscriptionId, UidKey, generate_customer_uid, random_customer_uid, random_nonce,
 };
 pub use plans::{PlanId, PlanRecord, PlanRef};
+pub use receipts::{CashReceipt, CashReceiptMode, ReceiptHolder, ReceiptKind, ReceiptState};
 pub use state::{Event, IllegalTransition, SubscriptionStatus};
 pub use tax::{TaxSetting, TaxSplit};

@@ -202,6 +202,7 @@ async fn claim_fresh<L: Ledger, G>(
         paid_at: None,
         fail_reason: None,
         refunded: 0,
+        cash_receipt: None,
         refund_cause: None,
         resolution: None,
         retry_at: None,

@@ -204,6 +204,9 @@ async fn apply_once<'a, L: Ledger, G: PaymentGateway>(
     if !fact.is_paid() {
         result.retry_at = retry_of(attempt, &next);
     }
+    if let Fact::Paid { cash, .. } = fact {
+        result.cash_receipt = engine.settings.cash_receipt_for(&sub.buyer, *cash, now);
+    }
     let settlement = Settlement {
         attempt,
         result: &result,

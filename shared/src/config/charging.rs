@@ -78,6 +78,9 @@ pub struct ChargingConfig {
     pub consent_window_days: u16,
     /// `notice_url` sent with each charge (the webhook route), if any.
     pub notice_url: Option<Url>,
+    /// Cash receipts for charges paid from an account (`CASH_RECEIPT_MODE`:
+    /// `off` or `auto`; decision 74).
+    pub cash_receipts: crate::billing::CashReceiptMode,
     /// Key of the merchant_uid tags (`MERCHANT_UID_KEY` locally; in AWS the
     /// secret's `uid_key`); derived from the gateway's secret when absent.
     pub uid_key: Option<Secret>,
@@ -106,6 +109,15 @@ impl ChargingConfig {
                 reason: format!("{v:?} is not reanchor or collect_outstanding"),
             })?,
         };
+        let cash_receipts = match vars.text("CASH_RECEIPT_MODE") {
+            None => crate::billing::CashReceiptMode::Off,
+            Some(v) => {
+                crate::billing::CashReceiptMode::parse(&v).ok_or_else(|| ConfigError::Invalid {
+                    name: "CASH_RECEIPT_MODE",
+                    reason: format!("{v:?} is not off or auto"),
+                })?
+            }
+        };
         Ok(Self {
             concurrency: vars.number("CHARGE_CONCURRENCY", 8, 1, 256)? as usize,
             mode: charge_mode(vars)?,
@@ -121,6 +133,7 @@ impl ChargingConfig {
             consent_window_days: u16::try_from(vars.number("CONSENT_WINDOW_DAYS", 30, 1, 30)?)
                 .unwrap_or(30),
             notice_url: vars.url("NOTICE_URL")?,
+            cash_receipts,
             uid_key,
         })
     }

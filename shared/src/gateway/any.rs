@@ -7,7 +7,9 @@ use super::{
     BadNotice, BillingKey, ChargeOutcome, ChargeRequest, GatewayError, InboundNotice, Notice,
     PaymentGateway, PaymentWindow, RefundRequest, WindowProof,
 };
+use crate::billing::receipts::Outcome;
 use crate::billing::{PaymentRecord, Registration};
+use crate::gateway::CashReceiptRequest;
 
 /// The payment gateway `PAYMENT_API` chose.
 #[derive(Debug)]
@@ -60,6 +62,38 @@ impl PaymentGateway for AnyGateway {
         match self {
             Self::V1(c) => PaymentGateway::delete_billing_key(c, customer_uid).await,
             Self::V2(c) => PaymentGateway::delete_billing_key(c, customer_uid).await,
+        }
+    }
+
+    async fn issue_cash_receipt(
+        &self,
+        request: &CashReceiptRequest,
+    ) -> Result<Outcome, GatewayError> {
+        match self {
+            Self::V1(c) => c.issue_cash_receipt(request).await,
+            Self::V2(c) => c.issue_cash_receipt(request).await,
+        }
+    }
+
+    async fn cancel_cash_receipt(
+        &self,
+        imp_uid: &str,
+        merchant_uid: &str,
+    ) -> Result<Outcome, GatewayError> {
+        match self {
+            Self::V1(c) => c.cancel_cash_receipt(imp_uid, merchant_uid).await,
+            Self::V2(c) => c.cancel_cash_receipt(imp_uid, merchant_uid).await,
+        }
+    }
+
+    async fn cash_receipt(
+        &self,
+        imp_uid: &str,
+        merchant_uid: &str,
+    ) -> Result<Outcome, GatewayError> {
+        match self {
+            Self::V1(c) => c.cash_receipt(imp_uid, merchant_uid).await,
+            Self::V2(c) => c.cash_receipt(imp_uid, merchant_uid).await,
         }
     }
 

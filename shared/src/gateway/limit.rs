@@ -11,7 +11,9 @@ use super::{
     BadNotice, BillingKey, ChargeOutcome, ChargeRequest, GatewayError, InboundNotice, Notice,
     PaymentGateway, PaymentWindow, RefundRequest, WindowProof,
 };
+use crate::billing::receipts::Outcome;
 use crate::billing::{PaymentRecord, Registration};
+use crate::gateway::CashReceiptRequest;
 
 /// `G` with at most `slots` requests in flight at once (shared by every
 /// clone). Derefs to `G` for what is not part of the port.
@@ -83,6 +85,32 @@ impl<G: PaymentGateway> PaymentGateway for Limited<G> {
         self.inner.delete_billing_key(customer_uid).await
     }
 
+    async fn issue_cash_receipt(
+        &self,
+        request: &CashReceiptRequest,
+    ) -> Result<Outcome, GatewayError> {
+        let _slot = self.slot().await;
+        self.inner.issue_cash_receipt(request).await
+    }
+
+    async fn cancel_cash_receipt(
+        &self,
+        imp_uid: &str,
+        merchant_uid: &str,
+    ) -> Result<Outcome, GatewayError> {
+        let _slot = self.slot().await;
+        self.inner.cancel_cash_receipt(imp_uid, merchant_uid).await
+    }
+
+    async fn cash_receipt(
+        &self,
+        imp_uid: &str,
+        merchant_uid: &str,
+    ) -> Result<Outcome, GatewayError> {
+        let _slot = self.slot().await;
+        self.inner.cash_receipt(imp_uid, merchant_uid).await
+    }
+
     async fn refund(&self, request: &RefundRequest) -> Result<PaymentRecord, GatewayError> {
         let _slot = self.slot().await;
         self.inner.refund(request).await
@@ -145,6 +173,18 @@ mod tests {
             unreachable!()
         }
         async fn refund(&self, _: &RefundRequest) -> Result<PaymentRecord, GatewayError> {
+            unreachable!()
+        }
+        async fn issue_cash_receipt(
+            &self,
+            _: &CashReceiptRequest,
+        ) -> Result<Outcome, GatewayError> {
+            unreachable!()
+        }
+        async fn cancel_cash_receipt(&self, _: &str, _: &str) -> Result<Outcome, GatewayError> {
+            unreachable!()
+        }
+        async fn cash_receipt(&self, _: &str, _: &str) -> Result<Outcome, GatewayError> {
             unreachable!()
         }
         fn window(&self, _: &Registration, _: &str) -> PaymentWindow {

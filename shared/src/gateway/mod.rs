@@ -97,6 +97,22 @@ pub struct RefundRequest {
     pub reason: String,
 }
 
+/// A cash receipt to issue for a paid cash payment (decision 74).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CashReceiptRequest {
+    /// The payment (V1 issues by it).
+    pub imp_uid: String,
+    /// Its `merchant_uid` / V2 `paymentId` (V2 issues by it).
+    pub merchant_uid: String,
+    pub holder: crate::billing::ReceiptHolder,
+    /// What is left of the payment after refunds (V1 issues for that
+    /// itself; V2 is told).
+    pub amount: i64,
+    pub tax_free: i64,
+    /// The charge's name (V2 `orderName`).
+    pub order_name: String,
+}
+
 /// The operations the engine needs from a payment gateway.
 pub trait PaymentGateway: Send + Sync {
     /// Charges a billing key under `request.merchant_uid`.
@@ -137,6 +153,30 @@ pub trait PaymentGateway: Send + Sync {
         &self,
         request: &RefundRequest,
     ) -> impl Future<Output = Result<PaymentRecord, GatewayError>> + Send;
+
+    /// Issues a cash receipt. `Ok`: the PG's answer in the core's terms
+    /// (issued, refused, already issued, unclear); `Err`: nothing was done
+    /// (never sent, or our credentials refused).
+    fn issue_cash_receipt(
+        &self,
+        request: &CashReceiptRequest,
+    ) -> impl Future<Output = Result<crate::billing::receipts::Outcome, GatewayError>> + Send;
+
+    /// Cancels the payment's live cash receipt: `Cancelled`, or
+    /// `Found(None)` when the PG holds none live, or `Unclear`.
+    fn cancel_cash_receipt(
+        &self,
+        imp_uid: &str,
+        merchant_uid: &str,
+    ) -> impl Future<Output = Result<crate::billing::receipts::Outcome, GatewayError>> + Send;
+
+    /// The payment's live cash receipt at the PG (`Found`); `Err` when the
+    /// PG could not be asked.
+    fn cash_receipt(
+        &self,
+        imp_uid: &str,
+        merchant_uid: &str,
+    ) -> impl Future<Output = Result<crate::billing::receipts::Outcome, GatewayError>> + Send;
 
     /// The payment window's parameters for a pending registration; the
     /// browser comes back to `redirect_url`.

@@ -4,7 +4,7 @@
 
 /// The port implemented by delegation: every operation is a function in the
 /// adapter's module for its aggregate (`registrations`, `subscriptions`,
-/// `attempts`, `review`, `refunds`, `requests`, `plans`), taking the
+/// `attempts`, `review`, `refunds`, `receipts`, `requests`, `plans`), taking the
 /// adapter first.
 /// Both ledgers expand it, so they keep the same rooms and the trait is
 /// written out once; the names it uses resolve where it is expanded.
@@ -206,6 +206,24 @@ macro_rules! ledger_by_aggregate {
                 audit: &AuditEntry,
             ) -> Result<(), LedgerError> {
                 refunds::dismiss_refund(self, attempt, key, audit).await
+            }
+
+            async fn save_receipt(
+                &self,
+                attempt: &ChargeAttempt,
+                next: &crate::billing::CashReceipt,
+                refunded: Option<i64>,
+            ) -> Result<(), LedgerError> {
+                receipts::save_receipt(self, attempt, next, refunded).await
+            }
+
+            async fn receipt_page(
+                &self,
+                queue: crate::ledger::ReceiptQueue,
+                limit: usize,
+                cursor: Option<&Cursor>,
+            ) -> Result<crate::ledger::ReceiptPage, LedgerError> {
+                receipts::receipt_page(self, queue, limit, cursor).await
             }
 
             async fn begin_request(

@@ -105,6 +105,22 @@ pub struct ReviewPage {
     pub next: Option<Cursor>,
 }
 
+/// Which part of the cash-receipt queue to page through (decision 74).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptQueue {
+    /// Receipts with work to do by this time (or whose claim ended).
+    Due(DateTime<Utc>),
+    /// Receipts that gave up and wait for a person.
+    Review,
+}
+
+/// A page of charge attempts whose cash receipt is in a queue.
+#[derive(Debug, Clone, Default)]
+pub struct ReceiptPage {
+    pub attempts: Vec<AttemptKey>,
+    pub next: Option<Cursor>,
+}
+
 /// A page of the plan catalogue: the newest version of each plan, by id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PlanPage {
@@ -540,6 +556,9 @@ pub trait Ledger: Send + Sync {
     /// Records a refund seen at (or made through) the gateway. Only ever
     /// raises the refunded total; returns whether anything changed. With an
     /// audit entry (a refund someone asked for), both are written together.
+    /// An attempt with a cash receipt (as `attempt` shows it) is put back
+    /// in the receipt queue in the same write: the receipt must now cover
+    /// less. [`Ledger::finish_refund`] does the same.
     fn record_refund(
         &self,
         attempt: &ChargeAttempt,
@@ -600,6 +619,31 @@ pub trait Ledger: Send + Sync {
         key: &str,
         audit: &AuditEntry,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    // ---- cash receipts (decision 74) ------------------------------------
+
+    /// Writes `next` as `attempt`'s cash receipt if the stored one is at
+    /// `next.rev - 1` (revision 0: the attempt has none yet) and, when
+    /// `refunded` is given, the attempt's refunded total is still that:
+    /// in the `receipts` queue at [`CashReceipt::queued_at`], or in its
+    /// review part, or out of it. `Conflict` otherwise.
+    ///
+    /// [`CashReceipt::queued_at`]: crate::billing::CashReceipt::queued_at
+    fn save_receipt(
+        &self,
+        attempt: &ChargeAttempt,
+        next: &crate::billing::CashReceipt,
+        refunded: Option<i64>,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// One page of the attempts whose receipt is in `queue`. May lag behind
+    /// writes: callers re-read each.
+    fn receipt_page(
+        &self,
+        queue: ReceiptQueue,
+        limit: usize,
+        cursor: Option<&Cursor>,
+    ) -> impl Future<Output = Result<ReceiptPage, LedgerError>> + Send;
 
     // ---- idempotency keys ------------------------------------------------
 

@@ -68,6 +68,8 @@ pub enum Op<'a> {
     OpenRollouts,
     SaveRollout(&'a Rollout),
     PlanMembersPage(&'a PlanId),
+    SaveReceipt(&'a ChargeAttempt, &'a crate::billing::CashReceipt),
+    ReceiptPage,
 }
 
 fn attempt_key(a: &ChargeAttempt) -> String {
@@ -116,6 +118,8 @@ impl Op<'_> {
             Self::OpenRollouts => "open_rollouts",
             Self::SaveRollout(_) => "save_rollout",
             Self::PlanMembersPage(_) => "plan_members_page",
+            Self::SaveReceipt(..) => "save_receipt",
+            Self::ReceiptPage => "receipt_page",
         }
     }
 
@@ -146,7 +150,11 @@ impl Op<'_> {
             | Self::CountReview
             | Self::ReviewPage
             | Self::PlansPage
+            | Self::ReceiptPage
             | Self::OpenRollouts => String::new(),
+            Self::SaveReceipt(a, r) => {
+                format!("{} rev {} {}", attempt_key(a), r.rev, r.state.as_str())
+            }
             Self::PutPlan(p) | Self::PutPlanRollout(p) => format!("{} v{}", p.id, p.version),
             Self::GetRollout(id) | Self::PlanMembersPage(id) => id.to_string(),
             Self::SaveRollout(r) => format!("{} v{} rev {}", r.plan_id, r.to_version, r.rev),
@@ -464,6 +472,32 @@ impl<L: Ledger, W: Watcher> Ledger for Observed<L, W> {
         self.around(
             Op::DismissRefund(attempt, key),
             self.inner.dismiss_refund(attempt, key, audit),
+        )
+        .await
+    }
+
+    async fn save_receipt(
+        &self,
+        attempt: &ChargeAttempt,
+        next: &crate::billing::CashReceipt,
+        refunded: Option<i64>,
+    ) -> Result<(), LedgerError> {
+        self.around(
+            Op::SaveReceipt(attempt, next),
+            self.inner.save_receipt(attempt, next, refunded),
+        )
+        .await
+    }
+
+    async fn receipt_page(
+        &self,
+        queue: crate::ledger::ReceiptQueue,
+        limit: usize,
+        cursor: Option<&Cursor>,
+    ) -> Result<crate::ledger::ReceiptPage, LedgerError> {
+        self.around(
+            Op::ReceiptPage,
+            self.inner.receipt_page(queue, limit, cursor),
         )
         .await
     }

@@ -81,10 +81,73 @@ pub struct ChargeView {
     /// The PG's receipt for the customer (the card slip), once paid.
     pub receipt_url: Option<String>,
     pub tax: TaxView,
+    /// Paid from an account with cash receipts on: its cash receipt
+    /// (decision 74); `null` otherwise.
+    pub cash_receipt: Option<CashReceiptView>,
     /// Not paid: when the period is charged again, if it is.
     pub next_retry_at: Option<String>,
     pub resolution: Option<ResolutionView>,
     pub created_at: String,
+}
+
+/// A charge's cash receipt. The holder's number is masked.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CashReceiptView {
+    /// `issued` (live at the PG for what is left of the charge), `cancelled`
+    /// (the charge was refunded in full), `pending` (to issue, cancel or
+    /// reissue; `in_progress` says an issuance waits for the PG's word),
+    /// `needs_review` (gave up after 5 tries).
+    pub status: &'static str,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub identifier: String,
+    pub self_issued: bool,
+    /// What the live receipt covers; 0 when none is live.
+    pub amount: i64,
+    pub tax_free: i64,
+    pub vat: i64,
+    pub issue_number: Option<String>,
+    pub url: Option<String>,
+    pub issued_at: Option<String>,
+    pub cancelled_at: Option<String>,
+    pub issues: u32,
+    pub cancels: u32,
+    pub tries: u32,
+    pub in_progress: bool,
+    pub last_error: Option<String>,
+    pub next_try_at: Option<String>,
+}
+
+impl From<&crate::billing::CashReceipt> for CashReceiptView {
+    fn from(r: &crate::billing::CashReceipt) -> Self {
+        use crate::billing::ReceiptState;
+        let live = r.live.as_ref();
+        Self {
+            status: match r.state {
+                ReceiptState::Settled if live.is_some() => "issued",
+                ReceiptState::Settled => "cancelled",
+                ReceiptState::Due | ReceiptState::Working => "pending",
+                ReceiptState::Review => "needs_review",
+            },
+            kind: r.holder.kind.as_str(),
+            identifier: r.holder.identifier.masked(),
+            self_issued: r.holder.identifier.expose()
+                == crate::billing::receipts::SELF_ISSUE_NUMBER,
+            amount: live.map_or(0, |l| l.amount),
+            tax_free: live.map_or(0, |l| l.tax_free),
+            vat: live.map_or(0, |l| l.vat),
+            issue_number: live.map(|l| l.issue_number.clone()),
+            url: live.and_then(|l| l.url.clone()),
+            issued_at: live.map(|l| rfc3339(l.issued_at)),
+            cancelled_at: r.cancelled_at.map(rfc3339),
+            issues: r.issues,
+            cancels: r.cancels,
+            tries: r.tries,
+            in_progress: r.unsure_since.is_some(),
+            last_error: r.last_error.clone(),
+            next_try_at: r.next_at.map(rfc3339),
+        }
+    }
 }
 
 impl From<&ChargeAttempt> for ChargeView {
@@ -112,6 +175,7 @@ impl From<&ChargeAttempt> for ChargeView {
                     refunded: split.refunded_part(a.refunded),
                 }
             },
+            cash_receipt: a.cash_receipt.as_ref().map(CashReceiptView::from),
             next_retry_at: a.retry_at.map(rfc3339),
             resolution: a.resolution.as_ref().map(|r| ResolutionView {
                 resolved_as: r.state.as_str().to_owned(),

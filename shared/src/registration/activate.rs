@@ -23,6 +23,8 @@ use sha2::{Digest, Sha256};
 /// A verified issuance: what the window took, the key, and what the amount means.
 pub(super) struct Verified {
     pub(super) paid: i64,
+    /// The window's payment was from an account (decision 74).
+    pub(super) cash: bool,
     pub(super) key: BillingKey,
     pub(super) issued: Issuance,
 }
@@ -112,6 +114,7 @@ async fn verify_key<L: Ledger, G: PaymentGateway>(
     }
     Ok(Verified {
         paid: 0,
+        cash: false,
         key: info,
         issued: Issuance::KeyOnly,
     })
@@ -229,6 +232,7 @@ async fn verify_issuance<L: Ledger, G: PaymentGateway>(
     }
     Ok(Verified {
         paid: payment.amount,
+        cash: payment.cash,
         key,
         issued,
     })
@@ -290,6 +294,7 @@ fn for_review(
     );
     Ok(Verified {
         paid: payment.amount,
+        cash: payment.cash,
         key: BillingKey {
             customer_uid: reg.customer_uid.clone(),
             pg_provider: pg_provider_of(&reg.pg).to_owned(),
@@ -329,7 +334,7 @@ async fn subscribe<L: Ledger, G: PaymentGateway>(
     budget: Budget,
 ) -> CallbackOutcome {
     let now = engine.now();
-    let (sub, first_attempt) = activation(
+    let (sub, mut first_attempt) = activation(
         reg,
         &v.key,
         &v.issued,
@@ -338,6 +343,13 @@ async fn subscribe<L: Ledger, G: PaymentGateway>(
         &engine.settings.uid_key,
         now,
     );
+    // The first period paid in the window gets its cash receipt too.
+    if let Some(first) = first_attempt
+        .as_mut()
+        .filter(|a| a.state == AttemptState::Paid)
+    {
+        first.cash_receipt = engine.settings.cash_receipt_for(&sub.buyer, v.cash, now);
+    }
     // A sign-up waiting for a person is a live subscription too: it holds
     // the lock (when another holds it, `after_conflict` records it without).
     let plan_lock = !engine.settings.registration.allow_multiple_subscriptions;
@@ -547,6 +559,7 @@ fn activation(
         paid_at,
         fail_reason: reason.map(str::to_owned),
         refunded: 0,
+        cash_receipt: None,
         refund_cause: None,
         resolution: None,
         retry_at: None,

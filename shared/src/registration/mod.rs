@@ -100,6 +100,18 @@ pub struct BuyerInput {
     pub name: Option<Pii>,
     pub email: Option<Pii>,
     pub tel: Option<Pii>,
+    /// Who the customer's cash receipts go to (decision 74).
+    pub cash_receipt: Option<CashReceiptInput>,
+}
+
+/// `buyer.cash_receipt`: `personal` (a mobile or cash-receipt card
+/// number) or `corporate` (a business registration number).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CashReceiptInput {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub identifier: Pii,
 }
 
 /// What `prepare` answers: the parameters for the browser SDK of the
@@ -212,6 +224,13 @@ fn validated_buyer(input: Option<BuyerInput>) -> Result<Buyer, PrepareError> {
         name: buyer.name,
         email: buyer.email,
         tel: buyer.tel,
+        cash_receipt: match buyer.cash_receipt {
+            None => None,
+            Some(c) => Some(
+                crate::billing::ReceiptHolder::from_input(&c.kind, c.identifier.expose())
+                    .map_err(PrepareError::Invalid)?,
+            ),
+        },
     })
 }
 

@@ -264,6 +264,7 @@ async fn window_payment<L: Ledger, G>(
             v.paid
         )),
         refunded: 0,
+        cash_receipt: None,
         refund_cause: None,
         resolution: None,
         retry_at: None,

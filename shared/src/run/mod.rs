@@ -13,6 +13,7 @@
 //! is the one place that names both.
 
 pub mod queue;
+pub mod receipts;
 mod report;
 pub mod rollouts;
 
@@ -367,6 +368,8 @@ pub struct RunReport {
     pub error: Option<String>,
     /// Plan-wide price changes planned after the charges (decision 71).
     pub price_changes: rollouts::RolloutReport,
+    /// Cash receipts worked after them (decision 74).
+    pub cash_receipts: receipts::ReceiptReport,
 }
 
 /// Options of a run.
@@ -404,6 +407,7 @@ pub async fn run<L: Ledger, G: PaymentGateway>(
     if report.error.is_none() {
         let reserve = reserve(engine.settings.gateway_timeout);
         report.price_changes = rollouts::plan(engine, &options.budget, reserve).await;
+        report.cash_receipts = receipts::work(engine, &options.budget, reserve).await;
     }
     report
 }
@@ -614,6 +618,7 @@ impl RunLoop {
             stopped: self.stopped,
             error: self.error.map(|e| e.to_string()),
             price_changes: rollouts::RolloutReport::default(),
+            cash_receipts: receipts::ReceiptReport::default(),
         };
         (report, self.failed)
     }

@@ -42,6 +42,10 @@ pub fn emf_line(report: &RunReport, function: &str, timestamp_ms: i64) -> String
         ("ItemErrors", s.errors),
         ("HardDeclines", s.hard_declines),
         ("RunFailed", u64::from(report.error.is_some())),
+        ("CashReceiptsIssued", report.cash_receipts.issued),
+        ("CashReceiptsCancelled", report.cash_receipts.cancelled),
+        ("CashReceiptsFailed", report.cash_receipts.failed),
+        ("CashReceiptsToReview", report.cash_receipts.to_review),
     ];
     for class in DeclineClass::ALL {
         let n = s.declines.get(class.as_str()).copied().unwrap_or(0);
@@ -81,6 +85,11 @@ mod tests {
             stopped: None,
             error: None,
             price_changes: crate::run::rollouts::RolloutReport::default(),
+            cash_receipts: crate::run::receipts::ReceiptReport {
+                issued: 2,
+                to_review: 1,
+                ..Default::default()
+            },
         };
         let v: serde_json::Value =
             serde_json::from_str(&emf_line(&report, "scheduled-charge", 1)).unwrap();
@@ -99,9 +108,16 @@ mod tests {
             (Some(1), Some(1))
         );
         assert_eq!(v["DeclinedInsufficientFunds"], 0);
+        assert_eq!(
+            (
+                v["CashReceiptsIssued"].as_u64(),
+                v["CashReceiptsToReview"].as_u64()
+            ),
+            (Some(2), Some(1))
+        );
         let directive = &v["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(directive["Namespace"], "SubscriptionBilling");
-        assert_eq!(directive["Metrics"].as_array().unwrap().len(), 28);
+        assert_eq!(directive["Metrics"].as_array().unwrap().len(), 32);
         // Per function and in all (what the alarms watch).
         assert_eq!(
             directive["Dimensions"],

@@ -149,6 +149,7 @@ pub fn attempt(sub: &Subscription, state: AttemptState) -> ChargeAttempt {
         paid_at: None,
         fail_reason: None,
         refunded: 0,
+        cash_receipt: None,
         refund_cause: None,
         resolution: None,
         retry_at: None,
@@ -185,6 +186,7 @@ pub fn record(
         receipt_url: None,
         tax_free: None,
         vat: None,
+        cash: false,
     }
 }
 

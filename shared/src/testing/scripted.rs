@@ -9,10 +9,11 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
+use crate::billing::receipts::Outcome;
 use crate::billing::{PaymentRecord, Registration};
 use crate::gateway::{
-    BadNotice, BillingKey, ChargeOutcome, ChargeRequest, GatewayError, InboundNotice, Notice,
-    PaymentGateway, PaymentWindow, RefundRequest, WindowProof,
+    BadNotice, BillingKey, CashReceiptRequest, ChargeOutcome, ChargeRequest, GatewayError,
+    InboundNotice, Notice, PaymentGateway, PaymentWindow, RefundRequest, WindowProof,
 };
 
 /// What was asked of the gateway, in order.
@@ -28,6 +29,9 @@ pub enum Call {
     BillingKey(String),
     DeleteBillingKey(String),
     Refund(RefundRequest),
+    IssueCashReceipt(CashReceiptRequest),
+    CancelCashReceipt(String),
+    CashReceipt(String),
 }
 
 type Answer<T> = VecDeque<Result<T, GatewayError>>;
@@ -41,6 +45,8 @@ struct Script {
     keys: Answer<BillingKey>,
     deletes: Answer<()>,
     refunds: Answer<PaymentRecord>,
+    /// Issue, cancel and look-up of cash receipts: one queue, in order.
+    receipts: Answer<Outcome>,
     calls: Vec<Call>,
 }
 
@@ -87,6 +93,12 @@ impl ScriptedGateway {
         self
     }
 
+    /// The next cash-receipt call (issue, cancel or look-up) answers `answer`.
+    pub fn receipt_answers(self, answer: Result<Outcome, GatewayError>) -> Self {
+        self.script().receipts.push_back(answer);
+        self
+    }
+
     /// Scripts more answers on a gateway already in use (an engine owns
     /// it): `more` builds on what is left of the script and its calls.
     pub fn and_then(&self, more: impl FnOnce(Self) -> Self) {
@@ -116,7 +128,12 @@ impl ScriptedGateway {
     /// Answers unused at the end of a test (a test may assert none are left).
     pub fn unused(&self) -> usize {
         let s = self.script();
-        s.charges.len() + s.records.len() + s.keys.len() + s.deletes.len() + s.refunds.len()
+        s.charges.len()
+            + s.records.len()
+            + s.keys.len()
+            + s.deletes.len()
+            + s.refunds.len()
+            + s.receipts.len()
     }
 
     fn next<T>(&self, call: Call, queue: impl FnOnce(&mut Script) -> Option<T>) -> T {
@@ -170,6 +187,27 @@ impl PaymentGateway for ScriptedGateway {
 
     async fn refund(&self, request: &RefundRequest) -> Result<PaymentRecord, GatewayError> {
         self.next(Call::Refund(request.clone()), |s| s.refunds.pop_front())
+    }
+
+    async fn issue_cash_receipt(
+        &self,
+        request: &CashReceiptRequest,
+    ) -> Result<Outcome, GatewayError> {
+        self.next(Call::IssueCashReceipt(request.clone()), |s| {
+            s.receipts.pop_front()
+        })
+    }
+
+    async fn cancel_cash_receipt(&self, imp_uid: &str, _: &str) -> Result<Outcome, GatewayError> {
+        self.next(Call::CancelCashReceipt(imp_uid.into()), |s| {
+            s.receipts.pop_front()
+        })
+    }
+
+    async fn cash_receipt(&self, imp_uid: &str, _: &str) -> Result<Outcome, GatewayError> {
+        self.next(Call::CashReceipt(imp_uid.into()), |s| {
+            s.receipts.pop_front()
+        })
     }
 
     fn window(&self, reg: &Registration, redirect_url: &str) -> PaymentWindow {

@@ -1,4 +1,5 @@
-//! The i'mport V1 REST endpoints: token, `again`, payment lookups, billing keys, cancel.
+//! The i'mport V1 REST endpoints: token, `again`, payment lookups, billing keys, cancel,
+//! cash receipts (`/receipts/{imp_uid}`).
 //!
 //! Handlers parse, consult the fault queue, call one state operation and answer with the
 //! documented envelope. Statuses and Korean messages follow `/work/shared/iamport-v1/README.md`.
@@ -17,8 +18,12 @@ use axum::response::{IntoResponse, Response};
 use crate::fault::{AGAIN_PATH, CONTROL_PREFIX, FaultKind, TOKEN_PATH};
 use crate::model::PaymentStatus;
 use crate::params::{ParamError, Params, query_pairs};
+use crate::receipt::{CashReceiptKind, ReceiptAnnotation};
 use crate::reply::{ApiReply, fault_after, fault_before};
-use crate::state::{CancelOutcome, CancelRequest, ChargeOutcome, ChargeRequest, Sim, Sorting};
+use crate::state::{
+    CancelOutcome, CancelRequest, ChargeOutcome, ChargeRequest, IssueOutcome, ReceiptCancelOutcome,
+    ReceiptLookup, ReceiptRequest, ReceiptTarget, Sim, Sorting,
+};
 use crate::webhook;
 
 pub(crate) type SharedSim = Arc<Sim>;
@@ -35,6 +40,13 @@ const MSG_NO_PAYMENT: &str = "존재하지 않는 결제정보입니다.";
 const MSG_NOTHING_TO_CANCEL: &str = "취소할 결제건이 존재하지 않습니다.";
 const MSG_ALREADY_CANCELLED: &str = "이미 전액 취소된 결제건입니다.";
 const MSG_NOTHING_REFUNDABLE: &str = "취소할 수 있는 금액이 없습니다.";
+/// Cash receipts: the PG has not answered yet (the `in_progress` receipt mode).
+pub(crate) const MSG_RECEIPT_IN_PROGRESS: &str = "현금영수증 발행 처리 중";
+/// Cash receipts: the PG refused (the `fail` receipt mode).
+pub(crate) const MSG_RECEIPT_PG_FAILED: &str = "[PG] 현금영수증 발급 실패";
+const MSG_RECEIPT_ALREADY_ISSUED: &str = "이미 현금영수증이 발급된 결제건입니다.";
+const MSG_RECEIPT_NOT_FOUND: &str = "현금영수증 발급내역이 존재하지 않습니다.";
+const MSG_RECEIPT_NOTHING_TO_CANCEL: &str = "발급취소할 현금영수증 발급내역이 존재하지 않습니다.";
 
 fn customer_not_found(customer_uid: &str) -> ApiReply {
     ApiReply::error(
@@ -426,6 +438,155 @@ pub(crate) async fn cancel(
                     webhook::dispatch(Arc::clone(&sim), job);
                 }
                 ApiReply::ok(&payment)
+            }
+        }
+    })
+    .await
+}
+
+fn receipt_request(p: &Params) -> Result<ReceiptRequest, ParamError> {
+    let identifier = p.required_text("identifier", 64)?;
+    let identifier_type = p.text("identifier_type")?;
+    if let Some(t) = &identifier_type
+        && !matches!(t.as_str(), "person" | "business" | "phone" | "taxcard")
+    {
+        return Err(ParamError::Invalid {
+            field: "identifier_type",
+            why: "person, business, phone, taxcard 중 하나여야 합니다.".to_owned(),
+        });
+    }
+    let kind = match p.text("type")? {
+        None => CashReceiptKind::Person,
+        Some(t) => CashReceiptKind::from_v1(&t).ok_or_else(|| ParamError::Invalid {
+            field: "type",
+            why: "person 또는 company여야 합니다.".to_owned(),
+        })?,
+    };
+    if let Some(t) = p.text("product_type")?
+        && !matches!(t.as_str(), "real" | "digital")
+    {
+        return Err(ParamError::Invalid {
+            field: "product_type",
+            why: "real 또는 digital이어야 합니다.".to_owned(),
+        });
+    }
+    let tax_free = p.integer("tax_free")?.unwrap_or(0);
+    if tax_free < 0 {
+        return Err(ParamError::Invalid {
+            field: "tax_free",
+            why: "0 이상이어야 합니다.".to_owned(),
+        });
+    }
+    for field in ["vat", "vat_amount"] {
+        p.check_number(field)?;
+    }
+    p.short_text("buyer_name", 16)?;
+    p.short_text("buyer_email", 64)?;
+    p.short_text("buyer_tel", 16)?;
+    Ok(ReceiptRequest {
+        kind,
+        identifier,
+        identifier_type,
+        tax_free,
+        vat: None,
+        total: None,
+        order_name: None,
+        v2: false,
+    })
+}
+
+/// `POST /receipts/{imp_uid}`: issue a cash receipt for a cash payment
+/// (`trans`, `vbank`), for what is left of it after refunds.
+pub(crate) async fn issue_receipt(
+    State(sim): State<SharedSim>,
+    imp_uid: Result<Path<String>, PathRejection>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Path(imp_uid) = match imp_uid {
+        Ok(path) => path,
+        Err(err) => return bad_path(&err),
+    };
+    let req = match Params::from_body(&headers, &body).and_then(|p| receipt_request(&p)) {
+        Ok(req) => req,
+        Err(err) => return bad_request(&err),
+    };
+    with_faults(&sim, uri.path(), None, |_| {
+        let refused = |message: &str| ApiReply::bad_request(message);
+        match sim.issue_receipt(ReceiptTarget::ImpUid(&imp_uid), req) {
+            IssueOutcome::UnknownPayment => payment_not_found(),
+            IssueOutcome::InProgress => {
+                ApiReply::error(StatusCode::GATEWAY_TIMEOUT, -1, MSG_RECEIPT_IN_PROGRESS)
+            }
+            IssueOutcome::NotPaid(status) => refused(&format!(
+                "결제완료(paid) 상태가 아닌 결제건에는 현금영수증을 발급할 수 없습니다. (status: {status})"
+            )),
+            IssueOutcome::NotCash(pay_method) => refused(&format!(
+                "현금성 거래(계좌이체, 가상계좌)가 아닌 결제건에는 현금영수증을 발급할 수 없습니다. (pay_method: {})",
+                pay_method.as_deref().unwrap_or("null")
+            )),
+            IssueOutcome::AlreadyIssued => refused(MSG_RECEIPT_ALREADY_ISSUED),
+            IssueOutcome::AmountMismatch { total, remaining } => refused(&format!(
+                "발행금액({total})이 결제 잔액({remaining})과 일치하지 않습니다."
+            )),
+            IssueOutcome::TaxFreeExceeds { tax_free, amount } => refused(&format!(
+                "면세금액({tax_free})이 현금영수증 발행금액({amount})보다 큽니다."
+            )),
+            IssueOutcome::VatExceeds { vat, taxable } => refused(&format!(
+                "부가세({vat})가 과세금액({taxable})보다 큽니다."
+            )),
+            IssueOutcome::Failed => ApiReply::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                -1,
+                MSG_RECEIPT_PG_FAILED,
+            ),
+            IssueOutcome::Issued(record) => ApiReply::ok(&ReceiptAnnotation::from(&*record)),
+        }
+    })
+    .await
+}
+
+/// `GET /receipts/{imp_uid}`: the payment's newest receipt (issued or cancelled).
+pub(crate) async fn receipt(
+    State(sim): State<SharedSim>,
+    imp_uid: Result<Path<String>, PathRejection>,
+    uri: Uri,
+) -> Response {
+    let Path(imp_uid) = match imp_uid {
+        Ok(path) => path,
+        Err(err) => return bad_path(&err),
+    };
+    with_faults(&sim, uri.path(), None, |_| {
+        match sim.receipt(ReceiptTarget::ImpUid(&imp_uid), false) {
+            ReceiptLookup::UnknownPayment => payment_not_found(),
+            ReceiptLookup::None => {
+                ApiReply::error(StatusCode::NOT_FOUND, -1, MSG_RECEIPT_NOT_FOUND)
+            }
+            ReceiptLookup::Found(record) => ApiReply::ok(&ReceiptAnnotation::from(&*record)),
+        }
+    })
+    .await
+}
+
+/// `DELETE /receipts/{imp_uid}`: cancel the payment's live receipt.
+pub(crate) async fn cancel_receipt(
+    State(sim): State<SharedSim>,
+    imp_uid: Result<Path<String>, PathRejection>,
+    uri: Uri,
+) -> Response {
+    let Path(imp_uid) = match imp_uid {
+        Ok(path) => path,
+        Err(err) => return bad_path(&err),
+    };
+    with_faults(&sim, uri.path(), None, |_| {
+        match sim.cancel_receipt(ReceiptTarget::ImpUid(&imp_uid)) {
+            ReceiptCancelOutcome::UnknownPayment => payment_not_found(),
+            ReceiptCancelOutcome::NotFound | ReceiptCancelOutcome::NotIssued => {
+                ApiReply::bad_request(MSG_RECEIPT_NOTHING_TO_CANCEL)
+            }
+            ReceiptCancelOutcome::Cancelled(record) => {
+                ApiReply::ok(&ReceiptAnnotation::from(&*record))
             }
         }
     })

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::SharedSim;
 use crate::fault::Fault;
 use crate::model::NewCustomer;
+use crate::receipt::{CashReceiptRecord, ReceiptMode};
 use crate::webhook::{self, WebhookFormat, WebhookSettings};
 
 /// Decline reason when `POST /__sim/decline` names none.
@@ -42,6 +43,8 @@ pub(crate) fn router() -> Router<SharedSim> {
         .route("/webhook", get(webhook_settings).post(set_webhook))
         .route("/webhooks", get(webhooks))
         .route("/webhooks/send", post(send_webhook))
+        .route("/receipts", get(receipts).post(set_receipt_mode))
+        .route("/receipts/{id}", get(receipts_of))
         .route("/reset", post(reset))
 }
 
@@ -339,7 +342,46 @@ async fn send_webhook(State(sim): State<SharedSim>, body: Bytes) -> Response {
     (StatusCode::ACCEPTED, Json(queued)).into_response()
 }
 
-/// `POST /__sim/reset`: forget everything (keys, payments, faults, clock, token, webhooks).
+#[derive(Serialize)]
+struct ReceiptsView {
+    mode: ReceiptMode,
+    receipts: Vec<CashReceiptRecord>,
+}
+
+/// `GET /__sim/receipts`: the receipt mode and every cash-receipt record
+/// (identifiers masked to their last 4 characters).
+async fn receipts(State(sim): State<SharedSim>) -> Response {
+    Json(ReceiptsView {
+        mode: sim.receipt_mode(),
+        receipts: sim.all_cash_receipts(),
+    })
+    .into_response()
+}
+
+/// `GET /__sim/receipts/{imp_uid or paymentId}`: that payment's records, oldest first.
+async fn receipts_of(
+    State(sim): State<SharedSim>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    match id {
+        Ok(Path(id)) => Json(sim.cash_receipts(&id)).into_response(),
+        Err(err) => error(StatusCode::BAD_REQUEST, err.to_string()),
+    }
+}
+
+/// `POST /__sim/receipts {"mode":"normal"|"in_progress","secs":n|"fail","times":n}`:
+/// how the PG answers the next cash-receipt issuances; answers the mode.
+async fn set_receipt_mode(State(sim): State<SharedSim>, body: Bytes) -> Response {
+    let mode: ReceiptMode = match parse(&body) {
+        Ok(mode) => mode,
+        Err(bad) => return bad.into_response(),
+    };
+    sim.set_receipt_mode(mode);
+    Json(sim.receipt_mode()).into_response()
+}
+
+/// `POST /__sim/reset`: forget everything (keys, payments, cash receipts and the receipt
+/// mode, faults, clock, token, webhooks).
 async fn reset(State(sim): State<SharedSim>) -> Json<Done> {
     sim.reset();
     DONE

@@ -3,8 +3,9 @@
 //! A stateful local stand-in for the i'mport (PortOne V1) REST API, like stripe-mock is for
 //! Stripe: token issuance with the documented reuse rules, billing-key charges
 //! (`/subscribe/payments/again`) with declines as `status: failed`, payment and billing-key
-//! lookups, refunds, a payment window that redirects like the JS SDK, webhooks, and faults
-//! (500s, hangs before/after charging, corrupt bodies, rejections) for testing clients.
+//! lookups, refunds, cash receipts (현금영수증, `/receipts/{imp_uid}`), a payment window that
+//! redirects like the JS SDK, webhooks, and faults (500s, hangs before/after charging, corrupt
+//! bodies, rejections, a PG slow or failing to issue cash receipts) for testing clients.
 //!
 //! Its types are written from the docs (`/work/shared/iamport-v1/README.md`) and checked against
 //! the official spec (`spec/v1.openapi.yml`); it shares nothing with the client crate.
@@ -27,6 +28,7 @@ mod control;
 mod fault;
 mod model;
 mod params;
+mod receipt;
 mod reply;
 mod state;
 mod v2;
@@ -49,6 +51,9 @@ pub use fault::{CHARGE_PATHS, Fault, FaultKind, LOOKUP_PATHS};
 pub use model::{
     CancelHistory, Customer, LedgerEntry, NewCustomer, Payment, PaymentStatus, Promotion,
     UnknownStatus,
+};
+pub use receipt::{
+    CashReceiptKind, CashReceiptRecord, CashReceiptStatus, ReceiptMode, mask_identifier,
 };
 pub use webhook::{UnknownWebhookFormat, WebhookDelivery, WebhookFormat, WebhookSettings};
 
@@ -150,6 +155,12 @@ fn router(sim: Arc<Sim>) -> Router {
             "/subscribe/customers/{customer_uid}",
             get(api::customer).delete(api::delete_customer),
         )
+        .route(
+            "/receipts/{imp_uid}",
+            get(api::receipt)
+                .post(api::issue_receipt)
+                .delete(api::cancel_receipt),
+        )
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&sim),
             api::require_token,
@@ -232,8 +243,21 @@ impl SimHandle {
     }
 
     /// Issue a V2 billing key as the window would (for `issue_id` and
-    /// `customer_id`); returns the key.
+    /// `customer_id`, `billingKeyMethod` `CARD`); returns the key.
     pub fn add_v2_key(&self, issue_id: Option<&str>, customer_id: Option<&str>) -> String {
+        self.add_v2_key_with_method(issue_id, customer_id, "CARD")
+    }
+
+    /// [`SimHandle::add_v2_key`] with another `billingKeyMethod` (`CARD`,
+    /// `TRANSFER`, `EASY_PAY`, `MOBILE`, `PAYPAL`). `TRANSFER` and `EASY_PAY`
+    /// keys charge by account transfer (V1 `pay_method: trans`), so their
+    /// payments may get cash receipts; the others charge as cards.
+    pub fn add_v2_key_with_method(
+        &self,
+        issue_id: Option<&str>,
+        customer_id: Option<&str>,
+        billing_key_method: &str,
+    ) -> String {
         let config = self.sim.config();
         self.sim.issue_v2_key(
             state::V2Key {
@@ -241,7 +265,7 @@ impl SimHandle {
                 issue_name: None,
                 customer_id: customer_id.map(str::to_owned),
                 channel_key: config.portone_channel_key.clone(),
-                method: "CARD".to_owned(),
+                method: billing_key_method.to_owned(),
             },
             &config.portone_pg_provider,
         )
@@ -399,6 +423,32 @@ impl SimHandle {
         self.sim.request_count(fault::TOKEN_PATH)
     }
 
+    // ---- cash receipts ----
+
+    /// How the simulated PG answers the next cash-receipt issuances (both
+    /// faces); [`ReceiptMode::Normal`] after start and [`SimHandle::reset`].
+    pub fn set_receipt_mode(&self, mode: ReceiptMode) {
+        self.sim.set_receipt_mode(mode);
+    }
+
+    /// The cash-receipt mode in force (`InProgress` and `Fail` fall back to
+    /// `Normal` once used up).
+    pub fn receipt_mode(&self) -> ReceiptMode {
+        self.sim.receipt_mode()
+    }
+
+    /// Every issuance that reached the PG for a payment, oldest first, by
+    /// `imp_uid` or else `merchant_uid` (V2 `paymentId`): issued,
+    /// cancelled, in progress and failed ones (see [`CashReceiptStatus`]).
+    pub fn cash_receipts(&self, imp_uid_or_payment_id: &str) -> Vec<CashReceiptRecord> {
+        self.sim.cash_receipts(imp_uid_or_payment_id)
+    }
+
+    /// Every cash-receipt record, payment by payment in ledger order.
+    pub fn all_cash_receipts(&self) -> Vec<CashReceiptRecord> {
+        self.sim.all_cash_receipts()
+    }
+
     // ---- webhooks ----
 
     /// Replace the webhook settings (URL, format, duplicates, delay).
@@ -433,8 +483,9 @@ impl SimHandle {
         }
     }
 
-    /// Forget everything: keys, payments, declines, faults, latency, clock offset, token,
-    /// request counts, webhook deliveries; webhook settings go back to the configuration.
+    /// Forget everything: keys, payments, cash receipts, declines, faults, the receipt mode,
+    /// latency, clock offset, token, request counts, webhook deliveries; webhook settings go
+    /// back to the configuration.
     pub fn reset(&self) {
         self.sim.reset();
     }

@@ -3,7 +3,7 @@
 //!
 //! Every rule about money and tokens lives here; the HTTP modules only parse and answer.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,7 +15,11 @@ use tokio::sync::Notify;
 use crate::SimConfig;
 use crate::fault::{Fault, FaultKind};
 use crate::model::{
-    CancelHistory, Customer, NewCustomer, Payment, PaymentStatus, default_pay_method,
+    CancelHistory, Customer, NewCustomer, Payment, PaymentStatus, default_pay_method, pg_vat,
+};
+use crate::receipt::{
+    CashReceiptKind, CashReceiptRecord, CashReceiptStatus, ReceiptMode, cash_receipt_url,
+    is_cash_pay_method,
 };
 use crate::webhook::{WebhookDelivery, WebhookEvent, WebhookFormat, WebhookJob, WebhookSettings};
 
@@ -70,6 +74,16 @@ pub(crate) struct V2Key {
     pub method: String,
 }
 
+/// The V1 `pay_method` a V2 key of `billingKeyMethod` charges with:
+/// `TRANSFER` and `EASY_PAY` (account-funded, like CHAI) are transfers,
+/// the rest cards.
+pub(crate) fn v1_pay_method(billing_key_method: &str) -> &'static str {
+    match billing_key_method {
+        "TRANSFER" | "EASY_PAY" => "trans",
+        _ => "card",
+    }
+}
+
 /// A V2 billing key as `GET /billing-keys/{billingKey}` shows it.
 #[derive(Debug, Clone)]
 pub(crate) struct V2KeyView {
@@ -102,6 +116,11 @@ struct SimState {
     request_counts: BTreeMap<String, u64>,
     webhook: WebhookSettings,
     webhooks_sent: Vec<WebhookDelivery>,
+    /// Cash receipts per `imp_uid`, oldest first (every issuance that reached the PG).
+    receipts: HashMap<String, Vec<CashReceiptRecord>>,
+    /// Approval numbers handed out (they are unique).
+    apply_nums: HashSet<String>,
+    receipt_mode: ReceiptMode,
 }
 
 impl SimState {
@@ -125,6 +144,9 @@ impl SimState {
                 delay: config.webhook_delay,
             },
             webhooks_sent: Vec::new(),
+            receipts: HashMap::new(),
+            apply_nums: HashSet::new(),
+            receipt_mode: ReceiptMode::Normal,
         }
     }
 
@@ -158,6 +180,58 @@ impl SimState {
             .filter_map(|&i| self.records.get(i).map(|r| (i, r)))
     }
 
+    /// The record V2 means by `paymentId`: its paid (or refunded) try if
+    /// any, else its latest.
+    fn v2_record(&self, payment_id: &str) -> Option<usize> {
+        let mut latest = None;
+        for (i, r) in self.records_for(payment_id) {
+            if matches!(
+                r.payment.status,
+                PaymentStatus::Paid | PaymentStatus::Cancelled
+            ) {
+                return Some(i);
+            }
+            latest = Some(i);
+        }
+        latest
+    }
+
+    /// A stored payment as the API shows it now: `cash_receipt_issued`
+    /// says whether it has a live (issued, not cancelled) cash receipt.
+    fn view(&self, i: usize) -> Option<Payment> {
+        let mut payment = self.records.get(i)?.payment.clone();
+        payment.cash_receipt_issued = self.live_receipt(&payment.imp_uid).is_some();
+        Some(payment)
+    }
+
+    /// The cash receipts of `imp_uid` as they stand now (an in-progress
+    /// one whose time has come reads issued), oldest first.
+    fn receipts_of(&self, imp_uid: &str) -> Vec<CashReceiptRecord> {
+        let now = self.now();
+        self.receipts
+            .get(imp_uid)
+            .into_iter()
+            .flatten()
+            .map(|r| settled(r, now))
+            .collect()
+    }
+
+    /// Index of the live receipt of `imp_uid` (issued and shown, not cancelled).
+    fn live_receipt(&self, imp_uid: &str) -> Option<usize> {
+        self.receipts_of(imp_uid)
+            .iter()
+            .rposition(|r| r.status == CashReceiptStatus::Issued)
+    }
+
+    fn new_apply_num(&mut self) -> String {
+        loop {
+            let candidate = random_digits(9);
+            if self.apply_nums.insert(candidate.clone()) {
+                return candidate;
+            }
+        }
+    }
+
     fn new_imp_uid(&self, prefix: &str) -> String {
         let mut rng = rand::rng();
         loop {
@@ -189,6 +263,16 @@ impl SimState {
             event,
         })
     }
+}
+
+/// `record` as it stands at `now`: an in-progress issuance whose time has come is issued.
+fn settled(record: &CashReceiptRecord, now: i64) -> CashReceiptRecord {
+    let mut record = record.clone();
+    if record.status == CashReceiptStatus::InProgress && record.issued_at.is_some_and(|t| t <= now)
+    {
+        record.status = CashReceiptStatus::Issued;
+    }
+    record
 }
 
 /// Wall-clock UNIX seconds.
@@ -310,6 +394,82 @@ pub(crate) struct IssueRequest {
     pub custom_data: Option<String>,
     pub notice_url: Option<String>,
     pub user_agent: Option<String>,
+}
+
+/// Which payment a cash-receipt request names.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ReceiptTarget<'a> {
+    /// V1: an `imp_uid`.
+    ImpUid(&'a str),
+    /// V2: a `paymentId` (a `merchant_uid`: its paid try).
+    PaymentId(&'a str),
+}
+
+/// A validated cash-receipt issuance request, of either face.
+#[derive(Debug, Clone)]
+pub(crate) struct ReceiptRequest {
+    pub kind: CashReceiptKind,
+    pub identifier: String,
+    pub identifier_type: Option<String>,
+    /// The tax-free part (V1 `tax_free`, V2 `amount.taxFree`), default 0.
+    pub tax_free: i64,
+    /// V2 `amount.vat`; when absent the PG's: a tenth of the taxable supply, rounded down.
+    pub vat: Option<i64>,
+    /// V2 `amount.total`: must equal what is left of the payment.
+    pub total: Option<i64>,
+    /// V2 `orderName`; V1 takes the payment's `name`.
+    pub order_name: Option<String>,
+    pub v2: bool,
+}
+
+/// What an issuance request did.
+#[derive(Debug)]
+pub(crate) enum IssueOutcome {
+    UnknownPayment,
+    /// An issuance of this payment is in progress: accepted just now under
+    /// [`ReceiptMode::InProgress`], or earlier and not shown yet. Nothing new issued.
+    InProgress,
+    NotPaid(PaymentStatus),
+    /// Not a cash transaction (`pay_method` other than `trans`/`vbank`).
+    NotCash(Option<String>),
+    /// The payment has a live receipt.
+    AlreadyIssued,
+    /// V2 `amount.total` is not what is left of the payment.
+    AmountMismatch {
+        total: i64,
+        remaining: i64,
+    },
+    TaxFreeExceeds {
+        tax_free: i64,
+        amount: i64,
+    },
+    VatExceeds {
+        vat: i64,
+        taxable: i64,
+    },
+    /// The PG refused ([`ReceiptMode::Fail`]); recorded as failed.
+    Failed,
+    Issued(Box<CashReceiptRecord>),
+}
+
+/// What a cash-receipt lookup found.
+#[derive(Debug)]
+pub(crate) enum ReceiptLookup {
+    UnknownPayment,
+    /// Nothing shown for the payment (never issued, or still in progress).
+    None,
+    Found(Box<CashReceiptRecord>),
+}
+
+/// What a cash-receipt cancel did.
+#[derive(Debug)]
+pub(crate) enum ReceiptCancelOutcome {
+    UnknownPayment,
+    /// Nothing shown for the payment (never issued, or still in progress).
+    NotFound,
+    /// The newest receipt is already cancelled, or the issuance failed.
+    NotIssued,
+    Cancelled(Box<CashReceiptRecord>),
 }
 
 /// Order of `GET /payments/find/…` candidates (`sorting` query).
@@ -577,7 +737,7 @@ impl Sim {
         self.add_customer(NewCustomer {
             customer_uid: billing_key.clone(),
             pg_provider: Some(pg_provider.to_owned()),
-            pay_method: Some("card".to_owned()),
+            pay_method: Some(v1_pay_method(&meta.method).to_owned()),
             customer_id: meta.customer_id.clone(),
             card_name: Some("시뮬레이터카드".to_owned()),
             card_number: Some("53275000****1234".to_owned()),
@@ -631,17 +791,9 @@ impl Sim {
     /// else its latest attempt, with when it last changed.
     pub(crate) fn v2_payment(&self, payment_id: &str) -> Option<(Payment, i64)> {
         let st = self.lock();
-        let records: Vec<&Record> = st.records_for(payment_id).map(|(_, r)| r).collect();
-        records
-            .iter()
-            .find(|r| {
-                matches!(
-                    r.payment.status,
-                    PaymentStatus::Paid | PaymentStatus::Cancelled
-                )
-            })
-            .or(records.last())
-            .map(|r| (r.payment.clone(), r.updated_at))
+        let i = st.v2_record(payment_id)?;
+        let updated_at = st.records.get(i)?.updated_at;
+        Some((st.view(i)?, updated_at))
     }
 
     /// A `BillingKey.Issued` webhook for a V2 key just issued.
@@ -902,9 +1054,7 @@ impl Sim {
 
     pub(crate) fn payment(&self, imp_uid: &str) -> Option<Payment> {
         let st = self.lock();
-        st.record_of(imp_uid)
-            .and_then(|i| st.records.get(i))
-            .map(|r| r.payment.clone())
+        st.record_of(imp_uid).and_then(|i| st.view(i))
     }
 
     /// `GET /payments/find/{merchant_uid}[/{status}]`: the first record by `sorting`.
@@ -931,7 +1081,7 @@ impl Sim {
         } else {
             candidates.first()
         };
-        chosen.map(|(_, r)| r.payment.clone())
+        chosen.and_then(|&(i, _)| st.view(i))
     }
 
     /// `POST /payments/cancel`.
@@ -1035,6 +1185,7 @@ impl Sim {
             record.payment = payment.clone();
             record.updated_at = now;
         }
+        let payment = st.view(index).unwrap_or(payment);
         CancelOutcome::Cancelled {
             payment: Box::new(payment),
             webhook,
@@ -1042,11 +1193,8 @@ impl Sim {
     }
 
     pub(crate) fn ledger(&self) -> Vec<Payment> {
-        self.lock()
-            .records
-            .iter()
-            .map(|r| r.payment.clone())
-            .collect()
+        let st = self.lock();
+        (0..st.records.len()).filter_map(|i| st.view(i)).collect()
     }
 
     pub(crate) fn paid_count(&self, merchant_uid: &str) -> usize {
@@ -1054,6 +1202,209 @@ impl Sim {
             .records_for(merchant_uid)
             .filter(|(_, r)| r.payment.status == PaymentStatus::Paid)
             .count()
+    }
+
+    // ---- cash receipts ----
+
+    fn receipt_index(st: &SimState, target: ReceiptTarget<'_>) -> Option<usize> {
+        match target {
+            ReceiptTarget::ImpUid(imp_uid) => st.record_of(imp_uid),
+            ReceiptTarget::PaymentId(payment_id) => st.v2_record(payment_id),
+        }
+    }
+
+    /// Issue a cash receipt for the payment `target` names, as the mode says.
+    pub(crate) fn issue_receipt(
+        &self,
+        target: ReceiptTarget<'_>,
+        req: ReceiptRequest,
+    ) -> IssueOutcome {
+        let mut st = self.lock();
+        let now = st.now();
+        let Some(payment) = Self::receipt_index(&st, target)
+            .and_then(|i| st.records.get(i))
+            .map(|r| r.payment.clone())
+        else {
+            return IssueOutcome::UnknownPayment;
+        };
+        let existing = st.receipts_of(&payment.imp_uid);
+        if existing
+            .iter()
+            .any(|r| r.status == CashReceiptStatus::InProgress)
+        {
+            return IssueOutcome::InProgress;
+        }
+        if payment.status != PaymentStatus::Paid {
+            return IssueOutcome::NotPaid(payment.status);
+        }
+        if !is_cash_pay_method(payment.pay_method.as_deref()) {
+            return IssueOutcome::NotCash(payment.pay_method);
+        }
+        if existing
+            .iter()
+            .any(|r| r.status == CashReceiptStatus::Issued)
+        {
+            return IssueOutcome::AlreadyIssued;
+        }
+        // A partly refunded payment is issued for what is left (V1 docs).
+        let amount = payment.refundable();
+        if let Some(total) = req.total
+            && total != amount
+        {
+            return IssueOutcome::AmountMismatch {
+                total,
+                remaining: amount,
+            };
+        }
+        if !(0..=amount).contains(&req.tax_free) {
+            return IssueOutcome::TaxFreeExceeds {
+                tax_free: req.tax_free,
+                amount,
+            };
+        }
+        let taxable = amount - req.tax_free;
+        let vat = req.vat.unwrap_or_else(|| pg_vat(taxable));
+        if !(0..=taxable).contains(&vat) {
+            return IssueOutcome::VatExceeds { vat, taxable };
+        }
+        let mut record = CashReceiptRecord {
+            imp_uid: payment.imp_uid.clone(),
+            payment_id: payment.merchant_uid.clone(),
+            status: CashReceiptStatus::Failed,
+            kind: req.kind,
+            identifier: req.identifier,
+            identifier_type: req.identifier_type,
+            amount,
+            tax_free: req.tax_free,
+            vat,
+            order_name: req.order_name.or(payment.name),
+            apply_num: None,
+            receipt_tid: None,
+            receipt_url: None,
+            requested_at: now,
+            issued_at: None,
+            cancelled_at: None,
+            v2: req.v2,
+        };
+        let (status, issued_at, mode) = match st.receipt_mode {
+            ReceiptMode::Fail { times } if times > 0 => {
+                let left = times - 1;
+                let mode = if left == 0 {
+                    ReceiptMode::Normal
+                } else {
+                    ReceiptMode::Fail { times: left }
+                };
+                (CashReceiptStatus::Failed, None, mode)
+            }
+            ReceiptMode::InProgress { secs } => {
+                let secs = i64::try_from(secs).unwrap_or(i64::MAX);
+                (
+                    CashReceiptStatus::InProgress,
+                    Some(now.saturating_add(secs)),
+                    ReceiptMode::Normal,
+                )
+            }
+            ReceiptMode::Normal | ReceiptMode::Fail { .. } => {
+                (CashReceiptStatus::Issued, Some(now), ReceiptMode::Normal)
+            }
+        };
+        st.receipt_mode = mode;
+        record.status = status;
+        record.issued_at = issued_at;
+        if status != CashReceiptStatus::Failed {
+            let apply_num = st.new_apply_num();
+            let pg = payment.pg_provider.as_deref().unwrap_or("pg");
+            record.receipt_tid = Some(format!("{pg}_cr_{}", random_hex(16)));
+            record.receipt_url = Some(cash_receipt_url(&apply_num));
+            record.apply_num = Some(apply_num);
+        }
+        st.receipts
+            .entry(payment.imp_uid)
+            .or_default()
+            .push(record.clone());
+        match status {
+            CashReceiptStatus::Failed => IssueOutcome::Failed,
+            CashReceiptStatus::InProgress => IssueOutcome::InProgress,
+            CashReceiptStatus::Issued | CashReceiptStatus::Cancelled => {
+                IssueOutcome::Issued(Box::new(record))
+            }
+        }
+    }
+
+    /// The newest receipt shown for the payment (issued or cancelled; with
+    /// `include_failed`, a failed issuance too).
+    pub(crate) fn receipt(&self, target: ReceiptTarget<'_>, include_failed: bool) -> ReceiptLookup {
+        let st = self.lock();
+        let Some(payment) = Self::receipt_index(&st, target).and_then(|i| st.records.get(i)) else {
+            return ReceiptLookup::UnknownPayment;
+        };
+        st.receipts_of(&payment.payment.imp_uid)
+            .into_iter()
+            .rev()
+            .find(|r| r.visible() || (include_failed && r.status == CashReceiptStatus::Failed))
+            .map_or(ReceiptLookup::None, |r| ReceiptLookup::Found(Box::new(r)))
+    }
+
+    /// Cancel the payment's live receipt.
+    pub(crate) fn cancel_receipt(&self, target: ReceiptTarget<'_>) -> ReceiptCancelOutcome {
+        let mut st = self.lock();
+        let now = st.now();
+        let Some(imp_uid) = Self::receipt_index(&st, target)
+            .and_then(|i| st.records.get(i))
+            .map(|r| r.payment.imp_uid.clone())
+        else {
+            return ReceiptCancelOutcome::UnknownPayment;
+        };
+        let current = st.receipts_of(&imp_uid);
+        let Some(live) = st.live_receipt(&imp_uid) else {
+            return if current
+                .iter()
+                .any(|r| r.visible() || r.status == CashReceiptStatus::Failed)
+            {
+                ReceiptCancelOutcome::NotIssued
+            } else {
+                ReceiptCancelOutcome::NotFound
+            };
+        };
+        let Some(stored) = st
+            .receipts
+            .get_mut(&imp_uid)
+            .and_then(|rs| rs.get_mut(live))
+        else {
+            return ReceiptCancelOutcome::NotFound;
+        };
+        stored.status = CashReceiptStatus::Cancelled;
+        stored.cancelled_at = Some(now);
+        ReceiptCancelOutcome::Cancelled(Box::new(stored.clone()))
+    }
+
+    /// The cash receipts of a payment, by `imp_uid` or else by
+    /// `merchant_uid` (V2 `paymentId`), oldest first, failed ones included.
+    pub(crate) fn cash_receipts(&self, id: &str) -> Vec<CashReceiptRecord> {
+        let st = self.lock();
+        if st.record_of(id).is_some() {
+            return st.receipts_of(id);
+        }
+        st.records_for(id)
+            .flat_map(|(_, r)| st.receipts_of(&r.payment.imp_uid))
+            .collect()
+    }
+
+    /// Every cash receipt, payment by payment in ledger order.
+    pub(crate) fn all_cash_receipts(&self) -> Vec<CashReceiptRecord> {
+        let st = self.lock();
+        st.records
+            .iter()
+            .flat_map(|r| st.receipts_of(&r.payment.imp_uid))
+            .collect()
+    }
+
+    pub(crate) fn receipt_mode(&self) -> ReceiptMode {
+        self.lock().receipt_mode
+    }
+
+    pub(crate) fn set_receipt_mode(&self, mode: ReceiptMode) {
+        self.lock().receipt_mode = mode;
     }
 
     // ---- webhooks ----

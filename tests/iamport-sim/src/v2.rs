@@ -8,7 +8,10 @@
 //! `ALREADY_PAID`, a deleted key stays readable as `DELETED`.
 //!
 //! Routes: `POST /payments/{paymentId}/billing-key`, `GET /payments/{paymentId}`,
-//! `POST /payments/{paymentId}/cancel`, `GET|DELETE /billing-keys/{billingKey}`
+//! `POST /payments/{paymentId}/cancel`, `GET|DELETE /billing-keys/{billingKey}`,
+//! cash receipts (`POST /cash-receipts`, `GET /payments/{paymentId}/cash-receipt`,
+//! `POST /payments/{paymentId}/cash-receipt/cancel`; shapes from
+//! `spec/v2-cash-receipt.openapi.json`)
 //! (auth `Authorization: PortOne <API secret>`), and the billing-key window
 //! `GET /window?…` that `PortOne.requestIssueBillingKey` would open, which
 //! redirects to `redirectUrl` with `billingKey` (or `code` and `message`).
@@ -32,13 +35,16 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use url::Url;
 
+use crate::SimConfig;
 use crate::api::SharedSim;
 use crate::fault::{FaultKind, V2_WINDOW_PATH};
 use crate::model::{Payment, PaymentStatus};
 use crate::params::query_pairs;
+use crate::receipt::{CashReceiptKind, CashReceiptRecord, CashReceiptStatus};
 use crate::reply::ApiReply;
 use crate::state::{
-    CancelOutcome, CancelRequest, ChargeOutcome, ChargeRequest, Sim, V2DeleteError, V2Key,
+    CancelOutcome, CancelRequest, ChargeOutcome, ChargeRequest, IssueOutcome, ReceiptCancelOutcome,
+    ReceiptLookup, ReceiptRequest, ReceiptTarget, Sim, V2DeleteError, V2Key,
 };
 use crate::webhook;
 
@@ -46,6 +52,16 @@ use crate::webhook;
 const MERCHANT_ID: &str = "merchant-iamport-sim";
 /// The longest `paymentId` taken: SMARTRO_V2's limit, the strictest.
 const MAX_PAYMENT_ID: usize = 40;
+/// The bank of account-based payments (V2 `Bank`).
+const SIM_BANK: &str = "KOOKMIN";
+/// The cash-receipt issuance path.
+pub(crate) const CASH_RECEIPTS_PATH: &str = "/portone/cash-receipts";
+/// Status of `CASH_RECEIPT_NOT_ISSUED`: 404, the official spec's
+/// `x-portone-status-code` for it.
+const NOT_ISSUED_STATUS: StatusCode = StatusCode::NOT_FOUND;
+/// Status of a PG refusal of a cash receipt (`PG_PROVIDER`): 502, the official
+/// spec's `x-portone-status-code` for it.
+const RECEIPT_PG_FAILED_STATUS: StatusCode = StatusCode::BAD_GATEWAY;
 
 /// RFC 3339 (UTC) of UNIX seconds, as V2 writes its instants.
 pub(crate) fn rfc3339(unix_secs: i64) -> String {
@@ -86,6 +102,15 @@ pub(crate) fn router(sim: Arc<crate::state::Sim>) -> Router<SharedSim> {
         .route(
             "/portone/billing-keys/{billing_key}",
             get(key).delete(delete_key),
+        )
+        .route(CASH_RECEIPTS_PATH, post(issue_cash_receipt))
+        .route(
+            "/portone/payments/{payment_id}/cash-receipt",
+            get(cash_receipt),
+        )
+        .route(
+            "/portone/payments/{payment_id}/cash-receipt/cancel",
+            post(cancel_cash_receipt),
         )
         .route_layer(middleware::from_fn_with_state(sim, require_secret));
     Router::new()
@@ -191,9 +216,9 @@ struct AmountInput {
     total: i64,
     #[serde(default)]
     tax_free: Option<i64>,
-    /// Honoured by some PGs only; the simulator books its own VAT.
+    /// Charges: honoured by some PGs only, the simulator books its own VAT.
+    /// Cash receipts: the VAT to issue with (default a tenth of the taxable part).
     #[serde(default)]
-    #[allow(dead_code)]
     vat: Option<i64>,
 }
 
@@ -358,11 +383,9 @@ async fn payment(State(sim): State<SharedSim>, Path(payment_id): Path<String>) -
 /// The V2 `Payment` union for one ledger record.
 fn payment_json(sim: &Sim, p: &Payment, updated_at: i64) -> Value {
     let config = sim.config();
-    let customer_id = p
-        .customer_uid
-        .as_deref()
-        .and_then(|k| sim.v2_key(k))
-        .and_then(|k| k.meta.customer_id);
+    let key = p.customer_uid.as_deref().and_then(|k| sim.v2_key(k));
+    let key_method = key.as_ref().map(|k| k.meta.method.clone());
+    let customer_id = key.and_then(|k| k.meta.customer_id);
     let cancelled = p.cancel_amount;
     let status = match p.status {
         PaymentStatus::Paid if cancelled > 0 => "PARTIAL_CANCELLED",
@@ -382,14 +405,7 @@ fn payment_json(sim: &Sim, p: &Payment, updated_at: i64) -> Value {
         "transactionId": p.imp_uid,
         "merchantId": MERCHANT_ID,
         "storeId": config.portone_store_id,
-        "channel": {
-            "type": "TEST",
-            "id": "channel-id-iamport-sim",
-            "key": config.portone_channel_key,
-            "name": "iamport-sim",
-            "pgProvider": config.portone_pg_provider,
-            "pgMerchantId": config.pg_id,
-        },
+        "channel": channel_json(config),
         "version": "V2",
         "requestedAt": rfc3339(p.started_at),
         "updatedAt": rfc3339(updated_at),
@@ -428,8 +444,12 @@ fn payment_json(sim: &Sim, p: &Payment, updated_at: i64) -> Value {
             });
         }
         PaymentStatus::Paid | PaymentStatus::Cancelled => {
+            v["method"] = payment_method_json(p, key_method.as_deref());
             v["paidAt"] = Value::from(rfc3339(p.paid_at));
             v["pgTxId"] = Value::from(p.pg_tid.clone().unwrap_or_default());
+            if let ReceiptLookup::Found(r) = sim.receipt(ReceiptTarget::ImpUid(&p.imp_uid), false) {
+                v["cashReceipt"] = payment_cash_receipt_json(&r);
+            }
             if let Some(url) = &p.receipt_url {
                 v["receiptUrl"] = Value::from(url.clone());
             }
@@ -463,6 +483,75 @@ fn payment_json(sim: &Sim, p: &Payment, updated_at: i64) -> Value {
             }
         }
         PaymentStatus::Ready => {}
+    }
+    v
+}
+
+/// The channel every V2 answer names (`SelectedChannel`).
+fn channel_json(config: &SimConfig) -> Value {
+    json!({
+        "type": "TEST",
+        "id": "channel-id-iamport-sim",
+        "key": config.portone_channel_key,
+        "name": "iamport-sim",
+        "pgProvider": config.portone_pg_provider,
+        "pgMerchantId": config.pg_id,
+    })
+}
+
+/// The V2 `PaymentMethod` of a paid payment, from its key's
+/// `billingKeyMethod` (V2 keys) or else its V1 `pay_method`:
+/// `EASY_PAY` → easy pay funded by transfer; `trans` (V2 `TRANSFER` keys,
+/// V1 CHAI keys) → transfer; `vbank` → virtual account; `MOBILE`/`phone` →
+/// mobile; `PAYPAL` → easy pay by PayPal; anything else (V2 `CARD`, V1 `card`) → card.
+fn payment_method_json(p: &Payment, key_method: Option<&str>) -> Value {
+    match (key_method, p.pay_method.as_deref()) {
+        (Some("EASY_PAY"), _) => json!({
+            "type": "PaymentMethodEasyPay",
+            "easyPayMethod": {"type": "PaymentMethodTransfer", "bank": SIM_BANK},
+        }),
+        (_, Some("trans")) => json!({"type": "PaymentMethodTransfer", "bank": SIM_BANK}),
+        (_, Some("vbank")) => json!({
+            "type": "PaymentMethodVirtualAccount",
+            "bank": SIM_BANK,
+            "accountNumber": p.vbank_num.clone().unwrap_or_else(|| "00000000000000".to_owned()),
+        }),
+        (Some("MOBILE"), _) | (_, Some("phone")) => json!({"type": "PaymentMethodMobile"}),
+        (Some("PAYPAL"), _) | (_, Some("paypal")) => {
+            json!({"type": "PaymentMethodEasyPay", "provider": "PAYPAL"})
+        }
+        _ => {
+            let mut card = json!({});
+            if let Some(name) = &p.card_name {
+                card["name"] = Value::from(name.clone());
+            }
+            if let Some(number) = &p.card_number {
+                card["number"] = Value::from(number.clone());
+            }
+            let mut method = json!({"type": "PaymentMethodCard", "card": card});
+            if let Some(approval) = &p.apply_num {
+                method["approvalNumber"] = Value::from(approval.clone());
+            }
+            method
+        }
+    }
+}
+
+/// A payment's `cashReceipt` (`PaymentCashReceipt`): its newest shown receipt.
+fn payment_cash_receipt_json(r: &CashReceiptRecord) -> Value {
+    let mut v = json!({
+        "status": if r.status == CashReceiptStatus::Cancelled { "CANCELLED" } else { "ISSUED" },
+        "type": r.kind.as_v2(),
+        "pgReceiptId": r.receipt_tid.clone().unwrap_or_default(),
+        "issueNumber": r.apply_num.clone().unwrap_or_default(),
+        "totalAmount": r.amount,
+        "taxFreeAmount": r.tax_free,
+        "currency": "KRW",
+        "url": r.receipt_url.clone().unwrap_or_default(),
+        "issuedAt": rfc3339(r.issued_at.unwrap_or(r.requested_at)),
+    });
+    if let Some(at) = r.cancelled_at {
+        v["cancelledAt"] = Value::from(rfc3339(at));
     }
     v
 }
@@ -520,6 +609,7 @@ async fn key(State(sim): State<SharedSim>, Path(billing_key): Path<String>) -> R
 fn method_json(method: &str, c: &crate::model::Customer) -> Value {
     match method {
         "EASY_PAY" => json!({"type": "BillingKeyPaymentMethodEasyPay"}),
+        "TRANSFER" => json!({"type": "BillingKeyPaymentMethodTransfer", "bank": SIM_BANK}),
         "MOBILE" => json!({"type": "BillingKeyPaymentMethodMobile"}),
         "PAYPAL" => json!({"type": "BillingKeyPaymentMethodPaypal"}),
         _ => json!({
@@ -655,6 +745,314 @@ async fn cancel(
                     }}),
                 )
             }
+        }
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CashReceiptCustomerInput {
+    identity_number: String,
+    #[serde(default)]
+    identity_number_type: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    name: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    email: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    phone_number: Option<String>,
+}
+
+/// `IssueCashReceiptBody`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IssueCashReceiptInput {
+    payment_id: String,
+    channel_key: String,
+    #[serde(rename = "type")]
+    kind: String,
+    order_name: String,
+    currency: String,
+    amount: AmountInput,
+    customer: CashReceiptCustomerInput,
+    #[serde(default)]
+    store_id: Option<String>,
+    #[serde(default)]
+    product_type: Option<String>,
+    #[serde(default)]
+    paid_at: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    business_registration_number: Option<String>,
+    #[serde(default)]
+    payment_method: Option<String>,
+}
+
+/// `IssueCashReceiptInput` checked on its own (before any payment is consulted).
+fn cash_receipt_request(input: IssueCashReceiptInput) -> Result<ReceiptRequest, String> {
+    let kind = CashReceiptKind::from_v2(&input.kind)
+        .ok_or("type은 PERSONAL 또는 CORPORATE여야 합니다.")?;
+    if input.currency != "KRW" {
+        return Err("currency는 KRW여야 합니다.".into());
+    }
+    if input.order_name.is_empty() {
+        return Err("orderName이 비어 있습니다.".into());
+    }
+    if input.customer.identity_number.trim().is_empty() {
+        return Err("customer.identityNumber가 비어 있습니다.".into());
+    }
+    if let Some(t) = &input.customer.identity_number_type
+        && !matches!(t.as_str(), "PHONE" | "CARD" | "BUSINESS")
+    {
+        return Err(
+            "customer.identityNumberType은 PHONE, CARD, BUSINESS 중 하나여야 합니다.".into(),
+        );
+    }
+    if let Some(m) = &input.payment_method
+        && !matches!(m.as_str(), "TRANSFER" | "VIRTUAL_ACCOUNT")
+    {
+        return Err("paymentMethod는 TRANSFER 또는 VIRTUAL_ACCOUNT여야 합니다.".into());
+    }
+    if let Some(t) = &input.product_type
+        && !matches!(t.as_str(), "PHYSICAL" | "DIGITAL")
+    {
+        return Err("productType은 PHYSICAL 또는 DIGITAL이어야 합니다.".into());
+    }
+    if let Some(at) = &input.paid_at
+        && chrono::DateTime::parse_from_rfc3339(at).is_err()
+    {
+        return Err("paidAt은 RFC 3339 날짜-시간이어야 합니다.".into());
+    }
+    let total = input.amount.total;
+    let tax_free = input.amount.tax_free.unwrap_or(0);
+    if total <= 0 {
+        return Err("amount.total은 0보다 커야 합니다.".into());
+    }
+    if !(0..=total).contains(&tax_free) {
+        return Err("amount.taxFree는 0 이상, amount.total 이하여야 합니다.".into());
+    }
+    if let Some(vat) = input.amount.vat
+        && !(0..=total - tax_free).contains(&vat)
+    {
+        return Err("amount.vat는 0 이상, 과세금액 이하여야 합니다.".into());
+    }
+    Ok(ReceiptRequest {
+        kind,
+        identifier: input.customer.identity_number,
+        identifier_type: input.customer.identity_number_type,
+        tax_free,
+        vat: input.amount.vat,
+        total: Some(total),
+        order_name: Some(input.order_name),
+        v2: true,
+    })
+}
+
+fn receipt_pg_error(status: StatusCode, pg_code: &str, pg_message: &str) -> ApiReply {
+    ApiReply::raw(
+        status,
+        &json!({
+            "type": "PG_PROVIDER",
+            "message": format!("PG사에서 오류를 전달했습니다: {pg_message}"),
+            "pgCode": pg_code,
+            "pgMessage": pg_message,
+        }),
+    )
+}
+
+/// `storeId` of a query, if it names another store: 403 `FORBIDDEN`.
+fn foreign_store(sim: &Sim, query: Option<&str>) -> Option<Response> {
+    let pairs = query_pairs(query).unwrap_or_default();
+    pairs
+        .iter()
+        .any(|(k, v)| k == "storeId" && !v.is_empty() && *v != sim.config().portone_store_id)
+        .then(|| {
+            error(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                "상점에 접근할 수 없습니다.",
+            )
+            .into_response()
+        })
+}
+
+fn cash_receipt_not_found() -> ApiReply {
+    error(
+        StatusCode::NOT_FOUND,
+        "CASH_RECEIPT_NOT_FOUND",
+        "현금영수증이 존재하지 않습니다.",
+    )
+}
+
+/// `POST /cash-receipts` (`IssueCashReceiptBody`): issue a cash receipt for
+/// a paid (or partly refunded) account-based payment, for what is left of it.
+async fn issue_cash_receipt(State(sim): State<SharedSim>, body: Bytes) -> Response {
+    let input: IssueCashReceiptInput = match serde_json::from_slice(&body) {
+        Ok(input) => input,
+        Err(e) => return invalid(&format!("요청 본문을 해석할 수 없습니다: {e}")),
+    };
+    let config = sim.config();
+    if input
+        .store_id
+        .as_deref()
+        .is_some_and(|s| s != config.portone_store_id)
+    {
+        return error(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "상점에 접근할 수 없습니다.",
+        )
+        .into_response();
+    }
+    if input.channel_key != config.portone_channel_key {
+        return error(
+            StatusCode::NOT_FOUND,
+            "CHANNEL_NOT_FOUND",
+            "채널이 존재하지 않습니다.",
+        )
+        .into_response();
+    }
+    let payment_id = input.payment_id.clone();
+    let req = match cash_receipt_request(input) {
+        Ok(req) => req,
+        Err(message) => return invalid(&message),
+    };
+    let sim2 = Arc::clone(&sim);
+    with_faults(&sim, CASH_RECEIPTS_PATH, None, |_| {
+        let bad = |message: &str| error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", message);
+        match sim2.issue_receipt(ReceiptTarget::PaymentId(&payment_id), req) {
+            IssueOutcome::UnknownPayment => bad("결제 건이 존재하지 않습니다."),
+            IssueOutcome::InProgress => receipt_pg_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "CR_IN_PROGRESS",
+                crate::api::MSG_RECEIPT_IN_PROGRESS,
+            ),
+            IssueOutcome::NotPaid(_) => {
+                bad("결제가 완료(PAID, PARTIAL_CANCELLED)되지 않은 결제 건입니다.")
+            }
+            IssueOutcome::NotCash(_) => {
+                bad("현금성 거래(계좌이체, 가상계좌)가 아닌 결제 건입니다.")
+            }
+            IssueOutcome::AlreadyIssued => error(
+                StatusCode::CONFLICT,
+                "CASH_RECEIPT_ALREADY_ISSUED",
+                "현금영수증이 이미 발급되었습니다.",
+            ),
+            IssueOutcome::AmountMismatch { total, remaining } => bad(&format!(
+                "amount.total({total})이 결제 잔액({remaining})과 일치하지 않습니다."
+            )),
+            IssueOutcome::TaxFreeExceeds { tax_free, amount } => bad(&format!(
+                "amount.taxFree({tax_free})가 발급 금액({amount})보다 큽니다."
+            )),
+            IssueOutcome::VatExceeds { vat, taxable } => bad(&format!(
+                "amount.vat({vat})가 과세금액({taxable})보다 큽니다."
+            )),
+            IssueOutcome::Failed => {
+                receipt_pg_error(RECEIPT_PG_FAILED_STATUS, "CR01", "현금영수증 발급 실패")
+            }
+            IssueOutcome::Issued(r) => ApiReply::raw(
+                StatusCode::OK,
+                &json!({"cashReceipt": {
+                    "issueNumber": r.apply_num.clone().unwrap_or_default(),
+                    "url": r.receipt_url.clone().unwrap_or_default(),
+                    "pgReceiptId": r.receipt_tid.clone().unwrap_or_default(),
+                }}),
+            ),
+        }
+    })
+    .await
+}
+
+/// The `CashReceipt` union for one record.
+fn cash_receipt_json(config: &SimConfig, r: &CashReceiptRecord) -> Value {
+    let status = match r.status {
+        CashReceiptStatus::Cancelled => "CANCELLED",
+        CashReceiptStatus::Failed => "ISSUE_FAILED",
+        CashReceiptStatus::Issued | CashReceiptStatus::InProgress => "ISSUED",
+    };
+    let mut v = json!({
+        "status": status,
+        "merchantId": MERCHANT_ID,
+        "storeId": config.portone_store_id,
+        "paymentId": r.payment_id,
+        "channel": channel_json(config),
+        "orderName": r.order_name.clone().unwrap_or_default(),
+        "isManual": false,
+        "statusUpdatedAt": rfc3339(r.status_updated_at()),
+    });
+    if r.status == CashReceiptStatus::Failed {
+        return v;
+    }
+    v["amount"] = Value::from(r.amount);
+    v["taxFreeAmount"] = Value::from(r.tax_free);
+    v["vatAmount"] = Value::from(r.vat);
+    v["currency"] = Value::from("KRW");
+    v["type"] = Value::from(r.kind.as_v2());
+    v["pgReceiptId"] = Value::from(r.receipt_tid.clone().unwrap_or_default());
+    v["issueNumber"] = Value::from(r.apply_num.clone().unwrap_or_default());
+    v["url"] = Value::from(r.receipt_url.clone().unwrap_or_default());
+    v["issuedAt"] = Value::from(rfc3339(r.issued_at.unwrap_or(r.requested_at)));
+    if let Some(at) = r.cancelled_at {
+        v["cancelledAt"] = Value::from(rfc3339(at));
+    }
+    v
+}
+
+/// `GET /payments/{paymentId}/cash-receipt`: the payment's newest receipt
+/// (issued, cancelled or failed; one in progress does not show).
+async fn cash_receipt(
+    State(sim): State<SharedSim>,
+    Path(payment_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if let Some(forbidden) = foreign_store(&sim, query.as_deref()) {
+        return forbidden;
+    }
+    let path = format!("/portone/payments/{payment_id}/cash-receipt");
+    let sim2 = Arc::clone(&sim);
+    with_faults(&sim, &path, None, |_| {
+        match sim2.receipt(ReceiptTarget::PaymentId(&payment_id), true) {
+            ReceiptLookup::UnknownPayment | ReceiptLookup::None => cash_receipt_not_found(),
+            ReceiptLookup::Found(r) => {
+                ApiReply::raw(StatusCode::OK, &cash_receipt_json(sim2.config(), &r))
+            }
+        }
+    })
+    .await
+}
+
+/// `POST /payments/{paymentId}/cash-receipt/cancel`: cancel the payment's live receipt.
+async fn cancel_cash_receipt(
+    State(sim): State<SharedSim>,
+    Path(payment_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if let Some(forbidden) = foreign_store(&sim, query.as_deref()) {
+        return forbidden;
+    }
+    let path = format!("/portone/payments/{payment_id}/cash-receipt/cancel");
+    let sim2 = Arc::clone(&sim);
+    with_faults(&sim, &path, None, |_| {
+        match sim2.cancel_receipt(ReceiptTarget::PaymentId(&payment_id)) {
+            ReceiptCancelOutcome::UnknownPayment | ReceiptCancelOutcome::NotFound => {
+                cash_receipt_not_found()
+            }
+            ReceiptCancelOutcome::NotIssued => error(
+                NOT_ISSUED_STATUS,
+                "CASH_RECEIPT_NOT_ISSUED",
+                "발급된 현금영수증이 없습니다.",
+            ),
+            ReceiptCancelOutcome::Cancelled(r) => ApiReply::raw(
+                StatusCode::OK,
+                &json!({
+                    "cancelledAmount": r.amount,
+                    "cancelledAt": rfc3339(r.cancelled_at.unwrap_or_default()),
+                }),
+            ),
         }
     })
     .await

@@ -9,6 +9,9 @@
 //! field the spec does not document. Also: the semantics the client relies
 //! on (a decline is 502 `PG_PROVIDER` with the payment `FAILED`, paying a
 //! paid id is 409 `ALREADY_PAID`, a deleted key reads `DELETED`).
+//!
+//! Cash receipts are checked against `spec/v2-cash-receipt.openapi.json`
+//! (the same spec's cash-receipt operations, from `portone-io/server-sdk`).
 
 mod common;
 
@@ -22,7 +25,11 @@ struct Spec(Value);
 
 impl Spec {
     fn load() -> Self {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/spec/v2-billing.openapi.json");
+        Self::load_file("v2-billing.openapi.json")
+    }
+
+    fn load_file(name: &str) -> Self {
+        let path = format!("{}/spec/{name}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(path).expect("spec readable");
         Self(serde_json::from_str(&text).expect("spec is JSON"))
     }
@@ -396,6 +403,197 @@ async fn every_v2_answer_matches_the_official_spec() {
     println!(
         "v2 conformance: {} answers checked against the spec",
         s.answers
+    );
+}
+
+#[tokio::test]
+async fn cash_receipt_answers_match_the_official_spec() {
+    let sim = start().await;
+    let session = |spec| Session {
+        api: Api::new(&sim),
+        spec,
+        problems: Vec::new(),
+        answers: 0,
+    };
+    let mut pay = session(Spec::load());
+    let mut cash = session(Spec::load_file("v2-cash-receipt.openapi.json"));
+    let transfer = sim.add_v2_key_with_method(Some("rCASH1"), Some("cu1"), "TRANSFER");
+    let easy = sim.add_v2_key_with_method(None, None, "EASY_PAY");
+    let card = sim.add_v2_key(None, None);
+    for (id, key) in [("cash1", &transfer), ("cash2", &easy), ("cash3", &card)] {
+        assert_eq!(pay.charge(id, key, 11_000).await.status, 200);
+    }
+    let issue = |payment_id: &str, total: i64| {
+        json!({
+            "storeId": "store-iamport-sim",
+            "paymentId": payment_id,
+            "channelKey": "channel-key-iamport-sim",
+            "type": "CORPORATE",
+            "orderName": "월간 구독",
+            "currency": "KRW",
+            "amount": {"total": total, "taxFree": 1_000},
+            "customer": {"identityNumber": "1234567890", "identityNumberType": "BUSINESS"},
+            "productType": "DIGITAL",
+            "paidAt": "2024-01-01T00:00:00Z",
+        })
+    };
+    const ISSUE: &str = "/cash-receipts";
+    const GET: &str = "/payments/{paymentId}/cash-receipt";
+    const CANCEL: &str = "/payments/{paymentId}/cash-receipt/cancel";
+
+    // Refusals: a card payment, a wrong total, an unknown payment, a bad body, bad auth.
+    let card_refused = cash
+        .call("post", ISSUE, ISSUE, Some(issue("cash3", 11_000)), SECRET)
+        .await;
+    assert_eq!(card_refused.json["type"], "INVALID_REQUEST");
+    let mismatch = cash
+        .call("post", ISSUE, ISSUE, Some(issue("cash1", 1)), SECRET)
+        .await;
+    assert_eq!(mismatch.json["type"], "INVALID_REQUEST");
+    let unknown = cash
+        .call("post", ISSUE, ISSUE, Some(issue("nosuch", 1)), SECRET)
+        .await;
+    assert_eq!(unknown.json["type"], "INVALID_REQUEST");
+    let garbage = cash
+        .call(
+            "post",
+            ISSUE,
+            ISSUE,
+            Some(json!({"paymentId": "cash1"})),
+            SECRET,
+        )
+        .await;
+    assert_eq!(garbage.json["type"], "INVALID_REQUEST");
+    let mut other_channel = issue("cash1", 11_000);
+    other_channel["channelKey"] = json!("channel-key-other");
+    let channel = cash
+        .call("post", ISSUE, ISSUE, Some(other_channel), SECRET)
+        .await;
+    assert_eq!(channel.json["type"], "CHANNEL_NOT_FOUND");
+    let unauthorized = cash
+        .call(
+            "post",
+            ISSUE,
+            ISSUE,
+            Some(issue("cash1", 11_000)),
+            "PortOne x",
+        )
+        .await;
+    assert_eq!(unauthorized.json["type"], "UNAUTHORIZED");
+    let none = cash
+        .call("get", GET, "/payments/cash1/cash-receipt", None, SECRET)
+        .await;
+    assert_eq!(none.json["type"], "CASH_RECEIPT_NOT_FOUND");
+    let nothing = cash
+        .call(
+            "post",
+            CANCEL,
+            "/payments/cash1/cash-receipt/cancel",
+            None,
+            SECRET,
+        )
+        .await;
+    assert_eq!(nothing.json["type"], "CASH_RECEIPT_NOT_FOUND");
+
+    // The PG refuses once (502 PG_PROVIDER, as the spec's
+    // x-portone-status-code gives it), then reads ISSUE_FAILED.
+    sim.set_receipt_mode(iamport_sim::ReceiptMode::Fail { times: 1 });
+    let pg = cash
+        .call("post", ISSUE, ISSUE, Some(issue("cash2", 11_000)), SECRET)
+        .await;
+    assert_eq!(
+        (pg.status, pg.json["type"].as_str()),
+        (502, Some("PG_PROVIDER"))
+    );
+    let failed = cash
+        .call("get", GET, "/payments/cash2/cash-receipt", None, SECRET)
+        .await;
+    assert_eq!(failed.json["status"], "ISSUE_FAILED");
+
+    // Issued, shown, on the payment; then cancelled.
+    for id in ["cash1", "cash2"] {
+        let issued = cash
+            .call("post", ISSUE, ISSUE, Some(issue(id, 11_000)), SECRET)
+            .await;
+        assert_eq!(issued.status, 200, "{}", issued.text);
+        let again = cash
+            .call("post", ISSUE, ISSUE, Some(issue(id, 11_000)), SECRET)
+            .await;
+        assert_eq!(again.json["type"], "CASH_RECEIPT_ALREADY_ISSUED");
+        let shown = cash
+            .call(
+                "get",
+                GET,
+                &format!("/payments/{id}/cash-receipt"),
+                None,
+                SECRET,
+            )
+            .await;
+        assert_eq!(shown.json["status"], "ISSUED");
+        let payment = pay.payment(id).await;
+        assert_eq!(payment.json["cashReceipt"]["status"], "ISSUED");
+    }
+    assert_eq!(
+        pay.payment("cash1").await.json["method"]["type"],
+        "PaymentMethodTransfer"
+    );
+    assert_eq!(
+        pay.payment("cash2").await.json["method"]["type"],
+        "PaymentMethodEasyPay"
+    );
+    assert_eq!(
+        pay.payment("cash3").await.json["method"]["type"],
+        "PaymentMethodCard"
+    );
+    let cancelled = cash
+        .call(
+            "post",
+            CANCEL,
+            "/payments/cash1/cash-receipt/cancel",
+            None,
+            SECRET,
+        )
+        .await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.text);
+    let shown = cash
+        .call("get", GET, "/payments/cash1/cash-receipt", None, SECRET)
+        .await;
+    assert_eq!(shown.json["status"], "CANCELLED");
+    assert_eq!(
+        pay.payment("cash1").await.json["cashReceipt"]["status"],
+        "CANCELLED"
+    );
+    pay.cancel("cash1", json!({"reason": "부분", "amount": 1_000}))
+        .await;
+    assert_eq!(
+        pay.payment("cash1").await.json["cashReceipt"]["status"],
+        "CANCELLED"
+    );
+    pay.cancel("cash2", json!({"reason": "전액"})).await;
+    assert_eq!(pay.payment("cash2").await.json["status"], "CANCELLED");
+
+    // A second cancel: 404 CASH_RECEIPT_NOT_ISSUED, as the spec gives it.
+    let twice = cash
+        .call(
+            "post",
+            CANCEL,
+            "/payments/cash1/cash-receipt/cancel",
+            None,
+            SECRET,
+        )
+        .await;
+    assert_eq!(
+        (twice.status, twice.json["type"].as_str()),
+        (404, Some("CASH_RECEIPT_NOT_ISSUED"))
+    );
+
+    let problems: Vec<String> = pay.problems.into_iter().chain(cash.problems).collect();
+    assert!(
+        problems.is_empty(),
+        "{} of {} answers break the spec:\n{}",
+        problems.len(),
+        pay.answers + cash.answers,
+        problems.join("\n")
     );
 }
 

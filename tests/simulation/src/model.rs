@@ -65,6 +65,9 @@ pub(crate) struct Payment {
     pub vat: i64,
     /// Tax-free refunded so far.
     pub cancelled_tax_free: i64,
+    /// Paid from an account (V1 `trans`; V2 an easy pay's transfer):
+    /// a cash receipt is due.
+    pub cash: bool,
 }
 
 impl Payment {
@@ -131,6 +134,8 @@ pub(crate) struct RefundDone {
     pub by: u32,
     /// Whole KRW moved back.
     pub amount: i64,
+    /// The payment's index.
+    pub payment: usize,
 }
 
 /// Why a refund was refused.
@@ -162,6 +167,35 @@ pub(crate) struct Model {
     /// Every key ever issued (deleted ones too).
     issued: BTreeSet<String>,
     pub refunds: Vec<RefundDone>,
+    /// Cash receipts issued, in order (cancelled ones kept).
+    pub receipts: Vec<CashReceipt>,
+}
+
+/// A cash receipt at the PG (decision 74).
+#[derive(Debug, Clone)]
+pub(crate) struct CashReceipt {
+    /// The payment's index.
+    pub payment: usize,
+    pub amount: i64,
+    pub tax_free: i64,
+    pub issue_number: String,
+    pub issued_at: DateTime<Utc>,
+    /// Lookups see it from then on: an issuance still in progress is not
+    /// shown, but is live (a second one is refused).
+    pub visible_at: DateTime<Utc>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+}
+
+/// Why the PG refused a cash-receipt request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReceiptRefusal {
+    /// No such payment, not paid, fully refunded, not a cash payment, or
+    /// (V2) an amount that is not what is left of it.
+    Invalid,
+    /// A receipt is live already (issued or in progress).
+    AlreadyIssued,
+    /// Cancel: none is live.
+    NotIssued,
 }
 
 pub(crate) const MSG_UNKNOWN_CUSTOMER: &str = "등록되지 않은 구매자입니다.";
@@ -231,6 +265,7 @@ impl Model {
             tax_free: 0,
             vat: amount / 11,
             cancelled_tax_free: 0,
+            cash: cash_key(customer_uid),
         });
         imp_uid
     }
@@ -313,6 +348,7 @@ impl Model {
             tax_free,
             vat: (amount - tax_free) / 11,
             cancelled_tax_free: 0,
+            cash: cash_key(customer_uid),
         });
         Charged::Recorded(self.payments.len() - 1)
     }
@@ -401,8 +437,99 @@ impl Model {
         if p.cancelled == p.amount {
             p.status = Status::Cancelled;
         }
-        self.refunds.push(RefundDone { by, amount });
+        self.refunds.push(RefundDone {
+            by,
+            amount,
+            payment: index,
+        });
         Ok(index)
+    }
+
+    /// The payment a cash-receipt request names (V1 by `imp_uid`, V2 by
+    /// `paymentId`).
+    fn receipt_payment(&self, imp_uid: Option<&str>, merchant_uid: &str) -> Option<usize> {
+        self.payments.iter().position(|p| match imp_uid {
+            Some(i) => p.imp_uid == i,
+            None => p.merchant_uid == merchant_uid && p.paid_at.is_some(),
+        })
+    }
+
+    /// The payment's live receipt (issued, in progress or not, not cancelled).
+    pub fn live_receipt(&self, payment: usize) -> Option<usize> {
+        self.receipts
+            .iter()
+            .rposition(|r| r.payment == payment && r.cancelled_at.is_none())
+    }
+
+    /// Issues a cash receipt for what is left of a cash payment. V1 issues
+    /// for that itself (`amount` is `None`); V2 is told and refuses another
+    /// amount. Shown from `visible_at`.
+    pub fn issue_receipt(
+        &mut self,
+        imp_uid: Option<&str>,
+        merchant_uid: &str,
+        amount: Option<i64>,
+        tax_free: i64,
+        now: DateTime<Utc>,
+        visible_at: DateTime<Utc>,
+    ) -> Result<usize, ReceiptRefusal> {
+        let i = self
+            .receipt_payment(imp_uid, merchant_uid)
+            .ok_or(ReceiptRefusal::Invalid)?;
+        let p = &self.payments[i];
+        let left = p.kept();
+        if p.status != Status::Paid || left <= 0 || !cash_payment(p) {
+            return Err(ReceiptRefusal::Invalid);
+        }
+        if amount.is_some_and(|a| a != left) || tax_free > left {
+            return Err(ReceiptRefusal::Invalid);
+        }
+        if self.live_receipt(i).is_some() {
+            return Err(ReceiptRefusal::AlreadyIssued);
+        }
+        let n = self.receipts.len();
+        self.receipts.push(CashReceipt {
+            payment: i,
+            amount: left,
+            tax_free,
+            issue_number: format!("{:09}", 100_000_000 + n),
+            issued_at: now,
+            visible_at,
+            cancelled_at: None,
+        });
+        Ok(n)
+    }
+
+    /// Cancels the payment's live receipt.
+    pub fn cancel_receipt(
+        &mut self,
+        imp_uid: Option<&str>,
+        merchant_uid: &str,
+        now: DateTime<Utc>,
+    ) -> Result<usize, ReceiptRefusal> {
+        let i = self
+            .receipt_payment(imp_uid, merchant_uid)
+            .ok_or(ReceiptRefusal::NotIssued)?;
+        let r = self
+            .live_receipt(i)
+            .filter(|r| self.receipts[*r].visible_at <= now)
+            .ok_or(ReceiptRefusal::NotIssued)?;
+        self.receipts[r].cancelled_at = Some(now);
+        Ok(r)
+    }
+
+    /// The newest receipt of a payment a lookup shows at `now`.
+    pub fn shown_receipt(
+        &self,
+        imp_uid: Option<&str>,
+        merchant_uid: &str,
+        now: DateTime<Utc>,
+    ) -> Option<&CashReceipt> {
+        let i = self.receipt_payment(imp_uid, merchant_uid)?;
+        self.receipts
+            .iter()
+            .rev()
+            .find(|r| r.payment == i && r.visible_at <= now)
     }
 
     /// Whether the PG ever issued this key.
@@ -484,7 +611,7 @@ pub(crate) fn v1_payment(p: &Payment) -> Value {
         "cancel_amount": p.cancelled,
         "currency": "KRW",
         "status": status,
-        "pay_method": "trans",
+        "pay_method": if p.cash { "trans" } else { "card" },
         "pg_provider": "chai",
         "customer_uid": p.customer_uid,
         "customer_uid_usage": match p.usage { Usage::Issue => "issue", Usage::Charge => "payment" },
@@ -555,6 +682,56 @@ pub(crate) fn v1_refund_refusal(r: RefundRefusal) -> (u16, Vec<u8>) {
 
 // ---- the wire: V2 (PortOne) ----------------------------------------------
 
+/// Whether a key pays from an account (V1 `pay_method: trans`, CHAI's; V2
+/// an easy pay's transfer) or by card: about half and half, by the key.
+pub(crate) fn cash_key(customer_uid: &str) -> bool {
+    customer_uid.bytes().last().is_some_and(|b| b % 2 == 0)
+}
+
+pub(crate) fn cash_payment(p: &Payment) -> bool {
+    p.cash
+}
+
+/// A V1 `ReceiptAnnotation`.
+pub(crate) fn v1_receipt(p: &Payment, r: &CashReceipt) -> Value {
+    json!({
+        "imp_uid": p.imp_uid,
+        "receipt_tid": format!("rcpt_{}", r.issue_number),
+        "apply_num": r.issue_number,
+        "type": "person",
+        "amount": r.amount,
+        "vat": (r.amount - r.tax_free) / 11,
+        "receipt_url": format!("https://receipts.iamport-sim.invalid/cash/{}", r.issue_number),
+        "applied_at": r.issued_at.timestamp(),
+        "cancelled_at": r.cancelled_at.map_or(0, |t| t.timestamp()),
+    })
+}
+
+/// A V2 `CashReceipt` (the union on `status`).
+pub(crate) fn v2_receipt(p: &Payment, r: &CashReceipt) -> Value {
+    let mut v = json!({
+        "status": if r.cancelled_at.is_some() { "CANCELLED" } else { "ISSUED" },
+        "merchantId": "merchant-simulation",
+        "storeId": "store-simulation",
+        "paymentId": p.merchant_uid,
+        "channel": {"key": "channel-key-simulation", "pgProvider": "TOSSPAYMENTS"},
+        "amount": r.amount,
+        "taxFreeAmount": r.tax_free,
+        "vatAmount": (r.amount - r.tax_free) / 11,
+        "currency": "KRW",
+        "orderName": "월간 구독",
+        "isManual": false,
+        "type": "PERSONAL",
+        "issueNumber": r.issue_number,
+        "url": format!("https://receipts.portone-sim.invalid/cash/{}", r.issue_number),
+        "issuedAt": rfc3339(r.issued_at),
+    });
+    if let Some(t) = r.cancelled_at {
+        v["cancelledAt"] = json!(rfc3339(t));
+    }
+    v
+}
+
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
@@ -593,6 +770,11 @@ pub(crate) fn v2_payment(p: &Payment) -> Value {
         "currency": "KRW",
         "billingKey": p.customer_uid,
         "channel": {"key": "channel-key-simulation", "pgProvider": "TOSSPAYMENTS"},
+        "method": if p.cash {
+            json!({"type": "PaymentMethodEasyPay", "provider": "TOSSPAY", "easyPayMethod": {"type": "PaymentMethodTransfer", "bank": "KOOKMIN"}})
+        } else {
+            json!({"type": "PaymentMethodCard", "card": {"name": "신한카드"}})
+        },
     });
     let show_paid_at = !(p.hide_paid_at && p.status == Status::Cancelled);
     if let (Some(t), true) = (p.paid_at, show_paid_at) {

@@ -993,6 +993,7 @@ pub async fn crashed_claim<L: shared::ledger::Ledger>(
         decline: None,
         receipt_url: None,
         refunded: 0,
+        cash_receipt: None,
         refund_cause: None,
         resolution: None,
         retry_at: None,

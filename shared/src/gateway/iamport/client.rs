@@ -15,7 +15,8 @@ use tracing::{debug, warn};
 use url::Url;
 
 use super::model::{
-    AgainRequest, BillingKey, CancelRequest, Envelope, Payment, PaymentStatus, TokenResponse,
+    AgainRequest, BillingKey, CancelRequest, Envelope, Payment, PaymentStatus, ReceiptAnnotation,
+    ReceiptRequest, TokenResponse,
 };
 use crate::gateway::{Ambiguity, AmbiguityKind, GatewayError, Rejection, RejectionKind};
 use crate::secret::Secret;
@@ -201,6 +202,31 @@ impl IamportClient {
     pub async fn cancel(&self, request: &CancelRequest) -> Result<Payment, GatewayError> {
         let url = self.url(&["payments", "cancel"], false);
         self.call::<Payment, _>(Method::POST, url, Some(request))
+            .await
+    }
+
+    /// `POST /receipts/{imp_uid}`: issues a cash receipt for a cash payment.
+    pub async fn issue_receipt(
+        &self,
+        imp_uid: &str,
+        request: &ReceiptRequest,
+    ) -> Result<ReceiptAnnotation, GatewayError> {
+        let url = self.url(&["receipts", path_id(imp_uid)?], false);
+        self.call::<ReceiptAnnotation, _>(Method::POST, url, Some(request))
+            .await
+    }
+
+    /// `GET /receipts/{imp_uid}`: the payment's cash receipt (404: none).
+    pub async fn receipt(&self, imp_uid: &str) -> Result<ReceiptAnnotation, GatewayError> {
+        let url = self.url(&["receipts", path_id(imp_uid)?], false);
+        self.call::<ReceiptAnnotation, ()>(Method::GET, url, None)
+            .await
+    }
+
+    /// `DELETE /receipts/{imp_uid}`: cancels the payment's cash receipt.
+    pub async fn revoke_receipt(&self, imp_uid: &str) -> Result<ReceiptAnnotation, GatewayError> {
+        let url = self.url(&["receipts", path_id(imp_uid)?], false);
+        self.call::<ReceiptAnnotation, ()>(Method::DELETE, url, None)
             .await
     }
 

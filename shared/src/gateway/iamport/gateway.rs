@@ -4,8 +4,11 @@
 use chrono::DateTime;
 
 use super::client::IamportClient;
-use super::model::{AgainRequest, CancelRequest, Payment, PaymentStatus};
+use super::model::{AgainRequest, CancelRequest, Payment, PaymentStatus, ReceiptRequest};
+use crate::billing::ReceiptKind;
+use crate::billing::receipts::Outcome;
 use crate::billing::{PaymentRecord, RecordStatus, Registration};
+use crate::gateway::CashReceiptRequest;
 use crate::gateway::{
     BadNotice, BillingKey, ChargeOutcome, ChargeRequest, GatewayError, InboundNotice, Notice,
     PaymentGateway, PaymentWindow, RefundRequest, WindowProof,
@@ -39,6 +42,8 @@ impl From<&Payment> for PaymentRecord {
             // i'mport's payment reports no VAT split: it is what we sent.
             tax_free: None,
             vat: None,
+            // Account transfer and virtual account are cash payments.
+            cash: matches!(p.pay_method.as_deref(), Some("trans" | "vbank")),
         }
     }
 }
@@ -116,6 +121,48 @@ impl PaymentGateway for IamportClient {
         IamportClient::delete_billing_key(self, customer_uid)
             .await
             .map(|_| ())
+    }
+
+    async fn issue_cash_receipt(
+        &self,
+        request: &CashReceiptRequest,
+    ) -> Result<Outcome, GatewayError> {
+        let holder = &request.holder;
+        let digits = holder.identifier.expose();
+        let body = ReceiptRequest {
+            identifier: holder.identifier.clone(),
+            identifier_type: match holder.kind {
+                ReceiptKind::Corporate => "business",
+                ReceiptKind::Personal if digits.starts_with("01") => "phone",
+                ReceiptKind::Personal => "taxcard",
+            },
+            kind: match holder.kind {
+                ReceiptKind::Personal => "person",
+                ReceiptKind::Corporate => "company",
+            },
+            tax_free: request.tax_free,
+        };
+        super::wire::receipt_issued(
+            self.issue_receipt(&request.imp_uid, &body).await,
+            request.tax_free,
+        )
+    }
+
+    async fn cancel_cash_receipt(
+        &self,
+        imp_uid: &str,
+        _merchant_uid: &str,
+    ) -> Result<Outcome, GatewayError> {
+        super::wire::receipt_cancelled(self.revoke_receipt(imp_uid).await, chrono::Utc::now())
+    }
+
+    async fn cash_receipt(
+        &self,
+        imp_uid: &str,
+        _merchant_uid: &str,
+    ) -> Result<Outcome, GatewayError> {
+        // i'mport's annotation has no tax-free part: the VAT tells the rest.
+        super::wire::receipt_found(self.receipt(imp_uid).await, 0)
     }
 
     async fn refund(&self, request: &RefundRequest) -> Result<PaymentRecord, GatewayError> {

@@ -192,6 +192,53 @@ pub struct CancelRequest {
     pub reason: String,
 }
 
+/// Body of `POST /receipts/{imp_uid}` (a cash receipt for a cash payment).
+#[derive(Debug, Clone, Serialize)]
+pub struct ReceiptRequest {
+    /// A mobile, cash-receipt card or business registration number (PII).
+    pub identifier: Pii,
+    /// `phone`, `taxcard` or `business` (some PGs need it; the others read
+    /// the identifier).
+    pub identifier_type: &'static str,
+    /// `person` (소득공제) or `company` (지출증빙).
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub tax_free: i64,
+}
+
+/// `ReceiptAnnotation`: a cash receipt at i'mport.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReceiptAnnotation {
+    #[serde(default)]
+    pub imp_uid: String,
+    #[serde(default)]
+    pub receipt_tid: Option<String>,
+    /// 국세청 approval number.
+    #[serde(default)]
+    pub apply_num: String,
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(deserialize_with = "krw")]
+    pub amount: i64,
+    #[serde(default, deserialize_with = "krw_or_zero")]
+    pub vat: i64,
+    #[serde(default)]
+    pub receipt_url: Option<String>,
+    /// UNIX seconds.
+    #[serde(default)]
+    pub applied_at: i64,
+    /// UNIX seconds; 0 while it is live.
+    #[serde(default)]
+    pub cancelled_at: i64,
+}
+
+fn krw_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    Option::<serde_json::Number>::deserialize(d)?.map_or(Ok(0), |v| {
+        v.as_i64()
+            .ok_or_else(|| serde::de::Error::custom("not whole KRW"))
+    })
+}
+
 /// Amounts are `number` in the spec; KRW has no minor unit, so anything with
 /// a fraction is refused rather than rounded.
 fn krw<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {

@@ -8,9 +8,10 @@
 use reqwest::StatusCode;
 
 use super::client::{AgainOutcome, decode};
-use super::model::{BillingKey, Payment};
+use super::model::{BillingKey, Payment, ReceiptAnnotation};
 use crate::billing::PaymentRecord;
-use crate::gateway::{self, ChargeOutcome, GatewayError};
+use crate::billing::receipts::{IssuedReceipt, Outcome};
+use crate::gateway::{self, ChargeOutcome, GatewayError, RejectionKind};
 
 fn status_of(code: u16) -> StatusCode {
     StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
@@ -39,6 +40,88 @@ pub(crate) fn outcome(again: AgainOutcome) -> ChargeOutcome {
 /// (`POST /payments/cancel`).
 pub fn payment(status: u16, body: &[u8]) -> Result<PaymentRecord, GatewayError> {
     decode::<Payment>(status_of(status), body).map(|p| PaymentRecord::from(&p))
+}
+
+/// A receipt annotation in the core's terms: live, or cancelled (none live).
+fn live_receipt(a: &ReceiptAnnotation, tax_free: i64) -> Option<IssuedReceipt> {
+    (a.cancelled_at == 0).then(|| IssuedReceipt {
+        amount: a.amount,
+        tax_free,
+        vat: a.vat,
+        issue_number: a.apply_num.clone(),
+        url: a.receipt_url.clone(),
+        issued_at: chrono::DateTime::from_timestamp(a.applied_at, 0).unwrap_or_default(),
+    })
+}
+
+/// Nothing was done: the request never arrived or our credentials were refused.
+fn not_done(e: &GatewayError) -> bool {
+    matches!(
+        e,
+        GatewayError::Rejected(r) if matches!(r.kind, RejectionKind::NotSent | RejectionKind::Unauthorized)
+    )
+}
+
+/// The answer to `POST /receipts/{imp_uid}` (the tax-free part sent, which
+/// the annotation does not echo). i'mport answers 400 to a payment that
+/// has a live receipt already ("이미 … 발행"), and 500 when the PG failed
+/// to issue, which may also be an issuance still in progress: looked up.
+pub fn receipt_issued(
+    answer: Result<ReceiptAnnotation, GatewayError>,
+    tax_free: i64,
+) -> Result<Outcome, GatewayError> {
+    match answer {
+        Ok(a) => Ok(live_receipt(&a, tax_free).map_or_else(
+            || Outcome::Refused("the PG answered with a cancelled receipt".into()),
+            Outcome::Issued,
+        )),
+        Err(e) if not_done(&e) => Err(e),
+        Err(GatewayError::Rejected(r)) if r.message.contains("이미") => {
+            Ok(Outcome::AlreadyIssued(r.message))
+        }
+        Err(GatewayError::Rejected(r)) => Ok(Outcome::Refused(r.to_string())),
+        Err(GatewayError::Ambiguous(a)) => Ok(Outcome::Unclear(a.to_string())),
+    }
+}
+
+/// The answer to `DELETE /receipts/{imp_uid}`: a 400 or 404 means there is
+/// no live receipt to cancel.
+pub fn receipt_cancelled(
+    answer: Result<ReceiptAnnotation, GatewayError>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Outcome, GatewayError> {
+    match answer {
+        Ok(a) => Ok(Outcome::Cancelled(
+            chrono::DateTime::from_timestamp(a.cancelled_at, 0)
+                .filter(|_| a.cancelled_at > 0)
+                .unwrap_or(now),
+        )),
+        Err(e) if not_done(&e) => Err(e),
+        Err(GatewayError::Rejected(r))
+            if matches!(r.kind, RejectionKind::BadRequest | RejectionKind::NotFound) =>
+        {
+            Ok(Outcome::Found(None))
+        }
+        Err(GatewayError::Rejected(r)) => Ok(Outcome::Refused(r.to_string())),
+        Err(GatewayError::Ambiguous(a)) => Ok(Outcome::Unclear(a.to_string())),
+    }
+}
+
+/// The answer to `GET /receipts/{imp_uid}`: 404 is "none issued".
+pub fn receipt_found(
+    answer: Result<ReceiptAnnotation, GatewayError>,
+    tax_free: i64,
+) -> Result<Outcome, GatewayError> {
+    match answer {
+        Ok(a) => Ok(Outcome::Found(live_receipt(&a, tax_free))),
+        Err(e) if e.is_not_found() => Ok(Outcome::Found(None)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Decodes a receipt answer of i'mport (for the simulation's model).
+pub fn receipt(status: u16, body: &[u8]) -> Result<ReceiptAnnotation, GatewayError> {
+    decode::<ReceiptAnnotation>(status_of(status), body)
 }
 
 /// The answer to `GET /subscribe/customers/{customer_uid}`.

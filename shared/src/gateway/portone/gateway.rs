@@ -10,10 +10,15 @@ use reqwest::Method;
 
 use super::PortOneClient;
 use super::model::{
-    Amount, BillingKeyInfo, BillingKeyPaymentInput, CancelPaymentBody, Ignored, Payment,
+    Amount, BillingKeyInfo, BillingKeyPaymentInput, CancelCashReceiptResponse, CancelPaymentBody,
+    CashReceipt as V2CashReceipt, CashReceiptAmount, CashReceiptCustomer, Ignored,
+    IssueCashReceiptBody, IssueCashReceiptResponse, Payment,
 };
 use super::wire::{self, Answer, record_of, refused};
+use crate::billing::ReceiptKind;
+use crate::billing::receipts::Outcome;
 use crate::billing::{PaymentRecord, Registration};
+use crate::gateway::CashReceiptRequest;
 use crate::gateway::{
     BadNotice, BillingKey, ChargeOutcome, ChargeRequest, GatewayError, InboundNotice, Notice,
     PaymentGateway, PaymentWindow, RefundRequest, Rejection, RejectionKind, WindowProof,
@@ -135,6 +140,67 @@ impl PaymentGateway for PortOneClient {
             Answer::Refused { status, error } => Err(refused(status, &error)),
             Answer::Failed(e) => Err(e),
         }
+    }
+
+    async fn issue_cash_receipt(
+        &self,
+        request: &CashReceiptRequest,
+    ) -> Result<Outcome, GatewayError> {
+        let holder = &request.holder;
+        let body = IssueCashReceiptBody {
+            store_id: self.config.store_id.clone(),
+            payment_id: request.merchant_uid.clone(),
+            channel_key: self.config.channel_key.clone(),
+            kind: match holder.kind {
+                ReceiptKind::Personal => "PERSONAL",
+                ReceiptKind::Corporate => "CORPORATE",
+            },
+            order_name: request.order_name.clone(),
+            currency: "KRW",
+            amount: CashReceiptAmount {
+                total: request.amount,
+                tax_free: (request.tax_free > 0).then_some(request.tax_free),
+            },
+            customer: CashReceiptCustomer {
+                identity_number: holder.identifier.clone(),
+                identity_number_type: match holder.kind {
+                    ReceiptKind::Corporate => "BUSINESS",
+                    ReceiptKind::Personal if holder.identifier.expose().starts_with("01") => {
+                        "PHONE"
+                    }
+                    ReceiptKind::Personal => "CARD",
+                },
+            },
+            payment_method: "TRANSFER",
+        };
+        let answer = self
+            .call::<IssueCashReceiptResponse, _>(Method::POST, &["cash-receipts"], Some(&body))
+            .await;
+        wire::receipt_issued(answer, request, chrono::Utc::now())
+    }
+
+    async fn cancel_cash_receipt(
+        &self,
+        _imp_uid: &str,
+        merchant_uid: &str,
+    ) -> Result<Outcome, GatewayError> {
+        let segments = ["payments", merchant_uid, "cash-receipt", "cancel"];
+        let answer = self
+            .call::<CancelCashReceiptResponse, ()>(Method::POST, &segments, None)
+            .await;
+        wire::receipt_cancelled(answer, chrono::Utc::now())
+    }
+
+    async fn cash_receipt(
+        &self,
+        _imp_uid: &str,
+        merchant_uid: &str,
+    ) -> Result<Outcome, GatewayError> {
+        let segments = ["payments", merchant_uid, "cash-receipt"];
+        wire::receipt_found(
+            self.call::<V2CashReceipt, ()>(Method::GET, &segments, None)
+                .await,
+        )
     }
 
     async fn refund(&self, request: &RefundRequest) -> Result<PaymentRecord, GatewayError> {

@@ -75,6 +75,87 @@ pub struct CancelPaymentBody {
     pub tax_free_amount: Option<i64>,
 }
 
+/// `POST /cash-receipts` (`IssueCashReceiptBody`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IssueCashReceiptBody {
+    pub store_id: String,
+    pub payment_id: String,
+    pub channel_key: String,
+    /// `PERSONAL` or `CORPORATE`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub order_name: String,
+    pub currency: &'static str,
+    pub amount: CashReceiptAmount,
+    pub customer: CashReceiptCustomer,
+    /// `TRANSFER` (what a billing payment from an account is).
+    pub payment_method: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CashReceiptAmount {
+    pub total: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tax_free: Option<i64>,
+}
+
+/// `IssueCashReceiptCustomerInput`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CashReceiptCustomer {
+    /// PII (masked in `Debug`).
+    pub identity_number: crate::secret::Pii,
+    /// `PHONE`, `CARD` or `BUSINESS`.
+    pub identity_number_type: &'static str,
+}
+
+/// `IssueCashReceiptResponse`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IssueCashReceiptResponse {
+    pub cash_receipt: CashReceiptSummary,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CashReceiptSummary {
+    #[serde(default)]
+    pub issue_number: String,
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// `CashReceipt` (`GET /payments/{paymentId}/cash-receipt`), a oneOf on
+/// `status`: `ISSUED`, `CANCELLED`, `ISSUE_FAILED`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CashReceipt {
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub amount: Option<i64>,
+    #[serde(default)]
+    pub tax_free_amount: Option<i64>,
+    #[serde(default)]
+    pub vat_amount: Option<i64>,
+    #[serde(default)]
+    pub issue_number: Option<String>,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub issued_at: Option<String>,
+}
+
+/// `CancelCashReceiptResponse`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelCashReceiptResponse {
+    #[serde(default)]
+    pub cancelled_at: Option<String>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentAmount {
@@ -128,6 +209,33 @@ pub struct Payment {
     pub channel: Option<SelectedChannel>,
     #[serde(default)]
     pub receipt_url: Option<String>,
+    /// How it was paid (`PaymentMethod`, a oneOf on `type`).
+    #[serde(default)]
+    pub method: Option<PaymentMethod>,
+}
+
+/// A payment's method: only what tells a cash payment (decision 74).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentMethod {
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    /// `PaymentMethodEasyPay`'s own method (card, transfer, charged balance).
+    #[serde(default)]
+    pub easy_pay_method: Option<Box<PaymentMethod>>,
+}
+
+impl PaymentMethod {
+    /// Paid from an account: a transfer, a virtual account, or an easy
+    /// pay's transfer or charged balance (all call for a cash receipt).
+    pub fn is_cash(&self) -> bool {
+        match self.kind.as_str() {
+            "PaymentMethodTransfer" | "PaymentMethodVirtualAccount" => true,
+            "PaymentMethodEasyPayMethodCharge" => true,
+            "PaymentMethodEasyPay" => self.easy_pay_method.as_deref().is_some_and(Self::is_cash),
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

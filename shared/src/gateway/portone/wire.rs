@@ -7,7 +7,11 @@ use chrono::DateTime;
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 
-use super::model::{BillingKeyInfo, ErrorBody, Payment};
+use super::model::{
+    BillingKeyInfo, CancelCashReceiptResponse, CashReceipt, ErrorBody, IssueCashReceiptResponse,
+    Payment,
+};
+use crate::billing::receipts::{IssuedReceipt, Outcome};
 use crate::billing::{PaymentRecord, RecordStatus};
 use crate::gateway::{
     Ambiguity, AmbiguityKind, BillingKey, ChargeOutcome, ChargeRequest, GatewayError, Rejection,
@@ -75,6 +79,101 @@ fn parse_time(text: Option<&str>) -> Option<DateTime<chrono::Utc>> {
         .map(|t| t.with_timezone(&chrono::Utc))
 }
 
+/// Nothing was done: never sent, or our credentials refused.
+fn receipt_not_done(status: u16, error: &ErrorBody) -> Option<GatewayError> {
+    matches!(error.kind.as_str(), "UNAUTHORIZED" | "FORBIDDEN")
+        .then(|| GatewayError::Rejected(rejection(RejectionKind::Unauthorized, status, error)))
+}
+
+fn unclear_or_err(e: GatewayError) -> Result<Outcome, GatewayError> {
+    match e {
+        GatewayError::Ambiguous(a) => Ok(Outcome::Unclear(a.to_string())),
+        e => Err(e),
+    }
+}
+
+/// The answer to `POST /cash-receipts` for `request`: 409
+/// `CASH_RECEIPT_ALREADY_ISSUED` when one is live; a 5xx (an issuance in
+/// progress, or not) is unclear and looked up.
+pub fn receipt_issued(
+    answer: Answer<IssueCashReceiptResponse>,
+    request: &crate::gateway::CashReceiptRequest,
+    now: DateTime<chrono::Utc>,
+) -> Result<Outcome, GatewayError> {
+    match answer {
+        Answer::Ok(r) => Ok(Outcome::Issued(IssuedReceipt {
+            amount: request.amount,
+            tax_free: request.tax_free,
+            vat: crate::billing::TaxSplit::computed(request.amount, request.tax_free).vat,
+            issue_number: r.cash_receipt.issue_number,
+            url: r.cash_receipt.url,
+            issued_at: now,
+        })),
+        Answer::Refused { status, error } => {
+            if let Some(e) = receipt_not_done(status, &error) {
+                return Err(e);
+            }
+            Ok(match error.kind.as_str() {
+                "CASH_RECEIPT_ALREADY_ISSUED" => Outcome::AlreadyIssued(error.describe()),
+                _ if status >= 500 => Outcome::Unclear(error.describe()),
+                _ => Outcome::Refused(error.describe()),
+            })
+        }
+        Answer::Failed(e) => unclear_or_err(e),
+    }
+}
+
+/// The answer to `POST /payments/{paymentId}/cash-receipt/cancel`:
+/// `CASH_RECEIPT_NOT_FOUND` / `CASH_RECEIPT_NOT_ISSUED` mean none is live.
+pub fn receipt_cancelled(
+    answer: Answer<CancelCashReceiptResponse>,
+    now: DateTime<chrono::Utc>,
+) -> Result<Outcome, GatewayError> {
+    match answer {
+        Answer::Ok(r) => Ok(Outcome::Cancelled(
+            parse_time(r.cancelled_at.as_deref()).unwrap_or(now),
+        )),
+        Answer::Refused { status, error } => {
+            if let Some(e) = receipt_not_done(status, &error) {
+                return Err(e);
+            }
+            Ok(match error.kind.as_str() {
+                "CASH_RECEIPT_NOT_FOUND" | "CASH_RECEIPT_NOT_ISSUED" => Outcome::Found(None),
+                _ if status >= 500 => Outcome::Unclear(error.describe()),
+                _ => Outcome::Refused(error.describe()),
+            })
+        }
+        Answer::Failed(e) => unclear_or_err(e),
+    }
+}
+
+/// The answer to `GET /payments/{paymentId}/cash-receipt`: the live one
+/// when its status is `ISSUED`.
+pub fn receipt_found(answer: Answer<CashReceipt>) -> Result<Outcome, GatewayError> {
+    match answer {
+        Answer::Ok(r) if r.status == "ISSUED" => {
+            let amount = r.amount.unwrap_or(0);
+            let tax_free = r.tax_free_amount.unwrap_or(0);
+            Ok(Outcome::Found(Some(IssuedReceipt {
+                amount,
+                tax_free,
+                vat: r
+                    .vat_amount
+                    .unwrap_or_else(|| crate::billing::TaxSplit::computed(amount, tax_free).vat),
+                issue_number: r.issue_number.unwrap_or_default(),
+                url: r.url,
+                issued_at: parse_time(r.issued_at.as_deref()).unwrap_or_default(),
+            })))
+        }
+        Answer::Ok(_) => Ok(Outcome::Found(None)),
+        Answer::Refused { error, .. } if error.kind == "CASH_RECEIPT_NOT_FOUND" => {
+            Ok(Outcome::Found(None))
+        }
+        Answer::Refused { status, error } => Err(refused(status, &error)),
+        Answer::Failed(e) => Err(e),
+    }
+}
+
 /// A V2 payment in the engine's terms. `imp_uid` is the transaction id
 /// (V2's equivalent of V1's `imp_uid`); the billing key is the record's key.
 pub fn record_of(p: &Payment) -> PaymentRecord {
@@ -101,6 +200,10 @@ pub fn record_of(p: &Payment) -> PaymentRecord {
         receipt_url: p.receipt_url.clone(),
         tax_free: p.amount.tax_free,
         vat: p.amount.vat,
+        cash: p
+            .method
+            .as_ref()
+            .is_some_and(super::model::PaymentMethod::is_cash),
     }
 }
 
@@ -158,6 +261,7 @@ pub fn charge_refused(request: &ChargeRequest, status: u16, error: &ErrorBody) -
             receipt_url: None,
             tax_free: None,
             vat: None,
+            cash: false,
         }),
         "UNAUTHORIZED" => {
             ChargeOutcome::Rejected(rejection(RejectionKind::Unauthorized, status, error))

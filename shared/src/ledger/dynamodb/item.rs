@@ -289,6 +289,10 @@ fn put_buyer(item: &mut Item, buyer: &Buyer) {
         buyer.email.as_ref().map(|v| s(v.expose())),
     );
     put_opt(item, "buyer_tel", buyer.tel.as_ref().map(|v| s(v.expose())));
+    if let Some(h) = &buyer.cash_receipt {
+        item.insert("buyer_receipt_type".into(), s(h.kind.as_str()));
+        item.insert("buyer_receipt_id".into(), s(h.identifier.expose()));
+    }
 }
 
 fn read_buyer(r: &Reader<'_>) -> Result<Buyer, LedgerError> {
@@ -296,6 +300,14 @@ fn read_buyer(r: &Reader<'_>) -> Result<Buyer, LedgerError> {
         name: r.pii("buyer_name")?,
         email: r.pii("buyer_email")?,
         tel: r.pii("buyer_tel")?,
+        cash_receipt: match (r.opt_str("buyer_receipt_type")?, r.pii("buyer_receipt_id")?) {
+            (Some(kind), Some(identifier)) => Some(crate::billing::ReceiptHolder {
+                kind: crate::billing::ReceiptKind::parse(&kind)
+                    .ok_or_else(|| LedgerError::Corrupt(format!("receipt type {kind:?}")))?,
+                identifier,
+            }),
+            _ => None,
+        },
     })
 }
 
@@ -658,6 +670,9 @@ pub fn attempt_to_item(a: &ChargeAttempt) -> Item {
     put_opt(&mut item, "fail_reason", a.fail_reason.as_ref().map(s));
     put_opt(&mut item, "decline", a.decline.map(|c| s(c.as_str())));
     put_opt(&mut item, "receipt_url", a.receipt_url.as_ref().map(s));
+    if let Some(r) = &a.cash_receipt {
+        item.insert("cash_receipt".into(), super::receipts::to_value(r));
+    }
     // Absent when nothing is tax-free (items older than taxes are taxable).
     put_opt(
         &mut item,
@@ -715,6 +730,7 @@ pub fn attempt_from_item(item: &Item) -> Result<ChargeAttempt, LedgerError> {
         },
         receipt_url: r.opt_str("receipt_url")?,
         refunded: r.opt_i64("refunded")?.unwrap_or(0),
+        cash_receipt: super::receipts::from_item(item)?,
         refund_cause: match r.opt_str("refund_cause")? {
             None => None,
             Some(c) => Some(
@@ -753,6 +769,7 @@ mod tests {
                 name: None,
                 email: Some(Pii::new("a@example.com")),
                 tel: None,
+                cash_receipt: None,
             },
             status: SubscriptionStatus::Active,
             anchor: Anchor::new(2026, 1, 31).unwrap(),

@@ -11,6 +11,7 @@ mod attempts;
 mod item;
 mod plans;
 mod price_changes;
+mod receipts;
 mod refunds;
 mod registrations;
 mod requests;

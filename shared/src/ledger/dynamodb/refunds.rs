@@ -11,21 +11,7 @@ pub(super) async fn record_refund(
     now: DateTime<Utc>,
     audit: Option<&AuditEntry>,
 ) -> Result<bool, LedgerError> {
-    let (pk, sk) = DynamoLedger::attempt_key(attempt);
-    let update = Update::builder()
-        .table_name(&db.table)
-        .key(PK, s(pk))
-        .key(SK, s(sk))
-        .update_expression("SET refunded = :r, refund_cause = :cause, updated_at = :now")
-        .condition_expression(
-            "attribute_exists(#pk) AND (attribute_not_exists(refunded) OR refunded < :r)",
-        )
-        .expression_attribute_names("#pk", PK)
-        .expression_attribute_values(":r", n(refunded))
-        .expression_attribute_values(":cause", s(RefundCause::PgReported.as_str()))
-        .expression_attribute_values(":now", ts(now))
-        .build()
-        .map_err(build_error)?;
+    let update = raise_refunded(db, attempt, refunded, RefundCause::PgReported, now)?;
     let mut items = vec![TransactWriteItem::builder().update(update).build()];
     if let Some(audit) = audit {
         items.push(
@@ -39,6 +25,43 @@ pub(super) async fn record_refund(
         Err(LedgerError::Conflict(_)) => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// Raises an attempt's refunded total (only ever raised), and puts its
+/// cash receipt back in the queue: it must now cover less (decision 74).
+fn raise_refunded(
+    db: &DynamoLedger,
+    attempt: &ChargeAttempt,
+    total: i64,
+    cause: RefundCause,
+    now: DateTime<Utc>,
+) -> Result<Update, LedgerError> {
+    let (pk, sk) = DynamoLedger::attempt_key(attempt);
+    let mut set = "SET refunded = :r, refund_cause = :cause, updated_at = :now".to_owned();
+    let mut update = Update::builder()
+        .table_name(&db.table)
+        .key(PK, s(pk))
+        .key(SK, s(sk))
+        .condition_expression(
+            "attribute_exists(#pk) AND (attribute_not_exists(refunded) OR refunded < :r)",
+        )
+        .expression_attribute_names("#pk", PK)
+        .expression_attribute_values(":r", n(total))
+        .expression_attribute_values(":cause", s(cause.as_str()))
+        .expression_attribute_values(":now", ts(now));
+    if attempt.cash_receipt.is_some() {
+        let (requeue, values) =
+            super::receipts::requeue(attempt.subscription_id.shard(db.shards), now);
+        set.push_str(", ");
+        set.push_str(requeue);
+        for (k, v) in super::receipts::NAMES {
+            update = update.expression_attribute_names(k, v);
+        }
+        for (k, v) in values {
+            update = update.expression_attribute_values(k, v);
+        }
+    }
+    update.update_expression(set).build().map_err(build_error)
 }
 
 pub(super) async fn get_refund(
@@ -98,7 +121,7 @@ pub(super) async fn finish_refund(
     intent: &RefundIntent,
     audit: Option<&AuditEntry>,
 ) -> Result<(), LedgerError> {
-    let (pk, attempt_sk) = DynamoLedger::attempt_key(attempt);
+    let (pk, _) = DynamoLedger::attempt_key(attempt);
     let finish = Update::builder()
         .table_name(&db.table)
         .key(PK, s(pk.clone()))
@@ -125,20 +148,7 @@ pub(super) async fn finish_refund(
     // ever rises; when a webhook recorded it first, the refund is
     // finished without it.
     if let Some(total) = intent.refunded_total {
-        let raise = Update::builder()
-            .table_name(&db.table)
-            .key(PK, s(pk))
-            .key(SK, s(attempt_sk))
-            .update_expression("SET refunded = :r, refund_cause = :cause, updated_at = :now")
-            .condition_expression(
-                "attribute_exists(#pk) AND (attribute_not_exists(refunded) OR refunded < :r)",
-            )
-            .expression_attribute_names("#pk", PK)
-            .expression_attribute_values(":r", n(total))
-            .expression_attribute_values(":cause", s(intent.cause.as_str()))
-            .expression_attribute_values(":now", ts(intent.updated_at))
-            .build()
-            .map_err(build_error)?;
+        let raise = raise_refunded(db, attempt, total, intent.cause, intent.updated_at)?;
         let mut items = vec![
             TransactWriteItem::builder().update(finish.clone()).build(),
             TransactWriteItem::builder().update(raise).build(),

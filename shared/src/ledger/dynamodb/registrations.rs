@@ -58,6 +58,9 @@ pub(super) async fn activate(db: &DynamoLedger, a: &Activation<'_>) -> Result<()
             item.insert(DUE_PK.into(), s(REVIEW_PK));
             item.insert(DUE_SK.into(), ts(attempt.updated_at));
         }
+        if let Some(r) = &attempt.cash_receipt {
+            super::receipts::put_into(&mut item, r, attempt.subscription_id.shard(db.shards));
+        }
         items.push(TransactWriteItem::builder().put(db.put_new(item)?).build());
     }
     if a.plan_lock {

@@ -32,13 +32,20 @@ pub const CONSENT_SK: &str = "gsi2sk";
 pub const PLAN_INDEX: &str = "plan";
 pub const PLAN_PK: &str = "gsi3pk";
 pub const PLAN_SK: &str = "gsi3sk";
+/// The receipt queue: partition `RECEIPT#{shard}` (cash receipts to issue,
+/// cancel or reissue, sort the time to look at them) or `RECEIPT#REVIEW`
+/// (waiting for a person, sort the time they gave up), on charge attempts
+/// (decision 74). `KEYS_ONLY` like `due`.
+pub const RECEIPT_INDEX: &str = "receipts";
+pub const RECEIPT_PK: &str = "gsi4pk";
+pub const RECEIPT_SK: &str = "gsi4sk";
 pub const TTL_ATTRIBUTE: &str = "ttl";
 /// The change stream's view: both images, so a change can be read as
 /// "before → after" (the lifecycle events are derived from it).
 pub const STREAM_VIEW: &str = "NEW_AND_OLD_IMAGES";
 
 /// (attribute name, type) of every key attribute, for comparison with the template.
-pub const KEY_ATTRIBUTES: [(&str, &str); 8] = [
+pub const KEY_ATTRIBUTES: [(&str, &str); 10] = [
     (PK, "S"),
     (SK, "S"),
     (DUE_PK, "S"),
@@ -47,6 +54,8 @@ pub const KEY_ATTRIBUTES: [(&str, &str); 8] = [
     (CONSENT_SK, "N"),
     (PLAN_PK, "S"),
     (PLAN_SK, "N"),
+    (RECEIPT_PK, "S"),
+    (RECEIPT_SK, "N"),
 ];
 
 /// Creates the table with its index, TTL and change stream, and waits until
@@ -92,11 +101,14 @@ pub async fn create_table(client: &Client, name: &str) -> Result<(), LedgerError
         .attribute_definitions(attr(CONSENT_SK, ScalarAttributeType::N)?)
         .attribute_definitions(attr(PLAN_PK, ScalarAttributeType::S)?)
         .attribute_definitions(attr(PLAN_SK, ScalarAttributeType::N)?)
+        .attribute_definitions(attr(RECEIPT_PK, ScalarAttributeType::S)?)
+        .attribute_definitions(attr(RECEIPT_SK, ScalarAttributeType::N)?)
         .key_schema(key(PK, KeyType::Hash)?)
         .key_schema(key(SK, KeyType::Range)?)
         .global_secondary_indexes(index(DUE_INDEX, DUE_PK, DUE_SK)?)
         .global_secondary_indexes(index(CONSENT_INDEX, CONSENT_PK, CONSENT_SK)?)
         .global_secondary_indexes(index(PLAN_INDEX, PLAN_PK, PLAN_SK)?)
+        .global_secondary_indexes(index(RECEIPT_INDEX, RECEIPT_PK, RECEIPT_SK)?)
         .stream_specification(
             StreamSpecification::builder()
                 .stream_enabled(true)

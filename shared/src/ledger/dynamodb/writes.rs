@@ -64,6 +64,15 @@ impl DynamoLedger {
             set.extend(assignments);
             values.extend(resolved);
         }
+        // A paid charge's cash receipt, in the queue from now (decision 74).
+        let receipt = result
+            .cash_receipt
+            .as_ref()
+            .map(|r| super::receipts::assignments(r, attempt.subscription_id.shard(self.shards)));
+        if let Some((assignments, _, receipt_values)) = &receipt {
+            set.extend(assignments.iter().copied());
+            values.extend(receipt_values.iter().cloned());
+        }
         let (pk, sk) = Self::attempt_key(attempt);
         let mut update = Update::builder()
             .table_name(&self.table)
@@ -78,6 +87,11 @@ impl DynamoLedger {
             .expression_attribute_names("#state", "state")
             .expression_attribute_names("#dpk", DUE_PK)
             .expression_attribute_names("#dsk", DUE_SK);
+        if receipt.is_some() {
+            for (k, v) in super::receipts::NAMES {
+                update = update.expression_attribute_names(k, v);
+            }
+        }
         for (k, v) in values {
             update = update.expression_attribute_values(k, v);
         }

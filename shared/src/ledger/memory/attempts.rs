@@ -216,7 +216,9 @@ pub(super) async fn settle(
         settled.claim_token = None;
         settled.lease_until = None;
         settled.updated_at = secs(now);
+        let key = key_of(&settled);
         st.put_attempt(settled, None);
+        st.put_new_receipt(&key, result.cash_receipt.as_ref());
     }
     Ok(())
 }

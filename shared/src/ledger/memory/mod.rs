@@ -27,6 +27,7 @@ use crate::ledger::{
 
 mod attempts;
 mod plans;
+mod receipts;
 mod refunds;
 mod registrations;
 mod requests;
@@ -94,6 +95,10 @@ struct State {
     due_at: BTreeMap<Due, i64>,
     /// The review index: (flagged at, attempt).
     review: BTreeSet<(i64, Due)>,
+    /// The receipt queue: (waits for a person, at, attempt), and where each
+    /// attempt sits in it (decision 74).
+    receipts: BTreeSet<(bool, i64, AttemptKey)>,
+    receipt_at: BTreeMap<AttemptKey, (bool, i64)>,
     users: BTreeMap<String, UserItems>,
     locks: BTreeMap<(String, String), SubscriptionId>,
     audit: BTreeMap<SubscriptionId, Vec<AuditEntry>>,
@@ -150,6 +155,7 @@ fn stored_attempt(a: &ChargeAttempt) -> ChargeAttempt {
     a.created_at = secs(a.created_at);
     a.updated_at = secs(a.updated_at);
     a.retry_at = opt_secs(a.retry_at);
+    a.cash_receipt = a.cash_receipt.as_ref().map(receipts::stored_receipt);
     if let Some(r) = a.resolution.as_mut() {
         r.at = secs(r.at);
     }

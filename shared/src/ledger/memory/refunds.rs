@@ -26,6 +26,7 @@ pub(super) async fn record_refund(
         _ => false,
     };
     if changed {
+        st.requeue_receipt(attempt, now);
         st.add_audit(audit);
     }
     Ok(changed)
@@ -91,6 +92,7 @@ pub(super) async fn finish_refund(
         a.refunded = total;
         a.refund_cause = Some(intent.cause);
         a.updated_at = now;
+        st.requeue_receipt(attempt, now);
     }
     if let Some(r) = st.refunds.get_mut(&key) {
         r.state = intent.state;

@@ -63,6 +63,7 @@ pub(super) async fn activate(db: &InMemoryLedger, a: &Activation<'_>) -> Result<
     st.index(Due::Registration(a.reg.merchant_uid.clone()), None);
     if let Some(at) = a.first_attempt {
         st.put_attempt(stored_attempt(at), None);
+        st.put_new_receipt(&key_of(at), at.cash_receipt.as_ref());
         if at.state == AttemptState::NeedsReview {
             st.review
                 .insert((secs(at.updated_at).timestamp(), Due::Attempt(key_of(at))));

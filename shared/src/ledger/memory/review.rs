@@ -82,6 +82,7 @@ pub(super) async fn resolve(
         let key = key_of(&resolved);
         st.put_attempt(resolved, None);
         st.unreview(&key);
+        st.put_new_receipt(&key, result.cash_receipt.as_ref());
     }
     st.add_audit(Some(audit));
     Ok(())

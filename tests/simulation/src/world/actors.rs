@@ -1540,6 +1540,7 @@ fn placeholder_view(merchant_uid: &str) -> management::ChargeView {
             source: "computed",
             refunded: shared::billing::TaxSplit::computed(0, 0),
         },
+        cash_receipt: None,
         next_retry_at: None,
         resolution: None,
         created_at: String::new(),

@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
+use serde_json::{Value, json};
+use shared::billing::receipts::Outcome;
 use shared::billing::{PaymentRecord, Registration};
 use shared::gateway::{
-    Ambiguity, AmbiguityKind, BadNotice, BillingKey, ChargeOutcome, ChargeRequest, GatewayError,
-    InboundNotice, Notice, PaymentGateway, PaymentWindow, RefundRequest, Rejection, RejectionKind,
-    WindowProof,
+    Ambiguity, AmbiguityKind, BadNotice, BillingKey, CashReceiptRequest, ChargeOutcome,
+    ChargeRequest, GatewayError, InboundNotice, Notice, PaymentGateway, PaymentWindow,
+    RefundRequest, Rejection, RejectionKind, WindowProof,
 };
 use shared::gateway::{iamport, portone};
 
@@ -713,6 +715,189 @@ impl PaymentGateway for SimGateway {
         }
     }
 
+    async fn issue_cash_receipt(
+        &self,
+        request: &CashReceiptRequest,
+    ) -> Result<Outcome, GatewayError> {
+        let req = request.clone();
+        self.receipt_call("issue cash receipt", &request.merchant_uid, move |w, fault| {
+            let now = w.now();
+            let v2 = w.v2;
+            let imp = (!v2).then_some(req.imp_uid.as_str());
+            let (status, body) = if fault == Fault::PgErrorNoPayment {
+                w.count("fault: cash receipt refused by the PG");
+                if v2 {
+                    (502, json!({"type": "PG_PROVIDER", "message": "현금영수증 발급 실패", "pgCode": "CR01", "pgMessage": "현금영수증 발급 실패"}).to_string().into_bytes())
+                } else {
+                    // i'mport answers 500 when the PG fails to issue.
+                    model::v1_envelope(500, -1, Some("[PG] 현금영수증 발급 실패"), Value::Null)
+                }
+            } else {
+                let shown_after = if fault == Fault::Late {
+                    w.count("fault: cash receipt issuance in progress");
+                    chrono::Duration::minutes(w.rand(|r| r.random_range(1..40)))
+                } else {
+                    chrono::Duration::zero()
+                };
+                let mut m = lock(&w.model);
+                let done = m.issue_receipt(
+                    imp,
+                    &req.merchant_uid,
+                    v2.then_some(req.amount),
+                    req.tax_free,
+                    now,
+                    now + shown_after,
+                );
+                match done {
+                    Ok(i) => {
+                        w.count("cash receipts issued at the PG");
+                        let r = m.receipts[i].clone();
+                        let p = m.payments[r.payment].clone();
+                        drop(m);
+                        if !p.cash {
+                            w.violation(
+                                "cash receipt for a card payment",
+                                format!("{} {}", p.merchant_uid, p.imp_uid),
+                            );
+                        }
+                        if matches!(fault, Fault::Late) {
+                            if v2 {
+                                (504, json!({"type": "PG_PROVIDER", "message": "현금영수증 발행 처리 중"}).to_string().into_bytes())
+                            } else {
+                                model::v1_envelope(504, -1, Some("현금영수증 발행 처리 중"), Value::Null)
+                            }
+                        } else if v2 {
+                            (200, json!({"cashReceipt": {"issueNumber": r.issue_number, "url": format!("https://receipts.portone-sim.invalid/cash/{}", r.issue_number), "pgReceiptId": format!("rcpt_{}", r.issue_number)}}).to_string().into_bytes())
+                        } else {
+                            model::v1_envelope(200, 0, None, model::v1_receipt(&p, &r))
+                        }
+                    }
+                    Err(model::ReceiptRefusal::AlreadyIssued) => {
+                        w.count("cash receipt issuances refused: one is live");
+                        if v2 {
+                            model::v2_error(409, "CASH_RECEIPT_ALREADY_ISSUED", "이미 발급된 현금영수증이 있습니다.")
+                        } else {
+                            model::v1_envelope(400, -1, Some("이미 현금영수증이 발행된 거래입니다."), Value::Null)
+                        }
+                    }
+                    Err(_) => {
+                        w.count("cash receipt issuances refused: invalid");
+                        if v2 {
+                            model::v2_error(400, "INVALID_REQUEST", "현금영수증을 발급할 수 없는 결제건입니다.")
+                        } else {
+                            model::v1_envelope(400, -1, Some("현금영수증을 발행할 수 없는 거래입니다."), Value::Null)
+                        }
+                    }
+                }
+            };
+            if fault == Fault::LostAnswer {
+                w.count("fault: cash receipt answer lost");
+                return Ok(Outcome::Unclear("connection reset".into()));
+            }
+            if v2 {
+                portone::wire::receipt_issued(portone::wire::decode(status, &body), &req, now)
+            } else {
+                iamport::wire::receipt_issued(iamport::wire::receipt(status, &body), req.tax_free)
+            }
+        })
+        .await
+    }
+
+    async fn cancel_cash_receipt(
+        &self,
+        imp_uid: &str,
+        merchant_uid: &str,
+    ) -> Result<Outcome, GatewayError> {
+        let (imp_uid, uid) = (imp_uid.to_owned(), merchant_uid.to_owned());
+        self.receipt_call("cancel cash receipt", merchant_uid, move |w, fault| {
+            let now = w.now();
+            let v2 = w.v2;
+            let mut m = lock(&w.model);
+            let done = m.cancel_receipt((!v2).then_some(imp_uid.as_str()), &uid, now);
+            let (status, body) = match done {
+                Ok(i) => {
+                    let r = m.receipts[i].clone();
+                    let p = m.payments[r.payment].clone();
+                    if v2 {
+                        (
+                            200,
+                            json!({"cancelledAmount": r.amount, "cancelledAt": now.to_rfc3339()})
+                                .to_string()
+                                .into_bytes(),
+                        )
+                    } else {
+                        model::v1_envelope(200, 0, None, model::v1_receipt(&p, &r))
+                    }
+                }
+                Err(_) if v2 => model::v2_error(
+                    409,
+                    "CASH_RECEIPT_NOT_ISSUED",
+                    "발급된 현금영수증이 없습니다.",
+                ),
+                Err(_) => {
+                    model::v1_envelope(400, -1, Some("발급된 현금영수증이 없습니다."), Value::Null)
+                }
+            };
+            drop(m);
+            if fault == Fault::LostAnswer {
+                w.count("fault: cash receipt answer lost");
+                return Ok(Outcome::Unclear("connection reset".into()));
+            }
+            if v2 {
+                portone::wire::receipt_cancelled(portone::wire::decode(status, &body), now)
+            } else {
+                iamport::wire::receipt_cancelled(iamport::wire::receipt(status, &body), now)
+            }
+        })
+        .await
+    }
+
+    async fn cash_receipt(
+        &self,
+        imp_uid: &str,
+        merchant_uid: &str,
+    ) -> Result<Outcome, GatewayError> {
+        let (imp, uid) = (imp_uid.to_owned(), merchant_uid.to_owned());
+        let v2 = self.world.v2;
+        self.lookup(
+            "cash_receipt",
+            merchant_uid,
+            move |w| {
+                let m = lock(&w.model);
+                let shown = m.shown_receipt((!v2).then_some(imp.as_str()), &uid, w.now());
+                match shown {
+                    Some(r) => {
+                        let p = &m.payments[r.payment];
+                        if v2 {
+                            (200, model::v2_receipt(p, r).to_string().into_bytes())
+                        } else {
+                            model::v1_envelope(200, 0, None, model::v1_receipt(p, r))
+                        }
+                    }
+                    None if v2 => model::v2_error(
+                        404,
+                        "CASH_RECEIPT_NOT_FOUND",
+                        "현금영수증이 존재하지 않습니다.",
+                    ),
+                    None => model::v1_envelope(
+                        404,
+                        -1,
+                        Some("현금영수증 발행내역이 없습니다."),
+                        Value::Null,
+                    ),
+                }
+            },
+            move |status, body| {
+                if v2 {
+                    portone::wire::receipt_found(portone::wire::decode(status, body))
+                } else {
+                    iamport::wire::receipt_found(iamport::wire::receipt(status, body), 0)
+                }
+            },
+        )
+        .await
+    }
+
     async fn refund(&self, request: &RefundRequest) -> Result<PaymentRecord, GatewayError> {
         let w = &self.world;
         w.gate(self.inv, Side::Before).await;
@@ -812,6 +997,48 @@ impl PaymentGateway for SimGateway {
                 iamport::wire::payment(s, &b)
             }
         }
+    }
+}
+
+impl SimGateway {
+    /// A cash-receipt request's faults: never sent, in progress past our
+    /// timeout (issued, shown later), refused by the PG, answer lost.
+    fn receipt_fault(&self) -> Fault {
+        let w = &self.world;
+        for (fault, p) in [
+            (Fault::NotSent, 0.01),
+            (Fault::Late, 0.05),
+            (Fault::PgErrorNoPayment, 0.03),
+            (Fault::LostAnswer, 0.03),
+        ] {
+            if w.strikes(p) {
+                return fault;
+            }
+        }
+        Fault::None
+    }
+
+    async fn receipt_call(
+        &self,
+        what: &str,
+        uid: &str,
+        act: impl FnOnce(&World, Fault) -> Result<Outcome, GatewayError>,
+    ) -> Result<Outcome, GatewayError> {
+        let w = &self.world;
+        w.gate(self.inv, Side::Before).await;
+        w.transit().await;
+        let fault = self.receipt_fault();
+        let out = if fault == Fault::NotSent {
+            w.count("fault: cash receipt request not sent");
+            Err(GatewayError::not_sent("429 Too Many Requests"))
+        } else {
+            act(w, fault)
+        };
+        w.step();
+        w.record(format!("{} G {what} {uid} -> {out:?}", self.inv));
+        w.gate(self.inv, Side::After).await;
+        w.transit().await;
+        out
     }
 }
 

@@ -17,7 +17,7 @@ use super::{SeedReport, World, lock};
 use crate::model::{MSG_SETTING, Usage};
 
 /// The invariants, by the names the summary line uses.
-pub const INVARIANTS: [&str; 23] = [
+pub const INVARIANTS: [&str; 26] = [
     "charged after a cancel",
     "billed without access",
     "two periods a day",
@@ -41,6 +41,9 @@ pub const INVARIANTS: [&str; 23] = [
     "retry at another amount",
     "dead card charged again",
     "tax split broken",
+    "cash receipt wrong",
+    "cash receipt issued twice",
+    "cash receipt for a card payment",
 ];
 
 /// Half the sign-ups (by their id's first character, so the world's random
@@ -876,6 +879,81 @@ pub(super) fn verdict(world: &World) -> SeedReport {
                     p.cancelled_tax_free
                 ),
             );
+        }
+    }
+    // Cash receipts (decision 74): every charge paid from an account has
+    // one; at the end, the PG holds one live receipt for what is left of it
+    // (none once it is refunded in full) and our record says the same, or
+    // it waits for a person; and no charge was issued a receipt more often
+    // than once plus once per refund of it.
+    let receipts = lock(&world.model).receipts.clone();
+    for a in attempts.iter().filter(|a| a.state == AttemptState::Paid) {
+        let Some(pi) = payments
+            .iter()
+            .position(|p| Some(p.imp_uid.as_str()) == a.imp_uid.as_deref())
+        else {
+            continue;
+        };
+        let p = &payments[pi];
+        let issued = receipts.iter().filter(|r| r.payment == pi).count();
+        let live = receipts
+            .iter()
+            .filter(|r| r.payment == pi && r.cancelled_at.is_none())
+            .collect::<Vec<_>>();
+        let ours = a.cash_receipt.as_ref();
+        let what = || {
+            format!(
+                "{} ({} KRW, {} kept, {} refunds): the PG issued {issued}, live {:?}; ours {:?}",
+                a.merchant_uid,
+                p.amount,
+                p.kept(),
+                a.refunded,
+                live.iter().map(|r| r.amount).collect::<Vec<_>>(),
+                ours.map(|r| (
+                    r.state,
+                    r.live.as_ref().map(|l| l.amount),
+                    r.issues,
+                    r.cancels
+                ))
+            )
+        };
+        if !p.cash {
+            if ours.is_some() || issued > 0 {
+                broken(&mut report, "cash receipt wrong", what());
+            }
+            continue;
+        }
+        let Some(r) = ours else {
+            broken(&mut report, "cash receipt wrong", what());
+            continue;
+        };
+        let refunds = lock(&world.model)
+            .refunds
+            .iter()
+            .filter(|d| d.payment == pi)
+            .count();
+        if issued > 1 + refunds {
+            broken(&mut report, "cash receipt issued twice", what());
+        }
+        if r.state == shared::billing::ReceiptState::Review {
+            *lock(&world.stats)
+                .entry("cash receipts waiting for a person at the end")
+                .or_insert(0) += 1;
+            continue;
+        }
+        let pg_live: Vec<i64> = live.iter().map(|r| r.amount).collect();
+        let expected: Vec<i64> = if p.kept() > 0 { vec![p.kept()] } else { vec![] };
+        let ours_live: Vec<i64> = r.live.iter().map(|l| l.amount).collect();
+        if pg_live != expected || ours_live != expected {
+            broken(&mut report, "cash receipt wrong", what());
+        } else if p.kept() == 0 && issued > 0 {
+            *lock(&world.stats)
+                .entry("cash receipts cancelled with a full refund")
+                .or_insert(0) += 1;
+        } else if issued > 1 {
+            *lock(&world.stats)
+                .entry("cash receipts reissued after a partial refund")
+                .or_insert(0) += 1;
         }
     }
     // At most one payment per (subscription, period).

@@ -219,6 +219,7 @@ impl World {
                 concurrency: 4,
                 refund_after_cancel,
                 resume_policy,
+                cash_receipts: shared::billing::CashReceiptMode::Auto,
                 ..ChargingConfig::default()
             },
             registration: RegistrationConfig {
