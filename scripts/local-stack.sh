@@ -298,6 +298,8 @@ WEBHOOK_URL="$LAMBDA_URL/lambda-url/payment-webhook/webhooks/iamport"
   echo "CHARGE_CONCURRENCY=8"
   echo "DUNNING_RETRY_DAYS=1,3,7"
   echo "DUNNING_FINAL_STATUS=suspended"
+  # Charges paid from an account (CHAI's trans) get a cash receipt (decision 74).
+  echo "CASH_RECEIPT_MODE=auto"
   echo "DUE_SHARDS=4"
   echo "CLAIM_LEASE_SECS=300"
   # The story runs in minutes: the quiet period is the shortest a 1 s timeout allows.

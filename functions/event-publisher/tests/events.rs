@@ -616,3 +616,115 @@ async fn a_replayed_or_interrupted_batch_loses_nothing_and_repeats_ids_only() {
     let kinds: Vec<&str> = after.iter().map(|d| d["type"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["subscription.cancelled"]);
 }
+
+/// A charge's cash receipt as its attempt's images change (decision 74):
+/// issued, reissued after a partial refund (a cancel and an issue in one
+/// change), cancelled after a full one, a refused try that gives up: each
+/// event matches its schema, has a stable id, and masks the holder.
+#[test]
+fn cash_receipt_events_follow_the_receipt_and_match_their_schemas() {
+    use shared::billing::receipts::{self, IssuedReceipt, Outcome, Target};
+    use shared::billing::{
+        Anchor, AttemptState, CashReceipt, ReceiptHolder, ReceiptKind, ReceiptState,
+    };
+    use shared::secret::Pii;
+    let now: DateTime<Utc> = "2026-12-24T15:00:00Z".parse().unwrap();
+    let sub = shared::testing::subscription("abcdefghij01", Anchor::new(2026, 12, 1).unwrap());
+    let mut paid = shared::testing::attempt(&sub, AttemptState::Paid);
+    paid.imp_uid = Some("imps_1".into());
+    let holder = ReceiptHolder {
+        kind: ReceiptKind::Personal,
+        identifier: Pii::new("01012345678"),
+    };
+    let fresh = CashReceipt::new(holder, now);
+    let live = |amount: i64, n: &str| IssuedReceipt {
+        amount,
+        tax_free: 0,
+        vat: amount / 11,
+        issue_number: n.into(),
+        url: Some(format!("https://receipts.example/{n}")),
+        issued_at: now,
+    };
+    let target = |amount| Target {
+        amount,
+        tax_free: 0,
+    };
+    let issued = receipts::after(
+        &fresh,
+        &Outcome::Issued(live(9900, "A1")),
+        target(9900),
+        now,
+    );
+    let cancelled = receipts::after(&issued, &Outcome::Cancelled(now), target(6600), now);
+    let reissued = receipts::after(
+        &cancelled,
+        &Outcome::Issued(live(6600, "A2")),
+        target(6600),
+        now,
+    );
+    let gone = receipts::after(&reissued, &Outcome::Cancelled(now), target(0), now);
+    let mut refused = fresh.clone();
+    for _ in 0..receipts::MAX_TRIES {
+        refused = receipts::after(
+            &refused,
+            &Outcome::Refused("[PG] 발급 실패".into()),
+            target(9900),
+            now,
+        );
+    }
+    assert_eq!(refused.state, ReceiptState::Review);
+    let image = |r: &CashReceipt, refunded: i64| shared::billing::ChargeAttempt {
+        cash_receipt: Some(r.clone()),
+        refunded,
+        ..paid.clone()
+    };
+    let steps = [
+        (image(&fresh, 0), image(&issued, 0)),
+        (image(&issued, 3300), image(&reissued, 3300)),
+        (image(&reissued, 9900), image(&gone, 9900)),
+        (image(&fresh, 0), image(&refused, 0)),
+    ];
+    let schemas = schemas();
+    let mut kinds = Vec::new();
+    for (old, new) in &steps {
+        for event in shared::events::of_attempt(Some(old), Some(new), "user-7") {
+            let detail = serde_json::to_value(&event).unwrap();
+            let errors: Vec<String> = schemas[event.kind]
+                .iter_errors(&detail)
+                .map(|e| e.to_string())
+                .collect();
+            assert!(errors.is_empty(), "{}: {errors:?}\n{detail}", event.kind);
+            assert!(
+                !detail.to_string().contains("01012345678"),
+                "PII in {detail}"
+            );
+            kinds.push((event.kind, event.id.clone()));
+        }
+    }
+    let uid = &paid.merchant_uid;
+    assert_eq!(
+        kinds,
+        [
+            (
+                "receipt.cash_issued",
+                format!("receipt.cash_issued:{uid}:1")
+            ),
+            (
+                "receipt.cash_cancelled",
+                format!("receipt.cash_cancelled:{uid}:1")
+            ),
+            (
+                "receipt.cash_issued",
+                format!("receipt.cash_issued:{uid}:2")
+            ),
+            (
+                "receipt.cash_cancelled",
+                format!("receipt.cash_cancelled:{uid}:2")
+            ),
+            (
+                "receipt.cash_failed",
+                format!("receipt.cash_failed:{uid}:5")
+            ),
+        ]
+    );
+}

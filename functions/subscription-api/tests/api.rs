@@ -2690,3 +2690,156 @@ async fn a_refused_refund_of_a_mid_term_cancel_waits_in_the_review_queue_until_d
         "audited: {history:?}"
     );
 }
+
+/// A charge paid from an account gets a cash receipt to the number the
+/// customer gave (decision 74): an issuance the PG keeps in progress is
+/// looked up, never sent twice; a partial refund cancels it and issues it
+/// again for the rest; a full refund cancels it. The API shows each step,
+/// with the number masked.
+#[tokio::test]
+async fn a_cash_payment_gets_one_cash_receipt_reissued_on_a_partial_refund_and_cancelled_on_a_full_one()
+ {
+    let sim = start_sim().await;
+    let mut extra = vec![("CASH_RECEIPT_MODE", "auto")];
+    if testkit::v2_mode() {
+        // An easy pay's account transfer (a card would get no receipt).
+        extra.push(("PORTONE_BILLING_KEY_METHOD", "EASY_PAY"));
+    }
+    let app = memory_app_for(&sim, &extra);
+    let body = json!({"user_id": "u-cash", "plan": {"amount": 9900, "name": "월간 구독"},
+        "buyer": {"cash_receipt": {"type": "personal", "identifier": "010-1234-5678"}}});
+    let bad = json!({"user_id": "u-cash", "plan": {"amount": 9900, "name": "월간 구독"},
+        "buyer": {"cash_receipt": {"type": "personal", "identifier": "900101-1234567"}}});
+    let refused = billing_callback::handle(
+        &app,
+        http_request("prepare.json", None, Some(&bad.to_string())),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        refused.status().as_u16(),
+        400,
+        "a resident registration number is not taken"
+    );
+    let response = billing_callback::handle(
+        &app,
+        http_request("prepare.json", None, Some(&body.to_string())),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let prepared: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+    complete_window(&app, &sim, sdk(&prepared)).await;
+    let id = prepared["subscription_id"].as_str().unwrap().to_owned();
+    let path = format!("/subscriptions/{id}/charges");
+    let charges = |app| {
+        let path = path.clone();
+        async move {
+            let list = get(app, "api-list-charges.json", &path).await;
+            assert_eq!(list.status, 200, "{}", list.body);
+            list.body["charges"][0].clone()
+        }
+    };
+    let first = charges(&app).await;
+    assert_eq!(first["state"], "paid", "{first}");
+    assert_eq!(first["cash_receipt"]["status"], "pending", "{first}");
+    let merchant_uid = first["merchant_uid"].as_str().unwrap().to_owned();
+
+    // The PG keeps the issuance in progress past our timeout: the next
+    // look finds nothing yet, and nothing is sent again.
+    sim.set_receipt_mode(iamport_sim::ReceiptMode::InProgress { secs: 600 });
+    let t = app.engine.now();
+    charge_run(&app, t, "receipts-1").await;
+    let pending = charges(&app).await;
+    assert_eq!(
+        (
+            &pending["cash_receipt"]["status"],
+            &pending["cash_receipt"]["in_progress"]
+        ),
+        (&json!("pending"), &json!(true)),
+        "{pending}"
+    );
+    charge_run(&app, t + chrono::Duration::minutes(6), "receipts-2").await;
+    assert_eq!(
+        sim.cash_receipts(&merchant_uid).len(),
+        1,
+        "one issuance only"
+    );
+    sim.advance_clock(700);
+    charge_run(&app, t + chrono::Duration::minutes(12), "receipts-3").await;
+    let issued = charges(&app).await;
+    let receipt = &issued["cash_receipt"];
+    assert_eq!(receipt["status"], "issued", "{issued}");
+    assert_eq!(
+        (
+            receipt["amount"].as_i64(),
+            receipt["issues"].as_u64(),
+            receipt["type"].as_str()
+        ),
+        (Some(9900), Some(1), Some("personal"))
+    );
+    assert_eq!(receipt["identifier"], "*******5678", "masked");
+    assert!(
+        !issued.to_string().contains("01012345678"),
+        "no PII in the API"
+    );
+    let at_pg = sim.cash_receipts(&merchant_uid);
+    assert_eq!(at_pg.len(), 1);
+    assert_eq!(
+        (at_pg[0].identifier.as_str(), at_pg[0].amount),
+        ("01012345678", 9900)
+    );
+
+    // A partial refund: cancelled and issued again for what is left.
+    let refund = |amount: i64, key: &'static str| {
+        let app = &app;
+        let path = format!("/charges/{merchant_uid}/refund");
+        async move {
+            let r = post(
+                app,
+                "api-refund.json",
+                &path,
+                json!({"amount": amount, "reason": "goodwill"}),
+                &[("idempotency-key", key)],
+            )
+            .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+    };
+    refund(3300, "cash-refund-1").await;
+    charge_run(&app, t + chrono::Duration::minutes(20), "receipts-4").await;
+    let reissued = charges(&app).await;
+    let receipt = &reissued["cash_receipt"];
+    assert_eq!(
+        (
+            receipt["status"].as_str(),
+            receipt["amount"].as_i64(),
+            receipt["issues"].as_u64(),
+            receipt["cancels"].as_u64()
+        ),
+        (Some("issued"), Some(6600), Some(2), Some(1)),
+        "{reissued}"
+    );
+    let at_pg = sim.cash_receipts(&merchant_uid);
+    assert_eq!(
+        at_pg
+            .iter()
+            .map(|r| (r.amount, r.cancelled_at.is_some()))
+            .collect::<Vec<_>>(),
+        [(9900, true), (6600, false)]
+    );
+
+    // The rest refunded: cancelled, none live.
+    refund(6600, "cash-refund-2").await;
+    charge_run(&app, t + chrono::Duration::minutes(30), "receipts-5").await;
+    let cancelled = charges(&app).await;
+    assert_eq!(
+        cancelled["cash_receipt"]["status"], "cancelled",
+        "{cancelled}"
+    );
+    assert!(
+        sim.cash_receipts(&merchant_uid)
+            .iter()
+            .all(|r| r.cancelled_at.is_some())
+    );
+}

@@ -77,13 +77,16 @@ pub struct PlanReport {
     pub error: Option<String>,
     /// Plan-wide price changes planned after the queue (decision 71).
     pub price_changes: super::rollouts::RolloutReport,
+    /// Cash receipts worked after that (decision 74): those of the charges
+    /// the workers made since the last plan.
+    pub cash_receipts: super::receipts::ReceiptReport,
 }
 
 /// Pages the due index at the run's billing time and sends it to `queue`
 /// in messages of [`ITEMS_PER_MESSAGE`]. Stops (with an error) on a failure
 /// of the ledger or the queue: what was sent stays sent, and running the
 /// planner again for the same instant is harmless.
-pub async fn plan<L: Ledger, G, Q: WorkQueue>(
+pub async fn plan<L: Ledger, G: crate::gateway::PaymentGateway, Q: WorkQueue>(
     engine: &Engine<L, G>,
     options: &RunOptions,
     queue: &Q,
@@ -147,6 +150,7 @@ pub async fn plan<L: Ledger, G, Q: WorkQueue>(
     );
     if report.error.is_none() {
         report.price_changes = super::rollouts::plan(engine, &options.budget, reserve).await;
+        report.cash_receipts = super::receipts::work(engine, &options.budget, reserve).await;
     }
     report
 }

@@ -142,3 +142,54 @@ pub(crate) fn port_key(k: BillingKey) -> gateway::BillingKey {
         on_our_channel: true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(code: i64, message: &str, response: &str) -> Vec<u8> {
+        format!(r#"{{"code":{code},"message":"{message}","response":{response}}}"#).into_bytes()
+    }
+
+    const ANNOTATION: &str = r#"{"imp_uid":"imps_1","apply_num":"123456789","type":"person","amount":9900,"vat":900,"receipt_url":"https://r.example/1","applied_at":1790000000,"cancelled_at":0}"#;
+
+    #[test]
+    fn cash_receipt_answers_read_as_the_core_needs_them() {
+        let issued = receipt_issued(receipt(200, &body(0, "", ANNOTATION)), 0).unwrap();
+        assert!(
+            matches!(issued, Outcome::Issued(ref l) if l.amount == 9900 && l.issue_number == "123456789")
+        );
+        let twice = receipt_issued(
+            receipt(
+                400,
+                &body(-1, "이미 현금영수증이 발급된 결제건입니다.", "null"),
+            ),
+            0,
+        )
+        .unwrap();
+        assert!(matches!(twice, Outcome::AlreadyIssued(_)));
+        // A 500 may be a failure or an issuance still in progress: looked up.
+        let failed = receipt_issued(receipt(500, &body(-1, "[PG] 발급 실패", "null")), 0).unwrap();
+        assert!(matches!(failed, Outcome::Unclear(_)));
+        let card =
+            receipt_issued(receipt(400, &body(-1, "현금성 거래가 아닙니다", "null")), 0).unwrap();
+        assert!(matches!(card, Outcome::Refused(_)));
+        // Cancel: a 400 says none is live.
+        let none = receipt_cancelled(
+            receipt(400, &body(-1, "발급된 현금영수증이 없습니다.", "null")),
+            chrono::Utc::now(),
+        )
+        .unwrap();
+        assert_eq!(none, Outcome::Found(None));
+        // Lookup: 404 is "none"; a cancelled one is none live.
+        let missing = receipt_found(receipt(404, &body(-1, "없음", "null")), 0).unwrap();
+        assert_eq!(missing, Outcome::Found(None));
+        let was = ANNOTATION.replace(r#""cancelled_at":0"#, r#""cancelled_at":1790000100"#);
+        assert_eq!(
+            receipt_found(receipt(200, &body(0, "", &was)), 0).unwrap(),
+            Outcome::Found(None)
+        );
+        // Throttled: nothing was done.
+        assert!(receipt_issued(receipt(429, &body(-1, "slow down", "null")), 0).is_err());
+    }
+}

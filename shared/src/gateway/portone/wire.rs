@@ -378,3 +378,63 @@ pub(crate) fn key_of(info: &BillingKeyInfo, channel_key: &str) -> Result<Billing
         on_our_channel: channel.is_some(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::billing::{ReceiptHolder, ReceiptKind};
+    use crate::gateway::CashReceiptRequest;
+
+    #[test]
+    fn cash_receipt_answers_read_as_the_core_needs_them() {
+        let now = chrono::Utc::now();
+        let request = CashReceiptRequest {
+            imp_uid: "tx".into(),
+            merchant_uid: "pay1".into(),
+            holder: ReceiptHolder {
+                kind: ReceiptKind::Corporate,
+                identifier: crate::secret::Pii::new("1234567890"),
+            },
+            amount: 9900,
+            tax_free: 4000,
+            order_name: "월간".into(),
+        };
+        let ok = decode(
+            200,
+            br#"{"cashReceipt":{"issueNumber":"A1","url":"u","pgReceiptId":"p"}}"#,
+        );
+        let Ok(Outcome::Issued(live)) = receipt_issued(ok, &request, now) else {
+            panic!("issued");
+        };
+        assert_eq!((live.amount, live.tax_free, live.vat), (9900, 4000, 536));
+        let twice = decode(409, br#"{"type":"CASH_RECEIPT_ALREADY_ISSUED"}"#);
+        assert!(matches!(
+            receipt_issued(twice, &request, now),
+            Ok(Outcome::AlreadyIssued(_))
+        ));
+        // The spec's 502 PG_PROVIDER: unclear, looked up (ISSUE_FAILED reads as none).
+        let pg = decode(502, br#"{"type":"PG_PROVIDER","pgCode":"CR01"}"#);
+        assert!(matches!(
+            receipt_issued(pg, &request, now),
+            Ok(Outcome::Unclear(_))
+        ));
+        let bad = decode(400, br#"{"type":"INVALID_REQUEST","message":"amount"}"#);
+        assert!(matches!(
+            receipt_issued(bad, &request, now),
+            Ok(Outcome::Refused(_))
+        ));
+        let who = decode(401, br#"{"type":"UNAUTHORIZED"}"#);
+        assert!(
+            receipt_issued(who, &request, now).is_err(),
+            "nothing was done"
+        );
+        let none = decode(404, br#"{"type":"CASH_RECEIPT_NOT_ISSUED"}"#);
+        assert_eq!(receipt_cancelled(none, now).unwrap(), Outcome::Found(None));
+        let failed = decode(200, br#"{"status":"ISSUE_FAILED"}"#);
+        assert_eq!(receipt_found(failed).unwrap(), Outcome::Found(None));
+        let shown = decode(200, br#"{"status":"ISSUED","amount":6600,"taxFreeAmount":2666,"vatAmount":357,"issueNumber":"A2"}"#);
+        assert!(
+            matches!(receipt_found(shown), Ok(Outcome::Found(Some(ref l))) if l.amount == 6600 && l.vat == 357)
+        );
+    }
+}

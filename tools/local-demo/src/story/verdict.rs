@@ -77,6 +77,63 @@ pub(crate) async fn check(story: &mut Story<'_>, books: &Books<'_>, runs: &Runs)
                 ),
             );
         }
+        if m.p.scenario == Scenario::Pays {
+            // An account payment (CHAI's trans, V1) gets a cash receipt, worked
+            // by the run after its charge (decision 74); a card (the V2
+            // story's keys) gets none: its slip is the receipt.
+            let with_receipt: Vec<&ChargeAttempt> = attempts
+                .iter()
+                .filter(|a| a.state == AttemptState::Paid && a.cash_receipt.is_some())
+                .collect();
+            let settled: Vec<&ChargeAttempt> = with_receipt
+                .iter()
+                .copied()
+                .filter(|a| {
+                    a.cash_receipt
+                        .as_ref()
+                        .is_some_and(|r| r.state == shared::billing::ReceiptState::Settled)
+                })
+                .collect();
+            if let Some(r) = settled
+                .first()
+                .and_then(|a| a.cash_receipt.as_ref().map(|r| (a, r)))
+            {
+                let (a, r) = r;
+                println!(
+                    "  {:<6} cash receipt of {}: {} to {}, {} issuance(s), {} cancel(s), live: {}",
+                    m.p.label,
+                    a.period,
+                    r.holder.kind.as_str(),
+                    r.holder.identifier.masked(),
+                    r.issues,
+                    r.cancels,
+                    r.live
+                        .as_ref()
+                        .map(|l| format!("{} KRW, approval {}", won(l.amount), l.issue_number))
+                        .unwrap_or_else(|| "none (refunded in full)".into())
+                );
+            }
+            let right = |a: &&ChargeAttempt| {
+                let left = a.amount - a.refunded;
+                a.cash_receipt.as_ref().is_some_and(|r| {
+                    r.live.as_ref().map(|l| l.amount) == (left > 0).then_some(left)
+                })
+            };
+            checks.check(
+                with_receipt.is_empty() || (!settled.is_empty() && settled.iter().all(right)),
+                format!(
+                    "{}: expected the account payments' cash receipts issued for what is left of each (got {:?})",
+                    m.p.label,
+                    with_receipt
+                        .iter()
+                        .map(|a| (
+                            a.amount - a.refunded,
+                            a.cash_receipt.as_ref().map(|r| (r.state, r.live.as_ref().map(|l| l.amount)))
+                        ))
+                        .collect::<Vec<_>>()
+                ),
+            );
+        }
         match m.p.scenario {
             Scenario::Pays => checks.check(
                 s.status == SubscriptionStatus::Active
