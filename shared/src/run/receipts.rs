@@ -114,6 +114,10 @@ pub async fn work_one<L: Ledger, G: PaymentGateway>(
         // person too, and a refund is a new reason to try: its tries start over.
         let workable = receipt.claimable(now)
             || matches!(receipt.state, ReceiptState::Settled | ReceiptState::Review);
+        // A claim held by another is its holder's, whatever this copy says.
+        if receipt.state == ReceiptState::Working && !receipt.claimable(now) {
+            return Ok(());
+        }
         if !to_do || !workable {
             if !to_do && receipt.state != ReceiptState::Settled {
                 let mut settled = receipt.clone();
