@@ -436,14 +436,23 @@ pub fn resolved(
         next.ended_at = Some(now);
         return Ok((unchanged(next), false));
     }
-    // A trial's sign-up that took money, resolved as not paid: back to its
-    // trial, the period's next attempt due at the trial's end (never
-    // charged now: its conversion waits for the consent and the notice).
+    // A trial's attempt resolved as not paid: back to its trial, never
+    // charged now (its conversion waits for the consent and the notice; the
+    // run converts it). Before the trial's end (a sign-up that took money)
+    // the period's next attempt is due at the trial's end. After it (a
+    // conversion that went to a person) the review ended its access like
+    // any other's: the first period is the one that starts when access comes
+    // back ([`back_in_access`]), so a conversion paid weeks late is not
+    // followed by the next period's charge the day after.
     if !as_paid && current && next.status == SubscriptionStatus::Trialing {
-        next.attempt = sub.attempt + 1;
-        if let Some(t) = &sub.trial {
-            next.next_charge_at = t.ends_at.max(now);
+        match &sub.trial {
+            Some(t) if t.ends_at <= now => {
+                return Ok((back_in_access(sub, next, true, policy, now), false));
+            }
+            Some(t) => next.next_charge_at = t.ends_at,
+            None => {}
         }
+        next.attempt = sub.attempt + 1;
         return Ok((unchanged(next), false));
     }
     if !as_paid && current && next.status.is_chargeable() {
@@ -527,6 +536,41 @@ mod tests {
             s.trial.as_ref().map(|t| t.ends_at)
         );
         assert!(back.next.notice_at().is_some(), "still told before its end");
+    }
+
+    /// A trial's conversion that went to a person and was resolved as not
+    /// paid after the next period's start is charged for one period from
+    /// the day access comes back (seed 4674 of the V2 simulation: converted
+    /// for December on 14 January, then charged for January the next day).
+    #[test]
+    fn a_conversion_resolved_as_not_paid_weeks_later_reanchors_like_any_comeback() {
+        let mut s = trial();
+        s.attempt = 5;
+        let mut flagged = testing::attempt(&s, AttemptState::NeedsReview);
+        flagged.attempt = 5;
+        s.review_from = Some(SubscriptionStatus::Trialing);
+        s.status = SubscriptionStatus::NeedsReview;
+        let ends = s.trial.as_ref().map(|t| t.ends_at).unwrap();
+        let now = ends + chrono::Duration::days(34);
+        let (back, charge_now) =
+            resolved(&s, &flagged, false, ResumePolicy::Reanchor, now).unwrap();
+        assert!(!charge_now, "the run converts it, after its checks");
+        assert_eq!(back.next.status, SubscriptionStatus::Trialing);
+        assert_eq!(back.next.anchor, Anchor::from_instant(now));
+        assert_eq!(back.next.period_index, 0);
+        assert_eq!(back.next.attempt, 1, "a new period id: its first attempt");
+        assert_eq!(back.next.next_charge_at, now);
+        assert_eq!(back.not_billed, vec![s.current_period()]);
+        assert_eq!(
+            back.next.conversion(),
+            crate::billing::trials::Conversion::Consented
+        );
+        // Collecting the outstanding period instead re-anchors when it is paid.
+        let (collect, _) =
+            resolved(&s, &flagged, false, ResumePolicy::CollectOutstanding, now).unwrap();
+        assert_eq!(collect.next.current_period(), s.current_period());
+        assert_eq!(collect.next.attempt, 6);
+        assert!(collect.next.reanchor_on_payment);
     }
 
     /// Paid for its sign-up period (Dec 2026), due on Jan 1.
