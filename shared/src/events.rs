@@ -135,7 +135,8 @@ pub fn of_subscription(old: Option<&Subscription>, new: Option<&Subscription>) -
             json!({
                 "status": new.status.as_str(),
                 "plan": plan(&new.plan),
-                "anchor": format!("{:04}-{:02}-{:02}", new.anchor.year, new.anchor.month, new.anchor.day),
+                "anchor": new.anchor.date_text(),
+                "interval": new.anchor.interval.label(),
                 "current_period": new.current_period().to_string(),
                 "next_charge_at": opt_time(new.status.is_chargeable().then_some(new.next_charge_at)),
                 "paid_through": paid_through(new),

@@ -143,6 +143,8 @@ fn registration(id: &SubscriptionId, now: DateTime<Utc>) -> Registration {
         imp_uid: None,
         sweep_at: Some(now + Duration::minutes(30)),
         replaces_key: false,
+        // Stored and read back like every other field (decision 75).
+        interval: shared::billing::Interval::Months(3),
         trial: None,
         consent: None,
     }

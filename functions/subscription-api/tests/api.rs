@@ -16,7 +16,9 @@ use iamport_sim::{SimHandle, WebhookFormat, WebhookSettings};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Value, json};
 use shared::app::App;
-use shared::billing::{AttemptState, BILLING_TZ, Subscription, SubscriptionId, SubscriptionStatus};
+use shared::billing::{
+    Anchor, AttemptState, BILLING_TZ, Subscription, SubscriptionId, SubscriptionStatus,
+};
 use shared::gateway::PaymentGateway;
 use shared::ledger::Ledger;
 use testkit::{
@@ -1602,7 +1604,9 @@ async fn the_catalogue_keeps_each_plan_version_once_and_a_sign_up_keeps_the_one_
         json!({"id": "cheap", "name": "n", "amount": 50}),
         json!({"id": "Bad Id", "name": "n", "amount": 9900}),
         json!({"id": "usd", "name": "n", "amount": 9900, "currency": "USD"}),
-        json!({"id": "yearly", "name": "n", "amount": 9900, "interval": "year"}),
+        json!({"id": "thirteen", "name": "n", "amount": 9900, "interval": "months:13"}),
+        json!({"id": "one", "name": "n", "amount": 9900, "interval": "months:1"}),
+        json!({"id": "weekly", "name": "n", "amount": 9900, "interval": "week"}),
         json!({"id": "trial", "name": "n", "amount": 9900, "trial_days": 400}),
         json!({"id": "consent", "name": "n", "amount": 9900, "conversion_consent": "signup"}),
         json!({"id": "longsignup", "name": "n", "amount": 9900, "trial_days": 60, "conversion_consent": "signup"}),
@@ -1784,6 +1788,97 @@ async fn the_catalogue_keeps_each_plan_version_once_and_a_sign_up_keeps_the_one_
         "an amount-and-name plan follows no version: {}",
         view.body
     );
+}
+
+/// Issue 25 §1 (decision 75): a yearly plan's sign-up is charged once, its
+/// next charge is a year later on the sign-up date, the monthly runs in
+/// between charge nothing, and a mid-term cancel's quote counts the days
+/// of its year.
+#[tokio::test]
+async fn a_yearly_plan_is_charged_once_a_year_from_its_sign_up_date() {
+    let sim = start_sim().await;
+    let app = memory_app_for(&sim, &[]);
+    let created = post(
+        &app,
+        "api-create-plan.json",
+        "/plans",
+        json!({"id": "pro-yearly", "name": "프로 연간", "amount": 99000, "interval": "year"}),
+        &[],
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.body["interval"], "year");
+    let quarterly = post(
+        &app,
+        "api-create-plan.json",
+        "/plans",
+        json!({"id": "pro-quarterly", "name": "프로 분기", "amount": 27000, "interval": "months:3"}),
+        &[],
+    )
+    .await;
+    assert_eq!(quarterly.body["interval"], "months:3", "{}", quarterly.body);
+    let response = billing_callback::handle(
+        &app,
+        http_request(
+            "prepare.json",
+            None,
+            Some(&json!({"user_id": "yearly-1", "plan_id": "pro-yearly"}).to_string()),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let prepared: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+    complete_window(&app, &sim, sdk(&prepared)).await;
+    let id = SubscriptionId::parse(prepared["subscription_id"].as_str().unwrap()).unwrap();
+    let path = format!("/subscriptions/{id}");
+    let view = get(&app, "api-get-subscription.json", &path).await;
+    assert_eq!(view.status, 200, "{}", view.body);
+    assert_eq!(view.body["interval"], "year");
+    let sub = stored(&app, &id).await;
+    let signed_up = sub.anchor.period_date(0);
+    let next = sub.anchor.period_date(1);
+    assert_eq!(next.year(), signed_up.year() + 1);
+    assert_eq!(next.month(), signed_up.month());
+    assert_eq!(sub.next_charge_at, sub.anchor.period_start(1));
+    // Twelve monthly runs charge nothing more; the thirteenth, a year on, does.
+    let start = sub.anchor.period_start(0) + chrono::Duration::hours(10);
+    let monthly = Anchor::from_instant(start);
+    for k in 1..12 {
+        charge_run(
+            &app,
+            monthly.period_start(k) + chrono::Duration::hours(10),
+            &format!("m{k}"),
+        )
+        .await;
+    }
+    assert_eq!(
+        charged_amounts(&app, &id).await.len(),
+        1,
+        "one charge in its first year"
+    );
+    // The quote counts the days of the year, 365 or 366.
+    let q = quote_of(&app, &format!("{path}/cancellation-quote"), "").await;
+    assert_eq!(q.status, 200, "{}", q.body);
+    let days = (next - signed_up).num_days();
+    assert_eq!(q.body["days_total"].as_i64(), Some(days), "{}", q.body);
+    assert!(days == 365 || days == 366);
+    charge_run(
+        &app,
+        sub.anchor.period_start(1) + chrono::Duration::hours(10),
+        "y1",
+    )
+    .await;
+    let charged = charged_amounts(&app, &id).await;
+    assert_eq!(
+        charged,
+        vec![
+            (sub.anchor.period_id(0).to_string(), 99000),
+            (sub.anchor.period_id(1).to_string(), 99000)
+        ]
+    );
+    let after = stored(&app, &id).await;
+    assert_eq!(after.next_charge_at, sub.anchor.period_start(2));
 }
 
 /// Issue 23 §2 through the routes and the real window: a trial plan's

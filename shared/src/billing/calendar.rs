@@ -1,7 +1,10 @@
-//! The billing calendar: monthly periods anchored on the sign-up day, in
-//! Asia/Seoul. Days 29–31 clamp to the month's last day without drifting:
-//! an anchor of Jan 31 gives Feb 28 (or 29), then Mar 31 again, because every
-//! period is computed from the anchor, never from the previous charge.
+//! The billing calendar: periods of one month, N months or a year anchored
+//! on the sign-up day, in Asia/Seoul. Days 29–31 clamp to the month's last
+//! day without drifting: an anchor of Jan 31 gives Feb 28 (or 29), then
+//! Mar 31 again, because every period is computed from the anchor, never
+//! from the previous charge. A yearly anchor of 29 February bills on
+//! 28 February in common years and on the 29th again in leap years
+//! (decision 75).
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -10,13 +13,74 @@ use serde::{Deserialize, Serialize};
 /// The time zone of every calendar decision.
 pub const BILLING_TZ: Tz = chrono_tz::Asia::Seoul;
 
-/// The sign-up date in Seoul: period 0 starts that day, period `k` starts
-/// `k` months later on the same day of month (clamped).
+/// The sign-up date in Seoul and the length of a period: period 0 starts
+/// that day, period `k` starts `k` intervals later on the same day of month
+/// (clamped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Anchor {
     pub year: i32,
     pub month: u32,
     pub day: u32,
+    /// Months per period: 1 (the default), 2–12, or 12 for a year.
+    #[serde(default)]
+    pub interval: Interval,
+}
+
+/// How often a plan bills: every month (the default), every N months
+/// (2–12) or every year. Periods are whole months, so a period id (the
+/// start's `YYYYMM`) stays unique whatever the interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Interval {
+    #[default]
+    Month,
+    /// Every N months, 2 to 12.
+    Months(u8),
+    Year,
+}
+
+/// The N of `months:N`.
+pub const INTERVAL_MONTHS: std::ops::RangeInclusive<u8> = 2..=12;
+
+impl Interval {
+    /// Months in one period.
+    pub fn months(self) -> u32 {
+        match self {
+            Self::Month => 1,
+            Self::Months(n) => u32::from(n),
+            Self::Year => 12,
+        }
+    }
+
+    /// `month`, `year` or `months:N`: the API's and the table's spelling.
+    pub fn label(self) -> String {
+        match self {
+            Self::Month => "month".into(),
+            Self::Months(n) => format!("months:{n}"),
+            Self::Year => "year".into(),
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "month" => Some(Self::Month),
+            "year" => Some(Self::Year),
+            _ => {
+                let n = s.strip_prefix("months:")?;
+                // Digits only: no sign, no spaces.
+                if n.is_empty() || n.len() > 2 || !n.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                let n: u8 = n.parse().ok()?;
+                INTERVAL_MONTHS.contains(&n).then_some(Self::Months(n))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Interval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.label())
+    }
 }
 
 /// A billing period id, `YYYYMM` of the period's start month in Seoul.
@@ -46,22 +110,52 @@ impl std::fmt::Display for PeriodId {
 
 impl Anchor {
     /// The anchor of a subscription that starts at `instant`.
+    /// A monthly one; [`Anchor::every`] sets another interval.
     pub fn from_instant(instant: DateTime<Utc>) -> Self {
-        let local = instant.with_timezone(&BILLING_TZ);
+        Self::from_date(instant.with_timezone(&BILLING_TZ).date_naive())
+    }
+
+    /// A monthly anchor on `date`.
+    pub fn from_date(date: NaiveDate) -> Self {
         Self {
-            year: local.year(),
-            month: local.month(),
-            day: local.day(),
+            year: date.year(),
+            month: date.month(),
+            day: date.day(),
+            interval: Interval::Month,
         }
     }
 
+    /// A monthly anchor; [`Anchor::every`] sets another interval.
     pub fn new(year: i32, month: u32, day: u32) -> Option<Self> {
-        NaiveDate::from_ymd_opt(year, month, day).map(|_| Self { year, month, day })
+        NaiveDate::from_ymd_opt(year, month, day).map(Self::from_date)
+    }
+
+    /// The same date, with periods of `interval`.
+    pub fn every(self, interval: Interval) -> Self {
+        Self { interval, ..self }
+    }
+
+    /// The same interval, anchored on the Seoul date of `instant` (a
+    /// calendar that re-anchors keeps its plan's interval).
+    pub fn moved_to(self, instant: DateTime<Utc>) -> Self {
+        Self::from_instant(instant).every(self.interval)
+    }
+
+    /// The same interval, anchored on `date`.
+    pub fn moved_to_date(self, date: NaiveDate) -> Self {
+        Self::from_date(date).every(self.interval)
+    }
+
+    /// `YYYY-MM-DD`.
+    pub fn date_text(&self) -> String {
+        format!("{:04}-{:02}-{:02}", self.year, self.month, self.day)
     }
 
     /// The local start date of period `k`.
     pub fn period_date(&self, k: u32) -> NaiveDate {
-        let months = (self.year as i64) * 12 + (self.month as i64 - 1) + k as i64;
+        let months = (self.year as i64) * 12
+            + (self.month as i64 - 1)
+            + k as i64 * i64::from(self.interval.months());
         let year = months.div_euclid(12) as i32;
         let month = months.rem_euclid(12) as u32 + 1;
         let day = self.day.min(days_in_month(year, month));
@@ -119,6 +213,51 @@ mod tests {
         assert_eq!(leap.period_date(2), date(2028, 3, 31));
     }
 
+    /// A yearly plan anchored on 29 February bills on 28 February in
+    /// common years and on the 29th in leap years; N months step N months.
+    #[test]
+    fn longer_intervals_step_from_the_anchor_and_clamp_the_same_way() {
+        let leap = Anchor::new(2028, 2, 29).unwrap().every(Interval::Year);
+        assert_eq!(leap.period_date(1), date(2029, 2, 28));
+        assert_eq!(leap.period_date(4), date(2032, 2, 29));
+        assert_eq!(leap.period_id(1).as_str(), "202902");
+        let quarterly = Anchor::new(2026, 11, 30)
+            .unwrap()
+            .every(Interval::Months(3));
+        assert_eq!(quarterly.period_date(1), date(2027, 2, 28));
+        assert_eq!(quarterly.period_date(2), date(2027, 5, 30));
+        assert_eq!(quarterly.period_id(4).as_str(), "202711");
+        let moved = quarterly.moved_to(leap.period_start(0));
+        assert_eq!((moved.year, moved.month, moved.day), (2028, 2, 29));
+        assert_eq!(moved.interval, Interval::Months(3));
+    }
+
+    #[test]
+    fn intervals_parse_strictly() {
+        for (s, i) in [
+            ("month", Interval::Month),
+            ("year", Interval::Year),
+            ("months:2", Interval::Months(2)),
+            ("months:12", Interval::Months(12)),
+        ] {
+            assert_eq!(Interval::parse(s), Some(i), "{s}");
+            assert_eq!(i.label(), s);
+        }
+        for s in [
+            "months:1",
+            "months:13",
+            "months:0",
+            "months:",
+            "months:+3",
+            "months: 3",
+            "monthly",
+            "Year",
+            "months:003",
+        ] {
+            assert_eq!(Interval::parse(s), None, "{s}");
+        }
+    }
+
     #[test]
     fn period_starts_at_seoul_midnight() {
         let a = Anchor::new(2026, 11, 25).unwrap();
@@ -166,6 +305,19 @@ mod tests {
             prop_assert_ne!(a.period_id(k), a.period_id(k + 1));
             let gap = a.period_start(k + 1) - a.period_start(k);
             prop_assert!(gap.num_days() >= 28 && gap.num_days() <= 31);
+        }
+
+        #[test]
+        fn every_interval_steps_whole_months_from_the_anchor(y in 2000i32..2100, m in 1u32..=12, d in 1u32..=31, n in 1u8..=12, k in 0u32..60) {
+            prop_assume!(NaiveDate::from_ymd_opt(y, m, d).is_some());
+            let interval = if n == 1 { Interval::Month } else { Interval::Months(n) };
+            let a = Anchor::new(y, m, d).unwrap().every(interval);
+            let p = a.period_date(k);
+            let months = (p.year() - y) as i64 * 12 + p.month() as i64 - m as i64;
+            prop_assert_eq!(months, i64::from(k) * i64::from(n));
+            prop_assert_eq!(p.day(), d.min(days_in_month(p.year(), p.month())));
+            prop_assert!(a.period_start(k) < a.period_start(k + 1));
+            prop_assert_ne!(a.period_id(k), a.period_id(k + 1));
         }
     }
 }

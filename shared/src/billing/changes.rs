@@ -156,7 +156,7 @@ pub fn back_in_access(
             before: sub.anchor,
         };
     }
-    let fresh = Anchor::from_instant(now);
+    let fresh = sub.anchor.moved_to(now);
     let mut not_billed = Vec::new();
     match policy {
         ResumePolicy::Reanchor => {

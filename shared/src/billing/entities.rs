@@ -80,6 +80,8 @@ pub struct Registration {
     pub replaces_key: bool,
     /// The plan's free trial, if it has one (`billing::trials`).
     pub trial: Option<TrialTerms>,
+    /// The plan's billing interval: the new subscription's calendar.
+    pub interval: super::Interval,
     /// The consent to convert, taken with the sign-up (a trial whose
     /// `consent` is `signup`), with the merchant's evidence.
     pub consent: Option<Consent>,

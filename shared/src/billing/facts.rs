@@ -3,7 +3,6 @@
 
 use chrono::{DateTime, Utc};
 
-use super::calendar::Anchor;
 use super::declines::DeclineClass;
 use super::dunning::{DunningPolicy, DunningStep};
 use super::entities::{AttemptResult, AttemptState, ChargeAttempt, Subscription};
@@ -270,7 +269,7 @@ pub fn next_state(
                 // Access came back with the outstanding period charged
                 // first: the next period starts a period after this payment.
                 next.reanchor_on_payment = false;
-                next.anchor = Anchor::from_instant(now);
+                next.anchor = next.anchor.moved_to(now);
                 next.period_index = 1;
             } else {
                 next.period_index += 1;

@@ -157,7 +157,7 @@ pub fn noticed(sub: &Subscription, check: KeyCheck, now: DateTime<Utc>) -> Subsc
     // converts no sooner than 7 Seoul days after the day it was told.
     let (anchor, ends_at) = super::trials::trial_end(TRIAL_NOTICE_DAYS, now);
     if sub.status == SubscriptionStatus::Trialing && sub.next_charge_at < ends_at {
-        next.anchor = anchor;
+        next.anchor = anchor.every(sub.anchor.interval);
         next.next_charge_at = ends_at;
         if let Some(t) = next.trial.as_mut() {
             t.ends_at = ends_at;

@@ -47,27 +47,7 @@ impl std::fmt::Display for PlanId {
     }
 }
 
-/// How often a plan bills. Only monthly for now (issue 25 adds years and
-/// N months).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Interval {
-    Month,
-}
-
-impl Interval {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Month => "month",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "month" => Some(Self::Month),
-            _ => None,
-        }
-    }
-}
+pub use super::calendar::Interval;
 
 /// One version of a plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,7 +152,7 @@ pub fn new_plan(
         None => Interval::Month,
         Some(s) => match Interval::parse(s) {
             Some(i) => i,
-            None => return bad("interval must be month"),
+            None => return bad("interval must be month, year or months:N with N from 2 to 12"),
         },
     };
     let notice_days = match new.notice_days {
@@ -321,9 +301,21 @@ mod tests {
             refused(usd).as_deref(),
             Some("currency must be KRW (billing keys charge won)")
         );
-        let mut yearly = asked(None, "n", 9900);
+        for bad in ["months:13", "months:1", "weekly", "months:0"] {
+            let mut odd = asked(None, "n", 9900);
+            odd.interval = Some(bad.into());
+            assert_eq!(
+                refused(odd).as_deref(),
+                Some("interval must be month, year or months:N with N from 2 to 12"),
+                "{bad}"
+            );
+        }
+        let mut yearly = asked(None, "n", 99_000);
         yearly.interval = Some("year".into());
-        assert_eq!(refused(yearly).as_deref(), Some("interval must be month"));
+        assert_eq!(
+            new_plan(yearly, generated(), now).map(|p| p.interval),
+            Ok(Interval::Year)
+        );
         for days in [-1, 15, 365] {
             let mut asked = asked(None, "n", 9900);
             asked.notice_days = Some(days);

@@ -166,7 +166,7 @@ pub fn quote(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::billing::Anchor;
+    use crate::billing::{Anchor, Interval};
     use crate::testing;
 
     fn kst(s: &str) -> DateTime<Utc> {
@@ -225,6 +225,34 @@ mod tests {
             (q.days_total, q.days_used, q.refund),
             (31, 1, 9900 * 30 / 31)
         );
+    }
+
+    /// A yearly plan's quote counts the days of its year (decision 75).
+    #[test]
+    fn a_yearly_period_counts_the_days_of_its_year() {
+        // 2027-01-01 .. 2028-01-01: 365 days; cancelled on 1 April (day 91).
+        let (mut sub, mut charge) = paid(anchor(2027, 1, 1).every(Interval::Year), 0);
+        charge.amount = 99_000;
+        sub.plan.amount = 99_000;
+        let q = quote(
+            &sub,
+            Some(&charge),
+            PRORATA,
+            kst("2027-04-01T12:00:00+09:00"),
+        );
+        let q = q.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((q.days_total, q.days_used), (365, 91));
+        assert_eq!(q.refund, 99_000 * 274 / 365);
+        assert_eq!(q.period.as_str(), "202701");
+        // A leap year's period has 366.
+        let (sub, charge) = paid(anchor(2028, 1, 1).every(Interval::Year), 0);
+        let q = quote(
+            &sub,
+            Some(&charge),
+            PRORATA,
+            kst("2028-01-01T12:00:00+09:00"),
+        );
+        assert_eq!(q.map(|q| q.days_total), Ok(366));
     }
 
     #[test]

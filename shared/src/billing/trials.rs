@@ -10,7 +10,7 @@
 //! charge. Before it claims period 0, the run asks [`Subscription::conversion`]:
 //! without a consent the trial lapses ([`lapsed`]) and nothing is charged.
 
-use chrono::{DateTime, Datelike, Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 
 use super::calendar::{Anchor, BILLING_TZ};
 use super::entities::Subscription;
@@ -126,11 +126,7 @@ pub enum Conversion {
 /// signed up on 3 December is charged on 17 December, 00:00 KST).
 pub fn trial_end(days: u16, now: DateTime<Utc>) -> (Anchor, DateTime<Utc>) {
     let date = now.with_timezone(&BILLING_TZ).date_naive() + Duration::days(i64::from(days));
-    let anchor = Anchor {
-        year: date.year(),
-        month: date.month(),
-        day: date.day(),
-    };
+    let anchor = Anchor::from_date(date);
     (anchor, anchor.period_start(0))
 }
 
@@ -255,7 +251,7 @@ pub fn lapsed(sub: &Subscription, now: DateTime<Utc>) -> Option<Subscription> {
         && !sub.cancel_at_period_end
     {
         let (anchor, ends_at) = trial_end(trial.terms.days, trial.ends_at);
-        next.anchor = anchor;
+        next.anchor = anchor.every(sub.anchor.interval);
         next.next_charge_at = ends_at;
         next.notice = None;
         if let Some(t) = next.trial.as_mut() {

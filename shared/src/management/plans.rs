@@ -56,7 +56,7 @@ pub struct CatalogueView {
     pub name: String,
     pub amount: i64,
     pub currency: &'static str,
-    pub interval: &'static str,
+    pub interval: String,
     pub notice_days: u16,
     /// 0 without a trial.
     pub trial_days: u16,
@@ -130,7 +130,7 @@ impl From<&PlanRecord> for CatalogueView {
             name: p.name.clone(),
             amount: p.amount,
             currency: "KRW",
-            interval: p.interval.as_str(),
+            interval: p.interval.label(),
             notice_days: p.notice_days,
             trial_days: p.trial.map_or(0, |t| t.days),
             conversion_consent: p.trial.map(|t| t.consent.as_str()),

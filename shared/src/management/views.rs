@@ -219,6 +219,8 @@ pub struct SubscriptionView {
     pub pending_plan: Option<PlanView>,
     /// The sign-up date in Seoul: periods start on this day of the month.
     pub anchor: String,
+    /// How often it bills: `month`, `year` or `months:N` (decision 75).
+    pub interval: String,
     /// The period charged next (`YYYYMM`).
     pub current_period: String,
     pub next_charge_at: Option<String>,
@@ -352,10 +354,8 @@ pub(super) fn view(sub: &Subscription, current: Option<&ChargeAttempt>) -> Subsc
         plan_id: sub.plan_ref.as_ref().map(|p| p.id.to_string()),
         plan_version: sub.plan_ref.as_ref().map(|p| p.version),
         pending_plan: sub.pending_plan.as_ref().map(Into::into),
-        anchor: format!(
-            "{:04}-{:02}-{:02}",
-            sub.anchor.year, sub.anchor.month, sub.anchor.day
-        ),
+        anchor: sub.anchor.date_text(),
+        interval: sub.anchor.interval.label(),
         current_period: sub.current_period().to_string(),
         next_charge_at: sub
             .status

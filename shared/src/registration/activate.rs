@@ -516,11 +516,11 @@ fn activation(
     refs: &crate::billing::UidKey,
     now: DateTime<Utc>,
 ) -> (Subscription, Option<ChargeAttempt>) {
-    let mut sub = fresh_subscription(reg, key, Anchor::from_instant(now), now);
+    let mut sub = fresh_subscription(reg, key, Anchor::from_instant(now).every(reg.interval), now);
     // A trial: period 0 starts at its end, and waits for the consent.
     if let Some(terms) = reg.trial {
         let (anchor, ends_at) = trials::trial_end(terms.days, now);
-        sub.anchor = anchor;
+        sub.anchor = anchor.every(reg.interval);
         sub.next_charge_at = ends_at;
         sub.status = SubscriptionStatus::Pending
             .apply(Event::TrialStarted)

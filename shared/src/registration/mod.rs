@@ -21,8 +21,8 @@ pub use callback::{CallbackOutcome, CallbackParams, FailureReason, FirstCharge, 
 
 use crate::billing::trials::{Consent, ConversionConsent, TrialTerms};
 use crate::billing::{
-    Buyer, MerchantUid, Plan, PlanId, PlanRef, Registration, RegistrationStatus, Subscription,
-    SubscriptionId,
+    Buyer, Interval, MerchantUid, Plan, PlanId, PlanRef, Registration, RegistrationStatus,
+    Subscription, SubscriptionId,
 };
 use crate::engine::{Budget, Engine};
 use crate::gateway::window::{IssueBillingKeyParams, RequestPayParams};
@@ -253,7 +253,7 @@ pub async fn prepare<L: Ledger, G: PaymentGateway>(
         .map(url::Url::as_str)
         .ok_or(PrepareError::NotConfigured)?;
     check_len("user_id", &request.user_id, 128)?;
-    let (plan, plan_ref, trial) = match (request.plan_id, request.plan) {
+    let (plan, plan_ref, trial, interval) = match (request.plan_id, request.plan) {
         (Some(_), Some(_)) => {
             return Err(PrepareError::Invalid(
                 "give plan_id or plan (deprecated), not both".into(),
@@ -264,6 +264,7 @@ pub async fn prepare<L: Ledger, G: PaymentGateway>(
             validated_plan(input, &settings.registration.default_plan)?,
             None,
             None,
+            Interval::Month,
         ),
     };
     let consent = signup_consent(trial.as_ref(), request.consent.as_ref(), now)?;
@@ -301,6 +302,7 @@ pub async fn prepare<L: Ledger, G: PaymentGateway>(
         sweep_at: Some(now + SWEEP_AFTER),
         replaces_key: false,
         trial,
+        interval,
         consent,
     };
     engine.ledger.put_registration(&reg).await?;
@@ -350,7 +352,7 @@ fn signup_consent(
 async fn catalogue_plan<L: Ledger, G>(
     engine: &Engine<L, G>,
     id: &str,
-) -> Result<(Plan, Option<PlanRef>, Option<TrialTerms>), PrepareError> {
+) -> Result<(Plan, Option<PlanRef>, Option<TrialTerms>, Interval), PrepareError> {
     let unknown = || PrepareError::UnknownPlan(id.to_owned());
     let id = PlanId::parse(id).ok_or_else(unknown)?;
     let record = engine
@@ -358,7 +360,12 @@ async fn catalogue_plan<L: Ledger, G>(
         .get_plan(&id, None)
         .await?
         .ok_or_else(unknown)?;
-    Ok((record.plan(), Some(record.reference()), record.trial))
+    Ok((
+        record.plan(),
+        Some(record.reference()),
+        record.trial,
+        record.interval,
+    ))
 }
 
 enum Existing {
@@ -425,6 +432,7 @@ pub async fn prepare_key_replacement<L: Ledger, G: PaymentGateway>(
         sweep_at: Some(now + SWEEP_AFTER),
         replaces_key: true,
         trial: None,
+        interval: sub.anchor.interval,
         consent: None,
     };
     engine.ledger.put_registration(&reg).await?;

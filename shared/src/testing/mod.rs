@@ -209,6 +209,7 @@ pub async fn store_subscription<L: crate::ledger::Ledger>(ledger: &L, sub: &Subs
         imp_uid: None,
         sweep_at: None,
         replaces_key: false,
+        interval: Default::default(),
         trial: None,
         consent: None,
     };

@@ -712,6 +712,7 @@ async fn seed_with<L: shared::ledger::Ledger>(
         imp_uid: None,
         sweep_at: None,
         replaces_key: false,
+        interval: Default::default(),
         trial: trial.as_ref().map(|(t, _)| *t),
         consent: trial.and_then(|(_, c)| c),
     };

@@ -9,9 +9,9 @@ use super::table::{
     CONSENT_PK, CONSENT_SK, DUE_PK, DUE_SK, PK, PLAN_PK, PLAN_SK, SK, TTL_ATTRIBUTE,
 };
 use crate::billing::{
-    Anchor, AttemptState, AuditEntry, Buyer, ChargeAttempt, DeclineClass, KeyInfo, PeriodId, Plan,
-    RefundCause, Registration, RegistrationStatus, Resolution, Subscription, SubscriptionId,
-    SubscriptionStatus, TaxSetting,
+    Anchor, AttemptState, AuditEntry, Buyer, ChargeAttempt, DeclineClass, Interval, KeyInfo,
+    PeriodId, Plan, RefundCause, Registration, RegistrationStatus, Resolution, Subscription,
+    SubscriptionId, SubscriptionStatus, TaxSetting,
 };
 use crate::ledger::{LedgerError, RefundIntent, RefundState};
 use crate::secret::Pii;
@@ -369,6 +369,7 @@ pub fn registration_to_item(reg: &Registration, shards: u32) -> Item {
     }
     super::trials::put_terms(&mut item, reg.trial.as_ref());
     super::trials::put_consent(&mut item, reg.consent.as_ref());
+    put_interval(&mut item, reg.interval);
     put_buyer(&mut item, &reg.buyer);
     if let (RegistrationStatus::Pending, Some(at)) = (reg.status, reg.sweep_at) {
         item.insert(DUE_PK.into(), s(due_pk(reg.subscription_id.shard(shards))));
@@ -407,8 +408,26 @@ pub fn registration_from_item(item: &Item) -> Result<Registration, LedgerError> 
         sweep_at: r.opt_time("sweep_at")?,
         replaces_key: r.bool("replaces_key")?,
         trial: super::trials::read_terms(&r)?,
+        interval: interval(&r)?,
         consent: super::trials::read_consent(&r)?,
     })
+}
+
+/// `interval` (decision 75): absent for a monthly calendar, as on every
+/// item written before intervals.
+fn put_interval(item: &mut Item, interval: Interval) {
+    if interval != Interval::Month {
+        item.insert("interval".into(), s(interval.label()));
+    }
+}
+
+fn interval(r: &Reader<'_>) -> Result<Interval, LedgerError> {
+    match r.opt_str("interval")? {
+        None => Ok(Interval::Month),
+        Some(text) => {
+            Interval::parse(&text).ok_or_else(|| LedgerError::Corrupt(format!("interval {text:?}")))
+        }
+    }
 }
 
 /// The subscription item. The due-index attributes are present only while
@@ -428,13 +447,8 @@ pub fn subscription_to_item(sub: &Subscription, shards: u32) -> Item {
     put_tax(&mut item, "plan_tax", sub.plan.tax);
     super::plans::put_plan_ref(&mut item, sub.plan_ref.as_ref());
     item.insert("status".into(), s(sub.status.as_str()));
-    item.insert(
-        "anchor".into(),
-        s(format!(
-            "{:04}-{:02}-{:02}",
-            sub.anchor.year, sub.anchor.month, sub.anchor.day
-        )),
-    );
+    item.insert("anchor".into(), s(sub.anchor.date_text()));
+    put_interval(&mut item, sub.anchor.interval);
     item.insert("period_index".into(), n(sub.period_index));
     item.insert("attempt".into(), n(sub.attempt));
     item.insert("next_charge_at".into(), ts(sub.next_charge_at));
@@ -527,7 +541,8 @@ pub fn subscription_from_item(item: &Item) -> Result<Subscription, LedgerError> 
             use chrono::Datelike;
             Anchor::new(d.year(), d.month(), d.day())
         })
-        .ok_or_else(|| LedgerError::Corrupt(format!("subscription anchor {anchor_text:?}")))?;
+        .ok_or_else(|| LedgerError::Corrupt(format!("subscription anchor {anchor_text:?}")))?
+        .every(interval(&r)?);
     Ok(Subscription {
         id: r.sub_id("subscription_id")?,
         user_id: r.str("user_id")?,
@@ -772,7 +787,7 @@ mod tests {
                 cash_receipt: None,
             },
             status: SubscriptionStatus::Active,
-            anchor: Anchor::new(2026, 1, 31).unwrap(),
+            anchor: Anchor::new(2026, 1, 31).unwrap().every(Interval::Year),
             period_index: 3,
             attempt: 2,
             next_charge_at: t,

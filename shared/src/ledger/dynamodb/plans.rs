@@ -34,7 +34,7 @@ fn plan_item(plan: &PlanRecord, pk: String, sk: String) -> Item {
     item.insert("plan_version".into(), n(plan.version));
     item.insert("plan_name".into(), s(&plan.name));
     item.insert("plan_amount".into(), n(plan.amount));
-    item.insert("interval".into(), s(plan.interval.as_str()));
+    item.insert("interval".into(), s(plan.interval.label()));
     item.insert("notice_days".into(), n(plan.notice_days));
     item::put_tax(&mut item, "plan_tax", plan.tax);
     super::trials::put_terms(&mut item, plan.trial.as_ref());

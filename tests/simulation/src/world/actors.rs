@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use shared::billing::trials::{Consent, ConversionConsent, OnNoConsent, TrialTerms};
 use shared::billing::{
-    Anchor, AttemptState, MerchantUid, Plan, Registration, RegistrationStatus, SubscriptionId,
-    SubscriptionStatus,
+    Anchor, AttemptState, Interval, MerchantUid, Plan, Registration, RegistrationStatus,
+    SubscriptionId, SubscriptionStatus,
 };
 use shared::charging::BillingRun;
 use shared::engine::Budget;
@@ -35,6 +35,17 @@ use super::{
 /// an explicit 40-day trial that ends in a cancel without a consent, an
 /// explicit 10-day one extended once, a 5-day one consented at sign-up, or
 /// (five in eight) none.
+/// A sign-up's billing interval, from its id (so the random stream is the
+/// one it always was): a fifth yearly, a fifth every two months, the rest
+/// monthly (decision 75).
+pub(super) fn sim_interval(id: &SubscriptionId) -> Interval {
+    match id.as_str().as_bytes()[9] % 5 {
+        0 => Interval::Year,
+        1 => Interval::Months(2),
+        _ => Interval::Month,
+    }
+}
+
 fn sim_trial(id: &SubscriptionId) -> Option<TrialTerms> {
     let (days, consent, on_no_consent) = match id.as_str().as_bytes()[10] % 8 {
         0 => (40, ConversionConsent::Explicit, OnNoConsent::Cancel),
@@ -201,6 +212,7 @@ impl World {
             imp_uid: None,
             sweep_at: Some(now + registration::SWEEP_AFTER),
             replaces_key: false,
+            interval: sim_interval(&id),
             trial: sim_trial(&id),
             consent: None,
         };

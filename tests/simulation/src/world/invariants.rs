@@ -17,7 +17,7 @@ use super::{SeedReport, World, lock};
 use crate::model::{MSG_SETTING, Usage};
 
 /// The invariants, by the names the summary line uses.
-pub const INVARIANTS: [&str; 26] = [
+pub const INVARIANTS: [&str; 27] = [
     "charged after a cancel",
     "billed without access",
     "two periods a day",
@@ -44,6 +44,7 @@ pub const INVARIANTS: [&str; 26] = [
     "cash receipt wrong",
     "cash receipt issued twice",
     "cash receipt for a card payment",
+    "charged more often than its interval",
 ];
 
 /// Half the sign-ups (by their id's first character, so the world's random
@@ -1141,6 +1142,60 @@ fn customer_side(
                     format!(
                         "{} billed for {period}, which began while it had no access (access back {back})",
                         p.merchant_uid
+                    ),
+                );
+            }
+        }
+    }
+    // A yearly (or N-month) subscription is charged once per period of its
+    // interval: the periods whose money it kept are at least that many
+    // months apart (a re-anchored comeback starts after a period it did
+    // not bill, so it is never closer).
+    let mut kept_periods: BTreeMap<SubscriptionId, BTreeSet<i64>> = BTreeMap::new();
+    for p in payments
+        .iter()
+        .filter(|p| p.kept() > 0 && p.usage == Usage::Charge)
+    {
+        if let Some(MerchantUid::Charge {
+            subscription,
+            period,
+            ..
+        }) = MerchantUid::parse(&p.merchant_uid)
+        {
+            let text = period.as_str();
+            let (y, m) = (text[..4].parse::<i64>(), text[4..].parse::<i64>());
+            if let (Ok(y), Ok(m)) = (y, m) {
+                kept_periods
+                    .entry(subscription)
+                    .or_default()
+                    .insert(y * 12 + m);
+            }
+        }
+    }
+    for (id, months) in &kept_periods {
+        // The interval it signed up to, from its id: a calendar that lost
+        // it on the way (a re-anchor, a trial's extension) is caught too.
+        let interval = super::actors::sim_interval(id);
+        if subs.get(id).is_some_and(|s| s.anchor.interval != interval) {
+            broken(
+                report,
+                "charged more often than its interval",
+                format!(
+                    "{id} signed up {interval}, its calendar is {:?}",
+                    subs[id].anchor.interval
+                ),
+            );
+        }
+        let every = i64::from(interval.months());
+        let months: Vec<i64> = months.iter().copied().collect();
+        for pair in months.windows(2) {
+            if pair[1] - pair[0] < every {
+                broken(
+                    report,
+                    "charged more often than its interval",
+                    format!(
+                        "{id} ({interval}) kept money for periods {} months apart",
+                        pair[1] - pair[0]
                     ),
                 );
             }

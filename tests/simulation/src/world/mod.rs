@@ -498,6 +498,7 @@ pub fn callback_with_slow_gateway(latency: Duration) -> (Duration, String) {
             imp_uid: None,
             sweep_at: None,
             replaces_key: false,
+            interval: Default::default(),
             trial: None,
             consent: None,
         };
