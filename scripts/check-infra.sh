@@ -94,6 +94,7 @@ expected = sorted([
     ("GET", "/subscriptions/{id}/cancellation-quote", api),
     ("POST", "/subscriptions/{id}/cancel", api),
     ("POST", "/subscriptions/{id}/resume", api),
+    ("POST", "/subscriptions/{id}/pause", api),
     ("POST", "/subscriptions/{id}/plan", api),
     ("POST", "/subscriptions/{id}/payment-method", api),
     ("POST", "/subscriptions/{id}/consent", api),
@@ -152,4 +153,4 @@ if problems:
     sys.exit("\n".join(problems))
 PY
 
-echo "check-infra: OK (cfn-lint, sam validate --lint, translated template, 26 routes, ${#events[@]} events, env.local.json)"
+echo "check-infra: OK (cfn-lint, sam validate --lint, translated template, 27 routes, ${#events[@]} events, env.local.json)"

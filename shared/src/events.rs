@@ -21,7 +21,7 @@ use crate::billing::trials::Trial;
 use crate::billing::{AttemptState, ChargeAttempt, Subscription, SubscriptionStatus};
 
 /// Every event type (the EventBridge `detail-type`).
-pub const TYPES: [&str; 23] = [
+pub const TYPES: [&str; 25] = [
     "subscription.activated",
     "subscription.trial_will_end",
     "subscription.trial_consented",
@@ -29,6 +29,8 @@ pub const TYPES: [&str; 23] = [
     "subscription.trial_converted",
     "subscription.past_due",
     "subscription.suspended",
+    "subscription.paused",
+    "subscription.resumed",
     "subscription.cancelled",
     "subscription.plan_changed",
     "subscription.price_change_requested",
@@ -174,6 +176,29 @@ pub fn of_subscription(old: Option<&Subscription>, new: Option<&Subscription>) -
                     "card": card(new),
                 }),
             )),
+            // Paused (decision 76): access until the paid-through date.
+            SubscriptionStatus::Paused => out.push(subscription_event(
+                "subscription.paused",
+                new,
+                json!({
+                    "paused_at": opt_time(new.pause.map(|p| p.since)),
+                    "resumes_at": opt_time(new.pause.and_then(|p| p.resumes_at)),
+                    "paid_through": paid_through(new),
+                    "access_until": rfc3339(new.period_due()),
+                }),
+            )),
+            SubscriptionStatus::Active if old.status == SubscriptionStatus::Paused => {
+                out.push(subscription_event(
+                    "subscription.resumed",
+                    new,
+                    json!({
+                        "paused_at": opt_time(old.pause.map(|p| p.since)),
+                        "current_period": new.current_period().to_string(),
+                        "next_charge_at": rfc3339(new.next_charge_at),
+                        "paid_through": paid_through(new),
+                    }),
+                ));
+            }
             SubscriptionStatus::Suspended => out.push(subscription_event(
                 "subscription.suspended",
                 new,

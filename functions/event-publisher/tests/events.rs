@@ -289,7 +289,16 @@ async fn every_flow() {
     let gina = w.sign_up("gina", 0).await;
     // hana's card is reported lost: declined for good, then replaced.
     let hana = w.sign_up("hana", 0).await;
+    // ivy pauses before her renewal: not told, not charged; resumed later.
+    let ivy = w.sign_up("ivy", 0).await;
     all.extend(w.pump().await);
+    w.api(
+        "api-pause.json",
+        &format!("/subscriptions/{ivy}/pause"),
+        json!({}),
+        None,
+    )
+    .await;
 
     w.api(
         "api-cancel.json",
@@ -349,6 +358,18 @@ async fn every_flow() {
         charged_lost, 2,
         "the card was charged for its first period at sign-up and once more, declined"
     );
+    // ivy's period was skipped while paused; she resumes by hand.
+    assert_eq!(
+        w.sub(&ivy).await.status,
+        shared::billing::SubscriptionStatus::Paused
+    );
+    w.api(
+        "api-resume.json",
+        &format!("/subscriptions/{ivy}/resume"),
+        json!({}),
+        None,
+    )
+    .await;
     // A new card charges the period at once.
     w.new_card(&hana).await;
     assert_eq!(
@@ -444,6 +465,25 @@ async fn every_flow() {
             "subscription.renewal_upcoming",
             "charge.succeeded"
         ])
+    );
+    assert_eq!(
+        got[ivy.as_str()],
+        expect(&[
+            "subscription.activated",
+            "charge.succeeded",
+            "subscription.paused",
+            "subscription.resumed"
+        ])
+    );
+    let resumed = details
+        .iter()
+        .find(|d| d["subscription_id"] == ivy.as_str() && d["type"] == "subscription.resumed")
+        .unwrap();
+    let ivy_sub = w.sub(&ivy).await;
+    assert_eq!(
+        resumed["data"]["current_period"],
+        ivy_sub.anchor.period_id(2).to_string(),
+        "the period that began while paused was skipped"
     );
     if let Some(frank) = &frank {
         assert_eq!(

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 /// Every route: method and path template (`{name}` matches one segment).
 /// `docs/openapi.yaml` documents the same list; a test compares them.
-pub const ROUTES: [(&str, &str); 23] = [
+pub const ROUTES: [(&str, &str); 24] = [
     ("GET", "/plans"),
     ("POST", "/plans"),
     ("GET", "/plans/{id}"),
@@ -29,6 +29,7 @@ pub const ROUTES: [(&str, &str); 23] = [
     ("GET", "/subscriptions/{id}/cancellation-quote"),
     ("POST", "/subscriptions/{id}/cancel"),
     ("POST", "/subscriptions/{id}/resume"),
+    ("POST", "/subscriptions/{id}/pause"),
     ("POST", "/subscriptions/{id}/plan"),
     ("POST", "/subscriptions/{id}/payment-method"),
     ("POST", "/subscriptions/{id}/consent"),
@@ -386,6 +387,13 @@ async fn dispatch<L: Ledger, G: PaymentGateway>(
             StatusCode::OK,
             management::resume(engine, p(0), &who()).await,
         ),
+        "/subscriptions/{id}/pause" => match body_of(request) {
+            Ok(input) => answer(
+                StatusCode::OK,
+                management::pause(engine, p(0), input, &who()).await,
+            ),
+            Err(e) => Answer::error(&e),
+        },
         "/subscriptions/{id}/plan" => match body_of(request) {
             Ok(input) => answer(
                 StatusCode::OK,

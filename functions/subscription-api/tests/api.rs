@@ -1881,6 +1881,134 @@ async fn a_yearly_plan_is_charged_once_a_year_from_its_sign_up_date() {
     assert_eq!(after.next_charge_at, sub.anchor.period_start(2));
 }
 
+/// Issue 25 §4 (decision 76) through the routes and the runs: a paused
+/// subscription is charged nothing and told nothing; the periods that begin
+/// while paused are skipped, never charged later; it resumes at
+/// `resumes_at` on its old calendar and is charged that day; by hand it
+/// resumes too. Bad input and a pause that is not allowed change nothing.
+#[tokio::test]
+async fn a_paused_subscription_skips_its_periods_and_resumes_on_its_calendar() {
+    let sim = start_sim().await;
+    let app = memory_app_for(&sim, &[]);
+    let id = sign_up(&app, &sim, "pausing").await;
+    let sub = stored(&app, &id).await;
+    let path = format!("/subscriptions/{id}/pause");
+    let resumes = sub.anchor.period_start(3);
+    let at = |k: u32| sub.anchor.period_start(k) + chrono::Duration::hours(10);
+    // Bad input: a clear 400, nothing changed.
+    for bad in [
+        json!({"resumes_at": "next month"}),
+        json!({"resumes_at": "2020-01-01T00:00:00Z"}),
+        json!({"resumes_at": (t0() + chrono::Duration::days(400)).to_rfc3339()}),
+        json!({"until": "2027-01-01T00:00:00Z"}),
+    ] {
+        let refused = post(&app, "api-pause.json", &path, bad.clone(), &[]).await;
+        assert_eq!(refused.status, 400, "{bad}: {}", refused.body);
+    }
+    assert_eq!(stored(&app, &id).await.version, sub.version);
+    let paused = post(
+        &app,
+        "api-pause.json",
+        &path,
+        json!({"resumes_at": resumes.to_rfc3339()}),
+        &[],
+    )
+    .await;
+    assert_eq!(paused.status, 200, "{}", paused.body);
+    assert_eq!(paused.body["status"], "paused");
+    assert_eq!(
+        paused.body["pause"]["resumes_at"],
+        resumes.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    let again = post(
+        &app,
+        "api-pause.json",
+        &path,
+        json!({"resumes_at": resumes.to_rfc3339()}),
+        &[],
+    )
+    .await;
+    assert_eq!(again.status, 200);
+    let version = stored(&app, &id).await.version;
+    assert_eq!(
+        again.body["version"].as_u64(),
+        Some(version),
+        "asking twice changes nothing"
+    );
+    // Periods 1 and 2 begin while paused: skipped (each the day after it
+    // began, when a resume can no longer charge it), nothing charged.
+    charge_run(&app, at(1), "p1").await;
+    charge_run(&app, at(2), "p2").await;
+    let skipped = stored(&app, &id).await;
+    assert_eq!(skipped.status, SubscriptionStatus::Paused);
+    assert_eq!(skipped.next_charge_at, sub.anchor.period_start(2));
+    assert_eq!(
+        charged_amounts(&app, &id).await.len(),
+        1,
+        "only the sign-up's period"
+    );
+    // Period 3 begins as it resumes: charged that day, on the old calendar.
+    charge_run(&app, at(3), "p3").await;
+    let back = stored(&app, &id).await;
+    assert_eq!(
+        (back.status, back.anchor),
+        (SubscriptionStatus::Active, sub.anchor)
+    );
+    let charged = charged_amounts(&app, &id).await;
+    let periods: Vec<String> = charged.iter().map(|(p, _)| p.clone()).collect();
+    assert_eq!(
+        periods,
+        [
+            sub.anchor.period_id(0).to_string(),
+            sub.anchor.period_id(3).to_string()
+        ],
+        "the periods inside the pause were never charged"
+    );
+    assert_eq!(back.next_charge_at, sub.anchor.period_start(4));
+
+    // By hand: paused without a date, resumed after a period began.
+    let hand = post(&app, "api-pause.json", &path, json!({}), &[]).await;
+    assert_eq!(hand.status, 200, "{}", hand.body);
+    assert_eq!(hand.body["pause"]["resumes_at"], Value::Null);
+    charge_run(&app, at(4), "p4").await;
+    testkit::clock_to(&app, at(4) + chrono::Duration::days(3));
+    let resumed = post(
+        &app,
+        "api-resume.json",
+        &format!("/subscriptions/{id}/resume"),
+        json!({}),
+        &[],
+    )
+    .await;
+    assert_eq!(resumed.status, 200, "{}", resumed.body);
+    assert_eq!(resumed.body["subscription"]["status"], "active");
+    assert_eq!(
+        resumed.body["charge"],
+        Value::Null,
+        "the next period is charged at its start"
+    );
+    assert_eq!(
+        resumed.body["subscription"]["current_period"],
+        sub.anchor.period_id(5).to_string()
+    );
+    charge_run(&app, at(5), "p5").await;
+    assert_eq!(charged_amounts(&app, &id).await.len(), 3);
+    // Not allowed: a pause of a subscription set to end is 409, nothing changed.
+    let ending = post(
+        &app,
+        "api-cancel.json",
+        &format!("/subscriptions/{id}/cancel"),
+        json!({"at": "period_end", "reason": "moving"}),
+        &[],
+    )
+    .await;
+    assert_eq!(ending.status, 200, "{}", ending.body);
+    let before = stored(&app, &id).await.version;
+    let refused = post(&app, "api-pause.json", &path, json!({}), &[]).await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert_eq!(stored(&app, &id).await.version, before);
+}
+
 /// Issue 23 §2 through the routes and the real window: a trial plan's
 /// sign-up issues the key and charges nothing; a trial converting on the
 /// sign-up's consent needs it in `prepare`; an explicit one takes it by

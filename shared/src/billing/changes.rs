@@ -45,7 +45,10 @@ pub fn cancelled(
     }
     let mut next = sub.next_version(now);
     next.cancel_reason = Some(reason.to_owned());
-    let period_end_passed = sub.period_due() <= now || !sub.status.is_chargeable();
+    // A paused one keeps access until its paid-through date, like an active
+    // one: the run ends it then (`pauses::at_period_start`).
+    let keeps_access = sub.status.is_chargeable() || sub.status == SubscriptionStatus::Paused;
+    let period_end_passed = sub.period_due() <= now || !keeps_access;
     match at {
         CancelAt::PeriodEnd if !period_end_passed => next.cancel_at_period_end = true,
         CancelAt::PeriodEnd | CancelAt::Now => {
@@ -55,6 +58,7 @@ pub fn cancelled(
                 .map_err(|e| NotAllowed(e.to_string()))?;
             next.ended_at = Some(now);
             next.cancel_at_period_end = at == CancelAt::PeriodEnd;
+            next.pause = None;
         }
     }
     Ok(next)
@@ -201,6 +205,12 @@ pub enum Resumed {
     /// A suspended subscription is charged again now (see
     /// [`back_in_access`]); success reactivates it.
     ChargeNow(Comeback),
+    /// A paused one is active again on its calendar (`pauses::unpaused`);
+    /// the periods that began while paused were skipped.
+    Unpaused {
+        next: Subscription,
+        skipped: Vec<PeriodId>,
+    },
 }
 
 pub fn resumed(
@@ -208,6 +218,10 @@ pub fn resumed(
     policy: ResumePolicy,
     now: DateTime<Utc>,
 ) -> Result<Resumed, NotAllowed> {
+    if sub.status == SubscriptionStatus::Paused {
+        let (next, skipped) = super::pauses::unpaused(sub, now)?;
+        return Ok(Resumed::Unpaused { next, skipped });
+    }
     let mut next = sub.next_version(now);
     if sub.status == SubscriptionStatus::Suspended {
         next.status = sub

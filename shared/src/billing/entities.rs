@@ -171,6 +171,8 @@ pub struct Subscription {
     /// Its newest price change, kept once it ended until the next one
     /// (`billing::price_changes`).
     pub price_change: Option<PriceChange>,
+    /// While `paused`: since when, and when it resumes (`billing::pauses`).
+    pub pause: Option<super::pauses::Pause>,
 }
 
 impl Subscription {

@@ -10,6 +10,7 @@ pub mod entities;
 pub mod facts;
 pub mod ids;
 pub mod notices;
+pub mod pauses;
 pub mod plans;
 pub mod price_changes;
 pub mod quotes;

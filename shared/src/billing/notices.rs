@@ -128,6 +128,9 @@ impl Subscription {
     /// change's consent request (`billing::price_changes`) and its charge,
     /// while it can be charged; `None` keeps it out of the index.
     pub fn due_at(&self) -> Option<DateTime<Utc>> {
+        if self.status == SubscriptionStatus::Paused {
+            return Some(self.paused_due_at());
+        }
         if !self.status.is_chargeable() {
             return None;
         }

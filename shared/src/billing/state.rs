@@ -28,6 +28,10 @@ pub enum SubscriptionStatus {
     /// An attempt needs a person (see `AttemptState::NeedsReview`): access
     /// ends and nothing is charged until an operator resolves it.
     NeedsReview,
+    /// Paused by the customer or the merchant (`billing::pauses`, decision
+    /// 76): no attempts, no notices; access until the paid-through date;
+    /// the periods that begin while paused are skipped, never charged.
+    Paused,
 }
 
 /// What can happen to a subscription.
@@ -61,6 +65,10 @@ pub enum Event {
     /// Charge the outstanding period again now (a resumed suspension, a new
     /// card after declines or a lost key).
     Retry,
+    /// Paused (an active subscription with nothing in flight).
+    Pause,
+    /// Resumed from a pause, by hand or at its `resumes_at`.
+    Unpause,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,7 +79,7 @@ pub struct IllegalTransition {
 }
 
 impl SubscriptionStatus {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Pending,
         Self::Active,
         Self::Trialing,
@@ -81,6 +89,7 @@ impl SubscriptionStatus {
         Self::KeyMissing,
         Self::ActionRequired,
         Self::NeedsReview,
+        Self::Paused,
     ];
 
     /// The one table of allowed transitions.
@@ -109,9 +118,12 @@ impl SubscriptionStatus {
                 | S::Suspended
                 | S::KeyMissing
                 | S::ActionRequired
-                | S::NeedsReview,
+                | S::NeedsReview
+                | S::Paused,
                 E::Cancel,
             ) => S::Cancelled,
+            (S::Active, E::Pause) => S::Paused,
+            (S::Paused, E::Unpause) => S::Active,
             (S::Suspended | S::KeyMissing, E::Reactivate) => S::Active,
             // Any live subscription can meet an attempt that needs a person,
             // even a suspended one (a payment arriving late).
@@ -147,6 +159,7 @@ impl SubscriptionStatus {
             Self::KeyMissing => "key_missing",
             Self::ActionRequired => "action_required",
             Self::NeedsReview => "needs_review",
+            Self::Paused => "paused",
         }
     }
 
@@ -180,6 +193,8 @@ mod tests {
             Just(Event::ResolvedPaid),
             any_status().prop_map(Event::ResolvedUnpaid),
             Just(Event::Retry),
+            Just(Event::Pause),
+            Just(Event::Unpause),
         ]
     }
 
@@ -208,6 +223,33 @@ mod tests {
         assert!(s.apply(Event::DeclinedWillRetry).is_err());
         assert_eq!(s.apply(Event::Retry).unwrap(), S::PastDue);
         assert_eq!(s.apply(Event::Cancel).unwrap(), S::Cancelled);
+    }
+
+    #[test]
+    fn only_an_active_subscription_pauses_and_a_paused_one_is_never_charged() {
+        assert_eq!(S::Active.apply(Event::Pause).unwrap(), S::Paused);
+        for from in [
+            S::PastDue,
+            S::Trialing,
+            S::Suspended,
+            S::NeedsReview,
+            S::Cancelled,
+        ] {
+            assert!(from.apply(Event::Pause).is_err(), "{from:?}");
+        }
+        let p = S::Paused;
+        assert!(!p.is_chargeable() && p.is_live());
+        for e in [
+            Event::Paid,
+            Event::DeclinedWillRetry,
+            Event::Retry,
+            Event::Pause,
+        ] {
+            assert!(p.apply(e).is_err(), "{e:?}");
+        }
+        assert_eq!(p.apply(Event::Unpause).unwrap(), S::Active);
+        assert_eq!(p.apply(Event::Cancel).unwrap(), S::Cancelled);
+        assert!(S::Active.apply(Event::Unpause).is_err());
     }
 
     #[test]

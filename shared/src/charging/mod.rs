@@ -103,6 +103,8 @@ pub enum SkipReason {
     /// Charged once per run, and one period a day: already charged in this
     /// run, or another period was paid today.
     OncePerRunOrDay,
+    /// Paused: the period that began is skipped, never charged (decision 76).
+    Paused,
 }
 
 /// A failure of a dependency as a whole: the run stops taking new work.

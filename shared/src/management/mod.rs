@@ -40,8 +40,8 @@ pub use price_changes::{
     decline_price_change, pending_consent, request_price_change,
 };
 pub use subscriptions::{
-    CancelInput, Cancelled, PlanInput, ResumedView, cancel, change_plan, charges, get,
-    list_for_user, payment_method, resume,
+    CancelInput, Cancelled, PauseInput, PlanInput, ResumedView, cancel, change_plan, charges, get,
+    list_for_user, pause, payment_method, resume,
 };
 pub use trials::{ConsentInput, consent};
 pub use views::{

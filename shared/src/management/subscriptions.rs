@@ -7,7 +7,10 @@ use tracing::{info, warn};
 use super::views::{ActionView, ChargeView, SubscriptionView, rfc3339};
 use super::{Actor, ManageError, audit, kept_changing, load, parse_id, text, view_of};
 use crate::billing::changes::{self, CancelAt, Resumed, plan_changed};
-use crate::billing::{Plan, Subscription, SubscriptionId, SubscriptionStatus};
+use crate::billing::pauses::{self, PauseError};
+use crate::billing::{
+    AttemptState, PeriodId, Plan, Subscription, SubscriptionId, SubscriptionStatus,
+};
 use crate::charging::{self, BillingRun, Outcome};
 use crate::engine::Engine;
 use crate::gateway::PaymentGateway;
@@ -246,6 +249,11 @@ pub async fn resume<L: Ledger, G: PaymentGateway>(
                 let detail = format!("suspended: {}", back.describe());
                 (back.next, detail, true)
             }
+            Resumed::Unpaused { next, skipped } => {
+                let detail = unpaused_detail(&next, &skipped);
+                let due = next.is_due(now);
+                (next, detail, due)
+            }
         };
         let entry = audit(engine, &sub, actor, "resume", detail);
         match engine
@@ -274,6 +282,98 @@ pub async fn resume<L: Ledger, G: PaymentGateway>(
     })
     .await?;
     resumed.ok_or_else(kept_changing)
+}
+
+/// The audit's words for a resume from a pause.
+pub(crate) fn unpaused_detail(next: &Subscription, skipped: &[PeriodId]) -> String {
+    let mut text = format!(
+        "paused: resumed; next charge {} ({})",
+        next.current_period(),
+        next.next_charge_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    if !skipped.is_empty() {
+        let list: Vec<&str> = skipped.iter().map(PeriodId::as_str).collect();
+        text.push_str(&format!("; skipped: {}", list.join(", ")));
+    }
+    text
+}
+
+/// `POST /subscriptions/{id}/pause` body.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PauseInput {
+    /// RFC 3339; absent: until resumed by hand.
+    #[serde(default)]
+    pub resumes_at: Option<String>,
+}
+
+/// `POST /subscriptions/{id}/pause`: no charges and no notices until it
+/// resumes (by hand or at `resumes_at`); access until the paid-through
+/// date; the periods that begin meanwhile are skipped (decision 76).
+/// Refused (409) while an attempt of its period is open.
+pub async fn pause<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    id: &str,
+    input: PauseInput,
+    actor: &Actor,
+) -> Result<SubscriptionView, ManageError> {
+    let id = parse_id(id)?;
+    let resumes_at = match input.resumes_at.as_deref() {
+        None => None,
+        Some(text) => Some(
+            chrono::DateTime::parse_from_rfc3339(text)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| {
+                    ManageError::Invalid(
+                        "resumes_at must be an RFC 3339 instant (2027-03-10T00:00:00+09:00)".into(),
+                    )
+                })?,
+        ),
+    };
+    let id = &id;
+    let paused = retry_on_conflict(3, (), |()| async move {
+        let sub = load(engine, id).await?;
+        let now = engine.now();
+        let open = engine
+            .ledger
+            .get_attempt(&sub.id, &sub.current_period(), sub.attempt)
+            .await?
+            .is_some_and(|a| a.state.is_open() || a.state == AttemptState::NeedsReview);
+        let next = match pauses::paused(&sub, resumes_at, open, now) {
+            Ok(Some(next)) => next,
+            Ok(None) => {
+                return Ok::<_, ManageError>(Pass::Done(view_of(engine, &sub).await?));
+            }
+            Err(PauseError::Invalid(m)) => return Err(ManageError::Invalid(m)),
+            Err(PauseError::NotAllowed(e)) => return Err(e.into()),
+        };
+        let detail = match resumes_at {
+            Some(at) => format!(
+                "until {}",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            None => "until resumed".to_owned(),
+        };
+        let entry = audit(engine, &sub, actor, "pause", detail);
+        match engine
+            .ledger
+            .change_subscription(&SubscriptionChange {
+                next: &next,
+                audit: Some(&entry),
+                lock: LockChange::Keep,
+            })
+            .await
+        {
+            Ok(()) => {}
+            Err(LedgerError::Conflict(_)) => return Ok(Pass::Again(())),
+            Err(e) => return Err(e.into()),
+        }
+        info!(subscription_id = %id, resumes_at = ?resumes_at, "subscription paused");
+        Ok(Pass::Done(view_of(engine, &next).await?))
+    })
+    .await?;
+    paused.ok_or_else(kept_changing)
 }
 
 /// Charges a subscription that is due now (back in access), and says what

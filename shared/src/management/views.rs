@@ -221,6 +221,8 @@ pub struct SubscriptionView {
     pub anchor: String,
     /// How often it bills: `month`, `year` or `months:N` (decision 75).
     pub interval: String,
+    /// While paused: since when, and when it resumes (decision 76).
+    pub pause: Option<PauseView>,
     /// The period charged next (`YYYYMM`).
     pub current_period: String,
     pub next_charge_at: Option<String>,
@@ -275,6 +277,13 @@ fn trial_view(t: &Trial) -> TrialView {
         extended: t.extended,
         consent: t.consent.as_ref().map(consent_view),
     }
+}
+
+/// A pause in force, as the API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PauseView {
+    pub paused_at: String,
+    pub resumes_at: Option<String>,
 }
 
 /// A subscription's price change as the API shows it.
@@ -356,6 +365,10 @@ pub(super) fn view(sub: &Subscription, current: Option<&ChargeAttempt>) -> Subsc
         pending_plan: sub.pending_plan.as_ref().map(Into::into),
         anchor: sub.anchor.date_text(),
         interval: sub.anchor.interval.label(),
+        pause: sub.pause.map(|p| PauseView {
+            paused_at: rfc3339(p.since),
+            resumes_at: p.resumes_at.map(rfc3339),
+        }),
         current_period: sub.current_period().to_string(),
         next_charge_at: sub
             .status

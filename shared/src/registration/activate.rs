@@ -637,6 +637,7 @@ fn fresh_subscription(
         reanchor_on_payment: false,
         action_reason: None,
         price_change: None,
+        pause: None,
         notice: None,
         trial: None,
     }

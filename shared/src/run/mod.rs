@@ -245,6 +245,16 @@ async fn subscription<L: Ledger, G: PaymentGateway>(
             reason: SkipReason::NotFound,
         }));
     };
+    // Paused: resumed at its `resumes_at` (then worked like any other), or
+    // the period that began is skipped (decision 76).
+    let sub = if sub.status == crate::billing::SubscriptionStatus::Paused {
+        match while_paused(engine, sub).await? {
+            Ok(resumed) => resumed,
+            Err(outcome) => return Ok(Worked::Charge(outcome)),
+        }
+    } else {
+        sub
+    };
     // A consent request (decision 69) waits for a charge due now: the
     // charge goes first, the request at the next run.
     if sub
@@ -260,6 +270,63 @@ async fn subscription<L: Ledger, G: PaymentGateway>(
     attempt::charge_read(engine, sub, run, pace)
         .await
         .map(Worked::Charge)
+}
+
+/// A paused subscription from the due index: `Ok` with it resumed (its
+/// `resumes_at` came), or what the run did instead (skipped the periods
+/// that began, ended it on a period-end cancel, or nothing yet).
+async fn while_paused<L: Ledger, G>(
+    engine: &Engine<L, G>,
+    sub: crate::billing::Subscription,
+) -> Result<Result<crate::billing::Subscription, Outcome>, RunError> {
+    use crate::billing::pauses;
+    use crate::ledger::{LedgerError, LockChange, SubscriptionChange};
+    let now = engine.now();
+    let busy = Outcome::Skipped {
+        reason: SkipReason::Busy,
+    };
+    let (next, skipped, resumed) = if sub.resume_due(now) {
+        match pauses::unpaused(&sub, now) {
+            Ok((next, skipped)) => (next, skipped, true),
+            Err(_) => return Ok(Err(busy)),
+        }
+    } else if let Some((next, skipped)) = pauses::at_period_start(&sub, now) {
+        (next, skipped, false)
+    } else {
+        return Ok(Err(Outcome::Skipped {
+            reason: SkipReason::NotDue,
+        }));
+    };
+    let ended = next.status == crate::billing::SubscriptionStatus::Cancelled;
+    let change = SubscriptionChange {
+        next: &next,
+        audit: None,
+        lock: if ended {
+            LockChange::Release(sub.lock_name())
+        } else {
+            LockChange::Keep
+        },
+    };
+    match engine.ledger.change_subscription(&change).await {
+        Ok(()) => {}
+        Err(LedgerError::Conflict(_)) => return Ok(Err(busy)),
+        Err(e) => return Err(e.into()),
+    }
+    let skipped: Vec<&str> = skipped.iter().map(|p| p.as_str()).collect();
+    if resumed {
+        tracing::info!(?skipped, next_charge_at = %next.next_charge_at, "pause over: resumed");
+        return Ok(Ok(next));
+    }
+    if ended {
+        tracing::info!("paused with a period-end cancel: ended at its period's end");
+        return Ok(Err(Outcome::Skipped {
+            reason: SkipReason::CancelledAtPeriodEnd,
+        }));
+    }
+    tracing::info!(?skipped, next_charge_at = %next.next_charge_at, "paused: period skipped, not charged");
+    Ok(Err(Outcome::Skipped {
+        reason: SkipReason::Paused,
+    }))
 }
 
 /// Counts of one run, also logged and emitted as metrics.

@@ -123,6 +123,7 @@ pub fn subscription(id: &str, anchor: Anchor) -> Subscription {
         reanchor_on_payment: false,
         action_reason: None,
         price_change: None,
+        pause: None,
         notice: None,
         trial: None,
     }

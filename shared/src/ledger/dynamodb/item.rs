@@ -511,6 +511,10 @@ pub fn subscription_to_item(sub: &Subscription, shards: u32) -> Item {
     put_notice(&mut item, sub.notice.as_ref());
     super::trials::put_trial(&mut item, sub.trial.as_ref());
     super::price_changes::put_price_change(&mut item, sub.price_change.as_ref());
+    if let Some(p) = &sub.pause {
+        item.insert("paused_at".into(), ts(p.since));
+        put_opt(&mut item, "resumes_at", p.resumes_at.map(ts));
+    }
     if let Some(at) = sub.due_at() {
         item.insert(DUE_PK.into(), s(due_pk(sub.id.shard(shards))));
         item.insert(DUE_SK.into(), ts(at));
@@ -609,6 +613,13 @@ pub fn subscription_from_item(item: &Item) -> Result<Subscription, LedgerError> 
         notice: read_notice(&r)?,
         trial: super::trials::read_trial(&r)?,
         price_change: super::price_changes::read_price_change(item)?,
+        pause: match r.opt_time("paused_at")? {
+            None => None,
+            Some(since) => Some(crate::billing::pauses::Pause {
+                since,
+                resumes_at: r.opt_time("resumes_at")?,
+            }),
+        },
     })
 }
 
@@ -863,6 +874,12 @@ mod tests {
                     crate::billing::price_changes::Outcome::Applied,
                     t + chrono::Duration::days(30),
                 )),
+            }),
+            // Stored and read back (decision 76); a paused status is set
+            // where the due index is checked.
+            pause: Some(crate::billing::pauses::Pause {
+                since: t,
+                resumes_at: Some(t + chrono::Duration::days(40)),
             }),
         }
     }

@@ -273,7 +273,74 @@ impl World {
             && self.rand(|r| r.random_bool(0.7))
         {
             let at = Duration::from_secs(self.rand(|r| r.random_range(3_600..50 * 86_400)));
-            tokio::spawn(Arc::clone(&self).consent(id, at));
+            tokio::spawn(Arc::clone(&self).consent(id.clone(), at));
+        }
+        // A quarter of the customers pause for a while (decision 76), by
+        // their id so the draws before are the ones they always were.
+        if id.as_str().as_bytes()[8].is_multiple_of(4) {
+            let at = Duration::from_secs(self.rand(|r| r.random_range(2..70) * 86_400 + 3_600));
+            let racing = self.rand(|r| r.random_bool(0.5));
+            tokio::spawn(Arc::clone(&self).pause(id, at, racing));
+        }
+    }
+
+    /// A customer pauses through the management API at `at` (some just as
+    /// a run charges them), until a date (sometimes a period's start) or
+    /// until they resume by hand weeks later; some pause again.
+    async fn pause(self: Arc<Self>, id: SubscriptionId, at: Duration, racing: bool) {
+        tokio::time::sleep(at).await;
+        if racing && let Some(sub) = self.ledger.subscription_now(&id) {
+            let first = ten_am(self.origin, 0);
+            let days = ((sub.next_charge_at - first).num_seconds().max(0) + 86_399) / 86_400;
+            let jitter = chrono::Duration::milliseconds(self.rand(|r| r.random_range(0..150)));
+            tokio::time::sleep(until(ten_am(self.origin, days) + jitter, self.now())).await;
+        }
+        let Some(sub) = self.ledger.subscription_now(&id) else {
+            return;
+        };
+        let now = self.now();
+        let resumes_at = match self.rand(|r| r.random_range(0..4)) {
+            // By hand, later.
+            0 => None,
+            // On a period's start two periods on.
+            1 => Some(sub.anchor.period_start(sub.period_index + 2)),
+            // Any time in the next ten weeks.
+            _ => Some(
+                now + chrono::Duration::seconds(self.rand(|r| r.random_range(3_600..70 * 86_400))),
+            ),
+        };
+        let (inv, engine) = self.engine("manage");
+        let actor = Actor::named("customer");
+        let input = management::PauseInput {
+            resumes_at: resumes_at.map(|t| t.to_rfc3339()),
+        };
+        let done = self
+            .call(
+                inv,
+                &format!("{id} pause until {resumes_at:?}"),
+                management::pause(&engine, id.as_str(), input, &actor),
+            )
+            .await;
+        match done {
+            Some(Ok(_)) => self.count("paused"),
+            Some(Err(_)) => self.count("pauses refused"),
+            None => {}
+        }
+        if resumes_at.is_none() && matches!(done, Some(Ok(_))) {
+            let later = Duration::from_secs(self.rand(|r| r.random_range(5..60) * 86_400 + 7_200));
+            tokio::time::sleep(later).await;
+            let (inv, engine) = self.engine("manage");
+            let done = self
+                .call(
+                    inv,
+                    &format!("{id} resume from pause"),
+                    management::resume(&engine, id.as_str(), &actor),
+                )
+                .await;
+            self.count_outcome(
+                done.as_ref().map(|r| r.is_ok()),
+                "resumed from a pause by hand",
+            );
         }
     }
 

@@ -17,7 +17,7 @@ use super::{SeedReport, World, lock};
 use crate::model::{MSG_SETTING, Usage};
 
 /// The invariants, by the names the summary line uses.
-pub const INVARIANTS: [&str; 27] = [
+pub const INVARIANTS: [&str; 29] = [
     "charged after a cancel",
     "billed without access",
     "two periods a day",
@@ -45,6 +45,8 @@ pub const INVARIANTS: [&str; 27] = [
     "cash receipt issued twice",
     "cash receipt for a card payment",
     "charged more often than its interval",
+    "charged inside a pause",
+    "pause overran",
 ];
 
 /// Half the sign-ups (by their id's first character, so the world's random
@@ -165,6 +167,9 @@ fn no_access(s: SubscriptionStatus) -> bool {
             | SubscriptionStatus::ActionRequired
             | SubscriptionStatus::NeedsReview
             | SubscriptionStatus::Cancelled
+            // Access lasts until the paid-through date, which is when a
+            // period would begin: a period that begins paused is skipped.
+            | SubscriptionStatus::Paused
     )
 }
 
@@ -180,6 +185,17 @@ impl Observed {
             .take_while(|(since, _)| *since <= t)
             .last()
             .map(|(_, s)| *s)
+    }
+
+    /// Whether it was paused at any time in `[from, to)`.
+    fn paused_during(&self, id: &SubscriptionId, from: DateTime<Utc>, to: DateTime<Utc>) -> bool {
+        let Some(history) = self.statuses.get(id) else {
+            return false;
+        };
+        history.iter().enumerate().any(|(i, (since, s))| {
+            let until = history.get(i + 1).map(|(t, _)| *t);
+            *s == SubscriptionStatus::Paused && *since < to && until.is_none_or(|u| u > from)
+        })
     }
 
     /// When the no-access stretch that covers `t` ended (`None`: it did
@@ -1024,7 +1040,7 @@ pub(super) fn verdict(world: &World) -> SeedReport {
     // chargeable one is not behind.
     let end = world.now();
     for s in subs.values() {
-        if s.anchor == Anchor::from_instant(s.created_at) {
+        if s.anchor == s.anchor.moved_to(s.created_at) {
             let paid: BTreeSet<PeriodId> = attempts
                 .iter()
                 .filter(|a| {
@@ -1032,14 +1048,41 @@ pub(super) fn verdict(world: &World) -> SeedReport {
                 })
                 .map(|a| a.period.clone())
                 .collect();
-            let expected: BTreeSet<PeriodId> =
-                (0..s.period_index).map(|k| s.anchor.period_id(k)).collect();
+            // A period it was paused in and did not pay was skipped (decision
+            // 76): never charged, so not expected ("charged inside a pause"
+            // checks that none that began paused was charged).
+            let obs = lock(&world.observed);
+            let expected: BTreeSet<PeriodId> = (0..s.period_index)
+                .filter(|&k| {
+                    let id = s.anchor.period_id(k);
+                    paid.contains(&id)
+                        || !obs.paused_during(
+                            &s.id,
+                            s.anchor.period_start(k),
+                            s.anchor.period_start(k + 1),
+                        )
+                })
+                .map(|k| s.anchor.period_id(k))
+                .collect();
+            drop(obs);
             if paid != expected && s.status != SubscriptionStatus::Cancelled {
                 report.violations.push(format!(
                     "seed {}: {} paid periods {paid:?}, expected {expected:?}",
                     world.seed, s.id
                 ));
             }
+        }
+
+        // A pause with a date is over by the first run after it.
+        if let Some(at) = s.pause.and_then(|p| p.resumes_at)
+            && s.status == SubscriptionStatus::Paused
+            && at + chrono::Duration::days(2) < end
+        {
+            broken(
+                &mut report,
+                "pause overran",
+                format!("{} still paused, due to resume at {at}", s.id),
+            );
         }
         if s.status.is_chargeable() && s.next_charge_at + chrono::Duration::days(2) < end {
             report.stuck += 1;
@@ -1136,9 +1179,15 @@ fn customer_side(
                 && seoul_date(start) < seoul_date(back)
                 && paid_at >= back
             {
+                let paused =
+                    obs.status_at(&subscription, start) == Some(SubscriptionStatus::Paused);
                 broken(
                     report,
-                    "billed without access",
+                    if paused {
+                        "charged inside a pause"
+                    } else {
+                        "billed without access"
+                    },
                     format!(
                         "{} billed for {period}, which began while it had no access (access back {back})",
                         p.merchant_uid
