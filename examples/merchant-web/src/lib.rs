@@ -21,7 +21,8 @@
 //!   subscription it names, its pending price change, the mid-term cancel's quote), and
 //!   `POST /api/portal/action {t, action, quote_id?}` does what the customer clicked, on the
 //!   subscription the link names and no other: `consent` / `decline` a price increase, `cancel_now`
-//!   (with the quoted refund), `cancel_period_end`, `change_card` (the PG's window again).
+//!   (with the quoted refund), `cancel_period_end`, `change_card` (the PG's window again),
+//!   `pause` (until resumed) and `resume` (issue 25 §4).
 //!
 //! In AWS the two billing routes take IAM auth: the merchant's backend signs them (SigV4, e.g. with
 //! `aws-sigv4`); this example calls the local stack's function URLs, which need none. Its "login" is a
@@ -384,6 +385,9 @@ async fn portal_action(State(shop): State<Arc<Shop>>, body: Bytes) -> Response {
         ),
         "cancel_period_end" => ("cancel", json!({"at": "period_end", "reason": reason})),
         "change_card" => ("payment-method", json!({})),
+        // A pause until the customer comes back (decision 76), and the way back.
+        "pause" => ("pause", json!({})),
+        "resume" => ("resume", json!({})),
         other => {
             return error(
                 StatusCode::BAD_REQUEST,

@@ -475,15 +475,15 @@ async fn a_customer_answers_a_price_increase_and_cancels_on_the_my_subscription_
         serde_json::json!({"id": "monthly-plus", "name": "월간 구독", "amount": 12900}),
     )
     .await;
-    // Four customers, each paid for the period that began an hour ago.
+    // Five customers, each paid for the period that began an hour ago.
     let mut subs = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..5 {
         subs.push(
             testkit::seed_subscription(&s.app, &s.sim, t0 - chrono::Duration::hours(1)).await,
         );
     }
     run_at(&s, t0).await;
-    let (yes, no, now, later) = (&subs[0], &subs[1], &subs[2], &subs[3]);
+    let (yes, no, now, later, resting) = (&subs[0], &subs[1], &subs[2], &subs[3], &subs[4]);
     for sub in [yes, no] {
         let answer = api(
             &s,
@@ -581,6 +581,23 @@ async fn a_customer_answers_a_price_increase_and_cancels_on_the_my_subscription_
         later_attempts.iter().all(|a| a.refunded == 0),
         "nothing refunded at period end"
     );
+
+    // A pause and a resume: one click each (issue 25 §4).
+    open_account(&client, &s, &resting.id).await;
+    click(&client, "#pause").await;
+    wait_text(&client, "#status", "일시 정지됨").await;
+    wait_text(&client, "#resume", "다시 시작").await;
+    snap(&client, "10-account-paused").await;
+    assert_eq!(
+        stored(&s, &resting.id).await.status,
+        SubscriptionStatus::Paused
+    );
+    click(&client, "#resume").await;
+    wait_text(&client, "#result", "다시 시작되었습니다").await;
+    wait_text(&client, "#status", "이용 중").await;
+    let back = stored(&s, &resting.id).await;
+    assert_eq!(back.status, SubscriptionStatus::Active);
+    assert_eq!(back.anchor, resting.anchor, "the calendar is kept");
 
     // A link for one subscription opens no other, and a forged one nothing.
     let forged = format!(
