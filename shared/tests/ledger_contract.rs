@@ -145,6 +145,7 @@ fn registration(id: &SubscriptionId, now: DateTime<Utc>) -> Registration {
         replaces_key: false,
         // Stored and read back like every other field (decision 75).
         interval: shared::billing::Interval::Months(3),
+        billing: None,
         trial: None,
         consent: None,
     }
@@ -1954,6 +1955,13 @@ fn plan(id: &str, version: u32, amount: i64, at: DateTime<Utc>) -> PlanRecord {
         }),
         created_at: at,
         tax: shared::billing::TaxSetting::Taxable,
+        // Even versions bill on a fixed day: kept with the version too.
+        billing: version
+            .is_multiple_of(2)
+            .then_some(shared::billing::BillingDay {
+                day: 31,
+                first: shared::billing::FirstPeriod::Free,
+            }),
     }
 }
 

@@ -387,7 +387,12 @@ async fn dispatch<L: Ledger, G: PaymentGateway>(
             StatusCode::OK,
             management::resume(engine, p(0), &who()).await,
         ),
-        "/subscriptions/{id}/pause" => match body_of(request) {
+        // No body is a pause until resumed by hand.
+        "/subscriptions/{id}/pause" => match if request.body().is_empty() {
+            Ok(management::PauseInput::default())
+        } else {
+            body_of(request)
+        } {
             Ok(input) => answer(
                 StatusCode::OK,
                 management::pause(engine, p(0), input, &who()).await,

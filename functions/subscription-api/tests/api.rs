@@ -1881,6 +1881,116 @@ async fn a_yearly_plan_is_charged_once_a_year_from_its_sign_up_date() {
     assert_eq!(after.next_charge_at, sub.anchor.period_start(2));
 }
 
+/// Issue 25 §2 (decision 77): a billing-day plan's sign-up is charged for
+/// the days to its billing day, prorated to the won, and every period after
+/// starts on the billing day; a free first period charges nothing until
+/// then; a mid-term cancel's quote counts the days from the sign-up.
+#[tokio::test]
+async fn a_billing_day_plan_prorates_its_first_period_and_bills_on_its_day() {
+    use chrono::NaiveDate;
+    let sim = start_sim().await;
+    let app = memory_app_for(&sim, &[]);
+    let today = app.engine.now().with_timezone(&BILLING_TZ).date_naive();
+    let day = if today.day() == 1 { 2 } else { 1 };
+    // The billing date on or before today, and the next one.
+    let prev = if today.day() >= day {
+        NaiveDate::from_ymd_opt(today.year(), today.month(), day).unwrap()
+    } else {
+        (NaiveDate::from_ymd_opt(today.year(), today.month(), 1).unwrap() - chrono::Days::new(1))
+            .with_day(day)
+            .unwrap()
+    };
+    let next = prev.checked_add_months(chrono::Months::new(1)).unwrap();
+    let (days, of) = ((next - today).num_days(), (next - prev).num_days());
+    let prorated = 9900 * days / of;
+    for (id, first) in [("day-prorated", "prorated"), ("day-free", "free")] {
+        let created = post(
+            &app,
+            "api-create-plan.json",
+            "/plans",
+            json!({"id": id, "name": format!("매월 {day}일 결제 {first}"), "amount": 9900,
+                   "billing_day": day, "first_period": first}),
+            &[],
+        )
+        .await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        assert_eq!(created.body["billing_day"], day);
+        assert_eq!(created.body["first_period"], first);
+    }
+    for bad in [
+        json!({"id": "day0", "name": "n", "amount": 9900, "billing_day": 0}),
+        json!({"id": "day32", "name": "n", "amount": 9900, "billing_day": 32}),
+        json!({"id": "half", "name": "n", "amount": 9900, "billing_day": 5, "first_period": "half"}),
+        json!({"id": "alone", "name": "n", "amount": 9900, "first_period": "free"}),
+        json!({"id": "trial", "name": "n", "amount": 9900, "billing_day": 5, "trial_days": 7}),
+    ] {
+        let refused = post(&app, "api-create-plan.json", "/plans", bad.clone(), &[]).await;
+        assert_eq!(refused.status, 400, "{bad}: {}", refused.body);
+    }
+    let sign_up_to = |plan: &'static str, user: &'static str| {
+        let app = &app;
+        let sim = &sim;
+        async move {
+            let response = billing_callback::handle(
+                app,
+                http_request(
+                    "prepare.json",
+                    None,
+                    Some(&json!({"user_id": user, "plan_id": plan}).to_string()),
+                ),
+            )
+            .await
+            .unwrap();
+            assert_eq!(response.status().as_u16(), 201);
+            let prepared: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+            complete_window(app, sim, sdk(&prepared)).await;
+            SubscriptionId::parse(prepared["subscription_id"].as_str().unwrap()).unwrap()
+        }
+    };
+    let prorated_id = sign_up_to("day-prorated", "billing-day-1").await;
+    let free_id = sign_up_to("day-free", "billing-day-2").await;
+    let first_period = format!("{:04}{:02}", prev.year(), prev.month());
+    assert_eq!(
+        charged_amounts(&app, &prorated_id).await,
+        vec![(first_period.clone(), prorated)],
+        "{days} of {of} days of 9,900"
+    );
+    assert!(
+        charged_amounts(&app, &free_id).await.is_empty(),
+        "a free first period"
+    );
+    let due = BILLING_TZ
+        .from_local_datetime(&next.and_hms_opt(0, 0, 0).unwrap())
+        .unwrap()
+        .with_timezone(&Utc);
+    for id in [&prorated_id, &free_id] {
+        let sub = stored(&app, id).await;
+        assert_eq!(sub.next_charge_at, due, "billed on the billing day");
+        assert_eq!(sub.anchor.day, day);
+    }
+    // The quote counts the days from the sign-up (what was paid for).
+    let q = quote_of(
+        &app,
+        &format!("/subscriptions/{prorated_id}/cancellation-quote"),
+        "",
+    )
+    .await;
+    assert_eq!(q.status, 200, "{}", q.body);
+    assert_eq!(q.body["days_total"].as_i64(), Some(days), "{}", q.body);
+    assert_eq!(q.body["paid_amount"].as_i64(), Some(prorated));
+    // On the billing day both are charged the plan's price.
+    charge_run(&app, due + chrono::Duration::hours(10), "billing-day").await;
+    let next_period = format!("{:04}{:02}", next.year(), next.month());
+    assert_eq!(
+        charged_amounts(&app, &prorated_id).await,
+        vec![(first_period, prorated), (next_period.clone(), 9900)]
+    );
+    assert_eq!(
+        charged_amounts(&app, &free_id).await,
+        vec![(next_period, 9900)]
+    );
+}
+
 /// Issue 25 §4 (decision 76) through the routes and the runs: a paused
 /// subscription is charged nothing and told nothing; the periods that begin
 /// while paused are skipped, never charged later; it resumes at
@@ -1935,8 +2045,8 @@ async fn a_paused_subscription_skips_its_periods_and_resumes_on_its_calendar() {
         Some(version),
         "asking twice changes nothing"
     );
-    // Periods 1 and 2 begin while paused: skipped (each the day after it
-    // began, when a resume can no longer charge it), nothing charged.
+    // Periods 1 and 2 begin while paused: each skipped once it ended,
+    // nothing charged.
     charge_run(&app, at(1), "p1").await;
     charge_run(&app, at(2), "p2").await;
     let skipped = stored(&app, &id).await;
@@ -1966,12 +2076,15 @@ async fn a_paused_subscription_skips_its_periods_and_resumes_on_its_calendar() {
     );
     assert_eq!(back.next_charge_at, sub.anchor.period_start(4));
 
-    // By hand: paused without a date, resumed after a period began.
-    let hand = post(&app, "api-pause.json", &path, json!({}), &[]).await;
+    // By hand: paused without a date (no body at all), resumed three days
+    // into a period that began paused: charged the rest of it, prorated.
+    let hand = call(&app, request("api-pause.json", &path, Some(""), &[])).await;
     assert_eq!(hand.status, 200, "{}", hand.body);
     assert_eq!(hand.body["pause"]["resumes_at"], Value::Null);
     charge_run(&app, at(4), "p4").await;
     testkit::clock_to(&app, at(4) + chrono::Duration::days(3));
+    let (d4, d5) = (sub.anchor.period_date(4), sub.anchor.period_date(5));
+    let rest = 9900 * (d5 - (d4 + chrono::Days::new(3))).num_days() / (d5 - d4).num_days();
     let resumed = post(
         &app,
         "api-resume.json",
@@ -1982,17 +2095,20 @@ async fn a_paused_subscription_skips_its_periods_and_resumes_on_its_calendar() {
     .await;
     assert_eq!(resumed.status, 200, "{}", resumed.body);
     assert_eq!(resumed.body["subscription"]["status"], "active");
-    assert_eq!(
-        resumed.body["charge"],
-        Value::Null,
-        "the next period is charged at its start"
-    );
+    assert_eq!(resumed.body["charge"], "paid", "{}", resumed.body);
     assert_eq!(
         resumed.body["subscription"]["current_period"],
         sub.anchor.period_id(5).to_string()
     );
     charge_run(&app, at(5), "p5").await;
-    assert_eq!(charged_amounts(&app, &id).await.len(), 3);
+    let charged = charged_amounts(&app, &id).await;
+    assert_eq!(
+        charged[2..],
+        [
+            (sub.anchor.period_id(4).to_string(), rest),
+            (sub.anchor.period_id(5).to_string(), 9900)
+        ]
+    );
     // Not allowed: a pause of a subscription set to end is 409, nothing changed.
     let ending = post(
         &app,

@@ -146,9 +146,10 @@ impl Anchor {
         Self::from_date(date).every(self.interval)
     }
 
-    /// `YYYY-MM-DD`.
+    /// `YYYY-MM-DD` of period 0's start (a billing day past the month's
+    /// end shows as the month's last day).
     pub fn date_text(&self) -> String {
-        format!("{:04}-{:02}-{:02}", self.year, self.month, self.day)
+        self.period_date(0).format("%Y-%m-%d").to_string()
     }
 
     /// The local start date of period `k`.
@@ -178,6 +179,83 @@ impl Anchor {
         let d = self.period_date(k);
         PeriodId(format!("{:04}{:02}", d.year(), d.month()))
     }
+}
+
+/// A plan's fixed billing day (issue 25 §2, decision 77): every
+/// subscription of the plan bills on this day of the month (clamped to a
+/// shorter month's last day), whatever day it signed up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BillingDay {
+    /// 1 to 31.
+    pub day: u8,
+    /// What the first, partial period (sign-up to the first billing day)
+    /// costs.
+    pub first: FirstPeriod,
+}
+
+/// The first, partial period of a billing-day plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstPeriod {
+    /// Nothing: the first charge is on the first billing day.
+    Free,
+    /// One charge at sign-up for the days to the first billing day, the
+    /// plan's price × those days ÷ the days of the billing period they fall
+    /// in, rounded down to the won (the default).
+    Prorated,
+    /// The plan's price at sign-up, for the partial period.
+    Full,
+}
+
+impl FirstPeriod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Free => "free",
+            Self::Prorated => "prorated",
+            Self::Full => "full",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Free, Self::Prorated, Self::Full]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+/// The days of the month a billing day may name.
+pub const BILLING_DAYS: std::ops::RangeInclusive<u8> = 1..=31;
+
+/// A billing-day calendar for a sign-up on `today`: the anchor is the
+/// billing date on or before `today` (day `billing.day`, clamped), so
+/// period 0 is the billing period the sign-up falls in; the days from
+/// `today` to period 1's start are the partial first period (`days` of the
+/// period's `of`). `None` when `today` is a billing date itself: an
+/// ordinary calendar anchored today.
+pub fn aligned(
+    today: NaiveDate,
+    billing: BillingDay,
+    interval: Interval,
+) -> Option<(Anchor, u32, u32)> {
+    let day = u32::from(billing.day);
+    let in_month = |y: i32, m: u32| day.min(days_in_month(y, m));
+    let (mut y, mut m) = (today.year(), today.month());
+    if in_month(y, m) == today.day() {
+        return None;
+    }
+    if in_month(y, m) > today.day() {
+        // The billing date of the month before.
+        (y, m) = if m == 1 { (y - 1, 12) } else { (y, m - 1) };
+    }
+    let anchor = Anchor {
+        year: y,
+        month: m,
+        day,
+        interval,
+    };
+    let (start, next) = (anchor.period_date(0), anchor.period_date(1));
+    let days = u32::try_from((next - today).num_days()).unwrap_or(0);
+    let of = u32::try_from((next - start).num_days()).unwrap_or(1).max(1);
+    Some((anchor, days, of))
 }
 
 pub fn days_in_month(year: i32, month: u32) -> u32 {
@@ -230,6 +308,46 @@ mod tests {
         let moved = quarterly.moved_to(leap.period_start(0));
         assert_eq!((moved.year, moved.month, moved.day), (2028, 2, 29));
         assert_eq!(moved.interval, Interval::Months(3));
+    }
+
+    /// Decision 77: the anchor is the billing date on or before the
+    /// sign-up; the partial period runs to the next one.
+    #[test]
+    fn a_billing_day_anchors_on_the_billing_date_before_the_sign_up() {
+        let b = |day| BillingDay {
+            day,
+            first: FirstPeriod::Prorated,
+        };
+        // 7 December, billing on the 1st: from 1 December, 25 of 31 days.
+        let (a, days, of) = aligned(date(2026, 12, 7), b(1), Interval::Month).unwrap();
+        assert_eq!(
+            (a.period_date(0), a.period_date(1)),
+            (date(2026, 12, 1), date(2027, 1, 1))
+        );
+        assert_eq!((days, of), (25, 31));
+        assert_eq!(a.period_id(0).as_str(), "202612");
+        // 7 December, billing on the 25th: from 25 November, 18 of 30 days.
+        let (a, days, of) = aligned(date(2026, 12, 7), b(25), Interval::Month).unwrap();
+        assert_eq!(
+            (a.period_date(0), a.period_date(1)),
+            (date(2026, 11, 25), date(2026, 12, 25))
+        );
+        assert_eq!((days, of), (18, 30));
+        // The 31st: clamped in February, the 31st again in March.
+        let (a, days, _) = aligned(date(2027, 3, 5), b(31), Interval::Month).unwrap();
+        assert_eq!(
+            (a.period_date(0), a.period_date(1), a.period_date(2)),
+            (date(2027, 2, 28), date(2027, 3, 31), date(2027, 4, 30))
+        );
+        assert_eq!(days, 26);
+        assert_eq!(a.date_text(), "2027-02-28");
+        // Signed up on the billing date (or its clamped day): no partial period.
+        assert!(aligned(date(2026, 12, 1), b(1), Interval::Month).is_none());
+        assert!(aligned(date(2027, 2, 28), b(31), Interval::Month).is_none());
+        // A yearly plan: the partial period is most of a year.
+        let (a, days, of) = aligned(date(2026, 12, 7), b(1), Interval::Year).unwrap();
+        assert_eq!(a.period_date(1), date(2027, 12, 1));
+        assert_eq!((days, of), (359, 365));
     }
 
     #[test]

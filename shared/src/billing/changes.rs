@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use super::calendar::{Anchor, BILLING_TZ, PeriodId};
-use super::entities::{AttemptState, ChargeAttempt, KeyInfo, Plan, Subscription};
+use super::entities::{AttemptState, ChargeAttempt, KeyInfo, PartialPeriod, Plan, Subscription};
 use super::facts::{PaymentRecord, RecordStatus};
 use super::state::{Event, SubscriptionStatus};
 
@@ -45,10 +45,13 @@ pub fn cancelled(
     }
     let mut next = sub.next_version(now);
     next.cancel_reason = Some(reason.to_owned());
-    // A paused one keeps access until its paid-through date, like an active
-    // one: the run ends it then (`pauses::at_period_start`).
-    let keeps_access = sub.status.is_chargeable() || sub.status == SubscriptionStatus::Paused;
-    let period_end_passed = sub.period_due() <= now || !keeps_access;
+    // A paused one keeps access until what it paid for ends: the run ends
+    // it then (`pauses::at_period_start`).
+    let period_end_passed = if sub.status == SubscriptionStatus::Paused {
+        sub.paid_until() <= now
+    } else {
+        sub.period_due() <= now || !sub.status.is_chargeable()
+    };
     match at {
         CancelAt::PeriodEnd if !period_end_passed => next.cancel_at_period_end = true,
         CancelAt::PeriodEnd | CancelAt::Now => {
@@ -166,11 +169,20 @@ pub fn back_in_access(
         ResumePolicy::Reanchor => {
             next.anchor = fresh;
             next.period_index = 0;
-            // A period that began this month keeps its id: its attempts go on.
+            // A period that began this month keeps its id: its attempts go
+            // on, at their amount. A new one is a whole period at the plan's
+            // price (not a billing-day plan's prorated first one).
             next.attempt = if fresh.period_id(0) == outstanding {
+                // Its part-priced amount moves to the period's new index,
+                // so a retry charges what the first attempt claimed.
+                next.partial = sub
+                    .partial
+                    .filter(|p| p.index == sub.period_index)
+                    .map(|p| PartialPeriod { index: 0, ..p });
                 fresh_attempt
             } else {
                 not_billed.push(outstanding.clone());
+                next.partial = None;
                 1
             };
             next.reanchor_on_payment = false;
@@ -219,7 +231,7 @@ pub fn resumed(
     now: DateTime<Utc>,
 ) -> Result<Resumed, NotAllowed> {
     if sub.status == SubscriptionStatus::Paused {
-        let (next, skipped) = super::pauses::unpaused(sub, now)?;
+        let (next, skipped) = super::pauses::unpaused(sub, now, now)?;
         return Ok(Resumed::Unpaused { next, skipped });
     }
     let mut next = sub.next_version(now);
@@ -436,6 +448,12 @@ pub fn resolved(
         Event::ResolvedUnpaid(sub.review_from.unwrap_or(SubscriptionStatus::Active))
     };
     if sub.status == SubscriptionStatus::NeedsReview {
+        // A paused one stays paused whatever the late money paid (its
+        // periods are skipped; a payment for an older one pays that one).
+        let event = match sub.review_from {
+            Some(SubscriptionStatus::Paused) => Event::ResolvedUnpaid(SubscriptionStatus::Paused),
+            _ => event,
+        };
         next.status = sub
             .status
             .apply(event)
@@ -721,6 +739,33 @@ mod tests {
         };
         assert_eq!((back.next.anchor, back.next.attempt), (s.anchor, 5));
         assert!(back.not_billed.is_empty());
+    }
+
+    /// Simulation seeds 1479 (V1) and 1456 (V2): a pause resumed mid-period
+    /// claimed the rest prorated, was declined, and a new card the same
+    /// month re-anchored the period (same id, index 0) and charged it again
+    /// at the full price: a retry at another amount.
+    #[test]
+    fn a_comeback_in_the_same_month_keeps_a_part_priced_periods_amount() {
+        let mut s = sub();
+        s.status = SubscriptionStatus::PastDue;
+        s.period_index = 2; // 202702, begun on Feb 1
+        s.partial = Some(PartialPeriod {
+            index: 2,
+            days: 21,
+            of: 28,
+        });
+        let now = day(2027, 2, 26, 7);
+        let mut next = s.clone();
+        next.status = SubscriptionStatus::PastDue;
+        let back = back_in_access(&s, next, true, ResumePolicy::Reanchor, now);
+        let r = &back.next;
+        assert_eq!((r.current_period().as_str(), r.attempt), ("202702", 2));
+        assert_eq!(
+            r.period_amount(),
+            7425,
+            "the retry keeps the claimed amount"
+        );
     }
 
     #[test]

@@ -82,6 +82,8 @@ pub struct Registration {
     pub trial: Option<TrialTerms>,
     /// The plan's billing interval: the new subscription's calendar.
     pub interval: super::Interval,
+    /// The plan's fixed billing day, if any (decision 77).
+    pub billing: Option<super::BillingDay>,
     /// The consent to convert, taken with the sign-up (a trial whose
     /// `consent` is `signup`), with the merchant's evidence.
     pub consent: Option<Consent>,
@@ -173,6 +175,41 @@ pub struct Subscription {
     pub price_change: Option<PriceChange>,
     /// While `paused`: since when, and when it resumes (`billing::pauses`).
     pub pause: Option<super::pauses::Pause>,
+    /// A period that costs less than the plan's price, because only part
+    /// of it is had: a billing-day plan's first period (decision 77), or
+    /// the rest of the period a pause ended in (decision 76). Kept as a
+    /// share of the period's days and priced at the claim, at the price the
+    /// claim charges (a price change applied there included); cleared once
+    /// that period is paid or left.
+    pub partial: Option<PartialPeriod>,
+}
+
+/// A period charged in part (see [`Subscription::partial`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartialPeriod {
+    /// The period's index on the subscription's calendar.
+    pub index: u32,
+    /// The days of it charged, of its `of` days.
+    pub days: u32,
+    pub of: u32,
+}
+
+impl PartialPeriod {
+    /// Its price at a plan of `amount`: [`prorated`], and never under the
+    /// smallest amount a plan may charge (a part is only kept when it was
+    /// above that at the price then; a price lowered since can bring it
+    /// under).
+    pub fn price(&self, amount: i64) -> i64 {
+        prorated(amount, self.days, self.of).unwrap_or(*super::plans::PLAN_AMOUNT.start())
+    }
+}
+
+/// The plan's `amount` for `days` of a period of `of` days, rounded down
+/// to the won; `None` under the smallest amount a plan may charge (then
+/// the part is not charged at all).
+pub fn prorated(amount: i64, days: u32, of: u32) -> Option<i64> {
+    let part = amount * i64::from(days) / i64::from(of.max(1));
+    (part >= *super::plans::PLAN_AMOUNT.start()).then_some(part)
 }
 
 impl Subscription {
@@ -187,6 +224,16 @@ impl Subscription {
 
     pub fn is_due(&self, now: DateTime<Utc>) -> bool {
         self.status.is_chargeable() && self.next_charge_at <= now
+    }
+
+    /// What its period to charge next costs: the plan's price, or its
+    /// share of it for a period had in part (decisions 76, 77). A claim
+    /// fixes it on the attempt: every re-send and refund uses the attempt's.
+    pub fn period_amount(&self) -> i64 {
+        match self.partial {
+            Some(p) if p.index == self.period_index => p.price(self.plan.amount),
+            _ => self.plan.amount,
+        }
     }
 
     /// Whether `attempt` is the one this subscription would charge next.

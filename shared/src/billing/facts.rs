@@ -276,6 +276,7 @@ pub fn next_state(
             }
             next.attempt = 1;
             next.next_charge_at = next.anchor.period_start(next.period_index);
+            next.partial = None;
             next.paid_on = Some(now.with_timezone(&super::BILLING_TZ).date_naive());
             // A plan change waiting for the next period takes effect now.
             if let Some(plan) = next.pending_plan.take() {

@@ -20,7 +20,7 @@ pub mod state;
 pub mod tax;
 pub mod trials;
 
-pub use calendar::{Anchor, BILLING_TZ, Interval, PeriodId};
+pub use calendar::{Anchor, BILLING_TZ, BillingDay, FirstPeriod, Interval, PeriodId};
 pub use declines::DeclineClass;
 pub use dunning::{DunningPolicy, DunningStep};
 pub use entities::{

@@ -95,7 +95,13 @@ impl Subscription {
     /// set to end and not re-anchoring on an outstanding period.
     pub fn notice_at(&self) -> Option<DateTime<Utc>> {
         let days = match self.status {
-            SubscriptionStatus::Active if self.period_index >= 1 && self.plan.notice_days > 0 => {
+            // (The rest of a period a pause ended in is charged the day it
+            // resumes, on the customer's word: not a renewal, not noticed.)
+            SubscriptionStatus::Active
+                if self.period_index >= 1
+                    && self.plan.notice_days > 0
+                    && self.partial.is_none_or(|p| p.index != self.period_index) =>
+            {
                 self.plan.notice_days
             }
             SubscriptionStatus::Trialing if self.period_index == 0 => {

@@ -1,25 +1,28 @@
 //! Pausing a subscription (issue 25 §4, decision 76): instead of a cancel,
 //! the customer stops paying for a while and keeps the calendar. Pure:
-//! whether a pause may start, what the run does at a period start while
-//! paused, and what a resume does.
+//! whether a pause may start, what the run does while paused, and what a
+//! resume does.
 //!
 //! - Only an `active` subscription pauses, and only with no attempt of its
-//!   period open (a charge in flight, or one waiting for a person) and no
-//!   period-end cancel pending.
-//! - Access lasts until the paid-through date (the start of the period
-//!   charged next); nothing is charged and no notice goes out while paused.
-//! - Every period that begins while paused is skipped, never charged later:
-//!   the run moves the calendar past it at its start (`skipped`).
+//!   period open (a charge in flight, or one waiting for a person), no
+//!   period-end cancel pending and no comeback re-anchoring on its payment.
+//! - Access lasts until the paid-through date (the start of the first
+//!   period not paid); nothing is charged and no notice goes out while
+//!   paused.
+//! - A period the pause covers whole is skipped, never charged: the run
+//!   moves the calendar past it once it has ended.
 //! - It resumes by hand (`POST /subscriptions/{id}/resume`) or at
-//!   `resumes_at` (the run), keeping the anchor: the next period on the old
-//!   calendar is charged as usual; one that began on the day of the resume
-//!   is charged that day (as any comeback's, decision 42).
+//!   `resumes_at` (the run), keeping the anchor. A period that began on the
+//!   resume's Seoul day is charged as it is; one the pause covered in part
+//!   is charged for the rest of its days, prorated to the won (under the
+//!   smallest amount a plan may charge, not at all), so a resume is never a
+//!   free stretch and never a charge for paused days.
 
 use chrono::{DateTime, Duration, Utc};
 
 use super::calendar::{BILLING_TZ, PeriodId};
 use super::changes::NotAllowed;
-use super::entities::Subscription;
+use super::entities::{PartialPeriod, Subscription, prorated};
 use super::state::{Event, SubscriptionStatus};
 
 /// The furthest ahead a pause's `resumes_at` may be.
@@ -54,12 +57,25 @@ impl Subscription {
                 .is_some_and(|at| at <= now)
     }
 
-    /// Its place in the due index while paused: the earlier of the next
-    /// period's start (to skip it) and the resume.
+    /// The end of what a paused subscription paid for: the start of its
+    /// first period not paid (the run skips periods only once they ended,
+    /// so this is the period it is in, or the next).
+    pub fn paid_until(&self) -> DateTime<Utc> {
+        self.anchor.period_start(self.period_index)
+    }
+
+    /// Its place in the due index while paused: the earliest of its resume,
+    /// the end of the period it is in (to skip it) and, with a period-end
+    /// cancel, the end of what it paid for.
     pub(crate) fn paused_due_at(&self) -> DateTime<Utc> {
-        self.pause
-            .and_then(|p| p.resumes_at)
-            .map_or(self.next_charge_at, |at| at.min(self.next_charge_at))
+        let mut at = self.anchor.period_start(self.period_index + 1);
+        if self.cancel_at_period_end {
+            at = at.min(self.paid_until());
+        }
+        if let Some(resume) = self.pause.and_then(|p| p.resumes_at) {
+            at = at.min(resume);
+        }
+        at
     }
 }
 
@@ -112,9 +128,9 @@ pub fn paused(
         )
         .into());
     }
-    if open_attempt {
+    if open_attempt || sub.reanchor_on_payment {
         return Err(NotAllowed(
-            "a charge of its period is open or waits for a person: pause it once that is settled"
+            "a charge of its period is open, waits for a person or is being collected again: pause it once that is settled"
                 .into(),
         )
         .into());
@@ -131,50 +147,55 @@ pub fn paused(
     Ok(Some(next))
 }
 
-/// A paused subscription after a period began (the run): every period
-/// that began on an earlier Seoul day is skipped; one that began today is
-/// left for a day, so a resume later today charges it as it is (as
-/// [`unpaused`] does). A period-end cancel asked while paused ends it at
-/// the period's start instead. `None`: nothing to do yet.
+/// A paused subscription as the run finds it at `now`: every period that
+/// has ended is skipped (never charged); a period-end cancel asked while
+/// paused ends it once what it paid for has. `None`: nothing to do yet.
 pub fn at_period_start(
     sub: &Subscription,
     now: DateTime<Utc>,
 ) -> Option<(Subscription, Vec<PeriodId>)> {
-    if sub.status != SubscriptionStatus::Paused || sub.next_charge_at > now {
+    if sub.status != SubscriptionStatus::Paused {
         return None;
     }
     let mut next = sub.next_version(now);
-    if sub.cancel_at_period_end {
+    if sub.cancel_at_period_end && sub.paid_until() <= now {
         next.status = sub.status.apply(Event::Cancel).ok()?;
         next.ended_at = Some(now);
         next.pause = None;
         return Some((next, Vec::new()));
     }
-    let skipped = skip_before_today(&mut next, now);
+    let today = now.with_timezone(&BILLING_TZ).date_naive();
+    let skipped = skip_ended(&mut next, today);
     (!skipped.is_empty()).then_some((next, skipped))
 }
 
-/// Moves `next` past every period that began before `now`'s Seoul date.
-fn skip_before_today(next: &mut Subscription, now: DateTime<Utc>) -> Vec<PeriodId> {
-    let today = now.with_timezone(&BILLING_TZ).date_naive();
+/// Moves `next` past every period that ended by `day` (the next one began
+/// on or before it).
+fn skip_ended(next: &mut Subscription, day: chrono::NaiveDate) -> Vec<PeriodId> {
     let mut skipped = Vec::new();
-    while next.anchor.period_date(next.period_index) < today && skipped.len() < 600 {
+    while next.anchor.period_date(next.period_index + 1) <= day && skipped.len() < 600 {
         skipped.push(next.current_period());
         next.period_index += 1;
     }
     if !skipped.is_empty() {
         next.attempt = 1;
         next.next_charge_at = next.anchor.period_start(next.period_index);
+        if next.partial.is_some_and(|p| p.index < next.period_index) {
+            next.partial = None;
+        }
     }
     skipped
 }
 
-/// The subscription resumed from its pause at `now` (by hand, or at its
-/// `resumes_at`): active again on its old calendar. Periods that began
-/// before today's Seoul date are skipped (the run may not have reached
-/// them yet); one that began today is charged as it is.
+/// The subscription resumed from its pause at `now` (by hand, or by the
+/// run for a `resumes_at` of `from`; by hand `from` is `now`): active again
+/// on its old calendar. The periods the pause covered whole are skipped; a
+/// period that began on `from`'s Seoul day is charged as it is; one that
+/// began before it is due now for the rest of its days, prorated (not at
+/// all, and skipped, when that is under the smallest charge).
 pub fn unpaused(
     sub: &Subscription,
+    from: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<(Subscription, Vec<PeriodId>), NotAllowed> {
     let mut next = sub.next_version(now);
@@ -185,7 +206,34 @@ pub fn unpaused(
         ))
     })?;
     next.pause = None;
-    let skipped = skip_before_today(&mut next, now);
+    let day = from.with_timezone(&BILLING_TZ).date_naive();
+    let mut skipped = skip_ended(&mut next, day);
+    let (start, end) = (
+        next.anchor.period_date(next.period_index),
+        next.anchor.period_date(next.period_index + 1),
+    );
+    if start < day {
+        let days = u32::try_from((end - day).num_days()).unwrap_or(0);
+        let of = u32::try_from((end - start).num_days()).unwrap_or(1);
+        // Priced at its claim (a price change applied there included).
+        match prorated(next.plan.amount, days, of) {
+            Some(_) => {
+                next.partial = Some(PartialPeriod {
+                    index: next.period_index,
+                    days,
+                    of,
+                });
+                // Due since it resumed (a run that comes later charges it).
+                next.next_charge_at = from.min(now);
+            }
+            None => {
+                skipped.push(next.current_period());
+                next.period_index += 1;
+                next.attempt = 1;
+                next.next_charge_at = next.anchor.period_start(next.period_index);
+            }
+        }
+    }
     Ok((next, skipped))
 }
 
@@ -201,6 +249,10 @@ mod tests {
             .unwrap_or_else(|e| panic!("{s}: {e}"))
     }
 
+    fn periods(p: &[PeriodId]) -> Vec<&str> {
+        p.iter().map(PeriodId::as_str).collect()
+    }
+
     /// Anchored on 10 January 2027, January paid: next due 10 February.
     fn paid_january() -> Subscription {
         let anchor = Anchor::new(2027, 1, 10).unwrap_or_else(|| panic!("anchor"));
@@ -212,7 +264,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pause_skips_the_periods_inside_it_and_a_resume_keeps_the_anchor() {
+    fn a_pause_skips_the_periods_it_covers_and_a_resume_keeps_the_anchor() {
         let s = paid_january();
         let now = kst("2027-01-20T12:00:00+09:00");
         let p = paused(&s, None, false, now).unwrap().unwrap();
@@ -222,53 +274,146 @@ mod tests {
             "never charged while paused"
         );
         assert_eq!(p.notice_at(), None, "nor told of a renewal");
+        assert_eq!(p.paid_until(), s.next_charge_at, "access until February");
         assert_eq!(
             p.due_at(),
-            Some(s.next_charge_at),
-            "the run skips February at its start"
+            Some(s.anchor.period_start(2)),
+            "the run skips February once it ended"
         );
-        // 10 February: left for the day (a resume today would charge it);
-        // the 11th: skipped, March is next.
-        assert!(at_period_start(&p, kst("2027-02-10T10:00:00+09:00")).is_none());
-        let (feb, skipped) = at_period_start(&p, kst("2027-02-11T10:00:00+09:00")).unwrap();
-        assert_eq!(
-            skipped.iter().map(PeriodId::as_str).collect::<Vec<_>>(),
-            ["202702"]
-        );
+        // In February nothing to do; on 10 March February is skipped.
+        assert!(at_period_start(&p, kst("2027-02-20T10:00:00+09:00")).is_none());
+        let (feb, skipped) = at_period_start(&p, kst("2027-03-10T10:00:00+09:00")).unwrap();
+        assert_eq!(periods(&skipped), ["202702"]);
         assert_eq!(feb.next_charge_at, s.anchor.period_start(2));
         assert_eq!(feb.status, SubscriptionStatus::Paused);
-        // Resumed on 3 March: active, charged on 10 March as ever.
-        let (back, none) = unpaused(&feb, kst("2027-03-03T09:00:00+09:00")).unwrap();
+        // Resumed on 10 March: March is charged that day, in full, on the old calendar.
+        let now = kst("2027-03-10T11:00:00+09:00");
+        let (back, none) = unpaused(&feb, now, now).unwrap();
         assert!(none.is_empty());
         assert_eq!(
             (back.status, back.anchor),
             (SubscriptionStatus::Active, s.anchor)
         );
-        assert_eq!(back.next_charge_at, s.anchor.period_start(2));
+        assert_eq!(
+            (back.current_period().as_str(), back.period_amount()),
+            ("202703", 9900)
+        );
+        assert!(back.is_due(now));
         assert_eq!(back.pause, None);
     }
 
+    /// The reviewer's case: paused in January, resumed on 11 February. Not a
+    /// free February, not a full one: the rest of it, prorated.
     #[test]
-    fn a_resume_skips_periods_the_run_did_not_reach_but_charges_one_that_began_today() {
+    fn a_resume_inside_a_period_charges_the_rest_of_it_prorated() {
+        let s = paid_january();
+        let p = paused(&s, None, false, kst("2027-01-11T12:00:00+09:00"))
+            .unwrap()
+            .unwrap();
+        let now = kst("2027-02-11T09:00:00+09:00");
+        let (back, skipped) = unpaused(&p, now, now).unwrap();
+        assert!(skipped.is_empty());
+        assert_eq!(back.current_period().as_str(), "202702");
+        // 11 February .. 10 March: 27 of February's 28 days.
+        assert_eq!(back.period_amount(), 9900 * 27 / 28);
+        assert!(back.is_due(now));
+        // A price change the claim applies prices the same share (seeds
+        // 392, 1406: the share was fixed at the resume's price).
+        let mut raised = back.clone();
+        raised.plan.amount = 19900;
+        assert_eq!(raised.period_amount(), 19900 * 27 / 28);
+        // Simulation seed 1866: resumed at its date by a run that came later
+        // than its billing time, it was told of a charge "now" and charged a
+        // day later. The rest is due since it resumed, and not noticed.
+        let late = kst("2027-02-12T10:17:20+09:00");
+        let (back, _) = unpaused(&p, now, late).unwrap();
+        assert_eq!(back.next_charge_at, now);
+        assert_eq!(back.notice_at(), None);
+        assert!(!back.notice_due(kst("2027-02-12T10:00:00+09:00")));
+        // Months later: the periods it covered whole are skipped, the one it
+        // ends in prorated (15 April .. 10 May: 25 of 30 days).
+        let now = kst("2027-04-15T09:00:00+09:00");
+        let (back, skipped) = unpaused(&p, now, now).unwrap();
+        assert_eq!(periods(&skipped), ["202702", "202703"]);
+        assert_eq!(back.current_period().as_str(), "202704");
+        assert_eq!(back.period_amount(), 9900 * 25 / 30);
+        // Once paid, the next period is the plan's price again.
+        let paid = crate::billing::facts::next_state(
+            &back,
+            &crate::billing::Fact::Paid {
+                imp_uid: "imps_1".into(),
+                paid_at: now,
+                receipt_url: None,
+                tax: None,
+                cash: false,
+            },
+            &crate::billing::DunningPolicy::default(),
+            now,
+        )
+        .0;
+        assert_eq!(
+            (paid.current_period().as_str(), paid.period_amount()),
+            ("202705", 9900)
+        );
+        // The last day of a period: 1 of 30 days of 9,900 is 330 won.
+        let now = kst("2027-05-09T09:00:00+09:00");
+        let (back, _) = unpaused(&p, now, now).unwrap();
+        assert_eq!(back.period_amount(), 330);
+    }
+
+    /// The run resumes at `resumes_at` from that day's calendar, even when
+    /// it comes a day late: the period that began that day is not skipped.
+    #[test]
+    fn the_run_resumes_from_the_day_of_resumes_at() {
+        let s = paid_january();
+        let at = kst("2027-03-10T20:00:00+09:00");
+        let p = paused(&s, Some(at), false, kst("2027-01-20T12:00:00+09:00"))
+            .unwrap()
+            .unwrap();
+        let (feb, _) = at_period_start(&p, kst("2027-03-10T10:00:00+09:00")).unwrap();
+        assert_eq!(feb.due_at(), Some(at));
+        assert!(feb.resume_due(at) && !feb.resume_due(at - Duration::seconds(1)));
+        let late = kst("2027-03-11T19:00:00+09:00");
+        let (back, skipped) = unpaused(&feb, at, late).unwrap();
+        assert!(skipped.is_empty());
+        assert_eq!(
+            (back.current_period().as_str(), back.period_amount()),
+            ("202703", 9900)
+        );
+        assert!(back.is_due(late));
+    }
+
+    #[test]
+    fn a_period_end_cancel_while_paused_ends_it_when_what_it_paid_for_ends() {
         let s = paid_january();
         let p = paused(&s, None, false, kst("2027-01-20T12:00:00+09:00"))
             .unwrap()
             .unwrap();
-        // No run since: February and March began while paused.
-        let (back, skipped) = unpaused(&p, kst("2027-03-15T09:00:00+09:00")).unwrap();
-        assert_eq!(
-            skipped.iter().map(PeriodId::as_str).collect::<Vec<_>>(),
-            ["202702", "202703"]
-        );
-        assert_eq!(back.next_charge_at, s.anchor.period_start(3));
-        // Resumed on 10 March itself: March is charged that day.
-        let (today, skipped) = unpaused(&p, kst("2027-03-10T08:00:00+09:00")).unwrap();
-        assert_eq!(
-            skipped.iter().map(PeriodId::as_str).collect::<Vec<_>>(),
-            ["202702"]
-        );
-        assert!(today.is_due(kst("2027-03-10T10:00:00+09:00")));
-        assert_eq!(today.current_period().as_str(), "202703");
+        let mut ending = p.clone();
+        ending.cancel_at_period_end = true;
+        assert_eq!(ending.due_at(), Some(s.next_charge_at));
+        assert!(at_period_start(&ending, kst("2027-02-09T10:00:00+09:00")).is_none());
+        let (ended, _) = at_period_start(&ending, kst("2027-02-10T10:00:00+09:00")).unwrap();
+        assert_eq!(ended.status, SubscriptionStatus::Cancelled);
+        // Asked after February was skipped: it paid for nothing left, so now.
+        let (feb, _) = at_period_start(&p, kst("2027-03-10T10:00:00+09:00")).unwrap();
+        let cancelled = crate::billing::changes::cancelled(
+            &feb,
+            crate::billing::changes::CancelAt::PeriodEnd,
+            "moving",
+            kst("2027-03-12T10:00:00+09:00"),
+        )
+        .unwrap();
+        assert_eq!(cancelled.status, SubscriptionStatus::Cancelled);
+        // Asked in January, while paid: it keeps access until February.
+        let asked = crate::billing::changes::cancelled(
+            &p,
+            crate::billing::changes::CancelAt::PeriodEnd,
+            "moving",
+            kst("2027-01-25T10:00:00+09:00"),
+        )
+        .unwrap();
+        assert!(asked.cancel_at_period_end && asked.status == SubscriptionStatus::Paused);
     }
 
     #[test]
@@ -288,6 +433,9 @@ mod tests {
         let mut ending = s.clone();
         ending.cancel_at_period_end = true;
         assert!(not_allowed(paused(&ending, None, false, now)));
+        let mut collecting = s.clone();
+        collecting.reanchor_on_payment = true;
+        assert!(not_allowed(paused(&collecting, None, false, now)));
         for status in [
             SubscriptionStatus::PastDue,
             SubscriptionStatus::Trialing,
@@ -305,36 +453,9 @@ mod tests {
             moved.pause.map(|p| (p.since, p.resumes_at)),
             Some((now, None))
         );
-        assert!(unpaused(&s, now).is_err(), "an active one is not paused");
-    }
-
-    #[test]
-    fn the_run_resumes_at_resumes_at_and_ends_a_period_end_cancel_at_its_period() {
-        let s = paid_january();
-        let now = kst("2027-01-20T12:00:00+09:00");
-        let at = kst("2027-03-10T00:00:00+09:00");
-        let p = paused(&s, Some(at), false, now).unwrap().unwrap();
-        assert_eq!(p.due_at(), Some(s.next_charge_at));
-        let (feb, _) = at_period_start(&p, kst("2027-02-11T10:00:00+09:00")).unwrap();
-        assert_eq!(
-            feb.due_at(),
-            Some(at),
-            "the resume and March's start coincide"
-        );
-        assert!(feb.resume_due(at) && !feb.resume_due(at - Duration::seconds(1)));
-        let (back, skipped) = unpaused(&feb, kst("2027-03-10T10:00:00+09:00")).unwrap();
-        assert!(skipped.is_empty());
         assert!(
-            back.is_due(kst("2027-03-10T10:00:00+09:00")),
-            "March is charged at the resume"
-        );
-        let mut ending = p.clone();
-        ending.cancel_at_period_end = true;
-        let (ended, _) = at_period_start(&ending, kst("2027-02-10T10:00:00+09:00")).unwrap();
-        assert_eq!(ended.status, SubscriptionStatus::Cancelled);
-        assert!(
-            at_period_start(&p, now).is_none(),
-            "nothing due before February"
+            unpaused(&s, now, now).is_err(),
+            "an active one is not paused"
         );
     }
 }

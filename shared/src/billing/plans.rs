@@ -47,7 +47,8 @@ impl std::fmt::Display for PlanId {
     }
 }
 
-pub use super::calendar::Interval;
+use super::calendar::BILLING_DAYS;
+pub use super::calendar::{BillingDay, FirstPeriod, Interval};
 
 /// One version of a plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +66,8 @@ pub struct PlanRecord {
     pub trial: Option<TrialTerms>,
     /// How its charges split for VAT (decision 73).
     pub tax: TaxSetting,
+    /// Its fixed billing day, if it has one (decision 77).
+    pub billing: Option<BillingDay>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -114,6 +117,10 @@ pub struct NewPlan {
     pub tax: Option<String>,
     /// A mixed plan's tax-free part, whole KRW.
     pub tax_free_amount: Option<i64>,
+    /// 1–31: every subscription bills on this day (decision 77).
+    pub billing_day: Option<i64>,
+    /// With `billing_day`: `free`, `prorated` (the default) or `full`.
+    pub first_period: Option<String>,
 }
 
 /// Why a new plan was refused (the API answers 400 with it).
@@ -165,6 +172,10 @@ pub fn new_plan(
     let trial = trial_terms(&new)?;
     let tax = TaxSetting::from_input(new.tax.as_deref(), new.tax_free_amount, new.amount)
         .map_err(InvalidPlan)?;
+    let billing = billing_day(&new)?;
+    if billing.is_some() && trial.is_some() {
+        return bad("a plan has a billing_day or a trial, not both (not supported together yet)");
+    }
     Ok(PlanRecord {
         id,
         version: 1,
@@ -174,8 +185,34 @@ pub fn new_plan(
         notice_days,
         trial,
         tax,
+        billing,
         created_at: now,
     })
+}
+
+/// A new plan's billing day: `None` without one; `first_period` means
+/// something only with one, so it is refused alone.
+fn billing_day(new: &NewPlan) -> Result<Option<BillingDay>, InvalidPlan> {
+    let bad = |m: &str| Err(InvalidPlan(m.to_owned()));
+    let Some(day) = new.billing_day else {
+        if new.first_period.is_some() {
+            return bad("first_period applies to a plan with a billing_day");
+        }
+        return Ok(None);
+    };
+    let Some(day) = u8::try_from(day).ok().filter(|d| BILLING_DAYS.contains(d)) else {
+        return bad(
+            "billing_day must be a day of the month from 1 to 31 (29-31 bill on a shorter month's last day)",
+        );
+    };
+    let first = match new.first_period.as_deref() {
+        None => FirstPeriod::Prorated,
+        Some(f) => match FirstPeriod::parse(f) {
+            Some(f) => f,
+            None => return bad("first_period must be free, prorated or full"),
+        },
+    };
+    Ok(Some(BillingDay { day, first }))
 }
 
 /// A new plan's trial: `None` for 0 days. The consent and no-consent
@@ -241,6 +278,8 @@ mod tests {
             on_no_consent: None,
             tax: None,
             tax_free_amount: None,
+            billing_day: None,
+            first_period: None,
         }
     }
 
@@ -331,6 +370,43 @@ mod tests {
             new_plan(quiet, generated(), now).map(|p| p.notice_days),
             Ok(0)
         );
+    }
+
+    #[test]
+    fn a_billing_day_is_a_day_of_the_month_with_its_first_period() {
+        let now = Utc::now();
+        let with = |day: Option<i64>, first: Option<&str>, trial: Option<i64>| {
+            let mut a = asked(None, "n", 9900);
+            a.billing_day = day;
+            a.first_period = first.map(str::to_owned);
+            a.trial_days = trial;
+            new_plan(a, generated(), now).map(|p| p.billing)
+        };
+        assert_eq!(with(None, None, None), Ok(None));
+        assert_eq!(
+            with(Some(1), None, None),
+            Ok(Some(BillingDay {
+                day: 1,
+                first: FirstPeriod::Prorated
+            }))
+        );
+        assert_eq!(
+            with(Some(31), Some("free"), None),
+            Ok(Some(BillingDay {
+                day: 31,
+                first: FirstPeriod::Free
+            }))
+        );
+        for (day, first) in [
+            (Some(0), None),
+            (Some(32), None),
+            (Some(-1), None),
+            (Some(5), Some("half")),
+            (None, Some("full")),
+        ] {
+            assert!(with(day, first, None).is_err(), "{day:?} {first:?}");
+        }
+        assert!(with(Some(5), None, Some(14)).is_err(), "with a trial");
     }
 
     #[test]

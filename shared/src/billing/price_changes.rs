@@ -151,6 +151,16 @@ impl Subscription {
             .map(|k| (k, self.anchor.period_start(k)))
     }
 
+    /// Its first period from the one to charge next that starts in month
+    /// `from` or later: a plan-wide change's month (decision 71) on a
+    /// calendar of N months or a year (decision 75), which may have no
+    /// period starting in that very month.
+    pub fn first_period_from(&self, from: &PeriodId) -> Option<PeriodId> {
+        (self.period_index..self.period_index + 120)
+            .map(|k| self.anchor.period_id(k))
+            .find(|id| id >= from)
+    }
+
     /// Its open price change, if one applies to the period to charge next.
     fn change_in_force(&self) -> Option<&PriceChange> {
         self.price_change
@@ -560,6 +570,21 @@ mod tests {
     /// 1 March 2027, 12:00 KST.
     fn march_1() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2027, 3, 1, 3, 0, 0).unwrap()
+    }
+
+    /// A plan-wide change's month on a yearly calendar: its first period
+    /// from that month on (decision 75).
+    #[test]
+    fn a_yearly_calendar_takes_a_month_from_its_next_period_in_or_after_it() {
+        let anchor = Anchor::new(2027, 1, 10)
+            .unwrap_or_else(|| panic!("anchor"))
+            .every(crate::billing::Interval::Year);
+        let mut s = crate::testing::subscription("yearly000001", anchor);
+        s.period_index = 1;
+        let p = |t: &str| PeriodId::parse(t).unwrap_or_else(|| panic!("{t}"));
+        assert_eq!(s.first_period_from(&p("202706")), Some(p("202801")));
+        assert_eq!(s.first_period_from(&p("202801")), Some(p("202801")));
+        assert_eq!(s.first_period_from(&p("202802")), Some(p("202901")));
     }
 
     #[test]

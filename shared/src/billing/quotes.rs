@@ -116,7 +116,13 @@ pub fn quote(
     let charge = charge
         .filter(|c| c.period == period && c.state == AttemptState::Paid)
         .ok_or_else(|| NoQuote::NoPaidCharge(period.clone()))?;
-    let (start, end) = (sub.anchor.period_date(k), sub.anchor.period_date(k + 1));
+    // A billing-day plan's partial first period was charged for the days
+    // from the sign-up on (decision 77): those are its days.
+    let signed_up = sub.created_at.with_timezone(&BILLING_TZ).date_naive();
+    let (start, end) = (
+        sub.anchor.period_date(k).max(signed_up),
+        sub.anchor.period_date(k + 1),
+    );
     let days_total = u32::try_from((end - start).num_days()).unwrap_or(1).max(1);
     let days_used = u32::try_from((today - start).num_days() + 1)
         .unwrap_or(1)

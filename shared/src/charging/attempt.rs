@@ -190,9 +190,9 @@ async fn claim_fresh<L: Ledger, G>(
         key_ref: refs.key_ref(&sub.customer_uid),
         period,
         attempt: sub.attempt,
-        amount: sub.plan.amount,
+        amount: sub.period_amount(),
         // Fixed with the amount: every re-send and refund of it uses it.
-        tax_free: sub.plan.tax.tax_free_of(sub.plan.amount),
+        tax_free: sub.plan.tax.tax_free_of(sub.period_amount()),
         state: AttemptState::Claimed,
         claim_token: Some(token.clone()),
         lease_until: Some(now + engine.settings.lease()),

@@ -23,7 +23,7 @@ pub struct PlanInput {
     /// Only `KRW`.
     #[serde(default)]
     pub currency: Option<String>,
-    /// Only `month` for now.
+    /// `month` (the default), `year` or `months:N` (2–12; decision 75).
     #[serde(default)]
     pub interval: Option<String>,
     /// Days before each renewal its notice goes out: 0 to 14, default 7;
@@ -46,6 +46,12 @@ pub struct PlanInput {
     /// A mixed plan's tax-free part of each charge, whole KRW.
     #[serde(default)]
     pub tax_free_amount: Option<i64>,
+    /// 1–31: every subscription bills on this day of the month (decision 77).
+    #[serde(default)]
+    pub billing_day: Option<i64>,
+    /// With `billing_day`: `free`, `prorated` (the default) or `full`.
+    #[serde(default)]
+    pub first_period: Option<String>,
 }
 
 /// One plan version as the API shows it.
@@ -69,6 +75,9 @@ pub struct CatalogueView {
     pub tax: &'static str,
     /// A mixed plan's tax-free part of each charge; null otherwise.
     pub tax_free_amount: Option<i64>,
+    /// Its fixed billing day and first period's price; null without one.
+    pub billing_day: Option<u8>,
+    pub first_period: Option<&'static str>,
     pub created_at: String,
     /// Its newest plan-wide price change (`GET /plans/{id}` only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -137,6 +146,8 @@ impl From<&PlanRecord> for CatalogueView {
             on_no_consent: p.trial.map(|t| t.on_no_consent.as_str()),
             tax: p.tax.kind(),
             tax_free_amount: p.tax.tax_free_amount(),
+            billing_day: p.billing.map(|b| b.day),
+            first_period: p.billing.map(|b| b.first.as_str()),
             created_at: rfc3339(p.created_at),
             price_change: None,
         }
@@ -176,6 +187,8 @@ pub async fn create_plan<L: Ledger, G>(
         on_no_consent: input.on_no_consent,
         tax: input.tax,
         tax_free_amount: input.tax_free_amount,
+        billing_day: input.billing_day,
+        first_period: input.first_period,
     };
     let plan = plans::new_plan(new, generated, engine.now())?;
     match engine.ledger.put_plan(&plan).await {

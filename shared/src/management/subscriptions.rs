@@ -1,6 +1,7 @@
 //! The management API's subscription routes: reading, cancelling,
 //! resuming, plan changes and new cards.
 
+use chrono::SubsecRound;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -323,7 +324,8 @@ pub async fn pause<L: Ledger, G: PaymentGateway>(
         None => None,
         Some(text) => Some(
             chrono::DateTime::parse_from_rfc3339(text)
-                .map(|t| t.with_timezone(&chrono::Utc))
+                // Whole seconds, as every ledger stores an instant.
+                .map(|t| t.with_timezone(&chrono::Utc).trunc_subsecs(0))
                 .map_err(|_| {
                     ManageError::Invalid(
                         "resumes_at must be an RFC 3339 instant (2027-03-10T00:00:00+09:00)".into(),

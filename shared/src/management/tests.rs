@@ -251,6 +251,8 @@ async fn a_plan_version_is_created_once_and_bad_input_writes_nothing() {
         on_no_consent: None,
         tax: None,
         tax_free_amount: None,
+        billing_day: None,
+        first_period: None,
     };
     let created = super::create_plan(&engine, input("basic", 9900)).await;
     assert_eq!(

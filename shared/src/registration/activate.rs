@@ -206,8 +206,10 @@ async fn verify_issuance<L: Ledger, G: PaymentGateway>(
         warn!("issuance payment names another customer_uid");
         return for_review(reg, &payment, "it was issued for another customer_uid");
     }
-    // A trial's window takes nothing: any money it took is for a person.
-    let expected = if reg.trial.is_some() {
+    // A trial's window takes nothing, nor a billing-day plan's (its first,
+    // partial period is charged after: decision 77): any money it took is
+    // for a person.
+    let expected = if reg.trial.is_some() || reg.billing.is_some() {
         0
     } else {
         reg.plan.amount
@@ -517,6 +519,9 @@ fn activation(
     now: DateTime<Utc>,
 ) -> (Subscription, Option<ChargeAttempt>) {
     let mut sub = fresh_subscription(reg, key, Anchor::from_instant(now).every(reg.interval), now);
+    if let Some(billing) = reg.billing {
+        first_period_of(&mut sub, billing, now);
+    }
     // A trial: period 0 starts at its end, and waits for the consent.
     if let Some(terms) = reg.trial {
         let (anchor, ends_at) = trials::trial_end(terms.days, now);
@@ -599,6 +604,38 @@ fn activation(
     (sub, first)
 }
 
+/// A billing-day plan's calendar (decision 77): anchored on the billing
+/// date on or before today, period 0 the billing period the sign-up falls
+/// in, its partial first period free (period 1 due at the billing date),
+/// at the full price, or prorated (rounded down; under the smallest
+/// amount a plan may charge, free). Signed up on a billing date: an
+/// ordinary period 0 from today.
+fn first_period_of(
+    sub: &mut Subscription,
+    billing: crate::billing::BillingDay,
+    now: DateTime<Utc>,
+) {
+    use crate::billing::FirstPeriod;
+    let today = now.with_timezone(&crate::billing::BILLING_TZ).date_naive();
+    let Some((anchor, days, of)) =
+        crate::billing::calendar::aligned(today, billing, sub.anchor.interval)
+    else {
+        return;
+    };
+    sub.anchor = anchor;
+    let prorated = crate::billing::entities::prorated(sub.plan.amount, days, of);
+    match (billing.first, prorated) {
+        (FirstPeriod::Full, _) => {}
+        (FirstPeriod::Prorated, Some(_)) => {
+            sub.partial = Some(crate::billing::entities::PartialPeriod { index: 0, days, of });
+        }
+        (FirstPeriod::Free, _) | (FirstPeriod::Prorated, None) => {
+            sub.period_index = 1;
+            sub.next_charge_at = anchor.period_start(1);
+        }
+    }
+}
+
 /// The subscription a verified sign-up starts: active (its key verified),
 /// anchored at `now`, period 0 due at once.
 fn fresh_subscription(
@@ -638,6 +675,7 @@ fn fresh_subscription(
         action_reason: None,
         price_change: None,
         pause: None,
+        partial: None,
         notice: None,
         trial: None,
     }

@@ -253,7 +253,7 @@ pub async fn prepare<L: Ledger, G: PaymentGateway>(
         .map(url::Url::as_str)
         .ok_or(PrepareError::NotConfigured)?;
     check_len("user_id", &request.user_id, 128)?;
-    let (plan, plan_ref, trial, interval) = match (request.plan_id, request.plan) {
+    let (plan, plan_ref, trial, (interval, billing)) = match (request.plan_id, request.plan) {
         (Some(_), Some(_)) => {
             return Err(PrepareError::Invalid(
                 "give plan_id or plan (deprecated), not both".into(),
@@ -264,7 +264,7 @@ pub async fn prepare<L: Ledger, G: PaymentGateway>(
             validated_plan(input, &settings.registration.default_plan)?,
             None,
             None,
-            Interval::Month,
+            (Interval::Month, None),
         ),
     };
     let consent = signup_consent(trial.as_ref(), request.consent.as_ref(), now)?;
@@ -303,6 +303,7 @@ pub async fn prepare<L: Ledger, G: PaymentGateway>(
         replaces_key: false,
         trial,
         interval,
+        billing,
         consent,
     };
     engine.ledger.put_registration(&reg).await?;
@@ -349,10 +350,19 @@ fn signup_consent(
 
 /// The current version of catalogue plan `id`, its trial, and the
 /// reference the registration keeps to it.
+/// A catalogue plan's terms for a sign-up: what is charged, the version,
+/// its trial, and its calendar (interval, billing day).
+type Catalogued = (
+    Plan,
+    Option<PlanRef>,
+    Option<TrialTerms>,
+    (Interval, Option<crate::billing::BillingDay>),
+);
+
 async fn catalogue_plan<L: Ledger, G>(
     engine: &Engine<L, G>,
     id: &str,
-) -> Result<(Plan, Option<PlanRef>, Option<TrialTerms>, Interval), PrepareError> {
+) -> Result<Catalogued, PrepareError> {
     let unknown = || PrepareError::UnknownPlan(id.to_owned());
     let id = PlanId::parse(id).ok_or_else(unknown)?;
     let record = engine
@@ -364,7 +374,7 @@ async fn catalogue_plan<L: Ledger, G>(
         record.plan(),
         Some(record.reference()),
         record.trial,
-        record.interval,
+        (record.interval, record.billing),
     ))
 }
 
@@ -433,6 +443,7 @@ pub async fn prepare_key_replacement<L: Ledger, G: PaymentGateway>(
         replaces_key: true,
         trial: None,
         interval: sub.anchor.interval,
+        billing: None,
         consent: None,
     };
     engine.ledger.put_registration(&reg).await?;

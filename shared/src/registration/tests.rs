@@ -40,6 +40,7 @@ async fn catalogue(engine: &TestEngine) -> PlanRecord {
         interval: Interval::Month,
         notice_days: 3,
         trial: None,
+        billing: None,
         created_at: Utc::now(),
         tax: crate::billing::TaxSetting::Taxable,
     };

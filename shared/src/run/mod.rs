@@ -286,7 +286,9 @@ async fn while_paused<L: Ledger, G>(
         reason: SkipReason::Busy,
     };
     let (next, skipped, resumed) = if sub.resume_due(now) {
-        match pauses::unpaused(&sub, now) {
+        // From the day it was due to resume, even when the run comes later.
+        let from = sub.pause.and_then(|p| p.resumes_at).unwrap_or(now).min(now);
+        match pauses::unpaused(&sub, from, now) {
             Ok((next, skipped)) => (next, skipped, true),
             Err(_) => return Ok(Err(busy)),
         }

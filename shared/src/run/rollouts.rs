@@ -156,13 +156,18 @@ async fn subscription<L: Ledger, G>(
             .get_attempt(&sub.id, &sub.current_period(), 1)
             .await?
             .is_some();
+        // A yearly or N-month calendar takes the change from its first
+        // period in or after the month (decision 75).
+        let effective = sub
+            .first_period_from(&rollout.effective)
+            .unwrap_or_else(|| rollout.effective.clone());
         let request = Request {
             plan: rollout.plan.clone(),
             plan_ref: Some(PlanRef {
                 id: rollout.plan_id.clone(),
                 version: rollout.to_version,
             }),
-            effective: Some(&rollout.effective),
+            effective: Some(&effective),
             on_no_consent: rollout.on_no_consent,
             window_days: engine.settings.charging.consent_window_days,
             started,

@@ -124,6 +124,7 @@ pub fn subscription(id: &str, anchor: Anchor) -> Subscription {
         action_reason: None,
         price_change: None,
         pause: None,
+        partial: None,
         notice: None,
         trial: None,
     }
@@ -211,6 +212,7 @@ pub async fn store_subscription<L: crate::ledger::Ledger>(ledger: &L, sub: &Subs
         sweep_at: None,
         replaces_key: false,
         interval: Default::default(),
+        billing: None,
         trial: None,
         consent: None,
     };

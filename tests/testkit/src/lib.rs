@@ -713,6 +713,7 @@ async fn seed_with<L: shared::ledger::Ledger>(
         sweep_at: None,
         replaces_key: false,
         interval: Default::default(),
+        billing: None,
         trial: trial.as_ref().map(|(t, _)| *t),
         consent: trial.and_then(|(_, c)| c),
     };

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
 use super::table::{
     CONSENT_PK, CONSENT_SK, DUE_PK, DUE_SK, PK, PLAN_PK, PLAN_SK, SK, TTL_ATTRIBUTE,
@@ -182,6 +182,12 @@ impl<'a> Reader<'a> {
 
     pub fn u32(&self, field: &str) -> Result<u32, LedgerError> {
         u32::try_from(self.i64(field)?).map_err(|_| self.corrupt(field, "out of range"))
+    }
+
+    pub fn opt_u32(&self, field: &str) -> Result<Option<u32>, LedgerError> {
+        self.opt_i64(field)?
+            .map(|v| u32::try_from(v).map_err(|_| self.corrupt(field, "out of range")))
+            .transpose()
     }
 
     pub fn opt_time(&self, field: &str) -> Result<Option<DateTime<Utc>>, LedgerError> {
@@ -370,6 +376,7 @@ pub fn registration_to_item(reg: &Registration, shards: u32) -> Item {
     super::trials::put_terms(&mut item, reg.trial.as_ref());
     super::trials::put_consent(&mut item, reg.consent.as_ref());
     put_interval(&mut item, reg.interval);
+    put_billing_day(&mut item, reg.billing);
     put_buyer(&mut item, &reg.buyer);
     if let (RegistrationStatus::Pending, Some(at)) = (reg.status, reg.sweep_at) {
         item.insert(DUE_PK.into(), s(due_pk(reg.subscription_id.shard(shards))));
@@ -409,8 +416,34 @@ pub fn registration_from_item(item: &Item) -> Result<Registration, LedgerError> 
         replaces_key: r.bool("replaces_key")?,
         trial: super::trials::read_terms(&r)?,
         interval: interval(&r)?,
+        billing: billing_day(&r)?,
         consent: super::trials::read_consent(&r)?,
     })
+}
+
+/// `billing_day` + `first_period` (decision 77), on a plan and its
+/// registrations; absent without one.
+pub(super) fn put_billing_day(item: &mut Item, billing: Option<crate::billing::BillingDay>) {
+    if let Some(b) = billing {
+        item.insert("billing_day".into(), n(b.day));
+        item.insert("first_period".into(), s(b.first.as_str()));
+    }
+}
+
+pub(super) fn billing_day(
+    r: &Reader<'_>,
+) -> Result<Option<crate::billing::BillingDay>, LedgerError> {
+    let Some(day) = r.opt_u32("billing_day")? else {
+        return Ok(None);
+    };
+    let first_text = r.str("first_period")?;
+    let first = crate::billing::FirstPeriod::parse(&first_text)
+        .ok_or_else(|| LedgerError::Corrupt(format!("first_period {first_text:?}")))?;
+    let day = u8::try_from(day)
+        .ok()
+        .filter(|d| crate::billing::calendar::BILLING_DAYS.contains(d))
+        .ok_or_else(|| LedgerError::Corrupt(format!("billing_day {day}")))?;
+    Ok(Some(crate::billing::BillingDay { day, first }))
 }
 
 /// `interval` (decision 75): absent for a monthly calendar, as on every
@@ -448,7 +481,16 @@ pub fn subscription_to_item(sub: &Subscription, shards: u32) -> Item {
     super::plans::put_plan_ref(&mut item, sub.plan_ref.as_ref());
     item.insert("status".into(), s(sub.status.as_str()));
     item.insert("anchor".into(), s(sub.anchor.date_text()));
+    // A billing day past the anchor month's end (the 31st in February).
+    if sub.anchor.period_date(0).day() != sub.anchor.day {
+        item.insert("anchor_day".into(), n(sub.anchor.day));
+    }
     put_interval(&mut item, sub.anchor.interval);
+    if let Some(p) = sub.partial {
+        item.insert("partial_period".into(), n(p.index));
+        item.insert("partial_days".into(), n(p.days));
+        item.insert("partial_of".into(), n(p.of));
+    }
     item.insert("period_index".into(), n(sub.period_index));
     item.insert("attempt".into(), n(sub.attempt));
     item.insert("next_charge_at".into(), ts(sub.next_charge_at));
@@ -541,12 +583,18 @@ pub fn subscription_from_item(item: &Item) -> Result<Subscription, LedgerError> 
     let anchor_text = r.str("anchor")?;
     let anchor = NaiveDate::parse_from_str(&anchor_text, "%Y-%m-%d")
         .ok()
-        .and_then(|d| {
-            use chrono::Datelike;
-            Anchor::new(d.year(), d.month(), d.day())
-        })
+        .and_then(|d| Anchor::new(d.year(), d.month(), d.day()))
         .ok_or_else(|| LedgerError::Corrupt(format!("subscription anchor {anchor_text:?}")))?
         .every(interval(&r)?);
+    let anchor = match r.opt_u32("anchor_day")? {
+        Some(day) if (1..=31).contains(&day) && day > anchor.day => Anchor { day, ..anchor },
+        Some(day) => {
+            return Err(LedgerError::Corrupt(format!(
+                "subscription anchor_day {day}"
+            )));
+        }
+        None => anchor,
+    };
     Ok(Subscription {
         id: r.sub_id("subscription_id")?,
         user_id: r.str("user_id")?,
@@ -613,6 +661,14 @@ pub fn subscription_from_item(item: &Item) -> Result<Subscription, LedgerError> 
         notice: read_notice(&r)?,
         trial: super::trials::read_trial(&r)?,
         price_change: super::price_changes::read_price_change(item)?,
+        partial: match r.opt_u32("partial_period")? {
+            None => None,
+            Some(index) => Some(crate::billing::entities::PartialPeriod {
+                index,
+                days: r.u32("partial_days")?,
+                of: r.u32("partial_of")?,
+            }),
+        },
         pause: match r.opt_time("paused_at")? {
             None => None,
             Some(since) => Some(crate::billing::pauses::Pause {
@@ -880,6 +936,11 @@ mod tests {
             pause: Some(crate::billing::pauses::Pause {
                 since: t,
                 resumes_at: Some(t + chrono::Duration::days(40)),
+            }),
+            partial: Some(crate::billing::entities::PartialPeriod {
+                index: 0,
+                days: 23,
+                of: 31,
             }),
         }
     }

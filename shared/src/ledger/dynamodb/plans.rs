@@ -38,6 +38,7 @@ fn plan_item(plan: &PlanRecord, pk: String, sk: String) -> Item {
     item.insert("notice_days".into(), n(plan.notice_days));
     item::put_tax(&mut item, "plan_tax", plan.tax);
     super::trials::put_terms(&mut item, plan.trial.as_ref());
+    item::put_billing_day(&mut item, plan.billing);
     item.insert("created_at".into(), ts(plan.created_at));
     item
 }
@@ -57,6 +58,7 @@ fn plan_from_item(item: &Item) -> Result<PlanRecord, LedgerError> {
         notice_days: super::item::notice_days(&r, "notice_days")?,
         trial: super::trials::read_terms(&r)?,
         tax: item::tax(&r, "plan_tax")?,
+        billing: item::billing_day(&r)?,
         created_at: r.time("created_at")?,
     })
 }

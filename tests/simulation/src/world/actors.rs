@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use shared::billing::trials::{Consent, ConversionConsent, OnNoConsent, TrialTerms};
 use shared::billing::{
-    Anchor, AttemptState, Interval, MerchantUid, Plan, Registration, RegistrationStatus,
-    SubscriptionId, SubscriptionStatus,
+    Anchor, AttemptState, BillingDay, FirstPeriod, Interval, MerchantUid, Plan, Registration,
+    RegistrationStatus, SubscriptionId, SubscriptionStatus,
 };
 use shared::charging::BillingRun;
 use shared::engine::Budget;
@@ -44,6 +44,21 @@ pub(super) fn sim_interval(id: &SubscriptionId) -> Interval {
         1 => Interval::Months(2),
         _ => Interval::Month,
     }
+}
+
+/// A sign-up's billing day, from its id (so the random stream is the one
+/// it always was): a fifth of those without a trial bill on a fixed day,
+/// the 1st, 15th, 25th or 31st, their first period free, prorated or full
+/// (decision 77).
+pub(super) fn sim_billing(id: &SubscriptionId) -> Option<BillingDay> {
+    let b = id.as_str().as_bytes();
+    if sim_trial(id).is_some() || !b[7].is_multiple_of(5) {
+        return None;
+    }
+    Some(BillingDay {
+        day: [1, 15, 25, 31][usize::from(b[6]) % 4],
+        first: [FirstPeriod::Free, FirstPeriod::Prorated, FirstPeriod::Full][usize::from(b[5]) % 3],
+    })
 }
 
 fn sim_trial(id: &SubscriptionId) -> Option<TrialTerms> {
@@ -213,6 +228,7 @@ impl World {
             sweep_at: Some(now + registration::SWEEP_AFTER),
             replaces_key: false,
             interval: sim_interval(&id),
+            billing: sim_billing(&id),
             trial: sim_trial(&id),
             consent: None,
         };
@@ -239,6 +255,14 @@ impl World {
         // The window, a few seconds later.
         tokio::time::sleep(Duration::from_secs(self.rand(|r| r.random_range(5..60)))).await;
         self.count("sign-ups");
+        match reg.billing.map(|b| b.first) {
+            Some(FirstPeriod::Free) => self.count("sign-ups on a billing day: first period free"),
+            Some(FirstPeriod::Prorated) => {
+                self.count("sign-ups on a billing day: first period prorated")
+            }
+            Some(FirstPeriod::Full) => self.count("sign-ups on a billing day: first period full"),
+            None => {}
+        }
         match v2_key {
             Some(key) => self.v2_window(&reg, key).await,
             None => {
@@ -402,6 +426,7 @@ impl World {
             interval: shared::billing::plans::Interval::Month,
             notice_days: plan.notice_days,
             trial: None,
+            billing: None,
             created_at: self.now(),
             tax: plan.tax,
         };
@@ -541,6 +566,7 @@ impl World {
                 interval: Interval::Month,
                 notice_days: member.notice_days,
                 trial: None,
+                billing: None,
                 created_at: self.now(),
                 tax: member.tax,
             })

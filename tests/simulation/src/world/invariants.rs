@@ -17,7 +17,7 @@ use super::{SeedReport, World, lock};
 use crate::model::{MSG_SETTING, Usage};
 
 /// The invariants, by the names the summary line uses.
-pub const INVARIANTS: [&str; 29] = [
+pub const INVARIANTS: [&str; 31] = [
     "charged after a cancel",
     "billed without access",
     "two periods a day",
@@ -47,6 +47,8 @@ pub const INVARIANTS: [&str; 29] = [
     "charged more often than its interval",
     "charged inside a pause",
     "pause overran",
+    "first period charged wrong",
+    "off its billing day",
 ];
 
 /// Half the sign-ups (by their id's first character, so the world's random
@@ -116,11 +118,20 @@ fn catalogue_plan(ledger: &shared::ledger::memory::InMemoryLedger, r: &PlanRef) 
     })
 }
 
+/// A resume as seen: when, the day its rest counts from, the price then.
+type Resume = (DateTime<Utc>, DateTime<Utc>, i64);
+
 /// What the invariants need to remember as the world goes on.
 #[derive(Debug, Default)]
 pub(crate) struct Observed {
     /// Each subscription's statuses as they changed: (since, status).
     statuses: BTreeMap<SubscriptionId, Vec<(DateTime<Utc>, SubscriptionStatus)>>,
+    /// When a paused subscription resumed, the day its rest is counted from
+    /// (its `resumes_at`'s, when the run resumed it later), and its plan's
+    /// price then.
+    resumed: BTreeMap<SubscriptionId, Vec<Resume>>,
+    /// Each paused subscription's `resumes_at` as last seen.
+    resumes_at: BTreeMap<SubscriptionId, DateTime<Utc>>,
     /// Each attempt's state when last seen (to see flags happen).
     attempts: BTreeMap<(SubscriptionId, PeriodId, u32), AttemptState>,
     /// Attempts that went to `needs_review`, and the metric counts of them
@@ -151,7 +162,7 @@ pub(crate) struct Observed {
     /// Trials that ended without a consent, and how (counted once each).
     lapsed: BTreeSet<(SubscriptionId, &'static str)>,
     /// The newest claim of each subscription: its period and amount.
-    claimed: BTreeMap<SubscriptionId, (PeriodId, i64)>,
+    claimed: BTreeMap<SubscriptionId, (PeriodId, i64, i64)>,
     /// The periods charged (money taken) per subscription and Seoul day.
     paid_days: BTreeMap<(SubscriptionId, NaiveDate), BTreeSet<PeriodId>>,
     /// Billing keys whose charge was recorded as a hard decline (decision
@@ -223,9 +234,35 @@ impl World {
         {
             let mut obs = lock(&self.observed);
             for s in &subs {
-                let history = obs.statuses.entry(s.id.clone()).or_default();
-                if history.last().is_none_or(|(_, last)| *last != s.status) {
-                    history.push((now, s.status));
+                match s.pause.and_then(|p| p.resumes_at) {
+                    Some(at) => {
+                        obs.resumes_at.insert(s.id.clone(), at);
+                    }
+                    None if s.status == SubscriptionStatus::Paused => {
+                        obs.resumes_at.remove(&s.id);
+                    }
+                    None => {}
+                }
+                let last = obs
+                    .statuses
+                    .get(&s.id)
+                    .and_then(|h| h.last())
+                    .map(|(_, st)| *st);
+                if last != Some(s.status) {
+                    if last == Some(SubscriptionStatus::Paused)
+                        && s.status == SubscriptionStatus::Active
+                    {
+                        let from = obs.resumes_at.get(&s.id).map_or(now, |at| (*at).min(now));
+                        obs.resumed.entry(s.id.clone()).or_default().push((
+                            now,
+                            from,
+                            s.amount_due(),
+                        ));
+                    }
+                    obs.statuses
+                        .entry(s.id.clone())
+                        .or_default()
+                        .push((now, s.status));
                     changed.push(s.clone());
                 }
             }
@@ -553,10 +590,21 @@ impl World {
                 ),
             );
         }
-        let before = lock(&self.observed)
-            .claimed
-            .insert(next.id.clone(), (attempt.period.clone(), attempt.amount));
-        let Some((period, amount)) = before else {
+        // A period charged in part (decisions 76, 77) is a share of the
+        // plan's price at its claim: prices are compared, not amounts.
+        let partial = next
+            .partial
+            .is_some_and(|p| next.anchor.period_id(p.index) == attempt.period);
+        let price = if partial {
+            next.plan.amount
+        } else {
+            attempt.amount
+        };
+        let before = lock(&self.observed).claimed.insert(
+            next.id.clone(),
+            (attempt.period.clone(), attempt.amount, price),
+        );
+        let Some((period, amount, was_price)) = before else {
             return;
         };
         if period == attempt.period {
@@ -571,7 +619,7 @@ impl World {
             }
             return;
         }
-        if attempt.amount <= amount {
+        if price <= was_price {
             return;
         }
         let starts = next.period_due();
@@ -580,7 +628,7 @@ impl World {
         let consented = next.price_change.as_ref().is_some_and(|c| {
             c.closed
                 .is_some_and(|(o, _)| o == shared::billing::price_changes::Outcome::Applied)
-                && c.plan.amount == attempt.amount
+                && c.plan.amount == price
                 && c.consent
                     .as_ref()
                     .is_some_and(|k| k.at >= starts - window && k.at < starts)
@@ -591,7 +639,7 @@ impl World {
             self.violation(
                 "increase charged without consent",
                 format!(
-                    "{}: {} claimed at {} KRW after {} at {} KRW, price change {:?}",
+                    "{}: {} claimed at {} KRW (price {price}) after {} at {} KRW (price {was_price}), price change {:?}",
                     next.id, attempt.period, attempt.amount, period, amount, next.price_change
                 ),
             );
@@ -755,6 +803,17 @@ impl World {
                 if reg.replaces_key {
                     // A card-replacement window pays no period.
                     return None;
+                }
+                // The period the engine recorded the window's money for (a
+                // billing-day plan's first period is the billing month
+                // before the sign-up's, decision 77).
+                if let Some(a) = self
+                    .ledger
+                    .all_attempts()
+                    .into_iter()
+                    .find(|a| a.merchant_uid == merchant_uid)
+                {
+                    return Some((subscription, a.period));
                 }
                 let period = Anchor::from_instant(reg.created_at).period_id(0);
                 // The subscription's own first anchor when it exists
@@ -1039,12 +1098,69 @@ pub(super) fn verdict(world: &World) -> SeedReport {
     // anchor are exactly the ones before its current period, and a
     // chargeable one is not behind.
     let end = world.now();
+    let registrations = world.ledger.all_registrations();
     for s in subs.values() {
-        if s.anchor == s.anchor.moved_to(s.created_at) {
+        // On its first calendar: anchored on its sign-up day, or on a billing
+        // day's date before it (decision 77), whose free first period (or
+        // one prorated under the smallest charge) is never charged.
+        let first_calendar = match super::actors::sim_billing(&s.id).and_then(|b| {
+            shared::billing::calendar::aligned(seoul_date(s.created_at), b, s.anchor.interval)
+                .map(|a| (b, a))
+        }) {
+            Some((b, (anchor, days, of))) => (s.anchor == anchor).then(|| {
+                let amount = registrations
+                    .iter()
+                    .find(|r| r.subscription_id == s.id && !r.replaces_key)
+                    .map_or(0, |r| r.plan.amount);
+                let free = b.first == shared::billing::FirstPeriod::Free
+                    || (b.first == shared::billing::FirstPeriod::Prorated
+                        && shared::billing::entities::prorated(amount, days, of).is_none());
+                u32::from(free)
+            }),
+            None => (s.anchor == s.anchor.moved_to(s.created_at)).then_some(0),
+        };
+        // A billing-day subscription stays on its billing day until a
+        // comeback re-anchors it (decision 77): one that was only ever
+        // active, paused or cancelled is on the aligned calendar.
+        if let Some(b) = super::actors::sim_billing(&s.id)
+            && first_calendar.is_none()
+        {
+            let obs = lock(&world.observed);
+            let only_on_time = obs.statuses.get(&s.id).is_some_and(|h| {
+                h.iter().all(|(_, st)| {
+                    matches!(
+                        st,
+                        SubscriptionStatus::Active
+                            | SubscriptionStatus::Paused
+                            | SubscriptionStatus::Cancelled
+                    )
+                })
+            });
+            drop(obs);
+            if only_on_time {
+                broken(
+                    &mut report,
+                    "off its billing day",
+                    format!(
+                        "{} (billing day {}) anchored on {:04}-{:02}-{:02}, never re-anchored",
+                        s.id, b.day, s.anchor.year, s.anchor.month, s.anchor.day
+                    ),
+                );
+            }
+        }
+        if let Some(first_k) = first_calendar {
             let paid: BTreeSet<PeriodId> = attempts
                 .iter()
                 .filter(|a| {
                     a.subscription_id == s.id && a.state == AttemptState::Paid && !a.is_window()
+                })
+                // A free first period is never charged; money the sign-up
+                // window took for it that a person accepted (resolved as
+                // paid) is theirs to keep ("first period charged wrong"
+                // checks the engine never claimed it).
+                .filter(|a| {
+                    a.resolution.is_none()
+                        || (0..first_k).all(|k| s.anchor.period_id(k) != a.period)
                 })
                 .map(|a| a.period.clone())
                 .collect();
@@ -1052,7 +1168,7 @@ pub(super) fn verdict(world: &World) -> SeedReport {
             // 76): never charged, so not expected ("charged inside a pause"
             // checks that none that began paused was charged).
             let obs = lock(&world.observed);
-            let expected: BTreeSet<PeriodId> = (0..s.period_index)
+            let expected: BTreeSet<PeriodId> = (first_k..s.period_index)
                 .filter(|&k| {
                     let id = s.anchor.period_id(k);
                     paid.contains(&id)
@@ -1084,7 +1200,12 @@ pub(super) fn verdict(world: &World) -> SeedReport {
                 format!("{} still paused, due to resume at {at}", s.id),
             );
         }
-        if s.status.is_chargeable() && s.next_charge_at + chrono::Duration::days(2) < end {
+        // (One period a day: a period paid on the world's last day lets
+        // the next, due already, wait for tomorrow's run.)
+        if s.status.is_chargeable()
+            && s.next_charge_at + chrono::Duration::days(2) < end
+            && s.paid_on != Some(seoul_date(end))
+        {
             report.stuck += 1;
             report.violations.push(format!(
                 "seed {}: {} left behind: {} due {}",
@@ -1181,6 +1302,22 @@ fn customer_side(
             {
                 let paused =
                     obs.status_at(&subscription, start) == Some(SubscriptionStatus::Paused);
+                // A resume inside a period charges the rest of it, prorated
+                // from the day of the resume at the price then (decision
+                // 76): that much, no more.
+                let end = s.anchor.period_date(k + 1);
+                let rest = obs
+                    .resumed
+                    .get(&subscription)
+                    .and_then(|r| r.iter().find(|(at, _, _)| *at == back))
+                    .map(|(_, from, price)| {
+                        let days = (end - seoul_date(*from)).num_days();
+                        let of = (end - seoul_date(start)).num_days().max(1);
+                        price * days / of
+                    });
+                if paused && rest.is_some_and(|most| p.amount <= most) {
+                    continue;
+                }
                 broken(
                     report,
                     if paused {
@@ -1245,6 +1382,60 @@ fn customer_side(
                     format!(
                         "{id} ({interval}) kept money for periods {} months apart",
                         pair[1] - pair[0]
+                    ),
+                );
+            }
+        }
+    }
+    // A billing-day plan's first, partial period (decision 77): on its
+    // billing calendar, prorated to the won from the sign-up's amount, or
+    // never charged when free.
+    let registrations = world.ledger.all_registrations();
+    for s in subs.values() {
+        let Some(billing) = super::actors::sim_billing(&s.id) else {
+            continue;
+        };
+        let Some(reg) = registrations
+            .iter()
+            .find(|r| r.subscription_id == s.id && !r.replaces_key)
+        else {
+            continue;
+        };
+        let signed_up = seoul_date(s.created_at);
+        let Some((anchor, days, of)) =
+            shared::billing::calendar::aligned(signed_up, billing, s.anchor.interval)
+        else {
+            continue;
+        };
+        // A comeback re-anchors (decision 42): its first period is whole.
+        if s.anchor.day != anchor.day {
+            continue;
+        }
+        let prorated = reg.plan.amount * i64::from(days) / i64::from(of);
+        let first = anchor.period_id(0);
+        for a in attempts
+            .iter()
+            // (money a sign-up window took, accepted by a person, is theirs)
+            .filter(|a| {
+                a.subscription_id == s.id
+                    && a.period == first
+                    && !a.is_window()
+                    && a.resolution.is_none()
+            })
+        {
+            let wrong = match billing.first {
+                shared::billing::FirstPeriod::Free => true,
+                shared::billing::FirstPeriod::Prorated if prorated < 100 => true,
+                shared::billing::FirstPeriod::Prorated => a.amount != prorated,
+                shared::billing::FirstPeriod::Full => false,
+            };
+            if wrong {
+                broken(
+                    report,
+                    "first period charged wrong",
+                    format!(
+                        "{} ({:?}, day {}) charged {} for its first period {first}; {days} of {of} days of {} is {prorated}",
+                        s.id, billing.first, billing.day, a.amount, reg.plan.amount
                     ),
                 );
             }

@@ -501,6 +501,7 @@ pub fn callback_with_slow_gateway(latency: Duration) -> (Duration, String) {
             sweep_at: None,
             replaces_key: false,
             interval: Default::default(),
+            billing: None,
             trial: None,
             consent: None,
         };
