@@ -46,6 +46,19 @@ pub(crate) enum Scenario {
     /// The same increase declined: charged the old price until the change's
     /// period, then cancelled without a charge.
     PriceIncreaseDeclined,
+    /// Signs up to the catalogue's yearly plan [`YEARLY_PLAN`] (issue 25
+    /// §1): charged at sign-up, then not again while the story plays (its
+    /// next charge is a year after the sign-up).
+    Yearly,
+    /// Signs up to [`BILLING_DAY_PLAN`], billed on the 1st (issue 25 §2):
+    /// the sign-up charges the days to the next 1st, prorated; every 1st
+    /// after, the price.
+    BillingDay,
+    /// Pays at sign-up, then pauses (issue 25 §4) until ten days into its
+    /// second period: the first is skipped (never charged), the second
+    /// charged for the rest of its days from the resume, prorated; every
+    /// later one in full, on the old calendar.
+    Pauses,
 }
 
 impl Scenario {
@@ -64,6 +77,9 @@ impl Scenario {
             Self::TrialLapses => "free trial, no consent: never charged",
             Self::PriceIncreaseConsented => "price increase, consents: pays the new price",
             Self::PriceIncreaseDeclined => "price increase, declines: ends before it",
+            Self::Yearly => "yearly plan: charged once a year",
+            Self::BillingDay => "billed on the 1st: a prorated first charge",
+            Self::Pauses => "pauses a month, resumes mid-period: the rest prorated",
         }
     }
 
@@ -114,7 +130,18 @@ pub(crate) const TRIAL_PLAN: (&str, &str, i64, u16) = ("trial-monthly", "체험 
 /// customers to (issue 23 §3): an increase, so it needs their consent.
 pub(crate) const PLUS_PLAN: (&str, &str, i64) = ("basic-plus", "베이직 월간", 12900);
 
-pub(crate) const PEOPLE: [Persona; 13] = [
+/// The catalogue's yearly plan (id, name, amount): `interval: year`.
+pub(crate) const YEARLY_PLAN: (&str, &str, i64) = ("basic-yearly", "베이직 연간", 99000);
+
+/// The catalogue's plan billed on a fixed day (id, name, amount, day):
+/// `billing_day` with a `prorated` first period.
+pub(crate) const BILLING_DAY_PLAN: (&str, &str, i64, u8) =
+    ("basic-1st", "베이직 월간 (1일 결제)", 9900, 1);
+
+/// How far into its second period the pausing customer resumes.
+pub(crate) const PAUSE_RESUMES_AFTER_DAYS: i64 = 10;
+
+pub(crate) const PEOPLE: [Persona; 16] = [
     Persona {
         label: "alice",
         user_id: "user-1001",
@@ -269,6 +296,42 @@ pub(crate) const PEOPLE: [Persona; 13] = [
         plan: CATALOGUE_PLAN.1,
         scenario: Scenario::PriceIncreaseDeclined,
         from_catalogue: true,
+        sdk: None,
+    },
+    Persona {
+        label: "nora",
+        user_id: "user-1014",
+        buyer_name: "유열넷",
+        email: "yeollet@example.com",
+        tel: "010-1111-0014",
+        amount: YEARLY_PLAN.2,
+        plan: YEARLY_PLAN.1,
+        scenario: Scenario::Yearly,
+        from_catalogue: false,
+        sdk: None,
+    },
+    Persona {
+        label: "oscar",
+        user_id: "user-1015",
+        buyer_name: "임열다섯",
+        email: "yeoldaseot@example.com",
+        tel: "010-1111-0015",
+        amount: BILLING_DAY_PLAN.2,
+        plan: BILLING_DAY_PLAN.1,
+        scenario: Scenario::BillingDay,
+        from_catalogue: false,
+        sdk: None,
+    },
+    Persona {
+        label: "pia",
+        user_id: "user-1016",
+        buyer_name: "장열여섯",
+        email: "yeolyeoseot@example.com",
+        tel: "010-1111-0016",
+        amount: 9900,
+        plan: "베이직 월간",
+        scenario: Scenario::Pauses,
+        from_catalogue: false,
         sdk: None,
     },
 ];

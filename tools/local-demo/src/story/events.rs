@@ -155,6 +155,18 @@ pub(crate) async fn lifecycle_events(
                 "subscription.price_change_declined",
                 "subscription.cancelled",
             ],
+            Scenario::Yearly => &["subscription.activated", "charge.succeeded"],
+            Scenario::BillingDay => &[
+                "subscription.activated",
+                "subscription.renewal_upcoming",
+                "charge.succeeded",
+            ],
+            Scenario::Pauses if args.months < 3 => &["subscription.paused"],
+            Scenario::Pauses => &[
+                "subscription.paused",
+                "subscription.resumed",
+                "charge.succeeded",
+            ],
             Scenario::ClosesWindow => &[],
         };
         let missing: Vec<&&str> = expected.iter().filter(|t| !has(t)).collect();

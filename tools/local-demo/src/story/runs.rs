@@ -44,12 +44,14 @@ pub(crate) async fn chapter(story: &mut Story<'_>, members: &[Member]) -> Result
     let first_day = Utc::now().with_timezone(&BILLING_TZ).date_naive() + chrono::Days::new(1);
     // The last period's charge day, and at least past the dunning of the first
     // recurring period (declines on its day, +1, +3 and +7 days).
+    // (Counted in months whatever a plan's interval: a yearly plan's
+    // next charge is past the story.)
     let last_day = subs
         .values()
-        .map(|s| {
-            s.anchor
-                .period_date(args.months)
-                .max(s.anchor.period_date(1) + chrono::Days::new(8))
+        .map(|s| s.anchor.every(shared::billing::Interval::Month))
+        .map(|a| {
+            a.period_date(args.months)
+                .max(a.period_date(1) + chrono::Days::new(8))
         })
         .max()
         .ok_or_else(|| fail("nobody signed up"))?;
@@ -102,12 +104,22 @@ pub(crate) async fn chapter(story: &mut Story<'_>, members: &[Member]) -> Result
             .filter(|s| s.notice_due(at))
             .collect();
         let notices_before: Vec<Subscription> = notices_before.into_iter().cloned().collect();
+        // Paused ones the run works at (a period to skip, a resume).
+        let paused_before: Vec<Subscription> = members
+            .iter()
+            .filter_map(|m| subs.get(m.id.as_str()))
+            .filter(|s| {
+                s.status == SubscriptionStatus::Paused && s.due_at().is_some_and(|d| d <= at)
+            })
+            .cloned()
+            .collect();
         let run = stack.charge_run(at, &format!("local-demo-{day}")).await?;
         runs += 1;
         let active = run.error.is_some()
             || run.count("due") > 0
             || !due_before.is_empty()
-            || !notices_before.is_empty();
+            || !notices_before.is_empty()
+            || !paused_before.is_empty();
         if !active && !args.verbose {
             quiet = Some(match quiet {
                 Some((from, _, n)) => (from, day, n + 1),
@@ -144,6 +156,52 @@ pub(crate) async fn chapter(story: &mut Story<'_>, members: &[Member]) -> Result
                 _ => "notice  not recorded".to_owned(),
             };
             println!("      {:<6} {} {what}", m.p.label, before.current_period());
+        }
+        for before in &paused_before {
+            let m = by_id[before.id.as_str()];
+            let after = stack.sub(&before.id).await?;
+            // Resumed: the period it resumed in, charged in this run.
+            let mut charged = None;
+            if after.status != SubscriptionStatus::Paused {
+                for k in before.period_index..=after.period_index {
+                    let period = after.anchor.period_id(k);
+                    if let Some(a) = stack.store.get_attempt(&after.id, &period, 1).await? {
+                        charged = Some((k, a));
+                        break;
+                    }
+                }
+            }
+            let skipped_to = charged.as_ref().map_or(after.period_index, |(k, _)| *k);
+            let skipped: Vec<String> = (before.period_index..skipped_to)
+                .map(|k| before.anchor.period_id(k).as_str().to_owned())
+                .collect();
+            let mut what = if skipped.is_empty() {
+                String::new()
+            } else {
+                format!("skipped {} (never charged); ", skipped.join(", "))
+            };
+            match charged {
+                _ if after.status == SubscriptionStatus::Paused => what.push_str("still paused"),
+                None => {
+                    let _ = write!(what, "resumed ({})", after.status.as_str());
+                }
+                Some((_, a)) => {
+                    let _ = write!(
+                        what,
+                        "resumed ({}): {} a1 {} {} KRW{}",
+                        after.status.as_str(),
+                        a.period,
+                        a.state.as_str(),
+                        won(a.amount),
+                        if a.amount < after.plan.amount {
+                            " (the rest of the period, prorated)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            }
+            println!("      {:<6} paused  {what}", m.p.label);
         }
         for (before, open_before) in &due_before {
             let m = by_id[before.id.as_str()];

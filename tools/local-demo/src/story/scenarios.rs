@@ -217,6 +217,61 @@ pub(crate) async fn chapter(story: &mut Story<'_>, members: &[Member]) -> Result
                     ),
                 );
             }
+            Scenario::Pauses => {
+                // Until ten days into the second period: the first is skipped.
+                let s = stack.sub(&m.id).await?;
+                let resumes_at =
+                    s.anchor.period_start(2) + chrono::Duration::days(PAUSE_RESUMES_AFTER_DAYS);
+                let (status, body, _) = stack
+                    .api(
+                        "POST",
+                        &format!("/subscriptions/{}/pause", m.id),
+                        Some(json!({"resumes_at": resumes_at.to_rfc3339()})),
+                        Some(&format!("pause-{}", m.id)),
+                    )
+                    .await?;
+                println!(
+                    "  {:<6} POST /subscriptions/{}/pause until {} → {status} ({}, paid through {}: {} will be skipped, the rest of {} charged from the resume)",
+                    m.p.label,
+                    m.id,
+                    resumes_at
+                        .with_timezone(&shared::billing::BILLING_TZ)
+                        .date_naive(),
+                    body["status"].as_str().unwrap_or("?"),
+                    body["paid_through"].as_str().unwrap_or("?"),
+                    s.anchor.period_id(1),
+                    s.anchor.period_id(2),
+                );
+                checks.check(
+                    status == 200 && body["status"] == "paused",
+                    format!("{}: the pause answered {status}: {body}", m.p.label),
+                );
+            }
+            Scenario::Yearly => {
+                let s = stack.sub(&m.id).await?;
+                println!(
+                    "  {:<6} on {} ({} KRW a year): next charge {}",
+                    m.p.label,
+                    YEARLY_PLAN.0,
+                    won(s.plan.amount),
+                    s.next_charge_at
+                        .with_timezone(&shared::billing::BILLING_TZ)
+                        .date_naive()
+                );
+            }
+            Scenario::BillingDay => {
+                let s = stack.sub(&m.id).await?;
+                println!(
+                    "  {:<6} on {} (day {}): anchored {}, next charge {}",
+                    m.p.label,
+                    BILLING_DAY_PLAN.0,
+                    BILLING_DAY_PLAN.3,
+                    s.anchor.period_date(0),
+                    s.next_charge_at
+                        .with_timezone(&shared::billing::BILLING_TZ)
+                        .date_naive()
+                );
+            }
             Scenario::Pays | Scenario::ClosesWindow => {}
         }
     }

@@ -153,6 +153,33 @@ async fn catalogue(stack: &Stack, checks: &mut Checks) -> Result<()> {
         status == 201 || status == 409,
         format!("POST /plans {id} answered {status}: {answer}"),
     );
+    let (id, name, amount) = YEARLY_PLAN;
+    let body = json!({"id": id, "name": name, "amount": amount, "interval": "year"});
+    let (status, answer, _) = stack
+        .api("POST", "/plans", Some(body), Some(&format!("plan-{id}")))
+        .await?;
+    println!(
+        "  the merchant  POST /plans {id} ({name}, {} KRW a year: interval year) → {status}",
+        won(amount)
+    );
+    checks.check(
+        status == 201 || status == 409,
+        format!("POST /plans {id} answered {status}: {answer}"),
+    );
+    let (id, name, amount, day) = BILLING_DAY_PLAN;
+    let body = json!({"id": id, "name": name, "amount": amount,
+                      "billing_day": day, "first_period": "prorated"});
+    let (status, answer, _) = stack
+        .api("POST", "/plans", Some(body), Some(&format!("plan-{id}")))
+        .await?;
+    println!(
+        "  the merchant  POST /plans {id} ({name}, {} KRW a month on day {day}; the first, partial period prorated) → {status}",
+        won(amount)
+    );
+    checks.check(
+        status == 201 || status == 409,
+        format!("POST /plans {id} answered {status}: {answer}"),
+    );
     let (id, name, amount) = PLUS_PLAN;
     let body = json!({"id": id, "name": name, "amount": amount,
                       "tax": "mixed", "tax_free_amount": TAX_FREE});
@@ -179,6 +206,10 @@ pub(crate) async fn register(stack: &Stack, p: &'static Persona) -> Result<Membe
     });
     if p.scenario.is_trial() {
         body["plan_id"] = json!(TRIAL_PLAN.0);
+    } else if p.scenario == Scenario::Yearly {
+        body["plan_id"] = json!(YEARLY_PLAN.0);
+    } else if p.scenario == Scenario::BillingDay {
+        body["plan_id"] = json!(BILLING_DAY_PLAN.0);
     } else if p.from_catalogue {
         body["plan_id"] = json!(CATALOGUE_PLAN.0);
     } else {

@@ -324,6 +324,26 @@ pub(crate) async fn check(story: &mut Story<'_>, books: &Books<'_>, runs: &Runs)
             Scenario::PriceIncreaseConsented | Scenario::PriceIncreaseDeclined => {
                 price_increase(checks, m, s, attempts, args.months)
             }
+            Scenario::Yearly => checks.check(
+                s.status == SubscriptionStatus::Active
+                    && s.anchor.interval == shared::billing::Interval::Year
+                    && s.paid_through.as_ref() == Some(&s.anchor.period_id(0))
+                    && paid == 1
+                    && attempts.len() == 1
+                    && attempts[0].amount == YEARLY_PLAN.2
+                    && s.next_charge_at == s.anchor.period_start(1),
+                format!(
+                    "{}: expected one yearly charge of {} KRW at sign-up and the next a year on (got {}, interval {:?}, {} attempts, next {})",
+                    m.p.label,
+                    YEARLY_PLAN.2,
+                    s.status.as_str(),
+                    s.anchor.interval,
+                    attempts.len(),
+                    s.next_charge_at
+                ),
+            ),
+            Scenario::BillingDay => billing_day(checks, m, s, attempts, args.months),
+            Scenario::Pauses => paused_a_month(checks, m, s, attempts, args.months),
             Scenario::ClosesWindow => {}
         }
     }
@@ -397,4 +417,134 @@ fn price_increase(
             ),
         );
     }
+}
+
+/// oscar, on [`BILLING_DAY_PLAN`]: the sign-up charged the days to the
+/// next billing date, ⌊price × days ÷ the billing period's days⌋ (the full
+/// price when the sign-up fell on the billing day), and every later period
+/// the price, each claimed on the billing day.
+fn billing_day(
+    checks: &mut Checks,
+    m: &Member,
+    s: &Subscription,
+    attempts: &[ChargeAttempt],
+    months: u32,
+) {
+    use chrono::Datelike;
+    let (_, _, price, day) = BILLING_DAY_PLAN;
+    let signed_up = s
+        .created_at
+        .with_timezone(&shared::billing::BILLING_TZ)
+        .date_naive();
+    // The story's own arithmetic: the billing dates around the sign-up.
+    let start = signed_up.with_day(u32::from(day)).unwrap_or(signed_up);
+    let start = if start > signed_up {
+        start - chrono::Months::new(1)
+    } else {
+        start
+    };
+    let next = start + chrono::Months::new(1);
+    let first = if start == signed_up {
+        price
+    } else {
+        price * (next - signed_up).num_days() / (next - start).num_days()
+    };
+    let amounts: Vec<i64> = attempts.iter().map(|a| a.amount).collect();
+    let expected: Vec<i64> = std::iter::once(first)
+        .chain(std::iter::repeat_n(price, months as usize))
+        .collect();
+    let on_the_day = attempts.iter().skip(1).all(|a| {
+        a.created_at
+            .with_timezone(&shared::billing::BILLING_TZ)
+            .day()
+            == u32::from(day)
+    });
+    println!(
+        "  {:<6} signed up {signed_up}: first charge {} KRW for {} of {} days, then {} KRW on every {}st",
+        m.p.label,
+        won(first),
+        (next - signed_up).num_days(),
+        (next - start).num_days(),
+        won(price),
+        day
+    );
+    checks.check(
+        s.status == SubscriptionStatus::Active
+            && s.anchor.period_date(0) == start
+            && s.paid_through.as_ref() == Some(&s.anchor.period_id(months))
+            && attempts.iter().all(|a| a.state == AttemptState::Paid)
+            && amounts == expected
+            && on_the_day,
+        format!(
+            "{}: expected anchored on {start}, charged {expected:?} (later ones on day {day}) (got {}, anchor {}, amounts {amounts:?}, on the day {on_the_day})",
+            m.p.label,
+            s.status.as_str(),
+            s.anchor.period_date(0)
+        ),
+    );
+}
+
+/// pia paused at sign-up until [`PAUSE_RESUMES_AFTER_DAYS`] into her
+/// second period: the first never charged, the second charged for the rest
+/// of its days from the resume's day, ⌊price × days ÷ period days⌋, every
+/// later one in full; the anchor kept.
+fn paused_a_month(
+    checks: &mut Checks,
+    m: &Member,
+    s: &Subscription,
+    attempts: &[ChargeAttempt],
+    months: u32,
+) {
+    let price = m.p.amount;
+    if months < 3 {
+        // The story ends before the resume: still paused, charged once.
+        checks.check(
+            s.status == SubscriptionStatus::Paused && attempts.len() == 1,
+            format!(
+                "{}: expected still paused with only the sign-up charged (the resume is past --months {months}; got {}, {} attempts)",
+                m.p.label,
+                s.status.as_str(),
+                attempts.len()
+            ),
+        );
+        return;
+    }
+    let (start, end) = (s.anchor.period_date(2), s.anchor.period_date(3));
+    let resumed = start + chrono::Days::new(PAUSE_RESUMES_AFTER_DAYS as u64);
+    let rest = price * (end - resumed).num_days() / (end - start).num_days();
+    let charged: Vec<(String, i64)> = attempts
+        .iter()
+        .map(|a| (a.period.as_str().to_owned(), a.amount))
+        .collect();
+    let mut expected = vec![
+        (s.anchor.period_id(0).as_str().to_owned(), price),
+        (s.anchor.period_id(2).as_str().to_owned(), rest),
+    ];
+    expected.extend((3..=months).map(|k| (s.anchor.period_id(k).as_str().to_owned(), price)));
+    println!(
+        "  {:<6} paused: {} skipped; resumed {resumed}: {} charged {} KRW for {} of {} days",
+        m.p.label,
+        s.anchor.period_id(1),
+        s.anchor.period_id(2),
+        won(rest),
+        (end - resumed).num_days(),
+        (end - start).num_days()
+    );
+    checks.check(
+        s.status == SubscriptionStatus::Active
+            && s.pause.is_none()
+            && s.anchor.period_date(0)
+                == s.created_at
+                    .with_timezone(&shared::billing::BILLING_TZ)
+                    .date_naive()
+            && attempts.iter().all(|a| a.state == AttemptState::Paid)
+            && charged == expected
+            && s.paid_through.as_ref() == Some(&s.anchor.period_id(months)),
+        format!(
+            "{}: expected {expected:?}, the anchor kept (got {}, {charged:?}, paid through {:?})",
+            m.p.label,
+            s.status.as_str(),
+            s.paid_through.as_ref().map(|p| p.as_str().to_owned())
+        ),
+    );
 }
