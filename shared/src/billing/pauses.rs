@@ -243,11 +243,7 @@ mod tests {
     use crate::billing::Anchor;
     use crate::testing;
 
-    fn kst(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s)
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or_else(|e| panic!("{s}: {e}"))
-    }
+    use crate::testing::instant as kst;
 
     fn periods(p: &[PeriodId]) -> Vec<&str> {
         p.iter().map(PeriodId::as_str).collect()

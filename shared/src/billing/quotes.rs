@@ -175,11 +175,7 @@ mod tests {
     use crate::billing::{Anchor, Interval};
     use crate::testing;
 
-    fn kst(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s)
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or_else(|e| panic!("{s}: {e}"))
-    }
+    use crate::testing::instant as kst;
 
     /// Anchored on `anchor`, period `k` paid (9,900 KRW at its start).
     fn paid(anchor: Anchor, k: u32) -> (Subscription, ChargeAttempt) {

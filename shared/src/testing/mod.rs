@@ -21,6 +21,13 @@ use crate::engine::{Engine, Settings};
 use crate::gateway::PaymentGateway;
 use crate::ledger::memory::InMemoryLedger;
 
+/// The instant an RFC 3339 text names (`2027-02-11T12:00:00+09:00`).
+pub fn instant(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
 /// The engine over an empty in-memory ledger and `gateway`, with the
 /// configuration's defaults, a shifted clock (advance it) and [`refs`].
 pub fn engine<G: PaymentGateway>(gateway: G) -> Engine<InMemoryLedger, G> {

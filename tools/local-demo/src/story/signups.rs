@@ -116,79 +116,79 @@ pub(crate) async fn chapter(story: &mut Story<'_>) -> Result<Vec<Member>> {
     Ok(members)
 }
 
-/// The merchant puts a plan in the catalogue (`POST /plans`); a table kept
-/// from an earlier story has it already (409: a version never changes).
+/// The merchant puts its plans in the catalogue (`POST /plans`), one
+/// [`put_plan`] each.
 async fn catalogue(stack: &Stack, checks: &mut Checks) -> Result<()> {
     let (id, name, amount) = CATALOGUE_PLAN;
-    let body = json!({"id": id, "name": name, "amount": amount, "currency": "KRW",
-                      "tax": "mixed", "tax_free_amount": TAX_FREE});
+    put_plan(
+        stack,
+        checks,
+        json!({"id": id, "name": name, "amount": amount, "currency": "KRW",
+               "tax": "mixed", "tax_free_amount": TAX_FREE}),
+        &format!(
+            "{name}, {} KRW a month, mixed tax: {} KRW of it tax-free",
+            won(amount),
+            won(TAX_FREE)
+        ),
+    )
+    .await?;
+    let (id, name, amount, days) = TRIAL_PLAN;
+    put_plan(
+        stack,
+        checks,
+        json!({"id": id, "name": name, "amount": amount, "trial_days": days,
+               "conversion_consent": "explicit", "on_no_consent": "cancel"}),
+        &format!(
+            "{name}, {} KRW a month after a {days}-day free trial; the conversion needs a consent",
+            won(amount)
+        ),
+    )
+    .await?;
+    let (id, name, amount) = YEARLY_PLAN;
+    put_plan(
+        stack,
+        checks,
+        json!({"id": id, "name": name, "amount": amount, "interval": "year"}),
+        &format!("{name}, {} KRW a year: interval year", won(amount)),
+    )
+    .await?;
+    let (id, name, amount, day) = BILLING_DAY_PLAN;
+    put_plan(
+        stack,
+        checks,
+        json!({"id": id, "name": name, "amount": amount,
+               "billing_day": day, "first_period": "prorated"}),
+        &format!(
+            "{name}, {} KRW a month on day {day}; the first, partial period prorated",
+            won(amount)
+        ),
+    )
+    .await?;
+    let (id, name, amount) = PLUS_PLAN;
+    put_plan(
+        stack,
+        checks,
+        json!({"id": id, "name": name, "amount": amount,
+               "tax": "mixed", "tax_free_amount": TAX_FREE}),
+        &format!("{name} at its new price, {} KRW a month", won(amount)),
+    )
+    .await
+}
+
+/// `POST /plans` with `body`, printed with `what`; a table kept from an
+/// earlier story has the plan already (409: a version never changes).
+async fn put_plan(stack: &Stack, checks: &mut Checks, body: Value, what: &str) -> Result<()> {
+    let id = body["id"].as_str().unwrap_or_default().to_owned();
     let (status, answer, _) = stack
         .api("POST", "/plans", Some(body), Some(&format!("plan-{id}")))
         .await?;
     println!(
-        "  the merchant  POST /plans {id} ({name}, {} KRW a month, mixed tax: {} KRW of it tax-free) → {status}{}",
-        won(amount),
-        won(TAX_FREE),
+        "  the merchant  POST /plans {id} ({what}) → {status}{}",
         if status == 409 {
             " (in the catalogue from an earlier story)"
         } else {
             ""
         }
-    );
-    checks.check(
-        status == 201 || status == 409,
-        format!("POST /plans answered {status}: {answer}"),
-    );
-    let (id, name, amount, days) = TRIAL_PLAN;
-    let body = json!({"id": id, "name": name, "amount": amount, "trial_days": days,
-                      "conversion_consent": "explicit", "on_no_consent": "cancel"});
-    let (status, answer, _) = stack
-        .api("POST", "/plans", Some(body), Some(&format!("plan-{id}")))
-        .await?;
-    println!(
-        "  the merchant  POST /plans {id} ({name}, {} KRW a month after a {days}-day free trial; the conversion needs a consent) → {status}",
-        won(amount)
-    );
-    checks.check(
-        status == 201 || status == 409,
-        format!("POST /plans {id} answered {status}: {answer}"),
-    );
-    let (id, name, amount) = YEARLY_PLAN;
-    let body = json!({"id": id, "name": name, "amount": amount, "interval": "year"});
-    let (status, answer, _) = stack
-        .api("POST", "/plans", Some(body), Some(&format!("plan-{id}")))
-        .await?;
-    println!(
-        "  the merchant  POST /plans {id} ({name}, {} KRW a year: interval year) → {status}",
-        won(amount)
-    );
-    checks.check(
-        status == 201 || status == 409,
-        format!("POST /plans {id} answered {status}: {answer}"),
-    );
-    let (id, name, amount, day) = BILLING_DAY_PLAN;
-    let body = json!({"id": id, "name": name, "amount": amount,
-                      "billing_day": day, "first_period": "prorated"});
-    let (status, answer, _) = stack
-        .api("POST", "/plans", Some(body), Some(&format!("plan-{id}")))
-        .await?;
-    println!(
-        "  the merchant  POST /plans {id} ({name}, {} KRW a month on day {day}; the first, partial period prorated) → {status}",
-        won(amount)
-    );
-    checks.check(
-        status == 201 || status == 409,
-        format!("POST /plans {id} answered {status}: {answer}"),
-    );
-    let (id, name, amount) = PLUS_PLAN;
-    let body = json!({"id": id, "name": name, "amount": amount,
-                      "tax": "mixed", "tax_free_amount": TAX_FREE});
-    let (status, answer, _) = stack
-        .api("POST", "/plans", Some(body), Some(&format!("plan-{id}")))
-        .await?;
-    println!(
-        "  the merchant  POST /plans {id} ({name} at its new price, {} KRW a month) → {status}",
-        won(amount)
     );
     checks.check(
         status == 201 || status == 409,
