@@ -112,6 +112,9 @@ expected = sorted([
     ("POST", "/plans", api),
     ("GET", "/plans/{id}", api),
     ("POST", "/plans/{id}/price-change", api),
+    ("POST", "/coupons", api),
+    ("GET", "/coupons/{id}", api),
+    ("POST", "/subscriptions/{id}/coupon", api),
 ])
 if routes != expected:
     sys.exit(f"routes {routes} != expected {expected}")
@@ -153,4 +156,4 @@ if problems:
     sys.exit("\n".join(problems))
 PY
 
-echo "check-infra: OK (cfn-lint, sam validate --lint, translated template, 27 routes, ${#events[@]} events, env.local.json)"
+echo "check-infra: OK (cfn-lint, sam validate --lint, translated template, 30 routes, ${#events[@]} events, env.local.json)"

@@ -21,7 +21,7 @@ use crate::billing::trials::Trial;
 use crate::billing::{AttemptState, ChargeAttempt, Subscription, SubscriptionStatus};
 
 /// Every event type (the EventBridge `detail-type`).
-pub const TYPES: [&str; 25] = [
+pub const TYPES: [&str; 26] = [
     "subscription.activated",
     "subscription.trial_will_end",
     "subscription.trial_consented",
@@ -38,6 +38,7 @@ pub const TYPES: [&str; 25] = [
     "subscription.price_change_declined",
     "subscription.price_change_lapsed",
     "subscription.payment_method_updated",
+    "subscription.coupon_applied",
     "subscription.renewal_upcoming",
     "payment_method.action_required",
     "charge.succeeded",
@@ -92,6 +93,24 @@ fn tax(split: crate::billing::TaxSplit) -> Value {
     json!({"supply": split.supply, "vat": split.vat, "tax_free": split.tax_free})
 }
 
+/// A subscription's coupon as events show it (decision 78).
+fn discount(d: &crate::billing::coupons::Discount) -> Value {
+    use crate::billing::coupons::Off;
+    let (percent_off, amount_off) = match d.off {
+        Off::Percent(p) => (Some(i64::from(p)), None),
+        Off::Amount(a) => (None, Some(a)),
+    };
+    json!({
+        "coupon_id": d.coupon.as_str(),
+        "percent_off": percent_off,
+        "amount_off": amount_off,
+        "duration": d.duration.label(),
+        "from_period": d.from.to_string(),
+        "until_period": d.until.as_ref().map(ToString::to_string),
+        "end_disclosed": d.end_disclosed,
+    })
+}
+
 fn card(sub: &Subscription) -> Value {
     json!({
         "pg_provider": sub.key.pg_provider,
@@ -144,6 +163,7 @@ pub fn of_subscription(old: Option<&Subscription>, new: Option<&Subscription>) -
                 "paid_through": paid_through(new),
                 "card": card(new),
                 "trial": new.trial.as_ref().map(trial),
+                "discount": new.discount.as_ref().map(discount),
             }),
         )];
     };
@@ -244,6 +264,23 @@ pub fn of_subscription(old: Option<&Subscription>, new: Option<&Subscription>) -
             out.push(notice_event(new, notice, NoticeKind::TrialWillEnd));
         }
     }
+    // A coupon applied to the running subscription (one redeemed with the
+    // sign-up is in `subscription.activated`); its span moving with its
+    // end's consent is not a new one.
+    if let Some(d) = &new.discount
+        && old
+            .discount
+            .as_ref()
+            .is_none_or(|o| o.coupon != d.coupon || o.redeemed_at != d.redeemed_at)
+    {
+        let mut data = discount(d);
+        if let Value::Object(map) = &mut data {
+            map.insert("next_amount".into(), json!(new.charge_due()));
+            map.insert("currency".into(), json!("KRW"));
+            map.insert("redeemed_at".into(), json!(rfc3339(d.redeemed_at)));
+        }
+        out.push(subscription_event("subscription.coupon_applied", new, data));
+    }
     if old.customer_uid != new.customer_uid {
         out.push(subscription_event(
             "subscription.payment_method_updated",
@@ -326,6 +363,7 @@ fn price_change(sub: &Subscription, c: &PriceChange) -> Value {
         "effective_at": opt_time(starts),
         "on_no_consent": c.on_no_consent.as_str(),
         "requested_at": rfc3339(c.requested_at),
+        "coupon_id": c.coupon.as_ref().map(|id| id.as_str()),
     })
 }
 

@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on what they did not expect
 
 use chrono::{DateTime, Duration, Utc};
+use shared::billing::coupons::{Coupon, CouponDuration, CouponId, Discount, Off};
 use shared::billing::plans::{Interval, PlanId, PlanRecord, PlanRef};
 use shared::billing::{
     AttemptResult, AttemptState, AuditEntry, Buyer, ChargeAttempt, DeclineClass, MerchantUid,
@@ -24,6 +25,7 @@ use shared::ledger::{
     ReviewDecision, ReviewFlag, Sent, Settlement, StoredResponse, SubscriptionChange, TakeOver,
     UnknownOutcome,
 };
+use shared::ledger::{Redeemer, Redemption};
 use shared::secret::Pii;
 use testkit::{fresh_ledger, sample_subscription};
 
@@ -64,6 +66,8 @@ macro_rules! contract {
 }
 
 contract!(
+    a_coupon_is_written_once_and_redeemed_with_its_registration_up_to_its_limit,
+    a_redemption_on_a_subscription_counts_only_with_its_change,
     registration_is_written_once_and_reads_back,
     activation_happens_once_and_clears_the_expiry,
     activation_writes_the_first_attempt_or_nothing,
@@ -148,6 +152,7 @@ fn registration(id: &SubscriptionId, now: DateTime<Utc>) -> Registration {
         billing: None,
         trial: None,
         consent: None,
+        coupon: None,
     }
 }
 
@@ -2720,4 +2725,118 @@ async fn a_cash_receipt_is_written_with_its_payment_worked_on_its_revision_and_r
         .await
         .unwrap();
     assert_eq!(waiting.attempts, vec![key]);
+}
+
+fn coupon(id: &str, max: Option<u32>, by: Option<DateTime<Utc>>, at: DateTime<Utc>) -> Coupon {
+    Coupon {
+        id: CouponId::parse(id).unwrap(),
+        name: "런칭 50%".into(),
+        off: Off::Percent(50),
+        duration: CouponDuration::Repeating(3),
+        max_redemptions: max,
+        redeem_by: by,
+        redeemed: 0,
+        created_at: at,
+    }
+}
+
+/// Decision 78: a coupon is one record, written once; a redemption counts
+/// only in the write that stores what redeemed it, under the coupon's
+/// limit and date, and nothing is written or counted when any part fails.
+async fn a_coupon_is_written_once_and_redeemed_with_its_registration_up_to_its_limit<L: Subject>(
+    l: L,
+) {
+    let now = t("2026-12-24T15:00:00Z");
+    let c = coupon("launch-3m", Some(2), Some(now + Duration::days(30)), now);
+    l.put_coupon(&c).await.unwrap();
+    conflict(
+        l.put_coupon(&Coupon {
+            name: "again".into(),
+            ..c.clone()
+        })
+        .await,
+    );
+    assert_eq!(l.get_coupon(&c.id).await.unwrap().unwrap(), c);
+    let missing = CouponId::parse("nothing-here").unwrap();
+    assert_eq!(l.get_coupon(&missing).await.unwrap(), None);
+    let terms = Some(c.terms());
+    let regs: Vec<Registration> = (0..3)
+        .map(|_| Registration {
+            coupon: terms.clone(),
+            ..registration(&SubscriptionId::generate(), now)
+        })
+        .collect();
+    let redeem = |reg, coupon, at| Redemption {
+        coupon,
+        now: at,
+        into: Redeemer::Registration(reg),
+    };
+    l.redeem(&redeem(&regs[0], &c.id, now)).await.unwrap();
+    // The same registration again: its own condition fails, nothing counted.
+    conflict(l.redeem(&redeem(&regs[0], &c.id, now)).await);
+    assert_eq!(l.get_coupon(&c.id).await.unwrap().unwrap().redeemed, 1);
+    l.redeem(&redeem(&regs[1], &c.id, now)).await.unwrap();
+    // Its limit reached: refused, and the registration is not written.
+    conflict(l.redeem(&redeem(&regs[2], &c.id, now)).await);
+    assert_eq!(
+        l.get_registration(&regs[2].merchant_uid).await.unwrap(),
+        None
+    );
+    let stored = l
+        .get_registration(&regs[0].merchant_uid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.coupon, terms);
+    assert_eq!(l.get_coupon(&c.id).await.unwrap().unwrap().redeemed, 2);
+    // An unknown coupon, or one past its date, redeems nothing.
+    let late = coupon("late", None, Some(now + Duration::hours(1)), now);
+    l.put_coupon(&late).await.unwrap();
+    conflict(l.redeem(&redeem(&regs[2], &missing, now)).await);
+    conflict(
+        l.redeem(&redeem(&regs[2], &late.id, now + Duration::hours(1)))
+            .await,
+    );
+    assert_eq!(
+        l.get_registration(&regs[2].merchant_uid).await.unwrap(),
+        None
+    );
+    l.redeem(&redeem(&regs[2], &late.id, now + Duration::minutes(59)))
+        .await
+        .unwrap();
+    assert_eq!(l.get_coupon(&late.id).await.unwrap().unwrap().redeemed, 1);
+}
+
+async fn a_redemption_on_a_subscription_counts_only_with_its_change<L: Subject>(l: L) {
+    let now = t("2026-12-24T15:00:00Z");
+    let sub = live(&l, now).await;
+    let c = coupon("winback", None, None, now);
+    l.put_coupon(&c).await.unwrap();
+    let mut next = sub.next_version(now);
+    next.discount = Some(Discount {
+        coupon: c.id.clone(),
+        off: c.off,
+        duration: c.duration,
+        from: sub.current_period(),
+        until: Some(sub.anchor.period_id(sub.period_index + 3)),
+        redeemed_at: now,
+        end_disclosed: false,
+    });
+    let entry = audit(&sub, "coupon", now);
+    let change = SubscriptionChange {
+        next: &next,
+        audit: Some(&entry),
+        lock: LockChange::Keep,
+    };
+    let redemption = Redemption {
+        coupon: &c.id,
+        now,
+        into: Redeemer::Subscription(change),
+    };
+    l.redeem(&redemption).await.unwrap();
+    // A second request from the same copy loses its version: not counted.
+    conflict(l.redeem(&redemption).await);
+    assert_eq!(l.get_coupon(&c.id).await.unwrap().unwrap().redeemed, 1);
+    assert_eq!(l.get_subscription(&sub.id).await.unwrap().unwrap(), next);
+    assert_eq!(l.history(&sub.id, 10).await.unwrap(), vec![entry]);
 }

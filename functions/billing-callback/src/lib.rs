@@ -107,6 +107,21 @@ async fn prepare<L: Ledger, G: PaymentGateway>(
         Err(e @ PrepareError::UnknownPlan(_)) => {
             error(StatusCode::NOT_FOUND, "plan_not_found", &e.to_string())
         }
+        Err(e @ PrepareError::UnknownCoupon(_)) => {
+            error(StatusCode::NOT_FOUND, "coupon_not_found", &e.to_string())
+        }
+        Err(PrepareError::Coupon(e)) => {
+            use shared::billing::coupons::CouponError;
+            let (status, code) = match &e {
+                CouponError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+                CouponError::Expired { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "coupon_expired"),
+                CouponError::Exhausted(_) | CouponError::NotAllowed(_) => {
+                    (StatusCode::CONFLICT, "coupon_exhausted")
+                }
+            };
+            info!(reason = %e, "prepare refused: coupon");
+            error(status, code, &e.to_string())
+        }
         Err(e @ PrepareError::AlreadySubscribed { .. }) => {
             info!(reason = %e, "prepare refused: one live subscription per user and plan");
             error(StatusCode::CONFLICT, "already_subscribed", &e.to_string())

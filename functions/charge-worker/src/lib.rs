@@ -48,6 +48,7 @@ fn failure(message_id: &str) -> BatchItemFailure {
 fn add(total: &mut Summary, s: &Summary) {
     total.due += s.due;
     total.charged += s.charged;
+    total.free += s.free;
     total.declined += s.declined;
     total.rejected += s.rejected;
     total.ambiguous += s.ambiguous;

@@ -18,11 +18,13 @@ use tracing::{info, warn};
 
 /// Every route: method and path template (`{name}` matches one segment).
 /// `docs/openapi.yaml` documents the same list; a test compares them.
-pub const ROUTES: [(&str, &str); 24] = [
+pub const ROUTES: [(&str, &str); 27] = [
     ("GET", "/plans"),
     ("POST", "/plans"),
     ("GET", "/plans/{id}"),
     ("POST", "/plans/{id}/price-change"),
+    ("POST", "/coupons"),
+    ("GET", "/coupons/{id}"),
     ("GET", "/subscriptions/{id}"),
     ("GET", "/users/{user_id}/subscriptions"),
     ("GET", "/subscriptions/{id}/charges"),
@@ -36,6 +38,7 @@ pub const ROUTES: [(&str, &str); 24] = [
     ("POST", "/subscriptions/{id}/price-change"),
     ("POST", "/subscriptions/{id}/price-change/consent"),
     ("POST", "/subscriptions/{id}/price-change/decline"),
+    ("POST", "/subscriptions/{id}/coupon"),
     ("POST", "/subscriptions/{id}/portal-link"),
     ("GET", "/portal/{token}"),
     ("GET", "/charges/needs-review"),
@@ -354,6 +357,23 @@ async fn dispatch<L: Ledger, G: PaymentGateway>(
             Ok(input) => answer(
                 StatusCode::OK,
                 management::request_plan_price_change(engine, p(0), input).await,
+            ),
+            Err(e) => Answer::error(&e),
+        },
+        "/coupons" => match body_of(request) {
+            Ok(input) => answer(
+                StatusCode::CREATED,
+                management::create_coupon(engine, input).await,
+            ),
+            Err(e) => Answer::error(&e),
+        },
+        "/coupons/{id}" => answer(StatusCode::OK, management::get_coupon(engine, p(0)).await),
+        "/subscriptions/{id}/coupon" => match body_of(request) {
+            Ok(input) => answer(
+                StatusCode::OK,
+                management::apply_coupon(engine, p(0), input, &who())
+                    .await
+                    .map(|(view, _)| view),
             ),
             Err(e) => Answer::error(&e),
         },

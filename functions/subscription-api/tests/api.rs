@@ -3182,3 +3182,277 @@ async fn a_cash_payment_gets_one_cash_receipt_reissued_on_a_partial_refund_and_c
             .all(|r| r.cancelled_at.is_some())
     );
 }
+
+/// The coupons of the two tests below (their terms checked: bad ones are
+/// 400, an id taken 409) and the plan they sign up to.
+async fn coupon_catalogue<L: Ledger>(app: &App<L>) {
+    let now = app.engine.now();
+    let create = |body: Value| async move {
+        post(app, "api-create-coupon.json", "/coupons", body, &[]).await
+    };
+    for (body, status) in [
+        (
+            json!({"id": "launch-3m", "name": "런칭 50%", "percent_off": 50,
+                "duration": "repeating:3", "max_redemptions": 2}),
+            201,
+        ),
+        (
+            json!({"id": "winback", "amount_off": 3000, "duration": "once"}),
+            201,
+        ),
+        (
+            json!({"id": "free-1", "percent_off": 100, "duration": "once"}),
+            201,
+        ),
+        (
+            json!({"id": "late", "percent_off": 10, "duration": "forever",
+                "redeem_by": (now + chrono::Duration::hours(1)).to_rfc3339()}),
+            201,
+        ),
+        (
+            json!({"id": "launch-3m", "percent_off": 10, "duration": "once"}),
+            409,
+        ),
+        (
+            json!({"id": "over", "percent_off": 101, "duration": "once"}),
+            400,
+        ),
+        (
+            json!({"id": "both", "percent_off": 10, "amount_off": 100, "duration": "once"}),
+            400,
+        ),
+        (
+            json!({"id": "long", "percent_off": 10, "duration": "repeating:37"}),
+            400,
+        ),
+        (
+            json!({"id": "past", "percent_off": 10, "duration": "once",
+                "redeem_by": (now - chrono::Duration::hours(1)).to_rfc3339()}),
+            400,
+        ),
+    ] {
+        let answer = create(body.clone()).await;
+        assert_eq!(answer.status, status, "{body}: {}", answer.body);
+    }
+    assert_eq!(
+        get(app, "api-get-coupon.json", "/coupons/over")
+            .await
+            .status,
+        404
+    );
+    let plan = post(
+        app,
+        "api-create-plan.json",
+        "/plans",
+        json!({"id": "basic", "name": "월간 구독", "amount": 9900}),
+        &[],
+    )
+    .await;
+    assert_eq!(plan.status, 201, "{}", plan.body);
+}
+
+async fn redeemed<L: Ledger>(app: &App<L>, id: &str) -> i64 {
+    let c = get(app, "api-get-coupon.json", &format!("/coupons/{id}")).await;
+    assert_eq!(c.status, 200, "{}", c.body);
+    c.body["redeemed"].as_i64().unwrap()
+}
+
+/// Issue 25 §3 (decision 78) on DynamoDB: a coupon redeemed with a sign-up
+/// prices its periods, its end (disclosed then) needs no consent, and its
+/// redemptions stop at `max_redemptions` with nothing written.
+#[tokio::test]
+async fn a_sign_up_coupon_prices_its_periods_and_stops_at_its_limit() {
+    let sim = start_sim().await;
+    let app = app_for(&sim, &[]).await;
+    Box::pin(coupon_catalogue(&app)).await;
+    let prepare = |user: &'static str, coupon: &'static str| {
+        let app = &app;
+        async move {
+            let body = json!({"user_id": user, "plan_id": "basic", "coupon_id": coupon});
+            let response = Box::pin(billing_callback::handle(
+                app,
+                http_request("prepare.json", None, Some(&body.to_string())),
+            ))
+            .await
+            .unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                serde_json::from_slice::<Value>(response.body().as_ref()).unwrap(),
+            )
+        }
+    };
+    // Two sign-ups redeem launch-3m; the third finds it used up.
+    let mut launched = Vec::new();
+    for user in ["coupon-user-1", "coupon-user-2"] {
+        let (status, prepared) = prepare(user, "launch-3m").await;
+        assert_eq!(status, 201, "{prepared}");
+        Box::pin(complete_window(&app, &sim, sdk(&prepared))).await;
+        launched
+            .push(SubscriptionId::parse(prepared["subscription_id"].as_str().unwrap()).unwrap());
+    }
+    let (status, refused) = prepare("coupon-user-3", "launch-3m").await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (409, Some("coupon_exhausted"))
+    );
+    assert_eq!(prepare("coupon-user-3", "no-such").await.0, 404);
+    assert_eq!(
+        redeemed(&app, "launch-3m").await,
+        2,
+        "counted once per sign-up"
+    );
+    assert!(
+        app.engine
+            .ledger
+            .user_items("coupon-user-3")
+            .await
+            .unwrap()
+            .registrations
+            .is_empty(),
+        "a refused redemption writes no registration"
+    );
+    // Its three periods at half price, then the plan's price, no consent asked.
+    let first = stored(&app, &launched[0]).await;
+    let d = first.discount.clone().expect("the sign-up's coupon");
+    assert!(d.end_disclosed);
+    for k in 1..=3 {
+        let at = first.anchor.period_start(k) + chrono::Duration::hours(10);
+        Box::pin(charge_run(&app, at, &format!("launch-{k}"))).await;
+    }
+    let periods: Vec<(String, i64)> = (0..4)
+        .map(|k| {
+            (
+                first.anchor.period_id(k).to_string(),
+                if k < 3 { 4950 } else { 9900 },
+            )
+        })
+        .collect();
+    assert_eq!(charged_amounts(&app, &launched[0]).await, periods);
+    assert_eq!(stored(&app, &launched[0]).await.price_change, None);
+}
+
+/// Issue 25 §3 (decision 78) on DynamoDB: a coupon applied to a running
+/// subscription covers the next period without an attempt, counts once
+/// however often it is asked, and its end is charged only with a consent;
+/// a period it leaves nothing to pay for is recorded at 0 KRW, never sent.
+#[tokio::test]
+async fn an_applied_coupon_counts_once_and_its_end_needs_a_consent() {
+    let sim = start_sim().await;
+    let app = app_for(&sim, &[]).await;
+    Box::pin(coupon_catalogue(&app)).await;
+    let t1 = app.engine.now() + chrono::Duration::hours(2);
+    let back = seed_subscription(&app, &sim, t1 - chrono::Duration::hours(1)).await;
+    let free = seed_subscription(&app, &sim, t1 - chrono::Duration::hours(1)).await;
+    Box::pin(charge_run(
+        &app,
+        t1 + chrono::Duration::hours(1),
+        "seeded-0",
+    ))
+    .await;
+    let apply = |id: &SubscriptionId, body: Value| {
+        let path = format!("/subscriptions/{id}/coupon");
+        let app = &app;
+        async move { post(app, "api-apply-coupon.json", &path, body, &[]).await }
+    };
+    for (body, status) in [
+        (json!({"coupon_id": "NOPE"}), 400),
+        (json!({"coupon_id": "no-such"}), 404),
+        (
+            json!({"coupon_id": "winback", "on_no_consent": "shrug"}),
+            400,
+        ),
+        (json!({"coupon_id": "late"}), 422),
+    ] {
+        let answer = apply(&back.id, body.clone()).await;
+        assert_eq!(answer.status, status, "{body}: {}", answer.body);
+    }
+    assert_eq!(
+        stored(&app, &back.id).await.discount,
+        None,
+        "bad input changed nothing"
+    );
+    for _ in 0..2 {
+        let applied = apply(&back.id, json!({"coupon_id": "winback"})).await;
+        assert_eq!(applied.status, 200, "{}", applied.body);
+        assert_eq!(applied.body["next_amount"], 6900, "{}", applied.body);
+        assert_eq!(applied.body["price_change"]["coupon_id"], "winback");
+    }
+    assert_eq!(
+        redeemed(&app, "winback").await,
+        1,
+        "asked twice, counted once"
+    );
+    let other = apply(&back.id, json!({"coupon_id": "free-1"})).await;
+    assert_eq!(other.status, 409, "one coupon at a time: {}", other.body);
+    let applied = apply(&free.id, json!({"coupon_id": "free-1"})).await;
+    assert_eq!(applied.status, 200, "{}", applied.body);
+    let sub = stored(&app, &back.id).await;
+    let end = sub.price_change.clone().expect("the coupon's end");
+    let k_end = (1..24)
+        .find(|&k| sub.anchor.period_id(k) == end.effective)
+        .unwrap();
+    // Every period the coupon covers at its price (the free one not sent).
+    for k in 1..k_end {
+        Box::pin(charge_run(
+            &app,
+            sub.anchor.period_start(k) + chrono::Duration::hours(10),
+            &format!("cover-{k}"),
+        ))
+        .await;
+    }
+    let covered = |amount: i64| -> Vec<(String, i64)> {
+        (0..k_end)
+            .map(|k| {
+                (
+                    sub.anchor.period_id(k).to_string(),
+                    if k == 0 { 9900 } else { amount },
+                )
+            })
+            .collect()
+    };
+    assert_eq!(charged_amounts(&app, &back.id).await, covered(6900));
+    assert_eq!(charged_amounts(&app, &free.id).await, covered(0));
+    let sent_free = charges_at_sim(&sim)
+        .iter()
+        .filter(|(uid, _, _)| uid.contains(free.id.as_str()))
+        .count();
+    assert_eq!(sent_free, 1, "only the seeded period 0 reached the PG");
+    // The end's consent request goes out; one customer consents.
+    let asks = end.asks_at.unwrap().max(app.engine.now());
+    Box::pin(charge_run(&app, asks + chrono::Duration::hours(1), "ask")).await;
+    assert!(
+        stored(&app, &back.id)
+            .await
+            .price_change
+            .unwrap()
+            .asked_at
+            .is_some()
+    );
+    let consent = post(
+        &app,
+        "api-price-consent.json",
+        &format!("/subscriptions/{}/price-change/consent", back.id),
+        json!({"evidence": {"channel": "app", "reference": "coupon-end-ok"}}),
+        &[],
+    )
+    .await;
+    assert_eq!(consent.status, 200, "{}", consent.body);
+    Box::pin(charge_run(
+        &app,
+        sub.anchor.period_start(k_end) + chrono::Duration::hours(10),
+        "end",
+    ))
+    .await;
+    let mut after = covered(6900);
+    after.push((sub.anchor.period_id(k_end).to_string(), 9900));
+    assert_eq!(
+        charged_amounts(&app, &back.id).await,
+        after,
+        "consented: the plan's price"
+    );
+    // The other stayed silent: it ends, nothing charged after the coupon.
+    let silent = stored(&app, &free.id).await;
+    assert_eq!(silent.status, SubscriptionStatus::Cancelled, "{silent:?}");
+    assert_eq!(charged_amounts(&app, &free.id).await, covered(0));
+}

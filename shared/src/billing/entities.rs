@@ -87,6 +87,9 @@ pub struct Registration {
     /// The consent to convert, taken with the sign-up (a trial whose
     /// `consent` is `signup`), with the merchant's evidence.
     pub consent: Option<Consent>,
+    /// The coupon redeemed with the sign-up (counted when the registration
+    /// was written; decision 78).
+    pub coupon: Option<super::coupons::CouponTerms>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,6 +185,9 @@ pub struct Subscription {
     /// claim charges (a price change applied there included); cleared once
     /// that period is paid or left.
     pub partial: Option<PartialPeriod>,
+    /// The coupon redeemed on it and the periods it covers (decision 78),
+    /// kept once over until the next.
+    pub discount: Option<super::coupons::Discount>,
 }
 
 /// A period charged in part (see [`Subscription::partial`]).
@@ -227,12 +233,17 @@ impl Subscription {
     }
 
     /// What its period to charge next costs: the plan's price, or its
-    /// share of it for a period had in part (decisions 76, 77). A claim
+    /// share of it for a period had in part (decisions 76, 77), less the
+    /// discount of a coupon covering the period (decision 78). A claim
     /// fixes it on the attempt: every re-send and refund uses the attempt's.
     pub fn period_amount(&self) -> i64 {
-        match self.partial {
+        let base = match self.partial {
             Some(p) if p.index == self.period_index => p.price(self.plan.amount),
             _ => self.plan.amount,
+        };
+        match self.discount_in_force() {
+            Some(d) => d.price(base),
+            None => base,
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod calendar;
 pub mod changes;
+pub mod coupons;
 pub mod declines;
 pub mod dunning;
 pub mod entities;

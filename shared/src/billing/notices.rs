@@ -189,7 +189,7 @@ pub fn noticed(sub: &Subscription, check: KeyCheck, now: DateTime<Utc>) -> Subsc
             KeyCheck::OnFile | KeyCheck::Unknown => NoticeKind::RenewalUpcoming,
         },
         // A price change in force that needs no answer, or has its consent.
-        amount: sub.amount_due(),
+        amount: sub.charge_due(),
         charge_at: next.next_charge_at,
         sent_at: now,
         key_checked: check != KeyCheck::Unknown,

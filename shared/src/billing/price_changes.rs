@@ -99,6 +99,9 @@ pub struct PriceChange {
     pub declined_at: Option<DateTime<Utc>>,
     /// How and when it ended; `None` while pending.
     pub closed: Option<(Outcome, DateTime<Utc>)>,
+    /// The end of this coupon's discount, applied to the running
+    /// subscription (decision 78): the plan stays, the discount ends.
+    pub coupon: Option<super::coupons::CouponId>,
 }
 
 impl PriceChange {
@@ -175,6 +178,22 @@ impl Subscription {
         match self.change_in_force() {
             Some(c) if !c.is_increase() || c.consent.is_some() => c.plan.amount,
             _ => self.plan.amount,
+        }
+    }
+
+    /// What the period to charge next will be charged, as things stand:
+    /// [`Subscription::amount_due`], for the period's share when it is
+    /// had in part, less the discount of a coupon covering it (what a
+    /// renewal notice tells).
+    pub fn charge_due(&self) -> i64 {
+        let price = self.amount_due();
+        let base = match self.partial {
+            Some(p) if p.index == self.period_index => p.price(price),
+            _ => price,
+        };
+        match self.discount_in_force() {
+            Some(d) => d.price(base),
+            None => base,
         }
     }
 
@@ -329,6 +348,7 @@ pub fn requested(
         consent: None,
         declined_at: None,
         closed: None,
+        coupon: None,
     });
     Ok(next)
 }
@@ -480,8 +500,11 @@ pub fn at_claim(sub: &Subscription, window_days: u16, now: DateTime<Utc>) -> AtC
         }
     };
     if !change.is_increase() || change.consent.as_ref().is_some_and(counts) {
-        next.plan = change.plan.clone();
-        next.plan_ref = change.plan_ref.clone();
+        if change.coupon.is_none() {
+            next.plan = change.plan.clone();
+            next.plan_ref = change.plan_ref.clone();
+        }
+        // (A coupon's end: its discount covers no more periods already.)
         apply(&mut next, Outcome::Applied);
         return AtClaim::ClaimAfter(next, Effect::Applied);
     }
@@ -496,9 +519,22 @@ pub fn at_claim(sub: &Subscription, window_days: u16, now: DateTime<Utc>) -> AtC
             c.asked_at = None;
             c.consent = None;
         }
+        if change.coupon.is_some()
+            && let Some(d) = next.discount.as_mut()
+        {
+            // The coupon's discount lasts as long as its end waits.
+            d.until = Some(sub.anchor.period_id(k));
+        }
         return AtClaim::ClaimAfter(next, Effect::Postponed);
     }
     apply(&mut next, Outcome::NotConsented);
+    if change.coupon.is_some()
+        && change.on_no_consent == OnNoConsent::KeepOldPrice
+        && let Some(d) = next.discount.as_mut()
+    {
+        // The old price of a coupon's end is the discounted one.
+        d.until = None;
+    }
     match change.on_no_consent {
         OnNoConsent::KeepOldPrice => AtClaim::ClaimAfter(next, Effect::KeptOldPrice),
         OnNoConsent::CancelAtPeriodEnd => match sub.status.apply(Event::Cancel) {

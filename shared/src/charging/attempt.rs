@@ -277,6 +277,10 @@ async fn resume<L: Ledger, G: PaymentGateway>(
         Err(LedgerError::Conflict(_)) => return skipped(SkipReason::Busy),
         Err(e) => return Err(e.into()),
     };
+    if taken.amount == 0 {
+        // Nothing was ever sent for it: nothing to look up.
+        return Box::pin(free_period(engine, &taken, token)).await;
+    }
     let settled = settle_from_gateway(engine, sub, &taken, Guard::Claim(token)).await?;
     let open = match concluded(engine, &taken, token, settled, "lookup refused (401)").await? {
         Ok(outcome) => return Ok(outcome),
@@ -487,6 +491,10 @@ async fn send<L: Ledger, G: PaymentGateway>(
         .await?;
         return skipped(SkipReason::Busy);
     }
+    if attempt.amount == 0 {
+        // Boxed: its settle would add a ledger write's future to every send.
+        return Box::pin(free_period(engine, attempt, token)).await;
+    }
     let request = ChargeRequest {
         customer_uid: sub.customer_uid.clone(),
         merchant_uid: attempt.merchant_uid.clone(),
@@ -502,6 +510,60 @@ async fn send<L: Ledger, G: PaymentGateway>(
     };
     let answer = engine.gateway.charge(&request).await;
     send_answer(engine, sub, attempt, token, pace, answer).await
+}
+
+/// A period a coupon leaves nothing to pay for (decision 78): its attempt,
+/// claimed at 0 KRW, is recorded as paid with no payment, and the
+/// subscription moves on as after a payment. Nothing is sent to the PG
+/// (no PG takes a 0 KRW charge on a billing key).
+async fn free_period<L: Ledger, G>(
+    engine: &Engine<L, G>,
+    attempt: &ChargeAttempt,
+    token: &str,
+) -> Result<Outcome, RunError> {
+    let now = engine.now();
+    let Some(sub) = engine
+        .ledger
+        .get_subscription(&attempt.subscription_id)
+        .await?
+    else {
+        return skipped(SkipReason::NotFound);
+    };
+    let fact = Fact::Paid {
+        imp_uid: String::new(),
+        paid_at: now,
+        receipt_url: None,
+        tax: None,
+        cash: false,
+    };
+    let next = if sub.is_current(attempt) && sub.status.is_chargeable() {
+        crate::billing::next_state(&sub, &fact, &engine.settings.charging.dunning, now).0
+    } else {
+        // Ended or moved on meanwhile: the record is kept, nothing else.
+        sub.next_version(now)
+    };
+    let mut result = fact.result();
+    result.imp_uid = None;
+    match engine
+        .ledger
+        .settle(&Settlement {
+            attempt,
+            result: &result,
+            guard: Guard::Claim(token),
+            next: &next,
+            now,
+        })
+        .await
+    {
+        Ok(()) => {
+            info!(merchant_uid = %attempt.merchant_uid, period = %attempt.period, "nothing to pay for this period (coupon): recorded as paid at 0 KRW, nothing sent");
+            Ok(Outcome::Free {
+                merchant_uid: attempt.merchant_uid.clone(),
+            })
+        }
+        Err(LedgerError::Conflict(_)) => skipped(SkipReason::Busy),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Before a claim: a price change in force is written first (applied,

@@ -40,6 +40,11 @@ pub enum Outcome {
     Charged {
         imp_uid: String,
     },
+    /// A period a coupon leaves nothing to pay for: recorded as paid at
+    /// 0 KRW, nothing sent (decision 78).
+    Free {
+        merchant_uid: String,
+    },
     Declined {
         reason: String,
         /// Its class once recorded (decision 72); `None` while the decline

@@ -243,3 +243,74 @@ async fn a_lost_answer_that_cannot_be_looked_up_is_never_sent_again_while_the_pg
     );
     assert_eq!(engine.gateway.unused(), 0);
 }
+
+fn discounted(sub: &Subscription, off: crate::billing::coupons::Off) -> Subscription {
+    use crate::billing::coupons::{CouponDuration, CouponId, Discount};
+    let mut s = sub.clone();
+    s.discount = Some(Discount {
+        coupon: CouponId::parse("launch").unwrap_or_else(|| panic!("id")),
+        off,
+        duration: CouponDuration::Once,
+        from: s.current_period(),
+        until: Some(s.anchor.period_id(s.period_index + 1)),
+        redeemed_at: s.created_at,
+        end_disclosed: true,
+    });
+    s
+}
+
+/// Decision 78: the claim charges the price after the coupon covering the
+/// period, and fixes it on the attempt.
+#[tokio::test]
+async fn a_period_a_coupon_covers_is_charged_its_discounted_amount() {
+    let sub = discounted(&due(), crate::billing::coupons::Off::Amount(3000));
+    let expected = testing::attempt(&sub, AttemptState::Paid);
+    let mut paid = paid_record(&expected, &sub);
+    paid.amount = 6900;
+    let gateway = ScriptedGateway::new().charge_answers(ChargeOutcome::Paid(paid));
+    let (engine, run) = engine_with(&sub, gateway).await;
+
+    let outcome = charge_one(&engine, &sub.id, &run).await;
+
+    assert!(
+        matches!(outcome, Ok(Outcome::Charged { .. })),
+        "{outcome:?}"
+    );
+    let sent = engine.gateway.charges();
+    assert_eq!(sent.iter().map(|c| c.amount).collect::<Vec<_>>(), [6900]);
+    let attempts = engine.ledger.list_attempts(&sub.id).await;
+    let amounts: Vec<(i64, AttemptState)> = attempts
+        .unwrap_or_default()
+        .iter()
+        .map(|a| (a.amount, a.state))
+        .collect();
+    assert_eq!(amounts, [(6900, AttemptState::Paid)]);
+}
+
+/// Decision 78: a period a coupon leaves nothing to pay for is recorded
+/// as paid at 0 KRW; nothing goes to the PG, and the next period is the
+/// plan's price again.
+#[tokio::test]
+async fn a_period_a_coupon_leaves_nothing_to_pay_is_recorded_and_never_sent() {
+    let sub = discounted(&due(), crate::billing::coupons::Off::Percent(100));
+    let (engine, run) = engine_with(&sub, ScriptedGateway::new()).await;
+
+    let outcome = charge_one(&engine, &sub.id, &run).await;
+
+    assert!(matches!(outcome, Ok(Outcome::Free { .. })), "{outcome:?}");
+    assert_eq!(engine.gateway.calls(), [], "nothing is sent to the PG");
+    let after = stored(&engine, &sub).await;
+    assert_eq!(after.period_index, sub.period_index + 1);
+    assert_eq!(after.paid_through, Some(sub.current_period()));
+    assert_eq!(after.period_amount(), sub.plan.amount);
+    let attempts = engine
+        .ledger
+        .list_attempts(&sub.id)
+        .await
+        .unwrap_or_default();
+    let a = &attempts[0];
+    assert_eq!(
+        (a.amount, a.state, a.imp_uid.as_deref(), a.paid_at.is_some()),
+        (0, AttemptState::Paid, None, true)
+    );
+}

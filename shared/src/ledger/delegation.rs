@@ -4,7 +4,7 @@
 
 /// The port implemented by delegation: every operation is a function in the
 /// adapter's module for its aggregate (`registrations`, `subscriptions`,
-/// `attempts`, `review`, `refunds`, `receipts`, `requests`, `plans`), taking the
+/// `attempts`, `review`, `refunds`, `receipts`, `requests`, `plans`, `coupons`), taking the
 /// adapter first.
 /// Both ledgers expand it, so they keep the same rooms and the trait is
 /// written out once; the names it uses resolve where it is expanded.
@@ -306,6 +306,27 @@ macro_rules! ledger_by_aggregate {
                 cursor: Option<&Cursor>,
             ) -> Result<IdPage, LedgerError> {
                 subscriptions::plan_members_page(self, plan, limit, cursor).await
+            }
+
+            async fn put_coupon(
+                &self,
+                coupon: &$crate::billing::coupons::Coupon,
+            ) -> Result<(), LedgerError> {
+                coupons::put_coupon(self, coupon).await
+            }
+
+            async fn get_coupon(
+                &self,
+                id: &$crate::billing::coupons::CouponId,
+            ) -> Result<Option<$crate::billing::coupons::Coupon>, LedgerError> {
+                coupons::get_coupon(self, id).await
+            }
+
+            async fn redeem(
+                &self,
+                redemption: &$crate::ledger::Redemption<'_>,
+            ) -> Result<(), LedgerError> {
+                coupons::redeem(self, redemption).await
             }
         }
     };

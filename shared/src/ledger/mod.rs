@@ -17,6 +17,7 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
+use crate::billing::coupons::{Coupon, CouponId};
 use crate::billing::plans::{PlanId, PlanRecord};
 use crate::billing::rollouts::Rollout;
 use crate::billing::{
@@ -166,6 +167,27 @@ pub struct SubscriptionChange<'a> {
     pub audit: Option<&'a AuditEntry>,
     /// What happens to the user's lock on the plan.
     pub lock: LockChange<'a>,
+}
+
+/// A coupon's redemption, written all at once with what redeems it
+/// ([`Ledger::redeem`], decision 78).
+#[derive(Debug, Clone, Copy)]
+pub struct Redemption<'a> {
+    pub coupon: &'a crate::billing::coupons::CouponId,
+    /// Checked against the coupon's `redeem_by` in the same write.
+    pub now: DateTime<Utc>,
+    pub into: Redeemer<'a>,
+}
+
+/// What a coupon is redeemed with.
+#[derive(Debug, Clone, Copy)]
+pub enum Redeemer<'a> {
+    /// A new pending registration, written as [`Ledger::put_registration`]
+    /// writes it.
+    Registration(&'a Registration),
+    /// A change of a subscription, written as
+    /// [`Ledger::change_subscription`] writes it.
+    Subscription(SubscriptionChange<'a>),
 }
 
 /// What a change does to the user's lock on a plan (one live subscription
@@ -719,4 +741,25 @@ pub trait Ledger: Send + Sync {
         limit: usize,
         cursor: Option<&Cursor>,
     ) -> impl Future<Output = Result<IdPage, LedgerError>> + Send;
+
+    // ---- coupons (decision 78) -------------------------------------------
+
+    /// Stores a new coupon; `Conflict` if that id exists.
+    fn put_coupon(&self, coupon: &Coupon) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    fn get_coupon(
+        &self,
+        id: &CouponId,
+    ) -> impl Future<Output = Result<Option<Coupon>, LedgerError>> + Send;
+
+    /// Counts one redemption of the coupon and writes what redeems it, all
+    /// or nothing: `Conflict` (nothing written, nothing counted) when the
+    /// coupon does not exist, has been redeemed `max_redemptions` times, is
+    /// past its `redeem_by` at `now`, or the redeemer's own write fails its
+    /// condition. So a redemption is counted exactly once, however many
+    /// requests race for it.
+    fn redeem(
+        &self,
+        redemption: &Redemption<'_>,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 }

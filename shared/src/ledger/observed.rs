@@ -14,6 +14,8 @@ use super::{
     RefundIntent, RequestState, ReviewDecision, ReviewFlag, ReviewPage, Settlement, StoredResponse,
     SubscriptionChange, TakeOver, UnknownOutcome, UserItems,
 };
+use super::{Redeemer, Redemption};
+use crate::billing::coupons::{Coupon, CouponId};
 use crate::billing::plans::{PlanId, PlanRecord};
 use crate::billing::rollouts::Rollout;
 use crate::billing::{
@@ -70,6 +72,9 @@ pub enum Op<'a> {
     PlanMembersPage(&'a PlanId),
     SaveReceipt(&'a ChargeAttempt, &'a crate::billing::CashReceipt),
     ReceiptPage,
+    PutCoupon(&'a Coupon),
+    GetCoupon(&'a CouponId),
+    Redeem(&'a Redemption<'a>),
 }
 
 fn attempt_key(a: &ChargeAttempt) -> String {
@@ -120,6 +125,9 @@ impl Op<'_> {
             Self::PlanMembersPage(_) => "plan_members_page",
             Self::SaveReceipt(..) => "save_receipt",
             Self::ReceiptPage => "receipt_page",
+            Self::PutCoupon(_) => "put_coupon",
+            Self::GetCoupon(_) => "get_coupon",
+            Self::Redeem(_) => "redeem",
         }
     }
 
@@ -187,6 +195,14 @@ impl Op<'_> {
             Self::FlagRefund(a, key) | Self::DismissRefund(a, key) => {
                 format!("{} {key}", attempt_key(a))
             }
+            Self::PutCoupon(c) => c.id.to_string(),
+            Self::GetCoupon(id) => id.to_string(),
+            Self::Redeem(r) => match r.into {
+                Redeemer::Registration(reg) => format!("{} by {}", r.coupon, reg.merchant_uid),
+                Redeemer::Subscription(c) => {
+                    format!("{} by {} v{}", r.coupon, c.next.id, c.next.version)
+                }
+            },
         }
     }
 }
@@ -594,5 +610,20 @@ impl<L: Ledger, W: Watcher> Ledger for Observed<L, W> {
             self.inner.plan_members_page(plan, limit, cursor),
         )
         .await
+    }
+
+    async fn put_coupon(&self, coupon: &Coupon) -> Result<(), LedgerError> {
+        self.around(Op::PutCoupon(coupon), self.inner.put_coupon(coupon))
+            .await
+    }
+
+    async fn get_coupon(&self, id: &CouponId) -> Result<Option<Coupon>, LedgerError> {
+        self.around(Op::GetCoupon(id), self.inner.get_coupon(id))
+            .await
+    }
+
+    async fn redeem(&self, redemption: &Redemption<'_>) -> Result<(), LedgerError> {
+        self.around(Op::Redeem(redemption), self.inner.redeem(redemption))
+            .await
     }
 }

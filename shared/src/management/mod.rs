@@ -16,6 +16,7 @@
 
 mod cancellation;
 mod charges;
+mod coupons;
 mod plans;
 mod portal;
 mod price_changes;
@@ -30,6 +31,7 @@ pub use charges::{
     DismissInput, RefundInput, RefundReview, ResolveInput, ReviewList, dismiss_refund,
     needs_review, refund, resolve,
 };
+pub use coupons::{ApplyCouponInput, CouponView, apply_coupon, create_coupon, get_coupon};
 pub use plans::{
     CatalogueList, CatalogueView, PlanInput as NewPlanInput, PlanPriceChangeInput, RolloutView,
     create_plan, get_plan, list_plans, request_plan_price_change,
@@ -45,7 +47,8 @@ pub use subscriptions::{
 };
 pub use trials::{ConsentInput, consent};
 pub use views::{
-    ActionView, CardView, ChargeView, PlanView, ResolutionView, SubscriptionView, TaxView,
+    ActionView, CardView, ChargeView, DiscountView, PlanView, ResolutionView, SubscriptionView,
+    TaxView,
 };
 
 pub use crate::billing::Actor;

@@ -239,6 +239,12 @@ pub struct SubscriptionView {
     /// Its newest price change (pending, or how it ended).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub price_change: Option<PriceChangeView>,
+    /// Its coupon and the periods it covers (decision 78).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discount: Option<DiscountView>,
+    /// What the period charged next costs as things stand (a coupon, a
+    /// share of a period, a consented change counted).
+    pub next_amount: i64,
     pub created_at: String,
     pub version: u64,
     /// The newest manual actions (get only).
@@ -279,6 +285,51 @@ fn trial_view(t: &Trial) -> TrialView {
     }
 }
 
+/// A coupon on a subscription, as the API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DiscountView {
+    pub coupon_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub percent_off: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount_off: Option<i64>,
+    pub duration: String,
+    /// The first period it covers, and the first it does not (`null`:
+    /// forever), `YYYYMM`.
+    pub from_period: String,
+    pub until_period: Option<String>,
+    pub redeemed_at: String,
+    /// Redeemed with the sign-up, its end shown then: the price after it
+    /// needs no consent of its own.
+    pub end_disclosed: bool,
+    /// Whether it covers the period charged next.
+    pub in_force: bool,
+}
+
+pub(super) fn discount_view(
+    sub: &Subscription,
+    d: &crate::billing::coupons::Discount,
+) -> DiscountView {
+    use crate::billing::coupons::Off;
+    DiscountView {
+        coupon_id: d.coupon.to_string(),
+        percent_off: match d.off {
+            Off::Percent(p) => Some(p),
+            Off::Amount(_) => None,
+        },
+        amount_off: match d.off {
+            Off::Amount(a) => Some(a),
+            Off::Percent(_) => None,
+        },
+        duration: d.duration.label(),
+        from_period: d.from.to_string(),
+        until_period: d.until.as_ref().map(ToString::to_string),
+        redeemed_at: rfc3339(d.redeemed_at),
+        end_disclosed: d.end_disclosed,
+        in_force: d.covers(&sub.current_period()),
+    }
+}
+
 /// A pause in force, as the API shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct PauseView {
@@ -308,6 +359,10 @@ pub struct PriceChangeView {
     pub consent: Option<ConsentView>,
     pub declined_at: Option<String>,
     pub closed_at: Option<String>,
+    /// The coupon whose end this change is (decision 78): the plan stays,
+    /// the discount ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coupon_id: Option<String>,
 }
 
 fn consent_view(c: &crate::billing::trials::Consent) -> ConsentView {
@@ -347,6 +402,7 @@ fn price_change_view(sub: &Subscription, c: &PriceChange) -> PriceChangeView {
         consent: c.consent.as_ref().map(consent_view),
         declined_at: c.declined_at.map(rfc3339),
         closed_at: c.closed.map(|(_, at)| rfc3339(at)),
+        coupon_id: c.coupon.as_ref().map(ToString::to_string),
     }
 }
 
@@ -386,6 +442,8 @@ pub(super) fn view(sub: &Subscription, current: Option<&ChargeAttempt>) -> Subsc
         open_attempt: current.filter(|a| a.state.is_open()).map(ChargeView::from),
         trial: sub.trial.as_ref().map(trial_view),
         price_change: sub.price_change.as_ref().map(|c| price_change_view(sub, c)),
+        discount: sub.discount.as_ref().map(|d| discount_view(sub, d)),
+        next_amount: sub.charge_due(),
         created_at: rfc3339(sub.created_at),
         version: sub.version,
         history: None,

@@ -209,7 +209,9 @@ async fn verify_issuance<L: Ledger, G: PaymentGateway>(
     // A trial's window takes nothing, nor a billing-day plan's (its first,
     // partial period is charged after: decision 77): any money it took is
     // for a person.
-    let expected = if reg.trial.is_some() || reg.billing.is_some() {
+    // So does a sign-up with a coupon (its first period is priced at the
+    // claim, decision 78).
+    let expected = if reg.trial.is_some() || reg.billing.is_some() || reg.coupon.is_some() {
         0
     } else {
         reg.plan.amount
@@ -547,6 +549,11 @@ fn activation(
             consent,
         });
     }
+    // A coupon redeemed with the sign-up covers its periods from the first
+    // one charged; its end was shown in the window (decision 78).
+    sub.discount = reg.coupon.as_ref().map(|c| {
+        crate::billing::coupons::Discount::at_signup(c, &sub.anchor, sub.period_index, now)
+    });
     let anchor = sub.anchor;
     let attempt = |state, amount, paid_at, reason: Option<&str>| ChargeAttempt {
         subscription_id: reg.subscription_id.clone(),
@@ -676,6 +683,7 @@ fn fresh_subscription(
         price_change: None,
         pause: None,
         partial: None,
+        discount: None,
         notice: None,
         trial: None,
     }

@@ -48,6 +48,10 @@ pub struct PrepareRequest {
     /// sign-up (a plan whose `conversion_consent` is `signup`).
     #[serde(default)]
     pub consent: Option<EvidenceInput>,
+    /// A coupon of the catalogue (`POST /coupons`) to redeem with the
+    /// sign-up; its terms and end are shown in the window (decision 78).
+    #[serde(default)]
+    pub coupon_id: Option<String>,
 }
 
 /// The merchant's evidence of a customer's consent: where it was given
@@ -149,6 +153,11 @@ pub enum PrepareError {
     AlreadySubscribed { subscription_id: String },
     #[error("no plan {0:?} in the catalogue")]
     UnknownPlan(String),
+    #[error("no coupon {0:?}")]
+    UnknownCoupon(String),
+    /// Exhausted (409) or past its `redeem_by` (422).
+    #[error(transparent)]
+    Coupon(#[from] crate::billing::coupons::CouponError),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
 }
@@ -269,8 +278,18 @@ pub async fn prepare<L: Ledger, G: PaymentGateway>(
     };
     let consent = signup_consent(trial.as_ref(), request.consent.as_ref(), now)?;
     let buyer = validated_buyer(request.buyer)?;
+    let coupon = match &request.coupon_id {
+        None => None,
+        Some(id) => Some(redeemable_coupon(engine, id, now).await?),
+    };
     if !settings.registration.allow_multiple_subscriptions
-        && let Some(existing) = existing_sign_up(engine, &request.user_id, &plan).await?
+        && let Some(existing) = existing_sign_up(
+            engine,
+            &request.user_id,
+            &plan,
+            coupon.as_ref().map(|c| &c.id),
+        )
+        .await?
     {
         return match existing {
             Existing::Live(id) => Err(PrepareError::AlreadySubscribed {
@@ -305,10 +324,42 @@ pub async fn prepare<L: Ledger, G: PaymentGateway>(
         interval,
         billing,
         consent,
+        coupon: coupon.as_ref().map(crate::billing::coupons::Coupon::terms),
     };
-    engine.ledger.put_registration(&reg).await?;
-    info!(merchant_uid = %reg.merchant_uid, "registration prepared");
+    match &coupon {
+        None => engine.ledger.put_registration(&reg).await?,
+        Some(c) => {
+            let redemption = crate::ledger::Redemption {
+                coupon: &c.id,
+                now,
+                into: crate::ledger::Redeemer::Registration(&reg),
+            };
+            if let Err(e) = engine.ledger.redeem(&redemption).await {
+                // Redeemed meanwhile up to its limit, or past its date: say so.
+                redeemable_coupon(engine, c.id.as_str(), now).await?;
+                return Err(e.into());
+            }
+        }
+    }
+    info!(merchant_uid = %reg.merchant_uid, coupon = ?coupon.as_ref().map(|c| c.id.as_str()), "registration prepared");
     Ok(window(&engine.gateway, &reg, callback))
+}
+
+/// The coupon `id`, if it may be redeemed at `now`.
+async fn redeemable_coupon<L: Ledger, G: PaymentGateway>(
+    engine: &Engine<L, G>,
+    id: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<crate::billing::coupons::Coupon, PrepareError> {
+    let parsed = crate::billing::coupons::CouponId::parse(id)
+        .ok_or_else(|| PrepareError::Invalid(format!("coupon_id {id:?} is not a coupon id")))?;
+    let coupon = engine
+        .ledger
+        .get_coupon(&parsed)
+        .await?
+        .ok_or_else(|| PrepareError::UnknownCoupon(id.to_owned()))?;
+    coupon.redeemable(now)?;
+    Ok(coupon)
 }
 
 /// The consent to convert a trial that a sign-up carries: required for a
@@ -389,6 +440,7 @@ async fn existing_sign_up<L: Ledger, G>(
     engine: &Engine<L, G>,
     user_id: &str,
     plan: &Plan,
+    coupon: Option<&crate::billing::coupons::CouponId>,
 ) -> Result<Option<Existing>, LedgerError> {
     let items = engine.ledger.user_items(user_id).await?;
     if let Some((_, id)) = items.locks.iter().find(|(name, _)| name == &plan.name) {
@@ -400,6 +452,7 @@ async fn existing_sign_up<L: Ledger, G>(
             && reg.status == RegistrationStatus::Pending
             && !reg.replaces_key
             && reg.plan == *plan
+            && reg.coupon.as_ref().map(|c| &c.id) == coupon
             && reg.expires_at.is_none_or(|t| t > now)
         {
             return Ok(Some(Existing::Pending(Box::new(reg))));
@@ -445,6 +498,7 @@ pub async fn prepare_key_replacement<L: Ledger, G: PaymentGateway>(
         interval: sub.anchor.interval,
         billing: None,
         consent: None,
+        coupon: None,
     };
     engine.ledger.put_registration(&reg).await?;
     info!(merchant_uid = %reg.merchant_uid, subscription_id = %sub.id, "card replacement prepared");

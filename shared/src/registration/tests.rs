@@ -28,6 +28,7 @@ fn asked(plan_id: Option<&str>, plan: Option<(i64, &str)>) -> PrepareRequest {
         }),
         buyer: None,
         consent: None,
+        coupon_id: None,
     }
 }
 

@@ -336,6 +336,9 @@ async fn while_paused<L: Ledger, G>(
 pub struct Summary {
     pub due: u64,
     pub charged: u64,
+    /// Periods a coupon left nothing to pay for: recorded at 0 KRW, not
+    /// sent (decision 78).
+    pub free: u64,
     pub declined: u64,
     /// The declines recorded, by class (decision 72), counting those
     /// reconciled from the gateway's records too.
@@ -413,6 +416,7 @@ impl Summary {
         }
         match outcome {
             Outcome::Charged { .. } => self.charged += 1,
+            Outcome::Free { .. } => self.free += 1,
             Outcome::Declined { .. } => self.declined += 1,
             Outcome::Rejected { .. } => self.rejected += 1,
             Outcome::Ambiguous { .. } => self.ambiguous += 1,

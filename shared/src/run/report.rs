@@ -26,6 +26,7 @@ pub fn emf_line(report: &RunReport, function: &str, timestamp_ms: i64) -> String
     let mut metrics = vec![
         ("Due", s.due),
         ("Charged", s.charged),
+        ("FreePeriods", s.free),
         ("Declined", s.declined),
         ("Rejected", s.rejected),
         ("Ambiguous", s.ambiguous),
@@ -117,7 +118,7 @@ mod tests {
         );
         let directive = &v["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(directive["Namespace"], "SubscriptionBilling");
-        assert_eq!(directive["Metrics"].as_array().unwrap().len(), 32);
+        assert_eq!(directive["Metrics"].as_array().unwrap().len(), 33);
         // Per function and in all (what the alarms watch).
         assert_eq!(
             directive["Dimensions"],

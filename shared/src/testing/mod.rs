@@ -132,6 +132,7 @@ pub fn subscription(id: &str, anchor: Anchor) -> Subscription {
         price_change: None,
         pause: None,
         partial: None,
+        discount: None,
         notice: None,
         trial: None,
     }
@@ -222,6 +223,7 @@ pub async fn store_subscription<L: crate::ledger::Ledger>(ledger: &L, sub: &Subs
         billing: None,
         trial: None,
         consent: None,
+        coupon: None,
     };
     let activation = crate::ledger::Activation {
         reg: &reg,

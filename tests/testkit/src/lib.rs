@@ -716,6 +716,7 @@ async fn seed_with<L: shared::ledger::Ledger>(
         billing: None,
         trial: trial.as_ref().map(|(t, _)| *t),
         consent: trial.and_then(|(_, c)| c),
+        coupon: None,
     };
     let ledger = &app.engine.ledger;
     ledger

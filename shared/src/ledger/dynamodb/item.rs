@@ -377,6 +377,7 @@ pub fn registration_to_item(reg: &Registration, shards: u32) -> Item {
     super::trials::put_consent(&mut item, reg.consent.as_ref());
     put_interval(&mut item, reg.interval);
     put_billing_day(&mut item, reg.billing);
+    super::coupons::put_terms(&mut item, reg.coupon.as_ref());
     put_buyer(&mut item, &reg.buyer);
     if let (RegistrationStatus::Pending, Some(at)) = (reg.status, reg.sweep_at) {
         item.insert(DUE_PK.into(), s(due_pk(reg.subscription_id.shard(shards))));
@@ -418,6 +419,7 @@ pub fn registration_from_item(item: &Item) -> Result<Registration, LedgerError> 
         interval: interval(&r)?,
         billing: billing_day(&r)?,
         consent: super::trials::read_consent(&r)?,
+        coupon: super::coupons::read_terms(item)?,
     })
 }
 
@@ -491,6 +493,7 @@ pub fn subscription_to_item(sub: &Subscription, shards: u32) -> Item {
         item.insert("partial_days".into(), n(p.days));
         item.insert("partial_of".into(), n(p.of));
     }
+    super::coupons::put_discount(&mut item, sub.discount.as_ref());
     item.insert("period_index".into(), n(sub.period_index));
     item.insert("attempt".into(), n(sub.attempt));
     item.insert("next_charge_at".into(), ts(sub.next_charge_at));
@@ -661,6 +664,7 @@ pub fn subscription_from_item(item: &Item) -> Result<Subscription, LedgerError> 
         notice: read_notice(&r)?,
         trial: super::trials::read_trial(&r)?,
         price_change: super::price_changes::read_price_change(item)?,
+        discount: super::coupons::read_discount(item)?,
         partial: match r.opt_u32("partial_period")? {
             None => None,
             Some(index) => Some(crate::billing::entities::PartialPeriod {
@@ -930,6 +934,18 @@ mod tests {
                     crate::billing::price_changes::Outcome::Applied,
                     t + chrono::Duration::days(30),
                 )),
+                coupon: crate::billing::coupons::CouponId::parse("launch-3m"),
+            }),
+            // A coupon's discount (decision 78), stored and read back.
+            discount: Some(crate::billing::coupons::Discount {
+                coupon: crate::billing::coupons::CouponId::parse("launch-3m")
+                    .unwrap_or_else(|| panic!("coupon id")),
+                off: crate::billing::coupons::Off::Percent(50),
+                duration: crate::billing::coupons::CouponDuration::Repeating(3),
+                from: PeriodId::parse("202602").unwrap_or_else(|| panic!("period")),
+                until: PeriodId::parse("202605"),
+                redeemed_at: t,
+                end_disclosed: false,
             }),
             // Stored and read back (decision 76); a paused status is set
             // where the due index is checked.

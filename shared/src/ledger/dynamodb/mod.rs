@@ -8,6 +8,7 @@
 //! items' encryption, the cursors and the port's delegation.
 
 mod attempts;
+mod coupons;
 mod item;
 mod plans;
 mod price_changes;

@@ -3,7 +3,7 @@
 //! `notice_days`, `plan_id` + `plan_version` (the version), `from_amount`,
 //! `effective`, `on_no_consent`, `requested_at`, and when set `asks_at`,
 //! `asked_at`, the consent (`consent_*`, as a trial's), `declined_at`,
-//! `outcome` + `closed_at`. An item without it has none.
+//! `outcome` + `closed_at`, `coupon_id` (a coupon's end, decision 78). An item without it has none.
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
@@ -31,6 +31,7 @@ pub(super) fn put_price_change(item: &mut Item, change: Option<&PriceChange>) {
     put_opt(&mut m, "asked_at", c.asked_at.map(ts));
     super::trials::put_consent(&mut m, c.consent.as_ref());
     put_opt(&mut m, "declined_at", c.declined_at.map(ts));
+    super::coupons::put_change_coupon(&mut m, c.coupon.as_ref());
     if let Some((outcome, at)) = c.closed {
         m.insert("outcome".into(), s(outcome.as_str()));
         m.insert("closed_at".into(), ts(at));
@@ -74,5 +75,6 @@ pub(super) fn read_price_change(item: &Item) -> Result<Option<PriceChange>, Ledg
         consent: super::trials::read_consent(&r)?,
         declined_at: r.opt_time("declined_at")?,
         closed,
+        coupon: super::coupons::read_change_coupon(&r)?,
     }))
 }

@@ -7,6 +7,18 @@ pub(super) async fn put_registration(
     db: &DynamoLedger,
     reg: &Registration,
 ) -> Result<(), LedgerError> {
+    db.transact(
+        registration_writes(db, reg)?,
+        "TransactWriteItems registration",
+    )
+    .await
+}
+
+/// The writes of a new registration: its item (new) and its user's pointer.
+pub(super) fn registration_writes(
+    db: &DynamoLedger,
+    reg: &Registration,
+) -> Result<Vec<TransactWriteItem>, LedgerError> {
     let mut pointer = Item::new();
     pointer.insert(PK.into(), s(user_pk(&reg.user_id)));
     pointer.insert(SK.into(), s(user_reg_sk(&reg.merchant_uid)));
@@ -14,16 +26,12 @@ pub(super) async fn put_registration(
     if let Some(t) = reg.expires_at {
         pointer.insert(TTL_ATTRIBUTE.into(), ts(t + chrono::Duration::days(7)));
     }
-    db.transact(
-        vec![
-            TransactWriteItem::builder()
-                .put(db.put_new(registration_to_item(reg, db.shards))?)
-                .build(),
-            TransactWriteItem::builder().put(db.put(pointer)).build(),
-        ],
-        "TransactWriteItems registration",
-    )
-    .await
+    Ok(vec![
+        TransactWriteItem::builder()
+            .put(db.put_new(registration_to_item(reg, db.shards))?)
+            .build(),
+        TransactWriteItem::builder().put(db.put(pointer)).build(),
+    ])
 }
 
 pub(super) async fn get_registration(

@@ -31,6 +31,20 @@ pub(super) async fn change_subscription(
             .map_err(|e| sdk_error(e, "PutItem subscription"))?;
         return Ok(());
     }
+    db.transact(
+        change_writes(db, change).await?,
+        "TransactWriteItems change subscription",
+    )
+    .await
+}
+
+/// The writes of a change as one transaction: the subscription (version
+/// checked), its audit entry, and what happens to the user's lock.
+pub(super) async fn change_writes(
+    db: &DynamoLedger,
+    change: &SubscriptionChange<'_>,
+) -> Result<Vec<TransactWriteItem>, LedgerError> {
+    let next = change.next;
     let mut items = vec![
         TransactWriteItem::builder()
             .put(db.versioned_put(next).await?)
@@ -62,8 +76,7 @@ pub(super) async fn change_subscription(
             .map_err(build_error)?;
         items.push(TransactWriteItem::builder().put(put).build());
     }
-    db.transact(items, "TransactWriteItems change subscription")
-        .await
+    Ok(items)
 }
 
 pub(super) async fn history(

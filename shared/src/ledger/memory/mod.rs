@@ -6,7 +6,7 @@
 //! suite holds it to the DynamoDB adapter.
 //!
 //! The operations live by aggregate (`registrations`, `subscriptions`,
-//! `attempts`, `review`, `refunds`, `requests`, `plans`), each a function
+//! `attempts`, `review`, `refunds`, `requests`, `plans`, `coupons`), each a function
 //! over the ledger; this file holds the state, its helpers and the port's delegation.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,6 +26,7 @@ use crate::ledger::{
 };
 
 mod attempts;
+mod coupons;
 mod plans;
 mod receipts;
 mod refunds;
@@ -109,6 +110,8 @@ struct State {
     plans: BTreeMap<(crate::billing::plans::PlanId, u32), crate::billing::plans::PlanRecord>,
     /// Each plan's newest rollout (decision 71).
     rollouts: BTreeMap<crate::billing::plans::PlanId, crate::billing::rollouts::Rollout>,
+    /// The coupons, by id (decision 78).
+    coupons: BTreeMap<crate::billing::coupons::CouponId, crate::billing::coupons::Coupon>,
     /// Subscriptions whose stored item is unreadable (a test hook).
     corrupt: BTreeSet<SubscriptionId>,
     /// Requests served, by operation (for the benchmarks' cost figures).

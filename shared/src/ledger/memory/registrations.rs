@@ -9,6 +9,11 @@ pub(super) async fn put_registration(
 ) -> Result<(), LedgerError> {
     let mut st = db.lock();
     st.count("TransactWriteItems");
+    put_registration_in(&mut st, reg)
+}
+
+/// [`put_registration`] inside an operation holding the state.
+pub(super) fn put_registration_in(st: &mut State, reg: &Registration) -> Result<(), LedgerError> {
     if st.registrations.contains_key(&reg.merchant_uid) {
         return Err(conflict("put registration"));
     }

@@ -18,6 +18,14 @@ pub(super) async fn change_subscription(
 ) -> Result<(), LedgerError> {
     let mut st = db.lock();
     st.count("TransactWriteItems");
+    change_in(&mut st, change)
+}
+
+/// [`change_subscription`] inside an operation holding the state.
+pub(super) fn change_in(
+    st: &mut State,
+    change: &SubscriptionChange<'_>,
+) -> Result<(), LedgerError> {
     let next = change.next;
     let key = |name: &str| (next.user_id.clone(), name.to_owned());
     let ours = |st: &State, name: &str| st.locks.get(&key(name)) == Some(&next.id);
@@ -32,12 +40,12 @@ pub(super) async fn change_subscription(
     match change.lock {
         LockChange::Keep => {}
         LockChange::Release(name) => {
-            if ours(&st, name) {
+            if ours(st, name) {
                 st.locks.remove(&key(name));
             }
         }
         LockChange::Move { from, to } => {
-            if ours(&st, from) {
+            if ours(st, from) {
                 st.locks.remove(&key(from));
             }
             st.locks.insert(key(to), next.id.clone());

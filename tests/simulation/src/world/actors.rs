@@ -231,6 +231,7 @@ impl World {
             billing: sim_billing(&id),
             trial: sim_trial(&id),
             consent: None,
+            coupon: None,
         };
         // A trial that converts on the sign-up's consent carries it.
         let mut reg = reg;

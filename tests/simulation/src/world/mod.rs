@@ -504,6 +504,7 @@ pub fn callback_with_slow_gateway(latency: Duration) -> (Duration, String) {
             billing: None,
             trial: None,
             consent: None,
+            coupon: None,
         };
         if let Err(e) = world.ledger.put_registration(&reg).await {
             return (Duration::MAX, e.to_string());
