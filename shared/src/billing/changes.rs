@@ -478,6 +478,30 @@ pub fn resolved(
     // followed by the next period's charge the day after.
     if !as_paid && current && next.status == SubscriptionStatus::Trialing {
         match &sub.trial {
+            // Its end passed during the review untold (the notice waits
+            // while a person decides): the card rules' 7 days' notice comes
+            // first, so it converts 7 days from now (seed 636: converted
+            // the day after a review resolved past the trial's end).
+            Some(t)
+                if t.ends_at <= now
+                    && sub.notice.as_ref().is_none_or(|n| n.charge_at != t.ends_at) =>
+            {
+                let (anchor, ends_at) =
+                    super::trials::trial_end(super::trials::TRIAL_NOTICE_DAYS, now);
+                next.anchor = anchor.every(sub.anchor.interval);
+                next.period_index = 0;
+                next.attempt = if next.current_period() == sub.current_period() {
+                    sub.attempt + 1
+                } else {
+                    1
+                };
+                next.next_charge_at = ends_at;
+                next.notice = None;
+                if let Some(trial) = next.trial.as_mut() {
+                    trial.ends_at = ends_at;
+                }
+                return Ok((unchanged(next), false));
+            }
             Some(t) if t.ends_at <= now => {
                 return Ok((back_in_access(sub, next, true, policy, now), false));
             }
@@ -570,6 +594,33 @@ mod tests {
         assert!(back.next.notice_at().is_some(), "still told before its end");
     }
 
+    /// A trial whose sign-up window took money, resolved as not paid only
+    /// after the trial's end, was never told of its conversion (no notice
+    /// while a person decides): it converts 7 days on, noticed first
+    /// (seed 636 of the simulation: converted untold the next day).
+    #[test]
+    fn a_trial_resolved_as_not_paid_after_its_end_untold_converts_a_notice_later() {
+        let mut s = trial();
+        let mut flagged = testing::attempt(&s, AttemptState::NeedsReview);
+        flagged.amount = 100;
+        s.review_from = Some(SubscriptionStatus::Trialing);
+        s.status = SubscriptionStatus::NeedsReview;
+        let ends = s.trial.as_ref().map(|t| t.ends_at).unwrap();
+        let now = ends + chrono::Duration::days(4);
+        let (back, charge_now) =
+            resolved(&s, &flagged, false, ResumePolicy::Reanchor, now).unwrap();
+        assert!(!charge_now);
+        assert_eq!(back.next.status, SubscriptionStatus::Trialing);
+        let (_, converts) = crate::billing::trials::trial_end(7, now);
+        assert_eq!(back.next.next_charge_at, converts);
+        assert_eq!(back.next.trial.as_ref().map(|t| t.ends_at), Some(converts));
+        assert!(
+            back.next.notice_at().is_some_and(|at| at <= now),
+            "told at once: {:?}",
+            back.next.notice_at()
+        );
+    }
+
     /// A trial's conversion that went to a person and was resolved as not
     /// paid after the next period's start is charged for one period from
     /// the day access comes back (seed 4674 of the V2 simulation: converted
@@ -583,6 +634,15 @@ mod tests {
         s.review_from = Some(SubscriptionStatus::Trialing);
         s.status = SubscriptionStatus::NeedsReview;
         let ends = s.trial.as_ref().map(|t| t.ends_at).unwrap();
+        // Told of its conversion before it went to a person.
+        s.notice = Some(crate::billing::notices::SentNotice {
+            period: s.current_period(),
+            kind: crate::billing::notices::NoticeKind::TrialWillEnd,
+            amount: s.plan.amount,
+            charge_at: ends,
+            sent_at: ends - chrono::Duration::days(7),
+            key_checked: true,
+        });
         let now = ends + chrono::Duration::days(34);
         let (back, charge_now) =
             resolved(&s, &flagged, false, ResumePolicy::Reanchor, now).unwrap();

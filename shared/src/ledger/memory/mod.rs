@@ -326,6 +326,17 @@ impl InMemoryLedger {
         self.lock().subscriptions.get(id).cloned()
     }
 
+    /// Every audit entry kept, by subscription (for checks that must not
+    /// await).
+    pub fn all_audit(&self) -> Vec<AuditEntry> {
+        self.lock().audit.values().flatten().cloned().collect()
+    }
+
+    /// Every coupon stored, by id (for checks that must not await).
+    pub fn all_coupons(&self) -> Vec<crate::billing::coupons::Coupon> {
+        self.lock().coupons.values().cloned().collect()
+    }
+
     /// Every registration stored, in merchant_uid order.
     pub fn all_registrations(&self) -> Vec<Registration> {
         self.lock().registrations.values().cloned().collect()

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
+use shared::billing::coupons::{Coupon, CouponDuration, CouponId, CouponTerms, Off};
 use shared::billing::trials::{Consent, ConversionConsent, OnNoConsent, TrialTerms};
 use shared::billing::{
     Anchor, AttemptState, BillingDay, FirstPeriod, Interval, MerchantUid, Plan, Registration,
@@ -18,7 +19,7 @@ use shared::billing::{
 use shared::charging::BillingRun;
 use shared::engine::Budget;
 use shared::gateway::{Notice, PaymentNotice};
-use shared::ledger::{Ledger, RequestState, StoredResponse};
+use shared::ledger::{Ledger, Redeemer, Redemption, RequestState, StoredResponse};
 use shared::management::{self, Actor, CancelInput, ManageError, RefundInput, ResolveInput};
 use shared::notification;
 use shared::registration::{self, CallbackParams};
@@ -61,6 +62,65 @@ pub(super) fn sim_billing(id: &SubscriptionId) -> Option<BillingDay> {
     })
 }
 
+/// The world's coupons (decision 78): (id, off, duration, max
+/// redemptions, redeemable for days from the origin). Small limits, so
+/// sign-ups and merchants race for the last redemptions.
+type SimCoupon = (&'static str, Off, CouponDuration, Option<u32>, Option<i64>);
+
+pub(super) const SIM_COUPONS: [SimCoupon; 5] = [
+    (
+        "sim-half-3",
+        Off::Percent(50),
+        CouponDuration::Repeating(3),
+        Some(2),
+        None,
+    ),
+    (
+        "sim-free-1",
+        Off::Percent(100),
+        CouponDuration::Once,
+        Some(1),
+        None,
+    ),
+    (
+        "sim-3000",
+        Off::Amount(3000),
+        CouponDuration::Forever,
+        None,
+        None,
+    ),
+    (
+        "sim-9850",
+        Off::Amount(9850),
+        CouponDuration::Repeating(2),
+        Some(1),
+        None,
+    ),
+    (
+        "sim-late",
+        Off::Percent(20),
+        CouponDuration::Once,
+        Some(3),
+        Some(20),
+    ),
+];
+
+/// The sim's coupon of that id.
+pub(super) fn sim_coupon(id: &CouponId) -> Option<(Off, CouponDuration)> {
+    SIM_COUPONS
+        .iter()
+        .find(|c| c.0 == id.as_str())
+        .map(|c| (c.1, c.2))
+}
+
+/// A sixth of the sign-ups (by their id, so the world's random stream is
+/// the one it always was) come with one of the world's coupons.
+fn sim_signup_coupon(id: &SubscriptionId) -> Option<&'static str> {
+    let b = id.as_str().as_bytes();
+    b[7].is_multiple_of(6)
+        .then(|| SIM_COUPONS[usize::from(b[6]) % SIM_COUPONS.len()].0)
+}
+
 fn sim_trial(id: &SubscriptionId) -> Option<TrialTerms> {
     let (days, consent, on_no_consent) = match id.as_str().as_bytes()[10] % 8 {
         0 => (40, ConversionConsent::Explicit, OnNoConsent::Cancel),
@@ -89,6 +149,22 @@ fn notice_label(n: &Notice) -> String {
 
 pub(super) async fn play(world: &Arc<World>, params: &Params) {
     let origin = world.origin;
+    // The world's coupons, before anyone signs up.
+    for (id, off, duration, max, days) in SIM_COUPONS {
+        let coupon = Coupon {
+            id: CouponId::parse(id).unwrap_or_else(|| panic!("coupon id {id}")),
+            name: id.into(),
+            off,
+            duration,
+            max_redemptions: max,
+            redeem_by: days.map(|d| origin + chrono::Duration::days(d)),
+            redeemed: 0,
+            created_at: origin,
+        };
+        if world.ledger.put_coupon(&coupon).await.is_err() {
+            world.violation("setup", format!("coupon {id} could not be written"));
+        }
+    }
     let days = i64::from(params.months) * 30 + 5;
     // Sign-ups through the first month, at any time of day (anchors on 29–31 included).
     for _ in 0..params.subscriptions {
@@ -246,7 +322,38 @@ impl World {
                 recorded_at: now,
             });
         }
-        if self.ledger.put_registration(&reg).await.is_err() {
+        // With a coupon, the registration is written with its redemption;
+        // one used up or past its date is refused, and the merchant signs
+        // the customer up without it (as `prepare` answers 409 / 422).
+        let coupon = sim_signup_coupon(&id).and_then(CouponId::parse);
+        let redeemed = match &coupon {
+            None => false,
+            Some(c) => {
+                let (off, duration) =
+                    sim_coupon(c).unwrap_or((Off::Percent(1), CouponDuration::Once));
+                reg.coupon = Some(CouponTerms {
+                    id: c.clone(),
+                    off,
+                    duration,
+                });
+                let redemption = Redemption {
+                    coupon: c,
+                    now,
+                    into: Redeemer::Registration(&reg),
+                };
+                match self.ledger.redeem(&redemption).await {
+                    Ok(()) => true,
+                    Err(_) => {
+                        self.count("sign-up coupons refused (used up or expired)");
+                        reg.coupon = None;
+                        false
+                    }
+                }
+            }
+        };
+        if redeemed {
+            self.redeemed(coupon.as_ref(), "sign-ups with a coupon");
+        } else if self.ledger.put_registration(&reg).await.is_err() {
             self.violation(
                 "setup",
                 format!("registration {} could not be written", reg.merchant_uid),
@@ -290,6 +397,13 @@ impl World {
             let at = Duration::from_secs(self.rand(|r| r.random_range(10..60) * 86_400 + 7200));
             tokio::spawn(Arc::clone(&self).price_change(id.clone(), at));
         }
+        // Some merchants apply a coupon later (a win-back), some twice at
+        // once; the customer answers its end's consent request, or not.
+        if id.as_str().as_bytes()[3].is_multiple_of(5) {
+            let at = Duration::from_secs(self.rand(|r| r.random_range(2..70) * 86_400 + 5_400));
+            let twice = self.rand(|r| r.random_bool(0.3));
+            tokio::spawn(Arc::clone(&self).apply_coupon(id.clone(), at, twice));
+        }
         // Most customers of an explicit trial consent, some too early, some
         // after it ended; the others let it lapse.
         if reg
@@ -306,6 +420,101 @@ impl World {
             let at = Duration::from_secs(self.rand(|r| r.random_range(2..70) * 86_400 + 3_600));
             let racing = self.rand(|r| r.random_bool(0.5));
             tokio::spawn(Arc::clone(&self).pause(id, at, racing));
+        }
+    }
+
+    /// A merchant applies one of the world's coupons to a running
+    /// subscription through the management API at `at`; `twice`: two
+    /// requests at once (a retry racing the first). Each redemption the API
+    /// says it counted is counted here too; the ledger's count must match.
+    async fn apply_coupon(self: Arc<Self>, id: SubscriptionId, at: Duration, twice: bool) {
+        tokio::time::sleep(at).await;
+        let coupon = self.rand(|r| SIM_COUPONS[r.random_range(0..SIM_COUPONS.len())].0);
+        let on_no_consent = self
+            .rand(|r| ["cancel_at_period_end", "keep_old_price"][r.random_range(0..2)].to_owned());
+        let request = |world: Arc<Self>| {
+            let id = id.clone();
+            let on_no_consent = on_no_consent.clone();
+            async move {
+                let input = management::ApplyCouponInput {
+                    coupon_id: coupon.into(),
+                    on_no_consent: Some(on_no_consent),
+                };
+                let (inv, engine) = world.engine("coupon");
+                let done = world
+                    .call(
+                        inv,
+                        &format!("{id} coupon {coupon}"),
+                        management::apply_coupon(
+                            &engine,
+                            id.as_str(),
+                            input,
+                            &Actor::named("merchant"),
+                        ),
+                    )
+                    .await;
+                match done {
+                    Some(Ok((_, true))) => {
+                        world.redeemed(CouponId::parse(coupon).as_ref(), "coupons applied");
+                        true
+                    }
+                    Some(Ok((_, false))) => {
+                        world.count("coupons asked again (counted once)");
+                        false
+                    }
+                    Some(Err(ManageError::Conflict(_))) => {
+                        world.count("coupons refused (409)");
+                        false
+                    }
+                    Some(Err(ManageError::Unprocessable(_))) => {
+                        world.count("coupons past their date (422)");
+                        false
+                    }
+                    Some(Err(_)) => {
+                        world.count("management calls refused");
+                        false
+                    }
+                    None => false,
+                }
+            }
+        };
+        let applied = if twice {
+            let (a, b) = tokio::join!(request(Arc::clone(&self)), request(Arc::clone(&self)));
+            a || b
+        } else {
+            request(Arc::clone(&self)).await
+        };
+        let ends = self
+            .ledger
+            .subscription_now(&id)
+            .and_then(|s| s.price_change)
+            .is_some_and(|c| c.coupon.is_some() && c.is_open());
+        if !applied || !ends {
+            return;
+        }
+        // The customer's answer to its end, at any time in the months after.
+        let answer = self.rand(|r| r.random_range(0..10));
+        let later = Duration::from_secs(self.rand(|r| r.random_range(3_600..100 * 86_400)));
+        tokio::time::sleep(later).await;
+        let (inv, engine) = self.engine("coupon-answer");
+        self.answer_price(
+            inv,
+            &engine,
+            id.as_str(),
+            answer,
+            [
+                "coupon end consents recorded",
+                "coupon end declines recorded",
+            ],
+        )
+        .await;
+    }
+
+    /// A redemption the sim saw counted (by the ledger's write).
+    fn redeemed(&self, coupon: Option<&CouponId>, label: &'static str) {
+        if let Some(c) = coupon {
+            *lock(&self.observed).redeemed.entry(c.clone()).or_default() += 1;
+            self.count(label);
         }
     }
 

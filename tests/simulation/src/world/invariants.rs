@@ -13,11 +13,13 @@ use shared::billing::{
 };
 use shared::gateway::ChargeRequest;
 
+use shared::billing::coupons::{CouponId, Off};
+
 use super::{SeedReport, World, lock};
 use crate::model::{MSG_SETTING, Usage};
 
 /// The invariants, by the names the summary line uses.
-pub const INVARIANTS: [&str; 31] = [
+pub const INVARIANTS: [&str; 35] = [
     "charged after a cancel",
     "billed without access",
     "two periods a day",
@@ -49,7 +51,31 @@ pub const INVARIANTS: [&str; 31] = [
     "pause overran",
     "first period charged wrong",
     "off its billing day",
+    "charged off its coupon",
+    "coupon beyond its periods",
+    "coupon end charged without consent",
+    "coupon redeemed off its count",
 ];
+
+/// What a period that costs `base` costs under `discount` when it covers
+/// `period`, by the sim's own arithmetic over the world's coupons (their
+/// terms, not the subscription's copy): less the percent rounded down, or
+/// the amount; under 100 KRW nothing.
+fn discounted(
+    discount: Option<&shared::billing::coupons::Discount>,
+    period: &PeriodId,
+    base: i64,
+) -> i64 {
+    let Some(d) = discount.filter(|d| d.covers(period)) else {
+        return base;
+    };
+    let left = match super::actors::sim_coupon(&d.coupon) {
+        Some((Off::Percent(p), _)) => base - base * i64::from(p) / 100,
+        Some((Off::Amount(a), _)) => base - a.min(base),
+        None => -1,
+    };
+    if (1..100).contains(&left) { 0 } else { left }
+}
 
 /// Half the sign-ups (by their id's first character, so the world's random
 /// stream is the one it always was) name a catalogue plan:
@@ -161,8 +187,13 @@ pub(crate) struct Observed {
     refunds_in_review: BTreeSet<(String, String)>,
     /// Trials that ended without a consent, and how (counted once each).
     lapsed: BTreeSet<(SubscriptionId, &'static str)>,
-    /// The newest claim of each subscription: its period and amount.
-    claimed: BTreeMap<SubscriptionId, (PeriodId, i64, i64)>,
+    /// The newest claim of each subscription: its period, amount, price
+    /// and the coupon that covered it.
+    claimed: BTreeMap<SubscriptionId, (PeriodId, i64, i64, Option<CouponId>)>,
+    /// The coupon's discount each (subscription, period) was claimed under.
+    discounted: BTreeMap<(SubscriptionId, PeriodId), shared::billing::coupons::Discount>,
+    /// Redemptions the ledger's writes counted, as their callers saw them.
+    pub redeemed: BTreeMap<CouponId, u64>,
     /// The periods charged (money taken) per subscription and Seoul day.
     paid_days: BTreeMap<(SubscriptionId, NaiveDate), BTreeSet<PeriodId>>,
     /// Billing keys whose charge was recorded as a hard decline (decision
@@ -591,22 +622,117 @@ impl World {
             );
         }
         // A period charged in part (decisions 76, 77) is a share of the
-        // plan's price at its claim: prices are compared, not amounts.
+        // plan's price at its claim, and a coupon takes its part off that
+        // (decision 78): prices are compared, not amounts.
         let partial = next
             .partial
-            .is_some_and(|p| next.anchor.period_id(p.index) == attempt.period);
-        let price = if partial {
+            .filter(|p| next.anchor.period_id(p.index) == attempt.period);
+        let covering = next.discount.as_ref().filter(|d| d.covers(&attempt.period));
+        let price = if partial.is_some() || covering.is_some() {
             next.plan.amount
         } else {
             attempt.amount
         };
+        // Every charged amount is the price after the coupon in force at
+        // the claim, by the sim's own arithmetic over the world's coupons.
+        let base = partial.map_or(next.plan.amount, |p| p.price(next.plan.amount));
+        let expected = discounted(covering, &attempt.period, base);
+        if covering.is_some() {
+            self.count(if attempt.amount == 0 {
+                "periods a coupon made free (recorded, not sent)"
+            } else {
+                "periods charged under a coupon"
+            });
+        }
+        // A retry keeps its period's first amount (checked below), so only a
+        // period's first claim is held to the price in force now.
+        let retry = lock(&self.observed)
+            .claimed
+            .get(&next.id)
+            .is_some_and(|c| c.0 == attempt.period);
+        if attempt.amount != expected && !retry && (covering.is_some() || next.discount.is_some()) {
+            self.violation(
+                "charged off its coupon",
+                format!(
+                    "{}: {} claimed at {} KRW, the price after its coupon is {expected} ({:?})",
+                    next.id, attempt.period, attempt.amount, next.discount
+                ),
+            );
+        }
+        // A sign-up's coupon covers its periods and no more (one applied
+        // later lasts as long as its end's consent waits: its change's).
+        if let Some(d) = covering {
+            let months = |p: &PeriodId| {
+                let n: i64 = p.as_str().parse().unwrap_or_default();
+                n / 100 * 12 + n % 100
+            };
+            let per = i64::from(next.anchor.interval.months().max(1));
+            let nth = (months(&attempt.period) - months(&d.from)) / per;
+            let beyond = match super::actors::sim_coupon(&d.coupon).and_then(|c| c.1.periods()) {
+                Some(n) if d.end_disclosed => nth >= i64::from(n),
+                _ => next
+                    .price_change
+                    .as_ref()
+                    .filter(|c| c.coupon.as_ref() == Some(&d.coupon) && c.is_open())
+                    .is_some_and(|c| Some(&c.effective) != d.until.as_ref()),
+            };
+            if beyond {
+                self.violation(
+                    "coupon beyond its periods",
+                    format!(
+                        "{}: {} is period {nth} of coupon {:?}",
+                        next.id, attempt.period, d
+                    ),
+                );
+            }
+        }
+        if let Some(d) = covering {
+            lock(&self.observed)
+                .discounted
+                .insert((next.id.clone(), attempt.period.clone()), d.clone());
+        }
+        let coupon = covering.map(|d| d.coupon.clone());
         let before = lock(&self.observed).claimed.insert(
             next.id.clone(),
-            (attempt.period.clone(), attempt.amount, price),
+            (attempt.period.clone(), attempt.amount, price, coupon),
         );
-        let Some((period, amount, was_price)) = before else {
+        let Some((period, amount, was_price, was_coupon)) = before else {
             return;
         };
+        // A coupon's end raises the price: one applied after the sign-up
+        // only with a consent taken in the 30 days before the period
+        // (decision 69), one shown at the sign-up as it was.
+        if period != attempt.period
+            && let Some(c) = was_coupon.filter(|_| covering.is_none())
+            && let Some(d) = next.discount.as_ref().filter(|d| d.coupon == c)
+        {
+            let starts = next.period_due();
+            let window =
+                chrono::Duration::days(i64::from(shared::billing::trials::MAX_CONSENT_WINDOW_DAYS));
+            let consented = next.price_change.as_ref().is_some_and(|pc| {
+                pc.coupon.as_ref() == Some(&c)
+                    && pc
+                        .closed
+                        .is_some_and(|(o, _)| o == shared::billing::price_changes::Outcome::Applied)
+                    && pc
+                        .consent
+                        .as_ref()
+                        .is_some_and(|k| k.at >= starts - window && k.at < starts)
+            });
+            if d.end_disclosed {
+                self.count("coupon ends charged as shown at sign-up");
+            } else if consented {
+                self.count("coupon ends charged with consent");
+            } else if attempt.amount > amount {
+                self.violation(
+                    "coupon end charged without consent",
+                    format!(
+                        "{}: {} claimed at {} KRW after {} at {} KRW under coupon {c}, change {:?}",
+                        next.id, attempt.period, attempt.amount, period, amount, next.price_change
+                    ),
+                );
+            }
+        }
         if period == attempt.period {
             if amount != attempt.amount {
                 self.violation(
@@ -1041,6 +1167,53 @@ pub(super) fn verdict(world: &World) -> SeedReport {
                 .or_insert(0) += 1;
         }
     }
+    // Each coupon's redemptions are counted once: as many as the writes
+    // that redeemed it succeeded, never more than its limit.
+    // What redeemed each: the registrations written with it, and the
+    // audited changes that applied it (a caller may have lost the answer:
+    // the write is the truth, and what callers saw is at most that).
+    let seen = lock(&world.observed).redeemed.clone();
+    let audit = world.ledger.all_audit();
+    for c in world.ledger.all_coupons() {
+        let counted = u64::from(c.redeemed);
+        let signups = world
+            .ledger
+            .all_registrations()
+            .iter()
+            .filter(|r| r.coupon.as_ref().is_some_and(|t| t.id == c.id))
+            .count();
+        let applied = audit
+            .iter()
+            .filter(|e| e.action == "coupon" && e.detail.starts_with(&format!("coupon {} ", c.id)))
+            .count();
+        let expected = (signups + applied) as u64;
+        let told = seen.get(&c.id).copied().unwrap_or_default();
+        if told > expected {
+            broken(
+                &mut report,
+                "coupon redeemed off its count",
+                format!(
+                    "{}: callers were told of {told} redemptions, {expected} written",
+                    c.id
+                ),
+            );
+        }
+        if counted != expected || c.max_redemptions.is_some_and(|m| c.redeemed > m) {
+            broken(
+                &mut report,
+                "coupon redeemed off its count",
+                format!(
+                    "{}: {counted} counted, {expected} redeemed, limit {:?}",
+                    c.id, c.max_redemptions
+                ),
+            );
+        }
+        if c.max_redemptions == Some(c.redeemed) {
+            *lock(&world.stats)
+                .entry("coupons redeemed up to their limit")
+                .or_insert(0) += 1;
+        }
+    }
     // At most one payment per (subscription, period).
     for ((sub, period), n) in world.paid_per_period() {
         if n > 1 {
@@ -1216,8 +1389,18 @@ pub(super) fn verdict(world: &World) -> SeedReport {
             ));
         }
     }
-    // Attempts recorded paid must be paid at the PG.
+    // Attempts recorded paid must be paid at the PG; a period a coupon
+    // made free (0 KRW, decision 78) is recorded and never sent.
     for a in attempts.iter().filter(|a| a.state == AttemptState::Paid) {
+        if a.amount == 0 && a.imp_uid.is_none() {
+            if payments.iter().any(|p| p.merchant_uid == a.merchant_uid) {
+                report.violations.push(format!(
+                    "seed {}: {} free (0 KRW) but sent to the PG",
+                    world.seed, a.merchant_uid
+                ));
+            }
+            continue;
+        }
         let at_pg = payments.iter().any(|p| {
             p.merchant_uid == a.merchant_uid
                 && p.took_money()
@@ -1411,8 +1594,18 @@ fn customer_side(
         if s.anchor.day != anchor.day {
             continue;
         }
-        let prorated = reg.plan.amount * i64::from(days) / i64::from(of);
         let first = anchor.period_id(0);
+        // Less the sign-up's coupon when it covers the period (decision 78).
+        let share = reg.plan.amount * i64::from(days) / i64::from(of);
+        let prorated = if share < 100 {
+            share
+        } else {
+            discounted(
+                obs.discounted.get(&(s.id.clone(), first.clone())),
+                &first,
+                share,
+            )
+        };
         for a in attempts
             .iter()
             // (money a sign-up window took, accepted by a person, is theirs)
@@ -1425,7 +1618,7 @@ fn customer_side(
         {
             let wrong = match billing.first {
                 shared::billing::FirstPeriod::Free => true,
-                shared::billing::FirstPeriod::Prorated if prorated < 100 => true,
+                shared::billing::FirstPeriod::Prorated if share < 100 => true,
                 shared::billing::FirstPeriod::Prorated => a.amount != prorated,
                 shared::billing::FirstPeriod::Full => false,
             };
