@@ -59,6 +59,10 @@ pub(crate) enum Scenario {
     /// charged for the rest of its days from the resume, prorated; every
     /// later one in full, on the old calendar.
     Pauses,
+    /// Signs up with the coupon [`LAUNCH_COUPON`] (issue 25 §3): its three
+    /// periods charged at half price, the fourth at the plan's price with
+    /// no consent asked (its end was shown with the sign-up).
+    Coupon,
 }
 
 impl Scenario {
@@ -80,6 +84,7 @@ impl Scenario {
             Self::Yearly => "yearly plan: charged once a year",
             Self::BillingDay => "billed on the 1st: a prorated first charge",
             Self::Pauses => "pauses a month, resumes mid-period: the rest prorated",
+            Self::Coupon => "signs up with a 3-month 50% coupon: half price, then full",
         }
     }
 
@@ -138,10 +143,14 @@ pub(crate) const YEARLY_PLAN: (&str, &str, i64) = ("basic-yearly", "베이직 �
 pub(crate) const BILLING_DAY_PLAN: (&str, &str, i64, u8) =
     ("basic-1st", "베이직 월간 (1일 결제)", 9900, 1);
 
+/// The merchant's launch coupon (id, name, percent off, periods): half
+/// price for three periods, redeemed with the sign-up.
+pub(crate) const LAUNCH_COUPON: (&str, &str, i64, u32) = ("launch-3m", "런칭 3개월 50%", 50, 3);
+
 /// How far into its second period the pausing customer resumes.
 pub(crate) const PAUSE_RESUMES_AFTER_DAYS: i64 = 10;
 
-pub(crate) const PEOPLE: [Persona; 16] = [
+pub(crate) const PEOPLE: [Persona; 17] = [
     Persona {
         label: "alice",
         user_id: "user-1001",
@@ -331,6 +340,18 @@ pub(crate) const PEOPLE: [Persona; 16] = [
         amount: 9900,
         plan: "베이직 월간",
         scenario: Scenario::Pauses,
+        from_catalogue: false,
+        sdk: None,
+    },
+    Persona {
+        label: "quinn",
+        user_id: "user-1017",
+        buyer_name: "권열일곱",
+        email: "yeolilgop@example.com",
+        tel: "010-1111-0017",
+        amount: 9900,
+        plan: "베이직 월간",
+        scenario: Scenario::Coupon,
         from_catalogue: false,
         sdk: None,
     },

@@ -167,6 +167,7 @@ pub(crate) async fn lifecycle_events(
                 "subscription.resumed",
                 "charge.succeeded",
             ],
+            Scenario::Coupon => &["subscription.activated", "charge.succeeded"],
             Scenario::ClosesWindow => &[],
         };
         let missing: Vec<&&str> = expected.iter().filter(|t| !has(t)).collect();

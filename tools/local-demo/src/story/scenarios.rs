@@ -272,6 +272,28 @@ pub(crate) async fn chapter(story: &mut Story<'_>, members: &[Member]) -> Result
                         .date_naive()
                 );
             }
+            Scenario::Coupon => {
+                let s = stack.sub(&m.id).await?;
+                let (status, coupon, _) = stack
+                    .api("GET", &format!("/coupons/{}", LAUNCH_COUPON.0), None, None)
+                    .await?;
+                let d = s.discount.as_ref();
+                println!(
+                    "  {:<6} signed up with coupon {} → periods {} to {} at {} KRW (GET /coupons/{} → {status}, redeemed {})",
+                    m.p.label,
+                    LAUNCH_COUPON.0,
+                    d.map_or("?".into(), |d| d.from.to_string()),
+                    d.and_then(|d| d.until.as_ref())
+                        .map_or("?".into(), |u| format!("before {u}")),
+                    won(s.period_amount()),
+                    LAUNCH_COUPON.0,
+                    coupon["redeemed"]
+                );
+                checks.check(
+                    status == 200 && coupon["redeemed"].as_i64().is_some_and(|n| n >= 1),
+                    format!("{}: GET /coupons answered {status}: {coupon}", m.p.label),
+                );
+            }
             Scenario::Pays | Scenario::ClosesWindow => {}
         }
     }

@@ -164,6 +164,24 @@ async fn catalogue(stack: &Stack, checks: &mut Checks) -> Result<()> {
         ),
     )
     .await?;
+    let (id, name, percent, periods) = LAUNCH_COUPON;
+    let body = json!({"id": id, "name": name, "percent_off": percent,
+                      "duration": format!("repeating:{periods}"), "max_redemptions": 1000});
+    let (status, answer, _) = stack
+        .api(
+            "POST",
+            "/coupons",
+            Some(body),
+            Some(&format!("coupon-{id}")),
+        )
+        .await?;
+    println!(
+        "  the merchant  POST /coupons {id} ({name}: {percent}% off for {periods} periods, at most 1,000 redemptions) → {status}"
+    );
+    checks.check(
+        status == 201 || status == 409,
+        format!("POST /coupons {id} answered {status}: {answer}"),
+    );
     let (id, name, amount) = PLUS_PLAN;
     put_plan(
         stack,
@@ -214,6 +232,9 @@ pub(crate) async fn register(stack: &Stack, p: &'static Persona) -> Result<Membe
         body["plan_id"] = json!(CATALOGUE_PLAN.0);
     } else {
         body["plan"] = json!({"amount": p.amount, "name": p.plan});
+    }
+    if p.scenario == Scenario::Coupon {
+        body["coupon_id"] = json!(LAUNCH_COUPON.0);
     }
     let r = stack
         .http

@@ -344,6 +344,7 @@ pub(crate) async fn check(story: &mut Story<'_>, books: &Books<'_>, runs: &Runs)
             ),
             Scenario::BillingDay => billing_day(checks, m, s, attempts, args.months),
             Scenario::Pauses => paused_a_month(checks, m, s, attempts, args.months),
+            Scenario::Coupon => launch_coupon(checks, m, s, attempts, args.months),
             Scenario::ClosesWindow => {}
         }
     }
@@ -545,6 +546,53 @@ fn paused_a_month(
             m.p.label,
             s.status.as_str(),
             s.paid_through.as_ref().map(|p| p.as_str().to_owned())
+        ),
+    );
+}
+
+/// quinn, signed up with [`LAUNCH_COUPON`]: the coupon's periods charged
+/// at the price less its percent (rounded down to the won), every later one
+/// at the price, with no price change asked (its end was shown with the
+/// sign-up, decision 78).
+fn launch_coupon(
+    checks: &mut Checks,
+    m: &Member,
+    s: &Subscription,
+    attempts: &[ChargeAttempt],
+    months: u32,
+) {
+    let (id, _, percent, periods) = LAUNCH_COUPON;
+    let price = m.p.amount;
+    let half = price - price * percent / 100;
+    let expected: Vec<i64> = (0..=months)
+        .map(|k| if k < periods { half } else { price })
+        .collect();
+    let amounts: Vec<i64> = attempts.iter().map(|a| a.amount).collect();
+    println!(
+        "  {:<6} coupon {id}: charged {} (periods {}–{} at {} KRW, then {} KRW; its end shown at sign-up, no consent asked)",
+        m.p.label,
+        amounts
+            .iter()
+            .map(|a| won(*a))
+            .collect::<Vec<_>>()
+            .join(", "),
+        s.anchor.period_id(0),
+        s.anchor.period_id(periods - 1),
+        won(half),
+        won(price)
+    );
+    checks.check(
+        s.status == SubscriptionStatus::Active
+            && s.discount.as_ref().is_some_and(|d| d.coupon.as_str() == id && d.end_disclosed)
+            && s.price_change.is_none()
+            && attempts.iter().all(|a| a.state == AttemptState::Paid)
+            && amounts == expected,
+        format!(
+            "{}: expected {expected:?} under coupon {id} and no price change (got {}, {amounts:?}, discount {:?}, change {:?})",
+            m.p.label,
+            s.status.as_str(),
+            s.discount,
+            s.price_change
         ),
     );
 }
