@@ -2,7 +2,7 @@
 //! before it reaches the ledger and after it took effect, with its
 //! arguments. The deterministic simulation puts latency, crash points and
 //! its invariants there; the benchmarks a modelled round trip and a count.
-//! One wrapper, so no tool writes out the port's 30 methods again.
+//! One wrapper, so no tool writes out the port's 44 methods again.
 
 use std::future::Future;
 use std::sync::Arc;
