@@ -291,7 +291,23 @@ async fn every_flow() {
     let hana = w.sign_up("hana", 0).await;
     // ivy pauses before her renewal: not told, not charged; resumed later.
     let ivy = w.sign_up("ivy", 0).await;
+    // jay gets a coupon for his next period, 100 % off: recorded at 0 KRW.
+    let jay = w.sign_up("jay", 0).await;
     all.extend(w.pump().await);
+    w.api(
+        "api-create-coupon.json",
+        "/coupons",
+        json!({"id": "free-month", "percent_off": 100, "duration": "once"}),
+        Some("coupon-free-month"),
+    )
+    .await;
+    w.api(
+        "api-apply-coupon.json",
+        &format!("/subscriptions/{jay}/coupon"),
+        json!({"coupon_id": "free-month"}),
+        None,
+    )
+    .await;
     w.api(
         "api-pause.json",
         &format!("/subscriptions/{ivy}/pause"),
@@ -477,6 +493,35 @@ async fn every_flow() {
             "charge.succeeded"
         ])
     );
+    assert_eq!(
+        got[jay.as_str()],
+        expect(&[
+            "subscription.activated",
+            "charge.succeeded",
+            "subscription.coupon_applied",
+            "subscription.renewal_upcoming",
+            "charge.succeeded",
+            // Its end raises the price back: asked like a price increase.
+            "subscription.price_change_requested"
+        ])
+    );
+    let free = details
+        .iter()
+        .rfind(|d| d["subscription_id"] == jay.as_str() && d["type"] == "charge.succeeded")
+        .unwrap();
+    assert_eq!(
+        (&free["data"]["amount"], &free["data"]["imp_uid"]),
+        (&json!(0), &Value::Null),
+        "a free period is recorded, never sent: {free}"
+    );
+    let asked = details
+        .iter()
+        .find(|d| {
+            d["subscription_id"] == jay.as_str()
+                && d["type"] == "subscription.price_change_requested"
+        })
+        .unwrap();
+    assert_eq!(asked["data"]["coupon_id"], "free-month", "{asked}");
     let resumed = details
         .iter()
         .find(|d| d["subscription_id"] == ivy.as_str() && d["type"] == "subscription.resumed")
