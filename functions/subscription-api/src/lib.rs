@@ -352,60 +352,70 @@ async fn dispatch<L: Ledger, G: PaymentGateway>(
     let p = |i: usize| params.get(i).map(String::as_str).unwrap_or_default();
     let who = || actor(request);
     match template {
-        "/plans" | "/plans/{id}" => catalogue(app, request, template, p(0)).await,
+        "/plans" | "/plans/{id}" => Box::pin(catalogue(app, request, template, p(0))).await,
         "/plans/{id}/price-change" => match body_of(request) {
             Ok(input) => answer(
                 StatusCode::OK,
-                management::request_plan_price_change(engine, p(0), input).await,
+                Box::pin(management::request_plan_price_change(engine, p(0), input)).await,
             ),
             Err(e) => Answer::error(&e),
         },
         "/coupons" => match body_of(request) {
             Ok(input) => answer(
                 StatusCode::CREATED,
-                management::create_coupon(engine, input).await,
+                Box::pin(management::create_coupon(engine, input)).await,
             ),
             Err(e) => Answer::error(&e),
         },
-        "/coupons/{id}" => answer(StatusCode::OK, management::get_coupon(engine, p(0)).await),
+        "/coupons/{id}" => answer(
+            StatusCode::OK,
+            Box::pin(management::get_coupon(engine, p(0))).await,
+        ),
         "/subscriptions/{id}/coupon" => match body_of(request) {
             Ok(input) => answer(
                 StatusCode::OK,
-                management::apply_coupon(engine, p(0), input, &who())
+                // Boxed, as every arm added since: a debug build's frame of
+                // this match holds each arm's future (a test overflowed).
+                Box::pin(management::apply_coupon(engine, p(0), input, &who()))
                     .await
                     .map(|(view, _)| view),
             ),
             Err(e) => Answer::error(&e),
         },
-        "/subscriptions/{id}" => answer(StatusCode::OK, management::get(engine, p(0)).await),
+        "/subscriptions/{id}" => answer(
+            StatusCode::OK,
+            Box::pin(management::get(engine, p(0))).await,
+        ),
         "/users/{user_id}/subscriptions" => answer(
             StatusCode::OK,
-            management::list_for_user(engine, p(0))
+            Box::pin(management::list_for_user(engine, p(0)))
                 .await
                 .map(|subscriptions| serde_json::json!({ "subscriptions": subscriptions })),
         ),
         "/subscriptions/{id}/charges" => answer(
             StatusCode::OK,
-            management::charges(engine, p(0))
+            Box::pin(management::charges(engine, p(0)))
                 .await
                 .map(|charges| serde_json::json!({ "charges": charges })),
         ),
-        "/subscriptions/{id}/cancellation-quote" => cancellation_quote(app, request, p(0)).await,
+        "/subscriptions/{id}/cancellation-quote" => {
+            Box::pin(cancellation_quote(app, request, p(0))).await
+        }
         "/subscriptions/{id}/cancel" => match (body_of::<management::CancelInput>(request), key) {
             // A mid-term cancel with its quoted refund: needs the key.
             (Ok(input), Some(key)) if input.refund.is_some() => answer(
                 StatusCode::OK,
-                management::cancel_quoted(engine, p(0), input, key, &who()).await,
+                Box::pin(management::cancel_quoted(engine, p(0), input, key, &who())).await,
             ),
             (Ok(input), _) => answer(
                 StatusCode::OK,
-                management::cancel(engine, p(0), input, &who()).await,
+                Box::pin(management::cancel(engine, p(0), input, &who())).await,
             ),
             (Err(e), _) => Answer::error(&e),
         },
         "/subscriptions/{id}/resume" => answer(
             StatusCode::OK,
-            management::resume(engine, p(0), &who()).await,
+            Box::pin(management::resume(engine, p(0), &who())).await,
         ),
         // No body is a pause until resumed by hand.
         "/subscriptions/{id}/pause" => match if request.body().is_empty() {
@@ -415,51 +425,66 @@ async fn dispatch<L: Ledger, G: PaymentGateway>(
         } {
             Ok(input) => answer(
                 StatusCode::OK,
-                management::pause(engine, p(0), input, &who()).await,
+                Box::pin(management::pause(engine, p(0), input, &who())).await,
             ),
             Err(e) => Answer::error(&e),
         },
         "/subscriptions/{id}/plan" => match body_of(request) {
             Ok(input) => answer(
                 StatusCode::OK,
-                management::change_plan(engine, p(0), input, &who()).await,
+                Box::pin(management::change_plan(engine, p(0), input, &who())).await,
             ),
             Err(e) => Answer::error(&e),
         },
         "/subscriptions/{id}/payment-method" => answer(
             StatusCode::CREATED,
-            management::payment_method(engine, p(0)).await,
+            Box::pin(management::payment_method(engine, p(0))).await,
         ),
         "/subscriptions/{id}/consent" => match body_of(request) {
             Ok(input) => answer(
                 StatusCode::OK,
-                management::consent(engine, p(0), input, &who()).await,
+                Box::pin(management::consent(engine, p(0), input, &who())).await,
             ),
             Err(e) => Answer::error(&e),
         },
         "/subscriptions/{id}/price-change" => match body_of(request) {
             Ok(input) => answer(
                 StatusCode::OK,
-                management::request_price_change(engine, p(0), input, &who()).await,
+                Box::pin(management::request_price_change(
+                    engine,
+                    p(0),
+                    input,
+                    &who(),
+                ))
+                .await,
             ),
             Err(e) => Answer::error(&e),
         },
         "/subscriptions/{id}/price-change/consent" => match body_of(request) {
             Ok(input) => answer(
                 StatusCode::OK,
-                management::consent_price_change(engine, p(0), input, &who()).await,
+                Box::pin(management::consent_price_change(
+                    engine,
+                    p(0),
+                    input,
+                    &who(),
+                ))
+                .await,
             ),
             Err(e) => Answer::error(&e),
         },
         "/subscriptions/{id}/price-change/decline" => answer(
             StatusCode::OK,
-            management::decline_price_change(engine, p(0), &who()).await,
+            Box::pin(management::decline_price_change(engine, p(0), &who())).await,
         ),
         "/subscriptions/{id}/portal-link" => answer(
             StatusCode::CREATED,
-            management::portal_link(engine, p(0)).await,
+            Box::pin(management::portal_link(engine, p(0))).await,
         ),
-        "/portal/{token}" => answer(StatusCode::OK, management::open_portal(engine, p(0)).await),
+        "/portal/{token}" => answer(
+            StatusCode::OK,
+            Box::pin(management::open_portal(engine, p(0))).await,
+        ),
         "/subscriptions" => {
             let query = request.query_string_parameters_ref();
             let pending = query.and_then(|q| q.first("pending_consent"));
@@ -467,7 +492,7 @@ async fn dispatch<L: Ledger, G: PaymentGateway>(
             if pending == Some("true") {
                 answer(
                     StatusCode::OK,
-                    management::pending_consent(engine, cursor.as_deref()).await,
+                    Box::pin(management::pending_consent(engine, cursor.as_deref())).await,
                 )
             } else {
                 // Listing every subscription would be a scan: only the lists
@@ -483,14 +508,14 @@ async fn dispatch<L: Ledger, G: PaymentGateway>(
                 .and_then(|q| q.first("cursor").map(str::to_owned));
             answer(
                 StatusCode::OK,
-                management::needs_review(engine, cursor.as_deref()).await,
+                Box::pin(management::needs_review(engine, cursor.as_deref())).await,
             )
         }
         // `idempotent` lets no refund through without its key.
         "/charges/{merchant_uid}/refund" => match (body_of(request), key) {
             (Ok(input), Some(key)) => answer(
                 StatusCode::OK,
-                management::refund(engine, p(0), input, key, &who()).await,
+                Box::pin(management::refund(engine, p(0), input, key, &who())).await,
             ),
             (Err(e), _) => Answer::error(&e),
             (Ok(_), None) => Answer::error(&ManageError::Invalid(
@@ -500,14 +525,21 @@ async fn dispatch<L: Ledger, G: PaymentGateway>(
         "/charges/{merchant_uid}/refunds/{key}/dismiss" => match body_of(request) {
             Ok(input) => answer(
                 StatusCode::OK,
-                management::dismiss_refund(engine, p(0), p(1), input, &who()).await,
+                Box::pin(management::dismiss_refund(
+                    engine,
+                    p(0),
+                    p(1),
+                    input,
+                    &who(),
+                ))
+                .await,
             ),
             Err(e) => Answer::error(&e),
         },
         "/charges/{merchant_uid}/resolve" => match body_of(request) {
             Ok(input) => answer(
                 StatusCode::OK,
-                management::resolve(engine, p(0), input, &who()).await,
+                Box::pin(management::resolve(engine, p(0), input, &who())).await,
             ),
             Err(e) => Answer::error(&e),
         },

@@ -133,7 +133,13 @@ fn charges_at_sim(sim: &SimHandle) -> Vec<(String, i64, i64)> {
 /// Signs a user up through the payment window (prepare → window → callback)
 /// with CHARGE_ON_SIGNUP on: the first period is paid.
 async fn sign_up<L: Ledger>(app: &App<L>, sim: &SimHandle, user: &str) -> SubscriptionId {
-    let body = format!(r#"{{"user_id":"{user}","plan":{{"amount":9900,"name":"월간 구독"}}}}"#);
+    let body = json!({"user_id": user, "plan": {"amount": 9900, "name": "월간 구독"}});
+    sign_up_with(app, sim, body).await
+}
+
+/// [`sign_up`] with this `prepare` body.
+async fn sign_up_with<L: Ledger>(app: &App<L>, sim: &SimHandle, body: Value) -> SubscriptionId {
+    let body = body.to_string();
     let response = billing_callback::handle(app, http_request("prepare.json", None, Some(&body)))
         .await
         .unwrap();
@@ -1927,28 +1933,18 @@ async fn a_billing_day_plan_prorates_its_first_period_and_bills_on_its_day() {
         let refused = post(&app, "api-create-plan.json", "/plans", bad.clone(), &[]).await;
         assert_eq!(refused.status, 400, "{bad}: {}", refused.body);
     }
-    let sign_up_to = |plan: &'static str, user: &'static str| {
-        let app = &app;
-        let sim = &sim;
-        async move {
-            let response = billing_callback::handle(
-                app,
-                http_request(
-                    "prepare.json",
-                    None,
-                    Some(&json!({"user_id": user, "plan_id": plan}).to_string()),
-                ),
-            )
-            .await
-            .unwrap();
-            assert_eq!(response.status().as_u16(), 201);
-            let prepared: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
-            complete_window(app, sim, sdk(&prepared)).await;
-            SubscriptionId::parse(prepared["subscription_id"].as_str().unwrap()).unwrap()
-        }
-    };
-    let prorated_id = sign_up_to("day-prorated", "billing-day-1").await;
-    let free_id = sign_up_to("day-free", "billing-day-2").await;
+    let prorated_id = sign_up_with(
+        &app,
+        &sim,
+        json!({"user_id": "billing-day-1", "plan_id": "day-prorated"}),
+    )
+    .await;
+    let free_id = sign_up_with(
+        &app,
+        &sim,
+        json!({"user_id": "billing-day-2", "plan_id": "day-free"}),
+    )
+    .await;
     let first_period = format!("{:04}{:02}", prev.year(), prev.month());
     assert_eq!(
         charged_amounts(&app, &prorated_id).await,
