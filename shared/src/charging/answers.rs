@@ -29,11 +29,11 @@ pub(super) async fn send_answer<L: Ledger, G: PaymentGateway>(
     match answer {
         ChargeOutcome::Paid(record) => {
             pace.succeeded();
-            paid(engine, sub, attempt, token, &record).await
+            Box::pin(paid(engine, sub, attempt, token, &record)).await
         }
         ChargeOutcome::Declined(record) => {
             pace.succeeded();
-            declined(engine, sub, attempt, token, &record).await
+            Box::pin(declined(engine, sub, attempt, token, &record)).await
         }
         ChargeOutcome::Rejected(r) if r.kind == RejectionKind::Unauthorized => {
             let detail = format!("not sent: {}", r.message);
@@ -50,9 +50,11 @@ pub(super) async fn send_answer<L: Ledger, G: PaymentGateway>(
         }
         ChargeOutcome::Rejected(r) => {
             pace.succeeded();
-            refused(engine, sub, attempt, token, &r.message).await
+            Box::pin(refused(engine, sub, attempt, token, &r.message)).await
         }
-        ChargeOutcome::Ambiguous(a) => lost_answer(engine, sub, attempt, token, pace, &a).await,
+        ChargeOutcome::Ambiguous(a) => {
+            Box::pin(lost_answer(engine, sub, attempt, token, pace, &a)).await
+        }
     }
 }
 

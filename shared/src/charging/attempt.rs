@@ -37,7 +37,9 @@ pub(crate) async fn charge_one<L: Ledger, G: PaymentGateway>(
     let Some(sub) = engine.ledger.get_subscription(id).await? else {
         return skipped(SkipReason::NotFound);
     };
-    charge_read(engine, sub, run, pace).await
+    // Boxed, like the calls below: a debug build's frames of the charge
+    // path add up to more than a 2 MB thread (tests overflowed).
+    Box::pin(charge_read(engine, sub, run, pace)).await
 }
 
 /// [`charge_one`] of a subscription just read.
@@ -59,7 +61,7 @@ pub(crate) async fn charge_read<L: Ledger, G: PaymentGateway>(
     }
     // A price change in force: applied with its consent, else what the
     // customer chose not to consent means (decision 69).
-    let sub = match price_change_gate(engine, sub).await? {
+    let sub = match Box::pin(price_change_gate(engine, sub)).await? {
         Ok(sub) => sub,
         Err(stop) => return Ok(stop),
     };
@@ -76,7 +78,7 @@ pub(crate) async fn charge_read<L: Ledger, G: PaymentGateway>(
                 }
                 // `None`: it exists, or the subscription changed.
                 if let Some((next, fresh, token)) = claim_fresh(engine, &sub, run).await? {
-                    return send(engine, &next, &fresh, &token, pace).await;
+                    return Box::pin(send(engine, &next, &fresh, &token, pace)).await;
                 }
             }
             Err(why) => refused_today = Some(why),
@@ -92,7 +94,7 @@ pub(crate) async fn charge_read<L: Ledger, G: PaymentGateway>(
         None => skipped(SkipReason::Busy),
         Some(a) if a.state.is_open() => {
             let token = engine.claim_token(&run.run_id);
-            resume(engine, &sub, &a, &token, pace).await
+            Box::pin(resume(engine, &sub, &a, &token, pace)).await
         }
         Some(a) if a.state == AttemptState::NeedsReview => skipped(SkipReason::NeedsReview),
         Some(a) if ending => {
@@ -509,7 +511,7 @@ async fn send<L: Ledger, G: PaymentGateway>(
         notice_url: engine.settings.charging.notice_url.as_ref().map(url::Url::to_string),
     };
     let answer = engine.gateway.charge(&request).await;
-    send_answer(engine, sub, attempt, token, pace, answer).await
+    Box::pin(send_answer(engine, sub, attempt, token, pace, answer)).await
 }
 
 /// A period a coupon leaves nothing to pay for (decision 78): its attempt,
