@@ -30,7 +30,6 @@ use super::plans::PLAN_AMOUNT;
 use super::price_changes::{OnNoConsent, PriceChange};
 use super::state::SubscriptionStatus;
 
-const COUPON_ID_MAX: usize = 40;
 /// The most periods a `repeating:N` coupon may cover.
 pub const MAX_REPEATING: u32 = 36;
 /// The most times a coupon may be redeemed.
@@ -42,13 +41,9 @@ pub const MAX_REDEMPTIONS: u32 = 1_000_000;
 pub struct CouponId(String);
 
 impl CouponId {
+    /// The catalogue's id rule, a plan's (`PlanId::parse`).
     pub fn parse(s: &str) -> Option<Self> {
-        let ok = !s.is_empty()
-            && s.len() <= COUPON_ID_MAX
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !s.starts_with('-');
-        ok.then(|| Self(s.to_owned()))
+        super::plans::PlanId::parse(s).map(|p| Self(p.as_str().to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -378,9 +373,6 @@ pub fn applied(
         }
         _ => {}
     }
-    if sub.cancel_at_period_end {
-        return not_allowed("the subscription is set to end at its period's end");
-    }
     if let Some(d) = &sub.discount
         && !d.is_over(&sub.current_period())
     {
@@ -393,14 +385,8 @@ pub fn applied(
                 .unwrap_or_default()
         ));
     }
-    if let Some(c) = sub.price_change.as_ref().filter(|c| c.is_open()) {
-        return not_allowed(format!(
-            "a price change to {} KRW from period {} is pending",
-            c.plan.amount, c.effective
-        ));
-    }
-    if sub.pending_plan.is_some() {
-        return not_allowed("a plan change is pending for the next period");
+    if let Some(why) = super::price_changes::change_pending(sub) {
+        return not_allowed(why);
     }
     let coupon = req.coupon;
     let first = sub.period_index + u32::from(req.started);

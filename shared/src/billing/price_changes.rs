@@ -234,6 +234,24 @@ impl Subscription {
     }
 }
 
+/// Why no new change of its price may be asked for now: it is set to end,
+/// a price change (or a coupon's end, decision 78) is open, or a plan
+/// change waits for the next period. One change at a time.
+pub(super) fn change_pending(sub: &Subscription) -> Option<String> {
+    if sub.cancel_at_period_end {
+        return Some("the subscription is set to end at its period's end".into());
+    }
+    if let Some(c) = sub.price_change.as_ref().filter(|c| c.is_open()) {
+        return Some(format!(
+            "a price change to {} KRW from period {} is pending",
+            c.plan.amount, c.effective
+        ));
+    }
+    sub.pending_plan
+        .is_some()
+        .then(|| "a plan change is pending for the next period".into())
+}
+
 /// The periods a change may take effect from, as of `now`: the earliest
 /// whose start leaves the consent window (`window_days`) for an increase;
 /// for a decrease, the period to charge next unless `started` (it has an
@@ -288,17 +306,8 @@ pub fn requested(
         }
         _ => {}
     }
-    if sub.cancel_at_period_end {
-        return not_allowed("the subscription is set to end at its period's end");
-    }
-    if let Some(c) = sub.price_change.as_ref().filter(|c| c.is_open()) {
-        return not_allowed(format!(
-            "a price change to {} KRW from period {} is pending",
-            c.plan.amount, c.effective
-        ));
-    }
-    if sub.pending_plan.is_some() {
-        return not_allowed("a plan change is pending for the next period");
+    if let Some(why) = change_pending(sub) {
+        return not_allowed(why);
     }
     if req.plan.amount == sub.plan.amount {
         return not_allowed(format!(
